@@ -1,0 +1,268 @@
+//! The pipeline, in one direction: reference → rule → digest → signatures → verification →
+//! verdict. The only place that calls the registry, the verifier and the policy together.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::discover::{PathTried, discover};
+use crate::policy::{
+    AuthorityKind, CandidateOutcome, NoMatch, Policy, Rule, RuleMatch, Tlog, Verdict, evaluate,
+    failed_verdict,
+};
+use crate::reference::ImageRef;
+use crate::registry::{ImageManifest, Registry};
+use crate::verify::{
+    Expectation, KeyAuthority, Rejection, VerifiedSignature, verify_key_signature,
+};
+
+const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
+const REVISION_ANNOTATION: &str = "org.opencontainers.image.revision";
+const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+
+/// Why a verdict was reached without a full verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    /// The registry could not be asked (down, denied, timed out): not "unsigned".
+    Registry,
+    /// The reference does not exist.
+    NotFound,
+    /// The policy cannot decide (two rules equally specific).
+    Policy,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    pub resolve_ms: f64,
+    pub discover_ms: f64,
+    pub verify_ms: f64,
+}
+
+/// One verdict with the reasons and evidence behind it.
+#[derive(Debug, Serialize)]
+pub struct Decision {
+    pub reference: String,
+    pub digest: Option<String>,
+    pub verdict: Verdict,
+    pub rule: Option<String>,
+    pub reasons: Vec<String>,
+    pub signatures: Vec<VerifiedSignature>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// `org.opencontainers.image.source` of the verified manifest (e.g. from `flux push artifact`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `org.opencontainers.image.revision` of the verified manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Every place signatures were looked for, and what was there.
+    pub discovery: Vec<PathTried>,
+    pub timings: Timings,
+}
+
+impl Decision {
+    fn early(reference: &ImageRef, verdict: Verdict, rule: Option<&Rule>, reason: String) -> Self {
+        Decision {
+            reference: reference.to_string(),
+            digest: reference.digest().map(|d| d.to_string()),
+            verdict,
+            rule: rule.map(|r| r.name.clone()),
+            reasons: vec![reason],
+            signatures: Vec::new(),
+            failure: None,
+            source: None,
+            revision: None,
+            discovery: Vec::new(),
+            timings: Timings::default(),
+        }
+    }
+}
+
+/// The error and all its causes, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+pub struct Gate {
+    registry: Registry,
+    policy: Policy,
+}
+
+impl Gate {
+    pub fn new(registry: Registry, policy: Policy) -> Self {
+        Gate { registry, policy }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Decide on one reference.
+    pub async fn check(&self, reference: &ImageRef) -> Decision {
+        let name = reference.name();
+        let rule = match self.policy.match_rule(&name) {
+            RuleMatch::Rule(r) => r,
+            RuleMatch::NoMatch(nm) => {
+                let verdict = match nm {
+                    NoMatch::Deny => Verdict::Deny,
+                    NoMatch::Allow => Verdict::Allow,
+                    NoMatch::Warn => Verdict::Warn,
+                };
+                let word = format!("{nm:?}").to_lowercase();
+                return Decision::early(
+                    reference,
+                    verdict,
+                    None,
+                    format!("no rule of the policy matches {name} (noMatch: {word})"),
+                );
+            }
+            RuleMatch::Ambiguous(a, b) => {
+                let mut d = Decision::early(
+                    reference,
+                    Verdict::Deny,
+                    None,
+                    format!(
+                        "policy error: rules {:?} and {:?} are equally specific for {name}",
+                        a.name, b.name
+                    ),
+                );
+                d.failure = Some(Failure::Policy);
+                return d;
+            }
+        };
+
+        let t0 = Instant::now();
+        let manifest = match self.registry.get_manifest(reference).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                let mut d = Decision::early(
+                    reference,
+                    failed_verdict(rule.mode),
+                    Some(rule),
+                    format!("{reference} was not found"),
+                );
+                d.failure = Some(Failure::NotFound);
+                return d;
+            }
+            Err(e) => {
+                let mut d = Decision::early(
+                    reference,
+                    failed_verdict(rule.mode),
+                    Some(rule),
+                    format!("cannot resolve {reference}: {}", error_chain(&e)),
+                );
+                d.failure = Some(Failure::Registry);
+                return d;
+            }
+        };
+        let resolve_ms = ms(t0);
+        let digest = manifest.digest.clone();
+        let (source, revision) = match ImageManifest::parse(&manifest, &name) {
+            Ok(m) => {
+                let a = m.annotations.unwrap_or_default();
+                (
+                    a.get(SOURCE_ANNOTATION).cloned(),
+                    a.get(REVISION_ANNOTATION).cloned(),
+                )
+            }
+            Err(_) => (None, None),
+        };
+        let mut decision = Decision {
+            reference: reference.to_string(),
+            digest: Some(digest.to_string()),
+            verdict: Verdict::Deny,
+            rule: Some(rule.name.clone()),
+            reasons: Vec::new(),
+            signatures: Vec::new(),
+            failure: None,
+            source,
+            revision,
+            discovery: Vec::new(),
+            timings: Timings {
+                resolve_ms,
+                ..Timings::default()
+            },
+        };
+
+        let t1 = Instant::now();
+        let found = match discover(&self.registry, reference, &digest).await {
+            Ok(f) => f,
+            Err(e) => {
+                decision.verdict = failed_verdict(rule.mode);
+                decision.failure = Some(Failure::Registry);
+                decision.reasons = vec![format!(
+                    "cannot tell whether {reference} is signed: {}",
+                    error_chain(&e)
+                )];
+                return decision;
+            }
+        };
+        decision.timings.discover_ms = ms(t1);
+        decision.discovery = found.paths.clone();
+
+        let t2 = Instant::now();
+        let expect = Expectation {
+            digest,
+            repository: name,
+            signed_identity: rule.signed_identity.clone(),
+            annotations: rule.annotations.clone(),
+        };
+        let outcomes = found
+            .candidates
+            .iter()
+            .map(|c| CandidateOutcome {
+                location: c.location.clone(),
+                results: rule
+                    .authorities
+                    .iter()
+                    .map(|a| match &a.kind {
+                        AuthorityKind::Key { key, tlog } => {
+                            let has_set = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
+                            match (tlog, has_set) {
+                                (Tlog::Required, _) | (Tlog::Optional, true) => {
+                                    Err(Rejection::NotSupported {
+                                        location: c.location.clone(),
+                                        authority: a.name.clone(),
+                                        what: "checking the Rekor entry of a key-based signature"
+                                            .into(),
+                                    })
+                                }
+                                _ => verify_key_signature(
+                                    c,
+                                    KeyAuthority { name: &a.name, key },
+                                    &expect,
+                                ),
+                            }
+                        }
+                        AuthorityKind::Keyless { .. } => Err(Rejection::NotSupported {
+                            location: c.location.clone(),
+                            authority: a.name.clone(),
+                            what: "keyless (Fulcio certificate) verification".into(),
+                        }),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let eval = evaluate(rule, outcomes, &found.summary());
+        decision.timings.verify_ms = ms(t2);
+        decision.verdict = eval.verdict;
+        decision.reasons = eval.reasons;
+        decision.signatures = eval.evidence;
+        decision
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}

@@ -1,0 +1,1063 @@
+//! Fetching and pushing manifests and blobs: remote registries through oci-client (token and basic
+//! auth, plain HTTP where asked), and OCI image layout directories on disk. Nothing here interprets
+//! signatures. "Not found" is an `Ok(None)`; every other failure is an error, never an absence.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::{Deserialize, Serialize};
+
+use crate::reference::{Digest, ImageRef, Location};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// What a registry operation was doing, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    FetchManifest,
+    FetchBlob,
+    PushBlob,
+    PushManifest,
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::FetchManifest => "fetching manifest",
+            Op::FetchBlob => "fetching blob",
+            Op::PushBlob => "pushing blob",
+            Op::PushManifest => "pushing manifest",
+        })
+    }
+}
+
+/// A registry or layout failure. Display says where and what; the cause is in `source()`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    #[error("registry {host}: access denied while {op} {target} (check credentials)")]
+    Denied {
+        host: String,
+        op: Op,
+        target: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("registry {host}: unreachable while {op} {target}")]
+    Unreachable {
+        host: String,
+        op: Op,
+        target: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("registry {host}: no answer within {seconds}s while {op} {target}")]
+    Timeout {
+        host: String,
+        op: Op,
+        target: String,
+        seconds: u64,
+    },
+    #[error("registry {host}: {op} {target} failed")]
+    Protocol {
+        host: String,
+        op: Op,
+        target: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("registry {host}: {target} not found")]
+    NotFound { host: String, target: String },
+    #[error("{place}: {target} is larger than the {limit}-byte limit")]
+    TooLarge {
+        place: String,
+        target: String,
+        limit: usize,
+    },
+    #[error("{place}: content of {target} does not match its digest")]
+    DigestMismatch { place: String, target: String },
+    #[error("{place}: manifest {target} is not a JSON OCI/Docker manifest ({detail})")]
+    BadManifest {
+        place: String,
+        target: String,
+        detail: String,
+    },
+    #[error("OCI layout {path}: {what}")]
+    Layout {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    #[error("OCI layout {path}: {what}")]
+    LayoutIndex {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A manifest as fetched: its exact bytes, their digest and its media type.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+/// A descriptor inside a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+}
+
+/// The subset of an image manifest / index we read and write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageManifest {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Descriptor>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl ImageManifest {
+    pub fn parse(m: &Manifest, place: &str) -> Result<Self, RegistryError> {
+        let parsed: ImageManifest =
+            serde_json::from_slice(&m.bytes).map_err(|e| RegistryError::BadManifest {
+                place: place.to_string(),
+                target: m.digest.to_string(),
+                detail: e.to_string(),
+            })?;
+        if parsed.schema_version != 2 {
+            return Err(RegistryError::BadManifest {
+                place: place.to_string(),
+                target: m.digest.to_string(),
+                detail: format!("schemaVersion {}", parsed.schema_version),
+            });
+        }
+        Ok(parsed)
+    }
+}
+
+/// Explicit credentials for one registry host.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}:<redacted>)", self.username)
+    }
+}
+
+/// How to reach registries: the same settings for the CLI, the webhook and the library.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Hosts spoken to over plain HTTP.
+    pub plain_http: Vec<String>,
+    /// Credentials by host; hosts without use the Docker config, then anonymous access.
+    pub credentials: BTreeMap<String, Credentials>,
+    /// Read `~/.docker/config.json` (or `$DOCKER_CONFIG/config.json`) and its helpers.
+    pub docker_config: bool,
+    /// Deadline for each registry operation.
+    pub timeout: Duration,
+    /// Largest manifest accepted.
+    pub max_manifest_bytes: usize,
+    /// Largest blob fetched (signature payloads and configs are small).
+    pub max_blob_bytes: usize,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            plain_http: Vec::new(),
+            credentials: BTreeMap::new(),
+            docker_config: true,
+            timeout: Duration::from_secs(30),
+            max_manifest_bytes: 4 << 20,
+            max_blob_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A problem in the registry settings from the environment or flags.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    #[error("registry setting {name}: {problem}")]
+    Invalid { name: String, problem: String },
+}
+
+impl RegistrySettings {
+    /// Apply `OCIGATE_REGISTRY_[N_]HOST`, `_USERNAME`, `_PASSWORD`, `_PLAIN_HTTP` sets.
+    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), SettingsError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        // prefix ("OCIGATE_REGISTRY_" or "OCIGATE_REGISTRY_3_") -> field -> value
+        let mut sets: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (k, v) in vars {
+            let k = k.as_ref();
+            let Some(rest) = k.strip_prefix("OCIGATE_REGISTRY_") else {
+                continue;
+            };
+            let (set, field) = match rest.split_once('_') {
+                Some((n, f)) if n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => {
+                    (n.to_string(), f)
+                }
+                _ => (String::new(), rest),
+            };
+            sets.entry(set)
+                .or_default()
+                .insert(field.to_string(), v.as_ref().to_string());
+        }
+        for (set, fields) in sets {
+            let name = |f: &str| {
+                if set.is_empty() {
+                    format!("OCIGATE_REGISTRY_{f}")
+                } else {
+                    format!("OCIGATE_REGISTRY_{set}_{f}")
+                }
+            };
+            for f in fields.keys() {
+                if !matches!(
+                    f.as_str(),
+                    "HOST" | "USERNAME" | "PASSWORD" | "PLAIN_HTTP" | "REPOSITORY"
+                ) {
+                    return Err(SettingsError::Invalid {
+                        name: name(f),
+                        problem: "unknown or not yet supported setting (supported: HOST, \
+                                  USERNAME, PASSWORD, PLAIN_HTTP)"
+                            .into(),
+                    });
+                }
+            }
+            let Some(host) = fields.get("HOST").filter(|h| !h.is_empty()) else {
+                return Err(SettingsError::Invalid {
+                    name: name("HOST"),
+                    problem: "missing; every credential set names its registry host".into(),
+                });
+            };
+            if fields.contains_key("REPOSITORY") {
+                return Err(SettingsError::Invalid {
+                    name: name("REPOSITORY"),
+                    problem: "per-repository credential sets are not supported yet".into(),
+                });
+            }
+            match (fields.get("USERNAME"), fields.get("PASSWORD")) {
+                (Some(u), Some(p)) => {
+                    self.credentials.insert(
+                        host.clone(),
+                        Credentials {
+                            username: u.clone(),
+                            password: p.clone(),
+                        },
+                    );
+                }
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(SettingsError::Invalid {
+                        name: name("PASSWORD"),
+                        problem: "missing while USERNAME is set".into(),
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(SettingsError::Invalid {
+                        name: name("USERNAME"),
+                        problem: "missing while PASSWORD is set".into(),
+                    });
+                }
+            }
+            if let Some(v) = fields.get("PLAIN_HTTP") {
+                match v.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => self.plain_http.push(host.clone()),
+                    "false" | "0" | "no" | "" => {}
+                    _ => {
+                        return Err(SettingsError::Invalid {
+                            name: name("PLAIN_HTTP"),
+                            problem: format!("{v:?} is not true or false"),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parse `HOST=USER:PASS` as given to `--registry-creds`.
+    pub fn add_credentials_flag(&mut self, arg: &str) -> Result<(), SettingsError> {
+        let bad = |p: &str| SettingsError::Invalid {
+            name: "--registry-creds".into(),
+            problem: p.to_string(),
+        };
+        let (host, userpass) = arg
+            .split_once('=')
+            .ok_or_else(|| bad("expected HOST=USER:PASS"))?;
+        let (user, pass) = userpass
+            .split_once(':')
+            .ok_or_else(|| bad("expected HOST=USER:PASS"))?;
+        if host.is_empty() || user.is_empty() {
+            return Err(bad("host and user must not be empty"));
+        }
+        self.credentials.insert(
+            host.to_string(),
+            Credentials {
+                username: user.to_string(),
+                password: pass.to_string(),
+            },
+        );
+        Ok(())
+    }
+}
+
+/// The one client for all artifact stores.
+pub struct Registry {
+    client: Client,
+    settings: RegistrySettings,
+}
+
+impl Registry {
+    pub fn new(settings: RegistrySettings) -> Self {
+        let config = oci_client::client::ClientConfig {
+            protocol: if settings.plain_http.is_empty() {
+                oci_client::client::ClientProtocol::Https
+            } else {
+                oci_client::client::ClientProtocol::HttpsExcept(settings.plain_http.clone())
+            },
+            connect_timeout: Some(settings.timeout.min(Duration::from_secs(10))),
+            read_timeout: Some(settings.timeout),
+            user_agent: concat!("ocigate/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        Registry {
+            client: Client::new(config),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &RegistrySettings {
+        &self.settings
+    }
+
+    /// Fetch the manifest `r` names (its digest if it has one, else its tag).
+    /// `Ok(None)` when the registry says it does not exist.
+    pub async fn get_manifest(&self, r: &ImageRef) -> Result<Option<Manifest>, RegistryError> {
+        match r.location() {
+            Location::Layout { path } => layout_get_manifest(path, r, &self.settings),
+            Location::Registry {
+                registry,
+                repository,
+            } => {
+                let target = r.to_string();
+                let oref = to_oci_ref(registry, repository, r);
+                let auth = self.auth_for(registry);
+                let fut = self.client.pull_manifest_raw(&oref, &auth, &MANIFEST_TYPES);
+                let res = self
+                    .deadline(registry, Op::FetchManifest, &target, fut)
+                    .await?;
+                let (bytes, _header_digest) = match res {
+                    Ok(ok) => ok,
+                    Err(e) if is_not_found(&e) => return Ok(None),
+                    Err(e) => return Err(classify(registry, Op::FetchManifest, &target, e)),
+                };
+                if bytes.len() > self.settings.max_manifest_bytes {
+                    return Err(RegistryError::TooLarge {
+                        place: format!("registry {registry}"),
+                        target,
+                        limit: self.settings.max_manifest_bytes,
+                    });
+                }
+                // The digest is what we compute from the bytes, never what a header claims.
+                let digest = Digest::sha256_of(&bytes);
+                if let Some(want) = r.digest()
+                    && !want.matches(&bytes)
+                {
+                    return Err(RegistryError::DigestMismatch {
+                        place: format!("registry {registry}"),
+                        target,
+                    });
+                }
+                let media_type = media_type_of(&bytes);
+                Ok(Some(Manifest {
+                    bytes: bytes.to_vec(),
+                    digest,
+                    media_type,
+                }))
+            }
+        }
+    }
+
+    /// Fetch a blob of `r`'s repository and check it against its digest.
+    pub async fn get_blob(
+        &self,
+        r: &ImageRef,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let digest = Digest::parse(&desc.digest).map_err(|_| RegistryError::BadManifest {
+            place: r.name(),
+            target: desc.digest.clone(),
+            detail: "descriptor digest is malformed".into(),
+        })?;
+        let limit = self.settings.max_blob_bytes;
+        match r.location() {
+            Location::Layout { path } => {
+                if desc.size > limit as u64 {
+                    return Err(RegistryError::TooLarge {
+                        place: format!("OCI layout {}", path.display()),
+                        target: digest.to_string(),
+                        limit,
+                    });
+                }
+                let data = layout_read_blob(path, &digest, limit)?.ok_or_else(|| {
+                    RegistryError::Layout {
+                        path: path.clone(),
+                        what: format!("blob {digest} is missing"),
+                        source: None,
+                    }
+                })?;
+                Ok(data)
+            }
+            Location::Registry {
+                registry,
+                repository,
+            } => {
+                let place = format!("registry {registry}");
+                let target = format!("{}@{digest}", r.name());
+                if desc.size > limit as u64 {
+                    return Err(RegistryError::TooLarge {
+                        place,
+                        target,
+                        limit,
+                    });
+                }
+                let oref = Reference::with_digest(
+                    registry.clone(),
+                    repository.clone(),
+                    digest.to_string(),
+                );
+                let auth = self.auth_for(registry);
+                self.client.store_auth_if_needed(registry, &auth).await;
+                let odesc = oci_client::manifest::OciDescriptor {
+                    media_type: desc.media_type.clone(),
+                    digest: desc.digest.clone(),
+                    size: desc.size as i64,
+                    ..Default::default()
+                };
+                let fetch = async {
+                    let mut stream = match self.client.pull_blob_stream(&oref, &odesc).await {
+                        Ok(s) => s,
+                        Err(e) if is_not_found(&e) => {
+                            return Err(RegistryError::NotFound {
+                                host: registry.clone(),
+                                target: target.clone(),
+                            });
+                        }
+                        Err(e) => return Err(classify(registry, Op::FetchBlob, &target, e)),
+                    };
+                    let mut data = Vec::new();
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk.map_err(|e| {
+                            classify(
+                                registry,
+                                Op::FetchBlob,
+                                &target,
+                                OciDistributionError::IoError(e),
+                            )
+                        })?;
+                        if data.len() + chunk.len() > limit {
+                            return Err(RegistryError::TooLarge {
+                                place: place.clone(),
+                                target: target.clone(),
+                                limit,
+                            });
+                        }
+                        data.extend_from_slice(&chunk);
+                    }
+                    Ok(data)
+                };
+                let data = self
+                    .deadline(registry, Op::FetchBlob, &target, fetch)
+                    .await??;
+                if !digest.matches(&data) {
+                    return Err(RegistryError::DigestMismatch { place, target });
+                }
+                Ok(data)
+            }
+        }
+    }
+
+    /// Store a blob in `r`'s repository; returns its digest.
+    pub async fn put_blob(&self, r: &ImageRef, data: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::sha256_of(data);
+        match r.location() {
+            Location::Layout { path } => {
+                layout_write_blob(path, &digest, data)?;
+                Ok(digest)
+            }
+            Location::Registry {
+                registry,
+                repository,
+            } => {
+                let target = format!("{}@{digest}", r.name());
+                let oref = Reference::with_digest(
+                    registry.clone(),
+                    repository.clone(),
+                    digest.to_string(),
+                );
+                let auth = self.auth_for(registry);
+                let push = async {
+                    self.client
+                        .auth(&oref, &auth, oci_client::RegistryOperation::Push)
+                        .await?;
+                    self.client
+                        .push_blob(&oref, data.to_vec(), digest.as_str())
+                        .await
+                };
+                self.deadline(registry, Op::PushBlob, &target, push)
+                    .await?
+                    .map_err(|e| classify(registry, Op::PushBlob, &target, e))?;
+                Ok(digest)
+            }
+        }
+    }
+
+    /// Store a manifest under `r`'s tag (all referenced blobs must be stored first).
+    pub async fn put_manifest(
+        &self,
+        r: &ImageRef,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, RegistryError> {
+        let digest = Digest::sha256_of(bytes);
+        match r.location() {
+            Location::Layout { path } => {
+                layout_write_blob(path, &digest, bytes)?;
+                layout_set_tag(path, r.tag(), &digest, bytes.len() as u64, media_type)?;
+                Ok(digest)
+            }
+            Location::Registry {
+                registry,
+                repository,
+            } => {
+                let target = r.to_string();
+                let oref = to_oci_ref(registry, repository, r);
+                let auth = self.auth_for(registry);
+                let content_type = http::HeaderValue::from_str(media_type).map_err(|_| {
+                    RegistryError::BadManifest {
+                        place: format!("registry {registry}"),
+                        target: target.clone(),
+                        detail: format!("media type {media_type:?} is not a header value"),
+                    }
+                })?;
+                let push = async {
+                    self.client
+                        .auth(&oref, &auth, oci_client::RegistryOperation::Push)
+                        .await?;
+                    self.client
+                        .push_manifest_raw(&oref, bytes.to_vec(), content_type)
+                        .await
+                };
+                self.deadline(registry, Op::PushManifest, &target, push)
+                    .await?
+                    .map_err(|e| classify(registry, Op::PushManifest, &target, e))?;
+                Ok(digest)
+            }
+        }
+    }
+
+    async fn deadline<T>(
+        &self,
+        host: &str,
+        op: Op,
+        target: &str,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, RegistryError> {
+        tokio::time::timeout(self.settings.timeout, fut)
+            .await
+            .map_err(|_| RegistryError::Timeout {
+                host: host.to_string(),
+                op,
+                target: target.to_string(),
+                seconds: self.settings.timeout.as_secs(),
+            })
+    }
+
+    /// Credentials for `host`: explicit settings first, then the Docker config, else anonymous.
+    fn auth_for(&self, host: &str) -> RegistryAuth {
+        if let Some(c) = self.settings.credentials.get(host) {
+            return RegistryAuth::Basic(c.username.clone(), c.password.clone());
+        }
+        if self.settings.docker_config {
+            let keys: Vec<&str> = if host == crate::reference::DOCKER_HUB {
+                vec![
+                    "https://index.docker.io/v1/",
+                    "index.docker.io",
+                    "docker.io",
+                ]
+            } else {
+                vec![host]
+            };
+            for key in keys {
+                if let Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) =
+                    docker_credential::get_credential(key)
+                {
+                    return RegistryAuth::Basic(u, p);
+                }
+            }
+        }
+        RegistryAuth::Anonymous
+    }
+}
+
+fn to_oci_ref(registry: &str, repository: &str, r: &ImageRef) -> Reference {
+    match (r.digest(), r.tag()) {
+        (Some(d), _) => {
+            Reference::with_digest(registry.to_string(), repository.to_string(), d.to_string())
+        }
+        (None, Some(t)) => {
+            Reference::with_tag(registry.to_string(), repository.to_string(), t.to_string())
+        }
+        (None, None) => Reference::with_tag(
+            registry.to_string(),
+            repository.to_string(),
+            "latest".into(),
+        ),
+    }
+}
+
+fn media_type_of(bytes: &[u8]) -> String {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct M {
+        media_type: Option<String>,
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<M>(bytes) {
+        Ok(M {
+            media_type: Some(t),
+            ..
+        }) => t,
+        Ok(M {
+            manifests: Some(_), ..
+        }) => OCI_INDEX.to_string(),
+        _ => OCI_MANIFEST.to_string(),
+    }
+}
+
+fn is_not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            !envelope.errors.is_empty()
+                && envelope.errors.iter().all(|e| {
+                    matches!(
+                        e.code,
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::BlobUnknown
+                    )
+                })
+        }
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        _ => false,
+    }
+}
+
+fn classify(host: &str, op: Op, target: &str, e: OciDistributionError) -> RegistryError {
+    let (host, target) = (host.to_string(), target.to_string());
+    let denied = match &e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => true,
+        OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    };
+    if denied {
+        return RegistryError::Denied {
+            host,
+            op,
+            target,
+            source: e,
+        };
+    }
+    let unreachable = matches!(&e, OciDistributionError::RequestError(re)
+        if re.is_connect() || re.is_timeout() || re.is_request())
+        || matches!(&e, OciDistributionError::IoError(_));
+    if unreachable {
+        RegistryError::Unreachable {
+            host,
+            op,
+            target,
+            source: e,
+        }
+    } else {
+        RegistryError::Protocol {
+            host,
+            op,
+            target,
+            source: e,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OCI image layout (https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
+
+fn layout_err(
+    path: &Path,
+    what: impl Into<String>,
+    source: Option<std::io::Error>,
+) -> RegistryError {
+    RegistryError::Layout {
+        path: path.to_path_buf(),
+        what: what.into(),
+        source,
+    }
+}
+
+fn layout_index(path: &Path) -> Result<ImageManifest, RegistryError> {
+    let marker = path.join("oci-layout");
+    if !marker.is_file() {
+        return Err(layout_err(
+            path,
+            "not an OCI image layout (no oci-layout file)",
+            None,
+        ));
+    }
+    let bytes = std::fs::read(path.join("index.json"))
+        .map_err(|e| layout_err(path, "cannot read index.json", Some(e)))?;
+    serde_json::from_slice(&bytes).map_err(|source| RegistryError::LayoutIndex {
+        path: path.to_path_buf(),
+        what: "index.json is not a valid image index".into(),
+        source,
+    })
+}
+
+fn blob_path(path: &Path, digest: &Digest) -> PathBuf {
+    path.join("blobs")
+        .join(digest.algorithm())
+        .join(digest.hex())
+}
+
+fn layout_read_blob(
+    path: &Path,
+    digest: &Digest,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    let p = blob_path(path, digest);
+    let meta = match std::fs::metadata(&p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(layout_err(
+                path,
+                format!("cannot read blob {digest}"),
+                Some(e),
+            ));
+        }
+    };
+    if meta.len() > limit as u64 {
+        return Err(RegistryError::TooLarge {
+            place: format!("OCI layout {}", path.display()),
+            target: digest.to_string(),
+            limit,
+        });
+    }
+    let data = std::fs::read(&p)
+        .map_err(|e| layout_err(path, format!("cannot read blob {digest}"), Some(e)))?;
+    if !digest.matches(&data) {
+        return Err(RegistryError::DigestMismatch {
+            place: format!("OCI layout {}", path.display()),
+            target: digest.to_string(),
+        });
+    }
+    Ok(Some(data))
+}
+
+fn layout_get_manifest(
+    path: &Path,
+    r: &ImageRef,
+    settings: &RegistrySettings,
+) -> Result<Option<Manifest>, RegistryError> {
+    let index = layout_index(path)?;
+    let entry = match (r.digest(), r.tag()) {
+        (Some(d), _) => index
+            .manifests
+            .iter()
+            .find(|m| m.digest == d.as_str())
+            .cloned()
+            .or_else(|| {
+                // Not listed in index.json (e.g. a child of a listed index): read by digest.
+                Some(Descriptor {
+                    media_type: String::new(),
+                    digest: d.to_string(),
+                    size: 0,
+                    annotations: None,
+                    artifact_type: None,
+                })
+            }),
+        (None, Some(tag)) => index
+            .manifests
+            .iter()
+            .find(|m| {
+                m.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|n| n == tag)
+            })
+            .cloned(),
+        (None, None) => {
+            let untagged_or_images: Vec<&Descriptor> = index
+                .manifests
+                .iter()
+                .filter(|m| {
+                    !m.annotations
+                        .as_ref()
+                        .and_then(|a| a.get(REF_NAME))
+                        .is_some_and(|n| n.starts_with("sha256-"))
+                })
+                .collect();
+            match untagged_or_images.as_slice() {
+                [one] => Some((*one).clone()),
+                [] => None,
+                _ => {
+                    return Err(layout_err(
+                        path,
+                        "holds several images; name one with :TAG or @DIGEST",
+                        None,
+                    ));
+                }
+            }
+        }
+    };
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    let digest = Digest::parse(&entry.digest).map_err(|_| {
+        layout_err(
+            path,
+            format!("index.json lists a malformed digest {:?}", entry.digest),
+            None,
+        )
+    })?;
+    let Some(bytes) = layout_read_blob(path, &digest, settings.max_manifest_bytes)? else {
+        return Ok(None);
+    };
+    let media_type = if entry.media_type.is_empty() {
+        media_type_of(&bytes)
+    } else {
+        entry.media_type
+    };
+    Ok(Some(Manifest {
+        bytes,
+        digest,
+        media_type,
+    }))
+}
+
+/// Write `data` to a temporary file beside `dest` and rename it into place.
+fn write_atomic(dest: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, dest)
+}
+
+fn layout_write_blob(path: &Path, digest: &Digest, data: &[u8]) -> Result<(), RegistryError> {
+    layout_index(path)?; // refuse to write into something that is not a layout
+    let p = blob_path(path, digest);
+    if p.is_file() {
+        return Ok(());
+    }
+    write_atomic(&p, data)
+        .map_err(|e| layout_err(path, format!("cannot write blob {digest}"), Some(e)))
+}
+
+fn layout_set_tag(
+    path: &Path,
+    tag: Option<&str>,
+    digest: &Digest,
+    size: u64,
+    media_type: &str,
+) -> Result<(), RegistryError> {
+    let mut index = layout_index(path)?;
+    let mut annotations = BTreeMap::new();
+    if let Some(tag) = tag {
+        index.manifests.retain(|m| {
+            m.annotations
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .is_none_or(|n| n != tag)
+        });
+        annotations.insert(REF_NAME.to_string(), tag.to_string());
+    }
+    index.manifests.push(Descriptor {
+        media_type: media_type.to_string(),
+        digest: digest.to_string(),
+        size,
+        annotations: Some(annotations).filter(|a| !a.is_empty()),
+        artifact_type: None,
+    });
+    let bytes = serde_json::to_vec_pretty(&index).map_err(|source| RegistryError::LayoutIndex {
+        path: path.to_path_buf(),
+        what: "cannot encode index.json".into(),
+        source,
+    })?;
+    write_atomic(&path.join("index.json"), &bytes)
+        .map_err(|e| layout_err(path, "cannot write index.json", Some(e)))
+}
+
+/// Create an empty OCI image layout at `path` (used to build examples and test fixtures).
+pub fn init_layout(path: &Path) -> Result<(), RegistryError> {
+    std::fs::create_dir_all(path.join("blobs").join("sha256"))
+        .map_err(|e| layout_err(path, "cannot create the layout", Some(e)))?;
+    write_atomic(
+        &path.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .map_err(|e| layout_err(path, "cannot write oci-layout", Some(e)))?;
+    if !path.join("index.json").is_file() {
+        write_atomic(
+            &path.join("index.json"),
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+        )
+        .map_err(|e| layout_err(path, "cannot write index.json", Some(e)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_credential_sets() {
+        let mut s = RegistrySettings::default();
+        s.apply_env([
+            ("OCIGATE_REGISTRY_HOST", "a.io"),
+            ("OCIGATE_REGISTRY_USERNAME", "u"),
+            ("OCIGATE_REGISTRY_PASSWORD", "p"),
+            ("OCIGATE_REGISTRY_2_HOST", "127.0.0.1:5000"),
+            ("OCIGATE_REGISTRY_2_PLAIN_HTTP", "true"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        assert_eq!(s.credentials["a.io"].username, "u");
+        assert_eq!(s.plain_http, vec!["127.0.0.1:5000".to_string()]);
+        assert!(!format!("{:?}", s.credentials["a.io"]).contains("\"p\""));
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        for (vars, needle) in [
+            (
+                vec![("OCIGATE_REGISTRY_USERNAME", "u")],
+                "OCIGATE_REGISTRY_HOST",
+            ),
+            (
+                vec![
+                    ("OCIGATE_REGISTRY_1_HOST", "h"),
+                    ("OCIGATE_REGISTRY_1_USERNAME", "u"),
+                ],
+                "OCIGATE_REGISTRY_1_PASSWORD",
+            ),
+            (
+                vec![
+                    ("OCIGATE_REGISTRY_HOST", "h"),
+                    ("OCIGATE_REGISTRY_PLAIN_HTTP", "maybe"),
+                ],
+                "OCIGATE_REGISTRY_PLAIN_HTTP",
+            ),
+            (
+                vec![
+                    ("OCIGATE_REGISTRY_HOST", "h"),
+                    ("OCIGATE_REGISTRY_BOGUS", "x"),
+                ],
+                "OCIGATE_REGISTRY_BOGUS",
+            ),
+        ] {
+            let e = RegistrySettings::default().apply_env(vars).unwrap_err();
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn creds_flag() {
+        let mut s = RegistrySettings::default();
+        s.add_credentials_flag("r.io=me:se:cret").unwrap();
+        assert_eq!(s.credentials["r.io"].password, "se:cret");
+        assert!(s.add_credentials_flag("r.io").is_err());
+        assert!(s.add_credentials_flag("=u:p").is_err());
+    }
+
+    #[test]
+    fn layout_round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lay");
+        let reg = Registry::new(RegistrySettings::default());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = ImageRef::parse(&format!("oci-layout:{}:v1", p.display())).unwrap();
+        // not a layout yet
+        let e = rt.block_on(reg.get_manifest(&r)).unwrap_err();
+        assert!(e.to_string().contains("not an OCI image layout"), "{e}");
+        init_layout(&p).unwrap();
+        assert!(rt.block_on(reg.get_manifest(&r)).unwrap().is_none());
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#;
+        let d = rt
+            .block_on(reg.put_manifest(&r, body, OCI_MANIFEST))
+            .unwrap();
+        let m = rt.block_on(reg.get_manifest(&r)).unwrap().unwrap();
+        assert_eq!(m.digest, d);
+        assert_eq!(m.media_type, OCI_MANIFEST);
+        // tampered blob is detected
+        std::fs::write(blob_path(&p, &d), b"{}").unwrap();
+        let e = rt.block_on(reg.get_manifest(&r)).unwrap_err();
+        assert!(matches!(e, RegistryError::DigestMismatch { .. }), "{e}");
+    }
+}

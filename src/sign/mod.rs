@@ -1,0 +1,208 @@
+//! Signing: cosign key pairs, and attaching legacy cosign signatures (`sha256-<hex>.sig`).
+//!
+//! What is written is byte-for-byte the shape cosign writes: the simple-signing payload as a
+//! layer, the signature in its annotation, and cosign's config blob listing the layers.
+//! Blobs are pushed first and the manifest last, so a failed `sign` never changes the tag.
+
+pub mod key;
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::payload::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SimpleSigning};
+use crate::reference::{Digest, ImageRef};
+use crate::registry::{Descriptor, ImageManifest, OCI_MANIFEST, Registry, RegistryError};
+use key::SigningKey;
+
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    #[error("sign {reference}: the image was not found")]
+    NotFound { reference: String },
+    #[error("sign {reference}: registry operation failed")]
+    Registry {
+        reference: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error(
+        "sign {reference}: the existing signature manifest {tag} is not a cosign signature manifest"
+    )]
+    ForeignManifest { reference: String, tag: String },
+    #[error("sign {reference}: signing failed")]
+    Key {
+        reference: String,
+        #[source]
+        source: key::PrivateKeyError,
+    },
+}
+
+/// What `sign` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signed {
+    pub reference: String,
+    pub digest: Digest,
+    pub signature_tag: String,
+    /// Signatures in the `.sig` manifest after this one was added.
+    pub signatures: usize,
+}
+
+/// Resolve `target` to its digest and attach a legacy cosign signature made with `key`.
+pub async fn sign(
+    registry: &Registry,
+    key: &SigningKey,
+    target: &ImageRef,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Signed, SignError> {
+    let reference = target.to_string();
+    let reg_err = |source| SignError::Registry {
+        reference: reference.clone(),
+        source,
+    };
+    let manifest = registry
+        .get_manifest(target)
+        .await
+        .map_err(reg_err)?
+        .ok_or_else(|| SignError::NotFound {
+            reference: reference.clone(),
+        })?;
+    let digest = manifest.digest;
+    let payload = SimpleSigning::new(&target.name(), &digest, annotations).to_bytes();
+    let signature = key.sign(&payload).map_err(|source| SignError::Key {
+        reference: reference.clone(),
+        source,
+    })?;
+    let signature_b64 = base64::engine::general_purpose::STANDARD.encode(signature);
+
+    let tag = format!("{}.sig", digest.tag_prefix());
+    let sig_ref = target.with_tag(&tag);
+    let mut layers = match registry.get_manifest(&sig_ref).await.map_err(reg_err)? {
+        None => Vec::new(),
+        Some(existing) => {
+            let parsed = ImageManifest::parse(&existing, &sig_ref.to_string()).map_err(reg_err)?;
+            if parsed
+                .layers
+                .iter()
+                .any(|l| l.media_type != SIMPLE_SIGNING_MEDIA_TYPE)
+            {
+                return Err(SignError::ForeignManifest {
+                    reference: reference.clone(),
+                    tag,
+                });
+            }
+            parsed.layers
+        }
+    };
+    let payload_digest = registry.put_blob(target, &payload).await.map_err(reg_err)?;
+    let mut ann = BTreeMap::new();
+    ann.insert(SIGNATURE_ANNOTATION.to_string(), signature_b64);
+    layers.push(Descriptor {
+        media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
+        digest: payload_digest.to_string(),
+        size: payload.len() as u64,
+        annotations: Some(ann),
+        artifact_type: None,
+    });
+    let config = cosign_config(&layers);
+    let config_digest = registry.put_blob(target, &config).await.map_err(reg_err)?;
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_string()),
+        artifact_type: None,
+        config: Some(Descriptor {
+            media_type: OCI_CONFIG.to_string(),
+            digest: config_digest.to_string(),
+            size: config.len() as u64,
+            annotations: None,
+            artifact_type: None,
+        }),
+        layers,
+        manifests: Vec::new(),
+        subject: None,
+        annotations: None,
+    };
+    let signatures = manifest.layers.len();
+    let body = serde_json::to_vec(&manifest).map_err(|_| SignError::ForeignManifest {
+        reference: reference.clone(),
+        tag: tag.clone(),
+    })?;
+    registry
+        .put_manifest(&sig_ref, &body, OCI_MANIFEST)
+        .await
+        .map_err(reg_err)?;
+    Ok(Signed {
+        reference,
+        digest,
+        signature_tag: tag,
+        signatures,
+    })
+}
+
+/// The config blob cosign writes for a signature manifest: an empty image config whose
+/// rootfs lists the signature layers.
+fn cosign_config(layers: &[Descriptor]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct History {
+        created: &'static str,
+    }
+    #[derive(Serialize)]
+    struct RootFs<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        diff_ids: Vec<&'a str>,
+    }
+    #[derive(Serialize)]
+    struct Config<'a> {
+        architecture: &'static str,
+        created: &'static str,
+        history: Vec<History>,
+        os: &'static str,
+        rootfs: RootFs<'a>,
+        config: BTreeMap<String, String>,
+    }
+    let c = Config {
+        architecture: "",
+        created: "0001-01-01T00:00:00Z",
+        history: layers
+            .iter()
+            .map(|_| History {
+                created: "0001-01-01T00:00:00Z",
+            })
+            .collect(),
+        os: "",
+        rootfs: RootFs {
+            kind: "layers",
+            diff_ids: layers.iter().map(|l| l.digest.as_str()).collect(),
+        },
+        config: BTreeMap::new(),
+    };
+    serde_json::to_vec(&c).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_matches_cosign() {
+        // connaisseur's captured alice .sig manifest: config sha256:a0b0cbfe... of 233 bytes
+        let layer = Descriptor {
+            media_type: SIMPLE_SIGNING_MEDIA_TYPE.into(),
+            digest: "sha256:d8ee807d96efe7441b132967ad94eaffbc0172a763e69f2cd8df8f583f0ba0d4"
+                .into(),
+            size: 266,
+            annotations: None,
+            artifact_type: None,
+        };
+        let c = cosign_config(&[layer]);
+        assert_eq!(c.len(), 233);
+        assert_eq!(
+            Digest::sha256_of(&c).as_str(),
+            "sha256:a0b0cbfeefd8a1d546d9759f06eee4e013259575abb768b8f593e553da2ece4a"
+        );
+    }
+}

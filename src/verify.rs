@@ -1,0 +1,383 @@
+//! Verifying one signature candidate against one authority. Pure: no I/O, no policy.
+//! Success is evidence ([`VerifiedSignature`], which only this module can make); failure is a
+//! typed [`Rejection`] whose Display a person can act on.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::discover::SignatureCandidate;
+use crate::payload::{PayloadError, SimpleSigning};
+use crate::reference::Digest;
+use crate::trust::PublicKey;
+
+/// How the payload's `docker-reference` must relate to the reference being verified.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum SignedIdentity {
+    /// The signed repository (tag ignored) equals the verified reference's repository.
+    #[default]
+    MatchRepository,
+    /// The signed repository equals this one (mirrors, air-gapped copies, OCI layouts).
+    ExactRepository(String),
+    /// No check of `docker-reference` (cosign's own default); the digest is still bound.
+    Ignore,
+}
+
+/// What a signature must say to count for this reference.
+#[derive(Debug, Clone)]
+pub struct Expectation {
+    /// The digest being verified.
+    pub digest: Digest,
+    /// The verified reference's repository name (`registry/repository` or `oci-layout:PATH`).
+    pub repository: String,
+    pub signed_identity: SignedIdentity,
+    /// Payload annotations that must be present with these values.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A key authority, as the policy names it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyAuthority<'a> {
+    pub name: &'a str,
+    pub key: &'a PublicKey,
+}
+
+/// Evidence that a signature verified: which authority, which key, where it was found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedSignature {
+    authority: String,
+    #[serde(flatten)]
+    evidence: Evidence,
+    location: String,
+    docker_reference: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+/// How a signature was tied to its authority.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum Evidence {
+    /// Signed by a public key named in the policy.
+    Key { key_fingerprint: String },
+}
+
+impl VerifiedSignature {
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
+    }
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+    pub fn docker_reference(&self) -> &str {
+        &self.docker_reference
+    }
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        &self.annotations
+    }
+}
+
+/// Why a signature did not count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    #[error("{location}: the signature annotation is not valid base64")]
+    SignatureEncoding { location: String },
+    #[error(
+        "{location}: not signed by key {authority:?} (the signature does not verify over the payload)"
+    )]
+    BadSignature { location: String, authority: String },
+    #[error("{location}: {source}")]
+    Payload {
+        location: String,
+        #[source]
+        source: PayloadError,
+    },
+    #[error("{location}: signature is for another image ({signed}), not {expected}")]
+    DigestMismatch {
+        location: String,
+        signed: String,
+        expected: String,
+    },
+    #[error(
+        "{location}: signature names {signed:?}, but the reference is {expected:?} (signedIdentity)"
+    )]
+    IdentityMismatch {
+        location: String,
+        signed: String,
+        expected: String,
+    },
+    #[error("{location}: annotation {key:?} is {found:?}, the policy requires {expected:?}")]
+    AnnotationMismatch {
+        location: String,
+        key: String,
+        expected: String,
+        found: Option<String>,
+    },
+    #[error(
+        "{location}: {what} is not supported yet, so authority {authority:?} cannot be satisfied"
+    )]
+    NotSupported {
+        location: String,
+        authority: String,
+        what: String,
+    },
+}
+
+impl Rejection {
+    /// Whether the crypto held and a later check failed: more telling than a bad signature.
+    pub fn signature_was_valid(&self) -> bool {
+        matches!(
+            self,
+            Rejection::DigestMismatch { .. }
+                | Rejection::IdentityMismatch { .. }
+                | Rejection::AnnotationMismatch { .. }
+                | Rejection::Payload { .. }
+        )
+    }
+}
+
+/// Verify `candidate` as a signature by `authority` over `expect.digest`.
+///
+/// Order matters: the signature is checked over the exact payload bytes before anything in the
+/// payload is believed; then the digest binding, the signed identity and the annotations.
+pub fn verify_key_signature(
+    candidate: &SignatureCandidate,
+    authority: KeyAuthority<'_>,
+    expect: &Expectation,
+) -> Result<VerifiedSignature, Rejection> {
+    let location = candidate.location.clone();
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(candidate.signature.trim())
+        .map_err(|_| Rejection::SignatureEncoding {
+            location: location.clone(),
+        })?;
+    if !authority.key.verify(&candidate.payload, &sig) {
+        return Err(Rejection::BadSignature {
+            location,
+            authority: authority.name.to_string(),
+        });
+    }
+    let payload =
+        SimpleSigning::parse(&candidate.payload).map_err(|source| Rejection::Payload {
+            location: location.clone(),
+            source,
+        })?;
+    let signed_digest = &payload.critical.image.docker_manifest_digest;
+    if signed_digest != expect.digest.as_str() {
+        return Err(Rejection::DigestMismatch {
+            location,
+            signed: signed_digest.clone(),
+            expected: expect.digest.to_string(),
+        });
+    }
+    let docker_reference = payload.critical.identity.docker_reference.clone();
+    check_identity(&docker_reference, expect).map_err(|expected| Rejection::IdentityMismatch {
+        location: location.clone(),
+        signed: docker_reference.clone(),
+        expected,
+    })?;
+    let annotations = payload.annotations();
+    for (k, v) in &expect.annotations {
+        let found = annotations.get(k);
+        if found != Some(v) {
+            return Err(Rejection::AnnotationMismatch {
+                location,
+                key: k.clone(),
+                expected: v.clone(),
+                found: found.cloned(),
+            });
+        }
+    }
+    Ok(VerifiedSignature {
+        authority: authority.name.to_string(),
+        evidence: Evidence::Key {
+            key_fingerprint: authority.key.fingerprint(),
+        },
+        location,
+        docker_reference,
+        annotations,
+    })
+}
+
+/// `Err(expected)` when the signed reference does not satisfy the identity rule.
+fn check_identity(signed: &str, expect: &Expectation) -> Result<(), String> {
+    let signed_repo = repository_of(signed);
+    match &expect.signed_identity {
+        SignedIdentity::Ignore => Ok(()),
+        SignedIdentity::MatchRepository => {
+            if signed_repo == normalize_hub(&expect.repository) {
+                Ok(())
+            } else {
+                Err(expect.repository.clone())
+            }
+        }
+        SignedIdentity::ExactRepository(want) => {
+            if signed_repo == normalize_hub(want) {
+                Ok(())
+            } else {
+                Err(want.clone())
+            }
+        }
+    }
+}
+
+/// `registry/repo[:tag][@digest]` → `registry/repo`, with Docker Hub spellings unified.
+fn repository_of(reference: &str) -> String {
+    let no_digest = reference.split('@').next().unwrap_or(reference);
+    let last_slash = no_digest.rfind('/');
+    let no_tag = match no_digest.rfind(':') {
+        Some(c) if last_slash.is_none_or(|s| c > s) => &no_digest[..c],
+        _ => no_digest,
+    };
+    normalize_hub(no_tag)
+}
+
+fn normalize_hub(repo: &str) -> String {
+    for prefix in ["index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = repo.strip_prefix(prefix) {
+            return format!("docker.io/{rest}");
+        }
+    }
+    repo.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::key::SigningKey;
+
+    fn setup() -> (SigningKey, Digest, Expectation) {
+        let key = SigningKey::generate().unwrap();
+        let digest = Digest::sha256_of(b"image");
+        let expect = Expectation {
+            digest: digest.clone(),
+            repository: "r.io/acme/app".into(),
+            signed_identity: SignedIdentity::MatchRepository,
+            annotations: BTreeMap::new(),
+        };
+        (key, digest, expect)
+    }
+
+    fn candidate(key: &SigningKey, payload: Vec<u8>) -> SignatureCandidate {
+        let sig = key.sign(&payload).unwrap();
+        SignatureCandidate {
+            location: "tag x.sig layer 1".into(),
+            payload,
+            signature: base64::engine::general_purpose::STANDARD.encode(sig),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    fn payload(repo: &str, d: &Digest, ann: &[(&str, &str)]) -> Vec<u8> {
+        let a = ann
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SimpleSigning::new(repo, d, &a).to_bytes()
+    }
+
+    #[test]
+    fn valid_signature_gives_evidence() {
+        let (key, d, expect) = setup();
+        let c = candidate(&key, payload("r.io/acme/app", &d, &[]));
+        let auth = KeyAuthority {
+            name: "release",
+            key: key.public_key(),
+        };
+        let v = verify_key_signature(&c, auth, &expect).unwrap();
+        assert_eq!(v.authority(), "release");
+        assert_eq!(v.docker_reference(), "r.io/acme/app");
+        let Evidence::Key { key_fingerprint } = v.evidence();
+        assert_eq!(key_fingerprint, &key.public_key().fingerprint());
+        // a tag in the signed reference is fine for matchRepository
+        let c = candidate(&key, payload("r.io/acme/app:v1", &d, &[]));
+        assert!(verify_key_signature(&c, auth, &expect).is_ok());
+    }
+
+    #[test]
+    fn each_failure_has_its_own_rejection() {
+        let (key, d, mut expect) = setup();
+        let other = SigningKey::generate().unwrap();
+        let auth = KeyAuthority {
+            name: "release",
+            key: key.public_key(),
+        };
+        // wrong key
+        let c = candidate(&other, payload("r.io/acme/app", &d, &[]));
+        assert!(matches!(
+            verify_key_signature(&c, auth, &expect),
+            Err(Rejection::BadSignature { .. })
+        ));
+        // tampered payload
+        let mut c = candidate(&key, payload("r.io/acme/app", &d, &[]));
+        c.payload = payload("r.io/acme/app", &Digest::sha256_of(b"evil"), &[]);
+        assert!(matches!(
+            verify_key_signature(&c, auth, &expect),
+            Err(Rejection::BadSignature { .. })
+        ));
+        // tampered signature
+        let mut c = candidate(&key, payload("r.io/acme/app", &d, &[]));
+        c.signature = base64::engine::general_purpose::STANDARD.encode([1u8; 70]);
+        assert!(matches!(
+            verify_key_signature(&c, auth, &expect),
+            Err(Rejection::BadSignature { .. })
+        ));
+        c.signature = "%%%".into();
+        assert!(matches!(
+            verify_key_signature(&c, auth, &expect),
+            Err(Rejection::SignatureEncoding { .. })
+        ));
+        // replayed: valid signature for another digest
+        let c = candidate(
+            &key,
+            payload("r.io/acme/app", &Digest::sha256_of(b"other"), &[]),
+        );
+        let e = verify_key_signature(&c, auth, &expect).unwrap_err();
+        assert!(matches!(e, Rejection::DigestMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("another image"));
+        // identity
+        let c = candidate(&key, payload("r.io/acme/other", &d, &[]));
+        let e = verify_key_signature(&c, auth, &expect).unwrap_err();
+        assert!(matches!(e, Rejection::IdentityMismatch { .. }), "{e}");
+        expect.signed_identity = SignedIdentity::Ignore;
+        assert!(verify_key_signature(&c, auth, &expect).is_ok());
+        expect.signed_identity = SignedIdentity::ExactRepository("r.io/acme/other".into());
+        assert!(verify_key_signature(&c, auth, &expect).is_ok());
+        expect.signed_identity = SignedIdentity::MatchRepository;
+        // annotations
+        expect.annotations.insert("env".into(), "prod".into());
+        let c = candidate(&key, payload("r.io/acme/app", &d, &[("env", "dev")]));
+        let e = verify_key_signature(&c, auth, &expect).unwrap_err();
+        assert!(matches!(e, Rejection::AnnotationMismatch { .. }), "{e}");
+        let c = candidate(&key, payload("r.io/acme/app", &d, &[]));
+        assert!(verify_key_signature(&c, auth, &expect).is_err());
+        let c = candidate(
+            &key,
+            payload("r.io/acme/app", &d, &[("env", "prod"), ("x", "y")]),
+        );
+        assert!(verify_key_signature(&c, auth, &expect).is_ok());
+        // signed garbage
+        let c = candidate(&key, b"not json".to_vec());
+        assert!(matches!(
+            verify_key_signature(&c, auth, &expect),
+            Err(Rejection::Payload { .. })
+        ));
+    }
+
+    #[test]
+    fn repository_of_strips_tag_and_digest() {
+        assert_eq!(repository_of("r.io:5000/a/b:v1"), "r.io:5000/a/b");
+        assert_eq!(repository_of("r.io:5000/a/b"), "r.io:5000/a/b");
+        assert_eq!(
+            repository_of("index.docker.io/a/b@sha256:00"),
+            "docker.io/a/b"
+        );
+    }
+}
