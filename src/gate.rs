@@ -33,6 +33,7 @@ pub enum Failure {
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Timings {
     pub resolve_ms: f64,
     pub discover_ms: f64,

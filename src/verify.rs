@@ -46,6 +46,7 @@ pub struct KeyAuthority<'a> {
 
 /// Evidence that a signature verified: which authority, which key, where it was found.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VerifiedSignature {
     authority: String,
     #[serde(flatten)]
@@ -58,7 +59,7 @@ pub struct VerifiedSignature {
 
 /// How a signature was tied to its authority.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 #[non_exhaustive]
 pub enum Evidence {
     /// Signed by a public key named in the policy.
@@ -113,7 +114,10 @@ pub enum Rejection {
         signed: String,
         expected: String,
     },
-    #[error("{location}: annotation {key:?} is {found:?}, the policy requires {expected:?}")]
+    #[error(
+        "{location}: annotation {key:?} is {}, the policy requires {expected:?}",
+        found.as_deref().map_or_else(|| "missing".to_string(), |f| format!("{f:?}"))
+    )]
     AnnotationMismatch {
         location: String,
         key: String,

@@ -1,0 +1,340 @@
+//! Test harness: a real CNCF distribution registry on 127.0.0.1 (a free port, a temp dir),
+//! the ocigate binary, key pairs, and images pushed through the registry's HTTP API.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ocigate::reference::{Digest, ImageRef};
+use ocigate::registry::{Descriptor, ImageManifest, OCI_MANIFEST, Registry, RegistrySettings};
+
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+pub const PASSWORD: &str = "test-password";
+
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Whether tests must fail rather than skip when a peer is missing (set in CI).
+pub fn strict() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+}
+
+/// A running `docker-registry serve`, stopped on drop.
+pub struct TestRegistry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A registry that requires HTTP basic auth (htpasswd) for every request.
+    pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
+        let hash = bcrypt::hash(password, 5).expect("bcrypt");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+        let extra = format!(
+            "auth:\n  htpasswd:\n    realm: ocigate-test\n    path: {}\n",
+            htpasswd.display()
+        );
+        Self::start_in(dir, &extra)
+    }
+
+    fn start_with(extra: &str) -> Self {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    fn start_in(mut dir: tempfile::TempDir, extra: &str) -> Self {
+        assert!(
+            Path::new(REGISTRY_BIN).exists(),
+            "{REGISTRY_BIN} is missing: install the Debian package docker-registry \
+             (apt-get install -y docker-registry), or run the README's test command"
+        );
+        // A few attempts in case another process takes the port between probe and bind.
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.path().join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: 127.0.0.1:{port}\n{extra}",
+                    dir.path().join("data").display()
+                ),
+            )
+            .expect("config");
+            let child = Command::new(REGISTRY_BIN)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start docker-registry");
+            let mut reg = TestRegistry { child, port, dir };
+            if reg.wait_ready() {
+                return reg;
+            }
+            let _ = reg.child.kill();
+            let _ = reg.child.wait();
+            dir = std::mem::replace(&mut reg.dir, tempfile::tempdir().expect("tempdir"));
+        }
+        panic!("docker-registry did not start");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut buf = [0u8; 12];
+                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The registry's storage root, for seeding blobs the corpus did not capture.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("data").join("docker/registry/v2")
+    }
+
+    /// A library client speaking plain HTTP to this registry.
+    pub fn client(&self) -> Registry {
+        self.client_with(|_| {})
+    }
+
+    pub fn client_with(&self, f: impl FnOnce(&mut RegistrySettings)) -> Registry {
+        let mut s = RegistrySettings {
+            plain_http: vec![self.host()],
+            docker_config: false,
+            ..RegistrySettings::default()
+        };
+        f(&mut s);
+        Registry::new(s)
+    }
+
+    pub fn reference(&self, repo_tag: &str) -> ImageRef {
+        ImageRef::parse(&format!("{}/{repo_tag}", self.host())).expect("reference")
+    }
+
+    /// Put a placeholder for a blob that a captured manifest references but the corpus did not
+    /// capture (large image layers), so the registry accepts the real manifest.
+    pub fn seed_blob_placeholder(&self, repo: &str, digest: &str) {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        let blob = self
+            .storage()
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex);
+        std::fs::create_dir_all(&blob).expect("mkdir");
+        if !blob.join("data").exists() {
+            std::fs::write(blob.join("data"), b"placeholder: not captured").expect("data");
+        }
+        let link = self
+            .storage()
+            .join("repositories")
+            .join(repo)
+            .join("_layers/sha256")
+            .join(hex);
+        std::fs::create_dir_all(&link).expect("mkdir");
+        std::fs::write(link.join("link"), digest).expect("link");
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Push a small distinct image (config + one layer) to `r` and return its digest.
+pub fn push_image(client: &Registry, r: &ImageRef, seed: &str) -> Digest {
+    push_image_with(client, r, seed, BTreeMap::new())
+}
+
+pub fn push_image_with(
+    client: &Registry,
+    r: &ImageRef,
+    seed: &str,
+    annotations: BTreeMap<String, String>,
+) -> Digest {
+    block_on(async {
+        let layer = format!("layer of {seed}").into_bytes();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            Digest::sha256_of(&layer)
+        )
+        .into_bytes();
+        let ld = client.put_blob(r, &layer).await.expect("push layer");
+        let cd = client.put_blob(r, &config).await.expect("push config");
+        let m = ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            artifact_type: None,
+            config: Some(desc("application/vnd.oci.image.config.v1+json", &cd, config.len())),
+            layers: vec![desc("application/vnd.oci.image.layer.v1.tar", &ld, layer.len())],
+            manifests: vec![],
+            subject: None,
+            annotations: if annotations.is_empty() {
+                None
+            } else {
+                Some(annotations)
+            },
+        };
+        let body = serde_json::to_vec(&m).expect("json");
+        client
+            .put_manifest(r, &body, OCI_MANIFEST)
+            .await
+            .expect("push manifest")
+    })
+}
+
+pub fn desc(media_type: &str, d: &Digest, size: usize) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest: d.to_string(),
+        size: size as u64,
+        annotations: None,
+        artifact_type: None,
+    }
+}
+
+/// The result of running the ocigate binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Run `ocigate` with an isolated environment (no Docker config, no OCIGATE_* leaking in).
+pub fn ocigate(args: &[&str], env: &[(&str, &str)]) -> Run {
+    ocigate_in(None, args, env)
+}
+
+pub fn ocigate_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocigate"));
+    cmd.args(args).stdin(Stdio::null());
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OCIGATE_") || k.starts_with("COSIGN_") || k == "DOCKER_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("DOCKER_CONFIG", "/nonexistent-ocigate-test");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run ocigate");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A key pair written by `ocigate generate-key-pair` into `dir` (prefix `name`).
+pub fn generate_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    let run = ocigate(
+        &[
+            "generate-key-pair",
+            "--output-key-prefix",
+            prefix.to_str().expect("utf8 path"),
+        ],
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    (prefix.with_extension("key"), prefix.with_extension("pub"))
+}
+
+/// `ocigate sign` against a plain-HTTP test registry.
+pub fn sign(reg: &TestRegistry, key: &Path, reference: &str, extra: &[&str]) -> Run {
+    let host = reg.host();
+    let mut args = vec![
+        "sign",
+        reference,
+        "--key",
+        key.to_str().expect("utf8"),
+        "--registry-plain-http",
+        &host,
+    ];
+    args.extend_from_slice(extra);
+    ocigate(&args, &[("OCIGATE_PASSWORD", PASSWORD)])
+}
+
+/// `ocigate verify` against a plain-HTTP test registry.
+pub fn verify(reg: &TestRegistry, args: &[&str]) -> Run {
+    let host = reg.host();
+    let mut all = vec!["verify", "--registry-plain-http", &host];
+    all.extend_from_slice(args);
+    ocigate(&all, &[])
+}
+
+/// The repository root (for the shipped examples) and the shared corpus, if present.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn corpus() -> Option<PathBuf> {
+    let p = repo_root().join("../shared/corpus");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        None
+    }
+}
+
+/// The corpus, or a loud skip (a failure in CI, where ../shared must exist).
+pub fn corpus_or_skip(test: &str) -> Option<PathBuf> {
+    match corpus() {
+        Some(p) => Some(p),
+        None if strict() => panic!("{test}: ../shared/corpus is missing in CI"),
+        None => {
+            eprintln!("SKIPPED {test}: ../shared/corpus not found; these corpus checks did NOT run");
+            None
+        }
+    }
+}

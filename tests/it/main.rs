@@ -1,0 +1,6 @@
+//! ocigate integration tests: one binary, modules by topic. The registry is a real CNCF
+//! distribution (`/usr/bin/docker-registry`) on 127.0.0.1; peers (cosign, the shared corpus)
+//! are used where present and reported loudly where not.
+
+mod harness;
+mod roundtrip;

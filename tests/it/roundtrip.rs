@@ -1,0 +1,361 @@
+//! sign → verify on a real registry, and every way a signature must fail to count.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use ocigate::payload::{SIGNATURE_ANNOTATION, SimpleSigning};
+use ocigate::reference::Digest;
+use ocigate::registry::{ImageManifest, OCI_MANIFEST};
+
+use crate::harness::*;
+
+#[test]
+fn sign_then_verify_allows_with_evidence() {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "release");
+    let r = reg.reference("acme/app:v1");
+    let digest = push_image(&client, &r, "app v1");
+
+    let s = sign(&reg, &key, &r.to_string(), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    assert!(s.stdout.contains(&digest.to_string()), "{s:?}");
+
+    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(v.stdout.starts_with("ALLOW "), "{v:?}");
+    assert!(v.stdout.contains(&digest.to_string()), "{v:?}");
+
+    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let doc = v.json();
+    let res = &doc["results"][0];
+    assert_eq!(res["verdict"], "allow");
+    assert_eq!(res["digest"], digest.to_string());
+    assert_eq!(res["reference"], r.to_string());
+    let sig = &res["signatures"][0];
+    assert_eq!(sig["kind"], "key");
+    assert!(sig["keyFingerprint"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(sig["dockerReference"], r.name());
+    assert_eq!(sig["authority"], "--key");
+}
+
+#[test]
+fn signing_again_appends_a_layer_and_both_verify() {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (k1, p1) = generate_keys(dir.path(), "one");
+    let (k2, p2) = generate_keys(dir.path(), "two");
+    let r = reg.reference("acme/app:v1");
+    push_image(&client, &r, "append");
+    assert_eq!(sign(&reg, &k1, &r.to_string(), &[]).code, 0);
+    let s = sign(&reg, &k2, &r.to_string(), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    assert!(s.stdout.contains("(2 signature(s))"), "{s:?}");
+    for p in [&p1, &p2] {
+        let v = verify(&reg, &[&r.to_string(), "--key", p.to_str().unwrap()]);
+        assert_eq!(v.code, 0, "{v:?}");
+    }
+    let host = reg.host();
+    let d = ocigate(&["discover", &r.to_string(), "--registry-plain-http", &host], &[]);
+    assert_eq!(d.code, 0, "{d:?}");
+    assert!(d.stdout.contains(".sig: 2 signature(s)"), "{d:?}");
+}
+
+#[test]
+fn wrong_key_is_denied() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = generate_keys(dir.path(), "signer");
+    let (_, other_pub) = generate_keys(dir.path(), "other");
+    let r = reg.reference("acme/app:v1");
+    push_image(&reg.client(), &r, "wrong key");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let v = verify(&reg, &[&r.to_string(), "--key", other_pub.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.starts_with("DENY "), "{v:?}");
+    assert!(v.stdout.contains("not signed by key"), "{v:?}");
+}
+
+#[test]
+fn missing_signature_is_reported_as_unsigned() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/unsigned:v1");
+    let d = push_image(&reg.client(), &r, "unsigned");
+    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("no signatures found"), "{v:?}");
+    assert!(v.stdout.contains(&format!("{}.sig: not found", d.tag_prefix())), "{v:?}");
+    assert!(!v.stdout.contains("mismatch"), "{v:?}");
+}
+
+/// Rewrite the `.sig` manifest of `digest` in `repo` with `edit` applied to each layer's
+/// (payload, signature annotation).
+fn rewrite_sig(
+    reg: &TestRegistry,
+    repo: &str,
+    digest: &Digest,
+    edit: impl Fn(Vec<u8>, String) -> (Vec<u8>, String),
+) {
+    let client = reg.client();
+    let sig_ref = reg.reference(&format!("{repo}:{}.sig", digest.tag_prefix()));
+    block_on(async {
+        let m = client.get_manifest(&sig_ref).await.unwrap().unwrap();
+        let mut parsed = ImageManifest::parse(&m, "test").unwrap();
+        for layer in &mut parsed.layers {
+            let payload = client.get_blob(&sig_ref, layer).await.unwrap();
+            let ann = layer.annotations.clone().unwrap();
+            let (p, s) = edit(payload, ann[SIGNATURE_ANNOTATION].clone());
+            let d = client.put_blob(&sig_ref, &p).await.unwrap();
+            layer.digest = d.to_string();
+            layer.size = p.len() as u64;
+            layer.annotations = Some(BTreeMap::from([(SIGNATURE_ANNOTATION.to_string(), s)]));
+        }
+        let body = serde_json::to_vec(&parsed).unwrap();
+        client.put_manifest(&sig_ref, &body, OCI_MANIFEST).await.unwrap();
+    });
+}
+
+#[test]
+fn tampered_payload_and_tampered_signature_are_denied() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    let d = push_image(&reg.client(), &r, "tamper");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+
+    // Payload edited after signing (an annotation added): the signature no longer covers it.
+    rewrite_sig(&reg, "acme/app", &d, |p, s| {
+        let mut parsed = SimpleSigning::parse(&p).unwrap();
+        parsed.optional = Some([("env".to_string(), serde_json::json!("prod"))].into());
+        (parsed.to_bytes(), s)
+    });
+    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("signature does not verify over the payload"), "{v:?}");
+
+    // Signature bytes flipped.
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    rewrite_sig(&reg, "acme/app", &d, |p, s| {
+        let mut raw = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+        let n = raw.len();
+        raw[n - 3] ^= 0x55;
+        (p, base64::engine::general_purpose::STANDARD.encode(raw))
+    });
+    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("not signed by key"), "{v:?}");
+}
+
+#[test]
+fn replayed_signature_of_another_image_is_denied() {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let a = reg.reference("acme/app:a");
+    let b = reg.reference("acme/app:b");
+    let da = push_image(&client, &a, "image a");
+    let db = push_image(&client, &b, "image b");
+    assert_eq!(sign(&reg, &key, &a.to_string(), &[]).code, 0);
+    // Copy a's .sig manifest to b's .sig tag.
+    block_on(async {
+        let sa = client
+            .get_manifest(&reg.reference(&format!("acme/app:{}.sig", da.tag_prefix())))
+            .await
+            .unwrap()
+            .unwrap();
+        client
+            .put_manifest(
+                &reg.reference(&format!("acme/app:{}.sig", db.tag_prefix())),
+                &sa.bytes,
+                OCI_MANIFEST,
+            )
+            .await
+            .unwrap();
+    });
+    let v = verify(&reg, &[&b.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("signature is for another image"), "{v:?}");
+    assert!(v.stdout.contains(&da.to_string()), "{v:?}");
+}
+
+#[test]
+fn identity_mismatch_is_denied_unless_the_copy_is_declared() {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let orig = reg.reference("acme/app:v1");
+    let copy = reg.reference("mirror/app:v1");
+    let d = push_image(&client, &orig, "copied");
+    assert_eq!(sign(&reg, &key, &orig.to_string(), &[]).code, 0);
+    // Same bytes under another repository, signature included (what `cosign copy` does).
+    push_image(&client, &copy, "copied");
+    block_on(async {
+        let s = client
+            .get_manifest(&reg.reference(&format!("acme/app:{}.sig", d.tag_prefix())))
+            .await
+            .unwrap()
+            .unwrap();
+        let parsed = ImageManifest::parse(&s, "t").unwrap();
+        for l in parsed.layers.iter().chain(parsed.config.iter()) {
+            let data = client.get_blob(&orig, l).await.unwrap();
+            client.put_blob(&copy, &data).await.unwrap();
+        }
+        client
+            .put_manifest(
+                &reg.reference(&format!("mirror/app:{}.sig", d.tag_prefix())),
+                &s.bytes,
+                OCI_MANIFEST,
+            )
+            .await
+            .unwrap();
+    });
+    let v = verify(&reg, &[&copy.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("signature names"), "{v:?}");
+    assert!(v.stdout.contains("signedIdentity"), "{v:?}");
+    let v = verify(
+        &reg,
+        &[
+            &copy.to_string(),
+            "--key",
+            public.to_str().unwrap(),
+            "--signed-repository",
+            &orig.name(),
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+}
+
+#[test]
+fn tag_moved_after_signing_is_denied() {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:latest");
+    push_image(&client, &r, "first");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let moved = push_image(&client, &r, "second, pushed over the tag");
+    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains(&moved.to_string()), "{v:?}");
+    assert!(v.stdout.contains("no signatures found"), "{v:?}");
+}
+
+#[test]
+fn annotations_are_signed_and_required() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    push_image(&reg.client(), &r, "annotated");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &["-a", "env=prod"]).code, 0);
+    let pubs = public.to_str().unwrap();
+    let v = verify(&reg, &[&r.to_string(), "--key", pubs, "-a", "env=prod"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let v = verify(&reg, &[&r.to_string(), "--key", pubs, "-a", "env=dev"]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(
+        v.stdout.contains("annotation \"env\" is \"prod\", the policy requires \"dev\""),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn registry_down_is_an_error_not_unsigned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = generate_keys(dir.path(), "k");
+    let host = format!("127.0.0.1:{}", free_port());
+    let r = format!("{host}/acme/app:v1");
+    let v = ocigate(
+        &["verify", &r, "--key", public.to_str().unwrap(), "--registry-plain-http", &host, "-o", "json"],
+        &[],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["verdict"], "deny");
+    assert_eq!(res["failure"], "registry");
+    let reason = res["reasons"][0].as_str().unwrap();
+    assert!(reason.contains("unreachable"), "{reason}");
+    assert!(!reason.contains("no signatures"), "{reason}");
+}
+
+#[test]
+fn failed_sign_leaves_the_registry_as_it_was() {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    let d = push_image(&client, &r, "untouched");
+    // wrong password
+    let host = reg.host();
+    let s = ocigate(
+        &["sign", &r.to_string(), "--key", key.to_str().unwrap(), "--registry-plain-http", &host],
+        &[("OCIGATE_PASSWORD", "not the password")],
+    );
+    assert_eq!(s.code, 2, "{s:?}");
+    assert!(s.stderr.contains("wrong password"), "{s:?}");
+    // image that does not exist
+    let missing = reg.reference("acme/app:nope");
+    let s = sign(&reg, &key, &missing.to_string(), &[]);
+    assert_eq!(s.code, 2, "{s:?}");
+    assert!(s.stderr.contains("not found"), "{s:?}");
+    let sig_ref = reg.reference(&format!("acme/app:{}.sig", d.tag_prefix()));
+    assert!(block_on(client.get_manifest(&sig_ref)).unwrap().is_none());
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = generate_keys(dir.path(), "k");
+    let pubs = public.to_str().unwrap();
+    let v = ocigate(&["verify", "Bad/Ref", "--key", pubs], &[]);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains("\"Bad/Ref\"") && v.stderr.contains("lowercase"), "{v:?}");
+    assert_eq!(v.stderr.trim().lines().count(), 1, "{v:?}");
+
+    let bogus_key = dir.path().join("bogus.pub");
+    std::fs::write(&bogus_key, "not a key").unwrap();
+    let v = ocigate(&["verify", "r.io/a:b", "--key", bogus_key.to_str().unwrap()], &[]);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains("bogus.pub") && v.stderr.contains("PEM"), "{v:?}");
+
+    let v = ocigate(&["verify", "r.io/a:b"], &[]);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains("--policy") && v.stderr.contains("--key"), "{v:?}");
+
+    let v = ocigate(
+        &["verify", "r.io/a:b", "--key", pubs],
+        &[("OCIGATE_REGISTRY_USERNAME", "u")],
+    );
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains("OCIGATE_REGISTRY_HOST"), "{v:?}");
+}
+
+#[test]
+fn generate_key_pair_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let pem = std::fs::read_to_string(&key).unwrap();
+    assert!(pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"));
+    assert!(std::fs::read_to_string(&public).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let prefix = dir.path().join("k");
+    let again = ocigate(
+        &["generate-key-pair", "--output-key-prefix", prefix.to_str().unwrap()],
+        &[("COSIGN_PASSWORD", "x")],
+    );
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("already exists"), "{again:?}");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), pem);
+}
