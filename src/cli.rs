@@ -268,8 +268,11 @@ fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliErro
     };
     match output {
         Output::Json => {
-            let doc = serde_json::json!({ "results": decisions });
-            serde_json::to_writer_pretty(&mut out, &doc)
+            #[derive(serde::Serialize)]
+            struct Results<'a> {
+                results: &'a [Decision],
+            }
+            serde_json::to_writer_pretty(&mut out, &Results { results: decisions })
                 .map_err(|e| io(std::io::Error::other(e)))?;
             writeln!(out).map_err(io)?;
         }

@@ -59,7 +59,11 @@ pub struct VerifiedSignature {
 
 /// How a signature was tied to its authority.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 #[non_exhaustive]
 pub enum Evidence {
     /// Signed by a public key named in the policy.

@@ -204,8 +204,16 @@ pub fn push_image_with(
             schema_version: 2,
             media_type: Some(OCI_MANIFEST.into()),
             artifact_type: None,
-            config: Some(desc("application/vnd.oci.image.config.v1+json", &cd, config.len())),
-            layers: vec![desc("application/vnd.oci.image.layer.v1.tar", &ld, layer.len())],
+            config: Some(desc(
+                "application/vnd.oci.image.config.v1+json",
+                &cd,
+                config.len(),
+            )),
+            layers: vec![desc(
+                "application/vnd.oci.image.layer.v1.tar",
+                &ld,
+                layer.len(),
+            )],
             manifests: vec![],
             subject: None,
             annotations: if annotations.is_empty() {
@@ -320,11 +328,7 @@ pub fn repo_root() -> PathBuf {
 
 pub fn corpus() -> Option<PathBuf> {
     let p = repo_root().join("../shared/corpus");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        None
-    }
+    if p.is_dir() { Some(p) } else { None }
 }
 
 /// The corpus, or a loud skip (a failure in CI, where ../shared must exist).
@@ -333,7 +337,9 @@ pub fn corpus_or_skip(test: &str) -> Option<PathBuf> {
         Some(p) => Some(p),
         None if strict() => panic!("{test}: ../shared/corpus is missing in CI"),
         None => {
-            eprintln!("SKIPPED {test}: ../shared/corpus not found; these corpus checks did NOT run");
+            eprintln!(
+                "SKIPPED {test}: ../shared/corpus not found; these corpus checks did NOT run"
+            );
             None
         }
     }

@@ -27,7 +27,16 @@ fn sign_then_verify_allows_with_evidence() {
     assert!(v.stdout.starts_with("ALLOW "), "{v:?}");
     assert!(v.stdout.contains(&digest.to_string()), "{v:?}");
 
-    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap(), "-o", "json"]);
+    let v = verify(
+        &reg,
+        &[
+            &r.to_string(),
+            "--key",
+            public.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
     assert_eq!(v.code, 0, "{v:?}");
     let doc = v.json();
     let res = &doc["results"][0];
@@ -36,7 +45,12 @@ fn sign_then_verify_allows_with_evidence() {
     assert_eq!(res["reference"], r.to_string());
     let sig = &res["signatures"][0];
     assert_eq!(sig["kind"], "key");
-    assert!(sig["keyFingerprint"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        sig["keyFingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
     assert_eq!(sig["dockerReference"], r.name());
     assert_eq!(sig["authority"], "--key");
 }
@@ -59,7 +73,10 @@ fn signing_again_appends_a_layer_and_both_verify() {
         assert_eq!(v.code, 0, "{v:?}");
     }
     let host = reg.host();
-    let d = ocigate(&["discover", &r.to_string(), "--registry-plain-http", &host], &[]);
+    let d = ocigate(
+        &["discover", &r.to_string(), "--registry-plain-http", &host],
+        &[],
+    );
     assert_eq!(d.code, 0, "{d:?}");
     assert!(d.stdout.contains(".sig: 2 signature(s)"), "{d:?}");
 }
@@ -73,7 +90,10 @@ fn wrong_key_is_denied() {
     let r = reg.reference("acme/app:v1");
     push_image(&reg.client(), &r, "wrong key");
     assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
-    let v = verify(&reg, &[&r.to_string(), "--key", other_pub.to_str().unwrap()]);
+    let v = verify(
+        &reg,
+        &[&r.to_string(), "--key", other_pub.to_str().unwrap()],
+    );
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.starts_with("DENY "), "{v:?}");
     assert!(v.stdout.contains("not signed by key"), "{v:?}");
@@ -89,7 +109,11 @@ fn missing_signature_is_reported_as_unsigned() {
     let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("no signatures found"), "{v:?}");
-    assert!(v.stdout.contains(&format!("{}.sig: not found", d.tag_prefix())), "{v:?}");
+    assert!(
+        v.stdout
+            .contains(&format!("{}.sig: not found", d.tag_prefix())),
+        "{v:?}"
+    );
     assert!(!v.stdout.contains("mismatch"), "{v:?}");
 }
 
@@ -116,7 +140,10 @@ fn rewrite_sig(
             layer.annotations = Some(BTreeMap::from([(SIGNATURE_ANNOTATION.to_string(), s)]));
         }
         let body = serde_json::to_vec(&parsed).unwrap();
-        client.put_manifest(&sig_ref, &body, OCI_MANIFEST).await.unwrap();
+        client
+            .put_manifest(&sig_ref, &body, OCI_MANIFEST)
+            .await
+            .unwrap();
     });
 }
 
@@ -137,7 +164,11 @@ fn tampered_payload_and_tampered_signature_are_denied() {
     });
     let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
     assert_eq!(v.code, 1, "{v:?}");
-    assert!(v.stdout.contains("signature does not verify over the payload"), "{v:?}");
+    assert!(
+        v.stdout
+            .contains("signature does not verify over the payload"),
+        "{v:?}"
+    );
 
     // Signature bytes flipped.
     assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
@@ -217,7 +248,10 @@ fn identity_mismatch_is_denied_unless_the_copy_is_declared() {
             .await
             .unwrap();
     });
-    let v = verify(&reg, &[&copy.to_string(), "--key", public.to_str().unwrap()]);
+    let v = verify(
+        &reg,
+        &[&copy.to_string(), "--key", public.to_str().unwrap()],
+    );
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("signature names"), "{v:?}");
     assert!(v.stdout.contains("signedIdentity"), "{v:?}");
@@ -257,14 +291,18 @@ fn annotations_are_signed_and_required() {
     let (key, public) = generate_keys(dir.path(), "k");
     let r = reg.reference("acme/app:v1");
     push_image(&reg.client(), &r, "annotated");
-    assert_eq!(sign(&reg, &key, &r.to_string(), &["-a", "env=prod"]).code, 0);
+    assert_eq!(
+        sign(&reg, &key, &r.to_string(), &["-a", "env=prod"]).code,
+        0
+    );
     let pubs = public.to_str().unwrap();
     let v = verify(&reg, &[&r.to_string(), "--key", pubs, "-a", "env=prod"]);
     assert_eq!(v.code, 0, "{v:?}");
     let v = verify(&reg, &[&r.to_string(), "--key", pubs, "-a", "env=dev"]);
     assert_eq!(v.code, 1, "{v:?}");
     assert!(
-        v.stdout.contains("annotation \"env\" is \"prod\", the policy requires \"dev\""),
+        v.stdout
+            .contains("annotation \"env\" is \"prod\", the policy requires \"dev\""),
         "{v:?}"
     );
 }
@@ -276,7 +314,16 @@ fn registry_down_is_an_error_not_unsigned() {
     let host = format!("127.0.0.1:{}", free_port());
     let r = format!("{host}/acme/app:v1");
     let v = ocigate(
-        &["verify", &r, "--key", public.to_str().unwrap(), "--registry-plain-http", &host, "-o", "json"],
+        &[
+            "verify",
+            &r,
+            "--key",
+            public.to_str().unwrap(),
+            "--registry-plain-http",
+            &host,
+            "-o",
+            "json",
+        ],
         &[],
     );
     assert_eq!(v.code, 1, "{v:?}");
@@ -299,7 +346,14 @@ fn failed_sign_leaves_the_registry_as_it_was() {
     // wrong password
     let host = reg.host();
     let s = ocigate(
-        &["sign", &r.to_string(), "--key", key.to_str().unwrap(), "--registry-plain-http", &host],
+        &[
+            "sign",
+            &r.to_string(),
+            "--key",
+            key.to_str().unwrap(),
+            "--registry-plain-http",
+            &host,
+        ],
         &[("OCIGATE_PASSWORD", "not the password")],
     );
     assert_eq!(s.code, 2, "{s:?}");
@@ -320,18 +374,30 @@ fn bad_input_gives_one_line_errors() {
     let pubs = public.to_str().unwrap();
     let v = ocigate(&["verify", "Bad/Ref", "--key", pubs], &[]);
     assert_eq!(v.code, 2, "{v:?}");
-    assert!(v.stderr.contains("\"Bad/Ref\"") && v.stderr.contains("lowercase"), "{v:?}");
+    assert!(
+        v.stderr.contains("\"Bad/Ref\"") && v.stderr.contains("lowercase"),
+        "{v:?}"
+    );
     assert_eq!(v.stderr.trim().lines().count(), 1, "{v:?}");
 
     let bogus_key = dir.path().join("bogus.pub");
     std::fs::write(&bogus_key, "not a key").unwrap();
-    let v = ocigate(&["verify", "r.io/a:b", "--key", bogus_key.to_str().unwrap()], &[]);
+    let v = ocigate(
+        &["verify", "r.io/a:b", "--key", bogus_key.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(v.code, 2, "{v:?}");
-    assert!(v.stderr.contains("bogus.pub") && v.stderr.contains("PEM"), "{v:?}");
+    assert!(
+        v.stderr.contains("bogus.pub") && v.stderr.contains("PEM"),
+        "{v:?}"
+    );
 
     let v = ocigate(&["verify", "r.io/a:b"], &[]);
     assert_eq!(v.code, 2, "{v:?}");
-    assert!(v.stderr.contains("--policy") && v.stderr.contains("--key"), "{v:?}");
+    assert!(
+        v.stderr.contains("--policy") && v.stderr.contains("--key"),
+        "{v:?}"
+    );
 
     let v = ocigate(
         &["verify", "r.io/a:b", "--key", pubs],
@@ -347,12 +413,23 @@ fn generate_key_pair_refuses_to_overwrite() {
     let (key, public) = generate_keys(dir.path(), "k");
     let pem = std::fs::read_to_string(&key).unwrap();
     assert!(pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"));
-    assert!(std::fs::read_to_string(&public).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+    assert!(
+        std::fs::read_to_string(&public)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
     use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let prefix = dir.path().join("k");
     let again = ocigate(
-        &["generate-key-pair", "--output-key-prefix", prefix.to_str().unwrap()],
+        &[
+            "generate-key-pair",
+            "--output-key-prefix",
+            prefix.to_str().unwrap(),
+        ],
         &[("COSIGN_PASSWORD", "x")],
     );
     assert_eq!(again.code, 2, "{again:?}");

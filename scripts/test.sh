@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine. Installs what it needs:
+#   - the CNCF distribution registry (Debian package docker-registry), used by the integration tests;
+#   - cosign 3.1.1 from Debian unstable, unpacked into .cache/cosign (nothing installed system-wide).
+# Needs a Rust toolchain (rustup, stable >= 1.88) with clippy and rustfmt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || {
+  echo "test.sh: cargo not found. Install Rust with rustup (https://rustup.rs): curl https://sh.rustup.rs -sSf | sh" >&2
+  exit 1
+}
+
+if [ ! -x /usr/bin/docker-registry ]; then
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  echo "test.sh: installing docker-registry (apt-get)" >&2
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq docker-registry >/dev/null
+  # The package starts a system registry on :5000; the tests start their own, so stop it.
+  ($as_root systemctl stop docker-registry 2>/dev/null || $as_root service docker-registry stop 2>/dev/null) || true
+fi
+
+OCIGATE_TEST_COSIGN=$(scripts/fetch-cosign.sh) || {
+  echo "test.sh: could not fetch cosign from Debian unstable (see above)" >&2
+  exit 1
+}
+export OCIGATE_TEST_COSIGN
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked
