@@ -145,6 +145,8 @@ pub struct Authority {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
+    /// Where the rule's name stands in the policy file (line, column).
+    position: (u64, u64),
     patterns: Vec<(String, GlobMatcher)>,
     excludes: Vec<GlobMatcher>,
     pub mode: Mode,
@@ -260,6 +262,7 @@ impl Policy {
             trust_roots: Vec::new(),
             rules: vec![Rule {
                 name: "--key".into(),
+                position: (0, 0),
                 patterns,
                 excludes: Vec::new(),
                 mode: Mode::Enforce,
@@ -482,7 +485,7 @@ impl Validator<'_> {
                 },
                 (None, Some(pem)) => (
                     pem.value.clone(),
-                    format!("key {name:?}"),
+                    format!("{name:?} (inline pem)"),
                     pem.referenced.line(),
                     pem.referenced.column(),
                 ),
@@ -626,6 +629,7 @@ impl Validator<'_> {
         }
         Some(Rule {
             name,
+            position: (raw.name.referenced.line(), raw.name.referenced.column()),
             patterns,
             excludes,
             mode: raw.mode,
@@ -804,8 +808,8 @@ impl Validator<'_> {
                         });
                         if let Some(w) = witness {
                             self.issues.push(Issue {
-                                line: 1,
-                                column: 1,
+                                line: b.position.0,
+                                column: b.position.1,
                                 message: format!(
                                     "rules {:?} and {:?} are equally specific and both match {w:?} \
                                      (patterns {pa:?} and {pb:?}); make one more specific or exclude",
@@ -1149,6 +1153,7 @@ rules:
         };
         Rule {
             name: "r".into(),
+            position: (1, 1),
             patterns: vec![],
             excludes: vec![],
             mode,

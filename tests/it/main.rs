@@ -2,5 +2,6 @@
 //! distribution (`/usr/bin/docker-registry`) on 127.0.0.1; peers (cosign, the shared corpus)
 //! are used where present and reported loudly where not.
 
+mod examples;
 mod harness;
 mod roundtrip;

@@ -1,0 +1,210 @@
+//! The README's promises: the quick start, the shipped example, every example policy, and a
+//! broken-policy table whose files say where and what the error is.
+
+use std::path::Path;
+
+use crate::harness::*;
+
+/// The README's quick start: exactly two command lines, and .ci/run runs the second.
+#[test]
+fn readme_quick_start_is_the_contract() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme.find("## Quick start").expect("Quick start section");
+    let block = &readme[start..];
+    let open = block.find("```sh\n").expect("sh block") + 6;
+    let close = open + block[open..].find("```").expect("closed block");
+    let lines: Vec<&str> = block[open..close]
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("verify oci-layout:examples/signed-layout"),
+        "{lines:?}"
+    );
+    let ci = std::fs::read_to_string(repo_root().join(".ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|l| l.trim() == lines[1]),
+        ".ci/run must run {:?}",
+        lines[1]
+    );
+}
+
+#[test]
+fn shipped_example_verifies_offline() {
+    let run = ocigate_in(
+        Some(&repo_root()),
+        &[
+            "verify",
+            "oci-layout:examples/signed-layout",
+            "--policy",
+            "policy-examples/key-based.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("ALLOW oci-layout:examples/signed-layout@sha256:"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("[rule shipped-example]"), "{run:?}");
+    assert!(
+        run.stdout.contains("source https://example.com/acme/hello"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn tampered_layout_copy_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("layout");
+    copy_dir(&repo_root().join("examples/signed-layout"), &copy);
+    let reference = format!("oci-layout:{}", copy.display());
+    let key = repo_root().join("keys-example/cosign.pub");
+    let ok = ocigate(
+        &[
+            "verify",
+            &reference,
+            "--key",
+            key.to_str().unwrap(),
+            "--signed-repository",
+            "oci-layout:examples/signed-layout",
+        ],
+        &[],
+    );
+    assert_eq!(ok.code, 0, "{ok:?}");
+    // The copy under another path is another repository name: matchRepository denies it.
+    let other = ocigate(&["verify", &reference, "--key", key.to_str().unwrap()], &[]);
+    assert_eq!(other.code, 1, "{other:?}");
+    assert!(
+        other
+            .stdout
+            .contains("signature names \"oci-layout:examples/signed-layout\""),
+        "{other:?}"
+    );
+    // Overwrite the signature payload blob: the layout's content check catches it.
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(copy.join("index.json")).unwrap()).unwrap();
+    let sig = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+                .ends_with(".sig")
+        })
+        .unwrap();
+    let sig_hex = sig["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let sig_manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(copy.join("blobs/sha256").join(sig_hex)).unwrap(),
+    )
+    .unwrap();
+    let payload_hex = sig_manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    std::fs::write(copy.join("blobs/sha256").join(payload_hex), b"{\"evil\":1}").unwrap();
+    let bad = ocigate(
+        &[
+            "verify",
+            &reference,
+            "--key",
+            key.to_str().unwrap(),
+            "--signed-repository",
+            "oci-layout:examples/signed-layout",
+        ],
+        &[],
+    );
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stdout.contains("does not match its digest"), "{bad:?}");
+    assert!(!bad.stdout.contains("no signatures"), "{bad:?}");
+}
+
+#[test]
+fn sign_and_verify_an_oci_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("layout");
+    copy_dir(&repo_root().join("examples/signed-layout"), &copy);
+    let (key, public) = generate_keys(dir.path(), "k");
+    let reference = format!("oci-layout:{}:v1", copy.display());
+    let s = ocigate(
+        &["sign", &reference, "--key", key.to_str().unwrap()],
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    assert!(s.stdout.contains("(2 signature(s))"), "{s:?}");
+    let v = ocigate(
+        &["verify", &reference, "--key", public.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+}
+
+#[test]
+fn every_example_policy_passes_check() {
+    let dir = repo_root().join("policy-examples");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let mut args = vec!["policy", "check"];
+    args.extend(files.iter().map(String::as_str));
+    let run = ocigate(&args, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.matches(": ok").count(), files.len(), "{run:?}");
+}
+
+/// Each file in tests/broken-policies starts with `# expect: LINE:COLUMN: text`.
+#[test]
+fn broken_policies_fail_where_they_say() {
+    let dir = repo_root().join("tests/broken-policies");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} has no '# expect:' line", path.display()));
+        let run = ocigate(&["policy", "check", path.to_str().unwrap()], &[]);
+        assert_eq!(run.code, 2, "{}: {run:?}", path.display());
+        let (pos, text) = expect.split_at(expect.find(": ").unwrap());
+        let want_prefix = format!("{}:{pos}: ", path.display());
+        let line = run.stderr.lines().next().unwrap_or("");
+        assert!(
+            line.starts_with(&want_prefix),
+            "{line}\n  expected prefix {want_prefix}"
+        );
+        assert!(
+            line.contains(&text[2..]),
+            "{line}\n  expected {:?}",
+            &text[2..]
+        );
+        n += 1;
+    }
+    assert!(n >= 8, "only {n} broken policies");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
