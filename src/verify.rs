@@ -161,8 +161,14 @@ pub fn verify_key_signature(
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
     let location = candidate.location.clone();
+    // Some producers wrap base64 at 76 columns; whitespace is never part of the value.
+    let compact: String = candidate
+        .signature
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     let sig = base64::engine::general_purpose::STANDARD
-        .decode(candidate.signature.trim())
+        .decode(compact)
         .map_err(|_| Rejection::SignatureEncoding {
             location: location.clone(),
         })?;
@@ -337,6 +343,11 @@ mod tests {
             verify_key_signature(&c, auth, &expect),
             Err(Rejection::BadSignature { .. })
         ));
+        // line-wrapped base64 is the same signature
+        let mut wrapped = candidate(&key, payload("r.io/acme/app", &d, &[]));
+        let b64 = wrapped.signature.clone();
+        wrapped.signature = format!("{}\n{}\n", &b64[..40], &b64[40..]);
+        assert!(verify_key_signature(&wrapped, auth, &expect).is_ok());
         c.signature = "%%%".into();
         assert!(matches!(
             verify_key_signature(&c, auth, &expect),

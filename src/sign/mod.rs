@@ -144,7 +144,7 @@ pub async fn sign(
 
 /// The config blob cosign writes for a signature manifest: an empty image config whose
 /// rootfs lists the signature layers.
-fn cosign_config(layers: &[Descriptor]) -> Vec<u8> {
+pub fn cosign_config(layers: &[Descriptor]) -> Vec<u8> {
     #[derive(Serialize)]
     struct History {
         created: &'static str,
