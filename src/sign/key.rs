@@ -309,6 +309,20 @@ mod tests {
     }
 
     #[test]
+    fn reads_older_cosign_and_skopeo_label_at_every_cost() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        for log_n in [15u8, 17] {
+            let pem = encrypt_pkcs8(pkcs8.as_ref(), b"pw", log_n).unwrap();
+            let relabelled = pem.replace(PEM_SIGSTORE, PEM_COSIGN);
+            assert!(relabelled.contains("BEGIN ENCRYPTED COSIGN PRIVATE KEY"));
+            let key = SigningKey::from_encrypted_pem(&relabelled, b"pw", "old.key").unwrap();
+            let sig = key.sign(b"m").unwrap();
+            assert!(key.public_key().verify(b"m", &sig), "N=2^{log_n}");
+        }
+    }
+
+    #[test]
     fn malformed_keys() {
         let cases = [
             ("not pem", "not a PEM"),

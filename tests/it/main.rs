@@ -2,7 +2,9 @@
 //! distribution (`/usr/bin/docker-registry`) on 127.0.0.1; peers (cosign, the shared corpus)
 //! are used where present and reported loudly where not.
 
+mod auth;
 mod corpus;
+mod cosign_peer;
 mod examples;
 mod harness;
 mod roundtrip;

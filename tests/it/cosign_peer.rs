@@ -1,0 +1,195 @@
+//! cosign 3.1.1 (Debian unstable's package, fetched by scripts/fetch-cosign.sh) as the peer:
+//! what cosign signs ocigate verifies, what ocigate signs cosign verifies, and each reads the
+//! other's keys.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::*;
+
+/// The cosign binary: $OCIGATE_TEST_COSIGN, else the fetch script's cache; a loud skip (a
+/// failure in CI) when neither exists.
+fn cosign_or_skip(test: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("OCIGATE_TEST_COSIGN").map(PathBuf::from),
+        Some(repo_root().join(".cache/cosign/root/usr/bin/cosign")),
+    ];
+    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
+        return Some(p);
+    }
+    if strict() {
+        panic!("{test}: cosign not found; run scripts/fetch-cosign.sh (scripts/test.sh does)");
+    }
+    eprintln!(
+        "SKIPPED {test}: cosign not found (run scripts/fetch-cosign.sh); these peer checks did NOT run"
+    );
+    None
+}
+
+fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        // keep cosign off the network and out of the user's state
+        .env("HOME", dir)
+        .env("DOCKER_CONFIG", dir.join("docker"))
+        .env("TUF_ROOT", dir.join("tuf"))
+        .env("SIGSTORE_NO_CACHE", "true")
+        .output()
+        .expect("run cosign");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn cosign_keys(bin: &Path, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
+    let run = cosign(
+        bin,
+        dir,
+        &["generate-key-pair", "--output-key-prefix", prefix],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    (
+        dir.join(format!("{prefix}.key")),
+        dir.join(format!("{prefix}.pub")),
+    )
+}
+
+fn cosign_sign_legacy(bin: &Path, dir: &Path, key: &Path, reference: &str) -> Run {
+    cosign(
+        bin,
+        dir,
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--use-signing-config=false",
+            "--new-bundle-format=false",
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            "--yes",
+            reference,
+        ],
+    )
+}
+
+fn cosign_verify(bin: &Path, dir: &Path, public: &Path, reference: &str) -> Run {
+    cosign(
+        bin,
+        dir,
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--insecure-ignore-tlog",
+            "--allow-insecure-registry",
+            reference,
+        ],
+    )
+}
+
+#[test]
+fn cosign_signs_ocigate_verifies() {
+    let Some(bin) = cosign_or_skip("cosign_signs_ocigate_verifies") else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = cosign_keys(&bin, dir.path(), "cosign");
+    let r = reg.reference("peer/by-cosign:v1");
+    let digest = push_image(&reg.client(), &r, "signed by cosign");
+    let s = cosign_sign_legacy(&bin, dir.path(), &key, &r.to_string());
+    assert_eq!(s.code, 0, "{s:?}");
+    let v = verify(
+        &reg,
+        &[
+            &r.to_string(),
+            "--key",
+            public.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["digest"], digest.to_string());
+    assert_eq!(res["signatures"][0]["dockerReference"], r.name());
+    // and a key of ocigate's does not verify cosign's signature
+    let (_, other) = generate_keys(dir.path(), "other");
+    let v = verify(&reg, &[&r.to_string(), "--key", other.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+}
+
+#[test]
+fn ocigate_signs_cosign_verifies() {
+    let Some(bin) = cosign_or_skip("ocigate_signs_cosign_verifies") else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "release");
+    let r = reg.reference("peer/by-ocigate:v1");
+    push_image(&reg.client(), &r, "signed by ocigate");
+    assert_eq!(
+        sign(&reg, &key, &r.to_string(), &["-a", "env=prod"]).code,
+        0
+    );
+    let v = cosign_verify(&bin, dir.path(), &public, &r.to_string());
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(v.stdout.contains("\"env\":\"prod\""), "{v:?}");
+    // cosign checks the annotation we wrote
+    let v = cosign(
+        &bin,
+        dir.path(),
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--insecure-ignore-tlog",
+            "--allow-insecure-registry",
+            "-a",
+            "env=dev",
+            &r.to_string(),
+        ],
+    );
+    assert_ne!(v.code, 0, "{v:?}");
+    // an unsigned image fails in cosign too (the peer is really checking)
+    let u = reg.reference("peer/unsigned:v1");
+    push_image(&reg.client(), &u, "unsigned");
+    let v = cosign_verify(&bin, dir.path(), &public, &u.to_string());
+    assert_ne!(v.code, 0, "{v:?}");
+}
+
+#[test]
+fn keys_cross_over() {
+    let Some(bin) = cosign_or_skip("keys_cross_over") else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    // ocigate signs with a key cosign generated; cosign verifies
+    let (cosign_key, cosign_pub) = cosign_keys(&bin, dir.path(), "from-cosign");
+    let a = reg.reference("peer/a:v1");
+    push_image(&reg.client(), &a, "a");
+    let s = sign(&reg, &cosign_key, &a.to_string(), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let v = cosign_verify(&bin, dir.path(), &cosign_pub, &a.to_string());
+    assert_eq!(v.code, 0, "{v:?}");
+    // cosign signs with a key ocigate generated; ocigate verifies
+    let (our_key, our_pub) = generate_keys(dir.path(), "from-ocigate");
+    let b = reg.reference("peer/b:v1");
+    push_image(&reg.client(), &b, "b");
+    let s = cosign_sign_legacy(&bin, dir.path(), &our_key, &b.to_string());
+    assert_eq!(s.code, 0, "{s:?}");
+    let v = verify(&reg, &[&b.to_string(), "--key", our_pub.to_str().unwrap()]);
+    assert_eq!(v.code, 0, "{v:?}");
+    // both signatures on one image, one from each tool, each verifying with its own key
+    let s = sign(&reg, &our_key, &a.to_string(), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    assert!(s.stdout.contains("(2 signature(s))"), "{s:?}");
+    let v = cosign_verify(&bin, dir.path(), &our_pub, &a.to_string());
+    assert_eq!(v.code, 0, "{v:?}");
+}
