@@ -13,6 +13,8 @@ use ocigate::registry::{Descriptor, ImageManifest, OCI_MANIFEST, Registry, Regis
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub const PASSWORD: &str = "test-password";
+pub const TOKEN_SERVICE: &str = "ocigate-test-registry";
+pub const TOKEN_ISSUER: &str = "ocigate-test-issuer";
 
 pub fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -48,6 +50,19 @@ impl TestRegistry {
         let extra = format!(
             "auth:\n  htpasswd:\n    realm: ocigate-test\n    path: {}\n",
             htpasswd.display()
+        );
+        Self::start_in(dir, &extra)
+    }
+
+    /// A registry using the token (bearer) flow: `realm` issues JWTs signed by the key of the
+    /// certificate at `cert_pem`.
+    pub fn start_with_token_auth(realm: &str, cert_pem: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle = dir.path().join("token.crt");
+        std::fs::write(&bundle, cert_pem).expect("bundle");
+        let extra = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            bundle.display()
         );
         Self::start_in(dir, &extra)
     }

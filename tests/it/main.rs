@@ -8,3 +8,4 @@ mod cosign_peer;
 mod examples;
 mod harness;
 mod roundtrip;
+mod token;
