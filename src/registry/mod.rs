@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use serde::{Deserialize, Serialize};
+
+mod remote;
+pub use remote::Cause;
+use remote::{ACCEPT_MANIFESTS, Access, Remote, read_capped, status_cause, upload_url};
 
 use crate::reference::{Digest, ImageRef, Location};
 
@@ -18,7 +20,6 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// What a registry operation was doing, for error messages.
@@ -51,7 +52,7 @@ pub enum RegistryError {
         op: Op,
         target: String,
         #[source]
-        source: OciDistributionError,
+        source: Cause,
     },
     #[error("registry {host}: unreachable while {op} {target}")]
     Unreachable {
@@ -59,7 +60,7 @@ pub enum RegistryError {
         op: Op,
         target: String,
         #[source]
-        source: OciDistributionError,
+        source: Cause,
     },
     #[error("registry {host}: no answer within {seconds}s while {op} {target}")]
     Timeout {
@@ -74,7 +75,7 @@ pub enum RegistryError {
         op: Op,
         target: String,
         #[source]
-        source: OciDistributionError,
+        source: Cause,
     },
     #[error("registry {host}: {target} not found")]
     NotFound { host: String, target: String },
@@ -344,27 +345,16 @@ impl RegistrySettings {
     }
 }
 
-/// The one client for all artifact stores.
+/// The one client for all artifact stores: remote registries and OCI layouts.
 pub struct Registry {
-    client: Client,
+    remote: Remote,
     settings: RegistrySettings,
 }
 
 impl Registry {
     pub fn new(settings: RegistrySettings) -> Self {
-        let config = oci_client::client::ClientConfig {
-            protocol: if settings.plain_http.is_empty() {
-                oci_client::client::ClientProtocol::Https
-            } else {
-                oci_client::client::ClientProtocol::HttpsExcept(settings.plain_http.clone())
-            },
-            connect_timeout: Some(settings.timeout.min(Duration::from_secs(10))),
-            read_timeout: Some(settings.timeout),
-            user_agent: concat!("ocigate/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
-        };
         Registry {
-            client: Client::new(config),
+            remote: Remote::new(),
             settings,
         }
     }
@@ -373,52 +363,77 @@ impl Registry {
         &self.settings
     }
 
-    /// Fetch the manifest `r` names (its digest if it has one, else its tag).
+    /// Fetch the manifest `r` names (its digest if it has one, else its tag, else `latest`).
     /// `Ok(None)` when the registry says it does not exist.
     pub async fn get_manifest(&self, r: &ImageRef) -> Result<Option<Manifest>, RegistryError> {
-        match r.location() {
-            Location::Layout { path } => layout_get_manifest(path, r, &self.settings),
+        let (registry, repository) = match r.location() {
+            Location::Layout { path } => return layout_get_manifest(path, r, &self.settings),
             Location::Registry {
                 registry,
                 repository,
-            } => {
-                let target = r.to_string();
-                let oref = to_oci_ref(registry, repository, r);
-                let auth = self.auth_for(registry);
-                let fut = self.client.pull_manifest_raw(&oref, &auth, &MANIFEST_TYPES);
-                let res = self
-                    .deadline(registry, Op::FetchManifest, &target, fut)
-                    .await?;
-                let (bytes, _header_digest) = match res {
-                    Ok(ok) => ok,
-                    Err(e) if is_not_found(&e) => return Ok(None),
-                    Err(e) => return Err(classify(registry, Op::FetchManifest, &target, e)),
-                };
-                if bytes.len() > self.settings.max_manifest_bytes {
-                    return Err(RegistryError::TooLarge {
-                        place: format!("registry {registry}"),
-                        target,
-                        limit: self.settings.max_manifest_bytes,
-                    });
-                }
-                // The digest is what we compute from the bytes, never what a header claims.
-                let digest = Digest::sha256_of(&bytes);
-                if let Some(want) = r.digest()
-                    && !want.matches(&bytes)
-                {
-                    return Err(RegistryError::DigestMismatch {
-                        place: format!("registry {registry}"),
-                        target,
-                    });
-                }
-                let media_type = media_type_of(&bytes);
-                Ok(Some(Manifest {
-                    bytes: bytes.to_vec(),
-                    digest,
-                    media_type,
-                }))
-            }
+            } => (registry, repository),
+        };
+        let target = r.to_string();
+        let part = r.reference_part().unwrap_or_else(|| "latest".to_string());
+        let url = format!(
+            "{}/v2/{repository}/manifests/{part}",
+            Remote::base_url(&self.settings, registry)
+        );
+        let resp = self
+            .send(
+                registry,
+                repository,
+                Access::Pull,
+                Op::FetchManifest,
+                &target,
+                |c| c.get(&url).header(ACCEPT, ACCEPT_MANIFESTS),
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
         }
+        let resp = self
+            .success(registry, Op::FetchManifest, &target, resp)
+            .await?;
+        let header_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let limit = self.settings.max_manifest_bytes;
+        let bytes = self
+            .deadline(
+                registry,
+                Op::FetchManifest,
+                &target,
+                read_capped(resp, limit),
+            )
+            .await?
+            .map_err(|c| classify(registry, Op::FetchManifest, &target, c))?
+            .ok_or_else(|| RegistryError::TooLarge {
+                place: format!("registry {registry}"),
+                target: target.clone(),
+                limit,
+            })?;
+        // The digest is what we compute from the bytes, never what a header claims.
+        let digest = Digest::sha256_of(&bytes);
+        if let Some(want) = r.digest()
+            && !want.matches(&bytes)
+        {
+            return Err(RegistryError::DigestMismatch {
+                place: format!("registry {registry}"),
+                target,
+            });
+        }
+        let media_type = match serde_media_type(&bytes) {
+            Some(t) => t,
+            None => header_type.unwrap_or_else(|| media_type_of(&bytes)),
+        };
+        Ok(Some(Manifest {
+            bytes,
+            digest,
+            media_type,
+        }))
     }
 
     /// Fetch a blob of `r`'s repository and check it against its digest.
@@ -433,7 +448,7 @@ impl Registry {
             detail: "descriptor digest is malformed".into(),
         })?;
         let limit = self.settings.max_blob_bytes;
-        match r.location() {
+        let (registry, repository) = match r.location() {
             Location::Layout { path } => {
                 if desc.size > limit as u64 {
                     return Err(RegistryError::TooLarge {
@@ -442,117 +457,114 @@ impl Registry {
                         limit,
                     });
                 }
-                let data = layout_read_blob(path, &digest, limit)?.ok_or_else(|| {
+                return layout_read_blob(path, &digest, limit)?.ok_or_else(|| {
                     RegistryError::Layout {
                         path: path.clone(),
                         what: format!("blob {digest} is missing"),
                         source: None,
                     }
-                })?;
-                Ok(data)
+                });
             }
             Location::Registry {
                 registry,
                 repository,
-            } => {
-                let place = format!("registry {registry}");
-                let target = format!("{}@{digest}", r.name());
-                if desc.size > limit as u64 {
-                    return Err(RegistryError::TooLarge {
-                        place,
-                        target,
-                        limit,
-                    });
-                }
-                let oref = Reference::with_digest(
-                    registry.clone(),
-                    repository.clone(),
-                    digest.to_string(),
-                );
-                let auth = self.auth_for(registry);
-                self.client.store_auth_if_needed(registry, &auth).await;
-                let odesc = oci_client::manifest::OciDescriptor {
-                    media_type: desc.media_type.clone(),
-                    digest: desc.digest.clone(),
-                    size: desc.size as i64,
-                    ..Default::default()
-                };
-                let fetch = async {
-                    let mut stream = match self.client.pull_blob_stream(&oref, &odesc).await {
-                        Ok(s) => s,
-                        Err(e) if is_not_found(&e) => {
-                            return Err(RegistryError::NotFound {
-                                host: registry.clone(),
-                                target: target.clone(),
-                            });
-                        }
-                        Err(e) => return Err(classify(registry, Op::FetchBlob, &target, e)),
-                    };
-                    let mut data = Vec::new();
-                    while let Some(chunk) = stream.next().await {
-                        let chunk = chunk.map_err(|e| {
-                            classify(
-                                registry,
-                                Op::FetchBlob,
-                                &target,
-                                OciDistributionError::IoError(e),
-                            )
-                        })?;
-                        if data.len() + chunk.len() > limit {
-                            return Err(RegistryError::TooLarge {
-                                place: place.clone(),
-                                target: target.clone(),
-                                limit,
-                            });
-                        }
-                        data.extend_from_slice(&chunk);
-                    }
-                    Ok(data)
-                };
-                let data = self
-                    .deadline(registry, Op::FetchBlob, &target, fetch)
-                    .await??;
-                if !digest.matches(&data) {
-                    return Err(RegistryError::DigestMismatch { place, target });
-                }
-                Ok(data)
-            }
+            } => (registry, repository),
+        };
+        let place = format!("registry {registry}");
+        let target = format!("{}@{digest}", r.name());
+        if desc.size > limit as u64 {
+            return Err(RegistryError::TooLarge {
+                place,
+                target,
+                limit,
+            });
         }
+        let url = format!(
+            "{}/v2/{repository}/blobs/{digest}",
+            Remote::base_url(&self.settings, registry)
+        );
+        let resp = self
+            .send(
+                registry,
+                repository,
+                Access::Pull,
+                Op::FetchBlob,
+                &target,
+                |c| c.get(&url),
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                host: registry.clone(),
+                target,
+            });
+        }
+        let resp = self.success(registry, Op::FetchBlob, &target, resp).await?;
+        let data = self
+            .deadline(registry, Op::FetchBlob, &target, read_capped(resp, limit))
+            .await?
+            .map_err(|c| classify(registry, Op::FetchBlob, &target, c))?
+            .ok_or_else(|| RegistryError::TooLarge {
+                place: place.clone(),
+                target: target.clone(),
+                limit,
+            })?;
+        if !digest.matches(&data) {
+            return Err(RegistryError::DigestMismatch { place, target });
+        }
+        Ok(data)
     }
 
     /// Store a blob in `r`'s repository; returns its digest.
     pub async fn put_blob(&self, r: &ImageRef, data: &[u8]) -> Result<Digest, RegistryError> {
         let digest = Digest::sha256_of(data);
-        match r.location() {
+        let (registry, repository) = match r.location() {
             Location::Layout { path } => {
                 layout_write_blob(path, &digest, data)?;
-                Ok(digest)
+                return Ok(digest);
             }
             Location::Registry {
                 registry,
                 repository,
-            } => {
-                let target = format!("{}@{digest}", r.name());
-                let oref = Reference::with_digest(
-                    registry.clone(),
-                    repository.clone(),
-                    digest.to_string(),
-                );
-                let auth = self.auth_for(registry);
-                let push = async {
-                    self.client
-                        .auth(&oref, &auth, oci_client::RegistryOperation::Push)
-                        .await?;
-                    self.client
-                        .push_blob(&oref, data.to_vec(), digest.as_str())
-                        .await
-                };
-                self.deadline(registry, Op::PushBlob, &target, push)
-                    .await?
-                    .map_err(|e| classify(registry, Op::PushBlob, &target, e))?;
-                Ok(digest)
-            }
-        }
+            } => (registry, repository),
+        };
+        let target = format!("{}@{digest}", r.name());
+        let base = Remote::base_url(&self.settings, registry);
+        let start = format!("{base}/v2/{repository}/blobs/uploads/");
+        let resp = self
+            .send(
+                registry,
+                repository,
+                Access::Push,
+                Op::PushBlob,
+                &target,
+                |c| c.post(&start).header(reqwest::header::CONTENT_LENGTH, 0),
+            )
+            .await?;
+        let resp = self.success(registry, Op::PushBlob, &target, resp).await?;
+        let mut url = resp
+            .headers()
+            .get(LOCATION)
+            .ok_or(Cause::Upload)
+            .and_then(|l| upload_url(&base, l))
+            .map_err(|c| classify(registry, Op::PushBlob, &target, c))?;
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let resp = self
+            .send(
+                registry,
+                repository,
+                Access::Push,
+                Op::PushBlob,
+                &target,
+                |c| {
+                    c.put(url.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .body(data.to_vec())
+                },
+            )
+            .await?;
+        self.success(registry, Op::PushBlob, &target, resp).await?;
+        Ok(digest)
     }
 
     /// Store a manifest under `r`'s tag (all referenced blobs must be stored first).
@@ -563,39 +575,79 @@ impl Registry {
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
         let digest = Digest::sha256_of(bytes);
-        match r.location() {
+        let (registry, repository) = match r.location() {
             Location::Layout { path } => {
                 layout_write_blob(path, &digest, bytes)?;
                 layout_set_tag(path, r.tag(), &digest, bytes.len() as u64, media_type)?;
-                Ok(digest)
+                return Ok(digest);
             }
             Location::Registry {
                 registry,
                 repository,
-            } => {
-                let target = r.to_string();
-                let oref = to_oci_ref(registry, repository, r);
-                let auth = self.auth_for(registry);
-                let content_type = http::HeaderValue::from_str(media_type).map_err(|_| {
-                    RegistryError::BadManifest {
-                        place: format!("registry {registry}"),
-                        target: target.clone(),
-                        detail: format!("media type {media_type:?} is not a header value"),
-                    }
-                })?;
-                let push = async {
-                    self.client
-                        .auth(&oref, &auth, oci_client::RegistryOperation::Push)
-                        .await?;
-                    self.client
-                        .push_manifest_raw(&oref, bytes.to_vec(), content_type)
-                        .await
-                };
-                self.deadline(registry, Op::PushManifest, &target, push)
-                    .await?
-                    .map_err(|e| classify(registry, Op::PushManifest, &target, e))?;
-                Ok(digest)
-            }
+            } => (registry, repository),
+        };
+        let target = r.to_string();
+        let part = r.reference_part().unwrap_or_else(|| digest.to_string());
+        let url = format!(
+            "{}/v2/{repository}/manifests/{part}",
+            Remote::base_url(&self.settings, registry)
+        );
+        let resp = self
+            .send(
+                registry,
+                repository,
+                Access::Push,
+                Op::PushManifest,
+                &target,
+                |c| {
+                    c.put(&url)
+                        .header(CONTENT_TYPE, media_type)
+                        .body(bytes.to_vec())
+                },
+            )
+            .await?;
+        self.success(registry, Op::PushManifest, &target, resp)
+            .await?;
+        Ok(digest)
+    }
+
+    /// One request with auth and the deadline applied; any status is returned.
+    async fn send(
+        &self,
+        registry: &str,
+        repository: &str,
+        access: Access,
+        op: Op,
+        target: &str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let creds = self.credentials_for(registry);
+        let creds_ref = creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        let fut = self.remote.send(
+            &self.settings,
+            creds_ref,
+            registry,
+            repository,
+            access,
+            build,
+        );
+        self.deadline(registry, op, target, fut)
+            .await?
+            .map_err(|c| classify(registry, op, target, c))
+    }
+
+    /// The response if its status is a success, else the typed error.
+    async fn success(
+        &self,
+        registry: &str,
+        op: Op,
+        target: &str,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response, RegistryError> {
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(classify(registry, op, target, status_cause(resp).await))
         }
     }
 
@@ -617,46 +669,40 @@ impl Registry {
     }
 
     /// Credentials for `host`: explicit settings first, then the Docker config, else anonymous.
-    fn auth_for(&self, host: &str) -> RegistryAuth {
+    fn credentials_for(&self, host: &str) -> Option<(String, String)> {
         if let Some(c) = self.settings.credentials.get(host) {
-            return RegistryAuth::Basic(c.username.clone(), c.password.clone());
+            return Some((c.username.clone(), c.password.clone()));
         }
-        if self.settings.docker_config {
-            let keys: Vec<&str> = if host == crate::reference::DOCKER_HUB {
-                vec![
-                    "https://index.docker.io/v1/",
-                    "index.docker.io",
-                    "docker.io",
-                ]
-            } else {
-                vec![host]
-            };
-            for key in keys {
-                if let Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) =
-                    docker_credential::get_credential(key)
-                {
-                    return RegistryAuth::Basic(u, p);
-                }
-            }
+        if !self.settings.docker_config {
+            return None;
         }
-        RegistryAuth::Anonymous
+        let keys: &[&str] = if host == crate::reference::DOCKER_HUB {
+            &[
+                "https://index.docker.io/v1/",
+                "index.docker.io",
+                "docker.io",
+            ]
+        } else {
+            &[host]
+        };
+        keys.iter()
+            .find_map(|key| match docker_credential::get_credential(key) {
+                Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => Some((u, p)),
+                _ => None,
+            })
     }
 }
 
-fn to_oci_ref(registry: &str, repository: &str, r: &ImageRef) -> Reference {
-    match (r.digest(), r.tag()) {
-        (Some(d), _) => {
-            Reference::with_digest(registry.to_string(), repository.to_string(), d.to_string())
-        }
-        (None, Some(t)) => {
-            Reference::with_tag(registry.to_string(), repository.to_string(), t.to_string())
-        }
-        (None, None) => Reference::with_tag(
-            registry.to_string(),
-            repository.to_string(),
-            "latest".into(),
-        ),
+/// The `mediaType` field of a manifest, when it has one.
+fn serde_media_type(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct M {
+        media_type: Option<String>,
     }
+    serde_json::from_slice::<M>(bytes)
+        .ok()
+        .and_then(|m| m.media_type)
 }
 
 fn media_type_of(bytes: &[u8]) -> String {
@@ -679,61 +725,28 @@ fn media_type_of(bytes: &[u8]) -> String {
     }
 }
 
-fn is_not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::RegistryError { envelope, .. } => {
-            !envelope.errors.is_empty()
-                && envelope.errors.iter().all(|e| {
-                    matches!(
-                        e.code,
-                        OciErrorCode::ManifestUnknown
-                            | OciErrorCode::NameUnknown
-                            | OciErrorCode::BlobUnknown
-                    )
-                })
-        }
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        _ => false,
-    }
-}
-
-fn classify(host: &str, op: Op, target: &str, e: OciDistributionError) -> RegistryError {
+fn classify(host: &str, op: Op, target: &str, cause: Cause) -> RegistryError {
     let (host, target) = (host.to_string(), target.to_string());
-    let denied = match &e {
-        OciDistributionError::AuthenticationFailure(_)
-        | OciDistributionError::UnauthorizedError { .. } => true,
-        OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
-        _ => false,
-    };
-    if denied {
-        return RegistryError::Denied {
+    if matches!(cause.status(), Some(401 | 403)) {
+        RegistryError::Denied {
             host,
             op,
             target,
-            source: e,
-        };
-    }
-    let unreachable = matches!(&e, OciDistributionError::RequestError(re)
-        if re.is_connect() || re.is_timeout() || re.is_request())
-        || matches!(&e, OciDistributionError::IoError(_));
-    if unreachable {
+            source: cause,
+        }
+    } else if cause.is_transport() {
         RegistryError::Unreachable {
             host,
             op,
             target,
-            source: e,
+            source: cause,
         }
     } else {
         RegistryError::Protocol {
             host,
             op,
             target,
-            source: e,
+            source: cause,
         }
     }
 }

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Cold-process `verify` of one key-signed image on a loopback registry: ocigate vs cosign.
+
+    scripts/bench-verify.py [--runs N] [--write]
+
+Starts docker-registry on 127.0.0.1 (free port, temp dir), pushes the shipped example image
+(examples/signed-layout), signs it with `ocigate sign` (keys-example/cosign.key), then runs
+`ocigate verify --key` and `cosign verify --key --insecure-ignore-tlog` N times each,
+interleaved (alternating which goes first), one fresh process per run. Wall time is measured
+around each process; peak RSS is the child's ru_maxrss from wait4. With --write, the figures
+replace the section between the bench-verify markers in BENCHMARKS.md.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAYOUT = os.path.join(ROOT, "examples", "signed-layout")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(tmp):
+    port = free_port()
+    cfg = os.path.join(tmp, "config.yml")
+    with open(cfg, "w") as f:
+        f.write(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {tmp}/data\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n"
+        )
+    proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", cfg],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(250):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            return proc, f"127.0.0.1:{port}"
+        except Exception:
+            time.sleep(0.02)
+    proc.kill()
+    sys.exit("docker-registry did not start")
+
+
+def push_example(host, repo):
+    with open(os.path.join(LAYOUT, "index.json")) as f:
+        index = json.load(f)
+    entry = next(m for m in index["manifests"]
+                 if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "v1")
+
+    def blob(digest):
+        with open(os.path.join(LAYOUT, "blobs", "sha256", digest.split(":")[1]), "rb") as f:
+            return f.read()
+
+    manifest = blob(entry["digest"])
+    m = json.loads(manifest)
+    for d in [m["config"]["digest"]] + [l["digest"] for l in m["layers"]]:
+        data = blob(d)
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == d
+        r = urllib.request.urlopen(urllib.request.Request(
+            f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"))
+        loc = r.headers["Location"]
+        if loc.startswith("/"):
+            loc = f"http://{host}{loc}"
+        sep = "&" if "?" in loc else "?"
+        urllib.request.urlopen(urllib.request.Request(
+            f"{loc}{sep}digest={d}", data=data, method="PUT",
+            headers={"Content-Type": "application/octet-stream"}))
+    urllib.request.urlopen(urllib.request.Request(
+        f"http://{host}/v2/{repo}/manifests/v1", data=manifest, method="PUT",
+        headers={"Content-Type": m["mediaType"]}))
+    return entry["digest"]
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+def run(cmd, env, rss_file):
+    """One cold process: (wall ms, peak RSS MiB, exit code).
+
+    The tool is started by GNU time, which reports its child's ru_maxrss: a child forked
+    straight from this Python process would inherit Python's RSS high-water mark at exec and
+    report ~14 MiB before doing anything. The wall time includes time's own fork+exec (about
+    1 ms, the same for both tools; see the `true` baseline)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", rss_file] + cmd,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    code = p.wait()
+    wall = (time.perf_counter() - t0) * 1000
+    with open(rss_file) as f:
+        kib = int(f.read().strip().splitlines()[-1])
+    return wall, kib / 1024, code
+
+
+def summary(xs):
+    xs = sorted(xs)
+    return {"median": statistics.median(xs), "p90": xs[int(0.9 * (len(xs) - 1))], "min": xs[0]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    if not os.path.exists(GNU_TIME):
+        sys.exit("bench-verify: needs GNU time (apt-get install time)")
+
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--locked"], cwd=ROOT, check=True)
+    ocigate = os.path.join(ROOT, "target", "release", "ocigate")
+    cosign = subprocess.run([os.path.join(ROOT, "scripts", "fetch-cosign.sh")], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    tmp = tempfile.mkdtemp(prefix="ocigate-bench-")
+    proc, host = start_registry(tmp)
+    try:
+        digest = push_example(host, "bench/app")
+        ref = f"{host}/bench/app:v1"
+        env = dict(os.environ, OCIGATE_PASSWORD="ocigate-example", DOCKER_CONFIG=os.path.join(tmp, "docker"),
+                   HOME=tmp, TUF_ROOT=os.path.join(tmp, "tuf"))
+        subprocess.run([ocigate, "sign", ref, "--key", os.path.join(ROOT, "keys-example", "cosign.key"),
+                        "--registry-plain-http", host], check=True, env=env, stdout=subprocess.DEVNULL)
+        pub = os.path.join(ROOT, "keys-example", "cosign.pub")
+        cmds = {
+            "ocigate": [ocigate, "verify", ref, "--key", pub, "--registry-plain-http", host],
+            "cosign": [cosign, "verify", "--key", pub, "--insecure-ignore-tlog",
+                       "--allow-insecure-registry", ref],
+        }
+        rss_file = os.path.join(tmp, "rss")
+        cmds["true (baseline)"] = ["/bin/true"]
+        for name, cmd in cmds.items():  # warm the page cache; both must succeed
+            for _ in range(3):
+                _, _, code = run(cmd, env, rss_file)
+                if code != 0:
+                    sys.exit(f"{name} verify failed (exit {code}): {' '.join(cmd)}")
+        res = {n: {"wall": [], "rss": []} for n in cmds}
+        for i in range(args.runs):
+            order = list(cmds) if i % 2 == 0 else list(reversed(cmds))
+            for name in order:
+                wall, rss, code = run(cmds[name], env, rss_file)
+                assert code == 0, name
+                res[name]["wall"].append(wall)
+                res[name]["rss"].append(rss)
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    o, c, t = res["ocigate"], res["cosign"], res["true (baseline)"]
+    tw = summary(t["wall"])
+    ow, cw = summary(o["wall"]), summary(c["wall"])
+    orss, crss = summary(o["rss"]), summary(c["rss"])
+    cpu = os.cpu_count()
+    lines = [
+        f"Image: the shipped example (`{digest}`), one legacy signature, on docker-registry 2.8 at 127.0.0.1.",
+        f"{args.runs} cold processes each, interleaved; {cpu} cores; median (p90, min).",
+        "",
+        "| tool | wall ms | peak RSS MiB |",
+        "|---|---|---|",
+        f"| ocigate verify --key | {ow['median']:.1f} ({ow['p90']:.1f}, {ow['min']:.1f}) | {orss['median']:.1f} ({orss['p90']:.1f}) |",
+        f"| cosign 3.1.1 verify --key --insecure-ignore-tlog | {cw['median']:.1f} ({cw['p90']:.1f}, {cw['min']:.1f}) | {crss['median']:.1f} ({crss['p90']:.1f}) |",
+        "",
+        f"| /bin/true (spawn baseline) | {tw['median']:.1f} ({tw['p90']:.1f}, {tw['min']:.1f}) | |",
+        "",
+        f"Ratio (cosign / ocigate, median wall): **{cw['median'] / ow['median']:.1f}x**; "
+        f"peak RSS ratio {crss['median'] / orss['median']:.1f}x.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        path = os.path.join(ROOT, "BENCHMARKS.md")
+        start, end = "<!-- bench-verify:start -->", "<!-- bench-verify:end -->"
+        with open(path) as f:
+            doc = f.read()
+        a, b = doc.index(start) + len(start), doc.index(end)
+        with open(path, "w") as f:
+            f.write(doc[:a] + "\n" + text + "\n" + doc[b:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,472 @@
+//! The OCI distribution HTTP API, on reqwest (rustls with aws-lc-rs).
+//!
+//! Why not oci-client: measured on a cold `verify` (BENCHMARKS.md), its client construction
+//! always builds a second, default reqwest client that loads the platform CA store (a fifth of
+//! the process's CPU, even for plain-HTTP registries), and on anonymous registries it re-probes
+//! `GET /v2/` before every request, doubling the load on the registry. It also has no per-host
+//! CA or client-certificate settings, which DESIGN.md section 2 requires. What is here is the
+//! small part of the protocol the gate needs: challenge-driven auth (Bearer token flow with a
+//! token cache, Basic), manifests and blobs with size caps, monolithic blob uploads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
+use serde::Deserialize;
+
+use super::RegistrySettings;
+
+/// Why a request failed below the registry layer: the `source()` of a `RegistryError`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Cause {
+    #[error("HTTP {status}{}", render_codes(codes))]
+    Status { status: u16, codes: Vec<String> },
+    #[error("transport failure")]
+    Transport(#[source] reqwest::Error),
+    #[error("token service {realm} answered HTTP {status}")]
+    Token { realm: String, status: u16 },
+    #[error("token service {realm} sent no usable token")]
+    TokenBody { realm: String },
+    #[error("authentication challenge not understood: {0:?}")]
+    Challenge(String),
+    #[error("refusing to send credentials to token service {realm} over plain HTTP")]
+    InsecureRealm { realm: String },
+    #[error("upload session has no usable Location header")]
+    Upload,
+    #[error("the HTTP client could not be built: {0}")]
+    Client(String),
+}
+
+impl Cause {
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Cause::Transport(_))
+    }
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Cause::Status { status, .. } | Cause::Token { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn render_codes(codes: &[String]) -> String {
+    if codes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", codes.join("; "))
+    }
+}
+
+/// What a request needs the token to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Pull,
+    Push,
+}
+
+#[derive(Clone)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+/// One client for all remote registries of a run (shared across concurrent requests).
+pub struct Remote {
+    tls: OnceLock<Result<reqwest::Client, String>>,
+    plain: OnceLock<Result<reqwest::Client, String>>,
+    /// (host, scope) -> bearer token.
+    tokens: Mutex<HashMap<(String, String), Token>>,
+    /// Hosts that asked for Basic auth.
+    basic: Mutex<HashMap<String, bool>>,
+}
+
+impl Remote {
+    pub fn new() -> Self {
+        Remote {
+            tls: OnceLock::new(),
+            plain: OnceLock::new(),
+            tokens: Mutex::new(HashMap::new()),
+            basic: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The API endpoint for a registry name (Docker Hub's API lives elsewhere).
+    pub fn api_host(registry: &str) -> &str {
+        if registry == crate::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            registry
+        }
+    }
+
+    fn is_plain(settings: &RegistrySettings, registry: &str) -> bool {
+        settings.plain_http.iter().any(|h| h == registry)
+    }
+
+    pub fn base_url(settings: &RegistrySettings, registry: &str) -> String {
+        let scheme = if Self::is_plain(settings, registry) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", Self::api_host(registry))
+    }
+
+    /// HTTP clients are built on first use; a plain-HTTP-only run never loads a CA store.
+    fn client(
+        &self,
+        settings: &RegistrySettings,
+        registry: &str,
+    ) -> Result<&reqwest::Client, Cause> {
+        let plain = Self::is_plain(settings, registry);
+        let cell = if plain { &self.plain } else { &self.tls };
+        let built = cell.get_or_init(|| {
+            let mut b = reqwest::Client::builder()
+                .user_agent(concat!("ocigate/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+                .read_timeout(settings.timeout)
+                .redirect(reqwest::redirect::Policy::limited(5));
+            if plain {
+                // This client only speaks HTTP to registries; it trusts no TLS server at all.
+                b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
+            }
+            b.build().map_err(|e| e.to_string())
+        });
+        built.as_ref().map_err(|e| Cause::Client(e.clone()))
+    }
+
+    /// Send a request to `registry` for `repository`, answering an auth challenge once.
+    /// `build` makes the request (again, for the retry). Returns the response whatever its status.
+    pub async fn send(
+        &self,
+        settings: &RegistrySettings,
+        creds: Option<(&str, &str)>,
+        registry: &str,
+        repository: &str,
+        access: Access,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Cause> {
+        let client = self.client(settings, registry)?;
+        let scope = scope_for(repository, access);
+        let key = (registry.to_string(), scope.clone());
+        let cached = self
+            .tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&key).cloned())
+            .filter(|t| t.expires > Instant::now());
+        let basic_known = self
+            .basic
+            .lock()
+            .ok()
+            .is_some_and(|b| b.contains_key(registry));
+        let first = with_auth(
+            build(client),
+            cached.as_ref(),
+            if basic_known { creds } else { None },
+        );
+        let resp = first.send().await.map_err(Cause::Transport)?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let Some(challenge) = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        else {
+            return Ok(resp);
+        };
+        match parse_challenge(&challenge)? {
+            Challenge::Basic => {
+                let Some(c) = creds else { return Ok(resp) };
+                if let Ok(mut b) = self.basic.lock() {
+                    b.insert(registry.to_string(), true);
+                }
+                with_auth(build(client), None, Some(c))
+                    .send()
+                    .await
+                    .map_err(Cause::Transport)
+            }
+            Challenge::Bearer { realm, service } => {
+                let token = self
+                    .fetch_token(
+                        client,
+                        settings,
+                        registry,
+                        &realm,
+                        service.as_deref(),
+                        &scope,
+                        creds,
+                    )
+                    .await?;
+                if let Ok(mut t) = self.tokens.lock() {
+                    t.insert(key, token.clone());
+                }
+                with_auth(build(client), Some(&token), None)
+                    .send()
+                    .await
+                    .map_err(Cause::Transport)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_token(
+        &self,
+        client: &reqwest::Client,
+        settings: &RegistrySettings,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<(&str, &str)>,
+    ) -> Result<Token, Cause> {
+        let mut realm_url =
+            reqwest::Url::parse(realm).map_err(|_| Cause::Challenge(realm.to_string()))?;
+        match realm_url.scheme() {
+            "https" => {}
+            "http" if Self::is_plain(settings, registry) => {}
+            "http" if creds.is_none() => {}
+            "http" => {
+                return Err(Cause::InsecureRealm {
+                    realm: realm.to_string(),
+                });
+            }
+            _ => return Err(Cause::Challenge(realm.to_string())),
+        }
+        {
+            let mut q = realm_url.query_pairs_mut();
+            q.append_pair("scope", scope);
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+        }
+        let mut req = client.get(realm_url);
+        if let Some((u, p)) = creds {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req.send().await.map_err(Cause::Transport)?;
+        if !resp.status().is_success() {
+            return Err(Cause::Token {
+                realm: realm.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let body = read_capped(resp, 64 << 10)
+            .await?
+            .ok_or_else(|| Cause::TokenBody {
+                realm: realm.to_string(),
+            })?;
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|_| Cause::TokenBody {
+                realm: realm.to_string(),
+            })?;
+        let value = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Cause::TokenBody {
+                realm: realm.to_string(),
+            })?;
+        // Distribution's default lifetime is 60 s; renew a little early.
+        let life = parsed.expires_in.unwrap_or(60).max(10);
+        Ok(Token {
+            value,
+            expires: Instant::now() + Duration::from_secs(life - 5),
+        })
+    }
+}
+
+impl Default for Remote {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn scope_for(repository: &str, access: Access) -> String {
+    match access {
+        Access::Pull => format!("repository:{repository}:pull"),
+        Access::Push => format!("repository:{repository}:pull,push"),
+    }
+}
+
+fn with_auth(
+    req: reqwest::RequestBuilder,
+    token: Option<&Token>,
+    basic: Option<(&str, &str)>,
+) -> reqwest::RequestBuilder {
+    match (token, basic) {
+        (Some(t), _) => req.bearer_auth(&t.value),
+        (None, Some((u, p))) => req.basic_auth(u, Some(p)),
+        (None, None) => req,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
+fn parse_challenge(header: &str) -> Result<Challenge, Cause> {
+    let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Ok(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Cause::Challenge(header.to_string()));
+    }
+    let mut params: BTreeMap<String, String> = BTreeMap::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let Some((k, after)) = s.split_once('=') else {
+            break;
+        };
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (v, tail) = if let Some(q) = after.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => return Err(Cause::Challenge(header.to_string())),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        params.insert(k, v.to_string());
+        s = tail.trim_start().trim_start_matches(',').trim_start();
+    }
+    let realm = params
+        .remove("realm")
+        .ok_or_else(|| Cause::Challenge(header.to_string()))?;
+    Ok(Challenge::Bearer {
+        realm,
+        service: params.remove("service"),
+    })
+}
+
+/// Read a body, refusing more than `limit` bytes: `Ok(None)` when it is larger.
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, Cause> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Cause::Transport)? {
+        if out.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out))
+}
+
+/// The OCI error codes and messages of an error response, for the cause's Display.
+pub async fn status_cause(resp: reqwest::Response) -> Cause {
+    let status = resp.status().as_u16();
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        errors: Vec<OciError>,
+    }
+    #[derive(Deserialize)]
+    struct OciError {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let codes = match read_capped(resp, 16 << 10).await {
+        Ok(Some(body)) => serde_json::from_slice::<Envelope>(&body)
+            .map(|e| {
+                e.errors
+                    .into_iter()
+                    .map(|e| {
+                        if e.message.is_empty() {
+                            e.code
+                        } else {
+                            format!("{}: {}", e.code, e.message)
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    Cause::Status { status, codes }
+}
+
+/// Resolve an upload `Location` (absolute or relative) against the registry's base URL.
+pub fn upload_url(base: &str, location: &HeaderValue) -> Result<reqwest::Url, Cause> {
+    let loc = location.to_str().map_err(|_| Cause::Upload)?;
+    let base = reqwest::Url::parse(base).map_err(|_| Cause::Upload)?;
+    base.join(loc).map_err(|_| Cause::Upload)
+}
+
+pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        assert_eq!(
+            parse_challenge("Basic realm=\"x\"").unwrap(),
+            Challenge::Basic
+        );
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#
+            )
+            .unwrap(),
+            Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into())
+            }
+        );
+        assert_eq!(
+            parse_challenge("bearer realm=https://r.io/t, service=r.io").unwrap(),
+            Challenge::Bearer {
+                realm: "https://r.io/t".into(),
+                service: Some("r.io".into())
+            }
+        );
+        assert!(parse_challenge("Negotiate abc").is_err());
+        assert!(parse_challenge("Bearer service=\"x\"").is_err());
+        assert!(parse_challenge("Bearer realm=\"unterminated").is_err());
+    }
+
+    #[test]
+    fn scopes_and_hosts() {
+        assert_eq!(scope_for("a/b", Access::Pull), "repository:a/b:pull");
+        assert_eq!(scope_for("a/b", Access::Push), "repository:a/b:pull,push");
+        assert_eq!(Remote::api_host("docker.io"), "registry-1.docker.io");
+        let loc = HeaderValue::from_static("/v2/a/blobs/uploads/123?_state=x");
+        assert_eq!(
+            upload_url("http://127.0.0.1:5000", &loc).unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/123?_state=x"
+        );
+    }
+}
