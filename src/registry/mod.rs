@@ -379,42 +379,20 @@ impl Registry {
             "{}/v2/{repository}/manifests/{part}",
             Remote::base_url(&self.settings, registry)
         );
-        let resp = self
-            .send(
+        let limit = self.settings.max_manifest_bytes;
+        let fetched = self
+            .fetch(
                 registry,
                 repository,
-                Access::Pull,
                 Op::FetchManifest,
                 &target,
-                |c| c.get(&url).header(ACCEPT, ACCEPT_MANIFESTS),
-            )
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let resp = self
-            .success(registry, Op::FetchManifest, &target, resp)
-            .await?;
-        let header_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-        let limit = self.settings.max_manifest_bytes;
-        let bytes = self
-            .deadline(
-                registry,
-                Op::FetchManifest,
-                &target,
-                read_capped(resp, limit),
-            )
-            .await?
-            .map_err(|c| classify(registry, Op::FetchManifest, &target, c))?
-            .ok_or_else(|| RegistryError::TooLarge {
-                place: format!("registry {registry}"),
-                target: target.clone(),
+                &url,
                 limit,
-            })?;
+            )
+            .await?;
+        let Some((bytes, header_type)) = fetched else {
+            return Ok(None);
+        };
         // The digest is what we compute from the bytes, never what a header claims.
         let digest = Digest::sha256_of(&bytes);
         if let Some(want) = r.digest()
@@ -483,32 +461,15 @@ impl Registry {
             "{}/v2/{repository}/blobs/{digest}",
             Remote::base_url(&self.settings, registry)
         );
-        let resp = self
-            .send(
-                registry,
-                repository,
-                Access::Pull,
-                Op::FetchBlob,
-                &target,
-                |c| c.get(&url),
-            )
+        let fetched = self
+            .fetch(registry, repository, Op::FetchBlob, &target, &url, limit)
             .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some((data, _)) = fetched else {
             return Err(RegistryError::NotFound {
                 host: registry.clone(),
                 target,
             });
-        }
-        let resp = self.success(registry, Op::FetchBlob, &target, resp).await?;
-        let data = self
-            .deadline(registry, Op::FetchBlob, &target, read_capped(resp, limit))
-            .await?
-            .map_err(|c| classify(registry, Op::FetchBlob, &target, c))?
-            .ok_or_else(|| RegistryError::TooLarge {
-                place: place.clone(),
-                target: target.clone(),
-                limit,
-            })?;
+        };
         if !digest.matches(&data) {
             return Err(RegistryError::DigestMismatch { place, target });
         }
@@ -609,6 +570,43 @@ impl Registry {
         self.success(registry, Op::PushManifest, &target, resp)
             .await?;
         Ok(digest)
+    }
+
+    /// GET `url` (a manifest or a blob): `Ok(None)` on 404, else the body (refused past
+    /// `limit` bytes) and its Content-Type.
+    async fn fetch(
+        &self,
+        registry: &str,
+        repository: &str,
+        op: Op,
+        target: &str,
+        url: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, RegistryError> {
+        let resp = self
+            .send(registry, repository, Access::Pull, op, target, |c| {
+                c.get(url).header(ACCEPT, ACCEPT_MANIFESTS)
+            })
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = self.success(registry, op, target, resp).await?;
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let body = self
+            .deadline(registry, op, target, read_capped(resp, limit))
+            .await?
+            .map_err(|c| classify(registry, op, target, c))?
+            .ok_or_else(|| RegistryError::TooLarge {
+                place: format!("registry {registry}"),
+                target: target.to_string(),
+                limit,
+            })?;
+        Ok(Some((body, content_type)))
     }
 
     /// One request with auth and the deadline applied; any status is returned.

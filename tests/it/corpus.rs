@@ -412,46 +412,28 @@ fn connaisseur_alice_bob_charlie() {
     let unsigned = format!("{host}/unsigned/testimage:multi-cosigned-alice");
 
     let key = |who: &str| c.key(who).to_str().unwrap().to_string();
-    let v = verify(
-        &reg,
-        &[
-            &alice,
-            "--key",
-            &key("alice"),
-            "--signed-repository",
-            HUB_REPO,
-        ],
-    );
+    let by_key = |reference: &str, who: &str| {
+        verify(
+            &reg,
+            &[
+                reference,
+                "--key",
+                &key(who),
+                "--signed-repository",
+                HUB_REPO,
+            ],
+        )
+    };
+    let v = by_key(&alice, "alice");
     assert_eq!(v.code, 0, "{v:?}");
-    let v = verify(
-        &reg,
-        &[
-            &alice,
-            "--key",
-            &key("bob"),
-            "--signed-repository",
-            HUB_REPO,
-        ],
-    );
+    let v = by_key(&alice, "bob");
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("not signed by key"), "{v:?}");
     for who in ["alice", "bob", "charlie"] {
-        let v = verify(
-            &reg,
-            &[&abc, "--key", &key(who), "--signed-repository", HUB_REPO],
-        );
+        let v = by_key(&abc, who);
         assert_eq!(v.code, 0, "{who}: {v:?}");
     }
-    let v = verify(
-        &reg,
-        &[
-            &unsigned,
-            "--key",
-            &key("alice"),
-            "--signed-repository",
-            HUB_REPO,
-        ],
-    );
+    let v = by_key(&unsigned, "alice");
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("no signatures found"), "{v:?}");
 
