@@ -436,3 +436,41 @@ fn generate_key_pair_refuses_to_overwrite() {
     assert!(again.stderr.contains("already exists"), "{again:?}");
     assert_eq!(std::fs::read_to_string(&key).unwrap(), pem);
 }
+
+#[test]
+fn oversized_registry_content_is_refused() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    let d = push_image(&reg.client(), &r, "size limits");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let small = reg.client_with(|s| {
+        s.max_manifest_bytes = 100;
+        s.max_blob_bytes = 100;
+    });
+    let e = block_on(small.get_manifest(&r)).unwrap_err();
+    assert!(
+        e.to_string().contains("larger than the 100-byte limit"),
+        "{e}"
+    );
+    // a blob whose descriptor admits it is large is refused before fetching
+    let sig_ref = reg.reference(&format!("acme/app:{}.sig", d.tag_prefix()));
+    let m = block_on(reg.client().get_manifest(&sig_ref))
+        .unwrap()
+        .unwrap();
+    let layer = ImageManifest::parse(&m, "t").unwrap().layers[0].clone();
+    let e = block_on(small.get_blob(&sig_ref, &layer)).unwrap_err();
+    assert!(
+        e.to_string().contains("larger than the 100-byte limit"),
+        "{e}"
+    );
+    // and one whose descriptor lies about its size is cut off while reading
+    let mut lying = layer.clone();
+    lying.size = 10;
+    let e = block_on(small.get_blob(&sig_ref, &lying)).unwrap_err();
+    assert!(
+        e.to_string().contains("larger than the 100-byte limit"),
+        "{e}"
+    );
+}
