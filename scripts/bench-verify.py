@@ -169,7 +169,6 @@ def main():
         "|---|---|---|",
         f"| ocigate verify --key | {ow['median']:.1f} ({ow['p90']:.1f}, {ow['min']:.1f}) | {orss['median']:.1f} ({orss['p90']:.1f}) |",
         f"| cosign 3.1.1 verify --key --insecure-ignore-tlog | {cw['median']:.1f} ({cw['p90']:.1f}, {cw['min']:.1f}) | {crss['median']:.1f} ({crss['p90']:.1f}) |",
-        "",
         f"| /bin/true (spawn baseline) | {tw['median']:.1f} ({tw['p90']:.1f}, {tw['min']:.1f}) | |",
         "",
         f"Ratio (cosign / ocigate, median wall): **{cw['median'] / ow['median']:.1f}x**; "
