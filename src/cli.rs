@@ -17,7 +17,7 @@ use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings};
 use crate::sign::key::SigningKey;
 use crate::trust::PublicKey;
-use crate::verify::SignedIdentity;
+use crate::verify::{Matcher, SignedIdentity};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +34,8 @@ struct Cli {
 enum Command {
     /// Verify references against a policy file or a public key.
     Verify(VerifyArgs),
+    /// Verify a Sigstore bundle over a file or a sha256 digest (sigstore-conformance protocol).
+    VerifyBundle(VerifyBundleArgs),
     /// List every signature found for a reference, and where else was looked.
     Discover(DiscoverArgs),
     /// Sign a reference's digest and attach a cosign signature.
@@ -102,6 +104,40 @@ struct VerifyArgs {
     output: Output,
     #[command(flatten)]
     registry: RegistryArgs,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("signer").required(true).args(["key", "certificate_identity", "certificate_identity_regexp"])))]
+struct VerifyBundleArgs {
+    /// The Sigstore bundle (JSON).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Public key (PEM) of a managed-key bundle.
+    #[arg(long, conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
+    key: Option<PathBuf>,
+    /// Expected certificate identity (SAN), exactly.
+    #[arg(long, conflicts_with = "certificate_identity_regexp")]
+    certificate_identity: Option<String>,
+    /// Expected certificate identity, as a regular expression.
+    #[arg(long)]
+    certificate_identity_regexp: Option<String>,
+    /// Expected OIDC issuer, exactly.
+    #[arg(long, conflicts_with = "certificate_oidc_issuer_regexp")]
+    certificate_oidc_issuer: Option<String>,
+    /// Expected OIDC issuer, as a regular expression.
+    #[arg(long)]
+    certificate_oidc_issuer_regexp: Option<String>,
+    /// A trusted_root.json; default: the embedded Sigstore public-good root.
+    #[arg(long)]
+    trusted_root: Option<PathBuf>,
+    /// Use the embedded Sigstore staging root instead of public-good.
+    #[arg(long, conflicts_with = "trusted_root")]
+    staging: bool,
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// The signed file, or its digest as sha256:<64 hex> (when no such file exists).
+    #[arg(value_name = "FILE_OR_DIGEST")]
+    artifact: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -182,6 +218,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Verify(a) => verify(a).await,
+        Command::VerifyBundle(a) => verify_bundle(a),
         Command::Discover(a) => discover(a).await,
         Command::Sign(a) => sign(a).await,
         Command::GenerateKeyPair(a) => generate(a),
@@ -307,6 +344,110 @@ fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliErro
         }
     }
     Ok(())
+}
+
+fn matcher(exact: &Option<String>, re: &Option<String>, what: &str) -> Result<Matcher, CliError> {
+    match (exact, re) {
+        (Some(e), None) => Ok(Matcher::Exact(e.clone())),
+        (None, Some(r)) => regex::Regex::new(r)
+            .map(Matcher::Regex)
+            .map_err(|e| CliError::Usage(format!("--{what}-regexp {r:?}: {e}"))),
+        _ => Err(CliError::Usage(format!("give --{what} or --{what}-regexp"))),
+    }
+}
+
+/// `sha256:<64 hex>` that is not a file on disk is a digest; anything else is a path.
+fn bundle_artifact(input: &str) -> Result<Option<[u8; 32]>, CliError> {
+    let Some(hex) = input.strip_prefix("sha256:") else {
+        return Ok(None);
+    };
+    if hex.len() != 64 || Path::new(input).exists() {
+        return Ok(None);
+    }
+    let mut out = [0u8; 32];
+    match hex::decode_to_slice(hex, &mut out) {
+        Ok(()) => Ok(Some(out)),
+        Err(_) => Ok(None),
+    }
+}
+
+fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
+    use crate::bundle::{BundleArtifact, BundleAuthority, TrustRoot, verify_bundle};
+    let json = read_file(&a.bundle, "bundle")?;
+    let root = match (&a.trusted_root, a.staging) {
+        (Some(p), _) => {
+            TrustRoot::from_json(&read_file(p, "trusted root")?, &p.display().to_string())
+                .map_err(boxed)?
+        }
+        (None, true) => TrustRoot::from_json(
+            sigstore_trust_root::SIGSTORE_STAGING_TRUSTED_ROOT,
+            "embedded staging",
+        )
+        .map_err(boxed)?,
+        (None, false) => TrustRoot::embedded().map_err(boxed)?,
+    };
+    let key;
+    let (subject, issuer);
+    let authority = match &a.key {
+        Some(k) => {
+            key = PublicKey::from_pem(&read_file(k, "public key")?, &k.display().to_string())
+                .map_err(boxed)?;
+            BundleAuthority::Key(&key)
+        }
+        None => {
+            subject = matcher(
+                &a.certificate_identity,
+                &a.certificate_identity_regexp,
+                "certificate-identity",
+            )?;
+            issuer = matcher(
+                &a.certificate_oidc_issuer,
+                &a.certificate_oidc_issuer_regexp,
+                "certificate-oidc-issuer",
+            )?;
+            BundleAuthority::Identity {
+                subject: &subject,
+                issuer: &issuer,
+            }
+        }
+    };
+    let bytes;
+    let artifact = match bundle_artifact(&a.artifact)? {
+        Some(d) => BundleArtifact::Sha256(d),
+        None => {
+            bytes = std::fs::read(&a.artifact).map_err(|source| CliError::Io {
+                what: format!("artifact {}: cannot read", a.artifact),
+                source,
+            })?;
+            BundleArtifact::Bytes(&bytes)
+        }
+    };
+    match verify_bundle(&json, artifact, authority, &root) {
+        Ok(evidence) => {
+            match a.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&evidence).unwrap_or_default()
+                ),
+                Output::Text => {
+                    let who = match (&evidence.identity, &evidence.issuer) {
+                        (Some(i), Some(iss)) => format!("identity {i} (issuer {iss})"),
+                        _ => "the given key".to_string(),
+                    };
+                    let log = evidence
+                        .log_index
+                        .map(|i| format!(", transparency log index {i}"))
+                        .unwrap_or_default();
+                    println!("OK: {} signed by {who}{log}", a.bundle.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("FAILED: {}: {}", a.bundle.display(), error_chain(&e));
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {

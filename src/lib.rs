@@ -5,6 +5,7 @@
 //! orchestrated by [`gate`]; [`cli`] only translates.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod cli;
 pub mod discover;
 pub mod gate;

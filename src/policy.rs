@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::trust::PublicKey;
+pub use crate::verify::Matcher;
 use crate::verify::{Rejection, SignedIdentity, VerifiedSignature};
 
 pub const API_VERSION: &str = "ocigate.dev/v1alpha1";
@@ -115,12 +116,6 @@ pub enum Verdict {
 pub struct Identity {
     pub issuer: Matcher,
     pub subject: Matcher,
-}
-
-#[derive(Debug, Clone)]
-pub enum Matcher {
-    Exact(String),
-    Regex(regex::Regex),
 }
 
 #[derive(Debug, Clone)]

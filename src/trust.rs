@@ -62,6 +62,11 @@ impl PublicKey {
         Ok(PublicKey { der, algorithm })
     }
 
+    /// The DER SubjectPublicKeyInfo.
+    pub fn der(&self) -> &[u8] {
+        self.der.as_bytes()
+    }
+
     pub fn algorithm(&self) -> KeyAlgorithm {
         self.algorithm
     }

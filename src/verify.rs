@@ -25,6 +25,32 @@ pub enum SignedIdentity {
     Ignore,
 }
 
+/// An exact string or a regular expression (unanchored, as cosign's `-regexp` flags: anchor
+/// with `^…$` to match the whole value).
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Exact(String),
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(e) => e == value,
+            Matcher::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Matcher::Exact(e) => write!(f, "{e:?}"),
+            Matcher::Regex(r) => write!(f, "regexp {:?}", r.as_str()),
+        }
+    }
+}
+
 /// What a signature must say to count for this reference.
 #[derive(Debug, Clone)]
 pub struct Expectation {
@@ -388,6 +414,17 @@ mod tests {
             verify_key_signature(&c, auth, &expect),
             Err(Rejection::Payload { .. })
         ));
+    }
+
+    #[test]
+    fn matchers() {
+        let e = Matcher::Exact("a@b.c".into());
+        assert!(e.matches("a@b.c") && !e.matches("xa@b.c"));
+        let r = Matcher::Regex(regex::Regex::new(r"^https://github\.com/acme/").unwrap());
+        assert!(
+            r.matches("https://github.com/acme/x") && !r.matches("https://github.com/evil/acme/")
+        );
+        assert_eq!(r.to_string(), "regexp \"^https://github\\\\.com/acme/\"");
     }
 
     #[test]

@@ -1,0 +1,235 @@
+//! The sigstore-conformance bundle-verify table (../shared/corpus/sigstore-conformance), run
+//! through `ocigate verify-bundle` as the conformance client protocol describes: every case in
+//! artifact-path and in sha256-digest mode; a case passes when both runs behave as its name
+//! says (`_fail` must fail). Cases without a trusted_root.json use the embedded public-good root.
+
+use std::path::Path;
+
+use crate::harness::*;
+
+const DEFAULT_IDENTITY: &str = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main";
+const DEFAULT_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+fn read_trimmed(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn sigstore_conformance_bundle_verify_table() {
+    let Some(corpus) = corpus_or_skip("sigstore_conformance_bundle_verify_table") else {
+        return;
+    };
+    let base = corpus.join("sigstore-conformance/test/assets/bundle-verify");
+    let mut cases: Vec<_> = std::fs::read_dir(&base)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("bundle.sigstore.json").is_file())
+        .collect();
+    cases.sort();
+    let (mut cases_ok, mut runs_ok) = (0, 0);
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_str().unwrap().to_string();
+        let expect_ok = !name.ends_with("_fail");
+        let artifact = if case.join("artifact").is_file() {
+            case.join("artifact")
+        } else {
+            base.join("a.txt")
+        };
+        let digest = ocigate::reference::Digest::sha256_of(&std::fs::read(&artifact).unwrap());
+        let bundle = case.join("bundle.sigstore.json");
+        let mut args: Vec<String> = vec![
+            "verify-bundle".into(),
+            "--bundle".into(),
+            bundle.display().to_string(),
+        ];
+        if case.join("key.pub").is_file() {
+            args.extend(["--key".into(), case.join("key.pub").display().to_string()]);
+        } else {
+            let identity =
+                read_trimmed(&case.join("identity")).unwrap_or_else(|| DEFAULT_IDENTITY.into());
+            let issuer =
+                read_trimmed(&case.join("issuer")).unwrap_or_else(|| DEFAULT_ISSUER.into());
+            args.extend([
+                "--certificate-identity".into(),
+                identity,
+                "--certificate-oidc-issuer".into(),
+                issuer,
+            ]);
+        }
+        if case.join("trusted_root.json").is_file() {
+            args.extend([
+                "--trusted-root".into(),
+                case.join("trusted_root.json").display().to_string(),
+            ]);
+        }
+        let mut both = true;
+        for input in [artifact.display().to_string(), digest.to_string()] {
+            let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+            a.push(&input);
+            let run = ocigate(&a, &[]);
+            // 1: verification failed; 2: an input (key, bundle, root) is malformed. Never a crash.
+            assert!(matches!(run.code, 0..=2), "{name}: {run:?}");
+            if (run.code == 0) == expect_ok {
+                runs_ok += 1;
+            } else {
+                both = false;
+                let mode = if input.starts_with("sha256:") {
+                    "digest"
+                } else {
+                    "path"
+                };
+                mismatches.push(format!(
+                    "{name} ({mode}): expected {}, got {}",
+                    if expect_ok { "success" } else { "failure" },
+                    if run.code == 0 {
+                        run.stdout.trim().to_string()
+                    } else {
+                        run.stderr.trim().to_string()
+                    }
+                ));
+            }
+        }
+        if both {
+            cases_ok += 1;
+        }
+    }
+    println!(
+        "sigstore-conformance bundle-verify: {cases_ok}/{} cases, {runs_ok}/{} runs behave as their names say",
+        cases.len(),
+        2 * cases.len()
+    );
+    assert!(cases.len() >= 70, "only {} cases found", cases.len());
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// The three things ocigate adds on top of sigstore-verify, each through the whole CLI path.
+#[test]
+fn bundle_gaps_closed() {
+    let Some(corpus) = corpus_or_skip("bundle_gaps_closed") else {
+        return;
+    };
+    let base = corpus.join("sigstore-conformance/test/assets/bundle-verify");
+    let artifact = base.join("a.txt");
+    let a = artifact.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // 1. Line-wrapped base64 (as Go and Python encoders emit) in the bundle's byte fields.
+    let text = std::fs::read_to_string(base.join("happy-path-v0.3/bundle.sigstore.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let sig = v["messageSignature"]["signature"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrapped: String = sig
+        .as_bytes()
+        .chunks(64)
+        .map(|c| format!("{}\n", std::str::from_utf8(c).unwrap()))
+        .collect();
+    assert_ne!(wrapped, sig);
+    v["messageSignature"]["signature"] = serde_json::json!(wrapped);
+    let cert = v["verificationMaterial"]["certificate"]["rawBytes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cert_wrapped: String = cert
+        .as_bytes()
+        .chunks(76)
+        .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+        .collect();
+    v["verificationMaterial"]["certificate"]["rawBytes"] = serde_json::json!(cert_wrapped);
+    let wrapped_bundle = dir.path().join("wrapped.json");
+    std::fs::write(&wrapped_bundle, serde_json::to_vec(&v).unwrap()).unwrap();
+    let b = wrapped_bundle.to_str().unwrap();
+    let run = ocigate(
+        &[
+            "verify-bundle",
+            "--bundle",
+            b,
+            "--certificate-identity",
+            DEFAULT_IDENTITY,
+            "--certificate-oidc-issuer",
+            DEFAULT_ISSUER,
+            a,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // 2. Regular expressions for identity and issuer; a non-matching one fails for that reason.
+    let ok = ocigate(
+        &[
+            "verify-bundle",
+            "--bundle",
+            b,
+            "--certificate-identity-regexp",
+            r"^https://github\.com/sigstore-conformance/.+@refs/heads/main$",
+            "--certificate-oidc-issuer-regexp",
+            r"^https://token\.actions\.githubusercontent\.com$",
+            a,
+        ],
+        &[],
+    );
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let wrong = ocigate(
+        &[
+            "verify-bundle",
+            "--bundle",
+            b,
+            "--certificate-identity-regexp",
+            r"^https://github\.com/sigstore-conformance/.+@refs/tags/v.*$",
+            "--certificate-oidc-issuer",
+            DEFAULT_ISSUER,
+            a,
+        ],
+        &[],
+    );
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(wrong.stderr.contains("does not match regexp"), "{wrong:?}");
+    let wrong_issuer = ocigate(
+        &[
+            "verify-bundle",
+            "--bundle",
+            b,
+            "--certificate-identity",
+            DEFAULT_IDENTITY,
+            "--certificate-oidc-issuer",
+            "https://accounts.google.com",
+            a,
+        ],
+        &[],
+    );
+    assert_eq!(wrong_issuer.code, 1, "{wrong_issuer:?}");
+    assert!(
+        wrong_issuer.stderr.contains("OIDC issuer"),
+        "{wrong_issuer:?}"
+    );
+
+    // 3. A chain that carries its own root is refused, and says so.
+    let case = base.join("bundle-with-root-cert_fail");
+    let run = ocigate(
+        &[
+            "verify-bundle",
+            "--bundle",
+            case.join("bundle.sigstore.json").to_str().unwrap(),
+            "--certificate-identity",
+            DEFAULT_IDENTITY,
+            "--certificate-oidc-issuer",
+            DEFAULT_ISSUER,
+            case.join("artifact").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("includes a root certificate"),
+        "{run:?}"
+    );
+}
