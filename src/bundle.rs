@@ -71,16 +71,26 @@ pub enum BundleArtifact<'a> {
     Sha256([u8; 32]),
 }
 
+/// An acceptable certificate identity: SAN and OIDC issuer.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub subject: Matcher,
+    pub issuer: Matcher,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "subject {} from issuer {}", self.subject, self.issuer)
+    }
+}
+
 /// Who must have signed.
 #[derive(Debug, Clone, Copy)]
 pub enum BundleAuthority<'a> {
     /// A managed key; the bundle carries no certificate.
     Key(&'a PublicKey),
-    /// A Fulcio certificate whose SAN and OIDC issuer match.
-    Identity {
-        subject: &'a Matcher,
-        issuer: &'a Matcher,
-    },
+    /// A Fulcio certificate matching any of these identities.
+    Identities(&'a [Identity]),
 }
 
 /// Evidence from a verified bundle.
@@ -122,6 +132,14 @@ pub enum BundleError {
     Identity { found: String, expected: String },
     #[error("certificate OIDC issuer {found:?} does not match {expected}")]
     Issuer { found: String, expected: String },
+    #[error("certificate identity {subject:?} from issuer {issuer:?} matches none of: {expected}")]
+    NoIdentity {
+        subject: String,
+        issuer: String,
+        expected: String,
+    },
+    #[error("cosign signature layer: {what}")]
+    Legacy { what: String },
     #[error("bundle's certificate carries no {what}")]
     Missing { what: &'static str },
 }
@@ -158,7 +176,7 @@ pub fn verify_bundle(
                 .verify(artifact, &bundle, &policy)
                 .map_err(verify_err)?
         }
-        BundleAuthority::Identity { subject, issuer } => {
+        BundleAuthority::Identities(identities) => {
             // The library's identity check is exact-only; it is replaced, not skipped: the
             // identity and issuer it returns from the verified certificate are matched here.
             let policy = VerificationPolicy::any_identity();
@@ -170,27 +188,21 @@ pub fn verify_bundle(
                     what: "verified certificate",
                 });
             }
-            let found_subject = result
+            let subject = result
                 .identity()
                 .map(|s| s.as_str().to_string())
                 .ok_or(BundleError::Missing { what: "identity" })?;
-            if !subject.matches(&found_subject) {
-                return Err(BundleError::Identity {
-                    found: found_subject,
-                    expected: subject.to_string(),
-                });
-            }
-            let found_issuer = result
+            let issuer = result
                 .issuer()
                 .map(str::to_string)
                 .ok_or(BundleError::Missing {
                     what: "OIDC issuer",
                 })?;
-            if !issuer.matches(&found_issuer) {
-                return Err(BundleError::Issuer {
-                    found: found_issuer,
-                    expected: issuer.to_string(),
-                });
+            if !identities
+                .iter()
+                .any(|i| i.subject.matches(&subject) && i.issuer.matches(&issuer))
+            {
+                return Err(identity_mismatch(identities, subject, issuer));
             }
             result
         }
@@ -209,6 +221,134 @@ pub fn verify_bundle(
         sct_verified: result.sct_verified(),
         trust_root: root.name.clone(),
     })
+}
+
+/// The most telling mismatch: with one identity, which of subject and issuer differs.
+fn identity_mismatch(identities: &[Identity], subject: String, issuer: String) -> BundleError {
+    match identities {
+        [one] if !one.subject.matches(&subject) => BundleError::Identity {
+            found: subject,
+            expected: one.subject.to_string(),
+        },
+        [one] => BundleError::Issuer {
+            found: issuer,
+            expected: one.issuer.to_string(),
+        },
+        many => BundleError::NoIdentity {
+            subject,
+            issuer,
+            expected: many
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+    }
+}
+
+/// Annotations of a cosign legacy signature layer.
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+
+/// A cosign legacy signature layer (payload, signature, certificate, chain, Rekor SET) as the
+/// v0.1 Sigstore bundle that carries exactly the same material, so that one audited verifier
+/// checks both formats. Self-signed certificates in the chain annotation (cosign includes the
+/// Fulcio root) are dropped: the root must come from the trusted root. Without a certificate the
+/// bundle names the key only by hint (key-based signatures with a Rekor entry).
+pub fn legacy_to_bundle(
+    payload: &[u8],
+    signature_b64: &str,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<String, BundleError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let legacy = |what: String| BundleError::Legacy { what };
+    let signature: String = signature_b64
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, payload);
+    let material = match annotations.get(CERTIFICATE_ANNOTATION) {
+        Some(leaf_pem) => {
+            let mut certs = Vec::new();
+            let leaf = pem::parse(leaf_pem.trim()).map_err(|e| {
+                legacy(format!(
+                    "{CERTIFICATE_ANNOTATION} is not a PEM certificate: {e}"
+                ))
+            })?;
+            certs.push(serde_json::json!({"rawBytes": b64.encode(leaf.contents())}));
+            if let Some(chain) = annotations.get(CHAIN_ANNOTATION) {
+                let blocks = pem::parse_many(chain)
+                    .map_err(|e| legacy(format!("{CHAIN_ANNOTATION} is not PEM: {e}")))?;
+                for block in blocks {
+                    if !is_self_signed(block.contents()) {
+                        certs.push(serde_json::json!({"rawBytes": b64.encode(block.contents())}));
+                    }
+                }
+            }
+            serde_json::json!({"x509CertificateChain": {"certificates": certs}})
+        }
+        None => serde_json::json!({"publicKey": {"hint": ""}}),
+    };
+    let mut tlog_entries = Vec::new();
+    if let Some(set) = annotations.get(REKOR_BUNDLE_ANNOTATION) {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct RekorBundle {
+            signed_entry_timestamp: String,
+            payload: RekorPayload,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct RekorPayload {
+            body: String,
+            integrated_time: i64,
+            log_index: i64,
+            #[serde(rename = "logID")]
+            log_id: String,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body {
+            api_version: String,
+            kind: String,
+        }
+        let rb: RekorBundle = serde_json::from_str(set)
+            .map_err(|e| legacy(format!("{REKOR_BUNDLE_ANNOTATION} is malformed: {e}")))?;
+        let body_bytes = b64
+            .decode(rb.payload.body.trim())
+            .map_err(|e| legacy(format!("Rekor entry body is not base64: {e}")))?;
+        let body: Body = serde_json::from_slice(&body_bytes)
+            .map_err(|e| legacy(format!("Rekor entry body is malformed: {e}")))?;
+        let log_id = hex::decode(&rb.payload.log_id)
+            .map_err(|e| legacy(format!("Rekor logID is not hex: {e}")))?;
+        tlog_entries.push(serde_json::json!({
+            "logIndex": rb.payload.log_index.to_string(),
+            "logId": {"keyId": b64.encode(log_id)},
+            "kindVersion": {"kind": body.kind, "version": body.api_version},
+            "integratedTime": rb.payload.integrated_time.to_string(),
+            "inclusionPromise": {"signedEntryTimestamp": rb.signed_entry_timestamp},
+            "canonicalizedBody": rb.payload.body,
+        }));
+    }
+    let mut vm = material;
+    vm["tlogEntries"] = serde_json::Value::Array(tlog_entries);
+    let bundle = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        "verificationMaterial": vm,
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": b64.encode(digest.as_ref())},
+            "signature": signature,
+        },
+    });
+    serde_json::to_string(&bundle).map_err(BundleError::Json)
+}
+
+fn is_self_signed(der: &[u8]) -> bool {
+    use x509_cert::der::Decode as _;
+    x509_cert::Certificate::from_der(der)
+        .is_ok_and(|c| c.tbs_certificate.issuer == c.tbs_certificate.subject)
 }
 
 /// Fields the bundle schema defines as base64 (protobuf `bytes`).
@@ -260,7 +400,6 @@ fn normalise_base64(v: &mut serde_json::Value, key: Option<&str>) {
 /// Whether the bundle's `x509CertificateChain` ends in a self-signed (root) certificate.
 fn chain_includes_root(v: &serde_json::Value) -> bool {
     use base64::Engine as _;
-    use x509_cert::der::Decode as _;
     let Some(certs) = v
         .pointer("/verificationMaterial/x509CertificateChain/certificates")
         .and_then(|c| c.as_array())
@@ -271,8 +410,7 @@ fn chain_includes_root(v: &serde_json::Value) -> bool {
         c.get("rawBytes")
             .and_then(|r| r.as_str())
             .and_then(|r| base64::engine::general_purpose::STANDARD.decode(r).ok())
-            .and_then(|der| x509_cert::Certificate::from_der(&der).ok())
-            .is_some_and(|cert| cert.tbs_certificate.issuer == cert.tbs_certificate.subject)
+            .is_some_and(|der| is_self_signed(&der))
     })
 }
 
@@ -301,14 +439,14 @@ mod tests {
         let e = TrustRoot::from_json("{}", "x.json").unwrap_err();
         assert!(e.to_string().contains("x.json"), "{e}");
         let root = TrustRoot::embedded().unwrap();
-        let m = Matcher::Exact("a".into());
+        let ids = [Identity {
+            subject: Matcher::Exact("a".into()),
+            issuer: Matcher::Exact("b".into()),
+        }];
         let e = verify_bundle(
             "not json",
             BundleArtifact::Bytes(b""),
-            BundleAuthority::Identity {
-                subject: &m,
-                issuer: &m,
-            },
+            BundleAuthority::Identities(&ids),
             &root,
         )
         .unwrap_err();

@@ -11,8 +11,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
+use crate::bundle::Identity;
 use crate::gate::{Decision, Gate, error_chain};
-use crate::policy::{Policy, Verdict};
+use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings};
 use crate::sign::key::SigningKey;
@@ -84,21 +85,36 @@ struct VerifyArgs {
     #[arg(required = true, value_name = "REF")]
     references: Vec<String>,
     /// Policy file (DESIGN.md section 3).
-    #[arg(long, conflicts_with = "key")]
+    #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
     policy: Option<PathBuf>,
     /// Public key (PEM); every reference must carry a signature by it.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
     key: Option<PathBuf>,
-    /// With --key: required payload annotation KEY=VALUE (repeatable).
+    /// Keyless: the certificate identity (SAN) every reference must be signed by, exactly.
+    #[arg(long, conflicts_with = "certificate_identity_regexp")]
+    certificate_identity: Option<String>,
+    /// Keyless: the certificate identity as a regular expression.
+    #[arg(long)]
+    certificate_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer, exactly.
+    #[arg(long, conflicts_with = "certificate_oidc_issuer_regexp")]
+    certificate_oidc_issuer: Option<String>,
+    /// Keyless: the OIDC issuer as a regular expression.
+    #[arg(long)]
+    certificate_oidc_issuer_regexp: Option<String>,
+    /// Keyless: a trusted_root.json instead of the embedded public-good root.
+    #[arg(long, conflicts_with = "policy")]
+    trusted_root: Option<PathBuf>,
+    /// Required payload annotation KEY=VALUE (repeatable; not with --policy).
     #[arg(
         short = 'a',
         long = "annotations",
         value_name = "KEY=VALUE",
-        requires = "key"
+        conflicts_with = "policy"
     )]
     annotations: Vec<String>,
-    /// With --key: accept signatures made for another repository name (mirrors, copies).
-    #[arg(long, value_name = "REPOSITORY", requires = "key")]
+    /// Accept signatures made for another repository name (mirrors, copies; not with --policy).
+    #[arg(long, value_name = "REPOSITORY", conflicts_with = "policy")]
     signed_repository: Option<String>,
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -269,24 +285,67 @@ fn read_file(path: &Path, what: &str) -> Result<String, CliError> {
 
 async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
     let refs = parse_refs(&a.references)?;
+    let keyless = a.certificate_identity.is_some() || a.certificate_identity_regexp.is_some();
+    let signed_identity = match &a.signed_repository {
+        Some(r) => SignedIdentity::ExactRepository(r.clone()),
+        None => SignedIdentity::MatchRepository,
+    };
     let policy = match (&a.policy, &a.key) {
         (Some(p), None) => Policy::from_file(p).map_err(boxed)?,
         (None, Some(k)) => {
             let key = PublicKey::from_pem(&read_file(k, "public key")?, &k.display().to_string())
                 .map_err(boxed)?;
-            let identity = match &a.signed_repository {
-                Some(r) => SignedIdentity::ExactRepository(r.clone()),
-                None => SignedIdentity::MatchRepository,
+            let (tlog, roots, root) = match &a.trusted_root {
+                // A given root means: check the signature's Rekor entry with it.
+                Some(p) => (
+                    Tlog::Required,
+                    trusted_root_ref(p)?,
+                    Some("--trusted-root".into()),
+                ),
+                None => (Tlog::Skip, Vec::new(), None),
             };
-            Policy::for_key(key, parse_annotations(&a.annotations)?, identity)
+            let kind = AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root: root,
+            };
+            let ann = parse_annotations(&a.annotations)?;
+            Policy::single_authority("--key", kind, roots, ann, signed_identity)
+        }
+        (None, None) if keyless => {
+            let identity = Identity {
+                subject: matcher(
+                    &a.certificate_identity,
+                    &a.certificate_identity_regexp,
+                    "certificate-identity",
+                )?,
+                issuer: matcher(
+                    &a.certificate_oidc_issuer,
+                    &a.certificate_oidc_issuer_regexp,
+                    "certificate-oidc-issuer",
+                )?,
+            };
+            let (roots, root) = match &a.trusted_root {
+                Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
+                None => (Vec::new(), None),
+            };
+            let kind = AuthorityKind::Keyless {
+                trust_root: root,
+                identities: vec![identity],
+                tlog: Tlog::Required,
+            };
+            let ann = parse_annotations(&a.annotations)?;
+            Policy::single_authority("--certificate-identity", kind, roots, ann, signed_identity)
         }
         _ => {
             return Err(CliError::Usage(
-                "verify needs --policy FILE or --key PUB".into(),
+                "verify needs --policy FILE, --key PUB, or --certificate-identity[-regexp] \
+                 with --certificate-oidc-issuer[-regexp]"
+                    .into(),
             ));
         }
     };
-    let gate = Gate::new(registry_from(&a.registry)?, policy);
+    let gate = Gate::new(registry_from(&a.registry)?, policy).map_err(boxed)?;
     let decisions = futures_util::future::join_all(refs.iter().map(|r| gate.check(r))).await;
     print_decisions(&decisions, a.output)?;
     let all_allowed = decisions.iter().all(|d| d.verdict != Verdict::Deny);
@@ -346,6 +405,13 @@ fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliErro
     Ok(())
 }
 
+fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {
+    Ok(vec![TrustRootRef {
+        name: "--trusted-root".into(),
+        json: Some(read_file(p, "trusted root")?),
+    }])
+}
+
 fn matcher(exact: &Option<String>, re: &Option<String>, what: &str) -> Result<Matcher, CliError> {
     match (exact, re) {
         (Some(e), None) => Ok(Matcher::Exact(e.clone())),
@@ -387,7 +453,7 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
         (None, false) => TrustRoot::embedded().map_err(boxed)?,
     };
     let key;
-    let (subject, issuer);
+    let identities;
     let authority = match &a.key {
         Some(k) => {
             key = PublicKey::from_pem(&read_file(k, "public key")?, &k.display().to_string())
@@ -395,20 +461,19 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
             BundleAuthority::Key(&key)
         }
         None => {
-            subject = matcher(
-                &a.certificate_identity,
-                &a.certificate_identity_regexp,
-                "certificate-identity",
-            )?;
-            issuer = matcher(
-                &a.certificate_oidc_issuer,
-                &a.certificate_oidc_issuer_regexp,
-                "certificate-oidc-issuer",
-            )?;
-            BundleAuthority::Identity {
-                subject: &subject,
-                issuer: &issuer,
-            }
+            identities = [Identity {
+                subject: matcher(
+                    &a.certificate_identity,
+                    &a.certificate_identity_regexp,
+                    "certificate-identity",
+                )?,
+                issuer: matcher(
+                    &a.certificate_oidc_issuer,
+                    &a.certificate_oidc_issuer_regexp,
+                    "certificate-oidc-issuer",
+                )?,
+            }];
+            BundleAuthority::Identities(&identities)
         }
     };
     let bytes;

@@ -1,24 +1,27 @@
 //! The pipeline, in one direction: reference → rule → digest → signatures → verification →
 //! verdict. The only place that calls the registry, the verifier and the policy together.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::discover::{PathTried, discover};
+use crate::bundle::{REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError};
+use crate::discover::{PathTried, SignatureCandidate, discover};
 use crate::policy::{
-    AuthorityKind, CandidateOutcome, NoMatch, Policy, Rule, RuleMatch, Tlog, Verdict, evaluate,
-    failed_verdict,
+    Authority, AuthorityKind, CandidateOutcome, NoMatch, Policy, Rule, RuleMatch, Tlog, Verdict,
+    evaluate, failed_verdict,
 };
 use crate::reference::ImageRef;
 use crate::registry::{ImageManifest, Registry};
 use crate::verify::{
-    Expectation, KeyAuthority, Rejection, VerifiedSignature, verify_key_signature,
+    Expectation, KeyAuthority, KeylessAuthority, Rejection, VerifiedSignature,
+    verify_key_signature, verify_key_signature_logged, verify_keyless_signature,
 };
 
 const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
 const REVISION_ANNOTATION: &str = "org.opencontainers.image.revision";
-const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 
 /// Why a verdict was reached without a full verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,11 +101,101 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct Gate {
     registry: Registry,
     policy: Policy,
+    /// The policy's named trust roots, parsed once.
+    roots: HashMap<String, TrustRoot>,
+    /// The embedded public-good root, parsed on first use.
+    embedded: OnceLock<Option<TrustRoot>>,
 }
 
 impl Gate {
-    pub fn new(registry: Registry, policy: Policy) -> Self {
-        Gate { registry, policy }
+    /// A gate for `policy`; its trust roots are parsed here, so a bad trusted_root.json is a
+    /// configuration error at start-up, not a denial later. Nothing is fetched.
+    pub fn new(registry: Registry, policy: Policy) -> Result<Self, TrustRootError> {
+        let mut roots = HashMap::new();
+        for tr in &policy.trust_roots {
+            let root = match &tr.json {
+                Some(json) => TrustRoot::from_json(json, &tr.name)?,
+                None => TrustRoot::embedded()?,
+            };
+            roots.insert(tr.name.clone(), root);
+        }
+        Ok(Gate {
+            registry,
+            policy,
+            roots,
+            embedded: OnceLock::new(),
+        })
+    }
+
+    fn root(&self, name: Option<&str>) -> Option<&TrustRoot> {
+        match name {
+            Some(n) => self.roots.get(n),
+            None => self
+                .embedded
+                .get_or_init(|| TrustRoot::embedded().ok())
+                .as_ref(),
+        }
+    }
+
+    /// One candidate against one authority.
+    fn verify_one(
+        &self,
+        c: &SignatureCandidate,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Rejection> {
+        let root_missing = |name: &Option<String>| Rejection::Bundle {
+            location: c.location.clone(),
+            authority: a.name.clone(),
+            detail: format!(
+                "trust root {} is not available",
+                name.as_deref().unwrap_or("embedded")
+            ),
+        };
+        match &a.kind {
+            AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            } => {
+                let authority = KeyAuthority { name: &a.name, key };
+                let logged = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
+                match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => {
+                        let root = self
+                            .root(trust_root.as_deref())
+                            .ok_or_else(|| root_missing(trust_root))?;
+                        verify_key_signature_logged(c, authority, root, expect)
+                    }
+                    _ => verify_key_signature(c, authority, expect),
+                }
+            }
+            AuthorityKind::Keyless {
+                trust_root,
+                identities,
+                tlog,
+            } => {
+                if *tlog == Tlog::Skip {
+                    return Err(Rejection::NotSupported {
+                        location: c.location.clone(),
+                        authority: a.name.clone(),
+                        what: "keyless verification without a transparency log (tlog: skip)".into(),
+                    });
+                }
+                let root = self
+                    .root(trust_root.as_deref())
+                    .ok_or_else(|| root_missing(trust_root))?;
+                verify_keyless_signature(
+                    c,
+                    KeylessAuthority {
+                        name: &a.name,
+                        identities,
+                        root,
+                    },
+                    expect,
+                )
+            }
+        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -227,31 +320,7 @@ impl Gate {
                 results: rule
                     .authorities
                     .iter()
-                    .map(|a| match &a.kind {
-                        AuthorityKind::Key { key, tlog } => {
-                            let has_set = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
-                            match (tlog, has_set) {
-                                (Tlog::Required, _) | (Tlog::Optional, true) => {
-                                    Err(Rejection::NotSupported {
-                                        location: c.location.clone(),
-                                        authority: a.name.clone(),
-                                        what: "checking the Rekor entry of a key-based signature"
-                                            .into(),
-                                    })
-                                }
-                                _ => verify_key_signature(
-                                    c,
-                                    KeyAuthority { name: &a.name, key },
-                                    &expect,
-                                ),
-                            }
-                        }
-                        AuthorityKind::Keyless { .. } => Err(Rejection::NotSupported {
-                            location: c.location.clone(),
-                            authority: a.name.clone(),
-                            what: "keyless (Fulcio certificate) verification".into(),
-                        }),
-                    })
+                    .map(|a| self.verify_one(c, a, &expect))
                     .collect(),
             })
             .collect();

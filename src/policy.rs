@@ -111,21 +111,19 @@ pub enum Verdict {
     Warn,
 }
 
-/// A keyless identity constraint (verified in a later stage; validated now).
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub issuer: Matcher,
-    pub subject: Matcher,
-}
+pub use crate::bundle::Identity;
 
+/// How an authority is tied to signatures. `trust_root` names one of the policy's
+/// `trustRoots`; None is the embedded public-good root.
 #[derive(Debug, Clone)]
 pub enum AuthorityKind {
     Key {
         key: PublicKey,
         tlog: Tlog,
+        trust_root: Option<String>,
     },
     Keyless {
-        trust_root: String,
+        trust_root: Option<String>,
         identities: Vec<Identity>,
         tlog: Tlog,
     },
@@ -173,8 +171,8 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct TrustRootRef {
     pub name: String,
-    /// None: the embedded public-good root.
-    pub path: Option<PathBuf>,
+    /// The trusted_root.json text; None: the embedded public-good root.
+    pub json: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,9 +239,12 @@ impl Policy {
         }
     }
 
-    /// The policy `verify --key` stands for: every reference needs a signature by `key`.
-    pub fn for_key(
-        key: PublicKey,
+    /// A policy of one rule over every reference with one authority: what `verify --key` and
+    /// `verify --certificate-identity … --certificate-oidc-issuer …` stand for.
+    pub fn single_authority(
+        name: &str,
+        kind: AuthorityKind,
+        trust_roots: Vec<TrustRootRef>,
         annotations: BTreeMap<String, String>,
         signed_identity: SignedIdentity,
     ) -> Policy {
@@ -254,20 +255,17 @@ impl Policy {
             .unwrap_or_default();
         Policy {
             no_match: NoMatch::Deny,
-            trust_roots: Vec::new(),
+            trust_roots,
             rules: vec![Rule {
-                name: "--key".into(),
+                name: name.to_string(),
                 position: (0, 0),
                 patterns,
                 excludes: Vec::new(),
                 mode: Mode::Enforce,
                 threshold: 1,
                 authorities: vec![Authority {
-                    name: "--key".into(),
-                    kind: AuthorityKind::Key {
-                        key,
-                        tlog: Tlog::Skip,
-                    },
+                    name: name.to_string(),
+                    kind,
                 }],
                 signed_identity,
                 annotations,
@@ -379,9 +377,12 @@ struct RawAuthority {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawKeyRef {
     name: Spanned<String>,
+    /// The root whose Rekor keys check this key's log entries (tlog: optional/required).
+    #[serde(default)]
+    trust_root: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -445,17 +446,20 @@ impl Validator<'_> {
                     format!("trust root {name:?} is defined twice"),
                 );
             }
-            let path = if tr.value.trusted_root.value == "embedded" {
+            let json = if tr.value.trusted_root.value == "embedded" {
                 None
             } else {
                 let p = PathBuf::from(&tr.value.trusted_root.value);
-                if let Err(e) = (self.read)(&p) {
-                    let msg = format!("trustedRoot file {}: {e}", p.display());
-                    self.at(&tr.value.trusted_root, msg);
+                match (self.read)(&p) {
+                    Ok(text) => Some(text),
+                    Err(e) => {
+                        let msg = format!("trustedRoot file {}: {e}", p.display());
+                        self.at(&tr.value.trusted_root, msg);
+                        None
+                    }
                 }
-                Some(p)
             };
-            trust_roots.push(TrustRootRef { name, path });
+            trust_roots.push(TrustRootRef { name, json });
         }
 
         let mut keys: BTreeMap<String, PublicKey> = BTreeMap::new();
@@ -663,12 +667,14 @@ impl Validator<'_> {
             (Some(k), None) => {
                 let kname = &k.value.name.value;
                 let name = a.value.name.clone().unwrap_or_else(|| kname.clone());
+                let trust_root = self.root_ref(&k.value.trust_root, rule, roots);
                 match keys.get(kname) {
                     Some(key) => Some(Authority {
                         name,
                         kind: AuthorityKind::Key {
                             key: key.clone(),
                             tlog: a.value.tlog.unwrap_or(Tlog::Skip),
+                            trust_root,
                         },
                     }),
                     None => {
@@ -686,18 +692,7 @@ impl Validator<'_> {
                 }
             }
             (None, Some(kl)) => {
-                let root = match &kl.value.trust_root {
-                    Some(r) => {
-                        if !roots.contains(&r.value) {
-                            self.at(
-                                r,
-                                format!("rule {rule:?}: unknown trust root {:?}", r.value),
-                            );
-                        }
-                        r.value.clone()
-                    }
-                    None => "embedded".to_string(),
-                };
+                let root = self.root_ref(&kl.value.trust_root, rule, roots);
                 if kl.value.identities.value.is_empty() {
                     self.at(
                         &kl.value.identities,
@@ -734,6 +729,26 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// A reference to a trust root by name; `embedded` always exists.
+    fn root_ref(
+        &mut self,
+        r: &Option<Spanned<String>>,
+        rule: &str,
+        roots: &BTreeSet<String>,
+    ) -> Option<String> {
+        let r = r.as_ref()?;
+        if r.value == "embedded" && !roots.contains("embedded") {
+            return None;
+        }
+        if !roots.contains(&r.value) {
+            self.at(
+                r,
+                format!("rule {rule:?}: unknown trust root {:?}", r.value),
+            );
+        }
+        Some(r.value.clone())
     }
 
     fn identity(&mut self, id: &Spanned<RawIdentity>, rule: &str) -> Option<Identity> {
@@ -872,10 +887,7 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
                     any_ok = true;
                 }
                 Err(rej) => {
-                    let better = match &best {
-                        None => true,
-                        Some(b) => rej.signature_was_valid() && !b.signature_was_valid(),
-                    };
+                    let better = best.as_ref().is_none_or(|b| rej.rank() > b.rank());
                     if better {
                         best = Some(rej);
                     }
@@ -1144,6 +1156,7 @@ rules:
             kind: AuthorityKind::Key {
                 key: key.clone(),
                 tlog: Tlog::Skip,
+                trust_root: None,
             },
         };
         Rule {

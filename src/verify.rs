@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::bundle::{
+    BundleArtifact, BundleAuthority, BundleEvidence, CERTIFICATE_ANNOTATION, Identity,
+    REKOR_BUNDLE_ANNOTATION, TrustRoot, legacy_to_bundle, verify_bundle,
+};
 use crate::discover::SignatureCandidate;
 use crate::payload::{PayloadError, SimpleSigning};
 use crate::reference::Digest;
@@ -92,8 +96,22 @@ pub struct VerifiedSignature {
 )]
 #[non_exhaustive]
 pub enum Evidence {
-    /// Signed by a public key named in the policy.
-    Key { key_fingerprint: String },
+    /// Signed by a public key named in the policy (with its Rekor entry when one was checked).
+    Key {
+        key_fingerprint: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log_index: Option<i64>,
+    },
+    /// Signed with a Fulcio certificate for this identity, logged in Rekor.
+    Keyless {
+        identity: String,
+        issuer: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log_index: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        integrated_time: Option<String>,
+        trust_root: String,
+    },
 }
 
 impl VerifiedSignature {
@@ -154,6 +172,20 @@ pub enum Rejection {
         expected: String,
         found: Option<String>,
     },
+    #[error("{location}: not verified for authority {authority:?}: {detail}")]
+    Bundle {
+        location: String,
+        authority: String,
+        detail: String,
+    },
+    #[error(
+        "{location}: carries no Fulcio certificate, so it is not a keyless signature for authority {authority:?}"
+    )]
+    NotKeyless { location: String, authority: String },
+    #[error(
+        "{location}: has no Rekor entry, and authority {authority:?} requires one (tlog: required)"
+    )]
+    NoTlogEntry { location: String, authority: String },
     #[error(
         "{location}: {what} is not supported yet, so authority {authority:?} cannot be satisfied"
     )]
@@ -165,15 +197,20 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// Whether the crypto held and a later check failed: more telling than a bad signature.
-    pub fn signature_was_valid(&self) -> bool {
-        matches!(
-            self,
-            Rejection::DigestMismatch { .. }
-                | Rejection::IdentityMismatch { .. }
-                | Rejection::AnnotationMismatch { .. }
-                | Rejection::Payload { .. }
-        )
+    /// How telling this rejection is when a signature satisfied no authority: a signature
+    /// whose crypto held but whose payload is wrong says most; one of another kind, least.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Rejection::NotKeyless { .. } => 0,
+            Rejection::SignatureEncoding { .. } | Rejection::BadSignature { .. } => 1,
+            Rejection::Bundle { .. }
+            | Rejection::NoTlogEntry { .. }
+            | Rejection::NotSupported { .. } => 2,
+            Rejection::Payload { .. }
+            | Rejection::DigestMismatch { .. }
+            | Rejection::IdentityMismatch { .. }
+            | Rejection::AnnotationMismatch { .. } => 3,
+        }
     }
 }
 
@@ -204,6 +241,120 @@ pub fn verify_key_signature(
             authority: authority.name.to_string(),
         });
     }
+    let (docker_reference, annotations) = check_payload(candidate, expect)?;
+    Ok(VerifiedSignature {
+        authority: authority.name.to_string(),
+        evidence: Evidence::Key {
+            key_fingerprint: authority.key.fingerprint(),
+            log_index: None,
+        },
+        location,
+        docker_reference,
+        annotations,
+    })
+}
+
+/// As [`verify_key_signature`], and the signature's Rekor entry (the layer's SET and body)
+/// must verify under `root` and match this signature, key and payload.
+pub fn verify_key_signature_logged(
+    candidate: &SignatureCandidate,
+    authority: KeyAuthority<'_>,
+    root: &TrustRoot,
+    expect: &Expectation,
+) -> Result<VerifiedSignature, Rejection> {
+    let mut verified = verify_key_signature(candidate, authority, expect)?;
+    if !candidate.annotations.contains_key(REKOR_BUNDLE_ANNOTATION) {
+        return Err(Rejection::NoTlogEntry {
+            location: candidate.location.clone(),
+            authority: authority.name.to_string(),
+        });
+    }
+    let evidence = bundle_check(
+        candidate,
+        authority.name,
+        BundleAuthority::Key(authority.key),
+        root,
+    )?;
+    verified.evidence = Evidence::Key {
+        key_fingerprint: authority.key.fingerprint(),
+        log_index: evidence.log_index,
+    };
+    Ok(verified)
+}
+
+/// A keyless authority: certificates from `root`'s Fulcio CAs for one of `identities`.
+#[derive(Debug, Clone, Copy)]
+pub struct KeylessAuthority<'a> {
+    pub name: &'a str,
+    pub identities: &'a [Identity],
+    pub root: &'a TrustRoot,
+}
+
+/// Verify a keyless legacy signature: the certificate chains to a Fulcio CA of the root and was
+/// valid at the Rekor integrated time, its SCT and the Rekor SET verify, the Rekor body matches
+/// signature, certificate and payload hash, the identity matches; then the payload checks.
+pub fn verify_keyless_signature(
+    candidate: &SignatureCandidate,
+    authority: KeylessAuthority<'_>,
+    expect: &Expectation,
+) -> Result<VerifiedSignature, Rejection> {
+    if !candidate.annotations.contains_key(CERTIFICATE_ANNOTATION) {
+        return Err(Rejection::NotKeyless {
+            location: candidate.location.clone(),
+            authority: authority.name.to_string(),
+        });
+    }
+    let evidence = bundle_check(
+        candidate,
+        authority.name,
+        BundleAuthority::Identities(authority.identities),
+        authority.root,
+    )?;
+    let (docker_reference, annotations) = check_payload(candidate, expect)?;
+    Ok(VerifiedSignature {
+        authority: authority.name.to_string(),
+        evidence: Evidence::Keyless {
+            identity: evidence.identity.unwrap_or_default(),
+            issuer: evidence.issuer.unwrap_or_default(),
+            log_index: evidence.log_index,
+            integrated_time: evidence.integrated_time,
+            trust_root: evidence.trust_root,
+        },
+        location: candidate.location.clone(),
+        docker_reference,
+        annotations,
+    })
+}
+
+/// The layer as a bundle, verified over the payload bytes.
+fn bundle_check(
+    candidate: &SignatureCandidate,
+    authority: &str,
+    who: BundleAuthority<'_>,
+    root: &TrustRoot,
+) -> Result<BundleEvidence, Rejection> {
+    let reject = |e: &dyn std::error::Error| Rejection::Bundle {
+        location: candidate.location.clone(),
+        authority: authority.to_string(),
+        detail: crate::gate::error_chain(e),
+    };
+    let json = legacy_to_bundle(
+        &candidate.payload,
+        &candidate.signature,
+        &candidate.annotations,
+    )
+    .map_err(|e| reject(&e))?;
+    verify_bundle(&json, BundleArtifact::Bytes(&candidate.payload), who, root)
+        .map_err(|e| reject(&e))
+}
+
+/// What the signed payload must say: the verified digest, the signed identity, the annotations.
+/// Only called once the signature over these exact bytes has been checked.
+fn check_payload(
+    candidate: &SignatureCandidate,
+    expect: &Expectation,
+) -> Result<(String, BTreeMap<String, String>), Rejection> {
+    let location = candidate.location.clone();
     let payload =
         SimpleSigning::parse(&candidate.payload).map_err(|source| Rejection::Payload {
             location: location.clone(),
@@ -235,15 +386,7 @@ pub fn verify_key_signature(
             });
         }
     }
-    Ok(VerifiedSignature {
-        authority: authority.name.to_string(),
-        evidence: Evidence::Key {
-            key_fingerprint: authority.key.fingerprint(),
-        },
-        location,
-        docker_reference,
-        annotations,
-    })
+    Ok((docker_reference, annotations))
 }
 
 /// `Err(expected)` when the signed reference does not satisfy the identity rule.
@@ -334,7 +477,12 @@ mod tests {
         let v = verify_key_signature(&c, auth, &expect).unwrap();
         assert_eq!(v.authority(), "release");
         assert_eq!(v.docker_reference(), "r.io/acme/app");
-        let Evidence::Key { key_fingerprint } = v.evidence();
+        let Evidence::Key {
+            key_fingerprint, ..
+        } = v.evidence()
+        else {
+            panic!("{v:?}")
+        };
         assert_eq!(key_fingerprint, &key.public_key().fingerprint());
         // a tag in the signed reference is fine for matchRepository
         let c = candidate(&key, payload("r.io/acme/app:v1", &d, &[]));

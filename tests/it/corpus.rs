@@ -302,38 +302,161 @@ fn containers_image_negative_fixtures_are_denied() {
     );
 }
 
+/// A policy file in `dir` with one rule per (repository, authorities YAML).
+fn policy_file(dir: &Path, keys: &str, rules: &[(&str, &str)]) -> PathBuf {
+    let mut text =
+        format!("apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{keys}]\nrules:\n");
+    for (i, (image, authorities)) in rules.iter().enumerate() {
+        text.push_str(&format!(
+            "- name: r{i}\n  images: [\"{image}\"]\n  signedIdentity: ignore\n  authorities:\n{authorities}"
+        ));
+    }
+    let p = dir.join(format!("p{}.yaml", rules.len()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const MITR_KEYLESS: &str = "    - keyless:\n        identities: [{issuer: https://github.com/login/oauth, subject: mitr@redhat.com}]\n";
+
 #[test]
-fn keyless_and_tlog_requirements_never_allow_yet() {
-    let Some(corpus) = corpus_or_skip("keyless_and_tlog_requirements_never_allow_yet") else {
+fn keyless_legacy_signatures_verify_offline_with_the_embedded_root() {
+    let Some(corpus) =
+        corpus_or_skip("keyless_legacy_signatures_verify_offline_with_the_embedded_root")
+    else {
         return;
     };
     let fx = Fixture::new(&corpus);
     let reg = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
+    let host = reg.host();
     let r = fx.push(&reg, "dir-img-cosign-fulcio-rekor-valid", "kl/fulcio");
-    let r2 = fx.push(&reg, "dir-img-cosign-key-rekor-valid", "kl/key-rekor");
-    let policy = dir.path().join("p.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{{name: k2, path: {}}}]\nrules:\n\
-             - name: keyless\n  images: [\"{host}/kl/fulcio\"]\n  signedIdentity: ignore\n  authorities:\n\
-             \x20   - keyless:\n        identities: [{{issuer: https://github.com/login/oauth, subject: mitr@redhat.com}}]\n\
-             - name: tlog\n  images: [\"{host}/kl/key-rekor\"]\n  signedIdentity: ignore\n  authorities:\n\
-             \x20   - key: {{name: k2}}\n      tlog: required\n",
-            fx.key("cosign2.pub"),
-            host = reg.host()
+    let rules = [(format!("{host}/kl/fulcio"), MITR_KEYLESS.to_string())];
+    let rules: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let p = policy_file(dir.path(), "", &rules);
+    let v = verify(&reg, &[&r, "--policy", p.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let sig = &v.json()["results"][0]["signatures"][0];
+    assert_eq!(sig["kind"], "keyless");
+    assert_eq!(sig["identity"], "mitr@redhat.com");
+    assert_eq!(sig["issuer"], "https://github.com/login/oauth");
+    assert_eq!(sig["logIndex"], 11605770);
+    assert_eq!(sig["trustRoot"], "embedded public-good");
+
+    // regexp identities, and identities that must not match
+    for (authorities, ok, needle) in [
+        (
+            "    - keyless:\n        identities: [{issuer: https://github.com/login/oauth, subjectRegExp: '^mitr@redhat\\.com$'}]\n",
+            true,
+            "",
         ),
-    )
-    .unwrap();
-    let v = verify(&reg, &[&r, &r2, "--policy", policy.to_str().unwrap()]);
-    assert_eq!(v.code, 1, "{v:?}");
-    let lines: Vec<&str> = v.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{v:?}");
-    for l in lines {
-        assert!(l.starts_with("DENY "), "{l}");
-        assert!(l.contains("not supported yet"), "{l}");
+        (
+            "    - keyless:\n        identities: [{issuer: https://github.com/login/oauth, subject: someone@redhat.com}]\n",
+            false,
+            "does not match \"someone@redhat.com\"",
+        ),
+        (
+            "    - keyless:\n        identities: [{issuer: https://accounts.google.com, subject: mitr@redhat.com}]\n",
+            false,
+            "OIDC issuer \"https://github.com/login/oauth\" does not match",
+        ),
+        (
+            "    - keyless:\n        identities: [{issuer: https://github.com/login/oauth, subjectRegExp: '^mitr@redhat\\.org$'}]\n",
+            false,
+            "does not match regexp",
+        ),
+        (
+            "    - keyless:\n        identities: [{issuer: https://github.com/login/oauth, subject: mitr@redhat.com}]\n      tlog: skip\n",
+            false,
+            "not supported yet",
+        ),
+    ] {
+        let image = format!("{host}/kl/fulcio");
+        let p = policy_file(dir.path(), "", &[(image.as_str(), authorities)]);
+        let v = verify(&reg, &[&r, "--policy", p.to_str().unwrap()]);
+        assert_eq!(v.code == 0, ok, "{authorities}: {v:?}");
+        assert!(
+            v.stdout.contains(needle),
+            "{authorities}: expected {needle:?} in {v:?}"
+        );
     }
+
+    // A tampered Rekor SET, and a certificate from another keyless signature: both refused.
+    let d = fx.dir.join("dir-img-cosign-fulcio-rekor-valid");
+    let manifest = std::fs::read(d.join("manifest.json")).unwrap();
+    let digest = push_captured_manifest(&reg, "kl/tampered", "v1", &manifest);
+    let mut layer = read_sig_layer(&d.join("signature-1"));
+    let set: serde_json::Value =
+        serde_json::from_str(&layer.annotations["dev.sigstore.cosign/bundle"]).unwrap();
+    let mut forged = set.clone();
+    forged["Payload"]["integratedTime"] =
+        serde_json::json!(set["Payload"]["integratedTime"].as_i64().unwrap() + 60);
+    layer
+        .annotations
+        .insert("dev.sigstore.cosign/bundle".into(), forged.to_string());
+    attach(&reg, "kl/tampered", &digest, &[layer]);
+    let image = format!("{host}/kl/tampered");
+    let p = policy_file(dir.path(), "", &[(image.as_str(), MITR_KEYLESS)]);
+    let v = verify(
+        &reg,
+        &[&format!("{image}:v1"), "--policy", p.to_str().unwrap()],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("not verified for authority"), "{v:?}");
+    assert!(v.stdout.contains("SET verification failed"), "{v:?}");
+}
+
+#[test]
+fn key_signatures_with_tlog_required_check_the_rekor_entry() {
+    let Some(corpus) = corpus_or_skip("key_signatures_with_tlog_required_check_the_rekor_entry")
+    else {
+        return;
+    };
+    let fx = Fixture::new(&corpus);
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let host = reg.host();
+    let logged = fx.push(&reg, "dir-img-cosign-key-rekor-valid", "tl/logged");
+    let unlogged = fx.push(&reg, "dir-img-cosign-valid", "tl/unlogged");
+    let keys = format!(
+        "{{name: k2, path: {}}}, {{name: k1, path: {}}}",
+        fx.key("cosign2.pub"),
+        fx.key("cosign.pub")
+    );
+    let a = format!("{host}/tl/logged");
+    let b = format!("{host}/tl/unlogged");
+    let p = policy_file(
+        dir.path(),
+        &keys,
+        &[
+            (a.as_str(), "    - key: {name: k2}\n      tlog: required\n"),
+            (b.as_str(), "    - key: {name: k1}\n      tlog: required\n"),
+        ],
+    );
+    let v = verify(
+        &reg,
+        &[
+            &logged,
+            &unlogged,
+            "--policy",
+            p.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    let doc = v.json();
+    let ok = &doc["results"][0];
+    assert_eq!(ok["verdict"], "allow", "{v:?}");
+    assert_eq!(ok["signatures"][0]["logIndex"], 11608800);
+    let denied = &doc["results"][1];
+    assert_eq!(denied["verdict"], "deny");
+    assert!(
+        denied["reasons"].to_string().contains("has no Rekor entry"),
+        "{v:?}"
+    );
 }
 
 struct Connaisseur {
@@ -485,6 +608,37 @@ fn connaisseur_alice_bob_charlie() {
 }
 
 #[test]
+fn connaisseur_keyless_image_verifies_with_its_identity() {
+    let Some(corpus) = corpus_or_skip("connaisseur_keyless_image_verifies_with_its_identity")
+    else {
+        return;
+    };
+    let c = Connaisseur::new(&corpus);
+    let reg = TestRegistry::start();
+    c.push(&reg, "phbelitz/rekor-test", "keyless", true);
+    let r = format!("{}/phbelitz/rekor-test:keyless", reg.host());
+    let dir = tempfile::tempdir().unwrap();
+    let image = format!("{}/phbelitz/rekor-test", reg.host());
+    for (subject, ok) in [
+        ("philipp.belitz@securesystems.de", true),
+        ("alice@securesystems.de", false),
+    ] {
+        let authorities = format!(
+            "    - keyless:\n        identities: [{{issuer: https://github.com/login/oauth, subject: {subject}}}]\n"
+        );
+        let p = policy_file(dir.path(), "", &[(image.as_str(), authorities.as_str())]);
+        let v = verify(&reg, &[&r, "--policy", p.to_str().unwrap(), "-o", "json"]);
+        assert_eq!(v.code == 0, ok, "{subject}: {v:?}");
+        if ok {
+            assert_eq!(
+                v.json()["results"][0]["signatures"][0]["logIndex"],
+                98235800
+            );
+        }
+    }
+}
+
+#[test]
 fn connaisseur_keyless_image_is_not_allowed_by_a_key() {
     let Some(corpus) = corpus_or_skip("connaisseur_keyless_image_is_not_allowed_by_a_key") else {
         return;
@@ -505,4 +659,66 @@ fn connaisseur_keyless_image_is_not_allowed_by_a_key() {
     );
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("not signed by key"), "{v:?}");
+}
+
+#[test]
+fn keyless_flags_on_verify() {
+    let Some(corpus) = corpus_or_skip("keyless_flags_on_verify") else {
+        return;
+    };
+    let fx = Fixture::new(&corpus);
+    let reg = TestRegistry::start();
+    let r = fx.push(&reg, "dir-img-cosign-fulcio-rekor-valid", "flags/fulcio");
+    let signed = "192.168.64.2:5000/cosign-signed/fulcio-rekor-1";
+    let good_root = corpus.join("sigstore-root-signing/targets/trusted_root.json");
+    let other_root = corpus.join(
+        "sigstore-conformance/test/assets/bundle-verify/intoto-with-custom-trust-root/trusted_root.json",
+    );
+    let base = [
+        r.as_str(),
+        "--certificate-identity",
+        "mitr@redhat.com",
+        "--certificate-oidc-issuer",
+        "https://github.com/login/oauth",
+        "--signed-repository",
+        signed,
+    ];
+    let v = verify(&reg, &base);
+    assert_eq!(v.code, 0, "{v:?}");
+    let mut with_root = base.to_vec();
+    with_root.extend(["--trusted-root", good_root.to_str().unwrap()]);
+    assert_eq!(verify(&reg, &with_root).code, 0);
+    let mut wrong_root = base.to_vec();
+    wrong_root.extend(["--trusted-root", other_root.to_str().unwrap()]);
+    let v = verify(&reg, &wrong_root);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(
+        v.stdout.contains("does not verify against trusted root"),
+        "{v:?}"
+    );
+    let v = verify(
+        &reg,
+        &[
+            &r,
+            "--certificate-identity-regexp",
+            "@redhat\\.com$",
+            "--certificate-oidc-issuer",
+            "https://github.com/login/oauth",
+            "--signed-repository",
+            signed,
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    let v = verify(
+        &reg,
+        &[
+            &r,
+            "--certificate-identity",
+            "mitr@redhat.com",
+            "--signed-repository",
+            signed,
+        ],
+    );
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains("--certificate-oidc-issuer"), "{v:?}");
 }
