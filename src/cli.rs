@@ -176,8 +176,17 @@ struct SignArgs {
     /// Payload annotation KEY=VALUE (repeatable).
     #[arg(short = 'a', long = "annotations", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
+    /// legacy: cosign v2's `.sig` tag; bundle: cosign v3's Sigstore bundle as an OCI referrer.
+    #[arg(long, value_enum, default_value_t = SignFormat::Legacy)]
+    format: SignFormat,
     #[command(flatten)]
     registry: RegistryArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SignFormat {
+    Legacy,
+    Bundle,
 }
 
 #[derive(clap::Args, Debug)]
@@ -606,9 +615,11 @@ async fn sign(a: SignArgs) -> Result<ExitCode, CliError> {
     let key = SigningKey::from_encrypted_pem(&pem, pw.as_bytes(), &a.key.display().to_string())
         .map_err(boxed)?;
     let registry = registry_from(&a.registry)?;
-    let signed = crate::sign::sign(&registry, &key, &r, &annotations)
-        .await
-        .map_err(boxed)?;
+    let signed = match a.format {
+        SignFormat::Legacy => crate::sign::sign(&registry, &key, &r, &annotations).await,
+        SignFormat::Bundle => crate::sign::sign_bundle(&registry, &key, &r, &annotations).await,
+    }
+    .map_err(boxed)?;
     println!(
         "signed {}@{} -> {} ({} signature(s))",
         r.name(),

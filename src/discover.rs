@@ -1,7 +1,9 @@
 //! Finding the signatures of a digest, with a note for every place looked at. No crypto here.
 //!
-//! Layouts read now: cosign's legacy `sha256-<hex>.sig` tag (one simple-signing layer per
-//! signature). A registry failure is an error, never "no signatures".
+//! Layouts read: cosign's legacy `sha256-<hex>.sig` tag (one simple-signing layer per
+//! signature), and Sigstore bundles attached as OCI 1.1 referrers (cosign v3), found through
+//! the referrers API or, where the registry has none, the referrers tag `sha256-<hex>`.
+//! A registry failure is an error, never "no signatures".
 
 use std::collections::BTreeMap;
 
@@ -34,11 +36,27 @@ pub struct PathTried {
     pub notes: Vec<String>,
 }
 
+/// A Sigstore bundle attached to the digest, not yet verified.
+#[derive(Debug, Clone)]
+pub struct BundleCandidate {
+    /// Where it was found: `referrers tag sha256-<hex> → sha256:<manifest>`.
+    pub location: String,
+    pub json: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Discovery {
+    /// Legacy cosign signatures.
     pub candidates: Vec<SignatureCandidate>,
+    /// Sigstore bundles (cosign v3).
+    pub bundles: Vec<BundleCandidate>,
     pub paths: Vec<PathTried>,
 }
+
+pub const BUNDLE_MEDIA_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub const PREDICATE_TYPE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 
 impl Discovery {
     /// "tag sha256-….sig: not found" and the like, for a deny reason.
@@ -77,7 +95,162 @@ pub async fn discover(
 ) -> Result<Discovery, DiscoverError> {
     let mut out = Discovery::default();
     legacy_sig_tag(registry, subject, digest, &mut out).await?;
+    referrers(registry, subject, digest, &mut out).await?;
     Ok(out)
+}
+
+async fn referrers(
+    registry: &Registry,
+    subject: &ImageRef,
+    digest: &Digest,
+    out: &mut Discovery,
+) -> Result<(), DiscoverError> {
+    let wrap = |path: &str| {
+        let path = path.to_string();
+        let subject = format!("{}@{digest}", subject.name());
+        move |source| DiscoverError::Registry {
+            subject: subject.clone(),
+            path: path.clone(),
+            source,
+        }
+    };
+    let api = "referrers API".to_string();
+    if let Some(descs) = registry
+        .get_referrers(subject, digest)
+        .await
+        .map_err(wrap(&api))?
+    {
+        return examine(registry, subject, digest, &api, descs, out).await;
+    }
+    if subject.registry().is_some() {
+        out.paths.push(PathTried {
+            path: api,
+            found: 0,
+            notes: vec!["the registry has no referrers API (404); using the referrers tag".into()],
+        });
+    }
+    let tag = digest.tag_prefix();
+    let path = format!("referrers tag {tag}");
+    let Some(index) = registry
+        .get_manifest(&subject.with_tag(&tag))
+        .await
+        .map_err(wrap(&path))?
+    else {
+        out.paths.push(PathTried {
+            path,
+            found: 0,
+            notes: vec!["not found".into()],
+        });
+        return Ok(());
+    };
+    let parsed = ImageManifest::parse(&index, &path).map_err(wrap(&path))?;
+    examine(registry, subject, digest, &path, parsed.manifests, out).await
+}
+
+/// Look at each referrer; keep the Sigstore bundles that refer to `digest`.
+async fn examine(
+    registry: &Registry,
+    subject: &ImageRef,
+    digest: &Digest,
+    path: &str,
+    descs: Vec<crate::registry::Descriptor>,
+    out: &mut Discovery,
+) -> Result<(), DiscoverError> {
+    let wrap = |source| DiscoverError::Registry {
+        subject: format!("{}@{digest}", subject.name()),
+        path: path.to_string(),
+        source,
+    };
+    let mut notes = Vec::new();
+    let mut found = 0;
+    for desc in descs {
+        let declared = desc.artifact_type.clone().unwrap_or_default();
+        if !declared.is_empty()
+            && declared != OCI_EMPTY
+            && !declared.starts_with(BUNDLE_MEDIA_PREFIX)
+        {
+            notes.push(format!(
+                "{} is {declared}, not a Sigstore bundle",
+                short(&desc.digest)
+            ));
+            continue;
+        }
+        let Ok(d) = Digest::parse(&desc.digest) else {
+            notes.push(format!("{:?} is not a digest", desc.digest));
+            continue;
+        };
+        let Some(m) = registry
+            .get_manifest(&subject.with_digest(d.clone()))
+            .await
+            .map_err(wrap)?
+        else {
+            notes.push(format!("{} is listed but missing", short(&desc.digest)));
+            continue;
+        };
+        let manifest = ImageManifest::parse(&m, path).map_err(wrap)?;
+        let kind = manifest
+            .artifact_type
+            .clone()
+            .or_else(|| manifest.config.as_ref().map(|c| c.media_type.clone()))
+            .unwrap_or_default();
+        if !kind.starts_with(BUNDLE_MEDIA_PREFIX) {
+            notes.push(format!(
+                "{} is {kind}, not a Sigstore bundle",
+                short(&desc.digest)
+            ));
+            continue;
+        }
+        if manifest.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
+            notes.push(format!("{} refers to another image", short(&desc.digest)));
+            continue;
+        }
+        let predicate = manifest
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PREDICATE_TYPE_ANNOTATION));
+        if let Some(p) = predicate.filter(|p| p.as_str() != COSIGN_SIGN_PREDICATE) {
+            notes.push(format!(
+                "{} is an attestation ({p}), not a signature",
+                short(&desc.digest)
+            ));
+            continue;
+        }
+        let Some(layer) = manifest
+            .layers
+            .iter()
+            .find(|l| l.media_type.starts_with(BUNDLE_MEDIA_PREFIX))
+        else {
+            notes.push(format!("{} has no bundle layer", short(&desc.digest)));
+            continue;
+        };
+        let bytes = registry.get_blob(subject, layer).await.map_err(wrap)?;
+        let json = String::from_utf8(bytes).map_err(|_| {
+            wrap(crate::registry::RegistryError::BadManifest {
+                place: path.to_string(),
+                target: layer.digest.clone(),
+                detail: "bundle is not UTF-8".into(),
+            })
+        })?;
+        found += 1;
+        out.bundles.push(BundleCandidate {
+            location: format!("{path} {}", short(&m.digest.to_string())),
+            json,
+        });
+    }
+    out.paths.push(PathTried {
+        path: path.to_string(),
+        found,
+        notes,
+    });
+    Ok(())
+}
+
+/// `sha256:0123456789ab…` for messages.
+fn short(digest: &str) -> String {
+    match digest.get(..19) {
+        Some(s) if digest.len() > 19 => format!("{s}…"),
+        _ => digest.to_string(),
+    }
 }
 
 async fn legacy_sig_tag(

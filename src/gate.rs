@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bundle::{REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError};
-use crate::discover::{PathTried, SignatureCandidate, discover};
+use crate::bundle::{BundleAuthority, REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError};
+use crate::discover::{BundleCandidate, PathTried, SignatureCandidate, discover};
 use crate::policy::{
     Authority, AuthorityKind, CandidateOutcome, NoMatch, Policy, Rule, RuleMatch, Tlog, Verdict,
     evaluate, failed_verdict,
@@ -17,7 +17,8 @@ use crate::reference::ImageRef;
 use crate::registry::{ImageManifest, Registry};
 use crate::verify::{
     Expectation, KeyAuthority, KeylessAuthority, Rejection, VerifiedSignature,
-    verify_key_signature, verify_key_signature_logged, verify_keyless_signature,
+    verify_attached_bundle, verify_key_signature, verify_key_signature_logged,
+    verify_keyless_signature,
 };
 
 const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
@@ -135,6 +136,54 @@ impl Gate {
                 .get_or_init(|| TrustRoot::embedded().ok())
                 .as_ref(),
         }
+    }
+
+    /// One attached Sigstore bundle against one authority.
+    fn verify_one_bundle(
+        &self,
+        c: &BundleCandidate,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Rejection> {
+        let (who, trust_root) = match &a.kind {
+            AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            } => {
+                let logged = bundle_has_tlog_entries(&c.json);
+                let who = match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => BundleAuthority::Key(key),
+                    _ => BundleAuthority::KeyWithoutTlog(key),
+                };
+                (who, trust_root)
+            }
+            AuthorityKind::Keyless {
+                trust_root,
+                identities,
+                tlog,
+            } => {
+                if *tlog == Tlog::Skip {
+                    return Err(Rejection::NotSupported {
+                        location: c.location.clone(),
+                        authority: a.name.clone(),
+                        what: "keyless verification without a transparency log (tlog: skip)".into(),
+                    });
+                }
+                (BundleAuthority::Identities(identities), trust_root)
+            }
+        };
+        let root = self
+            .root(trust_root.as_deref())
+            .ok_or_else(|| Rejection::Bundle {
+                location: c.location.clone(),
+                authority: a.name.clone(),
+                detail: format!(
+                    "trust root {} is not available",
+                    trust_root.as_deref().unwrap_or("embedded")
+                ),
+            })?;
+        verify_attached_bundle(c, &a.name, who, root, expect)
     }
 
     /// One candidate against one authority.
@@ -312,18 +361,23 @@ impl Gate {
             signed_identity: rule.signed_identity.clone(),
             annotations: rule.annotations.clone(),
         };
-        let outcomes = found
-            .candidates
-            .iter()
-            .map(|c| CandidateOutcome {
-                location: c.location.clone(),
-                results: rule
-                    .authorities
-                    .iter()
-                    .map(|a| self.verify_one(c, a, &expect))
-                    .collect(),
-            })
-            .collect();
+        let legacy = found.candidates.iter().map(|c| CandidateOutcome {
+            location: c.location.clone(),
+            results: rule
+                .authorities
+                .iter()
+                .map(|a| self.verify_one(c, a, &expect))
+                .collect(),
+        });
+        let bundles = found.bundles.iter().map(|c| CandidateOutcome {
+            location: c.location.clone(),
+            results: rule
+                .authorities
+                .iter()
+                .map(|a| self.verify_one_bundle(c, a, &expect))
+                .collect(),
+        });
+        let outcomes = legacy.chain(bundles).collect();
         let eval = evaluate(rule, outcomes, &found.summary());
         decision.timings.verify_ms = ms(t2);
         decision.verdict = eval.verdict;
@@ -331,6 +385,18 @@ impl Gate {
         decision.signatures = eval.evidence;
         decision
     }
+}
+
+/// Whether a bundle carries transparency-log entries (read before deciding what to require).
+fn bundle_has_tlog_entries(json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/verificationMaterial/tlogEntries")
+                .and_then(|t| t.as_array())
+                .map(|t| !t.is_empty())
+        })
+        .unwrap_or(false)
 }
 
 fn ms(t: Instant) -> f64 {

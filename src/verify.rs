@@ -11,7 +11,7 @@ use crate::bundle::{
     BundleArtifact, BundleAuthority, BundleEvidence, CERTIFICATE_ANNOTATION, Identity,
     REKOR_BUNDLE_ANNOTATION, TrustRoot, legacy_to_bundle, verify_bundle,
 };
-use crate::discover::SignatureCandidate;
+use crate::discover::{BundleCandidate, COSIGN_SIGN_PREDICATE, SignatureCandidate};
 use crate::payload::{PayloadError, SimpleSigning};
 use crate::reference::Digest;
 use crate::trust::PublicKey;
@@ -82,7 +82,9 @@ pub struct VerifiedSignature {
     #[serde(flatten)]
     evidence: Evidence,
     location: String,
-    docker_reference: String,
+    /// The repository the signature claims (legacy payloads); bundles sign the digest only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker_reference: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     annotations: BTreeMap<String, String>,
 }
@@ -124,8 +126,8 @@ impl VerifiedSignature {
     pub fn location(&self) -> &str {
         &self.location
     }
-    pub fn docker_reference(&self) -> &str {
-        &self.docker_reference
+    pub fn docker_reference(&self) -> Option<&str> {
+        self.docker_reference.as_deref()
     }
     pub fn annotations(&self) -> &BTreeMap<String, String> {
         &self.annotations
@@ -249,7 +251,7 @@ pub fn verify_key_signature(
             log_index: None,
         },
         location,
-        docker_reference,
+        docker_reference: Some(docker_reference),
         annotations,
     })
 }
@@ -321,9 +323,127 @@ pub fn verify_keyless_signature(
             trust_root: evidence.trust_root,
         },
         location: candidate.location.clone(),
-        docker_reference,
+        docker_reference: Some(docker_reference),
         annotations,
     })
+}
+
+/// Verify a Sigstore bundle attached to the image (cosign v3): the bundle over the image digest
+/// (its DSSE in-toto statement must name the digest) by `who` under `root`; then the statement
+/// must be a cosign signature (predicate `https://sigstore.dev/cosign/sign/v1`) carrying the
+/// required annotations. Such bundles claim no repository, so `signedIdentity` has nothing to
+/// compare; the digest binding is what they sign.
+pub fn verify_attached_bundle(
+    candidate: &BundleCandidate,
+    authority: &str,
+    who: BundleAuthority<'_>,
+    root: &TrustRoot,
+    expect: &Expectation,
+) -> Result<VerifiedSignature, Rejection> {
+    let location = candidate.location.clone();
+    let reject = |detail: String| Rejection::Bundle {
+        location: location.clone(),
+        authority: authority.to_string(),
+        detail,
+    };
+    let mut digest = [0u8; 32];
+    if expect.digest.algorithm() != "sha256"
+        || hex::decode_to_slice(expect.digest.hex(), &mut digest).is_err()
+    {
+        return Err(reject(format!("{} is not a sha256 digest", expect.digest)));
+    }
+    let evidence = verify_bundle(&candidate.json, BundleArtifact::Sha256(digest), who, root)
+        .map_err(|e| reject(crate::gate::error_chain(&e)))?;
+    let statement = dsse_statement(&candidate.json).map_err(reject)?;
+    if statement.predicate_type != COSIGN_SIGN_PREDICATE {
+        return Err(reject(format!(
+            "the bundle is an attestation ({}), not a signature",
+            statement.predicate_type
+        )));
+    }
+    let subject = statement
+        .subject
+        .iter()
+        .find(|s| s.digest.get("sha256").map(String::as_str) == Some(expect.digest.hex()))
+        .ok_or_else(|| Rejection::DigestMismatch {
+            location: location.clone(),
+            signed: statement
+                .subject
+                .iter()
+                .filter_map(|s| s.digest.get("sha256"))
+                .map(|h| format!("sha256:{h}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            expected: expect.digest.to_string(),
+        })?;
+    let annotations = subject.annotations.clone();
+    for (k, v) in &expect.annotations {
+        let found = annotations.get(k);
+        if found != Some(v) {
+            return Err(Rejection::AnnotationMismatch {
+                location,
+                key: k.clone(),
+                expected: v.clone(),
+                found: found.cloned(),
+            });
+        }
+    }
+    let evidence = match who {
+        BundleAuthority::Key(key) | BundleAuthority::KeyWithoutTlog(key) => Evidence::Key {
+            key_fingerprint: key.fingerprint(),
+            log_index: evidence.log_index,
+        },
+        BundleAuthority::Identities(_) => Evidence::Keyless {
+            identity: evidence.identity.unwrap_or_default(),
+            issuer: evidence.issuer.unwrap_or_default(),
+            log_index: evidence.log_index,
+            integrated_time: evidence.integrated_time,
+            trust_root: evidence.trust_root,
+        },
+    };
+    Ok(VerifiedSignature {
+        authority: authority.to_string(),
+        evidence,
+        location,
+        docker_reference: None,
+        annotations,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Statement {
+    #[serde(default)]
+    subject: Vec<StatementSubject>,
+    #[serde(default)]
+    predicate_type: String,
+}
+
+#[derive(Deserialize)]
+struct StatementSubject {
+    #[serde(default)]
+    digest: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// The in-toto statement inside a bundle's DSSE envelope (read after the envelope verified).
+fn dsse_statement(json: &str) -> Result<Statement, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("bundle is not JSON: {e}"))?;
+    let payload = v
+        .pointer("/dsseEnvelope/payload")
+        .and_then(|p| p.as_str())
+        .ok_or("the bundle carries no DSSE envelope, so it is not a cosign image signature")?;
+    let compact: String = payload
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|e| format!("DSSE payload is not base64: {e}"))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| format!("DSSE payload is not an in-toto statement: {e}"))
 }
 
 /// The layer as a bundle, verified over the payload bytes.
@@ -476,7 +596,7 @@ mod tests {
         };
         let v = verify_key_signature(&c, auth, &expect).unwrap();
         assert_eq!(v.authority(), "release");
-        assert_eq!(v.docker_reference(), "r.io/acme/app");
+        assert_eq!(v.docker_reference(), Some("r.io/acme/app"));
         let Evidence::Key {
             key_fingerprint, ..
         } = v.evidence()

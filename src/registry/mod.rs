@@ -539,7 +539,10 @@ impl Registry {
         let (registry, repository) = match r.location() {
             Location::Layout { path } => {
                 layout_write_blob(path, &digest, bytes)?;
-                layout_set_tag(path, r.tag(), &digest, bytes.len() as u64, media_type)?;
+                // Untagged manifests (referrers) are blobs only; index.json lists tags.
+                if r.tag().is_some() && r.digest().is_none() {
+                    layout_set_tag(path, r.tag(), &digest, bytes.len() as u64, media_type)?;
+                }
                 return Ok(digest);
             }
             Location::Registry {
@@ -570,6 +573,82 @@ impl Registry {
         self.success(registry, Op::PushManifest, &target, resp)
             .await?;
         Ok(digest)
+    }
+
+    /// The OCI 1.1 referrers of `digest` in `r`'s repository. `Ok(None)` when the registry has
+    /// no referrers API (it answers 404), so the caller falls back to the referrers tag.
+    /// Pages (`Link: <…>; rel="next"`) are followed, at most 16.
+    pub async fn get_referrers(
+        &self,
+        r: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
+        let (registry, repository) = match r.location() {
+            Location::Layout { .. } => return Ok(None),
+            Location::Registry {
+                registry,
+                repository,
+            } => (registry, repository),
+        };
+        let target = format!("referrers of {}@{digest}", r.name());
+        let base = Remote::base_url(&self.settings, registry);
+        let mut url = format!("{base}/v2/{repository}/referrers/{digest}");
+        let mut out = Vec::new();
+        for _ in 0..16 {
+            let resp = self
+                .send(
+                    registry,
+                    repository,
+                    Access::Pull,
+                    Op::FetchManifest,
+                    &target,
+                    |c| c.get(&url).header(ACCEPT, OCI_INDEX),
+                )
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND && out.is_empty() {
+                return Ok(None);
+            }
+            let resp = self
+                .success(registry, Op::FetchManifest, &target, resp)
+                .await?;
+            let next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let limit = self.settings.max_manifest_bytes;
+            let body = self
+                .deadline(
+                    registry,
+                    Op::FetchManifest,
+                    &target,
+                    read_capped(resp, limit),
+                )
+                .await?
+                .map_err(|c| classify(registry, Op::FetchManifest, &target, c))?
+                .ok_or_else(|| RegistryError::TooLarge {
+                    place: format!("registry {registry}"),
+                    target: target.clone(),
+                    limit,
+                })?;
+            let index: ImageManifest =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::BadManifest {
+                    place: format!("registry {registry}"),
+                    target: target.clone(),
+                    detail: e.to_string(),
+                })?;
+            out.extend(index.manifests);
+            match next {
+                Some(n) => {
+                    url = match reqwest::Url::parse(&base).and_then(|b| b.join(&n)) {
+                        Ok(u) => u.to_string(),
+                        Err(_) => break,
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(Some(out))
     }
 
     /// GET `url` (a manifest or a blob): `Ok(None)` on 404, else the body (refused past
@@ -689,6 +768,22 @@ impl Registry {
                 _ => None,
             })
     }
+}
+
+/// The target of `Link: <url>; rel="next"`.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"")
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+    })
 }
 
 /// The `mediaType` field of a manifest, when it has one.
@@ -1033,6 +1128,15 @@ mod tests {
             let e = RegistrySettings::default().apply_env(vars).unwrap_err();
             assert!(e.to_string().contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn link_header() {
+        assert_eq!(
+            next_link(r#"</v2/a/referrers/sha256:x?n=1&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/referrers/sha256:x?n=1&last=b")
+        );
+        assert_eq!(next_link(r#"<https://x/y>; rel="prev""#), None);
     }
 
     #[test]

@@ -193,3 +193,173 @@ fn keys_cross_over() {
     let v = cosign_verify(&bin, dir.path(), &our_pub, &a.to_string());
     assert_eq!(v.code, 0, "{v:?}");
 }
+
+/// cosign 3's own format: a v0.3 DSSE bundle attached as a referrer. docker-registry 2.8 has no
+/// referrers API, so cosign writes the referrers tag `sha256-<hex>`; ocigate finds it there.
+#[test]
+fn cosign_v3_bundle_signatures_are_found_and_verified() {
+    let Some(bin) = cosign_or_skip("cosign_v3_bundle_signatures_are_found_and_verified") else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = cosign_keys(&bin, dir.path(), "cosign");
+    let sc = dir.path().join("signing-config.json");
+    let run = cosign(
+        &bin,
+        dir.path(),
+        &[
+            "signing-config",
+            "create",
+            "--no-default-fulcio",
+            "--no-default-oidc",
+            "--no-default-rekor",
+            "--no-default-tsa",
+            "--out",
+            sc.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let r = reg.reference("v3/by-cosign:v1");
+    let digest = push_image(&reg.client(), &r, "cosign v3");
+    let s = cosign(
+        &bin,
+        dir.path(),
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--signing-config",
+            sc.to_str().unwrap(),
+            "--allow-insecure-registry",
+            "--yes",
+            "-a",
+            "env=prod",
+            &r.to_string(),
+        ],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+
+    let host = reg.host();
+    let d = ocigate(
+        &["discover", &r.to_string(), "--registry-plain-http", &host],
+        &[],
+    );
+    assert_eq!(d.code, 0, "{d:?}");
+    assert!(d.stdout.contains("no referrers API"), "{d:?}");
+    assert!(
+        d.stdout.contains(&format!(
+            "referrers tag {}: 1 signature(s)",
+            digest.tag_prefix()
+        )),
+        "{d:?}"
+    );
+
+    let v = verify(
+        &reg,
+        &[
+            &r.to_string(),
+            "--key",
+            public.to_str().unwrap(),
+            "-a",
+            "env=prod",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    let sig = &v.json()["results"][0]["signatures"][0];
+    assert!(
+        sig["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("referrers tag"),
+        "{v:?}"
+    );
+    assert_eq!(sig["annotations"]["env"], "prod");
+    let v = verify(
+        &reg,
+        &[
+            &r.to_string(),
+            "--key",
+            public.to_str().unwrap(),
+            "-a",
+            "env=dev",
+        ],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("annotation \"env\" is \"prod\""), "{v:?}");
+    let (_, other) = generate_keys(dir.path(), "other");
+    let v = verify(&reg, &[&r.to_string(), "--key", other.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("not signed by this key"), "{v:?}");
+}
+
+#[test]
+fn ocigate_bundle_signatures_verify_in_cosign_and_both_formats_are_reported() {
+    let Some(bin) =
+        cosign_or_skip("ocigate_bundle_signatures_verify_in_cosign_and_both_formats_are_reported")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "release");
+    let r = reg.reference("v3/by-ocigate:v1");
+    push_image(&reg.client(), &r, "ocigate v3");
+    let s = sign(
+        &reg,
+        &key,
+        &r.to_string(),
+        &["--format", "bundle", "-a", "team=platform"],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    let v = cosign_verify(&bin, dir.path(), &public, &r.to_string());
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(v.stdout.contains("\"team\":\"platform\""), "{v:?}");
+    // a second bundle signature is appended to the referrers tag index
+    let (key2, public2) = generate_keys(dir.path(), "second");
+    let s = sign(&reg, &key2, &r.to_string(), &["--format", "bundle"]);
+    assert_eq!(s.code, 0, "{s:?}");
+    assert!(s.stdout.contains("(2 signature(s))"), "{s:?}");
+    assert_eq!(
+        cosign_verify(&bin, dir.path(), &public2, &r.to_string()).code,
+        0
+    );
+    // and a legacy one beside them: ocigate reports both formats
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let v = verify(
+        &reg,
+        &[
+            &r.to_string(),
+            "--key",
+            public.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    let sigs = v.json()["results"][0]["signatures"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(sigs.len(), 2, "{v:?}");
+    let mut places: Vec<String> = sigs
+        .iter()
+        .map(|s| {
+            s["location"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    places.sort();
+    assert_eq!(places, ["referrers", "tag"], "{v:?}");
+    assert!(
+        sigs.iter().any(|s| s["dockerReference"].is_null()),
+        "bundles claim no repository"
+    );
+}

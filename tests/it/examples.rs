@@ -255,3 +255,58 @@ fn malformed_signature_manifest_is_an_error_not_unsigned() {
     );
     assert!(reason.contains("cannot tell whether"), "{reason}");
 }
+
+#[test]
+fn bundle_signatures_in_an_oci_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("layout");
+    copy_dir(&repo_root().join("examples/signed-layout"), &copy);
+    let (key, public) = generate_keys(dir.path(), "k");
+    let reference = format!("oci-layout:{}:v1", copy.display());
+    let s = ocigate(
+        &[
+            "sign",
+            &reference,
+            "--key",
+            key.to_str().unwrap(),
+            "--format",
+            "bundle",
+        ],
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    let v = ocigate(
+        &[
+            "verify",
+            &reference,
+            "--key",
+            public.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    let sig = &v.json()["results"][0]["signatures"][0];
+    assert!(
+        sig["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("referrers tag sha256-"),
+        "{v:?}"
+    );
+    // the untagged referrer manifest did not make the layout ambiguous
+    let plain = format!("oci-layout:{}", copy.display());
+    let v = ocigate(
+        &[
+            "verify",
+            &plain,
+            "--key",
+            public.to_str().unwrap(),
+            "--signed-repository",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+}
