@@ -71,16 +71,92 @@ pub enum BundleArtifact<'a> {
     Sha256([u8; 32]),
 }
 
-/// An acceptable certificate identity: SAN and OIDC issuer.
+/// An acceptable certificate identity: SAN and OIDC issuer, and optionally the GitHub workflow
+/// claims Fulcio recorded (each an exact match).
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub subject: Matcher,
     pub issuer: Matcher,
+    pub github: GitHubWorkflow,
 }
 
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "subject {} from issuer {}", self.subject, self.issuer)
+        write!(f, "subject {} from issuer {}", self.subject, self.issuer)?;
+        for (name, value) in self.github.fields() {
+            if let Some(v) = value {
+                write!(f, ", {name} {v:?}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// GitHub Actions claims of a Fulcio certificate: the legacy extensions
+/// 1.3.6.1.4.1.57264.1.2–.6, or where absent their current equivalents (.1.20 trigger, .1.13
+/// source digest, .1.12 source repository, .1.14 source ref).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitHubWorkflow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+}
+
+impl GitHubWorkflow {
+    fn fields(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("githubWorkflowTrigger", &self.trigger),
+            ("githubWorkflowSha", &self.sha),
+            ("githubWorkflowName", &self.name),
+            ("githubWorkflowRepository", &self.repository),
+            ("githubWorkflowRef", &self.git_ref),
+        ]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn from_claims(c: &sigstore_crypto::FulcioCiClaims) -> Self {
+        let d = &c.deprecated_github;
+        GitHubWorkflow {
+            trigger: d
+                .workflow_trigger
+                .clone()
+                .or_else(|| c.build_trigger.clone()),
+            sha: d
+                .workflow_sha
+                .clone()
+                .or_else(|| c.source_repository_digest.clone()),
+            name: d.workflow_name.clone(),
+            repository: d.workflow_repository.clone().or_else(|| {
+                c.source_repository_uri
+                    .as_deref()
+                    .map(|u| u.trim_start_matches("https://github.com/").to_string())
+            }),
+            git_ref: d
+                .workflow_ref
+                .clone()
+                .or_else(|| c.source_repository_ref.clone()),
+        }
+    }
+
+    /// The first claim this constraint sets that `found` does not carry with the same value.
+    fn mismatch(&self, found: &GitHubWorkflow) -> Option<(&'static str, String, Option<String>)> {
+        self.fields().into_iter().zip(found.fields()).find_map(
+            |((name, want), (_, got))| match want {
+                Some(w) if got.as_ref() != Some(w) => Some((name, w.clone(), got.clone())),
+                _ => None,
+            },
+        )
     }
 }
 
@@ -111,6 +187,9 @@ pub struct BundleEvidence {
     pub certificate_verified: bool,
     pub sct_verified: bool,
     pub trust_root: String,
+    /// GitHub Actions claims of the certificate, when it has any.
+    #[serde(skip_serializing_if = "GitHubWorkflow::is_empty")]
+    pub github_workflow: GitHubWorkflow,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +218,15 @@ pub enum BundleError {
         subject: String,
         issuer: String,
         expected: String,
+    },
+    #[error(
+        "certificate claim {claim} is {}, expected {expected:?}",
+        found.as_deref().map_or_else(|| "absent".to_string(), |f| format!("{f:?}"))
+    )]
+    Claim {
+        claim: &'static str,
+        expected: String,
+        found: Option<String>,
     },
     #[error("cosign signature layer: {what}")]
     Legacy { what: String },
@@ -195,6 +283,7 @@ pub fn verify_bundle(
                 certificate_verified: false,
                 sct_verified: false,
                 trust_root: root.name.clone(),
+                github_workflow: GitHubWorkflow::default(),
             });
         }
         BundleAuthority::KeyWithoutTlog(key) => {
@@ -226,11 +315,17 @@ pub fn verify_bundle(
                 .ok_or(BundleError::Missing {
                     what: "OIDC issuer",
                 })?;
-            if !identities
-                .iter()
-                .any(|i| i.subject.matches(&subject) && i.issuer.matches(&issuer))
-            {
-                return Err(identity_mismatch(identities, subject, issuer));
+            let workflow = result
+                .certificate()
+                .map(|c| GitHubWorkflow::from_claims(&c.ci_claims))
+                .unwrap_or_default();
+            let matched = identities.iter().any(|i| {
+                i.subject.matches(&subject)
+                    && i.issuer.matches(&issuer)
+                    && i.github.mismatch(&workflow).is_none()
+            });
+            if !matched {
+                return Err(identity_mismatch(identities, subject, issuer, &workflow));
             }
             result
         }
@@ -248,6 +343,10 @@ pub fn verify_bundle(
         certificate_verified: result.certificate_verified(),
         sct_verified: result.sct_verified(),
         trust_root: root.name.clone(),
+        github_workflow: result
+            .certificate()
+            .map(|c| GitHubWorkflow::from_claims(&c.ci_claims))
+            .unwrap_or_default(),
     })
 }
 
@@ -319,16 +418,28 @@ fn verify_dsse_with_key(
 }
 
 /// The most telling mismatch: with one identity, which of subject and issuer differs.
-fn identity_mismatch(identities: &[Identity], subject: String, issuer: String) -> BundleError {
+fn identity_mismatch(
+    identities: &[Identity],
+    subject: String,
+    issuer: String,
+    workflow: &GitHubWorkflow,
+) -> BundleError {
     match identities {
         [one] if !one.subject.matches(&subject) => BundleError::Identity {
             found: subject,
             expected: one.subject.to_string(),
         },
-        [one] => BundleError::Issuer {
+        [one] if !one.issuer.matches(&issuer) => BundleError::Issuer {
             found: issuer,
             expected: one.issuer.to_string(),
         },
+        [one] if let Some((claim, expected, found)) = one.github.mismatch(workflow) => {
+            BundleError::Claim {
+                claim,
+                expected,
+                found,
+            }
+        }
         many => BundleError::NoIdentity {
             subject,
             issuer,
@@ -537,6 +648,7 @@ mod tests {
         let ids = [Identity {
             subject: Matcher::Exact("a".into()),
             issuer: Matcher::Exact("b".into()),
+            github: GitHubWorkflow::default(),
         }];
         let e = verify_bundle(
             "not json",

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
-use crate::bundle::Identity;
+use crate::bundle::{GitHubWorkflow, Identity};
 use crate::gate::{Decision, Gate, error_chain};
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
 use crate::reference::ImageRef;
@@ -80,6 +80,38 @@ struct RegistryArgs {
     timeout: u64,
 }
 
+/// cosign's `--certificate-github-workflow-*` constraints (exact values).
+#[derive(clap::Args, Debug, Default)]
+struct GitHubArgs {
+    /// Keyless: the GitHub workflow trigger (e.g. push, release).
+    #[arg(long = "certificate-github-workflow-trigger")]
+    trigger: Option<String>,
+    /// Keyless: the commit SHA the workflow ran on.
+    #[arg(long = "certificate-github-workflow-sha")]
+    sha: Option<String>,
+    /// Keyless: the workflow name.
+    #[arg(long = "certificate-github-workflow-name")]
+    name: Option<String>,
+    /// Keyless: the repository, owner/name.
+    #[arg(long = "certificate-github-workflow-repository")]
+    repository: Option<String>,
+    /// Keyless: the git ref (e.g. refs/tags/v1.2.3).
+    #[arg(long = "certificate-github-workflow-ref")]
+    git_ref: Option<String>,
+}
+
+impl GitHubArgs {
+    fn workflow(&self) -> GitHubWorkflow {
+        GitHubWorkflow {
+            trigger: self.trigger.clone(),
+            sha: self.sha.clone(),
+            name: self.name.clone(),
+            repository: self.repository.clone(),
+            git_ref: self.git_ref.clone(),
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct VerifyArgs {
     #[arg(required = true, value_name = "REF")]
@@ -105,6 +137,8 @@ struct VerifyArgs {
     /// Keyless: a trusted_root.json instead of the embedded public-good root.
     #[arg(long, conflicts_with = "policy")]
     trusted_root: Option<PathBuf>,
+    #[command(flatten)]
+    github: GitHubArgs,
     /// Required payload annotation KEY=VALUE (repeatable; not with --policy).
     #[arg(
         short = 'a',
@@ -143,6 +177,8 @@ struct VerifyBundleArgs {
     /// Expected OIDC issuer, as a regular expression.
     #[arg(long)]
     certificate_oidc_issuer_regexp: Option<String>,
+    #[command(flatten)]
+    github: GitHubArgs,
     /// A trusted_root.json; default: the embedded Sigstore public-good root.
     #[arg(long)]
     trusted_root: Option<PathBuf>,
@@ -333,6 +369,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
                     &a.certificate_oidc_issuer_regexp,
                     "certificate-oidc-issuer",
                 )?,
+                github: a.github.workflow(),
             };
             let (roots, root) = match &a.trusted_root {
                 Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
@@ -481,6 +518,7 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
                     &a.certificate_oidc_issuer_regexp,
                     "certificate-oidc-issuer",
                 )?,
+                github: a.github.workflow(),
             }];
             BundleAuthority::Identities(&identities)
         }

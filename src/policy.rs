@@ -404,6 +404,16 @@ struct RawIdentity {
     subject: Option<String>,
     #[serde(default)]
     subject_reg_exp: Option<Spanned<String>>,
+    #[serde(default)]
+    github_workflow_trigger: Option<String>,
+    #[serde(default)]
+    github_workflow_sha: Option<String>,
+    #[serde(default)]
+    github_workflow_name: Option<String>,
+    #[serde(default)]
+    github_workflow_repository: Option<String>,
+    #[serde(default)]
+    github_workflow_ref: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -758,6 +768,13 @@ impl Validator<'_> {
         Some(Identity {
             issuer: issuer?,
             subject: subject?,
+            github: crate::bundle::GitHubWorkflow {
+                trigger: v.github_workflow_trigger.clone(),
+                sha: v.github_workflow_sha.clone(),
+                name: v.github_workflow_name.clone(),
+                repository: v.github_workflow_repository.clone(),
+                git_ref: v.github_workflow_ref.clone(),
+            },
         })
     }
 

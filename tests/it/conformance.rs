@@ -233,3 +233,122 @@ fn bundle_gaps_closed() {
         "{run:?}"
     );
 }
+
+/// Real bundles from cosign's and sigstore-rs's test data: a keyless OCI attestation (email
+/// identity) and a GitHub Actions release signature with workflow claims.
+#[test]
+fn corpus_bundles_verify_with_their_identities_and_claims() {
+    let Some(corpus) = corpus_or_skip("corpus_bundles_verify_with_their_identities_and_claims")
+    else {
+        return;
+    };
+    let cosign_bundle = corpus.join("cosign/pkg/cosign/testdata/oci-attestation.sigstore.json");
+    let cosign_root = corpus.join("cosign/pkg/cosign/testdata/trusted_root_pgi.json");
+    let cosign_digest = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+    for root in [None, Some(cosign_root.to_str().unwrap())] {
+        let mut args = vec![
+            "verify-bundle",
+            "--bundle",
+            cosign_bundle.to_str().unwrap(),
+            "--certificate-identity",
+            "cody@soyland.com",
+            "--certificate-oidc-issuer",
+            "https://github.com/login/oauth",
+        ];
+        if let Some(r) = root {
+            args.extend(["--trusted-root", r]);
+        }
+        args.push(cosign_digest);
+        let run = ocigate(&args, &[]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(
+            run.stdout.contains("transparency log index 175508996"),
+            "{run:?}"
+        );
+    }
+    let wrong = ocigate(
+        &[
+            "verify-bundle",
+            "--bundle",
+            cosign_bundle.to_str().unwrap(),
+            "--certificate-identity",
+            "someone@soyland.com",
+            "--certificate-oidc-issuer",
+            "https://github.com/login/oauth",
+            cosign_digest,
+        ],
+        &[],
+    );
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+
+    let rs_bundle = corpus.join("sigstore-rs/tests/data/bundle_v03.json");
+    let rs_digest = "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
+    let base = [
+        "verify-bundle",
+        "--bundle",
+        rs_bundle.to_str().unwrap(),
+        "--certificate-identity-regexp",
+        r"^https://github\.com/kubewarden/kubewarden-controller/\.github/workflows/release\.yml@refs/tags/v",
+        "--certificate-oidc-issuer",
+        "https://token.actions.githubusercontent.com",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        a.extend(["-o", "json", rs_digest]);
+        ocigate(&a, &[])
+    };
+    let ok = with(&[
+        "--certificate-github-workflow-trigger",
+        "push",
+        "--certificate-github-workflow-sha",
+        "2a6b879b7a5ef59d7fb348d0b5d14314538ac0a6",
+        "--certificate-github-workflow-name",
+        "Release",
+        "--certificate-github-workflow-repository",
+        "kubewarden/kubewarden-controller",
+        "--certificate-github-workflow-ref",
+        "refs/tags/v1.34.0",
+    ]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let evidence: serde_json::Value = serde_json::from_str(&ok.stdout).unwrap();
+    assert_eq!(evidence["logIndex"], 1261105807);
+    assert_eq!(
+        evidence["githubWorkflow"]["repository"],
+        "kubewarden/kubewarden-controller"
+    );
+    for (flag, value, claim) in [
+        (
+            "--certificate-github-workflow-ref",
+            "refs/tags/v1.33.0",
+            "githubWorkflowRef",
+        ),
+        (
+            "--certificate-github-workflow-trigger",
+            "release",
+            "githubWorkflowTrigger",
+        ),
+        (
+            "--certificate-github-workflow-repository",
+            "evil/kubewarden-controller",
+            "githubWorkflowRepository",
+        ),
+        (
+            "--certificate-github-workflow-sha",
+            "0000000000000000000000000000000000000000",
+            "githubWorkflowSha",
+        ),
+        (
+            "--certificate-github-workflow-name",
+            "CI",
+            "githubWorkflowName",
+        ),
+    ] {
+        let run = with(&[flag, value]);
+        assert_eq!(run.code, 1, "{flag}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!("certificate claim {claim}")),
+            "{flag}: {run:?}"
+        );
+    }
+}
