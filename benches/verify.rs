@@ -1,0 +1,127 @@
+//! CPU per signature verification (pure: no I/O in the measured loop), on real signatures
+//! from ../shared/corpus with the embedded public-good root:
+//! - a keyless cosign legacy layer (Fulcio chain, SCT, Rekor SET and body, identity);
+//! - a key-based legacy layer (ECDSA P-256 over the payload);
+//! - a Sigstore v0.3 bundle (conformance happy-path-v0.3).
+//!
+//! Run: `cargo bench --bench verify` (figures in BENCHMARKS.md).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use criterion::{Criterion, criterion_group, criterion_main};
+use ocigate::bundle::{
+    BundleArtifact, BundleAuthority, GitHubWorkflow, Identity, TrustRoot, verify_bundle,
+};
+use ocigate::discover::SignatureCandidate;
+use ocigate::reference::Digest;
+use ocigate::trust::PublicKey;
+use ocigate::verify::{
+    Expectation, KeyAuthority, KeylessAuthority, Matcher, SignedIdentity, verify_key_signature,
+    verify_keyless_signature,
+};
+
+fn corpus() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    p.is_dir().then_some(p)
+}
+
+fn layer(path: PathBuf) -> SignatureCandidate {
+    let raw = std::fs::read(path).expect("signature file");
+    let v: serde_json::Value =
+        serde_json::from_slice(raw.strip_prefix(b"\x00sigstore-json\n").expect("header"))
+            .expect("json");
+    let annotations: BTreeMap<String, String> =
+        serde_json::from_value(v["annotations"].clone()).expect("annotations");
+    SignatureCandidate {
+        location: "bench".into(),
+        payload: base64::engine::general_purpose::STANDARD
+            .decode(v["payload"].as_str().expect("payload"))
+            .expect("base64"),
+        signature: annotations["dev.cosignproject.cosign/signature"].clone(),
+        annotations,
+    }
+}
+
+fn expectation(manifest: PathBuf) -> Expectation {
+    Expectation {
+        digest: Digest::sha256_of(&std::fs::read(manifest).expect("manifest")),
+        repository: String::new(),
+        signed_identity: SignedIdentity::Ignore,
+        annotations: BTreeMap::new(),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let Some(corpus) = corpus() else {
+        eprintln!("SKIPPED: ../shared/corpus not found; no verification benchmark ran");
+        return;
+    };
+    let root = TrustRoot::embedded().expect("embedded root");
+    let fx = corpus.join("containers-image/signature/fixtures");
+
+    let keyless = layer(fx.join("dir-img-cosign-fulcio-rekor-valid/signature-1"));
+    let keyless_expect = expectation(fx.join("dir-img-cosign-fulcio-rekor-valid/manifest.json"));
+    let identities = [Identity {
+        subject: Matcher::Exact("mitr@redhat.com".into()),
+        issuer: Matcher::Exact("https://github.com/login/oauth".into()),
+        github: GitHubWorkflow::default(),
+    }];
+    let authority = KeylessAuthority {
+        name: "keyless",
+        identities: &identities,
+        root: &root,
+    };
+    verify_keyless_signature(&keyless, authority, &keyless_expect).expect("keyless verifies");
+    c.bench_function(
+        "keyless legacy signature (chain, SCT, SET, body, identity)",
+        |b| b.iter(|| verify_keyless_signature(&keyless, authority, &keyless_expect)),
+    );
+
+    let keyed = layer(fx.join("dir-img-cosign-valid/signature-1"));
+    let keyed_expect = expectation(fx.join("dir-img-cosign-valid/manifest.json"));
+    let pem = std::fs::read_to_string(fx.join("cosign.pub")).expect("key");
+    let key = PublicKey::from_pem(&pem, "cosign.pub").expect("key parses");
+    let ka = KeyAuthority {
+        name: "key",
+        key: &key,
+    };
+    verify_key_signature(&keyed, ka, &keyed_expect).expect("key signature verifies");
+    c.bench_function("key-based legacy signature (ECDSA P-256)", |b| {
+        b.iter(|| verify_key_signature(&keyed, ka, &keyed_expect))
+    });
+
+    let case = corpus.join("sigstore-conformance/test/assets/bundle-verify");
+    let json =
+        std::fs::read_to_string(case.join("happy-path-v0.3/bundle.sigstore.json")).expect("bundle");
+    let artifact = std::fs::read(case.join("a.txt")).expect("artifact");
+    let ids = [Identity {
+        subject: Matcher::Exact("https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main".into()),
+        issuer: Matcher::Exact("https://token.actions.githubusercontent.com".into()),
+        github: GitHubWorkflow::default(),
+    }];
+    verify_bundle(
+        &json,
+        BundleArtifact::Bytes(&artifact),
+        BundleAuthority::Identities(&ids),
+        &root,
+    )
+    .expect("bundle verifies");
+    c.bench_function(
+        "Sigstore bundle v0.3 (keyless, inclusion proof, checkpoint)",
+        |b| {
+            b.iter(|| {
+                verify_bundle(
+                    &json,
+                    BundleArtifact::Bytes(&artifact),
+                    BundleAuthority::Identities(&ids),
+                    &root,
+                )
+            })
+        },
+    );
+}
+
+criterion_group!(verify, benches);
+criterion_main!(verify);
