@@ -8,5 +8,6 @@ mod corpus;
 mod cosign_peer;
 mod examples;
 mod harness;
+mod pki;
 mod roundtrip;
 mod token;
