@@ -138,6 +138,23 @@ impl Gate {
         }
     }
 
+    /// The trust root an authority names, or why it cannot be had.
+    fn root_for(
+        &self,
+        name: &Option<String>,
+        location: &str,
+        authority: &str,
+    ) -> Result<&TrustRoot, Rejection> {
+        self.root(name.as_deref()).ok_or_else(|| Rejection::Bundle {
+            location: location.to_string(),
+            authority: authority.to_string(),
+            detail: format!(
+                "trust root {} is not available",
+                name.as_deref().unwrap_or("embedded")
+            ),
+        })
+    }
+
     /// One attached Sigstore bundle against one authority.
     fn verify_one_bundle(
         &self,
@@ -163,26 +180,11 @@ impl Gate {
                 identities,
                 tlog,
             } => {
-                if *tlog == Tlog::Skip {
-                    return Err(Rejection::NotSupported {
-                        location: c.location.clone(),
-                        authority: a.name.clone(),
-                        what: "keyless verification without a transparency log (tlog: skip)".into(),
-                    });
-                }
+                keyless_needs_tlog(*tlog, &c.location, &a.name)?;
                 (BundleAuthority::Identities(identities), trust_root)
             }
         };
-        let root = self
-            .root(trust_root.as_deref())
-            .ok_or_else(|| Rejection::Bundle {
-                location: c.location.clone(),
-                authority: a.name.clone(),
-                detail: format!(
-                    "trust root {} is not available",
-                    trust_root.as_deref().unwrap_or("embedded")
-                ),
-            })?;
+        let root = self.root_for(trust_root, &c.location, &a.name)?;
         verify_attached_bundle(c, &a.name, who, root, expect)
     }
 
@@ -193,14 +195,6 @@ impl Gate {
         a: &Authority,
         expect: &Expectation,
     ) -> Result<VerifiedSignature, Rejection> {
-        let root_missing = |name: &Option<String>| Rejection::Bundle {
-            location: c.location.clone(),
-            authority: a.name.clone(),
-            detail: format!(
-                "trust root {} is not available",
-                name.as_deref().unwrap_or("embedded")
-            ),
-        };
         match &a.kind {
             AuthorityKind::Key {
                 key,
@@ -211,9 +205,7 @@ impl Gate {
                 let logged = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
                 match (tlog, logged) {
                     (Tlog::Required, _) | (Tlog::Optional, true) => {
-                        let root = self
-                            .root(trust_root.as_deref())
-                            .ok_or_else(|| root_missing(trust_root))?;
+                        let root = self.root_for(trust_root, &c.location, &a.name)?;
                         verify_key_signature_logged(c, authority, root, expect)
                     }
                     _ => verify_key_signature(c, authority, expect),
@@ -224,16 +216,8 @@ impl Gate {
                 identities,
                 tlog,
             } => {
-                if *tlog == Tlog::Skip {
-                    return Err(Rejection::NotSupported {
-                        location: c.location.clone(),
-                        authority: a.name.clone(),
-                        what: "keyless verification without a transparency log (tlog: skip)".into(),
-                    });
-                }
-                let root = self
-                    .root(trust_root.as_deref())
-                    .ok_or_else(|| root_missing(trust_root))?;
+                keyless_needs_tlog(*tlog, &c.location, &a.name)?;
+                let root = self.root_for(trust_root, &c.location, &a.name)?;
                 verify_keyless_signature(
                     c,
                     KeylessAuthority {
@@ -385,6 +369,19 @@ impl Gate {
         decision.signatures = eval.evidence;
         decision
     }
+}
+
+/// Keyless verification needs the log: without it nothing proves when the short-lived
+/// certificate was used.
+fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(), Rejection> {
+    if tlog == Tlog::Skip {
+        return Err(Rejection::NotSupported {
+            location: location.to_string(),
+            authority: authority.to_string(),
+            what: "keyless verification without a transparency log (tlog: skip)".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Whether a bundle carries transparency-log entries (read before deciding what to require).

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::payload::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SimpleSigning};
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{Descriptor, ImageManifest, OCI_MANIFEST, Registry, RegistryError};
+use crate::registry::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST, Registry, RegistryError};
 use key::SigningKey;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -51,6 +51,20 @@ pub struct Signed {
     pub signatures: usize,
 }
 
+/// The manifest `target` names; not finding it is an error when signing.
+async fn resolve(registry: &Registry, target: &ImageRef) -> Result<Manifest, SignError> {
+    registry
+        .get_manifest(target)
+        .await
+        .map_err(|source| SignError::Registry {
+            reference: target.to_string(),
+            source,
+        })?
+        .ok_or_else(|| SignError::NotFound {
+            reference: target.to_string(),
+        })
+}
+
 /// Resolve `target` to its digest and attach a legacy cosign signature made with `key`.
 pub async fn sign(
     registry: &Registry,
@@ -63,14 +77,7 @@ pub async fn sign(
         reference: reference.clone(),
         source,
     };
-    let manifest = registry
-        .get_manifest(target)
-        .await
-        .map_err(reg_err)?
-        .ok_or_else(|| SignError::NotFound {
-            reference: reference.clone(),
-        })?;
-    let digest = manifest.digest;
+    let digest = resolve(registry, target).await?.digest;
     let payload = SimpleSigning::new(&target.name(), &digest, annotations).to_bytes();
     let signature = key.sign(&payload).map_err(|source| SignError::Key {
         reference: reference.clone(),
@@ -204,13 +211,7 @@ pub async fn sign_bundle(
         reference: reference.clone(),
         source,
     };
-    let image = registry
-        .get_manifest(target)
-        .await
-        .map_err(reg_err)?
-        .ok_or_else(|| SignError::NotFound {
-            reference: reference.clone(),
-        })?;
+    let image = resolve(registry, target).await?;
     let digest = image.digest.clone();
 
     #[derive(Serialize)]
