@@ -126,7 +126,7 @@ async fn referrers(
         out.paths.push(PathTried {
             path: api,
             found: 0,
-            notes: vec!["the registry has no referrers API (404); using the referrers tag".into()],
+            notes: vec!["the registry has no referrers API; using the referrers tag".into()],
         });
     }
     let tag = digest.tag_prefix();

@@ -576,7 +576,8 @@ impl Registry {
     }
 
     /// The OCI 1.1 referrers of `digest` in `r`'s repository. `Ok(None)` when the registry has
-    /// no referrers API (it answers 404), so the caller falls back to the referrers tag.
+    /// no referrers API (it answers 404, or 400/405), so the caller falls back to the referrers
+    /// tag.
     /// Pages (`Link: <…>; rel="next"`) are followed, at most 16.
     pub async fn get_referrers(
         &self,
@@ -605,7 +606,13 @@ impl Registry {
                     |c| c.get(&url).header(ACCEPT, OCI_INDEX),
                 )
                 .await?;
-            if resp.status() == StatusCode::NOT_FOUND && out.is_empty() {
+            // The spec says 404 for "no referrers API"; some registries answer 400 or 405 for
+            // an endpoint they do not know. Falling back to the referrers tag only adds a lookup.
+            let unsupported = matches!(
+                resp.status(),
+                StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
+            );
+            if unsupported && out.is_empty() {
                 return Ok(None);
             }
             let resp = self
