@@ -29,4 +29,4 @@ export OCIGATE_TEST_COSIGN
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+cargo test --locked -- --show-output

@@ -640,6 +640,35 @@ mod tests {
     }
 
     #[test]
+    fn malformed_legacy_annotations_say_which() {
+        use std::collections::BTreeMap;
+        let cases = [
+            (
+                CERTIFICATE_ANNOTATION,
+                "not a certificate",
+                "is not a PEM certificate",
+            ),
+            (REKOR_BUNDLE_ANNOTATION, "{}", "is malformed"),
+            (
+                REKOR_BUNDLE_ANNOTATION,
+                r#"{"SignedEntryTimestamp":"AA==","Payload":{"body":"%%","integratedTime":1,"logIndex":1,"logID":"00"}}"#,
+                "not base64",
+            ),
+            (
+                REKOR_BUNDLE_ANNOTATION,
+                r#"{"SignedEntryTimestamp":"AA==","Payload":{"body":"e30=","integratedTime":1,"logIndex":1,"logID":"zz"}}"#,
+                "is malformed",
+            ),
+        ];
+        for (key, value, needle) in cases {
+            let ann = BTreeMap::from([(key.to_string(), value.to_string())]);
+            let e = legacy_to_bundle(b"payload", "AAAA", &ann).unwrap_err();
+            assert!(e.to_string().contains(needle), "{key}: {e}");
+            assert!(e.to_string().starts_with("cosign signature layer:"), "{e}");
+        }
+    }
+
+    #[test]
     fn embedded_root_loads_and_garbage_does_not() {
         assert!(TrustRoot::embedded().is_ok());
         let e = TrustRoot::from_json("{}", "x.json").unwrap_err();

@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use crate::bundle::{GitHubWorkflow, Identity};
-use crate::gate::{Decision, Gate, error_chain};
+use crate::error_chain;
+use crate::gate::{Decision, Gate};
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings};

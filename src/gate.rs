@@ -84,20 +84,7 @@ impl Decision {
     }
 }
 
-/// The error and all its causes, `outer: inner: innermost`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
+use crate::error_chain;
 
 pub struct Gate {
     registry: Registry,

@@ -16,3 +16,19 @@ pub mod registry;
 pub mod sign;
 pub mod trust;
 pub mod verify;
+
+/// An error and all its causes, `outer: inner: innermost`, skipping a cause whose text the
+/// outer message already contains. How the CLI prints errors and how reasons are written.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -9,6 +9,7 @@ use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use crate::error_chain;
 use crate::trust::PublicKey;
 pub use crate::verify::Matcher;
 use crate::verify::{Rejection, SignedIdentity, VerifiedSignature};
@@ -461,7 +462,12 @@ impl Validator<'_> {
             } else {
                 let p = PathBuf::from(&tr.value.trusted_root.value);
                 match (self.read)(&p) {
-                    Ok(text) => Some(text),
+                    Ok(text) => {
+                        if let Err(e) = crate::bundle::TrustRoot::from_json(&text, &name) {
+                            self.at(&tr.value.trusted_root, error_chain(&e));
+                        }
+                        Some(text)
+                    }
                     Err(e) => {
                         let msg = format!("trustedRoot file {}: {e}", p.display());
                         self.at(&tr.value.trusted_root, msg);
@@ -855,17 +861,6 @@ impl Validator<'_> {
 /// A name a pattern matches: wildcards filled in.
 fn witness_of(pattern: &str) -> String {
     pattern.replace("**", "x/x").replace(['*', '?'], "x")
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------------

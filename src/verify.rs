@@ -353,7 +353,7 @@ pub fn verify_attached_bundle(
         return Err(reject(format!("{} is not a sha256 digest", expect.digest)));
     }
     let evidence = verify_bundle(&candidate.json, BundleArtifact::Sha256(digest), who, root)
-        .map_err(|e| reject(crate::gate::error_chain(&e)))?;
+        .map_err(|e| reject(crate::error_chain(&e)))?;
     let statement = dsse_statement(&candidate.json).map_err(reject)?;
     if statement.predicate_type != COSIGN_SIGN_PREDICATE {
         return Err(reject(format!(
@@ -456,7 +456,7 @@ fn bundle_check(
     let reject = |e: &dyn std::error::Error| Rejection::Bundle {
         location: candidate.location.clone(),
         authority: authority.to_string(),
-        detail: crate::gate::error_chain(e),
+        detail: crate::error_chain(e),
     };
     let json = legacy_to_bundle(
         &candidate.payload,

@@ -352,3 +352,51 @@ fn corpus_bundles_verify_with_their_identities_and_claims() {
         );
     }
 }
+
+#[test]
+fn malformed_trusted_root_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("trusted_root.json");
+    std::fs::write(&root, "{\"mediaType\": 42}").unwrap();
+    let bundle = dir.path().join("b.json");
+    std::fs::write(&bundle, "{}").unwrap();
+    let run = ocigate(
+        &[
+            "verify-bundle",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--certificate-identity",
+            "a",
+            "--certificate-oidc-issuer",
+            "b",
+            "--trusted-root",
+            root.to_str().unwrap(),
+            "sha256:00",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("trusted_root.json: not a valid trusted_root.json"),
+        "{run:?}"
+    );
+    let run = ocigate(
+        &[
+            "verify",
+            "r.io/a:b",
+            "--certificate-identity",
+            "a",
+            "--certificate-oidc-issuer",
+            "b",
+            "--trusted-root",
+            root.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("not a valid trusted_root.json"),
+        "{run:?}"
+    );
+}
