@@ -102,8 +102,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = SigningKey::from_encrypted_pem(&pem, PASSWORD.as_bytes(), "keys-example/cosign.key")?;
     let signed = ocigate::sign::sign(&registry, &key, &image, &BTreeMap::new()).await?;
     println!(
-        "wrote {LAYOUT}: {} signed as {}",
-        signed.digest, signed.signature_tag
+        "wrote {LAYOUT}: {} signed, {}",
+        signed.digest, signed.stored_at
     );
     Ok(())
 }

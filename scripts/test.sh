@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine. Installs what it needs:
 #   - the CNCF distribution registry (Debian package docker-registry), used by the integration tests;
-#   - cosign 3.1.1 from Debian unstable, unpacked into .cache/cosign (nothing installed system-wide).
+#   - cosign 3.1.1 from Debian unstable, unpacked into .cache/cosign (nothing installed system-wide);
+#   - ferro-oci-server 1.0.0 (crates.io), a registry with the OCI 1.1 referrers API, into .cache/ferro.
 # Needs a Rust toolchain (rustup, stable >= 1.88) with clippy and rustfmt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,13 @@ OCIGATE_TEST_COSIGN=$(scripts/fetch-cosign.sh) || {
   exit 1
 }
 export OCIGATE_TEST_COSIGN
+
+# A second registry that serves the OCI 1.1 referrers API (docker-registry 2.8 has none).
+if [ ! -x .cache/ferro/bin/ferro-oci-server ]; then
+  echo "test.sh: installing ferro-oci-server 1.0.0 from crates.io into .cache/ferro" >&2
+  cargo install --quiet --locked --version 1.0.0 --root .cache/ferro ferro-oci-server
+fi
+export OCIGATE_TEST_FERRO=$PWD/.cache/ferro/bin/ferro-oci-server
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -663,7 +663,7 @@ async fn sign(a: SignArgs) -> Result<ExitCode, CliError> {
         "signed {}@{} -> {} ({} signature(s))",
         r.name(),
         signed.digest,
-        signed.signature_tag,
+        signed.stored_at,
         signed.signatures
     );
     Ok(ExitCode::SUCCESS)

@@ -46,7 +46,9 @@ pub enum SignError {
 pub struct Signed {
     pub reference: String,
     pub digest: Digest,
-    pub signature_tag: String,
+    /// Where the signature went: `tag sha256-<hex>.sig`, `referrers tag sha256-<hex>`, or
+    /// `referrer sha256:<manifest> (referrers API)`.
+    pub stored_at: String,
     /// Signatures in the `.sig` manifest after this one was added.
     pub signatures: usize,
 }
@@ -144,7 +146,7 @@ pub async fn sign(
     Ok(Signed {
         reference,
         digest,
-        signature_tag: tag,
+        stored_at: format!("tag {tag}"),
         signatures,
     })
 }
@@ -322,11 +324,15 @@ pub async fn sign_bundle(
         annotations: None,
         artifact_type: Some(BUNDLE_V03.to_string()),
     };
-    let signatures = match registry
+    let api = registry
         .get_referrers(target, &digest)
         .await
-        .map_err(reg_err)?
-    {
+        .map_err(reg_err)?;
+    let stored_at = match &api {
+        Some(_) => format!("referrer {manifest_digest} (referrers API)"),
+        None => format!("referrers tag {tag}"),
+    };
+    let signatures = match api {
         // The registry indexes referrers itself from the manifest's subject.
         Some(existing) => existing.len().max(1),
         None => {
@@ -359,7 +365,7 @@ pub async fn sign_bundle(
     Ok(Signed {
         reference,
         digest,
-        signature_tag: tag,
+        stored_at,
         signatures,
     })
 }

@@ -363,3 +363,82 @@ fn ocigate_bundle_signatures_verify_in_cosign_and_both_formats_are_reported() {
         "bundles claim no repository"
     );
 }
+
+/// On a registry with the referrers API, cosign 3 attaches its bundle there (no referrers tag)
+/// and ocigate finds it; cosign verifies the bundle ocigate attached there.
+#[test]
+fn cosign_v3_and_ocigate_through_the_referrers_api() {
+    let Some(bin) = cosign_or_skip("cosign_v3_and_ocigate_through_the_referrers_api") else {
+        return;
+    };
+    let Some(reg) =
+        TestRegistry::start_ferro_or_skip("cosign_v3_and_ocigate_through_the_referrers_api")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ckey, cpub) = cosign_keys(&bin, dir.path(), "cosign");
+    let sc = dir.path().join("sc.json");
+    let run = cosign(
+        &bin,
+        dir.path(),
+        &[
+            "signing-config",
+            "create",
+            "--no-default-fulcio",
+            "--no-default-oidc",
+            "--no-default-rekor",
+            "--no-default-tsa",
+            "--out",
+            sc.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let r = reg.reference("api/both:v1");
+    let digest = push_image(&reg.client(), &r, "cosign over the api");
+    let s = cosign(
+        &bin,
+        dir.path(),
+        &[
+            "sign",
+            "--key",
+            ckey.to_str().unwrap(),
+            "--signing-config",
+            sc.to_str().unwrap(),
+            "--allow-insecure-registry",
+            "--yes",
+            &r.to_string(),
+        ],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    let tag = reg.reference(&format!("api/both:{}", digest.tag_prefix()));
+    assert!(
+        block_on(reg.client().get_manifest(&tag)).unwrap().is_none(),
+        "cosign used the API"
+    );
+    let v = verify(
+        &reg,
+        &[
+            &r.to_string(),
+            "--key",
+            cpub.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(
+        v.json()["results"][0]["signatures"][0]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("referrers API")
+    );
+
+    let (okey, opub) = generate_keys(dir.path(), "ours");
+    assert_eq!(
+        sign(&reg, &okey, &r.to_string(), &["--format", "bundle"]).code,
+        0
+    );
+    let v = cosign_verify(&bin, dir.path(), &opub, &r.to_string());
+    assert_eq!(v.code, 0, "{v:?}");
+}

@@ -67,6 +67,46 @@ impl TestRegistry {
         Self::start_in(dir, &extra)
     }
 
+    /// ferro-oci-server (crates.io), a registry that serves the OCI 1.1 referrers API, which
+    /// distribution 2.8 lacks; installed by scripts/test.sh into .cache/ferro. None (a loud skip,
+    /// a failure in CI) when it is not installed.
+    pub fn start_ferro_or_skip(test: &str) -> Option<Self> {
+        let bin = [
+            std::env::var_os("OCIGATE_TEST_FERRO").map(PathBuf::from),
+            Some(repo_root().join(".cache/ferro/bin/ferro-oci-server")),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file());
+        let Some(bin) = bin else {
+            if strict() {
+                panic!("{test}: ferro-oci-server not found; scripts/test.sh installs it");
+            }
+            eprintln!(
+                "SKIPPED {test}: ferro-oci-server not installed (scripts/test.sh installs it); these referrers-API checks did NOT run"
+            );
+            return None;
+        };
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let child = Command::new(&bin)
+                .env("FERRO_OCI_LISTEN", format!("127.0.0.1:{port}"))
+                .env("FERRO_OCI_STORAGE_DIR", dir.path().join("blobs"))
+                .env("RUST_LOG", "error")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start ferro-oci-server");
+            let mut reg = TestRegistry { child, port, dir };
+            if reg.wait_ready() {
+                return Some(reg);
+            }
+        }
+        panic!("ferro-oci-server did not start");
+    }
+
     fn start_with(extra: &str) -> Self {
         Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
     }

@@ -9,5 +9,6 @@ mod cosign_peer;
 mod examples;
 mod harness;
 mod pki;
+mod referrers;
 mod roundtrip;
 mod token;
