@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine. Installs what it needs:
 #   - the CNCF distribution registry (Debian package docker-registry), used by the integration tests;
+#   - nginx (Debian package nginx-light), as a basic-auth proxy in front of a registry;
 #   - cosign 3.1.1 from Debian unstable, unpacked into .cache/cosign (nothing installed system-wide);
 #   - ferro-oci-server 1.0.0 (crates.io), a registry with the OCI 1.1 referrers API, into .cache/ferro.
 # Needs a Rust toolchain (rustup, stable >= 1.88) with clippy and rustfmt.
@@ -12,14 +13,17 @@ command -v cargo >/dev/null || {
   exit 1
 }
 
-if [ ! -x /usr/bin/docker-registry ]; then
+if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/sbin/nginx ]; then
   as_root=""
   [ "$(id -u)" -eq 0 ] || as_root="sudo"
-  echo "test.sh: installing docker-registry (apt-get)" >&2
+  echo "test.sh: installing docker-registry and nginx-light (apt-get)" >&2
   $as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq docker-registry >/dev/null
-  # The package starts a system registry on :5000; the tests start their own, so stop it.
-  ($as_root systemctl stop docker-registry 2>/dev/null || $as_root service docker-registry stop 2>/dev/null) || true
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq docker-registry nginx-light >/dev/null
+  # The packages start system services (a registry on :5000, nginx on :80); the tests start
+  # their own on free loopback ports, so stop them.
+  for svc in docker-registry nginx; do
+    ($as_root systemctl stop $svc 2>/dev/null || $as_root service $svc stop 2>/dev/null) || true
+  done
 fi
 
 OCIGATE_TEST_COSIGN=$(scripts/fetch-cosign.sh) || {

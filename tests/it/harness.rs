@@ -151,22 +151,7 @@ impl TestRegistry {
     }
 
     fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_http(&mut self.child, self.port)
     }
 
     pub fn host(&self) -> String {
@@ -226,6 +211,26 @@ impl Drop for TestRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Wait (at most 10 s) until something answers HTTP on `port`, or `child` exits.
+fn wait_http(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+            let mut buf = [0u8; 12];
+            if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 pub fn free_port() -> u16 {
@@ -397,5 +402,92 @@ pub fn corpus_or_skip(test: &str) -> Option<PathBuf> {
             );
             None
         }
+    }
+}
+
+pub const NGINX_BIN: &str = "/usr/sbin/nginx";
+
+/// nginx with HTTP basic auth in front of a registry: how registries without auth of their
+/// own (ferro-oci-server) are deployed. Stopped on drop.
+pub struct AuthProxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthProxy {
+    pub fn start_or_skip(
+        test: &str,
+        upstream: &TestRegistry,
+        user: &str,
+        password: &str,
+    ) -> Option<Self> {
+        if !Path::new(NGINX_BIN).exists() {
+            if strict() {
+                panic!("{test}: {NGINX_BIN} is missing; scripts/test.sh installs nginx");
+            }
+            eprintln!("SKIPPED {test}: nginx not installed; this auth-proxy check did NOT run");
+            return None;
+        }
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("{user}:{{PLAIN}}{password}\n")).expect("htpasswd");
+        std::fs::set_permissions(&htpasswd, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        for _ in 0..5 {
+            let port = free_port();
+            let p = dir.path().display();
+            let conf = dir.path().join("nginx.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log error;\n\
+                     events {{ worker_connections 64; }}\n\
+                     http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n\
+                     fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+                     server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
+                     location /v2/ {{\n      auth_basic \"registry\";\n      auth_basic_user_file {};\n\
+                     proxy_pass http://{};\n      proxy_set_header Host $http_host;\n    }}\n  }}\n}}\n",
+                    htpasswd.display(),
+                    upstream.host()
+                ),
+            )
+            .expect("nginx.conf");
+            let child = Command::new(NGINX_BIN)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-p")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nginx");
+            let mut proxy = AuthProxy {
+                child,
+                port,
+                _dir: dir,
+            };
+            if wait_http(&mut proxy.child, port) {
+                return Some(proxy);
+            }
+            let _ = proxy.child.kill();
+            let _ = proxy.child.wait();
+            dir = std::mem::replace(&mut proxy._dir, tempfile::tempdir().expect("tempdir"));
+        }
+        panic!("nginx did not start");
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AuthProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

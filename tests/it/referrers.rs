@@ -87,3 +87,98 @@ fn bundle_signatures_through_the_referrers_api() {
         "{v:?}"
     );
 }
+
+/// The referrers API behind authentication (nginx basic auth in front of the registry):
+/// without credentials the lookup is denied and reported as a registry failure, never as
+/// "unsigned"; with them the bundle is found through the API.
+#[test]
+fn referrers_api_behind_basic_auth() {
+    let Some(reg) = TestRegistry::start_ferro_or_skip("referrers_api_behind_basic_auth") else {
+        return;
+    };
+    let Some(proxy) =
+        AuthProxy::start_or_skip("referrers_api_behind_basic_auth", &reg, "bot", "pw-123")
+    else {
+        return;
+    };
+    let host = proxy.host();
+    let creds = format!("{host}=bot:pw-123");
+    let client = ocigate::registry::Registry::new(ocigate::registry::RegistrySettings {
+        plain_http: vec![host.clone()],
+        docker_config: false,
+        credentials: [(
+            host.clone(),
+            ocigate::registry::Credentials {
+                username: "bot".into(),
+                password: "pw-123".into(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    });
+    let r = ocigate::reference::ImageRef::parse(&format!("{host}/private/app:v1")).unwrap();
+    push_image(&client, &r, "behind auth");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let s = ocigate(
+        &[
+            "sign",
+            &r.to_string(),
+            "--key",
+            key.to_str().unwrap(),
+            "--format",
+            "bundle",
+            "--registry-plain-http",
+            &host,
+            "--registry-creds",
+            &creds,
+        ],
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    assert!(s.stdout.contains("(referrers API)"), "{s:?}");
+
+    let pk = public.to_str().unwrap();
+    let reference = r.to_string();
+    let base = [
+        "verify",
+        &reference,
+        "--key",
+        pk,
+        "--registry-plain-http",
+        &host,
+        "-o",
+        "json",
+    ];
+    let v = ocigate(&base, &[]);
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "registry", "{v:?}");
+    assert!(
+        res["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("access denied"),
+        "{v:?}"
+    );
+
+    let wrong = format!("{host}=bot:nope");
+    let mut args = base.to_vec();
+    args.extend(["--registry-creds", &wrong]);
+    let v = ocigate(&args, &[]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert_eq!(v.json()["results"][0]["failure"], "registry", "{v:?}");
+
+    let mut args = base.to_vec();
+    args.extend(["--registry-creds", &creds]);
+    let v = ocigate(&args, &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let sig = &v.json()["results"][0]["signatures"][0];
+    assert!(
+        sig["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("referrers API"),
+        "{v:?}"
+    );
+}
