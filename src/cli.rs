@@ -113,17 +113,10 @@ impl GitHubArgs {
     }
 }
 
-#[derive(clap::Args, Debug)]
-struct VerifyArgs {
-    #[arg(required = true, value_name = "REF")]
-    references: Vec<String>,
-    /// Policy file (DESIGN.md section 3).
-    #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
-    policy: Option<PathBuf>,
-    /// Public key (PEM); every reference must carry a signature by it.
-    #[arg(long, conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
-    key: Option<PathBuf>,
-    /// Keyless: the certificate identity (SAN) every reference must be signed by, exactly.
+/// The keyless identity flags of `verify` and `verify-bundle`, as cosign spells them.
+#[derive(clap::Args, Debug, Default)]
+struct KeylessArgs {
+    /// Keyless: the certificate identity (SAN), exactly.
     #[arg(long, conflicts_with = "certificate_identity_regexp")]
     certificate_identity: Option<String>,
     /// Keyless: the certificate identity as a regular expression.
@@ -135,11 +128,47 @@ struct VerifyArgs {
     /// Keyless: the OIDC issuer as a regular expression.
     #[arg(long)]
     certificate_oidc_issuer_regexp: Option<String>,
+    #[command(flatten)]
+    github: GitHubArgs,
+}
+
+impl KeylessArgs {
+    fn given(&self) -> bool {
+        self.certificate_identity.is_some() || self.certificate_identity_regexp.is_some()
+    }
+
+    fn identity(&self) -> Result<Identity, CliError> {
+        Ok(Identity {
+            subject: matcher(
+                &self.certificate_identity,
+                &self.certificate_identity_regexp,
+                "certificate-identity",
+            )?,
+            issuer: matcher(
+                &self.certificate_oidc_issuer,
+                &self.certificate_oidc_issuer_regexp,
+                "certificate-oidc-issuer",
+            )?,
+            github: self.github.workflow(),
+        })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    #[arg(required = true, value_name = "REF")]
+    references: Vec<String>,
+    /// Policy file (DESIGN.md section 3).
+    #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
+    policy: Option<PathBuf>,
+    /// Public key (PEM); every reference must carry a signature by it.
+    #[arg(long, conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    keyless: KeylessArgs,
     /// Keyless: a trusted_root.json instead of the embedded public-good root.
     #[arg(long, conflicts_with = "policy")]
     trusted_root: Option<PathBuf>,
-    #[command(flatten)]
-    github: GitHubArgs,
     /// Required payload annotation KEY=VALUE (repeatable; not with --policy).
     #[arg(
         short = 'a',
@@ -166,20 +195,8 @@ struct VerifyBundleArgs {
     /// Public key (PEM) of a managed-key bundle.
     #[arg(long, conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
     key: Option<PathBuf>,
-    /// Expected certificate identity (SAN), exactly.
-    #[arg(long, conflicts_with = "certificate_identity_regexp")]
-    certificate_identity: Option<String>,
-    /// Expected certificate identity, as a regular expression.
-    #[arg(long)]
-    certificate_identity_regexp: Option<String>,
-    /// Expected OIDC issuer, exactly.
-    #[arg(long, conflicts_with = "certificate_oidc_issuer_regexp")]
-    certificate_oidc_issuer: Option<String>,
-    /// Expected OIDC issuer, as a regular expression.
-    #[arg(long)]
-    certificate_oidc_issuer_regexp: Option<String>,
     #[command(flatten)]
-    github: GitHubArgs,
+    keyless: KeylessArgs,
     /// A trusted_root.json; default: the embedded Sigstore public-good root.
     #[arg(long)]
     trusted_root: Option<PathBuf>,
@@ -331,7 +348,7 @@ fn read_file(path: &Path, what: &str) -> Result<String, CliError> {
 
 async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
     let refs = parse_refs(&a.references)?;
-    let keyless = a.certificate_identity.is_some() || a.certificate_identity_regexp.is_some();
+    let keyless = a.keyless.given();
     let signed_identity = match &a.signed_repository {
         Some(r) => SignedIdentity::ExactRepository(r.clone()),
         None => SignedIdentity::MatchRepository,
@@ -359,19 +376,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
             Policy::single_authority("--key", kind, roots, ann, signed_identity)
         }
         (None, None) if keyless => {
-            let identity = Identity {
-                subject: matcher(
-                    &a.certificate_identity,
-                    &a.certificate_identity_regexp,
-                    "certificate-identity",
-                )?,
-                issuer: matcher(
-                    &a.certificate_oidc_issuer,
-                    &a.certificate_oidc_issuer_regexp,
-                    "certificate-oidc-issuer",
-                )?,
-                github: a.github.workflow(),
-            };
+            let identity = a.keyless.identity()?;
             let (roots, root) = match &a.trusted_root {
                 Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
                 None => (Vec::new(), None),
@@ -508,19 +513,7 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
             BundleAuthority::Key(&key)
         }
         None => {
-            identities = [Identity {
-                subject: matcher(
-                    &a.certificate_identity,
-                    &a.certificate_identity_regexp,
-                    "certificate-identity",
-                )?,
-                issuer: matcher(
-                    &a.certificate_oidc_issuer,
-                    &a.certificate_oidc_issuer_regexp,
-                    "certificate-oidc-issuer",
-                )?,
-                github: a.github.workflow(),
-            }];
+            identities = [a.keyless.identity()?];
             BundleAuthority::Identities(&identities)
         }
     };

@@ -377,17 +377,7 @@ pub fn verify_attached_bundle(
             expected: expect.digest.to_string(),
         })?;
     let annotations = subject.annotations.clone();
-    for (k, v) in &expect.annotations {
-        let found = annotations.get(k);
-        if found != Some(v) {
-            return Err(Rejection::AnnotationMismatch {
-                location,
-                key: k.clone(),
-                expected: v.clone(),
-                found: found.cloned(),
-            });
-        }
-    }
+    check_annotations(&location, expect, &annotations)?;
     let evidence = match who {
         BundleAuthority::Key(key) | BundleAuthority::KeyWithoutTlog(key) => Evidence::Key {
             key_fingerprint: key.fingerprint(),
@@ -468,6 +458,26 @@ fn bundle_check(
         .map_err(|e| reject(&e))
 }
 
+/// Every annotation the policy requires, present with its value among the signed ones.
+fn check_annotations(
+    location: &str,
+    expect: &Expectation,
+    signed: &BTreeMap<String, String>,
+) -> Result<(), Rejection> {
+    for (k, v) in &expect.annotations {
+        let found = signed.get(k);
+        if found != Some(v) {
+            return Err(Rejection::AnnotationMismatch {
+                location: location.to_string(),
+                key: k.clone(),
+                expected: v.clone(),
+                found: found.cloned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// What the signed payload must say: the verified digest, the signed identity, the annotations.
 /// Only called once the signature over these exact bytes has been checked.
 fn check_payload(
@@ -495,17 +505,7 @@ fn check_payload(
         expected,
     })?;
     let annotations = payload.annotations();
-    for (k, v) in &expect.annotations {
-        let found = annotations.get(k);
-        if found != Some(v) {
-            return Err(Rejection::AnnotationMismatch {
-                location,
-                key: k.clone(),
-                expected: v.clone(),
-                found: found.cloned(),
-            });
-        }
-    }
+    check_annotations(&location, expect, &annotations)?;
     Ok((docker_reference, annotations))
 }
 

@@ -76,6 +76,41 @@ fn cosign_sign_legacy(bin: &Path, dir: &Path, key: &Path, reference: &str) -> Ru
     )
 }
 
+/// cosign 3's own format: a v0.3 bundle as a referrer, signed with a signing config that names
+/// no Fulcio, Rekor or TSA (nothing leaves the machine).
+fn cosign_sign_v3(bin: &Path, dir: &Path, key: &Path, reference: &str, extra: &[&str]) -> Run {
+    let sc = dir.join("signing-config.json");
+    if !sc.exists() {
+        let run = cosign(
+            bin,
+            dir,
+            &[
+                "signing-config",
+                "create",
+                "--no-default-fulcio",
+                "--no-default-oidc",
+                "--no-default-rekor",
+                "--no-default-tsa",
+                "--out",
+                sc.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let mut args = vec![
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--signing-config",
+        sc.to_str().unwrap(),
+        "--allow-insecure-registry",
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    args.push(reference);
+    cosign(bin, dir, &args)
+}
+
 fn cosign_verify(bin: &Path, dir: &Path, public: &Path, reference: &str) -> Run {
     cosign(
         bin,
@@ -204,40 +239,9 @@ fn cosign_v3_bundle_signatures_are_found_and_verified() {
     let reg = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = cosign_keys(&bin, dir.path(), "cosign");
-    let sc = dir.path().join("signing-config.json");
-    let run = cosign(
-        &bin,
-        dir.path(),
-        &[
-            "signing-config",
-            "create",
-            "--no-default-fulcio",
-            "--no-default-oidc",
-            "--no-default-rekor",
-            "--no-default-tsa",
-            "--out",
-            sc.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(run.code, 0, "{run:?}");
     let r = reg.reference("v3/by-cosign:v1");
     let digest = push_image(&reg.client(), &r, "cosign v3");
-    let s = cosign(
-        &bin,
-        dir.path(),
-        &[
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--signing-config",
-            sc.to_str().unwrap(),
-            "--allow-insecure-registry",
-            "--yes",
-            "-a",
-            "env=prod",
-            &r.to_string(),
-        ],
-    );
+    let s = cosign_sign_v3(&bin, dir.path(), &key, &r.to_string(), &["-a", "env=prod"]);
     assert_eq!(s.code, 0, "{s:?}");
 
     let host = reg.host();
@@ -378,38 +382,9 @@ fn cosign_v3_and_ocigate_through_the_referrers_api() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (ckey, cpub) = cosign_keys(&bin, dir.path(), "cosign");
-    let sc = dir.path().join("sc.json");
-    let run = cosign(
-        &bin,
-        dir.path(),
-        &[
-            "signing-config",
-            "create",
-            "--no-default-fulcio",
-            "--no-default-oidc",
-            "--no-default-rekor",
-            "--no-default-tsa",
-            "--out",
-            sc.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(run.code, 0, "{run:?}");
     let r = reg.reference("api/both:v1");
     let digest = push_image(&reg.client(), &r, "cosign over the api");
-    let s = cosign(
-        &bin,
-        dir.path(),
-        &[
-            "sign",
-            "--key",
-            ckey.to_str().unwrap(),
-            "--signing-config",
-            sc.to_str().unwrap(),
-            "--allow-insecure-registry",
-            "--yes",
-            &r.to_string(),
-        ],
-    );
+    let s = cosign_sign_v3(&bin, dir.path(), &ckey, &r.to_string(), &[]);
     assert_eq!(s.code, 0, "{s:?}");
     let tag = reg.reference(&format!("api/both:{}", digest.tag_prefix()));
     assert!(

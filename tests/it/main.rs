@@ -3,7 +3,7 @@
 //! are used where present and reported loudly where not.
 
 mod auth;
-mod conformance;
+mod bundles;
 mod corpus;
 mod cosign_peer;
 mod examples;
