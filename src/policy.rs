@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobMatcher};
+use globset::GlobMatcher;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -249,10 +249,8 @@ impl Policy {
         annotations: BTreeMap<String, String>,
         signed_identity: SignedIdentity,
     ) -> Policy {
-        let patterns = globset::GlobBuilder::new("**")
-            .literal_separator(true)
-            .build()
-            .map(|g| vec![("**".to_string(), g.compile_matcher())])
+        let patterns = segment_glob("**")
+            .map(|g| vec![("**".to_string(), g)])
             .unwrap_or_default();
         Policy {
             no_match: NoMatch::Deny,
@@ -306,6 +304,14 @@ fn strip_location_suffix(msg: &str) -> String {
         Some(i) => first[..i].to_string(),
         None => first.to_string(),
     }
+}
+
+/// A pattern over repository names: `*` stays within one path segment, `**` crosses them.
+fn segment_glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
 }
 
 fn literal_prefix_len(pattern: &str) -> usize {
@@ -554,6 +560,7 @@ impl Validator<'_> {
         }
     }
 
+    /// An image pattern, validated and compiled (`*` within one path segment, `**` across).
     fn glob(&mut self, s: &Spanned<String>, rule: &str) -> Option<GlobMatcher> {
         if s.value.is_empty() {
             self.at(s, format!("rule {rule:?}: empty image pattern"));
@@ -569,8 +576,8 @@ impl Validator<'_> {
             );
             return None;
         }
-        match Glob::new(&s.value) {
-            Ok(g) => Some(g.compile_matcher()),
+        match segment_glob(&s.value) {
+            Ok(g) => Some(g),
             Err(e) => {
                 self.at(s, format!("rule {rule:?}: bad pattern {:?}: {e}", s.value));
                 None
@@ -593,13 +600,13 @@ impl Validator<'_> {
         }
         let mut patterns = Vec::new();
         for p in &raw.images.value {
-            if let Some(g) = self.glob_with_separator(p, &name) {
+            if let Some(g) = self.glob(p, &name) {
                 patterns.push((p.value.clone(), g));
             }
         }
         let mut excludes = Vec::new();
         for p in &raw.exclude {
-            if let Some(g) = self.glob_with_separator(p, &name) {
+            if let Some(g) = self.glob(p, &name) {
                 excludes.push(g);
             }
         }
@@ -653,21 +660,6 @@ impl Validator<'_> {
             signed_identity: raw.signed_identity,
             annotations: raw.annotations,
         })
-    }
-
-    fn glob_with_separator(&mut self, s: &Spanned<String>, rule: &str) -> Option<GlobMatcher> {
-        // `*` stays within one path segment; `**` crosses segments.
-        self.glob(s, rule)?;
-        match globset::GlobBuilder::new(&s.value)
-            .literal_separator(true)
-            .build()
-        {
-            Ok(g) => Some(g.compile_matcher()),
-            Err(e) => {
-                self.at(s, format!("rule {rule:?}: bad pattern {:?}: {e}", s.value));
-                None
-            }
-        }
     }
 
     fn authority(
