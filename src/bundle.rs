@@ -350,14 +350,26 @@ pub fn verify_bundle(
     })
 }
 
+fn non_empty_array(v: &serde_json::Value, pointer: &str) -> bool {
+    v.pointer(pointer)
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| !a.is_empty())
+}
+
 fn has_log_or_timestamp(v: &serde_json::Value) -> bool {
-    let non_empty = |p: &str| {
-        v.pointer(p)
-            .and_then(|a| a.as_array())
-            .is_some_and(|a| !a.is_empty())
-    };
-    non_empty("/verificationMaterial/tlogEntries")
-        || non_empty("/verificationMaterial/timestampVerificationData/rfc3161Timestamps")
+    non_empty_array(v, TLOG_ENTRIES)
+        || non_empty_array(
+            v,
+            "/verificationMaterial/timestampVerificationData/rfc3161Timestamps",
+        )
+}
+
+const TLOG_ENTRIES: &str = "/verificationMaterial/tlogEntries";
+
+/// Whether a bundle carries transparency-log entries (to decide what a `tlog: optional`
+/// authority requires before verifying).
+pub fn has_tlog_entries(json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json).is_ok_and(|v| non_empty_array(&v, TLOG_ENTRIES))
 }
 
 /// DSSE pre-authentication encoding: `DSSEv1 <len(type)> <type> <len(body)> <body>`.
@@ -470,10 +482,7 @@ pub fn legacy_to_bundle(
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let legacy = |what: String| BundleError::Legacy { what };
-    let signature: String = signature_b64
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    let signature = crate::compact_base64(signature_b64);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, payload);
     let material = match annotations.get(CERTIFICATE_ANNOTATION) {
         Some(leaf_pem) => {
@@ -591,7 +600,7 @@ fn normalise_base64(v: &mut serde_json::Value, key: Option<&str>) {
             if key.is_some_and(|k| BASE64_FIELDS.contains(&k))
                 && s.bytes().any(|b| b.is_ascii_whitespace()) =>
         {
-            let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let compact = crate::compact_base64(s);
             let base64_alphabet = compact.bytes().all(|b| {
                 b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
             });

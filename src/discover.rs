@@ -105,15 +105,7 @@ async fn referrers(
     digest: &Digest,
     out: &mut Discovery,
 ) -> Result<(), DiscoverError> {
-    let wrap = |path: &str| {
-        let path = path.to_string();
-        let subject = format!("{}@{digest}", subject.name());
-        move |source| DiscoverError::Registry {
-            subject: subject.clone(),
-            path: path.clone(),
-            source,
-        }
-    };
+    let wrap = |path: &str| failed_at(subject, digest, path);
     let api = "referrers API".to_string();
     if let Some(descs) = registry
         .get_referrers(subject, digest)
@@ -156,11 +148,7 @@ async fn examine(
     descs: Vec<crate::registry::Descriptor>,
     out: &mut Discovery,
 ) -> Result<(), DiscoverError> {
-    let wrap = |source| DiscoverError::Registry {
-        subject: format!("{}@{digest}", subject.name()),
-        path: path.to_string(),
-        source,
-    };
+    let wrap = failed_at(subject, digest, path);
     let mut notes = Vec::new();
     let mut found = 0;
     for desc in descs {
@@ -182,12 +170,12 @@ async fn examine(
         let Some(m) = registry
             .get_manifest(&subject.with_digest(d.clone()))
             .await
-            .map_err(wrap)?
+            .map_err(&wrap)?
         else {
             notes.push(format!("{} is listed but missing", short(&desc.digest)));
             continue;
         };
-        let manifest = ImageManifest::parse(&m, path).map_err(wrap)?;
+        let manifest = ImageManifest::parse(&m, path).map_err(&wrap)?;
         let kind = manifest
             .artifact_type
             .clone()
@@ -223,7 +211,7 @@ async fn examine(
             notes.push(format!("{} has no bundle layer", short(&desc.digest)));
             continue;
         };
-        let bytes = registry.get_blob(subject, layer).await.map_err(wrap)?;
+        let bytes = registry.get_blob(subject, layer).await.map_err(&wrap)?;
         let json = String::from_utf8(bytes).map_err(|_| {
             wrap(crate::registry::RegistryError::BadManifest {
                 place: path.to_string(),
@@ -245,6 +233,21 @@ async fn examine(
     Ok(())
 }
 
+/// How a registry failure at `path` becomes a discovery error (never "no signatures").
+fn failed_at(
+    subject: &ImageRef,
+    digest: &Digest,
+    path: &str,
+) -> impl Fn(RegistryError) -> DiscoverError + use<> {
+    let subject = format!("{}@{digest}", subject.name());
+    let path = path.to_string();
+    move |source| DiscoverError::Registry {
+        subject: subject.clone(),
+        path: path.clone(),
+        source,
+    }
+}
+
 /// `sha256:0123456789ab…` for messages.
 fn short(digest: &str) -> String {
     match digest.get(..19) {
@@ -261,13 +264,9 @@ async fn legacy_sig_tag(
 ) -> Result<(), DiscoverError> {
     let tag = format!("{}.sig", digest.tag_prefix());
     let path = format!("tag {tag}");
-    let wrap = |source| DiscoverError::Registry {
-        subject: format!("{}@{digest}", subject.name()),
-        path: path.clone(),
-        source,
-    };
+    let wrap = failed_at(subject, digest, &path);
     let sig_ref = subject.with_tag(&tag);
-    let Some(manifest) = registry.get_manifest(&sig_ref).await.map_err(wrap)? else {
+    let Some(manifest) = registry.get_manifest(&sig_ref).await.map_err(&wrap)? else {
         out.paths.push(PathTried {
             path,
             found: 0,
@@ -276,7 +275,7 @@ async fn legacy_sig_tag(
         return Ok(());
     };
     let place = sig_ref.to_string();
-    let parsed = ImageManifest::parse(&manifest, &place).map_err(wrap)?;
+    let parsed = ImageManifest::parse(&manifest, &place).map_err(&wrap)?;
     let mut notes = Vec::new();
     let mut found = 0;
     for (i, layer) in parsed.layers.iter().enumerate() {
@@ -297,7 +296,7 @@ async fn legacy_sig_tag(
             ));
             continue;
         };
-        let payload = registry.get_blob(subject, layer).await.map_err(wrap)?;
+        let payload = registry.get_blob(subject, layer).await.map_err(&wrap)?;
         found += 1;
         out.candidates.push(SignatureCandidate {
             location,

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bundle::{BundleAuthority, REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError};
+use crate::bundle::{
+    BundleAuthority, REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError, has_tlog_entries,
+};
 use crate::discover::{BundleCandidate, PathTried, SignatureCandidate, discover};
 use crate::policy::{
     Authority, AuthorityKind, CandidateOutcome, NoMatch, Policy, Rule, RuleMatch, Tlog, Verdict,
@@ -155,7 +157,7 @@ impl Gate {
                 tlog,
                 trust_root,
             } => {
-                let logged = bundle_has_tlog_entries(&c.json);
+                let logged = has_tlog_entries(&c.json);
                 let who = match (tlog, logged) {
                     (Tlog::Required, _) | (Tlog::Optional, true) => BundleAuthority::Key(key),
                     _ => BundleAuthority::KeyWithoutTlog(key),
@@ -369,18 +371,6 @@ fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(),
         });
     }
     Ok(())
-}
-
-/// Whether a bundle carries transparency-log entries (read before deciding what to require).
-fn bundle_has_tlog_entries(json: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(json)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/verificationMaterial/tlogEntries")
-                .and_then(|t| t.as_array())
-                .map(|t| !t.is_empty())
-        })
-        .unwrap_or(false)
 }
 
 fn ms(t: Instant) -> f64 {

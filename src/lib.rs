@@ -32,3 +32,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// Base64 as producers write it: Go and Python wrap it at 64 or 76 columns, so whitespace is
+/// dropped; it is never part of the value.
+pub(crate) fn compact_base64(s: &str) -> String {
+    s.chars().filter(|c| !c.is_ascii_whitespace()).collect()
+}
+
+/// Decode standard base64, ignoring line breaks and spaces (see [`compact_base64`]).
+pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(compact_base64(s))
+}

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{
@@ -226,15 +225,8 @@ pub fn verify_key_signature(
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
     let location = candidate.location.clone();
-    // Some producers wrap base64 at 76 columns; whitespace is never part of the value.
-    let compact: String = candidate
-        .signature
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let sig = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|_| Rejection::SignatureEncoding {
+    let sig =
+        crate::decode_base64(&candidate.signature).map_err(|_| Rejection::SignatureEncoding {
             location: location.clone(),
         })?;
     if !authority.key.verify(&candidate.payload, &sig) {
@@ -425,13 +417,8 @@ fn dsse_statement(json: &str) -> Result<Statement, String> {
         .pointer("/dsseEnvelope/payload")
         .and_then(|p| p.as_str())
         .ok_or("the bundle carries no DSSE envelope, so it is not a cosign image signature")?;
-    let compact: String = payload
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|e| format!("DSSE payload is not base64: {e}"))?;
+    let bytes =
+        crate::decode_base64(payload).map_err(|e| format!("DSSE payload is not base64: {e}"))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| format!("DSSE payload is not an in-toto statement: {e}"))
 }
@@ -555,6 +542,7 @@ fn normalize_hub(repo: &str) -> String {
 mod tests {
     use super::*;
     use crate::sign::key::SigningKey;
+    use base64::Engine as _;
 
     fn setup() -> (SigningKey, Digest, Expectation) {
         let key = SigningKey::generate().unwrap();

@@ -403,10 +403,7 @@ impl Registry {
                 target,
             });
         }
-        let media_type = match serde_media_type(&bytes) {
-            Some(t) => t,
-            None => header_type.unwrap_or_else(|| media_type_of(&bytes)),
-        };
+        let media_type = media_type_of(&bytes, header_type);
         Ok(Some(Manifest {
             bytes,
             digest,
@@ -793,19 +790,9 @@ fn next_link(header: &str) -> Option<String> {
     })
 }
 
-/// The `mediaType` field of a manifest, when it has one.
-fn serde_media_type(bytes: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct M {
-        media_type: Option<String>,
-    }
-    serde_json::from_slice::<M>(bytes)
-        .ok()
-        .and_then(|m| m.media_type)
-}
-
-fn media_type_of(bytes: &[u8]) -> String {
+/// A manifest's media type: its own `mediaType` field, else what the registry or the layout's
+/// index declared for it, else its shape (`manifests` makes an index).
+fn media_type_of(bytes: &[u8], declared: Option<String>) -> String {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct M {
@@ -813,16 +800,13 @@ fn media_type_of(bytes: &[u8]) -> String {
         #[serde(default)]
         manifests: Option<serde_json::Value>,
     }
-    match serde_json::from_slice::<M>(bytes) {
-        Ok(M {
-            media_type: Some(t),
-            ..
-        }) => t,
-        Ok(M {
-            manifests: Some(_), ..
-        }) => OCI_INDEX.to_string(),
-        _ => OCI_MANIFEST.to_string(),
-    }
+    let parsed = serde_json::from_slice::<M>(bytes).ok();
+    let (own, is_index) = match parsed {
+        Some(m) => (m.media_type, m.manifests.is_some()),
+        None => (None, false),
+    };
+    own.or(declared)
+        .unwrap_or_else(|| if is_index { OCI_INDEX } else { OCI_MANIFEST }.to_string())
 }
 
 fn classify(host: &str, op: Op, target: &str, cause: Cause) -> RegistryError {
@@ -994,11 +978,8 @@ fn layout_get_manifest(
     let Some(bytes) = layout_read_blob(path, &digest, settings.max_manifest_bytes)? else {
         return Ok(None);
     };
-    let media_type = if entry.media_type.is_empty() {
-        media_type_of(&bytes)
-    } else {
-        entry.media_type
-    };
+    let declared = Some(entry.media_type).filter(|t| !t.is_empty());
+    let media_type = media_type_of(&bytes, declared);
     Ok(Some(Manifest {
         bytes,
         digest,
