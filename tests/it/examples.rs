@@ -212,51 +212,72 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A signature path whose manifest is not a manifest (its digest is right, so only parsing can
+/// catch it): the legacy `.sig` tag, and the referrers tag of cosign v3. Either is a registry
+/// error that denies, never "unsigned".
 #[test]
-fn malformed_signature_manifest_is_an_error_not_unsigned() {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("layout");
-    copy_dir(&repo_root().join("examples/signed-layout"), &copy);
-    // Point the .sig tag at a blob that is not a manifest (its digest is right).
-    let garbage = b"this is not a manifest";
-    let d = ocigate::reference::Digest::sha256_of(garbage);
-    std::fs::write(copy.join("blobs/sha256").join(d.hex()), garbage).unwrap();
-    let index_path = copy.join("index.json");
-    let mut index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
-    for m in index["manifests"].as_array_mut().unwrap() {
-        if m["annotations"]["org.opencontainers.image.ref.name"]
+fn malformed_signature_manifests_are_errors_not_unsigned() {
+    for path in ["sig", "referrers"] {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("layout");
+        copy_dir(&repo_root().join("examples/signed-layout"), &copy);
+        let garbage = b"this is not a manifest";
+        let d = ocigate::reference::Digest::sha256_of(garbage);
+        std::fs::write(copy.join("blobs/sha256").join(d.hex()), garbage).unwrap();
+        let index_path = copy.join("index.json");
+        let mut index: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+        let entries = index["manifests"].as_array_mut().unwrap();
+        let tag_of = |m: &serde_json::Value| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let image = entries.iter().find(|m| tag_of(m) == "v1").unwrap()["digest"]
             .as_str()
             .unwrap()
-            .ends_with(".sig")
-        {
-            m["digest"] = serde_json::json!(d.to_string());
-            m["size"] = serde_json::json!(garbage.len());
-        }
+            .replace(':', "-");
+        let garbage_entry = |tag: &str| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": d.to_string(),
+                "size": garbage.len(),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            })
+        };
+        let (tag, place) = match path {
+            "sig" => (format!("{image}.sig"), "tag"),
+            _ => (image.clone(), "referrers tag"),
+        };
+        entries.retain(|m| tag_of(m) != tag);
+        entries.push(garbage_entry(&tag));
+        std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+        let key = repo_root().join("keys-example/cosign.pub");
+        let reference = format!("oci-layout:{}", copy.display());
+        let v = ocigate(
+            &[
+                "verify",
+                &reference,
+                "--key",
+                key.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+            &[],
+        );
+        assert_eq!(v.code, 1, "{path}: {v:?}");
+        let res = &v.json()["results"][0];
+        assert_eq!(res["failure"], "registry", "{path}: {v:?}");
+        let reason = res["reasons"][0].as_str().unwrap();
+        assert!(
+            reason.contains("is not a JSON OCI/Docker manifest"),
+            "{reason}"
+        );
+        assert!(reason.contains("cannot tell whether"), "{reason}");
+        assert!(reason.contains(&format!("at {place} {tag}")), "{reason}");
     }
-    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
-    let key = repo_root().join("keys-example/cosign.pub");
-    let reference = format!("oci-layout:{}", copy.display());
-    let v = ocigate(
-        &[
-            "verify",
-            &reference,
-            "--key",
-            key.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-        &[],
-    );
-    assert_eq!(v.code, 1, "{v:?}");
-    let res = &v.json()["results"][0];
-    assert_eq!(res["failure"], "registry", "{v:?}");
-    let reason = res["reasons"][0].as_str().unwrap();
-    assert!(
-        reason.contains("is not a JSON OCI/Docker manifest"),
-        "{reason}"
-    );
-    assert!(reason.contains("cannot tell whether"), "{reason}");
 }
 
 #[test]
