@@ -29,10 +29,41 @@ pub fn strict() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
 }
 
-/// A running `docker-registry serve`, stopped on drop.
-pub struct TestRegistry {
+/// A child process serving HTTP on a free loopback port; killed on drop.
+struct Service {
     child: Child,
     port: u16,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start what `command` builds for a free port and wait until it answers HTTP; a few attempts
+/// in case another process takes the port between probe and bind.
+fn spawn_on_free_port(what: &str, mut command: impl FnMut(u16) -> Command) -> Service {
+    for _ in 0..5 {
+        let port = free_port();
+        let child = command(port)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let mut service = Service { child, port };
+        if wait_http(&mut service.child, port) {
+            return service;
+        }
+    }
+    panic!("{what} did not start");
+}
+
+/// A running registry (docker-registry, or ferro-oci-server), stopped on drop.
+pub struct TestRegistry {
+    service: Service,
     dir: tempfile::TempDir,
 }
 
@@ -87,75 +118,50 @@ impl TestRegistry {
             );
             return None;
         };
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let port = free_port();
-            let child = Command::new(&bin)
-                .env("FERRO_OCI_LISTEN", format!("127.0.0.1:{port}"))
-                .env("FERRO_OCI_STORAGE_DIR", dir.path().join("blobs"))
-                .env("RUST_LOG", "error")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start ferro-oci-server");
-            let mut reg = TestRegistry { child, port, dir };
-            if reg.wait_ready() {
-                return Some(reg);
-            }
-        }
-        panic!("ferro-oci-server did not start");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = dir.path().join("blobs");
+        let service = spawn_on_free_port("ferro-oci-server", |port| {
+            let mut c = Command::new(&bin);
+            c.env("FERRO_OCI_LISTEN", format!("127.0.0.1:{port}"))
+                .env("FERRO_OCI_STORAGE_DIR", &blobs)
+                .env("RUST_LOG", "error");
+            c
+        });
+        Some(TestRegistry { service, dir })
     }
 
     fn start_with(extra: &str) -> Self {
         Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
     }
 
-    fn start_in(mut dir: tempfile::TempDir, extra: &str) -> Self {
+    fn start_in(dir: tempfile::TempDir, extra: &str) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install the Debian package docker-registry \
              (apt-get install -y docker-registry), or run the README's test command"
         );
-        // A few attempts in case another process takes the port between probe and bind.
-        for _ in 0..5 {
-            let port = free_port();
-            let config = dir.path().join("config.yml");
+        let config = dir.path().join("config.yml");
+        let data = dir.path().join("data");
+        let service = spawn_on_free_port("docker-registry", |port| {
             std::fs::write(
                 &config,
                 format!(
                     "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                      http:\n  addr: 127.0.0.1:{port}\n{extra}",
-                    dir.path().join("data").display()
+                    data.display()
                 ),
             )
             .expect("config");
-            let child = Command::new(REGISTRY_BIN)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start docker-registry");
-            let mut reg = TestRegistry { child, port, dir };
-            if reg.wait_ready() {
-                return reg;
-            }
-            let _ = reg.child.kill();
-            let _ = reg.child.wait();
-            dir = std::mem::replace(&mut reg.dir, tempfile::tempdir().expect("tempdir"));
-        }
-        panic!("docker-registry did not start");
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        wait_http(&mut self.child, self.port)
+            let mut c = Command::new(REGISTRY_BIN);
+            c.arg("serve").arg(&config);
+            c
+        });
+        TestRegistry { service, dir }
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.service.port)
     }
 
     /// The registry's storage root, for seeding blobs the corpus did not capture.
@@ -203,13 +209,6 @@ impl TestRegistry {
             .join(hex);
         std::fs::create_dir_all(&link).expect("mkdir");
         std::fs::write(link.join("link"), digest).expect("link");
-    }
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -410,8 +409,7 @@ pub const NGINX_BIN: &str = "/usr/sbin/nginx";
 /// nginx with HTTP basic auth in front of a registry: how registries without auth of their
 /// own (ferro-oci-server) are deployed. Stopped on drop.
 pub struct AuthProxy {
-    child: Child,
-    port: u16,
+    service: Service,
     _dir: tempfile::TempDir,
 }
 
@@ -429,21 +427,20 @@ impl AuthProxy {
             eprintln!("SKIPPED {test}: nginx not installed; this auth-proxy check did NOT run");
             return None;
         }
-        let mut dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::tempdir().expect("tempdir");
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         let htpasswd = dir.path().join("htpasswd");
         std::fs::write(&htpasswd, format!("{user}:{{PLAIN}}{password}\n")).expect("htpasswd");
         std::fs::set_permissions(&htpasswd, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        for _ in 0..5 {
-            let port = free_port();
-            let p = dir.path().display();
-            let conf = dir.path().join("nginx.conf");
+        let conf = dir.path().join("nginx.conf");
+        let p = dir.path().display().to_string();
+        let service = spawn_on_free_port("nginx", |port| {
             std::fs::write(
                 &conf,
                 format!(
-                    "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log error;\n\
+                    "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log error;\n\
                      events {{ worker_connections 64; }}\n\
                      http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n\
                      fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
@@ -455,39 +452,14 @@ impl AuthProxy {
                 ),
             )
             .expect("nginx.conf");
-            let child = Command::new(NGINX_BIN)
-                .arg("-c")
-                .arg(&conf)
-                .arg("-p")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nginx");
-            let mut proxy = AuthProxy {
-                child,
-                port,
-                _dir: dir,
-            };
-            if wait_http(&mut proxy.child, port) {
-                return Some(proxy);
-            }
-            let _ = proxy.child.kill();
-            let _ = proxy.child.wait();
-            dir = std::mem::replace(&mut proxy._dir, tempfile::tempdir().expect("tempdir"));
-        }
-        panic!("nginx did not start");
+            let mut c = Command::new(NGINX_BIN);
+            c.arg("-c").arg(&conf).arg("-p").arg(dir.path());
+            c
+        });
+        Some(AuthProxy { service, _dir: dir })
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for AuthProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("127.0.0.1:{}", self.service.port)
     }
 }
