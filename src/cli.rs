@@ -311,10 +311,12 @@ fn registry_from(args: &RegistryArgs) -> Result<Registry, CliError> {
     for c in &args.creds {
         s.add_credentials_flag(c).map_err(boxed)?;
     }
-    s.plain_http.extend(args.plain_http.iter().cloned());
-    if args.timeout == 0 {
+    for h in &args.plain_http {
+        s.add_plain_http(h).map_err(boxed)?;
+    }
+    if args.timeout == 0 || args.timeout > 3600 {
         return Err(CliError::Usage(
-            "--registry-timeout must be at least 1 second".into(),
+            "--registry-timeout must be between 1 and 3600 seconds".into(),
         ));
     }
     s.timeout = Duration::from_secs(args.timeout);

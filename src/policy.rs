@@ -314,6 +314,26 @@ fn segment_glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
         .map(|g| g.compile_matcher())
 }
 
+/// A pattern's registry host in the one spelling that references have (see
+/// [`crate::reference::canonical_host`]), so that `GHCR.IO/acme/**` and `ghcr.io:443/acme/**`
+/// mean what `ghcr.io/acme/**` means. A host with wildcards is only lowercased.
+fn canonical_pattern(pattern: &str) -> Result<String, String> {
+    if pattern.starts_with(crate::reference::LAYOUT_PREFIX) {
+        return Ok(pattern.to_string());
+    }
+    match pattern.split_once('/') {
+        Some((first, rest)) if crate::reference::is_host_component(first) => {
+            let host = if first.contains(['*', '?', '[', '{']) {
+                first.to_ascii_lowercase()
+            } else {
+                crate::reference::canonical_host(first)?
+            };
+            Ok(format!("{host}/{rest}"))
+        }
+        _ => Ok(pattern.to_string()),
+    }
+}
+
 fn literal_prefix_len(pattern: &str) -> usize {
     pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len())
 }
@@ -560,8 +580,9 @@ impl Validator<'_> {
         }
     }
 
-    /// An image pattern, validated and compiled (`*` within one path segment, `**` across).
-    fn glob(&mut self, s: &Spanned<String>, rule: &str) -> Option<GlobMatcher> {
+    /// An image pattern, validated, canonicalised and compiled (`*` within one path segment,
+    /// `**` across): the pattern as matched, and its matcher.
+    fn glob(&mut self, s: &Spanned<String>, rule: &str) -> Option<(String, GlobMatcher)> {
         if s.value.is_empty() {
             self.at(s, format!("rule {rule:?}: empty image pattern"));
             return None;
@@ -576,8 +597,18 @@ impl Validator<'_> {
             );
             return None;
         }
-        match segment_glob(&s.value) {
-            Ok(g) => Some(g),
+        let canonical = match canonical_pattern(&s.value) {
+            Ok(c) => c,
+            Err(problem) => {
+                self.at(
+                    s,
+                    format!("rule {rule:?}: pattern {:?}: {problem}", s.value),
+                );
+                return None;
+            }
+        };
+        match segment_glob(&canonical) {
+            Ok(g) => Some((canonical, g)),
             Err(e) => {
                 self.at(s, format!("rule {rule:?}: bad pattern {:?}: {e}", s.value));
                 None
@@ -600,13 +631,13 @@ impl Validator<'_> {
         }
         let mut patterns = Vec::new();
         for p in &raw.images.value {
-            if let Some(g) = self.glob(p, &name) {
-                patterns.push((p.value.clone(), g));
+            if let Some(compiled) = self.glob(p, &name) {
+                patterns.push(compiled);
             }
         }
         let mut excludes = Vec::new();
         for p in &raw.exclude {
-            if let Some(g) = self.glob(p, &name) {
+            if let Some((_, g)) = self.glob(p, &name) {
                 excludes.push(g);
             }
         }
@@ -1024,6 +1055,35 @@ rules:
       - key: {name: release}
     signedIdentity: {exactRepository: "mirror.local/acme/api"}
 "#;
+
+    #[test]
+    fn host_spellings_do_not_dodge_a_rule() {
+        let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: allow\n\
+                    keys: [{name: k, path: keys/release.pub}]\nrules:\n  - name: acme\n    \
+                    images: [\"GHCR.io:443/acme/**\", \"index.docker.io/library/nginx\"]\n    \
+                    authorities: [{key: {name: k}}]\n";
+        let p = parse(text).unwrap();
+        for input in [
+            "ghcr.io/acme/app",
+            "GHCR.IO/acme/app",
+            "Ghcr.Io/acme/app",
+            "ghcr.io:443/acme/app",
+            "ghcr.io./acme/app",
+            "DOCKER.IO/library/nginx",
+            "nginx",
+            "registry-1.docker.io/library/nginx:1.27",
+        ] {
+            let r = crate::reference::ImageRef::parse(input).unwrap();
+            match p.match_rule(&r.name()) {
+                RuleMatch::Rule(rule) => assert_eq!(rule.name, "acme", "{input}"),
+                other => panic!("{input} dodged the rule: {other:?}"),
+            }
+        }
+        // A pattern with a host that no reference can have is an error, not a silent no-match.
+        let bad = text.replace("GHCR.io:443", "ghcr.io:99999");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("not a port number"), "{e}");
+    }
 
     #[test]
     fn design_example_parses_and_matches() {

@@ -146,11 +146,11 @@ impl ImageRef {
             validate_tag(input, t)?;
         }
         let (registry, repository) = split_registry(name);
-        let registry = registry.to_string();
-        let mut repository = repository.to_string();
         if registry.is_empty() {
             return Err(invalid(input, "empty registry host"));
         }
+        let registry = canonical_host(registry).map_err(|problem| invalid(input, problem))?;
+        let mut repository = repository.to_string();
         if registry == DOCKER_HUB && !repository.contains('/') {
             repository = format!("library/{repository}");
         }
@@ -277,21 +277,85 @@ impl fmt::Display for ImageRef {
     }
 }
 
-/// Split `name` into registry host and repository, applying Docker's rules: the first component
-/// is a host when it has a '.' or ':' or is `localhost`; otherwise the registry is Docker Hub.
+/// Whether the first component of a name is a registry host (Docker's rule): it has a '.' or
+/// a ':' or is `localhost`. Otherwise the name is on Docker Hub.
+pub fn is_host_component(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first.eq_ignore_ascii_case("localhost")
+}
+
+/// Split `name` into registry host (as written) and repository.
 fn split_registry(name: &str) -> (&str, &str) {
     match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            let host = match first {
-                "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
-                h => h,
-            };
-            (host, rest)
-        }
+        Some((first, rest)) if is_host_component(first) => (first, rest),
         _ => (DOCKER_HUB, name),
     }
+}
+
+/// The one spelling of a registry host that every consumer sees (policy match, cache keys,
+/// signed-identity checks, credentials): lowercase, no trailing dot, no `:443` (the registry
+/// protocol's default), Docker Hub's API hosts as `docker.io`. `Err` says what is wrong.
+pub fn canonical_host(host: &str) -> Result<String, String> {
+    let lower = host.to_ascii_lowercase();
+    let (name, port) = if let Some(rest) = lower.strip_prefix('[') {
+        // [IPv6]:port
+        let (addr, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("registry host {host:?}: unterminated IPv6 address"))?;
+        if addr.is_empty()
+            || !addr
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(format!(
+                "registry host {host:?} is not a valid IPv6 address"
+            ));
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(|| {
+                format!("registry host {host:?}: expected :PORT after the IPv6 address")
+            })?),
+        };
+        (format!("[{addr}]"), port)
+    } else {
+        let (name, port) = match lower.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (lower.as_str(), None),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "registry host {host:?} is not a valid host name (letters, digits, '-' and '.')"
+            ));
+        }
+        (name.to_string(), port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && !p.starts_with('0') => (n != 443).then_some(n),
+            _ => {
+                return Err(format!(
+                    "registry host {host:?}: {p:?} is not a port number"
+                ));
+            }
+        },
+    };
+    let name = match name.as_str() {
+        "index.docker.io" | "registry-1.docker.io" if port.is_none() => DOCKER_HUB.to_string(),
+        _ => name,
+    };
+    Ok(match port {
+        Some(p) => format!("{name}:{p}"),
+        None => name,
+    })
 }
 
 fn validate_tag(input: &str, tag: &str) -> Result<(), ReferenceError> {
@@ -395,6 +459,51 @@ mod tests {
         assert_eq!(r.tag(), Some("1.2"));
         let r = ImageRef::parse("index.docker.io/library/busybox").unwrap();
         assert_eq!(r.name(), "docker.io/library/busybox");
+    }
+
+    #[test]
+    fn one_spelling_per_host() {
+        for (input, name) in [
+            ("GHCR.IO/acme/app", "ghcr.io/acme/app"),
+            ("Ghcr.Io/acme/app:v1", "ghcr.io/acme/app"),
+            ("ghcr.io:443/acme/app", "ghcr.io/acme/app"),
+            ("ghcr.io./acme/app", "ghcr.io/acme/app"),
+            ("ghcr.io.:443/acme/app", "ghcr.io/acme/app"),
+            ("DOCKER.IO/library/nginx", "docker.io/library/nginx"),
+            ("Docker.io/nginx", "docker.io/library/nginx"),
+            ("INDEX.DOCKER.IO/nginx", "docker.io/library/nginx"),
+            ("registry-1.docker.io:443/acme/x", "docker.io/acme/x"),
+            ("LOCALHOST:5000/app", "localhost:5000/app"),
+            ("Localhost/app", "localhost/app"),
+            ("[::1]:5000/app", "[::1]:5000/app"),
+            ("[::1]:443/app", "[::1]/app"),
+            ("127.0.0.1:5000/a", "127.0.0.1:5000/a"),
+            ("r.io:8443/a", "r.io:8443/a"),
+        ] {
+            let r = ImageRef::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(r.name(), name, "{input}");
+        }
+        // Another port is another registry.
+        assert_eq!(
+            ImageRef::parse("ghcr.io:8443/a").unwrap().registry(),
+            Some("ghcr.io:8443")
+        );
+        for bad in [
+            "ghcr.io:0/a",
+            "ghcr.io:99999/a",
+            "ghcr.io:x/a",
+            "gh_cr.io/a",
+            "-ghcr.io/a",
+            "ghcr..io/a",
+            "[zz]:5000/a",
+            "[::1/a",
+            "ghcr.io:0443/a",
+        ] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad} should be refused");
+        }
+        // Repository paths stay case-sensitive: uppercase is refused, not folded.
+        let e = ImageRef::parse("ghcr.io/Acme/app").unwrap_err().to_string();
+        assert!(e.contains("lowercase"), "{e}");
     }
 
     #[test]

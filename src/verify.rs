@@ -502,14 +502,14 @@ fn check_identity(signed: &str, expect: &Expectation) -> Result<(), String> {
     match &expect.signed_identity {
         SignedIdentity::Ignore => Ok(()),
         SignedIdentity::MatchRepository => {
-            if signed_repo == normalize_hub(&expect.repository) {
+            if signed_repo == repository_of(&expect.repository) {
                 Ok(())
             } else {
                 Err(expect.repository.clone())
             }
         }
         SignedIdentity::ExactRepository(want) => {
-            if signed_repo == normalize_hub(want) {
+            if signed_repo == repository_of(want) {
                 Ok(())
             } else {
                 Err(want.clone())
@@ -518,8 +518,12 @@ fn check_identity(signed: &str, expect: &Expectation) -> Result<(), String> {
     }
 }
 
-/// `registry/repo[:tag][@digest]` → `registry/repo`, with Docker Hub spellings unified.
+/// `registry/repo[:tag][@digest]` → `registry/repo`, with the host in its one spelling (see
+/// [`crate::reference::canonical_host`]); a reference that does not parse is compared as written.
 fn repository_of(reference: &str) -> String {
+    if let Ok(r) = crate::reference::ImageRef::parse(reference) {
+        return r.name();
+    }
     let no_digest = reference.split('@').next().unwrap_or(reference);
     let last_slash = no_digest.rfind('/');
     let no_tag = match no_digest.rfind(':') {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 mod remote;
 pub use remote::Cause;
-use remote::{ACCEPT_MANIFESTS, Access, Remote, read_capped, status_cause, upload_url};
+use remote::{ACCEPT_MANIFESTS, Access, Remote, read_capped, resolve_url, status_cause};
 
 use crate::reference::{Digest, ImageRef, Location};
 
@@ -273,6 +273,7 @@ impl RegistrySettings {
                     problem: "missing; every credential set names its registry host".into(),
                 });
             };
+            let host = &settings_host(&name("HOST"), host)?;
             if fields.contains_key("REPOSITORY") {
                 return Err(SettingsError::Invalid {
                     name: name("REPOSITORY"),
@@ -282,7 +283,7 @@ impl RegistrySettings {
             match (fields.get("USERNAME"), fields.get("PASSWORD")) {
                 (Some(u), Some(p)) => {
                     self.credentials.insert(
-                        host.clone(),
+                        host.to_string(),
                         Credentials {
                             username: u.clone(),
                             password: p.clone(),
@@ -305,7 +306,7 @@ impl RegistrySettings {
             }
             if let Some(v) = fields.get("PLAIN_HTTP") {
                 match v.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" => self.plain_http.push(host.clone()),
+                    "true" | "1" | "yes" => self.plain_http.push(host.to_string()),
                     "false" | "0" | "no" | "" => {}
                     _ => {
                         return Err(SettingsError::Invalid {
@@ -334,8 +335,9 @@ impl RegistrySettings {
         if host.is_empty() || user.is_empty() {
             return Err(bad("host and user must not be empty"));
         }
+        let host = settings_host("--registry-creds", host)?;
         self.credentials.insert(
-            host.to_string(),
+            host,
             Credentials {
                 username: user.to_string(),
                 password: pass.to_string(),
@@ -343,6 +345,26 @@ impl RegistrySettings {
         );
         Ok(())
     }
+}
+
+impl RegistrySettings {
+    /// Speak plain HTTP to `host` (as given to `--registry-plain-http`).
+    pub fn add_plain_http(&mut self, host: &str) -> Result<(), SettingsError> {
+        let host = settings_host("--registry-plain-http", host)?;
+        if !self.plain_http.contains(&host) {
+            self.plain_http.push(host);
+        }
+        Ok(())
+    }
+}
+
+/// A host named in a setting, in the spelling references have (`GHCR.IO:443` is `ghcr.io`), so
+/// that the setting applies to exactly the references it names.
+fn settings_host(name: &str, host: &str) -> Result<String, SettingsError> {
+    crate::reference::canonical_host(host).map_err(|problem| SettingsError::Invalid {
+        name: name.to_string(),
+        problem,
+    })
 }
 
 /// The one client for all artifact stores: remote registries and OCI layouts.
@@ -496,15 +518,18 @@ impl Registry {
                 Access::Push,
                 Op::PushBlob,
                 &target,
-                |c| c.post(&start).header(reqwest::header::CONTENT_LENGTH, 0),
+                &start,
+                |c, url| c.post(url).header(reqwest::header::CONTENT_LENGTH, 0),
             )
             .await?;
         let resp = self.success(registry, Op::PushBlob, &target, resp).await?;
+        // The upload URL is the registry's to choose; `send` decides what it may receive
+        // (no credentials to another origin, no downgrade to plain HTTP).
         let mut url = resp
             .headers()
             .get(LOCATION)
             .ok_or(Cause::Upload)
-            .and_then(|l| upload_url(&base, l))
+            .and_then(|l| resolve_url("upload Location", resp.url(), l))
             .map_err(|c| classify(registry, Op::PushBlob, &target, c))?;
         url.query_pairs_mut().append_pair("digest", digest.as_str());
         let resp = self
@@ -514,8 +539,9 @@ impl Registry {
                 Access::Push,
                 Op::PushBlob,
                 &target,
-                |c| {
-                    c.put(url.clone())
+                url.as_str(),
+                |c, url| {
+                    c.put(url)
                         .header(CONTENT_TYPE, "application/octet-stream")
                         .body(data.to_vec())
                 },
@@ -560,8 +586,9 @@ impl Registry {
                 Access::Push,
                 Op::PushManifest,
                 &target,
-                |c| {
-                    c.put(&url)
+                &url,
+                |c, url| {
+                    c.put(url)
                         .header(CONTENT_TYPE, media_type)
                         .body(bytes.to_vec())
                 },
@@ -600,7 +627,8 @@ impl Registry {
                     Access::Pull,
                     Op::FetchManifest,
                     &target,
-                    |c| c.get(&url).header(ACCEPT, OCI_INDEX),
+                    &url,
+                    |c, url| c.get(url).header(ACCEPT, OCI_INDEX),
                 )
                 .await?;
             // The spec says 404 for "no referrers API"; some registries answer 400 or 405 for
@@ -642,12 +670,24 @@ impl Registry {
                     detail: e.to_string(),
                 })?;
             out.extend(index.manifests);
+            // The next page is fetched through `send`: another origin gets no credentials, and
+            // an HTTPS registry's link to plain HTTP is refused.
             match next {
                 Some(n) => {
-                    url = match reqwest::Url::parse(&base).and_then(|b| b.join(&n)) {
-                        Ok(u) => u.to_string(),
-                        Err(_) => break,
-                    }
+                    url = reqwest::Url::parse(&url)
+                        .and_then(|u| u.join(&n))
+                        .map(|u| u.to_string())
+                        .map_err(|_| {
+                            classify(
+                                registry,
+                                Op::FetchManifest,
+                                &target,
+                                Cause::BadUrl {
+                                    what: "referrers page link",
+                                    target: n.clone(),
+                                },
+                            )
+                        })?;
                 }
                 None => break,
             }
@@ -667,9 +707,15 @@ impl Registry {
         limit: usize,
     ) -> Result<Option<(Vec<u8>, Option<String>)>, RegistryError> {
         let resp = self
-            .send(registry, repository, Access::Pull, op, target, |c| {
-                c.get(url).header(ACCEPT, ACCEPT_MANIFESTS)
-            })
+            .send(
+                registry,
+                repository,
+                Access::Pull,
+                op,
+                target,
+                url,
+                |c, url| c.get(url).header(ACCEPT, ACCEPT_MANIFESTS),
+            )
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -693,6 +739,7 @@ impl Registry {
     }
 
     /// One request with auth and the deadline applied; any status is returned.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         registry: &str,
@@ -700,7 +747,8 @@ impl Registry {
         access: Access,
         op: Op,
         target: &str,
-        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        url: &str,
+        build: impl Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
         let creds = self.credentials_for(registry);
         let creds_ref = creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
@@ -710,6 +758,7 @@ impl Registry {
             registry,
             repository,
             access,
+            url,
             build,
         );
         self.deadline(registry, op, target, fut)
@@ -1134,6 +1183,12 @@ mod tests {
         assert_eq!(s.credentials["r.io"].password, "se:cret");
         assert!(s.add_credentials_flag("r.io").is_err());
         assert!(s.add_credentials_flag("=u:p").is_err());
+        // Hosts are stored in the one spelling references have.
+        s.add_credentials_flag("GHCR.IO:443=me:x").unwrap();
+        assert_eq!(s.credentials["ghcr.io"].username, "me");
+        assert!(s.add_credentials_flag("bad host=u:p").is_err());
+        s.add_plain_http("LocalHost:5000").unwrap();
+        assert_eq!(s.plain_http, vec!["localhost:5000".to_string()]);
     }
 
     #[test]

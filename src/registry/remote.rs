@@ -8,12 +8,13 @@
 //! small part of the protocol the gate needs: challenge-driven auth (Bearer token flow with a
 //! token cache, Basic), manifests and blobs with size caps, monolithic blob uploads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
+use reqwest::Url;
+use reqwest::header::{HeaderValue, LOCATION, WWW_AUTHENTICATE};
 use serde::Deserialize;
 
 use super::RegistrySettings;
@@ -36,6 +37,16 @@ pub enum Cause {
     InsecureRealm { realm: String },
     #[error("upload session has no usable Location header")]
     Upload,
+    #[error("refusing to follow {what} from {from} to {to}: a downgrade from HTTPS to plain HTTP")]
+    Downgrade {
+        what: &'static str,
+        from: String,
+        to: String,
+    },
+    #[error("{what} {target:?} is not a usable http(s) URL")]
+    BadUrl { what: &'static str, target: String },
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
     #[error("the HTTP client could not be built: {0}")]
     Client(String),
 }
@@ -73,14 +84,24 @@ struct Token {
     expires: Instant,
 }
 
+/// Redirects followed for one request (each hop is checked: no downgrade, credentials only to
+/// the registry's own origin).
+pub const MAX_REDIRECTS: usize = 5;
+
 /// One client for all remote registries of a run (shared across concurrent requests).
+///
+/// Where credentials go: a registry's credentials are attached only to requests whose URL has
+/// the registry's own origin (scheme, host, port), and to the token realm that origin names in
+/// its own challenge. Redirects are followed here, not by reqwest, so that each hop is checked:
+/// a hop to another origin is sent without credentials, and a challenge from it is answered
+/// anonymously; a token is sent back only to the origin whose challenge obtained it.
 pub struct Remote {
     tls: OnceLock<Result<reqwest::Client, String>>,
     plain: OnceLock<Result<reqwest::Client, String>>,
-    /// (host, scope) -> bearer token.
+    /// (origin, scope) -> bearer token obtained in answer to that origin's challenge.
     tokens: Mutex<HashMap<(String, String), Token>>,
-    /// Hosts that asked for Basic auth.
-    basic: Mutex<HashMap<String, bool>>,
+    /// Origins that asked for Basic auth.
+    basic: Mutex<HashSet<String>>,
 }
 
 impl Remote {
@@ -89,7 +110,7 @@ impl Remote {
             tls: OnceLock::new(),
             plain: OnceLock::new(),
             tokens: Mutex::new(HashMap::new()),
-            basic: Mutex::new(HashMap::new()),
+            basic: Mutex::new(HashSet::new()),
         }
     }
 
@@ -115,22 +136,19 @@ impl Remote {
         format!("{scheme}://{}", Self::api_host(registry))
     }
 
-    /// HTTP clients are built on first use; a plain-HTTP-only run never loads a CA store.
-    fn client(
-        &self,
-        settings: &RegistrySettings,
-        registry: &str,
-    ) -> Result<&reqwest::Client, Cause> {
-        let plain = Self::is_plain(settings, registry);
+    /// HTTP clients are built on first use, one per URL scheme: a plain-HTTP-only run never
+    /// loads a CA store. Redirects are never followed by the client (see [`Remote::send`]).
+    fn client(&self, settings: &RegistrySettings, url: &Url) -> Result<&reqwest::Client, Cause> {
+        let plain = url.scheme() == "http";
         let cell = if plain { &self.plain } else { &self.tls };
         let built = cell.get_or_init(|| {
             let mut b = reqwest::Client::builder()
                 .user_agent(concat!("ocigate/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
                 .read_timeout(settings.timeout)
-                .redirect(reqwest::redirect::Policy::limited(5));
+                .redirect(reqwest::redirect::Policy::none());
             if plain {
-                // This client only speaks HTTP to registries; it trusts no TLS server at all.
+                // This client only speaks plain HTTP; it trusts no TLS server at all.
                 b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
             }
             b.build().map_err(|e| e.to_string())
@@ -138,8 +156,11 @@ impl Remote {
         built.as_ref().map_err(|e| Cause::Client(e.clone()))
     }
 
-    /// Send a request to `registry` for `repository`, answering an auth challenge once.
-    /// `build` makes the request (again, for the retry). Returns the response whatever its status.
+    /// Send a request for `repository` on `registry` to `url` (normally on the registry itself;
+    /// a `Link` or `Location` the registry returned may point elsewhere), following redirects
+    /// and answering one auth challenge per origin. `build` makes the request for a URL (again,
+    /// for each hop and retry). Returns the final response whatever its status.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         settings: &RegistrySettings,
@@ -147,90 +168,105 @@ impl Remote {
         registry: &str,
         repository: &str,
         access: Access,
-        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        url: &str,
+        build: impl Fn(&reqwest::Client, Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Cause> {
-        let client = self.client(settings, registry)?;
+        let home_url = parse_http_url("registry URL", &Self::base_url(settings, registry))?;
+        let home = origin_of(&home_url);
+        let mut url = parse_http_url("URL", url)?;
+        check_no_downgrade("a registry-supplied URL", &home_url, &url)?;
         let scope = scope_for(repository, access);
-        let key = (registry.to_string(), scope.clone());
-        let cached = self
-            .tokens
-            .lock()
-            .ok()
-            .and_then(|t| t.get(&key).cloned())
-            .filter(|t| t.expires > Instant::now());
-        let basic_known = self
-            .basic
-            .lock()
-            .ok()
-            .is_some_and(|b| b.contains_key(registry));
-        let first = with_auth(
-            build(client),
-            cached.as_ref(),
-            if basic_known { creds } else { None },
-        );
-        let resp = first.send().await.map_err(Cause::Transport)?;
-        if resp.status() != StatusCode::UNAUTHORIZED {
-            return Ok(resp);
-        }
-        let Some(challenge) = resp
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-        else {
-            return Ok(resp);
-        };
-        match parse_challenge(&challenge)? {
-            Challenge::Basic => {
-                let Some(c) = creds else { return Ok(resp) };
-                if let Ok(mut b) = self.basic.lock() {
-                    b.insert(registry.to_string(), true);
+        let mut hops = 0;
+        let mut challenged: Vec<String> = Vec::new();
+        loop {
+            let origin = origin_of(&url);
+            let own = origin == home;
+            // The registry's credentials go to its own origin only.
+            let creds_here = if own { creds } else { None };
+            let key = (origin.clone(), scope.clone());
+            let token = self
+                .tokens
+                .lock()
+                .ok()
+                .and_then(|t| t.get(&key).cloned())
+                .filter(|t| t.expires > Instant::now());
+            let basic =
+                creds_here.filter(|_| self.basic.lock().ok().is_some_and(|b| b.contains(&key.0)));
+            let client = self.client(settings, &url)?;
+            let resp = with_auth(build(client, url.clone()), token.as_ref(), basic)
+                .send()
+                .await
+                .map_err(Cause::Transport)?;
+            let status = resp.status();
+            if status.is_redirection()
+                && let Some(location) = resp.headers().get(LOCATION)
+            {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return Err(Cause::TooManyRedirects);
                 }
-                with_auth(build(client), None, Some(c))
-                    .send()
-                    .await
-                    .map_err(Cause::Transport)
+                let next = resolve_url("redirect", &url, location)?;
+                check_no_downgrade("a redirect", &url, &next)?;
+                url = next;
+                continue;
             }
-            Challenge::Bearer { realm, service } => {
-                let token = self
-                    .fetch_token(
-                        client,
-                        settings,
-                        registry,
-                        &realm,
-                        service.as_deref(),
-                        &scope,
-                        creds,
-                    )
-                    .await?;
-                if let Ok(mut t) = self.tokens.lock() {
-                    t.insert(key, token.clone());
+            if status != StatusCode::UNAUTHORIZED || challenged.contains(&origin) {
+                return Ok(resp);
+            }
+            let Some(challenge) = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+            else {
+                return Ok(resp);
+            };
+            challenged.push(origin);
+            match parse_challenge(&challenge)? {
+                Challenge::Basic => {
+                    if creds_here.is_none() {
+                        return Ok(resp);
+                    }
+                    if let Ok(mut b) = self.basic.lock() {
+                        b.insert(key.0);
+                    }
                 }
-                with_auth(build(client), Some(&token), None)
-                    .send()
-                    .await
-                    .map_err(Cause::Transport)
+                Challenge::Bearer { realm, service } => {
+                    // Plain-HTTP realms get credentials only for a registry configured plain.
+                    let plain_ok = own && Self::is_plain(settings, registry);
+                    let token = self
+                        .fetch_token(
+                            settings,
+                            &realm,
+                            service.as_deref(),
+                            &scope,
+                            creds_here,
+                            plain_ok,
+                        )
+                        .await?;
+                    if let Ok(mut t) = self.tokens.lock() {
+                        t.insert(key, token);
+                    }
+                }
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The token flow: GET the realm (with the credentials, if any, as Basic auth).
     async fn fetch_token(
         &self,
-        client: &reqwest::Client,
         settings: &RegistrySettings,
-        registry: &str,
         realm: &str,
         service: Option<&str>,
         scope: &str,
         creds: Option<(&str, &str)>,
+        plain_ok: bool,
     ) -> Result<Token, Cause> {
         let mut realm_url =
             reqwest::Url::parse(realm).map_err(|_| Cause::Challenge(realm.to_string()))?;
         match realm_url.scheme() {
             "https" => {}
-            "http" if Self::is_plain(settings, registry) => {}
-            "http" if creds.is_none() => {}
+            "http" if plain_ok || creds.is_none() => {}
             "http" => {
                 return Err(Cause::InsecureRealm {
                     realm: realm.to_string(),
@@ -245,6 +281,7 @@ impl Remote {
                 q.append_pair("service", s);
             }
         }
+        let client = self.client(settings, &realm_url)?;
         let mut req = client.get(realm_url);
         if let Some((u, p)) = creds {
             req = req.basic_auth(u, Some(p));
@@ -278,11 +315,18 @@ impl Remote {
             .ok_or_else(|| Cause::TokenBody {
                 realm: realm.to_string(),
             })?;
-        // Distribution's default lifetime is 60 s; renew a little early.
-        let life = parsed.expires_in.unwrap_or(60).max(10);
+        // Distribution's default lifetime is 60 s; renew a little early. A registry controls
+        // this number: clamp it (a day at most) so that no value can overflow the clock.
+        let life = parsed
+            .expires_in
+            .unwrap_or(60)
+            .clamp(10, MAX_TOKEN_LIFE_SECS);
+        let now = Instant::now();
         Ok(Token {
             value,
-            expires: Instant::now() + Duration::from_secs(life - 5),
+            expires: now
+                .checked_add(Duration::from_secs(life - 5))
+                .unwrap_or(now),
         })
     }
 }
@@ -414,11 +458,47 @@ pub async fn status_cause(resp: reqwest::Response) -> Cause {
     Cause::Status { status, codes }
 }
 
-/// Resolve an upload `Location` (absolute or relative) against the registry's base URL.
-pub fn upload_url(base: &str, location: &HeaderValue) -> Result<reqwest::Url, Cause> {
-    let loc = location.to_str().map_err(|_| Cause::Upload)?;
-    let base = reqwest::Url::parse(base).map_err(|_| Cause::Upload)?;
-    base.join(loc).map_err(|_| Cause::Upload)
+/// Longest bearer-token lifetime believed, whatever `expires_in` says.
+const MAX_TOKEN_LIFE_SECS: u64 = 24 * 3600;
+
+/// `scheme://host:port`, the unit credentials are bound to.
+pub fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn parse_http_url(what: &'static str, s: &str) -> Result<Url, Cause> {
+    Url::parse(s)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| Cause::BadUrl {
+            what,
+            target: s.to_string(),
+        })
+}
+
+/// Resolve a `Location` or `Link` target (absolute or relative) against the URL that sent it.
+pub fn resolve_url(what: &'static str, base: &Url, target: &HeaderValue) -> Result<Url, Cause> {
+    let text = target.to_str().map_err(|_| Cause::BadUrl {
+        what,
+        target: String::from_utf8_lossy(target.as_bytes()).into_owned(),
+    })?;
+    let joined = base.join(text.trim()).map_err(|_| Cause::BadUrl {
+        what,
+        target: text.to_string(),
+    })?;
+    parse_http_url(what, joined.as_str())
+}
+
+/// From HTTPS to plain HTTP is never followed: it would expose whatever the next hop gets.
+fn check_no_downgrade(what: &'static str, from: &Url, to: &Url) -> Result<(), Cause> {
+    if from.scheme() == "https" && to.scheme() != "https" {
+        return Err(Cause::Downgrade {
+            what,
+            from: origin_of(from),
+            to: origin_of(to),
+        });
+    }
+    Ok(())
 }
 
 pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -459,14 +539,34 @@ mod tests {
     }
 
     #[test]
+    fn origins_and_downgrades() {
+        let https = Url::parse("https://ghcr.io/v2/a/referrers/x").unwrap();
+        let same = Url::parse("https://ghcr.io:443/other").unwrap();
+        let http = Url::parse("http://ghcr.io/v2/").unwrap();
+        assert_eq!(origin_of(&https), origin_of(&same));
+        assert_ne!(origin_of(&https), origin_of(&http));
+        assert_ne!(
+            origin_of(&https),
+            origin_of(&Url::parse("https://ghcr.io:8443/").unwrap())
+        );
+        let e = check_no_downgrade("a redirect", &https, &http).unwrap_err();
+        assert!(e.to_string().contains("downgrade"), "{e}");
+        assert!(check_no_downgrade("a redirect", &http, &https).is_ok());
+        assert!(check_no_downgrade("a redirect", &https, &same).is_ok());
+    }
+
+    #[test]
     fn scopes_and_hosts() {
         assert_eq!(scope_for("a/b", Access::Pull), "repository:a/b:pull");
         assert_eq!(scope_for("a/b", Access::Push), "repository:a/b:pull,push");
         assert_eq!(Remote::api_host("docker.io"), "registry-1.docker.io");
+        let base = Url::parse("http://127.0.0.1:5000/v2/a/blobs/uploads/").unwrap();
         let loc = HeaderValue::from_static("/v2/a/blobs/uploads/123?_state=x");
         assert_eq!(
-            upload_url("http://127.0.0.1:5000", &loc).unwrap().as_str(),
+            resolve_url("upload", &base, &loc).unwrap().as_str(),
             "http://127.0.0.1:5000/v2/a/blobs/uploads/123?_state=x"
         );
+        let other = HeaderValue::from_static("file:///etc/passwd");
+        assert!(resolve_url("upload", &base, &other).is_err());
     }
 }

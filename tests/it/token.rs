@@ -256,3 +256,82 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
     assert!(tokens.refused.load(Ordering::Relaxed) > before);
     assert!(tokens.issued.load(Ordering::Relaxed) >= 4);
 }
+
+/// A registry on the token flow redirects a blob to another origin (as registries do to their
+/// storage): neither the registry's token nor its credentials go there.
+#[test]
+fn registry_token_does_not_follow_a_redirect_to_another_origin() {
+    use crate::proxy::{HttpServer, Response, proxy};
+    let tokens = TokenServer::start();
+    let reg = TestRegistry::start_with_token_auth(&tokens.realm(), &tokens.cert_pem);
+    let other = HttpServer::start(|_| Response::new(404));
+    let target = other.url("");
+    let hostile = std::sync::Arc::new(AtomicBool::new(false));
+    let h = hostile.clone();
+    let front = proxy(reg.host(), move |req, resp| {
+        if h.load(Ordering::SeqCst) && req.method == "GET" && req.path.contains("/blobs/sha256:") {
+            Response::new(307).header("Location", &format!("{target}{}", req.path))
+        } else {
+            resp
+        }
+    });
+    let host = front.host();
+    let creds = format!("{host}={USER}:{SECRET}");
+    let client = ocigate::registry::Registry::new(ocigate::registry::RegistrySettings {
+        plain_http: vec![host.clone()],
+        credentials: [(
+            host.clone(),
+            Credentials {
+                username: USER.into(),
+                password: SECRET.into(),
+            },
+        )]
+        .into(),
+        docker_config: false,
+        ..Default::default()
+    });
+    let r = ocigate::reference::ImageRef::parse(&format!("{host}/private/app:v1")).unwrap();
+    push_image(&client, &r, "redirected");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pubkey) = generate_keys(dir.path(), "k");
+    let signed = ocigate(
+        &[
+            "sign",
+            &r.to_string(),
+            "--key",
+            key.to_str().unwrap(),
+            "--registry-plain-http",
+            &host,
+            "--registry-creds",
+            &creds,
+        ],
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+    );
+    assert_eq!(signed.code, 0, "{signed:?}");
+    hostile.store(true, Ordering::SeqCst);
+    let v = ocigate(
+        &[
+            "verify",
+            &r.to_string(),
+            "--key",
+            pubkey.to_str().unwrap(),
+            "--registry-plain-http",
+            &host,
+            "--registry-creds",
+            &creds,
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    assert_eq!(v.json()["results"][0]["failure"], "registry", "{v:?}");
+    let seen = other.seen();
+    assert!(!seen.is_empty(), "the redirect was not followed");
+    for req in seen {
+        assert!(
+            req.header("authorization").is_none(),
+            "credential sent to the redirect target: {req:?}"
+        );
+    }
+}
