@@ -12,8 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use crate::bundle::{GitHubWorkflow, Identity};
+use crate::engine::{CompiledPolicy, Decision, Engine, EngineConfig};
 use crate::error_chain;
-use crate::gate::{Decision, Gate};
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings};
@@ -182,6 +182,9 @@ struct VerifyArgs {
     signed_repository: Option<String>,
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Deadline for each reference's whole verification (every registry request), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    deadline: u64,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -356,7 +359,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
         None => SignedIdentity::MatchRepository,
     };
     let policy = match (&a.policy, &a.key) {
-        (Some(p), None) => Policy::from_file(p).map_err(boxed)?,
+        (Some(p), None) => CompiledPolicy::from_file(p).map_err(boxed)?,
         (None, Some(k)) => {
             let key = PublicKey::from_pem(&read_file(k, "public key")?, &k.display().to_string())
                 .map_err(boxed)?;
@@ -375,7 +378,8 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
                 trust_root: root,
             };
             let ann = parse_annotations(&a.annotations)?;
-            Policy::single_authority("--key", kind, roots, ann, signed_identity)
+            let policy = Policy::single_authority("--key", kind, roots, ann, signed_identity);
+            CompiledPolicy::new(policy, "command line".into()).map_err(boxed)?
         }
         (None, None) if keyless => {
             let identity = a.keyless.identity()?;
@@ -389,7 +393,14 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
                 tlog: Tlog::Required,
             };
             let ann = parse_annotations(&a.annotations)?;
-            Policy::single_authority("--certificate-identity", kind, roots, ann, signed_identity)
+            let policy = Policy::single_authority(
+                "--certificate-identity",
+                kind,
+                roots,
+                ann,
+                signed_identity,
+            );
+            CompiledPolicy::new(policy, "command line".into()).map_err(boxed)?
         }
         _ => {
             return Err(CliError::Usage(
@@ -399,8 +410,17 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
             ));
         }
     };
-    let gate = Gate::new(registry_from(&a.registry)?, policy).map_err(boxed)?;
-    let decisions = futures_util::future::join_all(refs.iter().map(|r| gate.check(r))).await;
+    if a.deadline == 0 || a.deadline > 3600 {
+        return Err(CliError::Usage(
+            "--deadline must be between 1 and 3600 seconds".into(),
+        ));
+    }
+    let config = EngineConfig {
+        deadline: Duration::from_secs(a.deadline),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(registry_from(&a.registry)?, policy, config);
+    let decisions = futures_util::future::join_all(refs.iter().map(|r| engine.check(r))).await;
     print_decisions(&decisions, a.output)?;
     let all_allowed = decisions.iter().all(|d| d.verdict != Verdict::Deny);
     Ok(if all_allowed {

@@ -93,9 +93,18 @@ pub async fn discover(
     subject: &ImageRef,
     digest: &Digest,
 ) -> Result<Discovery, DiscoverError> {
+    // Both lookups need only the digest: run them concurrently (one round trip, not two).
     let mut out = Discovery::default();
-    legacy_sig_tag(registry, subject, digest, &mut out).await?;
-    referrers(registry, subject, digest, &mut out).await?;
+    let mut attached = Discovery::default();
+    let (legacy, referred) = tokio::join!(
+        legacy_sig_tag(registry, subject, digest, &mut out),
+        referrers(registry, subject, digest, &mut attached)
+    );
+    legacy?;
+    referred?;
+    out.candidates.extend(attached.candidates);
+    out.bundles.extend(attached.bundles);
+    out.paths.extend(attached.paths);
     Ok(out)
 }
 

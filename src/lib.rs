@@ -8,7 +8,8 @@
 pub mod bundle;
 pub mod cli;
 pub mod discover;
-pub mod gate;
+pub mod engine;
+pub mod failure;
 pub mod payload;
 pub mod policy;
 pub mod reference;

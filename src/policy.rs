@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use globset::GlobMatcher;
+
+use crate::failure::Failure;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -903,6 +905,8 @@ pub struct Evaluation {
     pub verdict: Verdict,
     pub reasons: Vec<String>,
     pub evidence: Vec<VerifiedSignature>,
+    /// Why the rule was not satisfied (None when it was).
+    pub failure: Option<Failure>,
 }
 
 /// Apply `rule` to the outcomes. `looked` describes where signatures were looked for.
@@ -910,6 +914,7 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
     let mut evidence = Vec::new();
     let mut satisfied = BTreeSet::new();
     let mut failures = Vec::new();
+    let mut most_telling: Option<(u8, Failure)> = None;
     let n_candidates = outcomes.len();
     for c in outcomes {
         let mut best: Option<Rejection> = None;
@@ -930,6 +935,9 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
             }
         }
         if !any_ok && let Some(b) = best {
+            if most_telling.is_none_or(|(rank, _)| b.rank() > rank) {
+                most_telling = Some((b.rank(), b.class()));
+            }
             failures.push(b.to_string());
         }
     }
@@ -982,10 +990,21 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
     } else {
         reasons
     };
+    let failure = if ok {
+        None
+    } else if n_candidates == 0 {
+        Some(Failure::Unsigned)
+    } else if satisfied.is_empty() {
+        Some(most_telling.map_or(Failure::Untrusted, |(_, f)| f))
+    } else {
+        // Some authorities verified, not enough of them.
+        Some(Failure::Untrusted)
+    };
     Evaluation {
         verdict,
         reasons,
         evidence,
+        failure,
     }
 }
 

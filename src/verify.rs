@@ -11,6 +11,7 @@ use crate::bundle::{
     REKOR_BUNDLE_ANNOTATION, TrustRoot, legacy_to_bundle, verify_bundle,
 };
 use crate::discover::{BundleCandidate, COSIGN_SIGN_PREDICATE, SignatureCandidate};
+use crate::failure::Failure;
 use crate::payload::{PayloadError, SimpleSigning};
 use crate::reference::Digest;
 use crate::trust::PublicKey;
@@ -198,6 +199,23 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The failure class this rejection stands for when no signature satisfied the rule.
+    pub fn class(&self) -> Failure {
+        match self {
+            Rejection::NoTlogEntry { .. } => Failure::Tlog,
+            Rejection::DigestMismatch { .. } | Rejection::IdentityMismatch { .. } => {
+                Failure::Mismatch
+            }
+            Rejection::AnnotationMismatch { .. } => Failure::Annotation,
+            Rejection::NotKeyless { .. }
+            | Rejection::SignatureEncoding { .. }
+            | Rejection::BadSignature { .. }
+            | Rejection::Bundle { .. }
+            | Rejection::NotSupported { .. }
+            | Rejection::Payload { .. } => Failure::Untrusted,
+        }
+    }
+
     /// How telling this rejection is when a signature satisfied no authority: a signature
     /// whose crypto held but whose payload is wrong says most; one of another kind, least.
     pub fn rank(&self) -> u8 {

@@ -371,6 +371,8 @@ fn settings_host(name: &str, host: &str) -> Result<String, SettingsError> {
 pub struct Registry {
     remote: Remote,
     settings: RegistrySettings,
+    /// Hosts that answered "no referrers API": not asked again by this process.
+    no_referrers_api: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Registry {
@@ -378,7 +380,14 @@ impl Registry {
         Registry {
             remote: Remote::new(),
             settings,
+            no_referrers_api: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    fn knows_no_referrers_api(&self, registry: &str) -> bool {
+        self.no_referrers_api
+            .lock()
+            .is_ok_and(|h| h.contains(registry))
     }
 
     pub fn settings(&self) -> &RegistrySettings {
@@ -615,6 +624,9 @@ impl Registry {
                 repository,
             } => (registry, repository),
         };
+        if self.knows_no_referrers_api(registry) {
+            return Ok(None);
+        }
         let target = format!("referrers of {}@{digest}", r.name());
         let base = Remote::base_url(&self.settings, registry);
         let mut url = format!("{base}/v2/{repository}/referrers/{digest}");
@@ -638,6 +650,9 @@ impl Registry {
                 StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
             );
             if unsupported && out.is_empty() {
+                if let Ok(mut hosts) = self.no_referrers_api.lock() {
+                    hosts.insert(registry.clone());
+                }
                 return Ok(None);
             }
             let resp = self

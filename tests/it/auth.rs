@@ -76,7 +76,7 @@ fn missing_or_wrong_credentials_are_access_denied_not_unsigned() {
         let v = verify_env(&s, &args, &[]);
         assert_eq!(v.code, 1, "{v:?}");
         let res = &v.json()["results"][0];
-        assert_eq!(res["failure"], "registry", "{v:?}");
+        assert_eq!(res["failure"], "auth", "{v:?}");
         let reason = res["reasons"][0].as_str().unwrap();
         assert!(reason.contains("access denied"), "{reason}");
         assert!(!reason.contains("no signatures"), "{reason}");

@@ -7,6 +7,7 @@ mod bundles;
 mod corpus;
 mod cosign_peer;
 mod credentials;
+mod engine;
 mod examples;
 mod harness;
 mod pki;

@@ -224,7 +224,7 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
     let v = verify(&reg, &[&private.to_string(), "--key", pk, "-o", "json"]);
     assert_eq!(v.code, 1, "{v:?}");
     let res = &v.json()["results"][0];
-    assert_eq!(res["failure"], "registry", "{v:?}");
+    assert_eq!(res["failure"], "auth", "{v:?}");
     assert!(
         res["reasons"][0]
             .as_str()

@@ -1,0 +1,921 @@
+//! The engine: the only orchestrator of the pipeline, shared by every front end (the CLI's
+//! `verify`, the admission webhook). One `Engine` serves concurrent requests (`&self`, Send +
+//! Sync): registry clients and token cache, trust roots parsed once per policy, the compiled
+//! policy (swapped atomically on reload), a bounded decision cache and single-flight.
+//!
+//! Stages of one check: plan (the rule, before any I/O) → resolve (tag → digest, cached
+//! briefly) → [decision cache] → discover (the `.sig` tag and the referrers lookups run
+//! concurrently) → verify (pure) → decide (the policy's evaluation). Every decision carries a
+//! [`Failure`] class when it is not a plain allow.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
+use futures_util::future::Shared;
+use serde::Serialize;
+
+use crate::bundle::{
+    BundleAuthority, REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError, has_tlog_entries,
+};
+use crate::discover::{BundleCandidate, DiscoverError, PathTried, SignatureCandidate, discover};
+pub use crate::failure::Failure;
+use crate::policy::{
+    Authority, AuthorityKind, CandidateOutcome, NoMatch, Policy, Rule, RuleMatch, Tlog, Verdict,
+    evaluate, failed_verdict,
+};
+use crate::reference::{Digest, ImageRef};
+use crate::registry::{ImageManifest, Registry, RegistryError};
+use crate::verify::{
+    Expectation, KeyAuthority, KeylessAuthority, Rejection, VerifiedSignature,
+    verify_attached_bundle, verify_key_signature, verify_key_signature_logged,
+    verify_keyless_signature,
+};
+
+const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
+const REVISION_ANNOTATION: &str = "org.opencontainers.image.revision";
+
+/// How long each stage took.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    pub resolve_ms: f64,
+    pub discover_ms: f64,
+    pub verify_ms: f64,
+}
+
+/// One verdict with the reasons and evidence behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub reference: String,
+    pub digest: Option<String>,
+    pub verdict: Verdict,
+    pub rule: Option<String>,
+    pub reasons: Vec<String>,
+    pub signatures: Vec<VerifiedSignature>,
+    /// Why this is not a plain allow (see [`Failure`]); also set on a warn or audit allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// `org.opencontainers.image.source` of the verified manifest (e.g. from `flux push artifact`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `org.opencontainers.image.revision` of the verified manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Every place signatures were looked for, and what was there.
+    pub discovery: Vec<PathTried>,
+    pub timings: Timings,
+    /// Whether this decision came from the cache (or joined a verification already running).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+impl Decision {
+    fn early(
+        reference: &ImageRef,
+        verdict: Verdict,
+        rule: Option<&Rule>,
+        reason: String,
+        failure: Option<Failure>,
+    ) -> Self {
+        Decision {
+            reference: reference.to_string(),
+            digest: reference.digest().map(|d| d.to_string()),
+            verdict,
+            rule: rule.map(|r| r.name.clone()),
+            reasons: vec![reason],
+            signatures: Vec::new(),
+            failure,
+            source: None,
+            revision: None,
+            discovery: Vec::new(),
+            timings: Timings::default(),
+            cached: false,
+        }
+    }
+}
+
+use crate::error_chain;
+
+/// The class of a registry failure.
+pub fn registry_failure(e: &RegistryError) -> Failure {
+    match e {
+        RegistryError::Denied { .. } => Failure::Auth,
+        RegistryError::Timeout { .. } => Failure::Timeout,
+        // A blob or manifest that a manifest names but the registry lacks is an inconsistency
+        // of the registry; `not-found` is for the reference itself (see `Engine::resolve`).
+        RegistryError::Protocol { source, .. } if source.status() == Some(429) => {
+            Failure::RateLimited
+        }
+        _ => Failure::Registry,
+    }
+}
+
+fn discover_failure(e: &DiscoverError) -> Failure {
+    match e {
+        DiscoverError::Registry { source, .. } => registry_failure(source),
+    }
+}
+
+/// Tuning of the engine; the defaults suit the webhook, the CLI sets its own deadline.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// One deadline per check, covering every stage.
+    pub deadline: Duration,
+    /// How long an allow is remembered.
+    pub positive_ttl: Duration,
+    /// How long a deny on the artifact itself (unsigned, untrusted, ...) is remembered.
+    pub negative_ttl: Duration,
+    /// How long a decision that the registry prevented is remembered (zero: not at all).
+    pub failure_ttl: Duration,
+    /// How long a tag's digest is believed.
+    pub resolve_ttl: Duration,
+    /// Most decisions (and resolved tags) held.
+    pub max_entries: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            deadline: Duration::from_secs(8),
+            positive_ttl: Duration::from_secs(600),
+            negative_ttl: Duration::from_secs(30),
+            failure_ttl: Duration::ZERO,
+            resolve_ttl: Duration::from_secs(30),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// A policy with its trust roots parsed and a fingerprint of all of it.
+pub struct CompiledPolicy {
+    policy: Policy,
+    /// The policy's named trust roots, parsed once.
+    roots: HashMap<String, TrustRoot>,
+    /// The embedded public-good root, parsed on first use.
+    embedded: OnceLock<Option<TrustRoot>>,
+    /// sha256 over the policy text and every file it read (keys, trust roots).
+    fingerprint: String,
+}
+
+impl CompiledPolicy {
+    /// Parse the policy's trust roots, so that a bad trusted_root.json is a configuration error
+    /// at start-up (or at reload), not a denial later. Nothing is fetched.
+    /// `fingerprint` identifies the policy's content (see [`CompiledPolicy::from_file`]).
+    pub fn new(policy: Policy, fingerprint: String) -> Result<Self, TrustRootError> {
+        let mut roots = HashMap::new();
+        for tr in &policy.trust_roots {
+            let root = match &tr.json {
+                Some(json) => TrustRoot::from_json(json, &tr.name)?,
+                None => TrustRoot::embedded()?,
+            };
+            roots.insert(tr.name.clone(), root);
+        }
+        Ok(CompiledPolicy {
+            policy,
+            roots,
+            embedded: OnceLock::new(),
+            fingerprint,
+        })
+    }
+
+    /// Read, validate and compile a policy file; the fingerprint covers the file and every file
+    /// it names, so a changed key or trust root is a new policy for the cache.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, PolicyLoadError> {
+        let text = std::fs::read(path).map_err(|source| {
+            PolicyLoadError::Policy(crate::policy::PolicyError::Read {
+                file: path.to_path_buf(),
+                source,
+            })
+        })?;
+        let read_log: Mutex<Vec<u8>> = Mutex::new(text.clone());
+        let base = path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        let text = String::from_utf8(text).map_err(|_| PolicyLoadError::NotUtf8 {
+            file: path.to_path_buf(),
+        })?;
+        let policy = Policy::parse(&text, path, &|p: &std::path::Path| {
+            let content = std::fs::read_to_string(base.join(p))?;
+            if let Ok(mut log) = read_log.lock() {
+                log.extend_from_slice(p.as_os_str().as_encoded_bytes());
+                log.push(0);
+                log.extend_from_slice(content.as_bytes());
+                log.push(0);
+            }
+            Ok(content)
+        })
+        .map_err(PolicyLoadError::Policy)?;
+        let fingerprint = match read_log.lock() {
+            Ok(log) => Digest::sha256_of(&log).to_string(),
+            Err(_) => Digest::sha256_of(text.as_bytes()).to_string(),
+        };
+        CompiledPolicy::new(policy, fingerprint).map_err(PolicyLoadError::TrustRoot)
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn root(&self, name: Option<&str>) -> Option<&TrustRoot> {
+        match name {
+            Some(n) => self.roots.get(n),
+            None => self
+                .embedded
+                .get_or_init(|| TrustRoot::embedded().ok())
+                .as_ref(),
+        }
+    }
+
+    /// The trust root an authority names, or why it cannot be had.
+    fn root_for(
+        &self,
+        name: &Option<String>,
+        location: &str,
+        authority: &str,
+    ) -> Result<&TrustRoot, Rejection> {
+        self.root(name.as_deref()).ok_or_else(|| Rejection::Bundle {
+            location: location.to_string(),
+            authority: authority.to_string(),
+            detail: format!(
+                "trust root {} is not available",
+                name.as_deref().unwrap_or("embedded")
+            ),
+        })
+    }
+
+    /// One attached Sigstore bundle against one authority.
+    fn verify_one_bundle(
+        &self,
+        c: &BundleCandidate,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Rejection> {
+        let (who, trust_root) = match &a.kind {
+            AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            } => {
+                let logged = has_tlog_entries(&c.json);
+                let who = match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => BundleAuthority::Key(key),
+                    _ => BundleAuthority::KeyWithoutTlog(key),
+                };
+                (who, trust_root)
+            }
+            AuthorityKind::Keyless {
+                trust_root,
+                identities,
+                tlog,
+            } => {
+                keyless_needs_tlog(*tlog, &c.location, &a.name)?;
+                (BundleAuthority::Identities(identities), trust_root)
+            }
+        };
+        let root = self.root_for(trust_root, &c.location, &a.name)?;
+        verify_attached_bundle(c, &a.name, who, root, expect)
+    }
+
+    /// One candidate against one authority.
+    fn verify_one(
+        &self,
+        c: &SignatureCandidate,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Rejection> {
+        match &a.kind {
+            AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            } => {
+                let authority = KeyAuthority { name: &a.name, key };
+                let logged = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
+                match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => {
+                        let root = self.root_for(trust_root, &c.location, &a.name)?;
+                        verify_key_signature_logged(c, authority, root, expect)
+                    }
+                    _ => verify_key_signature(c, authority, expect),
+                }
+            }
+            AuthorityKind::Keyless {
+                trust_root,
+                identities,
+                tlog,
+            } => {
+                keyless_needs_tlog(*tlog, &c.location, &a.name)?;
+                let root = self.root_for(trust_root, &c.location, &a.name)?;
+                verify_keyless_signature(
+                    c,
+                    KeylessAuthority {
+                        name: &a.name,
+                        identities,
+                        root,
+                    },
+                    expect,
+                )
+            }
+        }
+    }
+
+    /// Verify what was discovered against `rule` and decide (pure: no I/O).
+    fn decide(
+        &self,
+        rule: &Rule,
+        expect: &Expectation,
+        candidates: &[SignatureCandidate],
+        bundles: &[BundleCandidate],
+        looked: &str,
+    ) -> crate::policy::Evaluation {
+        let legacy = candidates.iter().map(|c| CandidateOutcome {
+            location: c.location.clone(),
+            results: rule
+                .authorities
+                .iter()
+                .map(|a| self.verify_one(c, a, expect))
+                .collect(),
+        });
+        let attached = bundles.iter().map(|c| CandidateOutcome {
+            location: c.location.clone(),
+            results: rule
+                .authorities
+                .iter()
+                .map(|a| self.verify_one_bundle(c, a, expect))
+                .collect(),
+        });
+        evaluate(rule, legacy.chain(attached).collect(), looked)
+    }
+}
+
+/// A policy file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyLoadError {
+    #[error(transparent)]
+    Policy(crate::policy::PolicyError),
+    #[error("policy {}: the file is not UTF-8 text", file.display())]
+    NotUtf8 { file: std::path::PathBuf },
+    #[error("policy trust root")]
+    TrustRoot(#[source] TrustRootError),
+}
+
+/// What a decision depends on: the repository (legacy signatures live there, and
+/// `matchRepository` compares its name), the digest, the rule, and the policy's fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    repository: String,
+    digest: Digest,
+    rule: String,
+    policy: String,
+}
+
+#[derive(Clone)]
+struct Cached {
+    decision: Arc<Decision>,
+    ttl: Duration,
+}
+
+struct TtlPerEntry;
+
+impl moka::Expiry<DecisionKey, Cached> for TtlPerEntry {
+    fn expire_after_create(&self, _: &DecisionKey, v: &Cached, _: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+#[derive(Clone)]
+struct Resolved {
+    digest: Digest,
+    source: Option<String>,
+    revision: Option<String>,
+}
+
+/// Where a running check is, for the deadline's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    Plan = 0,
+    Resolve = 1,
+    Discover = 2,
+    Verify = 3,
+}
+
+impl Stage {
+    fn from_u8(v: u8) -> Stage {
+        match v {
+            1 => Stage::Resolve,
+            2 => Stage::Discover,
+            3 => Stage::Verify,
+            _ => Stage::Plan,
+        }
+    }
+    fn doing(self) -> &'static str {
+        match self {
+            Stage::Plan => "planning",
+            Stage::Resolve => "resolving",
+            Stage::Discover => "discovering signatures of",
+            Stage::Verify => "verifying",
+        }
+    }
+}
+
+type Flight = Shared<Pin<Box<dyn Future<Output = Arc<Decision>> + Send>>>;
+
+/// Counters a front end can export (metrics) or print (benchmarks).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    /// Checks that joined a verification already in flight for the same key.
+    pub single_flight_joins: AtomicU64,
+    /// Verifications actually run (discover + verify + decide).
+    pub verifications: AtomicU64,
+    pub resolve_hits: AtomicU64,
+    pub policy_reloads: AtomicU64,
+    pub policy_reload_failures: AtomicU64,
+}
+
+struct Inner {
+    registry: Registry,
+    policy: RwLock<Arc<CompiledPolicy>>,
+    config: EngineConfig,
+    decisions: moka::sync::Cache<DecisionKey, Cached>,
+    resolved: moka::sync::Cache<String, Resolved>,
+    inflight: Mutex<HashMap<DecisionKey, (Flight, Arc<AtomicU8>)>>,
+    stats: EngineStats,
+}
+
+/// The engine; cheap to clone (a handle on shared state).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    pub fn new(registry: Registry, policy: CompiledPolicy, config: EngineConfig) -> Self {
+        let decisions = moka::sync::Cache::builder()
+            .max_capacity(config.max_entries)
+            .expire_after(TtlPerEntry)
+            .build();
+        let resolved = moka::sync::Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.resolve_ttl.max(Duration::from_millis(1)))
+            .build();
+        Engine {
+            inner: Arc::new(Inner {
+                registry,
+                policy: RwLock::new(Arc::new(policy)),
+                config,
+                decisions,
+                resolved,
+                inflight: Mutex::new(HashMap::new()),
+                stats: EngineStats::default(),
+            }),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.inner.stats
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<CompiledPolicy> {
+        match self.inner.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swap in a new policy; checks already running finish under the old one. Cached decisions
+    /// of the old policy are not used again (the fingerprint is part of their key).
+    pub fn set_policy(&self, policy: CompiledPolicy) {
+        let policy = Arc::new(policy);
+        match self.inner.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+        self.inner
+            .stats
+            .policy_reloads
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Record a reload that failed (the last good policy stays).
+    pub fn policy_reload_failed(&self) {
+        self.inner
+            .stats
+            .policy_reload_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Number of decisions held in the cache (approximate; for metrics and benchmarks).
+    pub fn cached_decisions(&self) -> u64 {
+        self.inner.decisions.run_pending_tasks();
+        self.inner.decisions.entry_count()
+    }
+
+    /// Decide on one reference within the configured deadline.
+    pub async fn check(&self, reference: &ImageRef) -> Decision {
+        self.check_within(reference, self.inner.config.deadline)
+            .await
+    }
+
+    /// Decide on one reference within `deadline`. When the deadline runs out the answer is a
+    /// deny (under enforce) naming the stage and host; the verification goes on in the
+    /// background and fills the cache, so that a retry is answered at once.
+    pub async fn check_within(&self, reference: &ImageRef, deadline: Duration) -> Decision {
+        let started = Instant::now();
+        let policy = self.policy();
+        let name = reference.name();
+        // Plan: the rule, before any I/O.
+        let rule = match policy.policy.match_rule(&name) {
+            RuleMatch::Rule(r) => r,
+            RuleMatch::NoMatch(nm) => {
+                let (verdict, failure) = match nm {
+                    NoMatch::Deny => (Verdict::Deny, Some(Failure::NoMatch)),
+                    NoMatch::Allow => (Verdict::Allow, None),
+                    NoMatch::Warn => (Verdict::Warn, Some(Failure::NoMatch)),
+                };
+                let word = format!("{nm:?}").to_lowercase();
+                return Decision::early(
+                    reference,
+                    verdict,
+                    None,
+                    format!("no rule of the policy matches {name} (noMatch: {word})"),
+                    failure,
+                );
+            }
+            RuleMatch::Ambiguous(a, b) => {
+                return Decision::early(
+                    reference,
+                    Verdict::Deny,
+                    None,
+                    format!(
+                        "policy error: rules {:?} and {:?} are equally specific for {name}",
+                        a.name, b.name
+                    ),
+                    Some(Failure::Policy),
+                );
+            }
+        };
+        let host = reference
+            .registry()
+            .map_or_else(|| name.clone(), str::to_string);
+        let timed_out = |stage: Stage| {
+            Decision::early(
+                reference,
+                failed_verdict(rule.mode),
+                Some(rule),
+                format!(
+                    "timed out {} {reference} (registry {host}) after {} s",
+                    stage.doing(),
+                    deadline.as_secs_f64()
+                ),
+                Some(Failure::Timeout),
+            )
+        };
+
+        // Resolve: the digest (a pinned reference needs no registry call here).
+        let t0 = Instant::now();
+        let resolved = match reference.digest() {
+            Some(d) => Resolved {
+                digest: d.clone(),
+                source: None,
+                revision: None,
+            },
+            None => {
+                let remaining = deadline.saturating_sub(started.elapsed());
+                match tokio::time::timeout(remaining, self.resolve(reference)).await {
+                    Err(_) => return timed_out(Stage::Resolve),
+                    Ok(Err((reason, failure))) => {
+                        return Decision::early(
+                            reference,
+                            failed_verdict(rule.mode),
+                            Some(rule),
+                            reason,
+                            Some(failure),
+                        );
+                    }
+                    Ok(Ok(r)) => r,
+                }
+            }
+        };
+        let resolve_ms = ms(t0);
+
+        let key = DecisionKey {
+            repository: name,
+            digest: resolved.digest.clone(),
+            rule: rule.name.clone(),
+            policy: policy.fingerprint.clone(),
+        };
+        if let Some(hit) = self.inner.decisions.get(&key) {
+            self.inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return for_reference(&hit.decision, reference, true);
+        }
+        self.inner
+            .stats
+            .cache_misses
+            .fetch_add(1, Ordering::Relaxed);
+
+        // Single flight: one verification per key, whoever asks; it runs to the end even when
+        // every asker has given up, and fills the cache.
+        let (flight, stage, joined) = {
+            let mut inflight = match self.inner.inflight.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            match inflight.get(&key) {
+                Some((f, s)) => (f.clone(), s.clone(), true),
+                None => {
+                    let stage = Arc::new(AtomicU8::new(Stage::Discover as u8));
+                    let task = tokio::spawn(self.clone().verify_digest(
+                        policy.clone(),
+                        rule.name.clone(),
+                        reference.clone(),
+                        resolved.clone(),
+                        key.clone(),
+                        stage.clone(),
+                    ));
+                    let rule_name = rule.name.clone();
+                    let fallback_ref = reference.to_string();
+                    let fut: Pin<Box<dyn Future<Output = Arc<Decision>> + Send>> =
+                        Box::pin(async move {
+                            match task.await {
+                                Ok(d) => d,
+                                Err(e) => Arc::new(Decision {
+                                    reference: fallback_ref,
+                                    digest: None,
+                                    verdict: Verdict::Deny,
+                                    rule: Some(rule_name),
+                                    reasons: vec![format!(
+                                        "internal error: the verification task failed: {e}"
+                                    )],
+                                    signatures: Vec::new(),
+                                    failure: Some(Failure::Policy),
+                                    source: None,
+                                    revision: None,
+                                    discovery: Vec::new(),
+                                    timings: Timings::default(),
+                                    cached: false,
+                                }),
+                            }
+                        });
+                    let shared = fut.shared();
+                    inflight.insert(key.clone(), (shared.clone(), stage.clone()));
+                    (shared, stage, false)
+                }
+            }
+        };
+        if joined {
+            self.inner
+                .stats
+                .single_flight_joins
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let remaining = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, flight).await {
+            Ok(d) => {
+                let mut out = for_reference(&d, reference, joined);
+                out.timings.resolve_ms = resolve_ms;
+                out
+            }
+            Err(_) => timed_out(Stage::from_u8(stage.load(Ordering::Relaxed))),
+        }
+    }
+
+    /// Tag → digest (and the manifest's source annotations), cached for `resolve_ttl`.
+    /// `Err` carries the reason and the failure class.
+    async fn resolve(&self, reference: &ImageRef) -> Result<Resolved, (String, Failure)> {
+        let key = reference.to_string();
+        if let Some(r) = self.inner.resolved.get(&key) {
+            self.inner
+                .stats
+                .resolve_hits
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(r);
+        }
+        let manifest = match self.inner.registry.get_manifest(reference).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return Err((format!("{reference} was not found"), Failure::NotFound));
+            }
+            Err(e) => {
+                return Err((
+                    format!("cannot resolve {reference}: {}", error_chain(&e)),
+                    registry_failure(&e),
+                ));
+            }
+        };
+        let (source, revision) = manifest_trace(&manifest, &reference.name());
+        let r = Resolved {
+            digest: manifest.digest.clone(),
+            source,
+            revision,
+        };
+        if !self.inner.config.resolve_ttl.is_zero() {
+            self.inner.resolved.insert(key, r.clone());
+        }
+        Ok(r)
+    }
+
+    /// Discover, verify and decide for a digest; fills the cache and leaves the in-flight map.
+    async fn verify_digest(
+        self,
+        policy: Arc<CompiledPolicy>,
+        rule_name: String,
+        reference: ImageRef,
+        resolved: Resolved,
+        key: DecisionKey,
+        stage: Arc<AtomicU8>,
+    ) -> Arc<Decision> {
+        self.inner
+            .stats
+            .verifications
+            .fetch_add(1, Ordering::Relaxed);
+        let decision = Arc::new(
+            self.run_verification(&policy, &rule_name, &reference, resolved, &stage)
+                .await,
+        );
+        let ttl = match decision.failure {
+            None => self.inner.config.positive_ttl,
+            Some(f) if f.is_unreached() => self.inner.config.failure_ttl,
+            Some(_) if decision.verdict == Verdict::Allow => self.inner.config.positive_ttl,
+            Some(_) => self.inner.config.negative_ttl,
+        };
+        if !ttl.is_zero() {
+            self.inner.decisions.insert(
+                key.clone(),
+                Cached {
+                    decision: decision.clone(),
+                    ttl,
+                },
+            );
+        }
+        if let Ok(mut inflight) = self.inner.inflight.lock() {
+            inflight.remove(&key);
+        }
+        decision
+    }
+
+    async fn run_verification(
+        &self,
+        policy: &CompiledPolicy,
+        rule_name: &str,
+        reference: &ImageRef,
+        resolved: Resolved,
+        stage: &AtomicU8,
+    ) -> Decision {
+        let Some(rule) = policy.policy.rules.iter().find(|r| r.name == rule_name) else {
+            return Decision::early(
+                reference,
+                Verdict::Deny,
+                None,
+                format!("internal error: rule {rule_name:?} vanished"),
+                Some(Failure::Policy),
+            );
+        };
+        let digest = resolved.digest.clone();
+        let pinned = reference.with_digest(digest.clone());
+        let name = reference.name();
+        let t1 = Instant::now();
+        stage.store(Stage::Discover as u8, Ordering::Relaxed);
+        // A pinned reference's manifest is read (it must exist; its source annotations are
+        // reported) while the signatures are looked for, not before.
+        let manifest = async {
+            if reference.digest().is_none() {
+                return Ok((resolved.source.clone(), resolved.revision.clone()));
+            }
+            match self.inner.registry.get_manifest(&pinned).await {
+                Ok(Some(m)) => Ok(manifest_trace(&m, &name)),
+                Ok(None) => Err((format!("{reference} was not found"), Failure::NotFound)),
+                Err(e) => Err((
+                    format!("cannot resolve {reference}: {}", error_chain(&e)),
+                    registry_failure(&e),
+                )),
+            }
+        };
+        let (found, manifest) =
+            tokio::join!(discover(&self.inner.registry, &pinned, &digest), manifest);
+        let (source, revision) = match manifest {
+            Ok(trace) => trace,
+            Err((reason, failure)) => {
+                return Decision::early(
+                    reference,
+                    failed_verdict(rule.mode),
+                    Some(rule),
+                    reason,
+                    Some(failure),
+                );
+            }
+        };
+        let mut decision = Decision {
+            reference: reference.to_string(),
+            digest: Some(digest.to_string()),
+            verdict: Verdict::Deny,
+            rule: Some(rule.name.clone()),
+            reasons: Vec::new(),
+            signatures: Vec::new(),
+            failure: None,
+            source,
+            revision,
+            discovery: Vec::new(),
+            timings: Timings {
+                discover_ms: ms(t1),
+                ..Timings::default()
+            },
+            cached: false,
+        };
+        let found = match found {
+            Ok(f) => f,
+            Err(e) => {
+                decision.verdict = failed_verdict(rule.mode);
+                decision.failure = Some(discover_failure(&e));
+                decision.reasons = vec![format!(
+                    "cannot tell whether {reference} is signed: {}",
+                    error_chain(&e)
+                )];
+                return decision;
+            }
+        };
+        decision.discovery = found.paths.clone();
+
+        stage.store(Stage::Verify as u8, Ordering::Relaxed);
+        let t2 = Instant::now();
+        let expect = Expectation {
+            digest,
+            repository: name,
+            signed_identity: rule.signed_identity.clone(),
+            annotations: rule.annotations.clone(),
+        };
+        let eval = policy.decide(
+            rule,
+            &expect,
+            &found.candidates,
+            &found.bundles,
+            &found.summary(),
+        );
+        decision.timings.verify_ms = ms(t2);
+        decision.verdict = eval.verdict;
+        decision.reasons = eval.reasons;
+        decision.signatures = eval.evidence;
+        decision.failure = eval.failure;
+        decision
+    }
+}
+
+/// A shared decision as one requester sees it: its own spelling of the reference.
+fn for_reference(d: &Decision, reference: &ImageRef, cached: bool) -> Decision {
+    let mut out = d.clone();
+    out.reference = reference.to_string();
+    out.cached = cached;
+    out
+}
+
+fn manifest_trace(m: &crate::registry::Manifest, place: &str) -> (Option<String>, Option<String>) {
+    match ImageManifest::parse(m, place) {
+        Ok(m) => {
+            let a = m.annotations.unwrap_or_default();
+            (
+                a.get(SOURCE_ANNOTATION).cloned(),
+                a.get(REVISION_ANNOTATION).cloned(),
+            )
+        }
+        Err(_) => (None, None),
+    }
+}
+
+/// Keyless verification needs the log: without it nothing proves when the short-lived
+/// certificate was used.
+fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(), Rejection> {
+    if tlog == Tlog::Skip {
+        return Err(Rejection::NotSupported {
+            location: location.to_string(),
+            authority: authority.to_string(),
+            what: "keyless verification without a transparency log (tlog: skip)".into(),
+        });
+    }
+    Ok(())
+}
+
+fn ms(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}

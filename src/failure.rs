@@ -1,0 +1,116 @@
+//! The engine's failure classes: why a decision is not a plain "allow". Defined once here (a
+//! leaf module, so that `verify` and `policy` can classify what they find without importing the
+//! engine) and used unchanged by the CLI's JSON (`failure`), the webhook's deny reason and the
+//! metrics' `failure` label.
+//!
+//! Two families: the artifact was looked at and found wanting (`unsigned`, `untrusted`,
+//! `mismatch`, `annotation`, `tlog`), or no verdict on the artifact could be reached (`registry`,
+//! `auth`, `rate-limited`, `not-found`, `timeout`, `policy`). A failure of the second family is
+//! never reported as "unsigned". `no-match` is the policy's `noMatch` answer.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Failure {
+    /// No signature of any kind was found anywhere it was looked for.
+    Unsigned,
+    /// Signatures were found, but none by a key or identity the rule accepts (or fewer
+    /// authorities than the rule's threshold), or none that is a valid signature at all.
+    Untrusted,
+    /// A signature by an accepted signer, but for another digest or another repository.
+    Mismatch,
+    /// A signature by an accepted signer, but without the annotations the rule requires.
+    Annotation,
+    /// A signature by an accepted signer, but without the transparency-log proof the rule
+    /// requires (or with one that does not verify).
+    Tlog,
+    /// The registry failed: unreachable, an HTTP error, a malformed or oversized answer.
+    Registry,
+    /// The registry refused access (401/403): missing or wrong credentials.
+    Auth,
+    /// The registry answered 429 (or kept answering 503) within the deadline.
+    RateLimited,
+    /// The reference (tag or digest) does not exist.
+    NotFound,
+    /// The deadline ran out before a verdict.
+    Timeout,
+    /// The policy cannot decide (two rules equally specific, a trust root unavailable).
+    Policy,
+    /// No rule matches and the policy's `noMatch` is not `allow`.
+    NoMatch,
+}
+
+impl Failure {
+    /// Every class, in documentation order.
+    pub const ALL: [Failure; 12] = [
+        Failure::Unsigned,
+        Failure::Untrusted,
+        Failure::Mismatch,
+        Failure::Annotation,
+        Failure::Tlog,
+        Failure::Registry,
+        Failure::Auth,
+        Failure::RateLimited,
+        Failure::NotFound,
+        Failure::Timeout,
+        Failure::Policy,
+        Failure::NoMatch,
+    ];
+
+    /// The class as written in JSON, log lines and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Unsigned => "unsigned",
+            Failure::Untrusted => "untrusted",
+            Failure::Mismatch => "mismatch",
+            Failure::Annotation => "annotation",
+            Failure::Tlog => "tlog",
+            Failure::Registry => "registry",
+            Failure::Auth => "auth",
+            Failure::RateLimited => "rate-limited",
+            Failure::NotFound => "not-found",
+            Failure::Timeout => "timeout",
+            Failure::Policy => "policy",
+            Failure::NoMatch => "no-match",
+        }
+    }
+
+    /// Whether no verdict on the artifact itself could be reached (the registry or the clock
+    /// stood in the way): such a decision is cached briefly or not at all.
+    pub fn is_unreached(self) -> bool {
+        matches!(
+            self,
+            Failure::Registry
+                | Failure::Auth
+                | Failure::RateLimited
+                | Failure::NotFound
+                | Failure::Timeout
+        )
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_serde_and_are_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for f in Failure::ALL {
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(json, format!("\"{}\"", f.as_str()));
+            assert!(seen.insert(f.as_str()), "{f} twice");
+        }
+        assert!(Failure::Auth.is_unreached());
+        assert!(!Failure::Unsigned.is_unreached());
+        assert!(!Failure::NoMatch.is_unreached());
+    }
+}

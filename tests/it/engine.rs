@@ -1,0 +1,200 @@
+//! The shared engine against the real registry: one verification for many concurrent asks of a
+//! cold key (single flight), the cache, and the deadline (the tests' proxy stalls the registry).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ocigate::engine::{CompiledPolicy, Engine, EngineConfig, Failure};
+use ocigate::policy::{AuthorityKind, Policy, Tlog, Verdict};
+use ocigate::reference::ImageRef;
+use ocigate::registry::{Registry, RegistrySettings};
+use ocigate::trust::PublicKey;
+use ocigate::verify::SignedIdentity;
+
+use crate::harness::*;
+use crate::proxy::proxy;
+
+fn key_policy(public: &std::path::Path) -> CompiledPolicy {
+    let pem = std::fs::read_to_string(public).unwrap();
+    let key = PublicKey::from_pem(&pem, "test key").unwrap();
+    let kind = AuthorityKind::Key {
+        key,
+        tlog: Tlog::Skip,
+        trust_root: None,
+    };
+    let policy = Policy::single_authority(
+        "k",
+        kind,
+        Vec::new(),
+        Default::default(),
+        SignedIdentity::MatchRepository,
+    );
+    CompiledPolicy::new(policy, "test".into()).unwrap()
+}
+
+fn plain(host: &str) -> Registry {
+    Registry::new(RegistrySettings {
+        plain_http: vec![host.to_string()],
+        docker_config: false,
+        ..RegistrySettings::default()
+    })
+}
+
+/// A registry behind a counting proxy that delays every answer by `delay_ms` (shared, settable).
+struct Slow {
+    reg: TestRegistry,
+    front: crate::proxy::HttpServer,
+    delay_ms: Arc<AtomicU64>,
+}
+
+fn slow_registry() -> Slow {
+    let reg = TestRegistry::start();
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let d = delay_ms.clone();
+    let front = proxy(reg.host(), move |_, resp| {
+        std::thread::sleep(Duration::from_millis(d.load(Ordering::SeqCst)));
+        resp
+    });
+    Slow {
+        reg,
+        front,
+        delay_ms,
+    }
+}
+
+#[test]
+fn many_concurrent_checks_of_a_cold_image_verify_once() {
+    let s = slow_registry();
+    let _ = &s.reg;
+    let r = ImageRef::parse(&format!("{}/acme/app:v1", s.front.host())).unwrap();
+    push_image(&plain(&s.front.host()), &r, "single flight");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let signed = ocigate(
+        &[
+            "sign",
+            &r.to_string(),
+            "--key",
+            key.to_str().unwrap(),
+            "--registry-plain-http",
+            &s.front.host(),
+        ],
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+    );
+    assert_eq!(signed.code, 0, "{signed:?}");
+    // Slow enough that all asks arrive while the first verification runs.
+    s.delay_ms.store(150, Ordering::SeqCst);
+    let engine = Engine::new(
+        plain(&s.front.host()),
+        key_policy(&public),
+        EngineConfig::default(),
+    );
+    let pinned = {
+        let before = s.front.seen().len();
+        let d = block_on(engine.check(&r));
+        assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+        assert!(s.front.seen().len() > before);
+        r.with_digest(ocigate::reference::Digest::parse(d.digest.as_deref().unwrap()).unwrap())
+    };
+    // A second engine, cold: 200 concurrent asks for the same pinned image.
+    let engine = Engine::new(
+        plain(&s.front.host()),
+        key_policy(&public),
+        EngineConfig::default(),
+    );
+    let before = s.front.seen().len();
+    let decisions = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let tasks: Vec<_> = (0..200)
+                .map(|_| {
+                    let (e, p) = (engine.clone(), pinned.clone());
+                    tokio::spawn(async move { e.check(&p).await })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        });
+    assert!(decisions.iter().all(|d| d.verdict == Verdict::Allow));
+    let stats = engine.stats();
+    assert_eq!(stats.verifications.load(Ordering::Relaxed), 1, "{stats:?}");
+    assert_eq!(
+        stats.single_flight_joins.load(Ordering::Relaxed)
+            + stats.cache_hits.load(Ordering::Relaxed),
+        199,
+        "{stats:?}"
+    );
+    let requests = s.front.seen().len() - before;
+    // One verification's requests: manifest, .sig manifest, referrers, referrers tag, blob.
+    assert!(requests <= 6, "{requests} registry requests for one image");
+    // Warm: no registry request at all.
+    let before = s.front.seen().len();
+    let d = block_on(engine.check(&pinned));
+    assert!(d.cached, "{d:?}");
+    assert_eq!(s.front.seen().len(), before);
+}
+
+#[test]
+fn the_deadline_names_stage_and_host_and_the_late_result_fills_the_cache() {
+    let s = slow_registry();
+    let r = ImageRef::parse(&format!("{}/acme/slow:v1", s.front.host())).unwrap();
+    let digest = push_image(&plain(&s.front.host()), &r, "deadline");
+    let dir = tempfile::tempdir().unwrap();
+    let (_key, public) = generate_keys(dir.path(), "k");
+    let engine = Engine::new(
+        plain(&s.front.host()),
+        key_policy(&public),
+        EngineConfig {
+            deadline: Duration::from_millis(300),
+            ..EngineConfig::default()
+        },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Resolving a tag hangs past the deadline.
+    s.delay_ms.store(1500, Ordering::SeqCst);
+    let d = rt.block_on(engine.check(&r));
+    assert_eq!(d.verdict, Verdict::Deny, "{d:?}");
+    assert_eq!(d.failure, Some(Failure::Timeout), "{d:?}");
+    let reason = &d.reasons[0];
+    assert!(
+        reason.contains("timed out resolving") && reason.contains(&s.front.host()),
+        "{reason}"
+    );
+    // Pinned: discovery hangs; the answer comes at the deadline, not when the registry answers.
+    let pinned = r.with_digest(digest);
+    let t = std::time::Instant::now();
+    let d = rt.block_on(engine.check(&pinned));
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(d.failure, Some(Failure::Timeout), "{d:?}");
+    assert!(d.reasons[0].contains("discovering signatures"), "{d:?}");
+    // The verification went on and filled the cache: the retry answers from it.
+    s.delay_ms.store(0, Ordering::SeqCst);
+    let mut retried = None;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if engine.stats().verifications.load(Ordering::Relaxed) >= 1
+            && engine.cached_decisions() > 0
+        {
+            retried = Some(rt.block_on(engine.check(&pinned)));
+            break;
+        }
+    }
+    let d = retried.expect("the late verification never filled the cache");
+    assert!(d.cached, "{d:?}");
+    assert_eq!(d.failure, Some(Failure::Unsigned), "{d:?}");
+}
