@@ -99,7 +99,7 @@ impl TestRegistry {
     }
 
     /// ferro-oci-server (crates.io), a registry that serves the OCI 1.1 referrers API, which
-    /// distribution 2.8 lacks; installed by scripts/test.sh into .cache/ferro. None (a loud skip,
+    /// distribution 2.8 lacks; installed by scripts/test.sh into ~/.cache/ocigate-tools/ferro (OCIGATE_TEST_FERRO). None (a loud skip,
     /// a failure in CI) when it is not installed.
     pub fn start_ferro_or_skip(test: &str) -> Option<Self> {
         let bin = [
