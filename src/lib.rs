@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod discover;
+pub mod extract;
 pub mod gate;
 pub mod payload;
 pub mod policy;
