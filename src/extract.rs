@@ -249,6 +249,12 @@ pub async fn extract_with<L: Lookup + Sync>(
         (Some(flux::HELM_GROUP), "HelmRelease") => {
             flux::helm_release(&obj, lookup, &mut out).await?;
         }
+        (Some(flux::SOURCE_GROUP), "HelmRepository") => {
+            out.notes.push(format!(
+                "HelmRepository {}: checked through the HelmCharts and HelmReleases that use it",
+                obj.display_name()
+            ));
+        }
         (Some(kluctl::GROUP), "KluctlDeployment") => {
             kluctl::kluctl_deployment(&obj, &mut out)?;
         }
