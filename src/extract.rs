@@ -176,7 +176,7 @@ pub enum ExtractError {
         name: String,
         field: String,
         #[source]
-        source: LookupError,
+        source: Box<LookupError>,
     },
     /// The input is not a Kubernetes object (no `kind`, not a mapping).
     #[error("not a Kubernetes object: {problem}")]
@@ -185,7 +185,7 @@ pub enum ExtractError {
     #[error("YAML could not be parsed")]
     Yaml {
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// JSON text could not be parsed.
     #[error("JSON could not be parsed")]
@@ -661,7 +661,7 @@ mod tests {
             kind: "HelmRelease".into(),
             name: "ns/x".into(),
             field: "spec.chartRef".into(),
-            source: LookupError::failed(
+            source: Box::new(LookupError::failed(
                 ObjectRef {
                     api_version: None,
                     kind: "HelmChart".into(),
@@ -669,7 +669,7 @@ mod tests {
                     name: "c".into(),
                 },
                 "connection refused",
-            ),
+            )),
         };
         assert_eq!(
             crate::error_chain(&e),

@@ -55,7 +55,9 @@ fn yaml_values(text: &str) -> Result<Vec<Value>, ExtractError> {
                 breach: serde_saphyr::budget::BudgetBreach::Documents { .. },
                 ..
             } => ExtractError::TooManyDocuments { max: MAX_DOCUMENTS },
-            _ => ExtractError::Yaml { source: e },
+            _ => ExtractError::Yaml {
+                source: Box::new(e),
+            },
         }
     })
 }

@@ -104,7 +104,7 @@ async fn resolve<L: Lookup + Sync>(
             kind: obj.kind.clone(),
             name: obj.display_name(),
             field: field.to_string(),
-            source,
+            source: Box::new(source),
         })
 }
 
