@@ -2,13 +2,15 @@
 //!
 //! The pipeline runs in one direction (see DESIGN.md): [`reference`] → [`policy`] rule →
 //! [`registry`] digest → [`discover`] signatures → [`verify`] evidence → [`policy`] verdict,
-//! orchestrated by [`gate`]; [`cli`] only translates.
+//! orchestrated by [`engine`]; [`extract`] turns Kubernetes objects and Kluctl files into
+//! references; [`cli`] and [`webhook`] only translate.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod cli;
 pub mod discover;
 pub mod engine;
+pub mod extract;
 pub mod failure;
 pub mod payload;
 pub mod policy;

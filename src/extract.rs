@@ -1,0 +1,680 @@
+//! Kubernetes objects and Kluctl project files → the OCI sources that must be verified.
+//!
+//! Pure: reads only what it is given. Objects that refer to others (a Flux `HelmRelease` naming a
+//! `HelmRepository`) are resolved through [`Lookup`], which the caller implements (a Kubernetes
+//! client in the webhook, [`DocumentSet`] for `verify --manifests`).
+//!
+//! What is extracted:
+//! - Pods and the pod templates of Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob,
+//!   ReplicationController and PodTemplate: every distinct image of `containers`,
+//!   `initContainers` and `ephemeralContainers`, once, at the first path where it appears.
+//! - Flux `OCIRepository`, `HelmChart` (from an OCI `HelmRepository`) and `HelmRelease`
+//!   (`spec.chart.spec` or `spec.chartRef`), with the verification Flux itself performs.
+//! - Kluctl `KluctlDeployment` (`spec.source.oci`) and project files (`deployment.yaml` OCI
+//!   includes, `helm-chart.yaml` OCI charts) through [`extract_kluctl_file`].
+//!
+//! A source that cannot be checked (an unparsable image, a `HelmRepository` that does not exist)
+//! is an [`Artifact::Invalid`] so the caller denies with its reason; a malformed object (a URL
+//! that is not a string) is an [`ExtractError`]; everything that is not an OCI source (Git
+//! sources, unknown kinds) is a note.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::reference::{Digest, ImageRef, LAYOUT_PREFIX};
+
+mod constraint;
+mod documents;
+mod flux;
+mod kluctl;
+mod workload;
+
+pub use constraint::{ConstraintError, SemverConstraint, parse_tag, pick_highest};
+pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
+pub use kluctl::extract_kluctl_file;
+
+/// How many objects a lookup chain may visit (HelmRelease → HelmChart → HelmRepository is 2).
+pub const MAX_LOOKUP_DEPTH: usize = 3;
+
+/// The `oci://` scheme Flux and Kluctl put in front of repository URLs.
+pub const OCI_SCHEME: &str = "oci://";
+
+/// A Kubernetes object by type and name. `api_version` may be `group/version` or, for lookups,
+/// the group's current version (`source.toolkit.fluxcd.io/v1`): servers holding an older served
+/// version answer for the same object, and [`DocumentSet`] compares groups only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ObjectRef {
+    pub api_version: Option<String>,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// One OCI artifact an object makes the cluster pull.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    /// The field of the given object (not of a looked-up one) the source comes from, e.g.
+    /// `spec.containers[0].image`, `spec.url`, `spec.chartRef`, `deployments[2].oci.url`.
+    pub path: String,
+    /// Further paths where the same image appears in the same object.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_paths: Vec<String>,
+    pub artifact: Artifact,
+    /// The verification Flux itself performs before using the artifact (`spec.verify`); `None`
+    /// when it performs none or the kind has no such setting.
+    pub flux_verify: Option<FluxVerify>,
+    /// The objects looked up to find the artifact, in order, e.g. HelmChart then HelmRepository.
+    pub via: Vec<ObjectRef>,
+}
+
+/// What to verify.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Artifact {
+    /// A reference with its tag and/or digest as given.
+    Reference(#[serde(serialize_with = "display")] ImageRef),
+    /// The highest tag of `repository` matching `constraint` (after `filter`, a regex on the tag
+    /// string): the caller lists tags and picks with [`pick_highest`].
+    Semver {
+        #[serde(serialize_with = "display")]
+        repository: ImageRef,
+        #[serde(skip)]
+        constraint: SemverConstraint,
+        constraint_text: String,
+        filter: Option<String>,
+    },
+    /// Something that names an artifact but cannot be checked; the caller denies with `problem`.
+    Invalid { input: String, problem: String },
+}
+
+fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Flux's own verification of a source (`spec.verify` of OCIRepository and HelmChart,
+/// `spec.chart.spec.verify` of HelmRelease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FluxVerify {
+    /// `cosign` or `notation`.
+    pub provider: String,
+    /// The Secret holding public keys (cosign) or trust policy (notation); none = keyless.
+    pub secret_ref: Option<String>,
+    /// How many `matchOIDCIdentity` entries restrict keyless signatures (0 = any identity).
+    pub oidc_identities: usize,
+}
+
+impl FluxVerify {
+    /// Whether Flux verifies a cosign signature itself.
+    pub fn is_cosign(&self) -> bool {
+        self.provider == "cosign"
+    }
+}
+
+/// The result of reading one object or file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Extraction {
+    pub sources: Vec<Source>,
+    /// What was seen and deliberately not checked (Git sources, kinds without images, ...).
+    pub notes: Vec<String>,
+}
+
+/// A failure of the caller's [`Lookup`] (not "not found", which is `Ok(None)`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// The object could not be fetched; the cause says why.
+    #[error("looking up {object} failed")]
+    Failed {
+        object: ObjectRef,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Several different objects answer to the same reference.
+    #[error("{object} is ambiguous: {count} different objects match")]
+    Ambiguous { object: ObjectRef, count: usize },
+}
+
+impl LookupError {
+    pub fn failed(
+        object: ObjectRef,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        LookupError::Failed {
+            object,
+            source: source.into(),
+        }
+    }
+}
+
+/// Why an object or file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// A field of an object is missing, of the wrong type, or has a value its controller rejects.
+    #[error("{kind} {name}: field {field}: {problem}")]
+    Field {
+        kind: String,
+        name: String,
+        field: String,
+        problem: String,
+    },
+    /// Looking up an object referred to by `field` failed.
+    #[error("{kind} {name}: field {field}: looking up a referenced object")]
+    Lookup {
+        kind: String,
+        name: String,
+        field: String,
+        #[source]
+        source: Box<LookupError>,
+    },
+    /// The input is not a Kubernetes object (no `kind`, not a mapping).
+    #[error("not a Kubernetes object: {problem}")]
+    NotAnObject { problem: String },
+    /// YAML text could not be parsed.
+    #[error("YAML could not be parsed")]
+    Yaml {
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    /// JSON text could not be parsed.
+    #[error("JSON could not be parsed")]
+    Json {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// More documents than [`MAX_DOCUMENTS`].
+    #[error("more than {max} documents (List items included); split the input")]
+    TooManyDocuments { max: usize },
+    /// A file name that is not a Kluctl project file this module reads.
+    #[error("{file}: not a Kluctl deployment.yaml or helm-chart.yaml")]
+    UnknownKluctlFile { file: String },
+}
+
+/// Fetches objects an object refers to. `Ok(None)`: no such object.
+pub trait Lookup {
+    fn get(
+        &self,
+        r: &ObjectRef,
+    ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send;
+}
+
+/// What the caller knows about an object besides its content: an AdmissionRequest gives the
+/// kind and namespace separately, and its `object` may omit them. The object's own fields win.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hints {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// The OCI sources of one Kubernetes object, which must carry `apiVersion` and `kind`.
+pub async fn extract<L: Lookup + Sync>(
+    object: &Value,
+    lookup: &L,
+) -> Result<Extraction, ExtractError> {
+    extract_with(object, &Hints::default(), lookup).await
+}
+
+/// [`extract`] for objects whose type or namespace are known from elsewhere (AdmissionRequests).
+pub async fn extract_with<L: Lookup + Sync>(
+    object: &Value,
+    hints: &Hints,
+    lookup: &L,
+) -> Result<Extraction, ExtractError> {
+    let obj = Obj::new(object, hints)?;
+    let group = obj.group();
+    let mut out = Extraction::default();
+    match (group.as_deref(), obj.kind.as_str()) {
+        (_, kind) if workload::pod_spec_path(group.as_deref(), kind).is_some() => {
+            workload::extract(&obj, &mut out)?;
+        }
+        (Some(flux::SOURCE_GROUP), "OCIRepository") => {
+            let source = flux::oci_repository(&obj, "spec.url", Vec::new())?;
+            out.sources.push(source);
+        }
+        (Some(flux::SOURCE_GROUP), "HelmChart") => {
+            flux::helm_chart(&obj, lookup, "spec.chart", Vec::new(), &mut out).await?;
+        }
+        (Some(flux::HELM_GROUP), "HelmRelease") => {
+            flux::helm_release(&obj, lookup, &mut out).await?;
+        }
+        (Some(flux::SOURCE_GROUP), "HelmRepository") => {
+            out.notes.push(format!(
+                "HelmRepository {}: checked through the HelmCharts and HelmReleases that use it",
+                obj.display_name()
+            ));
+        }
+        (Some(kluctl::GROUP), "KluctlDeployment") => {
+            kluctl::kluctl_deployment(&obj, &mut out)?;
+        }
+        (_, kind) => {
+            let api = obj.api_version.as_deref().unwrap_or("(no apiVersion)");
+            out.notes.push(format!(
+                "kind {kind} ({api}) is not checked: it has no images or OCI sources ocigate reads"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// An object being read, with what errors need to name it.
+pub(crate) struct Obj<'a> {
+    pub(crate) value: &'a Value,
+    pub(crate) api_version: Option<String>,
+    pub(crate) kind: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: String,
+}
+
+impl<'a> Obj<'a> {
+    pub(crate) fn new(value: &'a Value, hints: &Hints) -> Result<Self, ExtractError> {
+        let map = value.as_object().ok_or_else(|| ExtractError::NotAnObject {
+            problem: format!("expected a mapping, got {}", type_name(value)),
+        })?;
+        let text = |key: &str| -> Result<Option<String>, ExtractError> {
+            match map.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(ExtractError::NotAnObject {
+                    problem: format!("{key} is {}, not a string", type_name(other)),
+                }),
+            }
+        };
+        let api_version = text("apiVersion")?.or_else(|| hints.api_version.clone());
+        let kind = text("kind")?
+            .or_else(|| hints.kind.clone())
+            .ok_or_else(|| ExtractError::NotAnObject {
+                problem: "it has no kind".into(),
+            })?;
+        let metadata = map.get("metadata");
+        let meta_text = |key: &str| match metadata.and_then(|m| m.get(key)) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        let namespace = meta_text("namespace").or_else(|| hints.namespace.clone());
+        let name = meta_text("name")
+            .or_else(|| meta_text("generateName").map(|g| format!("{g}*")))
+            .unwrap_or_else(|| "(unnamed)".into());
+        Ok(Obj {
+            value,
+            api_version,
+            kind,
+            namespace,
+            name,
+        })
+    }
+
+    /// The API group: `apps` for `apps/v1`, `` for the core `v1`.
+    pub(crate) fn group(&self) -> Option<String> {
+        self.api_version
+            .as_deref()
+            .map(|a| a.rsplit_once('/').map_or("", |(g, _)| g).to_string())
+    }
+
+    /// `ns/name` or `name`, as errors and notes print it.
+    pub(crate) fn display_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    pub(crate) fn field_error(&self, field: &str, problem: impl Into<String>) -> ExtractError {
+        ExtractError::Field {
+            kind: self.kind.clone(),
+            name: self.display_name(),
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The value at a dotted path (`spec.ref.tag`); `None` when absent or null.
+    pub(crate) fn get(&self, path: &str) -> Option<&'a Value> {
+        get_path(self.value, path)
+    }
+
+    /// A string field; absent, null and "" are `None` (as Go controllers read them).
+    pub(crate) fn opt_str(&self, path: &str) -> Result<Option<&'a str>, ExtractError> {
+        match self.get(path) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => {
+                Err(self.field_error(path, format!("expected a string, got {}", type_name(other))))
+            }
+        }
+    }
+
+    pub(crate) fn req_str(&self, path: &str) -> Result<&'a str, ExtractError> {
+        self.opt_str(path)?
+            .ok_or_else(|| self.field_error(path, "missing"))
+    }
+
+    /// A mapping field; absent and null are `None`.
+    pub(crate) fn opt_map(&self, path: &str) -> Result<Option<&'a Value>, ExtractError> {
+        match self.get(path) {
+            None => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(v)),
+            Some(other) => Err(self.field_error(
+                path,
+                format!("expected a mapping, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    /// A list field; absent and null are empty.
+    pub(crate) fn list(&self, path: &str) -> Result<&'a [Value], ExtractError> {
+        match self.get(path) {
+            None => Ok(&[]),
+            Some(Value::Array(items)) => Ok(items),
+            Some(other) => {
+                Err(self.field_error(path, format!("expected a list, got {}", type_name(other))))
+            }
+        }
+    }
+}
+
+/// The value at `a.b[2].c`; `None` when absent or null.
+pub(crate) fn get_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = value;
+    for segment in path.split('.') {
+        let (key, index) = match segment.strip_suffix(']').and_then(|s| s.split_once('[')) {
+            Some((key, i)) => (key, Some(i.parse::<usize>().ok()?)),
+            None => (segment, None),
+        };
+        if !key.is_empty() {
+            cur = cur.get(key)?;
+        }
+        if let Some(i) = index {
+            cur = cur.get(i)?;
+        }
+    }
+    (!cur.is_null()).then_some(cur)
+}
+
+pub(crate) fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// An artifact for a reference written by a user, or the reason it cannot be checked.
+pub(crate) fn reference_artifact(input: &str) -> Artifact {
+    if input.contains("{{") || input.contains("{%") {
+        return invalid(input, "contains a template; render it first");
+    }
+    if input.trim_start().starts_with(LAYOUT_PREFIX) {
+        return invalid(input, "an oci-layout: path is not a registry reference");
+    }
+    match ImageRef::parse(input) {
+        Ok(r) => Artifact::Reference(r),
+        Err(e) => invalid(input, crate::error_chain(&e)),
+    }
+}
+
+pub(crate) fn invalid(input: &str, problem: impl Into<String>) -> Artifact {
+    Artifact::Invalid {
+        input: input.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The repository named by an `oci://` URL, which must carry neither tag nor digest (Flux and
+/// Kluctl both reject them; the ref fields say which version). `Err` is the problem to report.
+pub(crate) fn oci_repository_url(url: &str) -> Result<&str, String> {
+    let rest = url
+        .strip_prefix(OCI_SCHEME)
+        .ok_or_else(|| format!("{url:?} must start with {OCI_SCHEME}"))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return Err(format!("{url:?} names no repository"));
+    }
+    if rest.contains('@') {
+        return Err(format!(
+            "{url:?} must not contain a digest; set it in the ref field"
+        ));
+    }
+    let after_host = rest.split_once('/').map_or("", |(_, p)| p);
+    if after_host.contains(':') {
+        return Err(format!(
+            "{url:?} must not contain a tag; set it in the ref field"
+        ));
+    }
+    Ok(rest)
+}
+
+/// `repository` at `tag` and/or `digest`, or why that is not a valid reference.
+pub(crate) fn pinned(repository: &str, tag: Option<&str>, digest: Option<&str>) -> Artifact {
+    let mut text = repository.to_string();
+    if let Some(t) = tag {
+        text.push(':');
+        text.push_str(t);
+    }
+    if let Some(d) = digest {
+        if let Err(e) = Digest::parse(d) {
+            return invalid(&format!("{repository}@{d}"), crate::error_chain(&e));
+        }
+        text.push('@');
+        text.push_str(d);
+    }
+    reference_artifact(&text)
+}
+
+/// A semver request on `repository`, or why it cannot be checked.
+pub(crate) fn semver_request(repository: &str, constraint: &str, filter: Option<&str>) -> Artifact {
+    let repo = match reference_artifact(repository) {
+        Artifact::Reference(r) => r,
+        other => return other,
+    };
+    let parsed = match SemverConstraint::parse(constraint) {
+        Ok(c) => c,
+        Err(e) => return invalid(&format!("{repository} {constraint}"), e.to_string()),
+    };
+    if let Some(f) = filter
+        && let Err(e) = regex::Regex::new(f)
+    {
+        return invalid(
+            f,
+            format!("semverFilter is not a valid regular expression: {e}"),
+        );
+    }
+    Artifact::Semver {
+        repository: repo,
+        constraint: parsed,
+        constraint_text: constraint.to_string(),
+        filter: filter.map(str::to_string),
+    }
+}
+
+/// A Helm chart version: an exact SemVer version is a tag (Helm writes `+` as `_` in OCI tags),
+/// anything else a constraint; empty means `*`, as in Flux.
+pub(crate) fn chart_version(chart: &str, version: Option<&str>) -> Artifact {
+    let version = version
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("*");
+    if semver::Version::parse(version).is_ok() {
+        return pinned(chart, Some(&version.replace('+', "_")), None);
+    }
+    semver_request(chart, version, None)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// `CARGO_MANIFEST_DIR/../shared/corpus`, or `None` (after printing SKIPPED) when it is
+    /// absent outside CI. In CI its absence fails the test.
+    pub(crate) fn corpus() -> Option<PathBuf> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "corpus {} is missing (CI is set)",
+            dir.display()
+        );
+        eprintln!("SKIPPED: corpus {} is missing", dir.display());
+        None
+    }
+
+    /// The parsed documents of a corpus file, or `None` when the corpus is absent.
+    pub(crate) fn corpus_docs(rel: &str) -> Option<Vec<Value>> {
+        let path = corpus()?.join(rel);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Some(parse_documents(&text).unwrap_or_else(|e| panic!("{rel}: {e}")))
+    }
+
+    /// Run a future to completion on a current-thread runtime.
+    pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    pub(crate) fn extract_all(docs: &[Value]) -> Vec<Result<Extraction, ExtractError>> {
+        let set = DocumentSet::new(docs.to_vec());
+        docs.iter().map(|d| block_on(extract(d, &set))).collect()
+    }
+
+    pub(crate) fn reference(a: &Artifact) -> String {
+        match a {
+            Artifact::Reference(r) => r.to_string(),
+            other => panic!("expected a reference, got {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_kinds_are_noted() {
+        let set = DocumentSet::new(vec![]);
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        let out = block_on(extract(&cm, &set)).unwrap();
+        assert!(out.sources.is_empty());
+        assert_eq!(out.notes.len(), 1);
+        assert!(out.notes[0].contains("kind ConfigMap"), "{:?}", out.notes);
+        // A Deployment of another API group is not a workload.
+        let crd = json!({"apiVersion": "example.com/v1", "kind": "Deployment",
+            "spec": {"template": {"spec": {"containers": [{"image": "nginx"}]}}}});
+        let out = block_on(extract(&crd, &set)).unwrap();
+        assert!(out.sources.is_empty() && out.notes[0].contains("Deployment"));
+    }
+
+    #[test]
+    fn not_objects_are_errors() {
+        let set = DocumentSet::new(vec![]);
+        for bad in [json!([1]), json!({"apiVersion": "v1"}), json!({"kind": 3})] {
+            let e = block_on(extract(&bad, &set)).unwrap_err();
+            assert!(matches!(e, ExtractError::NotAnObject { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn hints_supply_kind_and_namespace() {
+        let set = DocumentSet::new(vec![]);
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"image": "nginx"}]}});
+        let hints = Hints {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some("team".into()),
+        };
+        let out = block_on(extract_with(&pod, &hints, &set)).unwrap();
+        assert_eq!(
+            reference(&out.sources[0].artifact),
+            "docker.io/library/nginx"
+        );
+    }
+
+    #[test]
+    fn oci_urls() {
+        assert_eq!(oci_repository_url("oci://ghcr.io/a/b"), Ok("ghcr.io/a/b"));
+        assert_eq!(oci_repository_url("oci://ghcr.io/"), Ok("ghcr.io"));
+        assert_eq!(
+            oci_repository_url("oci://localhost:5000/a"),
+            Ok("localhost:5000/a")
+        );
+        for bad in [
+            "https://ghcr.io/a",
+            "ghcr.io/a",
+            "oci://",
+            "oci://ghcr.io/a:1.0",
+            "oci://ghcr.io/a@sha256:00",
+        ] {
+            assert!(oci_repository_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chart_versions() {
+        assert_eq!(
+            reference(&chart_version("ghcr.io/c/podinfo", Some("6.2.1"))),
+            "ghcr.io/c/podinfo:6.2.1"
+        );
+        assert_eq!(
+            reference(&chart_version("ghcr.io/c/podinfo", Some("1.0.0+build.1"))),
+            "ghcr.io/c/podinfo:1.0.0_build.1"
+        );
+        for (v, text) in [(None, "*"), (Some(""), "*"), (Some("6.1.*"), "6.1.*")] {
+            match chart_version("ghcr.io/c/podinfo", v) {
+                Artifact::Semver {
+                    constraint_text, ..
+                } => assert_eq!(constraint_text, text),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            chart_version("ghcr.io/c/podinfo", Some("latest")),
+            Artifact::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn errors_name_their_layer() {
+        let e = ExtractError::Lookup {
+            kind: "HelmRelease".into(),
+            name: "ns/x".into(),
+            field: "spec.chartRef".into(),
+            source: Box::new(LookupError::failed(
+                ObjectRef {
+                    api_version: None,
+                    kind: "HelmChart".into(),
+                    namespace: Some("ns".into()),
+                    name: "c".into(),
+                },
+                "connection refused",
+            )),
+        };
+        assert_eq!(
+            crate::error_chain(&e),
+            "HelmRelease ns/x: field spec.chartRef: looking up a referenced object: \
+             looking up HelmChart ns/c failed: connection refused"
+        );
+    }
+}
