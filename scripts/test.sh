@@ -44,6 +44,13 @@ if [ ! -x "$tools/ferro/bin/ferro-oci-server" ]; then
 fi
 export OCIGATE_TEST_FERRO=$tools/ferro/bin/ferro-oci-server
 
+# Kubernetes' own admission code (kwhclient, mini-kube-apiserver) for the webhook tests, built once
+# from Debian's k8s.io Go packages into ~/.cache/ocigate-kube (cold: about 8 minutes).
+if [ -x ../shared/tools/kube/setup.sh ]; then
+  OCIGATE_TEST_KUBE=$(../shared/tools/kube/setup.sh | tail -n 1)
+  export OCIGATE_TEST_KUBE
+fi
+
 # deploy/ renders with kustomize and every object validates against the Kubernetes schemas.
 scripts/validate-deploy.sh
 

@@ -47,6 +47,69 @@ enum Command {
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the Kubernetes validating admission webhook (HTTPS /validate, /healthz, /readyz;
+    /// Prometheus /metrics on a separate plain listener).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Policy file; re-read when it changes (a mounted ConfigMap's swap is seen).
+    #[arg(long)]
+    policy: PathBuf,
+    /// TLS certificate chain (PEM); re-read when it changes.
+    #[arg(long)]
+    tls_cert: PathBuf,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    tls_key: PathBuf,
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: std::net::SocketAddr,
+    /// Plain-HTTP listener for /metrics ("off" for none).
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_listen: String,
+    /// Deadline for each admission request, e.g. 8s or 500ms (keep it under the webhook's
+    /// timeoutSeconds).
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    deadline: Duration,
+    /// How long an allow is remembered.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    cache_ttl: Duration,
+    /// How long a deny on the artifact itself is remembered.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    negative_cache_ttl: Duration,
+    /// How long a tag's digest is believed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    resolve_ttl: Duration,
+    /// How often mounted files are looked at for changes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    reload_interval: Duration,
+    /// How long in-flight requests may take after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    grace: Duration,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// `8s`, `500ms`, `2m`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 8s, 500ms or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{s:?} must be more than zero and at most a day"));
+    }
+    Ok(d)
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,10 +341,13 @@ fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> CliError {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The webhook serves concurrent requests on every core; the CLI is one short process.
+    let builder = if matches!(cli.command, Command::Serve(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = match { builder }.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -305,7 +371,38 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Sign(a) => sign(a).await,
         Command::GenerateKeyPair(a) => generate(a),
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_check(&files)),
+        Command::Serve(a) => serve(a).await,
     }
+}
+
+async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
+    let policy = CompiledPolicy::from_file(&a.policy).map_err(boxed)?;
+    let config = EngineConfig {
+        deadline: a.deadline,
+        positive_ttl: a.cache_ttl,
+        negative_ttl: a.negative_cache_ttl,
+        resolve_ttl: a.resolve_ttl,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(registry_from(&a.registry)?, policy, config);
+    let metrics_listen = match a.metrics_listen.as_str() {
+        "off" | "" => None,
+        addr => Some(
+            addr.parse()
+                .map_err(|e| CliError::Usage(format!("--metrics-listen {addr:?}: {e}")))?,
+        ),
+    };
+    let cfg = crate::webhook::ServeConfig {
+        listen: a.listen,
+        metrics_listen,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
+        policy: a.policy,
+        reload_interval: a.reload_interval,
+        grace: a.grace,
+    };
+    crate::webhook::serve(engine, cfg).await.map_err(boxed)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn registry_from(args: &RegistryArgs) -> Result<Registry, CliError> {

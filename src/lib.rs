@@ -19,6 +19,7 @@ pub mod registry;
 pub mod sign;
 pub mod trust;
 pub mod verify;
+pub mod webhook;
 
 /// An error and all its causes, `outer: inner: innermost`, skipping a cause whose text the
 /// outer message already contains. How the CLI prints errors and how reasons are written.

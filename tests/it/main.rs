@@ -15,3 +15,4 @@ mod proxy;
 mod referrers;
 mod roundtrip;
 mod token;
+mod webhook;

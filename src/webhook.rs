@@ -1,0 +1,818 @@
+//! `ocigate serve`: the Kubernetes validating admission webhook. It only translates: an
+//! AdmissionReview (kube-core's types) → the OCI sources of the object ([`crate::extract`]) →
+//! one engine check per distinct artifact ([`crate::engine`]) → an AdmissionResponse. It
+//! verifies nothing itself.
+//!
+//! Over TLS (hyper 1 on tokio-rustls, aws-lc-rs): `POST /validate`, `GET /healthz`,
+//! `GET /readyz`; Prometheus `GET /metrics` on a separate plain listener. The certificate and
+//! the policy are re-read when the mounted files change (polled, so that a ConfigMap's `..data`
+//! symlink swap is seen); a policy that fails to load is logged and counted, and the last good
+//! one stays. SIGTERM stops accepting and drains in-flight requests within a grace period.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+
+use crate::engine::{CompiledPolicy, Decision, Engine, Failure};
+use crate::extract::{self, Artifact, Hints, Lookup, LookupError, ObjectRef};
+use crate::policy::Verdict;
+
+/// Largest AdmissionReview accepted (the API server sends at most a few MiB).
+pub const MAX_BODY_BYTES: usize = 6 << 20;
+
+/// How `serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// The plain-HTTP metrics listener (None: no metrics endpoint).
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub policy: PathBuf,
+    /// How often mounted files (certificate, key, policy) are looked at.
+    pub reload_interval: Duration,
+    /// How long in-flight requests may take after SIGTERM.
+    pub grace: Duration,
+}
+
+/// A failure that stops the server from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    #[error("TLS certificate {}: {problem}", path.display())]
+    Tls { path: PathBuf, problem: String },
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS material, swapped when the mounted files change
+
+#[derive(Debug)]
+struct Certificates {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, WebhookError> {
+    let bad = |path: &Path, problem: String| WebhookError::Tls {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let cert_pem = std::fs::read(cert).map_err(|e| bad(cert, format!("cannot read: {e}")))?;
+    let key_pem = std::fs::read(key).map_err(|e| bad(key, format!("cannot read: {e}")))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert, format!("not PEM certificates: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad(cert, "holds no certificate".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| bad(key, format!("not a PEM private key: {e}")))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key_der, &provider)
+        .map_err(|e| bad(cert, format!("certificate and key do not form a pair: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    verdict: String,
+    failure: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    allowed: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
+}
+
+struct Metrics {
+    registry: prometheus_client::registry::Registry,
+    requests: Family<RequestLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    latency: Histogram,
+    stages: Family<StageLabels, Histogram>,
+    reloads: Family<DecisionLabels, Counter>,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+/// The engine's counters, read at each scrape.
+struct EngineCollector(Engine);
+
+impl std::fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for EngineCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let s = self.0.stats();
+        let counters = [
+            (
+                "ocigate_cache_hits",
+                "Decisions answered from the cache",
+                &s.cache_hits,
+            ),
+            (
+                "ocigate_cache_misses",
+                "Decisions not in the cache",
+                &s.cache_misses,
+            ),
+            (
+                "ocigate_single_flight_joins",
+                "Checks that joined a verification already running",
+                &s.single_flight_joins,
+            ),
+            (
+                "ocigate_verifications",
+                "Verifications run",
+                &s.verifications,
+            ),
+            (
+                "ocigate_policy_reloads",
+                "Policies loaded after start",
+                &s.policy_reloads,
+            ),
+            (
+                "ocigate_policy_reload_failures",
+                "Policy files that failed to load (the last good policy stayed)",
+                &s.policy_reload_failures,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v.load(Ordering::Relaxed));
+            let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(m)?;
+        }
+        let g = ConstGauge::new(self.0.cached_decisions() as i64);
+        let m = encoder.encode_descriptor(
+            "ocigate_cached_decisions",
+            "Decisions held in the cache",
+            None,
+            g.metric_type(),
+        )?;
+        g.encode(m)
+    }
+}
+
+impl Metrics {
+    fn new(engine: &Engine) -> Self {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let latency = Histogram::new(latency_buckets());
+        let stages = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let reloads = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "ocigate_admission_requests",
+            "Admission requests by operation and answer",
+            requests.clone(),
+        );
+        registry.register(
+            "ocigate_decisions",
+            "Artifact decisions by verdict and failure class",
+            decisions.clone(),
+        );
+        registry.register(
+            "ocigate_admission_duration_seconds",
+            "Time to answer an admission request",
+            latency.clone(),
+        );
+        registry.register(
+            "ocigate_stage_duration_seconds",
+            "Time per verification stage (resolve, discover, verify)",
+            stages.clone(),
+        );
+        registry.register(
+            "ocigate_certificate_reloads",
+            "TLS certificate reloads (verdict ok or failed)",
+            reloads.clone(),
+        );
+        registry.register_collector(Box::new(EngineCollector(engine.clone())));
+        Metrics {
+            registry,
+            requests,
+            decisions,
+            latency,
+            stages,
+            reloads,
+        }
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission
+
+struct State {
+    engine: Engine,
+    metrics: Metrics,
+    draining: AtomicBool,
+}
+
+/// Referenced objects (a HelmRelease's HelmRepository) are not looked up from the API yet:
+/// such a source is refused with this reason rather than passed unchecked.
+struct NoApiLookups;
+
+impl Lookup for NoApiLookups {
+    fn get(
+        &self,
+        r: &ObjectRef,
+    ) -> impl std::future::Future<Output = Result<Option<serde_json::Value>, LookupError>> + Send
+    {
+        let err = LookupError::failed(
+            r.clone(),
+            "this ocigate does not read referenced objects from the Kubernetes API yet",
+        );
+        async move { Err(err) }
+    }
+}
+
+/// What to check: the artifact's display key and the source.
+fn artifact_key(a: &Artifact) -> String {
+    match a {
+        Artifact::Reference(r) => r.to_string(),
+        Artifact::Semver {
+            repository,
+            constraint_text,
+            ..
+        } => format!("{repository} (semver {constraint_text})"),
+        Artifact::Invalid { input, .. } => input.clone(),
+    }
+}
+
+/// One artifact's outcome for the response and the log line.
+#[derive(serde::Serialize)]
+struct ArtifactOutcome {
+    artifact: String,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    verdict: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<Failure>,
+    reasons: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cached: bool,
+    #[serde(rename = "durationMs")]
+    duration_ms: f64,
+}
+
+async fn outcomes_for(
+    state: &State,
+    req: &AdmissionRequest<DynamicObject>,
+    deadline: Instant,
+) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
+    let hints = Hints {
+        api_version: Some(if req.kind.group.is_empty() {
+            req.kind.version.clone()
+        } else {
+            format!("{}/{}", req.kind.group, req.kind.version)
+        }),
+        kind: Some(req.kind.kind.clone()),
+        namespace: req.namespace.clone(),
+    };
+    let value = |o: &DynamicObject| serde_json::to_value(o).map_err(|e| e.to_string());
+    let Some(object) = &req.object else {
+        return Err("the request carries no object".into());
+    };
+    let new = extract::extract_with(&value(object)?, &hints, &NoApiLookups)
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+    // UPDATE: only what the old object did not already run (scale, labels, status pass).
+    let old: BTreeSet<String> = match (&req.operation, &req.old_object) {
+        (Operation::Update, Some(o)) => extract::extract_with(&value(o)?, &hints, &NoApiLookups)
+            .await
+            .map(|x| {
+                x.sources
+                    .iter()
+                    .map(|s| artifact_key(&s.artifact))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => BTreeSet::new(),
+    };
+    let mut seen = BTreeSet::new();
+    let mut checks = Vec::new();
+    for s in new.sources {
+        let key = artifact_key(&s.artifact);
+        if old.contains(&key) || !seen.insert(key.clone()) {
+            continue;
+        }
+        checks.push((key, s));
+    }
+    let engine = &state.engine;
+    let stages = &state.metrics.stages;
+    let futures = checks.into_iter().map(|(key, s)| async move {
+        let t = Instant::now();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let decision: Decision = match &s.artifact {
+            Artifact::Reference(r) => engine.check_within(r, remaining).await,
+            Artifact::Semver { .. } => invalid_decision(
+                &key,
+                "Flux semver references are not resolved by this ocigate yet; pin a tag or digest"
+                    .into(),
+            ),
+            Artifact::Invalid { problem, .. } => invalid_decision(&key, problem.clone()),
+        };
+        if !decision.cached {
+            for (stage, ms) in [
+                ("resolve", decision.timings.resolve_ms),
+                ("discover", decision.timings.discover_ms),
+                ("verify", decision.timings.verify_ms),
+            ] {
+                if ms > 0.0 {
+                    stages
+                        .get_or_create(&StageLabels {
+                            stage: stage.into(),
+                        })
+                        .observe(ms / 1000.0);
+                }
+            }
+        }
+        ArtifactOutcome {
+            artifact: key,
+            path: s.path,
+            digest: decision.digest,
+            verdict: decision.verdict,
+            failure: decision.failure,
+            reasons: decision.reasons,
+            cached: decision.cached,
+            duration_ms: t.elapsed().as_secs_f64() * 1000.0,
+        }
+    });
+    Ok((futures_util::future::join_all(futures).await, new.notes))
+}
+
+fn invalid_decision(reference: &str, reason: String) -> Decision {
+    Decision {
+        reference: reference.to_string(),
+        digest: None,
+        verdict: Verdict::Deny,
+        rule: None,
+        reasons: vec![reason],
+        signatures: Vec::new(),
+        failure: Some(Failure::Policy),
+        source: None,
+        revision: None,
+        discovery: Vec::new(),
+        timings: Default::default(),
+        cached: false,
+    }
+}
+
+async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let started = Instant::now();
+    let deadline = started + state.engine.config().deadline;
+    let resp = AdmissionResponse::from(req);
+    let (outcomes, notes, resp) = match req.operation {
+        Operation::Delete | Operation::Connect => (Vec::new(), Vec::new(), resp),
+        _ => match outcomes_for(state, req, deadline).await {
+            Ok((outcomes, notes)) => {
+                let denied: Vec<String> = outcomes
+                    .iter()
+                    .filter(|o| o.verdict == Verdict::Deny)
+                    .map(describe)
+                    .collect();
+                let warned: Vec<String> = outcomes
+                    .iter()
+                    .filter(|o| o.verdict == Verdict::Warn)
+                    .map(|o| format!("ocigate: {}", describe(o)))
+                    .collect();
+                let mut resp = if denied.is_empty() {
+                    resp
+                } else {
+                    resp.deny(format!("ocigate: {}", denied.join("; ")))
+                };
+                if !warned.is_empty() {
+                    resp.warnings = Some(warned);
+                }
+                (outcomes, notes, resp)
+            }
+            Err(problem) => (
+                Vec::new(),
+                Vec::new(),
+                resp.deny(format!("ocigate: cannot read the object: {problem}")),
+            ),
+        },
+    };
+    let m = &state.metrics;
+    for o in &outcomes {
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                verdict: format!("{:?}", o.verdict).to_lowercase(),
+                failure: o.failure.map_or("none", Failure::as_str).to_string(),
+            })
+            .inc();
+    }
+    m.requests
+        .get_or_create(&RequestLabels {
+            operation: format!("{:?}", req.operation).to_uppercase(),
+            allowed: resp.allowed.to_string(),
+        })
+        .inc();
+    m.latency.observe(started.elapsed().as_secs_f64());
+    log_decision(req, &resp, &outcomes, &notes, started.elapsed());
+    resp
+}
+
+fn describe(o: &ArtifactOutcome) -> String {
+    let failure = o.failure.map(|f| format!(" [{f}]")).unwrap_or_default();
+    format!(
+        "{} ({}){failure}: {}",
+        o.artifact,
+        o.path,
+        o.reasons.join("; ")
+    )
+}
+
+/// One structured JSON line per admission decision, on stdout.
+fn log_decision(
+    req: &AdmissionRequest<DynamicObject>,
+    resp: &AdmissionResponse,
+    outcomes: &[ArtifactOutcome],
+    notes: &[String],
+    took: Duration,
+) {
+    let line = serde_json::json!({
+        "msg": "admission",
+        "uid": req.uid,
+        "namespace": req.namespace,
+        "kind": req.kind.kind,
+        "name": req.name,
+        "operation": format!("{:?}", req.operation).to_uppercase(),
+        "dryRun": req.dry_run,
+        "allowed": resp.allowed,
+        "artifacts": outcomes,
+        "notes": notes,
+        "durationMs": took.as_secs_f64() * 1000.0,
+    });
+    println!("{line}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if state.draining.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::OK, "ready\n")
+            }
+        }
+        (&Method::POST, "/validate") => {
+            let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    let too_large = e
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some();
+                    return if too_large {
+                        text(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
+                        )
+                    } else {
+                        text(StatusCode::BAD_REQUEST, "cannot read the request body\n")
+                    };
+                }
+            };
+            match review_request(&body) {
+                Ok(request) => {
+                    let review = validate(&state, &request).await.into_review();
+                    match serde_json::to_vec(&review) {
+                        Ok(json) => {
+                            let mut r = Response::new(Full::new(Bytes::from(json)));
+                            r.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static("application/json"),
+                            );
+                            r
+                        }
+                        Err(e) => text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("cannot encode the response: {e}\n"),
+                        ),
+                    }
+                }
+                Err(msg) => text(StatusCode::BAD_REQUEST, format!("{msg}\n")),
+            }
+        }
+        (_, "/validate" | "/healthz" | "/readyz") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// An AdmissionReview v1 with a request, or why not.
+pub fn review_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+        return Err(format!(
+            "expected apiVersion admission.k8s.io/v1, kind AdmissionReview; got {:?}, {:?}",
+            review.types.api_version, review.types.kind
+        ));
+    }
+    review
+        .try_into()
+        .map_err(|_| "the AdmissionReview carries no request".to_string())
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        let mut r = text(StatusCode::OK, state.metrics.encode());
+                        r.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
+                        );
+                        r
+                    } else {
+                        text(StatusCode::NOT_FOUND, "not found\n")
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Re-read the certificate, the key and the policy when their bytes change.
+async fn watch_files(
+    state: Arc<State>,
+    certs: Arc<Certificates>,
+    cfg: ServeConfig,
+    mut last_tls: (Vec<u8>, Vec<u8>),
+    mut last_policy: Vec<u8>,
+) {
+    let mut tick = tokio::time::interval(cfg.reload_interval);
+    loop {
+        tick.tick().await;
+        let tls = (
+            std::fs::read(&cfg.tls_cert).unwrap_or_default(),
+            std::fs::read(&cfg.tls_key).unwrap_or_default(),
+        );
+        if tls != last_tls && !tls.0.is_empty() && !tls.1.is_empty() {
+            let outcome = match load_certified_key(&cfg.tls_cert, &cfg.tls_key) {
+                Ok(k) => {
+                    if let Ok(mut c) = certs.current.write() {
+                        *c = Arc::new(k);
+                    }
+                    eprintln!(r#"{{"msg":"certificate reloaded"}}"#);
+                    "ok"
+                }
+                Err(e) => {
+                    let msg = serde_json::json!({"msg": "certificate reload failed", "error": crate::error_chain(&e)});
+                    eprintln!("{msg}");
+                    "failed"
+                }
+            };
+            state
+                .metrics
+                .reloads
+                .get_or_create(&DecisionLabels {
+                    verdict: outcome.into(),
+                    failure: "none".into(),
+                })
+                .inc();
+            last_tls = tls;
+        }
+        let policy = std::fs::read(&cfg.policy).unwrap_or_default();
+        if policy != last_policy && !policy.is_empty() {
+            match CompiledPolicy::from_file(&cfg.policy) {
+                Ok(p) => {
+                    let msg = serde_json::json!({"msg": "policy reloaded", "fingerprint": p.fingerprint()});
+                    eprintln!("{msg}");
+                    state.engine.set_policy(p);
+                }
+                Err(e) => {
+                    let msg = serde_json::json!({"msg": "policy reload failed; the last good policy stays", "error": crate::error_chain(&e)});
+                    eprintln!("{msg}");
+                    state.engine.policy_reload_failed();
+                }
+            }
+            last_policy = policy;
+        }
+    }
+}
+
+/// Run the webhook until SIGTERM (or SIGINT); then drain within `grace` and return.
+pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError> {
+    let certified = load_certified_key(&cfg.tls_cert, &cfg.tls_key)?;
+    let certs = Arc::new(Certificates {
+        current: RwLock::new(Arc::new(certified)),
+    });
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| WebhookError::Tls {
+            path: cfg.tls_cert.clone(),
+            problem: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| WebhookError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let state = Arc::new(State {
+        metrics: Metrics::new(&engine),
+        engine,
+        draining: AtomicBool::new(false),
+    });
+    if let Some(addr) = cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| WebhookError::Listen { addr, source })?;
+        tokio::spawn(serve_metrics(l, state.clone()));
+    }
+    let initial_tls = (
+        std::fs::read(&cfg.tls_cert).unwrap_or_default(),
+        std::fs::read(&cfg.tls_key).unwrap_or_default(),
+    );
+    let initial_policy = std::fs::read(&cfg.policy).unwrap_or_default();
+    tokio::spawn(watch_files(
+        state.clone(),
+        certs,
+        cfg.clone(),
+        initial_tls,
+        initial_policy,
+    ));
+    let local = listener.local_addr().unwrap_or(cfg.listen);
+    eprintln!(
+        "{}",
+        serde_json::json!({"msg": "serving", "listen": local.to_string(), "metrics": cfg.metrics_listen.map(|a| a.to_string())})
+    );
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let stop = async {
+        match term.as_mut() {
+            Some(t) => {
+                tokio::select! {
+                    _ = t.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let acceptor = acceptor.clone();
+                let state = state.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    // A client that never finishes its handshake is dropped.
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        _ => return,
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10))
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+    state.draining.store(true, Ordering::Relaxed);
+    drop(listener);
+    eprintln!(r#"{{"msg":"draining"}}"#);
+    let _ = tokio::time::timeout(cfg.grace, graceful.shutdown()).await;
+    eprintln!(r#"{{"msg":"stopped"}}"#);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reviews_that_are_not_admission_requests_are_refused() {
+        for (body, needle) in [
+            (&b"not json"[..], "not an AdmissionReview"),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+                "no request",
+            ),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1beta2","kind":"AdmissionReview","request":{}}"#,
+                "",
+            ),
+            (
+                br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}"#,
+                "AdmissionReview",
+            ),
+        ] {
+            let e = review_request(body).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! `ocigate serve` over real TLS (a CA and server certificate made with rcgen), against the real
+//! registry, called by Kubernetes' own admission code: `kwhclient` runs k8s.io/apiserver's
+//! validating admission webhook plugin, the code kube-apiserver runs (../shared/tools/kube;
+//! scripts/test.sh builds it once into ~/.cache/ocigate-kube). Corpus AdmissionReviews
+//! (Connaisseur's) are posted over the same TLS.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// The kube tools, or a loud skip (a failure in CI).
+fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
+    let k = std::env::var_os("OCIGATE_TEST_KUBE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ocigate-kube"))
+        })?;
+    if k.join("bin/kwhclient").is_file() {
+        return Some(k);
+    }
+    if strict() {
+        panic!(
+            "{test}: kwhclient not found in {}; scripts/test.sh builds it",
+            k.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: kwhclient not built (../shared/tools/kube/setup.sh); these webhook checks did NOT run"
+    );
+    None
+}
+
+struct Tls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ca_params: rcgen::CertificateParams,
+    ca_key: rcgen::KeyPair,
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it.
+fn make_tls(dir: &Path) -> Tls {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ocigate test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    let tls = Tls {
+        ca,
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        ca_params,
+        ca_key,
+    };
+    issue_server_cert(&tls, "first");
+    tls
+}
+
+fn issue_server_cert(tls: &Tls, cn: &str) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let issuer = rcgen::Issuer::from_params(&tls.ca_params, &tls.ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
+    std::fs::write(&tls.cert, cert.pem()).unwrap();
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    metrics: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: &[&str]) -> Server {
+    let port = free_port();
+    let metrics = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocigate"));
+    cmd.args([
+        "serve",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--tls-cert",
+        tls.cert.to_str().unwrap(),
+        "--tls-key",
+        tls.key.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+        "--registry-plain-http",
+        registry_host,
+        "--reload-interval",
+        "200ms",
+    ])
+    .args(extra)
+    .env("DOCKER_CONFIG", "/nonexistent-ocigate-test")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    let child = cmd.spawn().expect("start ocigate serve");
+    let server = Server {
+        child,
+        port,
+        metrics,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("ocigate serve did not listen on {port}");
+}
+
+fn kwhclient(k: &Path, server: &Server, tls: &Tls, object: &Path, extra: &[&str]) -> Run {
+    let out = Command::new(k.join("bin/kwhclient"))
+        .args([
+            "-url",
+            &server.url("/validate"),
+            "-ca-bundle",
+            tls.ca.to_str().unwrap(),
+        ])
+        .args(extra)
+        .arg(object)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kwhclient");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn pod(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: apps\nspec:\n  containers:\n  - name: app\n    image: {image}\n"
+    )
+}
+
+fn deployment(name: &str, image: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: apps\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: app\n        image: {image}\n"
+    )
+}
+
+struct Cluster {
+    reg: TestRegistry,
+    dir: tempfile::TempDir,
+    tls: Tls,
+    policy: PathBuf,
+    signed: String,
+    unsigned: String,
+}
+
+fn cluster() -> Cluster {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let signed = reg.reference("apps/web:v1");
+    let unsigned = reg.reference("apps/old:v1");
+    push_image(&client, &signed, "webhook signed");
+    push_image(&client, &unsigned, "webhook unsigned");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let s = sign(&reg, &key, &signed.to_string(), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+             keys: [{{name: release, path: {}}}]\n\
+             rules:\n  - name: apps\n    images: [\"{}/apps/**\"]\n    \
+             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
+            public.display(),
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let tls = make_tls(dir.path());
+    Cluster {
+        signed: signed.to_string(),
+        unsigned: unsigned.to_string(),
+        reg,
+        tls,
+        policy,
+        dir,
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn admission_through_kubernetes_admission_code() {
+    let Some(k) = kube_tools_or_skip("admission_through_kubernetes_admission_code") else {
+        return;
+    };
+    let c = cluster();
+    let server = start_serve(&c.policy, &c.tls, &c.reg.host(), &[]);
+    let d = c.dir.path();
+
+    let ok = write(d, "ok.yaml", &pod("ok", &c.signed));
+    let run = kwhclient(&k, &server, &c.tls, &ok, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("ADMITTED"), "{run:?}");
+
+    let bad = write(d, "bad.yaml", &pod("bad", &c.unsigned));
+    let run = kwhclient(&k, &server, &c.tls, &bad, &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("DENIED"), "{run:?}");
+    assert!(run.stdout.contains("[unsigned]"), "{run:?}");
+    assert!(
+        run.stdout.contains(&c.unsigned),
+        "the reason names the image: {run:?}"
+    );
+
+    // Dry runs get the same verdict as real requests.
+    let run = kwhclient(&k, &server, &c.tls, &bad, &["-dry-run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+
+    // A workload's pod template is checked like a Pod.
+    let dep = write(d, "dep.yaml", &deployment("old", &c.unsigned, 3));
+    let run = kwhclient(&k, &server, &c.tls, &dep, &["-resource", "deployments"]);
+    assert_eq!(run.code, 1, "{run:?}");
+
+    // Scaling an old, unsigned workload down passes (its images are already in oldObject);
+    // deleting it passes.
+    let scaled = write(d, "scaled.yaml", &deployment("old", &c.unsigned, 1));
+    let run = kwhclient(
+        &k,
+        &server,
+        &c.tls,
+        &scaled,
+        &[
+            "-operation",
+            "UPDATE",
+            "-old",
+            dep.to_str().unwrap(),
+            "-resource",
+            "deployments",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kwhclient(
+        &k,
+        &server,
+        &c.tls,
+        &dep,
+        &["-operation", "DELETE", "-resource", "deployments"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    // An UPDATE that brings in a new unsigned image is checked.
+    let swapped = write(d, "swapped.yaml", &deployment("web", &c.unsigned, 1));
+    let before = write(d, "before.yaml", &deployment("web", &c.signed, 1));
+    let run = kwhclient(
+        &k,
+        &server,
+        &c.tls,
+        &swapped,
+        &[
+            "-operation",
+            "UPDATE",
+            "-old",
+            before.to_str().unwrap(),
+            "-resource",
+            "deployments",
+        ],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+
+    // Metrics count the decisions by failure class.
+    let metrics = http_get(server.metrics, "/metrics");
+    assert!(
+        metrics.contains("ocigate_decisions_total{verdict=\"deny\",failure=\"unsigned\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ocigate_cache_hits_total"), "{metrics}");
+}
+
+/// A plain-HTTP GET on loopback, for the metrics listener.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn tls_client(tls: &Tls) -> reqwest::blocking::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn corpus_reviews_garbage_and_certificate_rotation_over_tls() {
+    let Some(corpus) = corpus_or_skip("corpus_reviews_garbage_and_certificate_rotation_over_tls")
+    else {
+        return;
+    };
+    let c = cluster();
+    let server = start_serve(&c.policy, &c.tls, &c.reg.host(), &[]);
+    let client = tls_client(&c.tls);
+    // Connaisseur's reviews name Docker Hub images: no rule matches them and noMatch is deny,
+    // so they are denied without a registry call; their UIDs are echoed.
+    let dir = corpus.join("connaisseur/test/testdata/admission_requests");
+    for name in [
+        "01_deployment.json",
+        "02_pod.json",
+        "19_pod_initcontainer.json",
+    ] {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+        // Connaisseur recorded v1beta1 reviews; the API server sends v1 to a webhook that
+        // asks for v1 only (deploy/), with the same request inside.
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": v["request"],
+        });
+        let resp = client
+            .post(server.url("/validate"))
+            .json(&review)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{name}");
+        let out: serde_json::Value = resp.json().unwrap();
+        assert_eq!(out["response"]["uid"], v["request"]["uid"], "{name}");
+        assert_eq!(out["response"]["allowed"], false, "{name}: {out}");
+        let msg = out["response"]["status"]["message"].as_str().unwrap();
+        assert!(msg.contains("[no-match]"), "{name}: {msg}");
+    }
+    // Garbage is a 400 with a message, and the server lives on.
+    for body in [
+        &b"{not json"[..],
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+        br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#,
+    ] {
+        let resp = client
+            .post(server.url("/validate"))
+            .body(body.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+        assert!(!resp.text().unwrap().is_empty());
+    }
+    let big = vec![b'x'; 7 << 20];
+    let resp = client.post(server.url("/validate")).body(big).send();
+    if let Ok(r) = resp {
+        assert_eq!(r.status().as_u16(), 413);
+    }
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+
+    // Certificate rotation: a new certificate is served without a restart.
+    let first = peer_cn(&server, &c.tls);
+    assert_eq!(first, "first");
+    issue_server_cert(&c.tls, "second");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut now = first;
+    while now != "second" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        now = peer_cn(&server, &c.tls);
+    }
+    assert_eq!(now, "second", "the rotated certificate was not picked up");
+}
+
+/// The common name of the certificate the server presents now (openssl s_client is not
+/// needed: rustls tells us through reqwest's TLS info).
+fn peer_cn(server: &Server, tls: &Tls) -> String {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .tls_certs_only([ca])
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let resp = client.get(server.url("/healthz")).send().unwrap();
+    let der = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec))
+        .expect("peer certificate");
+    let text = String::from_utf8_lossy(&der).into_owned();
+    if text.contains("second") {
+        "second".into()
+    } else if text.contains("first") {
+        "first".into()
+    } else {
+        "unknown".into()
+    }
+}
+
+#[test]
+fn policy_reload_good_and_bad_and_sigterm_drains() {
+    let c = cluster();
+    let server = start_serve(&c.policy, &c.tls, &c.reg.host(), &[]);
+    let client = tls_client(&c.tls);
+    let review = |image: &str| {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": "p", "namespace": "apps", "operation": "CREATE",
+                "userInfo": {"username": "test"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+                           "spec": {"containers": [{"name": "a", "image": image}]}}
+            }
+        })
+    };
+    let allowed = |image: &str| -> bool {
+        let out: serde_json::Value = client
+            .post(server.url("/validate"))
+            .json(&review(image))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        out["response"]["allowed"].as_bool().unwrap()
+    };
+    assert!(!allowed(&c.unsigned));
+    // A broken policy is refused: the last good one stays.
+    let good = std::fs::read_to_string(&c.policy).unwrap();
+    std::fs::write(
+        &c.policy,
+        "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nrules: [oops\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(allowed(&c.signed), "the last good policy must stay");
+    assert!(!allowed(&c.unsigned));
+    // A good new policy (audit mode) is taken: the unsigned image is now allowed.
+    std::fs::write(
+        &c.policy,
+        good.replace("authorities:", "mode: audit\n    authorities:"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !allowed(&c.unsigned) {
+        assert!(Instant::now() < deadline, "the new policy was not loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = http_get(server.metrics, "/metrics");
+    assert!(
+        metrics.contains("ocigate_policy_reload_failures_total 1"),
+        "{metrics}"
+    );
+
+    // SIGTERM: the process exits 0 (after draining).
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            assert!(st.success(), "{st:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
