@@ -135,6 +135,10 @@ struct RegistryArgs {
     /// Speak plain HTTP to this registry host (repeatable).
     #[arg(long = "registry-plain-http", value_name = "HOST")]
     plain_http: Vec<String>,
+    /// A Docker config file with `auths` (e.g. a mounted kubernetes.io/dockerconfigjson
+    /// secret; repeatable). A file that is absent is skipped with a note on stderr.
+    #[arg(long = "registry-config", value_name = "FILE")]
+    config_files: Vec<PathBuf>,
     /// Deadline for each registry operation, in seconds.
     #[arg(
         long = "registry-timeout",
@@ -413,6 +417,26 @@ fn registry_from(args: &RegistryArgs) -> Result<Registry, CliError> {
     }
     for h in &args.plain_http {
         s.add_plain_http(h).map_err(boxed)?;
+    }
+    for f in &args.config_files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => s
+                .add_docker_config_json(&f.display().to_string(), &text)
+                .map_err(boxed)?,
+            // An optional secret that is not mounted: no credentials from it, said once.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "note: --registry-config {}: no such file; no credentials from it",
+                    f.display()
+                );
+            }
+            Err(source) => {
+                return Err(CliError::Io {
+                    what: format!("--registry-config {}: cannot read", f.display()),
+                    source,
+                });
+            }
+        }
     }
     if args.timeout == 0 || args.timeout > 3600 {
         return Err(CliError::Usage(

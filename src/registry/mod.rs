@@ -348,6 +348,61 @@ impl RegistrySettings {
 }
 
 impl RegistrySettings {
+    /// Credentials from a Docker config file (a mounted `kubernetes.io/dockerconfigjson` secret,
+    /// `--registry-config`): `auths` entries with `auth` (base64 `user:password`) or
+    /// `username`/`password`. Hosts that already have credentials keep them (flags and
+    /// environment sets come first). A file that does not parse is an error naming it.
+    pub fn add_docker_config_json(&mut self, file: &str, text: &str) -> Result<(), SettingsError> {
+        #[derive(Deserialize)]
+        struct Config {
+            #[serde(default)]
+            auths: BTreeMap<String, Entry>,
+        }
+        #[derive(Deserialize)]
+        struct Entry {
+            auth: Option<String>,
+            username: Option<String>,
+            password: Option<String>,
+        }
+        let bad = |problem: String| SettingsError::Invalid {
+            name: format!("--registry-config {file}"),
+            problem,
+        };
+        let config: Config =
+            serde_json::from_str(text).map_err(|e| bad(format!("not a Docker config: {e}")))?;
+        for (key, entry) in config.auths {
+            // Keys are hosts, or URLs such as https://index.docker.io/v1/.
+            let host = key
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            let host = settings_host(&format!("--registry-config {file}: auths key"), host)?;
+            let (username, password) = match (entry.auth, entry.username, entry.password) {
+                (Some(auth), _, _) => {
+                    let decoded = crate::decode_base64(&auth)
+                        .ok()
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .ok_or_else(|| bad(format!("auths[{key:?}].auth is not base64 text")))?;
+                    let (u, p) = decoded
+                        .split_once(':')
+                        .ok_or_else(|| bad(format!("auths[{key:?}].auth is not user:password")))?;
+                    (u.to_string(), p.to_string())
+                }
+                (None, Some(u), Some(p)) => (u, p),
+                _ => continue,
+            };
+            if username.is_empty() {
+                return Err(bad(format!("auths[{key:?}] has an empty user name")));
+            }
+            self.credentials
+                .entry(host)
+                .or_insert(Credentials { username, password });
+        }
+        Ok(())
+    }
+
     /// Speak plain HTTP to `host` (as given to `--registry-plain-http`).
     pub fn add_plain_http(&mut self, host: &str) -> Result<(), SettingsError> {
         let host = settings_host("--registry-plain-http", host)?;
@@ -1189,6 +1244,33 @@ mod tests {
             Some("/v2/a/referrers/sha256:x?n=1&last=b")
         );
         assert_eq!(next_link(r#"<https://x/y>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn docker_config_json_file() {
+        let mut s = RegistrySettings::default();
+        s.add_credentials_flag("ghcr.io=flag:wins").unwrap();
+        // base64("bot:s3cret")
+        let text = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"Ym90OnMzY3JldA=="},
+            "GHCR.IO":{"username":"cfg","password":"x"},"r.io:5000":{"username":"u","password":"p"},
+            "empty.io":{}}}"#;
+        s.add_docker_config_json("cfg.json", text).unwrap();
+        assert_eq!(s.credentials["docker.io"].username, "bot");
+        assert_eq!(s.credentials["docker.io"].password, "s3cret");
+        assert_eq!(s.credentials["ghcr.io"].username, "flag");
+        assert_eq!(s.credentials["r.io:5000"].password, "p");
+        assert!(!s.credentials.contains_key("empty.io"));
+        for bad in [
+            "not json",
+            r#"{"auths":{"a.io":{"auth":"!!"}}}"#,
+            r#"{"auths":{"a.io":{"auth":"bm9jb2xvbg=="}}}"#,
+        ] {
+            let e = RegistrySettings::default()
+                .add_docker_config_json("cfg.json", bad)
+                .unwrap_err();
+            assert!(e.to_string().contains("cfg.json"), "{e}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

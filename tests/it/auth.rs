@@ -168,3 +168,31 @@ fn credentials_from_docker_config_and_a_credential_helper() {
     );
     assert_eq!(v.code, 0, "{v:?}");
 }
+
+#[test]
+fn credentials_from_a_mounted_dockerconfigjson() {
+    let s = signed_image();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(".dockerconfigjson");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
+    std::fs::write(
+        &file,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, s.reg.host()),
+    )
+    .unwrap();
+    let v = verify_env(&s, &["--registry-config", file.to_str().unwrap()], &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+    // An optional secret that is not mounted: skipped with a note, not an error.
+    let v = verify_env(
+        &s,
+        &["--registry-config", "/nonexistent/.dockerconfigjson"],
+        &[],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stderr.contains("no such file"), "{v:?}");
+    // A file that does not parse is an error naming it (exit 2), never anonymous access.
+    std::fs::write(&file, "{broken").unwrap();
+    let v = verify_env(&s, &["--registry-config", file.to_str().unwrap()], &[]);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains(".dockerconfigjson"), "{v:?}");
+}

@@ -440,7 +440,13 @@ fn peer_cn(server: &Server, tls: &Tls) -> String {
 #[test]
 fn policy_reload_good_and_bad_and_sigterm_drains() {
     let c = cluster();
-    let server = start_serve(&c.policy, &c.tls, &c.reg.host(), &[]);
+    // As deploy/ runs it: the optional registry secret is not mounted.
+    let server = start_serve(
+        &c.policy,
+        &c.tls,
+        &c.reg.host(),
+        &["--registry-config", "/nonexistent/.dockerconfigjson"],
+    );
     let client = tls_client(&c.tls);
     let review = |image: &str| {
         serde_json::json!({
