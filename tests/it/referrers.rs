@@ -153,7 +153,7 @@ fn referrers_api_behind_basic_auth() {
     let v = ocigate(&base, &[]);
     assert_eq!(v.code, 1, "{v:?}");
     let res = &v.json()["results"][0];
-    assert_eq!(res["failure"], "registry", "{v:?}");
+    assert_eq!(res["failure"], "auth", "{v:?}");
     assert!(
         res["reasons"][0]
             .as_str()
@@ -167,7 +167,7 @@ fn referrers_api_behind_basic_auth() {
     args.extend(["--registry-creds", &wrong]);
     let v = ocigate(&args, &[]);
     assert_eq!(v.code, 1, "{v:?}");
-    assert_eq!(v.json()["results"][0]["failure"], "registry", "{v:?}");
+    assert_eq!(v.json()["results"][0]["failure"], "auth", "{v:?}");
 
     let mut args = base.to_vec();
     args.extend(["--registry-creds", &creds]);
