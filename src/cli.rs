@@ -223,8 +223,15 @@ impl KeylessArgs {
 
 #[derive(clap::Args, Debug)]
 struct VerifyArgs {
-    #[arg(required = true, value_name = "REF")]
+    #[arg(required_unless_present = "manifests", value_name = "REF")]
     references: Vec<String>,
+    /// Rendered Kubernetes YAML or JSON (`kustomize build`, `helm template`, `flux build`) and
+    /// Kluctl project files (deployment.yaml, helm-chart.yaml): a file, a directory (walked), or
+    /// `-` for standard input (repeatable). Every OCI source in them is checked, as the webhook
+    /// would: Pods and workload templates, Flux OCIRepository/HelmChart/HelmRelease (references
+    /// followed within the documents given), KluctlDeployment.
+    #[arg(long, value_name = "FILE|DIR|-")]
+    manifests: Vec<PathBuf>,
     /// Policy file (DESIGN.md section 3).
     #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
     policy: Option<PathBuf>,
@@ -541,7 +548,20 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
         ..EngineConfig::default()
     };
     let engine = Engine::new(registry_from(&a.registry)?, policy, config);
-    let decisions = futures_util::future::join_all(refs.iter().map(|r| engine.check(r))).await;
+    let mut decisions = futures_util::future::join_all(refs.iter().map(|r| engine.check(r))).await;
+    if !a.manifests.is_empty() {
+        let found = manifest_sources(&read_manifests(&a.manifests)?).await?;
+        let deadline = engine.config().deadline;
+        let checks = found.into_iter().map(|(origin, artifact)| {
+            let engine = engine.clone();
+            async move {
+                let mut d = engine.check_artifact(&artifact, deadline).await;
+                d.reasons.push(format!("found in {}", origin.join(", ")));
+                d
+            }
+        });
+        decisions.extend(futures_util::future::join_all(checks).await);
+    }
     print_decisions(&decisions, a.output)?;
     let all_allowed = decisions.iter().all(|d| d.verdict != Verdict::Deny);
     Ok(if all_allowed {
@@ -549,6 +569,180 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Most bytes and files read by `--manifests`.
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+const MAX_MANIFEST_FILES: usize = 10_000;
+
+/// (label, text) of every manifest file given: files, directories walked for *.yaml, *.yml and
+/// *.json (hidden entries skipped, symbolic links to directories not followed), `-` for stdin.
+fn read_manifests(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, CliError> {
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    let too_much = || {
+        CliError::Usage(format!(
+            "--manifests: more than {MAX_MANIFEST_FILES} files or {MAX_MANIFEST_BYTES} bytes"
+        ))
+    };
+    let mut add = |label: PathBuf, text: String| -> Result<(), CliError> {
+        total += text.len() as u64;
+        if total > MAX_MANIFEST_BYTES || files.len() >= MAX_MANIFEST_FILES {
+            return Err(too_much());
+        }
+        files.push((label, text));
+        Ok(())
+    };
+    for p in paths {
+        if p.as_os_str() == "-" {
+            use std::io::Read as _;
+            let mut text = String::new();
+            std::io::stdin()
+                .take(MAX_MANIFEST_BYTES + 1)
+                .read_to_string(&mut text)
+                .map_err(|source| CliError::Io {
+                    what: "--manifests -: cannot read standard input".into(),
+                    source,
+                })?;
+            add(PathBuf::from("<stdin>"), text)?;
+            continue;
+        }
+        let meta = std::fs::metadata(p).map_err(|source| CliError::Io {
+            what: format!("--manifests {}: cannot read", p.display()),
+            source,
+        })?;
+        if meta.is_file() {
+            add(p.clone(), read_file(p, "--manifests")?)?;
+            continue;
+        }
+        let mut stack = vec![(p.clone(), 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)
+                .map_err(|source| CliError::Io {
+                    what: format!("--manifests {}: cannot read the directory", dir.display()),
+                    source,
+                })?
+                .filter_map(Result::ok)
+                .collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let path = e.path();
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() {
+                    if depth < 32 {
+                        stack.push((path, depth + 1));
+                    }
+                } else if (ft.is_file() || ft.is_symlink())
+                    && [".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x))
+                {
+                    add(path.clone(), read_file(&path, "--manifests")?)?;
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The OCI sources of the manifests, each once, with every place it was found.
+async fn manifest_sources(
+    files: &[(PathBuf, String)],
+) -> Result<Vec<(Vec<String>, crate::extract::Artifact)>, CliError> {
+    use crate::extract::{self, Artifact, DocumentSet};
+    let mut objects = Vec::new();
+    let mut kluctl = Vec::new();
+    for (file, text) in files {
+        let docs = extract::parse_documents(text).map_err(|e| {
+            CliError::Usage(format!(
+                "--manifests {}: {}",
+                file.display(),
+                error_chain(&e)
+            ))
+        })?;
+        for d in docs {
+            if d.get("apiVersion").is_some() && d.get("kind").is_some() {
+                objects.push((file.clone(), d));
+            } else {
+                kluctl.push((file.clone(), d));
+            }
+        }
+    }
+    let set = DocumentSet::new(objects.iter().map(|(_, d)| d.clone()).collect());
+    let mut found: Vec<(Vec<String>, Artifact)> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut record = |origin: String, artifact: Artifact| {
+        let key = match &artifact {
+            Artifact::Reference(r) => r.to_string(),
+            Artifact::Semver {
+                repository,
+                constraint_text,
+                filter,
+                ..
+            } => format!("{repository} semver {constraint_text} {filter:?}"),
+            Artifact::Invalid { input, problem } => format!("{origin} {input} {problem}"),
+        };
+        match index.get(&key) {
+            Some(&i) => found[i].0.push(origin),
+            None => {
+                index.insert(key, found.len());
+                found.push((vec![origin], artifact));
+            }
+        }
+    };
+    for (file, d) in &objects {
+        let kind = d.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+        let name = d
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("?");
+        let what = format!("{} {kind} {name}", file.display());
+        match extract::extract(d, &set).await {
+            Ok(x) => {
+                for s in x.sources {
+                    record(format!("{what} {}", s.path), s.artifact);
+                }
+            }
+            Err(e) => record(
+                what.clone(),
+                Artifact::Invalid {
+                    input: what,
+                    problem: error_chain(&e),
+                },
+            ),
+        }
+    }
+    for (file, d) in &kluctl {
+        let base = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !matches!(
+            base.as_str(),
+            "deployment.yaml" | "deployment.yml" | "helm-chart.yaml" | "helm-chart.yml"
+        ) {
+            continue; // values files, kustomization fragments: no OCI sources
+        }
+        let what = file.display().to_string();
+        match extract::extract_kluctl_file(&base, d) {
+            Ok(x) => {
+                for s in x.sources {
+                    record(format!("{what} {}", s.path), s.artifact);
+                }
+            }
+            Err(e) => record(
+                what.clone(),
+                Artifact::Invalid {
+                    input: what,
+                    problem: error_chain(&e),
+                },
+            ),
+        }
+    }
+    Ok(found)
 }
 
 fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliError> {

@@ -23,6 +23,7 @@ use crate::bundle::{
     BundleAuthority, REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError, has_tlog_entries,
 };
 use crate::discover::{BundleCandidate, DiscoverError, PathTried, SignatureCandidate, discover};
+use crate::extract::Artifact;
 pub use crate::failure::Failure;
 use crate::policy::{
     Authority, AuthorityKind, CandidateOutcome, NoMatch, Policy, Rule, RuleMatch, Tlog, Verdict,
@@ -452,6 +453,7 @@ struct Inner {
     config: EngineConfig,
     decisions: moka::sync::Cache<DecisionKey, Cached>,
     resolved: moka::sync::Cache<String, Resolved>,
+    tags: moka::sync::Cache<String, Arc<Vec<String>>>,
     inflight: Mutex<HashMap<DecisionKey, (Flight, Arc<AtomicU8>)>>,
     stats: EngineStats,
 }
@@ -472,6 +474,10 @@ impl Engine {
             .max_capacity(config.max_entries)
             .time_to_live(config.resolve_ttl.max(Duration::from_millis(1)))
             .build();
+        let tags = moka::sync::Cache::builder()
+            .max_capacity(config.max_entries.min(10_000))
+            .time_to_live(config.resolve_ttl.max(Duration::from_millis(1)))
+            .build();
         Engine {
             inner: Arc::new(Inner {
                 registry,
@@ -479,6 +485,7 @@ impl Engine {
                 config,
                 decisions,
                 resolved,
+                tags,
                 inflight: Mutex::new(HashMap::new()),
                 stats: EngineStats::default(),
             }),
@@ -546,36 +553,9 @@ impl Engine {
         let started = Instant::now();
         let policy = self.policy();
         let name = reference.name();
-        // Plan: the rule, before any I/O.
-        let rule = match policy.policy.match_rule(&name) {
-            RuleMatch::Rule(r) => r,
-            RuleMatch::NoMatch(nm) => {
-                let (verdict, failure) = match nm {
-                    NoMatch::Deny => (Verdict::Deny, Some(Failure::NoMatch)),
-                    NoMatch::Allow => (Verdict::Allow, None),
-                    NoMatch::Warn => (Verdict::Warn, Some(Failure::NoMatch)),
-                };
-                let word = format!("{nm:?}").to_lowercase();
-                return Decision::early(
-                    reference,
-                    verdict,
-                    None,
-                    format!("no rule of the policy matches {name} (noMatch: {word})"),
-                    failure,
-                );
-            }
-            RuleMatch::Ambiguous(a, b) => {
-                return Decision::early(
-                    reference,
-                    Verdict::Deny,
-                    None,
-                    format!(
-                        "policy error: rules {:?} and {:?} are equally specific for {name}",
-                        a.name, b.name
-                    ),
-                    Some(Failure::Policy),
-                );
-            }
+        let rule = match plan(&policy, reference) {
+            Ok(r) => r,
+            Err(d) => return *d,
         };
         let host = reference
             .registry()
@@ -700,6 +680,113 @@ impl Engine {
             }
             Err(_) => timed_out(Stage::from_u8(stage.load(Ordering::Relaxed))),
         }
+    }
+
+    /// Decide on one artifact found by [`crate::extract`] (the webhook and `verify --manifests`
+    /// share this): a reference as it is; a Flux semver reference resolved to the tag Flux would
+    /// pick (the highest match among the repository's tags), then checked; an invalid one denied.
+    pub async fn check_artifact(&self, artifact: &Artifact, deadline: Duration) -> Decision {
+        let started = Instant::now();
+        let (repository, constraint, constraint_text, filter) = match artifact {
+            Artifact::Reference(r) => return self.check_within(r, deadline).await,
+            Artifact::Invalid { input, problem } => {
+                return Decision {
+                    reference: input.clone(),
+                    digest: None,
+                    verdict: Verdict::Deny,
+                    rule: None,
+                    reasons: vec![problem.clone()],
+                    signatures: Vec::new(),
+                    failure: Some(Failure::Invalid),
+                    source: None,
+                    revision: None,
+                    discovery: Vec::new(),
+                    timings: Timings::default(),
+                    cached: false,
+                };
+            }
+            Artifact::Semver {
+                repository,
+                constraint,
+                constraint_text,
+                filter,
+            } => (repository, constraint, constraint_text, filter),
+        };
+        let policy = self.policy();
+        let rule = match plan(&policy, repository) {
+            Ok(r) => r,
+            Err(d) => return *d,
+        };
+        let fail = |reason: String, failure: Failure| {
+            Decision::early(
+                repository,
+                failed_verdict(rule.mode),
+                Some(rule),
+                reason,
+                Some(failure),
+            )
+        };
+        let filter = match filter.as_deref().map(regex::Regex::new).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                return fail(
+                    format!("semverFilter is not a regular expression: {e}"),
+                    Failure::Invalid,
+                );
+            }
+        };
+        let tags = match tokio::time::timeout(deadline, self.tags(repository)).await {
+            Err(_) => {
+                return fail(
+                    format!(
+                        "timed out listing the tags of {repository} after {} s",
+                        deadline.as_secs_f64()
+                    ),
+                    Failure::Timeout,
+                );
+            }
+            Ok(Err(e)) => {
+                return fail(
+                    format!("cannot list the tags of {repository}: {}", error_chain(&e)),
+                    registry_failure(&e),
+                );
+            }
+            Ok(Ok(tags)) => tags,
+        };
+        let Some(tag) = crate::extract::pick_highest(&tags, constraint, filter.as_ref()) else {
+            return fail(
+                format!(
+                    "no tag of {repository} matches semver {constraint_text:?} ({} tags)",
+                    tags.len()
+                ),
+                Failure::NotFound,
+            );
+        };
+        let chosen = repository.with_tag(&tag);
+        let mut d = self
+            .check_within(&chosen, deadline.saturating_sub(started.elapsed()))
+            .await;
+        d.reasons.insert(
+            0,
+            format!(
+                "semver {constraint_text:?} picks tag {tag} (the highest of {} tags)",
+                tags.len()
+            ),
+        );
+        d
+    }
+
+    /// The tags of a repository, cached for `resolve_ttl`.
+    async fn tags(&self, repository: &ImageRef) -> Result<Arc<Vec<String>>, RegistryError> {
+        let key = repository.name();
+        if let Some(t) = self.inner.tags.get(&key) {
+            return Ok(t);
+        }
+        let tags = Arc::new(self.inner.registry.list_tags(repository).await?);
+        if !self.inner.config.resolve_ttl.is_zero() {
+            self.inner.tags.insert(key, tags.clone());
+        }
+        Ok(tags)
     }
 
     /// Tag → digest (and the manifest's source annotations), cached for `resolve_ttl`.
@@ -879,6 +966,39 @@ impl Engine {
         decision.signatures = eval.evidence;
         decision.failure = eval.failure;
         decision
+    }
+}
+
+/// Plan: the rule for a reference, before any I/O; `Err` is the decision when there is none.
+fn plan<'p>(policy: &'p CompiledPolicy, reference: &ImageRef) -> Result<&'p Rule, Box<Decision>> {
+    let name = reference.name();
+    match policy.policy.match_rule(&name) {
+        RuleMatch::Rule(r) => Ok(r),
+        RuleMatch::NoMatch(nm) => {
+            let (verdict, failure) = match nm {
+                NoMatch::Deny => (Verdict::Deny, Some(Failure::NoMatch)),
+                NoMatch::Allow => (Verdict::Allow, None),
+                NoMatch::Warn => (Verdict::Warn, Some(Failure::NoMatch)),
+            };
+            let word = format!("{nm:?}").to_lowercase();
+            Err(Box::new(Decision::early(
+                reference,
+                verdict,
+                None,
+                format!("no rule of the policy matches {name} (noMatch: {word})"),
+                failure,
+            )))
+        }
+        RuleMatch::Ambiguous(a, b) => Err(Box::new(Decision::early(
+            reference,
+            Verdict::Deny,
+            None,
+            format!(
+                "policy error: rules {:?} and {:?} are equally specific for {name}",
+                a.name, b.name
+            ),
+            Some(Failure::Policy),
+        ))),
     }
 }
 

@@ -40,11 +40,14 @@ pub enum Failure {
     Policy,
     /// No rule matches and the policy's `noMatch` is not `allow`.
     NoMatch,
+    /// The object names no valid artifact: an unparsable image, a Flux source that cannot be
+    /// followed (a missing HelmRepository), a malformed semver constraint.
+    Invalid,
 }
 
 impl Failure {
     /// Every class, in documentation order.
-    pub const ALL: [Failure; 12] = [
+    pub const ALL: [Failure; 13] = [
         Failure::Unsigned,
         Failure::Untrusted,
         Failure::Mismatch,
@@ -57,6 +60,7 @@ impl Failure {
         Failure::Timeout,
         Failure::Policy,
         Failure::NoMatch,
+        Failure::Invalid,
     ];
 
     /// The class as written in JSON, log lines and metric labels.
@@ -74,6 +78,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Policy => "policy",
             Failure::NoMatch => "no-match",
+            Failure::Invalid => "invalid",
         }
     }
 

@@ -363,15 +363,7 @@ async fn outcomes_for(
     let futures = checks.into_iter().map(|(key, s)| async move {
         let t = Instant::now();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let decision: Decision = match &s.artifact {
-            Artifact::Reference(r) => engine.check_within(r, remaining).await,
-            Artifact::Semver { .. } => invalid_decision(
-                &key,
-                "Flux semver references are not resolved by this ocigate yet; pin a tag or digest"
-                    .into(),
-            ),
-            Artifact::Invalid { problem, .. } => invalid_decision(&key, problem.clone()),
-        };
+        let decision: Decision = engine.check_artifact(&s.artifact, remaining).await;
         if !decision.cached {
             for (stage, ms) in [
                 ("resolve", decision.timings.resolve_ms),
@@ -399,23 +391,6 @@ async fn outcomes_for(
         }
     });
     Ok((futures_util::future::join_all(futures).await, new.notes))
-}
-
-fn invalid_decision(reference: &str, reason: String) -> Decision {
-    Decision {
-        reference: reference.to_string(),
-        digest: None,
-        verdict: Verdict::Deny,
-        rule: None,
-        reasons: vec![reason],
-        signatures: Vec::new(),
-        failure: Some(Failure::Policy),
-        source: None,
-        revision: None,
-        discovery: Vec::new(),
-        timings: Default::default(),
-        cached: false,
-    }
 }
 
 async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {

@@ -22,9 +22,14 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// Most pages of a tag list followed, and most tags accepted.
+pub const MAX_TAG_PAGES: usize = 20;
+pub const MAX_TAGS: usize = 20_000;
+
 /// What a registry operation was doing, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    ListTags,
     FetchManifest,
     FetchBlob,
     PushBlob,
@@ -34,6 +39,7 @@ pub enum Op {
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Op::ListTags => "listing",
             Op::FetchManifest => "fetching manifest",
             Op::FetchBlob => "fetching blob",
             Op::PushBlob => "pushing blob",
@@ -661,6 +667,108 @@ impl Registry {
         self.success(registry, Op::PushManifest, &target, resp)
             .await?;
         Ok(digest)
+    }
+
+    /// The tags of `r`'s repository (`GET /v2/<name>/tags/list`, pages followed). Bounded: at
+    /// most [`MAX_TAG_PAGES`] pages and [`MAX_TAGS`] tags, each page at most the manifest limit.
+    /// An OCI layout's tags are its index.json `ref.name` annotations.
+    pub async fn list_tags(&self, r: &ImageRef) -> Result<Vec<String>, RegistryError> {
+        let (registry, repository) = match r.location() {
+            Location::Layout { path } => {
+                let index = layout_index(path)?;
+                return Ok(index
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.annotations.as_ref()?.get(REF_NAME).cloned())
+                    .collect());
+            }
+            Location::Registry {
+                registry,
+                repository,
+            } => (registry, repository),
+        };
+        let target = format!("tags of {}", r.name());
+        let base = Remote::base_url(&self.settings, registry);
+        let mut url = format!("{base}/v2/{repository}/tags/list?n=1000");
+        let mut tags = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let resp = self
+                .send(
+                    registry,
+                    repository,
+                    Access::Pull,
+                    Op::ListTags,
+                    &target,
+                    &url,
+                    |c, url| c.get(url).header(ACCEPT, "application/json"),
+                )
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Err(RegistryError::NotFound {
+                    host: registry.clone(),
+                    target,
+                });
+            }
+            let resp = self.success(registry, Op::ListTags, &target, resp).await?;
+            let next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let limit = self.settings.max_manifest_bytes;
+            let body = self
+                .deadline(registry, Op::ListTags, &target, read_capped(resp, limit))
+                .await?
+                .map_err(|c| classify(registry, Op::ListTags, &target, c))?
+                .ok_or_else(|| RegistryError::TooLarge {
+                    place: format!("registry {registry}"),
+                    target: target.clone(),
+                    limit,
+                })?;
+            #[derive(Deserialize)]
+            struct TagList {
+                #[serde(default)]
+                tags: Option<Vec<String>>,
+            }
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::BadManifest {
+                    place: format!("registry {registry}"),
+                    target: target.clone(),
+                    detail: format!("tag list: {e}"),
+                })?;
+            tags.extend(page.tags.unwrap_or_default());
+            if tags.len() > MAX_TAGS {
+                return Err(RegistryError::TooLarge {
+                    place: format!("registry {registry}"),
+                    target: format!("{target} (more than {MAX_TAGS} tags)"),
+                    limit: MAX_TAGS,
+                });
+            }
+            match next {
+                Some(n) => {
+                    url = reqwest::Url::parse(&url)
+                        .and_then(|u| u.join(&n))
+                        .map(|u| u.to_string())
+                        .map_err(|_| {
+                            classify(
+                                registry,
+                                Op::ListTags,
+                                &target,
+                                Cause::BadUrl {
+                                    what: "tag list page link",
+                                    target: n.clone(),
+                                },
+                            )
+                        })?;
+                }
+                None => return Ok(tags),
+            }
+        }
+        Err(RegistryError::TooLarge {
+            place: format!("registry {registry}"),
+            target: format!("{target} (more than {MAX_TAG_PAGES} pages)"),
+            limit: MAX_TAG_PAGES,
+        })
     }
 
     /// The OCI 1.1 referrers of `digest` in `r`'s repository. `Ok(None)` when the registry has

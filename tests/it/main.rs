@@ -10,6 +10,7 @@ mod credentials;
 mod engine;
 mod examples;
 mod harness;
+mod manifests;
 mod pki;
 mod proxy;
 mod referrers;

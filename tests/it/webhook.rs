@@ -32,7 +32,7 @@ fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
-struct Tls {
+pub(crate) struct Tls {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
@@ -41,7 +41,7 @@ struct Tls {
 }
 
 /// A test CA and a server certificate for 127.0.0.1 signed by it.
-fn make_tls(dir: &Path) -> Tls {
+pub(crate) fn make_tls(dir: &Path) -> Tls {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -74,7 +74,7 @@ fn issue_server_cert(tls: &Tls, cn: &str) {
     std::fs::write(&tls.cert, cert.pem()).unwrap();
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
     metrics: u16,
@@ -88,12 +88,12 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 }
 
-fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: &[&str]) -> Server {
+pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: &[&str]) -> Server {
     let port = free_port();
     let metrics = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocigate"));
@@ -315,7 +315,7 @@ fn http_get(port: u16, path: &str) -> String {
     out
 }
 
-fn tls_client(tls: &Tls) -> reqwest::blocking::Client {
+pub(crate) fn tls_client(tls: &Tls) -> reqwest::blocking::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap();
     reqwest::blocking::Client::builder()
         .tls_certs_only([ca])

@@ -1,0 +1,236 @@
+//! `verify --manifests`: rendered Kubernetes YAML and Kluctl project files checked with the same
+//! extraction and engine as the webhook, against the real registry; Flux semver references
+//! resolved the way Flux picks a tag (the highest match), also through the webhook.
+
+use crate::harness::*;
+
+struct Repo {
+    reg: TestRegistry,
+    dir: tempfile::TempDir,
+    public: std::path::PathBuf,
+    policy: std::path::PathBuf,
+}
+
+/// apps/web:v1 signed, apps/old:v1 unsigned, charts/app with v1.0.0 (signed), v1.2.0
+/// (unsigned), 2.0.0 (signed), charts/mychart:1.0.0 (signed).
+fn repo() -> Repo {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    for (r, signed) in [
+        ("apps/web:v1", true),
+        ("apps/old:v1", false),
+        ("charts/app:v1.0.0", true),
+        ("charts/app:v1.2.0", false),
+        ("charts/app:2.0.0", true),
+        ("charts/app:not-semver", true),
+        ("charts/mychart:1.0.0", true),
+    ] {
+        let reference = reg.reference(r);
+        push_image(&client, &reference, r);
+        if signed {
+            let s = sign(&reg, &key, &reference.to_string(), &[]);
+            assert_eq!(s.code, 0, "{s:?}");
+        }
+    }
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+             keys: [{{name: release, path: {}}}]\n\
+             rules:\n  - name: all\n    images: [\"{}/**\"]\n    \
+             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
+            public.display(),
+            reg.host()
+        ),
+    )
+    .unwrap();
+    Repo {
+        reg,
+        dir,
+        public,
+        policy,
+    }
+}
+
+fn verify_manifests(r: &Repo, path: &str) -> Run {
+    let host = r.reg.host();
+    ocigate(
+        &[
+            "verify",
+            "--manifests",
+            path,
+            "--policy",
+            r.policy.to_str().unwrap(),
+            "--registry-plain-http",
+            &host,
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+}
+
+fn result_for<'a>(v: &'a serde_json::Value, needle: &str) -> &'a serde_json::Value {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reference"].as_str().is_some_and(|s| s.contains(needle)))
+        .unwrap_or_else(|| panic!("no result for {needle}: {v}"))
+}
+
+#[test]
+fn rendered_manifests_and_kluctl_files_are_checked_like_the_webhook_would() {
+    let r = repo();
+    let _ = &r.public;
+    let h = r.reg.host();
+    let project = r.dir.path().join("project");
+    std::fs::create_dir_all(project.join("apps")).unwrap();
+    std::fs::write(
+        project.join("apps/rendered.yaml"),
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: apps}}\n\
+             spec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    \
+             spec:\n      containers:\n      - {{name: web, image: {h}/apps/web:v1}}\n---\n\
+             apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: flux}}\n\
+             spec: {{type: oci, url: oci://{h}/charts, interval: 5m}}\n---\n\
+             apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: mychart, namespace: flux}}\n\
+             spec:\n  interval: 5m\n  chart:\n    spec:\n      chart: mychart\n      version: 1.0.0\n      \
+             sourceRef: {{kind: HelmRepository, name: charts}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("deployment.yaml"),
+        format!("deployments:\n- oci:\n    url: oci://{h}/apps/web\n    ref:\n      tag: v1\n"),
+    )
+    .unwrap();
+    let v = verify_manifests(&r, project.to_str().unwrap());
+    assert_eq!(v.code, 0, "{v:?}");
+    let json = v.json();
+    assert_eq!(result_for(&json, "apps/web:v1")["verdict"], "allow");
+    assert_eq!(
+        result_for(&json, "charts/mychart:1.0.0")["verdict"],
+        "allow"
+    );
+    // Found twice (the Deployment and the Kluctl include), checked once.
+    let web = result_for(&json, "apps/web:v1")["reasons"].to_string();
+    assert!(
+        web.contains("rendered.yaml") && web.contains("deployment.yaml"),
+        "{web}"
+    );
+    assert_eq!(json["results"].as_array().unwrap().len(), 2, "{json}");
+
+    // An unsigned Pod piped in on stdin... is a file here (the harness closes stdin).
+    let pod = r.dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: old}}\nspec:\n  containers:\n  - {{name: a, image: {h}/apps/old:v1}}\n"
+        ),
+    )
+    .unwrap();
+    let v = verify_manifests(&r, pod.to_str().unwrap());
+    assert_eq!(v.code, 1, "{v:?}");
+    assert_eq!(result_for(&v.json(), "apps/old:v1")["failure"], "unsigned");
+
+    // A HelmRelease whose HelmRepository is not among the documents is not passed unchecked.
+    let orphan = r.dir.path().join("orphan.yaml");
+    std::fs::write(
+        &orphan,
+        "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: x, namespace: flux}\n\
+         spec:\n  interval: 5m\n  chart:\n    spec:\n      chart: c\n      sourceRef: {kind: HelmRepository, name: missing}\n",
+    )
+    .unwrap();
+    let v = verify_manifests(&r, orphan.to_str().unwrap());
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "invalid", "{v:?}");
+    assert!(res["reasons"].to_string().contains("not found"), "{v:?}");
+
+    // Broken YAML is an error naming the file (exit 2).
+    let broken = r.dir.path().join("broken.yaml");
+    std::fs::write(&broken, "kind: [unclosed\n").unwrap();
+    let v = verify_manifests(&r, broken.to_str().unwrap());
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains("broken.yaml"), "{v:?}");
+}
+
+fn oci_repository(h: &str, semver: &str) -> String {
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {{name: app, namespace: flux}}\n\
+         spec:\n  interval: 5m\n  url: oci://{h}/charts/app\n  ref:\n    semver: \"{semver}\"\n"
+    )
+}
+
+#[test]
+fn flux_semver_picks_the_highest_match_and_that_one_must_be_signed() {
+    let r = repo();
+    let h = r.reg.host();
+    let f = r.dir.path().join("ocirepo.yaml");
+    // The highest match of >=1.0.0 <2.0.0 is v1.2.0, which is unsigned: denied, although
+    // v1.0.0 (also a match) is signed.
+    std::fs::write(&f, oci_repository(&h, ">=1.0.0 <2.0.0")).unwrap();
+    let v = verify_manifests(&r, f.to_str().unwrap());
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["reference"], format!("{h}/charts/app:v1.2.0"), "{v:?}");
+    assert_eq!(res["failure"], "unsigned", "{v:?}");
+    assert!(
+        res["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("picks tag v1.2.0"),
+        "{v:?}"
+    );
+    // ~1.0 picks v1.0.0: signed.
+    std::fs::write(&f, oci_repository(&h, "~1.0")).unwrap();
+    let v = verify_manifests(&r, f.to_str().unwrap());
+    assert_eq!(v.code, 0, "{v:?}");
+    // Nothing matches: not found, never "unsigned" and never allow.
+    std::fs::write(&f, oci_repository(&h, ">=9")).unwrap();
+    let v = verify_manifests(&r, f.to_str().unwrap());
+    assert_eq!(v.code, 1, "{v:?}");
+    assert_eq!(v.json()["results"][0]["failure"], "not-found", "{v:?}");
+}
+
+#[test]
+fn flux_ocirepository_semver_through_the_webhook() {
+    use crate::webhook::{make_tls, start_serve, tls_client};
+    let r = repo();
+    let h = r.reg.host();
+    let tls = make_tls(r.dir.path());
+    let server = start_serve(&r.policy, &tls, &h, &[]);
+    let client = tls_client(&tls);
+    let object: serde_json::Value = {
+        let docs =
+            ocigate::extract::parse_documents(&oci_repository(&h, ">=1.0.0 <2.0.0")).unwrap();
+        docs.into_iter().next().unwrap()
+    };
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "flux-1",
+            "kind": {"group": "source.toolkit.fluxcd.io", "version": "v1", "kind": "OCIRepository"},
+            "resource": {"group": "source.toolkit.fluxcd.io", "version": "v1", "resource": "ocirepositories"},
+            "name": "app", "namespace": "flux", "operation": "CREATE",
+            "userInfo": {"username": "flux"}, "object": object,
+        }
+    });
+    let out: serde_json::Value = client
+        .post(server.url("/validate"))
+        .json(&review)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    let msg = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("v1.2.0") && msg.contains("[unsigned]"),
+        "{msg}"
+    );
+}
