@@ -87,6 +87,9 @@ struct ServeArgs {
     /// How long in-flight requests may take after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     grace: Duration,
+    /// /mutate pins workload templates too, not only Pods (GitOps tools then report drift).
+    #[arg(long)]
+    pin_workloads: bool,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -411,6 +414,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         policy: a.policy,
         reload_interval: a.reload_interval,
         grace: a.grace,
+        pin_workloads: a.pin_workloads,
     };
     crate::webhook::serve(engine, cfg).await.map_err(boxed)?;
     Ok(ExitCode::SUCCESS)

@@ -3,7 +3,8 @@
 //! one engine check per distinct artifact ([`crate::engine`]) → an AdmissionResponse. It
 //! verifies nothing itself.
 //!
-//! Over TLS (hyper 1 on tokio-rustls, aws-lc-rs): `POST /validate`, `GET /healthz`,
+//! Over TLS (hyper 1 on tokio-rustls, aws-lc-rs): `POST /validate`, `POST /mutate` (digest
+//! pins on verified tags), `GET /healthz`,
 //! `GET /readyz`; Prometheus `GET /metrics` on a separate plain listener. The certificate and
 //! the policy are re-read when the mounted files change (polled, so that a ConfigMap's `..data`
 //! symlink swap is seen); a policy that fails to load is logged and counted, and the last good
@@ -51,6 +52,8 @@ pub struct ServeConfig {
     pub reload_interval: Duration,
     /// How long in-flight requests may take after SIGTERM.
     pub grace: Duration,
+    /// `/mutate` pins workload templates too, not only Pods (GitOps tools then see drift).
+    pub pin_workloads: bool,
 }
 
 /// A failure that stops the server from starting.
@@ -265,6 +268,7 @@ struct State {
     engine: Engine,
     metrics: Metrics,
     draining: AtomicBool,
+    pin_workloads: bool,
 }
 
 /// Referenced objects (a HelmRelease's HelmRepository) are not looked up from the API yet:
@@ -313,6 +317,12 @@ struct ArtifactOutcome {
     cached: bool,
     #[serde(rename = "durationMs")]
     duration_ms: f64,
+    /// Every field of the object that names this artifact (for digest pins).
+    #[serde(skip)]
+    paths: Vec<String>,
+    /// Whether the artifact was named by tag only, so that a pin can be added.
+    #[serde(skip)]
+    unpinned: bool,
 }
 
 async fn outcomes_for(
@@ -379,7 +389,12 @@ async fn outcomes_for(
                 }
             }
         }
+        let unpinned = matches!(&s.artifact, Artifact::Reference(r) if r.digest().is_none());
+        let mut paths = vec![s.path.clone()];
+        paths.extend(s.other_paths);
         ArtifactOutcome {
+            paths,
+            unpinned,
             artifact: key,
             path: s.path,
             digest: decision.digest,
@@ -448,6 +463,93 @@ async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admis
     resp
 }
 
+/// `/mutate`: pin each verified image named by tag to its digest (`tag@sha256:…`), on Pods and,
+/// when configured, on workload templates. Never denies (the validating webhook decides) and
+/// never re-pins what is already pinned.
+async fn mutate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
+    if !matches!(req.operation, Operation::Create | Operation::Update)
+        || !(is_pod || state.pin_workloads)
+    {
+        return resp;
+    }
+    let deadline = Instant::now() + state.engine.config().deadline;
+    let (Ok((outcomes, _)), Some(object)) = (
+        outcomes_for(state, req, deadline).await,
+        req.object
+            .as_ref()
+            .and_then(|o| serde_json::to_value(o).ok()),
+    ) else {
+        return resp;
+    };
+    let mut ops = Vec::new();
+    for o in &outcomes {
+        let (Verdict::Allow, None, true, Some(digest)) =
+            (o.verdict, o.failure, o.unpinned, o.digest.as_deref())
+        else {
+            continue;
+        };
+        for path in o.paths.iter().filter(|p| p.contains("ontainers[")) {
+            let Some(pointer) = json_pointer(path) else {
+                continue;
+            };
+            let Some(current) = object.pointer(&pointer).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if current.contains('@') {
+                continue;
+            }
+            let Ok(ptr) = json_patch::jsonptr::PointerBuf::parse(pointer.as_str()) else {
+                continue;
+            };
+            ops.push(json_patch::PatchOperation::Replace(
+                json_patch::ReplaceOperation {
+                    path: ptr,
+                    value: serde_json::Value::String(format!("{current}@{digest}")),
+                },
+            ));
+        }
+    }
+    let pinned = ops.len();
+    let resp = if ops.is_empty() {
+        resp
+    } else {
+        match resp.clone().with_patch(json_patch::Patch(ops)) {
+            Ok(r) => r,
+            Err(_) => resp,
+        }
+    };
+    let line = serde_json::json!({
+        "msg": "mutation", "uid": req.uid, "namespace": req.namespace, "kind": req.kind.kind,
+        "name": req.name, "pinned": pinned,
+    });
+    println!("{line}");
+    resp
+}
+
+/// `spec.containers[0].image` → `/spec/containers/0/image`.
+fn json_pointer(path: &str) -> Option<String> {
+    let mut out = String::new();
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, Some(rest.strip_suffix(']')?)),
+            None => (part, None),
+        };
+        if name.is_empty() || name.contains(['/', '~']) {
+            return None;
+        }
+        out.push('/');
+        out.push_str(name);
+        if let Some(i) = index {
+            i.parse::<usize>().ok()?;
+            out.push('/');
+            out.push_str(i);
+        }
+    }
+    Some(out)
+}
+
 fn describe(o: &ArtifactOutcome) -> String {
     let failure = o.failure.map(|f| format!(" [{f}]")).unwrap_or_default();
     format!(
@@ -507,7 +609,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 text(StatusCode::OK, "ready\n")
             }
         }
-        (&Method::POST, "/validate") => {
+        (&Method::POST, path @ ("/validate" | "/mutate")) => {
+            let mutating = path == "/mutate";
             let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
                 .collect()
                 .await
@@ -529,7 +632,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             };
             match review_request(&body) {
                 Ok(request) => {
-                    let review = validate(&state, &request).await.into_review();
+                    let review = if mutating {
+                        mutate(&state, &request).await.into_review()
+                    } else {
+                        validate(&state, &request).await.into_review()
+                    };
                     match serde_json::to_vec(&review) {
                         Ok(json) => {
                             let mut r = Response::new(Full::new(Bytes::from(json)));
@@ -548,7 +655,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 Err(msg) => text(StatusCode::BAD_REQUEST, format!("{msg}\n")),
             }
         }
-        (_, "/validate" | "/healthz" | "/readyz") => {
+        (_, "/validate" | "/mutate" | "/healthz" | "/readyz") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -689,6 +796,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         metrics: Metrics::new(&engine),
         engine,
         draining: AtomicBool::new(false),
+        pin_workloads: cfg.pin_workloads,
     });
     if let Some(addr) = cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
@@ -768,6 +876,26 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_pointers_for_extract_paths() {
+        assert_eq!(
+            json_pointer("spec.template.spec.containers[2].image").as_deref(),
+            Some("/spec/template/spec/containers/2/image")
+        );
+        assert_eq!(
+            json_pointer("spec.initContainers[0].image").as_deref(),
+            Some("/spec/initContainers/0/image")
+        );
+        for bad in [
+            "spec.containers[x].image",
+            "spec..image",
+            "a/b",
+            "spec.containers[0",
+        ] {
+            assert_eq!(json_pointer(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn reviews_that_are_not_admission_requests_are_refused() {

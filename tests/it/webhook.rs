@@ -136,10 +136,21 @@ pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: 
 }
 
 fn kwhclient(k: &Path, server: &Server, tls: &Tls, object: &Path, extra: &[&str]) -> Run {
+    kwhclient_at(k, server, "/validate", tls, object, extra)
+}
+
+fn kwhclient_at(
+    k: &Path,
+    server: &Server,
+    path: &str,
+    tls: &Tls,
+    object: &Path,
+    extra: &[&str],
+) -> Run {
     let out = Command::new(k.join("bin/kwhclient"))
         .args([
             "-url",
-            &server.url("/validate"),
+            &server.url(path),
             "-ca-bundle",
             tls.ca.to_str().unwrap(),
         ])
@@ -294,6 +305,69 @@ fn admission_through_kubernetes_admission_code() {
         ],
     );
     assert_eq!(run.code, 1, "{run:?}");
+
+    // Mutating: a verified tag on a Pod is pinned to its digest (the patch is applied by the
+    // API server's own mutating plugin); what is already pinned, or unsigned, is left alone;
+    // workload templates are not pinned unless --pin-workloads.
+    let run = kwhclient_at(&k, &server, "/mutate", &c.tls, &ok, &["-mode", "mutating"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let digest = {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.contains("image:"))
+            .unwrap_or_else(|| panic!("{run:?}"));
+        assert!(line.contains(&format!("{}@sha256:", c.signed)), "{run:?}");
+        line.rsplit_once('@').unwrap().1.trim().to_string()
+    };
+    let pinned = write(
+        d,
+        "pinned.yaml",
+        &pod("pinned", &format!("{}@{digest}", c.signed)),
+    );
+    let run = kwhclient_at(
+        &k,
+        &server,
+        "/mutate",
+        &c.tls,
+        &pinned,
+        &["-mode", "mutating"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stdout.matches("@sha256:").count(),
+        1,
+        "re-pinned: {run:?}"
+    );
+    let run = kwhclient_at(&k, &server, "/mutate", &c.tls, &bad, &["-mode", "mutating"]);
+    assert_eq!(run.code, 0, "mutate never denies: {run:?}");
+    assert!(!run.stdout.contains("@sha256:"), "{run:?}");
+    let signed_dep = write(d, "signed-dep.yaml", &deployment("web", &c.signed, 2));
+    let run = kwhclient_at(
+        &k,
+        &server,
+        "/mutate",
+        &c.tls,
+        &signed_dep,
+        &["-mode", "mutating", "-resource", "deployments"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("@sha256:"), "{run:?}");
+    let pinning = start_serve(&c.policy, &c.tls, &c.reg.host(), &["--pin-workloads"]);
+    let run = kwhclient_at(
+        &k,
+        &pinning,
+        "/mutate",
+        &c.tls,
+        &signed_dep,
+        &["-mode", "mutating", "-resource", "deployments"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("{}@{digest}", c.signed)),
+        "{run:?}"
+    );
+    drop(pinning);
 
     // Metrics count the decisions by failure class.
     let metrics = http_get(server.metrics, "/metrics");
