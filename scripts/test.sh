@@ -53,6 +53,8 @@ fi
 
 # deploy/ renders with kustomize and every object validates against the Kubernetes schemas.
 scripts/validate-deploy.sh
+# The kubectl it installed drives the mini API server in the cluster tests.
+export OCIGATE_TEST_KUBECTL=$tools/venv/bin/kubectl
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -90,6 +90,10 @@ struct ServeArgs {
     /// /mutate pins workload templates too, not only Pods (GitOps tools then report drift).
     #[arg(long)]
     pin_workloads: bool,
+    /// Read referenced objects (a HelmRelease's HelmRepository) through this kubeconfig's
+    /// current context; default: the in-cluster service account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -415,6 +419,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         reload_interval: a.reload_interval,
         grace: a.grace,
         pin_workloads: a.pin_workloads,
+        kubeconfig: a.kubeconfig,
     };
     crate::webhook::serve(engine, cfg).await.map_err(boxed)?;
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 mod remote;
 pub use remote::Cause;
+/// A response body, refused past a size (`Ok(None)`); for other API clients of this crate.
+pub use remote::read_capped as read_body_capped;
 use remote::{ACCEPT_MANIFESTS, Access, Remote, read_capped, resolve_url, status_cause};
 
 use crate::reference::{Digest, ImageRef, Location};

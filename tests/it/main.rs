@@ -4,6 +4,7 @@
 
 mod auth;
 mod bundles;
+mod cluster;
 mod corpus;
 mod cosign_peer;
 mod credentials;

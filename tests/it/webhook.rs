@@ -33,7 +33,7 @@ fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 pub(crate) struct Tls {
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
     ca_params: rcgen::CertificateParams,

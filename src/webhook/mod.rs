@@ -33,8 +33,11 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
 use crate::engine::{CompiledPolicy, Decision, Engine, Failure};
-use crate::extract::{self, Artifact, Hints, Lookup, LookupError, ObjectRef};
+use crate::extract::{self, Artifact, Hints};
+
+mod kubeapi;
 use crate::policy::Verdict;
+pub use kubeapi::{KubeApi, KubeApiError};
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).
 pub const MAX_BODY_BYTES: usize = 6 << 20;
@@ -54,6 +57,8 @@ pub struct ServeConfig {
     pub grace: Duration,
     /// `/mutate` pins workload templates too, not only Pods (GitOps tools then see drift).
     pub pin_workloads: bool,
+    /// Where to read referenced objects; None: in-cluster (service account), if in a cluster.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// A failure that stops the server from starting.
@@ -62,6 +67,8 @@ pub struct ServeConfig {
 pub enum WebhookError {
     #[error("TLS certificate {}: {problem}", path.display())]
     Tls { path: PathBuf, problem: String },
+    #[error(transparent)]
+    KubeApi(#[from] KubeApiError),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -269,24 +276,8 @@ struct State {
     metrics: Metrics,
     draining: AtomicBool,
     pin_workloads: bool,
-}
-
-/// Referenced objects (a HelmRelease's HelmRepository) are not looked up from the API yet:
-/// such a source is refused with this reason rather than passed unchecked.
-struct NoApiLookups;
-
-impl Lookup for NoApiLookups {
-    fn get(
-        &self,
-        r: &ObjectRef,
-    ) -> impl std::future::Future<Output = Result<Option<serde_json::Value>, LookupError>> + Send
-    {
-        let err = LookupError::failed(
-            r.clone(),
-            "this ocigate does not read referenced objects from the Kubernetes API yet",
-        );
-        async move { Err(err) }
-    }
+    /// Where referenced objects are read (None: no API; such objects are denied with a reason).
+    kube: Option<KubeApi>,
 }
 
 /// What to check: the artifact's display key and the source.
@@ -343,12 +334,16 @@ async fn outcomes_for(
     let Some(object) = &req.object else {
         return Err("the request carries no object".into());
     };
-    let new = extract::extract_with(&value(object)?, &hints, &NoApiLookups)
+    let lookup = kubeapi::ApiLookup {
+        api: state.kube.as_ref(),
+        namespace: req.namespace.clone(),
+    };
+    let new = extract::extract_with(&value(object)?, &hints, &lookup)
         .await
         .map_err(|e| crate::error_chain(&e))?;
     // UPDATE: only what the old object did not already run (scale, labels, status pass).
     let old: BTreeSet<String> = match (&req.operation, &req.old_object) {
-        (Operation::Update, Some(o)) => extract::extract_with(&value(o)?, &hints, &NoApiLookups)
+        (Operation::Update, Some(o)) => extract::extract_with(&value(o)?, &hints, &lookup)
             .await
             .map(|x| {
                 x.sources
@@ -786,6 +781,10 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
+    let kube = match &cfg.kubeconfig {
+        Some(f) => Some(KubeApi::from_kubeconfig(f)?),
+        None => KubeApi::in_cluster()?,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| WebhookError::Listen {
@@ -797,6 +796,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         engine,
         draining: AtomicBool::new(false),
         pin_workloads: cfg.pin_workloads,
+        kube,
     });
     if let Some(addr) = cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)

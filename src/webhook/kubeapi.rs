@@ -1,0 +1,366 @@
+//! Reading the objects an admitted object refers to (a HelmRelease's HelmRepository, HelmChart
+//! or OCIRepository) from the Kubernetes API: `get` by name only, never `list` or `watch` (the
+//! RBAC in deploy/ grants exactly that), cached briefly.
+//!
+//! Not the `kube` client crate: what is needed is one authenticated GET with the cluster's CA,
+//! which the reqwest stack the registry code already uses (rustls on aws-lc-rs) does; `kube`
+//! would bring a second HTTP stack and its own TLS set-up for that.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::extract::{Lookup, LookupError, ObjectRef};
+
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Why the API could not be asked, or answered an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KubeApiError {
+    #[error("kubeconfig {}: {problem}", file.display())]
+    Kubeconfig { file: PathBuf, problem: String },
+    #[error("Kubernetes API: {0}")]
+    Config(String),
+    #[error("Kubernetes API {url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("Kubernetes API {url}: request failed")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Kubernetes API {url}: the answer is not a JSON object")]
+    Body { url: String },
+    #[error("no Kubernetes API resource is known for kind {kind} ({api_version})")]
+    UnknownKind { kind: String, api_version: String },
+}
+
+enum Token {
+    /// A service-account token file, re-read for each request (bound tokens rotate).
+    File(PathBuf),
+    Static(String),
+    None,
+}
+
+/// A reader of single objects from the Kubernetes API.
+pub struct KubeApi {
+    server: String,
+    token: Token,
+    client: reqwest::Client,
+    cache: moka::sync::Cache<String, Option<Value>>,
+}
+
+impl KubeApi {
+    /// The API of the cluster this runs in (service account token and CA), if it runs in one.
+    pub fn in_cluster() -> Result<Option<Self>, KubeApiError> {
+        let (Ok(host), Ok(port)) = (
+            std::env::var("KUBERNETES_SERVICE_HOST"),
+            std::env::var("KUBERNETES_SERVICE_PORT"),
+        ) else {
+            return Ok(None);
+        };
+        let sa = Path::new(SERVICE_ACCOUNT);
+        let ca = std::fs::read(sa.join("ca.crt"))
+            .map_err(|e| KubeApiError::Config(format!("{SERVICE_ACCOUNT}/ca.crt: {e}")))?;
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Self::new(
+            format!("https://{host}:{port}"),
+            Some(&ca),
+            Token::File(sa.join("token")),
+        )
+        .map(Some)
+    }
+
+    /// The current context of a kubeconfig file (server, CA, bearer token).
+    pub fn from_kubeconfig(file: &Path) -> Result<Self, KubeApiError> {
+        let bad = |problem: String| KubeApiError::Kubeconfig {
+            file: file.to_path_buf(),
+            problem,
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let cfg: Kubeconfig =
+            serde_saphyr::from_str(&text).map_err(|e| bad(format!("not a kubeconfig: {e}")))?;
+        let ctx = cfg
+            .contexts
+            .iter()
+            .find(|c| Some(&c.name) == cfg.current_context.as_ref())
+            .or(cfg.contexts.first())
+            .ok_or_else(|| bad("no context".into()))?;
+        let cluster = cfg
+            .clusters
+            .iter()
+            .find(|c| c.name == ctx.context.cluster)
+            .ok_or_else(|| bad(format!("no cluster {:?}", ctx.context.cluster)))?;
+        let user = cfg
+            .users
+            .iter()
+            .find(|u| Some(&u.name) == ctx.context.user.as_ref());
+        let base = file.parent().unwrap_or(Path::new("."));
+        let ca = match (
+            &cluster.cluster.certificate_authority_data,
+            &cluster.cluster.certificate_authority,
+        ) {
+            (Some(data), _) => Some(
+                crate::decode_base64(data)
+                    .map_err(|_| bad("certificate-authority-data is not base64".into()))?,
+            ),
+            (None, Some(path)) => Some(
+                std::fs::read(base.join(path))
+                    .map_err(|e| bad(format!("certificate-authority {path}: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        let token = match user.map(|u| &u.user) {
+            Some(UserEntry { token: Some(t), .. }) => Token::Static(t.clone()),
+            Some(UserEntry {
+                token_file: Some(f),
+                ..
+            }) => Token::File(base.join(f)),
+            _ => Token::None,
+        };
+        Self::new(cluster.cluster.server.clone(), ca.as_deref(), token)
+    }
+
+    fn new(server: String, ca_pem: Option<&[u8]>, token: Token) -> Result<Self, KubeApiError> {
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| KubeApiError::Config(format!("the cluster CA is not PEM: {e}")))?;
+            b = b.tls_certs_only(certs);
+        }
+        let client = b
+            .build()
+            .map_err(|e| KubeApiError::Config(format!("HTTP client: {e}")))?;
+        Ok(KubeApi {
+            server: server.trim_end_matches('/').to_string(),
+            token,
+            client,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(10))
+                .build(),
+        })
+    }
+
+    /// One object by its API path; `None` when it does not exist.
+    pub async fn get(&self, path: &str) -> Result<Option<Value>, KubeApiError> {
+        if let Some(hit) = self.cache.get(path) {
+            return Ok(hit);
+        }
+        let url = format!("{}{path}", self.server);
+        let mut req = self.client.get(&url).header("Accept", "application/json");
+        let token = match &self.token {
+            Token::Static(t) => Some(t.clone()),
+            Token::File(f) => std::fs::read_to_string(f)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+            Token::None => None,
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|source| KubeApiError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let found = match status {
+            404 => None,
+            200 => {
+                let body = crate::registry::read_body_capped(resp, 4 << 20)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
+                let v: Value = serde_json::from_slice(&body)
+                    .ok()
+                    .filter(Value::is_object)
+                    .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
+                Some(v)
+            }
+            _ => return Err(KubeApiError::Status { url, status }),
+        };
+        self.cache.insert(path.to_string(), found.clone());
+        Ok(found)
+    }
+}
+
+/// The API path of a Flux source object.
+fn object_path(r: &ObjectRef, namespace: &str) -> Result<String, KubeApiError> {
+    let plural = match r.kind.as_str() {
+        "HelmRepository" => "helmrepositories",
+        "HelmChart" => "helmcharts",
+        "OCIRepository" => "ocirepositories",
+        "ExternalArtifact" => "externalartifacts",
+        _ => {
+            return Err(KubeApiError::UnknownKind {
+                kind: r.kind.clone(),
+                api_version: r.api_version.clone().unwrap_or_default(),
+            });
+        }
+    };
+    let api_version = r
+        .api_version
+        .clone()
+        .unwrap_or_else(|| "source.toolkit.fluxcd.io/v1".into());
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'/'))
+    };
+    if !ok(&api_version)
+        || !ok(namespace)
+        || !ok(&r.name)
+        || r.name.contains('/')
+        || namespace.contains('/')
+    {
+        return Err(KubeApiError::Config(format!(
+            "refusing an object reference with unusual characters: {r}"
+        )));
+    }
+    Ok(format!(
+        "/apis/{api_version}/namespaces/{namespace}/{plural}/{}",
+        r.name
+    ))
+}
+
+/// Lookups for one admission request: referenced objects from the API (or a clear refusal when
+/// no API is configured), in the request's namespace unless the reference names one.
+pub struct ApiLookup<'a> {
+    pub api: Option<&'a KubeApi>,
+    pub namespace: Option<String>,
+}
+
+impl Lookup for ApiLookup<'_> {
+    fn get(
+        &self,
+        r: &ObjectRef,
+    ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send {
+        let r = r.clone();
+        let namespace = r.namespace.clone().or_else(|| self.namespace.clone());
+        let api = self.api;
+        async move {
+            let Some(api) = api else {
+                return Err(LookupError::failed(
+                    r,
+                    "no Kubernetes API is configured (not in a cluster, no --kubeconfig)",
+                ));
+            };
+            let Some(ns) = namespace else {
+                return Err(LookupError::failed(r, "the reference names no namespace"));
+            };
+            let path = object_path(&r, &ns).map_err(|e| LookupError::failed(r.clone(), e))?;
+            api.get(&path)
+                .await
+                .map_err(|e| LookupError::failed(r.clone(), e))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Kubeconfig {
+    #[serde(default)]
+    clusters: Vec<ClusterEntry>,
+    #[serde(default)]
+    users: Vec<UserNamed>,
+    #[serde(default)]
+    contexts: Vec<ContextEntry>,
+    current_context: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ClusterEntry {
+    name: String,
+    cluster: Cluster,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Cluster {
+    server: String,
+    certificate_authority: Option<String>,
+    certificate_authority_data: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserNamed {
+    name: String,
+    user: UserEntry,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserEntry {
+    token: Option<String>,
+    token_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ContextEntry {
+    name: String,
+    context: Context,
+}
+
+#[derive(Deserialize)]
+struct Context {
+    cluster: String,
+    user: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths() {
+        let r = ObjectRef {
+            api_version: None,
+            kind: "HelmRepository".into(),
+            namespace: None,
+            name: "charts".into(),
+        };
+        assert_eq!(
+            object_path(&r, "flux").unwrap(),
+            "/apis/source.toolkit.fluxcd.io/v1/namespaces/flux/helmrepositories/charts"
+        );
+        let evil = ObjectRef {
+            name: "../../secrets/x".into(),
+            ..r.clone()
+        };
+        assert!(object_path(&evil, "flux").is_err());
+        let unknown = ObjectRef {
+            kind: "Secret".into(),
+            ..r
+        };
+        assert!(object_path(&unknown, "flux").is_err());
+    }
+
+    #[test]
+    fn kubeconfig_current_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config");
+        std::fs::write(
+            &f,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:6443\"}\n\
+             users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+        )
+        .unwrap();
+        let api = KubeApi::from_kubeconfig(&f).unwrap();
+        assert_eq!(api.server, "https://127.0.0.1:6443");
+        assert!(matches!(api.token, Token::Static(ref t) if t == "abc"));
+        std::fs::write(&f, "clusters: [").unwrap();
+        let e = KubeApi::from_kubeconfig(&f).err().unwrap().to_string();
+        assert!(e.contains("config"), "{e}");
+    }
+}

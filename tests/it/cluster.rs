@@ -1,0 +1,297 @@
+//! The webhook in a (small) cluster: mini-kube-apiserver (k8s.io/apiserver with the real
+//! admission chain and CRDs, on etcd; ../shared/tools/kube) calls `ocigate serve` through the
+//! ValidatingWebhookConfiguration that `deploy/` renders (patched to `clientConfig.url`: the mini
+//! server has no Service routing), and `kubectl apply` reaches it as in a cluster. The webhook
+//! reads a HelmRelease's HelmRepository back from that API.
+//!
+//! Where the mini server differs from kube-apiserver: built-in kinds are neither defaulted nor
+//! validated (every field the webhook reads is set here), namespaces do not get their
+//! `kubernetes.io/metadata.name` label automatically (set here, as kube-apiserver would), and
+//! authorization is AlwaysAllow (the RBAC of deploy/ is not exercised).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+
+use crate::harness::*;
+use crate::webhook::{make_tls, start_serve};
+
+struct MiniCluster {
+    kubeconfig: PathBuf,
+    k: PathBuf,
+    run: tempfile::TempDir,
+    kubectl: PathBuf,
+}
+
+impl Drop for MiniCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("../shared/tools/kube/run.sh"))
+            .arg("stop")
+            .env("K", &self.k)
+            .env("RUN", self.run.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl MiniCluster {
+    fn start_or_skip(test: &str) -> Option<Self> {
+        let k = std::env::var_os("OCIGATE_TEST_KUBE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ocigate-kube"))
+            })?;
+        let kubectl = [
+            std::env::var_os("OCIGATE_TEST_KUBECTL").map(PathBuf::from),
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/ocigate-tools/venv/bin/kubectl")),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file());
+        let ready = k.join("bin/mini-kube-apiserver").is_file();
+        let (true, Some(kubectl)) = (ready, kubectl) else {
+            if strict() {
+                panic!(
+                    "{test}: mini-kube-apiserver or kubectl missing; scripts/test.sh provides both"
+                );
+            }
+            eprintln!(
+                "SKIPPED {test}: mini-kube-apiserver or kubectl not available; these cluster checks did NOT run"
+            );
+            return None;
+        };
+        let run = tempfile::tempdir().unwrap();
+        let out = Command::new(repo_root().join("../shared/tools/kube/run.sh"))
+            .arg("start")
+            .env("K", &k)
+            .env("RUN", run.path())
+            .stderr(Stdio::null())
+            .output()
+            .expect("run.sh start");
+        let kubeconfig = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(PathBuf::from)
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| panic!("mini-kube-apiserver did not start: {out:?}"));
+        Some(MiniCluster {
+            kubeconfig,
+            k,
+            run,
+            kubectl,
+        })
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Run {
+        let out = Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn apply(&self, dir: &Path, name: &str, yaml: &str, extra: &[&str]) -> Run {
+        let f = dir.join(name);
+        std::fs::write(&f, yaml).unwrap();
+        let mut args = vec!["apply", "-f", f.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.kubectl(&args)
+    }
+}
+
+#[test]
+fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
+    let Some(kube) =
+        MiniCluster::start_or_skip("kubectl_apply_reaches_the_webhook_through_the_admission_chain")
+    else {
+        return;
+    };
+    let Some(corpus) =
+        corpus_or_skip("kubectl_apply_reaches_the_webhook_through_the_admission_chain")
+    else {
+        return;
+    };
+    // Registry: signed and unsigned images and charts.
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    for (r, signed) in [
+        ("apps/web:v1", true),
+        ("apps/old:v1", false),
+        ("charts/mychart:1.0.0", true),
+        ("charts/other:1.0.0", false),
+    ] {
+        let reference = reg.reference(r);
+        push_image(&client, &reference, r);
+        if signed {
+            let s = sign(&reg, &key, &reference.to_string(), &[]);
+            assert_eq!(s.code, 0, "{s:?}");
+        }
+    }
+    let policy = d.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+             keys: [{{name: release, path: {}}}]\n\
+             rules:\n  - name: all\n    images: [\"{h}/**\"]\n    \
+             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
+            public.display()
+        ),
+    )
+    .unwrap();
+    let tls = make_tls(d);
+    let server = start_serve(
+        &policy,
+        &tls,
+        &h,
+        &["--kubeconfig", kube.kubeconfig.to_str().unwrap()],
+    );
+
+    // The Flux CRDs from the corpus, and the namespaces.
+    let crds = corpus.join("gitops/fluxcd/crds");
+    for crd in [
+        "source.toolkit.fluxcd.io_helmrepositories.yaml",
+        "helm.toolkit.fluxcd.io_helmreleases.yaml",
+    ] {
+        let run = kube.kubectl(&["apply", "-f", crds.join(crd).to_str().unwrap()]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let run = kube.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/helmrepositories.source.toolkit.fluxcd.io",
+        "crd/helmreleases.helm.toolkit.fluxcd.io",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for ns in ["apps", "flux", "ocigate-system"] {
+        let run = kube.apply(
+            d,
+            &format!("ns-{ns}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{kubernetes.io/metadata.name: {ns}}}\n"
+            ),
+            &[],
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+
+    // deploy/'s ValidatingWebhookConfiguration, pointed at this server.
+    let rendered = kube.kubectl(&["kustomize", repo_root().join("deploy").to_str().unwrap()]);
+    assert_eq!(rendered.code, 0, "{rendered:?}");
+    let docs = ocigate::extract::parse_documents(&rendered.stdout).unwrap();
+    let mut vwc = docs
+        .into_iter()
+        .find(|doc| doc["kind"] == "ValidatingWebhookConfiguration")
+        .expect("deploy/ renders a ValidatingWebhookConfiguration");
+    let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&tls.ca).unwrap());
+    for hook in vwc["webhooks"].as_array_mut().unwrap() {
+        hook["clientConfig"] = serde_json::json!({"url": server.url("/validate"), "caBundle": ca});
+    }
+    let run = kube.apply(d, "vwc.json", &vwc.to_string(), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let pod = |name: &str, ns: &str, image: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  containers:\n  - {{name: app, image: \"{image}\"}}\n"
+        )
+    };
+    // The webhook configuration takes a moment to be seen by the admission plugin.
+    let mut admitted = kube.apply(
+        d,
+        "ok.yaml",
+        &pod("ok", "apps", &format!("{h}/apps/web:v1")),
+        &[],
+    );
+    let mut denied = kube.apply(
+        d,
+        "bad.yaml",
+        &pod("bad", "apps", &format!("{h}/apps/old:v1")),
+        &[],
+    );
+    for _ in 0..50 {
+        if denied.code != 0 {
+            break;
+        }
+        let _ = kube.kubectl(&["delete", "pod", "bad", "-n", "apps", "--wait=false"]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        denied = kube.apply(
+            d,
+            "bad.yaml",
+            &pod("bad", "apps", &format!("{h}/apps/old:v1")),
+            &[],
+        );
+    }
+    if admitted.code != 0 {
+        admitted = kube.apply(
+            d,
+            "ok.yaml",
+            &pod("ok", "apps", &format!("{h}/apps/web:v1")),
+            &[],
+        );
+    }
+    assert_eq!(admitted.code, 0, "{admitted:?}");
+    assert_ne!(denied.code, 0, "{denied:?}");
+    assert!(
+        denied.stderr.contains("denied the request") && denied.stderr.contains("[unsigned]"),
+        "{denied:?}"
+    );
+    // Server-side dry run: the same verdict.
+    let dry = kube.apply(
+        d,
+        "dry.yaml",
+        &pod("dry", "apps", &format!("{h}/apps/old:v1")),
+        &["--dry-run=server"],
+    );
+    assert_ne!(dry.code, 0, "{dry:?}");
+    // ocigate's own namespace is excluded by deploy/'s namespaceSelector.
+    let own = kube.apply(
+        d,
+        "own.yaml",
+        &pod("own", "ocigate-system", &format!("{h}/apps/old:v1")),
+        &[],
+    );
+    assert_eq!(own.code, 0, "{own:?}");
+
+    // A HelmRelease: the webhook reads its HelmRepository from the API.
+    let repo = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: flux}}\n\
+         spec: {{type: oci, url: \"oci://{h}/charts\", interval: 5m}}\n"
+    );
+    let run = kube.apply(d, "repo.yaml", &repo, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let release = |name: &str, chart: &str| {
+        format!(
+            "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: {name}, namespace: flux}}\n\
+             spec:\n  interval: 5m\n  chart:\n    spec:\n      chart: {chart}\n      version: 1.0.0\n      \
+             sourceRef: {{kind: HelmRepository, name: charts}}\n"
+        )
+    };
+    let run = kube.apply(d, "rel-ok.yaml", &release("good", "mychart"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.apply(d, "rel-bad.yaml", &release("bad", "other"), &[]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("charts/other:1.0.0") && run.stderr.contains("[unsigned]"),
+        "{run:?}"
+    );
+    // A HelmRelease whose repository does not exist is refused, not passed.
+    let orphan = release("orphan", "mychart").replace("name: charts", "name: missing");
+    let run = kube.apply(d, "rel-orphan.yaml", &orphan, &[]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("not found"), "{run:?}");
+}
