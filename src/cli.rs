@@ -81,6 +81,10 @@ struct ServeArgs {
     /// How long a tag's digest is believed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     resolve_ttl: Duration,
+    /// How long a decision the registry prevented (unreachable, denied, not found, timed out)
+    /// is remembered; default: not at all.
+    #[arg(long, value_parser = parse_duration)]
+    failure_cache_ttl: Option<Duration>,
     /// How often mounted files are looked at for changes.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     reload_interval: Duration,
@@ -400,6 +404,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         positive_ttl: a.cache_ttl,
         negative_ttl: a.negative_cache_ttl,
         resolve_ttl: a.resolve_ttl,
+        failure_ttl: a.failure_cache_ttl.unwrap_or(Duration::ZERO),
         ..EngineConfig::default()
     };
     let engine = Engine::new(registry_from(&a.registry)?, policy, config);

@@ -457,6 +457,11 @@ impl Registry {
         &self.settings
     }
 
+    /// HTTP requests sent to registries (and token realms) so far: (host, status class, count).
+    pub fn request_counts(&self) -> Vec<(String, &'static str, u64)> {
+        self.remote.request_counts()
+    }
+
     /// Fetch the manifest `r` names (its digest if it has one, else its tag, else `latest`).
     /// `Ok(None)` when the registry says it does not exist.
     pub async fn get_manifest(&self, r: &ImageRef) -> Result<Option<Manifest>, RegistryError> {

@@ -102,6 +102,8 @@ pub struct Remote {
     tokens: Mutex<HashMap<(String, String), Token>>,
     /// Origins that asked for Basic auth.
     basic: Mutex<HashSet<String>>,
+    /// HTTP requests sent, by host and status class (`2xx` … `5xx`, or `error`).
+    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Remote {
@@ -111,7 +113,36 @@ impl Remote {
             plain: OnceLock::new(),
             tokens: Mutex::new(HashMap::new()),
             basic: Mutex::new(HashSet::new()),
+            requests: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Count one request to `url` by its answer.
+    fn record(&self, url: &Url, answer: Result<StatusCode, ()>) {
+        let class = match answer.map(|s| s.as_u16() / 100) {
+            Ok(2) => "2xx",
+            Ok(3) => "3xx",
+            Ok(4) => "4xx",
+            Ok(5) => "5xx",
+            Ok(_) => "other",
+            Err(()) => "error",
+        };
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => String::new(),
+        };
+        if let Ok(mut r) = self.requests.lock() {
+            *r.entry((host, class)).or_insert(0) += 1;
+        }
+    }
+
+    /// HTTP requests sent so far: (host, status class, count).
+    pub fn request_counts(&self) -> Vec<(String, &'static str, u64)> {
+        self.requests
+            .lock()
+            .map(|r| r.iter().map(|((h, c), n)| (h.clone(), *c, *n)).collect())
+            .unwrap_or_default()
     }
 
     /// The API endpoint for a registry name (Docker Hub's API lives elsewhere).
@@ -193,10 +224,11 @@ impl Remote {
             let basic =
                 creds_here.filter(|_| self.basic.lock().ok().is_some_and(|b| b.contains(&key.0)));
             let client = self.client(settings, &url)?;
-            let resp = with_auth(build(client, url.clone()), token.as_ref(), basic)
+            let sent = with_auth(build(client, url.clone()), token.as_ref(), basic)
                 .send()
-                .await
-                .map_err(Cause::Transport)?;
+                .await;
+            self.record(&url, sent.as_ref().map(|r| r.status()).map_err(|_| ()));
+            let resp = sent.map_err(Cause::Transport)?;
             let status = resp.status();
             if status.is_redirection()
                 && let Some(location) = resp.headers().get(LOCATION)
@@ -282,11 +314,16 @@ impl Remote {
             }
         }
         let client = self.client(settings, &realm_url)?;
-        let mut req = client.get(realm_url);
+        let mut req = client.get(realm_url.clone());
         if let Some((u, p)) = creds {
             req = req.basic_auth(u, Some(p));
         }
-        let resp = req.send().await.map_err(Cause::Transport)?;
+        let sent = req.send().await;
+        self.record(
+            &realm_url,
+            sent.as_ref().map(|r| r.status()).map_err(|_| ()),
+        );
+        let resp = sent.map_err(Cause::Transport)?;
         if !resp.status().is_success() {
             return Err(Cause::Token {
                 realm: realm.to_string(),

@@ -202,6 +202,19 @@ impl prometheus_client::collector::Collector for EngineCollector {
             let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
             c.encode(m)?;
         }
+        {
+            let c = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(
+                "ocigate_registry_requests",
+                "HTTP requests to registries and token realms, by host and status class",
+                None,
+                c.metric_type(),
+            )?;
+            for (host, class, n) in self.0.registry().request_counts() {
+                let labels = [("host", host), ("class", class.to_string())];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
         let g = ConstGauge::new(self.0.cached_decisions() as i64);
         let m = encoder.encode_descriptor(
             "ocigate_cached_decisions",

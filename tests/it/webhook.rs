@@ -376,6 +376,13 @@ fn admission_through_kubernetes_admission_code() {
         "{metrics}"
     );
     assert!(metrics.contains("ocigate_cache_hits_total"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "ocigate_registry_requests_total{{host=\"{}\",class=\"2xx\"}}",
+            c.reg.host()
+        )),
+        "{metrics}"
+    );
 }
 
 /// A plain-HTTP GET on loopback, for the metrics listener.

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""`ocigate serve` under load, on this machine, against a loopback docker-registry.
+
+    scripts/bench-webhook.py [--duration SECONDS] [--images N] [--write]
+
+Builds the release binary, starts docker-registry on 127.0.0.1 (free port, temp dir), pushes the
+shipped example image into N repositories and signs each with `ocigate sign`
+(keys-example/cosign.key), makes a TLS certificate with openssl, and starts `ocigate serve` with a
+key-based policy. Then:
+
+1. warm cache: AdmissionReview throughput and latency over keep-alive TLS at concurrency 1, 16
+   and 64, measured by wrk (Debian package `wrk`, a separate process; 2 threads, or 1 at c=1);
+2. cold: one review for each of the N images, one after another, each a first verification:
+   latency (p50, p99) and registry requests per image (from ocigate_registry_requests_total);
+3. single flight: 1,000 concurrent reviews for one image never seen: verifications run (from
+   ocigate_verifications_total) and the slowest answer;
+4. RSS: the server's VmRSS idle (after start), after the runs above, and after filling the
+   decision cache with 100,000 decisions (reviews for 100,000 distinct pinned digests that do
+   not exist, cached because the server runs with --failure-cache-ttl 1h for this; such a
+   decision is smaller than an allow with evidence, so the figure is a floor, and the
+   bytes per decision of the allow decisions of run 2 are reported beside it).
+
+With --write, the figures replace the section between the bench-webhook markers in BENCHMARKS.md.
+"""
+import argparse
+import concurrent.futures
+import http.client
+import importlib.util
+import json
+import os
+import re
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("bench_verify", os.path.join(ROOT, "scripts", "bench-verify.py"))
+bv = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bv)
+
+BIN = os.path.join(ROOT, "target", "release", "ocigate")
+KEY = os.path.join(ROOT, "keys-example", "cosign.key")
+PUB = os.path.join(ROOT, "keys-example", "cosign.pub")
+
+
+def review(image, uid="bench"):
+    return json.dumps({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "p", "namespace": "bench", "operation": "CREATE", "userInfo": {"username": "bench"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "bench"},
+                       "spec": {"containers": [{"name": "a", "image": image}]}},
+        },
+    })
+
+
+def metrics(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def total(m, prefix):
+    return sum(v for k, v in m.items() if k.startswith(prefix))
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Client:
+    def __init__(self, port, ca):
+        self.port = port
+        self.ctx = ssl.create_default_context(cafile=ca)
+
+    def post(self, body):
+        c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=30)
+        t = time.perf_counter()
+        c.request("POST", "/validate", body=body, headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        took = time.perf_counter() - t
+        c.close()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {data[:200]!r}")
+        return json.loads(data)["response"], took
+
+
+def wrk(port, body_file, conns, duration):
+    lua = body_file + ".lua"
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
+    threads = 1 if conns == 1 else 2
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua,
+                          f"https://127.0.0.1:{port}/validate"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, pct(50), pct(99), int(errors.group(1)) if errors else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--fill", type=int, default=100_000)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    for tool in ["wrk", "openssl", "/usr/bin/docker-registry"]:
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
+            sys.exit(f"bench-webhook: {tool} is missing (apt-get install wrk openssl docker-registry)")
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    env = dict(os.environ, OCIGATE_PASSWORD="ocigate-example", DOCKER_CONFIG="/nonexistent")
+    with tempfile.TemporaryDirectory() as tmp:
+        reg, host = bv.start_registry(tmp)
+        server = None
+        try:
+            print(f"pushing and signing {args.images + 1} images ...", file=sys.stderr)
+            for i in range(args.images + 1):
+                repo = f"bench/app-{i}"
+                bv.push_example(host, repo)
+                subprocess.run([BIN, "sign", f"{host}/{repo}:v1", "--key", KEY, "--registry-plain-http", host],
+                               env=env, check=True, capture_output=True)
+            cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                            "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            policy = os.path.join(tmp, "policy.yaml")
+            with open(policy, "w") as f:
+                f.write("apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n"
+                        f"keys: [{{name: release, path: {PUB}}}]\n"
+                        f"rules:\n  - name: bench\n    images: [\"{host}/**\"]\n"
+                        "    authorities: [{key: {name: release}, tlog: skip}]\n")
+            port, mport = bv.free_port(), bv.free_port()
+            server = subprocess.Popen([BIN, "serve", "--policy", policy, "--tls-cert", cert, "--tls-key", key,
+                                       "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}",
+                                       "--registry-plain-http", host, "--failure-cache-ttl", "1h",
+                                       "--negative-cache-ttl", "1h"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(500):
+                try:
+                    metrics(mport)
+                    break
+                except OSError:
+                    time.sleep(0.02)
+            time.sleep(0.3)
+            idle = rss_kib(server.pid)
+            client = Client(port, cert)
+
+            # 2. cold, one image after another
+            before = metrics(mport)
+            cold = []
+            for i in range(1, args.images + 1):
+                resp, took = client.post(review(f"{host}/bench/app-{i}:v1"))
+                assert resp["allowed"], resp
+                cold.append(took * 1000)
+            after = metrics(mport)
+            reqs = total(after, "ocigate_registry_requests_total") - total(before, "ocigate_registry_requests_total")
+            rss_after_cold = rss_kib(server.pid)
+
+            # 1. warm throughput
+            body = os.path.join(tmp, "review.json")
+            with open(body, "w") as f:
+                f.write(review(f"{host}/bench/app-1:v1"))
+            warm = {c: wrk(port, body, c, args.duration) for c in (1, 16, 64)}
+
+            # 3. single flight: 1,000 concurrent reviews of an image never seen
+            before = metrics(mport)
+            fresh = review(f"{host}/bench/app-0:v1")
+            with concurrent.futures.ThreadPoolExecutor(max_workers=200) as ex:
+                results = list(ex.map(lambda _: client.post(fresh), range(1000)))
+            after = metrics(mport)
+            assert all(r["allowed"] for r, _ in results)
+            flights = total(after, "ocigate_verifications_total") - total(before, "ocigate_verifications_total")
+            slowest = max(t for _, t in results) * 1000
+
+            # 4. RSS with many cached decisions
+            rss_before_fill = rss_kib(server.pid)
+            bodies = (review(f"{host}/bench/fill@sha256:{i:064x}") for i in range(1, args.fill + 1))
+            with concurrent.futures.ThreadPoolExecutor(max_workers=16) as ex:
+                for _ in ex.map(client.post, bodies):
+                    pass
+            cached = total(metrics(mport), "ocigate_cached_decisions")
+            rss_full = rss_kib(server.pid)
+        finally:
+            if server:
+                server.terminate()
+                server.wait(timeout=30)
+            reg.kill()
+            reg.wait()
+
+    lines = [
+        f"Release build; docker-registry 2.8 on 127.0.0.1; {args.images} images (the shipped example "
+        f"pushed into {args.images} repositories, each with one legacy key signature); TLS 1.3, P-256.",
+        "",
+        f"Warm cache, one Pod review for one signed image, wrk over keep-alive TLS for {args.duration} s "
+        "(2 threads; 1 at c=1), on the same 2 cores as the server:",
+        "",
+        "| concurrency | requests/s | p50 ms | p99 ms | non-2xx |",
+        "|---|---|---|---|---|",
+    ]
+    for c, (rps, p50, p99, err) in warm.items():
+        lines.append(f"| {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {err} |")
+    cold.sort()
+    lines += [
+        "",
+        f"Cold: {args.images} reviews, one after another, each the first verification of its image: "
+        f"p50 {statistics.median(cold):.1f} ms, p99 {cold[int(len(cold) * 0.99) - 1]:.1f} ms, "
+        f"max {cold[-1]:.1f} ms; **{reqs / args.images:.1f} registry requests per image** "
+        "(manifest by tag, `.sig` manifest, referrers API (404 once, then remembered), referrers tag, signature blob).",
+        "",
+        f"Single flight: 1,000 concurrent reviews (200 client threads, new TLS connection each) for one "
+        f"image never seen: **{flights:.0f} verification(s)**; slowest answer {slowest:.0f} ms.",
+        "",
+        f"RSS (VmRSS): idle {idle / 1024:.1f} MiB; after the cold runs {rss_after_cold / 1024:.1f} MiB; "
+        f"with {cached:,.0f} cached decisions {rss_full / 1024:.1f} MiB "
+        f"(from {rss_before_fill / 1024:.1f} MiB before filling; the fill uses not-found decisions for "
+        "random digests, cached with `--failure-cache-ttl 1h`).",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        path = os.path.join(ROOT, "BENCHMARKS.md")
+        with open(path) as f:
+            doc = f.read()
+        start, end = "<!-- bench-webhook:start -->", "<!-- bench-webhook:end -->"
+        new = f"{start}\n{text}\n{end}"
+        doc = re.sub(re.escape(start) + ".*?" + re.escape(end), new, doc, flags=re.S) if start in doc else doc + "\n" + new + "\n"
+        with open(path, "w") as f:
+            f.write(doc)
+
+
+if __name__ == "__main__":
+    main()
