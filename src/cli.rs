@@ -102,7 +102,7 @@ struct ServeArgs {
     registry: RegistryArgs,
 }
 
-/// `8s`, `500ms`, `2m`, or plain seconds.
+/// `8s`, `500ms`, `2m`, `1h`, or plain seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
@@ -115,7 +115,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
     if d.is_zero() || d > Duration::from_secs(24 * 3600) {
         return Err(format!("{s:?} must be more than zero and at most a day"));

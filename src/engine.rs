@@ -160,7 +160,7 @@ pub struct CompiledPolicy {
     /// The embedded public-good root, parsed on first use.
     embedded: OnceLock<Option<TrustRoot>>,
     /// sha256 over the policy text and every file it read (keys, trust roots).
-    fingerprint: String,
+    fingerprint: Arc<str>,
 }
 
 impl CompiledPolicy {
@@ -180,7 +180,7 @@ impl CompiledPolicy {
             policy,
             roots,
             embedded: OnceLock::new(),
-            fingerprint,
+            fingerprint: fingerprint.into(),
         })
     }
 
@@ -375,10 +375,12 @@ pub enum PolicyLoadError {
 /// `matchRepository` compares its name), the digest, the rule, and the policy's fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DecisionKey {
-    repository: String,
+    repository: Box<str>,
     digest: Digest,
-    rule: String,
-    policy: String,
+    /// The rule's index in the policy (the fingerprint pins the policy).
+    rule: usize,
+    /// Shared by every key of one policy.
+    policy: Arc<str>,
 }
 
 #[derive(Clone)]
@@ -602,9 +604,14 @@ impl Engine {
         let resolve_ms = ms(t0);
 
         let key = DecisionKey {
-            repository: name,
+            repository: name.into(),
             digest: resolved.digest.clone(),
-            rule: rule.name.clone(),
+            rule: policy
+                .policy
+                .rules
+                .iter()
+                .position(|r| std::ptr::eq(r, rule))
+                .unwrap_or(usize::MAX),
             policy: policy.fingerprint.clone(),
         };
         if let Some(hit) = self.inner.decisions.get(&key) {
@@ -849,10 +856,18 @@ impl Engine {
             Some(_) => self.inner.config.negative_ttl,
         };
         if !ttl.is_zero() {
+            // The cache keeps what a later asker needs (verdict, failure, reasons, evidence),
+            // not what belongs to this asker (its spelling, timings, the discovery notes).
+            let compact = Decision {
+                reference: String::new(),
+                discovery: Vec::new(),
+                timings: Timings::default(),
+                ..(*decision).clone()
+            };
             self.inner.decisions.insert(
                 key.clone(),
                 Cached {
-                    decision: decision.clone(),
+                    decision: Arc::new(compact),
                     ttl,
                 },
             );

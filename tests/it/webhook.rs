@@ -598,3 +598,111 @@ fn policy_reload_good_and_bad_and_sigterm_drains() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// SIGTERM while admission requests are in flight (the registry behind the tests' proxy answers
+/// slowly, so each verification takes about a second): every request gets its answer, new
+/// connections are refused, and the process exits 0.
+#[test]
+fn sigterm_under_load_loses_no_in_flight_response() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let c = cluster();
+    let delay = Arc::new(AtomicU64::new(0));
+    let d = delay.clone();
+    let front = crate::proxy::proxy(c.reg.host(), move |_, resp| {
+        std::thread::sleep(Duration::from_millis(d.load(Ordering::SeqCst)));
+        resp
+    });
+    // The same images, through the slow front: a rule for the front's host, and the signatures
+    // name the registry's own host, so the signed identity is not compared here.
+    let policy = c.dir.path().join("front-policy.yaml");
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(&c.policy)
+            .unwrap()
+            .replace(&c.reg.host(), &front.host())
+            .replace(
+                "    authorities:",
+                "    signedIdentity: ignore\n    authorities:",
+            ),
+    )
+    .unwrap();
+    let mut server = start_serve(&policy, &c.tls, &front.host(), &["--grace", "20s"]);
+    delay.store(300, Ordering::SeqCst);
+    let signed = c.signed.replace(&c.reg.host(), &front.host());
+    let url = server.url("/validate");
+    let ca = std::fs::read(&c.tls.ca).unwrap();
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, ca, image) = (url.clone(), ca.clone(), signed.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                // Distinct repositories' spellings would share one verification; distinct
+                // uids are enough to make eight requests.
+                let review = serde_json::json!({
+                    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "request": {
+                        "uid": format!("u-{i}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "resource": {"group": "", "version": "v1", "resource": "pods"},
+                        "name": "p", "namespace": "apps", "operation": "CREATE",
+                        "userInfo": {"username": "test"},
+                        "object": {"apiVersion": "v1", "kind": "Pod",
+                                   "metadata": {"name": "p", "namespace": "apps"},
+                                   "spec": {"containers": [{"name": "a", "image": image}]}}
+                    }
+                });
+                let resp = client.post(&url).json(&review).send();
+                resp.map(|r| {
+                    let status = r.status().as_u16();
+                    (status, r.json::<serde_json::Value>().ok(), Instant::now())
+                })
+            })
+        })
+        .collect();
+    // Let the requests arrive, then ask the server to stop while they are verifying.
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let terminated = Instant::now();
+    let mut answered_after = 0;
+    for w in workers {
+        let (status, body, at) = w
+            .join()
+            .unwrap()
+            .expect("an in-flight request lost its answer");
+        assert_eq!(status, 200);
+        if at > terminated {
+            answered_after += 1;
+        }
+        let body = body.expect("JSON answer");
+        assert_eq!(body["response"]["allowed"], true, "{body}");
+    }
+    assert!(
+        answered_after > 0,
+        "no request was still in flight at SIGTERM: the test proved nothing"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            assert!(st.success(), "{st:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // No longer accepting.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err());
+}
