@@ -628,7 +628,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                     let too_large = e
                         .downcast_ref::<http_body_util::LengthLimitError>()
                         .is_some();
-                    return if too_large {
+                    let mut r = if too_large {
                         text(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
@@ -636,6 +636,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                     } else {
                         text(StatusCode::BAD_REQUEST, "cannot read the request body\n")
                     };
+                    // The rest of the body is not read: this connection cannot be reused.
+                    r.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                    return r;
                 }
             };
             match review_request(&body) {
