@@ -567,10 +567,10 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
     if !a.manifests.is_empty() {
         let found = manifest_sources(&read_manifests(&a.manifests)?).await?;
         let deadline = engine.config().deadline;
-        let checks = found.into_iter().map(|(origin, artifact)| {
+        let checks = found.into_iter().map(|(origin, source)| {
             let engine = engine.clone();
             async move {
-                let mut d = engine.check_artifact(&artifact, deadline).await;
+                let mut d = engine.check_source(&source, deadline).await;
                 d.reasons.push(format!("found in {}", origin.join(", ")));
                 d
             }
@@ -666,8 +666,8 @@ fn read_manifests(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, CliError>
 /// The OCI sources of the manifests, each once, with every place it was found.
 async fn manifest_sources(
     files: &[(PathBuf, String)],
-) -> Result<Vec<(Vec<String>, crate::extract::Artifact)>, CliError> {
-    use crate::extract::{self, Artifact, DocumentSet};
+) -> Result<Vec<(Vec<String>, crate::extract::Source)>, CliError> {
+    use crate::extract::{self, Artifact, DocumentSet, Source};
     let mut objects = Vec::new();
     let mut kluctl = Vec::new();
     for (file, text) in files {
@@ -687,10 +687,10 @@ async fn manifest_sources(
         }
     }
     let set = DocumentSet::new(objects.iter().map(|(_, d)| d.clone()).collect());
-    let mut found: Vec<(Vec<String>, Artifact)> = Vec::new();
+    let mut found: Vec<(Vec<String>, Source)> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
-    let mut record = |origin: String, artifact: Artifact| {
-        let key = match &artifact {
+    let mut record = |origin: String, source: Source| {
+        let artifact_key = match &source.artifact {
             Artifact::Reference(r) => r.to_string(),
             Artifact::Semver {
                 repository,
@@ -700,13 +700,25 @@ async fn manifest_sources(
             } => format!("{repository} semver {constraint_text} {filter:?}"),
             Artifact::Invalid { input, problem } => format!("{origin} {input} {problem}"),
         };
+        // The same artifact from a Flux source with or without Flux's own verification is a
+        // different question for `fluxVerification`.
+        let flux_verifies = source.flux_verify.as_ref().is_some_and(|v| v.is_cosign());
+        let key = format!("{artifact_key} flux={} {flux_verifies}", source.flux);
         match index.get(&key) {
             Some(&i) => found[i].0.push(origin),
             None => {
                 index.insert(key, found.len());
-                found.push((vec![origin], artifact));
+                found.push((vec![origin], source));
             }
         }
+    };
+    let invalid = |input: String, problem: String| Source {
+        path: String::new(),
+        other_paths: Vec::new(),
+        artifact: Artifact::Invalid { input, problem },
+        flux_verify: None,
+        flux: false,
+        via: Vec::new(),
     };
     for (file, d) in &objects {
         let kind = d.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
@@ -718,16 +730,10 @@ async fn manifest_sources(
         match extract::extract(d, &set).await {
             Ok(x) => {
                 for s in x.sources {
-                    record(format!("{what} {}", s.path), s.artifact);
+                    record(format!("{what} {}", s.path), s);
                 }
             }
-            Err(e) => record(
-                what.clone(),
-                Artifact::Invalid {
-                    input: what,
-                    problem: error_chain(&e),
-                },
-            ),
+            Err(e) => record(what.clone(), invalid(what, error_chain(&e))),
         }
     }
     for (file, d) in &kluctl {
@@ -745,16 +751,10 @@ async fn manifest_sources(
         match extract::extract_kluctl_file(&base, d) {
             Ok(x) => {
                 for s in x.sources {
-                    record(format!("{what} {}", s.path), s.artifact);
+                    record(format!("{what} {}", s.path), s);
                 }
             }
-            Err(e) => record(
-                what.clone(),
-                Artifact::Invalid {
-                    input: what,
-                    problem: error_chain(&e),
-                },
-            ),
+            Err(e) => record(what.clone(), invalid(what, error_chain(&e))),
         }
     }
     Ok(found)

@@ -23,11 +23,11 @@ use crate::bundle::{
     BundleAuthority, REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError, has_tlog_entries,
 };
 use crate::discover::{BundleCandidate, DiscoverError, PathTried, SignatureCandidate, discover};
-use crate::extract::Artifact;
+use crate::extract::{Artifact, Source};
 pub use crate::failure::Failure;
 use crate::policy::{
-    Authority, AuthorityKind, CandidateOutcome, NoMatch, Policy, Rule, RuleMatch, Tlog, Verdict,
-    evaluate, failed_verdict,
+    Authority, AuthorityKind, CandidateOutcome, FluxVerification, NoMatch, Policy, Rule, RuleMatch,
+    Tlog, Verdict, evaluate, failed_verdict,
 };
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{ImageManifest, Registry, RegistryError};
@@ -687,6 +687,41 @@ impl Engine {
             }
             Err(_) => timed_out(Stage::from_u8(stage.load(Ordering::Relaxed))),
         }
+    }
+
+    /// Decide on one source found by [`crate::extract`]: its artifact (see
+    /// [`Engine::check_artifact`]) and, for a Flux source under a rule with
+    /// `fluxVerification: required`, whether Flux verifies it itself too.
+    pub async fn check_source(&self, source: &Source, deadline: Duration) -> Decision {
+        let mut d = self.check_artifact(&source.artifact, deadline).await;
+        if !source.flux {
+            return d;
+        }
+        let policy = self.policy();
+        let Some(rule) = d
+            .rule
+            .as_deref()
+            .and_then(|n| policy.policy.rules.iter().find(|r| r.name == n))
+        else {
+            return d;
+        };
+        let flux_verifies = source.flux_verify.as_ref().is_some_and(|v| v.is_cosign());
+        if rule.flux_verification == FluxVerification::Required && !flux_verifies {
+            d.reasons.push(format!(
+                "rule {:?} requires Flux to verify this source itself (spec.verify with provider \
+                 cosign at {}), and it does not",
+                rule.name, source.path
+            ));
+            if d.failure.is_none() {
+                d.failure = Some(Failure::FluxVerify);
+            }
+            d.verdict = match (d.verdict, failed_verdict(rule.mode)) {
+                (Verdict::Deny, _) | (_, Verdict::Deny) => Verdict::Deny,
+                (Verdict::Warn, _) | (_, Verdict::Warn) => Verdict::Warn,
+                _ => Verdict::Allow,
+            };
+        }
+        d
     }
 
     /// Decide on one artifact found by [`crate::extract`] (the webhook and `verify --manifests`

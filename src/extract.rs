@@ -74,6 +74,9 @@ pub struct Source {
     /// The verification Flux itself performs before using the artifact (`spec.verify`); `None`
     /// when it performs none or the kind has no such setting.
     pub flux_verify: Option<FluxVerify>,
+    /// Whether Flux fetches this artifact (OCIRepository, HelmChart, HelmRelease), so that a
+    /// rule's `fluxVerification: required` applies to it.
+    pub flux: bool,
     /// The objects looked up to find the artifact, in order, e.g. HelmChart then HelmRepository.
     pub via: Vec<ObjectRef>,
 }

@@ -40,6 +40,9 @@ pub enum Failure {
     Policy,
     /// No rule matches and the policy's `noMatch` is not `allow`.
     NoMatch,
+    /// The rule requires Flux to verify this source itself (`fluxVerification: required`) and
+    /// the Flux object has no `verify` with provider cosign.
+    FluxVerify,
     /// The object names no valid artifact: an unparsable image, a Flux source that cannot be
     /// followed (a missing HelmRepository), a malformed semver constraint.
     Invalid,
@@ -47,7 +50,7 @@ pub enum Failure {
 
 impl Failure {
     /// Every class, in documentation order.
-    pub const ALL: [Failure; 13] = [
+    pub const ALL: [Failure; 14] = [
         Failure::Unsigned,
         Failure::Untrusted,
         Failure::Mismatch,
@@ -60,6 +63,7 @@ impl Failure {
         Failure::Timeout,
         Failure::Policy,
         Failure::NoMatch,
+        Failure::FluxVerify,
         Failure::Invalid,
     ];
 
@@ -78,6 +82,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Policy => "policy",
             Failure::NoMatch => "no-match",
+            Failure::FluxVerify => "flux-verify",
             Failure::Invalid => "invalid",
         }
     }

@@ -96,6 +96,19 @@ pub enum Mode {
     Audit,
 }
 
+/// Whether a Flux source (OCIRepository, HelmChart, a HelmRelease's chart) must also be
+/// verified by Flux itself (`spec.verify` with provider cosign). Admission checks the artifact
+/// once; Flux's own verification keeps checking each new revision it pulls afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FluxVerification {
+    /// Flux's own verification is not required.
+    #[default]
+    Optional,
+    /// A Flux source without `verify: {provider: cosign}` fails the rule.
+    Required,
+}
+
 /// Transparency-log requirement of an authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -150,6 +163,8 @@ pub struct Rule {
     pub authorities: Vec<Authority>,
     pub signed_identity: SignedIdentity,
     pub annotations: BTreeMap<String, String>,
+    /// Whether Flux sources must carry Flux's own cosign verification too.
+    pub flux_verification: FluxVerification,
 }
 
 impl Rule {
@@ -270,6 +285,7 @@ impl Policy {
                 }],
                 signed_identity,
                 annotations,
+                flux_verification: FluxVerification::Optional,
             }],
         }
     }
@@ -390,6 +406,8 @@ struct RawRule {
     signed_identity: SignedIdentity,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    flux_verification: FluxVerification,
 }
 
 #[derive(Deserialize)]
@@ -692,6 +710,7 @@ impl Validator<'_> {
             authorities,
             signed_identity: raw.signed_identity,
             annotations: raw.annotations,
+            flux_verification: raw.flux_verification,
         })
     }
 
@@ -1252,6 +1271,7 @@ rules:
             authorities: vec![auth("a"), auth("b")],
             signed_identity: SignedIdentity::MatchRepository,
             annotations: BTreeMap::new(),
+            flux_verification: FluxVerification::Optional,
         }
     }
 

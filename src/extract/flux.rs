@@ -30,6 +30,7 @@ fn source(
         other_paths: Vec::new(),
         artifact,
         flux_verify,
+        flux: true,
         via,
     }
 }

@@ -21,6 +21,7 @@ fn source(path: String, artifact: Artifact) -> Source {
         other_paths: Vec::new(),
         artifact,
         flux_verify: None,
+        flux: false,
         via: Vec::new(),
     }
 }

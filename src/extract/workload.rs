@@ -66,6 +66,7 @@ pub(crate) fn extract(obj: &Obj<'_>, out: &mut Extraction) -> Result<(), Extract
                 other_paths: Vec::new(),
                 artifact,
                 flux_verify: None,
+                flux: false,
                 via: Vec::new(),
             });
         }

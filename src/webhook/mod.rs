@@ -381,7 +381,7 @@ async fn outcomes_for(
     let futures = checks.into_iter().map(|(key, s)| async move {
         let t = Instant::now();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let decision: Decision = engine.check_artifact(&s.artifact, remaining).await;
+        let decision: Decision = engine.check_source(&s, remaining).await;
         if !decision.cached {
             for (stage, ms) in [
                 ("resolve", decision.timings.resolve_ms),

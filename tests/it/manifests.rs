@@ -234,3 +234,59 @@ fn flux_ocirepository_semver_through_the_webhook() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_rule_can_require_flux_to_verify_its_sources_too() {
+    let r = repo();
+    let h = r.reg.host();
+    let policy = r.dir.path().join("flux-policy.yaml");
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(&r.policy).unwrap().replace(
+            "    authorities:",
+            "    fluxVerification: required\n    authorities:",
+        ),
+    )
+    .unwrap();
+    let run = |yaml: &str| {
+        let f = r.dir.path().join("flux.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        ocigate(
+            &[
+                "verify",
+                "--manifests",
+                f.to_str().unwrap(),
+                "--policy",
+                policy.to_str().unwrap(),
+                "--registry-plain-http",
+                &h,
+                "-o",
+                "json",
+            ],
+            &[],
+        )
+    };
+    let repo = |verify: &str| {
+        format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {{name: app, namespace: flux}}\n\
+             spec:\n  interval: 5m\n  url: oci://{h}/charts/app\n  ref: {{tag: v1.0.0}}\n{verify}"
+        )
+    };
+    // Signed, but Flux would not verify it itself: the rule fails.
+    let v = run(&repo(""));
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "flux-verify", "{v:?}");
+    assert!(res["reasons"].to_string().contains("spec.verify"), "{v:?}");
+    // With Flux's own cosign verification: allowed.
+    let v = run(&repo("  verify: {provider: cosign}\n"));
+    assert_eq!(v.code, 0, "{v:?}");
+    // Notation is not cosign.
+    let v = run(&repo("  verify: {provider: notation}\n"));
+    assert_eq!(v.code, 1, "{v:?}");
+    // A Pod is not a Flux source: the option does not apply to it.
+    let v = run(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - {{name: a, image: {h}/charts/app:v1.0.0}}\n"
+    ));
+    assert_eq!(v.code, 0, "{v:?}");
+}
