@@ -634,14 +634,24 @@ impl Engine {
                 Some((f, s)) => (f.clone(), s.clone(), true),
                 None => {
                     let stage = Arc::new(AtomicU8::new(Stage::Discover as u8));
-                    let task = tokio::spawn(self.clone().verify_digest(
+                    let verification = self.clone().verify_digest(
                         policy.clone(),
                         rule.name.clone(),
                         reference.clone(),
                         resolved.clone(),
                         key.clone(),
                         stage.clone(),
-                    ));
+                    );
+                    // The asker's request credentials (pull secrets) go with the verification.
+                    let credentials = crate::registry::request_credentials();
+                    let task = tokio::spawn(async move {
+                        match credentials {
+                            Some(c) => {
+                                crate::registry::with_request_credentials(c, verification).await
+                            }
+                            None => verification.await,
+                        }
+                    });
                     let rule_name = rule.name.clone();
                     let fallback_ref = reference.to_string();
                     let fut: Pin<Box<dyn Future<Output = Arc<Decision>> + Send>> =

@@ -34,6 +34,7 @@ mod workload;
 pub use constraint::{ConstraintError, SemverConstraint, parse_tag, pick_highest};
 pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
 pub use kluctl::extract_kluctl_file;
+pub use workload::{PullIdentity, pull_identity};
 
 /// How many objects a lookup chain may visit (HelmRelease → HelmChart → HelmRepository is 2).
 pub const MAX_LOOKUP_DEPTH: usize = 3;

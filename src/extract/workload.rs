@@ -23,6 +23,44 @@ pub(crate) fn pod_spec_path(group: Option<&str>, kind: &str) -> Option<&'static 
     group.is_none_or(|g| groups.contains(&g)).then_some(path)
 }
 
+/// What a pod spec names for pulling its images: the `imagePullSecrets` and the service account
+/// (whose own `imagePullSecrets` the kubelet adds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullIdentity {
+    pub secrets: Vec<String>,
+    /// `spec.serviceAccountName`, `default` when unset (as the API server defaults it).
+    pub service_account: String,
+}
+
+/// The pull identity of a Pod or a workload's pod template; None for other kinds. `api_version`
+/// and `kind` are the object's (or, when it lacks them, the request's).
+pub fn pull_identity(object: &Value, api_version: &str, kind: &str) -> Option<PullIdentity> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let path = pod_spec_path(Some(group), kind)?;
+    let spec = path.split('.').try_fold(object, |v, key| v.get(key))?;
+    let secrets = spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|s| s.get("name").and_then(Value::as_str))
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let service_account = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    Some(PullIdentity {
+        secrets,
+        service_account,
+    })
+}
+
 pub(crate) fn extract(obj: &Obj<'_>, out: &mut Extraction) -> Result<(), ExtractError> {
     let Some(spec_path) = pod_spec_path(obj.group().as_deref(), &obj.kind) else {
         return Ok(());
@@ -223,6 +261,27 @@ mod tests {
             out.sources[1].other_paths,
             ["spec.ephemeralContainers[0].image"]
         );
+    }
+
+    #[test]
+    fn pull_identities() {
+        let dep = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": {"spec": {
+            "serviceAccountName": "builder", "imagePullSecrets": [{"name": "ghcr"}, {"name": ""}, {}],
+            "containers": [{"name": "a", "image": "x"}]}}}});
+        assert_eq!(
+            pull_identity(&dep, "apps/v1", "Deployment"),
+            Some(PullIdentity {
+                secrets: vec!["ghcr".into()],
+                service_account: "builder".into()
+            })
+        );
+        let pod = serde_json::json!({"spec": {"containers": []}});
+        assert_eq!(
+            pull_identity(&pod, "v1", "Pod").map(|p| p.service_account),
+            Some("default".into())
+        );
+        assert_eq!(pull_identity(&pod, "v1", "ConfigMap"), None);
+        assert_eq!(pull_identity(&dep, "example.com/v1", "Deployment"), None);
     }
 
     #[test]

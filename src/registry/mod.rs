@@ -430,6 +430,29 @@ fn settings_host(name: &str, host: &str) -> Result<String, SettingsError> {
     })
 }
 
+/// Credentials that belong to one request rather than to the process (an admitted Pod's
+/// `imagePullSecrets`), by canonical host.
+pub type RequestCredentials = std::sync::Arc<BTreeMap<String, Credentials>>;
+
+tokio::task_local! {
+    static REQUEST_CREDENTIALS: RequestCredentials;
+}
+
+/// Run `f` with `credentials` available to every registry request it makes, after the
+/// configured credentials and before the Docker config. A task spawned inside `f` does not see
+/// them unless it is run in this scope too (the engine does so for its verifications).
+pub async fn with_request_credentials<F: Future>(
+    credentials: RequestCredentials,
+    f: F,
+) -> F::Output {
+    REQUEST_CREDENTIALS.scope(credentials, f).await
+}
+
+/// The request credentials in scope, if any.
+pub fn request_credentials() -> Option<RequestCredentials> {
+    REQUEST_CREDENTIALS.try_with(|c| c.clone()).ok()
+}
+
 /// The one client for all artifact stores: remote registries and OCI layouts.
 pub struct Registry {
     remote: Remote,
@@ -987,6 +1010,9 @@ impl Registry {
     fn credentials_for(&self, host: &str) -> Option<(String, String)> {
         if let Some(c) = self.settings.credentials.get(host) {
             return Some((c.username.clone(), c.password.clone()));
+        }
+        if let Some(c) = request_credentials().and_then(|m| m.get(host).cloned()) {
+            return Some((c.username, c.password));
         }
         if !self.settings.docker_config {
             return None;

@@ -12,7 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
 use crate::extract::{Lookup, LookupError, ObjectRef};
+use crate::registry::{Credentials, RegistrySettings};
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -195,6 +198,130 @@ impl KubeApi {
     }
 }
 
+impl KubeApi {
+    /// The registry credentials a Pod would pull with: its own `imagePullSecrets` and its
+    /// service account's (as the kubelet merges them), read with `get` by name. A secret or
+    /// service account that does not exist is skipped with a note, as the kubelet does; one the
+    /// API refuses or that does not parse is a note too, and its registry is then asked without
+    /// it (an access failure is reported as such, never as "unsigned").
+    pub async fn pull_credentials(
+        &self,
+        namespace: &str,
+        identity: &crate::extract::PullIdentity,
+    ) -> (BTreeMap<String, Credentials>, Vec<String>) {
+        let mut notes = Vec::new();
+        let mut names = identity.secrets.clone();
+        if safe_name(&identity.service_account) && safe_name(namespace) {
+            let path = format!(
+                "/api/v1/namespaces/{namespace}/serviceaccounts/{}",
+                identity.service_account
+            );
+            match self.get(&path).await {
+                Ok(Some(sa)) => names.extend(
+                    sa.get("imagePullSecrets")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.get("name").and_then(Value::as_str))
+                        .map(str::to_string),
+                ),
+                Ok(None) => notes.push(format!(
+                    "service account {namespace}/{} not found",
+                    identity.service_account
+                )),
+                Err(e) => notes.push(crate::error_chain(&e)),
+            }
+        }
+        let mut out = BTreeMap::new();
+        names.sort();
+        names.dedup();
+        for name in names.iter().take(MAX_PULL_SECRETS) {
+            if !safe_name(name) || !safe_name(namespace) {
+                notes.push(format!(
+                    "pull secret name {name:?} is not a valid object name"
+                ));
+                continue;
+            }
+            let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+            let secret = match self.get(&path).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    notes.push(format!("pull secret {namespace}/{name} not found"));
+                    continue;
+                }
+                Err(e) => {
+                    notes.push(crate::error_chain(&e));
+                    continue;
+                }
+            };
+            match docker_credentials(&secret, &format!("secret {namespace}/{name}")) {
+                Ok(creds) => {
+                    for (host, c) in creds {
+                        out.entry(host).or_insert(c);
+                    }
+                }
+                Err(problem) => notes.push(problem),
+            }
+        }
+        (out, notes)
+    }
+}
+
+/// Most pull secrets read for one object.
+const MAX_PULL_SECRETS: usize = 16;
+
+/// A DNS-subdomain-like object name: nothing that could change an API path.
+fn safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+}
+
+/// The registry credentials of a `kubernetes.io/dockerconfigjson` (or legacy
+/// `kubernetes.io/dockercfg`) secret.
+fn docker_credentials(
+    secret: &Value,
+    label: &str,
+) -> Result<BTreeMap<String, Credentials>, String> {
+    let data = |key: &str| {
+        secret
+            .pointer(&format!(
+                "/data/{}",
+                key.replace('~', "~0").replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+            .map(|b64| {
+                crate::decode_base64(b64)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| format!("{label}: data[{key:?}] is not base64 text"))
+            })
+    };
+    let text = match secret.get("type").and_then(Value::as_str) {
+        Some("kubernetes.io/dockerconfigjson") => {
+            data(".dockerconfigjson").ok_or_else(|| format!("{label}: no .dockerconfigjson"))??
+        }
+        Some("kubernetes.io/dockercfg") => {
+            let legacy = data(".dockercfg").ok_or_else(|| format!("{label}: no .dockercfg"))??;
+            let auths: Value = serde_json::from_str(&legacy)
+                .map_err(|e| format!("{label}: .dockercfg is not JSON: {e}"))?;
+            serde_json::json!({ "auths": auths }).to_string()
+        }
+        other => {
+            return Err(format!(
+                "{label}: type {} is not a registry secret",
+                other.unwrap_or("(none)")
+            ));
+        }
+    };
+    let mut settings = RegistrySettings::default();
+    settings
+        .add_docker_config_json(label, &text)
+        .map_err(|e| e.to_string())?;
+    Ok(settings.credentials)
+}
+
 /// The API path of a Flux source object.
 fn object_path(r: &ObjectRef, namespace: &str) -> Result<String, KubeApiError> {
     let plural = match r.kind.as_str() {
@@ -344,6 +471,37 @@ mod tests {
             ..r
         };
         assert!(object_path(&unknown, "flux").is_err());
+    }
+
+    #[test]
+    fn registry_secrets() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let cfg = r#"{"auths":{"GHCR.IO":{"username":"bot","password":"pw"}}}"#;
+        let secret = serde_json::json!({"type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": b64(cfg)}});
+        let c = docker_credentials(&secret, "secret a/b").unwrap();
+        assert_eq!(c["ghcr.io"].username, "bot");
+        let legacy = serde_json::json!({"type": "kubernetes.io/dockercfg",
+            "data": {".dockercfg": b64(r#"{"r.io":{"auth":"dTpw"}}"#)}});
+        assert_eq!(
+            docker_credentials(&legacy, "s").unwrap()["r.io"].password,
+            "p"
+        );
+        for bad in [
+            serde_json::json!({"type": "Opaque", "data": {}}),
+            serde_json::json!({"type": "kubernetes.io/dockerconfigjson", "data": {}}),
+            serde_json::json!({"type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": "!!"}}),
+            serde_json::json!({"type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": b64("{not json")}}),
+        ] {
+            let e = docker_credentials(&bad, "secret a/b").unwrap_err();
+            assert!(e.contains("secret a/b"), "{e}");
+            assert!(!e.contains("pw"), "{e}");
+        }
+        assert!(safe_name("ghcr-pull.1"));
+        assert!(!safe_name("../x") && !safe_name("A") && !safe_name(""));
     }
 
     #[test]

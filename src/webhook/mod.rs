@@ -416,13 +416,60 @@ async fn outcomes_for(
     Ok((futures_util::future::join_all(futures).await, new.notes))
 }
 
+/// The outcomes of an object's sources, with the registry credentials its pods would pull with
+/// (its `imagePullSecrets` and its service account's) in scope; notes say what was not found.
+async fn outcomes_with_pull_credentials(
+    state: &State,
+    req: &AdmissionRequest<DynamicObject>,
+    deadline: Instant,
+) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
+    let identity = match (&state.kube, &req.object, &req.namespace) {
+        (Some(_), Some(o), Some(ns)) => serde_json::to_value(o).ok().and_then(|v| {
+            let api_version = v
+                .get("apiVersion")
+                .and_then(|a| a.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    if req.kind.group.is_empty() {
+                        req.kind.version.clone()
+                    } else {
+                        format!("{}/{}", req.kind.group, req.kind.version)
+                    }
+                });
+            extract::pull_identity(&v, &api_version, &req.kind.kind).map(|p| (p, ns.clone()))
+        }),
+        _ => None,
+    };
+    let (Some(api), Some((identity, ns))) = (&state.kube, identity) else {
+        return outcomes_for(state, req, deadline).await;
+    };
+    let budget = deadline.saturating_duration_since(Instant::now()) / 4;
+    let (credentials, mut pull_notes) =
+        match tokio::time::timeout(budget, api.pull_credentials(&ns, &identity)).await {
+            Ok(found) => found,
+            Err(_) => (
+                Default::default(),
+                vec!["reading pull secrets timed out; registries are asked without them".into()],
+            ),
+        };
+    let result = crate::registry::with_request_credentials(
+        std::sync::Arc::new(credentials),
+        outcomes_for(state, req, deadline),
+    )
+    .await;
+    result.map(|(outcomes, mut notes)| {
+        notes.append(&mut pull_notes);
+        (outcomes, notes)
+    })
+}
+
 async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let started = Instant::now();
     let deadline = started + state.engine.config().deadline;
     let resp = AdmissionResponse::from(req);
     let (outcomes, notes, resp) = match req.operation {
         Operation::Delete | Operation::Connect => (Vec::new(), Vec::new(), resp),
-        _ => match outcomes_for(state, req, deadline).await {
+        _ => match outcomes_with_pull_credentials(state, req, deadline).await {
             Ok((outcomes, notes)) => {
                 let denied: Vec<String> = outcomes
                     .iter()
@@ -484,7 +531,7 @@ async fn mutate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admissi
     }
     let deadline = Instant::now() + state.engine.config().deadline;
     let (Ok((outcomes, _)), Some(object)) = (
-        outcomes_for(state, req, deadline).await,
+        outcomes_with_pull_credentials(state, req, deadline).await,
         req.object
             .as_ref()
             .and_then(|o| serde_json::to_value(o).ok()),

@@ -99,6 +99,56 @@ impl MiniCluster {
         }
     }
 
+    /// deploy/'s ValidatingWebhookConfiguration, pointed at `server`.
+    fn install_webhook(&self, d: &Path, server: &crate::webhook::Server, ca: &Path) {
+        let rendered = self.kubectl(&["kustomize", repo_root().join("deploy").to_str().unwrap()]);
+        assert_eq!(rendered.code, 0, "{rendered:?}");
+        let docs = ocigate::extract::parse_documents(&rendered.stdout).unwrap();
+        let mut vwc = docs
+            .into_iter()
+            .find(|doc| doc["kind"] == "ValidatingWebhookConfiguration")
+            .expect("deploy/ renders a ValidatingWebhookConfiguration");
+        let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(ca).unwrap());
+        for hook in vwc["webhooks"].as_array_mut().unwrap() {
+            hook["clientConfig"] =
+                serde_json::json!({"url": server.url("/validate"), "caBundle": ca});
+        }
+        let run = self.apply(d, "vwc.json", &vwc.to_string(), &[]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+
+    fn namespace(&self, d: &Path, ns: &str) {
+        let run = self.apply(
+            d,
+            &format!("ns-{ns}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{kubernetes.io/metadata.name: {ns}}}\n"
+            ),
+            &[],
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+
+    /// Apply until the webhook answers (the admission plugin sees a new configuration after a
+    /// moment): at most 10 s.
+    fn apply_when_hooked(&self, d: &Path, name: &str, yaml: &str, denied: bool) -> Run {
+        let mut run = self.apply(d, name, yaml, &[]);
+        for _ in 0..50 {
+            if (run.code != 0) == denied {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let _ = self.kubectl(&[
+                "delete",
+                "-f",
+                d.join(name).to_str().unwrap(),
+                "--wait=false",
+            ]);
+            run = self.apply(d, name, yaml, &[]);
+        }
+        run
+    }
+
     fn apply(&self, dir: &Path, name: &str, yaml: &str, extra: &[&str]) -> Run {
         let f = dir.join(name);
         std::fs::write(&f, yaml).unwrap();
@@ -178,31 +228,10 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     for ns in ["apps", "flux", "ocigate-system"] {
-        let run = kube.apply(
-            d,
-            &format!("ns-{ns}.yaml"),
-            &format!(
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{kubernetes.io/metadata.name: {ns}}}\n"
-            ),
-            &[],
-        );
-        assert_eq!(run.code, 0, "{run:?}");
+        kube.namespace(d, ns);
     }
 
-    // deploy/'s ValidatingWebhookConfiguration, pointed at this server.
-    let rendered = kube.kubectl(&["kustomize", repo_root().join("deploy").to_str().unwrap()]);
-    assert_eq!(rendered.code, 0, "{rendered:?}");
-    let docs = ocigate::extract::parse_documents(&rendered.stdout).unwrap();
-    let mut vwc = docs
-        .into_iter()
-        .find(|doc| doc["kind"] == "ValidatingWebhookConfiguration")
-        .expect("deploy/ renders a ValidatingWebhookConfiguration");
-    let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&tls.ca).unwrap());
-    for hook in vwc["webhooks"].as_array_mut().unwrap() {
-        hook["clientConfig"] = serde_json::json!({"url": server.url("/validate"), "caBundle": ca});
-    }
-    let run = kube.apply(d, "vwc.json", &vwc.to_string(), &[]);
-    assert_eq!(run.code, 0, "{run:?}");
+    kube.install_webhook(d, &server, &tls.ca);
 
     let pod = |name: &str, ns: &str, image: &str| {
         format!(
@@ -294,4 +323,111 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
     let run = kube.apply(d, "rel-orphan.yaml", &orphan, &[]);
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("not found"), "{run:?}");
+}
+
+/// A private registry (basic auth) that ocigate has no credentials for: a Pod is checked with its
+/// own `imagePullSecrets`, or its service account's, read from the API; without them the
+/// answer is an access failure, never "unsigned".
+#[test]
+fn pull_secrets_of_the_pod_and_its_service_account() {
+    const USER: &str = "puller";
+    const SECRET: &str = "pull-pass";
+    let Some(kube) = MiniCluster::start_or_skip("pull_secrets_of_the_pod_and_its_service_account")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start_with_basic_auth(USER, SECRET);
+    let h = reg.host();
+    let client = reg.client_with(|s| {
+        s.credentials.insert(
+            h.clone(),
+            ocigate::registry::Credentials {
+                username: USER.into(),
+                password: SECRET.into(),
+            },
+        );
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    let image = reg.reference("private/app:v1");
+    push_image(&client, &image, "private");
+    let creds = format!("{h}={USER}:{SECRET}");
+    let s = sign(
+        &reg,
+        &key,
+        &image.to_string(),
+        &["--registry-creds", &creds],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = d.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+             keys: [{{name: release, path: {}}}]\n\
+             rules:\n  - name: all\n    images: [\"{h}/**\"]\n    \
+             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
+            public.display()
+        ),
+    )
+    .unwrap();
+    let tls = make_tls(d);
+    // No registry credentials of its own.
+    let server = start_serve(
+        &policy,
+        &tls,
+        &h,
+        &["--kubeconfig", kube.kubeconfig.to_str().unwrap()],
+    );
+    kube.namespace(d, "apps");
+    kube.install_webhook(d, &server, &tls.ca);
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
+    let config = base64::engine::general_purpose::STANDARD
+        .encode(format!(r#"{{"auths":{{"{h}":{{"auth":"{auth}"}}}}}}"#));
+    let run = kube.apply(
+        d,
+        "secret.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred, namespace: apps}}\n\
+             type: kubernetes.io/dockerconfigjson\ndata: {{.dockerconfigjson: {config}}}\n"
+        ),
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.apply(
+        d,
+        "sa.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: builder, namespace: apps}\n\
+         imagePullSecrets: [{name: regcred}]\n",
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: apps}}\n\
+             spec:\n{extra}  containers:\n  - {{name: app, image: \"{image}\"}}\n"
+        )
+    };
+    // Without pull secrets: access denied, not unsigned.
+    let run = kube.apply_when_hooked(d, "bare.yaml", &pod("bare", ""), true);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("[auth]"), "{run:?}");
+    assert!(!run.stderr.contains("[unsigned]"), "{run:?}");
+    // The Pod's own imagePullSecrets.
+    let run = kube.apply(
+        d,
+        "own.yaml",
+        &pod("own", "  imagePullSecrets: [{name: regcred}]\n"),
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    // Its service account's.
+    let run = kube.apply(
+        d,
+        "sa-pod.yaml",
+        &pod("via-sa", "  serviceAccountName: builder\n"),
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
 }

@@ -74,7 +74,7 @@ fn issue_server_cert(tls: &Tls, cn: &str) {
     std::fs::write(&tls.cert, cert.pem()).unwrap();
 }
 
-pub(crate) struct Server {
+pub struct Server {
     child: Child,
     port: u16,
     metrics: u16,
