@@ -776,20 +776,8 @@ impl Registry {
             }
             match next {
                 Some(n) => {
-                    url = reqwest::Url::parse(&url)
-                        .and_then(|u| u.join(&n))
-                        .map(|u| u.to_string())
-                        .map_err(|_| {
-                            classify(
-                                registry,
-                                Op::ListTags,
-                                &target,
-                                Cause::BadUrl {
-                                    what: "tag list page link",
-                                    target: n.clone(),
-                                },
-                            )
-                        })?;
+                    url = next_page(&url, &n, "tag list page link")
+                        .map_err(|c| classify(registry, Op::ListTags, &target, c))?;
                 }
                 None => return Ok(tags),
             }
@@ -882,20 +870,8 @@ impl Registry {
             // an HTTPS registry's link to plain HTTP is refused.
             match next {
                 Some(n) => {
-                    url = reqwest::Url::parse(&url)
-                        .and_then(|u| u.join(&n))
-                        .map(|u| u.to_string())
-                        .map_err(|_| {
-                            classify(
-                                registry,
-                                Op::FetchManifest,
-                                &target,
-                                Cause::BadUrl {
-                                    what: "referrers page link",
-                                    target: n.clone(),
-                                },
-                            )
-                        })?;
+                    url = next_page(&url, &n, "referrers page link")
+                        .map_err(|c| classify(registry, Op::FetchManifest, &target, c))?;
                 }
                 None => break,
             }
@@ -1032,6 +1008,18 @@ impl Registry {
                 _ => None,
             })
     }
+}
+
+/// The URL of the next page: a `Link` target resolved against the page that named it. Where it
+/// may lead is `send`'s to decide (no credentials to another origin, no downgrade).
+fn next_page(current: &str, link: &str, what: &'static str) -> Result<String, Cause> {
+    reqwest::Url::parse(current)
+        .and_then(|u| u.join(link))
+        .map(|u| u.to_string())
+        .map_err(|_| Cause::BadUrl {
+            what,
+            target: link.to_string(),
+        })
 }
 
 /// The target of `Link: <url>; rel="next"`.
