@@ -689,27 +689,11 @@ async fn manifest_sources(
     let set = DocumentSet::new(objects.iter().map(|(_, d)| d.clone()).collect());
     let mut found: Vec<(Vec<String>, Source)> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
-    let mut record = |origin: String, source: Source| {
-        let artifact_key = match &source.artifact {
-            Artifact::Reference(r) => r.to_string(),
-            Artifact::Semver {
-                repository,
-                constraint_text,
-                filter,
-                ..
-            } => format!("{repository} semver {constraint_text} {filter:?}"),
-            Artifact::Invalid { input, problem } => format!("{origin} {input} {problem}"),
-        };
-        // The same artifact from a Flux source with or without Flux's own verification is a
-        // different question for `fluxVerification`.
-        let flux_verifies = source.flux_verify.as_ref().is_some_and(|v| v.is_cosign());
-        let key = format!("{artifact_key} flux={} {flux_verifies}", source.flux);
-        match index.get(&key) {
-            Some(&i) => found[i].0.push(origin),
-            None => {
-                index.insert(key, found.len());
-                found.push((vec![origin], source));
-            }
+    let mut record = |origin: String, source: Source| match index.get(&source.key()) {
+        Some(&i) => found[i].0.push(origin),
+        None => {
+            index.insert(source.key(), found.len());
+            found.push((vec![origin], source));
         }
     };
     let invalid = |input: String, problem: String| Source {

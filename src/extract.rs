@@ -82,6 +82,42 @@ pub struct Source {
     pub via: Vec<ObjectRef>,
 }
 
+impl Source {
+    /// What makes two sources the same check: the artifact (a semver request with its filter),
+    /// and for Flux sources whether Flux verifies it with cosign itself (a rule with
+    /// `fluxVerification: required` answers those two differently). The webhook and
+    /// `verify --manifests` check each key once.
+    pub fn key(&self) -> String {
+        let artifact = match &self.artifact {
+            Artifact::Semver {
+                repository,
+                constraint_text,
+                filter,
+                ..
+            } => format!("{repository} semver {constraint_text:?} filter {filter:?}"),
+            Artifact::Invalid { input, problem } => format!("invalid {input:?} {problem:?}"),
+            Artifact::Reference(r) => r.to_string(),
+        };
+        let flux_verifies = self.flux_verify.as_ref().is_some_and(FluxVerify::is_cosign);
+        format!("{artifact} flux={} cosign={flux_verifies}", self.flux)
+    }
+}
+
+impl fmt::Display for Artifact {
+    /// As a person reads it: the reference, `repo (semver C)`, or the invalid input.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Artifact::Reference(r) => write!(f, "{r}"),
+            Artifact::Semver {
+                repository,
+                constraint_text,
+                ..
+            } => write!(f, "{repository} (semver {constraint_text})"),
+            Artifact::Invalid { input, .. } => f.write_str(input),
+        }
+    }
+}
+
 /// What to verify.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]

@@ -747,14 +747,8 @@ impl Registry {
                 .and_then(next_link);
             let limit = self.settings.max_manifest_bytes;
             let body = self
-                .deadline(registry, Op::ListTags, &target, read_capped(resp, limit))
-                .await?
-                .map_err(|c| classify(registry, Op::ListTags, &target, c))?
-                .ok_or_else(|| RegistryError::TooLarge {
-                    place: format!("registry {registry}"),
-                    target: target.clone(),
-                    limit,
-                })?;
+                .body(registry, Op::ListTags, &target, resp, limit)
+                .await?;
             #[derive(Deserialize)]
             struct TagList {
                 #[serde(default)]
@@ -846,19 +840,8 @@ impl Registry {
                 .and_then(next_link);
             let limit = self.settings.max_manifest_bytes;
             let body = self
-                .deadline(
-                    registry,
-                    Op::FetchManifest,
-                    &target,
-                    read_capped(resp, limit),
-                )
-                .await?
-                .map_err(|c| classify(registry, Op::FetchManifest, &target, c))?
-                .ok_or_else(|| RegistryError::TooLarge {
-                    place: format!("registry {registry}"),
-                    target: target.clone(),
-                    limit,
-                })?;
+                .body(registry, Op::FetchManifest, &target, resp, limit)
+                .await?;
             let index: ImageManifest =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::BadManifest {
                     place: format!("registry {registry}"),
@@ -910,16 +893,27 @@ impl Registry {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-        let body = self
-            .deadline(registry, op, target, read_capped(resp, limit))
+        let body = self.body(registry, op, target, resp, limit).await?;
+        Ok(Some((body, content_type)))
+    }
+
+    /// A response body within the deadline, refused past `limit` bytes.
+    async fn body(
+        &self,
+        registry: &str,
+        op: Op,
+        target: &str,
+        resp: reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, RegistryError> {
+        self.deadline(registry, op, target, read_capped(resp, limit))
             .await?
             .map_err(|c| classify(registry, op, target, c))?
             .ok_or_else(|| RegistryError::TooLarge {
                 place: format!("registry {registry}"),
                 target: target.to_string(),
                 limit,
-            })?;
-        Ok(Some((body, content_type)))
+            })
     }
 
     /// One request with auth and the deadline applied; any status is returned.

@@ -187,6 +187,11 @@ impl prometheus_client::collector::Collector for EngineCollector {
                 &s.verifications,
             ),
             (
+                "ocigate_resolve_cache_hits",
+                "Tag-to-digest resolutions answered from the cache",
+                &s.resolve_hits,
+            ),
+            (
                 "ocigate_policy_reloads",
                 "Policies loaded after start",
                 &s.policy_reloads,
@@ -293,19 +298,6 @@ struct State {
     kube: Option<KubeApi>,
 }
 
-/// What to check: the artifact's display key and the source.
-fn artifact_key(a: &Artifact) -> String {
-    match a {
-        Artifact::Reference(r) => r.to_string(),
-        Artifact::Semver {
-            repository,
-            constraint_text,
-            ..
-        } => format!("{repository} (semver {constraint_text})"),
-        Artifact::Invalid { input, .. } => input.clone(),
-    }
-}
-
 /// One artifact's outcome for the response and the log line.
 #[derive(serde::Serialize)]
 struct ArtifactOutcome {
@@ -329,52 +321,77 @@ struct ArtifactOutcome {
     unpinned: bool,
 }
 
-async fn outcomes_for(
-    state: &State,
-    req: &AdmissionRequest<DynamicObject>,
-    deadline: Instant,
-) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
-    let hints = Hints {
-        api_version: Some(if req.kind.group.is_empty() {
+/// An admission request's objects as JSON, converted once, and what extraction needs to know
+/// about them when they do not say it themselves.
+struct Admitted<'a> {
+    req: &'a AdmissionRequest<DynamicObject>,
+    object: serde_json::Value,
+    old_object: Option<serde_json::Value>,
+    hints: Hints,
+}
+
+impl<'a> Admitted<'a> {
+    fn new(req: &'a AdmissionRequest<DynamicObject>) -> Result<Self, String> {
+        let value = |o: &DynamicObject| serde_json::to_value(o).map_err(|e| e.to_string());
+        let object = value(
+            req.object
+                .as_ref()
+                .ok_or_else(|| "the request carries no object".to_string())?,
+        )?;
+        let old_object = req.old_object.as_ref().map(value).transpose()?;
+        let request_api_version = if req.kind.group.is_empty() {
             req.kind.version.clone()
         } else {
             format!("{}/{}", req.kind.group, req.kind.version)
-        }),
-        kind: Some(req.kind.kind.clone()),
-        namespace: req.namespace.clone(),
-    };
-    let value = |o: &DynamicObject| serde_json::to_value(o).map_err(|e| e.to_string());
-    let Some(object) = &req.object else {
-        return Err("the request carries no object".into());
-    };
+        };
+        let hints = Hints {
+            api_version: Some(
+                object
+                    .get("apiVersion")
+                    .and_then(serde_json::Value::as_str)
+                    .map_or(request_api_version, str::to_string),
+            ),
+            kind: Some(req.kind.kind.clone()),
+            namespace: req.namespace.clone(),
+        };
+        Ok(Admitted {
+            req,
+            object,
+            old_object,
+            hints,
+        })
+    }
+}
+
+async fn outcomes_for(
+    state: &State,
+    admitted: &Admitted<'_>,
+    deadline: Instant,
+) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
+    let req = admitted.req;
     let lookup = kubeapi::ApiLookup {
         api: state.kube.as_ref(),
         namespace: req.namespace.clone(),
     };
-    let new = extract::extract_with(&value(object)?, &hints, &lookup)
+    let new = extract::extract_with(&admitted.object, &admitted.hints, &lookup)
         .await
         .map_err(|e| crate::error_chain(&e))?;
     // UPDATE: only what the old object did not already run (scale, labels, status pass).
-    let old: BTreeSet<String> = match (&req.operation, &req.old_object) {
-        (Operation::Update, Some(o)) => extract::extract_with(&value(o)?, &hints, &lookup)
+    let old: BTreeSet<String> = match (&req.operation, &admitted.old_object) {
+        (Operation::Update, Some(o)) => extract::extract_with(o, &admitted.hints, &lookup)
             .await
-            .map(|x| {
-                x.sources
-                    .iter()
-                    .map(|s| artifact_key(&s.artifact))
-                    .collect()
-            })
+            .map(|x| x.sources.iter().map(extract::Source::key).collect())
             .unwrap_or_default(),
         _ => BTreeSet::new(),
     };
     let mut seen = BTreeSet::new();
     let mut checks = Vec::new();
     for s in new.sources {
-        let key = artifact_key(&s.artifact);
-        if old.contains(&key) || !seen.insert(key.clone()) {
+        let key = s.key();
+        if old.contains(&key) || !seen.insert(key) {
             continue;
         }
-        checks.push((key, s));
+        checks.push((s.artifact.to_string(), s));
     }
     let engine = &state.engine;
     let stages = &state.metrics.stages;
@@ -420,28 +437,16 @@ async fn outcomes_for(
 /// (its `imagePullSecrets` and its service account's) in scope; notes say what was not found.
 async fn outcomes_with_pull_credentials(
     state: &State,
-    req: &AdmissionRequest<DynamicObject>,
+    admitted: &Admitted<'_>,
     deadline: Instant,
 ) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
-    let identity = match (&state.kube, &req.object, &req.namespace) {
-        (Some(_), Some(o), Some(ns)) => serde_json::to_value(o).ok().and_then(|v| {
-            let api_version = v
-                .get("apiVersion")
-                .and_then(|a| a.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    if req.kind.group.is_empty() {
-                        req.kind.version.clone()
-                    } else {
-                        format!("{}/{}", req.kind.group, req.kind.version)
-                    }
-                });
-            extract::pull_identity(&v, &api_version, &req.kind.kind).map(|p| (p, ns.clone()))
-        }),
-        _ => None,
-    };
+    let identity = admitted.req.namespace.as_ref().and_then(|ns| {
+        let api_version = admitted.hints.api_version.as_deref().unwrap_or_default();
+        extract::pull_identity(&admitted.object, api_version, &admitted.req.kind.kind)
+            .map(|p| (p, ns.clone()))
+    });
     let (Some(api), Some((identity, ns))) = (&state.kube, identity) else {
-        return outcomes_for(state, req, deadline).await;
+        return outcomes_for(state, admitted, deadline).await;
     };
     let budget = deadline.saturating_duration_since(Instant::now()) / 4;
     let (credentials, mut pull_notes) =
@@ -454,7 +459,7 @@ async fn outcomes_with_pull_credentials(
         };
     let result = crate::registry::with_request_credentials(
         std::sync::Arc::new(credentials),
-        outcomes_for(state, req, deadline),
+        outcomes_for(state, admitted, deadline),
     )
     .await;
     result.map(|(outcomes, mut notes)| {
@@ -463,13 +468,23 @@ async fn outcomes_with_pull_credentials(
     })
 }
 
+/// The outcomes for a CREATE or UPDATE request, or why its object cannot be read.
+async fn checked(
+    state: &State,
+    req: &AdmissionRequest<DynamicObject>,
+    deadline: Instant,
+) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
+    let admitted = Admitted::new(req)?;
+    outcomes_with_pull_credentials(state, &admitted, deadline).await
+}
+
 async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let started = Instant::now();
     let deadline = started + state.engine.config().deadline;
     let resp = AdmissionResponse::from(req);
     let (outcomes, notes, resp) = match req.operation {
         Operation::Delete | Operation::Connect => (Vec::new(), Vec::new(), resp),
-        _ => match outcomes_with_pull_credentials(state, req, deadline).await {
+        _ => match checked(state, req, deadline).await {
             Ok((outcomes, notes)) => {
                 let denied: Vec<String> = outcomes
                     .iter()
@@ -530,14 +545,13 @@ async fn mutate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admissi
         return resp;
     }
     let deadline = Instant::now() + state.engine.config().deadline;
-    let (Ok((outcomes, _)), Some(object)) = (
-        outcomes_with_pull_credentials(state, req, deadline).await,
-        req.object
-            .as_ref()
-            .and_then(|o| serde_json::to_value(o).ok()),
-    ) else {
+    let Ok(admitted) = Admitted::new(req) else {
         return resp;
     };
+    let Ok((outcomes, _)) = outcomes_with_pull_credentials(state, &admitted, deadline).await else {
+        return resp;
+    };
+    let object = &admitted.object;
     let mut ops = Vec::new();
     for o in &outcomes {
         let (Verdict::Allow, None, true, Some(digest)) =
