@@ -191,17 +191,7 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
         }
     }
     let policy = d.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
-             keys: [{{name: release, path: {}}}]\n\
-             rules:\n  - name: all\n    images: [\"{h}/**\"]\n    \
-             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
-            public.display()
-        ),
-    )
-    .unwrap();
+    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
     let tls = make_tls(d);
     let server = start_serve(
         &policy,
@@ -361,17 +351,7 @@ fn pull_secrets_of_the_pod_and_its_service_account() {
     );
     assert_eq!(s.code, 0, "{s:?}");
     let policy = d.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
-             keys: [{{name: release, path: {}}}]\n\
-             rules:\n  - name: all\n    images: [\"{h}/**\"]\n    \
-             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
-            public.display()
-        ),
-    )
-    .unwrap();
+    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
     let tls = make_tls(d);
     // No registry credentials of its own.
     let server = start_serve(

@@ -357,6 +357,22 @@ pub fn generate_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (prefix.with_extension("key"), prefix.with_extension("pub"))
 }
 
+/// A policy (noMatch: deny) with one rule `rule` over `pattern`, satisfied by the key `public`
+/// without a log entry; written to `path`.
+pub fn write_key_policy(path: &Path, public: &Path, rule: &str, pattern: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+             keys: [{{name: release, path: {}}}]\n\
+             rules:\n  - name: {rule}\n    images: [\"{pattern}\"]\n    \
+             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
+            public.display()
+        ),
+    )
+    .expect("write policy");
+}
+
 /// `ocigate sign` against a plain-HTTP test registry.
 pub fn sign(reg: &TestRegistry, key: &Path, reference: &str, extra: &[&str]) -> Run {
     let host = reg.host();

@@ -35,18 +35,7 @@ fn repo() -> Repo {
         }
     }
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
-             keys: [{{name: release, path: {}}}]\n\
-             rules:\n  - name: all\n    images: [\"{}/**\"]\n    \
-             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
-            public.display(),
-            reg.host()
-        ),
-    )
-    .unwrap();
+    write_key_policy(&policy, &public, "all", &format!("{}/**", reg.host()));
     Repo {
         reg,
         dir,

@@ -199,18 +199,7 @@ fn cluster() -> Cluster {
     let s = sign(&reg, &key, &signed.to_string(), &[]);
     assert_eq!(s.code, 0, "{s:?}");
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
-             keys: [{{name: release, path: {}}}]\n\
-             rules:\n  - name: apps\n    images: [\"{}/apps/**\"]\n    \
-             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
-            public.display(),
-            reg.host()
-        ),
-    )
-    .unwrap();
+    write_key_policy(&policy, &public, "apps", &format!("{}/apps/**", reg.host()));
     let tls = make_tls(dir.path());
     Cluster {
         signed: signed.to_string(),
@@ -385,6 +374,21 @@ fn admission_through_kubernetes_admission_code() {
     );
 }
 
+/// An AdmissionReview v1 for creating a Pod `p` in namespace `apps` that runs `image`.
+fn pod_review(uid: &str, image: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "p", "namespace": "apps", "operation": "CREATE",
+            "userInfo": {"username": "test"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+                       "spec": {"containers": [{"name": "a", "image": image}]}}
+        }
+    })
+}
+
 /// A plain-HTTP GET on loopback, for the metrics listener.
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read as _, Write as _};
@@ -529,23 +533,10 @@ fn policy_reload_good_and_bad_and_sigterm_drains() {
         &["--registry-config", "/nonexistent/.dockerconfigjson"],
     );
     let client = tls_client(&c.tls);
-    let review = |image: &str| {
-        serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "name": "p", "namespace": "apps", "operation": "CREATE",
-                "userInfo": {"username": "test"},
-                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
-                           "spec": {"containers": [{"name": "a", "image": image}]}}
-            }
-        })
-    };
     let allowed = |image: &str| -> bool {
         let out: serde_json::Value = client
             .post(server.url("/validate"))
-            .json(&review(image))
+            .json(&pod_review("u-1", image))
             .send()
             .unwrap()
             .json()
@@ -641,20 +632,8 @@ fn sigterm_under_load_loses_no_in_flight_response() {
                     .timeout(Duration::from_secs(30))
                     .build()
                     .unwrap();
-                // Distinct repositories' spellings would share one verification; distinct
-                // uids are enough to make eight requests.
-                let review = serde_json::json!({
-                    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                    "request": {
-                        "uid": format!("u-{i}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                        "resource": {"group": "", "version": "v1", "resource": "pods"},
-                        "name": "p", "namespace": "apps", "operation": "CREATE",
-                        "userInfo": {"username": "test"},
-                        "object": {"apiVersion": "v1", "kind": "Pod",
-                                   "metadata": {"name": "p", "namespace": "apps"},
-                                   "spec": {"containers": [{"name": "a", "image": image}]}}
-                    }
-                });
+                // Eight requests (distinct uids) for one image: they share one verification.
+                let review = pod_review(&format!("u-{i}"), &image);
                 let resp = client.post(&url).json(&review).send();
                 resp.map(|r| {
                     let status = r.status().as_u16();
