@@ -373,12 +373,30 @@ async fn outcomes_for(
         api: state.kube.as_ref(),
         namespace: req.namespace.clone(),
     };
-    let new = extract::extract_with(&admitted.object, &admitted.hints, &lookup)
-        .await
-        .map_err(|e| crate::error_chain(&e))?;
-    // UPDATE: only what the old object did not already run (scale, labels, status pass).
+    // Referenced objects come from the Kubernetes API: that too happens within the deadline.
+    let extract_within = |object| {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let lookup = &lookup;
+        async move {
+            match tokio::time::timeout(
+                remaining,
+                extract::extract_with(object, &admitted.hints, lookup),
+            )
+            .await
+            {
+                Ok(x) => x.map_err(|e| crate::error_chain(&e)),
+                Err(_) => Err(format!(
+                    "timed out reading the objects it refers to from the Kubernetes API after {} s",
+                    remaining.as_secs_f64()
+                )),
+            }
+        }
+    };
+    let new = extract_within(&admitted.object).await?;
+    // UPDATE: only what the old object did not already run (scale, labels, status pass). If
+    // the old object cannot be read, everything is checked.
     let old: BTreeSet<String> = match (&req.operation, &admitted.old_object) {
-        (Operation::Update, Some(o)) => extract::extract_with(o, &admitted.hints, &lookup)
+        (Operation::Update, Some(o)) => extract_within(o)
             .await
             .map(|x| x.sources.iter().map(extract::Source::key).collect())
             .unwrap_or_default(),

@@ -685,3 +685,73 @@ fn sigterm_under_load_loses_no_in_flight_response() {
     // No longer accepting.
     assert!(std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err());
 }
+
+/// The Kubernetes API hangs while the webhook reads a HelmRelease's HelmRepository: the answer
+/// is a deny at the request's deadline (1 s here), not a hang until the API client gives up.
+#[test]
+fn a_hanging_kubernetes_api_is_bounded_by_the_deadline() {
+    let c = cluster();
+    // Accepts connections and never answers (stops by itself after 60 s).
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        hung.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if let Ok((s, _)) = hung.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let kubeconfig = c.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"http://127.0.0.1:{hung_port}\"}}\n\
+             users:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let server = start_serve(
+        &c.policy,
+        &c.tls,
+        &c.reg.host(),
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--deadline",
+            "1s",
+        ],
+    );
+    let release = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "hr-1", "kind": {"group": "helm.toolkit.fluxcd.io", "version": "v2", "kind": "HelmRelease"},
+            "resource": {"group": "helm.toolkit.fluxcd.io", "version": "v2", "resource": "helmreleases"},
+            "name": "r", "namespace": "flux", "operation": "CREATE", "userInfo": {"username": "flux"},
+            "object": {"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                       "metadata": {"name": "r", "namespace": "flux"},
+                       "spec": {"interval": "5m", "chart": {"spec": {"chart": "c",
+                                "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}}
+        }
+    });
+    let t = Instant::now();
+    let out: serde_json::Value = tls_client(&c.tls)
+        .post(server.url("/validate"))
+        .json(&release)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    // The API client alone would wait 5 s: the bound is well above 1 s and below that.
+    assert!(
+        t.elapsed() < Duration::from_millis(4500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    let msg = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(msg.contains("timed out reading"), "{msg}");
+}
