@@ -1218,6 +1218,11 @@ rules:
                 7,
             ),
             (
+                "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: keys/release.pub}]\nrules:\n  - name: a\n    images: [x]\n    fluxVerification: always\n    authorities: [{key: {name: k}}]\n",
+                "always",
+                7,
+            ),
+            (
                 "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, pem: 'garbage'}]\nrules:\n  - name: a\n    images: [x]\n    authorities: [{key: {name: k}}]\n",
                 "not a PEM",
                 3,

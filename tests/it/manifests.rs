@@ -279,3 +279,41 @@ fn a_rule_can_require_flux_to_verify_its_sources_too() {
     ));
     assert_eq!(v.code, 0, "{v:?}");
 }
+
+/// A tag list that is not one (an HTML page, as a misconfigured proxy serves) is a registry
+/// failure, never "no tag matches" and never allow.
+#[test]
+fn a_garbage_tag_list_is_a_registry_failure() {
+    let r = repo();
+    let front = crate::proxy::proxy(r.reg.host(), |req, resp| {
+        if req.path.contains("/tags/list") {
+            crate::proxy::Response::new(200)
+                .header("Content-Type", "text/html")
+                .body("<html>maintenance</html>")
+        } else {
+            resp
+        }
+    });
+    let f = r.dir.path().join("ocirepo.yaml");
+    std::fs::write(&f, oci_repository(&front.host(), ">=1.0.0 <2.0.0")).unwrap();
+    let policy = r.dir.path().join("front.yaml");
+    write_key_policy(&policy, &r.public, "all", &format!("{}/**", front.host()));
+    let v = ocigate(
+        &[
+            "verify",
+            "--manifests",
+            f.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--registry-plain-http",
+            &front.host(),
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "registry", "{v:?}");
+    assert!(res["reasons"].to_string().contains("tag list"), "{v:?}");
+}
