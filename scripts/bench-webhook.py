@@ -137,10 +137,13 @@ def proc_ticks(pid):
         return 0
 
 
-def wait_quiet(limit=600):
+QUIET_WAIT = [600]
+
+
+def wait_quiet():
     """Wait until the machine is idle (under 10% of its CPU busy for 2 s); False if never."""
     start = time.time()
-    while time.time() - start < limit:
+    while time.time() - start < QUIET_WAIT[0]:
         b0, t0 = cpu_ticks()
         time.sleep(2)
         b1, t1 = cpu_ticks()
@@ -228,8 +231,11 @@ def main():
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--fill", type=int, default=100_000)
     ap.add_argument("--rate", type=int, default=10_000, help="offered rate of the open-loop run")
+    ap.add_argument("--quiet-wait", type=int, default=600,
+                    help="seconds to wait for an idle machine before each load run")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
+    QUIET_WAIT[0] = args.quiet_wait
     for tool in ["wrk", "openssl", "/usr/bin/docker-registry"]:
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
             sys.exit(f"bench-webhook: {tool} is missing (apt-get install wrk openssl docker-registry)")
