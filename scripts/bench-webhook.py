@@ -7,8 +7,9 @@ Builds the release binary, starts docker-registry on 127.0.0.1 (free port, temp 
 shipped example image into N repositories and signs each with `ocigate sign`
 (keys-example/cosign.key), makes a TLS certificate with openssl, and starts `ocigate serve` with a
 key-based policy; its stdout (the decision log) goes to a pipe read by `wc -l`, as a container
-runtime would read it. Before each measurement the script waits (up to 10 minutes) for the
-machine to be idle, and it reports how much CPU other processes took during the load runs.
+runtime would read it. Before each timed part the script waits (up to --quiet-wait s, 10
+minutes by default) for the machine to be idle, and it reports how much CPU other processes
+took during the warm runs.
 Then:
 
 1. warm cache: AdmissionReview throughput and latency over keep-alive TLS, one review for one
@@ -285,6 +286,7 @@ def main():
             client = Client(port, cert)
 
             # 2. cold, one image after another
+            wait_quiet()
             before = metrics(mport)
             cold = []
             for i in range(1, args.images + 1):
@@ -303,6 +305,7 @@ def main():
             open_loop = oha(load, oha_bin, port, body, args.rate, 64, args.duration + 2)
 
             # 3. single flight: 1,000 concurrent reviews of an image never seen
+            wait_quiet()
             before = metrics(mport)
             fresh = review(f"{host}/bench/app-0:v1")
             with concurrent.futures.ThreadPoolExecutor(max_workers=200) as ex:
