@@ -1085,6 +1085,10 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
             _ = &mut stop => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // Answers go out at once: with Nagle's algorithm, a write that follows another
+                // not yet acknowledged (the TLS 1.3 session tickets, then the first answer on a
+                // new connection) waited for the client's delayed ACK, up to 40 ms.
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let state = state.clone();
                 let watcher = graceful.watcher();
