@@ -18,9 +18,10 @@ Then:
       concurrency 1, 16 and 64, as fast as the server answers; with the load generator on the
       same 2 cores, the latency at c=64 is mostly queueing (64 requests always outstanding);
    b. open loop: oha (`cargo install oha --root ~/.cache/ocigate-tools/oha`) at a fixed offered
-      rate of 10,000 requests/s over 64 connections, with latency correction (a request's
-      latency counts from when it was due, so a stall is not hidden by requests not sent); the
-      first 2 s (64 TLS handshakes, connection start-up) are left out of the percentiles;
+      rate (--rate, 10,000 requests/s) over 64 connections, with latency correction (a
+      request's latency counts from when it was due, so a stall is not hidden by requests not
+      sent), --open-runs times (3); the first 2 s of each (64 TLS handshakes, connection
+      start-up) are left out of the percentiles;
 2. cold: one review for each of the N images, one after another, each a first verification:
    latency (p50, p99) and registry requests per image (from ocigate_registry_requests_total);
 3. single flight: 1,000 concurrent reviews for one image never seen: verifications run (from
@@ -199,7 +200,7 @@ def wrk(load, port, body_file, conns, duration):
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, pct(50), pct(99), int(errors.group(1)) if errors else 0, server_cpu / n * 1e6
+    return rps, pct(50), pct(99), int(errors.group(1)) if errors else 0, server_cpu / n * 1e6, load.others[-1]
 
 
 def oha_binary():
@@ -226,7 +227,7 @@ def oha(load, binary, port, body_file, rate, conns, duration, skip=2.0):
         return lat[min(len(lat) - 1, int(len(lat) * p))]
     return {"rate": len(kept) / span, "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
             "p999": pct(0.999), "max": lat[-1], "non200": sum(1 for *_, st in kept if st != "200"),
-            "n": len(kept), "server_us": server_cpu / len(rows) * 1e6}
+            "n": len(kept), "server_us": server_cpu / len(rows) * 1e6, "others": load.others[-1]}
 
 
 def main():
@@ -234,7 +235,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--fill", type=int, default=100_000)
-    ap.add_argument("--rate", type=int, default=10_000, help="offered rate of the open-loop run")
+    ap.add_argument("--rate", type=int, default=10_000, help="offered rate of the open-loop runs")
+    ap.add_argument("--open-runs", type=int, default=3, help="how many open-loop runs")
     ap.add_argument("--quiet-wait", type=int, default=600,
                     help="seconds to wait for an idle machine before each load run")
     ap.add_argument("--write", action="store_true")
@@ -305,7 +307,8 @@ def main():
             with open(body, "w") as f:
                 f.write(review(f"{host}/bench/app-1:v1"))
             warm = {c: wrk(load, port, body, c, args.duration) for c in (1, 16, 64)}
-            open_loop = oha(load, oha_bin, port, body, args.rate, 64, args.duration + 2)
+            open_loop = [oha(load, oha_bin, port, body, args.rate, 64, args.duration + 2)
+                         for _ in range(args.open_runs)]
 
             # 3. single flight: 1,000 concurrent reviews of an image never seen
             wait_quiet()
@@ -336,7 +339,6 @@ def main():
             reg.wait()
         log_lines = int(log_reader.communicate(timeout=30)[0].strip()) if log_reader else 0
 
-    o = open_loop
     lines = [
         f"Release build; docker-registry 2.8 on 127.0.0.1; {args.images} images (the shipped example "
         f"pushed into {args.images} repositories, each with one legacy key signature); TLS 1.3, P-256; "
@@ -346,24 +348,29 @@ def main():
         f"same 2 cores as the server. Closed loop: wrk for {args.duration} s (2 threads; 1 at c=1), "
         "each connection sending its next request when the last is answered:",
         "",
-        "| concurrency | requests/s | p50 ms | p99 ms | non-2xx | server CPU per request |",
-        "|---|---|---|---|---|---|",
+        "| concurrency | requests/s | p50 ms | p99 ms | non-2xx | server CPU per request | other processes' CPU |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for c, (rps, p50, p99, err, us) in warm.items():
-        lines.append(f"| {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {err} | {us:.0f} µs |")
+    for c, (rps, p50, p99, err, us, others) in warm.items():
+        lines.append(f"| {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {err} | {us:.0f} µs | {others:.2f} cores |")
     lines += [
         "",
         f"Open loop: {oha_version}, {args.rate:,} requests/s offered over 64 connections for "
         f"{args.duration + 2} s with latency correction (counted from when each request was due); "
-        f"percentiles over the {o['n']:,} requests due after the first 2 s:",
+        f"percentiles over the requests due after the first 2 s; {args.open_runs} runs:",
         "",
-        "| offered | achieved | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-200 | server CPU per request |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| {args.rate:,}/s | {o['rate']:,.0f}/s | {o['p50']:.2f} | {o['p90']:.2f} | {o['p99']:.2f} | "
-        f"{o['p999']:.2f} | {o['max']:.1f} | {o['non200']} | {o['server_us']:.0f} µs |",
+        "| run | offered | achieved | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-200 | server CPU per request | other processes' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, o in enumerate(open_loop, 1):
+        lines.append(f"| {i} | {args.rate:,}/s | {o['rate']:,.0f}/s | {o['p50']:.2f} | {o['p90']:.2f} | "
+                     f"{o['p99']:.2f} | {o['p999']:.2f} | {o['max']:.1f} | {o['non200']} | "
+                     f"{o['server_us']:.0f} µs | {o['others']:.2f} cores |")
+    lines += [
         "",
-        f"Other processes on the machine during these runs: at most {max(load.others):.2f} cores busy "
-        "(the script waits for an idle machine before each run).",
+        "Other processes' CPU: the machine's busy time during the run less the server's and the load "
+        "generator's, in cores (this machine is shared with other work; the script waits for an idle "
+        "machine before each run, but cannot keep it idle).",
     ]
     cold.sort()
     lines += [
