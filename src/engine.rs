@@ -1042,7 +1042,8 @@ impl Engine {
             Some(_) if decision.verdict == Verdict::Allow => self.inner.config.positive_ttl,
             Some(_) => self.inner.config.negative_ttl,
         };
-        if !ttl.is_zero() {
+        // (max_entries 0: nothing is held, as with the bounded cache before.)
+        if !ttl.is_zero() && self.inner.config.max_entries > 0 {
             let ttl = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
             let expires = self.now().saturating_add(ttl);
             if let Some(c) = Cached::new(&decision, &resolved_digest, &rule_name, expires) {
