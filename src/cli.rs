@@ -11,7 +11,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
-use crate::bundle::{GitHubWorkflow, Identity};
 use crate::engine::{CompiledPolicy, Decision, Engine, EngineConfig};
 use crate::error_chain;
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
@@ -19,7 +18,8 @@ use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings};
 use crate::sign::key::SigningKey;
 use crate::trust::PublicKey;
-use crate::verify::{Matcher, SignedIdentity};
+use crate::trust::{GitHubWorkflow, Identity, Matcher, TrustRoot};
+use crate::verify::SignedIdentity;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -522,7 +522,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
             };
             let ann = parse_annotations(&a.annotations)?;
             let policy = Policy::single_authority("--key", kind, roots, ann, signed_identity);
-            CompiledPolicy::new(policy, "command line".into()).map_err(boxed)?
+            CompiledPolicy::new(policy, "command line".into())
         }
         (None, None) if keyless => {
             let identity = a.keyless.identity()?;
@@ -543,7 +543,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
                 ann,
                 signed_identity,
             );
-            CompiledPolicy::new(policy, "command line".into()).map_err(boxed)?
+            CompiledPolicy::new(policy, "command line".into())
         }
         _ => {
             return Err(CliError::Usage(
@@ -794,9 +794,11 @@ fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliErro
 }
 
 fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {
+    let name = "--trusted-root";
+    let root = TrustRoot::from_json(&read_file(p, "trusted root")?, name).map_err(boxed)?;
     Ok(vec![TrustRootRef {
-        name: "--trusted-root".into(),
-        json: Some(read_file(p, "trusted root")?),
+        name: name.into(),
+        root: std::sync::Arc::new(root),
     }])
 }
 
@@ -826,7 +828,7 @@ fn bundle_artifact(input: &str) -> Result<Option<[u8; 32]>, CliError> {
 }
 
 fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
-    use crate::bundle::{BundleArtifact, BundleAuthority, TrustRoot, verify_bundle};
+    use crate::bundle::{BundleArtifact, BundleAuthority, ParsedBundle, verify_bundle};
     let json = read_file(&a.bundle, "bundle")?;
     let root = match (&a.trusted_root, a.staging) {
         (Some(p), _) => {
@@ -864,7 +866,9 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
             BundleArtifact::Bytes(&bytes)
         }
     };
-    match verify_bundle(&json, artifact, authority, &root) {
+    let verified = ParsedBundle::parse(&json)
+        .and_then(|parsed| verify_bundle(&parsed, artifact, authority, &root));
+    match verified {
         Ok(evidence) => {
             match a.output {
                 Output::Json => println!(

@@ -5,26 +5,14 @@
 //! the referrers API or, where the registry has none, the referrers tag `sha256-<hex>`.
 //! A registry failure is an error, never "no signatures".
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
+use crate::candidate::{
+    BundleCandidate, COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION, SignatureCandidate,
+};
 use crate::payload::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{ImageManifest, Registry, RegistryError};
-
-/// One signature found, not yet verified.
-#[derive(Debug, Clone)]
-pub struct SignatureCandidate {
-    /// Where it was found, for people: `tag sha256-<hex>.sig layer 2`.
-    pub location: String,
-    /// The exact signed bytes.
-    pub payload: Vec<u8>,
-    /// The base64 signature as stored.
-    pub signature: String,
-    /// The layer's annotations (certificate, chain, Rekor bundle, ...).
-    pub annotations: BTreeMap<String, String>,
-}
 
 /// What one lookup path found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -34,14 +22,6 @@ pub struct PathTried {
     /// Why nothing (or not everything) was found there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-}
-
-/// A Sigstore bundle attached to the digest, not yet verified.
-#[derive(Debug, Clone)]
-pub struct BundleCandidate {
-    /// Where it was found: `referrers tag sha256-<hex> → sha256:<manifest>`.
-    pub location: String,
-    pub json: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,8 +35,6 @@ pub struct Discovery {
 
 pub const BUNDLE_MEDIA_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-pub const PREDICATE_TYPE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
-pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 
 impl Discovery {
     /// "tag sha256-….sig: not found" and the like, for a deny reason.

@@ -19,10 +19,9 @@ use futures_util::FutureExt as _;
 use futures_util::future::Shared;
 use serde::Serialize;
 
-use crate::bundle::{
-    BundleAuthority, REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError, has_tlog_entries,
-};
-use crate::discover::{BundleCandidate, DiscoverError, PathTried, SignatureCandidate, discover};
+use crate::bundle::{BundleAuthority, REKOR_BUNDLE_ANNOTATION};
+use crate::candidate::{BundleCandidate, SignatureCandidate};
+use crate::discover::{DiscoverError, PathTried, discover};
 use crate::extract::{Artifact, Source};
 pub use crate::failure::Failure;
 use crate::policy::{
@@ -31,9 +30,10 @@ use crate::policy::{
 };
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{ImageManifest, Registry, RegistryError};
+use crate::trust::TrustRoot;
 use crate::verify::{
-    Expectation, KeyAuthority, KeylessAuthority, Rejection, VerifiedSignature,
-    verify_attached_bundle, verify_key_signature, verify_key_signature_logged,
+    Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
+    VerifiedSignature, verify_attached_bundle, verify_key_signature, verify_key_signature_logged,
     verify_keyless_signature,
 };
 
@@ -152,36 +152,35 @@ impl Default for EngineConfig {
     }
 }
 
-/// A policy with its trust roots parsed and a fingerprint of all of it.
+/// A policy with its trust roots parsed (each with its verifier) and a fingerprint of all of it.
 pub struct CompiledPolicy {
     policy: Policy,
-    /// The policy's named trust roots, parsed once.
-    roots: HashMap<String, TrustRoot>,
-    /// The embedded public-good root, parsed on first use.
-    embedded: OnceLock<Option<TrustRoot>>,
+    /// The policy's named trust roots, parsed once when the policy was read.
+    roots: HashMap<String, Arc<TrustRoot>>,
+    /// The embedded public-good root (for authorities that name none), shared by the process
+    /// and parsed on first use.
+    embedded: OnceLock<Option<Arc<TrustRoot>>>,
     /// sha256 over the policy text and every file it read (keys, trust roots).
     fingerprint: Arc<str>,
 }
 
 impl CompiledPolicy {
-    /// Parse the policy's trust roots, so that a bad trusted_root.json is a configuration error
-    /// at start-up (or at reload), not a denial later. Nothing is fetched.
-    /// `fingerprint` identifies the policy's content (see [`CompiledPolicy::from_file`]).
-    pub fn new(policy: Policy, fingerprint: String) -> Result<Self, TrustRootError> {
-        let mut roots = HashMap::new();
-        for tr in &policy.trust_roots {
-            let root = match &tr.json {
-                Some(json) => TrustRoot::from_json(json, &tr.name)?,
-                None => TrustRoot::embedded()?,
-            };
-            roots.insert(tr.name.clone(), root);
-        }
-        Ok(CompiledPolicy {
+    /// Compile a parsed policy; its trust roots were parsed by [`Policy::parse`], so a bad
+    /// trusted_root.json is a configuration error at start-up (or at reload), not a denial
+    /// later. Nothing is fetched. `fingerprint` identifies the policy's content (see
+    /// [`CompiledPolicy::from_file`]).
+    pub fn new(policy: Policy, fingerprint: String) -> Self {
+        let roots = policy
+            .trust_roots
+            .iter()
+            .map(|tr| (tr.name.clone(), tr.root.clone()))
+            .collect();
+        CompiledPolicy {
             policy,
             roots,
             embedded: OnceLock::new(),
             fingerprint: fingerprint.into(),
-        })
+        }
     }
 
     /// Read, validate and compile a policy file; the fingerprint covers the file and every file
@@ -216,7 +215,7 @@ impl CompiledPolicy {
             Ok(log) => Digest::sha256_of(&log).to_string(),
             Err(_) => Digest::sha256_of(text.as_bytes()).to_string(),
         };
-        CompiledPolicy::new(policy, fingerprint).map_err(PolicyLoadError::TrustRoot)
+        Ok(CompiledPolicy::new(policy, fingerprint))
     }
 
     pub fn policy(&self) -> &Policy {
@@ -229,11 +228,11 @@ impl CompiledPolicy {
 
     fn root(&self, name: Option<&str>) -> Option<&TrustRoot> {
         match name {
-            Some(n) => self.roots.get(n),
+            Some(n) => self.roots.get(n).map(AsRef::as_ref),
             None => self
                 .embedded
-                .get_or_init(|| TrustRoot::embedded().ok())
-                .as_ref(),
+                .get_or_init(|| TrustRoot::embedded_shared().ok())
+                .as_deref(),
         }
     }
 
@@ -257,7 +256,7 @@ impl CompiledPolicy {
     /// One attached Sigstore bundle against one authority.
     fn verify_one_bundle(
         &self,
-        c: &BundleCandidate,
+        c: &PreparedBundle<'_>,
         a: &Authority,
         expect: &Expectation,
     ) -> Result<VerifiedSignature, Rejection> {
@@ -267,7 +266,7 @@ impl CompiledPolicy {
                 tlog,
                 trust_root,
             } => {
-                let logged = has_tlog_entries(&c.json);
+                let logged = c.has_tlog_entries();
                 let who = match (tlog, logged) {
                     (Tlog::Required, _) | (Tlog::Optional, true) => BundleAuthority::Key(key),
                     _ => BundleAuthority::KeyWithoutTlog(key),
@@ -279,21 +278,23 @@ impl CompiledPolicy {
                 identities,
                 tlog,
             } => {
-                keyless_needs_tlog(*tlog, &c.location, &a.name)?;
+                keyless_needs_tlog(*tlog, &c.candidate().location, &a.name)?;
                 (BundleAuthority::Identities(identities), trust_root)
             }
         };
-        let root = self.root_for(trust_root, &c.location, &a.name)?;
+        let location = &c.candidate().location;
+        let root = self.root_for(trust_root, location, &a.name)?;
         verify_attached_bundle(c, &a.name, who, root, expect)
     }
 
-    /// One candidate against one authority.
+    /// One legacy candidate against one authority.
     fn verify_one(
         &self,
-        c: &SignatureCandidate,
+        p: &PreparedSignature<'_>,
         a: &Authority,
         expect: &Expectation,
     ) -> Result<VerifiedSignature, Rejection> {
+        let c = p.candidate();
         match &a.kind {
             AuthorityKind::Key {
                 key,
@@ -305,7 +306,7 @@ impl CompiledPolicy {
                 match (tlog, logged) {
                     (Tlog::Required, _) | (Tlog::Optional, true) => {
                         let root = self.root_for(trust_root, &c.location, &a.name)?;
-                        verify_key_signature_logged(c, authority, root, expect)
+                        verify_key_signature_logged(p, authority, root, expect)
                     }
                     _ => verify_key_signature(c, authority, expect),
                 }
@@ -318,7 +319,7 @@ impl CompiledPolicy {
                 keyless_needs_tlog(*tlog, &c.location, &a.name)?;
                 let root = self.root_for(trust_root, &c.location, &a.name)?;
                 verify_keyless_signature(
-                    c,
+                    p,
                     KeylessAuthority {
                         name: &a.name,
                         identities,
@@ -339,21 +340,28 @@ impl CompiledPolicy {
         bundles: &[BundleCandidate],
         looked: &str,
     ) -> crate::policy::Evaluation {
-        let legacy = candidates.iter().map(|c| CandidateOutcome {
-            location: c.location.clone(),
-            results: rule
-                .authorities
-                .iter()
-                .map(|a| self.verify_one(c, a, expect))
-                .collect(),
+        // Each candidate is prepared (its bundle form parsed) once, for all the authorities.
+        let legacy = candidates.iter().map(|c| {
+            let prepared = PreparedSignature::new(c);
+            CandidateOutcome {
+                location: c.location.clone(),
+                results: rule
+                    .authorities
+                    .iter()
+                    .map(|a| self.verify_one(&prepared, a, expect))
+                    .collect(),
+            }
         });
-        let attached = bundles.iter().map(|c| CandidateOutcome {
-            location: c.location.clone(),
-            results: rule
-                .authorities
-                .iter()
-                .map(|a| self.verify_one_bundle(c, a, expect))
-                .collect(),
+        let attached = bundles.iter().map(|c| {
+            let prepared = PreparedBundle::new(c);
+            CandidateOutcome {
+                location: c.location.clone(),
+                results: rule
+                    .authorities
+                    .iter()
+                    .map(|a| self.verify_one_bundle(&prepared, a, expect))
+                    .collect(),
+            }
         });
         evaluate(rule, legacy.chain(attached).collect(), looked)
     }
@@ -367,8 +375,6 @@ pub enum PolicyLoadError {
     Policy(crate::policy::PolicyError),
     #[error("policy {}: the file is not UTF-8 text", file.display())]
     NotUtf8 { file: std::path::PathBuf },
-    #[error("policy trust root")]
-    TrustRoot(#[source] TrustRootError),
 }
 
 /// What a decision depends on: the repository (legacy signatures live there, and

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod candidate;
 pub mod cli;
 pub mod discover;
 pub mod engine;

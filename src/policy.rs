@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use globset::GlobMatcher;
 
@@ -12,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::error_chain;
-use crate::trust::PublicKey;
-pub use crate::verify::Matcher;
+pub use crate::trust::Matcher;
+use crate::trust::{PublicKey, TrustRoot};
 use crate::verify::{Rejection, SignedIdentity, VerifiedSignature};
 
 pub const API_VERSION: &str = "ocigate.dev/v1alpha1";
@@ -127,7 +128,7 @@ pub enum Verdict {
     Warn,
 }
 
-pub use crate::bundle::Identity;
+pub use crate::trust::Identity;
 
 /// How an authority is tied to signatures. `trust_root` names one of the policy's
 /// `trustRoots`; None is the embedded public-good root.
@@ -186,11 +187,11 @@ impl Rule {
     }
 }
 
+/// A trust root the policy names, parsed (with its verifier) once when the policy is read.
 #[derive(Debug, Clone)]
 pub struct TrustRootRef {
     pub name: String,
-    /// The trusted_root.json text; None: the embedded public-good root.
-    pub json: Option<String>,
+    pub root: Arc<TrustRoot>,
 }
 
 #[derive(Debug, Clone)]
@@ -503,17 +504,17 @@ impl Validator<'_> {
                     format!("trust root {name:?} is defined twice"),
                 );
             }
-            let json = if tr.value.trusted_root.value == "embedded" {
-                None
+            let root = if tr.value.trusted_root.value == "embedded" {
+                TrustRoot::embedded_shared()
+                    .map_err(|e| self.at(&tr.value.trusted_root, error_chain(&e)))
+                    .ok()
             } else {
                 let p = PathBuf::from(&tr.value.trusted_root.value);
                 match (self.read)(&p) {
-                    Ok(text) => {
-                        if let Err(e) = crate::bundle::TrustRoot::from_json(&text, &name) {
-                            self.at(&tr.value.trusted_root, error_chain(&e));
-                        }
-                        Some(text)
-                    }
+                    Ok(text) => TrustRoot::from_json(&text, &name)
+                        .map(Arc::new)
+                        .map_err(|e| self.at(&tr.value.trusted_root, error_chain(&e)))
+                        .ok(),
                     Err(e) => {
                         let msg = format!("trustedRoot file {}: {e}", p.display());
                         self.at(&tr.value.trusted_root, msg);
@@ -521,7 +522,9 @@ impl Validator<'_> {
                     }
                 }
             };
-            trust_roots.push(TrustRootRef { name, json });
+            if let Some(root) = root {
+                trust_roots.push(TrustRootRef { name, root });
+            }
         }
 
         let mut keys: BTreeMap<String, PublicKey> = BTreeMap::new();
@@ -818,7 +821,7 @@ impl Validator<'_> {
         Some(Identity {
             issuer: issuer?,
             subject: subject?,
-            github: crate::bundle::GitHubWorkflow {
+            github: crate::trust::GitHubWorkflow {
                 trigger: v.github_workflow_trigger.clone(),
                 sha: v.github_workflow_sha.clone(),
                 name: v.github_workflow_name.clone(),

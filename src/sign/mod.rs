@@ -206,7 +206,7 @@ pub async fn sign_bundle(
     target: &ImageRef,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Signed, SignError> {
-    use crate::discover::{COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
+    use crate::candidate::{COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
     let b64 = base64::engine::general_purpose::STANDARD;
     let reference = target.to_string();
     let reg_err = |source| SignError::Registry {

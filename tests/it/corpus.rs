@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use ocigate::discover::SignatureCandidate;
+use ocigate::candidate::SignatureCandidate;
 use ocigate::payload::SIGNATURE_ANNOTATION;
 use ocigate::reference::Digest;
 use ocigate::registry::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST};

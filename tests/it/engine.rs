@@ -30,7 +30,7 @@ fn key_policy(public: &std::path::Path) -> CompiledPolicy {
         Default::default(),
         SignedIdentity::MatchRepository,
     );
-    CompiledPolicy::new(policy, "test".into()).unwrap()
+    CompiledPolicy::new(policy, "test".into())
 }
 
 fn plain(host: &str) -> Registry {

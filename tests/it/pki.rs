@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use ocigate::bundle::{GitHubWorkflow, Identity, TrustRoot};
-use ocigate::discover::SignatureCandidate;
+use ocigate::candidate::SignatureCandidate;
 use ocigate::payload::SimpleSigning;
 use ocigate::reference::Digest;
+use ocigate::trust::{GitHubWorkflow, Identity, Matcher, TrustRoot};
 use ocigate::verify::{
-    Expectation, KeylessAuthority, Matcher, Rejection, SignedIdentity, verify_keyless_signature,
+    Expectation, KeylessAuthority, PreparedSignature, Rejection, SignedIdentity,
+    verify_keyless_signature,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
@@ -309,7 +310,7 @@ fn check(
         identities: ids,
         root,
     };
-    match verify_keyless_signature(layer, authority, &c.expect) {
+    match verify_keyless_signature(&PreparedSignature::new(layer), authority, &c.expect) {
         Ok(_) => Ok(()),
         Err(e @ Rejection::Bundle { .. }) => Err(e.to_string()),
         Err(other) => panic!("unexpected kind of rejection: {other}"),
