@@ -15,7 +15,7 @@ use crate::engine::{CompiledPolicy, Decision, Engine, EngineConfig};
 use crate::error_chain;
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
 use crate::reference::ImageRef;
-use crate::registry::{Registry, RegistrySettings};
+use crate::registry::{Registry, RegistrySettings, TlsFile};
 use crate::sign::key::SigningKey;
 use crate::trust::PublicKey;
 use crate::trust::{GitHubWorkflow, Identity, Matcher, TrustRoot};
@@ -141,14 +141,32 @@ enum Output {
 
 #[derive(clap::Args, Debug, Default)]
 struct RegistryArgs {
-    /// Credentials for a registry: HOST=USER:PASS (repeatable).
+    /// Credentials for a registry: HOST=USER:PASS (repeatable). Visible to `ps`: prefer
+    /// --registry-creds-file for passwords.
     #[arg(long = "registry-creds", value_name = "HOST=USER:PASS")]
     creds: Vec<String>,
-    /// Speak plain HTTP to this registry host (repeatable).
+    /// A file of HOST=USER:PASS lines (# comments allowed), or - to read them from stdin.
+    #[arg(long = "registry-creds-file", value_name = "FILE")]
+    creds_files: Vec<PathBuf>,
+    /// Speak plain HTTP to this registry host (repeatable). Loopback hosts (localhost,
+    /// 127.0.0.0/8, [::1]) do by default unless they have TLS settings.
     #[arg(long = "registry-plain-http", value_name = "HOST")]
     plain_http: Vec<String>,
+    /// Accept any TLS certificate from this registry host (repeatable).
+    #[arg(long = "registry-insecure-skip-tls-verify", value_name = "HOST")]
+    insecure_skip_tls_verify: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for a registry host: HOST=FILE (repeatable).
+    #[arg(long = "registry-ca-file", value_name = "HOST=FILE")]
+    ca_files: Vec<String>,
+    /// Client certificate (PEM) for a registry host that asks for one: HOST=FILE.
+    #[arg(long = "registry-cert-file", value_name = "HOST=FILE")]
+    cert_files: Vec<String>,
+    /// The client certificate's private key (PEM): HOST=FILE.
+    #[arg(long = "registry-key-file", value_name = "HOST=FILE")]
+    key_files: Vec<String>,
     /// A Docker config file with `auths` (e.g. a mounted kubernetes.io/dockerconfigjson
-    /// secret; repeatable). A file that is absent is skipped with a note on stderr.
+    /// secret; repeatable), used after the user's Docker, podman and Helm files. A file that
+    /// is absent gives no credentials (`serve` reads it again when it appears or changes).
     #[arg(long = "registry-config", value_name = "FILE")]
     config_files: Vec<PathBuf>,
     /// Deadline for each registry operation, in seconds.
@@ -408,7 +426,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         failure_ttl: a.failure_cache_ttl.unwrap_or(Duration::ZERO),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(registry_from(&a.registry)?, policy, config);
+    let engine = Engine::new(registry_with(&a.registry, true)?, policy, config);
     let metrics_listen = match a.metrics_listen.as_str() {
         "off" | "" => None,
         addr => Some(
@@ -432,32 +450,64 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
 }
 
 fn registry_from(args: &RegistryArgs) -> Result<Registry, CliError> {
+    registry_with(args, false)
+}
+
+/// The registry client from flags, the environment and the user's credential files; `watch`
+/// (for `serve`) re-reads credential files when they change.
+fn registry_with(args: &RegistryArgs, watch: bool) -> Result<Registry, CliError> {
     let mut s = RegistrySettings::default();
-    s.apply_env(std::env::vars()).map_err(boxed)?;
     for c in &args.creds {
         s.add_credentials_flag(c).map_err(boxed)?;
     }
+    for f in &args.creds_files {
+        let (text, origin) = if f.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text).map_err(
+                |source| CliError::Io {
+                    what: "--registry-creds-file -: cannot read stdin".into(),
+                    source,
+                },
+            )?;
+            (text, "--registry-creds-file - (stdin)".to_string())
+        } else {
+            let origin = format!("--registry-creds-file {}", f.display());
+            let text = std::fs::read_to_string(f).map_err(|source| CliError::Io {
+                what: format!("{origin}: cannot read"),
+                source,
+            })?;
+            (text, origin)
+        };
+        s.add_credentials_text(&text, &origin).map_err(boxed)?;
+    }
+    s.apply_env(std::env::vars()).map_err(boxed)?;
     for h in &args.plain_http {
         s.add_plain_http(h).map_err(boxed)?;
     }
+    for h in &args.insecure_skip_tls_verify {
+        s.add_insecure_skip_tls_verify(h).map_err(boxed)?;
+    }
+    for (which, values) in [
+        (TlsFile::Ca, &args.ca_files),
+        (TlsFile::Cert, &args.cert_files),
+        (TlsFile::Key, &args.key_files),
+    ] {
+        for v in values {
+            s.add_tls_file(which, v).map_err(boxed)?;
+        }
+    }
+    s.validate().map_err(boxed)?;
+    s.add_user_auth_files(&|k| std::env::var(k).ok(), watch);
     for f in &args.config_files {
-        match std::fs::read_to_string(f) {
-            Ok(text) => s
-                .add_docker_config_json(&f.display().to_string(), &text)
-                .map_err(boxed)?,
+        let label = format!("--registry-config {}", f.display());
+        if !watch && !f.exists() {
             // An optional secret that is not mounted: no credentials from it, said once.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!(
-                    "note: --registry-config {}: no such file; no credentials from it",
-                    f.display()
-                );
-            }
-            Err(source) => {
-                return Err(CliError::Io {
-                    what: format!("--registry-config {}: cannot read", f.display()),
-                    source,
-                });
-            }
+            eprintln!("note: {label}: no such file; no credentials from it");
+        }
+        // A file named on the command line that does not parse is a configuration error now,
+        // not a denial later.
+        if let Err(e) = s.add_auth_file(f.clone(), label, watch).config() {
+            return Err(boxed(e));
         }
     }
     if args.timeout == 0 || args.timeout > 3600 {
@@ -560,6 +610,7 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
     }
     let config = EngineConfig {
         deadline: Duration::from_secs(a.deadline),
+        verification_budget: Duration::from_secs(a.deadline),
         ..EngineConfig::default()
     };
     let engine = Engine::new(registry_from(&a.registry)?, policy, config);

@@ -105,8 +105,8 @@ use crate::error_chain;
 /// The class of a registry failure.
 pub fn registry_failure(e: &RegistryError) -> Failure {
     match e {
-        RegistryError::Denied { .. } => Failure::Auth,
-        RegistryError::Timeout { .. } => Failure::Timeout,
+        RegistryError::Denied { .. } | RegistryError::Credentials { .. } => Failure::Auth,
+        RegistryError::Timeout { .. } | RegistryError::DeadlineExceeded { .. } => Failure::Timeout,
         // A blob or manifest that a manifest names but the registry lacks is an inconsistency
         // of the registry; `not-found` is for the reference itself (see `Engine::resolve`).
         RegistryError::Protocol { source, .. } if source.status() == Some(429) => {
@@ -137,6 +137,9 @@ pub struct EngineConfig {
     pub resolve_ttl: Duration,
     /// Most decisions (and resolved tags) held.
     pub max_entries: u64,
+    /// How long a verification may run in all, even after its askers' deadlines have passed
+    /// (it then still fills the cache, so that a retry is answered at once).
+    pub verification_budget: Duration,
 }
 
 impl Default for EngineConfig {
@@ -148,6 +151,7 @@ impl Default for EngineConfig {
             failure_ttl: Duration::ZERO,
             resolve_ttl: Duration::from_secs(30),
             max_entries: 100_000,
+            verification_budget: Duration::from_secs(30),
         }
     }
 }
@@ -592,8 +596,14 @@ impl Engine {
             },
             None => {
                 let remaining = deadline.saturating_sub(started.elapsed());
-                match tokio::time::timeout(remaining, self.resolve(reference)).await {
+                let resolving =
+                    crate::registry::with_deadline(started + deadline, self.resolve(reference));
+                match tokio::time::timeout(remaining, resolving).await {
                     Err(_) => return timed_out(Stage::Resolve),
+                    // The registry's requests were cut at the same deadline.
+                    Ok(Err((_, Failure::Timeout))) if started.elapsed() >= deadline => {
+                        return timed_out(Stage::Resolve);
+                    }
                     Ok(Err((reason, failure))) => {
                         return Decision::early(
                             reference,
@@ -648,8 +658,12 @@ impl Engine {
                         key.clone(),
                         stage.clone(),
                     );
-                    // The asker's request credentials (pull secrets) go with the verification.
+                    // The asker's request credentials (pull secrets) go with the verification,
+                    // and its registry requests share one deadline: the verification budget.
                     let credentials = crate::registry::request_credentials();
+                    let budget = self.inner.config.verification_budget;
+                    let verification =
+                        crate::registry::with_deadline(Instant::now() + budget, verification);
                     let task = tokio::spawn(async move {
                         match credentials {
                             Some(c) => {
@@ -696,6 +710,11 @@ impl Engine {
         }
         let remaining = deadline.saturating_sub(started.elapsed());
         match tokio::time::timeout(remaining, flight).await {
+            // The verification's requests were cut at the same moment (the CLI's budget is
+            // its deadline): say it as the deadline, with the stage.
+            Ok(d) if d.failure == Some(Failure::Timeout) && started.elapsed() >= deadline => {
+                timed_out(Stage::from_u8(stage.load(Ordering::Relaxed)))
+            }
             Ok(d) => {
                 let mut out = for_reference(&d, reference, joined);
                 out.timings.resolve_ms = resolve_ms;
@@ -793,7 +812,9 @@ impl Engine {
                 );
             }
         };
-        let tags = match tokio::time::timeout(deadline, self.tags(repository)).await {
+        let listing =
+            crate::registry::with_deadline(Instant::now() + deadline, self.tags(repository));
+        let tags = match tokio::time::timeout(deadline, listing).await {
             Err(_) => {
                 return fail(
                     format!(

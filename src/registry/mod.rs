@@ -4,19 +4,23 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use serde::{Deserialize, Serialize};
 
+pub mod credentials;
 mod remote;
-mod settings;
+pub mod settings;
+pub use credentials::{Credential, CredentialError, Secret};
 pub use remote::Cause;
 /// A response body, refused past a size (`Ok(None)`); for other API clients of this crate.
 pub use remote::read_capped as read_body_capped;
 use remote::{ACCEPT_MANIFESTS, Access, Remote, read_capped, resolve_url, status_cause};
 pub use settings::{
-    Credentials, RegistrySettings, RequestCredentials, SettingsError, request_credentials,
+    Found, RegistrySettings, RequestCredentials, SettingsError, TlsFile, request_credentials,
     with_request_credentials,
 };
 
@@ -42,6 +46,13 @@ pub enum Op {
     PushManifest,
 }
 
+impl Op {
+    /// Reads may be retried; writes are not.
+    fn is_read(self) -> bool {
+        matches!(self, Op::ListTags | Op::FetchManifest | Op::FetchBlob)
+    }
+}
+
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -58,13 +69,26 @@ impl std::fmt::Display for Op {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    #[error("registry {host}: access denied while {op} {target} (check credentials)")]
+    #[error("registry {host}: access denied while {op} {target}; {sent}")]
     Denied {
         host: String,
         op: Op,
         target: String,
+        sent: Box<Sent>,
         #[source]
         source: Cause,
+    },
+    #[error("registry {host}: credentials cannot be obtained")]
+    Credentials {
+        host: String,
+        #[source]
+        source: CredentialError,
+    },
+    #[error("registry {host}: the deadline ran out while {op} {target}")]
+    DeadlineExceeded {
+        host: String,
+        op: Op,
+        target: String,
     },
     #[error("registry {host}: unreachable while {op} {target}")]
     Unreachable {
@@ -185,6 +209,7 @@ impl ImageManifest {
 /// The one client for all artifact stores: remote registries and OCI layouts.
 pub struct Registry {
     remote: Remote,
+    helpers: credentials::Helpers,
     settings: RegistrySettings,
     /// Hosts that answered "no referrers API": not asked again by this process.
     no_referrers_api: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -194,6 +219,7 @@ impl Registry {
     pub fn new(settings: RegistrySettings) -> Self {
         Registry {
             remote: Remote::new(),
+            helpers: credentials::Helpers::default(),
             settings,
             no_referrers_api: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
@@ -212,6 +238,11 @@ impl Registry {
     /// HTTP requests sent to registries (and token realms) so far: (host, status class, count).
     pub fn request_counts(&self) -> Vec<(String, &'static str, u64)> {
         self.remote.request_counts()
+    }
+
+    /// Token fetches so far: (realm, scope, count).
+    pub fn token_fetches(&self) -> Vec<(String, String, u64)> {
+        self.remote.token_fetches()
     }
 
     /// Fetch the manifest `r` names (its digest if it has one, else its tag, else `latest`).
@@ -645,7 +676,10 @@ impl Registry {
             })
     }
 
-    /// One request with auth and the deadline applied; any status is returned.
+    /// One request with auth and the deadline applied; any status is returned. Reads (manifests,
+    /// blobs, tag lists, referrers) are retried a bounded number of times within the deadline:
+    /// on 429 and 503 after what `Retry-After` asks (when the deadline allows it), on other
+    /// 5xx answers and on connection failures after a short, jittered pause.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -657,20 +691,62 @@ impl Registry {
         url: &str,
         build: impl Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
-        let creds = self.credentials_for(registry);
-        let creds_ref = creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        let fut = self.remote.send(
-            &self.settings,
-            creds_ref,
-            registry,
-            repository,
-            access,
-            url,
-            build,
-        );
-        self.deadline(registry, op, target, fut)
-            .await?
-            .map_err(|c| classify(registry, op, target, c))
+        let creds = self
+            .credentials_for(registry, repository)
+            .await
+            .map_err(|source| RegistryError::Credentials {
+                host: registry.to_string(),
+                source,
+            })?;
+        let sent = Sent::from(creds.as_ref());
+        let retries = if op.is_read() { MAX_RETRIES } else { 0 };
+        let mut attempt = 0;
+        loop {
+            let fut = self.remote.send(
+                &self.settings,
+                creds.as_ref(),
+                registry,
+                repository,
+                access,
+                url,
+                &build,
+            );
+            let result = self.deadline(registry, op, target, fut).await?;
+            let wait = match &result {
+                Ok(resp) => match resp.status().as_u16() {
+                    429 | 503 => Some(
+                        resp.headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(remote::parse_retry_after)
+                            .map_or_else(|| backoff(attempt), Duration::from_secs),
+                    ),
+                    500 | 502 | 504 => Some(backoff(attempt)),
+                    _ => None,
+                },
+                Err(c) if c.is_transport() && !c.is_timeout() => Some(backoff(attempt)),
+                Err(_) => None,
+            };
+            let fits = wait.is_some_and(|w| w < remaining_time(self.settings.timeout));
+            if attempt < retries && fits {
+                attempt += 1;
+                tokio::time::sleep(wait.unwrap_or_default()).await;
+                continue;
+            }
+            return match result {
+                Ok(mut resp) => {
+                    resp.extensions_mut().insert(sent);
+                    Ok(resp)
+                }
+                Err(c) if c.is_timeout() => Err(RegistryError::Timeout {
+                    host: registry.to_string(),
+                    op,
+                    target: target.to_string(),
+                    seconds: self.settings.timeout.as_secs(),
+                }),
+                Err(c) => Err(classify_sent(registry, op, target, c, sent)),
+            };
+        }
     }
 
     /// The response if its status is a success, else the typed error.
@@ -684,10 +760,18 @@ impl Registry {
         if resp.status().is_success() {
             Ok(resp)
         } else {
-            Err(classify(registry, op, target, status_cause(resp).await))
+            let sent = resp
+                .extensions()
+                .get::<Sent>()
+                .cloned()
+                .unwrap_or(Sent::Nothing);
+            let cause = status_cause(resp).await;
+            Err(classify_sent(registry, op, target, cause, sent))
         }
     }
 
+    /// `fut` within the request timeout, cut to what is left of the verification's deadline
+    /// (see [`with_deadline`]).
     async fn deadline<T>(
         &self,
         host: &str,
@@ -695,41 +779,107 @@ impl Registry {
         target: &str,
         fut: impl Future<Output = T>,
     ) -> Result<T, RegistryError> {
-        tokio::time::timeout(self.settings.timeout, fut)
-            .await
-            .map_err(|_| RegistryError::Timeout {
-                host: host.to_string(),
-                op,
-                target: target.to_string(),
-                seconds: self.settings.timeout.as_secs(),
-            })
+        let left = remaining_deadline();
+        let limit = left.map_or(self.settings.timeout, |l| l.min(self.settings.timeout));
+        tokio::time::timeout(limit, fut).await.map_err(|_| {
+            if left.is_some_and(|l| l < self.settings.timeout) {
+                RegistryError::DeadlineExceeded {
+                    host: host.to_string(),
+                    op,
+                    target: target.to_string(),
+                }
+            } else {
+                RegistryError::Timeout {
+                    host: host.to_string(),
+                    op,
+                    target: target.to_string(),
+                    seconds: self.settings.timeout.as_secs(),
+                }
+            }
+        })
     }
 
-    /// Credentials for `host`: explicit settings first, then the Docker config, else anonymous.
-    fn credentials_for(&self, host: &str) -> Option<(String, String)> {
-        if let Some(c) = self.settings.credentials.get(host) {
-            return Some((c.username.clone(), c.password.clone()));
+    /// The credential for `repository` on `host`, from the first source that has one (see
+    /// [`settings`]); a credential helper is asked here, at most once per host per TTL.
+    async fn credentials_for(
+        &self,
+        host: &str,
+        repository: &str,
+    ) -> Result<Option<Credential>, CredentialError> {
+        let request = request_credentials();
+        match self
+            .settings
+            .find_credential(host, repository, request.as_ref())?
+        {
+            None => Ok(None),
+            Some(Found::Credential(c)) => Ok(Some(c)),
+            Some(Found::Helper { helper, source }) => {
+                let server = credentials::helper_server(host);
+                let secret = self
+                    .helpers
+                    .get(&helper, &server, &source, self.settings.helper_ttl)
+                    .await?;
+                Ok(secret.map(|s| Credential::new(s, source)))
+            }
         }
-        if let Some(c) = request_credentials().and_then(|m| m.get(host).cloned()) {
-            return Some((c.username, c.password));
+    }
+}
+
+/// Retries of a read after the first attempt.
+const MAX_RETRIES: u32 = 2;
+
+/// 250 ms, 500 ms, … with ±50 % jitter, so that many clients do not retry in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1 << attempt.min(6));
+    let mut b = [0u8; 2];
+    let jitter = match aws_lc_rs::rand::fill(&mut b) {
+        Ok(()) => u64::from(u16::from_le_bytes(b)) % (base + 1),
+        Err(_) => base / 2,
+    };
+    Duration::from_millis(base / 2 + jitter)
+}
+
+tokio::task_local! {
+    static DEADLINE: Instant;
+}
+
+/// Run `f` with a deadline for every registry request it makes: each request's timeout is cut
+/// to what is left, and no retry waits past it. The engine sets one per verification.
+pub async fn with_deadline<F: Future>(deadline: Instant, f: F) -> F::Output {
+    DEADLINE.scope(deadline, f).await
+}
+
+/// What is left of the deadline in scope, if one is.
+fn remaining_deadline() -> Option<Duration> {
+    DEADLINE
+        .try_with(|d| d.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// What is left to wait in: the deadline in scope, else one request timeout.
+fn remaining_time(timeout: Duration) -> Duration {
+    remaining_deadline().unwrap_or(timeout)
+}
+
+/// Whether credentials went with a request, and from where: said when access is denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Nothing,
+    From(Arc<str>),
+}
+
+impl Sent {
+    fn from(c: Option<&Credential>) -> Self {
+        c.map_or(Sent::Nothing, |c| Sent::From(c.source.clone()))
+    }
+}
+
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sent::Nothing => f.write_str("no credentials were sent: none are configured for it"),
+            Sent::From(s) => write!(f, "credentials from {s} were sent"),
         }
-        if !self.settings.docker_config {
-            return None;
-        }
-        let keys: &[&str] = if host == crate::reference::DOCKER_HUB {
-            &[
-                "https://index.docker.io/v1/",
-                "index.docker.io",
-                "docker.io",
-            ]
-        } else {
-            &[host]
-        };
-        keys.iter()
-            .find_map(|key| match docker_credential::get_credential(key) {
-                Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => Some((u, p)),
-                _ => None,
-            })
     }
 }
 
@@ -781,12 +931,17 @@ fn media_type_of(bytes: &[u8], declared: Option<String>) -> String {
 }
 
 fn classify(host: &str, op: Op, target: &str, cause: Cause) -> RegistryError {
+    classify_sent(host, op, target, cause, Sent::Nothing)
+}
+
+fn classify_sent(host: &str, op: Op, target: &str, cause: Cause, sent: Sent) -> RegistryError {
     let (host, target) = (host.to_string(), target.to_string());
     if matches!(cause.status(), Some(401 | 403)) {
         RegistryError::Denied {
             host,
             op,
             target,
+            sent: Box::new(sent),
             source: cause,
         }
     } else if cause.is_transport() {

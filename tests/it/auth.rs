@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use ocigate::registry::Credentials;
 
 use crate::harness::*;
 
@@ -23,13 +22,8 @@ struct Signed {
 fn signed_image() -> Signed {
     let reg = TestRegistry::start_with_basic_auth(USER, SECRET);
     let client = reg.client_with(|s| {
-        s.credentials.insert(
-            reg.host(),
-            Credentials {
-                username: USER.into(),
-                password: SECRET.into(),
-            },
-        );
+        s.add_credentials_flag(&format!("{}={USER}:{SECRET}", reg.host()))
+            .unwrap();
     });
     let r = reg.reference("private/app:v1");
     push_image(&client, &r, "private");

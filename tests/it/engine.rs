@@ -34,11 +34,9 @@ fn key_policy(public: &std::path::Path) -> CompiledPolicy {
 }
 
 fn plain(host: &str) -> Registry {
-    Registry::new(RegistrySettings {
-        plain_http: vec![host.to_string()],
-        docker_config: false,
-        ..RegistrySettings::default()
-    })
+    let mut s = RegistrySettings::default();
+    s.add_plain_http(host).unwrap();
+    Registry::new(s)
 }
 
 /// A registry behind a counting proxy that delays every answer by `delay_ms` (shared, settable).

@@ -175,11 +175,8 @@ impl TestRegistry {
     }
 
     pub fn client_with(&self, f: impl FnOnce(&mut RegistrySettings)) -> Registry {
-        let mut s = RegistrySettings {
-            plain_http: vec![self.host()],
-            docker_config: false,
-            ..RegistrySettings::default()
-        };
+        let mut s = RegistrySettings::default();
+        s.add_plain_http(&self.host()).expect("host");
         f(&mut s);
         Registry::new(s)
     }

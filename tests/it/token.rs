@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use base64::Engine as _;
-use ocigate::registry::Credentials;
 
 use crate::harness::*;
 
@@ -195,13 +194,8 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
     let reg = TestRegistry::start_with_token_auth(&tokens.realm(), &tokens.cert_pem);
     let host = reg.host();
     let with_creds = reg.client_with(|s| {
-        s.credentials.insert(
-            host.clone(),
-            Credentials {
-                username: USER.into(),
-                password: SECRET.into(),
-            },
-        );
+        s.add_credentials_flag(&format!("{host}={USER}:{SECRET}"))
+            .unwrap();
     });
     let public = reg.reference("public/app:v1");
     let private = reg.reference("private/app:v1");
@@ -277,19 +271,10 @@ fn registry_token_does_not_follow_a_redirect_to_another_origin() {
     });
     let host = front.host();
     let creds = format!("{host}={USER}:{SECRET}");
-    let client = ocigate::registry::Registry::new(ocigate::registry::RegistrySettings {
-        plain_http: vec![host.clone()],
-        credentials: [(
-            host.clone(),
-            Credentials {
-                username: USER.into(),
-                password: SECRET.into(),
-            },
-        )]
-        .into(),
-        docker_config: false,
-        ..Default::default()
-    });
+    let mut settings = ocigate::registry::RegistrySettings::default();
+    settings.add_plain_http(&host).unwrap();
+    settings.add_credentials_flag(&creds).unwrap();
+    let client = ocigate::registry::Registry::new(settings);
     let r = ocigate::reference::ImageRef::parse(&format!("{host}/private/app:v1")).unwrap();
     push_image(&client, &r, "redirected");
     let dir = tempfile::tempdir().unwrap();
