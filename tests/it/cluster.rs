@@ -14,8 +14,9 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 
+use crate::harness::make_tls;
 use crate::harness::*;
-use crate::webhook::{make_tls, start_serve};
+use crate::webhook::start_serve;
 
 struct MiniCluster {
     kubeconfig: PathBuf,

@@ -188,7 +188,8 @@ fn flux_semver_picks_the_highest_match_and_that_one_must_be_signed() {
 
 #[test]
 fn flux_ocirepository_semver_through_the_webhook() {
-    use crate::webhook::{make_tls, start_serve, tls_client};
+    use crate::harness::make_tls;
+    use crate::webhook::{start_serve, tls_client};
     let r = repo();
     let h = r.reg.host();
     let tls = make_tls(r.dir.path());
