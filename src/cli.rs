@@ -1058,7 +1058,8 @@ fn generate(a: GenerateArgs) -> Result<ExitCode, CliError> {
     let pub_path = PathBuf::from(format!("{}.pub", a.output_key_prefix));
     if !a.force {
         for p in [&key_path, &pub_path] {
-            if p.exists() {
+            // symlink_metadata: a link (even a dangling one) is something that exists.
+            if p.symlink_metadata().is_ok() {
                 return Err(CliError::Usage(format!(
                     "{} already exists; pass --force to replace it",
                     p.display()
@@ -1068,11 +1069,13 @@ fn generate(a: GenerateArgs) -> Result<ExitCode, CliError> {
     }
     let pw = password(true)?;
     let (key, pem) = SigningKey::generate_encrypted(pw.as_bytes()).map_err(boxed)?;
-    write_private(&key_path, pem.as_bytes())?;
-    std::fs::write(&pub_path, key.public_key().to_pem()).map_err(|source| CliError::Io {
-        what: format!("cannot write {}", pub_path.display()),
-        source,
-    })?;
+    write_new_file(&key_path, pem.as_bytes(), 0o600, a.force)?;
+    write_new_file(
+        &pub_path,
+        key.public_key().to_pem().as_bytes(),
+        0o644,
+        a.force,
+    )?;
     eprintln!(
         "Private key written to {}\nPublic key written to {}",
         key_path.display(),
@@ -1081,20 +1084,64 @@ fn generate(a: GenerateArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), CliError> {
+/// Write `data` to `path` as a new file with `mode`: written to a fresh temporary file in the
+/// same directory (created exclusively, so no symlink is followed and no one else's file is
+/// opened), then linked into place — refusing an existing path, or with `replace` renaming
+/// over it (a symlink there is replaced, never followed, and the old file's mode is not kept).
+fn write_new_file(path: &Path, data: &[u8], mode: u32, replace: bool) -> Result<(), CliError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |source| CliError::Io {
         what: format!("cannot write {}", path.display()),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = None;
+    for attempt in 0..16u32 {
+        let mut rnd = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut rnd).map_err(|_| CliError::Io {
+            what: "no randomness for a temporary file name".into(),
+            source: std::io::Error::other("aws-lc-rs rand"),
+        })?;
+        let candidate = dir.join(format!(".{name}.{}.tmp", hex::encode(rnd)));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&candidate)
+        {
+            Ok(f) => {
+                tmp = Some((candidate, f));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 15 => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let Some((tmp_path, mut f)) = tmp else {
+        return Err(io(std::io::Error::other("no free temporary file name")));
+    };
+    let written = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| {
+            if replace {
+                std::fs::rename(&tmp_path, path)
+            } else {
+                std::fs::hard_link(&tmp_path, path).and_then(|()| std::fs::remove_file(&tmp_path))
+            }
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp_path);
+        return Err(io(e));
+    }
+    Ok(())
 }
 
 fn policy_check(files: &[PathBuf]) -> ExitCode {

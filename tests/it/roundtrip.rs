@@ -437,6 +437,69 @@ fn generate_key_pair_refuses_to_overwrite() {
     assert_eq!(std::fs::read_to_string(&key).unwrap(), pem);
 }
 
+/// `--force` over an existing key: the new private key is 0600 whatever the old file's mode, a
+/// symlink at the target path is replaced and not followed, and a dangling symlink counts as
+/// an existing file.
+#[test]
+fn generate_key_pair_force_writes_a_new_private_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let gen_at = |prefix: &std::path::Path, force: bool| {
+        let mut args = vec![
+            "generate-key-pair",
+            "--output-key-prefix",
+            prefix.to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force");
+        }
+        ocigate(&args, &[("COSIGN_PASSWORD", "x")])
+    };
+    let prefix = dir.path().join("k");
+    let key = dir.path().join("k.key");
+    std::fs::write(&key, "old").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let v = gen_at(&prefix, true);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("ENCRYPTED SIGSTORE PRIVATE KEY")
+    );
+
+    // A symlink planted at the key's path, pointing at a file of someone else's.
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "do not overwrite").unwrap();
+    let linked = dir.path().join("l");
+    std::os::unix::fs::symlink(&victim, dir.path().join("l.key")).unwrap();
+    let v = gen_at(&linked, false);
+    assert_eq!(v.code, 2, "{v:?}");
+    let v = gen_at(&linked, true);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "do not overwrite"
+    );
+    let meta = std::fs::symlink_metadata(dir.path().join("l.key")).unwrap();
+    assert!(meta.file_type().is_file() && meta.permissions().mode() & 0o777 == 0o600);
+    // A dangling symlink is an existing path, too.
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("d.pub")).unwrap();
+    let v = gen_at(&dir.path().join("d"), false);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(!dir.path().join("nowhere").exists());
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 #[test]
 fn oversized_registry_content_is_refused() {
     let reg = TestRegistry::start();
