@@ -477,6 +477,9 @@ fn dsse_statement(parsed: &ParsedBundle) -> Result<Statement, String> {
         .ok_or("the bundle carries no DSSE envelope, so it is not a cosign image signature")?;
     let bytes =
         crate::decode_base64(payload).map_err(|e| format!("DSSE payload is not base64: {e}"))?;
+    // A repeated key (a subject's digest twice) could bind to another image for cosign.
+    crate::payload::check_unambiguous_keys(&bytes, &["predicate"])
+        .map_err(|e| format!("the in-toto statement is ambiguous: {e}"))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| format!("DSSE payload is not an in-toto statement: {e}"))
 }
@@ -629,7 +632,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        SimpleSigning::new(repo, d, &a).to_bytes()
+        SimpleSigning::new(repo, d, &a).to_bytes().unwrap()
     }
 
     #[test]

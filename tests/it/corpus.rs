@@ -70,7 +70,7 @@ fn attach(reg: &TestRegistry, repo: &str, digest: &Digest, layers: &[SigLayer]) 
                 artifact_type: None,
             });
         }
-        let config = ocigate::sign::cosign_config(&descs);
+        let config = ocigate::sign::cosign_config(&descs).unwrap();
         let cd = client.put_blob(&r, &config).await.unwrap();
         let m = ImageManifest {
             schema_version: 2,
@@ -502,7 +502,7 @@ impl Connaisseur {
                     assert_eq!(client.put_blob(&r, &blob).await.unwrap().as_str(), l.digest);
                 }
                 // cosign's config blob was not captured; ocigate writes the same bytes.
-                let config = ocigate::sign::cosign_config(&parsed.layers);
+                let config = ocigate::sign::cosign_config(&parsed.layers).unwrap();
                 let cd = client.put_blob(&r, &config).await.unwrap();
                 assert_eq!(
                     Some(cd.to_string()),

@@ -276,8 +276,9 @@ struct Case {
 
 fn case() -> Case {
     let digest = Digest::sha256_of(b"the image manifest");
-    let payload =
-        SimpleSigning::new("registry.test/acme/app", &digest, &BTreeMap::new()).to_bytes();
+    let payload = SimpleSigning::new("registry.test/acme/app", &digest, &BTreeMap::new())
+        .to_bytes()
+        .unwrap();
     Case {
         pki: TestSigstore::new(),
         payload,

@@ -160,7 +160,7 @@ fn tampered_payload_and_tampered_signature_are_denied() {
     rewrite_sig(&reg, "acme/app", &d, |p, s| {
         let mut parsed = SimpleSigning::parse(&p).unwrap();
         parsed.optional = Some([("env".to_string(), serde_json::json!("prod"))].into());
-        (parsed.to_bytes(), s)
+        (parsed.to_bytes().unwrap(), s)
     });
     let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
     assert_eq!(v.code, 1, "{v:?}");
@@ -535,5 +535,45 @@ fn oversized_registry_content_is_refused() {
     assert!(
         e.to_string().contains("larger than the 100-byte limit"),
         "{e}"
+    );
+}
+
+/// A payload with `critical` and `Critical`, signed by the right key: ocigate read the first
+/// (this image) while cosign (Go, case-insensitive fields, last one wins) reads the second
+/// (another image). Such a payload binds to nothing: it is refused.
+#[test]
+fn a_payload_cosign_would_read_differently_is_refused() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    let d = push_image(&reg.client(), &r, "ambiguous");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let signing = ocigate::sign::key::SigningKey::from_encrypted_pem(
+        &std::fs::read_to_string(&key).unwrap(),
+        PASSWORD.as_bytes(),
+        "test key",
+    )
+    .unwrap();
+    let other = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    rewrite_sig(&reg, "acme/app", &d, |p, _| {
+        let text = String::from_utf8(p).unwrap();
+        let ours = &text[..text.len() - 1];
+        let payload = format!(
+            r#"{ours},"Critical":{{"identity":{{"docker-reference":"{}/acme/app"}},"image":{{"docker-manifest-digest":"{other}"}},"type":"cosign container image signature"}}}}"#,
+            reg.host()
+        )
+        .into_bytes();
+        let sig = signing.sign(&payload).unwrap();
+        (
+            payload,
+            base64::engine::general_purpose::STANDARD.encode(sig),
+        )
+    });
+    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(
+        v.stdout.contains("payload is ambiguous") && v.stdout.contains("\"Critical\""),
+        "{v:?}"
     );
 }
