@@ -24,7 +24,7 @@ use crate::verify::SignedIdentity;
 #[derive(Parser, Debug)]
 #[command(
     name = "ocigate",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OCIGATE_COMMIT"), ")"),
     about = "Sign and verify OCI artifacts (cosign-compatible)"
 )]
 struct Cli {
@@ -50,6 +50,10 @@ enum Command {
     /// Run the Kubernetes validating admission webhook (HTTPS /validate, /healthz, /readyz;
     /// Prometheus /metrics on a separate plain listener).
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completion { shell: clap_complete::Shell },
+    /// The version, the commit it was built from, and the embedded trust root's validity.
+    Version,
 }
 
 #[derive(clap::Args, Debug)]
@@ -381,6 +385,14 @@ fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> CliError {
 }
 
 pub fn main() -> ExitCode {
+    // `--version` says what `version` says (clap's own flag would print the short form).
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(a), None) = (args.next(), args.next())
+        && (a == "--version" || a == "-V")
+    {
+        print!("{}", version_text());
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     // The webhook serves concurrent requests on every core; the CLI is one short process.
     let builder = if matches!(cli.command, Command::Serve(_)) {
@@ -413,7 +425,94 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::GenerateKeyPair(a) => generate(a),
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_check(&files)),
         Command::Serve(a) => serve(a).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ocigate",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            print!("{}", version_text());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `ocigate VERSION (commit C)` and the validity windows of the embedded trust root, by kind
+/// (what an air-gapped cluster relies on until it is given a newer root).
+fn version_text() -> String {
+    let mut out = format!(
+        "ocigate {} (commit {})\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("OCIGATE_COMMIT")
+    );
+    let root = match sigstore_trust_root::TrustedRoot::from_json(
+        sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push_str(&format!("embedded trust root: unreadable ({e})\n"));
+            return out;
+        }
+    };
+    let window = |ranges: Vec<Option<&sigstore_types::TimeRange>>| {
+        let starts = ranges.iter().flatten().map(|r| r.start.to_string());
+        let from = starts.min().unwrap_or_else(|| "?".into());
+        let until = if ranges.iter().any(|r| r.is_none_or(|r| r.end.is_none())) {
+            "the newest without an end date".to_string()
+        } else {
+            let last = ranges
+                .iter()
+                .flatten()
+                .filter_map(|r| r.end.map(|e| e.to_string()))
+                .max()
+                .unwrap_or_else(|| "?".into());
+            format!("until {last}")
+        };
+        format!("{} (valid from {from}; {until})", ranges.len())
+    };
+    out.push_str("embedded trust root (Sigstore public-good):\n");
+    out.push_str(&format!(
+        "  Fulcio certificate authorities: {}\n",
+        window(
+            root.certificate_authorities
+                .iter()
+                .map(|c| c.valid_for.as_ref())
+                .collect()
+        )
+    ));
+    out.push_str(&format!(
+        "  Rekor transparency logs: {}\n",
+        window(
+            root.tlogs
+                .iter()
+                .map(|t| t.public_key.valid_for.as_ref())
+                .collect()
+        )
+    ));
+    out.push_str(&format!(
+        "  certificate transparency logs: {}\n",
+        window(
+            root.ctlogs
+                .iter()
+                .map(|t| t.public_key.valid_for.as_ref())
+                .collect()
+        )
+    ));
+    out.push_str(&format!(
+        "  timestamp authorities: {}\n",
+        window(
+            root.timestamp_authorities
+                .iter()
+                .map(|t| t.valid_for.as_ref())
+                .collect()
+        )
+    ));
+    out
 }
 
 async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {

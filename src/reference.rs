@@ -114,7 +114,10 @@ impl ImageRef {
             return Err(invalid(input, "empty reference"));
         }
         if s.chars().any(char::is_control) {
-            return Err(invalid(input, "references cannot contain control characters"));
+            return Err(invalid(
+                input,
+                "references cannot contain control characters",
+            ));
         }
         if s.chars().any(char::is_whitespace) {
             return Err(invalid(input, "references cannot contain spaces"));
@@ -124,8 +127,7 @@ impl ImageRef {
         }
         // What Flux and Helm users write (`oci://ghcr.io/acme/chart`) names the same artifact.
         let s = s.strip_prefix("oci://").unwrap_or(s);
-        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s.starts_with('~')
-        {
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s.starts_with('~') {
             return Err(invalid(
                 input,
                 format!("this is a filesystem path; did you mean oci-layout:{s}?"),
@@ -561,7 +563,10 @@ mod tests {
             ("ghcr.io/acme/app:-bad", "not a valid tag"),
             ("ghcr.io/acme/app\x1b[2J", "control characters"),
             ("./out/image", "did you mean oci-layout:./out/image?"),
-            ("/var/lib/images/app", "did you mean oci-layout:/var/lib/images/app?"),
+            (
+                "/var/lib/images/app",
+                "did you mean oci-layout:/var/lib/images/app?",
+            ),
             ("oci:///tmp/x", "did you mean oci-layout:/tmp/x?"),
             ("s3://bucket/app", "no scheme"),
         ] {

@@ -334,3 +334,34 @@ fn bundle_signatures_in_an_oci_layout() {
     );
     assert_eq!(v.code, 0, "{v:?}");
 }
+
+#[test]
+fn version_names_the_commit_and_the_embedded_roots_validity_and_completions_are_generated() {
+    for args in [&["version"][..], &["--version"][..]] {
+        let v = ocigate(args, &[]);
+        assert_eq!(v.code, 0, "{v:?}");
+        assert!(v.stdout.starts_with("ocigate "), "{v:?}");
+        assert!(v.stdout.contains("(commit "), "{v:?}");
+        assert!(
+            v.stdout.contains("Fulcio certificate authorities: ")
+                && v.stdout.contains("valid from 20"),
+            "{v:?}"
+        );
+    }
+    for (shell, needle) in [
+        ("bash", "_ocigate()"),
+        ("zsh", "#compdef ocigate"),
+        ("fish", "complete -c ocigate"),
+    ] {
+        let v = ocigate(&["completion", shell], &[]);
+        assert_eq!(v.code, 0, "{v:?}");
+        assert!(
+            v.stdout.contains(needle),
+            "{shell}: {}",
+            &v.stdout[..v.stdout.len().min(200)]
+        );
+        assert!(v.stdout.contains("verify-bundle"), "{shell}");
+    }
+    let v = ocigate(&["completion", "tcsh"], &[]);
+    assert_eq!(v.code, 2, "{v:?}");
+}
