@@ -46,7 +46,7 @@ impl PolicyError {
     /// Every problem as `file:line:column: message`, one per line.
     pub fn lines(&self) -> Vec<String> {
         match self {
-            PolicyError::Read { .. } => vec![self.to_string()],
+            PolicyError::Read { .. } => vec![crate::error_chain(self)],
             PolicyError::Invalid { file, issues } => issues
                 .iter()
                 .map(|i| format!("{}:{}:{}: {}", file.display(), i.line, i.column, i.message))

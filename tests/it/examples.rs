@@ -365,3 +365,14 @@ fn version_names_the_commit_and_the_embedded_roots_validity_and_completions_are_
     let v = ocigate(&["completion", "tcsh"], &[]);
     assert_eq!(v.code, 2, "{v:?}");
 }
+
+#[test]
+fn policy_check_says_why_a_file_cannot_be_read() {
+    let v = ocigate(&["policy", "check", "/nonexistent/policy.yaml"], &[]);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(
+        v.stderr
+            .contains("cannot read the file: No such file or directory"),
+        "{v:?}"
+    );
+}
