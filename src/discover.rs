@@ -290,6 +290,10 @@ async fn legacy_sig_tag(
         }
         Err(e) => return Err(wrap(e)),
     };
+    if let Some(reason) = too_many_layers(&manifest.bytes) {
+        unexamined(sink, &mut tried, at(0), "manifest", path.clone(), reason);
+        return Ok(tried);
+    }
     let parsed = match ImageManifest::parse(&manifest, &sig_ref.to_string()) {
         Ok(p) => p,
         Err(source) => {
@@ -300,14 +304,6 @@ async fn legacy_sig_tag(
     };
     drop(manifest);
     let layers = parsed.layers;
-    if layers.len() > MAX_SIGNATURE_LAYERS {
-        let reason = Unexaminable::TooManyLayers {
-            count: layers.len(),
-            limit: MAX_SIGNATURE_LAYERS,
-        };
-        unexamined(sink, &mut tried, at(0), "manifest", path.clone(), reason);
-        return Ok(tried);
-    }
     if layers.is_empty() {
         tried.notes.push("manifest has no layers".into());
     }
@@ -566,6 +562,10 @@ async fn examine(
             }
             Err(e) => return Err(wrap(e)),
         };
+        if let Some(reason) = too_many_layers(&m.bytes) {
+            unexamined(sink, tried, at, &label, location, reason);
+            continue;
+        }
         let manifest = match ImageManifest::parse(&m, path) {
             Ok(parsed) => parsed,
             Err(source) => {
@@ -574,14 +574,6 @@ async fn examine(
                 continue;
             }
         };
-        if manifest.layers.len() > MAX_SIGNATURE_LAYERS {
-            let reason = Unexaminable::TooManyLayers {
-                count: manifest.layers.len(),
-                limit: MAX_SIGNATURE_LAYERS,
-            };
-            unexamined(sink, tried, at, &label, location, reason);
-            continue;
-        }
         let kind = manifest
             .artifact_type
             .clone()
@@ -656,6 +648,21 @@ async fn examine(
         );
     }
     Ok(())
+}
+
+/// Whether a manifest lists more layers than a signature manifest may have, counted before
+/// any layer is built (a manifest that does not parse is left to [`ImageManifest::parse`]).
+fn too_many_layers(manifest: &[u8]) -> Option<Unexaminable> {
+    #[derive(serde::Deserialize)]
+    struct Count {
+        #[serde(default)]
+        layers: Vec<serde::de::IgnoredAny>,
+    }
+    let count = serde_json::from_slice::<Count>(manifest).ok()?.layers.len();
+    (count > MAX_SIGNATURE_LAYERS).then_some(Unexaminable::TooManyLayers {
+        count,
+        limit: MAX_SIGNATURE_LAYERS,
+    })
 }
 
 /// How a registry failure at `path` becomes a discovery error (never "no signatures").

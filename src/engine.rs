@@ -1109,8 +1109,16 @@ impl Engine {
                     ),
                 );
             } else {
-                // Satisfied without it; still said, as a rejected candidate.
-                decision.reasons.extend(unexamined);
+                // Satisfied without it; still said, as rejected candidates (the first few:
+                // the discovery notes name every one).
+                const LISTED: usize = 8;
+                let more = unexamined.len().saturating_sub(LISTED);
+                decision.reasons.extend(unexamined.into_iter().take(LISTED));
+                if more > 0 {
+                    decision.reasons.push(format!(
+                        "and {more} more signature location(s) not examined (see the discovery notes)"
+                    ));
+                }
             }
         }
         decision
