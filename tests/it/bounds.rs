@@ -778,3 +778,96 @@ fn the_fetch_budget_bounds_one_verification() {
         }
     }
 }
+
+/// A referrer whose bundle layer is larger than a bundle may be (128 KiB) is rejected from its
+/// descriptor, unfetched; a referrer manifest larger than 64 KiB is refused. Beside a valid
+/// legacy signature the image is allowed and both are named; with nothing valid it is a
+/// registry failure.
+#[test]
+fn oversized_referrers_are_rejected_candidates() {
+    let f = fixture();
+    let client = f.client();
+    for (repo, format) in [("acme/signed:v1", "legacy"), ("acme/unsigned:v1", "none")] {
+        let (r, digest) = f.image(repo, format);
+        let subject = desc(OCI_MANIFEST, &digest, 100);
+        let config = push_blob(&client, &r, b"{}");
+        let referrer = |layer: Descriptor, padding: usize| {
+            let mut annotations = BTreeMap::new();
+            if padding > 0 {
+                annotations.insert("padding".to_string(), "p".repeat(padding));
+            }
+            serde_json::to_vec(&ImageManifest {
+                schema_version: 2,
+                media_type: Some(OCI_MANIFEST.into()),
+                artifact_type: Some(BUNDLE_V03.into()),
+                config: Some(desc("application/vnd.oci.empty.v1+json", &config, 2)),
+                layers: vec![layer],
+                manifests: vec![],
+                subject: Some(subject.clone()),
+                annotations: Some(annotations),
+            })
+            .unwrap()
+        };
+        let big = vec![b'{'; 1 << 20];
+        let big_bundle = push_blob(&client, &r, &big);
+        let small = push_blob(&client, &r, b"{\"not\":\"a bundle\"}");
+        let manifests = [
+            referrer(desc(BUNDLE_V03, &big_bundle, big.len()), 0),
+            referrer(desc(BUNDLE_V03, &small, 18), 100 << 10),
+        ];
+        let mut listed = Vec::new();
+        for m in &manifests {
+            let d = Digest::sha256_of(m);
+            block_on(client.put_manifest(&r.with_digest(d.clone()), m, OCI_MANIFEST)).unwrap();
+            let mut entry = desc(OCI_MANIFEST, &d, m.len());
+            entry.artifact_type = Some(BUNDLE_V03.into());
+            listed.push(entry);
+        }
+        let index = serde_json::to_vec(&ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_INDEX.into()),
+            artifact_type: None,
+            config: None,
+            layers: vec![],
+            manifests: listed.clone(),
+            subject: None,
+            annotations: None,
+        })
+        .unwrap();
+        block_on(client.put_manifest(&r.with_tag(&digest.tag_prefix()), &index, OCI_INDEX))
+            .unwrap();
+
+        let v = f.verify(&r);
+        v.within_bounds(repo);
+        let reasons = v.reasons();
+        let short = |d: &str| format!("{}…", &d[..19]);
+        assert!(
+            reasons.contains(&format!(
+                "referrers tag {} {}: not examined: a \\\"{BUNDLE_V03}\\\" layer of 1048576 bytes, \
+                 more than the 131072 bytes allowed for that media type",
+                digest.tag_prefix(),
+                short(&listed[0].digest)
+            )),
+            "{reasons}"
+        );
+        assert!(
+            reasons.contains(&format!(
+                "referrers tag {} {}: not examined: its content could not be used",
+                digest.tag_prefix(),
+                short(&listed[1].digest)
+            )) && reasons.contains("is larger than the 65536-byte limit"),
+            "{reasons}"
+        );
+        assert_eq!(
+            blob_gets(&f.seen(), &big_bundle),
+            0,
+            "the 1 MiB bundle was fetched"
+        );
+        if format == "legacy" {
+            assert_eq!(v.run.code, 0, "{v:?}");
+        } else {
+            assert_eq!(v.run.code, 1, "{v:?}");
+            assert_eq!(v.result()["failure"], "registry", "{v:?}");
+        }
+    }
+}
