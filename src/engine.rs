@@ -5,8 +5,9 @@
 //!
 //! Stages of one check: plan (the rule, before any I/O) → resolve (tag → digest, cached
 //! briefly) → [decision cache] → discover (the `.sig` tag and the referrers lookups run
-//! concurrently) → verify (pure) → decide (the policy's evaluation). Every decision carries a
-//! [`Failure`] class when it is not a plain allow.
+//! concurrently, within one fetch budget) → verify (pure; each candidate as discovery hands it
+//! over, keeping the outcome, not the bytes) → decide (the policy's evaluation). Every decision
+//! carries a [`Failure`] class when it is not a plain allow.
 
 use std::collections::HashMap;
 use std::future::Future;
