@@ -208,7 +208,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--quiet", "--locked"], cwd=ROOT, check=True)
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
         ocigate = os.path.join(target, "release", "ocigate")
-    version = subprocess.run([ocigate, "--version"], capture_output=True, text=True).stdout.strip()
+    version = (subprocess.run([ocigate, "--version"], capture_output=True, text=True).stdout
+               .strip().splitlines() or ["?"])[0]
     tmp = tempfile.mkdtemp(prefix="ocigate-bench-hostile-")
     proc, host = start_registry(tmp)
     env = dict(os.environ, OCIGATE_PASSWORD="ocigate-example", DOCKER_CONFIG=os.path.join(tmp, "docker"),
