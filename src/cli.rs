@@ -1076,10 +1076,21 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
                     })
                 })
                 .collect();
+            let unexamined: Vec<_> = found
+                .unexamined
+                .iter()
+                .map(|u| {
+                    serde_json::json!({
+                        "location": u.location,
+                        "reason": error_chain(&u.reason),
+                    })
+                })
+                .collect();
             let doc = serde_json::json!({
                 "reference": r.to_string(),
                 "digest": manifest.digest.to_string(),
                 "signatures": sigs,
+                "unexamined": unexamined,
                 "paths": found.paths,
             });
             serde_json::to_writer_pretty(&mut out, &doc)
@@ -1098,6 +1109,15 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
             }
             for c in &found.candidates {
                 writeln!(out, "  signature at {}", c.location).map_err(io)?;
+            }
+            for u in &found.unexamined {
+                writeln!(
+                    out,
+                    "  not examined: {}: {}",
+                    u.location,
+                    error_chain(&u.reason)
+                )
+                .map_err(io)?;
             }
         }
     }

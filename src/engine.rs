@@ -5,8 +5,9 @@
 //!
 //! Stages of one check: plan (the rule, before any I/O) → resolve (tag → digest, cached
 //! briefly) → [decision cache] → discover (the `.sig` tag and the referrers lookups run
-//! concurrently) → verify (pure) → decide (the policy's evaluation). Every decision carries a
-//! [`Failure`] class when it is not a plain allow.
+//! concurrently, within one fetch budget) → verify (pure; each candidate as discovery hands it
+//! over, keeping the outcome, not the bytes) → decide (the policy's evaluation). Every decision
+//! carries a [`Failure`] class when it is not a plain allow.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,8 +21,9 @@ use futures_util::future::Shared;
 use serde::Serialize;
 
 use crate::bundle::{BundleAuthority, REKOR_BUNDLE_ANNOTATION};
-use crate::candidate::{BundleCandidate, SignatureCandidate};
-use crate::discover::{DiscoverError, PathTried, discover};
+use crate::discover::{
+    DiscoverError, Found, MAX_DISCOVERY_BYTES, Order, PathTried, discover_each, summary,
+};
 use crate::extract::{Artifact, Source};
 pub use crate::failure::Failure;
 use crate::policy::{
@@ -29,7 +31,7 @@ use crate::policy::{
     Tlog, Verdict, evaluate, failed_verdict,
 };
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{ImageManifest, Registry, RegistryError};
+use crate::registry::{FetchBudget, ImageManifest, Registry, RegistryError};
 use crate::trust::TrustRoot;
 use crate::verify::{
     Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
@@ -335,39 +337,50 @@ impl CompiledPolicy {
         }
     }
 
-    /// Verify what was discovered against `rule` and decide (pure: no I/O).
-    fn decide(
-        &self,
-        rule: &Rule,
-        expect: &Expectation,
-        candidates: &[SignatureCandidate],
-        bundles: &[BundleCandidate],
-        looked: &str,
-    ) -> crate::policy::Evaluation {
-        // Each candidate is prepared (its bundle form parsed) once, for all the authorities.
-        let legacy = candidates.iter().map(|c| {
-            let prepared = PreparedSignature::new(c);
-            CandidateOutcome {
-                location: c.location.clone(),
-                results: rule
-                    .authorities
-                    .iter()
-                    .map(|a| self.verify_one(&prepared, a, expect))
-                    .collect(),
+    /// Verify one thing discovery found against every authority of `rule` (pure: no I/O).
+    /// A candidate is prepared (its bundle form parsed) once, for all the authorities; a
+    /// location discovery could not examine is rejected by each, with its reason.
+    fn outcome(&self, rule: &Rule, expect: &Expectation, found: &Found) -> CandidateOutcome {
+        match found {
+            Found::Signature(c) => {
+                let prepared = PreparedSignature::new(c);
+                CandidateOutcome {
+                    location: c.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|a| self.verify_one(&prepared, a, expect))
+                        .collect(),
+                }
             }
-        });
-        let attached = bundles.iter().map(|c| {
-            let prepared = PreparedBundle::new(c);
-            CandidateOutcome {
-                location: c.location.clone(),
-                results: rule
-                    .authorities
-                    .iter()
-                    .map(|a| self.verify_one_bundle(&prepared, a, expect))
-                    .collect(),
+            Found::Bundle(c) => {
+                let prepared = PreparedBundle::new(c);
+                CandidateOutcome {
+                    location: c.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|a| self.verify_one_bundle(&prepared, a, expect))
+                        .collect(),
+                }
             }
-        });
-        evaluate(rule, legacy.chain(attached).collect(), looked)
+            Found::Unexamined(u) => {
+                let detail = error_chain(&u.reason);
+                CandidateOutcome {
+                    location: u.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|_| {
+                            Err(Rejection::Unexamined {
+                                location: u.location.clone(),
+                                detail: detail.clone(),
+                            })
+                        })
+                        .collect(),
+                }
+            }
+        }
     }
 }
 
@@ -987,8 +1000,37 @@ impl Engine {
                 )),
             }
         };
-        let (found, manifest) =
-            tokio::join!(discover(&self.inner.registry, &pinned, &digest), manifest);
+        let expect = Expectation {
+            digest: digest.clone(),
+            repository: name.clone(),
+            signed_identity: rule.signed_identity.clone(),
+            annotations: rule.annotations.clone(),
+        };
+        // Each candidate is verified as discovery hands it over (pure, quick); its outcome is
+        // kept, its bytes are not.
+        let verified = Mutex::new(Verified::default());
+        let sink = |order: Order, found: Found| {
+            let t = Instant::now();
+            let outcome = policy.outcome(rule, &expect, &found);
+            let mut v = match verified.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Found::Unexamined(u) = &found {
+                v.unexamined.push(format!(
+                    "{}: not examined: {}",
+                    u.location,
+                    error_chain(&u.reason)
+                ));
+            }
+            v.outcomes.push((order, outcome));
+            v.time += t.elapsed();
+        };
+        let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
+        let (found, manifest) = tokio::join!(
+            discover_each(&self.inner.registry, &pinned, &digest, &budget, &sink),
+            manifest
+        );
         let (source, revision) = match manifest {
             Ok(trace) => trace,
             Err((reason, failure)) => {
@@ -1000,6 +1042,14 @@ impl Engine {
                     Some(failure),
                 );
             }
+        };
+        let Verified {
+            mut outcomes,
+            unexamined,
+            time: verifying,
+        } = match verified.into_inner() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
         };
         let mut decision = Decision {
             reference: reference.to_string(),
@@ -1013,13 +1063,13 @@ impl Engine {
             revision,
             discovery: Vec::new(),
             timings: Timings {
-                discover_ms: ms(t1),
+                discover_ms: ms_of(t1.elapsed().saturating_sub(verifying)),
                 ..Timings::default()
             },
             cached: false,
         };
-        let found = match found {
-            Ok(f) => f,
+        let paths = match found {
+            Ok(paths) => paths,
             Err(e) => {
                 decision.verdict = failed_verdict(rule.mode);
                 decision.failure = Some(discover_failure(&e));
@@ -1030,30 +1080,60 @@ impl Engine {
                 return decision;
             }
         };
-        decision.discovery = found.paths.clone();
 
         stage.store(Stage::Verify as u8, Ordering::Relaxed);
         let t2 = Instant::now();
-        let expect = Expectation {
-            digest,
-            repository: name,
-            signed_identity: rule.signed_identity.clone(),
-            annotations: rule.annotations.clone(),
-        };
-        let eval = policy.decide(
+        outcomes.sort_by_key(|(order, _)| *order);
+        let looked = summary(&paths);
+        decision.discovery = paths;
+        let eval = evaluate(
             rule,
-            &expect,
-            &found.candidates,
-            &found.bundles,
-            &found.summary(),
+            outcomes.into_iter().map(|(_, o)| o).collect(),
+            &looked,
         );
-        decision.timings.verify_ms = ms(t2);
+        decision.timings.verify_ms = ms_of(verifying + t2.elapsed());
         decision.verdict = eval.verdict;
         decision.reasons = eval.reasons;
         decision.signatures = eval.evidence;
         decision.failure = eval.failure;
+        if !unexamined.is_empty() {
+            if decision.failure.is_some() {
+                // What could not be examined might have satisfied the rule: the registry's
+                // content stood in the way of a verdict on the artifact (the reasons name it).
+                decision.failure = Some(Failure::Registry);
+                decision.reasons.insert(
+                    0,
+                    format!(
+                        "cannot tell whether {reference} is signed: {} signature location(s) \
+                         could not be examined, and nothing else satisfied the rule",
+                        unexamined.len()
+                    ),
+                );
+            } else {
+                // Satisfied without it; still said, as rejected candidates (the first few:
+                // the discovery notes name every one).
+                const LISTED: usize = 8;
+                let more = unexamined.len().saturating_sub(LISTED);
+                decision.reasons.extend(unexamined.into_iter().take(LISTED));
+                if more > 0 {
+                    decision.reasons.push(format!(
+                        "and {more} more signature location(s) not examined (see the discovery notes)"
+                    ));
+                }
+            }
+        }
         decision
     }
+}
+
+/// What verifying candidates as they were found has gathered.
+#[derive(Default)]
+struct Verified {
+    outcomes: Vec<(Order, CandidateOutcome)>,
+    /// The reasons of the locations not examined.
+    unexamined: Vec<String>,
+    /// Time spent verifying.
+    time: Duration,
 }
 
 /// Plan: the rule for a reference, before any I/O; `Err` is the decision when there is none.
@@ -1124,5 +1204,9 @@ fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(),
 }
 
 fn ms(t: Instant) -> f64 {
-    (t.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+    ms_of(t.elapsed())
+}
+
+fn ms_of(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
 }

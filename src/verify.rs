@@ -229,6 +229,10 @@ pub enum Rejection {
         authority: String,
         what: String,
     },
+    /// Discovery could not examine this location (a limit, content that is not what it
+    /// claims, a referrer the registry lists but lacks): no authority can be satisfied by it.
+    #[error("{location}: not examined: {detail}")]
+    Unexamined { location: String, detail: String },
 }
 
 impl Rejection {
@@ -246,6 +250,9 @@ impl Rejection {
             | Rejection::Bundle { .. }
             | Rejection::NotSupported { .. }
             | Rejection::Payload { .. } => Failure::Untrusted,
+            // What discovery could not examine is the registry's content, not the artifact's
+            // signature: no verdict on the artifact from it.
+            Rejection::Unexamined { .. } => Failure::Registry,
         }
     }
 
@@ -262,6 +269,8 @@ impl Rejection {
             | Rejection::DigestMismatch { .. }
             | Rejection::IdentityMismatch { .. }
             | Rejection::AnnotationMismatch { .. } => 3,
+            // The most telling: it might have been the signature that satisfies the rule.
+            Rejection::Unexamined { .. } => 4,
         }
     }
 }

@@ -35,6 +35,55 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Most pages of a tag list followed, and most tags accepted.
 pub const MAX_TAG_PAGES: usize = 20;
 pub const MAX_TAGS: usize = 20_000;
+/// Most pages of referrers followed, and most referrers accepted, for one digest. What lies
+/// beyond is reported as not examined (see [`ReferrersCut`]), never silently dropped.
+pub const MAX_REFERRER_PAGES: usize = 16;
+pub const MAX_REFERRERS: usize = 1024;
+
+/// What one verification may fetch in all (manifests, referrer pages, blobs), shared by the
+/// lookups that run concurrently. A fetch that would pass it is refused with
+/// [`RegistryError::BudgetSpent`]; bytes a fetch did not use are given back.
+#[derive(Debug)]
+pub struct FetchBudget {
+    limit: usize,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl FetchBudget {
+    pub fn new(limit: usize) -> Self {
+        FetchBudget {
+            limit,
+            left: std::sync::atomic::AtomicUsize::new(limit),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes charged so far.
+    pub fn spent(&self) -> usize {
+        self.limit
+            .saturating_sub(self.left.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Take up to `want` bytes; how many were granted (0: nothing left).
+    fn take(&self, want: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let mut granted = 0;
+        let _ = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                granted = left.min(want);
+                Some(left - granted)
+            });
+        granted
+    }
+
+    fn give_back(&self, n: usize) {
+        self.left.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// What a registry operation was doing, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +170,14 @@ pub enum RegistryError {
         target: String,
         limit: usize,
     },
+    #[error(
+        "{place}: fetching {target} would pass the {limit}-byte limit on what one verification fetches"
+    )]
+    BudgetSpent {
+        place: String,
+        target: String,
+        limit: usize,
+    },
     #[error("{place}: content of {target} does not match its digest")]
     DigestMismatch { place: String, target: String },
     #[error("{place}: manifest {target} is not a JSON OCI/Docker manifest ({detail})")]
@@ -151,6 +208,29 @@ pub struct Manifest {
     pub bytes: Vec<u8>,
     pub digest: Digest,
     pub media_type: String,
+}
+
+/// The referrers a registry lists for a digest, as far as the limits allowed reading them.
+#[derive(Debug)]
+pub struct Referrers {
+    pub descriptors: Vec<Descriptor>,
+    /// Why the list may be incomplete (a limit); `None` when every page was read.
+    pub cut: Option<ReferrersCut>,
+}
+
+/// Why a list of referrers was not read to its end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReferrersCut {
+    #[error("more than {limit} referrers listed; those past the first {limit} were not examined")]
+    Entries { limit: usize },
+    #[error("more than {limit} pages of referrers; later pages were not read")]
+    Pages { limit: usize },
+    #[error("a page of referrers was refused; it and later pages were not read")]
+    Page {
+        #[source]
+        source: RegistryError,
+    },
 }
 
 /// A descriptor inside a manifest.
@@ -246,10 +326,34 @@ impl Registry {
     }
 
     /// Fetch the manifest `r` names (its digest if it has one, else its tag, else `latest`).
-    /// `Ok(None)` when the registry says it does not exist.
+    /// `Ok(None)` when the registry says it does not exist. What is not a manifest (another
+    /// Content-Type, not a JSON object with `schemaVersion` 2, a `mediaType` that is not a
+    /// manifest's) is [`RegistryError::BadManifest`], never taken for one.
     pub async fn get_manifest(&self, r: &ImageRef) -> Result<Option<Manifest>, RegistryError> {
+        self.manifest(r, self.settings.max_manifest_bytes, None)
+            .await
+    }
+
+    /// [`Registry::get_manifest`] refused past `cap` bytes (and the manifest limit of the
+    /// settings), charged to `budget`.
+    pub async fn get_manifest_within(
+        &self,
+        r: &ImageRef,
+        cap: usize,
+        budget: &FetchBudget,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let cap = cap.min(self.settings.max_manifest_bytes);
+        self.manifest(r, cap, Some(budget)).await
+    }
+
+    async fn manifest(
+        &self,
+        r: &ImageRef,
+        limit: usize,
+        budget: Option<&FetchBudget>,
+    ) -> Result<Option<Manifest>, RegistryError> {
         let (registry, repository) = match r.location() {
-            Location::Layout { path } => return layout_get_manifest(path, r, &self.settings),
+            Location::Layout { path } => return layout_get_manifest(path, r, limit),
             Location::Registry {
                 registry,
                 repository,
@@ -261,7 +365,6 @@ impl Registry {
             "{}/v2/{repository}/manifests/{part}",
             Remote::base_url(&self.settings, registry)
         );
-        let limit = self.settings.max_manifest_bytes;
         let fetched = self
             .fetch(
                 registry,
@@ -270,22 +373,28 @@ impl Registry {
                 &target,
                 &url,
                 limit,
+                budget,
             )
             .await?;
         let Some((bytes, header_type)) = fetched else {
             return Ok(None);
         };
+        let place = format!("registry {registry}");
         // The digest is what we compute from the bytes, never what a header claims.
         let digest = Digest::sha256_of(&bytes);
+        let media_type =
+            manifest_media_type(&bytes, header_type.as_deref(), true).map_err(|detail| {
+                RegistryError::BadManifest {
+                    place: place.clone(),
+                    target: target.clone(),
+                    detail,
+                }
+            })?;
         if let Some(want) = r.digest()
             && !want.matches(&bytes)
         {
-            return Err(RegistryError::DigestMismatch {
-                place: format!("registry {registry}"),
-                target,
-            });
+            return Err(RegistryError::DigestMismatch { place, target });
         }
-        let media_type = media_type_of(&bytes, header_type);
         Ok(Some(Manifest {
             bytes,
             digest,
@@ -299,12 +408,35 @@ impl Registry {
         r: &ImageRef,
         desc: &Descriptor,
     ) -> Result<Vec<u8>, RegistryError> {
+        self.blob(r, desc, self.settings.max_blob_bytes, None).await
+    }
+
+    /// [`Registry::get_blob`] refused past `cap` bytes (and the blob limit of the settings):
+    /// before any request when the descriptor admits it, else while reading; charged to
+    /// `budget`.
+    pub async fn get_blob_within(
+        &self,
+        r: &ImageRef,
+        desc: &Descriptor,
+        cap: usize,
+        budget: &FetchBudget,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let cap = cap.min(self.settings.max_blob_bytes);
+        self.blob(r, desc, cap, Some(budget)).await
+    }
+
+    async fn blob(
+        &self,
+        r: &ImageRef,
+        desc: &Descriptor,
+        limit: usize,
+        budget: Option<&FetchBudget>,
+    ) -> Result<Vec<u8>, RegistryError> {
         let digest = Digest::parse(&desc.digest).map_err(|_| RegistryError::BadManifest {
             place: r.name(),
-            target: desc.digest.clone(),
+            target: format!("{:?}", desc.digest),
             detail: "descriptor digest is malformed".into(),
         })?;
-        let limit = self.settings.max_blob_bytes;
         let (registry, repository) = match r.location() {
             Location::Layout { path } => {
                 if desc.size > limit as u64 {
@@ -341,7 +473,15 @@ impl Registry {
             Remote::base_url(&self.settings, registry)
         );
         let fetched = self
-            .fetch(registry, repository, Op::FetchBlob, &target, &url, limit)
+            .fetch(
+                registry,
+                repository,
+                Op::FetchBlob,
+                &target,
+                &url,
+                limit,
+                budget,
+            )
             .await?;
         let Some((data, _)) = fetched else {
             return Err(RegistryError::NotFound {
@@ -545,13 +685,38 @@ impl Registry {
 
     /// The OCI 1.1 referrers of `digest` in `r`'s repository. `Ok(None)` when the registry has
     /// no referrers API (it answers 404, or 400/405), so the caller falls back to the referrers
-    /// tag.
-    /// Pages (`Link: <…>; rel="next"`) are followed, at most 16.
+    /// tag. Pages (`Link: <…>; rel="next"`) are followed. Unbounded by a budget, and what lies
+    /// past the limits is dropped: for signing, which only needs to know what is there.
     pub async fn get_referrers(
         &self,
         r: &ImageRef,
         digest: &Digest,
     ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
+        Ok(self
+            .referrers(r, digest, None)
+            .await?
+            .map(|found| found.descriptors))
+    }
+
+    /// [`Registry::get_referrers`] for verification: at most [`MAX_REFERRER_PAGES`] pages and
+    /// [`MAX_REFERRERS`] entries, each page charged to `budget`. What lies past a limit, or past
+    /// a page refused for its size, is not dropped silently: [`Referrers::cut`] says so.
+    /// An answer that is not an image index is [`RegistryError::BadManifest`].
+    pub async fn get_referrers_within(
+        &self,
+        r: &ImageRef,
+        digest: &Digest,
+        budget: &FetchBudget,
+    ) -> Result<Option<Referrers>, RegistryError> {
+        self.referrers(r, digest, Some(budget)).await
+    }
+
+    async fn referrers(
+        &self,
+        r: &ImageRef,
+        digest: &Digest,
+        budget: Option<&FetchBudget>,
+    ) -> Result<Option<Referrers>, RegistryError> {
         let (registry, repository) = match r.location() {
             Location::Layout { .. } => return Ok(None),
             Location::Registry {
@@ -563,10 +728,18 @@ impl Registry {
             return Ok(None);
         }
         let target = format!("referrers of {}@{digest}", r.name());
+        let place = format!("registry {registry}");
         let base = Remote::base_url(&self.settings, registry);
         let mut url = format!("{base}/v2/{repository}/referrers/{digest}");
         let mut out = Vec::new();
-        for _ in 0..16 {
+        let mut pages = 0;
+        let cut = loop {
+            if pages == MAX_REFERRER_PAGES {
+                break Some(ReferrersCut::Pages {
+                    limit: MAX_REFERRER_PAGES,
+                });
+            }
+            pages += 1;
             let resp = self
                 .send(
                     registry,
@@ -584,7 +757,7 @@ impl Registry {
                 resp.status(),
                 StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
             );
-            if unsupported && out.is_empty() {
+            if unsupported && pages == 1 {
                 if let Ok(mut hosts) = self.no_referrers_api.lock() {
                     hosts.insert(registry.clone());
                 }
@@ -598,16 +771,55 @@ impl Registry {
                 .get(reqwest::header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
+            let content_type = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
             let limit = self.settings.max_manifest_bytes;
-            let body = self
-                .body(registry, Op::FetchManifest, &target, resp, limit)
-                .await?;
+            let body = match self
+                .capped_body(registry, Op::FetchManifest, &target, resp, limit, budget)
+                .await
+            {
+                Ok(body) => body,
+                // A page too large for the limits: what was read so far stands, the rest is
+                // reported as cut.
+                Err(
+                    source @ (RegistryError::TooLarge { .. } | RegistryError::BudgetSpent { .. }),
+                ) => {
+                    break Some(ReferrersCut::Page { source });
+                }
+                Err(e) => return Err(e),
+            };
+            let bad = |detail: String| RegistryError::BadManifest {
+                place: place.clone(),
+                target: target.clone(),
+                detail,
+            };
+            if let Some(t) = content_type
+                .as_deref()
+                .filter(|t| *t != OCI_INDEX && *t != "application/json")
+            {
+                return Err(bad(format!("served as {t:?}, not as an image index")));
+            }
             let index: ImageManifest =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::BadManifest {
-                    place: format!("registry {registry}"),
-                    target: target.clone(),
-                    detail: e.to_string(),
-                })?;
+                serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+            if index.schema_version != 2 {
+                return Err(bad(format!(
+                    "schemaVersion {}, not 2",
+                    index.schema_version
+                )));
+            }
+            if let Some(t) = index.media_type.as_deref().filter(|t| *t != OCI_INDEX) {
+                return Err(bad(format!("mediaType {t:?}, not an image index")));
+            }
+            let room = MAX_REFERRERS - out.len();
+            if index.manifests.len() > room {
+                out.extend(index.manifests.into_iter().take(room));
+                break Some(ReferrersCut::Entries {
+                    limit: MAX_REFERRERS,
+                });
+            }
             out.extend(index.manifests);
             // The next page is fetched through `send`: another origin gets no credentials, and
             // an HTTPS registry's link to plain HTTP is refused.
@@ -616,14 +828,65 @@ impl Registry {
                     url = next_page(&url, &n, "referrers page link")
                         .map_err(|c| classify(registry, Op::FetchManifest, &target, c))?;
                 }
-                None => break,
+                None => break None,
             }
-        }
-        Ok(Some(out))
+        };
+        Ok(Some(Referrers {
+            descriptors: out,
+            cut,
+        }))
     }
 
-    /// GET `url` (a manifest or a blob): `Ok(None)` on 404, else the body (refused past
-    /// `limit` bytes) and its Content-Type.
+    /// A body refused past `limit` bytes and, with a budget, granted from it first: an answer
+    /// whose Content-Length passes `limit` is refused unread and costs nothing; a body cut off
+    /// while reading costs what was granted; the rest of the grant is given back.
+    async fn capped_body(
+        &self,
+        registry: &str,
+        op: Op,
+        target: &str,
+        resp: reqwest::Response,
+        limit: usize,
+        budget: Option<&FetchBudget>,
+    ) -> Result<Vec<u8>, RegistryError> {
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(RegistryError::TooLarge {
+                place: format!("registry {registry}"),
+                target: target.to_string(),
+                limit,
+            });
+        }
+        let Some(budget) = budget else {
+            return self.body(registry, op, target, resp, limit).await;
+        };
+        let granted = budget.take(limit);
+        let spent = || RegistryError::BudgetSpent {
+            place: format!("registry {registry}"),
+            target: target.to_string(),
+            limit: budget.limit(),
+        };
+        if granted == 0 || resp.content_length().is_some_and(|n| n > granted as u64) {
+            budget.give_back(granted);
+            return Err(spent());
+        }
+        match self.body(registry, op, target, resp, granted).await {
+            Ok(body) => {
+                budget.give_back(granted - body.len());
+                Ok(body)
+            }
+            // Read up to the grant and cut off: charged.
+            Err(RegistryError::TooLarge { .. }) if granted < limit => Err(spent()),
+            Err(e @ RegistryError::TooLarge { .. }) => Err(e),
+            Err(e) => {
+                budget.give_back(granted);
+                Err(e)
+            }
+        }
+    }
+
+    /// GET `url` (a manifest or a blob): `Ok(None)` on 404, else the body (see
+    /// [`Registry::capped_body`]) and its Content-Type.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch(
         &self,
         registry: &str,
@@ -632,6 +895,7 @@ impl Registry {
         target: &str,
         url: &str,
         limit: usize,
+        budget: Option<&FetchBudget>,
     ) -> Result<Option<(Vec<u8>, Option<String>)>, RegistryError> {
         let resp = self
             .send(
@@ -653,7 +917,9 @@ impl Registry {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-        let body = self.body(registry, op, target, resp, limit).await?;
+        let body = self
+            .capped_body(registry, op, target, resp, limit, budget)
+            .await?;
         Ok(Some((body, content_type)))
     }
 
@@ -911,23 +1177,71 @@ fn next_link(header: &str) -> Option<String> {
     })
 }
 
-/// A manifest's media type: its own `mediaType` field, else what the registry or the layout's
-/// index declared for it, else its shape (`manifests` makes an index).
-fn media_type_of(bytes: &[u8], declared: Option<String>) -> String {
+/// The media types a manifest is served as. `application/json` is what some registries and
+/// static mirrors send for any JSON; the body's own shape decides then.
+const MANIFEST_MEDIA_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+fn is_manifest_media_type(t: &str) -> bool {
+    MANIFEST_MEDIA_TYPES.contains(&t)
+}
+
+/// Whether `bytes` are a manifest, and its media type: its own `mediaType` field, else what
+/// the registry or the layout's index declared for it, else its shape (`manifests` makes an
+/// index). `Err` says why it is not one (escaped: the text comes from the registry). With
+/// `served`, `declared` is the answer's Content-Type and must be a manifest's (or
+/// `application/json`, or absent).
+fn manifest_media_type(
+    bytes: &[u8],
+    declared: Option<&str>,
+    served: bool,
+) -> Result<String, String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct M {
+    struct Shape {
+        schema_version: Option<u64>,
         media_type: Option<String>,
         #[serde(default)]
-        manifests: Option<serde_json::Value>,
+        manifests: Option<serde::de::IgnoredAny>,
     }
-    let parsed = serde_json::from_slice::<M>(bytes).ok();
-    let (own, is_index) = match parsed {
-        Some(m) => (m.media_type, m.manifests.is_some()),
-        None => (None, false),
-    };
-    own.or(declared)
-        .unwrap_or_else(|| if is_index { OCI_INDEX } else { OCI_MANIFEST }.to_string())
+    if served
+        && let Some(t) = declared
+        && !is_manifest_media_type(t)
+        && t != "application/json"
+    {
+        return Err(format!(
+            "served as {t:?}, which is not a manifest media type"
+        ));
+    }
+    let shape: Shape = serde_json::from_slice(bytes).map_err(|e| {
+        let what = if bytes.trim_ascii_start().first() == Some(&b'<') {
+            "markup, not JSON"
+        } else {
+            "not a JSON manifest object"
+        };
+        format!("{what}: {e}")
+    })?;
+    match shape.schema_version {
+        Some(2) => {}
+        Some(v) => return Err(format!("schemaVersion {v}, not 2")),
+        None => return Err("no schemaVersion".into()),
+    }
+    if let Some(t) = &shape.media_type
+        && !is_manifest_media_type(t)
+    {
+        return Err(format!("mediaType {t:?} is not a manifest media type"));
+    }
+    let declared = declared.filter(|t| is_manifest_media_type(t));
+    Ok(shape
+        .media_type
+        .or(declared.map(str::to_string))
+        .unwrap_or_else(|| {
+            if shape.manifests.is_some() {
+                OCI_INDEX
+            } else {
+                OCI_MANIFEST
+            }
+            .to_string()
+        }))
 }
 
 fn classify(host: &str, op: Op, target: &str, cause: Cause) -> RegistryError {
@@ -1038,7 +1352,7 @@ fn layout_read_blob(
 fn layout_get_manifest(
     path: &Path,
     r: &ImageRef,
-    settings: &RegistrySettings,
+    limit: usize,
 ) -> Result<Option<Manifest>, RegistryError> {
     let index = layout_index(path)?;
     let entry = match (r.digest(), r.tag()) {
@@ -1101,11 +1415,19 @@ fn layout_get_manifest(
             None,
         )
     })?;
-    let Some(bytes) = layout_read_blob(path, &digest, settings.max_manifest_bytes)? else {
+    let Some(bytes) = layout_read_blob(path, &digest, limit)? else {
         return Ok(None);
     };
     let declared = Some(entry.media_type).filter(|t| !t.is_empty());
-    let media_type = media_type_of(&bytes, declared);
+    // index.json's own media type for the entry is not a served Content-Type: only the
+    // manifest's shape is checked.
+    let media_type = manifest_media_type(&bytes, declared.as_deref(), false).map_err(|detail| {
+        RegistryError::BadManifest {
+            place: format!("OCI layout {}", path.display()),
+            target: digest.to_string(),
+            detail,
+        }
+    })?;
     Ok(Some(Manifest {
         bytes,
         digest,
@@ -1200,6 +1522,58 @@ mod tests {
             Some("/v2/a/referrers/sha256:x?n=1&last=b")
         );
         assert_eq!(next_link(r#"<https://x/y>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn what_is_not_a_manifest_is_refused() {
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#;
+        let check = |b: &[u8], t: Option<&str>| manifest_media_type(b, t, true);
+        assert_eq!(check(m, Some(OCI_MANIFEST)).unwrap(), OCI_MANIFEST);
+        assert_eq!(check(m, Some("application/json")).unwrap(), OCI_MANIFEST);
+        assert_eq!(check(m, None).unwrap(), OCI_MANIFEST);
+        let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(check(index, None).unwrap(), OCI_INDEX);
+        assert_eq!(check(index, Some(DOCKER_LIST)).unwrap(), DOCKER_LIST);
+        let html = b"<html><body>maintenance\x1b[31m</body></html>";
+        let e = check(html, Some("text/html")).unwrap_err();
+        assert_eq!(
+            e,
+            r#"served as "text/html", which is not a manifest media type"#
+        );
+        let e = check(html, Some("application/json")).unwrap_err();
+        assert!(e.starts_with("markup, not JSON"), "{e}");
+        let e = check(br#"{"schemaVersion":1,"fsLayers":[]}"#, None).unwrap_err();
+        assert_eq!(e, "schemaVersion 1, not 2");
+        let e = check(br#"{"layers":[]}"#, None).unwrap_err();
+        assert_eq!(e, "no schemaVersion");
+        let e = check(
+            br#"{"schemaVersion":2,"mediaType":"text/html\u001b"}"#,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            r#"mediaType "text/html\u{1b}" is not a manifest media type"#
+        );
+        let e = check(b"[1,2]", None).unwrap_err();
+        assert!(e.starts_with("not a JSON manifest object"), "{e}");
+        // an OCI layout's index.json entry type is not a Content-Type: only the shape counts
+        assert_eq!(
+            manifest_media_type(m, Some("application/x-anything"), false).unwrap(),
+            OCI_MANIFEST
+        );
+    }
+
+    #[test]
+    fn a_budget_grants_what_is_left_and_takes_back_what_was_not_used() {
+        let b = FetchBudget::new(100);
+        assert_eq!(b.take(60), 60);
+        assert_eq!(b.take(60), 40);
+        assert_eq!(b.take(1), 0);
+        b.give_back(30);
+        assert_eq!(b.spent(), 70);
+        assert_eq!(b.take(usize::MAX), 30);
+        assert_eq!(b.limit(), 100);
     }
 
     #[test]
