@@ -707,12 +707,20 @@ pub async fn status_cause(resp: reqwest::Response) -> Cause {
             .map(|e| {
                 e.errors
                     .into_iter()
+                    .take(8)
                     .map(|e| {
-                        if e.message.is_empty() {
+                        // Registry text: escaped for terminals and cut to a readable length.
+                        let text = if e.message.is_empty() {
                             e.code
                         } else {
                             format!("{}: {}", e.code, e.message)
+                        };
+                        let mut shown: String =
+                            crate::escape_text(&text).chars().take(200).collect();
+                        if shown.len() < text.len() && text.chars().count() > 200 {
+                            shown.push('…');
                         }
+                        shown
                     })
                     .collect()
             })
@@ -791,6 +799,27 @@ pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn registry_error_text_is_escaped_and_cut() {
+        let long = "x".repeat(500);
+        let body = format!(
+            r#"{{"errors":[{{"code":"DENIED","message":"\u001b[2J\u001b[32mALLOW"}},{{"code":"{long}"}}]}}"#
+        );
+        let resp = reqwest::Response::from(
+            hyper::Response::builder()
+                .status(403)
+                .header("Retry-After", "7")
+                .body(body)
+                .unwrap(),
+        );
+        let cause = status_cause(resp).await;
+        let text = cause.to_string();
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("DENIED: \\u{1b}[2J"), "{text}");
+        assert!(text.contains('…') && text.len() < 400, "{text}");
+        assert_eq!(cause.retry_after(), Some(7));
+    }
 
     #[test]
     fn challenges() {
