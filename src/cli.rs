@@ -1162,13 +1162,23 @@ async fn sign(a: SignArgs) -> Result<ExitCode, CliError> {
         SignFormat::Bundle => crate::sign::sign_bundle(&registry, &key, &r, &annotations).await,
     }
     .map_err(boxed)?;
-    println!(
-        "signed {}@{} -> {} ({} signature(s))",
-        r.name(),
-        signed.digest,
-        signed.stored_at,
-        signed.signatures
-    );
+    if signed.added {
+        println!(
+            "signed {}@{} -> {} ({} signature(s))",
+            r.name(),
+            signed.digest,
+            signed.stored_at,
+            signed.signatures
+        );
+    } else {
+        println!(
+            "already signed: {}@{} has this key's signature of this payload in {} ({} signature(s)); nothing added",
+            r.name(),
+            signed.digest,
+            signed.stored_at,
+            signed.signatures
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

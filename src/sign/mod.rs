@@ -58,6 +58,9 @@ pub struct Signed {
     pub stored_at: String,
     /// Signatures in the `.sig` manifest after this one was added.
     pub signatures: usize,
+    /// False when the same key had already signed the same payload there (nothing was added,
+    /// as cosign does).
+    pub added: bool,
 }
 
 /// The manifest `target` names; not finding it is an error when signing.
@@ -123,6 +126,26 @@ pub async fn sign(
             parsed.layers
         }
     };
+    // The same payload (digest, identity and annotations) already signed by this key: signing
+    // again would only add a duplicate layer.
+    let payload_hash = Digest::sha256_of(&payload).to_string();
+    let already = layers.iter().any(|l| {
+        l.digest == payload_hash
+            && l.annotations
+                .as_ref()
+                .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+                .and_then(|s| crate::decode_base64(s).ok())
+                .is_some_and(|sig| key.public_key().verify(&payload, &sig))
+    });
+    if already {
+        return Ok(Signed {
+            reference,
+            digest,
+            stored_at: format!("tag {tag}"),
+            signatures: layers.len(),
+            added: false,
+        });
+    }
     let payload_digest = registry.put_blob(target, &payload).await.map_err(reg_err)?;
     let mut ann = BTreeMap::new();
     ann.insert(SIGNATURE_ANNOTATION.to_string(), signature_b64);
@@ -162,6 +185,7 @@ pub async fn sign(
         digest,
         stored_at: format!("tag {tag}"),
         signatures,
+        added: true,
     })
 }
 
@@ -389,6 +413,7 @@ pub async fn sign_bundle(
         digest,
         stored_at,
         signatures,
+        added: true,
     })
 }
 
