@@ -1064,18 +1064,25 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
     };
     match a.output {
         Output::Json => {
-            let sigs: Vec<_> = found
-                .candidates
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "location": c.location,
-                        "kind": "cosign-legacy",
-                        "payload": String::from_utf8_lossy(&c.payload),
-                        "annotations": c.annotations,
-                    })
+            let legacy = found.candidates.iter().map(|c| {
+                serde_json::json!({
+                    "location": c.location,
+                    "kind": "cosign-legacy",
+                    "mediaType": crate::payload::SIMPLE_SIGNING_MEDIA_TYPE,
+                    "claimedSigner": c.claimed_signer(),
+                    "payload": String::from_utf8_lossy(&c.payload),
+                    "annotations": c.annotations,
                 })
-                .collect();
+            });
+            let bundles = found.bundles.iter().map(|b| {
+                serde_json::json!({
+                    "location": b.location,
+                    "kind": "sigstore-bundle",
+                    "mediaType": b.media_type(),
+                    "claimedSigner": b.claimed_signer(),
+                })
+            });
+            let sigs: Vec<_> = legacy.chain(bundles).collect();
             let unexamined: Vec<_> = found
                 .unexamined
                 .iter()
@@ -1108,7 +1115,23 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
                 writeln!(out, "  {}: {} signature(s){notes}", p.path, p.found).map_err(io)?;
             }
             for c in &found.candidates {
-                writeln!(out, "  signature at {}", c.location).map_err(io)?;
+                writeln!(
+                    out,
+                    "  cosign legacy signature at {}: by {}",
+                    crate::escape_text(&c.location),
+                    c.claimed_signer()
+                )
+                .map_err(io)?;
+            }
+            for b in &found.bundles {
+                writeln!(
+                    out,
+                    "  Sigstore bundle ({}) at {}: by {}",
+                    crate::escape_text(b.media_type().as_deref().unwrap_or("no media type")),
+                    crate::escape_text(&b.location),
+                    b.claimed_signer()
+                )
+                .map_err(io)?;
             }
             for u in &found.unexamined {
                 writeln!(

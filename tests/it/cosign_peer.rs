@@ -258,6 +258,41 @@ fn cosign_v3_bundle_signatures_are_found_and_verified() {
         )),
         "{d:?}"
     );
+    // The bundle is listed with its kind, media type and the key it names (unverified).
+    let fingerprint = ocigate::trust::PublicKey::from_pem(
+        &std::fs::read_to_string(&public).unwrap(),
+        "cosign.pub",
+    )
+    .unwrap()
+    .fingerprint();
+    assert!(
+        d.stdout.contains(
+            "Sigstore bundle (application/vnd.dev.sigstore.bundle.v0.3+json) at referrers tag"
+        ) && d
+            .stdout
+            .contains(&format!("by key {fingerprint} (unverified)")),
+        "{d:?}"
+    );
+    let j = ocigate(
+        &[
+            "discover",
+            &r.to_string(),
+            "--registry-plain-http",
+            &host,
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+    .json();
+    let sig = &j["signatures"][0];
+    assert_eq!(sig["kind"], "sigstore-bundle", "{j}");
+    assert_eq!(
+        sig["mediaType"], "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "{j}"
+    );
+    assert_eq!(sig["claimedSigner"]["kind"], "key", "{j}");
+    assert_eq!(sig["claimedSigner"]["fingerprint"], fingerprint, "{j}");
 
     let v = verify(
         &reg,
