@@ -380,6 +380,17 @@ pub enum CliError {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl CliError {
+    /// What kind of error, for `-o json`'s error document.
+    fn kind(&self) -> &'static str {
+        match self {
+            CliError::Usage(_) => "usage",
+            CliError::Io { .. } => "io",
+            CliError::Other(_) => "configuration",
+        }
+    }
+}
+
 fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> CliError {
     CliError::Other(Box::new(e))
 }
@@ -618,13 +629,6 @@ fn registry_with(args: &RegistryArgs, watch: bool) -> Result<Registry, CliError>
     Ok(Registry::new(s))
 }
 
-fn parse_refs(inputs: &[String]) -> Result<Vec<ImageRef>, CliError> {
-    inputs
-        .iter()
-        .map(|r| ImageRef::parse(r).map_err(boxed))
-        .collect()
-}
-
 fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, CliError> {
     args.iter()
         .map(|a| match a.split_once('=') {
@@ -644,7 +648,49 @@ fn read_file(path: &Path, what: &str) -> Result<String, CliError> {
 }
 
 async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
-    let refs = parse_refs(&a.references)?;
+    let output = a.output;
+    match verify_inner(a).await {
+        Err(e) if output == Output::Json => {
+            // A usage or configuration error is a JSON document too (and still exit 2).
+            let doc = serde_json::json!({
+                "schemaVersion": JSON_SCHEMA_VERSION,
+                "error": {"kind": e.kind(), "message": error_chain(&e)},
+                "results": [],
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            Ok(ExitCode::from(2))
+        }
+        other => other,
+    }
+}
+
+/// A reference that does not parse, as a result of its own: the others are still verified.
+fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decision {
+    Decision {
+        reference: crate::escape_text(input),
+        digest: None,
+        verdict: Verdict::Deny,
+        rule: None,
+        reasons: vec![error_chain(e)],
+        signatures: Vec::new(),
+        failure: Some(crate::failure::Failure::Invalid),
+        source: None,
+        revision: None,
+        discovery: Vec::new(),
+        timings: Default::default(),
+        cached: false,
+    }
+}
+
+async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
+    let mut refs = Vec::new();
+    let mut invalid = Vec::new();
+    for input in &a.references {
+        match ImageRef::parse(input) {
+            Ok(r) => refs.push(r),
+            Err(e) => invalid.push(invalid_reference(input, &e)),
+        }
+    }
     let keyless = a.keyless.given();
     let signed_identity = match &a.signed_repository {
         Some(r) => SignedIdentity::ExactRepository(r.clone()),
@@ -713,7 +759,9 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
         ..EngineConfig::default()
     };
     let engine = Engine::new(registry_from(&a.registry)?, policy, config);
-    let mut decisions = futures_util::future::join_all(refs.iter().map(|r| engine.check(r))).await;
+    let mut decisions = invalid;
+    let bad_references = !decisions.is_empty();
+    decisions.extend(futures_util::future::join_all(refs.iter().map(|r| engine.check(r))).await);
     if !a.manifests.is_empty() {
         let found = manifest_sources(&read_manifests(&a.manifests)?).await?;
         let deadline = engine.config().deadline;
@@ -728,6 +776,9 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
         decisions.extend(futures_util::future::join_all(checks).await);
     }
     print_decisions(&decisions, a.output)?;
+    if bad_references {
+        return Ok(ExitCode::from(2));
+    }
     let all_allowed = decisions.iter().all(|d| d.verdict != Verdict::Deny);
     Ok(if all_allowed {
         ExitCode::SUCCESS
@@ -894,6 +945,9 @@ async fn manifest_sources(
     Ok(found)
 }
 
+/// The version of `verify -o json`'s document; fields may be added, never renamed.
+const JSON_SCHEMA_VERSION: u32 = 1;
+
 fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     let io = |source| CliError::Io {
@@ -903,44 +957,94 @@ fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliErro
     match output {
         Output::Json => {
             #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
             struct Results<'a> {
+                schema_version: u32,
                 results: &'a [Decision],
             }
-            serde_json::to_writer_pretty(&mut out, &Results { results: decisions })
+            let doc = Results {
+                schema_version: JSON_SCHEMA_VERSION,
+                results: decisions,
+            };
+            serde_json::to_writer_pretty(&mut out, &doc)
                 .map_err(|e| io(std::io::Error::other(e)))?;
             writeln!(out).map_err(io)?;
         }
         Output::Text => {
             for d in decisions {
-                let word = match d.verdict {
-                    Verdict::Allow => "ALLOW",
-                    Verdict::Deny => "DENY",
-                    Verdict::Warn => "WARN",
-                };
-                let target = match &d.digest {
-                    Some(dg) if !d.reference.contains('@') => format!("{}@{dg}", d.reference),
-                    _ => d.reference.clone(),
-                };
-                let rule = d
-                    .rule
-                    .as_deref()
-                    .map(|r| format!(" [rule {r}]"))
-                    .unwrap_or_default();
-                let trace = match (&d.source, &d.revision) {
-                    (Some(s), Some(r)) => format!(" (source {s} @ {r})"),
-                    (Some(s), None) => format!(" (source {s})"),
-                    _ => String::new(),
-                };
-                writeln!(
-                    out,
-                    "{word} {target}{rule}: {}{trace}",
-                    d.reasons.join("; ")
-                )
-                .map_err(io)?;
+                write!(out, "{}", text_decision(d)).map_err(io)?;
             }
         }
     }
     Ok(())
+}
+
+/// One decision for a person: a headline (`ALLOW`/`DENY`/`WARN`, the reference with its
+/// digest, the rule, the failure class), then each reason on its own indented line, said once.
+/// Everything that came from a registry or a file is escaped.
+fn text_decision(d: &Decision) -> String {
+    let word = match d.verdict {
+        Verdict::Allow => "ALLOW",
+        Verdict::Deny => "DENY",
+        Verdict::Warn => "WARN",
+    };
+    let target = match &d.digest {
+        Some(dg) if !d.reference.contains('@') => format!("{}@{dg}", d.reference),
+        _ => d.reference.clone(),
+    };
+    let mut s = format!("{word} {}", crate::escape_text(&target));
+    if let Some(r) = &d.rule {
+        s.push_str(&format!(" [rule {}]", crate::escape_text(r)));
+    }
+    if let Some(f) = d.failure.filter(|_| d.verdict != Verdict::Allow) {
+        s.push_str(&format!(" ({f})"));
+    }
+    s.push('\n');
+    let mut said = std::collections::HashSet::new();
+    for r in &d.reasons {
+        if said.insert(r.as_str()) {
+            s.push_str(&format!("  {}\n", crate::escape_text(r)));
+        }
+    }
+    for sig in &d.signatures {
+        let by = match sig.evidence() {
+            crate::verify::Evidence::Key {
+                key_fingerprint,
+                log_index,
+            } => {
+                let log = log_index.map_or_else(
+                    || " (no transparency-log entry checked)".to_string(),
+                    |i| format!(", Rekor log index {i}"),
+                );
+                format!("key {key_fingerprint}{log}")
+            }
+            crate::verify::Evidence::Keyless {
+                identity,
+                issuer,
+                log_index,
+                ..
+            } => {
+                let log = log_index.map_or_else(String::new, |i| format!(", Rekor log index {i}"));
+                format!("certificate for {identity} from {issuer}{log}")
+            }
+        };
+        s.push_str(&format!(
+            "  signed: authority {} by {} at {}\n",
+            crate::escape_text(sig.authority()),
+            crate::escape_text(&by),
+            crate::escape_text(sig.location())
+        ));
+    }
+    match (&d.source, &d.revision) {
+        (Some(src), Some(rev)) => s.push_str(&format!(
+            "  source {} @ {}\n",
+            crate::escape_text(src),
+            crate::escape_text(rev)
+        )),
+        (Some(src), None) => s.push_str(&format!("  source {}\n", crate::escape_text(src))),
+        _ => {}
+    }
+    s
 }
 
 fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {

@@ -145,7 +145,14 @@ fn rendered_manifests_and_kluctl_files_are_checked_like_the_webhook_would() {
     std::fs::write(&broken, "kind: [unclosed\n").unwrap();
     let v = verify_manifests(&r, broken.to_str().unwrap());
     assert_eq!(v.code, 2, "{v:?}");
-    assert!(v.stderr.contains("broken.yaml"), "{v:?}");
+    // With -o json the error is a JSON document on stdout.
+    assert!(
+        v.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broken.yaml"),
+        "{v:?}"
+    );
 }
 
 fn oci_repository(h: &str, semver: &str) -> String {

@@ -374,11 +374,14 @@ fn bad_input_gives_one_line_errors() {
     let pubs = public.to_str().unwrap();
     let v = ocigate(&["verify", "Bad/Ref", "--key", pubs], &[]);
     assert_eq!(v.code, 2, "{v:?}");
+    // The bad reference is a result of its own (the others would still be verified).
     assert!(
-        v.stderr.contains("\"Bad/Ref\"") && v.stderr.contains("lowercase"),
+        v.stdout.starts_with("DENY Bad/Ref (invalid)")
+            && v.stdout.contains("\"Bad/Ref\"")
+            && v.stdout.contains("lowercase"),
         "{v:?}"
     );
-    assert_eq!(v.stderr.trim().lines().count(), 1, "{v:?}");
+    assert_eq!(v.stdout.trim().lines().count(), 2, "{v:?}");
 
     let bogus_key = dir.path().join("bogus.pub");
     std::fs::write(&bogus_key, "not a key").unwrap();
@@ -575,5 +578,88 @@ fn a_payload_cosign_would_read_differently_is_refused() {
     assert!(
         v.stdout.contains("payload is ambiguous") && v.stdout.contains("\"Critical\""),
         "{v:?}"
+    );
+}
+
+/// The text output: a headline per reference, reasons on indented lines, and nothing from the
+/// registry reaches the terminal unescaped (an image's source annotation cannot clear the
+/// screen and print a fake ALLOW). JSON: a schema version, a failure class on every non-allow,
+/// and a bad reference among good ones is its own result (exit 2), the others still verified.
+#[test]
+fn output_a_person_can_read_and_a_program_can_parse() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    let hostile = "\u{1b}[2J\u{1b}[H\u{1b}[32mALLOW everything\u{1b}[0m";
+    push_image_with(
+        &reg.client(),
+        &r,
+        "output",
+        BTreeMap::from([(
+            "org.opencontainers.image.source".to_string(),
+            hostile.to_string(),
+        )]),
+    );
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let unsigned = reg.reference("acme/unsigned:v1");
+    push_image(&reg.client(), &unsigned, "unsigned");
+    let pk = public.to_str().unwrap();
+    let v = verify(&reg, &[&r.to_string(), &unsigned.to_string(), "--key", pk]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(!v.stdout.contains('\u{1b}'), "{:?}", v.stdout);
+    assert!(v.stdout.contains("source \\u{1b}[2J"), "{}", v.stdout);
+    let lines: Vec<&str> = v.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("ALLOW {}@sha256:", r)),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        lines[1..]
+            .iter()
+            .take_while(|l| l.starts_with("  "))
+            .count()
+            >= 2,
+        "{}",
+        v.stdout
+    );
+    let deny = lines.iter().position(|l| l.starts_with("DENY ")).unwrap();
+    assert!(lines[deny].ends_with("(unsigned)"), "{}", v.stdout);
+    assert!(lines[deny + 1].starts_with("  "), "{}", v.stdout);
+    assert_eq!(
+        lines.iter().filter(|l| !l.starts_with("  ")).count(),
+        2,
+        "one headline per reference: {}",
+        v.stdout
+    );
+
+    let v = verify(
+        &reg,
+        &["nope://x", &r.to_string(), "--key", pk, "-o", "json"],
+    );
+    assert_eq!(v.code, 2, "{v:?}");
+    let j = v.json();
+    assert_eq!(j["schemaVersion"], 1, "{j}");
+    assert_eq!(j["results"][0]["failure"], "invalid", "{j}");
+    assert_eq!(j["results"][1]["verdict"], "allow", "{j}");
+    assert!(
+        j["results"][1]["digest"].as_str().unwrap().len() == 71,
+        "{j}"
+    );
+    // A configuration error with -o json is a JSON document on stdout, exit 2.
+    let v = verify(
+        &reg,
+        &[&r.to_string(), "--key", "/nonexistent.pub", "-o", "json"],
+    );
+    assert_eq!(v.code, 2, "{v:?}");
+    let j = v.json();
+    assert_eq!(j["schemaVersion"], 1, "{j}");
+    assert!(
+        j["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent.pub"),
+        "{j}"
     );
 }

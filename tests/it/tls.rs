@@ -109,7 +109,13 @@ fn a_tls_registry_needs_its_ca_or_an_explicit_skip() {
         v.code, 2,
         "a CA file that cannot be read is a usage error: {v:?}"
     );
-    assert!(v.stderr.contains("/nonexistent"), "{v:?}");
+    assert!(
+        v.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent"),
+        "{v:?}"
+    );
     let v = ocigate(
         &[
             "verify",
@@ -264,7 +270,13 @@ fn an_mtls_registry_needs_a_client_certificate() {
         &[],
     );
     assert_eq!(v.code, 2, "{v:?}");
-    assert!(v.stderr.contains("no key"), "{v:?}");
+    assert!(
+        v.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no key"),
+        "{v:?}"
+    );
     let v = verify_tls(
         &s,
         &[
