@@ -2,8 +2,9 @@
 //! that prints. Exit codes: 0 every reference allowed, 1 at least one denied, 2 usage,
 //! configuration or policy-file error.
 
+use futures_util::StreamExt as _;
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -266,6 +267,9 @@ struct VerifyArgs {
     /// followed within the documents given), KluctlDeployment.
     #[arg(long, value_name = "FILE|DIR|-")]
     manifests: Vec<PathBuf>,
+    /// How many references are verified at once; results still come in input order.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    jobs: usize,
     /// Policy file (DESIGN.md section 3).
     #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
     policy: Option<PathBuf>,
@@ -758,24 +762,61 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
         verification_budget: Duration::from_secs(a.deadline),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(registry_from(&a.registry)?, policy, config);
-    let mut decisions = invalid;
-    let bad_references = !decisions.is_empty();
-    decisions.extend(futures_util::future::join_all(refs.iter().map(|r| engine.check(r))).await);
-    if !a.manifests.is_empty() {
-        let found = manifest_sources(&read_manifests(&a.manifests)?).await?;
-        let deadline = engine.config().deadline;
-        let checks = found.into_iter().map(|(origin, source)| {
-            let engine = engine.clone();
-            async move {
-                let mut d = engine.check_source(&source, deadline).await;
-                d.reasons.push(format!("found in {}", origin.join(", ")));
-                d
-            }
-        });
-        decisions.extend(futures_util::future::join_all(checks).await);
+    if a.jobs == 0 || a.jobs > 256 {
+        return Err(CliError::Usage("--jobs must be between 1 and 256".into()));
     }
-    print_decisions(&decisions, a.output)?;
+    let engine = Engine::new(registry_from(&a.registry)?, policy, config);
+    let found = if a.manifests.is_empty() {
+        Vec::new()
+    } else {
+        manifest_sources(&read_manifests(&a.manifests)?).await?
+    };
+    let bad_references = !invalid.is_empty();
+    // Every check, in input order; at most --jobs run at once.
+    type Check<'e> = std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'e>>;
+    let mut checks: Vec<Check<'_>> = Vec::new();
+    for r in &refs {
+        checks.push(Box::pin(engine.check(r)));
+    }
+    let deadline = engine.config().deadline;
+    for (origin, source) in found {
+        let engine = engine.clone();
+        checks.push(Box::pin(async move {
+            let mut d = engine.check_source(&source, deadline).await;
+            d.reasons.push(format!("found in {}", origin.join(", ")));
+            d
+        }));
+    }
+    let text = a.output == Output::Text;
+    let progress = Progress::new(text && std::io::stderr().is_terminal(), checks.len());
+    let checks = checks.into_iter().map(|c| {
+        let progress = &progress;
+        async move {
+            let d = c.await;
+            progress.one_done();
+            d
+        }
+    });
+    let mut decisions = invalid;
+    if text {
+        // Results stream in input order as they complete.
+        for d in &decisions {
+            print_decisions(std::slice::from_ref(d), a.output)?;
+        }
+    }
+    let mut stream = futures_util::stream::iter(checks).buffered(a.jobs);
+    while let Some(d) = stream.next().await {
+        if text {
+            progress.clear();
+            print_decisions(std::slice::from_ref(&d), a.output)?;
+            progress.redraw();
+        }
+        decisions.push(d);
+    }
+    progress.clear();
+    if !text {
+        print_decisions(&decisions, a.output)?;
+    }
     if bad_references {
         return Ok(ExitCode::from(2));
     }
@@ -943,6 +984,42 @@ async fn manifest_sources(
         }
     }
     Ok(found)
+}
+
+/// A progress line on stderr while references are checked (only when it is a terminal and the
+/// output is text): `[3/10] checked`, rewritten in place and cleared before each result.
+struct Progress {
+    on: bool,
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    fn new(on: bool, total: usize) -> Self {
+        Progress {
+            on: on && total > 1,
+            total,
+            done: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn one_done(&self) {
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.redraw();
+    }
+
+    fn redraw(&self) {
+        if self.on {
+            let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
+            eprint!("\r\x1b[K[{done}/{}] checked", self.total);
+        }
+    }
+
+    fn clear(&self) {
+        if self.on {
+            eprint!("\r\x1b[K");
+        }
+    }
 }
 
 /// The version of `verify -o json`'s document; fields may be added, never renamed.

@@ -663,3 +663,75 @@ fn output_a_person_can_read_and_a_program_can_parse() {
         "{j}"
     );
 }
+
+/// On a terminal (a PTY from util-linux `script`), a progress line on stderr is rewritten in
+/// place and cleared before each result; results come in input order. Not on a terminal:
+/// nothing extra.
+#[test]
+fn progress_line_on_a_terminal_only() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(!strict(), "util-linux `script` is missing");
+        eprintln!(
+            "SKIPPED progress_line_on_a_terminal_only: no `script`; this PTY check did NOT run"
+        );
+        return;
+    }
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let refs: Vec<String> = (0..3)
+        .map(|i| {
+            let r = reg.reference(&format!("acme/p{i}:v1"));
+            push_image(&reg.client(), &r, &format!("progress {i}"));
+            assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+            r.to_string()
+        })
+        .collect();
+    let mut args = vec![
+        "verify".to_string(),
+        "--key".into(),
+        public.display().to_string(),
+        "--jobs".into(),
+        "2".into(),
+    ];
+    args.extend(refs.iter().cloned());
+    let plain = ocigate(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(plain.code, 0, "{plain:?}");
+    assert!(
+        plain.stderr.is_empty(),
+        "nothing extra off a terminal: {plain:?}"
+    );
+    let order: Vec<usize> = refs
+        .iter()
+        .map(|r| plain.stdout.find(&format!("ALLOW {r}@")).unwrap())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "input order: {}",
+        plain.stdout
+    );
+
+    let command = std::iter::once(env!("CARGO_BIN_EXE_ocigate").to_string())
+        .chain(args.iter().cloned())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DOCKER_CONFIG", "/nonexistent-ocigate-test")
+        .env("HOME", "/nonexistent-ocigate-home")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("\r\u{1b}[K[1/3] checked"), "{tty:?}");
+    assert!(tty.contains("[3/3] checked"), "{tty:?}");
+    for r in &refs {
+        assert!(tty.contains(&format!("ALLOW {r}@")), "{tty:?}");
+    }
+}
