@@ -376,3 +376,71 @@ fn policy_check_says_why_a_file_cannot_be_read() {
         "{v:?}"
     );
 }
+
+/// `policy check` reports every problem of a file, each as FILE:LINE:COLUMN: message, and
+/// goes on to the next file.
+#[test]
+fn policy_check_reports_every_problem_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = repo_root().join("keys-example/cosign.pub");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1
+kind: Policy
+noMatch: maybe
+keys:
+  - name: release
+    path: {}
+rules:
+  - name: a
+    images: [\"ghcr.io/acme/**\"]
+    mode: bogus
+    colour: blue
+    authorities:
+      - key: {{name: relase}}
+  - name: b
+    images: [\"ghcr.io/acme/*\"]
+    authorities:
+      - keyless:
+          identities:
+            - issuer: https://token.actions.githubusercontent.com
+              subjectRegExp: '(unclosed'
+",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let good = repo_root().join("policy-examples/key-based.yaml");
+    let run = ocigate(
+        &[
+            "policy",
+            "check",
+            broken.to_str().unwrap(),
+            good.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    let f = broken.display().to_string();
+    let want = [
+        format!("{f}:3:10: noMatch: unknown variant `maybe`"),
+        format!("{f}:10:11: mode: unknown variant `bogus`"),
+        format!("{f}:11:5: unknown field `colour` in a rule"),
+        format!("{f}:13:21: rule \"a\": unknown key \"relase\""),
+        format!("{f}:14:11: rules \"a\" and \"b\" are equally specific"),
+        format!(
+            "{f}:20:30: rule \"b\": subjectRegExp \"(unclosed\" is not a valid regular expression"
+        ),
+    ];
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), want.len(), "{}", run.stderr);
+    for (line, want) in lines.iter().zip(&want) {
+        assert!(line.starts_with(want.as_str()), "{line}\n  expected {want}");
+    }
+    assert!(
+        run.stdout.contains(&format!("{}: ok", good.display())),
+        "{run:?}"
+    );
+}
