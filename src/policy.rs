@@ -442,6 +442,18 @@ fn canonical_pattern(pattern: &str) -> Result<String, String> {
     }
 }
 
+/// Whether a pattern can match a repository name at all: names are `host/repository` (the
+/// host has a `.` or a `:` or is `localhost`) or `oci-layout:PATH`, so a pattern like `nginx`
+/// or `acme/app` (Docker Hub short forms) would silently match nothing.
+fn can_match_a_name(pattern: &str) -> bool {
+    if pattern.starts_with(crate::reference::LAYOUT_PREFIX) {
+        return true;
+    }
+    let first = pattern.split('/').next().unwrap_or(pattern);
+    first.contains(['*', '?', '[', '{'])
+        || (pattern.contains('/') && crate::reference::is_host_component(first))
+}
+
 fn literal_prefix_len(pattern: &str) -> usize {
     pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len())
 }
@@ -613,6 +625,18 @@ impl Validator<'_> {
             }
         };
         match segment_glob(&canonical) {
+            Ok(_) if !can_match_a_name(&canonical) => {
+                self.at(
+                    s,
+                    format!(
+                        "rule {rule}: pattern {} cannot match any reference: names are matched as \
+                         registry/repository (Docker Hub's as docker.io/library/NAME) or \
+                         oci-layout:PATH",
+                        shown(&s.value)
+                    ),
+                );
+                None
+            }
             Ok(glob) => Some(Pattern {
                 specificity: literal_prefix_len(&canonical),
                 text: canonical,
@@ -1487,6 +1511,42 @@ rules:
                 "7:5: unknown field `Authorities` in a rule; did you mean `authorities`?",
             ]
         );
+    }
+
+    /// A pattern no reference name can have (a Docker Hub short form, a host alone) is an
+    /// error, not a rule that silently never applies.
+    #[test]
+    fn patterns_without_a_registry_host_are_errors() {
+        for bad in [
+            "nginx",
+            "library/nginx",
+            "acme/app/**",
+            "ghcr.io",
+            "localhost",
+        ] {
+            let text = format!(
+                "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{{name: k, path: keys/release.pub}}]\nrules:\n  - name: a\n    images: [\"{bad}\"]\n    authorities: [{{key: {{name: k}}}}]\n"
+            );
+            let (l, c, msg) = first_issue(&text);
+            assert_eq!((l, c), (6, 14), "{bad}: {msg}");
+            assert!(msg.contains("cannot match any reference"), "{bad}: {msg}");
+        }
+        for good in [
+            "docker.io/library/nginx",
+            "localhost/x",
+            "localhost:5000/**",
+            "*/acme/**",
+            "**",
+            "**/nginx",
+            "{ghcr.io,quay.io}/acme/*",
+            "oci-layout:examples/**",
+            "10.0.0.1/x",
+        ] {
+            let text = format!(
+                "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{{name: k, path: keys/release.pub}}]\nrules:\n  - name: a\n    images: [\"{good}\"]\n    authorities: [{{key: {{name: k}}}}]\n"
+            );
+            assert!(parse(&text).is_ok(), "{good}: {:?}", parse(&text).err());
+        }
     }
 
     /// Values the file gives are echoed cut to a readable length, with control characters
