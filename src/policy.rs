@@ -694,10 +694,30 @@ impl Validator<'_> {
                     format!("rule {label}: authorities is empty; a rule needs at least one"),
                 );
             }
+            // One key counts once toward the threshold: the same key twice (under one name
+            // or two) would let one signer stand for two.
+            let mut key_authorities: BTreeMap<String, String> = BTreeMap::new();
             for (i, a) in raw_authorities.value.iter().enumerate() {
-                if let Some(auth) = self.authority(a, i, &label, keys, key_names, roots) {
-                    authorities.push(auth);
+                let Some(auth) = self.authority(a, i, &label, keys, key_names, roots) else {
+                    continue;
+                };
+                if let AuthorityKind::Key { key, .. } = &auth.kind {
+                    match key_authorities.get(&key.fingerprint()) {
+                        Some(first) => {
+                            let msg = format!(
+                                "rule {label}: authority {} has the same key as authority {}; \
+                                 each authority of a rule needs its own key",
+                                shown(&auth.name),
+                                shown(first)
+                            );
+                            self.at(a, msg);
+                        }
+                        None => {
+                            key_authorities.insert(key.fingerprint(), auth.name.clone());
+                        }
+                    }
                 }
+                authorities.push(auth);
             }
         }
         let threshold = match (&raw.threshold, &raw.authorities) {
@@ -1547,6 +1567,29 @@ rules:
             );
             assert!(parse(&text).is_ok(), "{good}: {:?}", parse(&text).err());
         }
+    }
+
+    /// One key cannot stand for two authorities of a rule (threshold counts authorities).
+    #[test]
+    fn a_key_is_one_authority_of_a_rule() {
+        let text = format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys:\n  - {{name: k, path: keys/release.pub}}\n  - name: copy\n    pem: |\n{}\nrules:\n  - name: a\n    images: [\"r.io/**\"]\n    threshold: 2\n    authorities:\n      - key: {{name: k}}\n      - key: {{name: copy}}\n      - key: {{name: k}}\n        name: again\n",
+            KEY.lines()
+                .map(|l| format!("      {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let got: Vec<String> = issues(&text)
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "17:9: rule \"a\": authority \"copy\" has the same key as authority \"k\"; each authority of a rule needs its own key",
+                "18:9: rule \"a\": authority \"again\" has the same key as authority \"k\"; each authority of a rule needs its own key",
+            ]
+        );
     }
 
     /// Values the file gives are echoed cut to a readable length, with control characters
