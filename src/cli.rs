@@ -266,7 +266,7 @@ struct VerifyArgs {
     /// followed within the documents given), KluctlDeployment.
     #[arg(long, value_name = "FILE|DIR|-")]
     manifests: Vec<PathBuf>,
-    /// Policy file (DESIGN.md section 3).
+    /// Policy file (the format: docs/policy.md).
     #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
     policy: Option<PathBuf>,
     /// Public key (PEM); every reference must carry a signature by it.

@@ -512,9 +512,14 @@ impl Validator<'_> {
             } else {
                 let p = PathBuf::from(&trusted_root.value);
                 match (self.read)(&p) {
-                    Ok(text) => TrustRoot::from_json(&text, &cut_escaped(&name))
+                    // The root keeps its name as given (evidence names it); the message shows
+                    // it cut.
+                    Ok(text) => TrustRoot::from_json(&text, &name)
                         .map(Arc::new)
-                        .map_err(|e| self.at(trusted_root, error_chain(&e)))
+                        .map_err(|e| {
+                            let msg = error_chain(&e).replace(&name, &cut_escaped(&name));
+                            self.at(trusted_root, msg)
+                        })
                         .ok(),
                     Err(e) => {
                         let msg =

@@ -444,3 +444,69 @@ rules:
         "{run:?}"
     );
 }
+
+/// Every ```yaml block of docs/policy.md is a complete policy that `policy check` accepts, so
+/// the document cannot drift from the code. The files a block names (keys, trusted roots) are
+/// made beside it: a fresh key for each key path, the public-good trusted_root.json for each
+/// trustedRoot path.
+#[test]
+fn every_policy_in_the_docs_passes_check() {
+    let doc = std::fs::read_to_string(repo_root().join("docs/policy.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(start) = rest.find("```yaml\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("closed yaml block");
+        blocks.push(&body[..end]);
+        rest = &body[end + 3..];
+    }
+    assert!(blocks.len() >= 12, "only {} yaml blocks", blocks.len());
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let here = dir.path().join(format!("example-{i}"));
+        let doc: serde_json::Value = serde_saphyr::from_str(block)
+            .unwrap_or_else(|e| panic!("block {i} is not YAML: {e}\n{block}"));
+        let write = |relative: &str, content: &str| {
+            let path = here.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        };
+        for k in doc["keys"].as_array().into_iter().flatten() {
+            if let Some(p) = k["path"].as_str() {
+                let key = ocigate::sign::key::SigningKey::generate().unwrap();
+                write(p, &key.public_key().to_pem());
+            }
+        }
+        for r in doc["trustRoots"].as_array().into_iter().flatten() {
+            match r["trustedRoot"].as_str() {
+                Some("embedded") | None => {}
+                Some(p) => write(p, sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT),
+            }
+        }
+        write("policy.yaml", block);
+        files.push(here.join("policy.yaml").to_str().unwrap().to_string());
+    }
+    let mut args = vec!["policy", "check"];
+    args.extend(files.iter().map(String::as_str));
+    let run = ocigate(&args, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.matches(": ok").count(), files.len(), "{run:?}");
+}
+
+/// The README and `--help` send readers to the policy format that the repository has.
+#[test]
+fn readme_and_help_point_at_the_policy_format() {
+    assert!(repo_root().join("docs/policy.md").is_file());
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Policy files")
+        .expect("Policy files section")..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    assert!(section.contains("docs/policy.md"), "{section}");
+    assert!(!readme.contains("DESIGN.md"), "README.md names DESIGN.md");
+    let help = ocigate(&["verify", "--help"], &[]);
+    assert_eq!(help.code, 0, "{help:?}");
+    assert!(help.stdout.contains("docs/policy.md"), "{}", help.stdout);
+    assert!(!help.stdout.contains("DESIGN.md"), "{}", help.stdout);
+}
