@@ -320,10 +320,16 @@ impl<'s> Reader<'s> {
         match &n.value {
             Value::Null => "nothing".into(),
             Value::Text(s) => format!("text {}", shown(s)),
-            Value::Typed(_) => match self.scalar_text(n) {
-                Some(t) => format!("{} (a plain YAML scalar)", shown(&t)),
-                None => "a number".into(),
-            },
+            Value::Typed(t) => {
+                let what = match t {
+                    Typed::Bool => "the boolean",
+                    Typed::Unsigned(_) | Typed::Other => "the number",
+                };
+                match self.scalar_text(n) {
+                    Some(text) => format!("{what} {}", super::cut_escaped(&text)),
+                    None => what.trim_start_matches("the ").to_string(),
+                }
+            }
             Value::List(_) => "a list".into(),
             Value::Mapping(_) => "a mapping".into(),
         }

@@ -510,3 +510,19 @@ fn readme_and_help_point_at_the_policy_format() {
     assert!(help.stdout.contains("docs/policy.md"), "{}", help.stdout);
     assert!(!help.stdout.contains("DESIGN.md"), "{}", help.stdout);
 }
+
+/// The sample policy that `kubectl apply -k deploy/` installs passes `policy check`.
+#[test]
+fn deploy_sample_policy_passes_check() {
+    let text =
+        std::fs::read_to_string(repo_root().join("deploy/base/policy-configmap.yaml")).unwrap();
+    let cm: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let policy = cm["data"]["policy.yaml"]
+        .as_str()
+        .expect("data.policy.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
+    let run = ocigate(&["policy", "check", path.to_str().unwrap()], &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
