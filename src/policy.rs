@@ -1597,6 +1597,25 @@ rules:
         );
     }
 
+    /// An unknown field is the one problem of its mapping: the checks across its fields
+    /// (path or pem, key or keyless, subject or subjectRegExp) do not repeat it.
+    #[test]
+    fn an_unknown_field_is_not_reported_again_as_a_missing_choice() {
+        let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, paht: keys/release.pub}]\nrules:\n  - name: a\n    images: [\"r.io/**\"]\n    authorities:\n      - kee: {name: k}\n      - keyless:\n          identities: [{issuer: x, subjct: y}]\n";
+        let got: Vec<String> = issues(text)
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "3:18: unknown field `paht` in a key; did you mean `path`?",
+                "8:9: unknown field `kee` in an authority; did you mean `key`?",
+                "10:36: unknown field `subjct` in an identity; did you mean `subject`?",
+            ]
+        );
+    }
+
     /// Values the file gives are echoed cut to a readable length, with control characters
     /// escaped: a pattern, a regex, a name, an unknown field.
     #[test]

@@ -271,6 +271,9 @@ struct Fields<'n> {
     /// Known fields an unknown one was reported as a likely misspelling of: their absence
     /// is that same mistake, not another.
     suggested: Vec<&'static str>,
+    /// Whether an unknown field was reported: checks across the mapping's fields (one of
+    /// path or pem, key or keyless, subject or subjectRegExp) would repeat that mistake.
+    had_unknown: bool,
 }
 
 impl<'n> Fields<'n> {
@@ -350,6 +353,7 @@ impl<'s> Reader<'s> {
         };
         let mut found = BTreeMap::new();
         let mut suggested = Vec::new();
+        let mut had_unknown = false;
         for (k, v) in entries {
             let Some(name) = self.scalar_text(k) else {
                 let msg = format!(
@@ -361,6 +365,7 @@ impl<'s> Reader<'s> {
             };
             match known.iter().find(|f| **f == name) {
                 None => {
+                    had_unknown = true;
                     let msg = match known.iter().find(|f| close(f, &name)) {
                         Some(f) => {
                             suggested.push(*f);
@@ -389,6 +394,7 @@ impl<'s> Reader<'s> {
             at: n.at,
             found,
             suggested,
+            had_unknown,
         })
     }
 
@@ -540,7 +546,7 @@ impl<'s> Reader<'s> {
     fn key(&mut self, n: &Node) -> Option<RawKey> {
         const WHAT: &str = "a key";
         let f = self.fields(n, WHAT, KEY_FIELDS)?;
-        let mut broken = false;
+        let mut broken = f.had_unknown;
         let name = self.required(&f, "name", WHAT);
         let name = name.and_then(|n| self.text(n, "name"));
         let path = self.opt_text(&f, "path", &mut broken);
@@ -696,7 +702,7 @@ impl<'s> Reader<'s> {
     fn authority(&mut self, n: &Node) -> Option<RawAuthority> {
         const WHAT: &str = "an authority";
         let f = self.fields(n, WHAT, AUTHORITY_FIELDS)?;
-        let mut broken = false;
+        let mut broken = f.had_unknown;
         let name = self.opt_text(&f, "name", &mut broken).map(|s| s.value);
         let key = f.get("key").and_then(|k| {
             let r = self.key_ref(k);
@@ -770,7 +776,7 @@ impl<'s> Reader<'s> {
 
     fn identity(&mut self, n: &Node) -> Option<RawIdentity> {
         let f = self.fields(n, "an identity", IDENTITY_FIELDS)?;
-        let mut broken = false;
+        let mut broken = f.had_unknown;
         let mut text = |r: &mut Self, name| r.opt_text(&f, name, &mut broken);
         let issuer = text(self, "issuer").map(|s| s.value);
         let issuer_reg_exp = text(self, "issuerRegExp");
@@ -812,25 +818,40 @@ fn one_of(values: &[&str]) -> String {
 }
 
 /// Whether an unknown field name is likely a misspelling of `known`: the same but for case,
-/// or at most two edits away (for names of four characters or more).
+/// or one edit away (names of three or four characters) or two (longer names).
 fn close(known: &str, name: &str) -> bool {
     if known.eq_ignore_ascii_case(name) {
         return true;
     }
     let (a, b): (Vec<char>, Vec<char>) = (known.chars().collect(), name.chars().collect());
-    if b.len() < 4 || b.len() > 64 || a.len().abs_diff(b.len()) > 2 {
+    let most = match b.len() {
+        0..=2 | 65.. => return false,
+        3 | 4 => 1,
+        _ => 2,
+    };
+    if a.len().abs_diff(b.len()) > most {
         return false;
     }
-    // Levenshtein distance, one row at a time.
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut row = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            let best = (prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1);
-            row.push(best);
-        }
-        prev = row;
+    // Edit distance with transpositions (optimal string alignment): `paht` is one edit from
+    // `path`.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev.last().is_some_and(|d| *d <= 2)
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()] <= most
 }
