@@ -1616,6 +1616,72 @@ rules:
         );
     }
 
+    /// The prefix index only skips patterns that cannot match: for every pattern and name,
+    /// the indexed lookup finds exactly the patterns that trying each one finds.
+    #[test]
+    fn indexed_matching_equals_trying_every_pattern() {
+        let patterns = [
+            "r.io/acme/*",
+            "r.io/acme/**",
+            "r.io/acme/x",
+            "r.io/acme/?*",
+            "r.io/acme/**/x",
+            "r.io/**/x",
+            "r.io/a\\*b/*",
+            "r.io/a[bc]/x",
+            "r.io/a[!b]/x",
+            "r.io/{acme,other}/*",
+            "r.io/acme{,-dev}/**",
+            "**",
+            "**/x",
+            "*/acme/*",
+            "*.io/acme/x",
+            "r.io/ü/*",
+            "oci-layout:examples/**",
+            "oci-layout:./x",
+        ];
+        let names = [
+            "r.io/acme",
+            "r.io/acme/",
+            "r.io/acme/x",
+            "r.io/acme/xy",
+            "r.io/acme/x/y",
+            "r.io/acme/y/x",
+            "r.io/acme-dev/x",
+            "r.io/other/x",
+            "r.io/a*b/x",
+            "r.io/ab/x",
+            "r.io/ac/x",
+            "r.io/ad/x",
+            "r.io/ü/x",
+            "q.io/acme/x",
+            "x",
+            "",
+            "oci-layout:examples/signed-layout",
+            "oci-layout:./x",
+        ];
+        let list: Vec<Pattern> = patterns
+            .iter()
+            .map(|p| Pattern {
+                text: p.to_string(),
+                glob: segment_glob(p).unwrap(),
+                specificity: literal_prefix_len(p),
+            })
+            .collect();
+        let indexed = Patterns::new(list.clone());
+        for name in names {
+            let mut want: Vec<&str> = list
+                .iter()
+                .filter(|p| p.glob.is_match(name))
+                .map(|p| p.text.as_str())
+                .collect();
+            let mut got: Vec<&str> = indexed.matching(name).map(|p| p.text.as_str()).collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
     /// Values the file gives are echoed cut to a readable length, with control characters
     /// escaped: a pattern, a regex, a name, an unknown field.
     #[test]
