@@ -270,7 +270,7 @@ struct VerifyArgs {
     /// How many references are verified at once; results still come in input order.
     #[arg(long, default_value_t = 16, value_name = "N")]
     jobs: usize,
-    /// Policy file (DESIGN.md section 3).
+    /// Policy file (the format: docs/policy.md).
     #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
     policy: Option<PathBuf>,
     /// Public key (PEM); every reference must carry a signature by it.
