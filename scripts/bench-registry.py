@@ -190,8 +190,7 @@ def main():
                 with tokens.lock:
                     tokens.by_scope = {}
                 t = time.perf_counter()
-                p = subprocess.run([BIN, "verify", "--key", PUB, "--insecure-ignore-tlog", *refs]
-                                   if "--insecure-ignore-tlog" in HELP else [BIN, "verify", "--key", PUB, *refs],
+                p = subprocess.run([BIN, "verify", "--key", PUB, "--insecure-ignore-tlog", *refs],
                                    env=env, capture_output=True, text=True)
                 wall = time.perf_counter() - t
                 if p.returncode != 0:
@@ -241,9 +240,6 @@ def main():
         with open(path, "w") as f:
             f.write(doc)
 
-
-HELP = subprocess.run([BIN, "verify", "--help"], capture_output=True, text=True).stdout \
-    if os.path.exists(BIN) else ""
 
 if __name__ == "__main__":
     main()

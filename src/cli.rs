@@ -174,6 +174,12 @@ struct RegistryArgs {
     /// is absent gives no credentials (`serve` reads it again when it appears or changes).
     #[arg(long = "registry-config", value_name = "FILE")]
     config_files: Vec<PathBuf>,
+    /// cosign's spelling: accept unverified TLS from the registries of the references given.
+    #[arg(long)]
+    allow_insecure_registry: bool,
+    /// cosign's spelling: speak plain HTTP to the registries of the references given.
+    #[arg(long)]
+    allow_http_registry: bool,
     /// Deadline for each registry operation, in seconds.
     #[arg(
         long = "registry-timeout",
@@ -278,9 +284,14 @@ struct VerifyArgs {
     key: Option<PathBuf>,
     #[command(flatten)]
     keyless: KeylessArgs,
-    /// Keyless: a trusted_root.json instead of the embedded public-good root.
+    /// A trusted_root.json instead of the embedded public-good root (its Rekor keys check
+    /// `--key` signatures' log entries; its Fulcio CAs, keyless certificates).
     #[arg(long, conflicts_with = "policy")]
     trusted_root: Option<PathBuf>,
+    /// With --key: accept a signature without a transparency-log entry (as cosign's flag
+    /// does). By default a Rekor entry is required, verified offline against the trust root.
+    #[arg(long, conflicts_with = "policy")]
+    insecure_ignore_tlog: bool,
     /// Required payload annotation KEY=VALUE (repeatable; not with --policy).
     #[arg(
         short = 'a',
@@ -318,6 +329,10 @@ struct VerifyBundleArgs {
     /// Use the embedded Sigstore staging root instead of public-good.
     #[arg(long, conflicts_with = "trusted_root")]
     staging: bool,
+    /// With --key: accept a bundle without a transparency-log entry or timestamp (by default
+    /// one is required, as cosign does).
+    #[arg(long)]
+    insecure_ignore_tlog: bool,
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     /// The signed file, or its digest as sha256:<64 hex> (when no such file exists).
@@ -540,7 +555,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         failure_ttl: a.failure_cache_ttl.unwrap_or(Duration::ZERO),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(registry_with(&a.registry, true)?, policy, config);
+    let engine = Engine::new(registry_with(&a.registry, true, &[])?, policy, config);
     let metrics_listen = match a.metrics_listen.as_str() {
         "off" | "" => None,
         addr => Some(
@@ -563,13 +578,23 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn registry_from(args: &RegistryArgs) -> Result<Registry, CliError> {
-    registry_with(args, false)
+/// The registry client of a one-shot command, with cosign's `--allow-insecure-registry` and
+/// `--allow-http-registry` applied to the registries of `refs`.
+fn registry_for(args: &RegistryArgs, refs: &[&ImageRef]) -> Result<Registry, CliError> {
+    let hosts: Vec<String> = refs
+        .iter()
+        .filter_map(|r| r.registry().map(str::to_string))
+        .collect();
+    registry_with(args, false, &hosts)
 }
 
 /// The registry client from flags, the environment and the user's credential files; `watch`
 /// (for `serve`) re-reads credential files when they change.
-fn registry_with(args: &RegistryArgs, watch: bool) -> Result<Registry, CliError> {
+fn registry_with(
+    args: &RegistryArgs,
+    watch: bool,
+    ref_hosts: &[String],
+) -> Result<Registry, CliError> {
     let mut s = RegistrySettings::default();
     for c in &args.creds {
         s.add_credentials_flag(c).map_err(boxed)?;
@@ -600,6 +625,13 @@ fn registry_with(args: &RegistryArgs, watch: bool) -> Result<Registry, CliError>
     }
     for h in &args.insecure_skip_tls_verify {
         s.add_insecure_skip_tls_verify(h).map_err(boxed)?;
+    }
+    for h in ref_hosts {
+        if args.allow_http_registry {
+            s.add_plain_http(h).map_err(boxed)?;
+        } else if args.allow_insecure_registry {
+            s.add_insecure_skip_tls_verify(h).map_err(boxed)?;
+        }
     }
     for (which, values) in [
         (TlsFile::Ca, &args.ca_files),
@@ -705,14 +737,16 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
         (None, Some(k)) => {
             let key = PublicKey::from_pem(&read_file(k, "public key")?, &k.display().to_string())
                 .map_err(boxed)?;
-            let (tlog, roots, root) = match &a.trusted_root {
-                // A given root means: check the signature's Rekor entry with it.
-                Some(p) => (
-                    Tlog::Required,
-                    trusted_root_ref(p)?,
-                    Some("--trusted-root".into()),
-                ),
-                None => (Tlog::Skip, Vec::new(), None),
+            // As cosign: a Rekor entry is required (checked offline with the given root, else
+            // the embedded public-good one) unless --insecure-ignore-tlog says otherwise.
+            let tlog = if a.insecure_ignore_tlog {
+                Tlog::Skip
+            } else {
+                Tlog::Required
+            };
+            let (roots, root) = match &a.trusted_root {
+                Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
+                None => (Vec::new(), None),
             };
             let kind = AuthorityKind::Key {
                 key,
@@ -765,7 +799,11 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
     if a.jobs == 0 || a.jobs > 256 {
         return Err(CliError::Usage("--jobs must be between 1 and 256".into()));
     }
-    let engine = Engine::new(registry_from(&a.registry)?, policy, config);
+    let engine = Engine::new(
+        registry_for(&a.registry, &refs.iter().collect::<Vec<_>>())?,
+        policy,
+        config,
+    );
     let found = if a.manifests.is_empty() {
         Vec::new()
     } else {
@@ -1179,7 +1217,11 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
         Some(k) => {
             key = PublicKey::from_pem(&read_file(k, "public key")?, &k.display().to_string())
                 .map_err(boxed)?;
-            BundleAuthority::Key(&key)
+            if a.insecure_ignore_tlog {
+                BundleAuthority::KeyWithoutTlog(&key)
+            } else {
+                BundleAuthority::Key(&key)
+            }
         }
         None => {
             identities = [a.keyless.identity()?];
@@ -1229,7 +1271,7 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
 
 async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
     let r = ImageRef::parse(&a.reference).map_err(boxed)?;
-    let registry = registry_from(&a.registry)?;
+    let registry = registry_for(&a.registry, &[&r])?;
     let manifest = registry
         .get_manifest(&r)
         .await
@@ -1360,7 +1402,7 @@ async fn sign(a: SignArgs) -> Result<ExitCode, CliError> {
     let pw = password(false)?;
     let key = SigningKey::from_encrypted_pem(&pem, pw.as_bytes(), &a.key.display().to_string())
         .map_err(boxed)?;
-    let registry = registry_from(&a.registry)?;
+    let registry = registry_for(&a.registry, &[&r])?;
     let signed = match a.format {
         SignFormat::Legacy => crate::sign::sign(&registry, &key, &r, &annotations).await,
         SignFormat::Bundle => crate::sign::sign_bundle(&registry, &key, &r, &annotations).await,

@@ -781,7 +781,7 @@ impl Validator<'_> {
                         name,
                         kind: AuthorityKind::Key {
                             key: key.clone(),
-                            tlog: a.value.tlog.unwrap_or(Tlog::Skip),
+                            tlog: a.value.tlog.unwrap_or(Tlog::Required),
                             trust_root,
                         },
                     }),

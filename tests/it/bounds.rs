@@ -91,7 +91,7 @@ fn measured(args: &[&str]) -> Measured {
     } else {
         Command::new(env!("CARGO_BIN_EXE_ocigate"))
     };
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(with_ignored_tlog(args)).stdin(Stdio::null());
     for (k, _) in std::env::vars() {
         if k.starts_with("OCIGATE_") || k.starts_with("COSIGN_") || k == "DOCKER_CONFIG" {
             cmd.env_remove(k);

@@ -181,7 +181,7 @@ fn containers_image_valid_signatures_verify() {
         ],
     );
     assert_eq!(v.code, 0, "{v:?}");
-    // key + Rekor SET, verified by key (tlog skip, as `verify --key` does)
+    // key + Rekor SET, verified by key with the entry ignored (--insecure-ignore-tlog)
     let r = fx.push(&reg, "dir-img-cosign-key-rekor-valid", "ci/key-rekor");
     let v = verify(
         &reg,
@@ -194,6 +194,25 @@ fn containers_image_valid_signatures_verify() {
         ],
     );
     assert_eq!(v.code, 0, "{v:?}");
+    // By default (as cosign) the Rekor entry is required, and checked offline against the
+    // embedded public-good root: this signature has one, so it verifies, with its log index.
+    let host = reg.host();
+    let key = fx.key("cosign2.pub");
+    let v = ocigate_exact(
+        &[
+            "verify",
+            &r,
+            "--key",
+            &key,
+            "--signed-repository",
+            "192.168.64.2:5000/cosign-signed/key-1",
+            "--registry-plain-http",
+            &host,
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(v.stdout.contains("Rekor log index"), "{v:?}");
 }
 
 #[test]
@@ -570,9 +589,9 @@ fn connaisseur_alice_bob_charlie() {
              - {{name: alice, path: {a}}}\n- {{name: bob, path: {b}}}\n- {{name: charlie, path: {ch}}}\n- {{name: default, path: {d}}}\n\
              rules:\n\
              - name: all-three\n  images: [\"{host}/{repo}\"]\n  threshold: 3\n  signedIdentity: {{exactRepository: {HUB_REPO}}}\n\
-             \x20 authorities: [{{key: {{name: alice}}}}, {{key: {{name: bob}}}}, {{key: {{name: charlie}}}}]\n\
+             \x20 authorities: [{{key: {{name: alice}}, tlog: skip}}, {{key: {{name: bob}}, tlog: skip}}, {{key: {{name: charlie}}, tlog: skip}}]\n\
              - name: needs-default\n  images: [\"{host}/unsigned/**\"]\n  threshold: 2\n  signedIdentity: {{exactRepository: {HUB_REPO}}}\n\
-             \x20 authorities: [{{key: {{name: alice}}}}, {{key: {{name: default}}}}]\n",
+             \x20 authorities: [{{key: {{name: alice}}, tlog: skip}}, {{key: {{name: default}}, tlog: skip}}]\n",
             a = key("alice"),
             b = key("bob"),
             ch = key("charlie"),

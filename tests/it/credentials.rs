@@ -285,7 +285,7 @@ fn host_spellings_do_not_dodge_a_rule() {
             "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: allow\n\
              keys: [{{name: k, path: {}}}]\n\
              rules:\n  - name: acme\n    images: [\"localhost:{port}/acme/**\"]\n    \
-             authorities: [{{key: {{name: k}}}}]\n",
+             authorities: [{{key: {{name: k}}, tlog: skip}}]\n",
             public.display()
         ),
     )

@@ -365,7 +365,17 @@ impl Run {
 }
 
 /// Run `ocigate` with an isolated environment (no Docker config, no OCIGATE_* leaking in).
+///
+/// `verify --key` requires a Rekor entry by default, as cosign does; the signatures these tests
+/// make have none, so this runner adds `--insecure-ignore-tlog` to a `verify --key` (as a
+/// cosign user would) unless the test gave a `--trusted-root`. [`ocigate_exact`] runs exactly
+/// what it is given: the tests of the default use it.
 pub fn ocigate(args: &[&str], env: &[(&str, &str)]) -> Run {
+    ocigate_in(None, &with_ignored_tlog(args), env)
+}
+
+/// Run `ocigate` with exactly `args` (see [`ocigate`]).
+pub fn ocigate_exact(args: &[&str], env: &[(&str, &str)]) -> Run {
     ocigate_in(None, args, env)
 }
 
@@ -375,7 +385,7 @@ pub fn ocigate_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Ru
 
 /// As [`ocigate`], with `input` on stdin.
 pub fn ocigate_with_stdin(args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Run {
-    run_ocigate(None, args, env, Some(input))
+    run_ocigate(None, &with_ignored_tlog(args), env, Some(input))
 }
 
 fn run_ocigate(
@@ -478,6 +488,19 @@ pub fn verify(reg: &TestRegistry, args: &[&str]) -> Run {
     let mut all = vec!["verify", "--registry-plain-http", &host];
     all.extend_from_slice(args);
     ocigate(&all, &[])
+}
+
+/// `args` with `--insecure-ignore-tlog` added to a `verify --key` without `--trusted-root`.
+pub fn with_ignored_tlog<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut out = args.to_vec();
+    if args.first() == Some(&"verify")
+        && args.contains(&"--key")
+        && !args.contains(&"--insecure-ignore-tlog")
+        && !args.contains(&"--trusted-root")
+    {
+        out.push("--insecure-ignore-tlog");
+    }
+    out
 }
 
 /// The repository root (for the shipped examples) and the shared corpus, if present.

@@ -697,6 +697,7 @@ fn progress_line_on_a_terminal_only() {
         public.display().to_string(),
         "--jobs".into(),
         "2".into(),
+        "--insecure-ignore-tlog".into(),
     ];
     args.extend(refs.iter().cloned());
     let plain = ocigate(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
@@ -734,4 +735,53 @@ fn progress_line_on_a_terminal_only() {
     for r in &refs {
         assert!(tty.contains(&format!("ALLOW {r}@")), "{tty:?}");
     }
+}
+
+/// `verify --key` requires a transparency-log entry unless told otherwise, as `cosign verify
+/// --key` does: a signature made without Rekor is denied (class `tlog`) with the way out named,
+/// and accepted with `--insecure-ignore-tlog`.
+#[test]
+fn key_verification_requires_a_log_entry_by_default() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    push_image(&reg.client(), &r, "tlog default");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let reference = r.to_string();
+    let pk = public.to_str().unwrap();
+    let v = ocigate_exact(&["verify", &reference, "--key", pk, "-o", "json"], &[]);
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "tlog", "{v:?}");
+    assert!(
+        res["reasons"].to_string().contains("has no Rekor entry"),
+        "{v:?}"
+    );
+    let v = ocigate_exact(
+        &["verify", &reference, "--key", pk, "--insecure-ignore-tlog"],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(
+        v.stdout.contains("no transparency-log entry checked"),
+        "{v:?}"
+    );
+    // The same for a policy: a key authority without `tlog` requires an entry.
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{{name: k, path: {pk}}}]\n\
+             rules:\n  - name: r\n    images: [\"{}/**\"]\n    authorities: [{{key: {{name: k}}}}]\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let v = ocigate_exact(
+        &["verify", &reference, "--policy", policy.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("(tlog)"), "{v:?}");
 }

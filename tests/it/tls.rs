@@ -147,8 +147,11 @@ fn a_tls_registry_needs_its_ca_or_an_explicit_skip() {
         ],
     );
     assert_eq!(v.code, 0, "{v:?}");
-    // Or with verification skipped, by flag or environment set.
+    // Or with verification skipped, by flag (ours, or cosign's spelling for the references'
+    // registries) or environment set.
     let v = verify_tls(&s, &["--registry-insecure-skip-tls-verify", &host], &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let v = verify_tls(&s, &["--allow-insecure-registry"], &[]);
     assert_eq!(v.code, 0, "{v:?}");
     let v = verify_tls(
         &s,
