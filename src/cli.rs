@@ -754,11 +754,14 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
                 trust_root: root,
             };
             let ann = parse_annotations(&a.annotations)?;
-            let policy = Policy::single_authority("--key", kind, roots, ann, signed_identity);
+            let authority = format!("key {}", k.display());
+            let policy =
+                Policy::single_authority("--key", &authority, kind, roots, ann, signed_identity);
             CompiledPolicy::new(policy, "command line".into())
         }
         (None, None) if keyless => {
             let identity = a.keyless.identity()?;
+            let authority = format!("identity {identity}");
             let (roots, root) = match &a.trusted_root {
                 Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
                 None => (Vec::new(), None),
@@ -771,6 +774,7 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
             let ann = parse_annotations(&a.annotations)?;
             let policy = Policy::single_authority(
                 "--certificate-identity",
+                &authority,
                 kind,
                 roots,
                 ann,

@@ -305,8 +305,11 @@ impl Policy {
 
     /// A policy of one rule over every reference with one authority: what `verify --key` and
     /// `verify --certificate-identity … --certificate-oidc-issuer …` stand for.
+    /// `rule` names the rule (the flag it came from), `authority` the signer as a person knows
+    /// it (the key file, the identity).
     pub fn single_authority(
-        name: &str,
+        rule: &str,
+        authority: &str,
         kind: AuthorityKind,
         trust_roots: Vec<TrustRootRef>,
         annotations: BTreeMap<String, String>,
@@ -325,14 +328,14 @@ impl Policy {
             no_match: NoMatch::Deny,
             trust_roots,
             rules: vec![Rule {
-                name: name.to_string(),
+                name: rule.to_string(),
                 position: (0, 0),
                 patterns: Patterns::new(patterns),
                 excludes: Patterns::default(),
                 mode: Mode::Enforce,
                 threshold: 1,
                 authorities: vec![Authority {
-                    name: name.to_string(),
+                    name: authority.to_string(),
                     kind,
                 }],
                 signed_identity,

@@ -25,6 +25,7 @@ fn key_policy(public: &std::path::Path) -> CompiledPolicy {
     };
     let policy = Policy::single_authority(
         "k",
+        "k",
         kind,
         Vec::new(),
         Default::default(),
