@@ -26,12 +26,32 @@ use crate::verify::SignedIdentity;
 #[command(
     name = "ocigate",
     version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OCIGATE_COMMIT"), ")"),
-    about = "Sign and verify OCI artifacts (cosign-compatible)"
+    about = "Sign and verify OCI artifacts (cosign-compatible)",
+    after_long_help = LONG_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const LONG_HELP: &str = "\
+Exit codes:
+  0  every reference allowed (or warned)
+  1  at least one reference denied
+  2  a usage, configuration or policy-file error (with -o json, also a JSON document)
+
+Examples:
+  ocigate verify ghcr.io/acme/app:v1 --policy policy.yaml
+  ocigate verify ghcr.io/acme/app:v1 --key cosign.pub            # a Rekor entry is required
+  ocigate verify localhost:5000/app:v1 --key cosign.pub --insecure-ignore-tlog
+  ocigate verify ghcr.io/acme/app:v1 --certificate-identity-regexp '^https://github.com/acme/' \\
+      --certificate-oidc-issuer https://token.actions.githubusercontent.com
+  kustomize build overlays/prod | ocigate verify --manifests - --policy policy.yaml
+  ocigate sign localhost:5000/app:v1 --key cosign.key -a env=prod
+  ocigate discover ghcr.io/acme/app:v1 -o json
+  ocigate policy check policy.yaml
+
+The policy format: docs/policy.md. Registry credentials and TLS: the README's Registry settings.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -52,7 +72,10 @@ enum Command {
     /// Prometheus /metrics on a separate plain listener).
     Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
-    Completion { shell: clap_complete::Shell },
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// The version, the commit it was built from, and the embedded trust root's validity.
     Version,
 }
@@ -68,6 +91,7 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long)]
     tls_key: PathBuf,
+    /// Address of the HTTPS listener (/validate, /mutate, /healthz, /readyz).
     #[arg(long, default_value = "0.0.0.0:8443")]
     listen: std::net::SocketAddr,
     /// Plain-HTTP listener for /metrics ("off" for none).
@@ -133,7 +157,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 enum PolicyCommand {
     /// Validate policy files; problems are printed as file:line:column: message.
     Check {
-        #[arg(required = true)]
+        /// Policy files (YAML; the format: docs/policy.md).
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
 }
@@ -264,6 +289,9 @@ impl KeylessArgs {
 
 #[derive(clap::Args, Debug)]
 struct VerifyArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
     #[arg(required_unless_present = "manifests", value_name = "REF")]
     references: Vec<String>,
     /// Rendered Kubernetes YAML or JSON (`kustomize build`, `helm template`, `flux build`) and
@@ -303,6 +331,8 @@ struct VerifyArgs {
     /// Accept signatures made for another repository name (mirrors, copies; not with --policy).
     #[arg(long, value_name = "REPOSITORY", conflicts_with = "policy")]
     signed_repository: Option<String>,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     /// Deadline for each reference's whole verification (every registry request), in seconds.
@@ -333,6 +363,8 @@ struct VerifyBundleArgs {
     /// one is required, as cosign does).
     #[arg(long)]
     insecure_ignore_tlog: bool,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     /// The signed file, or its digest as sha256:<64 hex> (when no such file exists).
@@ -342,8 +374,13 @@ struct VerifyBundleArgs {
 
 #[derive(clap::Args, Debug)]
 struct DiscoverArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
     #[arg(value_name = "REF")]
     reference: String,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(flatten)]
@@ -352,6 +389,9 @@ struct DiscoverArgs {
 
 #[derive(clap::Args, Debug)]
 struct SignArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
     #[arg(value_name = "REF")]
     reference: String,
     /// Encrypted cosign private key; password from OCIGATE_PASSWORD or COSIGN_PASSWORD, else a prompt.
@@ -1540,5 +1580,37 @@ fn policy_check(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "ocigate", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        let long = super::Cli::command().render_long_help().to_string();
+        assert!(
+            long.contains("Exit codes:") && long.contains("Examples:"),
+            "{long}"
+        );
     }
 }
