@@ -395,29 +395,141 @@ pub enum PolicyLoadError {
 }
 
 /// What a decision depends on: the repository (legacy signatures live there, and
-/// `matchRepository` compares its name), the digest, the rule, and the policy's fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct DecisionKey {
-    repository: Box<str>,
-    digest: Digest,
-    /// The rule's index in the policy (the fingerprint pins the policy).
-    rule: usize,
-    /// Shared by every key of one policy.
-    policy: Arc<str>,
+/// `matchRepository` compares its name), the digest, the rule (its index: the fingerprint pins
+/// the policy) and the policy's fingerprint; held as the SHA-256 of the four, each
+/// length-prefixed, so a key is 32 bytes however long the names are. Two different keys are
+/// one only through a SHA-256 collision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DecisionKey([u8; 32]);
+
+impl DecisionKey {
+    fn new(repository: &str, digest: &Digest, rule: usize, policy: &str) -> Self {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let rule = (rule as u64).to_be_bytes();
+        for field in [
+            repository.as_bytes(),
+            digest.as_str().as_bytes(),
+            &rule[..],
+            policy.as_bytes(),
+        ] {
+            ctx.update(&(field.len() as u64).to_be_bytes());
+            ctx.update(field);
+        }
+        let mut key = [0u8; 32];
+        for (k, b) in key.iter_mut().zip(ctx.finish().as_ref()) {
+            *k = *b;
+        }
+        DecisionKey(key)
+    }
 }
 
+/// A cached decision, compact: what a later asker gets back, not what belonged to the asker
+/// that filled it (its spelling of the reference, timings, discovery notes). The digest and
+/// the rule's name are not held (the key pins both; the asker knows them), the reasons are one
+/// string, and the evidence is behind one pointer that is empty for a decision without any.
+/// Cloning it (every hit) copies two pointers.
 #[derive(Clone)]
 struct Cached {
-    decision: Arc<Decision>,
-    ttl: Duration,
+    /// When the entry stops being used, in nanoseconds since the engine's `epoch`.
+    expires: u64,
+    verdict: Verdict,
+    failure: Option<Failure>,
+    /// Whether the decision named the digest, and the rule.
+    has_digest: bool,
+    has_rule: bool,
+    /// The reasons, packed (see [`pack_reasons`]).
+    reasons: Arc<str>,
+    /// Signatures and the manifest's source annotations; None when there are none.
+    evidence: Option<Arc<CachedEvidence>>,
 }
 
-struct TtlPerEntry;
+struct CachedEvidence {
+    signatures: Box<[VerifiedSignature]>,
+    source: Option<Box<str>>,
+    revision: Option<Box<str>>,
+}
 
-impl moka::Expiry<DecisionKey, Cached> for TtlPerEntry {
-    fn expire_after_create(&self, _: &DecisionKey, v: &Cached, _: Instant) -> Option<Duration> {
-        Some(v.ttl)
+impl Cached {
+    /// The compact form of `d`, decided for `digest` under the rule named `rule`; None when it
+    /// cannot be given back exactly (a decision naming another digest or rule: not cached).
+    fn new(d: &Decision, digest: &Digest, rule: &str, expires: u64) -> Option<Self> {
+        if d.digest.as_deref().is_some_and(|x| x != digest.as_str())
+            || d.rule.as_deref().is_some_and(|r| r != rule)
+        {
+            return None;
+        }
+        let evidence = if d.signatures.is_empty() && d.source.is_none() && d.revision.is_none() {
+            None
+        } else {
+            Some(Arc::new(CachedEvidence {
+                signatures: d.signatures.clone().into_boxed_slice(),
+                source: d.source.as_deref().map(Into::into),
+                revision: d.revision.as_deref().map(Into::into),
+            }))
+        };
+        Some(Cached {
+            expires,
+            verdict: d.verdict,
+            failure: d.failure,
+            has_digest: d.digest.is_some(),
+            has_rule: d.rule.is_some(),
+            reasons: pack_reasons(&d.reasons).into(),
+            evidence,
+        })
     }
+
+    /// The decision again, for `reference` (resolved to `digest`) under the rule named `rule`.
+    fn decision(&self, reference: &ImageRef, digest: &Digest, rule: &str) -> Decision {
+        let evidence = self.evidence.as_deref();
+        Decision {
+            reference: reference.to_string(),
+            digest: self.has_digest.then(|| digest.to_string()),
+            verdict: self.verdict,
+            rule: self.has_rule.then(|| rule.to_string()),
+            reasons: unpack_reasons(&self.reasons),
+            signatures: evidence.map_or_else(Vec::new, |e| e.signatures.to_vec()),
+            failure: self.failure,
+            source: evidence.and_then(|e| e.source.as_deref().map(str::to_string)),
+            revision: evidence.and_then(|e| e.revision.as_deref().map(str::to_string)),
+            discovery: Vec::new(),
+            timings: Timings::default(),
+            cached: true,
+        }
+    }
+}
+
+/// Reasons as one string: each as its length in bytes (decimal), `:`, and its text.
+fn pack_reasons(reasons: &[String]) -> String {
+    let mut out = String::with_capacity(reasons.iter().map(|r| r.len() + 4).sum());
+    for r in reasons {
+        out.push_str(&r.len().to_string());
+        out.push(':');
+        out.push_str(r);
+    }
+    out
+}
+
+/// The reasons [`pack_reasons`] packed. Anything it did not write is one reason, as it is.
+fn unpack_reasons(packed: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = packed;
+    while !rest.is_empty() {
+        let one = rest.split_once(':').and_then(|(len, tail)| {
+            let n = len.parse::<usize>().ok()?;
+            Some((tail.get(..n)?, tail.get(n..)?))
+        });
+        match one {
+            Some((reason, tail)) => {
+                out.push(reason.to_string());
+                rest = tail;
+            }
+            None => {
+                out.push(rest.to_string());
+                break;
+            }
+        }
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -476,7 +588,11 @@ struct Inner {
     registry: Registry,
     policy: RwLock<Arc<CompiledPolicy>>,
     config: EngineConfig,
-    decisions: moka::sync::Cache<DecisionKey, Cached>,
+    /// Bounded by `max_entries`; an expired entry is never used, and is dropped when it is met
+    /// or when the cache is counted.
+    decisions: quick_cache::sync::Cache<DecisionKey, Cached>,
+    /// What `Cached::expires` counts from.
+    epoch: Instant,
     resolved: moka::sync::Cache<String, Resolved>,
     tags: moka::sync::Cache<String, Arc<Vec<String>>>,
     inflight: Mutex<HashMap<DecisionKey, (Flight, Arc<AtomicU8>)>>,
@@ -491,10 +607,23 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(registry: Registry, policy: CompiledPolicy, config: EngineConfig) -> Self {
-        let decisions = moka::sync::Cache::builder()
-            .max_capacity(config.max_entries)
-            .expire_after(TtlPerEntry)
-            .build();
+        // One shard: the bound is exact (shards split it evenly, so one shard would fill and
+        // evict while others had room), and a hit takes the shard's lock for reading only.
+        let max = usize::try_from(config.max_entries.max(1)).unwrap_or(usize::MAX);
+        let decisions = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(max)
+            .weight_capacity(config.max_entries.max(1))
+            .shards(1)
+            .build()
+            .map(|options| {
+                quick_cache::sync::Cache::with_options(
+                    options,
+                    quick_cache::UnitWeighter,
+                    quick_cache::DefaultHashBuilder::default(),
+                    quick_cache::sync::DefaultLifecycle::default(),
+                )
+            })
+            .unwrap_or_else(|_| quick_cache::sync::Cache::new(max));
         let resolved = moka::sync::Cache::builder()
             .max_capacity(config.max_entries)
             .time_to_live(config.resolve_ttl.max(Duration::from_millis(1)))
@@ -509,6 +638,7 @@ impl Engine {
                 policy: RwLock::new(Arc::new(policy)),
                 config,
                 decisions,
+                epoch: Instant::now(),
                 resolved,
                 tags,
                 inflight: Mutex::new(HashMap::new()),
@@ -559,10 +689,17 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Number of decisions held in the cache (approximate; for metrics and benchmarks).
+    /// Number of decisions held in the cache (for metrics and benchmarks); expired ones are
+    /// dropped first.
     pub fn cached_decisions(&self) -> u64 {
-        self.inner.decisions.run_pending_tasks();
-        self.inner.decisions.entry_count()
+        let now = self.now();
+        self.inner.decisions.retain(|_, c| c.expires > now);
+        self.inner.decisions.len() as u64
+    }
+
+    /// Nanoseconds since the engine's epoch (the clock of `Cached::expires`).
+    fn now(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Decide on one reference within the configured deadline.
@@ -632,20 +769,24 @@ impl Engine {
         };
         let resolve_ms = ms(t0);
 
-        let key = DecisionKey {
-            repository: name.into(),
-            digest: resolved.digest.clone(),
-            rule: policy
+        let key = DecisionKey::new(
+            &name,
+            &resolved.digest,
+            policy
                 .policy
                 .rules
                 .iter()
                 .position(|r| std::ptr::eq(r, rule))
                 .unwrap_or(usize::MAX),
-            policy: policy.fingerprint.clone(),
-        };
+            &policy.fingerprint,
+        );
         if let Some(hit) = self.inner.decisions.get(&key) {
-            self.inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return for_reference(&hit.decision, reference, true);
+            let now = self.now();
+            if hit.expires > now {
+                self.inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return hit.decision(reference, &resolved.digest, &rule.name);
+            }
+            self.inner.decisions.remove_if(&key, |c| c.expires <= now);
         }
         self.inner
             .stats
@@ -668,7 +809,7 @@ impl Engine {
                         rule.name.clone(),
                         reference.clone(),
                         resolved.clone(),
-                        key.clone(),
+                        key,
                         stage.clone(),
                     );
                     // The asker's request credentials (pull secrets) go with the verification,
@@ -710,7 +851,7 @@ impl Engine {
                             }
                         });
                     let shared = fut.shared();
-                    inflight.insert(key.clone(), (shared.clone(), stage.clone()));
+                    inflight.insert(key, (shared.clone(), stage.clone()));
                     (shared, stage, false)
                 }
             }
@@ -930,6 +1071,7 @@ impl Engine {
             .stats
             .verifications
             .fetch_add(1, Ordering::Relaxed);
+        let resolved_digest = resolved.digest.clone();
         let decision = Arc::new(
             self.run_verification(&policy, &rule_name, &reference, resolved, &stage)
                 .await,
@@ -941,21 +1083,11 @@ impl Engine {
             Some(_) => self.inner.config.negative_ttl,
         };
         if !ttl.is_zero() {
-            // The cache keeps what a later asker needs (verdict, failure, reasons, evidence),
-            // not what belongs to this asker (its spelling, timings, the discovery notes).
-            let compact = Decision {
-                reference: String::new(),
-                discovery: Vec::new(),
-                timings: Timings::default(),
-                ..(*decision).clone()
-            };
-            self.inner.decisions.insert(
-                key.clone(),
-                Cached {
-                    decision: Arc::new(compact),
-                    ttl,
-                },
-            );
+            let ttl = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+            let expires = self.now().saturating_add(ttl);
+            if let Some(c) = Cached::new(&decision, &resolved_digest, &rule_name, expires) {
+                self.inner.decisions.insert(key, c);
+            }
         }
         if let Ok(mut inflight) = self.inner.inflight.lock() {
             inflight.remove(&key);
@@ -1209,4 +1341,87 @@ fn ms(t: Instant) -> f64 {
 
 fn ms_of(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_reasons_come_back_as_they_were() {
+        let cases: Vec<Vec<String>> = vec![
+            vec![],
+            vec![String::new()],
+            vec!["one".into()],
+            vec!["".into(), "12:not a length".into(), "a:b:c".into()],
+            vec!["line\nbreak".into(), "ünïcødé ✓".into(), "0:".into()],
+            vec!["x".repeat(1000), "9".into()],
+        ];
+        for reasons in cases {
+            assert_eq!(unpack_reasons(&pack_reasons(&reasons)), reasons);
+        }
+    }
+
+    fn decision(digest: Option<&str>, rule: Option<&str>) -> Decision {
+        Decision {
+            reference: "registry.example/app:v1".into(),
+            digest: digest.map(str::to_string),
+            verdict: Verdict::Deny,
+            rule: rule.map(str::to_string),
+            reasons: vec!["first".into(), "second: with a colon".into()],
+            signatures: Vec::new(),
+            failure: Some(Failure::Untrusted),
+            source: Some("https://example.com/src".into()),
+            revision: None,
+            discovery: Vec::new(),
+            timings: Timings::default(),
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn a_cached_decision_is_the_decision_it_was_made_from() {
+        let digest = Digest::sha256_of(b"image");
+        let reference = ImageRef::parse("registry.example/app:v1").unwrap();
+        for (d, r) in [
+            (Some(digest.as_str()), Some("rule")),
+            (None, Some("rule")),
+            (Some(digest.as_str()), None),
+            (None, None),
+        ] {
+            let miss = decision(d, r);
+            let cached = Cached::new(&miss, &digest, "rule", 1).unwrap();
+            let hit = cached.decision(&reference, &digest, "rule");
+            assert!(hit.cached);
+            let json = |d: &Decision| {
+                let mut v = serde_json::to_value(d).unwrap();
+                v.as_object_mut().unwrap().remove("cached");
+                v
+            };
+            assert_eq!(json(&hit), json(&miss));
+        }
+    }
+
+    #[test]
+    fn a_decision_for_another_digest_or_rule_is_not_cached() {
+        let digest = Digest::sha256_of(b"image");
+        let other = Digest::sha256_of(b"other");
+        assert!(Cached::new(&decision(Some(other.as_str()), None), &digest, "r", 1).is_none());
+        assert!(Cached::new(&decision(None, Some("other")), &digest, "r", 1).is_none());
+    }
+
+    #[test]
+    fn keys_differ_in_each_part() {
+        let d = Digest::sha256_of(b"a");
+        let base = DecisionKey::new("reg/app", &d, 0, "policy");
+        assert_eq!(base, DecisionKey::new("reg/app", &d, 0, "policy"));
+        for other in [
+            DecisionKey::new("reg/ap", &d, 0, "policy"),
+            DecisionKey::new("reg/app", &Digest::sha256_of(b"b"), 0, "policy"),
+            DecisionKey::new("reg/app", &d, 1, "policy"),
+            DecisionKey::new("reg/app", &d, 0, "policy2"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -138,7 +138,17 @@ struct Metrics {
     latency: Histogram,
     stages: Family<StageLabels, Histogram>,
     reloads: Family<DecisionLabels, Counter>,
+    /// The counters of `decisions` and `requests` by label values, each looked up in its family
+    /// once (a series appears when first counted, as before): a request then counts without
+    /// building label strings or taking the family's lock.
+    decision_counters: [OnceLock<Counter>; VERDICTS * FAILURE_LABELS],
+    request_counters: [OnceLock<Counter>; OPERATIONS * 2],
 }
+
+const VERDICTS: usize = 3;
+/// "none" and each failure class.
+const FAILURE_LABELS: usize = Failure::ALL.len() + 1;
+const OPERATIONS: usize = 4;
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
@@ -274,7 +284,52 @@ impl Metrics {
             latency,
             stages,
             reloads,
+            decision_counters: std::array::from_fn(|_| OnceLock::new()),
+            request_counters: std::array::from_fn(|_| OnceLock::new()),
         }
+    }
+
+    /// Count a decision with this verdict and failure class.
+    fn count_decision(&self, verdict: Verdict, failure: Option<Failure>) {
+        let labels = || DecisionLabels {
+            verdict: verdict_name(verdict).to_string(),
+            failure: failure.map_or("none", Failure::as_str).to_string(),
+        };
+        let v = match verdict {
+            Verdict::Allow => 0,
+            Verdict::Deny => 1,
+            Verdict::Warn => 2,
+        };
+        let f = match failure {
+            None => Some(0),
+            Some(f) => Failure::ALL.iter().position(|x| *x == f).map(|i| i + 1),
+        };
+        match f.and_then(|f| self.decision_counters.get(v * FAILURE_LABELS + f)) {
+            Some(slot) => slot
+                .get_or_init(|| self.decisions.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.decisions.get_or_create(&labels()).inc(),
+        };
+    }
+
+    /// Count an admission request of this operation and answer.
+    fn count_request(&self, operation: &Operation, allowed: bool) {
+        let o = match operation {
+            Operation::Create => 0,
+            Operation::Update => 1,
+            Operation::Delete => 2,
+            Operation::Connect => 3,
+        };
+        let labels = || RequestLabels {
+            operation: operation_name(operation).to_string(),
+            allowed: allowed.to_string(),
+        };
+        match self.request_counters.get(o * 2 + usize::from(allowed)) {
+            Some(slot) => slot
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
     }
 
     fn encode(&self) -> String {
@@ -292,27 +347,28 @@ impl Metrics {
 struct State {
     engine: Engine,
     metrics: Metrics,
+    log: DecisionLog,
     draining: AtomicBool,
     pin_workloads: bool,
     /// Where referenced objects are read (None: no API; such objects are denied with a reason).
     kube: Option<KubeApi>,
 }
 
-/// One artifact's outcome for the response and the log line.
+/// One artifact's outcome for the response and the log line (fields in the log line's order).
 #[derive(serde::Serialize)]
 struct ArtifactOutcome {
     artifact: String,
-    path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    digest: Option<String>,
-    verdict: Verdict,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    failure: Option<Failure>,
-    reasons: Vec<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     cached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
     #[serde(rename = "durationMs")]
     duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<Failure>,
+    path: String,
+    reasons: Vec<String>,
+    verdict: Verdict,
     /// Every field of the object that names this artifact (for digest pins).
     #[serde(skip)]
     paths: Vec<String>,
@@ -533,21 +589,11 @@ async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admis
     };
     let m = &state.metrics;
     for o in &outcomes {
-        m.decisions
-            .get_or_create(&DecisionLabels {
-                verdict: format!("{:?}", o.verdict).to_lowercase(),
-                failure: o.failure.map_or("none", Failure::as_str).to_string(),
-            })
-            .inc();
+        m.count_decision(o.verdict, o.failure);
     }
-    m.requests
-        .get_or_create(&RequestLabels {
-            operation: format!("{:?}", req.operation).to_uppercase(),
-            allowed: resp.allowed.to_string(),
-        })
-        .inc();
+    m.count_request(&req.operation, resp.allowed);
     m.latency.observe(started.elapsed().as_secs_f64());
-    log_decision(req, &resp, &outcomes, &notes, started.elapsed());
+    log_decision(&state.log, req, &resp, &outcomes, &notes, started.elapsed());
     resp
 }
 
@@ -607,11 +653,10 @@ async fn mutate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admissi
             Err(_) => resp,
         }
     };
-    let line = serde_json::json!({
+    state.log.line(&serde_json::json!({
         "msg": "mutation", "uid": req.uid, "namespace": req.namespace, "kind": req.kind.kind,
         "name": req.name, "pinned": pinned,
-    });
-    println!("{line}");
+    }));
     resp
 }
 
@@ -647,28 +692,116 @@ fn describe(o: &ArtifactOutcome) -> String {
     )
 }
 
-/// One structured JSON line per admission decision, on stdout.
+/// The log line of one admission decision. Keys in alphabetical order, as the line had when
+/// it was built as a `serde_json::Value` (whose maps sort their keys).
+#[derive(serde::Serialize)]
+struct DecisionLine<'a> {
+    allowed: bool,
+    artifacts: &'a [ArtifactOutcome],
+    #[serde(rename = "dryRun")]
+    dry_run: bool,
+    #[serde(rename = "durationMs")]
+    duration_ms: f64,
+    kind: &'a str,
+    msg: &'static str,
+    name: &'a str,
+    namespace: &'a Option<String>,
+    notes: &'a [String],
+    operation: &'static str,
+    uid: &'a str,
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Allow => "allow",
+        Verdict::Deny => "deny",
+        Verdict::Warn => "warn",
+    }
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// One structured JSON line per admission decision, on stdout (see [`DecisionLog`]).
 fn log_decision(
+    log: &DecisionLog,
     req: &AdmissionRequest<DynamicObject>,
     resp: &AdmissionResponse,
     outcomes: &[ArtifactOutcome],
     notes: &[String],
     took: Duration,
 ) {
-    let line = serde_json::json!({
-        "msg": "admission",
-        "uid": req.uid,
-        "namespace": req.namespace,
-        "kind": req.kind.kind,
-        "name": req.name,
-        "operation": format!("{:?}", req.operation).to_uppercase(),
-        "dryRun": req.dry_run,
-        "allowed": resp.allowed,
-        "artifacts": outcomes,
-        "notes": notes,
-        "durationMs": took.as_secs_f64() * 1000.0,
-    });
-    println!("{line}");
+    let line = DecisionLine {
+        allowed: resp.allowed,
+        artifacts: outcomes,
+        dry_run: req.dry_run,
+        duration_ms: took.as_secs_f64() * 1000.0,
+        kind: &req.kind.kind,
+        msg: "admission",
+        name: &req.name,
+        namespace: &req.namespace,
+        notes,
+        operation: operation_name(&req.operation),
+        uid: &req.uid,
+    };
+    log.line(&line);
+}
+
+/// The log on stdout, one JSON line per admission (and per mutation), written in batches: a
+/// request appends its line to a buffer, which goes out in one write when it holds
+/// [`LOG_CHUNK`] bytes, when the flusher comes by (every [`LOG_FLUSH`]) and at shutdown.
+/// Lines keep their order. A write per line, every worker taking the stdout lock for it, was
+/// a measurable part of a warm request; a write is also a wake-up of whatever reads stdout.
+/// A line that cannot be written (stdout closed) is lost, not the answer.
+#[derive(Default)]
+struct DecisionLog {
+    buf: std::sync::Mutex<Vec<u8>>,
+}
+
+const LOG_CHUNK: usize = 64 << 10;
+const LOG_FLUSH: Duration = Duration::from_millis(50);
+
+impl DecisionLog {
+    fn line(&self, value: &impl serde::Serialize) {
+        let mut line = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut line, value).is_err() {
+            return;
+        }
+        line.push(b'\n');
+        let mut buf = match self.buf.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        buf.extend_from_slice(&line);
+        if buf.len() >= LOG_CHUNK {
+            write_out(&mut buf);
+        }
+    }
+
+    fn flush(&self) {
+        let mut buf = match self.buf.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !buf.is_empty() {
+            write_out(&mut buf);
+        }
+    }
+}
+
+/// Write (under the buffer's lock, so that batches keep their order) and empty the buffer.
+fn write_out(buf: &mut Vec<u8>) {
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), buf);
+    buf.clear();
+    if buf.capacity() > 4 * LOG_CHUNK {
+        buf.shrink_to(LOG_CHUNK);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -891,6 +1024,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         })?;
     let state = Arc::new(State {
         metrics: Metrics::new(&engine),
+        log: DecisionLog::default(),
         engine,
         draining: AtomicBool::new(false),
         pin_workloads: cfg.pin_workloads,
@@ -907,6 +1041,16 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         std::fs::read(&cfg.tls_key).unwrap_or_default(),
     );
     let initial_policy = std::fs::read(&cfg.policy).unwrap_or_default();
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LOG_FLUSH);
+            loop {
+                tick.tick().await;
+                state.log.flush();
+            }
+        });
+    }
     tokio::spawn(watch_files(
         state.clone(),
         certs,
@@ -941,6 +1085,10 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
             _ = &mut stop => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // Answers go out at once: with Nagle's algorithm, a write that follows another
+                // not yet acknowledged (the TLS 1.3 session tickets, then the first answer on a
+                // new connection) waited for the client's delayed ACK, up to 40 ms.
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let state = state.clone();
                 let watcher = graceful.watcher();
@@ -967,6 +1115,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
     drop(listener);
     eprintln!(r#"{{"msg":"draining"}}"#);
     let _ = tokio::time::timeout(cfg.grace, graceful.shutdown()).await;
+    state.log.flush();
     eprintln!(r#"{{"msg":"stopped"}}"#);
     Ok(())
 }
@@ -1014,6 +1163,86 @@ mod tests {
         ] {
             let e = review_request(body).unwrap_err();
             assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    /// The log line is written straight from typed fields; it must stay what it was when it
+    /// was built as a `serde_json::Value` (keys sorted), byte for byte.
+    #[test]
+    fn the_decision_line_is_the_value_it_replaced() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u-1","kind":{"group":"","version":"v1","kind":"Pod"},
+            "resource":{"group":"","version":"v1","resource":"pods"},"name":"p","namespace":"ns",
+            "operation":"UPDATE","userInfo":{"username":"me"},"dryRun":true,
+            "object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}}}"#;
+        let req = review_request(body).unwrap();
+        let resp = AdmissionResponse::from(&req).deny("no \"quotes\" ✓");
+        let outcomes = vec![
+            ArtifactOutcome {
+                artifact: "registry.example/app:v1".into(),
+                cached: true,
+                digest: Some(format!("sha256:{}", "a".repeat(64))),
+                duration_ms: 0.123,
+                failure: Some(Failure::Unsigned),
+                path: "spec.containers[0].image".into(),
+                reasons: vec!["one".into(), "two\nlines".into()],
+                verdict: Verdict::Deny,
+                paths: vec![],
+                unpinned: true,
+            },
+            ArtifactOutcome {
+                artifact: "registry.example/other@sha256:00".into(),
+                cached: false,
+                digest: None,
+                duration_ms: 1.0,
+                failure: None,
+                path: "spec.initContainers[0].image".into(),
+                reasons: vec![],
+                verdict: Verdict::Allow,
+                paths: vec![],
+                unpinned: false,
+            },
+        ];
+        let notes = vec!["a note".to_string()];
+        let took = Duration::from_micros(1500);
+        let old = serde_json::json!({
+            "msg": "admission",
+            "uid": req.uid,
+            "namespace": req.namespace,
+            "kind": req.kind.kind,
+            "name": req.name,
+            "operation": format!("{:?}", req.operation).to_uppercase(),
+            "dryRun": req.dry_run,
+            "allowed": resp.allowed,
+            "artifacts": outcomes,
+            "notes": notes,
+            "durationMs": took.as_secs_f64() * 1000.0,
+        })
+        .to_string();
+        let new = DecisionLine {
+            allowed: resp.allowed,
+            artifacts: &outcomes,
+            dry_run: req.dry_run,
+            duration_ms: took.as_secs_f64() * 1000.0,
+            kind: &req.kind.kind,
+            msg: "admission",
+            name: &req.name,
+            namespace: &req.namespace,
+            notes: &notes,
+            operation: operation_name(&req.operation),
+            uid: &req.uid,
+        };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old);
+        for op in [
+            Operation::Create,
+            Operation::Update,
+            Operation::Delete,
+            Operation::Connect,
+        ] {
+            assert_eq!(operation_name(&op), format!("{op:?}").to_uppercase());
+        }
+        for v in [Verdict::Allow, Verdict::Deny, Verdict::Warn] {
+            assert_eq!(verdict_name(v), format!("{v:?}").to_lowercase());
         }
     }
 }

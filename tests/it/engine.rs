@@ -197,3 +197,80 @@ fn the_deadline_names_stage_and_host_and_the_late_result_fills_the_cache() {
     assert!(d.cached, "{d:?}");
     assert_eq!(d.failure, Some(Failure::Unsigned), "{d:?}");
 }
+
+/// A decision as a later asker compares it: what the cache keeps (everything but the asker's
+/// discovery notes, timings and the `cached` flag).
+fn content(d: &ocigate::engine::Decision) -> serde_json::Value {
+    let mut v = serde_json::to_value(d).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for k in ["discovery", "timings", "cached"] {
+        o.remove(k);
+    }
+    v
+}
+
+#[test]
+fn a_cache_hit_gives_back_the_decision_of_the_miss_that_filled_it() {
+    let reg = TestRegistry::start();
+    let client = plain(&reg.host());
+    let signed = reg.reference("acme/signed:v1");
+    let annotations = [
+        (
+            "org.opencontainers.image.source",
+            "https://example.com/acme",
+        ),
+        ("org.opencontainers.image.revision", "0123abcd"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let digest = push_image_with(&client, &signed, "cache content", annotations);
+    let unsigned = reg.reference("acme/unsigned:v1");
+    push_image(&client, &unsigned, "cache content, unsigned");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let run = sign(&reg, &key, &signed.to_string(), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let missing = reg
+        .reference("acme/missing:v1")
+        .with_digest(ocigate::reference::Digest::sha256_of(b"not pushed"));
+    let engine = Engine::new(
+        client,
+        key_policy(&public),
+        EngineConfig {
+            negative_ttl: Duration::from_secs(3600),
+            failure_ttl: Duration::from_secs(3600),
+            ..EngineConfig::default()
+        },
+    );
+    let pinned = signed.with_digest(digest);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (r, verdict, failure) in [
+        (&signed, Verdict::Allow, None),
+        (&unsigned, Verdict::Deny, Some(Failure::Unsigned)),
+        (&missing, Verdict::Deny, Some(Failure::NotFound)),
+    ] {
+        let miss = rt.block_on(engine.check(r));
+        assert!(!miss.cached, "{miss:?}");
+        assert_eq!((miss.verdict, miss.failure), (verdict, failure), "{miss:?}");
+        let hit = rt.block_on(engine.check(r));
+        assert!(hit.cached, "{hit:?}");
+        assert_eq!(content(&hit), content(&miss), "{r}");
+    }
+    // The allow carries its evidence and the manifest's annotations through the cache.
+    let hit = rt.block_on(engine.check(&signed));
+    assert_eq!(hit.signatures.len(), 1, "{hit:?}");
+    assert_eq!(hit.source.as_deref(), Some("https://example.com/acme"));
+    assert_eq!(hit.revision.as_deref(), Some("0123abcd"));
+    // Another spelling of the same digest is the same decision, for that spelling.
+    let other = rt.block_on(engine.check(&pinned));
+    assert!(other.cached, "{other:?}");
+    assert_eq!(other.reference, pinned.to_string());
+    let mut expected = content(&hit);
+    expected["reference"] = pinned.to_string().into();
+    assert_eq!(content(&other), expected);
+}
