@@ -132,7 +132,7 @@ def main():
                         "--registry-plain-http", host], check=True, env=env, stdout=subprocess.DEVNULL)
         pub = os.path.join(ROOT, "keys-example", "cosign.pub")
         cmds = {
-            "ocigate": [ocigate, "verify", ref, "--key", pub, "--registry-plain-http", host],
+            "ocigate": [ocigate, "verify", ref, "--key", pub, "--insecure-ignore-tlog", "--registry-plain-http", host],
             "cosign": [cosign, "verify", "--key", pub, "--insecure-ignore-tlog",
                        "--allow-insecure-registry", ref],
         }

@@ -3,6 +3,7 @@
 #   - the CNCF distribution registry (Debian package docker-registry), used by the integration tests;
 #   - nginx (Debian package nginx-light), as a basic-auth proxy in front of a registry;
 #   - python3-venv (Debian), for the deploy/ validation tools (scripts/validate-deploy.sh);
+#   - time (Debian: GNU time), with which the tests read the peak memory of an ocigate process;
 #   - cosign 3.1.1 from Debian unstable, unpacked into the tools cache (nothing installed system-wide);
 #   - ferro-oci-server 1.0.0 (crates.io), a registry with the OCI 1.1 referrers API, into the tools cache.
 # The tools cache is outside the clone: ${OCIGATE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ocigate-tools}.
@@ -18,12 +19,12 @@ command -v cargo >/dev/null || {
 tools=${OCIGATE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ocigate-tools}
 mkdir -p "$tools"
 
-if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/sbin/nginx ] || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/bin/time ] || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   as_root=""
   [ "$(id -u)" -eq 0 ] || as_root="sudo"
-  echo "test.sh: installing docker-registry, nginx-light and python3-venv (apt-get)" >&2
+  echo "test.sh: installing docker-registry, nginx-light, python3-venv and time (apt-get)" >&2
   $as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq docker-registry nginx-light python3-venv >/dev/null
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq docker-registry nginx-light python3-venv time >/dev/null
   # The packages start system services (a registry on :5000, nginx on :80); the tests start
   # their own on free loopback ports, so stop them.
   for svc in docker-registry nginx; do

@@ -7,157 +7,16 @@
 //! regular expression) against the identity and issuer sigstore-verify returns, never skipped.
 
 use serde::Serialize;
-use sigstore_trust_root::TrustedRoot;
 use sigstore_types::{Bundle, DerPublicKey};
-use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, Verifier};
+use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy};
 
-use crate::trust::PublicKey;
-use crate::verify::Matcher;
-
-/// A trusted root (Fulcio CAs, Rekor and CT log keys, TSAs) with the name it was loaded under.
-pub struct TrustRoot {
-    name: String,
-    root: TrustedRoot,
-}
-
-impl std::fmt::Debug for TrustRoot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrustRoot")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TrustRootError {
-    #[error("trusted root {origin}: not a valid trusted_root.json")]
-    Invalid {
-        origin: String,
-        #[source]
-        source: sigstore_trust_root::Error,
-    },
-}
-
-impl TrustRoot {
-    /// The Sigstore public-good root compiled into sigstore-trust-root: no network needed.
-    pub fn embedded() -> Result<Self, TrustRootError> {
-        Self::from_json(
-            sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
-            "embedded public-good",
-        )
-    }
-
-    pub fn from_json(text: &str, origin: &str) -> Result<Self, TrustRootError> {
-        let root = TrustedRoot::from_json(text).map_err(|source| TrustRootError::Invalid {
-            origin: origin.to_string(),
-            source,
-        })?;
-        Ok(TrustRoot {
-            name: origin.to_string(),
-            root,
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
+use crate::trust::{GitHubWorkflow, Identity, PublicKey, TrustRoot};
 
 /// What was signed: the bytes, or only their SHA-256 digest.
 #[derive(Debug, Clone, Copy)]
 pub enum BundleArtifact<'a> {
     Bytes(&'a [u8]),
     Sha256([u8; 32]),
-}
-
-/// An acceptable certificate identity: SAN and OIDC issuer, and optionally the GitHub workflow
-/// claims Fulcio recorded (each an exact match).
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub subject: Matcher,
-    pub issuer: Matcher,
-    pub github: GitHubWorkflow,
-}
-
-impl std::fmt::Display for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "subject {} from issuer {}", self.subject, self.issuer)?;
-        for (name, value) in self.github.fields() {
-            if let Some(v) = value {
-                write!(f, ", {name} {v:?}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// GitHub Actions claims of a Fulcio certificate: the legacy extensions
-/// 1.3.6.1.4.1.57264.1.2–.6, or where absent their current equivalents (.1.20 trigger, .1.13
-/// source digest, .1.12 source repository, .1.14 source ref).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GitHubWorkflow {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub repository: Option<String>,
-    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub git_ref: Option<String>,
-}
-
-impl GitHubWorkflow {
-    fn fields(&self) -> [(&'static str, &Option<String>); 5] {
-        [
-            ("githubWorkflowTrigger", &self.trigger),
-            ("githubWorkflowSha", &self.sha),
-            ("githubWorkflowName", &self.name),
-            ("githubWorkflowRepository", &self.repository),
-            ("githubWorkflowRef", &self.git_ref),
-        ]
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    fn from_claims(c: &sigstore_crypto::FulcioCiClaims) -> Self {
-        let d = &c.deprecated_github;
-        GitHubWorkflow {
-            trigger: d
-                .workflow_trigger
-                .clone()
-                .or_else(|| c.build_trigger.clone()),
-            sha: d
-                .workflow_sha
-                .clone()
-                .or_else(|| c.source_repository_digest.clone()),
-            name: d.workflow_name.clone(),
-            repository: d.workflow_repository.clone().or_else(|| {
-                c.source_repository_uri
-                    .as_deref()
-                    .map(|u| u.trim_start_matches("https://github.com/").to_string())
-            }),
-            git_ref: d
-                .workflow_ref
-                .clone()
-                .or_else(|| c.source_repository_ref.clone()),
-        }
-    }
-
-    /// The first claim this constraint sets that `found` does not carry with the same value.
-    fn mismatch(&self, found: &GitHubWorkflow) -> Option<(&'static str, String, Option<String>)> {
-        self.fields().into_iter().zip(found.fields()).find_map(
-            |((name, want), (_, got))| match want {
-                Some(w) if got.as_ref() != Some(w) => Some((name, w.clone(), got.clone())),
-                _ => None,
-            },
-        )
-    }
 }
 
 /// Who must have signed.
@@ -236,20 +95,58 @@ pub enum BundleError {
     Missing { what: &'static str },
 }
 
-/// Verify a bundle over `artifact` by `authority` under `root`.
+/// A bundle parsed once, to be verified against any number of authorities: base64 normalised,
+/// a chain carrying its own root refused, and sigstore-verify's model built.
+#[derive(Debug)]
+pub struct ParsedBundle {
+    value: serde_json::Value,
+    bundle: Bundle,
+}
+
+impl ParsedBundle {
+    pub fn parse(json: &str) -> Result<Self, BundleError> {
+        let mut value: serde_json::Value = serde_json::from_str(json).map_err(BundleError::Json)?;
+        normalise_base64(&mut value, None);
+        if chain_includes_root(&value) {
+            return Err(BundleError::ChainIncludesRoot);
+        }
+        let normalised = serde_json::to_string(&value).map_err(BundleError::Json)?;
+        let bundle = Bundle::from_json(&normalised).map_err(BundleError::Parse)?;
+        Ok(ParsedBundle { value, bundle })
+    }
+
+    /// A cosign legacy signature layer in its bundle form (see [`legacy_to_bundle`]).
+    pub fn from_legacy(
+        payload: &[u8],
+        signature_b64: &str,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, BundleError> {
+        Self::parse(&legacy_to_bundle(payload, signature_b64, annotations)?)
+    }
+
+    /// Whether the bundle carries transparency-log entries (to decide what a `tlog: optional`
+    /// authority requires before verifying).
+    pub fn has_tlog_entries(&self) -> bool {
+        non_empty_array(&self.value, TLOG_ENTRIES)
+    }
+
+    /// The base64 payload of the bundle's DSSE envelope, when it has one. Not verified by
+    /// itself: read it only after [`verify_bundle`] succeeded.
+    pub fn dsse_payload(&self) -> Option<&str> {
+        self.value
+            .pointer("/dsseEnvelope/payload")
+            .and_then(|p| p.as_str())
+    }
+}
+
+/// Verify a parsed bundle over `artifact` by `authority` under `root`.
 pub fn verify_bundle(
-    json: &str,
+    parsed: &ParsedBundle,
     artifact: BundleArtifact<'_>,
     authority: BundleAuthority<'_>,
     root: &TrustRoot,
 ) -> Result<BundleEvidence, BundleError> {
-    let mut value: serde_json::Value = serde_json::from_str(json).map_err(BundleError::Json)?;
-    normalise_base64(&mut value, None);
-    if chain_includes_root(&value) {
-        return Err(BundleError::ChainIncludesRoot);
-    }
-    let normalised = serde_json::to_string(&value).map_err(BundleError::Json)?;
-    let bundle = Bundle::from_json(&normalised).map_err(BundleError::Parse)?;
+    let ParsedBundle { value, bundle } = parsed;
     let artifact = match artifact {
         BundleArtifact::Bytes(b) => sigstore_types::Artifact::from_blob(b),
         BundleArtifact::Sha256(d) => {
@@ -257,23 +154,23 @@ pub fn verify_bundle(
         }
     };
     let verify_err = |source| BundleError::Verify {
-        root: root.name.clone(),
+        root: root.name().to_string(),
         source,
     };
-    let verifier = Verifier::new(&root.root).map_err(verify_err)?;
+    let verifier = root.verifier();
     let result = match authority {
         BundleAuthority::Key(key) => {
             let policy = PublicKeyVerificationPolicy::new(DerPublicKey::new(key.der().to_vec()));
             verifier
-                .verify(artifact, &bundle, &policy)
+                .verify(artifact, bundle, &policy)
                 .map_err(verify_err)?
         }
-        BundleAuthority::KeyWithoutTlog(key) if !has_log_or_timestamp(&value) => {
+        BundleAuthority::KeyWithoutTlog(key) if !has_log_or_timestamp(value) => {
             // sigstore-verify refuses a bundle with neither log entry nor timestamp outright;
             // cosign 3 writes exactly that when signing without Rekor (and verifies it with
             // --insecure-ignore-tlog). The key's signature over the DSSE envelope is checked
             // here, per the DSSE specification; the statement is read by the caller.
-            verify_dsse_with_key(&value, key, artifact.digest().is_some())?;
+            verify_dsse_with_key(value, key, artifact.digest().is_some())?;
             return Ok(BundleEvidence {
                 identity: None,
                 issuer: None,
@@ -282,7 +179,7 @@ pub fn verify_bundle(
                 tlog_verified: false,
                 certificate_verified: false,
                 sct_verified: false,
-                trust_root: root.name.clone(),
+                trust_root: root.name().to_string(),
                 github_workflow: GitHubWorkflow::default(),
             });
         }
@@ -290,7 +187,7 @@ pub fn verify_bundle(
             let policy = PublicKeyVerificationPolicy::new(DerPublicKey::new(key.der().to_vec()))
                 .skip_tlog_unsafe();
             verifier
-                .verify(artifact, &bundle, &policy)
+                .verify(artifact, bundle, &policy)
                 .map_err(verify_err)?
         }
         BundleAuthority::Identities(identities) => {
@@ -298,7 +195,7 @@ pub fn verify_bundle(
             // identity and issuer it returns from the verified certificate are matched here.
             let policy = VerificationPolicy::any_identity();
             let result = verifier
-                .verify(artifact, &bundle, &policy)
+                .verify(artifact, bundle, &policy)
                 .map_err(verify_err)?;
             if !result.certificate_verified() {
                 return Err(BundleError::Missing {
@@ -342,7 +239,7 @@ pub fn verify_bundle(
         tlog_verified: result.tlog_verified(),
         certificate_verified: result.certificate_verified(),
         sct_verified: result.sct_verified(),
-        trust_root: root.name.clone(),
+        trust_root: root.name().to_string(),
         github_workflow: result
             .certificate()
             .map(|c| GitHubWorkflow::from_claims(&c.ci_claims))
@@ -365,12 +262,6 @@ fn has_log_or_timestamp(v: &serde_json::Value) -> bool {
 }
 
 const TLOG_ENTRIES: &str = "/verificationMaterial/tlogEntries";
-
-/// Whether a bundle carries transparency-log entries (to decide what a `tlog: optional`
-/// authority requires before verifying).
-pub fn has_tlog_entries(json: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(json).is_ok_and(|v| non_empty_array(&v, TLOG_ENTRIES))
-}
 
 /// DSSE pre-authentication encoding: `DSSEv1 <len(type)> <type> <len(body)> <body>`.
 fn dsse_pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -682,19 +573,33 @@ mod tests {
         assert!(TrustRoot::embedded().is_ok());
         let e = TrustRoot::from_json("{}", "x.json").unwrap_err();
         assert!(e.to_string().contains("x.json"), "{e}");
-        let root = TrustRoot::embedded().unwrap();
-        let ids = [Identity {
-            subject: Matcher::Exact("a".into()),
-            issuer: Matcher::Exact("b".into()),
-            github: GitHubWorkflow::default(),
-        }];
-        let e = verify_bundle(
-            "not json",
-            BundleArtifact::Bytes(b""),
-            BundleAuthority::Identities(&ids),
-            &root,
-        )
-        .unwrap_err();
+        let e = ParsedBundle::parse("not json").unwrap_err();
         assert!(matches!(e, BundleError::Json(_)), "{e}");
+    }
+
+    #[test]
+    fn one_parsed_bundle_serves_several_authorities() {
+        use crate::trust::Matcher;
+        // The legacy form of a key-signed layer without a log entry: parsed once, then checked
+        // against two keyless identities; both fail on the missing certificate, not on parsing.
+        let parsed = ParsedBundle::from_legacy(b"{}", "AAAA", &Default::default()).unwrap();
+        assert!(!parsed.has_tlog_entries());
+        assert!(parsed.dsse_payload().is_none());
+        let root = TrustRoot::embedded_shared().unwrap();
+        for subject in ["a", "b"] {
+            let ids = [Identity {
+                subject: Matcher::Exact(subject.into()),
+                issuer: Matcher::Exact("i".into()),
+                github: GitHubWorkflow::default(),
+            }];
+            let e = verify_bundle(
+                &parsed,
+                BundleArtifact::Bytes(b"{}"),
+                BundleAuthority::Identities(&ids),
+                &root,
+            )
+            .unwrap_err();
+            assert!(matches!(e, BundleError::Verify { .. }), "{e}");
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! that prints. Exit codes: 0 every reference allowed, 1 at least one denied, 2 usage,
 //! configuration or policy-file error.
 
+use futures_util::StreamExt as _;
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,26 +12,46 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
-use crate::bundle::{GitHubWorkflow, Identity};
 use crate::engine::{CompiledPolicy, Decision, Engine, EngineConfig};
 use crate::error_chain;
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
 use crate::reference::ImageRef;
-use crate::registry::{Registry, RegistrySettings};
+use crate::registry::{Registry, RegistrySettings, TlsFile};
 use crate::sign::key::SigningKey;
 use crate::trust::PublicKey;
-use crate::verify::{Matcher, SignedIdentity};
+use crate::trust::{GitHubWorkflow, Identity, Matcher, TrustRoot};
+use crate::verify::SignedIdentity;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "ocigate",
-    version,
-    about = "Sign and verify OCI artifacts (cosign-compatible)"
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OCIGATE_COMMIT"), ")"),
+    about = "Sign and verify OCI artifacts (cosign-compatible)",
+    after_long_help = LONG_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const LONG_HELP: &str = "\
+Exit codes:
+  0  every reference allowed (or warned)
+  1  at least one reference denied
+  2  a usage, configuration or policy-file error (with -o json, also a JSON document)
+
+Examples:
+  ocigate verify ghcr.io/acme/app:v1 --policy policy.yaml
+  ocigate verify ghcr.io/acme/app:v1 --key cosign.pub            # a Rekor entry is required
+  ocigate verify localhost:5000/app:v1 --key cosign.pub --insecure-ignore-tlog
+  ocigate verify ghcr.io/acme/app:v1 --certificate-identity-regexp '^https://github.com/acme/' \\
+      --certificate-oidc-issuer https://token.actions.githubusercontent.com
+  kustomize build overlays/prod | ocigate verify --manifests - --policy policy.yaml
+  ocigate sign localhost:5000/app:v1 --key cosign.key -a env=prod
+  ocigate discover ghcr.io/acme/app:v1 -o json
+  ocigate policy check policy.yaml
+
+The policy format: docs/policy.md. Registry credentials and TLS: the README's Registry settings.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -50,6 +71,13 @@ enum Command {
     /// Run the Kubernetes validating admission webhook (HTTPS /validate, /healthz, /readyz;
     /// Prometheus /metrics on a separate plain listener).
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// The version, the commit it was built from, and the embedded trust root's validity.
+    Version,
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +91,7 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long)]
     tls_key: PathBuf,
+    /// Address of the HTTPS listener (/validate, /mutate, /healthz, /readyz).
     #[arg(long, default_value = "0.0.0.0:8443")]
     listen: std::net::SocketAddr,
     /// Plain-HTTP listener for /metrics ("off" for none).
@@ -128,7 +157,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 enum PolicyCommand {
     /// Validate policy files; problems are printed as file:line:column: message.
     Check {
-        #[arg(required = true)]
+        /// Policy files (YAML; the format: docs/policy.md).
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
 }
@@ -141,16 +171,40 @@ enum Output {
 
 #[derive(clap::Args, Debug, Default)]
 struct RegistryArgs {
-    /// Credentials for a registry: HOST=USER:PASS (repeatable).
+    /// Credentials for a registry: HOST=USER:PASS (repeatable). Visible to `ps`: prefer
+    /// --registry-creds-file for passwords.
     #[arg(long = "registry-creds", value_name = "HOST=USER:PASS")]
     creds: Vec<String>,
-    /// Speak plain HTTP to this registry host (repeatable).
+    /// A file of HOST=USER:PASS lines (# comments allowed), or - to read them from stdin.
+    #[arg(long = "registry-creds-file", value_name = "FILE")]
+    creds_files: Vec<PathBuf>,
+    /// Speak plain HTTP to this registry host (repeatable). Loopback hosts (localhost,
+    /// 127.0.0.0/8, [::1]) do by default unless they have TLS settings.
     #[arg(long = "registry-plain-http", value_name = "HOST")]
     plain_http: Vec<String>,
+    /// Accept any TLS certificate from this registry host (repeatable).
+    #[arg(long = "registry-insecure-skip-tls-verify", value_name = "HOST")]
+    insecure_skip_tls_verify: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for a registry host: HOST=FILE (repeatable).
+    #[arg(long = "registry-ca-file", value_name = "HOST=FILE")]
+    ca_files: Vec<String>,
+    /// Client certificate (PEM) for a registry host that asks for one: HOST=FILE.
+    #[arg(long = "registry-cert-file", value_name = "HOST=FILE")]
+    cert_files: Vec<String>,
+    /// The client certificate's private key (PEM): HOST=FILE.
+    #[arg(long = "registry-key-file", value_name = "HOST=FILE")]
+    key_files: Vec<String>,
     /// A Docker config file with `auths` (e.g. a mounted kubernetes.io/dockerconfigjson
-    /// secret; repeatable). A file that is absent is skipped with a note on stderr.
+    /// secret; repeatable), used after the user's Docker, podman and Helm files. A file that
+    /// is absent gives no credentials (`serve` reads it again when it appears or changes).
     #[arg(long = "registry-config", value_name = "FILE")]
     config_files: Vec<PathBuf>,
+    /// cosign's spelling: accept unverified TLS from the registries of the references given.
+    #[arg(long)]
+    allow_insecure_registry: bool,
+    /// cosign's spelling: speak plain HTTP to the registries of the references given.
+    #[arg(long)]
+    allow_http_registry: bool,
     /// Deadline for each registry operation, in seconds.
     #[arg(
         long = "registry-timeout",
@@ -235,6 +289,9 @@ impl KeylessArgs {
 
 #[derive(clap::Args, Debug)]
 struct VerifyArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
     #[arg(required_unless_present = "manifests", value_name = "REF")]
     references: Vec<String>,
     /// Rendered Kubernetes YAML or JSON (`kustomize build`, `helm template`, `flux build`) and
@@ -244,7 +301,10 @@ struct VerifyArgs {
     /// followed within the documents given), KluctlDeployment.
     #[arg(long, value_name = "FILE|DIR|-")]
     manifests: Vec<PathBuf>,
-    /// Policy file (DESIGN.md section 3).
+    /// How many references are verified at once; results still come in input order.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    jobs: usize,
+    /// Policy file (the format: docs/policy.md).
     #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
     policy: Option<PathBuf>,
     /// Public key (PEM); every reference must carry a signature by it.
@@ -252,9 +312,14 @@ struct VerifyArgs {
     key: Option<PathBuf>,
     #[command(flatten)]
     keyless: KeylessArgs,
-    /// Keyless: a trusted_root.json instead of the embedded public-good root.
+    /// A trusted_root.json instead of the embedded public-good root (its Rekor keys check
+    /// `--key` signatures' log entries; its Fulcio CAs, keyless certificates).
     #[arg(long, conflicts_with = "policy")]
     trusted_root: Option<PathBuf>,
+    /// With --key: accept a signature without a transparency-log entry (as cosign's flag
+    /// does). By default a Rekor entry is required, verified offline against the trust root.
+    #[arg(long, conflicts_with = "policy")]
+    insecure_ignore_tlog: bool,
     /// Required payload annotation KEY=VALUE (repeatable; not with --policy).
     #[arg(
         short = 'a',
@@ -266,6 +331,8 @@ struct VerifyArgs {
     /// Accept signatures made for another repository name (mirrors, copies; not with --policy).
     #[arg(long, value_name = "REPOSITORY", conflicts_with = "policy")]
     signed_repository: Option<String>,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     /// Deadline for each reference's whole verification (every registry request), in seconds.
@@ -292,6 +359,12 @@ struct VerifyBundleArgs {
     /// Use the embedded Sigstore staging root instead of public-good.
     #[arg(long, conflicts_with = "trusted_root")]
     staging: bool,
+    /// With --key: accept a bundle without a transparency-log entry or timestamp (by default
+    /// one is required, as cosign does).
+    #[arg(long)]
+    insecure_ignore_tlog: bool,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     /// The signed file, or its digest as sha256:<64 hex> (when no such file exists).
@@ -301,8 +374,13 @@ struct VerifyBundleArgs {
 
 #[derive(clap::Args, Debug)]
 struct DiscoverArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
     #[arg(value_name = "REF")]
     reference: String,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(flatten)]
@@ -311,6 +389,9 @@ struct DiscoverArgs {
 
 #[derive(clap::Args, Debug)]
 struct SignArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
     #[arg(value_name = "REF")]
     reference: String,
     /// Encrypted cosign private key; password from OCIGATE_PASSWORD or COSIGN_PASSWORD, else a prompt.
@@ -358,11 +439,30 @@ pub enum CliError {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl CliError {
+    /// What kind of error, for `-o json`'s error document.
+    fn kind(&self) -> &'static str {
+        match self {
+            CliError::Usage(_) => "usage",
+            CliError::Io { .. } => "io",
+            CliError::Other(_) => "configuration",
+        }
+    }
+}
+
 fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> CliError {
     CliError::Other(Box::new(e))
 }
 
 pub fn main() -> ExitCode {
+    // `--version` says what `version` says (clap's own flag would print the short form).
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(a), None) = (args.next(), args.next())
+        && (a == "--version" || a == "-V")
+    {
+        print!("{}", version_text());
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     // The webhook serves concurrent requests on every core; the CLI is one short process.
     let builder = if matches!(cli.command, Command::Serve(_)) {
@@ -395,7 +495,94 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::GenerateKeyPair(a) => generate(a),
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_check(&files)),
         Command::Serve(a) => serve(a).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ocigate",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            print!("{}", version_text());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `ocigate VERSION (commit C)` and the validity windows of the embedded trust root, by kind
+/// (what an air-gapped cluster relies on until it is given a newer root).
+fn version_text() -> String {
+    let mut out = format!(
+        "ocigate {} (commit {})\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("OCIGATE_COMMIT")
+    );
+    let root = match sigstore_trust_root::TrustedRoot::from_json(
+        sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push_str(&format!("embedded trust root: unreadable ({e})\n"));
+            return out;
+        }
+    };
+    let window = |ranges: Vec<Option<&sigstore_types::TimeRange>>| {
+        let starts = ranges.iter().flatten().map(|r| r.start.to_string());
+        let from = starts.min().unwrap_or_else(|| "?".into());
+        let until = if ranges.iter().any(|r| r.is_none_or(|r| r.end.is_none())) {
+            "the newest without an end date".to_string()
+        } else {
+            let last = ranges
+                .iter()
+                .flatten()
+                .filter_map(|r| r.end.map(|e| e.to_string()))
+                .max()
+                .unwrap_or_else(|| "?".into());
+            format!("until {last}")
+        };
+        format!("{} (valid from {from}; {until})", ranges.len())
+    };
+    out.push_str("embedded trust root (Sigstore public-good):\n");
+    out.push_str(&format!(
+        "  Fulcio certificate authorities: {}\n",
+        window(
+            root.certificate_authorities
+                .iter()
+                .map(|c| c.valid_for.as_ref())
+                .collect()
+        )
+    ));
+    out.push_str(&format!(
+        "  Rekor transparency logs: {}\n",
+        window(
+            root.tlogs
+                .iter()
+                .map(|t| t.public_key.valid_for.as_ref())
+                .collect()
+        )
+    ));
+    out.push_str(&format!(
+        "  certificate transparency logs: {}\n",
+        window(
+            root.ctlogs
+                .iter()
+                .map(|t| t.public_key.valid_for.as_ref())
+                .collect()
+        )
+    ));
+    out.push_str(&format!(
+        "  timestamp authorities: {}\n",
+        window(
+            root.timestamp_authorities
+                .iter()
+                .map(|t| t.valid_for.as_ref())
+                .collect()
+        )
+    ));
+    out
 }
 
 async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
@@ -408,7 +595,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         failure_ttl: a.failure_cache_ttl.unwrap_or(Duration::ZERO),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(registry_from(&a.registry)?, policy, config);
+    let engine = Engine::new(registry_with(&a.registry, true, &[])?, policy, config);
     let metrics_listen = match a.metrics_listen.as_str() {
         "off" | "" => None,
         addr => Some(
@@ -431,33 +618,82 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn registry_from(args: &RegistryArgs) -> Result<Registry, CliError> {
+/// The registry client of a one-shot command, with cosign's `--allow-insecure-registry` and
+/// `--allow-http-registry` applied to the registries of `refs`.
+fn registry_for(args: &RegistryArgs, refs: &[&ImageRef]) -> Result<Registry, CliError> {
+    let hosts: Vec<String> = refs
+        .iter()
+        .filter_map(|r| r.registry().map(str::to_string))
+        .collect();
+    registry_with(args, false, &hosts)
+}
+
+/// The registry client from flags, the environment and the user's credential files; `watch`
+/// (for `serve`) re-reads credential files when they change.
+fn registry_with(
+    args: &RegistryArgs,
+    watch: bool,
+    ref_hosts: &[String],
+) -> Result<Registry, CliError> {
     let mut s = RegistrySettings::default();
-    s.apply_env(std::env::vars()).map_err(boxed)?;
     for c in &args.creds {
         s.add_credentials_flag(c).map_err(boxed)?;
     }
+    for f in &args.creds_files {
+        let (text, origin) = if f.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text).map_err(
+                |source| CliError::Io {
+                    what: "--registry-creds-file -: cannot read stdin".into(),
+                    source,
+                },
+            )?;
+            (text, "--registry-creds-file - (stdin)".to_string())
+        } else {
+            let origin = format!("--registry-creds-file {}", f.display());
+            let text = std::fs::read_to_string(f).map_err(|source| CliError::Io {
+                what: format!("{origin}: cannot read"),
+                source,
+            })?;
+            (text, origin)
+        };
+        s.add_credentials_text(&text, &origin).map_err(boxed)?;
+    }
+    s.apply_env(std::env::vars()).map_err(boxed)?;
     for h in &args.plain_http {
         s.add_plain_http(h).map_err(boxed)?;
     }
+    for h in &args.insecure_skip_tls_verify {
+        s.add_insecure_skip_tls_verify(h).map_err(boxed)?;
+    }
+    for h in ref_hosts {
+        if args.allow_http_registry {
+            s.add_plain_http(h).map_err(boxed)?;
+        } else if args.allow_insecure_registry {
+            s.add_insecure_skip_tls_verify(h).map_err(boxed)?;
+        }
+    }
+    for (which, values) in [
+        (TlsFile::Ca, &args.ca_files),
+        (TlsFile::Cert, &args.cert_files),
+        (TlsFile::Key, &args.key_files),
+    ] {
+        for v in values {
+            s.add_tls_file(which, v).map_err(boxed)?;
+        }
+    }
+    s.validate().map_err(boxed)?;
+    s.add_user_auth_files(&|k| std::env::var(k).ok(), watch);
     for f in &args.config_files {
-        match std::fs::read_to_string(f) {
-            Ok(text) => s
-                .add_docker_config_json(&f.display().to_string(), &text)
-                .map_err(boxed)?,
+        let label = format!("--registry-config {}", f.display());
+        if !watch && !f.exists() {
             // An optional secret that is not mounted: no credentials from it, said once.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!(
-                    "note: --registry-config {}: no such file; no credentials from it",
-                    f.display()
-                );
-            }
-            Err(source) => {
-                return Err(CliError::Io {
-                    what: format!("--registry-config {}: cannot read", f.display()),
-                    source,
-                });
-            }
+            eprintln!("note: {label}: no such file; no credentials from it");
+        }
+        // A file named on the command line that does not parse is a configuration error now,
+        // not a denial later.
+        if let Err(e) = s.add_auth_file(f.clone(), label, watch).config() {
+            return Err(boxed(e));
         }
     }
     if args.timeout == 0 || args.timeout > 3600 {
@@ -467,13 +703,6 @@ fn registry_from(args: &RegistryArgs) -> Result<Registry, CliError> {
     }
     s.timeout = Duration::from_secs(args.timeout);
     Ok(Registry::new(s))
-}
-
-fn parse_refs(inputs: &[String]) -> Result<Vec<ImageRef>, CliError> {
-    inputs
-        .iter()
-        .map(|r| ImageRef::parse(r).map_err(boxed))
-        .collect()
 }
 
 fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, CliError> {
@@ -495,7 +724,49 @@ fn read_file(path: &Path, what: &str) -> Result<String, CliError> {
 }
 
 async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
-    let refs = parse_refs(&a.references)?;
+    let output = a.output;
+    match verify_inner(a).await {
+        Err(e) if output == Output::Json => {
+            // A usage or configuration error is a JSON document too (and still exit 2).
+            let doc = serde_json::json!({
+                "schemaVersion": JSON_SCHEMA_VERSION,
+                "error": {"kind": e.kind(), "message": error_chain(&e)},
+                "results": [],
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            Ok(ExitCode::from(2))
+        }
+        other => other,
+    }
+}
+
+/// A reference that does not parse, as a result of its own: the others are still verified.
+fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decision {
+    Decision {
+        reference: crate::escape_text(input),
+        digest: None,
+        verdict: Verdict::Deny,
+        rule: None,
+        reasons: vec![error_chain(e)],
+        signatures: Vec::new(),
+        failure: Some(crate::failure::Failure::Invalid),
+        source: None,
+        revision: None,
+        discovery: Vec::new(),
+        timings: Default::default(),
+        cached: false,
+    }
+}
+
+async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
+    let mut refs = Vec::new();
+    let mut invalid = Vec::new();
+    for input in &a.references {
+        match ImageRef::parse(input) {
+            Ok(r) => refs.push(r),
+            Err(e) => invalid.push(invalid_reference(input, &e)),
+        }
+    }
     let keyless = a.keyless.given();
     let signed_identity = match &a.signed_repository {
         Some(r) => SignedIdentity::ExactRepository(r.clone()),
@@ -506,14 +777,16 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
         (None, Some(k)) => {
             let key = PublicKey::from_pem(&read_file(k, "public key")?, &k.display().to_string())
                 .map_err(boxed)?;
-            let (tlog, roots, root) = match &a.trusted_root {
-                // A given root means: check the signature's Rekor entry with it.
-                Some(p) => (
-                    Tlog::Required,
-                    trusted_root_ref(p)?,
-                    Some("--trusted-root".into()),
-                ),
-                None => (Tlog::Skip, Vec::new(), None),
+            // As cosign: a Rekor entry is required (checked offline with the given root, else
+            // the embedded public-good one) unless --insecure-ignore-tlog says otherwise.
+            let tlog = if a.insecure_ignore_tlog {
+                Tlog::Skip
+            } else {
+                Tlog::Required
+            };
+            let (roots, root) = match &a.trusted_root {
+                Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
+                None => (Vec::new(), None),
             };
             let kind = AuthorityKind::Key {
                 key,
@@ -521,11 +794,14 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
                 trust_root: root,
             };
             let ann = parse_annotations(&a.annotations)?;
-            let policy = Policy::single_authority("--key", kind, roots, ann, signed_identity);
-            CompiledPolicy::new(policy, "command line".into()).map_err(boxed)?
+            let authority = format!("key {}", k.display());
+            let policy =
+                Policy::single_authority("--key", &authority, kind, roots, ann, signed_identity);
+            CompiledPolicy::new(policy, "command line".into())
         }
         (None, None) if keyless => {
             let identity = a.keyless.identity()?;
+            let authority = format!("identity {identity}");
             let (roots, root) = match &a.trusted_root {
                 Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
                 None => (Vec::new(), None),
@@ -538,12 +814,13 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
             let ann = parse_annotations(&a.annotations)?;
             let policy = Policy::single_authority(
                 "--certificate-identity",
+                &authority,
                 kind,
                 roots,
                 ann,
                 signed_identity,
             );
-            CompiledPolicy::new(policy, "command line".into()).map_err(boxed)?
+            CompiledPolicy::new(policy, "command line".into())
         }
         _ => {
             return Err(CliError::Usage(
@@ -560,24 +837,71 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
     }
     let config = EngineConfig {
         deadline: Duration::from_secs(a.deadline),
+        verification_budget: Duration::from_secs(a.deadline),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(registry_from(&a.registry)?, policy, config);
-    let mut decisions = futures_util::future::join_all(refs.iter().map(|r| engine.check(r))).await;
-    if !a.manifests.is_empty() {
-        let found = manifest_sources(&read_manifests(&a.manifests)?).await?;
-        let deadline = engine.config().deadline;
-        let checks = found.into_iter().map(|(origin, source)| {
-            let engine = engine.clone();
-            async move {
-                let mut d = engine.check_source(&source, deadline).await;
-                d.reasons.push(format!("found in {}", origin.join(", ")));
-                d
-            }
-        });
-        decisions.extend(futures_util::future::join_all(checks).await);
+    if a.jobs == 0 || a.jobs > 256 {
+        return Err(CliError::Usage("--jobs must be between 1 and 256".into()));
     }
-    print_decisions(&decisions, a.output)?;
+    let engine = Engine::new(
+        registry_for(&a.registry, &refs.iter().collect::<Vec<_>>())?,
+        policy,
+        config,
+    );
+    let found = if a.manifests.is_empty() {
+        Vec::new()
+    } else {
+        manifest_sources(&read_manifests(&a.manifests)?).await?
+    };
+    let bad_references = !invalid.is_empty();
+    // Every check, in input order; at most --jobs run at once.
+    type Check<'e> = std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'e>>;
+    let mut checks: Vec<Check<'_>> = Vec::new();
+    for r in &refs {
+        checks.push(Box::pin(engine.check(r)));
+    }
+    let deadline = engine.config().deadline;
+    for (origin, source) in found {
+        let engine = engine.clone();
+        checks.push(Box::pin(async move {
+            let mut d = engine.check_source(&source, deadline).await;
+            d.reasons.push(format!("found in {}", origin.join(", ")));
+            d
+        }));
+    }
+    let text = a.output == Output::Text;
+    let progress = Progress::new(text && std::io::stderr().is_terminal(), checks.len());
+    let checks = checks.into_iter().map(|c| {
+        let progress = &progress;
+        async move {
+            let d = c.await;
+            progress.one_done();
+            d
+        }
+    });
+    let mut decisions = invalid;
+    if text {
+        // Results stream in input order as they complete.
+        for d in &decisions {
+            print_decisions(std::slice::from_ref(d), a.output)?;
+        }
+    }
+    let mut stream = futures_util::stream::iter(checks).buffered(a.jobs);
+    while let Some(d) = stream.next().await {
+        if text {
+            progress.clear();
+            print_decisions(std::slice::from_ref(&d), a.output)?;
+            progress.redraw();
+        }
+        decisions.push(d);
+    }
+    progress.clear();
+    if !text {
+        print_decisions(&decisions, a.output)?;
+    }
+    if bad_references {
+        return Ok(ExitCode::from(2));
+    }
     let all_allowed = decisions.iter().all(|d| d.verdict != Verdict::Deny);
     Ok(if all_allowed {
         ExitCode::SUCCESS
@@ -744,6 +1068,45 @@ async fn manifest_sources(
     Ok(found)
 }
 
+/// A progress line on stderr while references are checked (only when it is a terminal and the
+/// output is text): `[3/10] checked`, rewritten in place and cleared before each result.
+struct Progress {
+    on: bool,
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    fn new(on: bool, total: usize) -> Self {
+        Progress {
+            on: on && total > 1,
+            total,
+            done: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn one_done(&self) {
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.redraw();
+    }
+
+    fn redraw(&self) {
+        if self.on {
+            let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
+            eprint!("\r\x1b[K[{done}/{}] checked", self.total);
+        }
+    }
+
+    fn clear(&self) {
+        if self.on {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// The version of `verify -o json`'s document; fields may be added, never renamed.
+const JSON_SCHEMA_VERSION: u32 = 1;
+
 fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     let io = |source| CliError::Io {
@@ -753,50 +1116,102 @@ fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliErro
     match output {
         Output::Json => {
             #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
             struct Results<'a> {
+                schema_version: u32,
                 results: &'a [Decision],
             }
-            serde_json::to_writer_pretty(&mut out, &Results { results: decisions })
+            let doc = Results {
+                schema_version: JSON_SCHEMA_VERSION,
+                results: decisions,
+            };
+            serde_json::to_writer_pretty(&mut out, &doc)
                 .map_err(|e| io(std::io::Error::other(e)))?;
             writeln!(out).map_err(io)?;
         }
         Output::Text => {
             for d in decisions {
-                let word = match d.verdict {
-                    Verdict::Allow => "ALLOW",
-                    Verdict::Deny => "DENY",
-                    Verdict::Warn => "WARN",
-                };
-                let target = match &d.digest {
-                    Some(dg) if !d.reference.contains('@') => format!("{}@{dg}", d.reference),
-                    _ => d.reference.clone(),
-                };
-                let rule = d
-                    .rule
-                    .as_deref()
-                    .map(|r| format!(" [rule {r}]"))
-                    .unwrap_or_default();
-                let trace = match (&d.source, &d.revision) {
-                    (Some(s), Some(r)) => format!(" (source {s} @ {r})"),
-                    (Some(s), None) => format!(" (source {s})"),
-                    _ => String::new(),
-                };
-                writeln!(
-                    out,
-                    "{word} {target}{rule}: {}{trace}",
-                    d.reasons.join("; ")
-                )
-                .map_err(io)?;
+                write!(out, "{}", text_decision(d)).map_err(io)?;
             }
         }
     }
     Ok(())
 }
 
+/// One decision for a person: a headline (`ALLOW`/`DENY`/`WARN`, the reference with its
+/// digest, the rule, the failure class), then each reason on its own indented line, said once.
+/// Everything that came from a registry or a file is escaped.
+fn text_decision(d: &Decision) -> String {
+    let word = match d.verdict {
+        Verdict::Allow => "ALLOW",
+        Verdict::Deny => "DENY",
+        Verdict::Warn => "WARN",
+    };
+    let target = match &d.digest {
+        Some(dg) if !d.reference.contains('@') => format!("{}@{dg}", d.reference),
+        _ => d.reference.clone(),
+    };
+    let mut s = format!("{word} {}", crate::escape_text(&target));
+    if let Some(r) = &d.rule {
+        s.push_str(&format!(" [rule {}]", crate::escape_text(r)));
+    }
+    if let Some(f) = d.failure.filter(|_| d.verdict != Verdict::Allow) {
+        s.push_str(&format!(" ({f})"));
+    }
+    s.push('\n');
+    let mut said = std::collections::HashSet::new();
+    for r in &d.reasons {
+        if said.insert(r.as_str()) {
+            s.push_str(&format!("  {}\n", crate::escape_text(r)));
+        }
+    }
+    for sig in &d.signatures {
+        let by = match sig.evidence() {
+            crate::verify::Evidence::Key {
+                key_fingerprint,
+                log_index,
+            } => {
+                let log = log_index.map_or_else(
+                    || " (no transparency-log entry checked)".to_string(),
+                    |i| format!(", Rekor log index {i}"),
+                );
+                format!("key {key_fingerprint}{log}")
+            }
+            crate::verify::Evidence::Keyless {
+                identity,
+                issuer,
+                log_index,
+                ..
+            } => {
+                let log = log_index.map_or_else(String::new, |i| format!(", Rekor log index {i}"));
+                format!("certificate for {identity} from {issuer}{log}")
+            }
+        };
+        s.push_str(&format!(
+            "  signed: authority {} by {} at {}\n",
+            crate::escape_text(sig.authority()),
+            crate::escape_text(&by),
+            crate::escape_text(sig.location())
+        ));
+    }
+    match (&d.source, &d.revision) {
+        (Some(src), Some(rev)) => s.push_str(&format!(
+            "  source {} @ {}\n",
+            crate::escape_text(src),
+            crate::escape_text(rev)
+        )),
+        (Some(src), None) => s.push_str(&format!("  source {}\n", crate::escape_text(src))),
+        _ => {}
+    }
+    s
+}
+
 fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {
+    let name = "--trusted-root";
+    let root = TrustRoot::from_json(&read_file(p, "trusted root")?, name).map_err(boxed)?;
     Ok(vec![TrustRootRef {
-        name: "--trusted-root".into(),
-        json: Some(read_file(p, "trusted root")?),
+        name: name.into(),
+        root: std::sync::Arc::new(root),
     }])
 }
 
@@ -826,7 +1241,7 @@ fn bundle_artifact(input: &str) -> Result<Option<[u8; 32]>, CliError> {
 }
 
 fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
-    use crate::bundle::{BundleArtifact, BundleAuthority, TrustRoot, verify_bundle};
+    use crate::bundle::{BundleArtifact, BundleAuthority, ParsedBundle, verify_bundle};
     let json = read_file(&a.bundle, "bundle")?;
     let root = match (&a.trusted_root, a.staging) {
         (Some(p), _) => {
@@ -846,7 +1261,11 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
         Some(k) => {
             key = PublicKey::from_pem(&read_file(k, "public key")?, &k.display().to_string())
                 .map_err(boxed)?;
-            BundleAuthority::Key(&key)
+            if a.insecure_ignore_tlog {
+                BundleAuthority::KeyWithoutTlog(&key)
+            } else {
+                BundleAuthority::Key(&key)
+            }
         }
         None => {
             identities = [a.keyless.identity()?];
@@ -864,7 +1283,9 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
             BundleArtifact::Bytes(&bytes)
         }
     };
-    match verify_bundle(&json, artifact, authority, &root) {
+    let verified = ParsedBundle::parse(&json)
+        .and_then(|parsed| verify_bundle(&parsed, artifact, authority, &root));
+    match verified {
         Ok(evidence) => {
             match a.output {
                 Output::Json => println!(
@@ -894,7 +1315,7 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
 
 async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
     let r = ImageRef::parse(&a.reference).map_err(boxed)?;
-    let registry = registry_from(&a.registry)?;
+    let registry = registry_for(&a.registry, &[&r])?;
     let manifest = registry
         .get_manifest(&r)
         .await
@@ -910,15 +1331,32 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
     };
     match a.output {
         Output::Json => {
-            let sigs: Vec<_> = found
-                .candidates
+            let legacy = found.candidates.iter().map(|c| {
+                serde_json::json!({
+                    "location": c.location,
+                    "kind": "cosign-legacy",
+                    "mediaType": crate::payload::SIMPLE_SIGNING_MEDIA_TYPE,
+                    "claimedSigner": c.claimed_signer(),
+                    "payload": String::from_utf8_lossy(&c.payload),
+                    "annotations": c.annotations,
+                })
+            });
+            let bundles = found.bundles.iter().map(|b| {
+                serde_json::json!({
+                    "location": b.location,
+                    "kind": "sigstore-bundle",
+                    "mediaType": b.media_type(),
+                    "claimedSigner": b.claimed_signer(),
+                })
+            });
+            let sigs: Vec<_> = legacy.chain(bundles).collect();
+            let unexamined: Vec<_> = found
+                .unexamined
                 .iter()
-                .map(|c| {
+                .map(|u| {
                     serde_json::json!({
-                        "location": c.location,
-                        "kind": "cosign-legacy",
-                        "payload": String::from_utf8_lossy(&c.payload),
-                        "annotations": c.annotations,
+                        "location": u.location,
+                        "reason": error_chain(&u.reason),
                     })
                 })
                 .collect();
@@ -926,6 +1364,7 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
                 "reference": r.to_string(),
                 "digest": manifest.digest.to_string(),
                 "signatures": sigs,
+                "unexamined": unexamined,
                 "paths": found.paths,
             });
             serde_json::to_writer_pretty(&mut out, &doc)
@@ -943,7 +1382,32 @@ async fn discover(a: DiscoverArgs) -> Result<ExitCode, CliError> {
                 writeln!(out, "  {}: {} signature(s){notes}", p.path, p.found).map_err(io)?;
             }
             for c in &found.candidates {
-                writeln!(out, "  signature at {}", c.location).map_err(io)?;
+                writeln!(
+                    out,
+                    "  cosign legacy signature at {}: by {}",
+                    crate::escape_text(&c.location),
+                    c.claimed_signer()
+                )
+                .map_err(io)?;
+            }
+            for b in &found.bundles {
+                writeln!(
+                    out,
+                    "  Sigstore bundle ({}) at {}: by {}",
+                    crate::escape_text(b.media_type().as_deref().unwrap_or("no media type")),
+                    crate::escape_text(&b.location),
+                    b.claimed_signer()
+                )
+                .map_err(io)?;
+            }
+            for u in &found.unexamined {
+                writeln!(
+                    out,
+                    "  not examined: {}: {}",
+                    u.location,
+                    error_chain(&u.reason)
+                )
+                .map_err(io)?;
             }
         }
     }
@@ -982,19 +1446,29 @@ async fn sign(a: SignArgs) -> Result<ExitCode, CliError> {
     let pw = password(false)?;
     let key = SigningKey::from_encrypted_pem(&pem, pw.as_bytes(), &a.key.display().to_string())
         .map_err(boxed)?;
-    let registry = registry_from(&a.registry)?;
+    let registry = registry_for(&a.registry, &[&r])?;
     let signed = match a.format {
         SignFormat::Legacy => crate::sign::sign(&registry, &key, &r, &annotations).await,
         SignFormat::Bundle => crate::sign::sign_bundle(&registry, &key, &r, &annotations).await,
     }
     .map_err(boxed)?;
-    println!(
-        "signed {}@{} -> {} ({} signature(s))",
-        r.name(),
-        signed.digest,
-        signed.stored_at,
-        signed.signatures
-    );
+    if signed.added {
+        println!(
+            "signed {}@{} -> {} ({} signature(s))",
+            r.name(),
+            signed.digest,
+            signed.stored_at,
+            signed.signatures
+        );
+    } else {
+        println!(
+            "already signed: {}@{} has this key's signature of this payload in {} ({} signature(s)); nothing added",
+            r.name(),
+            signed.digest,
+            signed.stored_at,
+            signed.signatures
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1003,7 +1477,8 @@ fn generate(a: GenerateArgs) -> Result<ExitCode, CliError> {
     let pub_path = PathBuf::from(format!("{}.pub", a.output_key_prefix));
     if !a.force {
         for p in [&key_path, &pub_path] {
-            if p.exists() {
+            // symlink_metadata: a link (even a dangling one) is something that exists.
+            if p.symlink_metadata().is_ok() {
                 return Err(CliError::Usage(format!(
                     "{} already exists; pass --force to replace it",
                     p.display()
@@ -1013,11 +1488,13 @@ fn generate(a: GenerateArgs) -> Result<ExitCode, CliError> {
     }
     let pw = password(true)?;
     let (key, pem) = SigningKey::generate_encrypted(pw.as_bytes()).map_err(boxed)?;
-    write_private(&key_path, pem.as_bytes())?;
-    std::fs::write(&pub_path, key.public_key().to_pem()).map_err(|source| CliError::Io {
-        what: format!("cannot write {}", pub_path.display()),
-        source,
-    })?;
+    write_new_file(&key_path, pem.as_bytes(), 0o600, a.force)?;
+    write_new_file(
+        &pub_path,
+        key.public_key().to_pem().as_bytes(),
+        0o644,
+        a.force,
+    )?;
     eprintln!(
         "Private key written to {}\nPublic key written to {}",
         key_path.display(),
@@ -1026,20 +1503,64 @@ fn generate(a: GenerateArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), CliError> {
+/// Write `data` to `path` as a new file with `mode`: written to a fresh temporary file in the
+/// same directory (created exclusively, so no symlink is followed and no one else's file is
+/// opened), then linked into place — refusing an existing path, or with `replace` renaming
+/// over it (a symlink there is replaced, never followed, and the old file's mode is not kept).
+fn write_new_file(path: &Path, data: &[u8], mode: u32, replace: bool) -> Result<(), CliError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |source| CliError::Io {
         what: format!("cannot write {}", path.display()),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = None;
+    for attempt in 0..16u32 {
+        let mut rnd = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut rnd).map_err(|_| CliError::Io {
+            what: "no randomness for a temporary file name".into(),
+            source: std::io::Error::other("aws-lc-rs rand"),
+        })?;
+        let candidate = dir.join(format!(".{name}.{}.tmp", hex::encode(rnd)));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&candidate)
+        {
+            Ok(f) => {
+                tmp = Some((candidate, f));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 15 => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let Some((tmp_path, mut f)) = tmp else {
+        return Err(io(std::io::Error::other("no free temporary file name")));
+    };
+    let written = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| {
+            if replace {
+                std::fs::rename(&tmp_path, path)
+            } else {
+                std::fs::hard_link(&tmp_path, path).and_then(|()| std::fs::remove_file(&tmp_path))
+            }
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp_path);
+        return Err(io(e));
+    }
+    Ok(())
 }
 
 fn policy_check(files: &[PathBuf]) -> ExitCode {
@@ -1059,5 +1580,37 @@ fn policy_check(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "ocigate", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        let long = super::Cli::command().render_long_help().to_string();
+        assert!(
+            long.contains("Exit codes:") && long.contains("Examples:"),
+            "{long}"
+        );
     }
 }

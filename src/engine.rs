@@ -5,8 +5,9 @@
 //!
 //! Stages of one check: plan (the rule, before any I/O) → resolve (tag → digest, cached
 //! briefly) → [decision cache] → discover (the `.sig` tag and the referrers lookups run
-//! concurrently) → verify (pure) → decide (the policy's evaluation). Every decision carries a
-//! [`Failure`] class when it is not a plain allow.
+//! concurrently, within one fetch budget) → verify (pure; each candidate as discovery hands it
+//! over, keeping the outcome, not the bytes) → decide (the policy's evaluation). Every decision
+//! carries a [`Failure`] class when it is not a plain allow.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,10 +20,10 @@ use futures_util::FutureExt as _;
 use futures_util::future::Shared;
 use serde::Serialize;
 
-use crate::bundle::{
-    BundleAuthority, REKOR_BUNDLE_ANNOTATION, TrustRoot, TrustRootError, has_tlog_entries,
+use crate::bundle::{BundleAuthority, REKOR_BUNDLE_ANNOTATION};
+use crate::discover::{
+    DiscoverError, Found, MAX_DISCOVERY_BYTES, Order, PathTried, discover_each, summary,
 };
-use crate::discover::{BundleCandidate, DiscoverError, PathTried, SignatureCandidate, discover};
 use crate::extract::{Artifact, Source};
 pub use crate::failure::Failure;
 use crate::policy::{
@@ -30,10 +31,11 @@ use crate::policy::{
     Tlog, Verdict, evaluate, failed_verdict,
 };
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{ImageManifest, Registry, RegistryError};
+use crate::registry::{FetchBudget, ImageManifest, Registry, RegistryError};
+use crate::trust::TrustRoot;
 use crate::verify::{
-    Expectation, KeyAuthority, KeylessAuthority, Rejection, VerifiedSignature,
-    verify_attached_bundle, verify_key_signature, verify_key_signature_logged,
+    Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
+    VerifiedSignature, verify_attached_bundle, verify_key_signature, verify_key_signature_logged,
     verify_keyless_signature,
 };
 
@@ -105,8 +107,8 @@ use crate::error_chain;
 /// The class of a registry failure.
 pub fn registry_failure(e: &RegistryError) -> Failure {
     match e {
-        RegistryError::Denied { .. } => Failure::Auth,
-        RegistryError::Timeout { .. } => Failure::Timeout,
+        RegistryError::Denied { .. } | RegistryError::Credentials { .. } => Failure::Auth,
+        RegistryError::Timeout { .. } | RegistryError::DeadlineExceeded { .. } => Failure::Timeout,
         // A blob or manifest that a manifest names but the registry lacks is an inconsistency
         // of the registry; `not-found` is for the reference itself (see `Engine::resolve`).
         RegistryError::Protocol { source, .. } if source.status() == Some(429) => {
@@ -137,6 +139,9 @@ pub struct EngineConfig {
     pub resolve_ttl: Duration,
     /// Most decisions (and resolved tags) held.
     pub max_entries: u64,
+    /// How long a verification may run in all, even after its askers' deadlines have passed
+    /// (it then still fills the cache, so that a retry is answered at once).
+    pub verification_budget: Duration,
 }
 
 impl Default for EngineConfig {
@@ -148,40 +153,40 @@ impl Default for EngineConfig {
             failure_ttl: Duration::ZERO,
             resolve_ttl: Duration::from_secs(30),
             max_entries: 100_000,
+            verification_budget: Duration::from_secs(30),
         }
     }
 }
 
-/// A policy with its trust roots parsed and a fingerprint of all of it.
+/// A policy with its trust roots parsed (each with its verifier) and a fingerprint of all of it.
 pub struct CompiledPolicy {
     policy: Policy,
-    /// The policy's named trust roots, parsed once.
-    roots: HashMap<String, TrustRoot>,
-    /// The embedded public-good root, parsed on first use.
-    embedded: OnceLock<Option<TrustRoot>>,
+    /// The policy's named trust roots, parsed once when the policy was read.
+    roots: HashMap<String, Arc<TrustRoot>>,
+    /// The embedded public-good root (for authorities that name none), shared by the process
+    /// and parsed on first use.
+    embedded: OnceLock<Option<Arc<TrustRoot>>>,
     /// sha256 over the policy text and every file it read (keys, trust roots).
     fingerprint: Arc<str>,
 }
 
 impl CompiledPolicy {
-    /// Parse the policy's trust roots, so that a bad trusted_root.json is a configuration error
-    /// at start-up (or at reload), not a denial later. Nothing is fetched.
-    /// `fingerprint` identifies the policy's content (see [`CompiledPolicy::from_file`]).
-    pub fn new(policy: Policy, fingerprint: String) -> Result<Self, TrustRootError> {
-        let mut roots = HashMap::new();
-        for tr in &policy.trust_roots {
-            let root = match &tr.json {
-                Some(json) => TrustRoot::from_json(json, &tr.name)?,
-                None => TrustRoot::embedded()?,
-            };
-            roots.insert(tr.name.clone(), root);
-        }
-        Ok(CompiledPolicy {
+    /// Compile a parsed policy; its trust roots were parsed by [`Policy::parse`], so a bad
+    /// trusted_root.json is a configuration error at start-up (or at reload), not a denial
+    /// later. Nothing is fetched. `fingerprint` identifies the policy's content (see
+    /// [`CompiledPolicy::from_file`]).
+    pub fn new(policy: Policy, fingerprint: String) -> Self {
+        let roots = policy
+            .trust_roots
+            .iter()
+            .map(|tr| (tr.name.clone(), tr.root.clone()))
+            .collect();
+        CompiledPolicy {
             policy,
             roots,
             embedded: OnceLock::new(),
             fingerprint: fingerprint.into(),
-        })
+        }
     }
 
     /// Read, validate and compile a policy file; the fingerprint covers the file and every file
@@ -216,7 +221,7 @@ impl CompiledPolicy {
             Ok(log) => Digest::sha256_of(&log).to_string(),
             Err(_) => Digest::sha256_of(text.as_bytes()).to_string(),
         };
-        CompiledPolicy::new(policy, fingerprint).map_err(PolicyLoadError::TrustRoot)
+        Ok(CompiledPolicy::new(policy, fingerprint))
     }
 
     pub fn policy(&self) -> &Policy {
@@ -229,11 +234,11 @@ impl CompiledPolicy {
 
     fn root(&self, name: Option<&str>) -> Option<&TrustRoot> {
         match name {
-            Some(n) => self.roots.get(n),
+            Some(n) => self.roots.get(n).map(AsRef::as_ref),
             None => self
                 .embedded
-                .get_or_init(|| TrustRoot::embedded().ok())
-                .as_ref(),
+                .get_or_init(|| TrustRoot::embedded_shared().ok())
+                .as_deref(),
         }
     }
 
@@ -257,7 +262,7 @@ impl CompiledPolicy {
     /// One attached Sigstore bundle against one authority.
     fn verify_one_bundle(
         &self,
-        c: &BundleCandidate,
+        c: &PreparedBundle<'_>,
         a: &Authority,
         expect: &Expectation,
     ) -> Result<VerifiedSignature, Rejection> {
@@ -267,7 +272,7 @@ impl CompiledPolicy {
                 tlog,
                 trust_root,
             } => {
-                let logged = has_tlog_entries(&c.json);
+                let logged = c.has_tlog_entries();
                 let who = match (tlog, logged) {
                     (Tlog::Required, _) | (Tlog::Optional, true) => BundleAuthority::Key(key),
                     _ => BundleAuthority::KeyWithoutTlog(key),
@@ -279,21 +284,23 @@ impl CompiledPolicy {
                 identities,
                 tlog,
             } => {
-                keyless_needs_tlog(*tlog, &c.location, &a.name)?;
+                keyless_needs_tlog(*tlog, &c.candidate().location, &a.name)?;
                 (BundleAuthority::Identities(identities), trust_root)
             }
         };
-        let root = self.root_for(trust_root, &c.location, &a.name)?;
+        let location = &c.candidate().location;
+        let root = self.root_for(trust_root, location, &a.name)?;
         verify_attached_bundle(c, &a.name, who, root, expect)
     }
 
-    /// One candidate against one authority.
+    /// One legacy candidate against one authority.
     fn verify_one(
         &self,
-        c: &SignatureCandidate,
+        p: &PreparedSignature<'_>,
         a: &Authority,
         expect: &Expectation,
     ) -> Result<VerifiedSignature, Rejection> {
+        let c = p.candidate();
         match &a.kind {
             AuthorityKind::Key {
                 key,
@@ -305,7 +312,7 @@ impl CompiledPolicy {
                 match (tlog, logged) {
                     (Tlog::Required, _) | (Tlog::Optional, true) => {
                         let root = self.root_for(trust_root, &c.location, &a.name)?;
-                        verify_key_signature_logged(c, authority, root, expect)
+                        verify_key_signature_logged(p, authority, root, expect)
                     }
                     _ => verify_key_signature(c, authority, expect),
                 }
@@ -318,7 +325,7 @@ impl CompiledPolicy {
                 keyless_needs_tlog(*tlog, &c.location, &a.name)?;
                 let root = self.root_for(trust_root, &c.location, &a.name)?;
                 verify_keyless_signature(
-                    c,
+                    p,
                     KeylessAuthority {
                         name: &a.name,
                         identities,
@@ -330,32 +337,50 @@ impl CompiledPolicy {
         }
     }
 
-    /// Verify what was discovered against `rule` and decide (pure: no I/O).
-    fn decide(
-        &self,
-        rule: &Rule,
-        expect: &Expectation,
-        candidates: &[SignatureCandidate],
-        bundles: &[BundleCandidate],
-        looked: &str,
-    ) -> crate::policy::Evaluation {
-        let legacy = candidates.iter().map(|c| CandidateOutcome {
-            location: c.location.clone(),
-            results: rule
-                .authorities
-                .iter()
-                .map(|a| self.verify_one(c, a, expect))
-                .collect(),
-        });
-        let attached = bundles.iter().map(|c| CandidateOutcome {
-            location: c.location.clone(),
-            results: rule
-                .authorities
-                .iter()
-                .map(|a| self.verify_one_bundle(c, a, expect))
-                .collect(),
-        });
-        evaluate(rule, legacy.chain(attached).collect(), looked)
+    /// Verify one thing discovery found against every authority of `rule` (pure: no I/O).
+    /// A candidate is prepared (its bundle form parsed) once, for all the authorities; a
+    /// location discovery could not examine is rejected by each, with its reason.
+    fn outcome(&self, rule: &Rule, expect: &Expectation, found: &Found) -> CandidateOutcome {
+        match found {
+            Found::Signature(c) => {
+                let prepared = PreparedSignature::new(c);
+                CandidateOutcome {
+                    location: c.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|a| self.verify_one(&prepared, a, expect))
+                        .collect(),
+                }
+            }
+            Found::Bundle(c) => {
+                let prepared = PreparedBundle::new(c);
+                CandidateOutcome {
+                    location: c.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|a| self.verify_one_bundle(&prepared, a, expect))
+                        .collect(),
+                }
+            }
+            Found::Unexamined(u) => {
+                let detail = error_chain(&u.reason);
+                CandidateOutcome {
+                    location: u.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|_| {
+                            Err(Rejection::Unexamined {
+                                location: u.location.clone(),
+                                detail: detail.clone(),
+                            })
+                        })
+                        .collect(),
+                }
+            }
+        }
     }
 }
 
@@ -367,8 +392,6 @@ pub enum PolicyLoadError {
     Policy(crate::policy::PolicyError),
     #[error("policy {}: the file is not UTF-8 text", file.display())]
     NotUtf8 { file: std::path::PathBuf },
-    #[error("policy trust root")]
-    TrustRoot(#[source] TrustRootError),
 }
 
 /// What a decision depends on: the repository (legacy signatures live there, and
@@ -723,8 +746,14 @@ impl Engine {
             },
             None => {
                 let remaining = deadline.saturating_sub(started.elapsed());
-                match tokio::time::timeout(remaining, self.resolve(reference)).await {
+                let resolving =
+                    crate::registry::with_deadline(started + deadline, self.resolve(reference));
+                match tokio::time::timeout(remaining, resolving).await {
                     Err(_) => return timed_out(Stage::Resolve),
+                    // The registry's requests were cut at the same deadline.
+                    Ok(Err((_, Failure::Timeout))) if started.elapsed() >= deadline => {
+                        return timed_out(Stage::Resolve);
+                    }
                     Ok(Err((reason, failure))) => {
                         return Decision::early(
                             reference,
@@ -783,8 +812,12 @@ impl Engine {
                         key,
                         stage.clone(),
                     );
-                    // The asker's request credentials (pull secrets) go with the verification.
+                    // The asker's request credentials (pull secrets) go with the verification,
+                    // and its registry requests share one deadline: the verification budget.
                     let credentials = crate::registry::request_credentials();
+                    let budget = self.inner.config.verification_budget;
+                    let verification =
+                        crate::registry::with_deadline(Instant::now() + budget, verification);
                     let task = tokio::spawn(async move {
                         match credentials {
                             Some(c) => {
@@ -831,6 +864,11 @@ impl Engine {
         }
         let remaining = deadline.saturating_sub(started.elapsed());
         match tokio::time::timeout(remaining, flight).await {
+            // The verification's requests were cut at the same moment (the CLI's budget is
+            // its deadline): say it as the deadline, with the stage.
+            Ok(d) if d.failure == Some(Failure::Timeout) && started.elapsed() >= deadline => {
+                timed_out(Stage::from_u8(stage.load(Ordering::Relaxed)))
+            }
             Ok(d) => {
                 let mut out = for_reference(&d, reference, joined);
                 out.timings.resolve_ms = resolve_ms;
@@ -928,7 +966,9 @@ impl Engine {
                 );
             }
         };
-        let tags = match tokio::time::timeout(deadline, self.tags(repository)).await {
+        let listing =
+            crate::registry::with_deadline(Instant::now() + deadline, self.tags(repository));
+        let tags = match tokio::time::timeout(deadline, listing).await {
             Err(_) => {
                 return fail(
                     format!(
@@ -1093,8 +1133,37 @@ impl Engine {
                 )),
             }
         };
-        let (found, manifest) =
-            tokio::join!(discover(&self.inner.registry, &pinned, &digest), manifest);
+        let expect = Expectation {
+            digest: digest.clone(),
+            repository: name.clone(),
+            signed_identity: rule.signed_identity.clone(),
+            annotations: rule.annotations.clone(),
+        };
+        // Each candidate is verified as discovery hands it over (pure, quick); its outcome is
+        // kept, its bytes are not.
+        let verified = Mutex::new(Verified::default());
+        let sink = |order: Order, found: Found| {
+            let t = Instant::now();
+            let outcome = policy.outcome(rule, &expect, &found);
+            let mut v = match verified.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Found::Unexamined(u) = &found {
+                v.unexamined.push(format!(
+                    "{}: not examined: {}",
+                    u.location,
+                    error_chain(&u.reason)
+                ));
+            }
+            v.outcomes.push((order, outcome));
+            v.time += t.elapsed();
+        };
+        let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
+        let (found, manifest) = tokio::join!(
+            discover_each(&self.inner.registry, &pinned, &digest, &budget, &sink),
+            manifest
+        );
         let (source, revision) = match manifest {
             Ok(trace) => trace,
             Err((reason, failure)) => {
@@ -1106,6 +1175,14 @@ impl Engine {
                     Some(failure),
                 );
             }
+        };
+        let Verified {
+            mut outcomes,
+            unexamined,
+            time: verifying,
+        } = match verified.into_inner() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
         };
         let mut decision = Decision {
             reference: reference.to_string(),
@@ -1119,13 +1196,13 @@ impl Engine {
             revision,
             discovery: Vec::new(),
             timings: Timings {
-                discover_ms: ms(t1),
+                discover_ms: ms_of(t1.elapsed().saturating_sub(verifying)),
                 ..Timings::default()
             },
             cached: false,
         };
-        let found = match found {
-            Ok(f) => f,
+        let paths = match found {
+            Ok(paths) => paths,
             Err(e) => {
                 decision.verdict = failed_verdict(rule.mode);
                 decision.failure = Some(discover_failure(&e));
@@ -1136,30 +1213,60 @@ impl Engine {
                 return decision;
             }
         };
-        decision.discovery = found.paths.clone();
 
         stage.store(Stage::Verify as u8, Ordering::Relaxed);
         let t2 = Instant::now();
-        let expect = Expectation {
-            digest,
-            repository: name,
-            signed_identity: rule.signed_identity.clone(),
-            annotations: rule.annotations.clone(),
-        };
-        let eval = policy.decide(
+        outcomes.sort_by_key(|(order, _)| *order);
+        let looked = summary(&paths);
+        decision.discovery = paths;
+        let eval = evaluate(
             rule,
-            &expect,
-            &found.candidates,
-            &found.bundles,
-            &found.summary(),
+            outcomes.into_iter().map(|(_, o)| o).collect(),
+            &looked,
         );
-        decision.timings.verify_ms = ms(t2);
+        decision.timings.verify_ms = ms_of(verifying + t2.elapsed());
         decision.verdict = eval.verdict;
         decision.reasons = eval.reasons;
         decision.signatures = eval.evidence;
         decision.failure = eval.failure;
+        if !unexamined.is_empty() {
+            if decision.failure.is_some() {
+                // What could not be examined might have satisfied the rule: the registry's
+                // content stood in the way of a verdict on the artifact (the reasons name it).
+                decision.failure = Some(Failure::Registry);
+                decision.reasons.insert(
+                    0,
+                    format!(
+                        "cannot tell whether {reference} is signed: {} signature location(s) \
+                         could not be examined, and nothing else satisfied the rule",
+                        unexamined.len()
+                    ),
+                );
+            } else {
+                // Satisfied without it; still said, as rejected candidates (the first few:
+                // the discovery notes name every one).
+                const LISTED: usize = 8;
+                let more = unexamined.len().saturating_sub(LISTED);
+                decision.reasons.extend(unexamined.into_iter().take(LISTED));
+                if more > 0 {
+                    decision.reasons.push(format!(
+                        "and {more} more signature location(s) not examined (see the discovery notes)"
+                    ));
+                }
+            }
+        }
         decision
     }
+}
+
+/// What verifying candidates as they were found has gathered.
+#[derive(Default)]
+struct Verified {
+    outcomes: Vec<(Order, CandidateOutcome)>,
+    /// The reasons of the locations not examined.
+    unexamined: Vec<String>,
+    /// Time spent verifying.
+    time: Duration,
 }
 
 /// Plan: the rule for a reference, before any I/O; `Err` is the decision when there is none.
@@ -1230,7 +1337,11 @@ fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(),
 }
 
 fn ms(t: Instant) -> f64 {
-    (t.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+    ms_of(t.elapsed())
+}
+
+fn ms_of(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
 }
 
 #[cfg(test)]

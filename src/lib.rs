@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod candidate;
 pub mod cli;
 pub mod discover;
 pub mod engine;
@@ -47,4 +48,36 @@ pub(crate) fn compact_base64(s: &str) -> String {
 pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(compact_base64(s))
+}
+
+/// Text a registry, a helper or a cluster controls, made safe for a terminal: control
+/// characters (C0, DEL, C1: the escape sequences that clear a screen or fake a line) and
+/// bidirectional overrides are written as `\u{…}` escapes; everything else is kept.
+pub fn escape_text(s: &str) -> String {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_text_neutralises_terminal_controls_only() {
+        assert_eq!(super::escape_text("plain ü/:@"), "plain ü/:@");
+        assert_eq!(
+            super::escape_text("a\x1b[2Jb\r\n\u{202e}c\u{9b}"),
+            "a\\u{1b}[2Jb\\u{d}\\u{a}\\u{202e}c\\u{9b}"
+        );
+    }
 }

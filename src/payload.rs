@@ -51,6 +51,8 @@ pub enum PayloadError {
     Malformed { detail: String },
     #[error("payload type is {found:?}, expected {COSIGN_SIGNATURE_TYPE:?}")]
     WrongType { found: String },
+    #[error("payload is ambiguous: {detail} (cosign could read it as another document)")]
+    Ambiguous { detail: String },
 }
 
 impl SimpleSigning {
@@ -83,9 +85,9 @@ impl SimpleSigning {
         }
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising plain strings and maps cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The payload's JSON, as cosign writes it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
     }
 
     /// Parse the exact bytes that were signed.
@@ -93,6 +95,8 @@ impl SimpleSigning {
         if bytes.len() > MAX_PAYLOAD_BYTES {
             return Err(PayloadError::TooLarge { size: bytes.len() });
         }
+        check_unambiguous_keys(bytes, &["optional"])
+            .map_err(|detail| PayloadError::Ambiguous { detail })?;
         let p: SimpleSigning =
             serde_json::from_slice(bytes).map_err(|e| PayloadError::Malformed {
                 detail: e.to_string(),
@@ -121,6 +125,98 @@ impl SimpleSigning {
     }
 }
 
+/// Refuse JSON that two parsers could read differently: a key repeated in one object (serde
+/// keeps one, another parser the other), or — outside the `free_form` members of the top-level
+/// object, which Go reads as maps — two keys equal but for case: Go's encoding/json, which
+/// cosign uses, matches struct fields case-insensitively, so `critical` and `Critical` would be
+/// one field there and two here. Not valid JSON is left to the caller's parser to report.
+pub fn check_unambiguous_keys(bytes: &[u8], free_form: &[&str]) -> Result<(), String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let walk = Walk {
+        free_form,
+        top: true,
+        exact: false,
+    };
+    match serde::de::DeserializeSeed::deserialize(walk, &mut de) {
+        Err(e) if e.is_data() => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    free_form: &'a [&'a str],
+    top: bool,
+    /// Keys compared exactly (inside a map that Go reads as a map).
+    exact: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let folded = if self.exact {
+                key.clone()
+            } else {
+                key.to_lowercase()
+            };
+            if !seen.insert(folded) {
+                let how = if self.exact { "" } else { " (ignoring case)" };
+                let shown: String = crate::escape_text(&key).chars().take(64).collect();
+                return Err(A::Error::custom(format!(
+                    "key {shown:?} appears twice in one object{how}"
+                )));
+            }
+            let child = Walk {
+                free_form: self.free_form,
+                top: false,
+                exact: self.exact || (self.top && self.free_form.contains(&key.as_str())),
+            };
+            map.next_value_seed(child)?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let child = Walk { top: false, ..self };
+        while seq.next_element_seed(child)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +230,7 @@ mod tests {
         )
         .unwrap();
         let p = SimpleSigning::new("index.docker.io/phbelitz/rekor-test", &d, &BTreeMap::new());
-        assert_eq!(String::from_utf8(p.to_bytes()).unwrap(), want);
+        assert_eq!(String::from_utf8(p.to_bytes().unwrap()).unwrap(), want);
         let back = SimpleSigning::parse(want.as_bytes()).unwrap();
         assert_eq!(back.critical.image.docker_manifest_digest, d.as_str());
     }
@@ -144,7 +240,8 @@ mod tests {
         let d = Digest::sha256_of(b"x");
         let mut a = BTreeMap::new();
         a.insert("env".to_string(), "prod".to_string());
-        let p = SimpleSigning::parse(&SimpleSigning::new("r.io/a", &d, &a).to_bytes()).unwrap();
+        let p = SimpleSigning::parse(&SimpleSigning::new("r.io/a", &d, &a).to_bytes().unwrap())
+            .unwrap();
         assert_eq!(p.annotations(), a);
     }
 
@@ -164,5 +261,39 @@ mod tests {
             SimpleSigning::parse(&big),
             Err(PayloadError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn ambiguous_payloads_are_refused() {
+        let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let body = |extra: &str| {
+            format!(
+                r#"{{"critical":{{"identity":{{"docker-reference":"r.io/a"}},"image":{{"docker-manifest-digest":"{d}"}},"type":"cosign container image signature"}}{extra}}}"#
+            )
+        };
+        assert!(SimpleSigning::parse(body("").as_bytes()).is_ok());
+        for (extra, needle) in [
+            // cosign (Go) would read the second, case-variant `Critical` into the same field.
+            (
+                r#","Critical":{"identity":{"docker-reference":"r.io/b"},"image":{"docker-manifest-digest":"sha256:1"},"type":"cosign container image signature"}"#,
+                "\"Critical\" appears twice in one object (ignoring case)",
+            ),
+            (r#","critical":{}"#, "\"critical\" appears twice"),
+            (
+                r#","optional":{"a":"1","a":"2"}"#,
+                "\"a\" appears twice in one object at",
+            ),
+        ] {
+            let e = SimpleSigning::parse(body(extra).as_bytes()).unwrap_err();
+            assert!(matches!(e, PayloadError::Ambiguous { .. }), "{e}");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        // Annotation keys are a map in Go: two that differ in case are two annotations.
+        assert!(
+            SimpleSigning::parse(body(r#","optional":{"env":"1","Env":"2"}"#).as_bytes()).is_ok()
+        );
+        // An in-toto statement's subject digest map repeating a key.
+        let st = br#"{"subject":[{"digest":{"sha256":"aa","sha256":"bb"}}],"predicateType":"x"}"#;
+        assert!(check_unambiguous_keys(st, &["predicate"]).is_err());
     }
 }

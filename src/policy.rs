@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use globset::GlobMatcher;
 
@@ -11,9 +12,12 @@ use crate::failure::Failure;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+mod read;
+use read::{RawAuthority, RawIdentity, RawPolicy, RawRule};
+
 use crate::error_chain;
-use crate::trust::PublicKey;
-pub use crate::verify::Matcher;
+pub use crate::trust::Matcher;
+use crate::trust::{PublicKey, TrustRoot};
 use crate::verify::{Rejection, SignedIdentity, VerifiedSignature};
 
 pub const API_VERSION: &str = "ocigate.dev/v1alpha1";
@@ -45,7 +49,7 @@ impl PolicyError {
     /// Every problem as `file:line:column: message`, one per line.
     pub fn lines(&self) -> Vec<String> {
         match self {
-            PolicyError::Read { .. } => vec![self.to_string()],
+            PolicyError::Read { .. } => vec![crate::error_chain(self)],
             PolicyError::Invalid { file, issues } => issues
                 .iter()
                 .map(|i| format!("{}:{}:{}: {}", file.display(), i.line, i.column, i.message))
@@ -127,7 +131,7 @@ pub enum Verdict {
     Warn,
 }
 
-pub use crate::bundle::Identity;
+pub use crate::trust::Identity;
 
 /// How an authority is tied to signatures. `trust_root` names one of the policy's
 /// `trustRoots`; None is the embedded public-good root.
@@ -156,8 +160,8 @@ pub struct Rule {
     pub name: String,
     /// Where the rule's name stands in the policy file (line, column).
     position: (u64, u64),
-    patterns: Vec<(String, GlobMatcher)>,
-    excludes: Vec<GlobMatcher>,
+    patterns: Patterns,
+    excludes: Patterns,
     pub mode: Mode,
     pub threshold: usize,
     pub authorities: Vec<Authority>,
@@ -171,26 +175,76 @@ impl Rule {
     /// The specificity of this rule for `name` (longest literal prefix of a matching pattern),
     /// or None when it does not apply.
     fn specificity(&self, name: &str) -> Option<usize> {
-        if self.excludes.iter().any(|g| g.is_match(name)) {
+        if self.excludes.matching(name).next().is_some() {
             return None;
         }
-        self.patterns
-            .iter()
-            .filter(|(_, g)| g.is_match(name))
-            .map(|(p, _)| literal_prefix_len(p))
-            .max()
+        self.patterns.matching(name).map(|p| p.specificity).max()
     }
 
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
-        self.patterns.iter().map(|(p, _)| p.as_str())
+        self.patterns.list.iter().map(|p| p.text.as_str())
     }
 }
 
+/// An image pattern as matched (canonical host), compiled.
+#[derive(Debug, Clone)]
+struct Pattern {
+    text: String,
+    glob: GlobMatcher,
+    /// The length of its literal prefix: the longer, the more specific.
+    specificity: usize,
+}
+
+/// A rule's patterns, indexed by the literal text every name they match starts with, so that
+/// a name is tried only against the patterns that can match it (many patterns stay cheap).
+#[derive(Debug, Clone, Default)]
+struct Patterns {
+    list: Vec<Pattern>,
+    by_prefix: BTreeMap<String, Vec<usize>>,
+    prefix_lengths: BTreeSet<usize>,
+}
+
+impl Patterns {
+    fn new(list: Vec<Pattern>) -> Patterns {
+        let mut by_prefix: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut prefix_lengths = BTreeSet::new();
+        for (i, p) in list.iter().enumerate() {
+            let prefix = required_prefix(&p.text);
+            prefix_lengths.insert(prefix.len());
+            by_prefix.entry(prefix.to_string()).or_default().push(i);
+        }
+        Patterns {
+            list,
+            by_prefix,
+            prefix_lengths,
+        }
+    }
+
+    /// The patterns that match `name`.
+    fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Pattern> + 'a {
+        self.prefix_lengths
+            .iter()
+            .filter_map(move |&n| name.get(..n))
+            .filter_map(|prefix| self.by_prefix.get(prefix))
+            .flatten()
+            .filter_map(|&i| self.list.get(i))
+            .filter(move |p| p.glob.is_match(name))
+    }
+}
+
+/// The text every name a pattern matches starts with: the pattern up to its first wildcard,
+/// class, alternation or escape (a `/` before `**` stays a literal `/` in the match).
+fn required_prefix(pattern: &str) -> &str {
+    &pattern[..pattern
+        .find(['*', '?', '[', '{', '\\'])
+        .unwrap_or(pattern.len())]
+}
+
+/// A trust root the policy names, parsed (with its verifier) once when the policy is read.
 #[derive(Debug, Clone)]
 pub struct TrustRootRef {
     pub name: String,
-    /// The trusted_root.json text; None: the embedded public-good root.
-    pub json: Option<String>,
+    pub root: Arc<TrustRoot>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,58 +283,59 @@ impl Policy {
         file: &Path,
         read: &dyn Fn(&Path) -> std::io::Result<String>,
     ) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|e| {
-            let loc = e.location();
-            let msg = e.without_snippet().to_string();
+        let invalid = |mut issues: Vec<Issue>| {
+            issues.sort_by_key(|i| (i.line, i.column));
             PolicyError::Invalid {
                 file: file.to_path_buf(),
-                issues: vec![Issue {
-                    line: loc.map_or(1, |l| l.line()),
-                    column: loc.map_or(1, |l| l.column()),
-                    message: strip_location_suffix(&msg),
-                }],
+                issues,
             }
-        })?;
+        };
+        let tree = read::tree(text).map_err(|i| invalid(vec![i]))?;
+        let mut reader = read::Reader::new(text);
+        let raw = reader.policy(&tree);
         let mut v = Validator {
-            issues: Vec::new(),
+            issues: reader.issues,
             read,
         };
-        let policy = v.policy(raw);
-        if v.issues.is_empty() {
-            Ok(policy)
-        } else {
-            v.issues.sort_by_key(|i| (i.line, i.column));
-            Err(PolicyError::Invalid {
-                file: file.to_path_buf(),
-                issues: v.issues,
-            })
+        match raw.map(|raw| v.policy(raw)) {
+            Some(policy) if v.issues.is_empty() => Ok(policy),
+            _ => Err(invalid(v.issues)),
         }
     }
 
     /// A policy of one rule over every reference with one authority: what `verify --key` and
     /// `verify --certificate-identity … --certificate-oidc-issuer …` stand for.
+    /// `rule` names the rule (the flag it came from), `authority` the signer as a person knows
+    /// it (the key file, the identity).
     pub fn single_authority(
-        name: &str,
+        rule: &str,
+        authority: &str,
         kind: AuthorityKind,
         trust_roots: Vec<TrustRootRef>,
         annotations: BTreeMap<String, String>,
         signed_identity: SignedIdentity,
     ) -> Policy {
         let patterns = segment_glob("**")
-            .map(|g| vec![("**".to_string(), g)])
+            .map(|glob| {
+                vec![Pattern {
+                    text: "**".to_string(),
+                    glob,
+                    specificity: 0,
+                }]
+            })
             .unwrap_or_default();
         Policy {
             no_match: NoMatch::Deny,
             trust_roots,
             rules: vec![Rule {
-                name: name.to_string(),
+                name: rule.to_string(),
                 position: (0, 0),
-                patterns,
-                excludes: Vec::new(),
+                patterns: Patterns::new(patterns),
+                excludes: Patterns::default(),
                 mode: Mode::Enforce,
                 threshold: 1,
                 authorities: vec![Authority {
-                    name: name.to_string(),
+                    name: authority.to_string(),
                     kind,
                 }],
                 signed_identity,
@@ -315,13 +370,51 @@ impl Policy {
     }
 }
 
-/// serde-saphyr's plain message ends with " at line L, column C"; the position is ours to print.
-fn strip_location_suffix(msg: &str) -> String {
-    let first = msg.lines().next().unwrap_or(msg);
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_string(),
-        None => first.to_string(),
+/// How many characters of a value from the file an error message shows.
+const SHOWN_CHARS: usize = 120;
+
+/// At most `max` characters of `s`, with an ellipsis when some were cut.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
+}
+
+/// A value from the file inside a message, unquoted (for `backticks`): see [`shown`].
+fn cut_escaped(s: &str) -> String {
+    render(s, false)
+}
+
+/// A value from the file inside a message, quoted: control characters and bidirectional
+/// overrides escaped, cut to [`SHOWN_CHARS`] characters as shown (the ellipsis and the full
+/// length follow the closing quote).
+fn shown(s: &str) -> String {
+    render(s, true)
+}
+
+fn render(s: &str, quoted: bool) -> String {
+    let mut out = String::new();
+    let mut width = 0;
+    for c in s.chars() {
+        let piece = if quoted {
+            crate::escape_text(&c.escape_debug().to_string())
+        } else {
+            crate::escape_text(c.encode_utf8(&mut [0; 4]))
+        };
+        let w = piece.chars().count();
+        if width + w > SHOWN_CHARS {
+            let total = s.chars().count();
+            return if quoted {
+                format!("\"{out}\"… ({total} characters)")
+            } else {
+                format!("{out}… ({total} characters)")
+            };
+        }
+        width += w;
+        out.push_str(&piece);
+    }
+    if quoted { format!("\"{out}\"") } else { out }
 }
 
 /// A pattern over repository names: `*` stays within one path segment, `**` crosses them.
@@ -352,115 +445,20 @@ fn canonical_pattern(pattern: &str) -> Result<String, String> {
     }
 }
 
+/// Whether a pattern can match a repository name at all: names are `host/repository` (the
+/// host has a `.` or a `:` or is `localhost`) or `oci-layout:PATH`, so a pattern like `nginx`
+/// or `acme/app` (Docker Hub short forms) would silently match nothing.
+fn can_match_a_name(pattern: &str) -> bool {
+    if pattern.starts_with(crate::reference::LAYOUT_PREFIX) {
+        return true;
+    }
+    let first = pattern.split('/').next().unwrap_or(pattern);
+    first.contains(['*', '?', '[', '{'])
+        || (pattern.contains('/') && crate::reference::is_host_component(first))
+}
+
 fn literal_prefix_len(pattern: &str) -> usize {
     pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw YAML shapes
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawPolicy {
-    api_version: Spanned<String>,
-    kind: Spanned<String>,
-    #[serde(default)]
-    no_match: NoMatch,
-    #[serde(default)]
-    trust_roots: Vec<Spanned<RawTrustRoot>>,
-    #[serde(default)]
-    keys: Vec<Spanned<RawKey>>,
-    rules: Spanned<Vec<Spanned<RawRule>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawTrustRoot {
-    name: Spanned<String>,
-    trusted_root: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    name: Spanned<String>,
-    #[serde(default)]
-    path: Option<Spanned<String>>,
-    #[serde(default)]
-    pem: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawRule {
-    name: Spanned<String>,
-    images: Spanned<Vec<Spanned<String>>>,
-    #[serde(default)]
-    exclude: Vec<Spanned<String>>,
-    #[serde(default)]
-    mode: Mode,
-    #[serde(default)]
-    threshold: Option<Spanned<u64>>,
-    authorities: Spanned<Vec<Spanned<RawAuthority>>>,
-    #[serde(default)]
-    signed_identity: SignedIdentity,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    flux_verification: FluxVerification,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawAuthority {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    key: Option<Spanned<RawKeyRef>>,
-    #[serde(default)]
-    keyless: Option<Spanned<RawKeyless>>,
-    #[serde(default)]
-    tlog: Option<Tlog>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawKeyRef {
-    name: Spanned<String>,
-    /// The root whose Rekor keys check this key's log entries (tlog: optional/required).
-    #[serde(default)]
-    trust_root: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawKeyless {
-    #[serde(default)]
-    trust_root: Option<Spanned<String>>,
-    identities: Spanned<Vec<Spanned<RawIdentity>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawIdentity {
-    #[serde(default)]
-    issuer: Option<String>,
-    #[serde(default)]
-    issuer_reg_exp: Option<Spanned<String>>,
-    #[serde(default)]
-    subject: Option<String>,
-    #[serde(default)]
-    subject_reg_exp: Option<Spanned<String>>,
-    #[serde(default)]
-    github_workflow_trigger: Option<String>,
-    #[serde(default)]
-    github_workflow_sha: Option<String>,
-    #[serde(default)]
-    github_workflow_name: Option<String>,
-    #[serde(default)]
-    github_workflow_repository: Option<String>,
-    #[serde(default)]
-    github_workflow_ref: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,87 +472,101 @@ struct Validator<'r> {
 impl Validator<'_> {
     fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
         self.issues.push(Issue {
-            line: s.referenced.line(),
-            column: s.referenced.column(),
+            line: s.referenced.line().max(1),
+            column: s.referenced.column().max(1),
             message: message.into(),
         });
     }
 
     fn policy(&mut self, raw: RawPolicy) -> Policy {
-        if raw.api_version.value != API_VERSION {
+        if let Some(v) = &raw.api_version
+            && v.value != API_VERSION
+        {
             let msg = format!(
-                "apiVersion is {:?}; this ocigate reads {API_VERSION:?}",
-                raw.api_version.value
+                "apiVersion is {}; this ocigate reads {API_VERSION:?}",
+                shown(&v.value)
             );
-            self.at(&raw.api_version, msg);
+            self.at(v, msg);
         }
-        if raw.kind.value != KIND {
-            let msg = format!("kind is {:?}; expected {KIND:?}", raw.kind.value);
-            self.at(&raw.kind, msg);
+        if let Some(k) = &raw.kind
+            && k.value != KIND
+        {
+            let msg = format!("kind is {}; expected {KIND:?}", shown(&k.value));
+            self.at(k, msg);
         }
 
         let mut trust_roots = Vec::new();
         let mut root_names = BTreeSet::new();
         for tr in &raw.trust_roots {
-            let name = tr.value.name.value.clone();
+            let name = tr.name.value.clone();
             if !root_names.insert(name.clone()) {
                 self.at(
-                    &tr.value.name,
-                    format!("trust root {name:?} is defined twice"),
+                    &tr.name,
+                    format!("trust root {} is defined twice", shown(&name)),
                 );
             }
-            let json = if tr.value.trusted_root.value == "embedded" {
-                None
+            let Some(trusted_root) = &tr.trusted_root else {
+                continue;
+            };
+            let root = if trusted_root.value == "embedded" {
+                TrustRoot::embedded_shared()
+                    .map_err(|e| self.at(trusted_root, error_chain(&e)))
+                    .ok()
             } else {
-                let p = PathBuf::from(&tr.value.trusted_root.value);
+                let p = PathBuf::from(&trusted_root.value);
                 match (self.read)(&p) {
-                    Ok(text) => {
-                        if let Err(e) = crate::bundle::TrustRoot::from_json(&text, &name) {
-                            self.at(&tr.value.trusted_root, error_chain(&e));
-                        }
-                        Some(text)
-                    }
+                    // The root keeps its name as given (evidence names it); the message shows
+                    // it cut.
+                    Ok(text) => TrustRoot::from_json(&text, &name)
+                        .map(Arc::new)
+                        .map_err(|e| {
+                            let msg = error_chain(&e).replace(&name, &cut_escaped(&name));
+                            self.at(trusted_root, msg)
+                        })
+                        .ok(),
                     Err(e) => {
-                        let msg = format!("trustedRoot file {}: {e}", p.display());
-                        self.at(&tr.value.trusted_root, msg);
+                        let msg =
+                            format!("trustedRoot file {}: {e}", cut_escaped(&trusted_root.value));
+                        self.at(trusted_root, msg);
                         None
                     }
                 }
             };
-            trust_roots.push(TrustRootRef { name, json });
+            if let Some(root) = root {
+                trust_roots.push(TrustRootRef { name, root });
+            }
         }
 
         let mut keys: BTreeMap<String, PublicKey> = BTreeMap::new();
+        let mut key_names = BTreeSet::new();
         for k in &raw.keys {
-            let name = k.value.name.value.clone();
-            if keys.contains_key(&name) {
-                self.at(&k.value.name, format!("key {name:?} is defined twice"));
+            let name = k.name.value.clone();
+            if !key_names.insert(name.clone()) {
+                self.at(&k.name, format!("key {} is defined twice", shown(&name)));
                 continue;
             }
-            let (text, origin, span_line, span_col) = match (&k.value.path, &k.value.pem) {
+            let (text, origin, at) = match (&k.path, &k.pem) {
+                _ if k.broken => continue,
                 (Some(p), None) => match (self.read)(Path::new(&p.value)) {
-                    Ok(t) => (
-                        t,
-                        p.value.clone(),
-                        p.referenced.line(),
-                        p.referenced.column(),
-                    ),
+                    Ok(t) => (t, cut_escaped(&p.value), p),
                     Err(e) => {
-                        self.at(p, format!("key {name:?}: cannot read {}: {e}", p.value));
+                        let msg = format!(
+                            "key {}: cannot read {}: {e}",
+                            shown(&name),
+                            cut_escaped(&p.value)
+                        );
+                        self.at(p, msg);
                         continue;
                     }
                 },
                 (None, Some(pem)) => (
                     pem.value.clone(),
-                    format!("{name:?} (inline pem)"),
-                    pem.referenced.line(),
-                    pem.referenced.column(),
+                    format!("{} (inline pem)", shown(&name)),
+                    pem,
                 ),
                 _ => {
-                    self.at(
-                        &k.value.name,
-                        format!("key {name:?}: give exactly one of path or pem"),
-                    );
+                    let msg = format!("key {}: give exactly one of path or pem", shown(&name));
+                    self.at(&k.name, msg);
                     continue;
                 }
             };
@@ -562,34 +574,27 @@ impl Validator<'_> {
                 Ok(pk) => {
                     keys.insert(name, pk);
                 }
-                Err(e) => self.issues.push(Issue {
-                    line: span_line,
-                    column: span_col,
-                    message: error_chain(&e),
-                }),
+                Err(e) => self.at(at, error_chain(&e)),
             }
         }
-        let key_names: BTreeSet<String> = raw
-            .keys
-            .iter()
-            .map(|k| k.value.name.value.clone())
-            .collect();
 
-        if raw.rules.value.is_empty() {
-            self.at(
-                &raw.rules,
-                "rules is empty: a policy needs at least one rule",
-            );
-        }
         let mut rules = Vec::new();
-        let mut rule_names = BTreeSet::new();
-        for r in raw.rules.value {
-            if !rule_names.insert(r.value.name.value.clone()) {
-                let msg = format!("rule {:?} is defined twice", r.value.name.value);
-                self.at(&r.value.name, msg);
+        if let Some(raw_rules) = raw.rules {
+            if raw_rules.value.is_empty() {
+                self.at(
+                    &raw_rules,
+                    "rules is empty: a policy needs at least one rule",
+                );
             }
-            if let Some(rule) = self.rule(r, &keys, &key_names, &root_names) {
-                rules.push(rule);
+            let mut rule_names = BTreeSet::new();
+            for r in raw_rules.value {
+                if !rule_names.insert(r.name.value.clone()) {
+                    let msg = format!("rule {} is defined twice", shown(&r.name.value));
+                    self.at(&r.name, msg);
+                }
+                if let Some(rule) = self.rule(r, &keys, &key_names, &root_names) {
+                    rules.push(rule);
+                }
             }
         }
         self.check_overlaps(&rules);
@@ -601,18 +606,18 @@ impl Validator<'_> {
     }
 
     /// An image pattern, validated, canonicalised and compiled (`*` within one path segment,
-    /// `**` across): the pattern as matched, and its matcher.
-    fn glob(&mut self, s: &Spanned<String>, rule: &str) -> Option<(String, GlobMatcher)> {
+    /// `**` across).
+    fn glob(&mut self, s: &Spanned<String>, rule: &str) -> Option<Pattern> {
         if s.value.is_empty() {
-            self.at(s, format!("rule {rule:?}: empty image pattern"));
+            self.at(s, format!("rule {rule}: empty image pattern"));
             return None;
         }
         if s.value.contains('@') {
             self.at(
                 s,
                 format!(
-                    "rule {rule:?}: pattern {:?} names a digest; patterns match repository names",
-                    s.value
+                    "rule {rule}: pattern {} names a digest; patterns match repository names",
+                    shown(&s.value)
                 ),
             );
             return None;
@@ -622,15 +627,36 @@ impl Validator<'_> {
             Err(problem) => {
                 self.at(
                     s,
-                    format!("rule {rule:?}: pattern {:?}: {problem}", s.value),
+                    format!("rule {rule}: pattern {}: {problem}", shown(&s.value)),
                 );
                 return None;
             }
         };
         match segment_glob(&canonical) {
-            Ok(g) => Some((canonical, g)),
+            Ok(_) if !can_match_a_name(&canonical) => {
+                self.at(
+                    s,
+                    format!(
+                        "rule {rule}: pattern {} cannot match any reference: names are matched as \
+                         registry/repository (Docker Hub's as docker.io/library/NAME) or \
+                         oci-layout:PATH",
+                        shown(&s.value)
+                    ),
+                );
+                None
+            }
+            Ok(glob) => Some(Pattern {
+                specificity: literal_prefix_len(&canonical),
+                text: canonical,
+                glob,
+            }),
             Err(e) => {
-                self.at(s, format!("rule {rule:?}: bad pattern {:?}: {e}", s.value));
+                // globset's message repeats the pattern: keep only what is wrong with it.
+                let kind = e.kind().to_string();
+                self.at(
+                    s,
+                    format!("rule {rule}: bad pattern {}: {kind}", shown(&s.value)),
+                );
                 None
             }
         }
@@ -638,77 +664,102 @@ impl Validator<'_> {
 
     fn rule(
         &mut self,
-        r: Spanned<RawRule>,
+        raw: RawRule,
         keys: &BTreeMap<String, PublicKey>,
         key_names: &BTreeSet<String>,
         roots: &BTreeSet<String>,
     ) -> Option<Rule> {
-        let raw = r.value;
         let name = raw.name.value.clone();
+        // The rule's name as messages show it.
+        let label = shown(&name);
         let before = self.issues.len();
-        if raw.images.value.is_empty() {
-            self.at(&raw.images, format!("rule {name:?}: images is empty"));
-        }
         let mut patterns = Vec::new();
-        for p in &raw.images.value {
-            if let Some(compiled) = self.glob(p, &name) {
-                patterns.push(compiled);
+        if let Some(images) = &raw.images {
+            if images.value.is_empty() {
+                self.at(images, format!("rule {label}: images is empty"));
+            }
+            for p in &images.value {
+                if let Some(compiled) = self.glob(p, &label) {
+                    patterns.push(compiled);
+                }
             }
         }
         let mut excludes = Vec::new();
-        for p in &raw.exclude {
-            if let Some((_, g)) = self.glob(p, &name) {
-                excludes.push(g);
+        for p in raw.exclude.iter().flatten() {
+            if let Some(compiled) = self.glob(p, &label) {
+                excludes.push(compiled);
             }
         }
-        if raw.authorities.value.is_empty() {
-            self.at(
-                &raw.authorities,
-                format!("rule {name:?}: authorities is empty; a rule needs at least one"),
-            );
-        }
+        // Whether the rule matches what the file says it matches (the overlap check needs
+        // that, even if another part of the rule is wrong).
+        let patterns_ok =
+            self.issues.len() == before && raw.images.is_some() && raw.exclude.is_some();
         let mut authorities = Vec::new();
-        for (i, a) in raw.authorities.value.iter().enumerate() {
-            if let Some(auth) = self.authority(a, i, &name, keys, key_names, roots) {
+        if let Some(raw_authorities) = &raw.authorities {
+            if raw_authorities.value.is_empty() {
+                self.at(
+                    raw_authorities,
+                    format!("rule {label}: authorities is empty; a rule needs at least one"),
+                );
+            }
+            // One key counts once toward the threshold: the same key twice (under one name
+            // or two) would let one signer stand for two.
+            let mut key_authorities: BTreeMap<String, String> = BTreeMap::new();
+            for (i, a) in raw_authorities.value.iter().enumerate() {
+                let Some(auth) = self.authority(a, i, &label, keys, key_names, roots) else {
+                    continue;
+                };
+                if let AuthorityKind::Key { key, .. } = &auth.kind {
+                    match key_authorities.get(&key.fingerprint()) {
+                        Some(first) => {
+                            let msg = format!(
+                                "rule {label}: authority {} has the same key as authority {}; \
+                                 each authority of a rule needs its own key",
+                                shown(&auth.name),
+                                shown(first)
+                            );
+                            self.at(a, msg);
+                        }
+                        None => {
+                            key_authorities.insert(key.fingerprint(), auth.name.clone());
+                        }
+                    }
+                }
                 authorities.push(auth);
             }
         }
-        let threshold = match &raw.threshold {
-            None => 1,
-            Some(t) => {
-                let n = raw.authorities.value.len() as u64;
-                if t.value == 0 || t.value > n.max(1) {
-                    self.at(
-                        t,
-                        format!(
-                            "rule {name:?}: threshold {} must be between 1 and the number of authorities ({n})",
-                            t.value
-                        ),
-                    );
+        let threshold = match (&raw.threshold, &raw.authorities) {
+            (None, _) => 1,
+            (Some(t), authorities) => {
+                if let Some(a) = authorities {
+                    let n = a.value.len() as u64;
+                    if t.value == 0 || t.value > n.max(1) {
+                        self.at(
+                            t,
+                            format!(
+                                "rule {label}: threshold {} must be between 1 and the number of authorities ({n})",
+                                t.value
+                            ),
+                        );
+                    }
                 }
-                t.value as usize
+                usize::try_from(t.value).unwrap_or(usize::MAX)
             }
         };
-        if let SignedIdentity::ExactRepository(repo) = &raw.signed_identity
-            && repo.is_empty()
-        {
-            self.at(
-                &raw.name,
-                format!("rule {name:?}: signedIdentity.exactRepository is empty"),
-            );
-        }
-        if self.issues.len() > before {
+        // A rule with another problem is still returned, for the overlap check: the policy
+        // as a whole is refused anyway.
+        if !patterns_ok {
             return None;
         }
         Some(Rule {
             name,
             position: (raw.name.referenced.line(), raw.name.referenced.column()),
-            patterns,
-            excludes,
+            patterns: Patterns::new(patterns),
+            excludes: Patterns::new(excludes),
             mode: raw.mode,
             threshold,
             authorities,
-            signed_identity: raw.signed_identity,
+            signed_identity: raw.signed_identity.map(|s| s.value).unwrap_or_default(),
             annotations: raw.annotations,
             flux_verification: raw.flux_verification,
         })
@@ -725,44 +776,45 @@ impl Validator<'_> {
     ) -> Option<Authority> {
         match (&a.value.key, &a.value.keyless) {
             (Some(k), None) => {
-                let kname = &k.value.name.value;
+                let kname = &k.name.value;
                 let name = a.value.name.clone().unwrap_or_else(|| kname.clone());
-                let trust_root = self.root_ref(&k.value.trust_root, rule, roots);
+                let trust_root = self.root_ref(&k.trust_root, rule, roots);
                 match keys.get(kname) {
                     Some(key) => Some(Authority {
                         name,
                         kind: AuthorityKind::Key {
                             key: key.clone(),
-                            tlog: a.value.tlog.unwrap_or(Tlog::Skip),
+                            tlog: a.value.tlog.unwrap_or(Tlog::Required),
                             trust_root,
                         },
                     }),
                     None => {
                         if !key_names.contains(kname) {
-                            let known: Vec<&String> = keys.keys().collect();
-                            self.at(
-                                &k.value.name,
-                                format!(
-                                    "rule {rule:?}: unknown key {kname:?} (keys defined: {known:?})"
-                                ),
+                            let msg = format!(
+                                "rule {rule}: unknown key {} (keys defined: {})",
+                                shown(kname),
+                                shown_names(keys.keys())
                             );
+                            self.at(&k.name, msg);
                         }
                         None
                     }
                 }
             }
             (None, Some(kl)) => {
-                let root = self.root_ref(&kl.value.trust_root, rule, roots);
-                if kl.value.identities.value.is_empty() {
-                    self.at(
-                        &kl.value.identities,
-                        format!("rule {rule:?}: keyless authority needs at least one identity"),
-                    );
-                }
+                let root = self.root_ref(&kl.trust_root, rule, roots);
                 let mut identities = Vec::new();
-                for id in &kl.value.identities.value {
-                    if let Some(i) = self.identity(id, rule) {
-                        identities.push(i);
+                if let Some(ids) = &kl.identities {
+                    if ids.value.is_empty() {
+                        self.at(
+                            ids,
+                            format!("rule {rule}: keyless authority needs at least one identity"),
+                        );
+                    }
+                    for id in &ids.value {
+                        if let Some(i) = self.identity(id, rule) {
+                            identities.push(i);
+                        }
                     }
                 }
                 Some(Authority {
@@ -778,11 +830,13 @@ impl Validator<'_> {
                     },
                 })
             }
+            // Its key or keyless part was malformed, and said so.
+            _ if a.value.broken => None,
             _ => {
                 self.at(
                     a,
                     format!(
-                        "rule {rule:?}: authority {} needs exactly one of key or keyless",
+                        "rule {rule}: authority {} needs exactly one of key or keyless",
                         index + 1
                     ),
                 );
@@ -803,10 +857,12 @@ impl Validator<'_> {
             return None;
         }
         if !roots.contains(&r.value) {
-            self.at(
-                r,
-                format!("rule {rule:?}: unknown trust root {:?}", r.value),
+            let msg = format!(
+                "rule {rule}: unknown trust root {} (trust roots defined: {})",
+                shown(&r.value),
+                shown_names(roots.iter())
             );
+            self.at(r, msg);
         }
         Some(r.value.clone())
     }
@@ -818,7 +874,7 @@ impl Validator<'_> {
         Some(Identity {
             issuer: issuer?,
             subject: subject?,
-            github: crate::bundle::GitHubWorkflow {
+            github: crate::trust::GitHubWorkflow {
                 trigger: v.github_workflow_trigger.clone(),
                 sha: v.github_workflow_sha.clone(),
                 name: v.github_workflow_name.clone(),
@@ -841,65 +897,104 @@ impl Validator<'_> {
             (None, Some(r)) => match regex::Regex::new(&r.value) {
                 Ok(re) => Some(Matcher::Regex(re)),
                 Err(e) => {
-                    let first = e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
-                    self.at(r, format!("rule {rule:?}: {what}RegExp {:?} is not a valid regular expression: {first}", r.value));
+                    // The last line says what is wrong; the lines before repeat the pattern.
+                    let why = e.to_string();
+                    let why = cut_escaped(why.lines().last().unwrap_or("").trim());
+                    self.at(
+                        r,
+                        format!(
+                            "rule {rule}: {what}RegExp {} is not a valid regular expression: {why}",
+                            shown(&r.value)
+                        ),
+                    );
                     None
                 }
             },
+            // A field was malformed, and said so.
+            (None, None) if at.value.broken => None,
             (None, None) => {
                 self.at(
                     at,
-                    format!("rule {rule:?}: identity needs {what} or {what}RegExp"),
+                    format!("rule {rule}: identity needs {what} or {what}RegExp"),
                 );
                 None
             }
             (Some(_), Some(r)) => {
                 self.at(
                     r,
-                    format!("rule {rule:?}: give {what} or {what}RegExp, not both"),
+                    format!("rule {rule}: give {what} or {what}RegExp, not both"),
                 );
                 None
             }
         }
     }
 
-    /// Two rules with equally specific patterns that can match the same name are ambiguous.
+    /// Two rules with equally specific patterns that can match the same name are ambiguous;
+    /// each such pair of rules is reported once. The candidates are the names the patterns
+    /// themselves match (wildcards filled in) whose specificity both rules have: per pair of
+    /// rules, one lookup per pattern in each rule, each trying only the patterns whose literal
+    /// prefix the name starts with.
     fn check_overlaps(&mut self, rules: &[Rule]) {
+        let specificities = |r: &Rule| -> BTreeSet<usize> {
+            r.patterns.list.iter().map(|p| p.specificity).collect()
+        };
+        let all: Vec<BTreeSet<usize>> = rules.iter().map(specificities).collect();
+        let witnesses: Vec<Vec<(usize, String)>> = rules
+            .iter()
+            .map(|r| {
+                r.patterns
+                    .list
+                    .iter()
+                    .map(|p| (p.specificity, witness_of(&p.text)))
+                    .collect()
+            })
+            .collect();
         for (i, a) in rules.iter().enumerate() {
-            for b in &rules[i + 1..] {
-                for (pa, _) in &a.patterns {
-                    for (pb, _) in &b.patterns {
-                        if literal_prefix_len(pa) != literal_prefix_len(pb) {
-                            continue;
-                        }
-                        let witness = [witness_of(pa), witness_of(pb)].into_iter().find(|w| {
-                            a.specificity(w).is_some()
-                                && b.specificity(w).is_some()
-                                && a.specificity(w) == b.specificity(w)
-                        });
-                        if let Some(w) = witness {
-                            self.issues.push(Issue {
-                                line: b.position.0,
-                                column: b.position.1,
-                                message: format!(
-                                    "rules {:?} and {:?} are equally specific and both match {w:?} \
-                                     (patterns {pa:?} and {pb:?}); make one more specific or exclude",
-                                    a.name, b.name
-                                ),
-                            });
-                            return;
-                        }
-                    }
-                }
+            for (j, b) in rules.iter().enumerate().skip(i + 1) {
+                let candidates = witnesses[i]
+                    .iter()
+                    .filter(|(s, _)| all[j].contains(s))
+                    .chain(witnesses[j].iter().filter(|(s, _)| all[i].contains(s)));
+                let found = candidates.map(|(_, w)| w).find_map(|w| {
+                    let sa = a.specificity(w)?;
+                    (b.specificity(w)? == sa).then_some((w, sa))
+                });
+                let Some((w, s)) = found else {
+                    continue;
+                };
+                let pattern_of = |r: &Rule| {
+                    r.patterns
+                        .matching(w)
+                        .find(|p| p.specificity == s)
+                        .map_or_else(String::new, |p| shown(&p.text))
+                };
+                let message = format!(
+                    "rules {} and {} are equally specific and both match {} \
+                     (patterns {} and {}); make one more specific or exclude",
+                    shown(&a.name),
+                    shown(&b.name),
+                    shown(w),
+                    pattern_of(a),
+                    pattern_of(b),
+                );
+                self.issues.push(Issue {
+                    line: b.position.0,
+                    column: b.position.1,
+                    message,
+                });
             }
         }
     }
+}
+
+/// Names from the file in a message: each shown, at most ten, then how many more.
+fn shown_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&String> = names.collect();
+    let mut out: Vec<String> = names.iter().take(10).map(|n| shown(n)).collect();
+    if names.len() > 10 {
+        out.push(format!("and {} more", names.len() - 10));
+    }
+    format!("[{}]", out.join(", "))
 }
 
 /// A name a pattern matches: wildcards filled in.
@@ -1158,14 +1253,26 @@ rules:
         ));
     }
 
-    fn first_issue(text: &str) -> (u64, u64, String) {
+    fn issues(text: &str) -> Vec<Issue> {
         match parse(text) {
-            Err(PolicyError::Invalid { issues, .. }) => {
-                let i = &issues[0];
-                (i.line, i.column, i.message.clone())
-            }
+            Err(PolicyError::Invalid { issues, .. }) => issues,
             other => panic!("expected invalid, got {other:?}"),
         }
+    }
+
+    fn first_issue(text: &str) -> (u64, u64, String) {
+        let i = &issues(text)[0];
+        (i.line, i.column, i.message.clone())
+    }
+
+    /// The problem whose message contains `needle` (the first problem if none does).
+    fn issue_with(text: &str, needle: &str) -> (u64, u64, String) {
+        let all = issues(text);
+        let i = all
+            .iter()
+            .find(|i| i.message.contains(needle))
+            .unwrap_or(&all[0]);
+        (i.line, i.column, i.message.clone())
     }
 
     #[test]
@@ -1241,7 +1348,7 @@ rules:
         ];
         let mut wrong = Vec::new();
         for (text, needle, line) in cases {
-            let (l, c, msg) = first_issue(text);
+            let (l, c, msg) = issue_with(text, needle);
             if !msg.contains(needle) || l != *line {
                 wrong.push(format!("{text:?}\n  => {l}:{c}: {msg}"));
             }
@@ -1254,6 +1361,417 @@ rules:
         let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: keys/release.pub}]\nrules:\n  - name: a\n    images: [\"r.io/acme/*\"]\n    authorities: [{key: {name: k}}]\n  - name: b\n    images: [\"r.io/acme/**\"]\n    authorities: [{key: {name: k}}]\n";
         let (_, _, msg) = first_issue(text);
         assert!(msg.contains("equally specific"), "{msg}");
+    }
+
+    /// Many patterns per rule: the overlap check is not cubic (2 rules x 800 patterns took
+    /// minutes). The bound is generous on purpose (a debug build on a busy machine); the
+    /// times are printed for the record. An overlap among them is still found.
+    #[test]
+    fn overlap_check_scales_to_many_patterns() {
+        let n: usize = std::env::var("OCIGATE_OVERLAP_N")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(800);
+        let policy = |extra: &str| {
+            let mut text = String::from(
+                "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: keys/release.pub}]\nrules:\n",
+            );
+            for team in ["a", "b"] {
+                text.push_str(&format!("  - name: team-{team}\n    images:\n"));
+                for i in 0..n {
+                    text.push_str(&format!("      - \"r.io/team-{team}/app-{i}/**\"\n"));
+                }
+                if team == "b" {
+                    text.push_str(extra);
+                }
+                text.push_str("    authorities: [{key: {name: k}}]\n");
+            }
+            text
+        };
+        let timed = |text: &str| {
+            let start = std::time::Instant::now();
+            let p = parse(text);
+            (p, start.elapsed())
+        };
+        let (p, took) = timed(&policy(""));
+        eprintln!("policy of 2 rules x {n} patterns checked in {took:?}");
+        assert!(p.is_ok(), "{:?}", p.err().map(|e| e.lines()));
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+
+        let last = n - 1;
+        let (p, took) = timed(&policy(&format!("      - \"r.io/team-a/app-{last}/*\"\n")));
+        eprintln!("the same with one overlap checked in {took:?}");
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+        let lines = p.unwrap_err().lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(&format!(
+                "rules \"team-a\" and \"team-b\" are equally specific and both match \
+                 \"r.io/team-a/app-{last}/x\" (patterns \"r.io/team-a/app-{last}/**\" and \
+                 \"r.io/team-a/app-{last}/*\")"
+            )),
+            "{lines:?}"
+        );
+    }
+
+    /// Structural problems (unknown fields, values outside a field's choices, wrong types,
+    /// missing fields, repeated fields) and semantic ones (a bad regex, an unknown key, a key
+    /// file that cannot be read) in one file: every one is reported, each where it stands.
+    #[test]
+    fn every_problem_in_a_file_is_reported() {
+        let text = "\
+apiVersion: ocigate.dev/v1alpha1
+kind: Policy
+noMatch: maybe
+colour: blue
+keys:
+  - name: release
+    path: keys/release.pub
+  - name: missing
+    path: keys/missing.pub
+rules:
+  - name: a
+    images: [\"ghcr.io/acme/**\"]
+    mode: bogus
+    imagez: [\"x\"]
+    threshold: two
+    authorities:
+      - key: {name: relase}
+        tlog: sometimes
+  - name: b
+    images: \"ghcr.io/other/**\"
+    authorities:
+      - keyless:
+          identities:
+            - issuer: https://token.actions.githubusercontent.com
+              subjectRegExp: '(unclosed'
+              subjct: x
+    fluxVerification: always
+    signedIdentity: {exactRepository: x, extra: y}
+  - name: c
+    images: [\"ghcr.io/c/**\"]
+    images: [\"ghcr.io/d/**\"]
+    authorities: [{key: {name: release}}]
+  - images: [\"ghcr.io/e/**\"]
+";
+        let all = issues(text);
+        let got: Vec<String> = all
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
+            .collect();
+        let want: &[(&str, &str)] = &[
+            (
+                "3:10",
+                "noMatch: unknown variant `maybe`, expected one of `deny`, `allow` or `warn`",
+            ),
+            ("4:1", "unknown field `colour` in the policy"),
+            ("9:11", "cannot read keys/missing.pub"),
+            ("13:11", "mode: unknown variant `bogus`"),
+            ("14:5", "unknown field `imagez` in a rule"),
+            (
+                "15:16",
+                "threshold must be a whole number, found text \"two\"",
+            ),
+            (
+                "17:21",
+                "unknown key \"relase\" (keys defined: [\"release\"])",
+            ),
+            ("18:15", "tlog: unknown variant `sometimes`"),
+            (
+                "20:13",
+                "images must be a list, found text \"ghcr.io/other/**\"",
+            ),
+            ("25:30", "is not a valid regular expression"),
+            ("26:15", "unknown field `subjct` in an identity"),
+            ("27:23", "fluxVerification: unknown variant `always`"),
+            (
+                "28:21",
+                "signedIdentity must be matchRepository, ignore or {exactRepository: NAME}",
+            ),
+            ("31:5", "field `images` is given twice in a rule"),
+            ("33:5", "missing field `name` in a rule"),
+            ("33:5", "missing field `authorities` in a rule"),
+        ];
+        let mut missing = Vec::new();
+        for (pos, needle) in want {
+            if !got
+                .iter()
+                .any(|g| g.starts_with(&format!("{pos}: ")) && g.contains(needle))
+            {
+                missing.push(format!("{pos}: {needle}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "not reported:\n{}\nreported:\n{}",
+            missing.join("\n"),
+            got.join("\n")
+        );
+        assert_eq!(got.len(), want.len(), "{}", got.join("\n"));
+        // In file order, and the error's text says how many more there are.
+        let positions: Vec<(u64, u64)> = all.iter().map(|i| (i.line, i.column)).collect();
+        let mut sorted = positions.clone();
+        sorted.sort();
+        assert_eq!(positions, sorted);
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.lines().len(), want.len());
+        assert!(e.lines()[0].starts_with("p.yaml:3:10: "), "{:?}", e.lines());
+        assert!(
+            e.to_string()
+                .ends_with(&format!("(and {} more problems)", want.len() - 1)),
+            "{e}"
+        );
+    }
+
+    /// A misspelt field is one mistake: the field it was meant to be is not also reported
+    /// missing.
+    #[test]
+    fn a_misspelt_field_is_one_problem() {
+        let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: keys/release.pub}]\nrules:\n  - name: a\n    imagez: [\"r.io/**\"]\n    Authorities: [{key: {name: k}}]\n";
+        let got: Vec<String> = issues(text)
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "6:5: unknown field `imagez` in a rule; did you mean `images`?",
+                "7:5: unknown field `Authorities` in a rule; did you mean `authorities`?",
+            ]
+        );
+    }
+
+    /// A pattern no reference name can have (a Docker Hub short form, a host alone) is an
+    /// error, not a rule that silently never applies.
+    #[test]
+    fn patterns_without_a_registry_host_are_errors() {
+        for bad in [
+            "nginx",
+            "library/nginx",
+            "acme/app/**",
+            "ghcr.io",
+            "localhost",
+        ] {
+            let text = format!(
+                "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{{name: k, path: keys/release.pub}}]\nrules:\n  - name: a\n    images: [\"{bad}\"]\n    authorities: [{{key: {{name: k}}}}]\n"
+            );
+            let (l, c, msg) = first_issue(&text);
+            assert_eq!((l, c), (6, 14), "{bad}: {msg}");
+            assert!(msg.contains("cannot match any reference"), "{bad}: {msg}");
+        }
+        for good in [
+            "docker.io/library/nginx",
+            "localhost/x",
+            "localhost:5000/**",
+            "*/acme/**",
+            "**",
+            "**/nginx",
+            "{ghcr.io,quay.io}/acme/*",
+            "oci-layout:examples/**",
+            "10.0.0.1/x",
+        ] {
+            let text = format!(
+                "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{{name: k, path: keys/release.pub}}]\nrules:\n  - name: a\n    images: [\"{good}\"]\n    authorities: [{{key: {{name: k}}}}]\n"
+            );
+            assert!(parse(&text).is_ok(), "{good}: {:?}", parse(&text).err());
+        }
+    }
+
+    /// One key cannot stand for two authorities of a rule (threshold counts authorities).
+    #[test]
+    fn a_key_is_one_authority_of_a_rule() {
+        let text = format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys:\n  - {{name: k, path: keys/release.pub}}\n  - name: copy\n    pem: |\n{}\nrules:\n  - name: a\n    images: [\"r.io/**\"]\n    threshold: 2\n    authorities:\n      - key: {{name: k}}\n      - key: {{name: copy}}\n      - key: {{name: k}}\n        name: again\n",
+            KEY.lines()
+                .map(|l| format!("      {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let got: Vec<String> = issues(&text)
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "17:9: rule \"a\": authority \"copy\" has the same key as authority \"k\"; each authority of a rule needs its own key",
+                "18:9: rule \"a\": authority \"again\" has the same key as authority \"k\"; each authority of a rule needs its own key",
+            ]
+        );
+    }
+
+    /// An unknown field is the one problem of its mapping: the checks across its fields
+    /// (path or pem, key or keyless, subject or subjectRegExp) do not repeat it.
+    #[test]
+    fn an_unknown_field_is_not_reported_again_as_a_missing_choice() {
+        let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, paht: keys/release.pub}]\nrules:\n  - name: a\n    images: [\"r.io/**\"]\n    authorities:\n      - kee: {name: k}\n      - keyless:\n          identities: [{issuer: x, subjct: y}]\n";
+        let got: Vec<String> = issues(text)
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "3:18: unknown field `paht` in a key; did you mean `path`?",
+                "8:9: unknown field `kee` in an authority; did you mean `key`?",
+                "10:36: unknown field `subjct` in an identity; did you mean `subject`?",
+            ]
+        );
+    }
+
+    /// The prefix index only skips patterns that cannot match: for every pattern and name,
+    /// the indexed lookup finds exactly the patterns that trying each one finds.
+    #[test]
+    fn indexed_matching_equals_trying_every_pattern() {
+        let patterns = [
+            "r.io/acme/*",
+            "r.io/acme/**",
+            "r.io/acme/x",
+            "r.io/acme/?*",
+            "r.io/acme/**/x",
+            "r.io/**/x",
+            "r.io/a\\*b/*",
+            "r.io/a[bc]/x",
+            "r.io/a[!b]/x",
+            "r.io/{acme,other}/*",
+            "r.io/acme{,-dev}/**",
+            "**",
+            "**/x",
+            "*/acme/*",
+            "*.io/acme/x",
+            "r.io/ü/*",
+            "oci-layout:examples/**",
+            "oci-layout:./x",
+        ];
+        let names = [
+            "r.io/acme",
+            "r.io/acme/",
+            "r.io/acme/x",
+            "r.io/acme/xy",
+            "r.io/acme/x/y",
+            "r.io/acme/y/x",
+            "r.io/acme-dev/x",
+            "r.io/other/x",
+            "r.io/a*b/x",
+            "r.io/ab/x",
+            "r.io/ac/x",
+            "r.io/ad/x",
+            "r.io/ü/x",
+            "q.io/acme/x",
+            "x",
+            "",
+            "oci-layout:examples/signed-layout",
+            "oci-layout:./x",
+        ];
+        let list: Vec<Pattern> = patterns
+            .iter()
+            .map(|p| Pattern {
+                text: p.to_string(),
+                glob: segment_glob(p).unwrap(),
+                specificity: literal_prefix_len(p),
+            })
+            .collect();
+        let indexed = Patterns::new(list.clone());
+        for name in names {
+            let mut want: Vec<&str> = list
+                .iter()
+                .filter(|p| p.glob.is_match(name))
+                .map(|p| p.text.as_str())
+                .collect();
+            let mut got: Vec<&str> = indexed.matching(name).map(|p| p.text.as_str()).collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    /// Values the file gives are echoed cut to a readable length, with control characters
+    /// escaped: a pattern, a regex, a name, an unknown field.
+    #[test]
+    fn echoed_values_are_cut_and_escaped() {
+        let long = format!("ghcr.io/{}\u{1b}[2J", "a".repeat(5000));
+        let long_re = format!("({}", "b".repeat(5000));
+        // (YAML keeps a plain key under 1024 characters)
+        let long_field = "f".repeat(1000);
+        let text = format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nrules:\n  - name: \"{name}\"\n    images: [\"{long}@sha256:00\"]\n    {long_field}: 1\n    authorities:\n      - keyless:\n          identities: [{{issuer: x, subjectRegExp: '{long_re}'}}]\n      - key: {{name: \"{name}\"}}\n",
+            name = "n\u{7}".repeat(3000),
+        )
+        .replace('\u{1b}', "\\e")
+        .replace('\u{7}', "\\a");
+        let all = issues(&text);
+        assert_eq!(all.len(), 4, "{all:?}");
+        for i in &all {
+            assert!(
+                i.message.chars().count() < 700,
+                "{} characters: {}",
+                i.message.chars().count(),
+                i.message
+            );
+            assert!(!i.message.chars().any(|c| c.is_control()), "{}", i.message);
+            assert!(i.message.contains('…'), "{}", i.message);
+        }
+        assert!(
+            all.iter()
+                .any(|i| i.message.contains("\\u{7}") && i.message.contains("(6000 characters)")),
+            "{all:?}"
+        );
+    }
+
+    /// Plain scalars YAML would read as booleans or numbers keep their text where a field
+    /// wants text (as serde's typed reading did): `on`, `1.10`, `0x1F`, `.inf`.
+    #[test]
+    fn plain_scalars_keep_their_text() {
+        let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: keys/release.pub}]\nrules:\n  - name: 1.10\n    images: [\"r.io/**\"]\n    authorities: [{key: {name: k}}]\n    annotations: {on: yes, version: 1.10, hex: 0x1F, big: 123456789012345678901234567890, inf: .inf, neg: -0}\n";
+        let p = parse(text).unwrap();
+        let r = &p.rules[0];
+        assert_eq!(r.name, "1.10");
+        let want: BTreeMap<String, String> = [
+            ("on", "yes"),
+            ("version", "1.10"),
+            ("hex", "0x1F"),
+            ("big", "123456789012345678901234567890"),
+            ("inf", ".inf"),
+            ("neg", "-0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(r.annotations, want);
+    }
+
+    /// Every pair of equally specific rules is reported, not only the first.
+    #[test]
+    fn every_ambiguous_pair_of_rules_is_reported() {
+        let mut text = String::from(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: keys/release.pub}]\nrules:\n",
+        );
+        let rules = [
+            ("a", "r.io/acme/*"),
+            ("b", "r.io/acme/**"),
+            ("c", "r.io/acme/x"),
+            ("d", "r.io/acme/?*"),
+        ];
+        for (name, pattern) in rules {
+            text.push_str(&format!(
+                "  - name: {name}\n    images: [\"{pattern}\", \"q.io/{name}\"]\n    authorities: [{{key: {{name: k}}}}]\n"
+            ));
+        }
+        let all = issues(&text);
+        let got: Vec<String> = all
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
+            .collect();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        // "r.io/acme/x" is more specific than the others' patterns: c is not ambiguous.
+        for (g, want) in got.iter().zip([
+            "8:11: rules \"a\" and \"b\" are equally specific and both match \"r.io/acme/x\" \
+             (patterns \"r.io/acme/*\" and \"r.io/acme/**\")",
+            "14:11: rules \"a\" and \"d\" are equally specific",
+            "14:11: rules \"b\" and \"d\" are equally specific",
+        ]) {
+            assert!(g.starts_with(want), "{g}\n  expected {want}");
+        }
     }
 
     fn rule_with(threshold: usize, mode: Mode) -> Rule {
@@ -1269,8 +1787,8 @@ rules:
         Rule {
             name: "r".into(),
             position: (1, 1),
-            patterns: vec![],
-            excludes: vec![],
+            patterns: Patterns::default(),
+            excludes: Patterns::default(),
             mode,
             threshold,
             authorities: vec![auth("a"), auth("b")],

@@ -113,11 +113,25 @@ impl ImageRef {
         if s.is_empty() {
             return Err(invalid(input, "empty reference"));
         }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if s.chars().any(char::is_control) {
+            return Err(invalid(
+                input,
+                "references cannot contain control characters",
+            ));
+        }
+        if s.chars().any(char::is_whitespace) {
             return Err(invalid(input, "references cannot contain spaces"));
         }
         if let Some(rest) = s.strip_prefix(LAYOUT_PREFIX) {
             return Self::parse_layout(input, rest);
+        }
+        // What Flux and Helm users write (`oci://ghcr.io/acme/chart`) names the same artifact.
+        let s = s.strip_prefix("oci://").unwrap_or(s);
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s.starts_with('~') {
+            return Err(invalid(
+                input,
+                format!("this is a filesystem path; did you mean oci-layout:{s}?"),
+            ));
         }
         if s.contains("://") {
             return Err(invalid(
@@ -547,11 +561,26 @@ mod tests {
             ("ghcr.io/acme/a..b", "not valid"),
             ("ghcr.io/a b", "spaces"),
             ("ghcr.io/acme/app:-bad", "not a valid tag"),
+            ("ghcr.io/acme/app\x1b[2J", "control characters"),
+            ("./out/image", "did you mean oci-layout:./out/image?"),
+            (
+                "/var/lib/images/app",
+                "did you mean oci-layout:/var/lib/images/app?",
+            ),
+            ("oci:///tmp/x", "did you mean oci-layout:/tmp/x?"),
+            ("s3://bucket/app", "no scheme"),
         ] {
             let e = ImageRef::parse(input).unwrap_err().to_string();
             assert!(e.contains(needle), "{input:?}: {e}");
             assert!(e.contains(&format!("{input:?}")), "{e} names the input");
         }
+    }
+
+    #[test]
+    fn oci_scheme_is_what_flux_and_helm_users_write() {
+        let r = ImageRef::parse("oci://GHCR.io/acme/chart:1.2.3").unwrap();
+        assert_eq!(r.to_string(), "ghcr.io/acme/chart:1.2.3");
+        assert_eq!(r, ImageRef::parse("ghcr.io/acme/chart:1.2.3").unwrap());
     }
 
     #[test]

@@ -1,8 +1,14 @@
-//! Trust material: public keys (PEM SubjectPublicKeyInfo: ECDSA P-256/P-384, Ed25519, RSA).
-//! Parsing only; the key's file is read by the caller.
+//! Trust material, parsed once: public keys (PEM SubjectPublicKeyInfo: ECDSA P-256/P-384,
+//! Ed25519, RSA), trusted roots (each with its sigstore-verify verifier built once), and the
+//! certificate identities a keyless authority accepts. Parsing only; files are read by callers.
 
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
 use sigstore_crypto::{KeyAlgorithm, SigningScheme, VerificationKey};
+use sigstore_trust_root::TrustedRoot;
 use sigstore_types::{DerPublicKey, SignatureBytes};
+use sigstore_verify::Verifier;
 
 /// A public key that cannot be used; Display names where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +108,202 @@ impl PublicKey {
     }
 }
 
+/// A trusted root (Fulcio CAs, Rekor and CT log keys, TSAs) with the name it was loaded under,
+/// and the verifier built from it: keys and certificate anchors are prepared once per root, not
+/// once per signature.
+pub struct TrustRoot {
+    name: String,
+    verifier: Verifier,
+}
+
+impl std::fmt::Debug for TrustRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustRoot")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustRootError {
+    #[error("trusted root {origin}: not a valid trusted_root.json")]
+    Invalid {
+        origin: String,
+        #[source]
+        source: sigstore_trust_root::Error,
+    },
+    #[error("trusted root {origin}: its keys or certificates cannot be used")]
+    Unusable {
+        origin: String,
+        #[source]
+        source: sigstore_verify::Error,
+    },
+}
+
+impl TrustRoot {
+    /// The Sigstore public-good root compiled into sigstore-trust-root: no network needed.
+    pub fn embedded() -> Result<Self, TrustRootError> {
+        Self::from_json(
+            sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+            "embedded public-good",
+        )
+    }
+
+    /// The embedded public-good root, parsed once per process and shared.
+    pub fn embedded_shared() -> Result<Arc<Self>, TrustRootError> {
+        static EMBEDDED: OnceLock<Arc<TrustRoot>> = OnceLock::new();
+        if let Some(root) = EMBEDDED.get() {
+            return Ok(root.clone());
+        }
+        let root = Arc::new(Self::embedded()?);
+        Ok(EMBEDDED.get_or_init(|| root).clone())
+    }
+
+    /// Parse a trusted_root.json and prepare its verifier; a root whose keys or certificates
+    /// cannot be used is an error here, at load time, not a failed verification later.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self, TrustRootError> {
+        let root = TrustedRoot::from_json(text).map_err(|source| TrustRootError::Invalid {
+            origin: origin.to_string(),
+            source,
+        })?;
+        let verifier = Verifier::new(&root).map_err(|source| TrustRootError::Unusable {
+            origin: origin.to_string(),
+            source,
+        })?;
+        Ok(TrustRoot {
+            name: origin.to_string(),
+            verifier,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+}
+
+/// An exact string or a regular expression (unanchored, as cosign's `-regexp` flags: anchor
+/// with `^…$` to match the whole value).
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Exact(String),
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(e) => e == value,
+            Matcher::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Matcher::Exact(e) => write!(f, "{e:?}"),
+            Matcher::Regex(r) => write!(f, "regexp {:?}", r.as_str()),
+        }
+    }
+}
+
+/// An acceptable certificate identity: SAN and OIDC issuer, and optionally the GitHub workflow
+/// claims Fulcio recorded (each an exact match).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub subject: Matcher,
+    pub issuer: Matcher,
+    pub github: GitHubWorkflow,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "subject {} from issuer {}", self.subject, self.issuer)?;
+        for (name, value) in self.github.fields() {
+            if let Some(v) = value {
+                write!(f, ", {name} {v:?}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// GitHub Actions claims of a Fulcio certificate: the legacy extensions
+/// 1.3.6.1.4.1.57264.1.2–.6, or where absent their current equivalents (.1.20 trigger, .1.13
+/// source digest, .1.12 source repository, .1.14 source ref).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitHubWorkflow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+}
+
+impl GitHubWorkflow {
+    fn fields(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("githubWorkflowTrigger", &self.trigger),
+            ("githubWorkflowSha", &self.sha),
+            ("githubWorkflowName", &self.name),
+            ("githubWorkflowRepository", &self.repository),
+            ("githubWorkflowRef", &self.git_ref),
+        ]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub(crate) fn from_claims(c: &sigstore_crypto::FulcioCiClaims) -> Self {
+        let d = &c.deprecated_github;
+        GitHubWorkflow {
+            trigger: d
+                .workflow_trigger
+                .clone()
+                .or_else(|| c.build_trigger.clone()),
+            sha: d
+                .workflow_sha
+                .clone()
+                .or_else(|| c.source_repository_digest.clone()),
+            name: d.workflow_name.clone(),
+            repository: d.workflow_repository.clone().or_else(|| {
+                c.source_repository_uri
+                    .as_deref()
+                    .map(|u| u.trim_start_matches("https://github.com/").to_string())
+            }),
+            git_ref: d
+                .workflow_ref
+                .clone()
+                .or_else(|| c.source_repository_ref.clone()),
+        }
+    }
+
+    /// The first claim this constraint sets that `found` does not carry with the same value.
+    pub(crate) fn mismatch(
+        &self,
+        found: &GitHubWorkflow,
+    ) -> Option<(&'static str, String, Option<String>)> {
+        self.fields().into_iter().zip(found.fields()).find_map(
+            |((name, want), (_, got))| match want {
+                Some(w) if got.as_ref() != Some(w) => Some((name, w.clone(), got.clone())),
+                _ => None,
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +312,17 @@ mod tests {
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEusIAt6EJ3YrTHdg2qkWVS0KuotWQ
 wHDtyaXlq7Nhj8279+1u/l5pZhXJPW8PnGRRLdO5NbsuM6aT7pOcP100uw==
 -----END PUBLIC KEY-----";
+
+    #[test]
+    fn matchers() {
+        let e = Matcher::Exact("a@b.c".into());
+        assert!(e.matches("a@b.c") && !e.matches("xa@b.c"));
+        let r = Matcher::Regex(regex::Regex::new(r"^https://github\.com/acme/").unwrap());
+        assert!(
+            r.matches("https://github.com/acme/x") && !r.matches("https://github.com/evil/acme/")
+        );
+        assert_eq!(r.to_string(), "regexp \"^https://github\\\\.com/acme/\"");
+    }
 
     #[test]
     fn parses_p256() {

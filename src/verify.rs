@@ -2,19 +2,78 @@
 //! Success is evidence ([`VerifiedSignature`], which only this module can make); failure is a
 //! typed [`Rejection`] whose Display a person can act on.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{
-    BundleArtifact, BundleAuthority, BundleEvidence, CERTIFICATE_ANNOTATION, Identity,
-    REKOR_BUNDLE_ANNOTATION, TrustRoot, legacy_to_bundle, verify_bundle,
+    BundleArtifact, BundleAuthority, BundleError, BundleEvidence, CERTIFICATE_ANNOTATION,
+    ParsedBundle, REKOR_BUNDLE_ANNOTATION, verify_bundle,
 };
-use crate::discover::{BundleCandidate, COSIGN_SIGN_PREDICATE, SignatureCandidate};
+use crate::candidate::{BundleCandidate, COSIGN_SIGN_PREDICATE, SignatureCandidate};
 use crate::failure::Failure;
 use crate::payload::{PayloadError, SimpleSigning};
 use crate::reference::Digest;
-use crate::trust::PublicKey;
+use crate::trust::{Identity, PublicKey, TrustRoot};
+
+/// A legacy signature candidate, prepared to be checked against several authorities: its
+/// bundle form (for Rekor and certificate checks) is built and parsed at most once.
+pub struct PreparedSignature<'c> {
+    candidate: &'c SignatureCandidate,
+    bundle: OnceCell<Result<ParsedBundle, BundleError>>,
+}
+
+impl<'c> PreparedSignature<'c> {
+    pub fn new(candidate: &'c SignatureCandidate) -> Self {
+        PreparedSignature {
+            candidate,
+            bundle: OnceCell::new(),
+        }
+    }
+
+    pub fn candidate(&self) -> &'c SignatureCandidate {
+        self.candidate
+    }
+
+    fn bundle(&self) -> Result<&ParsedBundle, &BundleError> {
+        self.bundle
+            .get_or_init(|| {
+                let c = self.candidate;
+                ParsedBundle::from_legacy(&c.payload, &c.signature, &c.annotations)
+            })
+            .as_ref()
+    }
+}
+
+/// An attached Sigstore bundle, parsed once for every authority it is checked against; its
+/// in-toto statement is read once, after the first successful verification.
+pub struct PreparedBundle<'c> {
+    candidate: &'c BundleCandidate,
+    parsed: Result<ParsedBundle, BundleError>,
+    statement: OnceCell<Result<Statement, String>>,
+}
+
+impl<'c> PreparedBundle<'c> {
+    pub fn new(candidate: &'c BundleCandidate) -> Self {
+        PreparedBundle {
+            candidate,
+            parsed: ParsedBundle::parse(&candidate.json),
+            statement: OnceCell::new(),
+        }
+    }
+
+    pub fn candidate(&self) -> &'c BundleCandidate {
+        self.candidate
+    }
+
+    /// Whether the bundle carries transparency-log entries (false when it does not parse).
+    pub fn has_tlog_entries(&self) -> bool {
+        self.parsed
+            .as_ref()
+            .is_ok_and(ParsedBundle::has_tlog_entries)
+    }
+}
 
 /// How the payload's `docker-reference` must relate to the reference being verified.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -27,32 +86,6 @@ pub enum SignedIdentity {
     ExactRepository(String),
     /// No check of `docker-reference` (cosign's own default); the digest is still bound.
     Ignore,
-}
-
-/// An exact string or a regular expression (unanchored, as cosign's `-regexp` flags: anchor
-/// with `^…$` to match the whole value).
-#[derive(Debug, Clone)]
-pub enum Matcher {
-    Exact(String),
-    Regex(regex::Regex),
-}
-
-impl Matcher {
-    pub fn matches(&self, value: &str) -> bool {
-        match self {
-            Matcher::Exact(e) => e == value,
-            Matcher::Regex(r) => r.is_match(value),
-        }
-    }
-}
-
-impl std::fmt::Display for Matcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Matcher::Exact(e) => write!(f, "{e:?}"),
-            Matcher::Regex(r) => write!(f, "regexp {:?}", r.as_str()),
-        }
-    }
 }
 
 /// What a signature must say to count for this reference.
@@ -196,6 +229,10 @@ pub enum Rejection {
         authority: String,
         what: String,
     },
+    /// Discovery could not examine this location (a limit, content that is not what it
+    /// claims, a referrer the registry lists but lacks): no authority can be satisfied by it.
+    #[error("{location}: not examined: {detail}")]
+    Unexamined { location: String, detail: String },
 }
 
 impl Rejection {
@@ -213,6 +250,9 @@ impl Rejection {
             | Rejection::Bundle { .. }
             | Rejection::NotSupported { .. }
             | Rejection::Payload { .. } => Failure::Untrusted,
+            // What discovery could not examine is the registry's content, not the artifact's
+            // signature: no verdict on the artifact from it.
+            Rejection::Unexamined { .. } => Failure::Registry,
         }
     }
 
@@ -229,6 +269,8 @@ impl Rejection {
             | Rejection::DigestMismatch { .. }
             | Rejection::IdentityMismatch { .. }
             | Rejection::AnnotationMismatch { .. } => 3,
+            // The most telling: it might have been the signature that satisfies the rule.
+            Rejection::Unexamined { .. } => 4,
         }
     }
 }
@@ -269,11 +311,12 @@ pub fn verify_key_signature(
 /// As [`verify_key_signature`], and the signature's Rekor entry (the layer's SET and body)
 /// must verify under `root` and match this signature, key and payload.
 pub fn verify_key_signature_logged(
-    candidate: &SignatureCandidate,
+    prepared: &PreparedSignature<'_>,
     authority: KeyAuthority<'_>,
     root: &TrustRoot,
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
+    let candidate = prepared.candidate;
     let mut verified = verify_key_signature(candidate, authority, expect)?;
     if !candidate.annotations.contains_key(REKOR_BUNDLE_ANNOTATION) {
         return Err(Rejection::NoTlogEntry {
@@ -282,7 +325,7 @@ pub fn verify_key_signature_logged(
         });
     }
     let evidence = bundle_check(
-        candidate,
+        prepared,
         authority.name,
         BundleAuthority::Key(authority.key),
         root,
@@ -306,10 +349,11 @@ pub struct KeylessAuthority<'a> {
 /// valid at the Rekor integrated time, its SCT and the Rekor SET verify, the Rekor body matches
 /// signature, certificate and payload hash, the identity matches; then the payload checks.
 pub fn verify_keyless_signature(
-    candidate: &SignatureCandidate,
+    prepared: &PreparedSignature<'_>,
     authority: KeylessAuthority<'_>,
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
+    let candidate = prepared.candidate;
     if !candidate.annotations.contains_key(CERTIFICATE_ANNOTATION) {
         return Err(Rejection::NotKeyless {
             location: candidate.location.clone(),
@@ -317,7 +361,7 @@ pub fn verify_keyless_signature(
         });
     }
     let evidence = bundle_check(
-        candidate,
+        prepared,
         authority.name,
         BundleAuthority::Identities(authority.identities),
         authority.root,
@@ -344,27 +388,35 @@ pub fn verify_keyless_signature(
 /// required annotations. Such bundles claim no repository, so `signedIdentity` has nothing to
 /// compare; the digest binding is what they sign.
 pub fn verify_attached_bundle(
-    candidate: &BundleCandidate,
+    prepared: &PreparedBundle<'_>,
     authority: &str,
     who: BundleAuthority<'_>,
     root: &TrustRoot,
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
-    let location = candidate.location.clone();
+    let location = prepared.candidate.location.clone();
     let reject = |detail: String| Rejection::Bundle {
         location: location.clone(),
         authority: authority.to_string(),
         detail,
     };
+    let parsed = prepared
+        .parsed
+        .as_ref()
+        .map_err(|e| reject(crate::error_chain(e)))?;
     let mut digest = [0u8; 32];
     if expect.digest.algorithm() != "sha256"
         || hex::decode_to_slice(expect.digest.hex(), &mut digest).is_err()
     {
         return Err(reject(format!("{} is not a sha256 digest", expect.digest)));
     }
-    let evidence = verify_bundle(&candidate.json, BundleArtifact::Sha256(digest), who, root)
+    let evidence = verify_bundle(parsed, BundleArtifact::Sha256(digest), who, root)
         .map_err(|e| reject(crate::error_chain(&e)))?;
-    let statement = dsse_statement(&candidate.json).map_err(reject)?;
+    let statement = prepared
+        .statement
+        .get_or_init(|| dsse_statement(parsed))
+        .as_ref()
+        .map_err(|e| reject(e.clone()))?;
     if statement.predicate_type != COSIGN_SIGN_PREDICATE {
         return Err(reject(format!(
             "the bundle is an attestation ({}), not a signature",
@@ -428,38 +480,34 @@ struct StatementSubject {
 }
 
 /// The in-toto statement inside a bundle's DSSE envelope (read after the envelope verified).
-fn dsse_statement(json: &str) -> Result<Statement, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("bundle is not JSON: {e}"))?;
-    let payload = v
-        .pointer("/dsseEnvelope/payload")
-        .and_then(|p| p.as_str())
+fn dsse_statement(parsed: &ParsedBundle) -> Result<Statement, String> {
+    let payload = parsed
+        .dsse_payload()
         .ok_or("the bundle carries no DSSE envelope, so it is not a cosign image signature")?;
     let bytes =
         crate::decode_base64(payload).map_err(|e| format!("DSSE payload is not base64: {e}"))?;
+    // A repeated key (a subject's digest twice) could bind to another image for cosign.
+    crate::payload::check_unambiguous_keys(&bytes, &["predicate"])
+        .map_err(|e| format!("the in-toto statement is ambiguous: {e}"))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| format!("DSSE payload is not an in-toto statement: {e}"))
 }
 
 /// The layer as a bundle, verified over the payload bytes.
 fn bundle_check(
-    candidate: &SignatureCandidate,
+    prepared: &PreparedSignature<'_>,
     authority: &str,
     who: BundleAuthority<'_>,
     root: &TrustRoot,
 ) -> Result<BundleEvidence, Rejection> {
+    let candidate = prepared.candidate;
     let reject = |e: &dyn std::error::Error| Rejection::Bundle {
         location: candidate.location.clone(),
         authority: authority.to_string(),
         detail: crate::error_chain(e),
     };
-    let json = legacy_to_bundle(
-        &candidate.payload,
-        &candidate.signature,
-        &candidate.annotations,
-    )
-    .map_err(|e| reject(&e))?;
-    verify_bundle(&json, BundleArtifact::Bytes(&candidate.payload), who, root)
+    let parsed = prepared.bundle().map_err(|e| reject(e))?;
+    verify_bundle(parsed, BundleArtifact::Bytes(&candidate.payload), who, root)
         .map_err(|e| reject(&e))
 }
 
@@ -593,7 +641,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        SimpleSigning::new(repo, d, &a).to_bytes()
+        SimpleSigning::new(repo, d, &a).to_bytes().unwrap()
     }
 
     #[test]
@@ -692,17 +740,6 @@ mod tests {
             verify_key_signature(&c, auth, &expect),
             Err(Rejection::Payload { .. })
         ));
-    }
-
-    #[test]
-    fn matchers() {
-        let e = Matcher::Exact("a@b.c".into());
-        assert!(e.matches("a@b.c") && !e.matches("xa@b.c"));
-        let r = Matcher::Regex(regex::Regex::new(r"^https://github\.com/acme/").unwrap());
-        assert!(
-            r.matches("https://github.com/acme/x") && !r.matches("https://github.com/evil/acme/")
-        );
-        assert_eq!(r.to_string(), "regexp \"^https://github\\\\.com/acme/\"");
     }
 
     #[test]

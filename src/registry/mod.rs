@@ -4,17 +4,25 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use serde::{Deserialize, Serialize};
 
+pub mod credentials;
 mod remote;
+pub mod settings;
+pub use credentials::{Credential, CredentialError, Secret};
 pub use remote::Cause;
 /// A response body, refused past a size (`Ok(None)`); for other API clients of this crate.
 pub use remote::read_capped as read_body_capped;
 use remote::{ACCEPT_MANIFESTS, Access, Remote, read_capped, resolve_url, status_cause};
+pub use settings::{
+    Found, RegistrySettings, RequestCredentials, SettingsError, TlsFile, request_credentials,
+    with_request_credentials,
+};
 
 use crate::reference::{Digest, ImageRef, Location};
 
@@ -27,6 +35,55 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Most pages of a tag list followed, and most tags accepted.
 pub const MAX_TAG_PAGES: usize = 20;
 pub const MAX_TAGS: usize = 20_000;
+/// Most pages of referrers followed, and most referrers accepted, for one digest. What lies
+/// beyond is reported as not examined (see [`ReferrersCut`]), never silently dropped.
+pub const MAX_REFERRER_PAGES: usize = 16;
+pub const MAX_REFERRERS: usize = 1024;
+
+/// What one verification may fetch in all (manifests, referrer pages, blobs), shared by the
+/// lookups that run concurrently. A fetch that would pass it is refused with
+/// [`RegistryError::BudgetSpent`]; bytes a fetch did not use are given back.
+#[derive(Debug)]
+pub struct FetchBudget {
+    limit: usize,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl FetchBudget {
+    pub fn new(limit: usize) -> Self {
+        FetchBudget {
+            limit,
+            left: std::sync::atomic::AtomicUsize::new(limit),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes charged so far.
+    pub fn spent(&self) -> usize {
+        self.limit
+            .saturating_sub(self.left.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Take up to `want` bytes; how many were granted (0: nothing left).
+    fn take(&self, want: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let mut granted = 0;
+        let _ = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                granted = left.min(want);
+                Some(left - granted)
+            });
+        granted
+    }
+
+    fn give_back(&self, n: usize) {
+        self.left.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// What a registry operation was doing, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +93,13 @@ pub enum Op {
     FetchBlob,
     PushBlob,
     PushManifest,
+}
+
+impl Op {
+    /// Reads may be retried; writes are not.
+    fn is_read(self) -> bool {
+        matches!(self, Op::ListTags | Op::FetchManifest | Op::FetchBlob)
+    }
 }
 
 impl std::fmt::Display for Op {
@@ -54,13 +118,26 @@ impl std::fmt::Display for Op {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    #[error("registry {host}: access denied while {op} {target} (check credentials)")]
+    #[error("registry {host}: access denied while {op} {target}; {sent}")]
     Denied {
         host: String,
         op: Op,
         target: String,
+        sent: Box<Sent>,
         #[source]
         source: Cause,
+    },
+    #[error("registry {host}: credentials cannot be obtained")]
+    Credentials {
+        host: String,
+        #[source]
+        source: CredentialError,
+    },
+    #[error("registry {host}: the deadline ran out while {op} {target}")]
+    DeadlineExceeded {
+        host: String,
+        op: Op,
+        target: String,
     },
     #[error("registry {host}: unreachable while {op} {target}")]
     Unreachable {
@@ -89,6 +166,14 @@ pub enum RegistryError {
     NotFound { host: String, target: String },
     #[error("{place}: {target} is larger than the {limit}-byte limit")]
     TooLarge {
+        place: String,
+        target: String,
+        limit: usize,
+    },
+    #[error(
+        "{place}: fetching {target} would pass the {limit}-byte limit on what one verification fetches"
+    )]
+    BudgetSpent {
         place: String,
         target: String,
         limit: usize,
@@ -123,6 +208,29 @@ pub struct Manifest {
     pub bytes: Vec<u8>,
     pub digest: Digest,
     pub media_type: String,
+}
+
+/// The referrers a registry lists for a digest, as far as the limits allowed reading them.
+#[derive(Debug)]
+pub struct Referrers {
+    pub descriptors: Vec<Descriptor>,
+    /// Why the list may be incomplete (a limit); `None` when every page was read.
+    pub cut: Option<ReferrersCut>,
+}
+
+/// Why a list of referrers was not read to its end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReferrersCut {
+    #[error("more than {limit} referrers listed; those past the first {limit} were not examined")]
+    Entries { limit: usize },
+    #[error("more than {limit} pages of referrers; later pages were not read")]
+    Pages { limit: usize },
+    #[error("a page of referrers was refused; it and later pages were not read")]
+    Page {
+        #[source]
+        source: RegistryError,
+    },
 }
 
 /// A descriptor inside a manifest.
@@ -178,284 +286,10 @@ impl ImageManifest {
     }
 }
 
-/// Explicit credentials for one registry host.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}:<redacted>)", self.username)
-    }
-}
-
-/// How to reach registries: the same settings for the CLI, the webhook and the library.
-#[derive(Debug, Clone)]
-pub struct RegistrySettings {
-    /// Hosts spoken to over plain HTTP.
-    pub plain_http: Vec<String>,
-    /// Credentials by host; hosts without use the Docker config, then anonymous access.
-    pub credentials: BTreeMap<String, Credentials>,
-    /// Read `~/.docker/config.json` (or `$DOCKER_CONFIG/config.json`) and its helpers.
-    pub docker_config: bool,
-    /// Deadline for each registry operation.
-    pub timeout: Duration,
-    /// Largest manifest accepted.
-    pub max_manifest_bytes: usize,
-    /// Largest blob fetched (signature payloads and configs are small).
-    pub max_blob_bytes: usize,
-}
-
-impl Default for RegistrySettings {
-    fn default() -> Self {
-        RegistrySettings {
-            plain_http: Vec::new(),
-            credentials: BTreeMap::new(),
-            docker_config: true,
-            timeout: Duration::from_secs(30),
-            max_manifest_bytes: 4 << 20,
-            max_blob_bytes: 4 << 20,
-        }
-    }
-}
-
-/// A problem in the registry settings from the environment or flags.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SettingsError {
-    #[error("registry setting {name}: {problem}")]
-    Invalid { name: String, problem: String },
-}
-
-impl RegistrySettings {
-    /// Apply `OCIGATE_REGISTRY_[N_]HOST`, `_USERNAME`, `_PASSWORD`, `_PLAIN_HTTP` sets.
-    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), SettingsError>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<str>,
-    {
-        // prefix ("OCIGATE_REGISTRY_" or "OCIGATE_REGISTRY_3_") -> field -> value
-        let mut sets: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for (k, v) in vars {
-            let k = k.as_ref();
-            let Some(rest) = k.strip_prefix("OCIGATE_REGISTRY_") else {
-                continue;
-            };
-            let (set, field) = match rest.split_once('_') {
-                Some((n, f)) if n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => {
-                    (n.to_string(), f)
-                }
-                _ => (String::new(), rest),
-            };
-            sets.entry(set)
-                .or_default()
-                .insert(field.to_string(), v.as_ref().to_string());
-        }
-        for (set, fields) in sets {
-            let name = |f: &str| {
-                if set.is_empty() {
-                    format!("OCIGATE_REGISTRY_{f}")
-                } else {
-                    format!("OCIGATE_REGISTRY_{set}_{f}")
-                }
-            };
-            for f in fields.keys() {
-                if !matches!(
-                    f.as_str(),
-                    "HOST" | "USERNAME" | "PASSWORD" | "PLAIN_HTTP" | "REPOSITORY"
-                ) {
-                    return Err(SettingsError::Invalid {
-                        name: name(f),
-                        problem: "unknown or not yet supported setting (supported: HOST, \
-                                  USERNAME, PASSWORD, PLAIN_HTTP)"
-                            .into(),
-                    });
-                }
-            }
-            let Some(host) = fields.get("HOST").filter(|h| !h.is_empty()) else {
-                return Err(SettingsError::Invalid {
-                    name: name("HOST"),
-                    problem: "missing; every credential set names its registry host".into(),
-                });
-            };
-            let host = &settings_host(&name("HOST"), host)?;
-            if fields.contains_key("REPOSITORY") {
-                return Err(SettingsError::Invalid {
-                    name: name("REPOSITORY"),
-                    problem: "per-repository credential sets are not supported yet".into(),
-                });
-            }
-            match (fields.get("USERNAME"), fields.get("PASSWORD")) {
-                (Some(u), Some(p)) => {
-                    self.credentials.insert(
-                        host.to_string(),
-                        Credentials {
-                            username: u.clone(),
-                            password: p.clone(),
-                        },
-                    );
-                }
-                (None, None) => {}
-                (Some(_), None) => {
-                    return Err(SettingsError::Invalid {
-                        name: name("PASSWORD"),
-                        problem: "missing while USERNAME is set".into(),
-                    });
-                }
-                (None, Some(_)) => {
-                    return Err(SettingsError::Invalid {
-                        name: name("USERNAME"),
-                        problem: "missing while PASSWORD is set".into(),
-                    });
-                }
-            }
-            if let Some(v) = fields.get("PLAIN_HTTP") {
-                match v.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" => self.plain_http.push(host.to_string()),
-                    "false" | "0" | "no" | "" => {}
-                    _ => {
-                        return Err(SettingsError::Invalid {
-                            name: name("PLAIN_HTTP"),
-                            problem: format!("{v:?} is not true or false"),
-                        });
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Parse `HOST=USER:PASS` as given to `--registry-creds`.
-    pub fn add_credentials_flag(&mut self, arg: &str) -> Result<(), SettingsError> {
-        let bad = |p: &str| SettingsError::Invalid {
-            name: "--registry-creds".into(),
-            problem: p.to_string(),
-        };
-        let (host, userpass) = arg
-            .split_once('=')
-            .ok_or_else(|| bad("expected HOST=USER:PASS"))?;
-        let (user, pass) = userpass
-            .split_once(':')
-            .ok_or_else(|| bad("expected HOST=USER:PASS"))?;
-        if host.is_empty() || user.is_empty() {
-            return Err(bad("host and user must not be empty"));
-        }
-        let host = settings_host("--registry-creds", host)?;
-        self.credentials.insert(
-            host,
-            Credentials {
-                username: user.to_string(),
-                password: pass.to_string(),
-            },
-        );
-        Ok(())
-    }
-}
-
-impl RegistrySettings {
-    /// Credentials from a Docker config file (a mounted `kubernetes.io/dockerconfigjson` secret,
-    /// `--registry-config`): `auths` entries with `auth` (base64 `user:password`) or
-    /// `username`/`password`. Hosts that already have credentials keep them (flags and
-    /// environment sets come first). A file that does not parse is an error naming it.
-    pub fn add_docker_config_json(&mut self, file: &str, text: &str) -> Result<(), SettingsError> {
-        #[derive(Deserialize)]
-        struct Config {
-            #[serde(default)]
-            auths: BTreeMap<String, Entry>,
-        }
-        #[derive(Deserialize)]
-        struct Entry {
-            auth: Option<String>,
-            username: Option<String>,
-            password: Option<String>,
-        }
-        let bad = |problem: String| SettingsError::Invalid {
-            name: format!("--registry-config {file}"),
-            problem,
-        };
-        let config: Config =
-            serde_json::from_str(text).map_err(|e| bad(format!("not a Docker config: {e}")))?;
-        for (key, entry) in config.auths {
-            // Keys are hosts, or URLs such as https://index.docker.io/v1/.
-            let host = key
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .split('/')
-                .next()
-                .unwrap_or_default();
-            let host = settings_host(&format!("--registry-config {file}: auths key"), host)?;
-            let (username, password) = match (entry.auth, entry.username, entry.password) {
-                (Some(auth), _, _) => {
-                    let decoded = crate::decode_base64(&auth)
-                        .ok()
-                        .and_then(|b| String::from_utf8(b).ok())
-                        .ok_or_else(|| bad(format!("auths[{key:?}].auth is not base64 text")))?;
-                    let (u, p) = decoded
-                        .split_once(':')
-                        .ok_or_else(|| bad(format!("auths[{key:?}].auth is not user:password")))?;
-                    (u.to_string(), p.to_string())
-                }
-                (None, Some(u), Some(p)) => (u, p),
-                _ => continue,
-            };
-            if username.is_empty() {
-                return Err(bad(format!("auths[{key:?}] has an empty user name")));
-            }
-            self.credentials
-                .entry(host)
-                .or_insert(Credentials { username, password });
-        }
-        Ok(())
-    }
-
-    /// Speak plain HTTP to `host` (as given to `--registry-plain-http`).
-    pub fn add_plain_http(&mut self, host: &str) -> Result<(), SettingsError> {
-        let host = settings_host("--registry-plain-http", host)?;
-        if !self.plain_http.contains(&host) {
-            self.plain_http.push(host);
-        }
-        Ok(())
-    }
-}
-
-/// A host named in a setting, in the spelling references have (`GHCR.IO:443` is `ghcr.io`), so
-/// that the setting applies to exactly the references it names.
-fn settings_host(name: &str, host: &str) -> Result<String, SettingsError> {
-    crate::reference::canonical_host(host).map_err(|problem| SettingsError::Invalid {
-        name: name.to_string(),
-        problem,
-    })
-}
-
-/// Credentials that belong to one request rather than to the process (an admitted Pod's
-/// `imagePullSecrets`), by canonical host.
-pub type RequestCredentials = std::sync::Arc<BTreeMap<String, Credentials>>;
-
-tokio::task_local! {
-    static REQUEST_CREDENTIALS: RequestCredentials;
-}
-
-/// Run `f` with `credentials` available to every registry request it makes, after the
-/// configured credentials and before the Docker config. A task spawned inside `f` does not see
-/// them unless it is run in this scope too (the engine does so for its verifications).
-pub async fn with_request_credentials<F: Future>(
-    credentials: RequestCredentials,
-    f: F,
-) -> F::Output {
-    REQUEST_CREDENTIALS.scope(credentials, f).await
-}
-
-/// The request credentials in scope, if any.
-pub fn request_credentials() -> Option<RequestCredentials> {
-    REQUEST_CREDENTIALS.try_with(|c| c.clone()).ok()
-}
-
 /// The one client for all artifact stores: remote registries and OCI layouts.
 pub struct Registry {
     remote: Remote,
+    helpers: credentials::Helpers,
     settings: RegistrySettings,
     /// Hosts that answered "no referrers API": not asked again by this process.
     no_referrers_api: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -465,6 +299,7 @@ impl Registry {
     pub fn new(settings: RegistrySettings) -> Self {
         Registry {
             remote: Remote::new(),
+            helpers: credentials::Helpers::default(),
             settings,
             no_referrers_api: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
@@ -485,11 +320,40 @@ impl Registry {
         self.remote.request_counts()
     }
 
+    /// Token fetches so far: (realm, scope, count).
+    pub fn token_fetches(&self) -> Vec<(String, String, u64)> {
+        self.remote.token_fetches()
+    }
+
     /// Fetch the manifest `r` names (its digest if it has one, else its tag, else `latest`).
-    /// `Ok(None)` when the registry says it does not exist.
+    /// `Ok(None)` when the registry says it does not exist. What is not a manifest (another
+    /// Content-Type, not a JSON object with `schemaVersion` 2, a `mediaType` that is not a
+    /// manifest's) is [`RegistryError::BadManifest`], never taken for one.
     pub async fn get_manifest(&self, r: &ImageRef) -> Result<Option<Manifest>, RegistryError> {
+        self.manifest(r, self.settings.max_manifest_bytes, None)
+            .await
+    }
+
+    /// [`Registry::get_manifest`] refused past `cap` bytes (and the manifest limit of the
+    /// settings), charged to `budget`.
+    pub async fn get_manifest_within(
+        &self,
+        r: &ImageRef,
+        cap: usize,
+        budget: &FetchBudget,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let cap = cap.min(self.settings.max_manifest_bytes);
+        self.manifest(r, cap, Some(budget)).await
+    }
+
+    async fn manifest(
+        &self,
+        r: &ImageRef,
+        limit: usize,
+        budget: Option<&FetchBudget>,
+    ) -> Result<Option<Manifest>, RegistryError> {
         let (registry, repository) = match r.location() {
-            Location::Layout { path } => return layout_get_manifest(path, r, &self.settings),
+            Location::Layout { path } => return layout_get_manifest(path, r, limit),
             Location::Registry {
                 registry,
                 repository,
@@ -501,7 +365,6 @@ impl Registry {
             "{}/v2/{repository}/manifests/{part}",
             Remote::base_url(&self.settings, registry)
         );
-        let limit = self.settings.max_manifest_bytes;
         let fetched = self
             .fetch(
                 registry,
@@ -510,22 +373,28 @@ impl Registry {
                 &target,
                 &url,
                 limit,
+                budget,
             )
             .await?;
         let Some((bytes, header_type)) = fetched else {
             return Ok(None);
         };
+        let place = format!("registry {registry}");
         // The digest is what we compute from the bytes, never what a header claims.
         let digest = Digest::sha256_of(&bytes);
+        let media_type =
+            manifest_media_type(&bytes, header_type.as_deref(), true).map_err(|detail| {
+                RegistryError::BadManifest {
+                    place: place.clone(),
+                    target: target.clone(),
+                    detail,
+                }
+            })?;
         if let Some(want) = r.digest()
             && !want.matches(&bytes)
         {
-            return Err(RegistryError::DigestMismatch {
-                place: format!("registry {registry}"),
-                target,
-            });
+            return Err(RegistryError::DigestMismatch { place, target });
         }
-        let media_type = media_type_of(&bytes, header_type);
         Ok(Some(Manifest {
             bytes,
             digest,
@@ -539,12 +408,35 @@ impl Registry {
         r: &ImageRef,
         desc: &Descriptor,
     ) -> Result<Vec<u8>, RegistryError> {
+        self.blob(r, desc, self.settings.max_blob_bytes, None).await
+    }
+
+    /// [`Registry::get_blob`] refused past `cap` bytes (and the blob limit of the settings):
+    /// before any request when the descriptor admits it, else while reading; charged to
+    /// `budget`.
+    pub async fn get_blob_within(
+        &self,
+        r: &ImageRef,
+        desc: &Descriptor,
+        cap: usize,
+        budget: &FetchBudget,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let cap = cap.min(self.settings.max_blob_bytes);
+        self.blob(r, desc, cap, Some(budget)).await
+    }
+
+    async fn blob(
+        &self,
+        r: &ImageRef,
+        desc: &Descriptor,
+        limit: usize,
+        budget: Option<&FetchBudget>,
+    ) -> Result<Vec<u8>, RegistryError> {
         let digest = Digest::parse(&desc.digest).map_err(|_| RegistryError::BadManifest {
             place: r.name(),
-            target: desc.digest.clone(),
+            target: format!("{:?}", desc.digest),
             detail: "descriptor digest is malformed".into(),
         })?;
-        let limit = self.settings.max_blob_bytes;
         let (registry, repository) = match r.location() {
             Location::Layout { path } => {
                 if desc.size > limit as u64 {
@@ -581,7 +473,15 @@ impl Registry {
             Remote::base_url(&self.settings, registry)
         );
         let fetched = self
-            .fetch(registry, repository, Op::FetchBlob, &target, &url, limit)
+            .fetch(
+                registry,
+                repository,
+                Op::FetchBlob,
+                &target,
+                &url,
+                limit,
+                budget,
+            )
             .await?;
         let Some((data, _)) = fetched else {
             return Err(RegistryError::NotFound {
@@ -785,13 +685,38 @@ impl Registry {
 
     /// The OCI 1.1 referrers of `digest` in `r`'s repository. `Ok(None)` when the registry has
     /// no referrers API (it answers 404, or 400/405), so the caller falls back to the referrers
-    /// tag.
-    /// Pages (`Link: <…>; rel="next"`) are followed, at most 16.
+    /// tag. Pages (`Link: <…>; rel="next"`) are followed. Unbounded by a budget, and what lies
+    /// past the limits is dropped: for signing, which only needs to know what is there.
     pub async fn get_referrers(
         &self,
         r: &ImageRef,
         digest: &Digest,
     ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
+        Ok(self
+            .referrers(r, digest, None)
+            .await?
+            .map(|found| found.descriptors))
+    }
+
+    /// [`Registry::get_referrers`] for verification: at most [`MAX_REFERRER_PAGES`] pages and
+    /// [`MAX_REFERRERS`] entries, each page charged to `budget`. What lies past a limit, or past
+    /// a page refused for its size, is not dropped silently: [`Referrers::cut`] says so.
+    /// An answer that is not an image index is [`RegistryError::BadManifest`].
+    pub async fn get_referrers_within(
+        &self,
+        r: &ImageRef,
+        digest: &Digest,
+        budget: &FetchBudget,
+    ) -> Result<Option<Referrers>, RegistryError> {
+        self.referrers(r, digest, Some(budget)).await
+    }
+
+    async fn referrers(
+        &self,
+        r: &ImageRef,
+        digest: &Digest,
+        budget: Option<&FetchBudget>,
+    ) -> Result<Option<Referrers>, RegistryError> {
         let (registry, repository) = match r.location() {
             Location::Layout { .. } => return Ok(None),
             Location::Registry {
@@ -803,10 +728,18 @@ impl Registry {
             return Ok(None);
         }
         let target = format!("referrers of {}@{digest}", r.name());
+        let place = format!("registry {registry}");
         let base = Remote::base_url(&self.settings, registry);
         let mut url = format!("{base}/v2/{repository}/referrers/{digest}");
         let mut out = Vec::new();
-        for _ in 0..16 {
+        let mut pages = 0;
+        let cut = loop {
+            if pages == MAX_REFERRER_PAGES {
+                break Some(ReferrersCut::Pages {
+                    limit: MAX_REFERRER_PAGES,
+                });
+            }
+            pages += 1;
             let resp = self
                 .send(
                     registry,
@@ -824,7 +757,7 @@ impl Registry {
                 resp.status(),
                 StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
             );
-            if unsupported && out.is_empty() {
+            if unsupported && pages == 1 {
                 if let Ok(mut hosts) = self.no_referrers_api.lock() {
                     hosts.insert(registry.clone());
                 }
@@ -838,16 +771,55 @@ impl Registry {
                 .get(reqwest::header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
+            let content_type = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
             let limit = self.settings.max_manifest_bytes;
-            let body = self
-                .body(registry, Op::FetchManifest, &target, resp, limit)
-                .await?;
+            let body = match self
+                .capped_body(registry, Op::FetchManifest, &target, resp, limit, budget)
+                .await
+            {
+                Ok(body) => body,
+                // A page too large for the limits: what was read so far stands, the rest is
+                // reported as cut.
+                Err(
+                    source @ (RegistryError::TooLarge { .. } | RegistryError::BudgetSpent { .. }),
+                ) => {
+                    break Some(ReferrersCut::Page { source });
+                }
+                Err(e) => return Err(e),
+            };
+            let bad = |detail: String| RegistryError::BadManifest {
+                place: place.clone(),
+                target: target.clone(),
+                detail,
+            };
+            if let Some(t) = content_type
+                .as_deref()
+                .filter(|t| *t != OCI_INDEX && *t != "application/json")
+            {
+                return Err(bad(format!("served as {t:?}, not as an image index")));
+            }
             let index: ImageManifest =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::BadManifest {
-                    place: format!("registry {registry}"),
-                    target: target.clone(),
-                    detail: e.to_string(),
-                })?;
+                serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+            if index.schema_version != 2 {
+                return Err(bad(format!(
+                    "schemaVersion {}, not 2",
+                    index.schema_version
+                )));
+            }
+            if let Some(t) = index.media_type.as_deref().filter(|t| *t != OCI_INDEX) {
+                return Err(bad(format!("mediaType {t:?}, not an image index")));
+            }
+            let room = MAX_REFERRERS - out.len();
+            if index.manifests.len() > room {
+                out.extend(index.manifests.into_iter().take(room));
+                break Some(ReferrersCut::Entries {
+                    limit: MAX_REFERRERS,
+                });
+            }
             out.extend(index.manifests);
             // The next page is fetched through `send`: another origin gets no credentials, and
             // an HTTPS registry's link to plain HTTP is refused.
@@ -856,14 +828,65 @@ impl Registry {
                     url = next_page(&url, &n, "referrers page link")
                         .map_err(|c| classify(registry, Op::FetchManifest, &target, c))?;
                 }
-                None => break,
+                None => break None,
             }
-        }
-        Ok(Some(out))
+        };
+        Ok(Some(Referrers {
+            descriptors: out,
+            cut,
+        }))
     }
 
-    /// GET `url` (a manifest or a blob): `Ok(None)` on 404, else the body (refused past
-    /// `limit` bytes) and its Content-Type.
+    /// A body refused past `limit` bytes and, with a budget, granted from it first: an answer
+    /// whose Content-Length passes `limit` is refused unread and costs nothing; a body cut off
+    /// while reading costs what was granted; the rest of the grant is given back.
+    async fn capped_body(
+        &self,
+        registry: &str,
+        op: Op,
+        target: &str,
+        resp: reqwest::Response,
+        limit: usize,
+        budget: Option<&FetchBudget>,
+    ) -> Result<Vec<u8>, RegistryError> {
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(RegistryError::TooLarge {
+                place: format!("registry {registry}"),
+                target: target.to_string(),
+                limit,
+            });
+        }
+        let Some(budget) = budget else {
+            return self.body(registry, op, target, resp, limit).await;
+        };
+        let granted = budget.take(limit);
+        let spent = || RegistryError::BudgetSpent {
+            place: format!("registry {registry}"),
+            target: target.to_string(),
+            limit: budget.limit(),
+        };
+        if granted == 0 || resp.content_length().is_some_and(|n| n > granted as u64) {
+            budget.give_back(granted);
+            return Err(spent());
+        }
+        match self.body(registry, op, target, resp, granted).await {
+            Ok(body) => {
+                budget.give_back(granted - body.len());
+                Ok(body)
+            }
+            // Read up to the grant and cut off: charged.
+            Err(RegistryError::TooLarge { .. }) if granted < limit => Err(spent()),
+            Err(e @ RegistryError::TooLarge { .. }) => Err(e),
+            Err(e) => {
+                budget.give_back(granted);
+                Err(e)
+            }
+        }
+    }
+
+    /// GET `url` (a manifest or a blob): `Ok(None)` on 404, else the body (see
+    /// [`Registry::capped_body`]) and its Content-Type.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch(
         &self,
         registry: &str,
@@ -872,6 +895,7 @@ impl Registry {
         target: &str,
         url: &str,
         limit: usize,
+        budget: Option<&FetchBudget>,
     ) -> Result<Option<(Vec<u8>, Option<String>)>, RegistryError> {
         let resp = self
             .send(
@@ -893,7 +917,9 @@ impl Registry {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-        let body = self.body(registry, op, target, resp, limit).await?;
+        let body = self
+            .capped_body(registry, op, target, resp, limit, budget)
+            .await?;
         Ok(Some((body, content_type)))
     }
 
@@ -916,7 +942,10 @@ impl Registry {
             })
     }
 
-    /// One request with auth and the deadline applied; any status is returned.
+    /// One request with auth and the deadline applied; any status is returned. Reads (manifests,
+    /// blobs, tag lists, referrers) are retried a bounded number of times within the deadline:
+    /// on 429 and 503 after what `Retry-After` asks (when the deadline allows it), on other
+    /// 5xx answers and on connection failures after a short, jittered pause.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -928,20 +957,62 @@ impl Registry {
         url: &str,
         build: impl Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
-        let creds = self.credentials_for(registry);
-        let creds_ref = creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        let fut = self.remote.send(
-            &self.settings,
-            creds_ref,
-            registry,
-            repository,
-            access,
-            url,
-            build,
-        );
-        self.deadline(registry, op, target, fut)
-            .await?
-            .map_err(|c| classify(registry, op, target, c))
+        let creds = self
+            .credentials_for(registry, repository)
+            .await
+            .map_err(|source| RegistryError::Credentials {
+                host: registry.to_string(),
+                source,
+            })?;
+        let sent = Sent::from(creds.as_ref());
+        let retries = if op.is_read() { MAX_RETRIES } else { 0 };
+        let mut attempt = 0;
+        loop {
+            let fut = self.remote.send(
+                &self.settings,
+                creds.as_ref(),
+                registry,
+                repository,
+                access,
+                url,
+                &build,
+            );
+            let result = self.deadline(registry, op, target, fut).await?;
+            let wait = match &result {
+                Ok(resp) => match resp.status().as_u16() {
+                    429 | 503 => Some(
+                        resp.headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(remote::parse_retry_after)
+                            .map_or_else(|| backoff(attempt), Duration::from_secs),
+                    ),
+                    500 | 502 | 504 => Some(backoff(attempt)),
+                    _ => None,
+                },
+                Err(c) if c.is_transport() && !c.is_timeout() => Some(backoff(attempt)),
+                Err(_) => None,
+            };
+            let fits = wait.is_some_and(|w| w < remaining_time(self.settings.timeout));
+            if attempt < retries && fits {
+                attempt += 1;
+                tokio::time::sleep(wait.unwrap_or_default()).await;
+                continue;
+            }
+            return match result {
+                Ok(mut resp) => {
+                    resp.extensions_mut().insert(sent);
+                    Ok(resp)
+                }
+                Err(c) if c.is_timeout() => Err(RegistryError::Timeout {
+                    host: registry.to_string(),
+                    op,
+                    target: target.to_string(),
+                    seconds: self.settings.timeout.as_secs(),
+                }),
+                Err(c) => Err(classify_sent(registry, op, target, c, sent)),
+            };
+        }
     }
 
     /// The response if its status is a success, else the typed error.
@@ -955,10 +1026,18 @@ impl Registry {
         if resp.status().is_success() {
             Ok(resp)
         } else {
-            Err(classify(registry, op, target, status_cause(resp).await))
+            let sent = resp
+                .extensions()
+                .get::<Sent>()
+                .cloned()
+                .unwrap_or(Sent::Nothing);
+            let cause = status_cause(resp).await;
+            Err(classify_sent(registry, op, target, cause, sent))
         }
     }
 
+    /// `fut` within the request timeout, cut to what is left of the verification's deadline
+    /// (see [`with_deadline`]).
     async fn deadline<T>(
         &self,
         host: &str,
@@ -966,41 +1045,107 @@ impl Registry {
         target: &str,
         fut: impl Future<Output = T>,
     ) -> Result<T, RegistryError> {
-        tokio::time::timeout(self.settings.timeout, fut)
-            .await
-            .map_err(|_| RegistryError::Timeout {
-                host: host.to_string(),
-                op,
-                target: target.to_string(),
-                seconds: self.settings.timeout.as_secs(),
-            })
+        let left = remaining_deadline();
+        let limit = left.map_or(self.settings.timeout, |l| l.min(self.settings.timeout));
+        tokio::time::timeout(limit, fut).await.map_err(|_| {
+            if left.is_some_and(|l| l < self.settings.timeout) {
+                RegistryError::DeadlineExceeded {
+                    host: host.to_string(),
+                    op,
+                    target: target.to_string(),
+                }
+            } else {
+                RegistryError::Timeout {
+                    host: host.to_string(),
+                    op,
+                    target: target.to_string(),
+                    seconds: self.settings.timeout.as_secs(),
+                }
+            }
+        })
     }
 
-    /// Credentials for `host`: explicit settings first, then the Docker config, else anonymous.
-    fn credentials_for(&self, host: &str) -> Option<(String, String)> {
-        if let Some(c) = self.settings.credentials.get(host) {
-            return Some((c.username.clone(), c.password.clone()));
+    /// The credential for `repository` on `host`, from the first source that has one (see
+    /// [`settings`]); a credential helper is asked here, at most once per host per TTL.
+    async fn credentials_for(
+        &self,
+        host: &str,
+        repository: &str,
+    ) -> Result<Option<Credential>, CredentialError> {
+        let request = request_credentials();
+        match self
+            .settings
+            .find_credential(host, repository, request.as_ref())?
+        {
+            None => Ok(None),
+            Some(Found::Credential(c)) => Ok(Some(c)),
+            Some(Found::Helper { helper, source }) => {
+                let server = credentials::helper_server(host);
+                let secret = self
+                    .helpers
+                    .get(&helper, &server, &source, self.settings.helper_ttl)
+                    .await?;
+                Ok(secret.map(|s| Credential::new(s, source)))
+            }
         }
-        if let Some(c) = request_credentials().and_then(|m| m.get(host).cloned()) {
-            return Some((c.username, c.password));
+    }
+}
+
+/// Retries of a read after the first attempt.
+const MAX_RETRIES: u32 = 2;
+
+/// 250 ms, 500 ms, … with ±50 % jitter, so that many clients do not retry in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1 << attempt.min(6));
+    let mut b = [0u8; 2];
+    let jitter = match aws_lc_rs::rand::fill(&mut b) {
+        Ok(()) => u64::from(u16::from_le_bytes(b)) % (base + 1),
+        Err(_) => base / 2,
+    };
+    Duration::from_millis(base / 2 + jitter)
+}
+
+tokio::task_local! {
+    static DEADLINE: Instant;
+}
+
+/// Run `f` with a deadline for every registry request it makes: each request's timeout is cut
+/// to what is left, and no retry waits past it. The engine sets one per verification.
+pub async fn with_deadline<F: Future>(deadline: Instant, f: F) -> F::Output {
+    DEADLINE.scope(deadline, f).await
+}
+
+/// What is left of the deadline in scope, if one is.
+fn remaining_deadline() -> Option<Duration> {
+    DEADLINE
+        .try_with(|d| d.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// What is left to wait in: the deadline in scope, else one request timeout.
+fn remaining_time(timeout: Duration) -> Duration {
+    remaining_deadline().unwrap_or(timeout)
+}
+
+/// Whether credentials went with a request, and from where: said when access is denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Nothing,
+    From(Arc<str>),
+}
+
+impl Sent {
+    fn from(c: Option<&Credential>) -> Self {
+        c.map_or(Sent::Nothing, |c| Sent::From(c.source.clone()))
+    }
+}
+
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sent::Nothing => f.write_str("no credentials were sent: none are configured for it"),
+            Sent::From(s) => write!(f, "credentials from {s} were sent"),
         }
-        if !self.settings.docker_config {
-            return None;
-        }
-        let keys: &[&str] = if host == crate::reference::DOCKER_HUB {
-            &[
-                "https://index.docker.io/v1/",
-                "index.docker.io",
-                "docker.io",
-            ]
-        } else {
-            &[host]
-        };
-        keys.iter()
-            .find_map(|key| match docker_credential::get_credential(key) {
-                Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => Some((u, p)),
-                _ => None,
-            })
     }
 }
 
@@ -1032,32 +1177,85 @@ fn next_link(header: &str) -> Option<String> {
     })
 }
 
-/// A manifest's media type: its own `mediaType` field, else what the registry or the layout's
-/// index declared for it, else its shape (`manifests` makes an index).
-fn media_type_of(bytes: &[u8], declared: Option<String>) -> String {
+/// The media types a manifest is served as. `application/json` is what some registries and
+/// static mirrors send for any JSON; the body's own shape decides then.
+const MANIFEST_MEDIA_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+fn is_manifest_media_type(t: &str) -> bool {
+    MANIFEST_MEDIA_TYPES.contains(&t)
+}
+
+/// Whether `bytes` are a manifest, and its media type: its own `mediaType` field, else what
+/// the registry or the layout's index declared for it, else its shape (`manifests` makes an
+/// index). `Err` says why it is not one (escaped: the text comes from the registry). With
+/// `served`, `declared` is the answer's Content-Type and must be a manifest's (or
+/// `application/json`, or absent).
+fn manifest_media_type(
+    bytes: &[u8],
+    declared: Option<&str>,
+    served: bool,
+) -> Result<String, String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct M {
+    struct Shape {
+        schema_version: Option<u64>,
         media_type: Option<String>,
         #[serde(default)]
-        manifests: Option<serde_json::Value>,
+        manifests: Option<serde::de::IgnoredAny>,
     }
-    let parsed = serde_json::from_slice::<M>(bytes).ok();
-    let (own, is_index) = match parsed {
-        Some(m) => (m.media_type, m.manifests.is_some()),
-        None => (None, false),
-    };
-    own.or(declared)
-        .unwrap_or_else(|| if is_index { OCI_INDEX } else { OCI_MANIFEST }.to_string())
+    if served
+        && let Some(t) = declared
+        && !is_manifest_media_type(t)
+        && t != "application/json"
+    {
+        return Err(format!(
+            "served as {t:?}, which is not a manifest media type"
+        ));
+    }
+    let shape: Shape = serde_json::from_slice(bytes).map_err(|e| {
+        let what = if bytes.trim_ascii_start().first() == Some(&b'<') {
+            "markup, not JSON"
+        } else {
+            "not a JSON manifest object"
+        };
+        format!("{what}: {e}")
+    })?;
+    match shape.schema_version {
+        Some(2) => {}
+        Some(v) => return Err(format!("schemaVersion {v}, not 2")),
+        None => return Err("no schemaVersion".into()),
+    }
+    if let Some(t) = &shape.media_type
+        && !is_manifest_media_type(t)
+    {
+        return Err(format!("mediaType {t:?} is not a manifest media type"));
+    }
+    let declared = declared.filter(|t| is_manifest_media_type(t));
+    Ok(shape
+        .media_type
+        .or(declared.map(str::to_string))
+        .unwrap_or_else(|| {
+            if shape.manifests.is_some() {
+                OCI_INDEX
+            } else {
+                OCI_MANIFEST
+            }
+            .to_string()
+        }))
 }
 
 fn classify(host: &str, op: Op, target: &str, cause: Cause) -> RegistryError {
+    classify_sent(host, op, target, cause, Sent::Nothing)
+}
+
+fn classify_sent(host: &str, op: Op, target: &str, cause: Cause, sent: Sent) -> RegistryError {
     let (host, target) = (host.to_string(), target.to_string());
     if matches!(cause.status(), Some(401 | 403)) {
         RegistryError::Denied {
             host,
             op,
             target,
+            sent: Box::new(sent),
             source: cause,
         }
     } else if cause.is_transport() {
@@ -1154,7 +1352,7 @@ fn layout_read_blob(
 fn layout_get_manifest(
     path: &Path,
     r: &ImageRef,
-    settings: &RegistrySettings,
+    limit: usize,
 ) -> Result<Option<Manifest>, RegistryError> {
     let index = layout_index(path)?;
     let entry = match (r.digest(), r.tag()) {
@@ -1217,11 +1415,19 @@ fn layout_get_manifest(
             None,
         )
     })?;
-    let Some(bytes) = layout_read_blob(path, &digest, settings.max_manifest_bytes)? else {
+    let Some(bytes) = layout_read_blob(path, &digest, limit)? else {
         return Ok(None);
     };
     let declared = Some(entry.media_type).filter(|t| !t.is_empty());
-    let media_type = media_type_of(&bytes, declared);
+    // index.json's own media type for the entry is not a served Content-Type: only the
+    // manifest's shape is checked.
+    let media_type = manifest_media_type(&bytes, declared.as_deref(), false).map_err(|detail| {
+        RegistryError::BadManifest {
+            place: format!("OCI layout {}", path.display()),
+            target: digest.to_string(),
+            detail,
+        }
+    })?;
     Ok(Some(Manifest {
         bytes,
         digest,
@@ -1310,57 +1516,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn env_credential_sets() {
-        let mut s = RegistrySettings::default();
-        s.apply_env([
-            ("OCIGATE_REGISTRY_HOST", "a.io"),
-            ("OCIGATE_REGISTRY_USERNAME", "u"),
-            ("OCIGATE_REGISTRY_PASSWORD", "p"),
-            ("OCIGATE_REGISTRY_2_HOST", "127.0.0.1:5000"),
-            ("OCIGATE_REGISTRY_2_PLAIN_HTTP", "true"),
-            ("HOME", "/root"),
-        ])
-        .unwrap();
-        assert_eq!(s.credentials["a.io"].username, "u");
-        assert_eq!(s.plain_http, vec!["127.0.0.1:5000".to_string()]);
-        assert!(!format!("{:?}", s.credentials["a.io"]).contains("\"p\""));
-    }
-
-    #[test]
-    fn env_errors_name_the_variable() {
-        for (vars, needle) in [
-            (
-                vec![("OCIGATE_REGISTRY_USERNAME", "u")],
-                "OCIGATE_REGISTRY_HOST",
-            ),
-            (
-                vec![
-                    ("OCIGATE_REGISTRY_1_HOST", "h"),
-                    ("OCIGATE_REGISTRY_1_USERNAME", "u"),
-                ],
-                "OCIGATE_REGISTRY_1_PASSWORD",
-            ),
-            (
-                vec![
-                    ("OCIGATE_REGISTRY_HOST", "h"),
-                    ("OCIGATE_REGISTRY_PLAIN_HTTP", "maybe"),
-                ],
-                "OCIGATE_REGISTRY_PLAIN_HTTP",
-            ),
-            (
-                vec![
-                    ("OCIGATE_REGISTRY_HOST", "h"),
-                    ("OCIGATE_REGISTRY_BOGUS", "x"),
-                ],
-                "OCIGATE_REGISTRY_BOGUS",
-            ),
-        ] {
-            let e = RegistrySettings::default().apply_env(vars).unwrap_err();
-            assert!(e.to_string().contains(needle), "{e}");
-        }
-    }
-
-    #[test]
     fn link_header() {
         assert_eq!(
             next_link(r#"</v2/a/referrers/sha256:x?n=1&last=b>; rel="next""#).as_deref(),
@@ -1370,45 +1525,55 @@ mod tests {
     }
 
     #[test]
-    fn docker_config_json_file() {
-        let mut s = RegistrySettings::default();
-        s.add_credentials_flag("ghcr.io=flag:wins").unwrap();
-        // base64("bot:s3cret")
-        let text = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"Ym90OnMzY3JldA=="},
-            "GHCR.IO":{"username":"cfg","password":"x"},"r.io:5000":{"username":"u","password":"p"},
-            "empty.io":{}}}"#;
-        s.add_docker_config_json("cfg.json", text).unwrap();
-        assert_eq!(s.credentials["docker.io"].username, "bot");
-        assert_eq!(s.credentials["docker.io"].password, "s3cret");
-        assert_eq!(s.credentials["ghcr.io"].username, "flag");
-        assert_eq!(s.credentials["r.io:5000"].password, "p");
-        assert!(!s.credentials.contains_key("empty.io"));
-        for bad in [
-            "not json",
-            r#"{"auths":{"a.io":{"auth":"!!"}}}"#,
-            r#"{"auths":{"a.io":{"auth":"bm9jb2xvbg=="}}}"#,
-        ] {
-            let e = RegistrySettings::default()
-                .add_docker_config_json("cfg.json", bad)
-                .unwrap_err();
-            assert!(e.to_string().contains("cfg.json"), "{e}");
-            assert!(!e.to_string().contains("s3cret"), "{e}");
-        }
+    fn what_is_not_a_manifest_is_refused() {
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#;
+        let check = |b: &[u8], t: Option<&str>| manifest_media_type(b, t, true);
+        assert_eq!(check(m, Some(OCI_MANIFEST)).unwrap(), OCI_MANIFEST);
+        assert_eq!(check(m, Some("application/json")).unwrap(), OCI_MANIFEST);
+        assert_eq!(check(m, None).unwrap(), OCI_MANIFEST);
+        let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(check(index, None).unwrap(), OCI_INDEX);
+        assert_eq!(check(index, Some(DOCKER_LIST)).unwrap(), DOCKER_LIST);
+        let html = b"<html><body>maintenance\x1b[31m</body></html>";
+        let e = check(html, Some("text/html")).unwrap_err();
+        assert_eq!(
+            e,
+            r#"served as "text/html", which is not a manifest media type"#
+        );
+        let e = check(html, Some("application/json")).unwrap_err();
+        assert!(e.starts_with("markup, not JSON"), "{e}");
+        let e = check(br#"{"schemaVersion":1,"fsLayers":[]}"#, None).unwrap_err();
+        assert_eq!(e, "schemaVersion 1, not 2");
+        let e = check(br#"{"layers":[]}"#, None).unwrap_err();
+        assert_eq!(e, "no schemaVersion");
+        let e = check(
+            br#"{"schemaVersion":2,"mediaType":"text/html\u001b"}"#,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            r#"mediaType "text/html\u{1b}" is not a manifest media type"#
+        );
+        let e = check(b"[1,2]", None).unwrap_err();
+        assert!(e.starts_with("not a JSON manifest object"), "{e}");
+        // an OCI layout's index.json entry type is not a Content-Type: only the shape counts
+        assert_eq!(
+            manifest_media_type(m, Some("application/x-anything"), false).unwrap(),
+            OCI_MANIFEST
+        );
     }
 
     #[test]
-    fn creds_flag() {
-        let mut s = RegistrySettings::default();
-        s.add_credentials_flag("r.io=me:se:cret").unwrap();
-        assert_eq!(s.credentials["r.io"].password, "se:cret");
-        assert!(s.add_credentials_flag("r.io").is_err());
-        assert!(s.add_credentials_flag("=u:p").is_err());
-        // Hosts are stored in the one spelling references have.
-        s.add_credentials_flag("GHCR.IO:443=me:x").unwrap();
-        assert_eq!(s.credentials["ghcr.io"].username, "me");
-        assert!(s.add_credentials_flag("bad host=u:p").is_err());
-        s.add_plain_http("LocalHost:5000").unwrap();
-        assert_eq!(s.plain_http, vec!["localhost:5000".to_string()]);
+    fn a_budget_grants_what_is_left_and_takes_back_what_was_not_used() {
+        let b = FetchBudget::new(100);
+        assert_eq!(b.take(60), 60);
+        assert_eq!(b.take(60), 40);
+        assert_eq!(b.take(1), 0);
+        b.give_back(30);
+        assert_eq!(b.spent(), 70);
+        assert_eq!(b.take(usize::MAX), 30);
+        assert_eq!(b.limit(), 100);
     }
 
     #[test]

@@ -9,24 +9,40 @@
 //! token cache, Basic), manifests and blobs with size caps, monolithic blob uploads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::Url;
-use reqwest::header::{HeaderValue, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde::Deserialize;
 
 use super::RegistrySettings;
+use super::credentials::{Credential, Secret};
 
 /// Why a request failed below the registry layer: the `source()` of a `RegistryError`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Cause {
-    #[error("HTTP {status}{}", render_codes(codes))]
-    Status { status: u16, codes: Vec<String> },
+    #[error("HTTP {status}{}{}", render_codes(codes), render_retry(*retry_after))]
+    Status {
+        status: u16,
+        codes: Vec<String>,
+        /// What `Retry-After` asked for (429, 503), in seconds.
+        retry_after: Option<u32>,
+    },
     #[error("transport failure")]
     Transport(#[source] reqwest::Error),
+    #[error(
+        "{host} answered a TLS handshake in plain HTTP: if it serves plain HTTP, say so with \
+         --registry-plain-http {host} (or OCIGATE_REGISTRY_*_PLAIN_HTTP=true)"
+    )]
+    PlainHttpPeer {
+        host: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("token service {realm} answered HTTP {status}")]
     Token { realm: String, status: u16 },
     #[error("token service {realm} sent no usable token")]
@@ -53,7 +69,20 @@ pub enum Cause {
 
 impl Cause {
     pub fn is_transport(&self) -> bool {
-        matches!(self, Cause::Transport(_))
+        matches!(self, Cause::Transport(_) | Cause::PlainHttpPeer { .. })
+    }
+
+    /// A transport failure that is a timeout (no answer in time), not unreachability.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Cause::Transport(e) if e.is_timeout())
+    }
+
+    /// What `Retry-After` asked for, in seconds.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Cause::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -61,6 +90,10 @@ impl Cause {
             _ => None,
         }
     }
+}
+
+fn render_retry(after: Option<u32>) -> String {
+    after.map_or_else(String::new, |s| format!(", asked to retry after {s} s"))
 }
 
 fn render_codes(codes: &[String]) -> String {
@@ -96,25 +129,59 @@ pub const MAX_REDIRECTS: usize = 5;
 /// a hop to another origin is sent without credentials, and a challenge from it is answered
 /// anonymously; a token is sent back only to the origin whose challenge obtained it.
 pub struct Remote {
-    tls: OnceLock<Result<reqwest::Client, String>>,
-    plain: OnceLock<Result<reqwest::Client, String>>,
+    /// One HTTP client per distinct transport (plain HTTP, or TLS with its CA, client
+    /// certificate and verification settings), built on first use.
+    clients: Mutex<HashMap<Transport, Result<reqwest::Client, String>>>,
     /// (origin, scope) -> bearer token obtained in answer to that origin's challenge.
     tokens: Mutex<HashMap<(String, String), Token>>,
+    /// One token fetch in flight per (origin, scope): concurrent requests wait for it.
+    token_fetches: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Origins that asked for Basic auth.
     basic: Mutex<HashSet<String>>,
     /// HTTP requests sent, by host and status class (`2xx` … `5xx`, or `error`).
     requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Token responses received, by realm and scope.
+    token_fetch_counts: Mutex<BTreeMap<(String, String), u64>>,
 }
+
+/// (origin, scope): what a bearer token is for.
+type TokenKey = (String, String);
+
+/// What distinguishes one HTTP client from another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Transport {
+    plain: bool,
+    insecure: bool,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// Tokens (and token locks) kept at most; expired ones go first.
+const MAX_TOKENS: usize = 4096;
 
 impl Remote {
     pub fn new() -> Self {
         Remote {
-            tls: OnceLock::new(),
-            plain: OnceLock::new(),
+            clients: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            token_fetches: Mutex::new(HashMap::new()),
             basic: Mutex::new(HashSet::new()),
             requests: Mutex::new(BTreeMap::new()),
+            token_fetch_counts: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Token fetches so far: (realm, scope, count).
+    pub fn token_fetches(&self) -> Vec<(String, String, u64)> {
+        self.token_fetch_counts
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .map(|((a, b), n)| (a.clone(), b.clone(), *n))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Count one request to `url` by its answer.
@@ -127,11 +194,7 @@ impl Remote {
             Ok(_) => "other",
             Err(()) => "error",
         };
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => String::new(),
-        };
+        let host = host_of(url);
         if let Ok(mut r) = self.requests.lock() {
             *r.entry((host, class)).or_insert(0) += 1;
         }
@@ -154,12 +217,8 @@ impl Remote {
         }
     }
 
-    fn is_plain(settings: &RegistrySettings, registry: &str) -> bool {
-        settings.plain_http.iter().any(|h| h == registry)
-    }
-
     pub fn base_url(settings: &RegistrySettings, registry: &str) -> String {
-        let scheme = if Self::is_plain(settings, registry) {
+        let scheme = if settings.is_plain_http(registry) {
             "http"
         } else {
             "https"
@@ -167,12 +226,42 @@ impl Remote {
         format!("{scheme}://{}", Self::api_host(registry))
     }
 
-    /// HTTP clients are built on first use, one per URL scheme: a plain-HTTP-only run never
-    /// loads a CA store. Redirects are never followed by the client (see [`Remote::send`]).
-    fn client(&self, settings: &RegistrySettings, url: &Url) -> Result<&reqwest::Client, Cause> {
+    /// The client for `url`: plain HTTP, or TLS with the settings of the URL's host (the
+    /// registry's own when the URL is on its API host). Built on first use and kept: a
+    /// plain-HTTP-only run never loads a CA store. Redirects are never followed by the client
+    /// (see [`Remote::send`]).
+    fn client(
+        &self,
+        settings: &RegistrySettings,
+        registry: &str,
+        url: &Url,
+    ) -> Result<reqwest::Client, Cause> {
+        let host = host_of(url);
+        let host_key = if host == Self::api_host(registry) {
+            registry
+        } else {
+            host.as_str()
+        };
+        let h = settings.host(host_key);
         let plain = url.scheme() == "http";
-        let cell = if plain { &self.plain } else { &self.tls };
-        let built = cell.get_or_init(|| {
+        let transport = Transport {
+            plain,
+            insecure: !plain && h.is_some_and(|h| h.insecure_skip_tls_verify),
+            ca: h
+                .filter(|_| !plain)
+                .and_then(|h| h.ca.as_ref().map(|f| f.path.clone())),
+            cert: h
+                .filter(|_| !plain)
+                .and_then(|h| h.cert.as_ref().map(|f| f.path.clone())),
+            key: h
+                .filter(|_| !plain)
+                .and_then(|h| h.key.as_ref().map(|f| f.path.clone())),
+        };
+        let mut clients = match self.clients.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let built = clients.entry(transport.clone()).or_insert_with(|| {
             let mut b = reqwest::Client::builder()
                 .user_agent(concat!("ocigate/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
@@ -181,10 +270,34 @@ impl Remote {
             if plain {
                 // This client only speaks plain HTTP; it trusts no TLS server at all.
                 b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
+            } else if let Some(h) = h {
+                if let Some(ca) = &h.ca {
+                    let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
+                        format!("CA file {}: {}", ca.path.display(), crate::error_chain(&e))
+                    })?;
+                    b = b.tls_certs_merge(certs);
+                }
+                if let (Some(cert), Some(key)) = (&h.cert, &h.key) {
+                    let mut pem = cert.pem.to_vec();
+                    pem.push(b'\n');
+                    pem.extend_from_slice(&key.pem);
+                    let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                        format!(
+                            "client certificate {} with key {}: {}",
+                            cert.path.display(),
+                            key.path.display(),
+                            crate::error_chain(&e)
+                        )
+                    })?;
+                    b = b.identity(id);
+                }
+                if h.insecure_skip_tls_verify {
+                    b = b.tls_danger_accept_invalid_certs(true);
+                }
             }
-            b.build().map_err(|e| e.to_string())
+            b.build().map_err(|e| crate::error_chain(&e))
         });
-        built.as_ref().map_err(|e| Cause::Client(e.clone()))
+        built.clone().map_err(Cause::Client)
     }
 
     /// Send a request for `repository` on `registry` to `url` (normally on the registry itself;
@@ -195,7 +308,7 @@ impl Remote {
     pub async fn send(
         &self,
         settings: &RegistrySettings,
-        creds: Option<(&str, &str)>,
+        creds: Option<&Credential>,
         registry: &str,
         repository: &str,
         access: Access,
@@ -215,20 +328,22 @@ impl Remote {
             // The registry's credentials go to its own origin only.
             let creds_here = if own { creds } else { None };
             let key = (origin.clone(), scope.clone());
-            let token = self
-                .tokens
-                .lock()
-                .ok()
-                .and_then(|t| t.get(&key).cloned())
-                .filter(|t| t.expires > Instant::now());
-            let basic =
-                creds_here.filter(|_| self.basic.lock().ok().is_some_and(|b| b.contains(&key.0)));
-            let client = self.client(settings, &url)?;
-            let sent = with_auth(build(client, url.clone()), token.as_ref(), basic)
-                .send()
-                .await;
+            let token = self.cached_token(&key);
+            let auth = match (&token, creds_here.map(|c| &c.secret)) {
+                (Some(t), _) => Auth::Bearer(&t.value),
+                // A bearer token given as such is sent as is, to its registry only.
+                (None, Some(Secret::Bearer(t))) => Auth::Bearer(t),
+                (None, Some(Secret::Basic { username, password }))
+                    if self.basic.lock().ok().is_some_and(|b| b.contains(&key.0)) =>
+                {
+                    Auth::Basic(username, password)
+                }
+                _ => Auth::None,
+            };
+            let client = self.client(settings, registry, &url)?;
+            let sent = auth.apply(build(&client, url.clone())).send().await;
             self.record(&url, sent.as_ref().map(|r| r.status()).map_err(|_| ()));
-            let resp = sent.map_err(Cause::Transport)?;
+            let resp = sent.map_err(|e| transport_cause(&url, e))?;
             let status = resp.status();
             if status.is_redirection()
                 && let Some(location) = resp.headers().get(LOCATION)
@@ -256,7 +371,7 @@ impl Remote {
             challenged.push(origin);
             match parse_challenge(&challenge)? {
                 Challenge::Basic => {
-                    if creds_here.is_none() {
+                    if creds_here.and_then(Credential::basic).is_none() {
                         return Ok(resp);
                     }
                     if let Ok(mut b) = self.basic.lock() {
@@ -264,11 +379,25 @@ impl Remote {
                     }
                 }
                 Challenge::Bearer { realm, service } => {
+                    if matches!(creds_here.map(|c| &c.secret), Some(Secret::Bearer(_))) {
+                        // The given token was refused; there is nothing to exchange.
+                        return Ok(resp);
+                    }
+                    // One fetch per (origin, scope) at a time: whoever waited uses its token.
+                    let lock = self.token_fetch_lock(&key);
+                    let _fetching = lock.lock().await;
+                    let fresh = self
+                        .cached_token(&key)
+                        .filter(|t| token.as_ref().is_none_or(|old| old.value != t.value));
+                    if fresh.is_some() {
+                        continue;
+                    }
                     // Plain-HTTP realms get credentials only for a registry configured plain.
-                    let plain_ok = own && Self::is_plain(settings, registry);
+                    let plain_ok = own && settings.is_plain_http(registry);
                     let token = self
                         .fetch_token(
                             settings,
+                            registry,
                             &realm,
                             service.as_deref(),
                             &scope,
@@ -276,25 +405,61 @@ impl Remote {
                             plain_ok,
                         )
                         .await?;
-                    if let Ok(mut t) = self.tokens.lock() {
-                        t.insert(key, token);
-                    }
+                    self.store_token(key, token);
                 }
             }
         }
     }
 
-    /// The token flow: GET the realm (with the credentials, if any, as Basic auth).
+    fn cached_token(&self, key: &(String, String)) -> Option<Token> {
+        self.tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(key).cloned())
+            .filter(|t| t.expires > Instant::now())
+    }
+
+    /// Keep a token; expired ones are dropped when the cache is full (and all of them if it
+    /// is still full: they are fetched again on demand).
+    fn store_token(&self, key: (String, String), token: Token) {
+        if let Ok(mut t) = self.tokens.lock() {
+            if t.len() >= MAX_TOKENS {
+                let now = Instant::now();
+                t.retain(|_, v| v.expires > now);
+                if t.len() >= MAX_TOKENS {
+                    t.clear();
+                }
+            }
+            t.insert(key, token);
+        }
+    }
+
+    fn token_fetch_lock(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.token_fetches.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if locks.len() >= MAX_TOKENS {
+            // Locks nobody holds or waits for.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(key.clone()).or_default().clone()
+    }
+
+    /// The token flow: GET the realm (with Basic credentials, if any), or POST an identity
+    /// (refresh) token to it (the OAuth2 exchange Docker and ORAS do).
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_token(
         &self,
         settings: &RegistrySettings,
+        registry: &str,
         realm: &str,
         service: Option<&str>,
         scope: &str,
-        creds: Option<(&str, &str)>,
+        creds: Option<&Credential>,
         plain_ok: bool,
     ) -> Result<Token, Cause> {
-        let mut realm_url =
+        let realm_url =
             reqwest::Url::parse(realm).map_err(|_| Cause::Challenge(realm.to_string()))?;
         match realm_url.scheme() {
             "https" => {}
@@ -306,24 +471,55 @@ impl Remote {
             }
             _ => return Err(Cause::Challenge(realm.to_string())),
         }
-        {
-            let mut q = realm_url.query_pairs_mut();
-            q.append_pair("scope", scope);
-            if let Some(s) = service {
-                q.append_pair("service", s);
+        let client = self.client(settings, registry, &realm_url)?;
+        let req = match creds.map(|c| &c.secret) {
+            Some(Secret::IdentityToken(refresh)) => {
+                let mut form = Url::parse("form:").map_err(|_| Cause::Challenge(realm.into()))?;
+                {
+                    let mut q = form.query_pairs_mut();
+                    q.append_pair("grant_type", "refresh_token");
+                    q.append_pair("refresh_token", refresh);
+                    q.append_pair("client_id", "ocigate");
+                    q.append_pair("scope", scope);
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                }
+                client
+                    .post(realm_url.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form.query().unwrap_or_default().to_string())
             }
-        }
-        let client = self.client(settings, &realm_url)?;
-        let mut req = client.get(realm_url.clone());
-        if let Some((u, p)) = creds {
-            req = req.basic_auth(u, Some(p));
-        }
+            other => {
+                let mut url = realm_url.clone();
+                {
+                    let mut q = url.query_pairs_mut();
+                    q.append_pair("scope", scope);
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                }
+                let req = client.get(url);
+                match other {
+                    Some(Secret::Basic { username, password }) => {
+                        req.basic_auth(username, Some(password))
+                    }
+                    _ => req,
+                }
+            }
+        };
         let sent = req.send().await;
         self.record(
             &realm_url,
             sent.as_ref().map(|r| r.status()).map_err(|_| ()),
         );
-        let resp = sent.map_err(Cause::Transport)?;
+        if let Ok(mut c) = self.token_fetch_counts.lock() {
+            *c.entry((realm.to_string(), scope.to_string())).or_insert(0) += 1;
+        }
+        let resp = sent.map_err(|e| transport_cause(&realm_url, e))?;
         if !resp.status().is_success() {
             return Err(Cause::Token {
                 realm: realm.to_string(),
@@ -368,6 +564,43 @@ impl Remote {
     }
 }
 
+/// What a request carries.
+enum Auth<'a> {
+    None,
+    Basic(&'a str, &'a str),
+    Bearer(&'a str),
+}
+
+impl Auth<'_> {
+    fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::None => req,
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => req.bearer_auth(t),
+        }
+    }
+}
+
+/// `host[:port]` of a URL, in the spelling settings use (no default port).
+fn host_of(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => String::new(),
+    }
+}
+
+/// A transport failure; a TLS handshake that met plain HTTP says so.
+fn transport_cause(url: &Url, e: reqwest::Error) -> Cause {
+    if url.scheme() == "https" && format!("{e:?}").contains("InvalidContentType") {
+        return Cause::PlainHttpPeer {
+            host: host_of(url),
+            source: e,
+        };
+    }
+    Cause::Transport(e)
+}
+
 impl Default for Remote {
     fn default() -> Self {
         Self::new()
@@ -378,18 +611,6 @@ fn scope_for(repository: &str, access: Access) -> String {
     match access {
         Access::Pull => format!("repository:{repository}:pull"),
         Access::Push => format!("repository:{repository}:pull,push"),
-    }
-}
-
-fn with_auth(
-    req: reqwest::RequestBuilder,
-    token: Option<&Token>,
-    basic: Option<(&str, &str)>,
-) -> reqwest::RequestBuilder {
-    match (token, basic) {
-        (Some(t), _) => req.bearer_auth(&t.value),
-        (None, Some((u, p))) => req.basic_auth(u, Some(p)),
-        (None, None) => req,
     }
 }
 
@@ -463,6 +684,12 @@ pub async fn read_capped(
 /// The OCI error codes and messages of an error response, for the cause's Display.
 pub async fn status_cause(resp: reqwest::Response) -> Cause {
     let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+        .map(|s| u32::try_from(s).unwrap_or(u32::MAX));
     #[derive(Deserialize)]
     struct Envelope {
         #[serde(default)]
@@ -480,19 +707,45 @@ pub async fn status_cause(resp: reqwest::Response) -> Cause {
             .map(|e| {
                 e.errors
                     .into_iter()
+                    .take(8)
                     .map(|e| {
-                        if e.message.is_empty() {
+                        // Registry text: escaped for terminals and cut to a readable length.
+                        let text = if e.message.is_empty() {
                             e.code
                         } else {
                             format!("{}: {}", e.code, e.message)
+                        };
+                        let mut shown: String =
+                            crate::escape_text(&text).chars().take(200).collect();
+                        if shown.len() < text.len() && text.chars().count() > 200 {
+                            shown.push('…');
                         }
+                        shown
                     })
                     .collect()
             })
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    Cause::Status { status, codes }
+    Cause::Status {
+        status,
+        codes,
+        retry_after,
+    }
+}
+
+/// `Retry-After`: delta-seconds, or an HTTP date (seconds from now, 0 if past). A registry
+/// controls this number; the caller bounds the wait by its deadline.
+pub fn parse_retry_after(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(secs);
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .map_or(0, |d| d.as_secs()),
+    )
 }
 
 /// Longest bearer-token lifetime believed, whatever `expires_in` says.
@@ -546,6 +799,27 @@ pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn registry_error_text_is_escaped_and_cut() {
+        let long = "x".repeat(500);
+        let body = format!(
+            r#"{{"errors":[{{"code":"DENIED","message":"\u001b[2J\u001b[32mALLOW"}},{{"code":"{long}"}}]}}"#
+        );
+        let resp = reqwest::Response::from(
+            hyper::Response::builder()
+                .status(403)
+                .header("Retry-After", "7")
+                .body(body)
+                .unwrap(),
+        );
+        let cause = status_cause(resp).await;
+        let text = cause.to_string();
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("DENIED: \\u{1b}[2J"), "{text}");
+        assert!(text.contains('…') && text.len() < 400, "{text}");
+        assert_eq!(cause.retry_after(), Some(7));
+    }
 
     #[test]
     fn challenges() {

@@ -3,8 +3,12 @@
 //! `{"kdf":{"name":"scrypt","params":{"N","r","p"},"salt"},"cipher":{"name":"nacl/secretbox","nonce"},"ciphertext"}`
 //! whose plaintext is a PKCS#8 DER private key.
 
+use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto_secretbox::aead::{Aead, KeyInit};
@@ -46,8 +50,10 @@ pub enum PrivateKeyError {
     },
     #[error("private key {origin}: wrong password (or the key file is corrupted)")]
     WrongPassword { origin: String },
-    #[error("private key {origin}: the decrypted key is not an ECDSA P-256 PKCS#8 key")]
-    NotP256 { origin: String },
+    #[error(
+        "private key {origin}: the decrypted key is not a PKCS#8 ECDSA P-256 or P-384, Ed25519 or RSA key"
+    )]
+    UnsupportedKey { origin: String },
     #[error("private key: the crypto provider failed to {what}")]
     Crypto { what: &'static str },
 }
@@ -81,10 +87,21 @@ struct Cipher {
     nonce: String,
 }
 
-/// A decrypted signing key (ECDSA P-256, as cosign generates).
+/// A decrypted signing key: ECDSA P-256 (what cosign generates), ECDSA P-384, Ed25519 or RSA
+/// (what `cosign import-key-pair` makes of other keys). Each signs as cosign does, which hashes
+/// with SHA-256 whatever the key: ECDSA P-256 and P-384 over SHA-256, RSA PKCS#1 v1.5 with
+/// SHA-256, Ed25519 over the message itself.
 pub struct SigningKey {
-    pair: EcdsaKeyPair,
+    pair: Pair,
     public: PublicKey,
+}
+
+enum Pair {
+    Ecdsa(EcdsaKeyPair),
+    /// P-384 signing a SHA-256 digest, as cosign verifies P-384 keys.
+    EcdsaP384Sha256(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+    Rsa(RsaKeyPair),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -108,17 +125,29 @@ impl SigningKey {
         Self::from_pkcs8(pkcs8.as_ref(), "generated")
     }
 
-    fn from_pkcs8(der: &[u8], origin: &str) -> Result<Self, PrivateKeyError> {
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der).map_err(|_| {
-                PrivateKeyError::NotP256 {
-                    origin: origin.to_string(),
-                }
-            })?;
-        let spki = p256_spki(pair.public_key().as_ref());
-        let public = PublicKey::from_der(&spki, origin).map_err(|_| PrivateKeyError::NotP256 {
+    /// A PKCS#8 DER private key of any supported kind.
+    pub fn from_pkcs8(der: &[u8], origin: &str) -> Result<Self, PrivateKeyError> {
+        let unsupported = || PrivateKeyError::UnsupportedKey {
             origin: origin.to_string(),
-        })?;
+        };
+        let (pair, spki) =
+            if let Ok(p) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der) {
+                let spki = p.public_key().as_der().map_err(|_| unsupported())?;
+                (Pair::Ecdsa(p), spki.as_ref().to_vec())
+            } else if let Ok(p) = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, der) {
+                let spki = p.public_key().as_der().map_err(|_| unsupported())?;
+                (Pair::EcdsaP384Sha256(p), spki.as_ref().to_vec())
+            } else if let Ok(p) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+                // Go writes PKCS#8 v1 (no public key inside): accepted, as cosign does.
+                let spki = p.public_key().as_der().map_err(|_| unsupported())?;
+                (Pair::Ed25519(p), spki.as_ref().to_vec())
+            } else if let Ok(p) = RsaKeyPair::from_pkcs8(der) {
+                let spki = p.public_key().as_der().map_err(|_| unsupported())?;
+                (Pair::Rsa(p), spki.as_ref().to_vec())
+            } else {
+                return Err(unsupported());
+            };
+        let public = PublicKey::from_der(&spki, origin).map_err(|_| unsupported())?;
         Ok(SigningKey { pair, public })
     }
 
@@ -221,13 +250,40 @@ impl SigningKey {
         &self.public
     }
 
-    /// ECDSA P-256 / SHA-256 signature (ASN.1 DER) over exactly `message`.
+    /// A signature over exactly `message`, as cosign makes it with this kind of key (ECDSA as
+    /// ASN.1 DER).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, PrivateKeyError> {
         let rng = SystemRandom::new();
-        self.pair
-            .sign(&rng, message)
-            .map(|s| s.as_ref().to_vec())
-            .map_err(|_| PrivateKeyError::Crypto { what: "sign" })
+        let failed = |_| PrivateKeyError::Crypto { what: "sign" };
+        match &self.pair {
+            Pair::Ecdsa(p) => p
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(failed),
+            Pair::EcdsaP384Sha256(p) => {
+                // ECDSA signs the digest as an integer (cut to the curve's 384 bits): the
+                // SHA-256 digest behind 16 zero bytes is the same integer as the digest alone,
+                // so this is exactly ECDSA P-384 over SHA-256, through the SHA-384 entry point.
+                let h = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
+                let mut padded = [0u8; 48];
+                padded[16..].copy_from_slice(h.as_ref());
+                let d = aws_lc_rs::digest::Digest::import_less_safe(
+                    &padded,
+                    &aws_lc_rs::digest::SHA384,
+                )
+                .map_err(failed)?;
+                p.sign_digest(&d)
+                    .map(|s| s.as_ref().to_vec())
+                    .map_err(failed)
+            }
+            Pair::Ed25519(p) => Ok(p.sign(message).as_ref().to_vec()),
+            Pair::Rsa(p) => {
+                let mut sig = vec![0u8; p.public_modulus_len()];
+                p.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .map_err(failed)?;
+                Ok(sig)
+            }
+        }
     }
 }
 
@@ -275,18 +331,6 @@ pub fn encrypt_pkcs8(der: &[u8], password: &[u8], log_n: u8) -> Result<String, P
         what: "encode the key",
     })?;
     Ok(pem::encode(&pem::Pem::new(PEM_SIGSTORE, json)))
-}
-
-/// SubjectPublicKeyInfo DER for an uncompressed P-256 point.
-fn p256_spki(point: &[u8]) -> Vec<u8> {
-    // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (0 unused bits) point }
-    const PREFIX: [u8; 26] = [
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-    ];
-    let mut out = PREFIX.to_vec();
-    out.extend_from_slice(point);
-    out
 }
 
 #[cfg(test)]
@@ -347,5 +391,28 @@ mod tests {
         let pem = pem::encode(&pem::Pem::new(PEM_COSIGN, json.as_bytes().to_vec()));
         let e = SigningKey::from_encrypted_pem(&pem, b"", "k").unwrap_err();
         assert!(e.to_string().contains("scrypt cost"), "{e}");
+    }
+
+    #[test]
+    fn every_key_kind_cosign_imports_signs_and_verifies() {
+        let rng = SystemRandom::new();
+        let p384 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng).unwrap();
+        let ed = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let rsa_der =
+            aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&rsa).unwrap();
+        for (name, der) in [
+            ("p384", p384.as_ref().to_vec()),
+            ("ed25519", ed.as_ref().to_vec()),
+            ("rsa", rsa_der.as_ref().to_vec()),
+        ] {
+            let pem = encrypt_pkcs8(&der, b"pw", 10).unwrap();
+            let key = SigningKey::from_encrypted_pem(&pem, b"pw", name).unwrap();
+            let sig = key.sign(b"payload").unwrap();
+            assert!(key.public_key().verify(b"payload", &sig), "{name}");
+            assert!(!key.public_key().verify(b"other", &sig), "{name}");
+        }
+        let e = SigningKey::from_pkcs8(b"not a key", "junk").unwrap_err();
+        assert!(e.to_string().contains("junk"), "{e}");
     }
 }

@@ -33,6 +33,13 @@ pub enum SignError {
         "sign {reference}: the existing signature manifest {tag} is not a cosign signature manifest"
     )]
     ForeignManifest { reference: String, tag: String },
+    #[error("sign {reference}: the {what} cannot be encoded")]
+    Encode {
+        reference: String,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("sign {reference}: signing failed")]
     Key {
         reference: String,
@@ -51,6 +58,9 @@ pub struct Signed {
     pub stored_at: String,
     /// Signatures in the `.sig` manifest after this one was added.
     pub signatures: usize,
+    /// False when the same key had already signed the same payload there (nothing was added,
+    /// as cosign does).
+    pub added: bool,
 }
 
 /// The manifest `target` names; not finding it is an error when signing.
@@ -80,7 +90,17 @@ pub async fn sign(
         source,
     };
     let digest = resolve(registry, target).await?.digest;
-    let payload = SimpleSigning::new(&target.name(), &digest, annotations).to_bytes();
+    let encode_err = |what: &'static str| {
+        let reference = reference.clone();
+        move |source| SignError::Encode {
+            reference,
+            what,
+            source,
+        }
+    };
+    let payload = SimpleSigning::new(&target.name(), &digest, annotations)
+        .to_bytes()
+        .map_err(encode_err("simple-signing payload"))?;
     let signature = key.sign(&payload).map_err(|source| SignError::Key {
         reference: reference.clone(),
         source,
@@ -106,6 +126,26 @@ pub async fn sign(
             parsed.layers
         }
     };
+    // The same payload (digest, identity and annotations) already signed by this key: signing
+    // again would only add a duplicate layer.
+    let payload_hash = Digest::sha256_of(&payload).to_string();
+    let already = layers.iter().any(|l| {
+        l.digest == payload_hash
+            && l.annotations
+                .as_ref()
+                .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+                .and_then(|s| crate::decode_base64(s).ok())
+                .is_some_and(|sig| key.public_key().verify(&payload, &sig))
+    });
+    if already {
+        return Ok(Signed {
+            reference,
+            digest,
+            stored_at: format!("tag {tag}"),
+            signatures: layers.len(),
+            added: false,
+        });
+    }
     let payload_digest = registry.put_blob(target, &payload).await.map_err(reg_err)?;
     let mut ann = BTreeMap::new();
     ann.insert(SIGNATURE_ANNOTATION.to_string(), signature_b64);
@@ -116,7 +156,7 @@ pub async fn sign(
         annotations: Some(ann),
         artifact_type: None,
     });
-    let config = cosign_config(&layers);
+    let config = cosign_config(&layers).map_err(encode_err("signature config"))?;
     let config_digest = registry.put_blob(target, &config).await.map_err(reg_err)?;
     let manifest = ImageManifest {
         schema_version: 2,
@@ -135,10 +175,7 @@ pub async fn sign(
         annotations: None,
     };
     let signatures = manifest.layers.len();
-    let body = serde_json::to_vec(&manifest).map_err(|_| SignError::ForeignManifest {
-        reference: reference.clone(),
-        tag: tag.clone(),
-    })?;
+    let body = serde_json::to_vec(&manifest).map_err(encode_err("signature manifest"))?;
     registry
         .put_manifest(&sig_ref, &body, OCI_MANIFEST)
         .await
@@ -148,12 +185,13 @@ pub async fn sign(
         digest,
         stored_at: format!("tag {tag}"),
         signatures,
+        added: true,
     })
 }
 
 /// The config blob cosign writes for a signature manifest: an empty image config whose
 /// rootfs lists the signature layers.
-pub fn cosign_config(layers: &[Descriptor]) -> Vec<u8> {
+pub fn cosign_config(layers: &[Descriptor]) -> Result<Vec<u8>, serde_json::Error> {
     #[derive(Serialize)]
     struct History {
         created: &'static str,
@@ -189,7 +227,7 @@ pub fn cosign_config(layers: &[Descriptor]) -> Vec<u8> {
         },
         config: BTreeMap::new(),
     };
-    serde_json::to_vec(&c).unwrap_or_default()
+    serde_json::to_vec(&c)
 }
 
 const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -206,7 +244,7 @@ pub async fn sign_bundle(
     target: &ImageRef,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Signed, SignError> {
-    use crate::discover::{COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
+    use crate::candidate::{COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
     let b64 = base64::engine::general_purpose::STANDARD;
     let reference = target.to_string();
     let reg_err = |source| SignError::Registry {
@@ -215,6 +253,14 @@ pub async fn sign_bundle(
     };
     let image = resolve(registry, target).await?;
     let digest = image.digest.clone();
+    let encode_err = |what: &'static str| {
+        let reference = reference.clone();
+        move |source| SignError::Encode {
+            reference,
+            what,
+            source,
+        }
+    };
 
     #[derive(Serialize)]
     struct Subject<'a> {
@@ -239,7 +285,7 @@ pub async fn sign_bundle(
         predicate_type: COSIGN_SIGN_PREDICATE,
         predicate: BTreeMap::new(),
     };
-    let payload = serde_json::to_vec(&statement).unwrap_or_default();
+    let payload = serde_json::to_vec(&statement).map_err(encode_err("in-toto statement"))?;
     let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), payload.len()).into_bytes();
     pae.extend_from_slice(&payload);
     let signature = key.sign(&pae).map_err(|source| SignError::Key {
@@ -256,7 +302,7 @@ pub async fn sign_bundle(
             "signatures": [{"sig": b64.encode(&signature)}],
         },
     });
-    let bundle_bytes = serde_json::to_vec(&bundle).unwrap_or_default();
+    let bundle_bytes = serde_json::to_vec(&bundle).map_err(encode_err("bundle"))?;
 
     // Blobs, then the referrer manifest (by digest), then the referrers tag: a failure leaves
     // nothing that points at a half-written signature.
@@ -305,7 +351,7 @@ pub async fn sign_bundle(
             ),
         ])),
     };
-    let body = serde_json::to_vec(&manifest).unwrap_or_default();
+    let body = serde_json::to_vec(&manifest).map_err(encode_err("referrer manifest"))?;
     let manifest_digest = Digest::sha256_of(&body);
     registry
         .put_manifest(
@@ -354,7 +400,7 @@ pub async fn sign_bundle(
                 index.manifests.push(referrer);
             }
             let n = index.manifests.len();
-            let body = serde_json::to_vec(&index).unwrap_or_default();
+            let body = serde_json::to_vec(&index).map_err(encode_err("referrers index"))?;
             registry
                 .put_manifest(&tag_ref, &body, crate::registry::OCI_INDEX)
                 .await
@@ -367,6 +413,7 @@ pub async fn sign_bundle(
         digest,
         stored_at,
         signatures,
+        added: true,
     })
 }
 
@@ -385,7 +432,7 @@ mod tests {
             annotations: None,
             artifact_type: None,
         };
-        let c = cosign_config(&[layer]);
+        let c = cosign_config(&[layer]).unwrap();
         assert_eq!(c.len(), 233);
         assert_eq!(
             Digest::sha256_of(&c).as_str(),

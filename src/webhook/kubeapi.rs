@@ -15,7 +15,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use crate::extract::{Lookup, LookupError, ObjectRef};
-use crate::registry::{Credentials, RegistrySettings};
+use crate::registry::Credential;
+use crate::registry::credentials::AuthConfig;
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -208,7 +209,7 @@ impl KubeApi {
         &self,
         namespace: &str,
         identity: &crate::extract::PullIdentity,
-    ) -> (BTreeMap<String, Credentials>, Vec<String>) {
+    ) -> (BTreeMap<String, Credential>, Vec<String>) {
         let mut notes = Vec::new();
         let mut names = identity.secrets.clone();
         if safe_name(&identity.service_account) && safe_name(namespace) {
@@ -254,7 +255,7 @@ impl KubeApi {
                     continue;
                 }
             };
-            match docker_credentials(&secret, &format!("secret {namespace}/{name}")) {
+            match docker_credentials(&secret, &format!("imagePullSecret {namespace}/{name}")) {
                 Ok(creds) => {
                     for (host, c) in creds {
                         out.entry(host).or_insert(c);
@@ -280,10 +281,7 @@ fn safe_name(s: &str) -> bool {
 
 /// The registry credentials of a `kubernetes.io/dockerconfigjson` (or legacy
 /// `kubernetes.io/dockercfg`) secret.
-fn docker_credentials(
-    secret: &Value,
-    label: &str,
-) -> Result<BTreeMap<String, Credentials>, String> {
+fn docker_credentials(secret: &Value, label: &str) -> Result<BTreeMap<String, Credential>, String> {
     let data = |key: &str| {
         secret
             .pointer(&format!(
@@ -315,11 +313,16 @@ fn docker_credentials(
             ));
         }
     };
-    let mut settings = RegistrySettings::default();
-    settings
-        .add_docker_config_json(label, &text)
-        .map_err(|e| e.to_string())?;
-    Ok(settings.credentials)
+    let config = AuthConfig::parse(&text).map_err(|problem| format!("{label}: {problem}"))?;
+    let source: std::sync::Arc<str> = label.into();
+    let mut out = BTreeMap::new();
+    for (host, secret) in config.secrets() {
+        out.entry(host.to_string()).or_insert_with(|| Credential {
+            secret: secret.clone(),
+            source: source.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// The API path of a Flux source object.
@@ -481,11 +484,14 @@ mod tests {
         let secret = serde_json::json!({"type": "kubernetes.io/dockerconfigjson",
             "data": {".dockerconfigjson": b64(cfg)}});
         let c = docker_credentials(&secret, "secret a/b").unwrap();
-        assert_eq!(c["ghcr.io"].username, "bot");
+        assert_eq!(c["ghcr.io"].basic().unwrap().0, "bot");
         let legacy = serde_json::json!({"type": "kubernetes.io/dockercfg",
             "data": {".dockercfg": b64(r#"{"r.io":{"auth":"dTpw"}}"#)}});
         assert_eq!(
-            docker_credentials(&legacy, "s").unwrap()["r.io"].password,
+            docker_credentials(&legacy, "s").unwrap()["r.io"]
+                .basic()
+                .unwrap()
+                .1,
             "p"
         );
         for bad in [

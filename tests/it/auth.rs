@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use ocigate::registry::Credentials;
 
 use crate::harness::*;
 
@@ -23,13 +22,8 @@ struct Signed {
 fn signed_image() -> Signed {
     let reg = TestRegistry::start_with_basic_auth(USER, SECRET);
     let client = reg.client_with(|s| {
-        s.credentials.insert(
-            reg.host(),
-            Credentials {
-                username: USER.into(),
-                password: SECRET.into(),
-            },
-        );
+        s.add_credentials_flag(&format!("{}={USER}:{SECRET}", reg.host()))
+            .unwrap();
     });
     let r = reg.reference("private/app:v1");
     push_image(&client, &r, "private");
@@ -195,4 +189,144 @@ fn credentials_from_a_mounted_dockerconfigjson() {
     let v = verify_env(&s, &["--registry-config", file.to_str().unwrap()], &[]);
     assert_eq!(v.code, 2, "{v:?}");
     assert!(v.stderr.contains(".dockerconfigjson"), "{v:?}");
+}
+
+#[test]
+fn credentials_from_podman_and_helm_files() {
+    let s = signed_image();
+    let host = s.reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
+    let body = serde_json::json!({"auths": {host.clone(): {"auth": auth}}}).to_string();
+    // podman: REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json
+    let file = dir.path().join("auth.json");
+    std::fs::write(&file, &body).unwrap();
+    let v = verify_env(&s, &[], &[("REGISTRY_AUTH_FILE", file.to_str().unwrap())]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let runtime = dir.path().join("run");
+    std::fs::create_dir_all(runtime.join("containers")).unwrap();
+    std::fs::write(runtime.join("containers/auth.json"), &body).unwrap();
+    let v = verify_env(&s, &[], &[("XDG_RUNTIME_DIR", runtime.to_str().unwrap())]);
+    assert_eq!(v.code, 0, "{v:?}");
+    // Helm: HELM_REGISTRY_CONFIG, else ~/.config/helm/registry/config.json
+    let helm = dir.path().join("helm.json");
+    std::fs::write(&helm, &body).unwrap();
+    let v = verify_env(&s, &[], &[("HELM_REGISTRY_CONFIG", helm.to_str().unwrap())]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".config/helm/registry")).unwrap();
+    std::fs::write(home.join(".config/helm/registry/config.json"), &body).unwrap();
+    let v = verify_env(&s, &[], &[("HOME", home.to_str().unwrap())]);
+    assert_eq!(v.code, 0, "{v:?}");
+    // Wrong credentials from a file: the denial names the file.
+    let wrong = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:wrong"));
+    std::fs::write(
+        &file,
+        serde_json::json!({"auths": {host.clone(): {"auth": wrong}}}).to_string(),
+    )
+    .unwrap();
+    let v = verify_env(
+        &s,
+        &["-o", "json"],
+        &[("REGISTRY_AUTH_FILE", file.to_str().unwrap())],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    let reason = v.json()["results"][0]["reasons"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains(&format!(
+            "credentials from $REGISTRY_AUTH_FILE ({}) were sent",
+            file.display()
+        )),
+        "{reason}"
+    );
+}
+
+/// A credential source that exists but cannot be used is its own error, naming it: never a
+/// silent fall-back to anonymous access ("access denied") and never "unsigned".
+#[test]
+fn broken_credential_sources_are_named() {
+    let s = signed_image();
+    let host = s.reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let reason_of = |env: &[(&str, &str)]| {
+        let v = verify_env(&s, &["-o", "json"], env);
+        assert_eq!(v.code, 1, "{v:?}");
+        let res = &v.json()["results"][0];
+        assert_eq!(res["failure"], "auth", "{v:?}");
+        res["reasons"][0].as_str().unwrap().to_string()
+    };
+    // A Docker config that does not parse.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("config.json"), "{\"auths\": ").unwrap();
+    let r = reason_of(&[("DOCKER_CONFIG", broken.to_str().unwrap())]);
+    assert!(
+        r.contains("credentials cannot be obtained")
+            && r.contains("$DOCKER_CONFIG/config.json")
+            && r.contains("not a Docker config file"),
+        "{r}"
+    );
+    // A credsStore whose helper is not installed.
+    let store = dir.path().join("store");
+    write_docker_config(
+        &store,
+        &serde_json::json!({"credsStore": "ocigate-missing"}),
+    );
+    let r = reason_of(&[("DOCKER_CONFIG", store.to_str().unwrap())]);
+    assert!(
+        r.contains("docker-credential-ocigate-missing") && r.contains("not installed"),
+        "{r}"
+    );
+    assert!(r.contains("credsStore: ocigate-missing"), "{r}");
+    // A helper that fails says what it said (escaped), and which file named it.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-ocigatefail");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\necho 'keychain locked\x1b[2J' >&2\nexit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let failing = dir.path().join("failing");
+    write_docker_config(
+        &failing,
+        &serde_json::json!({"credHelpers": {host.clone(): "ocigatefail"}}),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = reason_of(&[
+        ("DOCKER_CONFIG", failing.to_str().unwrap()),
+        ("PATH", &path),
+    ]);
+    assert!(
+        r.contains("docker-credential-ocigatefail") && r.contains("failed: keychain locked"),
+        "{r}"
+    );
+    assert!(
+        !r.contains('\x1b'),
+        "terminal control characters are escaped: {r:?}"
+    );
+    // A helper that has no credentials for the host: anonymous, and the denial says so.
+    let none = bin.join("docker-credential-ocigatenone");
+    std::fs::write(
+        &none,
+        "#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&none, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let empty = dir.path().join("empty");
+    write_docker_config(&empty, &serde_json::json!({"credsStore": "ocigatenone"}));
+    let r = reason_of(&[("DOCKER_CONFIG", empty.to_str().unwrap()), ("PATH", &path)]);
+    assert!(
+        r.contains("access denied") && r.contains("no credentials were sent"),
+        "{r}"
+    );
 }

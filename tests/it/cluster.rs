@@ -14,8 +14,9 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 
+use crate::harness::make_tls;
 use crate::harness::*;
-use crate::webhook::{make_tls, start_serve};
+use crate::webhook::start_serve;
 
 struct MiniCluster {
     kubeconfig: PathBuf,
@@ -329,13 +330,8 @@ fn pull_secrets_of_the_pod_and_its_service_account() {
     let reg = TestRegistry::start_with_basic_auth(USER, SECRET);
     let h = reg.host();
     let client = reg.client_with(|s| {
-        s.credentials.insert(
-            h.clone(),
-            ocigate::registry::Credentials {
-                username: USER.into(),
-                password: SECRET.into(),
-            },
-        );
+        s.add_credentials_flag(&format!("{h}={USER}:{SECRET}"))
+            .unwrap();
     });
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use ocigate::discover::SignatureCandidate;
+use ocigate::candidate::SignatureCandidate;
 use ocigate::payload::SIGNATURE_ANNOTATION;
 use ocigate::reference::Digest;
 use ocigate::registry::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST};
@@ -70,7 +70,7 @@ fn attach(reg: &TestRegistry, repo: &str, digest: &Digest, layers: &[SigLayer]) 
                 artifact_type: None,
             });
         }
-        let config = ocigate::sign::cosign_config(&descs);
+        let config = ocigate::sign::cosign_config(&descs).unwrap();
         let cd = client.put_blob(&r, &config).await.unwrap();
         let m = ImageManifest {
             schema_version: 2,
@@ -181,7 +181,7 @@ fn containers_image_valid_signatures_verify() {
         ],
     );
     assert_eq!(v.code, 0, "{v:?}");
-    // key + Rekor SET, verified by key (tlog skip, as `verify --key` does)
+    // key + Rekor SET, verified by key with the entry ignored (--insecure-ignore-tlog)
     let r = fx.push(&reg, "dir-img-cosign-key-rekor-valid", "ci/key-rekor");
     let v = verify(
         &reg,
@@ -194,6 +194,25 @@ fn containers_image_valid_signatures_verify() {
         ],
     );
     assert_eq!(v.code, 0, "{v:?}");
+    // By default (as cosign) the Rekor entry is required, and checked offline against the
+    // embedded public-good root: this signature has one, so it verifies, with its log index.
+    let host = reg.host();
+    let key = fx.key("cosign2.pub");
+    let v = ocigate_exact(
+        &[
+            "verify",
+            &r,
+            "--key",
+            &key,
+            "--signed-repository",
+            "192.168.64.2:5000/cosign-signed/key-1",
+            "--registry-plain-http",
+            &host,
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(v.stdout.contains("Rekor log index"), "{v:?}");
 }
 
 #[test]
@@ -502,7 +521,7 @@ impl Connaisseur {
                     assert_eq!(client.put_blob(&r, &blob).await.unwrap().as_str(), l.digest);
                 }
                 // cosign's config blob was not captured; ocigate writes the same bytes.
-                let config = ocigate::sign::cosign_config(&parsed.layers);
+                let config = ocigate::sign::cosign_config(&parsed.layers).unwrap();
                 let cd = client.put_blob(&r, &config).await.unwrap();
                 assert_eq!(
                     Some(cd.to_string()),
@@ -570,9 +589,9 @@ fn connaisseur_alice_bob_charlie() {
              - {{name: alice, path: {a}}}\n- {{name: bob, path: {b}}}\n- {{name: charlie, path: {ch}}}\n- {{name: default, path: {d}}}\n\
              rules:\n\
              - name: all-three\n  images: [\"{host}/{repo}\"]\n  threshold: 3\n  signedIdentity: {{exactRepository: {HUB_REPO}}}\n\
-             \x20 authorities: [{{key: {{name: alice}}}}, {{key: {{name: bob}}}}, {{key: {{name: charlie}}}}]\n\
+             \x20 authorities: [{{key: {{name: alice}}, tlog: skip}}, {{key: {{name: bob}}, tlog: skip}}, {{key: {{name: charlie}}, tlog: skip}}]\n\
              - name: needs-default\n  images: [\"{host}/unsigned/**\"]\n  threshold: 2\n  signedIdentity: {{exactRepository: {HUB_REPO}}}\n\
-             \x20 authorities: [{{key: {{name: alice}}}}, {{key: {{name: default}}}}]\n",
+             \x20 authorities: [{{key: {{name: alice}}, tlog: skip}}, {{key: {{name: default}}, tlog: skip}}]\n",
             a = key("alice"),
             b = key("bob"),
             ch = key("charlie"),

@@ -258,6 +258,41 @@ fn cosign_v3_bundle_signatures_are_found_and_verified() {
         )),
         "{d:?}"
     );
+    // The bundle is listed with its kind, media type and the key it names (unverified).
+    let fingerprint = ocigate::trust::PublicKey::from_pem(
+        &std::fs::read_to_string(&public).unwrap(),
+        "cosign.pub",
+    )
+    .unwrap()
+    .fingerprint();
+    assert!(
+        d.stdout.contains(
+            "Sigstore bundle (application/vnd.dev.sigstore.bundle.v0.3+json) at referrers tag"
+        ) && d
+            .stdout
+            .contains(&format!("by key {fingerprint} (unverified)")),
+        "{d:?}"
+    );
+    let j = ocigate(
+        &[
+            "discover",
+            &r.to_string(),
+            "--registry-plain-http",
+            &host,
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+    .json();
+    let sig = &j["signatures"][0];
+    assert_eq!(sig["kind"], "sigstore-bundle", "{j}");
+    assert_eq!(
+        sig["mediaType"], "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "{j}"
+    );
+    assert_eq!(sig["claimedSigner"]["kind"], "key", "{j}");
+    assert_eq!(sig["claimedSigner"]["fingerprint"], fingerprint, "{j}");
 
     let v = verify(
         &reg,
@@ -415,5 +450,126 @@ fn cosign_v3_and_ocigate_through_the_referrers_api() {
         0
     );
     let v = cosign_verify(&bin, dir.path(), &opub, &r.to_string());
+    assert_eq!(v.code, 0, "{v:?}");
+}
+
+/// Keys of every kind cosign imports (P-384, Ed25519, RSA; P-256 is the generated kind) sign
+/// in ocigate, and cosign verifies what they signed.
+#[test]
+fn ocigate_signs_with_every_key_kind_and_cosign_verifies() {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+    let Some(bin) = cosign_or_skip("ocigate_signs_with_every_key_kind_and_cosign_verifies") else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rng = SystemRandom::new();
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa3072).unwrap();
+    let kinds: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "p384",
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng)
+                .unwrap()
+                .as_ref()
+                .to_vec(),
+        ),
+        (
+            "ed25519",
+            Ed25519KeyPair::generate_pkcs8(&rng)
+                .unwrap()
+                .as_ref()
+                .to_vec(),
+        ),
+        (
+            "rsa",
+            AsDer::<Pkcs8V1Der>::as_der(&rsa).unwrap().as_ref().to_vec(),
+        ),
+    ];
+    for (name, der) in kinds {
+        let pem = ocigate::sign::key::encrypt_pkcs8(&der, PASSWORD.as_bytes(), 12).unwrap();
+        let key = dir.path().join(format!("{name}.key"));
+        std::fs::write(&key, &pem).unwrap();
+        let signing =
+            ocigate::sign::key::SigningKey::from_encrypted_pem(&pem, PASSWORD.as_bytes(), name)
+                .unwrap();
+        let public = dir.path().join(format!("{name}.pub"));
+        std::fs::write(&public, signing.public_key().to_pem()).unwrap();
+        let r = reg.reference(&format!("peer/{name}:v1"));
+        push_image(&reg.client(), &r, name);
+        let s = sign(&reg, &key, &r.to_string(), &[]);
+        assert_eq!(s.code, 0, "{name}: {s:?}");
+        let v = cosign_verify(&bin, dir.path(), &public, &r.to_string());
+        assert_eq!(v.code, 0, "{name}: cosign verify: {v:?}");
+        let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
+        assert_eq!(v.code, 0, "{name}: {v:?}");
+    }
+}
+
+/// Signing the same digest with the same key and annotations again adds nothing (as cosign's
+/// duplicate detection does); other annotations are another signature.
+#[test]
+fn signing_twice_adds_no_duplicate_layer() {
+    let Some(bin) = cosign_or_skip("signing_twice_adds_no_duplicate_layer") else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("peer/twice:v1");
+    let digest = push_image(&reg.client(), &r, "twice");
+    let layers = || {
+        let sig = reg.reference(&format!("peer/twice:{}.sig", digest.tag_prefix()));
+        block_on(async {
+            let m = reg.client().get_manifest(&sig).await.unwrap().unwrap();
+            ocigate::registry::ImageManifest::parse(&m, "t")
+                .unwrap()
+                .layers
+                .len()
+        })
+    };
+    assert_eq!(
+        sign(&reg, &key, &r.to_string(), &["-a", "env=prod"]).code,
+        0
+    );
+    let again = sign(&reg, &key, &r.to_string(), &["-a", "env=prod"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("already signed"), "{again:?}");
+    assert_eq!(layers(), 1);
+    assert_eq!(sign(&reg, &key, &r.to_string(), &["-a", "env=dev"]).code, 0);
+    assert_eq!(layers(), 2);
+    // Another key signing the same payload is another signature.
+    let (other, _) = generate_keys(dir.path(), "other");
+    assert_eq!(
+        sign(&reg, &other, &r.to_string(), &["-a", "env=prod"]).code,
+        0
+    );
+    assert_eq!(layers(), 3);
+    // cosign signing what ocigate signed: cosign's detector sees ocigate's layer as its own.
+    let v = cosign(
+        &bin,
+        dir.path(),
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--use-signing-config=false",
+            "--allow-insecure-registry",
+            "--new-bundle-format=false",
+            "-a",
+            "env=prod",
+            "-y",
+            &r.to_string(),
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    assert_eq!(
+        layers(),
+        3,
+        "cosign added a duplicate of ocigate's signature"
+    );
+    let v = cosign_verify(&bin, dir.path(), &public, &r.to_string());
     assert_eq!(v.code, 0, "{v:?}");
 }

@@ -6,9 +6,7 @@
 //! Not covered here: an HTTPS registry whose `Link`/`Location`/redirect downgrades to plain HTTP
 //! (refused; unit-tested in `registry::remote`), because the test registries speak plain HTTP.
 
-use std::collections::BTreeMap;
-
-use ocigate::registry::{Credentials, Registry, RegistrySettings};
+use ocigate::registry::{Registry, RegistrySettings};
 
 use crate::harness::*;
 use crate::proxy::{HttpServer, Request, Response, proxy};
@@ -115,20 +113,12 @@ fn setup(
             resp
         }
     });
-    let mut credentials = BTreeMap::new();
-    credentials.insert(
-        front.host(),
-        Credentials {
-            username: USER.into(),
-            password: SECRET.into(),
-        },
-    );
-    let client = Registry::new(RegistrySettings {
-        plain_http: vec![front.host()],
-        credentials,
-        docker_config: false,
-        ..RegistrySettings::default()
-    });
+    let mut settings = RegistrySettings::default();
+    settings.add_plain_http(&front.host()).unwrap();
+    settings
+        .add_credentials_flag(&format!("{}={USER}:{SECRET}", front.host()))
+        .unwrap();
+    let client = Registry::new(settings);
     let r = ocigate::reference::ImageRef::parse(&format!("{}/private/app:v1", front.host()))
         .expect("reference");
     push_image(&client, &r, "credentials");
@@ -295,7 +285,7 @@ fn host_spellings_do_not_dodge_a_rule() {
             "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: allow\n\
              keys: [{{name: k, path: {}}}]\n\
              rules:\n  - name: acme\n    images: [\"localhost:{port}/acme/**\"]\n    \
-             authorities: [{{key: {{name: k}}}}]\n",
+             authorities: [{{key: {{name: k}}, tlog: skip}}]\n",
             public.display()
         ),
     )

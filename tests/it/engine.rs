@@ -25,20 +25,19 @@ fn key_policy(public: &std::path::Path) -> CompiledPolicy {
     };
     let policy = Policy::single_authority(
         "k",
+        "k",
         kind,
         Vec::new(),
         Default::default(),
         SignedIdentity::MatchRepository,
     );
-    CompiledPolicy::new(policy, "test".into()).unwrap()
+    CompiledPolicy::new(policy, "test".into())
 }
 
 fn plain(host: &str) -> Registry {
-    Registry::new(RegistrySettings {
-        plain_http: vec![host.to_string()],
-        docker_config: false,
-        ..RegistrySettings::default()
-    })
+    let mut s = RegistrySettings::default();
+    s.add_plain_http(host).unwrap();
+    Registry::new(s)
 }
 
 /// A registry behind a counting proxy that delays every answer by `delay_ms` (shared, settable).

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ocigate::reference::{Digest, ImageRef};
-use ocigate::registry::{Descriptor, ImageManifest, OCI_MANIFEST, Registry, RegistrySettings};
+use ocigate::registry::{
+    Descriptor, ImageManifest, OCI_MANIFEST, Registry, RegistrySettings, TlsFile,
+};
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub const PASSWORD: &str = "test-password";
@@ -65,6 +67,8 @@ fn spawn_on_free_port(what: &str, mut command: impl FnMut(u16) -> Command) -> Se
 pub struct TestRegistry {
     service: Service,
     dir: tempfile::TempDir,
+    /// For a TLS registry: the CA to trust, and the client certificate and key it requires.
+    tls: Option<(PathBuf, Option<(PathBuf, PathBuf)>)>,
 }
 
 impl TestRegistry {
@@ -127,7 +131,11 @@ impl TestRegistry {
                 .env("RUST_LOG", "error");
             c
         });
-        Some(TestRegistry { service, dir })
+        Some(TestRegistry {
+            service,
+            dir,
+            tls: None,
+        })
     }
 
     fn start_with(extra: &str) -> Self {
@@ -157,7 +165,39 @@ impl TestRegistry {
             c.arg("serve").arg(&config);
             c
         });
-        TestRegistry { service, dir }
+        TestRegistry {
+            service,
+            dir,
+            tls: None,
+        }
+    }
+
+    /// A registry serving HTTPS with a certificate from `tls`'s CA; with `mtls`, it requires a
+    /// client certificate from that CA (one is issued for the library client); with `basic`,
+    /// HTTP basic auth (htpasswd, bcrypt) too.
+    pub fn start_tls(tls: &Tls, mtls: bool, basic: Option<(&str, &str)>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut extra = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            tls.cert.display(),
+            tls.key.display()
+        );
+        if mtls {
+            extra.push_str(&format!("    clientcas:\n      - {}\n", tls.ca.display()));
+        }
+        if let Some((user, password)) = basic {
+            let hash = bcrypt::hash(password, 5).expect("bcrypt");
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+            extra.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: ocigate-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let client = mtls.then(|| issue_client_cert(tls, dir.path()));
+        let mut reg = Self::start_in(dir, &extra);
+        reg.tls = Some((tls.ca.clone(), client));
+        reg
     }
 
     pub fn host(&self) -> String {
@@ -175,11 +215,21 @@ impl TestRegistry {
     }
 
     pub fn client_with(&self, f: impl FnOnce(&mut RegistrySettings)) -> Registry {
-        let mut s = RegistrySettings {
-            plain_http: vec![self.host()],
-            docker_config: false,
-            ..RegistrySettings::default()
-        };
+        let mut s = RegistrySettings::default();
+        let host = self.host();
+        match &self.tls {
+            None => s.add_plain_http(&host).expect("host"),
+            Some((ca, client)) => {
+                s.add_tls_file(TlsFile::Ca, &format!("{host}={}", ca.display()))
+                    .expect("ca");
+                if let Some((cert, key)) = client {
+                    s.add_tls_file(TlsFile::Cert, &format!("{host}={}", cert.display()))
+                        .expect("cert");
+                    s.add_tls_file(TlsFile::Key, &format!("{host}={}", key.display()))
+                        .expect("key");
+                }
+            }
+        }
         f(&mut s);
         Registry::new(s)
     }
@@ -315,26 +365,70 @@ impl Run {
 }
 
 /// Run `ocigate` with an isolated environment (no Docker config, no OCIGATE_* leaking in).
+///
+/// `verify --key` requires a Rekor entry by default, as cosign does; the signatures these tests
+/// make have none, so this runner adds `--insecure-ignore-tlog` to a `verify --key` (as a
+/// cosign user would) unless the test gave a `--trusted-root`. [`ocigate_exact`] runs exactly
+/// what it is given: the tests of the default use it.
 pub fn ocigate(args: &[&str], env: &[(&str, &str)]) -> Run {
+    ocigate_in(None, &with_ignored_tlog(args), env)
+}
+
+/// Run `ocigate` with exactly `args` (see [`ocigate`]).
+pub fn ocigate_exact(args: &[&str], env: &[(&str, &str)]) -> Run {
     ocigate_in(None, args, env)
 }
 
 pub fn ocigate_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_ocigate(cwd, args, env, None)
+}
+
+/// As [`ocigate`], with `input` on stdin.
+pub fn ocigate_with_stdin(args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Run {
+    run_ocigate(None, &with_ignored_tlog(args), env, Some(input))
+}
+
+fn run_ocigate(
+    cwd: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&[u8]>,
+) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocigate"));
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args).stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
     for (k, _) in std::env::vars() {
-        if k.starts_with("OCIGATE_") || k.starts_with("COSIGN_") || k == "DOCKER_CONFIG" {
+        if k.starts_with("OCIGATE_")
+            || k.starts_with("COSIGN_")
+            || [
+                "DOCKER_CONFIG",
+                "REGISTRY_AUTH_FILE",
+                "HELM_REGISTRY_CONFIG",
+                "XDG_RUNTIME_DIR",
+            ]
+            .contains(&k.as_str())
+        {
             cmd.env_remove(k);
         }
     }
+    // No credential file of the machine's user is read: each test names its own.
     cmd.env("DOCKER_CONFIG", "/nonexistent-ocigate-test");
+    cmd.env("HOME", "/nonexistent-ocigate-home");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run ocigate");
+    let mut child = cmd.spawn().expect("run ocigate");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(input).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("run ocigate");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -394,6 +488,19 @@ pub fn verify(reg: &TestRegistry, args: &[&str]) -> Run {
     let mut all = vec!["verify", "--registry-plain-http", &host];
     all.extend_from_slice(args);
     ocigate(&all, &[])
+}
+
+/// `args` with `--insecure-ignore-tlog` added to a `verify --key` without `--trusted-root`.
+pub fn with_ignored_tlog<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut out = args.to_vec();
+    if args.first() == Some(&"verify")
+        && args.contains(&"--key")
+        && !args.contains(&"--insecure-ignore-tlog")
+        && !args.contains(&"--trusted-root")
+    {
+        out.push("--insecure-ignore-tlog");
+    }
+    out
 }
 
 /// The repository root (for the shipped examples) and the shared corpus, if present.
@@ -478,4 +585,64 @@ impl AuthProxy {
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.service.port)
     }
+}
+
+/// A test CA (rcgen) with a server certificate for 127.0.0.1 signed by it, re-issued in place
+/// for rotation tests; and client certificates for mTLS.
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    ca_params: rcgen::CertificateParams,
+    ca_key: rcgen::KeyPair,
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it.
+pub fn make_tls(dir: &Path) -> Tls {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ocigate test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    let tls = Tls {
+        ca,
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        ca_params,
+        ca_key,
+    };
+    issue_server_cert(&tls, "first");
+    tls
+}
+
+pub fn issue_server_cert(tls: &Tls, cn: &str) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let issuer = rcgen::Issuer::from_params(&tls.ca_params, &tls.ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
+    std::fs::write(&tls.cert, cert.pem()).unwrap();
+}
+
+/// A client certificate signed by the test CA, written to `dir` as client.crt and client.key.
+pub fn issue_client_cert(tls: &Tls, dir: &Path) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ocigate test client");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let issuer = rcgen::Issuer::from_params(&tls.ca_params, &tls.ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (c, k) = (dir.join("client.crt"), dir.join("client.key"));
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    std::fs::write(&c, cert.pem()).unwrap();
+    (c, k)
 }

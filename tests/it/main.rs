@@ -3,6 +3,7 @@
 //! are used where present and reported loudly where not.
 
 mod auth;
+mod bounds;
 mod bundles;
 mod cluster;
 mod corpus;
@@ -10,11 +11,13 @@ mod cosign_peer;
 mod credentials;
 mod engine;
 mod examples;
+mod faults;
 mod harness;
 mod manifests;
 mod pki;
 mod proxy;
 mod referrers;
 mod roundtrip;
+mod tls;
 mod token;
 mod webhook;

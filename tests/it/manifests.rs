@@ -145,7 +145,14 @@ fn rendered_manifests_and_kluctl_files_are_checked_like_the_webhook_would() {
     std::fs::write(&broken, "kind: [unclosed\n").unwrap();
     let v = verify_manifests(&r, broken.to_str().unwrap());
     assert_eq!(v.code, 2, "{v:?}");
-    assert!(v.stderr.contains("broken.yaml"), "{v:?}");
+    // With -o json the error is a JSON document on stdout.
+    assert!(
+        v.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broken.yaml"),
+        "{v:?}"
+    );
 }
 
 fn oci_repository(h: &str, semver: &str) -> String {
@@ -188,7 +195,8 @@ fn flux_semver_picks_the_highest_match_and_that_one_must_be_signed() {
 
 #[test]
 fn flux_ocirepository_semver_through_the_webhook() {
-    use crate::webhook::{make_tls, start_serve, tls_client};
+    use crate::harness::make_tls;
+    use crate::webhook::{start_serve, tls_client};
     let r = repo();
     let h = r.reg.host();
     let tls = make_tls(r.dir.path());

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use ocigate::bundle::{GitHubWorkflow, Identity, TrustRoot};
-use ocigate::discover::SignatureCandidate;
+use ocigate::candidate::SignatureCandidate;
 use ocigate::payload::SimpleSigning;
 use ocigate::reference::Digest;
+use ocigate::trust::{GitHubWorkflow, Identity, Matcher, TrustRoot};
 use ocigate::verify::{
-    Expectation, KeylessAuthority, Matcher, Rejection, SignedIdentity, verify_keyless_signature,
+    Expectation, KeylessAuthority, PreparedSignature, Rejection, SignedIdentity,
+    verify_keyless_signature,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
@@ -275,8 +276,9 @@ struct Case {
 
 fn case() -> Case {
     let digest = Digest::sha256_of(b"the image manifest");
-    let payload =
-        SimpleSigning::new("registry.test/acme/app", &digest, &BTreeMap::new()).to_bytes();
+    let payload = SimpleSigning::new("registry.test/acme/app", &digest, &BTreeMap::new())
+        .to_bytes()
+        .unwrap();
     Case {
         pki: TestSigstore::new(),
         payload,
@@ -309,7 +311,7 @@ fn check(
         identities: ids,
         root,
     };
-    match verify_keyless_signature(layer, authority, &c.expect) {
+    match verify_keyless_signature(&PreparedSignature::new(layer), authority, &c.expect) {
         Ok(_) => Ok(()),
         Err(e @ Rejection::Bundle { .. }) => Err(e.to_string()),
         Err(other) => panic!("unexpected kind of rejection: {other}"),

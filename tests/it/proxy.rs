@@ -60,6 +60,9 @@ impl Response {
 
 type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
+/// A "status" that makes the server close the connection without answering.
+pub const DROP: u16 = 0;
+
 /// An HTTP server on a free loopback port; stops on drop (and by itself after 10 minutes).
 pub struct HttpServer {
     port: u16,
@@ -132,6 +135,11 @@ fn serve_one(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
     };
     log.lock().expect("log").push(req.clone());
     let resp = handler(&req);
+    if resp.status == DROP {
+        // The connection is closed without an answer (a reset, as the client sees it).
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return;
+    }
     write_response(stream, &resp);
 }
 

@@ -103,19 +103,10 @@ fn referrers_api_behind_basic_auth() {
     };
     let host = proxy.host();
     let creds = format!("{host}=bot:pw-123");
-    let client = ocigate::registry::Registry::new(ocigate::registry::RegistrySettings {
-        plain_http: vec![host.clone()],
-        docker_config: false,
-        credentials: [(
-            host.clone(),
-            ocigate::registry::Credentials {
-                username: "bot".into(),
-                password: "pw-123".into(),
-            },
-        )]
-        .into(),
-        ..Default::default()
-    });
+    let mut settings = ocigate::registry::RegistrySettings::default();
+    settings.add_plain_http(&host).unwrap();
+    settings.add_credentials_flag(&creds).unwrap();
+    let client = ocigate::registry::Registry::new(settings);
     let r = ocigate::reference::ImageRef::parse(&format!("{host}/private/app:v1")).unwrap();
     push_image(&client, &r, "behind auth");
     let dir = tempfile::tempdir().unwrap();

@@ -52,7 +52,12 @@ fn sign_then_verify_allows_with_evidence() {
             .starts_with("sha256:")
     );
     assert_eq!(sig["dockerReference"], r.name());
-    assert_eq!(sig["authority"], "--key");
+    // The authority is named by its key file, not by the flag.
+    assert_eq!(
+        sig["authority"],
+        format!("key {}", public.display()),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -160,7 +165,7 @@ fn tampered_payload_and_tampered_signature_are_denied() {
     rewrite_sig(&reg, "acme/app", &d, |p, s| {
         let mut parsed = SimpleSigning::parse(&p).unwrap();
         parsed.optional = Some([("env".to_string(), serde_json::json!("prod"))].into());
-        (parsed.to_bytes(), s)
+        (parsed.to_bytes().unwrap(), s)
     });
     let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
     assert_eq!(v.code, 1, "{v:?}");
@@ -374,11 +379,14 @@ fn bad_input_gives_one_line_errors() {
     let pubs = public.to_str().unwrap();
     let v = ocigate(&["verify", "Bad/Ref", "--key", pubs], &[]);
     assert_eq!(v.code, 2, "{v:?}");
+    // The bad reference is a result of its own (the others would still be verified).
     assert!(
-        v.stderr.contains("\"Bad/Ref\"") && v.stderr.contains("lowercase"),
+        v.stdout.starts_with("DENY Bad/Ref (invalid)")
+            && v.stdout.contains("\"Bad/Ref\"")
+            && v.stdout.contains("lowercase"),
         "{v:?}"
     );
-    assert_eq!(v.stderr.trim().lines().count(), 1, "{v:?}");
+    assert_eq!(v.stdout.trim().lines().count(), 2, "{v:?}");
 
     let bogus_key = dir.path().join("bogus.pub");
     std::fs::write(&bogus_key, "not a key").unwrap();
@@ -437,6 +445,69 @@ fn generate_key_pair_refuses_to_overwrite() {
     assert_eq!(std::fs::read_to_string(&key).unwrap(), pem);
 }
 
+/// `--force` over an existing key: the new private key is 0600 whatever the old file's mode, a
+/// symlink at the target path is replaced and not followed, and a dangling symlink counts as
+/// an existing file.
+#[test]
+fn generate_key_pair_force_writes_a_new_private_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let gen_at = |prefix: &std::path::Path, force: bool| {
+        let mut args = vec![
+            "generate-key-pair",
+            "--output-key-prefix",
+            prefix.to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force");
+        }
+        ocigate(&args, &[("COSIGN_PASSWORD", "x")])
+    };
+    let prefix = dir.path().join("k");
+    let key = dir.path().join("k.key");
+    std::fs::write(&key, "old").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let v = gen_at(&prefix, true);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("ENCRYPTED SIGSTORE PRIVATE KEY")
+    );
+
+    // A symlink planted at the key's path, pointing at a file of someone else's.
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "do not overwrite").unwrap();
+    let linked = dir.path().join("l");
+    std::os::unix::fs::symlink(&victim, dir.path().join("l.key")).unwrap();
+    let v = gen_at(&linked, false);
+    assert_eq!(v.code, 2, "{v:?}");
+    let v = gen_at(&linked, true);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "do not overwrite"
+    );
+    let meta = std::fs::symlink_metadata(dir.path().join("l.key")).unwrap();
+    assert!(meta.file_type().is_file() && meta.permissions().mode() & 0o777 == 0o600);
+    // A dangling symlink is an existing path, too.
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("d.pub")).unwrap();
+    let v = gen_at(&dir.path().join("d"), false);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(!dir.path().join("nowhere").exists());
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 #[test]
 fn oversized_registry_content_is_refused() {
     let reg = TestRegistry::start();
@@ -473,4 +544,249 @@ fn oversized_registry_content_is_refused() {
         e.to_string().contains("larger than the 100-byte limit"),
         "{e}"
     );
+}
+
+/// A payload with `critical` and `Critical`, signed by the right key: ocigate read the first
+/// (this image) while cosign (Go, case-insensitive fields, last one wins) reads the second
+/// (another image). Such a payload binds to nothing: it is refused.
+#[test]
+fn a_payload_cosign_would_read_differently_is_refused() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    let d = push_image(&reg.client(), &r, "ambiguous");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let signing = ocigate::sign::key::SigningKey::from_encrypted_pem(
+        &std::fs::read_to_string(&key).unwrap(),
+        PASSWORD.as_bytes(),
+        "test key",
+    )
+    .unwrap();
+    let other = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    rewrite_sig(&reg, "acme/app", &d, |p, _| {
+        let text = String::from_utf8(p).unwrap();
+        let ours = &text[..text.len() - 1];
+        let payload = format!(
+            r#"{ours},"Critical":{{"identity":{{"docker-reference":"{}/acme/app"}},"image":{{"docker-manifest-digest":"{other}"}},"type":"cosign container image signature"}}}}"#,
+            reg.host()
+        )
+        .into_bytes();
+        let sig = signing.sign(&payload).unwrap();
+        (
+            payload,
+            base64::engine::general_purpose::STANDARD.encode(sig),
+        )
+    });
+    let v = verify(&reg, &[&r.to_string(), "--key", public.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(
+        v.stdout.contains("payload is ambiguous") && v.stdout.contains("\"Critical\""),
+        "{v:?}"
+    );
+}
+
+/// The text output: a headline per reference, reasons on indented lines, and nothing from the
+/// registry reaches the terminal unescaped (an image's source annotation cannot clear the
+/// screen and print a fake ALLOW). JSON: a schema version, a failure class on every non-allow,
+/// and a bad reference among good ones is its own result (exit 2), the others still verified.
+#[test]
+fn output_a_person_can_read_and_a_program_can_parse() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    let hostile = "\u{1b}[2J\u{1b}[H\u{1b}[32mALLOW everything\u{1b}[0m";
+    push_image_with(
+        &reg.client(),
+        &r,
+        "output",
+        BTreeMap::from([(
+            "org.opencontainers.image.source".to_string(),
+            hostile.to_string(),
+        )]),
+    );
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let unsigned = reg.reference("acme/unsigned:v1");
+    push_image(&reg.client(), &unsigned, "unsigned");
+    let pk = public.to_str().unwrap();
+    let v = verify(&reg, &[&r.to_string(), &unsigned.to_string(), "--key", pk]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(!v.stdout.contains('\u{1b}'), "{:?}", v.stdout);
+    assert!(v.stdout.contains("source \\u{1b}[2J"), "{}", v.stdout);
+    let lines: Vec<&str> = v.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("ALLOW {}@sha256:", r)),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        lines[1..]
+            .iter()
+            .take_while(|l| l.starts_with("  "))
+            .count()
+            >= 2,
+        "{}",
+        v.stdout
+    );
+    let deny = lines.iter().position(|l| l.starts_with("DENY ")).unwrap();
+    assert!(lines[deny].ends_with("(unsigned)"), "{}", v.stdout);
+    assert!(lines[deny + 1].starts_with("  "), "{}", v.stdout);
+    assert_eq!(
+        lines.iter().filter(|l| !l.starts_with("  ")).count(),
+        2,
+        "one headline per reference: {}",
+        v.stdout
+    );
+
+    let v = verify(
+        &reg,
+        &["nope://x", &r.to_string(), "--key", pk, "-o", "json"],
+    );
+    assert_eq!(v.code, 2, "{v:?}");
+    let j = v.json();
+    assert_eq!(j["schemaVersion"], 1, "{j}");
+    assert_eq!(j["results"][0]["failure"], "invalid", "{j}");
+    assert_eq!(j["results"][1]["verdict"], "allow", "{j}");
+    assert!(
+        j["results"][1]["digest"].as_str().unwrap().len() == 71,
+        "{j}"
+    );
+    // A configuration error with -o json is a JSON document on stdout, exit 2.
+    let v = verify(
+        &reg,
+        &[&r.to_string(), "--key", "/nonexistent.pub", "-o", "json"],
+    );
+    assert_eq!(v.code, 2, "{v:?}");
+    let j = v.json();
+    assert_eq!(j["schemaVersion"], 1, "{j}");
+    assert!(
+        j["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent.pub"),
+        "{j}"
+    );
+}
+
+/// On a terminal (a PTY from util-linux `script`), a progress line on stderr is rewritten in
+/// place and cleared before each result; results come in input order. Not on a terminal:
+/// nothing extra.
+#[test]
+fn progress_line_on_a_terminal_only() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(!strict(), "util-linux `script` is missing");
+        eprintln!(
+            "SKIPPED progress_line_on_a_terminal_only: no `script`; this PTY check did NOT run"
+        );
+        return;
+    }
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let refs: Vec<String> = (0..3)
+        .map(|i| {
+            let r = reg.reference(&format!("acme/p{i}:v1"));
+            push_image(&reg.client(), &r, &format!("progress {i}"));
+            assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+            r.to_string()
+        })
+        .collect();
+    let mut args = vec![
+        "verify".to_string(),
+        "--key".into(),
+        public.display().to_string(),
+        "--jobs".into(),
+        "2".into(),
+        "--insecure-ignore-tlog".into(),
+    ];
+    args.extend(refs.iter().cloned());
+    let plain = ocigate(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(plain.code, 0, "{plain:?}");
+    assert!(
+        plain.stderr.is_empty(),
+        "nothing extra off a terminal: {plain:?}"
+    );
+    let order: Vec<usize> = refs
+        .iter()
+        .map(|r| plain.stdout.find(&format!("ALLOW {r}@")).unwrap())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "input order: {}",
+        plain.stdout
+    );
+
+    let command = std::iter::once(env!("CARGO_BIN_EXE_ocigate").to_string())
+        .chain(args.iter().cloned())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DOCKER_CONFIG", "/nonexistent-ocigate-test")
+        .env("HOME", "/nonexistent-ocigate-home")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("\r\u{1b}[K[1/3] checked"), "{tty:?}");
+    assert!(tty.contains("[3/3] checked"), "{tty:?}");
+    for r in &refs {
+        assert!(tty.contains(&format!("ALLOW {r}@")), "{tty:?}");
+    }
+}
+
+/// `verify --key` requires a transparency-log entry unless told otherwise, as `cosign verify
+/// --key` does: a signature made without Rekor is denied (class `tlog`) with the way out named,
+/// and accepted with `--insecure-ignore-tlog`.
+#[test]
+fn key_verification_requires_a_log_entry_by_default() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let r = reg.reference("acme/app:v1");
+    push_image(&reg.client(), &r, "tlog default");
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let reference = r.to_string();
+    let pk = public.to_str().unwrap();
+    let v = ocigate_exact(&["verify", &reference, "--key", pk, "-o", "json"], &[]);
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "tlog", "{v:?}");
+    assert!(
+        res["reasons"].to_string().contains("has no Rekor entry"),
+        "{v:?}"
+    );
+    let v = ocigate_exact(
+        &["verify", &reference, "--key", pk, "--insecure-ignore-tlog"],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(
+        v.stdout.contains("no transparency-log entry checked"),
+        "{v:?}"
+    );
+    // The same for a policy: a key authority without `tlog` requires an entry.
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{{name: k, path: {pk}}}]\n\
+             rules:\n  - name: r\n    images: [\"{}/**\"]\n    authorities: [{{key: {{name: k}}}}]\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let v = ocigate_exact(
+        &["verify", &reference, "--policy", policy.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("(tlog)"), "{v:?}");
 }

@@ -3,16 +3,16 @@
 //! a scope (anonymously or with basic credentials) and retries with it. The token server here
 //! is a small HTTP/1.1 responder issuing ES256 JWTs signed by a certificate the registry trusts.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use base64::Engine as _;
-use ocigate::registry::Credentials;
 
 use crate::harness::*;
 
@@ -25,6 +25,8 @@ struct TokenServer {
     /// Tokens issued, and requests refused.
     issued: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
+    /// Token requests by scope.
+    by_scope: Arc<Mutex<BTreeMap<String, usize>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     cert_pem: String,
 }
@@ -45,7 +47,13 @@ impl TokenServer {
         let stop = Arc::new(AtomicBool::new(false));
         let issued = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
-        let (s, i, r) = (stop.clone(), issued.clone(), refused.clone());
+        let by_scope = Arc::new(Mutex::new(BTreeMap::new()));
+        let (s, i, r, b) = (
+            stop.clone(),
+            issued.clone(),
+            refused.clone(),
+            by_scope.clone(),
+        );
         let thread = std::thread::spawn(move || {
             // Bounded: at most 10 minutes or until dropped.
             let deadline = std::time::Instant::now() + Duration::from_secs(600);
@@ -54,7 +62,7 @@ impl TokenServer {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false).ok();
                         stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                        handle(stream, &signer, &cert_der, &i, &r);
+                        handle(stream, &signer, &cert_der, &i, &r, &b);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -65,6 +73,7 @@ impl TokenServer {
             stop,
             issued,
             refused,
+            by_scope,
             thread: Some(thread),
             cert_pem: cert.pem(),
         }
@@ -94,6 +103,7 @@ fn handle(
     cert_der: &[u8],
     issued: &AtomicUsize,
     refused: &AtomicUsize,
+    by_scope: &Mutex<BTreeMap<String, usize>>,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
@@ -101,35 +111,67 @@ fn handle(
         return;
     }
     let mut authorization = None;
+    let mut content_length = 0usize;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).is_err() || line == "\r\n" || line.is_empty() {
             break;
         }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("authorization")
-        {
-            authorization = Some(v.trim().to_string());
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            } else if k.eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().unwrap_or(0).min(64 << 10);
+            }
         }
     }
     let target = request_line.split_whitespace().nth(1).unwrap_or("");
-    let query = target.split_once('?').map_or("", |(_, q)| q);
+    // GET: the query carries the scope; POST (the OAuth2 refresh-token exchange): the form.
+    let mut form = vec![0u8; content_length];
+    let _ = std::io::Read::read_exact(&mut reader, &mut form);
+    let form = String::from_utf8_lossy(&form).into_owned();
+    let query = if request_line.starts_with("POST ") {
+        form.as_str()
+    } else {
+        target.split_once('?').map_or("", |(_, q)| q)
+    };
+    let decode = |v: &str| {
+        v.replace("%3A", ":")
+            .replace("%2C", ",")
+            .replace("%2F", "/")
+    };
     let mut scopes = Vec::new();
+    let mut refresh = None;
     for pair in query.split('&') {
         if let Some(v) = pair.strip_prefix("scope=") {
-            scopes.push(
-                v.replace("%3A", ":")
-                    .replace("%2C", ",")
-                    .replace("%2F", "/"),
-            );
+            scopes.push(decode(v));
+        } else if let Some(v) = pair.strip_prefix("refresh_token=") {
+            refresh = Some(decode(v));
         }
     }
-    let authenticated = match authorization
-        .as_deref()
-        .and_then(|a| a.strip_prefix("Basic "))
-    {
-        None => false,
-        Some(b) => {
+    if let Ok(mut by_scope) = by_scope.lock() {
+        for sc in &scopes {
+            *by_scope.entry(sc.clone()).or_insert(0) += 1;
+        }
+    }
+    let authenticated = match (
+        refresh,
+        authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Basic ")),
+    ) {
+        (Some(r), _) => {
+            if r != format!("refresh-{SECRET}") {
+                refused.fetch_add(1, Ordering::Relaxed);
+                let _ = (&stream).write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                return;
+            }
+            true
+        }
+        (None, None) => false,
+        (None, Some(b)) => {
             let want = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
             if b != want {
                 refused.fetch_add(1, Ordering::Relaxed);
@@ -195,13 +237,8 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
     let reg = TestRegistry::start_with_token_auth(&tokens.realm(), &tokens.cert_pem);
     let host = reg.host();
     let with_creds = reg.client_with(|s| {
-        s.credentials.insert(
-            host.clone(),
-            Credentials {
-                username: USER.into(),
-                password: SECRET.into(),
-            },
-        );
+        s.add_credentials_flag(&format!("{host}={USER}:{SECRET}"))
+            .unwrap();
     });
     let public = reg.reference("public/app:v1");
     let private = reg.reference("private/app:v1");
@@ -277,19 +314,10 @@ fn registry_token_does_not_follow_a_redirect_to_another_origin() {
     });
     let host = front.host();
     let creds = format!("{host}={USER}:{SECRET}");
-    let client = ocigate::registry::Registry::new(ocigate::registry::RegistrySettings {
-        plain_http: vec![host.clone()],
-        credentials: [(
-            host.clone(),
-            Credentials {
-                username: USER.into(),
-                password: SECRET.into(),
-            },
-        )]
-        .into(),
-        docker_config: false,
-        ..Default::default()
-    });
+    let mut settings = ocigate::registry::RegistrySettings::default();
+    settings.add_plain_http(&host).unwrap();
+    settings.add_credentials_flag(&creds).unwrap();
+    let client = ocigate::registry::Registry::new(settings);
     let r = ocigate::reference::ImageRef::parse(&format!("{host}/private/app:v1")).unwrap();
     push_image(&client, &r, "redirected");
     let dir = tempfile::tempdir().unwrap();
@@ -334,4 +362,118 @@ fn registry_token_does_not_follow_a_redirect_to_another_origin() {
             "credential sent to the redirect target: {req:?}"
         );
     }
+}
+
+/// The token flow with an identity (refresh) token, from an environment set and from a Docker
+/// config's `identitytoken`; a bearer token used as is; and concurrent requests for one scope
+/// share one token fetch.
+#[test]
+fn identity_tokens_bearer_tokens_and_one_token_fetch_per_scope() {
+    let tokens = TokenServer::start();
+    let reg = TestRegistry::start_with_token_auth(&tokens.realm(), &tokens.cert_pem);
+    let host = reg.host();
+    let with_creds = reg.client_with(|s| {
+        s.add_credentials_flag(&format!("{host}={USER}:{SECRET}"))
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (key, pubkey) = generate_keys(dir.path(), "k");
+    let creds = format!("{host}={USER}:{SECRET}");
+    let refs: Vec<String> = (0..6)
+        .map(|i| {
+            let r = reg.reference(&format!("private/many:v{i}"));
+            push_image(&with_creds, &r, &format!("many {i}"));
+            let s = sign(&reg, &key, &r.to_string(), &["--registry-creds", &creds]);
+            assert_eq!(s.code, 0, "{s:?}");
+            r.to_string()
+        })
+        .collect();
+    let pk = pubkey.to_str().unwrap();
+    let refresh = format!("refresh-{SECRET}");
+
+    // IDENTITY_TOKEN: exchanged at the realm (POST, grant_type=refresh_token).
+    let v = ocigate(
+        &["verify", &refs[0], "--key", pk],
+        &[
+            ("OCIGATE_REGISTRY_HOST", &host),
+            ("OCIGATE_REGISTRY_IDENTITY_TOKEN", &refresh),
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    // A wrong one is refused, and the message names the set.
+    let v = ocigate(
+        &["verify", &refs[0], "--key", pk, "-o", "json"],
+        &[
+            ("OCIGATE_REGISTRY_HOST", &host),
+            ("OCIGATE_REGISTRY_IDENTITY_TOKEN", "refresh-wrong"),
+        ],
+    );
+    assert_eq!(v.code, 1, "{v:?}");
+    let reason = v.json()["results"][0]["reasons"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("OCIGATE_REGISTRY_*"), "{reason}");
+    assert!(!v.stdout.contains("refresh-wrong"), "{v:?}");
+    // Docker's config.json `identitytoken`.
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"auths": {host.clone(): {"identitytoken": refresh}}}).to_string(),
+    )
+    .unwrap();
+    let v = ocigate(
+        &["verify", &refs[0], "--key", pk],
+        &[("DOCKER_CONFIG", docker.to_str().unwrap())],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+
+    // TOKEN: a registry bearer token, sent as is (here one the realm issued for the scope).
+    let scope = "repository:private/many:pull";
+    let token: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}?scope={scope}&service={TOKEN_SERVICE}",
+            tokens.realm()
+        ))
+        .basic_auth(USER, Some(SECRET))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let v = ocigate(
+        &["verify", &refs[0], "--key", pk],
+        &[
+            ("OCIGATE_REGISTRY_HOST", &host),
+            ("OCIGATE_REGISTRY_TOKEN", &token),
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+
+    // Six references of one repository verified in one call: one token fetch for its scope.
+    let before = tokens
+        .by_scope
+        .lock()
+        .unwrap()
+        .get(scope)
+        .copied()
+        .unwrap_or(0);
+    let mut args = vec!["verify", "--key", pk, "--registry-creds", &creds];
+    args.extend(refs.iter().map(String::as_str));
+    let v = ocigate(&args, &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let after = tokens
+        .by_scope
+        .lock()
+        .unwrap()
+        .get(scope)
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        after - before,
+        1,
+        "token fetches for {scope}: {:?}",
+        tokens.by_scope
+    );
 }

@@ -32,48 +32,6 @@ fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
-pub(crate) struct Tls {
-    pub(crate) ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    ca_params: rcgen::CertificateParams,
-    ca_key: rcgen::KeyPair,
-}
-
-/// A test CA and a server certificate for 127.0.0.1 signed by it.
-pub(crate) fn make_tls(dir: &Path) -> Tls {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ocigate test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
-    let tls = Tls {
-        ca,
-        cert: dir.join("tls.crt"),
-        key: dir.join("tls.key"),
-        ca_params,
-        ca_key,
-    };
-    issue_server_cert(&tls, "first");
-    tls
-}
-
-fn issue_server_cert(tls: &Tls, cn: &str) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    let issuer = rcgen::Issuer::from_params(&tls.ca_params, &tls.ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
-    std::fs::write(&tls.cert, cert.pem()).unwrap();
-}
-
 pub struct Server {
     child: Child,
     port: u16,

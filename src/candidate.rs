@@ -1,0 +1,226 @@
+//! What discovery hands to verification: signatures found, not yet verified. Plain data, no
+//! I/O, so that `verify` depends on these types and not on the code that fetches them.
+
+use std::collections::BTreeMap;
+
+/// The annotation naming a bundle's in-toto predicate type on its referrer manifest.
+pub const PREDICATE_TYPE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
+/// The predicate of a cosign v3 image signature (as opposed to an attestation).
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+
+/// One signature found, not yet verified.
+#[derive(Debug, Clone)]
+pub struct SignatureCandidate {
+    /// Where it was found, for people: `tag sha256-<hex>.sig layer 2`.
+    pub location: String,
+    /// The exact signed bytes.
+    pub payload: Vec<u8>,
+    /// The base64 signature as stored.
+    pub signature: String,
+    /// The layer's annotations (certificate, chain, Rekor bundle, ...).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A Sigstore bundle attached to the digest, not yet verified.
+#[derive(Debug, Clone)]
+pub struct BundleCandidate {
+    /// Where it was found: `referrers tag sha256-<hex> → sha256:<manifest>`.
+    pub location: String,
+    pub json: String,
+}
+
+/// Who a signature says signed it — read from the signature itself, not verified: a
+/// certificate's identity and issuer, or a key's fingerprint where the signature names one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClaimedSigner {
+    /// A Fulcio-style certificate: its SAN and OIDC issuer as written.
+    Certificate {
+        identity: Option<String>,
+        issuer: Option<String>,
+    },
+    /// A public key: `sha256:<hex>` of its DER when the signature names it (a bundle's key
+    /// hint, the key in a Rekor entry), else unknown until a key verifies it.
+    Key { fingerprint: Option<String> },
+}
+
+impl std::fmt::Display for ClaimedSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |s: &Option<String>| {
+            s.as_deref()
+                .map_or_else(|| "(none)".to_string(), crate::escape_text)
+        };
+        match self {
+            ClaimedSigner::Certificate { identity, issuer } => write!(
+                f,
+                "certificate for {} from issuer {} (unverified)",
+                shown(identity),
+                shown(issuer)
+            ),
+            ClaimedSigner::Key {
+                fingerprint: Some(fp),
+            } => write!(f, "key {fp} (unverified)"),
+            ClaimedSigner::Key { fingerprint: None } => {
+                f.write_str("a key the signature does not name (unverified)")
+            }
+        }
+    }
+}
+
+fn certificate_signer(der: &[u8]) -> ClaimedSigner {
+    let info = sigstore_crypto::x509::parse_certificate_info(&sigstore_types::DerCertificate::new(
+        der.to_vec(),
+    ));
+    match info {
+        Ok(i) => ClaimedSigner::Certificate {
+            identity: i.identity.map(|s| s.as_str().to_string()),
+            issuer: i.issuer,
+        },
+        Err(_) => ClaimedSigner::Certificate {
+            identity: None,
+            issuer: None,
+        },
+    }
+}
+
+impl SignatureCandidate {
+    /// The signer this layer claims: its certificate's, else the key in its Rekor entry.
+    pub fn claimed_signer(&self) -> ClaimedSigner {
+        if let Some(pem_text) = self.annotations.get("dev.sigstore.cosign/certificate") {
+            return match pem::parse(pem_text.trim()) {
+                Ok(block) => certificate_signer(block.contents()),
+                Err(_) => ClaimedSigner::Certificate {
+                    identity: None,
+                    issuer: None,
+                },
+            };
+        }
+        // hashedrekord body: spec.signature.publicKey.content is the base64 of a PEM key.
+        let fingerprint = self
+            .annotations
+            .get("dev.sigstore.cosign/bundle")
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+            .and_then(|v| {
+                v.pointer("/Payload/body")
+                    .and_then(|b| b.as_str())
+                    .map(str::to_string)
+            })
+            .and_then(|b| crate::decode_base64(&b).ok())
+            .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .and_then(|v| {
+                v.pointer("/spec/signature/publicKey/content")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string)
+            })
+            .and_then(|c| crate::decode_base64(&c).ok())
+            .and_then(|pem_bytes| String::from_utf8(pem_bytes).ok())
+            .and_then(|p| crate::trust::PublicKey::from_pem(&p, "rekor entry").ok())
+            .map(|k| k.fingerprint());
+        ClaimedSigner::Key { fingerprint }
+    }
+}
+
+impl BundleCandidate {
+    /// The bundle's media type, as written.
+    pub fn media_type(&self) -> Option<String> {
+        serde_json::from_str::<serde_json::Value>(&self.json)
+            .ok()?
+            .get("mediaType")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The signer this bundle claims: its certificate's, else its key hint.
+    pub fn claimed_signer(&self) -> ClaimedSigner {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&self.json) else {
+            return ClaimedSigner::Key { fingerprint: None };
+        };
+        let vm = v.get("verificationMaterial");
+        let cert = vm
+            .and_then(|m| {
+                m.pointer("/certificate/rawBytes")
+                    .or_else(|| m.pointer("/x509CertificateChain/certificates/0/rawBytes"))
+            })
+            .and_then(|c| c.as_str())
+            .and_then(|c| crate::decode_base64(c).ok());
+        if let Some(der) = cert {
+            return certificate_signer(&der);
+        }
+        // cosign's hint is the base64 of the SHA-256 of the key's DER.
+        let fingerprint = vm
+            .and_then(|m| m.pointer("/publicKey/hint"))
+            .and_then(|h| h.as_str())
+            .and_then(|h| crate::decode_base64(h).ok())
+            .filter(|h| h.len() == 32)
+            .map(|h| format!("sha256:{}", hex::encode(h)));
+        ClaimedSigner::Key { fingerprint }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claimed_signers_are_read_but_not_trusted() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(
+            "dev@example.com".try_into().unwrap(),
+        )];
+        let cert = params.self_signed(&key).unwrap();
+        let legacy = SignatureCandidate {
+            location: "tag sha256-x.sig layer 1".into(),
+            payload: Vec::new(),
+            signature: String::new(),
+            annotations: BTreeMap::from([(
+                "dev.sigstore.cosign/certificate".to_string(),
+                cert.pem(),
+            )]),
+        };
+        let s = legacy.claimed_signer();
+        assert_eq!(
+            s,
+            ClaimedSigner::Certificate {
+                identity: Some("dev@example.com".into()),
+                issuer: None
+            }
+        );
+        assert_eq!(
+            s.to_string(),
+            "certificate for dev@example.com from issuer (none) (unverified)"
+        );
+        let keyed = SignatureCandidate {
+            annotations: BTreeMap::new(),
+            ..legacy
+        };
+        assert_eq!(
+            keyed.claimed_signer(),
+            ClaimedSigner::Key { fingerprint: None }
+        );
+        let hint = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let bundle = BundleCandidate {
+            location: "referrer".into(),
+            json: format!(
+                r#"{{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{{"publicKey":{{"hint":"{hint}"}}}}}}"#
+            ),
+        };
+        assert_eq!(
+            bundle.media_type().as_deref(),
+            Some("application/vnd.dev.sigstore.bundle.v0.3+json")
+        );
+        assert_eq!(
+            bundle.claimed_signer(),
+            ClaimedSigner::Key {
+                fingerprint: Some(
+                    "sha256:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                        .into()
+                )
+            }
+        );
+    }
+}

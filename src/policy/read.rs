@@ -1,0 +1,857 @@
+//! Reading a policy file into its raw shapes, reporting every structural problem (unknown,
+//! repeated or missing fields, wrong types, values outside a field's choices) with its position
+//! instead of stopping at the first. The YAML is first read into a tree of positioned nodes;
+//! the shapes are then taken from the tree by hand, so that one problem does not hide the next.
+
+use std::collections::BTreeMap;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{Location, Spanned};
+
+use super::{FluxVerification, Issue, Mode, NoMatch, Tlog, shown};
+use crate::verify::SignedIdentity;
+
+// ---------------------------------------------------------------------------------------------
+// The YAML tree
+
+/// One YAML node and where it stands.
+pub(super) struct Node {
+    value: Value,
+    /// Where the node is used (for an alias, the alias).
+    at: Location,
+    /// Where its content is written (for an alias, the anchored node).
+    defined: Location,
+}
+
+enum Value {
+    Null,
+    /// A quoted or block scalar, or a plain one YAML does not read as a boolean or number.
+    Text(String),
+    /// A plain scalar YAML reads as a boolean or a number. Where a field wants text, the text
+    /// is the scalar as written (`on`, `1.10`), taken from the source.
+    Typed(Typed),
+    List(Vec<Node>),
+    Mapping(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Copy)]
+enum Typed {
+    Bool,
+    Unsigned(u64),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
+        let s = Spanned::<Value>::deserialize(d)?;
+        Ok(Node {
+            value: s.value,
+            at: s.referenced,
+            defined: s.defined,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Typed(Typed::Bool))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Typed(Typed::Unsigned(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Typed(match u64::try_from(v) {
+            Ok(u) => Typed::Unsigned(u),
+            Err(_) => Typed::Other,
+        }))
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Value, E> {
+        Ok(Value::Typed(Typed::Other))
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Value, E> {
+        Ok(Value::Typed(Typed::Other))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Typed(Typed::Other))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Text(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Text(v))
+    }
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(Value::Text(String::from_utf8_lossy(v).into_owned()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(n) = seq.next_element::<Node>()? {
+            items.push(n);
+        }
+        Ok(Value::List(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(k) = map.next_key::<Node>()? {
+            let v = map.next_value::<Node>()?;
+            entries.push((k, v));
+        }
+        Ok(Value::Mapping(entries))
+    }
+}
+
+/// Parse YAML text into a tree. A file that is not YAML at all is one problem, reported alone.
+pub(super) fn tree(text: &str) -> Result<Node, Issue> {
+    let mut options = serde_saphyr::Options::default();
+    // Repeated fields are reported (each of them) by the reader, not as a parse error.
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    // `.inf` and `.nan` are text where a field wants text.
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
+        let loc = e.location();
+        let msg = e.without_snippet().to_string();
+        Issue {
+            line: loc.map_or(1, |l| l.line()).max(1),
+            column: loc.map_or(1, |l| l.column()).max(1),
+            message: crate::escape_text(&super::cut(&strip_location_suffix(&msg), 300)),
+        }
+    })
+}
+
+/// serde-saphyr's plain message ends with " at line L, column C"; the position is ours to print.
+fn strip_location_suffix(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg);
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shapes: what the file says, before validation. A field that is absent or was reported
+// as malformed is None (or its default); `broken` marks an item with a reported problem, so
+// that checks across its fields do not repeat it.
+
+pub(super) struct RawPolicy {
+    pub api_version: Option<Spanned<String>>,
+    pub kind: Option<Spanned<String>>,
+    pub no_match: NoMatch,
+    pub trust_roots: Vec<RawTrustRoot>,
+    pub keys: Vec<RawKey>,
+    pub rules: Option<Spanned<Vec<RawRule>>>,
+}
+
+pub(super) struct RawTrustRoot {
+    pub name: Spanned<String>,
+    pub trusted_root: Option<Spanned<String>>,
+}
+
+pub(super) struct RawKey {
+    pub name: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    pub pem: Option<Spanned<String>>,
+    pub broken: bool,
+}
+
+pub(super) struct RawRule {
+    pub name: Spanned<String>,
+    pub images: Option<Spanned<Vec<Spanned<String>>>>,
+    /// None when it was malformed (absent is empty).
+    pub exclude: Option<Vec<Spanned<String>>>,
+    pub mode: Mode,
+    pub threshold: Option<Spanned<u64>>,
+    pub authorities: Option<Spanned<Vec<Spanned<RawAuthority>>>>,
+    pub signed_identity: Option<Spanned<SignedIdentity>>,
+    pub annotations: BTreeMap<String, String>,
+    pub flux_verification: FluxVerification,
+}
+
+pub(super) struct RawAuthority {
+    pub name: Option<String>,
+    pub key: Option<RawKeyRef>,
+    pub keyless: Option<RawKeyless>,
+    pub tlog: Option<Tlog>,
+    pub broken: bool,
+}
+
+pub(super) struct RawKeyRef {
+    pub name: Spanned<String>,
+    /// The root whose Rekor keys check this key's log entries (tlog: optional/required).
+    pub trust_root: Option<Spanned<String>>,
+}
+
+pub(super) struct RawKeyless {
+    pub trust_root: Option<Spanned<String>>,
+    pub identities: Option<Spanned<Vec<Spanned<RawIdentity>>>>,
+}
+
+pub(super) struct RawIdentity {
+    pub issuer: Option<String>,
+    pub issuer_reg_exp: Option<Spanned<String>>,
+    pub subject: Option<String>,
+    pub subject_reg_exp: Option<Spanned<String>>,
+    pub github_workflow_trigger: Option<String>,
+    pub github_workflow_sha: Option<String>,
+    pub github_workflow_name: Option<String>,
+    pub github_workflow_repository: Option<String>,
+    pub github_workflow_ref: Option<String>,
+    pub broken: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reader
+
+const POLICY_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "noMatch",
+    "trustRoots",
+    "keys",
+    "rules",
+];
+const TRUST_ROOT_FIELDS: &[&str] = &["name", "trustedRoot"];
+const KEY_FIELDS: &[&str] = &["name", "path", "pem"];
+const RULE_FIELDS: &[&str] = &[
+    "name",
+    "images",
+    "exclude",
+    "mode",
+    "threshold",
+    "authorities",
+    "signedIdentity",
+    "annotations",
+    "fluxVerification",
+];
+const AUTHORITY_FIELDS: &[&str] = &["name", "key", "keyless", "tlog"];
+const KEY_REF_FIELDS: &[&str] = &["name", "trustRoot"];
+const KEYLESS_FIELDS: &[&str] = &["trustRoot", "identities"];
+const IDENTITY_FIELDS: &[&str] = &[
+    "issuer",
+    "issuerRegExp",
+    "subject",
+    "subjectRegExp",
+    "githubWorkflowTrigger",
+    "githubWorkflowSha",
+    "githubWorkflowName",
+    "githubWorkflowRepository",
+    "githubWorkflowRef",
+];
+const NO_MATCH_VALUES: &[&str] = &["deny", "allow", "warn"];
+const MODE_VALUES: &[&str] = &["enforce", "warn", "audit"];
+const TLOG_VALUES: &[&str] = &["skip", "optional", "required"];
+const FLUX_VALUES: &[&str] = &["optional", "required"];
+const SIGNED_IDENTITY_VALUES: &[&str] = &["matchRepository", "exactRepository", "ignore"];
+
+/// A mapping's known fields, each given once.
+struct Fields<'n> {
+    at: Location,
+    found: BTreeMap<&'static str, &'n Node>,
+    /// Known fields an unknown one was reported as a likely misspelling of: their absence
+    /// is that same mistake, not another.
+    suggested: Vec<&'static str>,
+    /// Whether an unknown field was reported: checks across the mapping's fields (one of
+    /// path or pem, key or keyless, subject or subjectRegExp) would repeat that mistake.
+    had_unknown: bool,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<&'n Node> {
+        self.found.get(name).copied()
+    }
+}
+
+/// Reads the raw shapes out of a tree, collecting every problem.
+pub(super) struct Reader<'s> {
+    source: &'s str,
+    pub issues: Vec<Issue>,
+}
+
+impl<'s> Reader<'s> {
+    pub fn new(source: &'s str) -> Reader<'s> {
+        Reader {
+            source,
+            issues: Vec::new(),
+        }
+    }
+
+    fn issue(&mut self, at: &Location, message: impl Into<String>) {
+        self.issues.push(Issue {
+            line: at.line().max(1),
+            column: at.column().max(1),
+            message: message.into(),
+        });
+    }
+
+    /// The text of a scalar as a field that wants text reads it; None for other nodes.
+    fn scalar_text(&self, n: &Node) -> Option<String> {
+        match &n.value {
+            Value::Text(s) => Some(s.clone()),
+            Value::Typed(_) => {
+                let span = n.defined.span();
+                let start = usize::try_from(span.byte_offset()?).ok()?;
+                let len = usize::try_from(span.byte_len()?).ok()?;
+                let raw = self.source.get(start..start.checked_add(len)?)?;
+                Some(raw.trim().to_string())
+            }
+            _ => None,
+        }
+    }
+
+    fn describe(&self, n: &Node) -> String {
+        match &n.value {
+            Value::Null => "nothing".into(),
+            Value::Text(s) => format!("text {}", shown(s)),
+            Value::Typed(t) => {
+                let what = match t {
+                    Typed::Bool => "the boolean",
+                    Typed::Unsigned(_) | Typed::Other => "the number",
+                };
+                match self.scalar_text(n) {
+                    Some(text) => format!("{what} {}", super::cut_escaped(&text)),
+                    None => what.trim_start_matches("the ").to_string(),
+                }
+            }
+            Value::List(_) => "a list".into(),
+            Value::Mapping(_) => "a mapping".into(),
+        }
+    }
+
+    /// A mapping's fields: a problem for a node that is not a mapping, for each field not in
+    /// `known` and for each field given twice.
+    fn fields<'n>(
+        &mut self,
+        n: &'n Node,
+        what: &str,
+        known: &'static [&'static str],
+    ) -> Option<Fields<'n>> {
+        let Value::Mapping(entries) = &n.value else {
+            let msg = format!("{what} must be a mapping, found {}", self.describe(n));
+            self.issue(&n.at, msg);
+            return None;
+        };
+        let mut found = BTreeMap::new();
+        let mut suggested = Vec::new();
+        let mut had_unknown = false;
+        for (k, v) in entries {
+            let Some(name) = self.scalar_text(k) else {
+                let msg = format!(
+                    "{what}: a field name must be text, found {}",
+                    self.describe(k)
+                );
+                self.issue(&k.at, msg);
+                continue;
+            };
+            match known.iter().find(|f| **f == name) {
+                None => {
+                    had_unknown = true;
+                    let msg = match known.iter().find(|f| close(f, &name)) {
+                        Some(f) => {
+                            suggested.push(*f);
+                            format!(
+                                "unknown field `{}` in {what}; did you mean `{f}`?",
+                                super::cut_escaped(&name)
+                            )
+                        }
+                        None => format!(
+                            "unknown field `{}` in {what}, expected {}",
+                            super::cut_escaped(&name),
+                            one_of(known)
+                        ),
+                    };
+                    self.issue(&k.at, msg);
+                }
+                Some(f) if found.contains_key(f) => {
+                    self.issue(&k.at, format!("field `{f}` is given twice in {what}"));
+                }
+                Some(f) => {
+                    found.insert(*f, v);
+                }
+            }
+        }
+        Some(Fields {
+            at: n.at,
+            found,
+            suggested,
+            had_unknown,
+        })
+    }
+
+    /// A field that must be there.
+    fn required<'n>(&mut self, f: &Fields<'n>, name: &str, what: &str) -> Option<&'n Node> {
+        let n = f.get(name);
+        if n.is_none() && !f.suggested.contains(&name) {
+            self.issue(&f.at, format!("missing field `{name}` in {what}"));
+        }
+        n
+    }
+
+    fn text(&mut self, n: &Node, field: &str) -> Option<Spanned<String>> {
+        match self.scalar_text(n) {
+            Some(t) => Some(Spanned::new(t, n.at, n.defined)),
+            None => {
+                let msg = format!("{field} must be text, found {}", self.describe(n));
+                self.issue(&n.at, msg);
+                None
+            }
+        }
+    }
+
+    /// An optional text field; `broken` is set when it is there but not text.
+    fn opt_text(&mut self, f: &Fields, name: &str, broken: &mut bool) -> Option<Spanned<String>> {
+        let n = f.get(name)?;
+        let t = self.text(n, name);
+        *broken |= t.is_none();
+        t
+    }
+
+    fn list<'n>(&mut self, n: &'n Node, field: &str) -> Option<&'n [Node]> {
+        match &n.value {
+            Value::List(items) => Some(items),
+            _ => {
+                let msg = format!("{field} must be a list, found {}", self.describe(n));
+                self.issue(&n.at, msg);
+                None
+            }
+        }
+    }
+
+    /// A list of text; None (after a problem for each bad entry) unless every entry is text.
+    fn texts(&mut self, n: &Node, field: &str) -> Option<Spanned<Vec<Spanned<String>>>> {
+        let items = self.list(n, field)?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match self.text(item, &format!("an entry of {field}")) {
+                Some(t) => out.push(t),
+                None => ok = false,
+            }
+        }
+        ok.then(|| Spanned::new(out, n.at, n.defined))
+    }
+
+    /// One of a field's fixed values.
+    fn choice(
+        &mut self,
+        n: &Node,
+        field: &str,
+        values: &'static [&'static str],
+    ) -> Option<&'static str> {
+        let t = self.text(n, field)?;
+        let found = values.iter().find(|v| **v == t.value).copied();
+        if found.is_none() {
+            let msg = format!(
+                "{field}: unknown variant `{}`, expected {}",
+                super::cut_escaped(&t.value),
+                one_of(values)
+            );
+            self.issue(&n.at, msg);
+        }
+        found
+    }
+
+    // --- the shapes
+
+    pub fn policy(&mut self, root: &Node) -> Option<RawPolicy> {
+        let f = self.fields(root, "the policy", POLICY_FIELDS)?;
+        let api_version = self
+            .required(&f, "apiVersion", "the policy")
+            .and_then(|n| self.text(n, "apiVersion"));
+        let kind = self
+            .required(&f, "kind", "the policy")
+            .and_then(|n| self.text(n, "kind"));
+        let no_match = match f.get("noMatch") {
+            None => NoMatch::default(),
+            Some(n) => match self.choice(n, "noMatch", NO_MATCH_VALUES) {
+                Some("allow") => NoMatch::Allow,
+                Some("warn") => NoMatch::Warn,
+                _ => NoMatch::Deny,
+            },
+        };
+        let mut trust_roots = Vec::new();
+        if let Some(n) = f.get("trustRoots")
+            && let Some(items) = self.list(n, "trustRoots")
+        {
+            for item in items {
+                if let Some(r) = self.trust_root(item) {
+                    trust_roots.push(r);
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        if let Some(n) = f.get("keys")
+            && let Some(items) = self.list(n, "keys")
+        {
+            for item in items {
+                if let Some(k) = self.key(item) {
+                    keys.push(k);
+                }
+            }
+        }
+        let rules = match self.required(&f, "rules", "the policy") {
+            Some(n) => self.list(n, "rules").map(|items| {
+                let rules = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| self.rule(item, i))
+                    .collect();
+                Spanned::new(rules, n.at, n.defined)
+            }),
+            None => None,
+        };
+        Some(RawPolicy {
+            api_version,
+            kind,
+            no_match,
+            trust_roots,
+            keys,
+            rules,
+        })
+    }
+
+    fn trust_root(&mut self, n: &Node) -> Option<RawTrustRoot> {
+        const WHAT: &str = "a trust root";
+        let f = self.fields(n, WHAT, TRUST_ROOT_FIELDS)?;
+        let name = self.required(&f, "name", WHAT);
+        let name = name.and_then(|n| self.text(n, "name"));
+        let trusted_root = self.required(&f, "trustedRoot", WHAT);
+        let trusted_root = trusted_root.and_then(|n| self.text(n, "trustedRoot"));
+        Some(RawTrustRoot {
+            name: name?,
+            trusted_root,
+        })
+    }
+
+    fn key(&mut self, n: &Node) -> Option<RawKey> {
+        const WHAT: &str = "a key";
+        let f = self.fields(n, WHAT, KEY_FIELDS)?;
+        let mut broken = f.had_unknown;
+        let name = self.required(&f, "name", WHAT);
+        let name = name.and_then(|n| self.text(n, "name"));
+        let path = self.opt_text(&f, "path", &mut broken);
+        let pem = self.opt_text(&f, "pem", &mut broken);
+        Some(RawKey {
+            name: name?,
+            path,
+            pem,
+            broken,
+        })
+    }
+
+    fn rule(&mut self, n: &Node, index: usize) -> Option<RawRule> {
+        const WHAT: &str = "a rule";
+        let f = self.fields(n, WHAT, RULE_FIELDS)?;
+        let name = self
+            .required(&f, "name", WHAT)
+            .and_then(|n| self.text(n, "name"))
+            .unwrap_or_else(|| Spanned::new(format!("rules[{index}]"), f.at, f.at));
+        let images = self
+            .required(&f, "images", WHAT)
+            .and_then(|n| self.texts(n, "images"));
+        let exclude = match f.get("exclude") {
+            Some(n) => self.texts(n, "exclude").map(|l| l.value),
+            None => Some(Vec::new()),
+        };
+        let mode = match f.get("mode") {
+            None => Mode::default(),
+            Some(n) => match self.choice(n, "mode", MODE_VALUES) {
+                Some("warn") => Mode::Warn,
+                Some("audit") => Mode::Audit,
+                _ => Mode::Enforce,
+            },
+        };
+        let threshold = f.get("threshold").and_then(|n| match n.value {
+            Value::Typed(Typed::Unsigned(u)) => Some(Spanned::new(u, n.at, n.defined)),
+            _ => {
+                let msg = format!(
+                    "threshold must be a whole number, found {}",
+                    self.describe(n)
+                );
+                self.issue(&n.at, msg);
+                None
+            }
+        });
+        let authorities = self.required(&f, "authorities", WHAT).and_then(|n| {
+            let items = self.list(n, "authorities")?;
+            let list = items
+                .iter()
+                .filter_map(|a| {
+                    self.authority(a)
+                        .map(|raw| Spanned::new(raw, a.at, a.defined))
+                })
+                .collect();
+            Some(Spanned::new(list, n.at, n.defined))
+        });
+        let signed_identity = f
+            .get("signedIdentity")
+            .and_then(|n| self.signed_identity(n));
+        let annotations = f
+            .get("annotations")
+            .map(|n| self.annotations(n))
+            .unwrap_or_default();
+        let flux_verification = match f.get("fluxVerification") {
+            None => FluxVerification::default(),
+            Some(n) => match self.choice(n, "fluxVerification", FLUX_VALUES) {
+                Some("required") => FluxVerification::Required,
+                _ => FluxVerification::Optional,
+            },
+        };
+        Some(RawRule {
+            name,
+            images,
+            exclude,
+            mode,
+            threshold,
+            authorities,
+            signed_identity,
+            annotations,
+            flux_verification,
+        })
+    }
+
+    /// `matchRepository`, `ignore`, or `{exactRepository: NAME}`.
+    fn signed_identity(&mut self, n: &Node) -> Option<Spanned<SignedIdentity>> {
+        const FIELD: &str = "signedIdentity";
+        let si = |v| Some(Spanned::new(v, n.at, n.defined));
+        if let Value::Mapping(entries) = &n.value
+            && let [(k, v)] = entries.as_slice()
+            && self.scalar_text(k).as_deref() == Some("exactRepository")
+        {
+            let repo = self.text(v, "signedIdentity.exactRepository")?;
+            if repo.value.is_empty() {
+                self.issue(&v.at, "signedIdentity.exactRepository is empty");
+                return None;
+            }
+            return si(SignedIdentity::ExactRepository(repo.value));
+        }
+        if let Value::Mapping(entries) = &n.value {
+            let keys: Vec<String> = entries
+                .iter()
+                .map(|(k, _)| {
+                    self.scalar_text(k)
+                        .map_or_else(|| "?".into(), |t| super::cut_escaped(&t))
+                })
+                .collect();
+            let msg = format!(
+                "{FIELD} must be matchRepository, ignore or {{exactRepository: NAME}}, \
+                 found a mapping with {}",
+                keys.join(", ")
+            );
+            self.issue(&n.at, msg);
+            return None;
+        }
+        match self.choice(n, FIELD, SIGNED_IDENTITY_VALUES)? {
+            "matchRepository" => si(SignedIdentity::MatchRepository),
+            "ignore" => si(SignedIdentity::Ignore),
+            _ => {
+                self.issue(
+                    &n.at,
+                    "signedIdentity: exactRepository needs the repository: \
+                     {exactRepository: NAME}",
+                );
+                None
+            }
+        }
+    }
+
+    fn annotations(&mut self, n: &Node) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Value::Mapping(entries) = &n.value else {
+            let msg = format!("annotations must be a mapping, found {}", self.describe(n));
+            self.issue(&n.at, msg);
+            return out;
+        };
+        for (k, v) in entries {
+            let Some(key) = self.text(k, "an annotation name") else {
+                continue;
+            };
+            let Some(value) = self.text(v, &format!("annotation {}", shown(&key.value))) else {
+                continue;
+            };
+            if out.contains_key(&key.value) {
+                let msg = format!("annotation {} is given twice", shown(&key.value));
+                self.issue(&k.at, msg);
+                continue;
+            }
+            out.insert(key.value, value.value);
+        }
+        out
+    }
+
+    fn authority(&mut self, n: &Node) -> Option<RawAuthority> {
+        const WHAT: &str = "an authority";
+        let f = self.fields(n, WHAT, AUTHORITY_FIELDS)?;
+        let mut broken = f.had_unknown;
+        let name = self.opt_text(&f, "name", &mut broken).map(|s| s.value);
+        let key = f.get("key").and_then(|k| {
+            let r = self.key_ref(k);
+            broken |= r.is_none();
+            r
+        });
+        let keyless = f.get("keyless").and_then(|k| {
+            let r = self.keyless(k);
+            broken |= r.is_none();
+            r
+        });
+        let tlog = f.get("tlog").and_then(|t| {
+            let r = match self.choice(t, "tlog", TLOG_VALUES) {
+                Some("skip") => Some(Tlog::Skip),
+                Some("optional") => Some(Tlog::Optional),
+                Some("required") => Some(Tlog::Required),
+                _ => None,
+            };
+            broken |= r.is_none();
+            r
+        });
+        Some(RawAuthority {
+            name,
+            key,
+            keyless,
+            tlog,
+            broken,
+        })
+    }
+
+    fn key_ref(&mut self, n: &Node) -> Option<RawKeyRef> {
+        const WHAT: &str = "an authority's key";
+        let f = self.fields(n, WHAT, KEY_REF_FIELDS)?;
+        let mut broken = false;
+        let name = self.required(&f, "name", WHAT);
+        let name = name.and_then(|n| self.text(n, "key.name"));
+        let trust_root = self.opt_text(&f, "trustRoot", &mut broken);
+        if broken {
+            return None;
+        }
+        Some(RawKeyRef {
+            name: name?,
+            trust_root,
+        })
+    }
+
+    fn keyless(&mut self, n: &Node) -> Option<RawKeyless> {
+        const WHAT: &str = "a keyless authority";
+        let f = self.fields(n, WHAT, KEYLESS_FIELDS)?;
+        let mut broken = false;
+        let trust_root = self.opt_text(&f, "trustRoot", &mut broken);
+        let identities = self.required(&f, "identities", WHAT).and_then(|n| {
+            let items = self.list(n, "identities")?;
+            let list = items
+                .iter()
+                .filter_map(|i| {
+                    self.identity(i)
+                        .map(|raw| Spanned::new(raw, i.at, i.defined))
+                })
+                .collect();
+            Some(Spanned::new(list, n.at, n.defined))
+        });
+        if broken {
+            return None;
+        }
+        Some(RawKeyless {
+            trust_root,
+            identities,
+        })
+    }
+
+    fn identity(&mut self, n: &Node) -> Option<RawIdentity> {
+        let f = self.fields(n, "an identity", IDENTITY_FIELDS)?;
+        let mut broken = f.had_unknown;
+        let mut text = |r: &mut Self, name| r.opt_text(&f, name, &mut broken);
+        let issuer = text(self, "issuer").map(|s| s.value);
+        let issuer_reg_exp = text(self, "issuerRegExp");
+        let subject = text(self, "subject").map(|s| s.value);
+        let subject_reg_exp = text(self, "subjectRegExp");
+        let github_workflow_trigger = text(self, "githubWorkflowTrigger").map(|s| s.value);
+        let github_workflow_sha = text(self, "githubWorkflowSha").map(|s| s.value);
+        let github_workflow_name = text(self, "githubWorkflowName").map(|s| s.value);
+        let github_workflow_repository = text(self, "githubWorkflowRepository").map(|s| s.value);
+        let github_workflow_ref = text(self, "githubWorkflowRef").map(|s| s.value);
+        Some(RawIdentity {
+            issuer,
+            issuer_reg_exp,
+            subject,
+            subject_reg_exp,
+            github_workflow_trigger,
+            github_workflow_sha,
+            github_workflow_name,
+            github_workflow_repository,
+            github_workflow_ref,
+            broken,
+        })
+    }
+}
+
+/// "`a`, `b` or `c`"
+fn one_of(values: &[&str]) -> String {
+    match values {
+        [] => "nothing".into(),
+        [one] => format!("`{one}`"),
+        [init @ .., last] => format!(
+            "one of {} or `{last}`",
+            init.iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Whether an unknown field name is likely a misspelling of `known`: the same but for case,
+/// or one edit away (names of three or four characters) or two (longer names).
+fn close(known: &str, name: &str) -> bool {
+    if known.eq_ignore_ascii_case(name) {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (known.chars().collect(), name.chars().collect());
+    let most = match b.len() {
+        0..=2 | 65.. => return false,
+        3 | 4 => 1,
+        _ => 2,
+    };
+    if a.len().abs_diff(b.len()) > most {
+        return false;
+    }
+    // Edit distance with transpositions (optimal string alignment): `paht` is one edit from
+    // `path`.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()] <= most
+}

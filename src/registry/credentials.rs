@@ -1,0 +1,611 @@
+//! Registry credentials: what a secret is, where it came from (for messages: never the secret
+//! itself), Docker-format credential files (Docker's config.json, podman's auth.json, Helm's
+//! registry config, a mounted `kubernetes.io/dockerconfigjson` secret), and credential helpers
+//! (`docker-credential-<name> get`), run as child processes without blocking the async threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Deserialize;
+
+/// A registry secret. Debug never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// User name and password, sent as Basic auth (to the registry, or to its token realm).
+    Basic { username: String, password: String },
+    /// An OAuth2 refresh token (Docker's `identitytoken`, ACR's and others'), exchanged at the
+    /// token realm the registry names.
+    IdentityToken(String),
+    /// A registry bearer token, sent as is.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Basic { username, .. } => write!(f, "Basic({username}:<redacted>)"),
+            Secret::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+            Secret::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+/// A secret and the place it came from (`--registry-creds`, `OCIGATE_REGISTRY_2_*`,
+/// `~/.docker/config.json (credsStore: ecr-login)`, `imagePullSecret ns/name`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub secret: Secret,
+    pub source: Arc<str>,
+}
+
+impl Credential {
+    pub fn new(secret: Secret, source: impl Into<Arc<str>>) -> Self {
+        Credential {
+            secret,
+            source: source.into(),
+        }
+    }
+
+    /// User name and password, when the secret is of that kind.
+    pub fn basic(&self) -> Option<(&str, &str)> {
+        match &self.secret {
+            Secret::Basic { username, password } => Some((username, password)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} from {}", self.secret, self.source)
+    }
+}
+
+/// Credentials that could not be obtained: a file that does not parse, a helper that is
+/// missing or fails. Never a reason to go on anonymously.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    #[error("credentials file {file}: {problem}")]
+    File { file: String, problem: String },
+    #[error(
+        "credential helper docker-credential-{helper} (named by {file}) is not installed or not on PATH"
+    )]
+    HelperMissing { helper: String, file: String },
+    #[error("credential helper docker-credential-{helper} (named by {file}) failed: {detail}")]
+    Helper {
+        helper: String,
+        file: String,
+        detail: String,
+    },
+}
+
+/// A Docker-format credential file, parsed: `auths` (keys are hosts, `host/namespace`, or URLs
+/// such as `https://index.docker.io/v1/`), `credHelpers` by host, and `credsStore`.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    auths: Vec<AuthEntry>,
+    cred_helpers: BTreeMap<String, String>,
+    creds_store: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct AuthEntry {
+    host: String,
+    /// A namespace within the host (podman's `quay.io/org` keys): matches that repository path
+    /// and everything below it; the longest match wins.
+    namespace: Option<String>,
+    secret: Secret,
+}
+
+/// What a credential file says for one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Secret(Secret),
+    /// Ask this helper (`credHelpers` for the host, or `credsStore`).
+    Helper {
+        helper: String,
+        from: &'static str,
+    },
+    Nothing,
+}
+
+impl AuthConfig {
+    /// Parse a Docker-format file. Errors name the entry but never carry a secret.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw {
+            #[serde(default)]
+            auths: BTreeMap<String, RawEntry>,
+            #[serde(default)]
+            cred_helpers: BTreeMap<String, String>,
+            #[serde(default)]
+            creds_store: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct RawEntry {
+            auth: Option<String>,
+            username: Option<String>,
+            password: Option<String>,
+            identitytoken: Option<String>,
+            registrytoken: Option<String>,
+        }
+        let raw: Raw = serde_json::from_str(text).map_err(|e| {
+            // serde_json's message quotes no input values, only positions and kinds.
+            format!("not a Docker config file ({e})")
+        })?;
+        let mut auths = Vec::new();
+        for (key, e) in raw.auths {
+            let (host, namespace) = auth_key(&key)?;
+            let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+            let secret = if let Some(t) = non_empty(e.identitytoken) {
+                Secret::IdentityToken(t)
+            } else if let Some(t) = non_empty(e.registrytoken) {
+                Secret::Bearer(t)
+            } else if let Some(auth) = non_empty(e.auth) {
+                let decoded = crate::decode_base64(&auth)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| format!("auths[{key:?}].auth is not base64 text"))?;
+                let (u, p) = decoded
+                    .split_once(':')
+                    .ok_or_else(|| format!("auths[{key:?}].auth is not user:password"))?;
+                if u.is_empty() {
+                    return Err(format!("auths[{key:?}] has an empty user name"));
+                }
+                Secret::Basic {
+                    username: u.to_string(),
+                    password: p.to_string(),
+                }
+            } else {
+                match (non_empty(e.username), e.password) {
+                    (Some(username), Some(password)) => Secret::Basic { username, password },
+                    // `{}` entries: docker login with a credsStore writes these.
+                    _ => continue,
+                }
+            };
+            auths.push(AuthEntry {
+                host,
+                namespace,
+                secret,
+            });
+        }
+        let mut cred_helpers = BTreeMap::new();
+        for (key, helper) in raw.cred_helpers {
+            let (host, _) = auth_key(&key)?;
+            check_helper_name(&helper)?;
+            cred_helpers.insert(host, helper);
+        }
+        let creds_store = raw.creds_store.filter(|s| !s.is_empty());
+        if let Some(s) = &creds_store {
+            check_helper_name(s)?;
+        }
+        Ok(AuthConfig {
+            auths,
+            cred_helpers,
+            creds_store,
+        })
+    }
+
+    /// What this file holds for `repository` on `host` (canonical): a helper named for the
+    /// host first (as Docker does), then the most specific `auths` entry, then `credsStore`.
+    pub fn lookup(&self, host: &str, repository: &str) -> Lookup {
+        if let Some(h) = self.cred_helpers.get(host) {
+            return Lookup::Helper {
+                helper: h.clone(),
+                from: "credHelpers",
+            };
+        }
+        let best = self
+            .auths
+            .iter()
+            .filter(|e| e.host == host)
+            .filter(|e| match &e.namespace {
+                None => true,
+                Some(ns) => {
+                    repository == ns
+                        || repository
+                            .strip_prefix(ns.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                }
+            })
+            .max_by_key(|e| e.namespace.as_ref().map_or(0, |n| n.len() + 1));
+        if let Some(e) = best {
+            return Lookup::Secret(e.secret.clone());
+        }
+        match &self.creds_store {
+            Some(s) => Lookup::Helper {
+                helper: s.clone(),
+                from: "credsStore",
+            },
+            None => Lookup::Nothing,
+        }
+    }
+
+    /// Every secret the file holds by host (no helpers): an image pull secret's credentials.
+    pub fn secrets(&self) -> impl Iterator<Item = (&str, &Secret)> {
+        self.auths
+            .iter()
+            .filter(|e| e.namespace.is_none())
+            .map(|e| (e.host.as_str(), &e.secret))
+    }
+}
+
+/// An `auths` key: `host`, `host/namespace`, or a URL (whose path is not a namespace: Docker
+/// writes `https://index.docker.io/v1/`).
+fn auth_key(key: &str) -> Result<(String, Option<String>), String> {
+    let (url_form, rest) = match key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+    {
+        Some(rest) => (true, rest),
+        None => (false, key),
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = crate::reference::canonical_host(host)
+        .map_err(|problem| format!("key {key:?}: {problem}"))?;
+    let path = path.trim_matches('/');
+    let namespace = (!url_form && !path.is_empty()).then(|| path.to_string());
+    Ok((host, namespace))
+}
+
+fn check_helper_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a credential helper name"))
+    }
+}
+
+/// A credential file on disk, read once, and (when watched, for `serve`) read again when its
+/// modification time or size changes: a mounted Secret is swapped in place by the kubelet.
+#[derive(Debug)]
+pub struct AuthFile {
+    path: PathBuf,
+    /// How messages name it: `~/.docker/config.json`, `--registry-config /etc/ocigate/x`.
+    label: String,
+    watch: bool,
+    state: Mutex<FileState>,
+}
+
+#[derive(Debug)]
+struct FileState {
+    checked: Instant,
+    stamp: Option<(SystemTime, u64)>,
+    /// `Ok(None)`: the file does not exist (no credentials from it).
+    config: Result<Option<Arc<AuthConfig>>, CredentialError>,
+}
+
+/// How often a watched file is looked at again.
+const RECHECK: Duration = Duration::from_secs(2);
+
+impl AuthFile {
+    pub fn open(path: PathBuf, label: String, watch: bool) -> Self {
+        let (stamp, config) = load(&path, &label);
+        AuthFile {
+            path,
+            label,
+            watch,
+            state: Mutex::new(FileState {
+                checked: Instant::now(),
+                stamp,
+                config,
+            }),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The parsed file (`None`: it does not exist), or why it cannot be used.
+    pub fn config(&self) -> Result<Option<Arc<AuthConfig>>, CredentialError> {
+        let mut st = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if self.watch && st.checked.elapsed() >= RECHECK {
+            st.checked = Instant::now();
+            if stamp_of(&self.path) != st.stamp {
+                let (stamp, config) = load(&self.path, &self.label);
+                st.stamp = stamp;
+                st.config = config;
+            }
+        }
+        st.config.clone()
+    }
+}
+
+fn stamp_of(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Largest credential file read.
+const MAX_FILE_BYTES: u64 = 4 << 20;
+
+type Loaded = (
+    Option<(SystemTime, u64)>,
+    Result<Option<Arc<AuthConfig>>, CredentialError>,
+);
+
+fn load(path: &Path, label: &str) -> Loaded {
+    let stamp = stamp_of(path);
+    let bad = |problem: String| CredentialError::File {
+        file: label.to_string(),
+        problem,
+    };
+    if stamp.is_some_and(|(_, len)| len > MAX_FILE_BYTES) {
+        return (
+            stamp,
+            Err(bad(format!("larger than {MAX_FILE_BYTES} bytes"))),
+        );
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (stamp, Ok(None)),
+        Err(e) => return (stamp, Err(bad(format!("cannot be read: {e}")))),
+    };
+    let config = AuthConfig::parse(&text)
+        .map(|c| Some(Arc::new(c)))
+        .map_err(bad);
+    (stamp, config)
+}
+
+/// Runs credential helpers, at most once per (helper, server) per TTL (failures are kept for
+/// a shorter time), one at a time, as child processes awaited on the runtime (never blocking
+/// an async thread), each within a time limit.
+#[derive(Debug, Default)]
+pub struct Helpers {
+    cache: tokio::sync::Mutex<HashMap<(String, String), (Instant, HelperAnswer)>>,
+}
+
+type HelperAnswer = Result<Option<Secret>, CredentialError>;
+
+/// How long a helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a failed helper run is remembered (a fixed helper is picked up soon).
+const HELPER_FAILURE_TTL: Duration = Duration::from_secs(10);
+/// Entries kept at most; older ones are dropped.
+const HELPER_CACHE_ENTRIES: usize = 1024;
+
+impl Helpers {
+    /// Ask `helper` for `server`'s secret; `file` names the file that named the helper.
+    pub async fn get(
+        &self,
+        helper: &str,
+        server: &str,
+        file: &str,
+        ttl: Duration,
+    ) -> Result<Option<Secret>, CredentialError> {
+        let key = (helper.to_string(), server.to_string());
+        let mut cache = self.cache.lock().await;
+        if let Some((at, answer)) = cache.get(&key) {
+            let life = if answer.is_ok() {
+                ttl
+            } else {
+                HELPER_FAILURE_TTL.min(ttl)
+            };
+            if at.elapsed() < life {
+                return answer.clone();
+            }
+        }
+        let answer = run_helper(helper, server, file).await;
+        if cache.len() >= HELPER_CACHE_ENTRIES {
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            if cache.len() >= HELPER_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (Instant::now(), answer.clone()));
+        answer
+    }
+}
+
+/// The credential-helper protocol: `docker-credential-<helper> get`, the server on stdin,
+/// `{"ServerURL","Username","Secret"}` on stdout; "credentials not found" means none.
+async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
+    use tokio::io::AsyncWriteExt as _;
+    let program = format!("docker-credential-{helper}");
+    let failed = |detail: String| CredentialError::Helper {
+        helper: helper.to_string(),
+        file: file.to_string(),
+        detail,
+    };
+    let mut child = match tokio::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CredentialError::HelperMissing {
+                helper: helper.to_string(),
+                file: file.to_string(),
+            });
+        }
+        Err(e) => return Err(failed(format!("cannot be started: {e}"))),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is judged by its answer below.
+        let _ = stdin.write_all(server.as_bytes()).await;
+        let _ = stdin.shutdown().await;
+    }
+    let output = match tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output()).await {
+        Err(_) => {
+            return Err(failed(format!(
+                "no answer within {} s",
+                HELPER_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(e)) => return Err(failed(format!("cannot be run: {e}"))),
+        Ok(Ok(o)) => o,
+    };
+    let said = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
+        crate::escape_text(text.lines().next().unwrap_or("").trim())
+    };
+    if !output.status.success() {
+        let out = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+        let err = String::from_utf8_lossy(&output.stderr).to_ascii_lowercase();
+        if out.contains("credentials not found") || err.contains("credentials not found") {
+            return Ok(None);
+        }
+        let detail = match (said(&output.stderr), said(&output.stdout)) {
+            (e, _) if !e.is_empty() => e,
+            (_, o) if !o.is_empty() => o,
+            _ => format!("exit status {}", output.status),
+        };
+        return Err(failed(detail));
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Answer {
+        #[serde(default)]
+        username: String,
+        #[serde(default)]
+        secret: String,
+    }
+    let answer: Answer = serde_json::from_slice(&output.stdout)
+        .map_err(|_| failed("its answer is not the credential-helper JSON".into()))?;
+    if answer.secret.is_empty() {
+        return Ok(None);
+    }
+    // Helpers answer `<token>` as the user name for identity (refresh) tokens.
+    Ok(Some(if answer.username == "<token>" {
+        Secret::IdentityToken(answer.secret)
+    } else {
+        Secret::Basic {
+            username: answer.username,
+            password: answer.secret,
+        }
+    }))
+}
+
+/// The server a credential helper is asked about for a canonical host.
+pub fn helper_server(host: &str) -> String {
+    if host == crate::reference::DOCKER_HUB {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        host.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_of_entry_and_keeps_secrets_out_of_errors() {
+        // base64("bot:s3cret")
+        let text = r#"{"auths":{
+            "https://index.docker.io/v1/":{"auth":"Ym90OnMzY3JldA=="},
+            "GHCR.IO":{"username":"u","password":"p"},
+            "quay.io/org":{"username":"org","password":"x"},
+            "quay.io/org/team":{"username":"team","password":"y"},
+            "acr.io":{"identitytoken":"refresh"},
+            "tok.io":{"registrytoken":"bearer"},
+            "store.io":{}},
+            "credHelpers":{"ecr.aws":"ecr-login"},
+            "credsStore":"desktop"}"#;
+        let c = AuthConfig::parse(text).unwrap();
+        let basic = |u: &str, p: &str| {
+            Lookup::Secret(Secret::Basic {
+                username: u.into(),
+                password: p.into(),
+            })
+        };
+        assert_eq!(
+            c.lookup("docker.io", "library/nginx"),
+            basic("bot", "s3cret")
+        );
+        assert_eq!(c.lookup("ghcr.io", "a/b"), basic("u", "p"));
+        assert_eq!(c.lookup("quay.io", "org/app"), basic("org", "x"));
+        assert_eq!(c.lookup("quay.io", "org/team/app"), basic("team", "y"));
+        assert_eq!(
+            c.lookup("acr.io", "x"),
+            Lookup::Secret(Secret::IdentityToken("refresh".into()))
+        );
+        assert_eq!(
+            c.lookup("tok.io", "x"),
+            Lookup::Secret(Secret::Bearer("bearer".into()))
+        );
+        // not under the namespace, an empty entry, an unknown host: the store
+        for (host, repo) in [
+            ("quay.io", "organisation/app"),
+            ("store.io", "x"),
+            ("x.io", "y"),
+        ] {
+            assert_eq!(
+                c.lookup(host, repo),
+                Lookup::Helper {
+                    helper: "desktop".into(),
+                    from: "credsStore"
+                },
+                "{host}/{repo}"
+            );
+        }
+        assert_eq!(
+            c.lookup("ecr.aws", "x"),
+            Lookup::Helper {
+                helper: "ecr-login".into(),
+                from: "credHelpers"
+            }
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        for bad in [
+            "not json",
+            r#"{"auths":{"a.io":{"auth":"!!"}}}"#,
+            r#"{"auths":{"a.io":{"auth":"bm9jb2xvbg=="}}}"#,
+            r#"{"auths":{"bad host":{"auth":"Ym90OnMzY3JldA=="}}}"#,
+            r#"{"credsStore":"../../bin/sh"}"#,
+        ] {
+            let e = AuthConfig::parse(bad).unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_watched_file_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let f = AuthFile::open(path.clone(), "test file".into(), true);
+        assert!(f.config().unwrap().is_none(), "absent: no credentials");
+        std::fs::write(
+            &path,
+            r#"{"auths":{"a.io":{"username":"u","password":"p"}}}"#,
+        )
+        .unwrap();
+        // The recheck interval has not passed yet.
+        assert!(f.config().unwrap().is_none());
+        f.state.lock().unwrap().checked -= RECHECK;
+        let c = f.config().unwrap().unwrap();
+        assert!(matches!(c.lookup("a.io", "r"), Lookup::Secret(_)));
+        std::fs::write(&path, "garbage").unwrap();
+        f.state.lock().unwrap().checked -= RECHECK;
+        let e = f.config().unwrap_err();
+        assert!(
+            e.to_string().starts_with("credentials file test file:"),
+            "{e}"
+        );
+        // An unwatched file is read once.
+        let once = AuthFile::open(path.clone(), "once".into(), false);
+        std::fs::write(&path, r#"{"auths":{}}"#).unwrap();
+        once.state.lock().unwrap().checked -= RECHECK;
+        assert!(once.config().is_err());
+    }
+}
