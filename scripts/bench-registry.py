@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The registry client on many references at once (issue #8).
 
-    scripts/bench-registry.py [--repos 10] [--tags 10] [--delay-ms 200] [--write]
+    scripts/bench-registry.py [--repos 10] [--tags 10] [--delay-ms 200] [--jobs N] [--write]
 
 Builds the release binary; starts docker-registry on 127.0.0.1 and pushes REPOS x TAGS distinct
 images (the shipped example's blobs, each manifest with its own annotation, so each has its own
@@ -148,6 +148,7 @@ def main():
     ap.add_argument("--repos", type=int, default=10)
     ap.add_argument("--tags", type=int, default=10)
     ap.add_argument("--delay-ms", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=0, help="verify --jobs (default: all references at once)")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     for tool in ["openssl", "/usr/bin/docker-registry"]:
@@ -190,7 +191,8 @@ def main():
                 with tokens.lock:
                     tokens.by_scope = {}
                 t = time.perf_counter()
-                p = subprocess.run([BIN, "verify", "--key", PUB, "--insecure-ignore-tlog", *refs],
+                p = subprocess.run([BIN, "verify", "--key", PUB, "--insecure-ignore-tlog",
+                                    "--jobs", str(args.jobs or len(refs)), *refs],
                                    env=env, capture_output=True, text=True)
                 wall = time.perf_counter() - t
                 if p.returncode != 0:
@@ -213,7 +215,7 @@ def main():
         f"Release build; docker-registry 2.8 on 127.0.0.1 with token authentication (a token server "
         f"of the script: anonymous RS256 tokens); {args.repos} repositories x {args.tags} tags = "
         f"{count} distinct images, each with one legacy key signature, verified by **one** "
-        f"`ocigate verify REF... --key` process.",
+        f"`ocigate verify REF... --key --insecure-ignore-tlog --jobs {args.jobs or count}` process.",
         "",
         "| delay per request | wall s | HTTP requests | per reference | token fetches | per scope (max) |",
         "|---|---|---|---|---|---|",

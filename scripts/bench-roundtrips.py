@@ -181,9 +181,11 @@ def main():
                                env=env, check=True, capture_output=True)
             two = "bench/rt-two-signatures"
             bv.push_example(upstream, two)
-            for _ in range(2):
-                subprocess.run([BIN, "sign", f"{host}/{two}:v1", "--key", KEY, "--registry-plain-http", host],
-                               env=env, check=True, capture_output=True)
+            # Two signatures (two layers, two payloads): signing the same payload again with the
+            # same key adds nothing, so the second carries an annotation.
+            for extra in ([], ["-a", "second=yes"]):
+                subprocess.run([BIN, "sign", f"{host}/{two}:v1", "--key", KEY, "--registry-plain-http", host,
+                                *extra], env=env, check=True, capture_output=True)
             proxy.take_log()
 
             # 1. cold CLI processes

@@ -20,6 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use futures_util::StreamExt as _;
 use serde::Serialize;
 
 use crate::candidate::{
@@ -43,6 +44,8 @@ pub const MAX_REFERRER_MANIFEST_BYTES: usize = 64 << 10;
 /// Most bytes one verification's discovery fetches in all: signature manifests, referrer
 /// pages and manifests, payloads and bundles.
 pub const MAX_DISCOVERY_BYTES: usize = 16 << 20;
+/// Signature blobs (and referrer manifests) fetched at once.
+const BLOB_FETCHES: usize = 4;
 
 /// What one lookup path found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -355,13 +358,21 @@ async fn legacy_sig_tag(
             }
         }
     }
-    for members in groups {
-        let Some((&first, _)) = members.split_first() else {
-            continue;
-        };
-        let fetched = registry
-            .get_blob_within(subject, &layers[first], MAX_PAYLOAD_BYTES, budget)
-            .await;
+    // Up to BLOB_FETCHES blobs are fetched at once (a second signature costs no extra round
+    // trip), and handed over in layer order; at most that many payloads are held.
+    let layers_ref = &layers;
+    let fetches = futures_util::stream::iter(groups.into_iter().filter(|m| !m.is_empty()))
+        .map(|members| async move {
+            let first = members[0];
+            let fetched = registry
+                .get_blob_within(subject, &layers_ref[first], MAX_PAYLOAD_BYTES, budget)
+                .await;
+            (members, fetched)
+        })
+        .buffered(BLOB_FETCHES);
+    futures_util::pin_mut!(fetches);
+    while let Some((members, fetched)) = fetches.next().await {
+        let first = members[0];
         let payload = match fetched {
             Ok(p) => p,
             Err(source) if lies_in_content(&source) => {
