@@ -12,6 +12,7 @@ Reports the median wall time per case and the ratio. sigstore-python is installe
 BENCHMARKS.md.
 """
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -21,6 +22,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# scripts/bench-verify.py's helpers (registry, BENCHMARKS.md sections) are shared.
+spec = importlib.util.spec_from_file_location("bench_verify", os.path.join(ROOT, "scripts", "bench-verify.py"))
+bv = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bv)
 CORPUS = os.path.join(ROOT, "..", "shared", "corpus")
 CASES = os.path.join(CORPUS, "sigstore-conformance", "test", "assets", "bundle-verify")
 PROD_ROOT = os.path.join(CORPUS, "sigstore-root-signing", "targets", "trusted_root.json")
@@ -121,13 +127,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        start, end = "<!-- bench-bundles:start -->", "<!-- bench-bundles:end -->"
-        with open(path) as f:
-            doc = f.read()
-        a, b = doc.index(start) + len(start), doc.index(end)
-        with open(path, "w") as f:
-            f.write(doc[:a] + "\n" + text + "\n" + doc[b:])
+        bv.write_section("bench-bundles", text)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ down; a run the cap stops is reported as such. With --write, the figures replace
 between the bench-hostile markers in BENCHMARKS.md.
 """
 import argparse
+import importlib.util
 import hashlib
 import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +36,11 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# scripts/bench-verify.py's helpers (registry, BENCHMARKS.md sections) are shared.
+spec = importlib.util.spec_from_file_location("bench_verify", os.path.join(ROOT, "scripts", "bench-verify.py"))
+bv = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bv)
 GNU_TIME = "/usr/bin/time"
 KEY = os.path.join(ROOT, "keys-example", "cosign.key")
 PUB = os.path.join(ROOT, "keys-example", "cosign.pub")
@@ -43,33 +48,6 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE = "dev.cosignproject.cosign/signature"
 SCENARIOS = ["clean", "planted-300", "planted-18k", "budget"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_registry(tmp):
-    port = free_port()
-    cfg = os.path.join(tmp, "config.yml")
-    with open(cfg, "w") as f:
-        f.write(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {tmp}/data\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n"
-        )
-    proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", cfg],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(250):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-            return proc, f"127.0.0.1:{port}"
-        except Exception:
-            time.sleep(0.02)
-    proc.kill()
-    sys.exit("bench-hostile: docker-registry did not start")
 
 
 def digest_of(data):
@@ -211,7 +189,7 @@ def main():
     version = (subprocess.run([ocigate, "--version"], capture_output=True, text=True).stdout
                .strip().splitlines() or ["?"])[0]
     tmp = tempfile.mkdtemp(prefix="ocigate-bench-hostile-")
-    proc, host = start_registry(tmp)
+    proc, host = bv.start_registry(tmp)
     env = dict(os.environ, OCIGATE_PASSWORD="ocigate-example", DOCKER_CONFIG=os.path.join(tmp, "docker"),
                HOME=tmp)
     for k in list(env):
@@ -255,13 +233,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        start, end = "<!-- bench-hostile:start -->", "<!-- bench-hostile:end -->"
-        with open(path) as f:
-            doc = f.read()
-        a, b = doc.index(start) + len(start), doc.index(end)
-        with open(path, "w") as f:
-            f.write(doc[:a] + "\n" + text + "\n" + doc[b:])
+        bv.write_section("bench-hostile", text)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import http.server
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,11 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load(name, file):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", file))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bv = load("bench_verify", "bench-verify.py")
-rt = load("bench_roundtrips", "bench-roundtrips.py")
+_spec = importlib.util.spec_from_file_location("bench_roundtrips",
+                                               os.path.join(ROOT, "scripts", "bench-roundtrips.py"))
+rt = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rt)
+bv = rt.bv  # scripts/bench-verify.py: registry, BENCHMARKS.md sections
 
 BIN = os.path.join(ROOT, "target", "release", "ocigate")
 KEY = os.path.join(ROOT, "keys-example", "cosign.key")
@@ -110,27 +105,6 @@ class TokenServer:
         return f"{signing_input}.{b64url(sig)}"
 
 
-def start_registry(tmp, data, extra=""):
-    port = bv.free_port()
-    cfg = os.path.join(tmp, f"config-{port}.yml")
-    with open(cfg, "w") as f:
-        f.write("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-                f"storage:\n  filesystem:\n    rootdirectory: {data}\n"
-                f"http:\n  addr: 127.0.0.1:{port}\n{extra}")
-    proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", cfg],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(250):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-            return proc, f"127.0.0.1:{port}"
-        except urllib.error.HTTPError:
-            return proc, f"127.0.0.1:{port}"  # 401: up, with auth
-        except Exception:
-            time.sleep(0.02)
-    proc.kill()
-    sys.exit("docker-registry did not start")
-
-
 def push_variant(host, repo, tag, n):
     """The example's manifest with an annotation of its own (its blobs are already there)."""
     m = json.loads(urllib.request.urlopen(urllib.request.Request(
@@ -160,7 +134,7 @@ def main():
     delay = args.delay_ms / 1000
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
-        reg, upstream = start_registry(tmp, data)
+        reg, upstream = bv.start_registry(tmp, data)
         proxy = rt.Proxy(upstream)
         host = proxy.host
         refs = []
@@ -180,7 +154,7 @@ def main():
             reg.kill()
             reg.wait()
         tokens = TokenServer(tmp)
-        reg, upstream = start_registry(
+        reg, upstream = bv.start_registry(
             tmp, data,
             f"auth:\n  token:\n    realm: {tokens.realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n"
             f"    rootcertbundle: {tokens.cert}\n")
@@ -232,15 +206,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        with open(path) as f:
-            doc = f.read()
-        start, end = "<!-- bench-registry:start -->", "<!-- bench-registry:end -->"
-        new = f"{start}\n{text}\n{end}"
-        doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: new, doc, flags=re.S) \
-            if start in doc else doc + "\n" + new + "\n"
-        with open(path, "w") as f:
-            f.write(doc)
+        bv.write_section("bench-registry", text)
 
 
 if __name__ == "__main__":

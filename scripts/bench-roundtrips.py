@@ -214,16 +214,7 @@ def main():
 
             # 2. cold reviews in one server
             proxy.delay = 0
-            cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                            "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-            policy = os.path.join(tmp, "policy.yaml")
-            with open(policy, "w") as f:
-                f.write("apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n"
-                        f"keys: [{{name: release, path: {PUB}}}]\n"
-                        f"rules:\n  - name: bench\n    images: [\"{host}/**\"]\n"
-                        "    authorities: [{key: {name: release}, tlog: skip}]\n")
+            cert, key, policy = bw.serve_files(tmp, host)
             port, mport = bv.free_port(), bv.free_port()
             server = subprocess.Popen([BIN, "serve", "--policy", policy, "--tls-cert", cert, "--tls-key", key,
                                        "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}",
@@ -294,15 +285,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        with open(path) as f:
-            doc = f.read()
-        start, end = "<!-- bench-roundtrips:start -->", "<!-- bench-roundtrips:end -->"
-        new = f"{start}\n{text}\n{end}"
-        doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: new, doc, flags=re.S) \
-            if start in doc else doc + "\n" + new + "\n"
-        with open(path, "w") as f:
-            f.write(doc)
+        bv.write_section("bench-roundtrips", text)
 
 
 if __name__ == "__main__":

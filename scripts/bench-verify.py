@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,14 +34,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_registry(tmp):
+def start_registry(tmp, data=None, extra=""):
+    """docker-registry on a free loopback port, storing in `data` (default tmp/data), with
+    `extra` appended to its config (e.g. an auth section); waits until it answers."""
     port = free_port()
-    cfg = os.path.join(tmp, "config.yml")
+    cfg = os.path.join(tmp, f"config-{port}.yml")
     with open(cfg, "w") as f:
         f.write(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {tmp}/data\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {data or os.path.join(tmp, 'data')}\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n{extra}"
         )
     proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", cfg],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -48,10 +51,29 @@ def start_registry(tmp):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
             return proc, f"127.0.0.1:{port}"
+        except urllib.error.HTTPError:
+            return proc, f"127.0.0.1:{port}"  # it answered (401: with auth)
         except Exception:
             time.sleep(0.02)
     proc.kill()
     sys.exit("docker-registry did not start")
+
+
+def write_section(name, text):
+    """Put `text` between the `<!-- NAME:start -->` and `<!-- NAME:end -->` markers of
+    BENCHMARKS.md (the section is appended when the markers are not there yet)."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    with open(path) as f:
+        doc = f.read()
+    new = f"{start}\n{text}\n{end}"
+    if start in doc and end in doc:
+        a, b = doc.index(start), doc.index(end) + len(end)
+        doc = doc[:a] + new + doc[b:]
+    else:
+        doc = doc + "\n" + new + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
 
 
 def push_example(host, repo):
@@ -177,13 +199,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        start, end = "<!-- bench-verify:start -->", "<!-- bench-verify:end -->"
-        with open(path) as f:
-            doc = f.read()
-        a, b = doc.index(start) + len(start), doc.index(end)
-        with open(path, "w") as f:
-            f.write(doc[:a] + "\n" + text + "\n" + doc[b:])
+        write_section("bench-verify", text)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,22 @@ def oha(load, binary, port, body_file, rate, conns, duration, skip=2.0):
             "n": len(kept), "server_us": server_cpu / len(rows) * 1e6, "others": load.others[-1]}
 
 
+def serve_files(tmp, host):
+    """A TLS certificate and key for 127.0.0.1 and a policy that trusts keys-example's key for
+    every image of `host` (signed without Rekor: tlog: skip), written into `tmp`."""
+    cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    policy = os.path.join(tmp, "policy.yaml")
+    with open(policy, "w") as f:
+        f.write("apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n"
+                f"keys: [{{name: release, path: {PUB}}}]\n"
+                f"rules:\n  - name: bench\n    images: [\"{host}/**\"]\n"
+                "    authorities: [{key: {name: release}, tlog: skip}]\n")
+    return cert, key, policy
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
@@ -261,16 +277,7 @@ def main():
                 bv.push_example(host, repo)
                 subprocess.run([BIN, "sign", f"{host}/{repo}:v1", "--key", KEY, "--registry-plain-http", host],
                                env=env, check=True, capture_output=True)
-            cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                            "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-            policy = os.path.join(tmp, "policy.yaml")
-            with open(policy, "w") as f:
-                f.write("apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n"
-                        f"keys: [{{name: release, path: {PUB}}}]\n"
-                        f"rules:\n  - name: bench\n    images: [\"{host}/**\"]\n"
-                        "    authorities: [{key: {name: release}, tlog: skip}]\n")
+            cert, key, policy = serve_files(tmp, host)
             port, mport = bv.free_port(), bv.free_port()
             server = subprocess.Popen([BIN, "serve", "--policy", policy, "--tls-cert", cert, "--tls-key", key,
                                        "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}",
@@ -392,14 +399,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        with open(path) as f:
-            doc = f.read()
-        start, end = "<!-- bench-webhook:start -->", "<!-- bench-webhook:end -->"
-        new = f"{start}\n{text}\n{end}"
-        doc = re.sub(re.escape(start) + ".*?" + re.escape(end), new, doc, flags=re.S) if start in doc else doc + "\n" + new + "\n"
-        with open(path, "w") as f:
-            f.write(doc)
+        bv.write_section("bench-webhook", text)
 
 
 if __name__ == "__main__":
