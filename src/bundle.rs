@@ -596,7 +596,7 @@ mod tests {
                 &parsed,
                 BundleArtifact::Bytes(b"{}"),
                 BundleAuthority::Identities(&ids),
-                &root,
+                root,
             )
             .unwrap_err();
             assert!(matches!(e, BundleError::Verify { .. }), "{e}");

@@ -742,20 +742,14 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
 
 /// A reference that does not parse, as a result of its own: the others are still verified.
 fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decision {
-    Decision {
-        reference: crate::escape_text(input),
-        digest: None,
-        verdict: Verdict::Deny,
-        rule: None,
-        reasons: vec![error_chain(e)],
-        signatures: Vec::new(),
-        failure: Some(crate::failure::Failure::Invalid),
-        source: None,
-        revision: None,
-        discovery: Vec::new(),
-        timings: Default::default(),
-        cached: false,
-    }
+    Decision::without_signatures(
+        crate::escape_text(input),
+        None,
+        Verdict::Deny,
+        None,
+        error_chain(e),
+        Some(crate::failure::Failure::Invalid),
+    )
 }
 
 async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {

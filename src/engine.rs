@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -78,18 +78,20 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn early(
-        reference: &ImageRef,
+    /// A decision reached without looking at a signature: one reason, no evidence.
+    pub fn without_signatures(
+        reference: String,
+        digest: Option<String>,
         verdict: Verdict,
-        rule: Option<&Rule>,
+        rule: Option<String>,
         reason: String,
         failure: Option<Failure>,
     ) -> Self {
         Decision {
-            reference: reference.to_string(),
-            digest: reference.digest().map(|d| d.to_string()),
+            reference,
+            digest,
             verdict,
-            rule: rule.map(|r| r.name.clone()),
+            rule,
             reasons: vec![reason],
             signatures: Vec::new(),
             failure,
@@ -99,6 +101,23 @@ impl Decision {
             timings: Timings::default(),
             cached: false,
         }
+    }
+
+    fn early(
+        reference: &ImageRef,
+        verdict: Verdict,
+        rule: Option<&Rule>,
+        reason: String,
+        failure: Option<Failure>,
+    ) -> Self {
+        Self::without_signatures(
+            reference.to_string(),
+            reference.digest().map(|d| d.to_string()),
+            verdict,
+            rule.map(|r| r.name.clone()),
+            reason,
+            failure,
+        )
     }
 }
 
@@ -161,11 +180,6 @@ impl Default for EngineConfig {
 /// A policy with its trust roots parsed (each with its verifier) and a fingerprint of all of it.
 pub struct CompiledPolicy {
     policy: Policy,
-    /// The policy's named trust roots, parsed once when the policy was read.
-    roots: HashMap<String, Arc<TrustRoot>>,
-    /// The embedded public-good root (for authorities that name none), shared by the process
-    /// and parsed on first use.
-    embedded: OnceLock<Option<Arc<TrustRoot>>>,
     /// sha256 over the policy text and every file it read (keys, trust roots).
     fingerprint: Arc<str>,
 }
@@ -176,15 +190,8 @@ impl CompiledPolicy {
     /// later. Nothing is fetched. `fingerprint` identifies the policy's content (see
     /// [`CompiledPolicy::from_file`]).
     pub fn new(policy: Policy, fingerprint: String) -> Self {
-        let roots = policy
-            .trust_roots
-            .iter()
-            .map(|tr| (tr.name.clone(), tr.root.clone()))
-            .collect();
         CompiledPolicy {
             policy,
-            roots,
-            embedded: OnceLock::new(),
             fingerprint: fingerprint.into(),
         }
     }
@@ -232,13 +239,17 @@ impl CompiledPolicy {
         &self.fingerprint
     }
 
+    /// A trust root the policy names (parsed when the policy was read), or for an authority
+    /// that names none the embedded public-good root (parsed once per process).
     fn root(&self, name: Option<&str>) -> Option<&TrustRoot> {
         match name {
-            Some(n) => self.roots.get(n).map(AsRef::as_ref),
-            None => self
-                .embedded
-                .get_or_init(|| TrustRoot::embedded_shared().ok())
-                .as_deref(),
+            Some(n) => self
+                .policy
+                .trust_roots
+                .iter()
+                .find(|tr| tr.name == n)
+                .map(|tr| tr.root.as_ref()),
+            None => TrustRoot::embedded_shared().ok().map(|r| r.as_ref()),
         }
     }
 
@@ -832,22 +843,14 @@ impl Engine {
                         Box::pin(async move {
                             match task.await {
                                 Ok(d) => d,
-                                Err(e) => Arc::new(Decision {
-                                    reference: fallback_ref,
-                                    digest: None,
-                                    verdict: Verdict::Deny,
-                                    rule: Some(rule_name),
-                                    reasons: vec![format!(
-                                        "internal error: the verification task failed: {e}"
-                                    )],
-                                    signatures: Vec::new(),
-                                    failure: Some(Failure::Policy),
-                                    source: None,
-                                    revision: None,
-                                    discovery: Vec::new(),
-                                    timings: Timings::default(),
-                                    cached: false,
-                                }),
+                                Err(e) => Arc::new(Decision::without_signatures(
+                                    fallback_ref,
+                                    None,
+                                    Verdict::Deny,
+                                    Some(rule_name),
+                                    format!("internal error: the verification task failed: {e}"),
+                                    Some(Failure::Policy),
+                                )),
                             }
                         });
                     let shared = fut.shared();

@@ -510,6 +510,7 @@ impl Validator<'_> {
             };
             let root = if trusted_root.value == "embedded" {
                 TrustRoot::embedded_shared()
+                    .map(Arc::clone)
                     .map_err(|e| self.at(trusted_root, error_chain(&e)))
                     .ok()
             } else {

@@ -151,13 +151,13 @@ impl TrustRoot {
     }
 
     /// The embedded public-good root, parsed once per process and shared.
-    pub fn embedded_shared() -> Result<Arc<Self>, TrustRootError> {
+    pub fn embedded_shared() -> Result<&'static Arc<Self>, TrustRootError> {
         static EMBEDDED: OnceLock<Arc<TrustRoot>> = OnceLock::new();
         if let Some(root) = EMBEDDED.get() {
-            return Ok(root.clone());
+            return Ok(root);
         }
         let root = Arc::new(Self::embedded()?);
-        Ok(EMBEDDED.get_or_init(|| root).clone())
+        Ok(EMBEDDED.get_or_init(|| root))
     }
 
     /// Parse a trusted_root.json and prepare its verifier; a root whose keys or certificates

@@ -48,6 +48,16 @@ pub enum SignError {
     },
 }
 
+/// The error of encoding `what` for `reference` (nothing is signed or sent then).
+fn encoding(reference: &str, what: &'static str) -> impl FnOnce(serde_json::Error) -> SignError {
+    let reference = reference.to_string();
+    move |source| SignError::Encode {
+        reference,
+        what,
+        source,
+    }
+}
+
 /// What `sign` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Signed {
@@ -90,17 +100,9 @@ pub async fn sign(
         source,
     };
     let digest = resolve(registry, target).await?.digest;
-    let encode_err = |what: &'static str| {
-        let reference = reference.clone();
-        move |source| SignError::Encode {
-            reference,
-            what,
-            source,
-        }
-    };
     let payload = SimpleSigning::new(&target.name(), &digest, annotations)
         .to_bytes()
-        .map_err(encode_err("simple-signing payload"))?;
+        .map_err(encoding(&reference, "simple-signing payload"))?;
     let signature = key.sign(&payload).map_err(|source| SignError::Key {
         reference: reference.clone(),
         source,
@@ -156,7 +158,7 @@ pub async fn sign(
         annotations: Some(ann),
         artifact_type: None,
     });
-    let config = cosign_config(&layers).map_err(encode_err("signature config"))?;
+    let config = cosign_config(&layers).map_err(encoding(&reference, "signature config"))?;
     let config_digest = registry.put_blob(target, &config).await.map_err(reg_err)?;
     let manifest = ImageManifest {
         schema_version: 2,
@@ -175,7 +177,7 @@ pub async fn sign(
         annotations: None,
     };
     let signatures = manifest.layers.len();
-    let body = serde_json::to_vec(&manifest).map_err(encode_err("signature manifest"))?;
+    let body = serde_json::to_vec(&manifest).map_err(encoding(&reference, "signature manifest"))?;
     registry
         .put_manifest(&sig_ref, &body, OCI_MANIFEST)
         .await
@@ -253,14 +255,6 @@ pub async fn sign_bundle(
     };
     let image = resolve(registry, target).await?;
     let digest = image.digest.clone();
-    let encode_err = |what: &'static str| {
-        let reference = reference.clone();
-        move |source| SignError::Encode {
-            reference,
-            what,
-            source,
-        }
-    };
 
     #[derive(Serialize)]
     struct Subject<'a> {
@@ -285,7 +279,8 @@ pub async fn sign_bundle(
         predicate_type: COSIGN_SIGN_PREDICATE,
         predicate: BTreeMap::new(),
     };
-    let payload = serde_json::to_vec(&statement).map_err(encode_err("in-toto statement"))?;
+    let payload =
+        serde_json::to_vec(&statement).map_err(encoding(&reference, "in-toto statement"))?;
     let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), payload.len()).into_bytes();
     pae.extend_from_slice(&payload);
     let signature = key.sign(&pae).map_err(|source| SignError::Key {
@@ -302,7 +297,7 @@ pub async fn sign_bundle(
             "signatures": [{"sig": b64.encode(&signature)}],
         },
     });
-    let bundle_bytes = serde_json::to_vec(&bundle).map_err(encode_err("bundle"))?;
+    let bundle_bytes = serde_json::to_vec(&bundle).map_err(encoding(&reference, "bundle"))?;
 
     // Blobs, then the referrer manifest (by digest), then the referrers tag: a failure leaves
     // nothing that points at a half-written signature.
@@ -351,7 +346,7 @@ pub async fn sign_bundle(
             ),
         ])),
     };
-    let body = serde_json::to_vec(&manifest).map_err(encode_err("referrer manifest"))?;
+    let body = serde_json::to_vec(&manifest).map_err(encoding(&reference, "referrer manifest"))?;
     let manifest_digest = Digest::sha256_of(&body);
     registry
         .put_manifest(
@@ -400,7 +395,8 @@ pub async fn sign_bundle(
                 index.manifests.push(referrer);
             }
             let n = index.manifests.len();
-            let body = serde_json::to_vec(&index).map_err(encode_err("referrers index"))?;
+            let body =
+                serde_json::to_vec(&index).map_err(encoding(&reference, "referrers index"))?;
             registry
                 .put_manifest(&tag_ref, &body, crate::registry::OCI_INDEX)
                 .await
