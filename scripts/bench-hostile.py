@@ -54,20 +54,6 @@ def digest_of(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def push_blob(host, repo, data):
-    d = digest_of(data)
-    r = urllib.request.urlopen(urllib.request.Request(
-        f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"))
-    loc = r.headers["Location"]
-    if loc.startswith("/"):
-        loc = f"http://{host}{loc}"
-    sep = "&" if "?" in loc else "?"
-    urllib.request.urlopen(urllib.request.Request(
-        f"{loc}{sep}digest={d}", data=data, method="PUT",
-        headers={"Content-Type": "application/octet-stream"}))
-    return d
-
-
 def push_manifest(host, repo, ref, body):
     urllib.request.urlopen(urllib.request.Request(
         f"http://{host}/v2/{repo}/manifests/{ref}", data=body, method="PUT",
@@ -90,7 +76,7 @@ def descriptor(media_type, digest, size, annotations=None):
 
 def manifest(host, repo, layers):
     config = b"{}"
-    cd = push_blob(host, repo, config)
+    cd = bv.push_blob(host, repo, config)
     # Compact, as registries store them: 18,000 layers must stay under distribution's 4 MiB.
     return json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -103,7 +89,7 @@ def push_image(host, repo, seed):
     layer = f"layer of {seed}".encode()
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": [digest_of(layer)]}}).encode()
-    ld, cd = push_blob(host, repo, layer), push_blob(host, repo, config)
+    ld, cd = bv.push_blob(host, repo, layer), bv.push_blob(host, repo, config)
     body = json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": descriptor("application/vnd.oci.image.config.v1+json", cd, len(config)),
@@ -134,7 +120,7 @@ def prepare(scenario, ocigate, host, env):
         sign(ocigate, host, ref, "bundle", env)
     if scenario in ("planted-300", "planted-18k"):
         big = b"x" * (4 << 20)
-        bd = push_blob(host, repo, big)
+        bd = bv.push_blob(host, repo, big)
         n = 300 if scenario == "planted-300" else 18_000
         push_manifest(host, repo, sig_tag, manifest(host, repo, [hostile_layer(bd, len(big))] * n))
     if scenario == "budget":
@@ -143,7 +129,7 @@ def prepare(scenario, ocigate, host, env):
         i = 0
         while len(layers) < 256:
             payload = f"planted payload {i} ".encode().ljust(64 << 10, b".")
-            layers.append(hostile_layer(push_blob(host, repo, payload), len(payload),
+            layers.append(hostile_layer(bv.push_blob(host, repo, payload), len(payload),
                                         {"padding": "p" * (14 << 10)}))
             i += 1
         push_manifest(host, repo, sig_tag, manifest(host, repo, layers))

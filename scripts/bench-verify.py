@@ -76,6 +76,21 @@ def write_section(name, text):
         f.write(doc)
 
 
+def push_blob(host, repo, data):
+    """A monolithic blob upload (POST, then PUT ?digest=) over plain HTTP; returns the digest."""
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = urllib.request.urlopen(urllib.request.Request(
+        f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"))
+    loc = r.headers["Location"]
+    if loc.startswith("/"):
+        loc = f"http://{host}{loc}"
+    sep = "&" if "?" in loc else "?"
+    urllib.request.urlopen(urllib.request.Request(
+        f"{loc}{sep}digest={d}", data=data, method="PUT",
+        headers={"Content-Type": "application/octet-stream"}))
+    return d
+
+
 def push_example(host, repo):
     with open(os.path.join(LAYOUT, "index.json")) as f:
         index = json.load(f)
@@ -91,15 +106,7 @@ def push_example(host, repo):
     for d in [m["config"]["digest"]] + [l["digest"] for l in m["layers"]]:
         data = blob(d)
         assert "sha256:" + hashlib.sha256(data).hexdigest() == d
-        r = urllib.request.urlopen(urllib.request.Request(
-            f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"))
-        loc = r.headers["Location"]
-        if loc.startswith("/"):
-            loc = f"http://{host}{loc}"
-        sep = "&" if "?" in loc else "?"
-        urllib.request.urlopen(urllib.request.Request(
-            f"{loc}{sep}digest={d}", data=data, method="PUT",
-            headers={"Content-Type": "application/octet-stream"}))
+        push_blob(host, repo, data)
     urllib.request.urlopen(urllib.request.Request(
         f"http://{host}/v2/{repo}/manifests/v1", data=manifest, method="PUT",
         headers={"Content-Type": m["mediaType"]}))
