@@ -46,8 +46,10 @@ Examples:
   ocigate verify localhost:5000/app:v1 --key cosign.pub --insecure-ignore-tlog
   ocigate verify ghcr.io/acme/app:v1 --certificate-identity-regexp '^https://github.com/acme/' \\
       --certificate-oidc-issuer https://token.actions.githubusercontent.com
+  ocigate verify ghcr.io/acme/app:v1 --platform linux/arm64 --policy policy.yaml
   kustomize build overlays/prod | ocigate verify --manifests - --policy policy.yaml
   ocigate sign localhost:5000/app:v1 --key cosign.key -a env=prod
+  ocigate sign localhost:5000/app:v1 --key cosign.key --recursive  # the index and each platform
   ocigate discover ghcr.io/acme/app:v1 -o json
   ocigate policy check policy.yaml
 
@@ -56,7 +58,7 @@ The policy format: docs/policy.md. Registry credentials and TLS: the README's Re
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Verify references against a policy file or a public key.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Verify a Sigstore bundle over a file or a sha256 digest (sigstore-conformance protocol).
     VerifyBundle(VerifyBundleArgs),
     /// List every signature found for a reference, and where else was looked.
@@ -304,6 +306,11 @@ struct VerifyArgs {
     /// How many references are verified at once; results still come in input order.
     #[arg(long, default_value_t = 16, value_name = "N")]
     jobs: usize,
+    /// Verify the manifest each REF's index lists for this platform (`os/arch[/variant]`,
+    /// e.g. linux/arm64), instead of the index itself: its own signatures must satisfy the
+    /// policy. Without it, a multi-platform REF is verified by the index's digest, as cosign does.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = crate::platform::Platform::parse, conflicts_with = "manifests")]
+    platform: Option<crate::platform::Platform>,
     /// Policy file (the format: docs/policy.md).
     #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
     policy: Option<PathBuf>,
@@ -403,6 +410,10 @@ struct SignArgs {
     /// legacy: cosign v2's `.sig` tag; bundle: cosign v3's Sigstore bundle as an OCI referrer.
     #[arg(long, value_enum, default_value_t = SignFormat::Legacy)]
     format: SignFormat,
+    /// For a multi-platform REF: sign each platform manifest its index lists, then the index
+    /// (as cosign's --recursive). Without it only the digest REF names is signed.
+    #[arg(long)]
+    recursive: bool,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -488,7 +499,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Verify(a) => verify(a).await,
+        Command::Verify(a) => verify(*a).await,
         Command::VerifyBundle(a) => verify_bundle(a),
         Command::Discover(a) => discover(a).await,
         Command::Sign(a) => sign(a).await,
@@ -851,10 +862,13 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
     // Every check, in input order; at most --jobs run at once.
     type Check<'e> = std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'e>>;
     let mut checks: Vec<Check<'_>> = Vec::new();
-    for r in &refs {
-        checks.push(Box::pin(engine.check(r)));
-    }
     let deadline = engine.config().deadline;
+    for r in &refs {
+        checks.push(match &a.platform {
+            Some(p) => Box::pin(engine.check_platform(r, p, deadline)),
+            None => Box::pin(engine.check(r)),
+        });
+    }
     for (origin, source) in found {
         let engine = engine.clone();
         checks.push(Box::pin(async move {
@@ -1441,27 +1455,38 @@ async fn sign(a: SignArgs) -> Result<ExitCode, CliError> {
     let key = SigningKey::from_encrypted_pem(&pem, pw.as_bytes(), &a.key.display().to_string())
         .map_err(boxed)?;
     let registry = registry_for(&a.registry, &[&r])?;
-    let signed = match a.format {
-        SignFormat::Legacy => crate::sign::sign(&registry, &key, &r, &annotations).await,
-        SignFormat::Bundle => crate::sign::sign_bundle(&registry, &key, &r, &annotations).await,
-    }
-    .map_err(boxed)?;
-    if signed.added {
-        println!(
-            "signed {}@{} -> {} ({} signature(s))",
-            r.name(),
-            signed.digest,
-            signed.stored_at,
-            signed.signatures
-        );
+    let targets = if a.recursive {
+        crate::sign::recursive_targets(&registry, &r)
+            .await
+            .map_err(boxed)?
     } else {
-        println!(
-            "already signed: {}@{} has this key's signature of this payload in {} ({} signature(s)); nothing added",
-            r.name(),
-            signed.digest,
-            signed.stored_at,
-            signed.signatures
-        );
+        vec![r]
+    };
+    for target in &targets {
+        let signed = match a.format {
+            SignFormat::Legacy => crate::sign::sign(&registry, &key, target, &annotations).await,
+            SignFormat::Bundle => {
+                crate::sign::sign_bundle(&registry, &key, target, &annotations).await
+            }
+        }
+        .map_err(boxed)?;
+        if signed.added {
+            println!(
+                "signed {}@{} -> {} ({} signature(s))",
+                target.name(),
+                signed.digest,
+                signed.stored_at,
+                signed.signatures
+            );
+        } else {
+            println!(
+                "already signed: {}@{} has this key's signature of this payload in {} ({} signature(s)); nothing added",
+                target.name(),
+                signed.digest,
+                signed.stored_at,
+                signed.signatures
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,7 @@ use crate::discover::{
 };
 use crate::extract::{Artifact, Source};
 pub use crate::failure::Failure;
+use crate::platform::Platform;
 use crate::policy::{
     Authority, AuthorityKind, CandidateOutcome, FluxVerification, NoMatch, Policy, Rule, RuleMatch,
     Tlog, Verdict, evaluate, failed_verdict,
@@ -75,6 +76,19 @@ pub struct Decision {
     /// Whether this decision came from the cache (or joined a verification already running).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// With `--platform`: the platform asked for and the index whose entry was verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformPick>,
+}
+
+/// Which entry of an index a decision is about (`verify --platform`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformPick {
+    /// As asked: `os/arch[/variant]`.
+    pub platform: String,
+    /// The index's digest; the decision's `digest` is the platform manifest's.
+    pub index: String,
 }
 
 impl Decision {
@@ -100,6 +114,7 @@ impl Decision {
             discovery: Vec::new(),
             timings: Timings::default(),
             cached: false,
+            platform: None,
         }
     }
 
@@ -505,6 +520,7 @@ impl Cached {
             discovery: Vec::new(),
             timings: Timings::default(),
             cached: true,
+            platform: None,
         }
     }
 }
@@ -881,6 +897,132 @@ impl Engine {
         }
     }
 
+    /// Decide on the manifest an index lists for `platform` (`verify --platform`): the index
+    /// is fetched, its entry for the platform chosen, and that manifest checked as
+    /// [`Engine::check_within`] does. A platform manifest found unsigned while the index is
+    /// signed says so: a signature on an index does not cover the manifests it lists.
+    pub async fn check_platform(
+        &self,
+        reference: &ImageRef,
+        platform: &Platform,
+        deadline: Duration,
+    ) -> Decision {
+        let started = Instant::now();
+        let policy = self.policy();
+        let rule = match plan(&policy, reference) {
+            Ok(r) => r,
+            Err(d) => return *d,
+        };
+        let fail = |reason: String, failure: Failure| {
+            Decision::early(
+                reference,
+                failed_verdict(rule.mode),
+                Some(rule),
+                reason,
+                Some(failure),
+            )
+        };
+        let fetching = crate::registry::with_deadline(
+            started + deadline,
+            self.inner.registry.get_manifest(reference),
+        );
+        let index = match tokio::time::timeout(deadline, fetching).await {
+            Err(_) => {
+                return fail(
+                    format!(
+                        "timed out resolving {reference} after {} s",
+                        deadline.as_secs_f64()
+                    ),
+                    Failure::Timeout,
+                );
+            }
+            Ok(Err(e)) => {
+                return fail(
+                    format!("cannot resolve {reference}: {}", error_chain(&e)),
+                    registry_failure(&e),
+                );
+            }
+            Ok(Ok(None)) => {
+                return fail(format!("{reference} was not found"), Failure::NotFound);
+            }
+            Ok(Ok(Some(m))) => m,
+        };
+        let entries = match crate::platform::index_entries(&index.media_type, &index.bytes) {
+            Ok(Some(entries)) => entries,
+            Ok(None) => {
+                return fail(
+                    format!(
+                        "{reference} ({}) is a single manifest, not an index of platforms: there \
+                         is no {platform} entry to pick; verify it without --platform",
+                        index.digest
+                    ),
+                    Failure::NotFound,
+                );
+            }
+            Err(e) => {
+                return fail(
+                    format!("the index {reference} ({}): {e}", index.digest),
+                    Failure::Registry,
+                );
+            }
+        };
+        let Some(entry) = crate::platform::select(&entries, platform) else {
+            return fail(
+                format!(
+                    "the index {reference} ({}) lists no {platform} manifest; it lists {}",
+                    index.digest,
+                    crate::platform::listed_platforms(&entries)
+                ),
+                Failure::NotFound,
+            );
+        };
+        let child = reference.with_digest(entry.digest.clone());
+        let mut d = self
+            .check_within(&child, deadline.saturating_sub(started.elapsed()))
+            .await;
+        d.reasons.insert(
+            0,
+            format!(
+                "platform {platform}: the manifest {} listed by the index {}",
+                entry.digest, index.digest
+            ),
+        );
+        if d.failure == Some(Failure::Unsigned) {
+            let of_index = self
+                .check_within(
+                    &reference.with_digest(index.digest.clone()),
+                    deadline.saturating_sub(started.elapsed()),
+                )
+                .await;
+            let how = match of_index.failure {
+                None if of_index.verdict == Verdict::Allow => {
+                    Some(format!("is signed and passes rule {}", rule.name))
+                }
+                Some(
+                    Failure::Untrusted | Failure::Mismatch | Failure::Annotation | Failure::Tlog,
+                ) => Some(format!(
+                    "is signed, though not as rule {} requires ({})",
+                    rule.name,
+                    of_index.failure.map_or("", |f| f.as_str())
+                )),
+                _ => None,
+            };
+            if let Some(how) = how {
+                d.reasons.push(format!(
+                    "the index {} {how}, but a signature on an index does not cover the \
+                     platform manifests it lists: verify the index (without --platform), or \
+                     sign each platform manifest too (ocigate sign --recursive)",
+                    index.digest
+                ));
+            }
+        }
+        d.platform = Some(PlatformPick {
+            platform: platform.to_string(),
+            index: index.digest.to_string(),
+        });
+        d
+    }
+
     /// Decide on one source found by [`crate::extract`]: its artifact (see
     /// [`Engine::check_artifact`]) and, for a Flux source under a rule with
     /// `fluxVerification: required`, whether Flux verifies it itself too.
@@ -937,6 +1079,7 @@ impl Engine {
                     discovery: Vec::new(),
                     timings: Timings::default(),
                     cached: false,
+                    platform: None,
                 };
             }
             Artifact::Semver {
@@ -1203,6 +1346,7 @@ impl Engine {
                 ..Timings::default()
             },
             cached: false,
+            platform: None,
         };
         let paths = match found {
             Ok(paths) => paths,
@@ -1380,6 +1524,7 @@ mod tests {
             discovery: Vec::new(),
             timings: Timings::default(),
             cached: false,
+            platform: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod extract;
 pub mod failure;
 pub mod payload;
+pub mod platform;
 pub mod policy;
 pub mod reference;
 pub mod registry;

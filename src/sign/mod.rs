@@ -40,6 +40,17 @@ pub enum SignError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("sign {reference}: the index {index} cannot be read for --recursive")]
+    Index {
+        reference: String,
+        index: Digest,
+        #[source]
+        source: crate::platform::IndexError,
+    },
+    #[error("sign {reference}: --recursive found more than {limit} manifests")]
+    TooManyManifests { reference: String, limit: usize },
+    #[error("sign {reference}: --recursive found indexes nested more than {limit} deep")]
+    TooDeep { reference: String, limit: usize },
     #[error("sign {reference}: signing failed")]
     Key {
         reference: String,
@@ -85,6 +96,66 @@ async fn resolve(registry: &Registry, target: &ImageRef) -> Result<Manifest, Sig
         .ok_or_else(|| SignError::NotFound {
             reference: target.to_string(),
         })
+}
+
+/// Most manifests `sign --recursive` signs for one reference, and most levels of indexes it
+/// follows (an index of indexes is rare; a registry that nests them without end is hostile).
+pub const MAX_RECURSIVE_MANIFESTS: usize = 1024;
+pub const MAX_INDEX_DEPTH: usize = 4;
+
+/// What `sign --recursive` signs for `target`, each pinned to its digest: every manifest its
+/// index lists (and, for an index of indexes, theirs), each once, then the index itself — the
+/// index last, so that a failure part-way leaves the index unsigned. A single manifest is
+/// just itself.
+pub async fn recursive_targets(
+    registry: &Registry,
+    target: &ImageRef,
+) -> Result<Vec<ImageRef>, SignError> {
+    let reference = target.to_string();
+    let top = resolve(registry, target).await?;
+    let mut seen = std::collections::HashSet::from([top.digest.clone()]);
+    let mut out = Vec::new();
+    let mut level = vec![top.clone()];
+    for depth in 0..=MAX_INDEX_DEPTH {
+        let mut next = Vec::new();
+        for index in &level {
+            let entries = crate::platform::index_entries(&index.media_type, &index.bytes).map_err(
+                |source| SignError::Index {
+                    reference: reference.clone(),
+                    index: index.digest.clone(),
+                    source,
+                },
+            )?;
+            for entry in entries.into_iter().flatten() {
+                if !seen.insert(entry.digest.clone()) {
+                    continue;
+                }
+                if depth == MAX_INDEX_DEPTH {
+                    return Err(SignError::TooDeep {
+                        reference,
+                        limit: MAX_INDEX_DEPTH,
+                    });
+                }
+                if out.len() >= MAX_RECURSIVE_MANIFESTS {
+                    return Err(SignError::TooManyManifests {
+                        reference,
+                        limit: MAX_RECURSIVE_MANIFESTS,
+                    });
+                }
+                let child = target.with_digest(entry.digest.clone());
+                if entry.is_index() {
+                    next.push(resolve(registry, &child).await?);
+                }
+                out.push(child);
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    out.push(target.with_digest(top.digest));
+    Ok(out)
 }
 
 /// Resolve `target` to its digest and attach a legacy cosign signature made with `key`.

@@ -573,3 +573,69 @@ fn signing_twice_adds_no_duplicate_layer() {
     let v = cosign_verify(&bin, dir.path(), &public, &r.to_string());
     assert_eq!(v.code, 0, "{v:?}");
 }
+
+#[test]
+fn recursive_signatures_agree_with_cosign_both_ways() {
+    let Some(bin) = cosign_or_skip("recursive_signatures_agree_with_cosign_both_ways") else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+
+    // cosign --recursive; ocigate verifies each platform manifest.
+    let (key, public) = cosign_keys(&bin, dir.path(), "cosign");
+    let r = reg.reference("peer/multi-by-cosign:v1");
+    let (_, children) = push_index(&client, &r, &["linux/amd64", "linux/arm64"]);
+    let mut args = vec![
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--use-signing-config=false",
+        "--new-bundle-format=false",
+        "--tlog-upload=false",
+        "--allow-insecure-registry",
+        "--yes",
+        "--recursive",
+    ];
+    let target = r.to_string();
+    args.push(&target);
+    let s = cosign(&bin, dir.path(), &args);
+    assert_eq!(s.code, 0, "{s:?}");
+    for (platform, child) in [("linux/amd64", &children[0]), ("linux/arm64", &children[1])] {
+        let v = verify(
+            &reg,
+            &[
+                &target,
+                "--platform",
+                platform,
+                "--key",
+                public.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+        );
+        assert_eq!(v.code, 0, "{v:?}");
+        assert_eq!(v.json()["results"][0]["digest"], child.to_string(), "{v:?}");
+    }
+
+    // ocigate --recursive; cosign verifies each platform manifest by digest, and the index.
+    let (key, public) = generate_keys(dir.path(), "release");
+    let r = reg.reference("peer/multi-by-ocigate:v1");
+    let (index, children) = push_index(&client, &r, &["linux/amd64", "linux/arm64"]);
+    let s = sign(&reg, &key, &r.to_string(), &["--recursive"]);
+    assert_eq!(s.code, 0, "{s:?}");
+    for d in children.iter().chain([&index]) {
+        let pinned = r.with_digest(d.clone()).to_string();
+        let v = cosign_verify(&bin, dir.path(), &public, &pinned);
+        assert_eq!(v.code, 0, "{pinned}: {v:?}");
+    }
+    // Without --recursive only the index is signed: cosign, too, finds no signature on a
+    // platform manifest.
+    let r = reg.reference("peer/index-only:v1");
+    let (_, children) = push_index(&client, &r, &["linux/amd64"]);
+    assert_eq!(sign(&reg, &key, &r.to_string(), &[]).code, 0);
+    let pinned = r.with_digest(children[0].clone()).to_string();
+    let v = cosign_verify(&bin, dir.path(), &public, &pinned);
+    assert_ne!(v.code, 0, "{v:?}");
+}

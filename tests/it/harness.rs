@@ -339,6 +339,46 @@ pub fn push_image_with(
     })
 }
 
+/// Push one image per platform (`os/arch[/variant]`) and an OCI index listing them at `r`;
+/// returns the index's digest and each platform's manifest digest, in order.
+pub fn push_index(client: &Registry, r: &ImageRef, platforms: &[&str]) -> (Digest, Vec<Digest>) {
+    let mut entries = Vec::new();
+    let mut children = Vec::new();
+    for p in platforms {
+        let child_ref = r.with_tag(&format!("platform-{}", p.replace('/', "-")));
+        let d = push_image(client, &child_ref, &format!("{r} for {p}"));
+        let size = block_on(client.get_manifest(&child_ref))
+            .expect("fetch child")
+            .expect("child exists")
+            .bytes
+            .len();
+        let mut parts = p.split('/');
+        let mut platform = serde_json::json!({
+            "os": parts.next().expect("os"),
+            "architecture": parts.next().expect("arch"),
+        });
+        if let Some(v) = parts.next() {
+            platform["variant"] = v.into();
+        }
+        entries.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": d.to_string(),
+            "size": size,
+            "platform": platform,
+        }));
+        children.push(d);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": ocigate::registry::OCI_INDEX,
+        "manifests": entries,
+    });
+    let body = serde_json::to_vec(&index).expect("json");
+    let digest =
+        block_on(client.put_manifest(r, &body, ocigate::registry::OCI_INDEX)).expect("push index");
+    (digest, children)
+}
+
 pub fn desc(media_type: &str, d: &Digest, size: usize) -> Descriptor {
     Descriptor {
         media_type: media_type.into(),

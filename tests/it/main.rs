@@ -15,6 +15,7 @@ mod faults;
 mod harness;
 mod manifests;
 mod pki;
+mod platforms;
 mod proxy;
 mod referrers;
 mod roundtrip;
