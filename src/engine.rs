@@ -564,6 +564,9 @@ struct Resolved {
     digest: Digest,
     source: Option<String>,
     revision: Option<String>,
+    /// When the tag names an index: the manifests it lists (for the message of a platform
+    /// manifest pinned under that tag and found unsigned).
+    lists: Option<Arc<[crate::platform::IndexEntry]>>,
 }
 
 /// Where a running check is, for the deadline's message.
@@ -738,7 +741,76 @@ impl Engine {
     /// Decide on one reference within `deadline`. When the deadline runs out the answer is a
     /// deny (under enforce) naming the stage and host; the verification goes on in the
     /// background and fills the cache, so that a retry is answered at once.
+    ///
+    /// A platform manifest pinned under a tag that names a signed index
+    /// (`repo:tag@sha256:<platform manifest>`) and found unsigned says so.
     pub async fn check_within(&self, reference: &ImageRef, deadline: Duration) -> Decision {
+        let started = Instant::now();
+        let mut d = self.decide(reference, deadline).await;
+        if d.failure == Some(Failure::Unsigned)
+            && let (Some(tag), Some(digest)) = (reference.tag(), reference.digest())
+        {
+            let by_tag = reference.with_tag(tag);
+            let resolving =
+                crate::registry::with_deadline(started + deadline, self.resolve(&by_tag));
+            let remaining = deadline.saturating_sub(started.elapsed());
+            if let Ok(Ok(index)) = tokio::time::timeout(remaining, resolving).await
+                && index.digest != *digest
+                && let Some(entry) = index
+                    .lists
+                    .as_deref()
+                    .and_then(|l| l.iter().find(|e| e.digest == *digest))
+            {
+                let listed = entry
+                    .platform
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!(" (for {p})"));
+                let index_ref = reference.with_digest(index.digest.clone());
+                let lead = format!(
+                    "the tag {tag} names the index {}, which lists this manifest{listed}; the index",
+                    index.digest
+                );
+                let remaining = deadline.saturating_sub(started.elapsed());
+                if let Some(note) = self.signed_index_note(&index_ref, &lead, remaining).await {
+                    d.reasons.push(note);
+                }
+            }
+        }
+        d
+    }
+
+    /// If the index `index_ref` (pinned) has signatures, why they do not help a platform
+    /// manifest it lists: `lead` names the index, then "is signed …".
+    async fn signed_index_note(
+        &self,
+        index_ref: &ImageRef,
+        lead: &str,
+        deadline: Duration,
+    ) -> Option<String> {
+        let of_index = self.decide(index_ref, deadline).await;
+        let rule = of_index.rule.as_deref().unwrap_or("?");
+        let how = match of_index.failure {
+            None if of_index.verdict == Verdict::Allow => {
+                format!("is signed and passes rule {rule}")
+            }
+            Some(
+                f @ (Failure::Untrusted | Failure::Mismatch | Failure::Annotation | Failure::Tlog),
+            ) => {
+                format!(
+                    "is signed, though not as rule {rule} requires ({})",
+                    f.as_str()
+                )
+            }
+            _ => return None,
+        };
+        Some(format!(
+            "{lead} {how}, but a signature on an index does not cover the platform manifests it \
+             lists: verify the index, or sign each platform manifest too (ocigate sign --recursive)"
+        ))
+    }
+
+    /// [`Engine::check_within`] without the note on a signed index.
+    async fn decide(&self, reference: &ImageRef, deadline: Duration) -> Decision {
         let started = Instant::now();
         let policy = self.policy();
         let name = reference.name();
@@ -770,6 +842,7 @@ impl Engine {
                 digest: d.clone(),
                 source: None,
                 revision: None,
+                lists: None,
             },
             None => {
                 let remaining = deadline.saturating_sub(started.elapsed());
@@ -978,7 +1051,7 @@ impl Engine {
         };
         let child = reference.with_digest(entry.digest.clone());
         let mut d = self
-            .check_within(&child, deadline.saturating_sub(started.elapsed()))
+            .decide(&child, deadline.saturating_sub(started.elapsed()))
             .await;
         d.reasons.insert(
             0,
@@ -988,32 +1061,11 @@ impl Engine {
             ),
         );
         if d.failure == Some(Failure::Unsigned) {
-            let of_index = self
-                .check_within(
-                    &reference.with_digest(index.digest.clone()),
-                    deadline.saturating_sub(started.elapsed()),
-                )
-                .await;
-            let how = match of_index.failure {
-                None if of_index.verdict == Verdict::Allow => {
-                    Some(format!("is signed and passes rule {}", rule.name))
-                }
-                Some(
-                    Failure::Untrusted | Failure::Mismatch | Failure::Annotation | Failure::Tlog,
-                ) => Some(format!(
-                    "is signed, though not as rule {} requires ({})",
-                    rule.name,
-                    of_index.failure.map_or("", |f| f.as_str())
-                )),
-                _ => None,
-            };
-            if let Some(how) = how {
-                d.reasons.push(format!(
-                    "the index {} {how}, but a signature on an index does not cover the \
-                     platform manifests it lists: verify the index (without --platform), or \
-                     sign each platform manifest too (ocigate sign --recursive)",
-                    index.digest
-                ));
+            let lead = format!("the index {}", index.digest);
+            let index_ref = reference.with_digest(index.digest.clone());
+            let remaining = deadline.saturating_sub(started.elapsed());
+            if let Some(note) = self.signed_index_note(&index_ref, &lead, remaining).await {
+                d.reasons.push(note);
             }
         }
         d.platform = Some(PlatformPick {
@@ -1192,10 +1244,15 @@ impl Engine {
             }
         };
         let (source, revision) = manifest_trace(&manifest, &reference.name());
+        let lists = crate::platform::index_entries(&manifest.media_type, &manifest.bytes)
+            .ok()
+            .flatten()
+            .map(Arc::from);
         let r = Resolved {
             digest: manifest.digest.clone(),
             source,
             revision,
+            lists,
         };
         if !self.inner.config.resolve_ttl.is_zero() {
             self.inner.resolved.insert(key, r.clone());

@@ -130,6 +130,30 @@ fn an_unsigned_platform_manifest_under_a_signed_index_says_so() {
     assert_eq!(res["digest"], children[0].to_string());
     assert_eq!(res["platform"]["index"], index.to_string());
 
+    // Pinned by digest under the tag (`repo:tag@sha256:<platform manifest>`): the tag's
+    // index is found and named.
+    let pinned = r.with_digest(children[1].clone()).to_string();
+    let mut args = vec![pinned.as_str()];
+    args.extend(key_args(&public));
+    let v = verify(&reg, &args);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(
+        v.stdout.contains(&format!(
+            "the tag v1 names the index {index}, which lists this manifest (for linux/arm64); the index is signed and passes rule"
+        )),
+        "{v:?}"
+    );
+    // By digest alone nothing names the index: plain unsigned.
+    let bare_digest = format!("{}@{}", r.name(), children[1]);
+    let mut args = vec![bare_digest.as_str()];
+    args.extend(key_args(&public));
+    let v = verify(&reg, &args);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(
+        v.stdout.contains("(unsigned)") && !v.stdout.contains("is signed"),
+        "{v:?}"
+    );
+
     // Signed by another key: the index is signed, but not as this rule requires.
     let (_, stranger) = generate_keys(dir.path(), "stranger");
     let mut args = vec![r.to_string(), "--platform".into(), "linux/arm64".into()];

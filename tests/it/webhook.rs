@@ -713,3 +713,36 @@ fn a_hanging_kubernetes_api_is_bounded_by_the_deadline() {
     let msg = out["response"]["status"]["message"].as_str().unwrap();
     assert!(msg.contains("timed out reading"), "{msg}");
 }
+
+#[test]
+fn a_pod_pinned_to_an_unsigned_platform_manifest_of_a_signed_index_is_told_why() {
+    let Some(k) = kube_tools_or_skip(
+        "a_pod_pinned_to_an_unsigned_platform_manifest_of_a_signed_index_is_told_why",
+    ) else {
+        return;
+    };
+    let c = cluster();
+    let multi = c.reg.reference("apps/multi:v2");
+    let (index, children) = push_index(&c.reg.client(), &multi, &["linux/amd64", "linux/arm64"]);
+    let key = c.dir.path().join("k.key");
+    assert_eq!(sign(&c.reg, &key, &multi.to_string(), &[]).code, 0);
+    let server = start_serve(&c.policy, &c.tls, &c.reg.host(), &[]);
+
+    // By tag: the index's signature is the one checked, as cosign does.
+    let by_tag = write(c.dir.path(), "tag.yaml", &pod("tag", &multi.to_string()));
+    let run = kwhclient(&k, &server, &c.tls, &by_tag, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // Pinned to the arm64 manifest under the tag: denied, and told that the index is signed.
+    let pinned = multi.with_digest(children[1].clone()).to_string();
+    let obj = write(c.dir.path(), "pinned.yaml", &pod("pinned", &pinned));
+    let run = kwhclient(&k, &server, &c.tls, &obj, &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("[unsigned]"), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("names the index {index}"))
+            && run.stdout.contains("(for linux/arm64)")
+            && run.stdout.contains("sign --recursive"),
+        "{run:?}"
+    );
+}
