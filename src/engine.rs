@@ -995,30 +995,15 @@ impl Engine {
                 Some(failure),
             )
         };
-        let fetching = crate::registry::with_deadline(
-            started + deadline,
-            self.inner.registry.get_manifest(reference),
+        let fetching = self.inner.registry.get_manifest(reference);
+        let (doing, step) = (
+            format!("resolving {reference}"),
+            format!("resolve {reference}"),
         );
-        let index = match tokio::time::timeout(deadline, fetching).await {
-            Err(_) => {
-                return fail(
-                    format!(
-                        "timed out resolving {reference} after {} s",
-                        deadline.as_secs_f64()
-                    ),
-                    Failure::Timeout,
-                );
-            }
-            Ok(Err(e)) => {
-                return fail(
-                    format!("cannot resolve {reference}: {}", error_chain(&e)),
-                    registry_failure(&e),
-                );
-            }
-            Ok(Ok(None)) => {
-                return fail(format!("{reference} was not found"), Failure::NotFound);
-            }
-            Ok(Ok(Some(m))) => m,
+        let index = match registry_step(deadline, &doing, &step, fetching).await {
+            Err((reason, failure)) => return fail(reason, failure),
+            Ok(None) => return fail(format!("{reference} was not found"), Failure::NotFound),
+            Ok(Some(m)) => m,
         };
         let entries = match crate::platform::index_entries(&index.media_type, &index.bytes) {
             Ok(Some(entries)) => entries,
@@ -1164,25 +1149,14 @@ impl Engine {
                 );
             }
         };
-        let listing =
-            crate::registry::with_deadline(Instant::now() + deadline, self.tags(repository));
-        let tags = match tokio::time::timeout(deadline, listing).await {
-            Err(_) => {
-                return fail(
-                    format!(
-                        "timed out listing the tags of {repository} after {} s",
-                        deadline.as_secs_f64()
-                    ),
-                    Failure::Timeout,
-                );
-            }
-            Ok(Err(e)) => {
-                return fail(
-                    format!("cannot list the tags of {repository}: {}", error_chain(&e)),
-                    registry_failure(&e),
-                );
-            }
-            Ok(Ok(tags)) => tags,
+        let listing = self.tags(repository);
+        let (doing, step) = (
+            format!("listing the tags of {repository}"),
+            format!("list the tags of {repository}"),
+        );
+        let tags = match registry_step(deadline, &doing, &step, listing).await {
+            Err((reason, failure)) => return fail(reason, failure),
+            Ok(tags) => tags,
         };
         let Some(tag) = crate::extract::pick_highest(&tags, constraint, filter.as_ref()) else {
             return fail(
@@ -1507,6 +1481,28 @@ fn plan<'p>(policy: &'p CompiledPolicy, reference: &ImageRef) -> Result<&'p Rule
 }
 
 /// A shared decision as one requester sees it: its own spelling of the reference.
+/// Registry requests `fut` within `deadline` (each request cut to what is left). A failure
+/// is "timed out {doing} after N s" or "cannot {step}: why", with its class.
+async fn registry_step<T>(
+    deadline: Duration,
+    doing: &str,
+    step: &str,
+    fut: impl Future<Output = Result<T, RegistryError>>,
+) -> Result<T, (String, Failure)> {
+    let fut = crate::registry::with_deadline(Instant::now() + deadline, fut);
+    match tokio::time::timeout(deadline, fut).await {
+        Err(_) => Err((
+            format!("timed out {doing} after {} s", deadline.as_secs_f64()),
+            Failure::Timeout,
+        )),
+        Ok(Err(e)) => Err((
+            format!("cannot {step}: {}", error_chain(&e)),
+            registry_failure(&e),
+        )),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
 fn for_reference(d: &Decision, reference: &ImageRef, cached: bool) -> Decision {
     let mut out = d.clone();
     out.reference = reference.to_string();

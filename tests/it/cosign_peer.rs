@@ -59,21 +59,30 @@ fn cosign_keys(bin: &Path, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
 }
 
 fn cosign_sign_legacy(bin: &Path, dir: &Path, key: &Path, reference: &str) -> Run {
-    cosign(
-        bin,
-        dir,
-        &[
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--use-signing-config=false",
-            "--new-bundle-format=false",
-            "--tlog-upload=false",
-            "--allow-insecure-registry",
-            "--yes",
-            reference,
-        ],
-    )
+    cosign_sign_legacy_with(bin, dir, key, reference, &[])
+}
+
+/// cosign 2's format (a `.sig` layer, no Rekor upload), with `extra` flags.
+fn cosign_sign_legacy_with(
+    bin: &Path,
+    dir: &Path,
+    key: &Path,
+    reference: &str,
+    extra: &[&str],
+) -> Run {
+    let mut args = vec![
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--use-signing-config=false",
+        "--new-bundle-format=false",
+        "--tlog-upload=false",
+        "--allow-insecure-registry",
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    args.push(reference);
+    cosign(bin, dir, &args)
 }
 
 /// cosign 3's own format: a v0.3 bundle as a referrer, signed with a signing config that names
@@ -587,20 +596,8 @@ fn recursive_signatures_agree_with_cosign_both_ways() {
     let (key, public) = cosign_keys(&bin, dir.path(), "cosign");
     let r = reg.reference("peer/multi-by-cosign:v1");
     let (_, children) = push_index(&client, &r, &["linux/amd64", "linux/arm64"]);
-    let mut args = vec![
-        "sign",
-        "--key",
-        key.to_str().unwrap(),
-        "--use-signing-config=false",
-        "--new-bundle-format=false",
-        "--tlog-upload=false",
-        "--allow-insecure-registry",
-        "--yes",
-        "--recursive",
-    ];
     let target = r.to_string();
-    args.push(&target);
-    let s = cosign(&bin, dir.path(), &args);
+    let s = cosign_sign_legacy_with(&bin, dir.path(), &key, &target, &["--recursive"]);
     assert_eq!(s.code, 0, "{s:?}");
     for (platform, child) in [("linux/amd64", &children[0]), ("linux/arm64", &children[1])] {
         let v = verify(
