@@ -1024,6 +1024,9 @@ pub struct Evaluation {
     pub failure: Option<Failure>,
 }
 
+/// Most rejected signatures named in a decision's reasons (the rest are counted).
+pub const MAX_REJECTIONS_SHOWN: usize = 5;
+
 /// Apply `rule` to the outcomes. `looked` describes where signatures were looked for.
 pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> Evaluation {
     let mut evidence = Vec::new();
@@ -1053,11 +1056,23 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
             if most_telling.is_none_or(|(rank, _)| b.rank() > rank) {
                 most_telling = Some((b.rank(), b.class()));
             }
-            failures.push(b.to_string());
+            failures.push((b.rank(), b.to_string()));
         }
     }
+    // The most telling rejections first, each said once, at most MAX_REJECTIONS_SHOWN of them:
+    // a registry can plant any number of signatures.
+    failures.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut said = BTreeSet::new();
+    failures.retain(|(_, text)| said.insert(text.clone()));
     let fail_reasons = |mut reasons: Vec<String>| -> Vec<String> {
-        reasons.extend(failures.iter().cloned());
+        let shown = failures.len().min(MAX_REJECTIONS_SHOWN);
+        reasons.extend(failures[..shown].iter().map(|(_, text)| text.clone()));
+        if failures.len() > shown {
+            reasons.push(format!(
+                "… and {} more rejected signature(s) (ocigate discover lists them)",
+                failures.len() - shown
+            ));
+        }
         reasons
     };
     let ok = satisfied.len() >= rule.threshold;
@@ -1832,5 +1847,61 @@ rules:
             e.reasons
         );
         assert_eq!(failed_verdict(Mode::Enforce), Verdict::Deny);
+    }
+
+    /// A registry can plant any number of signatures: a deny names the most telling
+    /// rejections first, each once, and counts the rest.
+    #[test]
+    fn rejections_are_ranked_said_once_and_capped() {
+        let mut outcomes: Vec<CandidateOutcome> = (0..20)
+            .map(|i| CandidateOutcome {
+                location: format!("layer {i}"),
+                results: vec![
+                    Err(bad(&format!("layer {i}"))),
+                    Err(bad(&format!("layer {i}"))),
+                ],
+            })
+            .collect();
+        // Twice the same rejection (the same location): said once.
+        outcomes.push(CandidateOutcome {
+            location: "layer 3".into(),
+            results: vec![Err(bad("layer 3"))],
+        });
+        let mismatch = Rejection::DigestMismatch {
+            location: "layer 20".into(),
+            signed: "sha256:aa".into(),
+            expected: "sha256:bb".into(),
+        };
+        outcomes.push(CandidateOutcome {
+            location: "layer 20".into(),
+            results: vec![Err(bad("layer 20")), Err(mismatch.clone())],
+        });
+        let e = evaluate(&rule_with(1, Mode::Enforce), outcomes, "t");
+        assert_eq!(e.failure, Some(Failure::Mismatch));
+        assert!(
+            e.reasons[0].contains("none of 22 signature(s)"),
+            "{:?}",
+            e.reasons
+        );
+        assert_eq!(e.reasons[1], mismatch.to_string(), "{:?}", e.reasons);
+        assert_eq!(
+            e.reasons.len(),
+            1 + MAX_REJECTIONS_SHOWN + 1,
+            "{:?}",
+            e.reasons
+        );
+        assert_eq!(
+            e.reasons.last().map(String::as_str),
+            Some("… and 16 more rejected signature(s) (ocigate discover lists them)")
+        );
+        // Under the cap nothing is counted.
+        let few = (0..3)
+            .map(|i| CandidateOutcome {
+                location: format!("l{i}"),
+                results: vec![Err(bad(&format!("l{i}")))],
+            })
+            .collect();
+        let e = evaluate(&rule_with(1, Mode::Enforce), few, "t");
+        assert_eq!(e.reasons.len(), 4, "{:?}", e.reasons);
     }
 }
