@@ -375,6 +375,8 @@ type HelperAnswer = Result<Option<Secret>, CredentialError>;
 
 /// How long a helper may take.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most bytes read from a credential helper's stdout or stderr (an answer is a few hundred).
+const HELPER_OUTPUT_LIMIT: usize = 64 * 1024;
 /// How long a failed helper run is remembered (a fixed helper is picked up soon).
 const HELPER_FAILURE_TTL: Duration = Duration::from_secs(10);
 /// Entries kept at most; older ones are dropped.
@@ -416,7 +418,7 @@ impl Helpers {
 /// The credential-helper protocol: `docker-credential-<helper> get`, the server on stdin,
 /// `{"ServerURL","Username","Secret"}` on stdout; "credentials not found" means none.
 async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let program = format!("docker-credential-{helper}");
     let failed = |detail: String| CredentialError::Helper {
         helper: helper.to_string(),
@@ -445,15 +447,55 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         let _ = stdin.write_all(server.as_bytes()).await;
         let _ = stdin.shutdown().await;
     }
-    let output = match tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output()).await {
+    // At most HELPER_OUTPUT_LIMIT bytes of each stream are read: a helper that writes more
+    // is killed (kill_on_drop) and its answer refused.
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    enum Read {
+        Io(std::io::Error),
+        TooLong,
+    }
+    async fn capped(
+        pipe: Option<&mut (impl tokio::io::AsyncRead + Unpin)>,
+    ) -> Result<Vec<u8>, Read> {
+        let mut buf = Vec::new();
+        if let Some(p) = pipe {
+            p.take(HELPER_OUTPUT_LIMIT as u64 + 1)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(Read::Io)?;
+        }
+        if buf.len() > HELPER_OUTPUT_LIMIT {
+            return Err(Read::TooLong);
+        }
+        Ok(buf)
+    }
+    let running = async {
+        // The first stream past the limit ends the wait (the other may never close).
+        let (stdout, stderr) =
+            tokio::try_join!(capped(out_pipe.as_mut()), capped(err_pipe.as_mut()))?;
+        let status = child.wait().await.map_err(Read::Io)?;
+        Ok::<_, Read>((status, stdout, stderr))
+    };
+    let (status, stdout, stderr) = match tokio::time::timeout(HELPER_TIMEOUT, running).await {
         Err(_) => {
             return Err(failed(format!(
                 "no answer within {} s",
                 HELPER_TIMEOUT.as_secs()
             )));
         }
-        Ok(Err(e)) => return Err(failed(format!("cannot be run: {e}"))),
+        Ok(Err(Read::Io(e))) => return Err(failed(format!("cannot be run: {e}"))),
+        Ok(Err(Read::TooLong)) => {
+            return Err(failed(format!(
+                "its answer is longer than {HELPER_OUTPUT_LIMIT} bytes"
+            )));
+        }
         Ok(Ok(o)) => o,
+    };
+    let output = std::process::Output {
+        status,
+        stdout,
+        stderr,
     };
     let said = |bytes: &[u8]| {
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);

@@ -329,4 +329,26 @@ fn broken_credential_sources_are_named() {
         r.contains("access denied") && r.contains("no credentials were sent"),
         "{r}"
     );
+    // A helper that answers without end: read up to a limit, then refused (not held in memory,
+    // not waited for until the helper timeout).
+    let endless = bin.join("docker-credential-ocigateendless");
+    std::fs::write(
+        &endless,
+        "#!/bin/sh
+exec yes '{\"Secret\":\"x\"}'
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&endless, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chatty = dir.path().join("chatty");
+    write_docker_config(
+        &chatty,
+        &serde_json::json!({"credsStore": "ocigateendless"}),
+    );
+    let r = reason_of(&[("DOCKER_CONFIG", chatty.to_str().unwrap()), ("PATH", &path)]);
+    assert!(
+        r.contains("docker-credential-ocigateendless")
+            && r.contains("answer is longer than 65536 bytes"),
+        "{r}"
+    );
 }
