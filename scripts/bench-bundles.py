@@ -67,7 +67,7 @@ def main():
     if not os.path.isdir(CASES):
         sys.exit(f"bench-bundles: {CASES} not found")
     subprocess.run(["cargo", "build", "--release", "--quiet", "--locked"], cwd=ROOT, check=True)
-    ocigate = os.path.join(ROOT, "target", "release", "ocigate")
+    ocigate = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "ocigate")
     sp = sigstore_python()
     tmp = tempfile.mkdtemp(prefix="ocigate-bench-bundles-")
     with open(SIGNING_CONFIG) as f:

@@ -55,7 +55,10 @@ Examples:
 
 The policy format: docs/policy.md. Registry credentials and TLS: the README's Registry settings.";
 
+// `defer`: a subcommand's arguments are built only when that subcommand is parsed (or for
+// help and completion, which build them all), not the whole tree on every start.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum Command {
     /// Verify references against a policy file or a public key.
     Verify(Box<VerifyArgs>),
@@ -216,7 +219,9 @@ struct RegistryArgs {
     timeout: u64,
 }
 
-/// cosign's `--certificate-github-workflow-*` constraints (exact values).
+// cosign's `--certificate-github-workflow-*` constraints (exact values). A plain comment: a doc
+// comment on a flattened `Args` struct becomes the `about` of the subcommands it is flattened
+// into when they are built (deferred, see `Command`).
 #[derive(clap::Args, Debug, Default)]
 struct GitHubArgs {
     /// Keyless: the GitHub workflow trigger (e.g. push, release).
@@ -248,7 +253,8 @@ impl GitHubArgs {
     }
 }
 
-/// The keyless identity flags of `verify` and `verify-bundle`, as cosign spells them.
+// The keyless identity flags of `verify` and `verify-bundle`, as cosign spells them (a plain
+// comment, as for `GitHubArgs`).
 #[derive(clap::Args, Debug, Default)]
 struct KeylessArgs {
     /// Keyless: the certificate identity (SAN), exactly.
@@ -474,38 +480,15 @@ pub fn main() -> ExitCode {
         print!("{}", version_text());
         return ExitCode::SUCCESS;
     }
-    let cli = Cli::parse();
-    // The webhook serves concurrent requests on every core; the CLI is one short process.
-    let builder = if matches!(cli.command, Command::Serve(_)) {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let rt = match { builder }.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
-            ExitCode::from(2)
-        }
-    }
-}
-
-async fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    match cli.command {
-        Command::Verify(a) => verify(*a).await,
+    // Only the commands that talk to registries or serve start an async runtime.
+    let result = match Cli::parse().command {
+        Command::Verify(a) => block_on(false, verify(*a)),
+        Command::Discover(a) => block_on(false, discover(a)),
+        Command::Sign(a) => block_on(false, sign(a)),
+        Command::Serve(a) => block_on(true, serve(a)),
         Command::VerifyBundle(a) => verify_bundle(a),
-        Command::Discover(a) => discover(a).await,
-        Command::Sign(a) => sign(a).await,
         Command::GenerateKeyPair(a) => generate(a),
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_check(&files)),
-        Command::Serve(a) => serve(a).await,
         Command::Completion { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(
@@ -520,6 +503,33 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{}", version_text());
             Ok(ExitCode::SUCCESS)
         }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `command` on a tokio runtime: the webhook serves concurrent requests on every core,
+/// the CLI is one short process on the current thread.
+fn block_on(
+    multi_thread: bool,
+    command: impl Future<Output = Result<ExitCode, CliError>>,
+) -> Result<ExitCode, CliError> {
+    let builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    match { builder }.enable_all().build() {
+        Ok(rt) => rt.block_on(command),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            Ok(ExitCode::from(2))
+        }
     }
 }
 
@@ -531,7 +541,7 @@ fn version_text() -> String {
         env!("CARGO_PKG_VERSION"),
         env!("OCIGATE_COMMIT")
     );
-    let root = match sigstore_trust_root::TrustedRoot::from_json(
+    let root = match serde_json::from_str::<RootWindows>(
         sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
     ) {
         Ok(r) => r,
@@ -540,7 +550,8 @@ fn version_text() -> String {
             return out;
         }
     };
-    let window = |ranges: Vec<Option<&sigstore_types::TimeRange>>| {
+    let window = |ranges: &[Window]| {
+        let ranges: Vec<_> = ranges.iter().map(|w| w.valid_for.as_ref()).collect();
         let starts = ranges.iter().flatten().map(|r| r.start.to_string());
         let from = starts.min().unwrap_or_else(|| "?".into());
         let until = if ranges.iter().any(|r| r.is_none_or(|r| r.end.is_none())) {
@@ -556,44 +567,55 @@ fn version_text() -> String {
         };
         format!("{} (valid from {from}; {until})", ranges.len())
     };
+    let keys = |logs: &[KeyWindow]| logs.iter().map(|l| l.public_key).collect::<Vec<_>>();
     out.push_str("embedded trust root (Sigstore public-good):\n");
     out.push_str(&format!(
         "  Fulcio certificate authorities: {}\n",
-        window(
-            root.certificate_authorities
-                .iter()
-                .map(|c| c.valid_for.as_ref())
-                .collect()
-        )
+        window(&root.certificate_authorities)
     ));
     out.push_str(&format!(
         "  Rekor transparency logs: {}\n",
-        window(
-            root.tlogs
-                .iter()
-                .map(|t| t.public_key.valid_for.as_ref())
-                .collect()
-        )
+        window(&keys(&root.tlogs))
     ));
     out.push_str(&format!(
         "  certificate transparency logs: {}\n",
-        window(
-            root.ctlogs
-                .iter()
-                .map(|t| t.public_key.valid_for.as_ref())
-                .collect()
-        )
+        window(&keys(&root.ctlogs))
     ));
     out.push_str(&format!(
         "  timestamp authorities: {}\n",
-        window(
-            root.timestamp_authorities
-                .iter()
-                .map(|t| t.valid_for.as_ref())
-                .collect()
-        )
+        window(&root.timestamp_authorities)
     ));
     out
+}
+
+/// The validity windows of a trusted_root.json and nothing else, as
+/// `sigstore_trust_root::TrustedRoot` reads them: `version` runs on every start of a CI job's
+/// gate, and need not decode every certificate and key of the root to print them.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RootWindows {
+    #[serde(default)]
+    tlogs: Vec<KeyWindow>,
+    #[serde(default)]
+    certificate_authorities: Vec<Window>,
+    #[serde(default)]
+    ctlogs: Vec<KeyWindow>,
+    #[serde(default)]
+    timestamp_authorities: Vec<Window>,
+}
+
+/// A transparency log's key, whose `validFor` is the log's window.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyWindow {
+    public_key: Window,
+}
+
+#[derive(serde::Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct Window {
+    #[serde(default)]
+    valid_for: Option<sigstore_types::TimeRange>,
 }
 
 async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
@@ -1624,12 +1646,77 @@ mod tests {
             }
         }
         let mut missing = Vec::new();
-        walk(&super::Cli::command(), "ocigate", &mut missing);
-        assert!(missing.is_empty(), "no help text: {missing:?}");
+        // The subcommands' arguments are deferred until the command is built; building them
+        // keeps each subcommand's description (a flattened struct's doc comment would replace it).
+        let mut cli = super::Cli::command();
+        let about = |c: &clap::Command| -> Vec<String> {
+            c.get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .map(|s| format!("{:?}", (s.get_about(), s.get_long_about())))
+                .collect()
+        };
+        let eager = about(&cli);
+        cli.build();
+        assert_eq!(eager, about(&cli));
+        walk(&cli, "ocigate", &mut missing);
+        assert!(
+            missing.is_empty()
+                && cli
+                    .find_subcommand("verify")
+                    .is_some_and(|v| v.get_arguments().any(|a| a.get_id() == "key")),
+            "no help text: {missing:?}"
+        );
         let long = super::Cli::command().render_long_help().to_string();
         assert!(
             long.contains("Exit codes:") && long.contains("Examples:"),
             "{long}"
         );
+    }
+
+    /// `version`'s reading of the embedded roots has the windows the verifier's reading has.
+    #[test]
+    fn root_windows_match_the_trusted_root() {
+        for json in [
+            sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+            sigstore_trust_root::SIGSTORE_STAGING_TRUSTED_ROOT,
+        ] {
+            let full = sigstore_trust_root::TrustedRoot::from_json(json).unwrap();
+            let windows: super::RootWindows = serde_json::from_str(json).unwrap();
+            let w = |ws: &[super::Window]| ws.iter().map(|w| w.valid_for).collect::<Vec<_>>();
+            let k = |ks: &[super::KeyWindow]| {
+                ks.iter()
+                    .map(|k| k.public_key.valid_for)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                w(&windows.certificate_authorities),
+                full.certificate_authorities
+                    .iter()
+                    .map(|c| c.valid_for)
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(
+                k(&windows.tlogs),
+                full.tlogs
+                    .iter()
+                    .map(|t| t.public_key.valid_for)
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(
+                k(&windows.ctlogs),
+                full.ctlogs
+                    .iter()
+                    .map(|t| t.public_key.valid_for)
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(
+                w(&windows.timestamp_authorities),
+                full.timestamp_authorities
+                    .iter()
+                    .map(|t| t.valid_for)
+                    .collect::<Vec<_>>()
+            );
+            assert!(!windows.tlogs.is_empty() && !windows.certificate_authorities.is_empty());
+        }
     }
 }
