@@ -1276,6 +1276,14 @@ rules:
         }
     }
 
+    /// Every issue of `text` as `line:column: message`.
+    fn issue_lines(issues: &[Issue]) -> Vec<String> {
+        issues
+            .iter()
+            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
+            .collect()
+    }
+
     fn first_issue(text: &str) -> (u64, u64, String) {
         let i = &issues(text)[0];
         (i.line, i.column, i.message.clone())
@@ -1471,10 +1479,7 @@ rules:
   - images: [\"ghcr.io/e/**\"]
 ";
         let all = issues(text);
-        let got: Vec<String> = all
-            .iter()
-            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
-            .collect();
+        let got = issue_lines(&all);
         let want: &[(&str, &str)] = &[
             (
                 "3:10",
@@ -1544,10 +1549,7 @@ rules:
     #[test]
     fn a_misspelt_field_is_one_problem() {
         let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: keys/release.pub}]\nrules:\n  - name: a\n    imagez: [\"r.io/**\"]\n    Authorities: [{key: {name: k}}]\n";
-        let got: Vec<String> = issues(text)
-            .iter()
-            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
-            .collect();
+        let got = issue_lines(&issues(text));
         assert_eq!(
             got,
             [
@@ -1603,10 +1605,7 @@ rules:
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        let got: Vec<String> = issues(&text)
-            .iter()
-            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
-            .collect();
+        let got = issue_lines(&issues(&text));
         assert_eq!(
             got,
             [
@@ -1621,10 +1620,7 @@ rules:
     #[test]
     fn an_unknown_field_is_not_reported_again_as_a_missing_choice() {
         let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, paht: keys/release.pub}]\nrules:\n  - name: a\n    images: [\"r.io/**\"]\n    authorities:\n      - kee: {name: k}\n      - keyless:\n          identities: [{issuer: x, subjct: y}]\n";
-        let got: Vec<String> = issues(text)
-            .iter()
-            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
-            .collect();
+        let got = issue_lines(&issues(text));
         assert_eq!(
             got,
             [
@@ -1774,10 +1770,7 @@ rules:
             ));
         }
         let all = issues(&text);
-        let got: Vec<String> = all
-            .iter()
-            .map(|i| format!("{}:{}: {}", i.line, i.column, i.message))
-            .collect();
+        let got = issue_lines(&all);
         assert_eq!(got.len(), 3, "{got:#?}");
         // "r.io/acme/x" is more specific than the others' patterns: c is not ambiguous.
         for (g, want) in got.iter().zip([
