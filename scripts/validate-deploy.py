@@ -58,10 +58,9 @@ SERVE_ARGS = [
 
 # Which optional parts each rendered kustomization must contain.
 VARIANTS = {
-    "deploy": {"cert_manager": False, "mutating": False},
-    "overlays/cert-manager": {"cert_manager": True, "mutating": False},
-    "overlays/mutating": {"cert_manager": False, "mutating": True},
-    "overlays/cert-manager-mutating": {"cert_manager": True, "mutating": True},
+    "deploy": {"cert_manager": False, "mutating": True},
+    "overlays/cert-manager": {"cert_manager": True, "mutating": True},
+    "overlays/validating-only": {"cert_manager": False, "mutating": False},
 }
 
 

@@ -471,14 +471,31 @@ fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> CliError {
     CliError::Other(Box::new(e))
 }
 
+/// Write `text` to standard output; a closed pipe (`ocigate … | head -0`) or a full disk is an
+/// error (exit 2), never a panic as `print!` would make it.
+fn say(text: impl std::fmt::Display) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    write!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|source| CliError::Io {
+            what: "writing to standard output".into(),
+            source,
+        })
+}
+
 pub fn main() -> ExitCode {
     // `--version` says what `version` says (clap's own flag would print the short form).
     let mut args = std::env::args_os().skip(1);
     if let (Some(a), None) = (args.next(), args.next())
         && (a == "--version" || a == "-V")
     {
-        print!("{}", version_text());
-        return ExitCode::SUCCESS;
+        return match say(version_text()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                ExitCode::from(2)
+            }
+        };
     }
     // Only the commands that talk to registries or serve start an async runtime.
     let result = match Cli::parse().command {
@@ -488,21 +505,15 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => block_on(true, serve(a)),
         Command::VerifyBundle(a) => verify_bundle(a),
         Command::GenerateKeyPair(a) => generate(a),
-        Command::Policy(PolicyCommand::Check { files }) => Ok(policy_check(&files)),
+        Command::Policy(PolicyCommand::Check { files }) => policy_check(&files),
         Command::Completion { shell } => {
             use clap::CommandFactory as _;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "ocigate",
-                &mut std::io::stdout(),
-            );
-            Ok(ExitCode::SUCCESS)
+            // clap_complete panics when its writer fails: generate into memory, then write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ocigate", &mut script);
+            say(String::from_utf8_lossy(&script)).map(|()| ExitCode::SUCCESS)
         }
-        Command::Version => {
-            print!("{}", version_text());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Version => say(version_text()).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -766,8 +777,18 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode, CliError> {
                 "error": {"kind": e.kind(), "message": error_chain(&e)},
                 "results": [],
             });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-            Ok(ExitCode::from(2))
+            let written = say(format_args!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            ));
+            match written {
+                Ok(()) => Ok(ExitCode::from(2)),
+                // Said on stderr then, as a text run says it.
+                Err(w) => {
+                    eprintln!("error: {}", error_chain(&e));
+                    Err(w)
+                }
+            }
         }
         other => other,
     }
@@ -1043,11 +1064,24 @@ async fn manifest_sources(
     let set = DocumentSet::new(objects.iter().map(|(_, d)| d.clone()).collect());
     let mut found: Vec<(Vec<String>, Source)> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
-    let mut record = |origin: String, source: Source| match index.get(&source.key()) {
-        Some(&i) => found[i].0.push(origin),
-        None => {
-            index.insert(source.key(), found.len());
-            found.push((vec![origin], source));
+    // Every place an artifact is found: its first path and the other paths of the same object.
+    let mut record = |what: &str, source: Source| {
+        let origins = std::iter::once(&source.path)
+            .chain(&source.other_paths)
+            .map(|p| {
+                if p.is_empty() {
+                    what.to_string()
+                } else {
+                    format!("{what} {p}")
+                }
+            });
+        match index.get(&source.key()) {
+            Some(&i) => found[i].0.extend(origins),
+            None => {
+                let origins = origins.collect();
+                index.insert(source.key(), found.len());
+                found.push((origins, source));
+            }
         }
     };
     let invalid = |input: String, problem: String| Source {
@@ -1068,10 +1102,10 @@ async fn manifest_sources(
         match extract::extract(d, &set).await {
             Ok(x) => {
                 for s in x.sources {
-                    record(format!("{what} {}", s.path), s);
+                    record(&what, s);
                 }
             }
-            Err(e) => record(what.clone(), invalid(what, error_chain(&e))),
+            Err(e) => record(&what, invalid(what.clone(), error_chain(&e))),
         }
     }
     for (file, d) in &kluctl {
@@ -1089,10 +1123,10 @@ async fn manifest_sources(
         match extract::extract_kluctl_file(&base, d) {
             Ok(x) => {
                 for s in x.sources {
-                    record(format!("{what} {}", s.path), s);
+                    record(&what, s);
                 }
             }
-            Err(e) => record(what.clone(), invalid(what, error_chain(&e))),
+            Err(e) => record(&what, invalid(what.clone(), error_chain(&e))),
         }
     }
     Ok(found)
@@ -1318,10 +1352,10 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
     match verified {
         Ok(evidence) => {
             match a.output {
-                Output::Json => println!(
-                    "{}",
+                Output::Json => say(format_args!(
+                    "{}\n",
                     serde_json::to_string_pretty(&evidence).unwrap_or_default()
-                ),
+                ))?,
                 Output::Text => {
                     let who = match (&evidence.identity, &evidence.issuer) {
                         (Some(i), Some(iss)) => format!("identity {i} (issuer {iss})"),
@@ -1331,7 +1365,10 @@ fn verify_bundle(a: VerifyBundleArgs) -> Result<ExitCode, CliError> {
                         .log_index
                         .map(|i| format!(", transparency log index {i}"))
                         .unwrap_or_default();
-                    println!("OK: {} signed by {who}{log}", a.bundle.display());
+                    say(format_args!(
+                        "OK: {} signed by {who}{log}\n",
+                        a.bundle.display()
+                    ))?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -1493,21 +1530,21 @@ async fn sign(a: SignArgs) -> Result<ExitCode, CliError> {
         }
         .map_err(boxed)?;
         if signed.added {
-            println!(
-                "signed {}@{} -> {} ({} signature(s))",
+            say(format_args!(
+                "signed {}@{} -> {} ({} signature(s))\n",
                 target.name(),
                 signed.digest,
                 signed.stored_at,
                 signed.signatures
-            );
+            ))?;
         } else {
-            println!(
-                "already signed: {}@{} has this key's signature of this payload in {} ({} signature(s)); nothing added",
+            say(format_args!(
+                "already signed: {}@{} has this key's signature of this payload in {} ({} signature(s)); nothing added\n",
                 target.name(),
                 signed.digest,
                 signed.stored_at,
                 signed.signatures
-            );
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -1604,11 +1641,15 @@ fn write_new_file(path: &Path, data: &[u8], mode: u32, replace: bool) -> Result<
     Ok(())
 }
 
-fn policy_check(files: &[PathBuf]) -> ExitCode {
+fn policy_check(files: &[PathBuf]) -> Result<ExitCode, CliError> {
     let mut ok = true;
     for f in files {
         match Policy::from_file(f) {
-            Ok(p) => println!("{}: ok ({} rules)", f.display(), p.rules.len()),
+            Ok(p) => say(format_args!(
+                "{}: ok ({} rules)\n",
+                f.display(),
+                p.rules.len()
+            ))?,
             Err(e) => {
                 ok = false;
                 for line in e.lines() {
@@ -1617,11 +1658,11 @@ fn policy_check(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if ok {
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
-    }
+    })
 }
 
 #[cfg(test)]

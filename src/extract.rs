@@ -7,7 +7,8 @@
 //! What is extracted:
 //! - Pods and the pod templates of Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob,
 //!   ReplicationController and PodTemplate: every distinct image of `containers`,
-//!   `initContainers` and `ephemeralContainers`, once, at the first path where it appears.
+//!   `initContainers` and `ephemeralContainers` and of image volumes (`volumes[].image.reference`),
+//!   once, at the first path where it appears.
 //! - Flux `OCIRepository`, `HelmChart` (from an OCI `HelmRepository`) and `HelmRelease`
 //!   (`spec.chart.spec` or `spec.chartRef`), with the verification Flux itself performs.
 //! - Kluctl `KluctlDeployment` (`spec.source.oci`) and project files (`deployment.yaml` OCI
@@ -34,7 +35,7 @@ mod workload;
 pub use constraint::{ConstraintError, SemverConstraint, parse_tag, pick_highest};
 pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
 pub use kluctl::extract_kluctl_file;
-pub use workload::{PullIdentity, pull_identity};
+pub use workload::{PullIdentity, is_pod_image_path, pull_identity};
 
 /// How many objects a lookup chain may visit (HelmRelease → HelmChart → HelmRepository is 2).
 pub const MAX_LOOKUP_DEPTH: usize = 3;

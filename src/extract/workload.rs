@@ -1,4 +1,7 @@
-//! Pods and the pod templates of workload kinds: container images.
+//! Pods and the pod templates of workload kinds: container images and image volumes.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use serde_json::Value;
 
@@ -21,6 +24,24 @@ pub(crate) fn pod_spec_path(group: Option<&str>, kind: &str) -> Option<&'static 
         _ => return None,
     };
     group.is_none_or(|g| groups.contains(&g)).then_some(path)
+}
+
+/// Whether `path` (as [`Source::path`] spells it) is a pod spec's image field: a container's
+/// `image` or an image volume's `image.reference`, the fields `/mutate` may pin to a digest.
+pub fn is_pod_image_path(path: &str) -> bool {
+    let Some((head, field)) = path.rsplit_once("].") else {
+        return false;
+    };
+    let Some((list, index)) = head.rsplit_once('[') else {
+        return false;
+    };
+    let list = list.rsplit('.').next().unwrap_or(list);
+    index.parse::<usize>().is_ok()
+        && match field {
+            "image" => CONTAINER_LISTS.contains(&list),
+            "image.reference" => list == "volumes",
+            _ => false,
+        }
 }
 
 /// What a pod spec names for pulling its images: the `imagePullSecrets` and the service account
@@ -68,48 +89,88 @@ pub(crate) fn extract(obj: &Obj<'_>, out: &mut Extraction) -> Result<(), Extract
     if obj.opt_map(spec_path)?.is_none() {
         return Err(obj.field_error(spec_path, "missing: there is no pod spec to read"));
     }
-    let first = out.sources.len();
+    let mut images = Images {
+        obj,
+        out,
+        first: HashMap::new(),
+    };
     for list in CONTAINER_LISTS {
         let list_path = format!("{spec_path}.{list}");
         for (i, container) in obj.list(&list_path)?.iter().enumerate() {
-            let path = format!("{list_path}[{i}].image");
-            let image = match container.get("image") {
-                Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
-                None | Some(Value::Null) | Some(Value::String(_)) => {
-                    out.notes.push(format!(
-                        "{} {}: {path} is empty; a pod cannot start it",
-                        obj.kind,
-                        obj.display_name()
-                    ));
-                    continue;
-                }
-                Some(other) => {
-                    return Err(obj.field_error(
-                        &path,
-                        format!("expected a string, got {}", type_name(other)),
-                    ));
-                }
-            };
-            let artifact = reference_artifact(image);
-            // The same artifact however it is spelled (`nginx`, `docker.io/library/nginx`).
-            if let Some(seen) = out.sources[first..]
-                .iter_mut()
-                .find(|s| s.artifact == artifact)
-            {
-                seen.other_paths.push(path);
-                continue;
-            }
-            out.sources.push(Source {
-                path,
-                other_paths: Vec::new(),
-                artifact,
-                flux_verify: None,
-                flux: false,
-                via: Vec::new(),
-            });
+            images.add(format!("{list_path}[{i}].image"), container.get("image"))?;
         }
     }
+    // Image volumes (`spec.volumes[].image.reference`, Kubernetes' ImageVolume): the kubelet
+    // pulls them as it pulls container images, so they are checked the same way.
+    let volumes_path = format!("{spec_path}.volumes");
+    for (i, volume) in obj.list(&volumes_path)?.iter().enumerate() {
+        let Some(image) = volume.get("image").filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let path = format!("{volumes_path}[{i}].image");
+        if !image.is_object() {
+            return Err(obj.field_error(
+                &path,
+                format!("expected a mapping, got {}", type_name(image)),
+            ));
+        }
+        images.add(format!("{path}.reference"), image.get("reference"))?;
+    }
     Ok(())
+}
+
+/// The images of one pod spec, each once: the first path where an artifact appears holds it,
+/// later paths are added to that source (linear in the number of images).
+struct Images<'o, 'a, 'x> {
+    obj: &'o Obj<'a>,
+    out: &'x mut Extraction,
+    /// An artifact's canonical form → its index in `out.sources`.
+    first: HashMap<String, usize>,
+}
+
+impl Images<'_, '_, '_> {
+    /// Add the image named at `path` (`value` is the field's value, absent when missing).
+    fn add(&mut self, path: String, value: Option<&Value>) -> Result<(), ExtractError> {
+        let obj = self.obj;
+        let image = match value {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                self.out.notes.push(format!(
+                    "{} {}: {path} is empty; a pod cannot start it",
+                    obj.kind,
+                    obj.display_name()
+                ));
+                return Ok(());
+            }
+            Some(other) => {
+                return Err(obj.field_error(
+                    &path,
+                    format!("expected a string, got {}", type_name(other)),
+                ));
+            }
+        };
+        let source = Source {
+            path,
+            other_paths: Vec::new(),
+            artifact: reference_artifact(image),
+            flux_verify: None,
+            flux: false,
+            via: Vec::new(),
+        };
+        // The same artifact however it is spelled (`nginx`, `docker.io/library/nginx`).
+        match self.first.entry(source.key()) {
+            Entry::Occupied(seen) => {
+                if let Some(s) = self.out.sources.get_mut(*seen.get()) {
+                    s.other_paths.push(source.path);
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(self.out.sources.len());
+                self.out.sources.push(source);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +322,101 @@ mod tests {
             out.sources[1].other_paths,
             ["spec.ephemeralContainers[0].image"]
         );
+    }
+
+    #[test]
+    fn image_volumes_are_sources_like_containers() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "a", "image": "ghcr.io/acme/app:1.0"}],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "c"}},
+                    {"name": "data", "image": {"reference": "ghcr.io/acme/data:2", "pullPolicy": "Always"}},
+                    {"name": "again", "image": {"reference": "ghcr.io/acme/app:1.0"}},
+                    {"name": "none", "image": {}},
+                    {"name": "null", "image": null}]}});
+        let out = block_on(extract(&pod, &DocumentSet::default())).unwrap();
+        assert_eq!(
+            refs(&out),
+            [
+                (
+                    "spec.containers[0].image".into(),
+                    "ghcr.io/acme/app:1.0".into()
+                ),
+                (
+                    "spec.volumes[1].image.reference".into(),
+                    "ghcr.io/acme/data:2".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            out.sources[0].other_paths,
+            ["spec.volumes[2].image.reference"]
+        );
+        assert_eq!(out.notes.len(), 1, "{:?}", out.notes);
+        assert!(
+            out.notes[0].contains("spec.volumes[3].image.reference is empty"),
+            "{:?}",
+            out.notes
+        );
+        // In a workload's pod template too; a volume source of the wrong type is an error.
+        let dep = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+            "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [],
+                "volumes": [{"name": "d", "image": {"reference": "registry.example/x@sha256:0000000000000000000000000000000000000000000000000000000000000000"}}]}}}}}});
+        let out = block_on(extract(&dep, &DocumentSet::default())).unwrap();
+        assert_eq!(
+            out.sources[0].path,
+            "spec.jobTemplate.spec.template.spec.volumes[0].image.reference"
+        );
+        let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [], "volumes": [{"name": "d", "image": "nginx"}]}});
+        let e = block_on(extract(&bad, &DocumentSet::default())).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("spec.volumes[0].image: expected a mapping, got a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn many_images_are_each_kept_once() {
+        // 20,000 containers naming 5,000 distinct images: each once, with its other paths.
+        let containers: Vec<Value> = (0..20_000)
+            .map(|i| json!({"name": format!("c{i}"), "image": format!("ghcr.io/acme/app:{}", i % 5_000)}))
+            .collect();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": containers}});
+        let out = block_on(extract(&pod, &DocumentSet::default())).unwrap();
+        assert_eq!(out.sources.len(), 5_000);
+        assert!(out.sources.iter().all(|s| s.other_paths.len() == 3));
+        assert_eq!(
+            out.sources[7].other_paths[2],
+            "spec.containers[15007].image"
+        );
+    }
+
+    #[test]
+    fn pod_image_paths() {
+        for yes in [
+            "spec.containers[0].image",
+            "spec.template.spec.initContainers[12].image",
+            "spec.ephemeralContainers[1].image",
+            "spec.volumes[3].image.reference",
+            "spec.jobTemplate.spec.template.spec.volumes[0].image.reference",
+        ] {
+            assert!(is_pod_image_path(yes), "{yes}");
+        }
+        for no in [
+            "spec.url",
+            "spec.containers[0].name",
+            "spec.containers[x].image",
+            "spec.volumes[0].image",
+            "spec.volumes[0].configMap.name",
+            "spec.sidecars[0].image",
+            "spec.chartRef",
+        ] {
+            assert!(!is_pod_image_path(no), "{no}");
+        }
     }
 
     #[test]

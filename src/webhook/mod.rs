@@ -623,7 +623,7 @@ async fn mutate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admissi
         else {
             continue;
         };
-        for path in o.paths.iter().filter(|p| p.contains("ontainers[")) {
+        for path in o.paths.iter().filter(|p| extract::is_pod_image_path(p)) {
             let Some(pointer) = json_pointer(path) else {
                 continue;
             };

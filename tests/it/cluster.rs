@@ -1,6 +1,6 @@
 //! The webhook in a (small) cluster: mini-kube-apiserver (k8s.io/apiserver with the real
 //! admission chain and CRDs, on etcd; ../shared/tools/kube) calls `ocigate serve` through the
-//! ValidatingWebhookConfiguration that `deploy/` renders (patched to `clientConfig.url`: the mini
+//! webhook configurations that `deploy/` renders (patched to `clientConfig.url`: the mini
 //! server has no Service routing), and `kubectl apply` reaches it as in a cluster. The webhook
 //! reads a HelmRelease's HelmRepository back from that API.
 //!
@@ -100,22 +100,28 @@ impl MiniCluster {
         }
     }
 
-    /// deploy/'s ValidatingWebhookConfiguration, pointed at `server`.
+    /// deploy/'s webhook configurations (validating and mutating: the base installs both),
+    /// pointed at `server`.
     fn install_webhook(&self, d: &Path, server: &crate::webhook::Server, ca: &Path) {
         let rendered = self.kubectl(&["kustomize", repo_root().join("deploy").to_str().unwrap()]);
         assert_eq!(rendered.code, 0, "{rendered:?}");
         let docs = ocigate::extract::parse_documents(&rendered.stdout).unwrap();
-        let mut vwc = docs
-            .into_iter()
-            .find(|doc| doc["kind"] == "ValidatingWebhookConfiguration")
-            .expect("deploy/ renders a ValidatingWebhookConfiguration");
         let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(ca).unwrap());
-        for hook in vwc["webhooks"].as_array_mut().unwrap() {
-            hook["clientConfig"] =
-                serde_json::json!({"url": server.url("/validate"), "caBundle": ca});
+        for (kind, path) in [
+            ("MutatingWebhookConfiguration", "/mutate"),
+            ("ValidatingWebhookConfiguration", "/validate"),
+        ] {
+            let mut config = docs
+                .iter()
+                .find(|doc| doc["kind"] == kind)
+                .unwrap_or_else(|| panic!("deploy/ renders a {kind}"))
+                .clone();
+            for hook in config["webhooks"].as_array_mut().unwrap() {
+                hook["clientConfig"] = serde_json::json!({"url": server.url(path), "caBundle": ca});
+            }
+            let run = self.apply(d, &format!("{kind}.json"), &config.to_string(), &[]);
+            assert_eq!(run.code, 0, "{run:?}");
         }
-        let run = self.apply(d, "vwc.json", &vwc.to_string(), &[]);
-        assert_eq!(run.code, 0, "{run:?}");
     }
 
     fn namespace(&self, d: &Path, ns: &str) {
@@ -266,6 +272,23 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
     }
     assert_eq!(admitted.code, 0, "{admitted:?}");
     assert_ne!(denied.code, 0, "{denied:?}");
+    // deploy/'s mutating webhook pinned the admitted Pod's tag to the digest it verified: the
+    // kubelet pulls what was checked, not what the tag names later.
+    let stored = kube.kubectl(&[
+        "get",
+        "pod",
+        "ok",
+        "-n",
+        "apps",
+        "-o",
+        "jsonpath={.spec.containers[0].image}",
+    ]);
+    assert!(
+        stored
+            .stdout
+            .starts_with(&format!("{h}/apps/web:v1@sha256:")),
+        "{stored:?}"
+    );
     assert!(
         denied.stderr.contains("denied the request") && denied.stderr.contains("[unsigned]"),
         "{denied:?}"

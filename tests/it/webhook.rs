@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// The kube tools, or a loud skip (a failure in CI).
-fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
     let k = std::env::var_os("OCIGATE_TEST_KUBE")
         .map(PathBuf::from)
         .or_else(|| {
@@ -93,11 +93,17 @@ pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: 
     panic!("ocigate serve did not listen on {port}");
 }
 
-fn kwhclient(k: &Path, server: &Server, tls: &Tls, object: &Path, extra: &[&str]) -> Run {
+pub(crate) fn kwhclient(
+    k: &Path,
+    server: &Server,
+    tls: &Tls,
+    object: &Path,
+    extra: &[&str],
+) -> Run {
     kwhclient_at(k, server, "/validate", tls, object, extra)
 }
 
-fn kwhclient_at(
+pub(crate) fn kwhclient_at(
     k: &Path,
     server: &Server,
     path: &str,
@@ -136,16 +142,16 @@ fn deployment(name: &str, image: &str, replicas: u32) -> String {
     )
 }
 
-struct Cluster {
-    reg: TestRegistry,
-    dir: tempfile::TempDir,
-    tls: Tls,
-    policy: PathBuf,
-    signed: String,
-    unsigned: String,
+pub(crate) struct Cluster {
+    pub(crate) reg: TestRegistry,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) tls: Tls,
+    pub(crate) policy: PathBuf,
+    pub(crate) signed: String,
+    pub(crate) unsigned: String,
 }
 
-fn cluster() -> Cluster {
+pub(crate) fn cluster() -> Cluster {
     let reg = TestRegistry::start();
     let client = reg.client();
     let signed = reg.reference("apps/web:v1");
@@ -169,7 +175,7 @@ fn cluster() -> Cluster {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
