@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// The kube tools, or a loud skip (a failure in CI).
-fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
     let k = std::env::var_os("OCIGATE_TEST_KUBE")
         .map(PathBuf::from)
         .or_else(|| {
@@ -48,6 +48,19 @@ impl Drop for Server {
 impl Server {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGTERM, wait for the exit (the decision log is flushed on the way out), and return
+    /// everything it wrote to stdout: one JSON line per decision.
+    pub(crate) fn stop_and_read_log(mut self) -> String {
+        use std::io::Read as _;
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
     }
 }
 
@@ -93,7 +106,13 @@ pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: 
     panic!("ocigate serve did not listen on {port}");
 }
 
-fn kwhclient(k: &Path, server: &Server, tls: &Tls, object: &Path, extra: &[&str]) -> Run {
+pub(crate) fn kwhclient(
+    k: &Path,
+    server: &Server,
+    tls: &Tls,
+    object: &Path,
+    extra: &[&str],
+) -> Run {
     kwhclient_at(k, server, "/validate", tls, object, extra)
 }
 
