@@ -291,12 +291,10 @@ impl CompiledPolicy {
             Ok(t) => t,
             Err(source) => {
                 return PolicyLoad {
-                    policy: Err(PolicyLoadError::Policy(
-                        crate::policy::PolicyError::Read {
-                            file: path.to_path_buf(),
-                            source,
-                        },
-                    )),
+                    policy: Err(PolicyLoadError::Policy(crate::policy::PolicyError::Read {
+                        file: path.to_path_buf(),
+                        source,
+                    })),
                     sources: vec![PolicySource {
                         path: path.to_path_buf(),
                         digest: None,

@@ -263,7 +263,7 @@ pub enum ExtractError {
         kind: String,
         name: String,
         field: String,
-        target: ObjectRef,
+        target: Box<ObjectRef>,
     },
     /// A file name that is not a Kluctl project file this module reads.
     #[error("{file}: not a Kluctl deployment.yaml or helm-chart.yaml")]

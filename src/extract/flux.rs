@@ -111,7 +111,7 @@ async fn resolve<L: Lookup + Sync>(
             kind: obj.kind.clone(),
             name: obj.display_name(),
             field: field.to_string(),
-            target: target.clone(),
+            target: Box::new(target.clone()),
         });
     }
     lookup

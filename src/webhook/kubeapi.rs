@@ -260,9 +260,9 @@ impl KubeApi {
                             .filter_map(|s| s.get("name").and_then(Value::as_str))
                             .map(str::to_string),
                     ),
-                    Ok(None) => notes.push(format!(
-                        "service account {namespace}/{account} not found"
-                    )),
+                    Ok(None) => {
+                        notes.push(format!("service account {namespace}/{account} not found"))
+                    }
                     Err(e) => notes.push(crate::error_chain(&e)),
                 }
             }
@@ -517,7 +517,10 @@ mod tests {
                 ..r.clone()
             };
             let e = object_path(&bad, "flux").unwrap_err();
-            assert!(matches!(e, KubeApiError::InvalidName { .. }), "{name:?}: {e}");
+            assert!(
+                matches!(e, KubeApiError::InvalidName { .. }),
+                "{name:?}: {e}"
+            );
             assert!(object_path(&r, name).is_err(), "namespace {name:?}");
         }
         assert!(object_path(&r, "flux.x").is_err(), "a namespace is a label");
@@ -548,12 +551,18 @@ mod tests {
         assert!(creds.is_empty());
         assert_eq!(notes.len(), 5, "{notes:?}");
         assert!(
-            notes.iter().all(|n| n.contains("is not a valid Kubernetes")),
+            notes
+                .iter()
+                .all(|n| n.contains("is not a valid Kubernetes")),
             "{notes:?}"
         );
         assert!(notes[0].starts_with("service account \"..\""), "{notes:?}");
         let e = listener.accept().map(|_| ()).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "the API was called");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the API was called"
+        );
         // An invalid namespace: nothing is asked either.
         let ok = crate::extract::PullIdentity {
             secrets: vec!["regcred".into()],
@@ -566,7 +575,11 @@ mod tests {
             .block_on(api.pull_credentials("..", &ok));
         assert!(notes[0].contains("namespace \"..\""), "{notes:?}");
         let e = listener.accept().map(|_| ()).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "the API was called");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the API was called"
+        );
     }
 
     #[test]

@@ -54,7 +54,11 @@ pub(crate) fn reload_if_changed(engine: &Engine, policy: &Path, baseline: Baseli
     match load.policy {
         Ok(p) if p.fingerprint() == engine.policy().fingerprint() => {}
         Ok(p) => {
-            let files: Vec<String> = next.0.iter().map(|s| s.path.display().to_string()).collect();
+            let files: Vec<String> = next
+                .0
+                .iter()
+                .map(|s| s.path.display().to_string())
+                .collect();
             let msg = serde_json::json!({"msg": "policy reloaded", "fingerprint": p.fingerprint(), "files": files});
             eprintln!("{msg}");
             engine.set_policy(p);
@@ -146,5 +150,17 @@ mod tests {
         std::fs::write(d.join("cosign.pub"), &a).unwrap();
         reload_if_changed(&engine, &policy, failed);
         assert_eq!(engine.policy().fingerprint(), old);
+    }
+
+    #[test]
+    fn files_are_read_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.yaml");
+        let big = crate::engine::MAX_POLICY_FILE_BYTES as usize + 1;
+        std::fs::write(&policy, vec![b'#'; big]).unwrap();
+        let load = CompiledPolicy::load(&policy);
+        let e = load.policy.err().unwrap();
+        assert!(crate::error_chain(&e).contains("larger than"), "{e}");
+        assert_eq!(load.sources[0].digest, None);
     }
 }

@@ -482,7 +482,13 @@ fn cross_namespace_flux_references_and_invalid_names() {
         f
     };
     let hooks = |server: &crate::webhook::Server, f: &Path| {
-        crate::webhook::kwhclient(&k, server, &tls, f, &["-unstructured", "-resource", "helmreleases"])
+        crate::webhook::kwhclient(
+            &k,
+            server,
+            &tls,
+            f,
+            &["-unstructured", "-resource", "helmreleases"],
+        )
     };
     // apps → flux: refused by default, and nothing read from flux shows.
     let cross = release("apps", "flux");
@@ -493,7 +499,10 @@ fn cross_namespace_flux_references_and_invalid_names() {
             .contains("cross-namespace references are refused"),
         "{run:?}"
     );
-    assert!(!run.stdout.contains(&h), "the repository's URL leaked: {run:?}");
+    assert!(
+        !run.stdout.contains(&h),
+        "the repository's URL leaked: {run:?}"
+    );
     // With the flag it is read, and the chart is verified.
     let run = hooks(&allowing, &cross);
     assert_eq!(run.code, 0, "{run:?}");

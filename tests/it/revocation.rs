@@ -71,7 +71,11 @@ fn revoked_after(s: &Setup, k: &Path, policy: &Path, revoke: impl FnOnce()) {
     assert!(run.stdout.contains("ADMITTED"), "{run:?}");
     let policy_bytes = std::fs::read(policy).unwrap();
     revoke();
-    assert_eq!(std::fs::read(policy).unwrap(), policy_bytes, "policy untouched");
+    assert_eq!(
+        std::fs::read(policy).unwrap(),
+        policy_bytes,
+        "policy untouched"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let run = loop {
         let run = kwhclient(k, &server, &tls, &pod, &[]);
@@ -80,7 +84,10 @@ fn revoked_after(s: &Setup, k: &Path, policy: &Path, revoke: impl FnOnce()) {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(run.code, 1, "still admitted after the key was replaced: {run:?}");
+    assert_eq!(
+        run.code, 1,
+        "still admitted after the key was replaced: {run:?}"
+    );
     assert!(run.stdout.contains("DENIED"), "{run:?}");
     assert!(run.stdout.contains("[untrusted]"), "{run:?}");
 }
