@@ -169,7 +169,8 @@ pub struct Extraction {
     /// What was seen and deliberately not checked (kinds without images, ...).
     pub notes: Vec<String>,
     /// What the cluster will fetch and run that is not an OCI artifact, so that nothing here
-    /// verifies it (a Flux GitRepository, Bucket or ExternalArtifact, an HTTP HelmRepository):
+    /// verifies it (a Flux GitRepository, Bucket or ExternalArtifact, an HTTP HelmRepository, a
+    /// KluctlDeployment's Git source):
     /// the webhook answers each with an AdmissionResponse warning, `verify --manifests` with a
     /// warn result.
     pub unverified: Vec<Unverified>,
