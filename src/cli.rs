@@ -132,6 +132,11 @@ struct ServeArgs {
     /// current context; default: the in-cluster service account.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Follow a Flux reference (a HelmRelease's `sourceRef.namespace` or `chartRef.namespace`)
+    /// into another namespace than the object's. By default such an object is denied and
+    /// nothing is read from the other namespace, as Flux's `--no-cross-namespace-refs` does.
+    #[arg(long)]
+    allow_cross_namespace_refs: bool,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -309,6 +314,11 @@ struct VerifyArgs {
     /// followed within the documents given), KluctlDeployment.
     #[arg(long, value_name = "FILE|DIR|-")]
     manifests: Vec<PathBuf>,
+    /// With --manifests: follow a Flux reference (`sourceRef.namespace`, `chartRef.namespace`)
+    /// into another namespace than the object's, as `serve --allow-cross-namespace-refs` does.
+    /// By default such an object is denied, as in the webhook.
+    #[arg(long, requires = "manifests")]
+    allow_cross_namespace_refs: bool,
     /// How many references are verified at once; results still come in input order.
     #[arg(long, default_value_t = 16, value_name = "N")]
     jobs: usize,
@@ -657,6 +667,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         grace: a.grace,
         pin_workloads: a.pin_workloads,
         kubeconfig: a.kubeconfig,
+        allow_cross_namespace_refs: a.allow_cross_namespace_refs,
     };
     crate::webhook::serve(engine, cfg).await.map_err(boxed)?;
     Ok(ExitCode::SUCCESS)
@@ -896,10 +907,11 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
         policy,
         config,
     );
-    let found = if a.manifests.is_empty() {
-        Vec::new()
+    let (found, unverified) = if a.manifests.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        manifest_sources(&read_manifests(&a.manifests)?).await?
+        let files = read_manifests(&a.manifests)?;
+        manifest_sources(&files, a.allow_cross_namespace_refs).await?
     };
     let bad_references = !invalid.is_empty();
     // Every check, in input order; at most --jobs run at once.
@@ -931,6 +943,7 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
         }
     });
     let mut decisions = invalid;
+    decisions.extend(unverified);
     if text {
         // Results stream in input order as they complete.
         for d in &decisions {
@@ -1038,10 +1051,15 @@ fn read_manifests(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, CliError>
     Ok(files)
 }
 
-/// The OCI sources of the manifests, each once, with every place it was found.
+/// What `--manifests` found: each OCI source once, with every place it was found.
+type ManifestSources = Vec<(Vec<String>, crate::extract::Source)>;
+
+/// The OCI sources of the manifests, each once, with every place it was found; and a warn
+/// decision for each source the cluster would fetch that is not OCI (nothing verifies it).
 async fn manifest_sources(
     files: &[(PathBuf, String)],
-) -> Result<Vec<(Vec<String>, crate::extract::Source)>, CliError> {
+    cross_namespace_refs: bool,
+) -> Result<(ManifestSources, Vec<Decision>), CliError> {
     use crate::extract::{self, Artifact, DocumentSet, Source};
     let mut objects = Vec::new();
     let mut kluctl = Vec::new();
@@ -1061,7 +1079,9 @@ async fn manifest_sources(
             }
         }
     }
-    let set = DocumentSet::new(objects.iter().map(|(_, d)| d.clone()).collect());
+    let set = DocumentSet::new(objects.iter().map(|(_, d)| d.clone()).collect())
+        .allow_cross_namespace_refs(cross_namespace_refs);
+    let mut unverified = Vec::new();
     let mut found: Vec<(Vec<String>, Source)> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     // Every place an artifact is found: its first path and the other paths of the same object.
@@ -1104,6 +1124,12 @@ async fn manifest_sources(
                 for s in x.sources {
                     record(&what, s);
                 }
+                let found_in = |u: &extract::Unverified| format!("{what} {}", u.path);
+                unverified.extend(
+                    x.unverified
+                        .into_iter()
+                        .map(|u| unverified_decision(found_in(&u), u)),
+                );
             }
             Err(e) => record(&what, invalid(what.clone(), error_chain(&e))),
         }
@@ -1129,7 +1155,14 @@ async fn manifest_sources(
             Err(e) => record(&what, invalid(what.clone(), error_chain(&e))),
         }
     }
-    Ok(found)
+    Ok((found, unverified))
+}
+
+/// A warn result for a source the cluster would fetch that is not OCI: nothing verifies it.
+fn unverified_decision(found_in: String, u: crate::extract::Unverified) -> Decision {
+    let mut d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
+    d.reasons.push(format!("found in {found_in}"));
+    d
 }
 
 /// A progress line on stderr while references are checked (only when it is a terminal and the

@@ -30,6 +30,7 @@ mod constraint;
 mod documents;
 mod flux;
 mod kluctl;
+pub mod names;
 mod workload;
 
 pub use constraint::{ConstraintError, SemverConstraint, parse_tag, pick_highest};
@@ -166,8 +167,25 @@ impl FluxVerify {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Extraction {
     pub sources: Vec<Source>,
-    /// What was seen and deliberately not checked (Git sources, kinds without images, ...).
+    /// What was seen and deliberately not checked (kinds without images, ...).
     pub notes: Vec<String>,
+    /// What the cluster will fetch and run that is not an OCI artifact, so that nothing here
+    /// verifies it (a Flux GitRepository, Bucket or ExternalArtifact, an HTTP HelmRepository, a
+    /// KluctlDeployment's Git source):
+    /// the webhook answers each with an AdmissionResponse warning, `verify --manifests` with a
+    /// warn result.
+    pub unverified: Vec<Unverified>,
+}
+
+/// A source the cluster fetches that ocigate cannot verify (see [`Extraction::unverified`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unverified {
+    /// The field of the given object that leads to it, e.g. `spec.chart.spec.sourceRef`.
+    pub path: String,
+    /// What it is, e.g. `GitRepository apps/podinfo`.
+    pub what: String,
+    /// Why it is not verified.
+    pub reason: String,
 }
 
 /// A failure of the caller's [`Lookup`] (not "not found", which is `Ok(None)`).
@@ -237,6 +255,18 @@ pub enum ExtractError {
     /// More documents than [`MAX_DOCUMENTS`].
     #[error("more than {max} documents (List items included); split the input")]
     TooManyDocuments { max: usize },
+    /// A reference to an object in another namespace, which the [`Lookup`] does not follow.
+    #[error(
+        "{kind} {name}: field {field}: {target} is in another namespace; cross-namespace \
+         references are refused (as Flux's --no-cross-namespace-refs; \
+         --allow-cross-namespace-refs allows them)"
+    )]
+    CrossNamespace {
+        kind: String,
+        name: String,
+        field: String,
+        target: Box<ObjectRef>,
+    },
     /// A file name that is not a Kluctl project file this module reads.
     #[error("{file}: not a Kluctl deployment.yaml or helm-chart.yaml")]
     UnknownKluctlFile { file: String },
@@ -244,10 +274,18 @@ pub enum ExtractError {
 
 /// Fetches objects an object refers to. `Ok(None)`: no such object.
 pub trait Lookup {
+    /// The object `r` names.
     fn get(
         &self,
         r: &ObjectRef,
     ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send;
+
+    /// Whether a reference may name an object in another namespace than the referring
+    /// object's. By default not, as Flux with `--no-cross-namespace-refs`: such a reference is
+    /// an [`ExtractError::CrossNamespace`] and nothing is looked up.
+    fn cross_namespace_refs(&self) -> bool {
+        false
+    }
 }
 
 /// What the caller knows about an object besides its content: an AdmissionRequest gives the

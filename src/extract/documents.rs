@@ -95,16 +95,31 @@ fn push_expanded(doc: Value, out: &mut Vec<Value>, depth: usize) -> Result<(), E
 /// one, in the same namespace; an object or reference without a namespace (manifests applied to
 /// "the current namespace") matches any namespace, but only when no object matches exactly.
 /// Two different objects matching equally well are [`LookupError::Ambiguous`].
+///
+/// A reference into another namespace than the referring object's is refused unless
+/// [`DocumentSet::allow_cross_namespace_refs`] says otherwise, as in the webhook.
 #[derive(Debug, Clone, Default)]
 pub struct DocumentSet {
     docs: Vec<Value>,
+    cross_namespace_refs: bool,
 }
 
 impl DocumentSet {
+    /// A lookup over `docs`.
     pub fn new(docs: Vec<Value>) -> Self {
-        DocumentSet { docs }
+        DocumentSet {
+            docs,
+            cross_namespace_refs: false,
+        }
     }
 
+    /// Follow references into other namespaces too (`--allow-cross-namespace-refs`).
+    pub fn allow_cross_namespace_refs(mut self, allow: bool) -> Self {
+        self.cross_namespace_refs = allow;
+        self
+    }
+
+    /// The documents.
     pub fn documents(&self) -> &[Value] {
         &self.docs
     }
@@ -150,6 +165,10 @@ impl Lookup for DocumentSet {
         r: &ObjectRef,
     ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send {
         std::future::ready(self.find(r))
+    }
+
+    fn cross_namespace_refs(&self) -> bool {
+        self.cross_namespace_refs
     }
 }
 

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::{
     Artifact, ExtractError, Extraction, FluxVerify, Hints, Lookup, MAX_LOOKUP_DEPTH, OCI_SCHEME,
-    Obj, ObjectRef, Source, chart_version, invalid, oci_repository_url, pinned, semver_request,
+    Obj, ObjectRef, Source, Unverified, chart_version, invalid, oci_repository_url, pinned,
+    semver_request,
 };
 
 pub(crate) const SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
@@ -98,6 +99,21 @@ async fn resolve<L: Lookup + Sync>(
     if via.contains(target) {
         return Err(obj.field_error(field, format!("{target} refers back to itself")));
     }
+    // A reference into another namespace (or, for an object whose namespace is not known, into
+    // any named one) is not followed unless the lookup allows it: nothing from there is read.
+    let cross = match (&target.namespace, &obj.namespace) {
+        (Some(t), Some(o)) => t != o,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if cross && !lookup.cross_namespace_refs() {
+        return Err(ExtractError::CrossNamespace {
+            kind: obj.kind.clone(),
+            name: obj.display_name(),
+            field: field.to_string(),
+            target: Box::new(target.clone()),
+        });
+    }
     lookup
         .get(target)
         .await
@@ -163,23 +179,28 @@ fn object_ref(obj: &Obj<'_>, field: &str, namespaced: bool) -> Result<ObjectRef,
     })
 }
 
-/// The chart `chart` in the HelmRepository `repo`: `Ok(None)` and a note when the repository is
-/// not an OCI one.
+/// The chart `chart` in the HelmRepository `repo` (which `referrer` names in `field`):
+/// `Ok(None)` and an unverified source when the repository is not an OCI one.
 fn chart_in_repository(
     repo: &Obj<'_>,
     chart: &str,
-    notes: &mut Vec<String>,
+    out: &mut Extraction,
     referrer: &Obj<'_>,
+    field: &str,
 ) -> Result<Option<String>, ExtractError> {
     let repo_type = repo.opt_str("spec.type")?.unwrap_or("default");
     if repo_type != "oci" {
-        notes.push(format!(
-            "{} {}: chart {chart:?} comes from HelmRepository {} of type {repo_type} \
-             (an HTTP chart index), not an OCI source",
-            referrer.kind,
-            referrer.display_name(),
-            repo.display_name()
-        ));
+        out.unverified.push(Unverified {
+            path: field.to_string(),
+            what: format!("HelmRepository {}", repo.display_name()),
+            reason: format!(
+                "{} {}: chart {chart:?} comes from HelmRepository {} of type {repo_type} \
+                 (an HTTP chart index), not an OCI source: ocigate does not verify it",
+                referrer.kind,
+                referrer.display_name(),
+                repo.display_name()
+            ),
+        });
         return Ok(None);
     }
     let url = repo.req_str("spec.url")?;
@@ -195,12 +216,16 @@ fn chart_in_repository(
     Ok(Some(format!("{base}/{}", chart.trim_start_matches('/'))))
 }
 
-fn non_oci_note(obj: &Obj<'_>, field: &str, target: &ObjectRef) -> String {
-    format!(
-        "{} {}: {field} is {target}, not an OCI source",
-        obj.kind,
-        obj.display_name()
-    )
+fn non_oci(obj: &Obj<'_>, field: &str, target: &ObjectRef) -> Unverified {
+    Unverified {
+        path: field.to_string(),
+        what: target.to_string(),
+        reason: format!(
+            "{} {}: {field} is {target}, not an OCI source: ocigate does not verify it",
+            obj.kind,
+            obj.display_name()
+        ),
+    }
 }
 
 /// A HelmChart's chart. `path` is the field of the object the caller was given (`spec.chart`
@@ -219,7 +244,9 @@ pub(crate) async fn helm_chart<L: Lookup + Sync>(
     match target.kind.as_str() {
         "HelmRepository" => {}
         "GitRepository" | "Bucket" => {
-            out.notes.push(non_oci_note(obj, "spec.sourceRef", &target));
+            let mut u = non_oci(obj, "spec.sourceRef", &target);
+            u.path = path.to_string();
+            out.unverified.push(u);
             return Ok(());
         }
         other => {
@@ -237,7 +264,7 @@ pub(crate) async fn helm_chart<L: Lookup + Sync>(
     };
     let repo = found(&value, &target)?;
     chain.push(target);
-    if let Some(chart_ref) = chart_in_repository(&repo, chart, &mut out.notes, obj)? {
+    if let Some(chart_ref) = chart_in_repository(&repo, chart, out, obj, path)? {
         out.sources.push(source(
             path,
             chart_version(&chart_ref, version),
@@ -276,7 +303,7 @@ async fn release_chart_ref<L: Lookup + Sync>(
     match target.kind.as_str() {
         "OCIRepository" | "HelmChart" => {}
         "ExternalArtifact" => {
-            out.notes.push(non_oci_note(obj, FIELD, &target));
+            out.unverified.push(non_oci(obj, FIELD, &target));
             return Ok(());
         }
         other => {
@@ -313,8 +340,8 @@ async fn release_chart_template<L: Lookup + Sync>(
     match target.kind.as_str() {
         "HelmRepository" => {}
         "GitRepository" | "Bucket" => {
-            out.notes
-                .push(non_oci_note(obj, "spec.chart.spec.sourceRef", &target));
+            out.unverified
+                .push(non_oci(obj, "spec.chart.spec.sourceRef", &target));
             return Ok(());
         }
         other => {
@@ -330,7 +357,8 @@ async fn release_chart_template<L: Lookup + Sync>(
         return Ok(());
     };
     let repo = found(&value, &target)?;
-    if let Some(chart_ref) = chart_in_repository(&repo, chart, &mut out.notes, obj)? {
+    let field = "spec.chart.spec.sourceRef";
+    if let Some(chart_ref) = chart_in_repository(&repo, chart, out, obj, field)? {
         out.sources.push(source(
             PATH,
             chart_version(&chart_ref, version),
@@ -798,7 +826,11 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(out.sources.is_empty());
-        assert!(out.notes[0].contains("of type default"), "{:?}", out.notes);
+        assert!(
+            out.unverified[0].reason.contains("of type default"),
+            "{:?}",
+            out.unverified
+        );
 
         // Both chart and chartRef: Flux's CEL rule rejects it, so do we.
         let e = one(
@@ -821,15 +853,21 @@ mod tests {
     }
 
     #[test]
-    fn non_oci_sources_are_notes() {
+    fn non_oci_sources_are_unverified_not_silent() {
         let git_chart = json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmChart",
             "metadata": {"name": "c", "namespace": "apps"},
             "spec": {"chart": "./charts/x", "sourceRef": {"kind": "GitRepository", "name": "g"}}});
         let out = block_on(extract(&git_chart, &DocumentSet::default())).unwrap();
-        assert!(out.sources.is_empty());
+        assert!(out.sources.is_empty() && out.notes.is_empty());
         assert_eq!(
-            out.notes,
-            ["HelmChart apps/c: spec.sourceRef is GitRepository apps/g, not an OCI source"]
+            out.unverified,
+            [Unverified {
+                path: "spec.chart".into(),
+                what: "GitRepository apps/g".into(),
+                reason: "HelmChart apps/c: spec.sourceRef is GitRepository apps/g, not an OCI \
+                         source: ocigate does not verify it"
+                    .into()
+            }]
         );
         let http = json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
             "metadata": {"name": "h", "namespace": "apps"}, "spec": {"url": "https://charts.example.com"}});
@@ -837,13 +875,22 @@ mod tests {
             json!({"chart": {"spec": {"chart": "x", "sourceRef": {"kind": "HelmRepository", "name": "h"}}}}),
         );
         let out = block_on(extract(&rel, &DocumentSet::new(vec![http]))).unwrap();
+        assert!(out.sources.is_empty());
+        assert_eq!(out.unverified[0].path, "spec.chart.spec.sourceRef");
+        assert_eq!(out.unverified[0].what, "HelmRepository apps/h");
         assert!(
-            out.sources.is_empty()
-                && out.notes[0].contains("HelmRepository apps/h of type default")
+            out.unverified[0]
+                .reason
+                .contains("HelmRepository apps/h of type default")
         );
         let ext = release(json!({"chartRef": {"kind": "ExternalArtifact", "name": "e"}}));
         let out = block_on(extract(&ext, &DocumentSet::default())).unwrap();
-        assert!(out.sources.is_empty() && out.notes[0].contains("ExternalArtifact"));
+        assert!(out.sources.is_empty() && out.unverified[0].what == "ExternalArtifact apps/e");
+        let bucket = release(
+            json!({"chart": {"spec": {"chart": "x", "sourceRef": {"kind": "Bucket", "name": "b"}}}}),
+        );
+        let out = block_on(extract(&bucket, &DocumentSet::default())).unwrap();
+        assert!(out.sources.is_empty() && out.unverified[0].what == "Bucket apps/b");
     }
 
     #[test]
@@ -861,13 +908,33 @@ mod tests {
             "r.example/charts/app"
         );
         assert_eq!(out.sources[0].via[0].namespace.as_deref(), Some("apps"));
-        let rel = release(json!({"chart": {"spec": {"chart": "app",
+        // Another namespace: refused unless allowed, and nothing from there is read.
+        let cross = release(json!({"chart": {"spec": {"chart": "app",
             "sourceRef": {"kind": "HelmRepository", "name": "repo", "namespace": "other"}}}}));
-        let out = block_on(extract(&rel, &set)).unwrap();
+        let e = block_on(extract(&cross, &set)).unwrap_err();
+        assert!(matches!(e, ExtractError::CrossNamespace { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "HelmRelease apps/rel: field spec.chart.spec.sourceRef: HelmRepository other/repo is \
+             in another namespace; cross-namespace references are refused (as Flux's \
+             --no-cross-namespace-refs; --allow-cross-namespace-refs allows them)"
+        );
+        assert!(!e.to_string().contains("evil.example"));
+        let chart_ref = release(
+            json!({"chartRef": {"kind": "OCIRepository", "name": "o", "namespace": "other"}}),
+        );
+        let e = block_on(extract(&chart_ref, &set)).unwrap_err();
+        assert!(matches!(e, ExtractError::CrossNamespace { .. }), "{e:?}");
+        let allowed = set.clone().allow_cross_namespace_refs(true);
+        let out = block_on(extract(&cross, &allowed)).unwrap();
         assert_eq!(
             semver_of(&out.sources[0].artifact),
             ("evil.example/charts/app".into(), "*".into(), None)
         );
+        // The same namespace named explicitly is no cross-namespace reference.
+        let same = release(json!({"chart": {"spec": {"chart": "app",
+            "sourceRef": {"kind": "HelmRepository", "name": "repo", "namespace": "apps"}}}}));
+        assert!(block_on(extract(&same, &set)).is_ok());
 
         // A lookup that fails is an error, not "nothing to check".
         struct Broken;
@@ -885,7 +952,7 @@ mod tests {
         assert_eq!(
             crate::error_chain(&e),
             "HelmRelease apps/rel: field spec.chart.spec.sourceRef: looking up a referenced object: \
-             looking up HelmRepository other/repo failed: connection refused"
+             looking up HelmRepository apps/repo failed: connection refused"
         );
 
         // A lookup answering with another kind is refused.

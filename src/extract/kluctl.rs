@@ -9,8 +9,8 @@
 use serde_json::Value;
 
 use super::{
-    Artifact, ExtractError, Extraction, OCI_SCHEME, Obj, Source, invalid, oci_repository_url,
-    parse_tag, pinned,
+    Artifact, ExtractError, Extraction, OCI_SCHEME, Obj, Source, Unverified, invalid,
+    oci_repository_url, parse_tag, pinned,
 };
 
 pub(crate) const GROUP: &str = "gitops.kluctl.io";
@@ -54,13 +54,24 @@ pub(crate) fn kluctl_deployment(obj: &Obj<'_>, out: &mut Extraction) -> Result<(
              deployment.yaml and helm-chart.yaml files are given"
         ));
     } else if obj.opt_map("spec.source.git")?.is_some() {
-        out.notes
-            .push(format!("{who}: spec.source.git is a Git source, not OCI"));
+        let url = obj.opt_str("spec.source.git.url")?.unwrap_or("?");
+        out.unverified.push(Unverified {
+            path: "spec.source.git".into(),
+            what: format!("Git repository {url:?}"),
+            reason: format!(
+                "{who}: spec.source.git is a Git source, not OCI: ocigate does not verify it"
+            ),
+        });
     } else if let Some(url) = obj.opt_str("spec.source.url")? {
         // The deprecated flat form, which Kluctl always clones with Git.
-        out.notes.push(format!(
-            "{who}: spec.source.url {url:?} (deprecated flat form) is a Git source, not OCI"
-        ));
+        out.unverified.push(Unverified {
+            path: "spec.source.url".into(),
+            what: format!("Git repository {url:?}"),
+            reason: format!(
+                "{who}: spec.source.url {url:?} (deprecated flat form) is a Git source, not \
+                 OCI: ocigate does not verify it"
+            ),
+        });
     } else {
         return Err(obj.field_error("spec.source", "none of oci, git or url is set"));
     }
@@ -365,9 +376,9 @@ mod tests {
             let out = block_on(extract(&docs[0], &DocumentSet::default())).unwrap();
             assert!(out.sources.is_empty(), "{rel}");
             assert!(
-                out.notes[0].contains("Git source"),
+                out.unverified[0].reason.contains("Git source"),
                 "{rel}: {:?}",
-                out.notes
+                out.unverified
             );
         }
         let kd = |source: Value| {

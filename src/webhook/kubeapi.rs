@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use std::collections::BTreeMap;
 
+use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::extract::{Lookup, LookupError, ObjectRef};
 use crate::registry::Credential;
 use crate::registry::credentials::AuthConfig;
@@ -40,6 +41,37 @@ pub enum KubeApiError {
     Body { url: String },
     #[error("no Kubernetes API resource is known for kind {kind} ({api_version})")]
     UnknownKind { kind: String, api_version: String },
+    /// A name or namespace that is not a valid Kubernetes name: it is never asked for.
+    #[error("{what} {value:?} is not a valid Kubernetes {rule}; the API was not asked")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        rule: &'static str,
+    },
+}
+
+/// `value` as a namespace (DNS-1123 label), or why it cannot be one.
+fn namespace_name(value: &str) -> Result<&str, KubeApiError> {
+    if is_dns1123_label(value) {
+        return Ok(value);
+    }
+    Err(KubeApiError::InvalidName {
+        what: "namespace",
+        value: value.chars().take(80).collect(),
+        rule: "namespace name (DNS-1123 label)",
+    })
+}
+
+/// `value` as an object name (DNS-1123 subdomain), or why it cannot be one.
+fn object_name<'v>(what: &'static str, value: &'v str) -> Result<&'v str, KubeApiError> {
+    if is_dns1123_subdomain(value) {
+        return Ok(value);
+    }
+    Err(KubeApiError::InvalidName {
+        what,
+        value: value.chars().take(80).collect(),
+        rule: "object name (DNS-1123 subdomain)",
+    })
 }
 
 enum Token {
@@ -211,38 +243,42 @@ impl KubeApi {
         identity: &crate::extract::PullIdentity,
     ) -> (BTreeMap<String, Credential>, Vec<String>) {
         let mut notes = Vec::new();
+        let namespace = match namespace_name(namespace) {
+            Ok(ns) => ns,
+            Err(e) => return (BTreeMap::new(), vec![e.to_string()]),
+        };
         let mut names = identity.secrets.clone();
-        if safe_name(&identity.service_account) && safe_name(namespace) {
-            let path = format!(
-                "/api/v1/namespaces/{namespace}/serviceaccounts/{}",
-                identity.service_account
-            );
-            match self.get(&path).await {
-                Ok(Some(sa)) => names.extend(
-                    sa.get("imagePullSecrets")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|s| s.get("name").and_then(Value::as_str))
-                        .map(str::to_string),
-                ),
-                Ok(None) => notes.push(format!(
-                    "service account {namespace}/{} not found",
-                    identity.service_account
-                )),
-                Err(e) => notes.push(crate::error_chain(&e)),
+        match object_name("service account", &identity.service_account) {
+            Ok(account) => {
+                let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{account}");
+                match self.get(&path).await {
+                    Ok(Some(sa)) => names.extend(
+                        sa.get("imagePullSecrets")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| s.get("name").and_then(Value::as_str))
+                            .map(str::to_string),
+                    ),
+                    Ok(None) => {
+                        notes.push(format!("service account {namespace}/{account} not found"))
+                    }
+                    Err(e) => notes.push(crate::error_chain(&e)),
+                }
             }
+            Err(e) => notes.push(e.to_string()),
         }
         let mut out = BTreeMap::new();
         names.sort();
         names.dedup();
         for name in names.iter().take(MAX_PULL_SECRETS) {
-            if !safe_name(name) || !safe_name(namespace) {
-                notes.push(format!(
-                    "pull secret name {name:?} is not a valid object name"
-                ));
-                continue;
-            }
+            let name = match object_name("pull secret", name) {
+                Ok(n) => n,
+                Err(e) => {
+                    notes.push(e.to_string());
+                    continue;
+                }
+            };
             let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
             let secret = match self.get(&path).await {
                 Ok(Some(s)) => s,
@@ -270,14 +306,6 @@ impl KubeApi {
 
 /// Most pull secrets read for one object.
 const MAX_PULL_SECRETS: usize = 16;
-
-/// A DNS-subdomain-like object name: nothing that could change an API path.
-fn safe_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
-}
 
 /// The registry credentials of a `kubernetes.io/dockerconfigjson` (or legacy
 /// `kubernetes.io/dockercfg`) secret.
@@ -343,21 +371,22 @@ fn object_path(r: &ObjectRef, namespace: &str) -> Result<String, KubeApiError> {
         .api_version
         .clone()
         .unwrap_or_else(|| "source.toolkit.fluxcd.io/v1".into());
+    // group/version: DNS labels and a version, nothing that could change the path.
     let ok = |s: &str| {
         !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'/'))
+            && s.split('/').count() == 2
+            && s.split('/')
+                .all(|part| part.split('.').all(is_dns1123_label))
     };
-    if !ok(&api_version)
-        || !ok(namespace)
-        || !ok(&r.name)
-        || r.name.contains('/')
-        || namespace.contains('/')
-    {
-        return Err(KubeApiError::Config(format!(
-            "refusing an object reference with unusual characters: {r}"
-        )));
+    if !ok(&api_version) {
+        return Err(KubeApiError::InvalidName {
+            what: "apiVersion",
+            value: api_version.chars().take(80).collect(),
+            rule: "group/version",
+        });
     }
+    namespace_name(namespace)?;
+    object_name("object name", &r.name)?;
     Ok(format!(
         "/apis/{api_version}/namespaces/{namespace}/{plural}/{}",
         r.name
@@ -367,8 +396,12 @@ fn object_path(r: &ObjectRef, namespace: &str) -> Result<String, KubeApiError> {
 /// Lookups for one admission request: referenced objects from the API (or a clear refusal when
 /// no API is configured), in the request's namespace unless the reference names one.
 pub struct ApiLookup<'a> {
+    /// The API; None: none is configured.
     pub api: Option<&'a KubeApi>,
+    /// The admitted object's namespace.
     pub namespace: Option<String>,
+    /// Whether references into other namespaces are followed (`--allow-cross-namespace-refs`).
+    pub cross_namespace_refs: bool,
 }
 
 impl Lookup for ApiLookup<'_> {
@@ -394,6 +427,10 @@ impl Lookup for ApiLookup<'_> {
                 .await
                 .map_err(|e| LookupError::failed(r.clone(), e))
         }
+    }
+
+    fn cross_namespace_refs(&self) -> bool {
+        self.cross_namespace_refs
     }
 }
 
@@ -471,9 +508,78 @@ mod tests {
         assert!(object_path(&evil, "flux").is_err());
         let unknown = ObjectRef {
             kind: "Secret".into(),
-            ..r
+            ..r.clone()
         };
         assert!(object_path(&unknown, "flux").is_err());
+        for name in [".", "..", "a/b", "A", "", "%2e%2e"] {
+            let bad = ObjectRef {
+                name: name.into(),
+                ..r.clone()
+            };
+            let e = object_path(&bad, "flux").unwrap_err();
+            assert!(
+                matches!(e, KubeApiError::InvalidName { .. }),
+                "{name:?}: {e}"
+            );
+            assert!(object_path(&r, name).is_err(), "namespace {name:?}");
+        }
+        assert!(object_path(&r, "flux.x").is_err(), "a namespace is a label");
+        let odd_version = ObjectRef {
+            api_version: Some("source.toolkit.fluxcd.io/../v1".into()),
+            ..r.clone()
+        };
+        assert!(object_path(&odd_version, "flux").is_err());
+    }
+
+    /// Names that are not Kubernetes names never reach the API: `.` and `..` would be read
+    /// as `/secrets/` (a list) and `/namespaces/apps/`.
+    #[test]
+    fn invalid_pull_secret_names_are_never_asked_for() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let api = KubeApi::new(format!("http://127.0.0.1:{port}"), None, Token::None).unwrap();
+        let identity = crate::extract::PullIdentity {
+            secrets: vec![".".into(), "..".into(), "a/../b".into(), "Regcred".into()],
+            service_account: "..".into(),
+        };
+        let (creds, notes) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(api.pull_credentials("apps", &identity));
+        assert!(creds.is_empty());
+        assert_eq!(notes.len(), 5, "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .all(|n| n.contains("is not a valid Kubernetes")),
+            "{notes:?}"
+        );
+        assert!(notes[0].starts_with("service account \"..\""), "{notes:?}");
+        let e = listener.accept().map(|_| ()).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the API was called"
+        );
+        // An invalid namespace: nothing is asked either.
+        let ok = crate::extract::PullIdentity {
+            secrets: vec!["regcred".into()],
+            service_account: "default".into(),
+        };
+        let (_, notes) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(api.pull_credentials("..", &ok));
+        assert!(notes[0].contains("namespace \"..\""), "{notes:?}");
+        let e = listener.accept().map(|_| ()).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the API was called"
+        );
     }
 
     #[test]
@@ -506,8 +612,6 @@ mod tests {
             assert!(e.contains("secret a/b"), "{e}");
             assert!(!e.contains("pw"), "{e}");
         }
-        assert!(safe_name("ghcr-pull.1"));
-        assert!(!safe_name("../x") && !safe_name("A") && !safe_name(""));
     }
 
     #[test]

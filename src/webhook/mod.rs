@@ -7,8 +7,8 @@
 //! pins on verified tags), `GET /healthz`,
 //! `GET /readyz`; Prometheus `GET /metrics` on a separate plain listener. The certificate and
 //! the policy are re-read when the mounted files change (polled, so that a ConfigMap's `..data`
-//! symlink swap is seen); a policy that fails to load is logged and counted, and the last good
-//! one stays. SIGTERM stops accepting and drains in-flight requests within a grace period.
+//! symlink swap is seen); the policy also when a key or trust root it names changes
+//! ([`reload`]); a policy that fails to load is logged and counted, and the last good one stays. SIGTERM stops accepting and drains in-flight requests within a grace period.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -32,10 +32,11 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
-use crate::engine::{CompiledPolicy, Decision, Engine, Failure};
+use crate::engine::{Decision, Engine, Failure};
 use crate::extract::{self, Artifact, Hints};
 
 mod kubeapi;
+mod reload;
 use crate::policy::Verdict;
 pub use kubeapi::{KubeApi, KubeApiError};
 
@@ -51,7 +52,7 @@ pub struct ServeConfig {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub policy: PathBuf,
-    /// How often mounted files (certificate, key, policy) are looked at.
+    /// How often mounted files (certificate, key, policy and the files it names) are looked at.
     pub reload_interval: Duration,
     /// How long in-flight requests may take after SIGTERM.
     pub grace: Duration,
@@ -59,6 +60,8 @@ pub struct ServeConfig {
     pub pin_workloads: bool,
     /// Where to read referenced objects; None: in-cluster (service account), if in a cluster.
     pub kubeconfig: Option<PathBuf>,
+    /// Follow Flux references into other namespaces (by default refused, nothing read).
+    pub allow_cross_namespace_refs: bool,
 }
 
 /// A failure that stops the server from starting.
@@ -352,6 +355,8 @@ struct State {
     pin_workloads: bool,
     /// Where referenced objects are read (None: no API; such objects are denied with a reason).
     kube: Option<KubeApi>,
+    /// Whether references into other namespaces are followed.
+    cross_namespace_refs: bool,
 }
 
 /// One artifact's outcome for the response and the log line (fields in the log line's order).
@@ -428,6 +433,7 @@ async fn outcomes_for(
     let lookup = kubeapi::ApiLookup {
         api: state.kube.as_ref(),
         namespace: req.namespace.clone(),
+        cross_namespace_refs: state.cross_namespace_refs,
     };
     // Referenced objects come from the Kubernetes API: that too happens within the deadline.
     let extract_within = |object| {
@@ -504,7 +510,27 @@ async fn outcomes_for(
             duration_ms: t.elapsed().as_secs_f64() * 1000.0,
         }
     });
-    Ok((futures_util::future::join_all(futures).await, new.notes))
+    let mut outcomes = futures_util::future::join_all(futures).await;
+    outcomes.extend(new.unverified.into_iter().map(unverified_outcome));
+    Ok((outcomes, new.notes))
+}
+
+/// A source the cluster fetches that is not an OCI artifact (a Flux GitRepository, Bucket,
+/// ExternalArtifact or HTTP HelmRepository): allowed, as nothing here can verify it, but never
+/// silently: a warn outcome, so the AdmissionResponse carries a warning and the log line says so.
+fn unverified_outcome(u: extract::Unverified) -> ArtifactOutcome {
+    ArtifactOutcome {
+        artifact: u.what,
+        cached: false,
+        digest: None,
+        duration_ms: 0.0,
+        failure: None,
+        paths: vec![u.path.clone()],
+        path: u.path,
+        reasons: vec![u.reason],
+        verdict: Verdict::Warn,
+        unpinned: false,
+    }
 }
 
 /// The outcomes of an object's sources, with the registry credentials its pods would pull with
@@ -935,13 +961,12 @@ async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<State>) {
     }
 }
 
-/// Re-read the certificate, the key and the policy when their bytes change.
+/// Re-read the certificate and the key when their bytes change (the policy: [`reload`]).
 async fn watch_files(
     state: Arc<State>,
     certs: Arc<Certificates>,
     cfg: ServeConfig,
     mut last_tls: (Vec<u8>, Vec<u8>),
-    mut last_policy: Vec<u8>,
 ) {
     let mut tick = tokio::time::interval(cfg.reload_interval);
     loop {
@@ -974,22 +999,6 @@ async fn watch_files(
                 })
                 .inc();
             last_tls = tls;
-        }
-        let policy = std::fs::read(&cfg.policy).unwrap_or_default();
-        if policy != last_policy && !policy.is_empty() {
-            match CompiledPolicy::from_file(&cfg.policy) {
-                Ok(p) => {
-                    let msg = serde_json::json!({"msg": "policy reloaded", "fingerprint": p.fingerprint()});
-                    eprintln!("{msg}");
-                    state.engine.set_policy(p);
-                }
-                Err(e) => {
-                    let msg = serde_json::json!({"msg": "policy reload failed; the last good policy stays", "error": crate::error_chain(&e)});
-                    eprintln!("{msg}");
-                    state.engine.policy_reload_failed();
-                }
-            }
-            last_policy = policy;
         }
     }
 }
@@ -1029,6 +1038,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         draining: AtomicBool::new(false),
         pin_workloads: cfg.pin_workloads,
         kube,
+        cross_namespace_refs: cfg.allow_cross_namespace_refs,
     });
     if let Some(addr) = cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
@@ -1040,7 +1050,6 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         std::fs::read(&cfg.tls_cert).unwrap_or_default(),
         std::fs::read(&cfg.tls_key).unwrap_or_default(),
     );
-    let initial_policy = std::fs::read(&cfg.policy).unwrap_or_default();
     {
         let state = state.clone();
         tokio::spawn(async move {
@@ -1051,12 +1060,11 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
             }
         });
     }
-    tokio::spawn(watch_files(
-        state.clone(),
-        certs,
-        cfg.clone(),
-        initial_tls,
-        initial_policy,
+    tokio::spawn(watch_files(state.clone(), certs, cfg.clone(), initial_tls));
+    tokio::spawn(reload::watch_policy(
+        state.engine.clone(),
+        cfg.policy.clone(),
+        cfg.reload_interval,
     ));
     let local = listener.local_addr().unwrap_or(cfg.listen);
     eprintln!(

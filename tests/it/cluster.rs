@@ -430,3 +430,147 @@ fn pull_secrets_of_the_pod_and_its_service_account() {
     );
     assert_eq!(run.code, 0, "{run:?}");
 }
+
+/// What the webhook asks the Kubernetes API: a HelmRelease's reference into another namespace
+/// is refused (nothing read from there, nothing of it in the deny) unless `serve` is told
+/// `--allow-cross-namespace-refs`; a pull secret named `..` is never asked for (it would be
+/// read as `/namespaces/apps/`) and the decision log says why. Sent by kwhclient; the webhook
+/// reads from mini-kube-apiserver.
+#[test]
+fn cross_namespace_flux_references_and_invalid_names() {
+    const TEST: &str = "cross_namespace_flux_references_and_invalid_names";
+    let Some(kube) = MiniCluster::start_or_skip(TEST) else {
+        return;
+    };
+    let Some(k) = crate::webhook::kube_tools_or_skip(TEST) else {
+        return;
+    };
+    let Some(corpus) = corpus_or_skip(TEST) else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    for r in ["charts/mychart:1.0.0", "apps/web:v1"] {
+        let reference = reg.reference(r);
+        push_image(&client, &reference, r);
+        let s = sign(&reg, &key, &reference.to_string(), &[]);
+        assert_eq!(s.code, 0, "{s:?}");
+    }
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
+    let crd = corpus.join("gitops/fluxcd/crds/source.toolkit.fluxcd.io_helmrepositories.yaml");
+    let run = kube.kubectl(&["apply", "-f", crd.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/helmrepositories.source.toolkit.fluxcd.io",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for ns in ["apps", "flux"] {
+        kube.namespace(d, ns);
+    }
+    let repo = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: flux}}\n\
+         spec: {{type: oci, url: \"oci://{h}/charts\", interval: 5m}}\n"
+    );
+    let run = kube.apply(d, "repo.yaml", &repo, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let tls = make_tls(d);
+    let kubeconfig = ["--kubeconfig", kube.kubeconfig.to_str().unwrap()];
+    let strict = start_serve(&policy, &tls, &h, &kubeconfig);
+    let allowing = start_serve(
+        &policy,
+        &tls,
+        &h,
+        &[kubeconfig[0], kubeconfig[1], "--allow-cross-namespace-refs"],
+    );
+    let release = |ns: &str, source_ns: &str| {
+        let f = d.join(format!("rel-{ns}-{source_ns}.yaml"));
+        std::fs::write(
+            &f,
+            format!(
+                "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: rel, namespace: {ns}}}\n\
+                 spec:\n  interval: 5m\n  chart:\n    spec:\n      chart: mychart\n      version: 1.0.0\n      \
+                 sourceRef: {{kind: HelmRepository, name: charts, namespace: {source_ns}}}\n"
+            ),
+        )
+        .unwrap();
+        f
+    };
+    let hooks = |server: &crate::webhook::Server, f: &Path| {
+        crate::webhook::kwhclient(
+            &k,
+            server,
+            &tls,
+            f,
+            &["-unstructured", "-resource", "helmreleases"],
+        )
+    };
+    // apps → flux: refused by default, and nothing read from flux shows.
+    let cross = release("apps", "flux");
+    let run = hooks(&strict, &cross);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("cross-namespace references are refused"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stdout.contains(&h),
+        "the repository's URL leaked: {run:?}"
+    );
+    // With the flag it is read, and the chart is verified.
+    let run = hooks(&allowing, &cross);
+    assert_eq!(run.code, 0, "{run:?}");
+    // In its own namespace (named explicitly), the default server reads it too.
+    let run = hooks(&strict, &release("flux", "flux"));
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // A pull secret named `..` or `.`: never asked for, the Pod checked without it.
+    let pod = d.join("pod.yaml");
+    std::fs::write(
+        &pod,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: apps}}\n\
+             spec:\n  imagePullSecrets: [{{name: \"..\"}}, {{name: \".\"}}]\n  \
+             containers:\n  - {{name: app, image: \"{}\"}}\n",
+            reg.reference("apps/web:v1")
+        ),
+    )
+    .unwrap();
+    let run = crate::webhook::kwhclient(&k, &strict, &tls, &pod, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    drop(allowing);
+    let log = strict.stop_and_read_log();
+    let notes: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "Pod")
+        .flat_map(|v| {
+            v["notes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+        })
+        .collect();
+    for name in ["..", "."] {
+        let want = format!("pull secret {name:?} is not a valid Kubernetes object name");
+        assert!(
+            notes.iter().any(|n| n.starts_with(&want)),
+            "{want}: {notes:?}\n{log}"
+        );
+    }
+    assert!(
+        !notes.iter().any(|n| n.contains("not a registry secret")),
+        "something was read for an invalid name: {notes:?}"
+    );
+}

@@ -49,6 +49,19 @@ impl Server {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
+
+    /// SIGTERM, wait for the exit (the decision log is flushed on the way out), and return
+    /// everything it wrote to stdout: one JSON line per decision.
+    pub(crate) fn stop_and_read_log(mut self) -> String {
+        use std::io::Read as _;
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    }
 }
 
 pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: &[&str]) -> Server {

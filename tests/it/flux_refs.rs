@@ -1,0 +1,143 @@
+//! Flux sources the gate cannot verify and references it does not follow: a HelmRelease whose
+//! chart comes from a GitRepository (or Bucket, ExternalArtifact, HTTP HelmRepository) is
+//! admitted with a warning, never silently, through kube's own admission client; and
+//! `verify --manifests` applies the webhook's rules (a warn result for such a source, a
+//! cross-namespace reference denied unless `--allow-cross-namespace-refs`).
+
+use crate::harness::*;
+use crate::webhook::{kube_tools_or_skip, kwhclient, start_serve};
+
+fn release(name: &str, namespace: &str, source_ref: &str) -> String {
+    format!(
+        "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec:\n  interval: 5m\n  chart:\n    spec:\n      chart: mychart\n      version: 1.0.0\n      \
+         sourceRef: {source_ref}\n"
+    )
+}
+
+#[test]
+fn a_helm_release_from_a_git_repository_is_admitted_with_a_warning() {
+    let Some(k) =
+        kube_tools_or_skip("a_helm_release_from_a_git_repository_is_admitted_with_a_warning")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, public) = generate_keys(d, "k");
+    let policy = d.join("policy.yaml");
+    // noMatch: deny, and a rule for the registry only.
+    write_key_policy(&policy, &public, "all", &format!("{}/**", reg.host()));
+    let tls = make_tls(d);
+    let server = start_serve(&policy, &tls, &reg.host(), &[]);
+    for (kind, chart_ref) in [
+        ("GitRepository", false),
+        ("Bucket", false),
+        ("ExternalArtifact", true),
+    ] {
+        let text = if chart_ref {
+            "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: rel, namespace: apps}\n\
+             spec:\n  interval: 5m\n  chartRef: {kind: ExternalArtifact, name: src}\n"
+                .to_string()
+        } else {
+            release("rel", "apps", &format!("{{kind: {kind}, name: src}}"))
+        };
+        let f = d.join(format!("{kind}.yaml"));
+        std::fs::write(&f, text).unwrap();
+        let run = kwhclient(&k, &server, &tls, &f, &[]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("ADMITTED"), "{run:?}");
+        let warning = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("WARNING:"))
+            .unwrap_or_else(|| panic!("{kind}: no warning: {run:?}"));
+        assert!(
+            warning.contains(&format!("{kind} apps/src")) && warning.contains("not an OCI source"),
+            "{warning}"
+        );
+    }
+}
+
+#[test]
+fn verify_manifests_warns_on_git_sources_and_refuses_cross_namespace_refs() {
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    let chart = reg.reference("charts/mychart:1.0.0");
+    push_image(&client, &chart, "chart");
+    let s = sign(&reg, &key, &chart.to_string(), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
+    let repo = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: flux}}\n\
+         spec: {{type: oci, url: \"oci://{h}/charts\", interval: 5m}}\n"
+    );
+    let verify_manifests = |name: &str, text: String, extra: &[&str]| {
+        let f = d.join(name);
+        std::fs::write(&f, text).unwrap();
+        let mut args = vec![
+            "verify",
+            "--manifests",
+            f.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--registry-plain-http",
+            &h,
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        ocigate(&args, &[])
+    };
+
+    // A chart from a GitRepository: a warn result, exit 0.
+    let run = verify_manifests(
+        "git.yaml",
+        release("rel", "apps", "{kind: GitRepository, name: src}"),
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let v = run.json();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{v}");
+    assert_eq!(results[0]["reference"], "GitRepository apps/src", "{v}");
+    assert_eq!(results[0]["verdict"], "warn", "{v}");
+    assert!(
+        results[0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("not an OCI source"),
+        "{v}"
+    );
+
+    // A release in apps using flux's repository: denied, nothing of the repository shown.
+    let cross = format!(
+        "{repo}---\n{}",
+        release(
+            "rel",
+            "apps",
+            "{kind: HelmRepository, name: charts, namespace: flux}"
+        )
+    );
+    let run = verify_manifests("cross.yaml", cross.clone(), &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let v = run.json();
+    let r = &v["results"][0];
+    assert_eq!(r["verdict"], "deny", "{v}");
+    let reasons = r["reasons"].to_string();
+    assert!(
+        reasons.contains("cross-namespace references are refused"),
+        "{v}"
+    );
+    assert!(!reasons.contains("/charts/mychart"), "{v}");
+    // Allowed: the chart is found and verified.
+    let run = verify_manifests("cross.yaml", cross, &["--allow-cross-namespace-refs"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["results"][0]["verdict"], "allow", "{run:?}");
+}
