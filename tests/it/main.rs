@@ -13,6 +13,7 @@ mod engine;
 mod examples;
 mod faults;
 mod harness;
+mod limits;
 mod manifests;
 mod pki;
 mod platforms;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// The kube tools, or a loud skip (a failure in CI).
-fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
     let k = std::env::var_os("OCIGATE_TEST_KUBE")
         .map(PathBuf::from)
         .or_else(|| {
@@ -93,7 +93,7 @@ pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: 
     panic!("ocigate serve did not listen on {port}");
 }
 
-fn kwhclient(k: &Path, server: &Server, tls: &Tls, object: &Path, extra: &[&str]) -> Run {
+pub(crate) fn kwhclient(k: &Path, server: &Server, tls: &Tls, object: &Path, extra: &[&str]) -> Run {
     kwhclient_at(k, server, "/validate", tls, object, extra)
 }
 
