@@ -119,6 +119,42 @@ impl Drop for Permit {
     }
 }
 
+/// How long the permit of a request abandoned before its answer came (a timeout, a cancelled
+/// check) is held on: the abandoned connection is closed by the HTTP client's own task, and
+/// the next request must not open its connection before that.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The permit of a request in flight. Taken back with [`InFlight::answered`] once the answer
+/// came; dropped before that, its release waits [`CLOSE_GRACE`].
+#[derive(Debug)]
+pub struct InFlight(Option<Permit>);
+
+impl InFlight {
+    /// A request is being sent under `permit`.
+    pub fn new(permit: Permit) -> Self {
+        InFlight(Some(permit))
+    }
+
+    /// The answer came: the permit goes with it (until its body has been read).
+    pub fn answered(mut self) -> Option<Permit> {
+        self.0.take()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(permit) = self.0.take() else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                tokio::time::sleep(CLOSE_GRACE).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
 /// A place in a gate's queue; leaving it (dropped before its turn came, or after it came but
 /// before it was taken) passes the permit on.
 struct Waiting {

@@ -974,8 +974,14 @@ impl Registry {
         loop {
             // The host's permit is waited for within the request's time, and goes with the
             // response until its body has been read (or the response is dropped).
+            let until = tokio::time::Instant::now() + self.request_limit();
             let fut = async {
-                let permit = Arc::new(self.gates.acquire(registry).await);
+                let permit = self.gates.acquire(registry).await;
+                if tokio::time::Instant::now() >= until {
+                    // Its turn came too late: no connection is opened; the deadline says so.
+                    std::future::pending::<()>().await;
+                }
+                let in_flight = gate::InFlight::new(permit);
                 let mut resp = self
                     .remote
                     .send(
@@ -988,8 +994,10 @@ impl Registry {
                         &build,
                     )
                     .await?;
-                resp.extensions_mut().insert(permit);
-                Ok(resp)
+                if let Some(permit) = in_flight.answered() {
+                    resp.extensions_mut().insert(Arc::new(permit));
+                }
+                Ok::<_, Cause>(resp)
             };
             let result = self.deadline(registry, op, target, fut).await?;
             let wait = match &result {
@@ -1062,7 +1070,7 @@ impl Registry {
         fut: impl Future<Output = T>,
     ) -> Result<T, RegistryError> {
         let left = remaining_deadline();
-        let limit = left.map_or(self.settings.timeout, |l| l.min(self.settings.timeout));
+        let limit = self.request_limit();
         tokio::time::timeout(limit, fut).await.map_err(|_| {
             if left.is_some_and(|l| l < self.settings.timeout) {
                 RegistryError::DeadlineExceeded {
@@ -1079,6 +1087,12 @@ impl Registry {
                 }
             }
         })
+    }
+
+    /// The time one request may take: the request timeout, cut to what is left of the
+    /// deadline in scope.
+    fn request_limit(&self) -> Duration {
+        remaining_deadline().map_or(self.settings.timeout, |l| l.min(self.settings.timeout))
     }
 
     /// The credential for `repository` on `host`, from the first source that has one (see
