@@ -83,7 +83,9 @@ mod tests {
 
     #[test]
     fn reasons_are_bounded_in_number_and_size() {
-        let mut reasons: Vec<String> = (0..100).map(|i| format!("{i}{}", "r".repeat(5000))).collect();
+        let mut reasons: Vec<String> = (0..100)
+            .map(|i| format!("{i}{}", "r".repeat(5000)))
+            .collect();
         bound_reasons(&mut reasons);
         assert_eq!(reasons.len(), MAX_REASONS);
         assert!(reasons.iter().all(|r| r.len() <= MAX_REASON_BYTES));

@@ -282,8 +282,7 @@ mod tests {
             let a = gates.acquire("h").await;
             let _b = gates.acquire("h").await;
             // A third waits; one that gives up leaves no permit behind.
-            let gave_up =
-                tokio::time::timeout(Duration::from_millis(20), gates.acquire("h")).await;
+            let gave_up = tokio::time::timeout(Duration::from_millis(20), gates.acquire("h")).await;
             assert!(gave_up.is_err());
             let waiter = tokio::spawn({
                 let gate = gates.gate("h");

@@ -27,7 +27,9 @@ fn pod_with(name: &str, images: &[String]) -> String {
 }
 
 fn images(host: &str, n: usize, prefix: &str) -> Vec<String> {
-    (0..n).map(|i| format!("{host}/apps/{prefix}{i}:v1")).collect()
+    (0..n)
+        .map(|i| format!("{host}/apps/{prefix}{i}:v1"))
+        .collect()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -78,7 +80,10 @@ fn an_object_naming_more_than_256_artifacts_is_denied_before_any_registry_is_ask
     assert_eq!(results.len(), 1, "{run:?}");
     assert_eq!(results[0]["failure"], "invalid", "{run:?}");
     let reasons = results[0]["reasons"].to_string();
-    assert!(reasons.contains("257 ") && reasons.contains(LIMIT_SAID), "{reasons}");
+    assert!(
+        reasons.contains("257 ") && reasons.contains(LIMIT_SAID),
+        "{reasons}"
+    );
     assert!(recorder.seen().is_empty(), "{:?}", recorder.seen());
 
     // The webhook, called by Kubernetes' admission code.
@@ -90,7 +95,8 @@ fn an_object_naming_more_than_256_artifacts_is_denied_before_any_registry_is_ask
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("DENIED"), "{run:?}");
     assert!(
-        run.stdout.contains("the object names 257 distinct OCI artifacts")
+        run.stdout
+            .contains("the object names 257 distinct OCI artifacts")
             && run.stdout.contains(LIMIT_SAID),
         "{run:?}"
     );
@@ -154,8 +160,7 @@ impl BlackHole {
                             Err(e)
                                 if matches!(
                                     e.kind(),
-                                    std::io::ErrorKind::WouldBlock
-                                        | std::io::ErrorKind::TimedOut
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                                 ) => {}
                             Err(_) => break,
                         }
@@ -236,7 +241,10 @@ fn a_host_that_never_answers_gets_at_most_the_cap_of_connections() {
         hole.open.load(Ordering::SeqCst)
     );
     assert!(peak <= CAP, "{peak} connections at once (cap {CAP})");
-    assert_eq!(peak, CAP, "the host was never saturated: the test proves nothing");
+    assert_eq!(
+        peak, CAP,
+        "the host was never saturated: the test proves nothing"
+    );
     drop(server);
 }
 
@@ -289,7 +297,11 @@ fn a_small_request_is_served_while_large_ones_occupy_the_host() {
         &host,
         &["--registry-max-connections", "2", "--deadline", "6s"],
     );
-    let small_pod = write(dir.path(), "small.yaml", &pod_with("small", &[small.to_string()]));
+    let small_pod = write(
+        dir.path(),
+        "small.yaml",
+        &pod_with("small", &[small.to_string()]),
+    );
     let done = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for p in 0..2 {
@@ -311,7 +323,11 @@ fn a_small_request_is_served_while_large_ones_occupy_the_host() {
     });
     let done = done.into_inner().unwrap();
     let small_run = done.iter().find(|(w, _, _)| *w == "small").unwrap();
-    assert_eq!(small_run.2.code, 0, "the small request was starved: {:?}", small_run.2);
+    assert_eq!(
+        small_run.2.code, 0,
+        "the small request was starved: {:?}",
+        small_run.2
+    );
     // ... while the large ones were still waiting for the host (they time out).
     for (_, at, run) in done.iter().filter(|(w, _, _)| *w == "large") {
         assert!(*at > small_run.1, "a large request ended first: {run:?}");
@@ -330,8 +346,14 @@ fn a_huge_source_annotation_is_cut_before_it_is_kept() {
     let source = format!("https://example.com/{}", "s".repeat(3 << 20));
     let revision = "é".repeat(256 << 10);
     let annotations = std::collections::BTreeMap::from([
-        ("org.opencontainers.image.source".to_string(), source.clone()),
-        ("org.opencontainers.image.revision".to_string(), revision.clone()),
+        (
+            "org.opencontainers.image.source".to_string(),
+            source.clone(),
+        ),
+        (
+            "org.opencontainers.image.revision".to_string(),
+            revision.clone(),
+        ),
     ]);
     let tagged = reg.reference("apps/huge:v1");
     let digest = push_image_with(&client, &tagged, "huge", annotations);
@@ -351,7 +373,11 @@ fn a_huge_source_annotation_is_cut_before_it_is_kept() {
         ],
     );
     assert_eq!(run.code, 0, "{}", &run.stderr);
-    assert!(run.stdout.len() < 64 << 10, "{} bytes of output", run.stdout.len());
+    assert!(
+        run.stdout.len() < 64 << 10,
+        "{} bytes of output",
+        run.stdout.len()
+    );
     let json = run.json();
     for result in json["results"].as_array().unwrap() {
         assert_eq!(result["verdict"], "allow", "{result}");

@@ -93,7 +93,13 @@ pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: 
     panic!("ocigate serve did not listen on {port}");
 }
 
-pub(crate) fn kwhclient(k: &Path, server: &Server, tls: &Tls, object: &Path, extra: &[&str]) -> Run {
+pub(crate) fn kwhclient(
+    k: &Path,
+    server: &Server,
+    tls: &Tls,
+    object: &Path,
+    extra: &[&str],
+) -> Run {
     kwhclient_at(k, server, "/validate", tls, object, extra)
 }
 
