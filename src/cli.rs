@@ -119,6 +119,10 @@ struct ServeArgs {
     /// is remembered; default: not at all.
     #[arg(long, value_parser = parse_duration)]
     failure_cache_ttl: Option<Duration>,
+    /// Most memory each cache (decisions, resolved tags, tag lists) holds, in MiB; what a
+    /// registry controls is cut to a few hundred bytes before it is kept.
+    #[arg(long, value_name = "MIB", default_value_t = crate::engine::DEFAULT_CACHE_BYTES >> 20)]
+    cache_max_mib: u64,
     /// How often mounted files are looked at for changes.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     reload_interval: Duration,
@@ -222,6 +226,15 @@ struct RegistryArgs {
         default_value_t = 30
     )]
     timeout: u64,
+    /// Requests in flight to one registry host at most, across the whole process (work that
+    /// outlives its admission request included); each holds one connection. Waiting requests
+    /// are served in turn, one admission request (or one `verify` run) after another.
+    #[arg(
+        long = "registry-max-connections",
+        value_name = "N",
+        default_value_t = crate::registry::gate::DEFAULT_MAX_CONNECTIONS_PER_HOST
+    )]
+    max_connections: usize,
 }
 
 // cosign's `--certificate-github-workflow-*` constraints (exact values). A plain comment: a doc
@@ -647,8 +660,14 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         negative_ttl: a.negative_cache_ttl,
         resolve_ttl: a.resolve_ttl,
         failure_ttl: a.failure_cache_ttl.unwrap_or(Duration::ZERO),
+        max_cache_bytes: a.cache_max_mib << 20,
         ..EngineConfig::default()
     };
+    if a.cache_max_mib == 0 || a.cache_max_mib > 4096 {
+        return Err(CliError::Usage(
+            "--cache-max-mib must be between 1 and 4096".into(),
+        ));
+    }
     let engine = Engine::new(registry_with(&a.registry, true, &[])?, policy, config);
     let metrics_listen = match a.metrics_listen.as_str() {
         "off" | "" => None,
@@ -757,6 +776,12 @@ fn registry_with(
         ));
     }
     s.timeout = Duration::from_secs(args.timeout);
+    if args.max_connections == 0 || args.max_connections > 1024 {
+        return Err(CliError::Usage(
+            "--registry-max-connections must be between 1 and 1024".into(),
+        ));
+    }
+    s.max_connections_per_host = args.max_connections;
     Ok(Registry::new(s))
 }
 
@@ -1120,17 +1145,20 @@ async fn manifest_sources(
             .unwrap_or("?");
         let what = format!("{} {kind} {name}", file.display());
         match extract::extract(d, &set).await {
-            Ok(x) => {
-                for s in x.sources {
-                    record(&what, s);
+            Ok(x) => match too_many_artifacts(&x) {
+                Some(problem) => record(&what, invalid(what.clone(), problem)),
+                None => {
+                    for s in x.sources {
+                        record(&what, s);
+                    }
+                    let found_in = |u: &extract::Unverified| format!("{what} {}", u.path);
+                    unverified.extend(
+                        x.unverified
+                            .into_iter()
+                            .map(|u| unverified_decision(found_in(&u), u)),
+                    );
                 }
-                let found_in = |u: &extract::Unverified| format!("{what} {}", u.path);
-                unverified.extend(
-                    x.unverified
-                        .into_iter()
-                        .map(|u| unverified_decision(found_in(&u), u)),
-                );
-            }
+            },
             Err(e) => record(&what, invalid(what.clone(), error_chain(&e))),
         }
     }
@@ -1147,11 +1175,14 @@ async fn manifest_sources(
         }
         let what = file.display().to_string();
         match extract::extract_kluctl_file(&base, d) {
-            Ok(x) => {
-                for s in x.sources {
-                    record(&what, s);
+            Ok(x) => match too_many_artifacts(&x) {
+                Some(problem) => record(&what, invalid(what.clone(), problem)),
+                None => {
+                    for s in x.sources {
+                        record(&what, s);
+                    }
                 }
-            }
+            },
             Err(e) => record(&what, invalid(what.clone(), error_chain(&e))),
         }
     }
@@ -1163,6 +1194,19 @@ fn unverified_decision(found_in: String, u: crate::extract::Unverified) -> Decis
     let mut d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
     d.reasons.push(format!("found in {found_in}"));
     d
+}
+
+/// Why an object's sources are not checked, when it names more distinct artifacts than the
+/// webhook accepts of one object (the same limit, the same words).
+fn too_many_artifacts(x: &crate::extract::Extraction) -> Option<String> {
+    let max = crate::webhook::MAX_ARTIFACTS_PER_OBJECT;
+    let count = x
+        .sources
+        .iter()
+        .map(crate::extract::Source::key)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    (count > max).then(|| crate::webhook::ObjectError::TooManyArtifacts { count, max }.to_string())
 }
 
 /// A progress line on stderr while references are checked (only when it is a terminal and the

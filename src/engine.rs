@@ -158,6 +158,13 @@ fn discover_failure(e: &DiscoverError) -> Failure {
     }
 }
 
+/// Most bytes each of the engine's caches holds by default (`serve --cache-max-mib`).
+pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
+
+/// Entries of a resolved index's manifest list kept for the platform note; a larger index is
+/// resolved without it.
+const MAX_KEPT_INDEX_ENTRIES: usize = 1024;
+
 /// Tuning of the engine; the defaults suit the webhook, the CLI sets its own deadline.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -173,6 +180,9 @@ pub struct EngineConfig {
     pub resolve_ttl: Duration,
     /// Most decisions (and resolved tags) held.
     pub max_entries: u64,
+    /// Most bytes each cache (decisions, resolved tags, tag lists) holds, about; what a
+    /// registry controls is cut before it is kept (see [`crate::bounded`]).
+    pub max_cache_bytes: u64,
     /// How long a verification may run in all, even after its askers' deadlines have passed
     /// (it then still fills the cache, so that a retry is answered at once).
     pub verification_budget: Duration,
@@ -187,6 +197,7 @@ impl Default for EngineConfig {
             failure_ttl: Duration::ZERO,
             resolve_ttl: Duration::from_secs(30),
             max_entries: 100_000,
+            max_cache_bytes: DEFAULT_CACHE_BYTES,
             verification_budget: Duration::from_secs(30),
         }
     }
@@ -564,6 +575,8 @@ impl DecisionKey {
 struct Cached {
     /// When the entry stops being used, in nanoseconds since the engine's `epoch`.
     expires: u64,
+    /// About how many bytes it holds (its weight in the cache).
+    bytes: u64,
     verdict: Verdict,
     failure: Option<Failure>,
     /// Whether the decision named the digest, and the rule.
@@ -599,13 +612,20 @@ impl Cached {
                 revision: d.revision.as_deref().map(Into::into),
             }))
         };
+        let reasons: Arc<str> = pack_reasons(&d.reasons).into();
+        let evidence_bytes = evidence.as_deref().map_or(0, |e| {
+            64 + e.signatures.iter().map(|s| s.approx_bytes()).sum::<usize>()
+                + e.source.as_deref().map_or(0, str::len)
+                + e.revision.as_deref().map_or(0, str::len)
+        });
         Some(Cached {
             expires,
+            bytes: (96 + reasons.len() + evidence_bytes) as u64,
             verdict: d.verdict,
             failure: d.failure,
             has_digest: d.digest.is_some(),
             has_rule: d.rule.is_some(),
-            reasons: pack_reasons(&d.reasons).into(),
+            reasons,
             evidence,
         })
     }
@@ -665,6 +685,17 @@ fn unpack_reasons(packed: &str) -> Vec<String> {
     out
 }
 
+/// The weight of a cached decision: its bytes, and at least the floor (the cache's bytes over
+/// its most entries), so that the cache is bounded in entries too.
+#[derive(Clone, Copy)]
+struct CachedWeight(u64);
+
+impl quick_cache::Weighter<DecisionKey, Cached> for CachedWeight {
+    fn weight(&self, _: &DecisionKey, v: &Cached) -> u64 {
+        v.bytes.max(self.0)
+    }
+}
+
 #[derive(Clone)]
 struct Resolved {
     digest: Digest,
@@ -673,6 +704,24 @@ struct Resolved {
     /// When the tag names an index: the manifests it lists (for the message of a platform
     /// manifest pinned under that tag and found unsigned).
     lists: Option<Arc<[crate::platform::IndexEntry]>>,
+}
+
+impl Resolved {
+    /// About how many bytes it holds (its weight in the resolve cache).
+    fn approx_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let lists = self.lists.as_deref().map_or(0, |l| {
+            l.iter()
+                .map(|e| {
+                    let p = e.platform.as_ref().map_or(0, |p| {
+                        p.os.len() + p.architecture.len() + text(&p.variant) + 72
+                    });
+                    160 + e.media_type.len() + p
+                })
+                .sum()
+        });
+        160 + text(&self.source) + text(&self.revision) + lists
+    }
 }
 
 /// Where a running check is, for the deadline's message.
@@ -726,7 +775,7 @@ struct Inner {
     config: EngineConfig,
     /// Bounded by `max_entries`; an expired entry is never used, and is dropped when it is met
     /// or when the cache is counted.
-    decisions: quick_cache::sync::Cache<DecisionKey, Cached>,
+    decisions: quick_cache::sync::Cache<DecisionKey, Cached, CachedWeight>,
     /// What `Cached::expires` counts from.
     epoch: Instant,
     resolved: moka::sync::Cache<String, Resolved>,
@@ -745,27 +794,39 @@ impl Engine {
     pub fn new(registry: Registry, policy: CompiledPolicy, config: EngineConfig) -> Self {
         // One shard: the bound is exact (shards split it evenly, so one shard would fill and
         // evict while others had room), and a hit takes the shard's lock for reading only.
+        // Bounded in bytes and in entries: each entry weighs its bytes, and at least an equal
+        // share of the bytes per entry allowed.
         let max = usize::try_from(config.max_entries.max(1)).unwrap_or(usize::MAX);
+        let bytes = config.max_cache_bytes.max(1 << 16);
+        let floor = (bytes / config.max_entries.max(1)).max(1);
+        let weigher = CachedWeight(floor);
         let decisions = quick_cache::OptionsBuilder::new()
-            .estimated_items_capacity(max)
-            .weight_capacity(config.max_entries.max(1))
+            .estimated_items_capacity(max.min(1 << 20))
+            .weight_capacity(bytes)
             .shards(1)
             .build()
             .map(|options| {
                 quick_cache::sync::Cache::with_options(
                     options,
-                    quick_cache::UnitWeighter,
+                    weigher,
                     quick_cache::DefaultHashBuilder::default(),
                     quick_cache::sync::DefaultLifecycle::default(),
                 )
             })
-            .unwrap_or_else(|_| quick_cache::sync::Cache::new(max));
+            .unwrap_or_else(|_| quick_cache::sync::Cache::with_weighter(max, bytes, weigher));
+        let weight = move |n: usize| u32::try_from((n as u64).max(floor)).unwrap_or(u32::MAX);
         let resolved = moka::sync::Cache::builder()
-            .max_capacity(config.max_entries)
+            .max_capacity(bytes)
+            .weigher(move |k: &String, r: &Resolved| weight(k.len() + r.approx_bytes()))
             .time_to_live(config.resolve_ttl.max(Duration::from_millis(1)))
             .build();
+        let tag_floor = (bytes / config.max_entries.clamp(1, 10_000)).max(1);
         let tags = moka::sync::Cache::builder()
-            .max_capacity(config.max_entries.min(10_000))
+            .max_capacity(bytes)
+            .weigher(move |k: &String, t: &Arc<Vec<String>>| {
+                let n = k.len() + 64 + t.iter().map(|x| x.len() + 24).sum::<usize>();
+                u32::try_from((n as u64).max(tag_floor)).unwrap_or(u32::MAX)
+            })
             .time_to_live(config.resolve_ttl.max(Duration::from_millis(1)))
             .build();
         Engine {
@@ -1024,14 +1085,16 @@ impl Engine {
                     let budget = self.inner.config.verification_budget;
                     let verification =
                         crate::registry::with_deadline(Instant::now() + budget, verification);
-                    let task = tokio::spawn(async move {
+                    // It queues for registry hosts in its first asker's turn.
+                    let group = crate::registry::gate::current_group();
+                    let task = tokio::spawn(crate::registry::gate::with_group(group, async move {
                         match credentials {
                             Some(c) => {
                                 crate::registry::with_request_credentials(c, verification).await
                             }
                             None => verification.await,
                         }
-                    });
+                    }));
                     let rule_name = rule.name.clone();
                     let fallback_ref = reference.to_string();
                     let fut: Pin<Box<dyn Future<Output = Arc<Decision>> + Send>> =
@@ -1293,7 +1356,10 @@ impl Engine {
         if let Some(t) = self.inner.tags.get(&key) {
             return Ok(t);
         }
-        let tags = Arc::new(self.inner.registry.list_tags(repository).await?);
+        let mut tags = self.inner.registry.list_tags(repository).await?;
+        // What is not a tag cannot be picked (and is not kept).
+        tags.retain(|t| crate::reference::is_valid_tag(t));
+        let tags = Arc::new(tags);
         if !self.inner.config.resolve_ttl.is_zero() {
             self.inner.tags.insert(key, tags.clone());
         }
@@ -1327,6 +1393,7 @@ impl Engine {
         let lists = crate::platform::index_entries(&manifest.media_type, &manifest.bytes)
             .ok()
             .flatten()
+            .filter(|l| l.len() <= MAX_KEPT_INDEX_ENTRIES)
             .map(Arc::from);
         let r = Resolved {
             digest: manifest.digest.clone(),
@@ -1355,10 +1422,12 @@ impl Engine {
             .verifications
             .fetch_add(1, Ordering::Relaxed);
         let resolved_digest = resolved.digest.clone();
-        let decision = Arc::new(
-            self.run_verification(&policy, &rule_name, &reference, resolved, &stage)
-                .await,
-        );
+        let mut decision = self
+            .run_verification(&policy, &rule_name, &reference, resolved, &stage)
+            .await;
+        // What the registry and the signatures control is cut before it is kept.
+        bound_decision(&mut decision);
+        let decision = Arc::new(decision);
         let ttl = match decision.failure {
             None => self.inner.config.positive_ttl,
             Some(f) if f.is_unreached() => self.inner.config.failure_ttl,
@@ -1620,12 +1689,32 @@ fn manifest_trace(m: &crate::registry::Manifest, place: &str) -> (Option<String>
     match ImageManifest::parse(m, place) {
         Ok(m) => {
             let a = m.annotations.unwrap_or_default();
-            (
-                a.get(SOURCE_ANNOTATION).cloned(),
-                a.get(REVISION_ANNOTATION).cloned(),
-            )
+            let kept = |key: &str| {
+                a.get(key)
+                    .map(|v| crate::bounded::cut(v, crate::bounded::MAX_KEPT_STRING).into_owned())
+            };
+            (kept(SOURCE_ANNOTATION), kept(REVISION_ANNOTATION))
         }
         Err(_) => (None, None),
+    }
+}
+
+/// A decision cut to what may be kept (see [`crate::bounded`]): reasons, evidence and the
+/// manifest's annotations.
+fn bound_decision(d: &mut Decision) {
+    use crate::bounded::{MAX_KEPT_STRING, MAX_SIGNATURE_ANNOTATIONS, MAX_SIGNATURES};
+    if d.signatures.len() > MAX_SIGNATURES {
+        let more = d.signatures.len() - MAX_SIGNATURES;
+        d.signatures.truncate(MAX_SIGNATURES);
+        d.reasons
+            .push(format!("and {more} more verified signatures, not listed"));
+    }
+    for s in &mut d.signatures {
+        s.bound(MAX_KEPT_STRING, MAX_SIGNATURE_ANNOTATIONS);
+    }
+    crate::bounded::bound_reasons(&mut d.reasons);
+    for x in [&mut d.source, &mut d.revision].into_iter().flatten() {
+        crate::bounded::cut_in_place(x, MAX_KEPT_STRING);
     }
 }
 

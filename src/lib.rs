@@ -6,6 +6,7 @@
 //! references; [`cli`] and [`webhook`] only translate.
 #![forbid(unsafe_code)]
 
+pub mod bounded;
 pub mod bundle;
 pub mod candidate;
 pub mod cli;

@@ -372,6 +372,11 @@ pub fn canonical_host(host: &str) -> Result<String, String> {
     })
 }
 
+/// Whether `tag` is a valid tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
+pub fn is_valid_tag(tag: &str) -> bool {
+    validate_tag(tag, tag).is_ok()
+}
+
 fn validate_tag(input: &str, tag: &str) -> Result<(), ReferenceError> {
     let ok = !tag.is_empty()
         && tag.len() <= 128

@@ -165,6 +165,80 @@ impl VerifiedSignature {
     pub fn annotations(&self) -> &BTreeMap<String, String> {
         &self.annotations
     }
+
+    /// Cut what the signed content and the registry control (the location, the claimed
+    /// repository, the certificate's identity and issuer, payload annotations) to `max` bytes
+    /// each, and keep at most `max_annotations` annotations (the first by key).
+    pub fn bound(&mut self, max: usize, max_annotations: usize) {
+        use crate::bounded::cut_in_place;
+        cut_in_place(&mut self.location, max);
+        if let Some(r) = &mut self.docker_reference {
+            cut_in_place(r, max);
+        }
+        if let Evidence::Keyless {
+            identity, issuer, ..
+        } = &mut self.evidence
+        {
+            cut_in_place(identity, max);
+            cut_in_place(issuer, max);
+        }
+        let over = self.annotations.len() > max_annotations
+            || self
+                .annotations
+                .iter()
+                .any(|(k, v)| k.len() > max || v.len() > max);
+        if over {
+            let all = std::mem::take(&mut self.annotations);
+            let dropped = all.len().saturating_sub(max_annotations);
+            self.annotations = all
+                .into_iter()
+                .take(max_annotations)
+                .map(|(k, v)| {
+                    (
+                        crate::bounded::cut(&k, max).into_owned(),
+                        crate::bounded::cut(&v, max).into_owned(),
+                    )
+                })
+                .collect();
+            if dropped > 0 {
+                self.annotations.insert(
+                    "ocigate.cut".into(),
+                    format!("{dropped} more annotations, not kept"),
+                );
+            }
+        }
+    }
+
+    /// About how many bytes this holds (for cache weights).
+    pub fn approx_bytes(&self) -> usize {
+        let evidence = match &self.evidence {
+            Evidence::Key {
+                key_fingerprint, ..
+            } => key_fingerprint.len(),
+            Evidence::Keyless {
+                identity,
+                issuer,
+                integrated_time,
+                trust_root,
+                ..
+            } => {
+                identity.len()
+                    + issuer.len()
+                    + trust_root.len()
+                    + integrated_time.as_ref().map_or(0, String::len)
+            }
+        };
+        let annotations: usize = self
+            .annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 64)
+            .sum();
+        160 + self.authority.len()
+            + evidence
+            + self.location.len()
+            + self.docker_reference.as_ref().map_or(0, String::len)
+            + annotations
+    }
 }
 
 /// Why a signature did not count.

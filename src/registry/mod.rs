@@ -12,6 +12,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use serde::{Deserialize, Serialize};
 
 pub mod credentials;
+pub mod gate;
 mod remote;
 pub mod settings;
 pub use credentials::{Credential, CredentialError, Secret};
@@ -291,6 +292,8 @@ pub struct Registry {
     remote: Remote,
     helpers: credentials::Helpers,
     settings: RegistrySettings,
+    /// Requests in flight per host, bounded process-wide and shared fairly.
+    gates: gate::Gates,
     /// Hosts that answered "no referrers API": not asked again by this process.
     no_referrers_api: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -300,6 +303,7 @@ impl Registry {
         Registry {
             remote: Remote::new(),
             helpers: credentials::Helpers::default(),
+            gates: gate::Gates::new(settings.max_connections_per_host),
             settings,
             no_referrers_api: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
@@ -968,15 +972,33 @@ impl Registry {
         let retries = if op.is_read() { MAX_RETRIES } else { 0 };
         let mut attempt = 0;
         loop {
-            let fut = self.remote.send(
-                &self.settings,
-                creds.as_ref(),
-                registry,
-                repository,
-                access,
-                url,
-                &build,
-            );
+            // The host's permit is waited for within the request's time, and goes with the
+            // response until its body has been read (or the response is dropped).
+            let until = tokio::time::Instant::now() + self.request_limit();
+            let fut = async {
+                let permit = self.gates.acquire(registry).await;
+                if tokio::time::Instant::now() >= until {
+                    // Its turn came too late: no connection is opened; the deadline says so.
+                    std::future::pending::<()>().await;
+                }
+                let in_flight = gate::InFlight::new(permit);
+                let mut resp = self
+                    .remote
+                    .send(
+                        &self.settings,
+                        creds.as_ref(),
+                        registry,
+                        repository,
+                        access,
+                        url,
+                        &build,
+                    )
+                    .await?;
+                if let Some(permit) = in_flight.answered() {
+                    resp.extensions_mut().insert(Arc::new(permit));
+                }
+                Ok::<_, Cause>(resp)
+            };
             let result = self.deadline(registry, op, target, fut).await?;
             let wait = match &result {
                 Ok(resp) => match resp.status().as_u16() {
@@ -995,6 +1017,8 @@ impl Registry {
             };
             let fits = wait.is_some_and(|w| w < remaining_time(self.settings.timeout));
             if attempt < retries && fits {
+                // The answer (and the host's permit) is let go before the pause.
+                drop(result);
                 attempt += 1;
                 tokio::time::sleep(wait.unwrap_or_default()).await;
                 continue;
@@ -1046,7 +1070,7 @@ impl Registry {
         fut: impl Future<Output = T>,
     ) -> Result<T, RegistryError> {
         let left = remaining_deadline();
-        let limit = left.map_or(self.settings.timeout, |l| l.min(self.settings.timeout));
+        let limit = self.request_limit();
         tokio::time::timeout(limit, fut).await.map_err(|_| {
             if left.is_some_and(|l| l < self.settings.timeout) {
                 RegistryError::DeadlineExceeded {
@@ -1063,6 +1087,12 @@ impl Registry {
                 }
             }
         })
+    }
+
+    /// The time one request may take: the request timeout, cut to what is left of the
+    /// deadline in scope.
+    fn request_limit(&self) -> Duration {
+        remaining_deadline().map_or(self.settings.timeout, |l| l.min(self.settings.timeout))
     }
 
     /// The credential for `repository` on `host`, from the first source that has one (see

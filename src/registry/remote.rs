@@ -266,6 +266,8 @@ impl Remote {
                 .user_agent(concat!("ocigate/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
                 .read_timeout(settings.timeout)
+                // No more idle connections kept per host than may be busy with it at once.
+                .pool_max_idle_per_host(settings.max_connections_per_host)
                 .redirect(reqwest::redirect::Policy::none());
             if plain {
                 // This client only speaks plain HTTP; it trusts no TLS server at all.

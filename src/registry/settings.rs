@@ -41,6 +41,9 @@ pub struct RegistrySettings {
     pub max_blob_bytes: usize,
     /// How long a credential helper's answer is used.
     pub helper_ttl: Duration,
+    /// Requests in flight to one registry host at most, process-wide (see
+    /// [`super::gate`]): each holds one connection.
+    pub max_connections_per_host: usize,
 }
 
 impl Default for RegistrySettings {
@@ -55,6 +58,7 @@ impl Default for RegistrySettings {
             max_manifest_bytes: 4 << 20,
             max_blob_bytes: 4 << 20,
             helper_ttl: Duration::from_secs(300),
+            max_connections_per_host: super::gate::DEFAULT_MAX_CONNECTIONS_PER_HOST,
         }
     }
 }

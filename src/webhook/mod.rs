@@ -43,6 +43,53 @@ pub use kubeapi::{KubeApi, KubeApiError};
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).
 pub const MAX_BODY_BYTES: usize = 6 << 20;
 
+/// Most distinct artifacts one object may name (real Pods name a handful): an object naming
+/// more is denied at once, before any registry is asked.
+pub const MAX_ARTIFACTS_PER_OBJECT: usize = 256;
+
+/// Most checks of one admission request running at once: the rest wait their turn, so that
+/// one request naming hundreds of images neither floods the registries nor leaves hundreds
+/// of verifications running after its deadline (see also [`crate::registry::gate`]).
+pub const MAX_CONCURRENT_CHECKS: usize = 8;
+
+/// Why an object's artifacts were not checked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// The object (or an object it refers to) cannot be read.
+    #[error("cannot read the object: {0}")]
+    Unreadable(String),
+    /// It names more distinct artifacts than [`MAX_ARTIFACTS_PER_OBJECT`].
+    #[error(
+        "the object names {count} distinct OCI artifacts to check, more than the {max} one \
+         object may name; none was checked"
+    )]
+    TooManyArtifacts { count: usize, max: usize },
+}
+
+/// Run synchronous work that may be heavy (parsing, converting or reading a large object) so
+/// that it does not stall the other requests of this worker thread (`/healthz` included): on
+/// the multi-threaded runtime the worker hands its other tasks over first.
+pub(crate) fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// [`off_the_workers`] for a future that is mostly synchronous work (extraction: a Flux
+/// object's lookups are the only waits).
+async fn off_the_workers_async<F: std::future::Future>(f: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(f))
+        }
+        _ => f.await,
+    }
+}
+
 /// How `serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -428,7 +475,7 @@ async fn outcomes_for(
     state: &State,
     admitted: &Admitted<'_>,
     deadline: Instant,
-) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
+) -> Result<(Vec<ArtifactOutcome>, Vec<String>), ObjectError> {
     let req = admitted.req;
     let lookup = kubeapi::ApiLookup {
         api: state.kube.as_ref(),
@@ -440,12 +487,11 @@ async fn outcomes_for(
         let remaining = deadline.saturating_duration_since(Instant::now());
         let lookup = &lookup;
         async move {
-            match tokio::time::timeout(
+            let extracting = tokio::time::timeout(
                 remaining,
                 extract::extract_with(object, &admitted.hints, lookup),
-            )
-            .await
-            {
+            );
+            match off_the_workers_async(extracting).await {
                 Ok(x) => x.map_err(|e| crate::error_chain(&e)),
                 Err(_) => Err(format!(
                     "timed out reading the objects it refers to from the Kubernetes API after {} s",
@@ -454,7 +500,9 @@ async fn outcomes_for(
             }
         }
     };
-    let new = extract_within(&admitted.object).await?;
+    let new = extract_within(&admitted.object)
+        .await
+        .map_err(ObjectError::Unreadable)?;
     // UPDATE: only what the old object did not already run (scale, labels, status pass). If
     // the old object cannot be read, everything is checked.
     let old: BTreeSet<String> = match (&req.operation, &admitted.old_object) {
@@ -472,6 +520,12 @@ async fn outcomes_for(
             continue;
         }
         checks.push((s.artifact.to_string(), s));
+    }
+    if checks.len() > MAX_ARTIFACTS_PER_OBJECT {
+        return Err(ObjectError::TooManyArtifacts {
+            count: checks.len(),
+            max: MAX_ARTIFACTS_PER_OBJECT,
+        });
     }
     let engine = &state.engine;
     let stages = &state.metrics.stages;
@@ -510,7 +564,15 @@ async fn outcomes_for(
             duration_ms: t.elapsed().as_secs_f64() * 1000.0,
         }
     });
-    let mut outcomes = futures_util::future::join_all(futures).await;
+    // In the object's order; a few at a time, in this request's own turn at each registry.
+    use futures_util::StreamExt as _;
+    let mut outcomes = crate::registry::gate::with_group(
+        crate::registry::gate::new_group(),
+        futures_util::stream::iter(futures)
+            .buffered(MAX_CONCURRENT_CHECKS)
+            .collect::<Vec<_>>(),
+    )
+    .await;
     outcomes.extend(new.unverified.into_iter().map(unverified_outcome));
     Ok((outcomes, new.notes))
 }
@@ -539,7 +601,7 @@ async fn outcomes_with_pull_credentials(
     state: &State,
     admitted: &Admitted<'_>,
     deadline: Instant,
-) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
+) -> Result<(Vec<ArtifactOutcome>, Vec<String>), ObjectError> {
     let identity = admitted.req.namespace.as_ref().and_then(|ns| {
         let api_version = admitted.hints.api_version.as_deref().unwrap_or_default();
         extract::pull_identity(&admitted.object, api_version, &admitted.req.kind.kind)
@@ -573,9 +635,12 @@ async fn checked(
     state: &State,
     req: &AdmissionRequest<DynamicObject>,
     deadline: Instant,
-) -> Result<(Vec<ArtifactOutcome>, Vec<String>), String> {
-    let admitted = Admitted::new(req)?;
-    outcomes_with_pull_credentials(state, &admitted, deadline).await
+) -> Result<(Vec<ArtifactOutcome>, Vec<String>), ObjectError> {
+    let admitted = off_the_workers(|| Admitted::new(req)).map_err(ObjectError::Unreadable)?;
+    let result = outcomes_with_pull_credentials(state, &admitted, deadline).await;
+    // A large object's values are freed off the workers too.
+    off_the_workers(|| drop(admitted));
+    result
 }
 
 async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -609,7 +674,7 @@ async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admis
             Err(problem) => (
                 Vec::new(),
                 Vec::new(),
-                resp.deny(format!("ocigate: cannot read the object: {problem}")),
+                resp.deny(format!("ocigate: {problem}")),
             ),
         },
     };
@@ -635,7 +700,7 @@ async fn mutate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admissi
         return resp;
     }
     let deadline = Instant::now() + state.engine.config().deadline;
-    let Ok(admitted) = Admitted::new(req) else {
+    let Ok(admitted) = off_the_workers(|| Admitted::new(req)) else {
         return resp;
     };
     let Ok((outcomes, _)) = outcomes_with_pull_credentials(state, &admitted, deadline).await else {
@@ -882,13 +947,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                     return r;
                 }
             };
-            match review_request(&body) {
+            match off_the_workers(|| review_request(&body)) {
                 Ok(request) => {
                     let review = if mutating {
                         mutate(&state, &request).await.into_review()
                     } else {
                         validate(&state, &request).await.into_review()
                     };
+                    off_the_workers(|| drop((request, body)));
                     match serde_json::to_vec(&review) {
                         Ok(json) => {
                             let mut r = Response::new(Full::new(Bytes::from(json)));

@@ -15,6 +15,7 @@ mod faults;
 mod flux_refs;
 mod harness;
 mod image_volumes;
+mod limits;
 mod manifests;
 mod pipes;
 mod pki;
