@@ -12,6 +12,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use serde::{Deserialize, Serialize};
 
 pub mod credentials;
+pub mod fold;
 mod remote;
 pub mod settings;
 pub use credentials::{Credential, CredentialError, Secret};
@@ -316,7 +317,7 @@ impl Registry {
     }
 
     /// HTTP requests sent to registries (and token realms) so far: (host, status class, count).
-    pub fn request_counts(&self) -> Vec<(String, &'static str, u64)> {
+    pub fn request_counts(&self) -> Vec<(String, String, u64)> {
         self.remote.request_counts()
     }
 
@@ -759,6 +760,7 @@ impl Registry {
             );
             if unsupported && pages == 1 {
                 if let Ok(mut hosts) = self.no_referrers_api.lock() {
+                    fold::bound(&mut hosts, 1024);
                     hosts.insert(registry.clone());
                 }
                 return Ok(None);
