@@ -107,7 +107,10 @@ mod tests {
         );
         let other: u64 = c.iter().filter(|(h, _, _)| *h == OTHER).map(|x| x.2).sum();
         assert_eq!(other, 397, "every event is still counted");
-        assert!(c.iter().any(|x| x == ("host1.example", "5xx", 1)), "named stay named");
+        assert!(
+            c.iter().any(|x| x == ("host1.example", "5xx", 1)),
+            "named stay named"
+        );
         assert_eq!(c.iter().count(), 5);
     }
 

@@ -19,8 +19,8 @@ use reqwest::header::{HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde::Deserialize;
 
 use super::RegistrySettings;
-use super::fold::{FoldedCounts, MAX_NAMED_HOSTS, MAX_NAMED_SCOPES};
 use super::credentials::{Credential, Secret};
+use super::fold::{FoldedCounts, MAX_NAMED_HOSTS, MAX_NAMED_SCOPES};
 
 /// Why a request failed below the registry layer: the `source()` of a `RegistryError`.
 #[derive(Debug, thiserror::Error)]

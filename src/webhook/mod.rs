@@ -1080,18 +1080,24 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
     };
     let config = server::ConnConfig::new(cfg.limits);
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_connections));
-    server::accept_until(&listener, slots, server::Refusal::Close, stop, |stream, slot| {
-        let state = state.clone();
-        let handle = move |req, conn| handle(state.clone(), req, conn);
-        tokio::spawn(server::serve_tls(
-            stream,
-            slot,
-            acceptor.clone(),
-            config.clone(),
-            graceful.watcher(),
-            handle,
-        ));
-    })
+    server::accept_until(
+        &listener,
+        slots,
+        server::Refusal::Close,
+        stop,
+        |stream, slot| {
+            let state = state.clone();
+            let handle = move |req, conn| handle(state.clone(), req, conn);
+            tokio::spawn(server::serve_tls(
+                stream,
+                slot,
+                acceptor.clone(),
+                config.clone(),
+                graceful.watcher(),
+                handle,
+            ));
+        },
+    )
     .await;
     state.draining.store(true, Ordering::Relaxed);
     drop(listener);

@@ -167,12 +167,9 @@ impl RequestClock {
     fn mark(&self) {
         if self.first_byte.load(Ordering::Relaxed) == 0 {
             let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-            let _ = self.first_byte.compare_exchange(
-                0,
-                ns + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.first_byte
+                    .compare_exchange(0, ns + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -277,7 +274,11 @@ pub struct ReadBody {
 
 impl Conn {
     /// Read `req`'s body, at most `max` bytes, within the request deadline and the budget.
-    pub async fn read_body(&self, req: Request<Incoming>, max: usize) -> Result<ReadBody, BodyError> {
+    pub async fn read_body(
+        &self,
+        req: Request<Incoming>,
+        max: usize,
+    ) -> Result<ReadBody, BodyError> {
         let length = req
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
@@ -365,7 +366,9 @@ impl BodyError {
 pub enum Refusal {
     /// Close it.
     Close,
-    /// Write this (a complete HTTP response) if the socket takes it at once, then close.
+    /// Write this (a complete HTTP response) if the socket takes it at once, then close (after
+    /// reading what the client sent for a moment, so that it is not reset before it reads
+    /// the answer).
     Answer(&'static [u8]),
 }
 
@@ -385,6 +388,7 @@ pub async fn accept_until(
 ) {
     tokio::pin!(stop);
     let mut backoff = MIN_ACCEPT_BACKOFF;
+    let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => return,
@@ -395,7 +399,7 @@ pub async fn accept_until(
                 backoff = MIN_ACCEPT_BACKOFF;
                 match slots.clone().try_acquire_owned() {
                     Ok(slot) => serve(stream, slot),
-                    Err(_) => refuse(stream, refusal),
+                    Err(_) => refuse(stream, refusal, &lingering),
                 }
             }
             // The peer gave up before we took it: nothing is wrong with the listener.
@@ -420,11 +424,30 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-fn refuse(stream: TcpStream, refusal: Refusal) {
-    if let Refusal::Answer(bytes) = refusal {
-        let _ = stream.try_write(bytes);
-    }
-    drop(stream);
+/// Refused connections whose request is still read after the answer (at most this many at
+/// once, each for at most [`REFUSAL_LINGER`]; beyond, they are just closed).
+const MAX_LINGERING: usize = 64;
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+fn refuse(stream: TcpStream, refusal: Refusal, lingering: &Arc<Semaphore>) {
+    let Refusal::Answer(bytes) = refusal else {
+        return;
+    };
+    let _ = stream.try_write(bytes);
+    let Ok(slot) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    // Closing with the client's request unread would reset the connection, and the client
+    // could lose the answer: read (and drop) what it sends for a moment, after a FIN.
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut buf = [0u8; 1024];
+        let drain = async { while let Ok(1..) = stream.read(&mut buf).await {} };
+        let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+        drop(slot);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

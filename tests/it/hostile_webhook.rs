@@ -236,7 +236,11 @@ fn the_connection_cap_refuses_the_next_connection() {
     held.pop();
     std::thread::sleep(Duration::from_millis(300));
     let mut s = tls_connect(&tls, server.port).expect("a slot was freed");
-    write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let answer = answer_within(&mut s, Duration::from_secs(5)).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(held);
@@ -291,8 +295,10 @@ fn the_metrics_listener_closes_half_sent_requests_and_caps_connections() {
     let server = serve(&policy, &tls, None, &["--request-timeout", "1s"]);
     let half = |port| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
         s
     };
     let started = Instant::now();
@@ -311,7 +317,8 @@ fn the_metrics_listener_closes_half_sent_requests_and_caps_connections() {
     // And the slots are free again.
     let mut s = TcpStream::connect(("127.0.0.1", server.metrics)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.0 200"), "{out}");
@@ -398,7 +405,8 @@ fn metrics_name_a_bounded_set_of_hosts_and_reloads_have_their_own_labels() {
 fn scrape(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
