@@ -366,7 +366,7 @@ impl BodyError {
 pub enum Refusal {
     /// Close it.
     Close,
-    /// Write this (a complete HTTP response) if the socket takes it at once, then close (after
+    /// Write this (a complete HTTP response), then close (after
     /// reading what the client sent for a moment, so that it is not reset before it reads
     /// the answer).
     Answer(&'static [u8]),
@@ -433,19 +433,24 @@ fn refuse(stream: TcpStream, refusal: Refusal, lingering: &Arc<Semaphore>) {
     let Refusal::Answer(bytes) = refusal else {
         return;
     };
-    let _ = stream.try_write(bytes);
     let Ok(slot) = lingering.clone().try_acquire_owned() else {
         return;
     };
     // Closing with the client's request unread would reset the connection, and the client
-    // could lose the answer: read (and drop) what it sends for a moment, after a FIN.
+    // could lose the answer: after the answer and a FIN, read (and drop) what it sends for a
+    // moment. (The answer is written here, not with `try_write` at accept: a socket just
+    // registered is not yet known to be writable.)
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut stream = stream;
-        let _ = stream.shutdown().await;
         let mut buf = [0u8; 1024];
-        let drain = async { while let Ok(1..) = stream.read(&mut buf).await {} };
-        let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+        let answer = async {
+            stream.write_all(bytes).await?;
+            stream.shutdown().await?;
+            while stream.read(&mut buf).await? > 0 {}
+            Ok::<_, io::Error>(())
+        };
+        let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
         drop(slot);
     });
 }

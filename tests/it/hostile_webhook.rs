@@ -99,6 +99,8 @@ fn serve(policy: &Path, tls: &Tls, nofile: Option<u32>, extra: &[&str]) -> Serve
         if TcpStream::connect(("127.0.0.1", metrics)).is_ok()
             && TcpStream::connect(("127.0.0.1", port)).is_ok()
         {
+            // The probes' connections hold slots until the server has seen them close.
+            std::thread::sleep(Duration::from_millis(300));
             return server;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -302,16 +304,31 @@ fn the_metrics_listener_closes_half_sent_requests_and_caps_connections() {
         s
     };
     let started = Instant::now();
-    let mut held: Vec<TcpStream> = (0..16).map(|_| half(server.metrics)).collect();
-    std::thread::sleep(Duration::from_millis(200));
-    // Over the cap: answered 503 at once.
-    let mut over = half(server.metrics);
-    let answer = answer_within(&mut over, Duration::from_millis(900)).expect("closed");
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    // The half-sent ones are closed at the timeout.
-    for s in &mut held {
-        let answer = answer_within(s, Duration::from_secs(5)).expect("a half-sent request is cut");
-        assert!(!answer.contains("200 OK"), "{answer}");
+    let mut conns: Vec<TcpStream> = (0..20).map(|_| half(server.metrics)).collect();
+    // Over the cap of 16: answered 503 at once.
+    let mut answers = Vec::new();
+    for s in &mut conns {
+        answers.push(answer_within(s, Duration::from_millis(50)));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (s, a) in conns.iter_mut().zip(&mut answers) {
+        if a.is_none() {
+            *a = answer_within(s, Duration::from_millis(10));
+        }
+    }
+    let refused = answers
+        .iter()
+        .flatten()
+        .filter(|a| a.starts_with("HTTP/1.1 503"))
+        .count();
+    assert!(refused >= 4, "{answers:?}");
+    // The half-sent ones are closed at the timeout, unanswered.
+    for (s, a) in conns.iter_mut().zip(&answers) {
+        if a.is_none() {
+            let answer =
+                answer_within(s, Duration::from_secs(5)).expect("a half-sent request is cut");
+            assert!(!answer.contains("200 OK"), "{answer}");
+        }
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     // And the slots are free again.
@@ -334,13 +351,15 @@ fn healthz_answers_with_fewer_descriptors_than_idle_connections() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     // Out of descriptors with connections waiting: the accept loop must not spin.
-    let ticks_per_second = 100; // USER_HZ on Linux
+    // Ticks are 10 ms (USER_HZ 100). A loop retrying `accept` at once took a full core (100
+    // ticks), and still 11 to 16 with two compilers on the same two cores; waiting, it takes
+    // 0 or 1.
     let cpu = server.cpu_ticks();
     std::thread::sleep(Duration::from_secs(1));
     let spent = server.cpu_ticks() - cpu;
     assert!(
-        spent * 4 < ticks_per_second,
-        "{spent} ticks of CPU in one second with idle connections"
+        spent < 5,
+        "{spent} ticks (10 ms) of CPU in one second with idle connections"
     );
     let started = Instant::now();
     let resp = crate::webhook::tls_client(&tls)
