@@ -253,12 +253,16 @@ pub struct Conn {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BodyError {
+    /// Larger than the largest body accepted (413).
     #[error("request body larger than {max} bytes")]
     TooLarge { max: usize },
+    /// The budget cannot hold it now (503, Retry-After).
     #[error("too many request bodies in flight; try again")]
     NoBudget,
+    /// Not complete within the request timeout (408).
     #[error("request body not received within {} s", timeout.as_secs_f64())]
     Timeout { timeout: Duration },
+    /// The connection failed while it was read (400).
     #[error("cannot read the request body")]
     Read,
 }
