@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`ocigate serve` while clients stall request bodies (issue #15, point 2), on 127.0.0.1 only.
 
-    scripts/bench-stalled.py [--bin PATH] [--connections 64] [--duration 20] [--write]
+    scripts/bench-stalled.py [--bin PATH] [--connections 64] [--duration 20] [--pause 1] [--write]
 
 Starts `ocigate serve` (default: $CARGO_TARGET_DIR/release/ocigate, else target/release/ocigate;
 build it first with `cargo build --release`) with its default limits, a TLS certificate made
@@ -10,7 +10,9 @@ with openssl and a policy with one rule (keys-example's key). Then, for --durati
 - a load generator, a separate process (this script with --attack), keeps --connections TLS
   connections each sending a POST /validate of Content-Length 6 MiB, writing 6 MiB - 64 KiB of
   it and stalling; when the server closes one (408 at the request timeout, 503 when the body
-  budget is spent), it opens another at once (an attacker ignores Retry-After);
+  budget is spent), it opens another after --pause seconds (1 by default; 0 is a reconnect
+  storm, which measures TLS handshakes and 6 MiB uploads on the shared CPUs more than the
+  limits);
 - this process probes `GET /healthz` 10 times a second, each on a new TLS connection (as the
   kubelet does), and posts 5 real AdmissionReviews a second (a Pod CREATE that the policy
   denies, decided without a registry; and a DELETE, allowed), each on a new connection;
@@ -56,7 +58,7 @@ def tls_context(ca):
     return ctx
 
 
-def attack(port, ca, connections, duration):
+def attack(port, ca, connections, duration, pause):
     """The load generator: `connections` stalled bodies, renewed when closed."""
     ctx = tls_context(ca)
     until = time.monotonic() + duration
@@ -88,6 +90,7 @@ def attack(port, ca, connections, duration):
             finally:
                 if s is not None:
                     s.close()
+            time.sleep(pause)
 
     threads = [threading.Thread(target=one, daemon=True) for _ in range(connections)]
     for t in threads:
@@ -163,11 +166,12 @@ def main():
     ap.add_argument("--bin", default=default_bin())
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--duration", type=float, default=20)
+    ap.add_argument("--pause", type=float, default=1.0)
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--attack", nargs=2, metavar=("PORT", "CA"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.attack:
-        return attack(int(a.attack[0]), a.attack[1], a.connections, a.duration)
+        return attack(int(a.attack[0]), a.attack[1], a.connections, a.duration, a.pause)
     if not os.path.exists(a.bin):
         sys.exit(f"bench-stalled: {a.bin} is missing; run cargo build --release")
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,7 +197,8 @@ def main():
                 time.sleep(0.05)
             idle = rss_kib(server.pid)
             loader = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--attack", str(port), cert,
-                                       "--connections", str(a.connections), "--duration", str(a.duration)],
+                                       "--connections", str(a.connections), "--duration", str(a.duration),
+                                       "--pause", str(a.pause)],
                                       stdout=subprocess.PIPE, text=True)
             results = measure(server.pid, port, ctx, a.duration)
             out, _ = loader.communicate(timeout=a.duration + 30)
@@ -243,7 +248,7 @@ def report(a, r):
     ok_h = [t * 1000 for s, t in r["health"] if s == 200]
     ok_r = [t * 1000 for s, t in r["reviews"] if s == 200]
     lines = [
-        f"Command: `scripts/bench-stalled.py --connections {a.connections} --duration {a.duration:g}` "
+        f"Command: `scripts/bench-stalled.py --connections {a.connections} --duration {a.duration:g} --pause {a.pause:g}` "
         f"(binary `{os.path.relpath(a.bin, ROOT)}`, default limits), {time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} CPUs shared with the load generator.",
         "",
