@@ -129,6 +129,18 @@ struct ServeArgs {
     /// How long in-flight requests may take after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     grace: Duration,
+    /// TLS connections served at once; one more is closed as soon as it is accepted.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_connections: u32,
+    /// The TLS handshake, the headers and the whole body of a request must arrive within this
+    /// (a late body is answered 408 and its connection closed; an idle connection is closed
+    /// after it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// MiB that all request bodies being received may hold together (a body that would pass
+    /// it is answered 503 with Retry-After); at least one largest body (6 MiB).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(6..=4096))]
+    max_body_memory_mib: u32,
     /// /mutate pins workload templates too, not only Pods (GitOps tools then report drift).
     #[arg(long)]
     pin_workloads: bool,
@@ -687,6 +699,11 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, CliError> {
         pin_workloads: a.pin_workloads,
         kubeconfig: a.kubeconfig,
         allow_cross_namespace_refs: a.allow_cross_namespace_refs,
+        limits: crate::webhook::Limits {
+            max_connections: a.max_connections as usize,
+            request_timeout: a.request_timeout,
+            body_memory: (a.max_body_memory_mib as usize) << 20,
+        },
     };
     crate::webhook::serve(engine, cfg).await.map_err(boxed)?;
     Ok(ExitCode::SUCCESS)

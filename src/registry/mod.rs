@@ -12,6 +12,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use serde::{Deserialize, Serialize};
 
 pub mod credentials;
+pub mod fold;
 pub mod gate;
 mod remote;
 pub mod settings;
@@ -320,7 +321,7 @@ impl Registry {
     }
 
     /// HTTP requests sent to registries (and token realms) so far: (host, status class, count).
-    pub fn request_counts(&self) -> Vec<(String, &'static str, u64)> {
+    pub fn request_counts(&self) -> Vec<(String, String, u64)> {
         self.remote.request_counts()
     }
 
@@ -763,6 +764,7 @@ impl Registry {
             );
             if unsupported && pages == 1 {
                 if let Ok(mut hosts) = self.no_referrers_api.lock() {
+                    fold::bound(&mut hosts, 1024);
                     hosts.insert(registry.clone());
                 }
                 return Ok(None);

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::RegistrySettings;
 use super::credentials::{Credential, Secret};
+use super::fold::{FoldedCounts, MAX_NAMED_HOSTS, MAX_NAMED_SCOPES};
 
 /// Why a request failed below the registry layer: the `source()` of a `RegistryError`.
 #[derive(Debug, thiserror::Error)]
@@ -138,10 +139,11 @@ pub struct Remote {
     token_fetches: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Origins that asked for Basic auth.
     basic: Mutex<HashSet<String>>,
-    /// HTTP requests sent, by host and status class (`2xx` … `5xx`, or `error`).
-    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// Token responses received, by realm and scope.
-    token_fetch_counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// HTTP requests sent, by host and status class (`2xx` … `5xx`, or `error`); hosts past
+    /// [`super::fold::MAX_NAMED_HOSTS`] are counted as `other`.
+    requests: Mutex<FoldedCounts>,
+    /// Token responses received, by realm and scope (both folded likewise).
+    token_fetch_counts: Mutex<FoldedCounts>,
 }
 
 /// (origin, scope): what a bearer token is for.
@@ -167,18 +169,19 @@ impl Remote {
             tokens: Mutex::new(HashMap::new()),
             token_fetches: Mutex::new(HashMap::new()),
             basic: Mutex::new(HashSet::new()),
-            requests: Mutex::new(BTreeMap::new()),
-            token_fetch_counts: Mutex::new(BTreeMap::new()),
+            requests: Mutex::new(FoldedCounts::new(MAX_NAMED_HOSTS, 8)),
+            token_fetch_counts: Mutex::new(FoldedCounts::new(MAX_NAMED_HOSTS, MAX_NAMED_SCOPES)),
         }
     }
 
-    /// Token fetches so far: (realm, scope, count).
+    /// Token fetches so far: (realm, scope, count); realms and scopes past their bounds are
+    /// `other`.
     pub fn token_fetches(&self) -> Vec<(String, String, u64)> {
         self.token_fetch_counts
             .lock()
             .map(|r| {
                 r.iter()
-                    .map(|((a, b), n)| (a.clone(), b.clone(), *n))
+                    .map(|(a, b, n)| (a.to_string(), b.to_string(), n))
                     .collect()
             })
             .unwrap_or_default()
@@ -196,15 +199,20 @@ impl Remote {
         };
         let host = host_of(url);
         if let Ok(mut r) = self.requests.lock() {
-            *r.entry((host, class)).or_insert(0) += 1;
+            r.add(&host, class);
         }
     }
 
-    /// HTTP requests sent so far: (host, status class, count).
-    pub fn request_counts(&self) -> Vec<(String, &'static str, u64)> {
+    /// HTTP requests sent so far: (host, status class, count); hosts past the first
+    /// [`MAX_NAMED_HOSTS`] are `other`.
+    pub fn request_counts(&self) -> Vec<(String, String, u64)> {
         self.requests
             .lock()
-            .map(|r| r.iter().map(|((h, c), n)| (h.clone(), *c, *n)).collect())
+            .map(|r| {
+                r.iter()
+                    .map(|(h, c, n)| (h.to_string(), c.to_string(), n))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -377,6 +385,7 @@ impl Remote {
                         return Ok(resp);
                     }
                     if let Ok(mut b) = self.basic.lock() {
+                        super::fold::bound(&mut b, MAX_TOKENS);
                         b.insert(key.0);
                     }
                 }
@@ -519,7 +528,7 @@ impl Remote {
             sent.as_ref().map(|r| r.status()).map_err(|_| ()),
         );
         if let Ok(mut c) = self.token_fetch_counts.lock() {
-            *c.entry((realm.to_string(), scope.to_string())).or_insert(0) += 1;
+            c.add(realm, scope);
         }
         let resp = sent.map_err(|e| transport_cause(&realm_url, e))?;
         if !resp.status().is_success() {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use kube_core::DynamicObject;
@@ -37,8 +37,10 @@ use crate::extract::{self, Artifact, Hints};
 
 mod kubeapi;
 mod reload;
+pub mod server;
 use crate::policy::Verdict;
 pub use kubeapi::{KubeApi, KubeApiError};
+pub use server::Limits;
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).
 pub const MAX_BODY_BYTES: usize = 6 << 20;
@@ -109,6 +111,8 @@ pub struct ServeConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Follow Flux references into other namespaces (by default refused, nothing read).
     pub allow_cross_namespace_refs: bool,
+    /// Connections, request time and body memory a client can hold (see [`server`]).
+    pub limits: Limits,
 }
 
 /// A failure that stops the server from starting.
@@ -176,6 +180,12 @@ struct RequestLabels {
     allowed: String,
 }
 
+/// A reload's outcome: `ok` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: String,
@@ -187,7 +197,7 @@ struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     latency: Histogram,
     stages: Family<StageLabels, Histogram>,
-    reloads: Family<DecisionLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
     /// The counters of `decisions` and `requests` by label values, each looked up in its family
     /// once (a series appears when first counted, as before): a request then counts without
     /// building label strings or taking the family's lock.
@@ -271,7 +281,7 @@ impl prometheus_client::collector::Collector for EngineCollector {
             let c = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(
                 "ocigate_registry_requests",
-                "HTTP requests to registries and token realms, by host and status class",
+                "HTTP requests to registries and token realms, by host (the first 32 seen; later ones as \"other\") and status class",
                 None,
                 c.metric_type(),
             )?;
@@ -300,7 +310,7 @@ impl Metrics {
         let stages = Family::<StageLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(latency_buckets())
         });
-        let reloads = Family::<DecisionLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "ocigate_admission_requests",
             "Admission requests by operation and answer",
@@ -323,7 +333,7 @@ impl Metrics {
         );
         registry.register(
             "ocigate_certificate_reloads",
-            "TLS certificate reloads (verdict ok or failed)",
+            "TLS certificate reloads, by outcome (ok or failed)",
             reloads.clone(),
         );
         registry.register_collector(Box::new(EngineCollector(engine.clone())));
@@ -910,7 +920,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: Arc<State>, req: Request<Incoming>, conn: server::Conn) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -922,32 +932,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::POST, path @ ("/validate" | "/mutate")) => {
             let mutating = path == "/mutate";
-            let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    let too_large = e
-                        .downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some();
-                    let mut r = if too_large {
-                        text(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
-                        )
-                    } else {
-                        text(StatusCode::BAD_REQUEST, "cannot read the request body\n")
-                    };
-                    // The rest of the body is not read: this connection cannot be reused.
-                    r.headers_mut().insert(
-                        hyper::header::CONNECTION,
-                        hyper::header::HeaderValue::from_static("close"),
-                    );
-                    return r;
-                }
+            let body = match conn.read_body(req, MAX_BODY_BYTES).await {
+                Ok(b) => b,
+                Err(e) => return e.response(),
             };
-            match off_the_workers(|| review_request(&body)) {
+            // The body's budget is given back once it is decoded, before the checks run.
+            let decoded = off_the_workers(|| review_request(&body.bytes));
+            drop(body);
+            match decoded {
                 Ok(request) => {
                     let review = if mutating {
                         mutate(&state, &request).await.into_review()
@@ -995,36 +987,36 @@ pub fn review_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, St
         .map_err(|_| "the AdmissionReview carries no request".to_string())
 }
 
-async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<State>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+/// The metrics listener: the same timeouts as the webhook's, at most
+/// [`server::METRICS_MAX_CONNECTIONS`] connections (more are answered 503).
+async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<State>, limits: Limits) {
+    let config = server::ConnConfig::new(limits);
+    let slots = Arc::new(tokio::sync::Semaphore::new(server::METRICS_MAX_CONNECTIONS));
+    let refusal = server::Refusal::Answer(server::BUSY_503);
+    let forever = std::future::pending::<()>();
+    server::accept_until(&listener, slots, refusal, forever, |stream, slot| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move {
-                    let resp = if req.uri().path() == "/metrics" {
-                        let mut r = text(StatusCode::OK, state.metrics.encode());
-                        r.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static(
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            ),
-                        );
-                        r
-                    } else {
-                        text(StatusCode::NOT_FOUND, "not found\n")
-                    };
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
+        let handle = move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move { metrics_response(&state, &req) }
+        };
+        tokio::spawn(server::serve_plain(stream, slot, config.clone(), handle));
+    })
+    .await;
+}
+
+fn metrics_response(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    if req.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "not found\n");
     }
+    let mut r = text(StatusCode::OK, state.metrics.encode());
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
 }
 
 /// Re-read the certificate and the key when their bytes change (the policy: [`reload`]).
@@ -1059,9 +1051,8 @@ async fn watch_files(
             state
                 .metrics
                 .reloads
-                .get_or_create(&DecisionLabels {
-                    verdict: outcome.into(),
-                    failure: "none".into(),
+                .get_or_create(&ReloadLabels {
+                    outcome: outcome.into(),
                 })
                 .inc();
             last_tls = tls;
@@ -1110,7 +1101,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebhookError::Listen { addr, source })?;
-        tokio::spawn(serve_metrics(l, state.clone()));
+        tokio::spawn(serve_metrics(l, state.clone(), cfg.limits));
     }
     let initial_tls = (
         std::fs::read(&cfg.tls_cert).unwrap_or_default(),
@@ -1153,38 +1144,27 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
             }
         }
     };
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                // Answers go out at once: with Nagle's algorithm, a write that follows another
-                // not yet acknowledged (the TLS 1.3 session tickets, then the first answer on a
-                // new connection) waited for the client's delayed ACK, up to 40 ms.
-                let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let state = state.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    // A client that never finishes its handshake is dropped.
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        _ => return,
-                    };
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(10))
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-                    let _ = watcher.watch(conn).await;
-                });
-            }
-        }
-    }
+    let config = server::ConnConfig::new(cfg.limits);
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_connections));
+    server::accept_until(
+        &listener,
+        slots,
+        server::Refusal::Close,
+        stop,
+        |stream, slot| {
+            let state = state.clone();
+            let handle = move |req, conn| handle(state.clone(), req, conn);
+            tokio::spawn(server::serve_tls(
+                stream,
+                slot,
+                acceptor.clone(),
+                config.clone(),
+                graceful.watcher(),
+                handle,
+            ));
+        },
+    )
+    .await;
     state.draining.store(true, Ordering::Relaxed);
     drop(listener);
     eprintln!(r#"{{"msg":"draining"}}"#);

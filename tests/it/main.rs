@@ -14,6 +14,7 @@ mod examples;
 mod faults;
 mod flux_refs;
 mod harness;
+mod hostile_webhook;
 mod image_volumes;
 mod limits;
 mod manifests;
