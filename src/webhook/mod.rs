@@ -946,7 +946,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, conn: server::Conn) -
                     } else {
                         validate(&state, &request).await.into_review()
                     };
-                    off_the_workers(|| drop((request, body)));
+                    off_the_workers(|| drop(request));
                     match serde_json::to_vec(&review) {
                         Ok(json) => {
                             let mut r = Response::new(Full::new(Bytes::from(json)));
