@@ -242,11 +242,12 @@ struct RegistryArgs {
     /// outlives its admission request included); each holds one connection. Waiting requests
     /// are served in turn, one admission request (or one `verify` run) after another.
     #[arg(
-        long = "registry-max-connections",
+        long,
         value_name = "N",
-        default_value_t = crate::registry::gate::DEFAULT_MAX_CONNECTIONS_PER_HOST
+        default_value_t = crate::registry::gate::DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        value_parser = clap::value_parser!(u16).range(1..=1024),
     )]
-    max_connections: usize,
+    registry_max_connections: u16,
 }
 
 // cosign's `--certificate-github-workflow-*` constraints (exact values). A plain comment: a doc
@@ -793,12 +794,7 @@ fn registry_with(
         ));
     }
     s.timeout = Duration::from_secs(args.timeout);
-    if args.max_connections == 0 || args.max_connections > 1024 {
-        return Err(CliError::Usage(
-            "--registry-max-connections must be between 1 and 1024".into(),
-        ));
-    }
-    s.max_connections_per_host = args.max_connections;
+    s.max_connections_per_host = usize::from(args.registry_max_connections);
     Ok(Registry::new(s))
 }
 

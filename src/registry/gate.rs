@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
 /// Concurrent requests to one registry host, by default (`--registry-max-connections`).
-pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 16;
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: u16 = 16;
 
 /// Registry hosts with a gate of their own at most; the rest share one.
 pub const MAX_GATED_HOSTS: usize = 1024;

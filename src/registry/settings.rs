@@ -58,7 +58,7 @@ impl Default for RegistrySettings {
             max_manifest_bytes: 4 << 20,
             max_blob_bytes: 4 << 20,
             helper_ttl: Duration::from_secs(300),
-            max_connections_per_host: super::gate::DEFAULT_MAX_CONNECTIONS_PER_HOST,
+            max_connections_per_host: usize::from(super::gate::DEFAULT_MAX_CONNECTIONS_PER_HOST),
         }
     }
 }
