@@ -52,7 +52,7 @@ pub enum Cause {
     Certificate {
         host: String,
         /// What is wrong with it (`is issued by an unknown certificate authority`).
-        problem: &'static str,
+        problem: String,
         #[source]
         source: reqwest::Error,
     },
@@ -385,8 +385,22 @@ impl Remote {
         // HTTPS then plain HTTP (loopback and --allow-insecure-registry hosts): until a scheme
         // has worked for the host, a request to it on HTTPS that fails as if the host did not
         // speak TLS is sent again on plain HTTP, and the scheme that worked is remembered.
-        let mut probing = settings.scheme_choice(registry) == SchemeChoice::HttpsThenHttp
-            && self.remembered(registry).is_none();
+        let choice = settings.scheme_choice(registry);
+        let mut probing =
+            choice == SchemeChoice::HttpsThenHttp && self.remembered(registry).is_none();
+        // A URL built on the registry before its scheme was found (a retry's) goes where the
+        // registry now is reached.
+        if choice == SchemeChoice::HttpsThenHttp
+            && url.scheme() != home_url.scheme()
+            && url.host_str() == home_url.host_str()
+            && url.port() == home_url.port()
+            && url.set_scheme(home_url.scheme()).is_err()
+        {
+            return Err(Cause::BadUrl {
+                what: "URL",
+                target: url.to_string(),
+            });
+        }
         let scope = scope_for(repository, access);
         let mut hops = 0;
         let mut challenged: Vec<String> = Vec::new();
@@ -413,20 +427,26 @@ impl Remote {
             self.record(&url, sent.as_ref().map(|r| r.status()).map_err(|_| ()));
             let resp = match sent.map_err(|e| transport_cause(&url, e)) {
                 Ok(resp) => resp,
-                Err(cause) if probing && own && cause.may_be_plain_http() => {
-                    probing = false;
+                Err(cause)
+                    if probing && own && url.scheme() == "https" && cause.may_be_plain_http() =>
+                {
                     if url.set_scheme("http").is_err() || home_url.set_scheme("http").is_err() {
                         return Err(cause);
                     }
                     home = origin_of(&home_url);
-                    self.remember(registry, Scheme::Http);
                     continue;
                 }
                 Err(cause) => return Err(cause),
             };
+            // Whatever answered, the scheme works (remembered only once it has).
             if probing && own {
                 probing = false;
-                self.remember(registry, Scheme::Https);
+                let scheme = if url.scheme() == "http" {
+                    Scheme::Http
+                } else {
+                    Scheme::Https
+                };
+                self.remember(registry, scheme);
             }
             let status = resp.status();
             if status.is_redirection()
@@ -695,28 +715,31 @@ fn transport_cause(url: &Url, e: reqwest::Error) -> Cause {
 }
 
 /// What rustls found wrong with the server's certificate, if that is why `e` failed.
-fn certificate_problem(e: &reqwest::Error) -> Option<&'static str> {
+fn certificate_problem(e: &reqwest::Error) -> Option<String> {
     use tokio_rustls::rustls::{CertificateError as C, Error as TlsError};
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
-        let tls = err.downcast_ref::<TlsError>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::get_ref)
-                .and_then(|inner| inner.downcast_ref::<TlsError>())
-        });
-        if let Some(TlsError::InvalidCertificate(c)) = tls {
+        if let Some(TlsError::InvalidCertificate(c)) = err.downcast_ref::<TlsError>() {
             return Some(match c {
-                C::UnknownIssuer => "is issued by an unknown certificate authority",
-                C::Expired | C::ExpiredContext { .. } => "has expired",
-                C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet",
+                C::UnknownIssuer => "is issued by an unknown certificate authority".to_string(),
+                C::Expired | C::ExpiredContext { .. } => "has expired".to_string(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet".to_string(),
                 C::NotValidForName | C::NotValidForNameContext { .. } => {
-                    "is not valid for this host name"
+                    "is not valid for this host name".to_string()
                 }
-                C::Revoked => "is revoked",
-                _ => "was not accepted",
+                C::Revoked => "is revoked".to_string(),
+                // A self-signed certificate (webpki: CaUsedAsEndEntity) is one of these.
+                C::Other(other) => format!("is not trusted ({other})"),
+                _ => "was not accepted".to_string(),
             });
         }
-        next = err.source();
+        // An io::Error's source() skips the error it wraps: look inside it.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
