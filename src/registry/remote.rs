@@ -188,6 +188,9 @@ type TokenKey = (String, String, CredentialId);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Transport {
     plain: bool,
+    /// TLS that trusts no certificate: only to learn whether a host speaks TLS at all,
+    /// without loading the platform's CA store (see [`Remote::send`]).
+    probe: bool,
     insecure: bool,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
@@ -298,6 +301,7 @@ impl Remote {
         settings: &RegistrySettings,
         registry: &str,
         url: &Url,
+        probe: bool,
     ) -> Result<reqwest::Client, Cause> {
         let host = host_of(url);
         let host_key = if host == Self::api_host(registry) {
@@ -307,8 +311,10 @@ impl Remote {
         };
         let h = settings.host(host_key);
         let plain = url.scheme() == "http";
+        let probe = probe && !plain;
         let transport = Transport {
             plain,
+            probe,
             insecure: !plain && h.is_some_and(|h| h.insecure_skip_tls_verify || h.allow_insecure),
             ca: h
                 .filter(|_| !plain)
@@ -330,11 +336,15 @@ impl Remote {
                 .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
                 .read_timeout(settings.timeout)
                 .redirect(reqwest::redirect::Policy::none());
-            if plain {
-                // This client only speaks plain HTTP; it trusts no TLS server at all.
+            if plain || probe {
+                // This client speaks plain HTTP, or probes TLS: it trusts no TLS server.
                 b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
             } else if let Some(h) = h {
-                if let Some(ca) = &h.ca {
+                let insecure = h.insecure_skip_tls_verify || h.allow_insecure;
+                if insecure {
+                    // Nothing is verified: no CA store to load.
+                    b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
+                } else if let Some(ca) = &h.ca {
                     let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
                         format!("CA file {}: {}", ca.path.display(), crate::error_chain(&e))
                     })?;
@@ -354,7 +364,7 @@ impl Remote {
                     })?;
                     b = b.identity(id);
                 }
-                if h.insecure_skip_tls_verify || h.allow_insecure {
+                if insecure {
                     b = b.tls_danger_accept_invalid_certs(true);
                 }
             }
@@ -388,6 +398,9 @@ impl Remote {
         let choice = settings.scheme_choice(registry);
         let mut probing =
             choice == SchemeChoice::HttpsThenHttp && self.remembered(registry).is_none();
+        // An --allow-insecure-registry host's own client verifies nothing: it is its own probe,
+        // and a certificate failure cannot come from it.
+        let insecure_probe = settings.host(registry).is_some_and(|h| h.allow_insecure);
         // A URL built on the registry before its scheme was found (a retry's) goes where the
         // registry now is reached.
         if choice == SchemeChoice::HttpsThenHttp
@@ -422,14 +435,22 @@ impl Remote {
                 }
                 _ => Auth::None,
             };
-            let client = self.client(settings, registry, &url)?;
+            // While the scheme is not known, a verified host is first asked with a client that
+            // trusts nothing: a host without TLS answers as cheaply, and one with TLS fails on
+            // its certificate and is asked again with the real client.
+            let probe_tls = probing && own && url.scheme() == "https";
+            let client = self.client(settings, registry, &url, probe_tls && !insecure_probe)?;
             let sent = auth.apply(build(&client, url.clone())).send().await;
             self.record(&url, sent.as_ref().map(|r| r.status()).map_err(|_| ()));
             let resp = match sent.map_err(|e| transport_cause(&url, e)) {
                 Ok(resp) => resp,
-                Err(cause)
-                    if probing && own && url.scheme() == "https" && cause.may_be_plain_http() =>
-                {
+                Err(cause) if probe_tls && cause.is_certificate() && !insecure_probe => {
+                    // It speaks TLS: from now on with the real client (its verdict counts).
+                    probing = false;
+                    self.remember(registry, Scheme::Https);
+                    continue;
+                }
+                Err(cause) if probe_tls && cause.may_be_plain_http() => {
                     if url.set_scheme("http").is_err() || home_url.set_scheme("http").is_err() {
                         return Err(cause);
                     }
@@ -576,7 +597,7 @@ impl Remote {
             }
             _ => return Err(Cause::Challenge(realm.to_string())),
         }
-        let client = self.client(settings, registry, &realm_url)?;
+        let client = self.client(settings, registry, &realm_url, false)?;
         let req = match creds.map(|c| &c.secret) {
             Some(Secret::IdentityToken(refresh)) => {
                 let mut form = Url::parse("form:").map_err(|_| Cause::Challenge(realm.into()))?;

@@ -144,6 +144,10 @@ fn a_tls_registry_needs_its_ca_or_an_explicit_skip() {
         r.contains(&host) && r.to_lowercase().contains("certificate"),
         "{r}"
     );
+    // A CA the platform trusts (here through SSL_CERT_FILE, which the platform verifier
+    // reads on Linux) needs no flag: the loopback host is found to speak TLS and verified.
+    let v = verify_tls(&s, &[], &[("SSL_CERT_FILE", s.ca.to_str().unwrap())]);
+    assert_eq!(v.code, 0, "{v:?}");
     // With the CA (flag, or environment set): verified.
     let ca = format!("{host}={}", s.ca.display());
     let v = verify_tls(&s, &["--registry-ca-file", &ca], &[]);
