@@ -105,8 +105,12 @@ impl CredentialId {
         use aws_lc_rs::hmac;
         static KEY: std::sync::OnceLock<hmac::Key> = std::sync::OnceLock::new();
         let key = KEY.get_or_init(|| {
+            // The kernel's randomness first: aws-lc's generator costs about 40 ms of CPU on its
+            // first use in a process (measured on a cold `verify` with credentials).
             let mut bytes = [0u8; 32];
-            if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            let kernel = std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+            if kernel.is_err() && aws_lc_rs::rand::fill(&mut bytes).is_err() {
                 // No system randomness: the process's start time and id still differ between
                 // processes; the HMAC still hides the secret's bytes.
                 let seed = format!(
