@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cold-process `verify` of one key-signed image on a loopback registry: ocigate vs cosign.
 
-    scripts/bench-verify.py [--runs N] [--write]
+    scripts/bench-verify.py [--runs N] [--write] [--schemes]
 
 Starts docker-registry on 127.0.0.1 (free port, temp dir), pushes the shipped example image
 (examples/signed-layout), signs it with `ocigate sign` (keys-example/cosign.key), then runs
@@ -9,6 +9,12 @@ Starts docker-registry on 127.0.0.1 (free port, temp dir), pushes the shipped ex
 interleaved (alternating which goes first), one fresh process per run. Wall time is measured
 around each process; peak RSS is the child's ru_maxrss from wait4. With --write, the figures
 replace the section between the bench-verify markers in BENCHMARKS.md.
+
+With --schemes, ocigate is run three ways instead (and cosign as before): with
+`--registry-plain-http HOST`, with no scheme flag (a loopback host: HTTPS tried first, then plain
+HTTP), and with cosign's `--allow-insecure-registry` (unverified HTTPS first, then plain HTTP);
+--write then fills the bench-verify-schemes section. The binary is
+$CARGO_TARGET_DIR/release/ocigate (default target/).
 """
 import argparse
 import hashlib
@@ -142,12 +148,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--schemes", action="store_true")
     args = ap.parse_args()
     if not os.path.exists(GNU_TIME):
         sys.exit("bench-verify: needs GNU time (apt-get install time)")
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--locked"], cwd=ROOT, check=True)
-    ocigate = os.path.join(ROOT, "target", "release", "ocigate")
+    target = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR", "target"))
+    ocigate = os.path.join(target, "release", "ocigate")
     cosign = subprocess.run([os.path.join(ROOT, "scripts", "fetch-cosign.sh")], check=True,
                             capture_output=True, text=True).stdout.strip()
     tmp = tempfile.mkdtemp(prefix="ocigate-bench-")
@@ -166,6 +174,14 @@ def main():
                        "--allow-insecure-registry", ref],
         }
         rss_file = os.path.join(tmp, "rss")
+        if args.schemes:
+            plain = cmds.pop("ocigate")
+            cmds = {
+                "ocigate --registry-plain-http": plain,
+                "ocigate (loopback default)": plain[:-2],
+                "ocigate --allow-insecure-registry": plain[:-2] + ["--allow-insecure-registry"],
+                "cosign": cmds["cosign"],
+            }
         cmds["true (baseline)"] = ["/bin/true"]
         for name, cmd in cmds.items():  # warm the page cache; both must succeed
             for _ in range(3):
@@ -185,6 +201,9 @@ def main():
         proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    if args.schemes:
+        write_schemes(args, digest, res)
+        return
     o, c, t = res["ocigate"], res["cosign"], res["true (baseline)"]
     tw = summary(t["wall"])
     ow, cw = summary(o["wall"]), summary(c["wall"])
@@ -207,6 +226,25 @@ def main():
     print(text)
     if args.write:
         write_section("bench-verify", text)
+
+
+def write_schemes(args, digest, res):
+    lines = [
+        f"Image: the shipped example (`{digest}`) on docker-registry 2.8 (plain HTTP) at 127.0.0.1.",
+        f"{args.runs} cold processes each, interleaved; {os.cpu_count()} cores; median (p90, min).",
+        "",
+        "| command | wall ms | peak RSS MiB |",
+        "|---|---|---|",
+    ]
+    for name, r in res.items():
+        w, m = summary(r["wall"]), summary(r["rss"]) if r["rss"][0] is not None else None
+        label = {"cosign": "cosign 3.1.1 verify --allow-insecure-registry",
+                 "true (baseline)": "/bin/true (spawn baseline)"}.get(name, name.replace("ocigate", "ocigate verify --key", 1))
+        lines.append(f"| {label} | {w['median']:.1f} ({w['p90']:.1f}, {w['min']:.1f}) | {m['median']:.1f} ({m['p90']:.1f}) |")
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section("bench-verify-schemes", text)
 
 
 if __name__ == "__main__":

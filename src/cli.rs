@@ -205,7 +205,7 @@ struct RegistryArgs {
     #[arg(long = "registry-creds-file", value_name = "FILE")]
     creds_files: Vec<PathBuf>,
     /// Speak plain HTTP to this registry host (repeatable). Loopback hosts (localhost,
-    /// 127.0.0.0/8, [::1]) do by default unless they have TLS settings.
+    /// 127.0.0.0/8, [::1]) without TLS settings are tried over HTTPS, then plain HTTP.
     #[arg(long = "registry-plain-http", value_name = "HOST")]
     plain_http: Vec<String>,
     /// Accept any TLS certificate from this registry host (repeatable).
@@ -225,7 +225,8 @@ struct RegistryArgs {
     /// is absent gives no credentials (`serve` reads it again when it appears or changes).
     #[arg(long = "registry-config", value_name = "FILE")]
     config_files: Vec<PathBuf>,
-    /// cosign's spelling: accept unverified TLS from the registries of the references given.
+    /// cosign's spelling: reach the registries of the references given over HTTPS without
+    /// verifying their certificates, or over plain HTTP when they do not speak TLS.
     #[arg(long)]
     allow_insecure_registry: bool,
     /// cosign's spelling: speak plain HTTP to the registries of the references given.
@@ -762,7 +763,7 @@ fn registry_with(
         if args.allow_http_registry {
             s.add_plain_http(h).map_err(boxed)?;
         } else if args.allow_insecure_registry {
-            s.add_insecure_skip_tls_verify(h).map_err(boxed)?;
+            s.add_allow_insecure(h).map_err(boxed)?;
         }
     }
     for (which, values) in [

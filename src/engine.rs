@@ -32,7 +32,7 @@ use crate::policy::{
     Tlog, Verdict, evaluate, failed_verdict,
 };
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{FetchBudget, ImageManifest, Registry, RegistryError};
+use crate::registry::{CredentialId, FetchBudget, ImageManifest, Registry, RegistryError};
 use crate::trust::TrustRoot;
 use crate::verify::{
     Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
@@ -539,14 +539,22 @@ pub enum PolicyLoadError {
 
 /// What a decision depends on: the repository (legacy signatures live there, and
 /// `matchRepository` compares its name), the digest, the rule (its index: the fingerprint pins
-/// the policy) and the policy's fingerprint; held as the SHA-256 of the four, each
+/// the policy), the policy's fingerprint, and who the registry was asked as (the identity of the
+/// credential for the repository: a decision reached with one namespace's pull secret is never
+/// served to a request that could not reach it itself); held as the SHA-256 of the five, each
 /// length-prefixed, so a key is 32 bytes however long the names are. Two different keys are
 /// one only through a SHA-256 collision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct DecisionKey([u8; 32]);
 
 impl DecisionKey {
-    fn new(repository: &str, digest: &Digest, rule: usize, policy: &str) -> Self {
+    fn new(
+        repository: &str,
+        digest: &Digest,
+        rule: usize,
+        policy: &str,
+        who: &CredentialId,
+    ) -> Self {
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let rule = (rule as u64).to_be_bytes();
         for field in [
@@ -554,6 +562,7 @@ impl DecisionKey {
             digest.as_str().as_bytes(),
             &rule[..],
             policy.as_bytes(),
+            who.as_bytes(),
         ] {
             ctx.update(&(field.len() as u64).to_be_bytes());
             ctx.update(field);
@@ -778,8 +787,10 @@ struct Inner {
     decisions: quick_cache::sync::Cache<DecisionKey, Cached, CachedWeight>,
     /// What `Cached::expires` counts from.
     epoch: Instant,
-    resolved: moka::sync::Cache<String, Resolved>,
-    tags: moka::sync::Cache<String, Arc<Vec<String>>>,
+    /// By who asked (the credential identity) and the reference as written.
+    resolved: moka::sync::Cache<(CredentialId, String), Resolved>,
+    /// By who asked and the repository.
+    tags: moka::sync::Cache<(CredentialId, String), Arc<Vec<String>>>,
     inflight: Mutex<HashMap<DecisionKey, (Flight, Arc<AtomicU8>)>>,
     stats: EngineStats,
 }
@@ -1046,6 +1057,7 @@ impl Engine {
                 .position(|r| std::ptr::eq(r, rule))
                 .unwrap_or(usize::MAX),
             &policy.fingerprint,
+            &self.inner.registry.credential_id(reference),
         );
         if let Some(hit) = self.inner.decisions.get(&key) {
             let now = self.now();
@@ -1350,9 +1362,12 @@ impl Engine {
         d
     }
 
-    /// The tags of a repository, cached for `resolve_ttl`.
+    /// The tags of a repository, cached for `resolve_ttl` per credential identity.
     async fn tags(&self, repository: &ImageRef) -> Result<Arc<Vec<String>>, RegistryError> {
-        let key = repository.name();
+        let key = (
+            self.inner.registry.credential_id(repository),
+            repository.name(),
+        );
         if let Some(t) = self.inner.tags.get(&key) {
             return Ok(t);
         }
@@ -1366,10 +1381,14 @@ impl Engine {
         Ok(tags)
     }
 
-    /// Tag → digest (and the manifest's source annotations), cached for `resolve_ttl`.
-    /// `Err` carries the reason and the failure class.
+    /// Tag → digest (and the manifest's source annotations), cached for `resolve_ttl` per
+    /// credential identity (what one namespace's pull secret resolved is not another's to
+    /// learn). `Err` carries the reason and the failure class.
     async fn resolve(&self, reference: &ImageRef) -> Result<Resolved, (String, Failure)> {
-        let key = reference.to_string();
+        let key = (
+            self.inner.registry.credential_id(reference),
+            reference.to_string(),
+        );
         if let Some(r) = self.inner.resolved.get(&key) {
             self.inner
                 .stats
@@ -1810,13 +1829,23 @@ mod tests {
     #[test]
     fn keys_differ_in_each_part() {
         let d = Digest::sha256_of(b"a");
-        let base = DecisionKey::new("reg/app", &d, 0, "policy");
-        assert_eq!(base, DecisionKey::new("reg/app", &d, 0, "policy"));
+        let anon = CredentialId::ANONYMOUS;
+        let base = DecisionKey::new("reg/app", &d, 0, "policy", &anon);
+        assert_eq!(base, DecisionKey::new("reg/app", &d, 0, "policy", &anon));
+        let secret = |p: &str| {
+            CredentialId::of_secret(&crate::registry::Secret::Basic {
+                username: "u".into(),
+                password: p.into(),
+            })
+        };
+        assert_eq!(secret("p"), secret("p"));
         for other in [
-            DecisionKey::new("reg/ap", &d, 0, "policy"),
-            DecisionKey::new("reg/app", &Digest::sha256_of(b"b"), 0, "policy"),
-            DecisionKey::new("reg/app", &d, 1, "policy"),
-            DecisionKey::new("reg/app", &d, 0, "policy2"),
+            DecisionKey::new("reg/ap", &d, 0, "policy", &anon),
+            DecisionKey::new("reg/app", &Digest::sha256_of(b"b"), 0, "policy", &anon),
+            DecisionKey::new("reg/app", &d, 1, "policy", &anon),
+            DecisionKey::new("reg/app", &d, 0, "policy2", &anon),
+            DecisionKey::new("reg/app", &d, 0, "policy", &secret("p")),
+            DecisionKey::new("reg/app", &d, 0, "policy", &secret("q")),
         ] {
             assert_ne!(base, other);
         }

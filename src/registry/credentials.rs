@@ -57,6 +57,99 @@ impl Credential {
     }
 }
 
+/// Who a registry request is made as, for cache keys (bearer tokens, resolutions, decisions):
+/// an HMAC-SHA256, under a key drawn at random once per process, of the secret (or of the
+/// credential helper that would supply one), or [`CredentialId::ANONYMOUS`]. Never the secret
+/// itself: a key that is logged or dumped shows nothing that could be tried against it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CredentialId([u8; 32]);
+
+impl CredentialId {
+    /// No credential: anonymous access.
+    pub const ANONYMOUS: CredentialId = CredentialId([0; 32]);
+
+    /// The identity of a secret.
+    pub fn of_secret(secret: &Secret) -> Self {
+        match secret {
+            Secret::Basic { username, password } => {
+                Self::keyed(&[b"basic", username.as_bytes(), password.as_bytes()])
+            }
+            Secret::IdentityToken(t) => Self::keyed(&[b"identity-token", t.as_bytes()]),
+            Secret::Bearer(t) => Self::keyed(&[b"bearer", t.as_bytes()]),
+        }
+    }
+
+    /// The identity of a credential, or anonymous.
+    pub fn of(credential: Option<&Credential>) -> Self {
+        credential.map_or(Self::ANONYMOUS, |c| Self::of_secret(&c.secret))
+    }
+
+    /// The identity of a credential helper named by a file (what it answers is the process's,
+    /// the same for every request).
+    pub fn of_helper(helper: &str, source: &str) -> Self {
+        Self::keyed(&[b"helper", helper.as_bytes(), source.as_bytes()])
+    }
+
+    /// A credential source that cannot be used (its lookup failed): its own identity, so that
+    /// nothing obtained otherwise is served to it.
+    pub fn of_unusable(problem: &str) -> Self {
+        Self::keyed(&[b"unusable", problem.as_bytes()])
+    }
+
+    /// The 32 bytes, for a larger key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn keyed(fields: &[&[u8]]) -> Self {
+        use aws_lc_rs::hmac;
+        static KEY: std::sync::OnceLock<hmac::Key> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            // The kernel's randomness first: aws-lc's generator costs about 40 ms of CPU on its
+            // first use in a process (measured on a cold `verify` with credentials).
+            let mut bytes = [0u8; 32];
+            let kernel = std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+            if kernel.is_err() && aws_lc_rs::rand::fill(&mut bytes).is_err() {
+                // No system randomness: the process's start time and id still differ between
+                // processes; the HMAC still hides the secret's bytes.
+                let seed = format!(
+                    "{:?}{:?}{}",
+                    SystemTime::now(),
+                    Instant::now(),
+                    std::process::id()
+                );
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, seed.as_bytes());
+                bytes.copy_from_slice(d.as_ref());
+            }
+            hmac::Key::new(hmac::HMAC_SHA256, &bytes)
+        });
+        let mut ctx = hmac::Context::with_key(key);
+        for field in fields {
+            ctx.update(&(field.len() as u64).to_be_bytes());
+            ctx.update(field);
+        }
+        let mut out = [0u8; 32];
+        for (o, b) in out.iter_mut().zip(ctx.sign().as_ref()) {
+            *o = *b;
+        }
+        CredentialId(out)
+    }
+}
+
+impl std::fmt::Debug for CredentialId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Self::ANONYMOUS {
+            return f.write_str("CredentialId(anonymous)");
+        }
+        write!(f, "CredentialId(")?;
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…)")
+    }
+}
+
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?} from {}", self.secret, self.source)

@@ -16,14 +16,14 @@ pub mod fold;
 pub mod gate;
 mod remote;
 pub mod settings;
-pub use credentials::{Credential, CredentialError, Secret};
+pub use credentials::{Credential, CredentialError, CredentialId, Secret};
 pub use remote::Cause;
 /// A response body, refused past a size (`Ok(None)`); for other API clients of this crate.
 pub use remote::read_capped as read_body_capped;
 use remote::{ACCEPT_MANIFESTS, Access, Remote, read_capped, resolve_url, status_cause};
 pub use settings::{
-    Found, RegistrySettings, RequestCredentials, SettingsError, TlsFile, request_credentials,
-    with_request_credentials,
+    Found, RegistrySettings, RequestCredentials, SchemeChoice, SettingsError, TlsFile,
+    request_credentials, with_request_credentials,
 };
 
 use crate::reference::{Digest, ImageRef, Location};
@@ -320,6 +320,20 @@ impl Registry {
         &self.settings
     }
 
+    /// Who a request for `r` would be made as, with the request credentials in scope (see
+    /// [`RegistrySettings::credential_id`]); anonymous for an OCI layout.
+    pub fn credential_id(&self, r: &ImageRef) -> CredentialId {
+        match r.location() {
+            Location::Layout { .. } => CredentialId::ANONYMOUS,
+            Location::Registry {
+                registry,
+                repository,
+            } => self
+                .settings
+                .credential_id(registry, repository, request_credentials().as_ref()),
+        }
+    }
+
     /// HTTP requests sent to registries (and token realms) so far: (host, status class, count).
     pub fn request_counts(&self) -> Vec<(String, String, u64)> {
         self.remote.request_counts()
@@ -368,7 +382,7 @@ impl Registry {
         let part = r.reference_part().unwrap_or_else(|| "latest".to_string());
         let url = format!(
             "{}/v2/{repository}/manifests/{part}",
-            Remote::base_url(&self.settings, registry)
+            self.remote.base_url(&self.settings, registry)
         );
         let fetched = self
             .fetch(
@@ -475,7 +489,7 @@ impl Registry {
         }
         let url = format!(
             "{}/v2/{repository}/blobs/{digest}",
-            Remote::base_url(&self.settings, registry)
+            self.remote.base_url(&self.settings, registry)
         );
         let fetched = self
             .fetch(
@@ -514,7 +528,7 @@ impl Registry {
             } => (registry, repository),
         };
         let target = format!("{}@{digest}", r.name());
-        let base = Remote::base_url(&self.settings, registry);
+        let base = self.remote.base_url(&self.settings, registry);
         let start = format!("{base}/v2/{repository}/blobs/uploads/");
         let resp = self
             .send(
@@ -582,7 +596,7 @@ impl Registry {
         let part = r.reference_part().unwrap_or_else(|| digest.to_string());
         let url = format!(
             "{}/v2/{repository}/manifests/{part}",
-            Remote::base_url(&self.settings, registry)
+            self.remote.base_url(&self.settings, registry)
         );
         let resp = self
             .send(
@@ -623,7 +637,7 @@ impl Registry {
             } => (registry, repository),
         };
         let target = format!("tags of {}", r.name());
-        let base = Remote::base_url(&self.settings, registry);
+        let base = self.remote.base_url(&self.settings, registry);
         let mut url = format!("{base}/v2/{repository}/tags/list?n=1000");
         let mut tags = Vec::new();
         for _ in 0..MAX_TAG_PAGES {
@@ -734,7 +748,7 @@ impl Registry {
         }
         let target = format!("referrers of {}@{digest}", r.name());
         let place = format!("registry {registry}");
-        let base = Remote::base_url(&self.settings, registry);
+        let base = self.remote.base_url(&self.settings, registry);
         let mut url = format!("{base}/v2/{repository}/referrers/{digest}");
         let mut out = Vec::new();
         let mut pages = 0;
@@ -1014,7 +1028,9 @@ impl Registry {
                     500 | 502 | 504 => Some(backoff(attempt)),
                     _ => None,
                 },
-                Err(c) if c.is_transport() && !c.is_timeout() => Some(backoff(attempt)),
+                Err(c) if c.is_transport() && !c.is_timeout() && !c.is_certificate() => {
+                    Some(backoff(attempt))
+                }
                 Err(_) => None,
             };
             let fits = wait.is_some_and(|w| w < remaining_time(self.settings.timeout));

@@ -19,8 +19,9 @@ use reqwest::header::{HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde::Deserialize;
 
 use super::RegistrySettings;
-use super::credentials::{Credential, Secret};
+use super::credentials::{Credential, CredentialId, Secret};
 use super::fold::{FoldedCounts, MAX_NAMED_HOSTS, MAX_NAMED_SCOPES};
+use super::settings::{Scheme, SchemeChoice};
 
 /// Why a request failed below the registry layer: the `source()` of a `RegistryError`.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,18 @@ pub enum Cause {
     )]
     PlainHttpPeer {
         host: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "the TLS certificate of {host} {problem}: give its CA with --registry-ca-file \
+         {host}=FILE, or accept it unverified with --allow-insecure-registry (or \
+         --registry-insecure-skip-tls-verify {host})"
+    )]
+    Certificate {
+        host: String,
+        /// What is wrong with it (`is issued by an unknown certificate authority`).
+        problem: String,
         #[source]
         source: reqwest::Error,
     },
@@ -70,7 +83,27 @@ pub enum Cause {
 
 impl Cause {
     pub fn is_transport(&self) -> bool {
-        matches!(self, Cause::Transport(_) | Cause::PlainHttpPeer { .. })
+        matches!(
+            self,
+            Cause::Transport(_) | Cause::PlainHttpPeer { .. } | Cause::Certificate { .. }
+        )
+    }
+
+    /// A TLS certificate that was not accepted: asking again does not change it.
+    pub fn is_certificate(&self) -> bool {
+        matches!(self, Cause::Certificate { .. })
+    }
+
+    /// Whether a failed HTTPS request says the host may speak plain HTTP: it answered the TLS
+    /// handshake in plain HTTP, or the connection failed other than on a certificate or a
+    /// timeout (go-containerregistry falls back on any error; a certificate shows a TLS
+    /// server, and a timeout would only be waited for twice).
+    fn may_be_plain_http(&self) -> bool {
+        match self {
+            Cause::PlainHttpPeer { .. } => true,
+            Cause::Transport(e) => !e.is_timeout(),
+            _ => false,
+        }
     }
 
     /// A transport failure that is a timeout (no answer in time), not unreachability.
@@ -133,12 +166,16 @@ pub struct Remote {
     /// One HTTP client per distinct transport (plain HTTP, or TLS with its CA, client
     /// certificate and verification settings), built on first use.
     clients: Mutex<HashMap<Transport, Result<reqwest::Client, String>>>,
-    /// (origin, scope) -> bearer token obtained in answer to that origin's challenge.
-    tokens: Mutex<HashMap<(String, String), Token>>,
-    /// One token fetch in flight per (origin, scope): concurrent requests wait for it.
+    /// (origin, scope, credential) -> bearer token obtained with that credential (or
+    /// anonymously) in answer to that origin's challenge: a token is never sent on behalf of
+    /// another credential (another namespace's pull secret, or none).
+    tokens: Mutex<HashMap<TokenKey, Token>>,
+    /// One token fetch in flight per (origin, scope, credential): concurrent requests wait.
     token_fetches: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Origins that asked for Basic auth.
     basic: Mutex<HashSet<String>>,
+    /// The scheme that worked, per host reached HTTPS-then-HTTP (at most [`MAX_SCHEMES`]).
+    schemes: Mutex<HashMap<String, Scheme>>,
     /// HTTP requests sent, by host and status class (`2xx` … `5xx`, or `error`); hosts past
     /// [`super::fold::MAX_NAMED_HOSTS`] are counted as `other`.
     requests: Mutex<FoldedCounts>,
@@ -146,13 +183,16 @@ pub struct Remote {
     token_fetch_counts: Mutex<FoldedCounts>,
 }
 
-/// (origin, scope): what a bearer token is for.
-type TokenKey = (String, String);
+/// (origin, scope, credential): what a bearer token is for, and who obtained it.
+type TokenKey = (String, String, CredentialId);
 
 /// What distinguishes one HTTP client from another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Transport {
     plain: bool,
+    /// TLS that trusts no certificate: only to learn whether a host speaks TLS at all,
+    /// without loading the platform's CA store (see [`Remote::send`]).
+    probe: bool,
     insecure: bool,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
@@ -162,6 +202,9 @@ struct Transport {
 /// Tokens (and token locks) kept at most; expired ones go first.
 const MAX_TOKENS: usize = 4096;
 
+/// Hosts whose working scheme is remembered at most (all are forgotten when it is full).
+const MAX_SCHEMES: usize = 1024;
+
 impl Remote {
     pub fn new() -> Self {
         Remote {
@@ -169,8 +212,26 @@ impl Remote {
             tokens: Mutex::new(HashMap::new()),
             token_fetches: Mutex::new(HashMap::new()),
             basic: Mutex::new(HashSet::new()),
+            schemes: Mutex::new(HashMap::new()),
             requests: Mutex::new(FoldedCounts::new(MAX_NAMED_HOSTS, 8)),
             token_fetch_counts: Mutex::new(FoldedCounts::new(MAX_NAMED_HOSTS, MAX_NAMED_SCOPES)),
+        }
+    }
+
+    /// The scheme that worked for a host reached HTTPS-then-HTTP, if one has.
+    fn remembered(&self, registry: &str) -> Option<Scheme> {
+        self.schemes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(registry).copied())
+    }
+
+    fn remember(&self, registry: &str, scheme: Scheme) {
+        if let Ok(mut m) = self.schemes.lock() {
+            if m.len() >= MAX_SCHEMES && !m.contains_key(registry) {
+                m.clear();
+            }
+            m.insert(registry.to_string(), scheme);
         }
     }
 
@@ -225,11 +286,16 @@ impl Remote {
         }
     }
 
-    pub fn base_url(settings: &RegistrySettings, registry: &str) -> String {
-        let scheme = if settings.is_plain_http(registry) {
-            "http"
-        } else {
-            "https"
+    /// `scheme://host` of a registry's API: the scheme set for it, or for a host reached
+    /// HTTPS-then-HTTP the one that worked (HTTPS until one has).
+    pub fn base_url(&self, settings: &RegistrySettings, registry: &str) -> String {
+        let scheme = match settings.scheme_choice(registry) {
+            SchemeChoice::Http => "http",
+            SchemeChoice::Https => "https",
+            SchemeChoice::HttpsThenHttp => match self.remembered(registry) {
+                Some(Scheme::Http) => "http",
+                _ => "https",
+            },
         };
         format!("{scheme}://{}", Self::api_host(registry))
     }
@@ -243,6 +309,7 @@ impl Remote {
         settings: &RegistrySettings,
         registry: &str,
         url: &Url,
+        probe: bool,
     ) -> Result<reqwest::Client, Cause> {
         let host = host_of(url);
         let host_key = if host == Self::api_host(registry) {
@@ -252,9 +319,11 @@ impl Remote {
         };
         let h = settings.host(host_key);
         let plain = url.scheme() == "http";
+        let probe = probe && !plain;
         let transport = Transport {
             plain,
-            insecure: !plain && h.is_some_and(|h| h.insecure_skip_tls_verify),
+            probe,
+            insecure: !plain && h.is_some_and(|h| h.insecure_skip_tls_verify || h.allow_insecure),
             ca: h
                 .filter(|_| !plain)
                 .and_then(|h| h.ca.as_ref().map(|f| f.path.clone())),
@@ -277,11 +346,15 @@ impl Remote {
                 // No more idle connections kept per host than may be busy with it at once.
                 .pool_max_idle_per_host(settings.max_connections_per_host)
                 .redirect(reqwest::redirect::Policy::none());
-            if plain {
-                // This client only speaks plain HTTP; it trusts no TLS server at all.
+            if plain || probe {
+                // This client speaks plain HTTP, or probes TLS: it trusts no TLS server.
                 b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
             } else if let Some(h) = h {
-                if let Some(ca) = &h.ca {
+                let insecure = h.insecure_skip_tls_verify || h.allow_insecure;
+                if insecure {
+                    // Nothing is verified: no CA store to load.
+                    b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
+                } else if let Some(ca) = &h.ca {
                     let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
                         format!("CA file {}: {}", ca.path.display(), crate::error_chain(&e))
                     })?;
@@ -301,7 +374,7 @@ impl Remote {
                     })?;
                     b = b.identity(id);
                 }
-                if h.insecure_skip_tls_verify {
+                if insecure {
                     b = b.tls_danger_accept_invalid_certs(true);
                 }
             }
@@ -325,10 +398,32 @@ impl Remote {
         url: &str,
         build: impl Fn(&reqwest::Client, Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Cause> {
-        let home_url = parse_http_url("registry URL", &Self::base_url(settings, registry))?;
-        let home = origin_of(&home_url);
+        let mut home_url = parse_http_url("registry URL", &self.base_url(settings, registry))?;
+        let mut home = origin_of(&home_url);
         let mut url = parse_http_url("URL", url)?;
         check_no_downgrade("a registry-supplied URL", &home_url, &url)?;
+        // HTTPS then plain HTTP (loopback and --allow-insecure-registry hosts): until a scheme
+        // has worked for the host, a request to it on HTTPS that fails as if the host did not
+        // speak TLS is sent again on plain HTTP, and the scheme that worked is remembered.
+        let choice = settings.scheme_choice(registry);
+        let mut probing =
+            choice == SchemeChoice::HttpsThenHttp && self.remembered(registry).is_none();
+        // An --allow-insecure-registry host's own client verifies nothing: it is its own probe,
+        // and a certificate failure cannot come from it.
+        let insecure_probe = settings.host(registry).is_some_and(|h| h.allow_insecure);
+        // A URL built on the registry before its scheme was found (a retry's) goes where the
+        // registry now is reached.
+        if choice == SchemeChoice::HttpsThenHttp
+            && url.scheme() != home_url.scheme()
+            && url.host_str() == home_url.host_str()
+            && url.port() == home_url.port()
+            && url.set_scheme(home_url.scheme()).is_err()
+        {
+            return Err(Cause::BadUrl {
+                what: "URL",
+                target: url.to_string(),
+            });
+        }
         let scope = scope_for(repository, access);
         let mut hops = 0;
         let mut challenged: Vec<String> = Vec::new();
@@ -337,7 +432,7 @@ impl Remote {
             let own = origin == home;
             // The registry's credentials go to its own origin only.
             let creds_here = if own { creds } else { None };
-            let key = (origin.clone(), scope.clone());
+            let key = (origin.clone(), scope.clone(), CredentialId::of(creds_here));
             let token = self.cached_token(&key);
             let auth = match (&token, creds_here.map(|c| &c.secret)) {
                 (Some(t), _) => Auth::Bearer(&t.value),
@@ -350,10 +445,40 @@ impl Remote {
                 }
                 _ => Auth::None,
             };
-            let client = self.client(settings, registry, &url)?;
+            // While the scheme is not known, a verified host is first asked with a client that
+            // trusts nothing: a host without TLS answers as cheaply, and one with TLS fails on
+            // its certificate and is asked again with the real client.
+            let probe_tls = probing && own && url.scheme() == "https";
+            let client = self.client(settings, registry, &url, probe_tls && !insecure_probe)?;
             let sent = auth.apply(build(&client, url.clone())).send().await;
             self.record(&url, sent.as_ref().map(|r| r.status()).map_err(|_| ()));
-            let resp = sent.map_err(|e| transport_cause(&url, e))?;
+            let resp = match sent.map_err(|e| transport_cause(&url, e)) {
+                Ok(resp) => resp,
+                Err(cause) if probe_tls && cause.is_certificate() && !insecure_probe => {
+                    // It speaks TLS: from now on with the real client (its verdict counts).
+                    probing = false;
+                    self.remember(registry, Scheme::Https);
+                    continue;
+                }
+                Err(cause) if probe_tls && cause.may_be_plain_http() => {
+                    if url.set_scheme("http").is_err() || home_url.set_scheme("http").is_err() {
+                        return Err(cause);
+                    }
+                    home = origin_of(&home_url);
+                    continue;
+                }
+                Err(cause) => return Err(cause),
+            };
+            // Whatever answered, the scheme works (remembered only once it has).
+            if probing && own {
+                probing = false;
+                let scheme = if url.scheme() == "http" {
+                    Scheme::Http
+                } else {
+                    Scheme::Https
+                };
+                self.remember(registry, scheme);
+            }
             let status = resp.status();
             if status.is_redirection()
                 && let Some(location) = resp.headers().get(LOCATION)
@@ -394,7 +519,8 @@ impl Remote {
                         // The given token was refused; there is nothing to exchange.
                         return Ok(resp);
                     }
-                    // One fetch per (origin, scope) at a time: whoever waited uses its token.
+                    // One fetch per (origin, scope, credential) at a time: whoever waited uses
+                    // its token.
                     let lock = self.token_fetch_lock(&key);
                     let _fetching = lock.lock().await;
                     let fresh = self
@@ -404,7 +530,7 @@ impl Remote {
                         continue;
                     }
                     // Plain-HTTP realms get credentials only for a registry configured plain.
-                    let plain_ok = own && settings.is_plain_http(registry);
+                    let plain_ok = own && home_url.scheme() == "http";
                     let token = self
                         .fetch_token(
                             settings,
@@ -422,7 +548,7 @@ impl Remote {
         }
     }
 
-    fn cached_token(&self, key: &(String, String)) -> Option<Token> {
+    fn cached_token(&self, key: &TokenKey) -> Option<Token> {
         self.tokens
             .lock()
             .ok()
@@ -432,7 +558,7 @@ impl Remote {
 
     /// Keep a token; expired ones are dropped when the cache is full (and all of them if it
     /// is still full: they are fetched again on demand).
-    fn store_token(&self, key: (String, String), token: Token) {
+    fn store_token(&self, key: TokenKey, token: Token) {
         if let Ok(mut t) = self.tokens.lock() {
             if t.len() >= MAX_TOKENS {
                 let now = Instant::now();
@@ -445,7 +571,7 @@ impl Remote {
         }
     }
 
-    fn token_fetch_lock(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<()>> {
+    fn token_fetch_lock(&self, key: &TokenKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = match self.token_fetches.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -482,7 +608,7 @@ impl Remote {
             }
             _ => return Err(Cause::Challenge(realm.to_string())),
         }
-        let client = self.client(settings, registry, &realm_url)?;
+        let client = self.client(settings, registry, &realm_url, false)?;
         let req = match creds.map(|c| &c.secret) {
             Some(Secret::IdentityToken(refresh)) => {
                 let mut form = Url::parse("form:").map_err(|_| Cause::Challenge(realm.into()))?;
@@ -601,7 +727,8 @@ fn host_of(url: &Url) -> String {
     }
 }
 
-/// A transport failure; a TLS handshake that met plain HTTP says so.
+/// A transport failure; a TLS handshake that met plain HTTP says so, and so does a
+/// certificate that was not accepted.
 fn transport_cause(url: &Url, e: reqwest::Error) -> Cause {
     if url.scheme() == "https" && format!("{e:?}").contains("InvalidContentType") {
         return Cause::PlainHttpPeer {
@@ -609,7 +736,44 @@ fn transport_cause(url: &Url, e: reqwest::Error) -> Cause {
             source: e,
         };
     }
+    if let Some(problem) = certificate_problem(&e) {
+        return Cause::Certificate {
+            host: host_of(url),
+            problem,
+            source: e,
+        };
+    }
     Cause::Transport(e)
+}
+
+/// What rustls found wrong with the server's certificate, if that is why `e` failed.
+fn certificate_problem(e: &reqwest::Error) -> Option<String> {
+    use tokio_rustls::rustls::{CertificateError as C, Error as TlsError};
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(TlsError::InvalidCertificate(c)) = err.downcast_ref::<TlsError>() {
+            return Some(match c {
+                C::UnknownIssuer => "is issued by an unknown certificate authority".to_string(),
+                C::Expired | C::ExpiredContext { .. } => "has expired".to_string(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet".to_string(),
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "is not valid for this host name".to_string()
+                }
+                C::Revoked => "is revoked".to_string(),
+                // A self-signed certificate (webpki: CaUsedAsEndEntity) is one of these.
+                C::Other(other) => format!("is not trusted ({other})"),
+                _ => "was not accepted".to_string(),
+            });
+        }
+        // An io::Error's source() skips the error it wraps: look inside it.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 impl Default for Remote {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::credentials::{AuthFile, Credential, CredentialError, Lookup, Secret};
+use super::credentials::{AuthFile, Credential, CredentialError, CredentialId, Lookup, Secret};
 
 /// How to reach registries: the same settings for the CLI, the webhook and the library.
 #[derive(Debug, Clone)]
@@ -83,11 +83,28 @@ impl std::fmt::Debug for PemFile {
     }
 }
 
+/// How a host is first reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemeChoice {
+    /// Plain HTTP only.
+    Http,
+    /// HTTPS only.
+    Https,
+    /// HTTPS, and plain HTTP when the host does not speak TLS (the TLS handshake fails other
+    /// than on its certificate), as Docker and go-containerregistry do for loopback and
+    /// insecure registries; the scheme that worked is remembered per host.
+    HttpsThenHttp,
+}
+
 /// The transport settings of one host.
 #[derive(Debug, Clone, Default)]
 pub struct HostSettings {
     pub scheme: Option<Scheme>,
     pub insecure_skip_tls_verify: bool,
+    /// cosign's `--allow-insecure-registry`: HTTPS without verifying the certificate, then
+    /// plain HTTP if the host does not speak TLS. Unlike `insecure_skip_tls_verify` it is no
+    /// TLS setting: an explicit plain-HTTP setting for the host wins.
+    pub allow_insecure: bool,
     /// Extra CA certificates (added to the platform's roots).
     pub ca: Option<PemFile>,
     /// Client certificate and key (mTLS).
@@ -169,16 +186,28 @@ impl RegistrySettings {
         self.hosts.get(host)
     }
 
-    /// Whether `host` is spoken to over plain HTTP: when set so; else loopback hosts
-    /// (`localhost`, `127.0.0.0/8`, `[::1]`) that have no TLS setting, as cosign, crane and
-    /// docker do; else not.
+    /// Whether `host` is spoken to over plain HTTP only (set so).
     pub fn is_plain_http(&self, host: &str) -> bool {
-        match self.hosts.get(host) {
-            Some(HostSettings {
-                scheme: Some(s), ..
-            }) => *s == Scheme::Http,
-            Some(h) if h.wants_tls() => false,
-            _ => is_loopback(host),
+        self.scheme_choice(host) == SchemeChoice::Http
+    }
+
+    /// How `host` is reached: as set (`http://`, `https://`, plain HTTP); HTTPS only when it
+    /// has a TLS setting (a CA, a client certificate, unverified TLS); HTTPS then plain HTTP
+    /// when it was named by `--allow-insecure-registry` or is a loopback host (`localhost`,
+    /// `127.0.0.0/8`, `[::1]`), as Docker, cosign and crane do; else HTTPS.
+    pub fn scheme_choice(&self, host: &str) -> SchemeChoice {
+        let h = self.hosts.get(host);
+        match h.and_then(|h| h.scheme) {
+            Some(Scheme::Http) => return SchemeChoice::Http,
+            Some(Scheme::Https) => return SchemeChoice::Https,
+            None => {}
+        }
+        if h.is_some_and(HostSettings::wants_tls) {
+            SchemeChoice::Https
+        } else if h.is_some_and(|h| h.allow_insecure) || is_loopback(host) {
+            SchemeChoice::HttpsThenHttp
+        } else {
+            SchemeChoice::Https
         }
     }
 
@@ -205,6 +234,19 @@ impl RegistrySettings {
         let (host, scheme) = settings_host(name, host)?;
         let h = self.host_mut(&host);
         h.insecure_skip_tls_verify = true;
+        if scheme.is_some() {
+            h.scheme = scheme;
+        }
+        Ok(())
+    }
+
+    /// cosign's `--allow-insecure-registry` for `host`: HTTPS without verifying the
+    /// certificate, then plain HTTP when the host does not speak TLS. An explicit scheme or
+    /// plain-HTTP setting for the host still decides.
+    pub fn add_allow_insecure(&mut self, host: &str) -> Result<(), SettingsError> {
+        let (host, scheme) = settings_host("--allow-insecure-registry", host)?;
+        let h = self.host_mut(&host);
+        h.allow_insecure = true;
         if scheme.is_some() {
             h.scheme = scheme;
         }
@@ -556,6 +598,27 @@ impl RegistrySettings {
     }
 }
 
+impl RegistrySettings {
+    /// Who a request for `repository` on `host` (canonical) is made as, with `request`'s
+    /// credentials in scope: the identity of the credential [`RegistrySettings::find_credential`]
+    /// finds (a helper's by the helper and the file naming it), anonymous when none. What is
+    /// obtained with one identity (a token, a resolution, a decision) is served only to
+    /// requests of the same identity.
+    pub fn credential_id(
+        &self,
+        host: &str,
+        repository: &str,
+        request: Option<&RequestCredentials>,
+    ) -> CredentialId {
+        match self.find_credential(host, repository, request) {
+            Ok(None) => CredentialId::ANONYMOUS,
+            Ok(Some(Found::Credential(c))) => CredentialId::of_secret(&c.secret),
+            Ok(Some(Found::Helper { helper, source })) => CredentialId::of_helper(&helper, &source),
+            Err(e) => CredentialId::of_unusable(&e.to_string()),
+        }
+    }
+}
+
 /// Which TLS file a flag or setting names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFile {
@@ -714,9 +777,13 @@ mod tests {
             Some(Found::Credential(c)) => assert_eq!(c.secret, Secret::Bearer("t".into())),
             other => panic!("{other:?}"),
         }
-        // Loopback is plain HTTP unless set otherwise.
-        assert!(s.is_plain_http("localhost:5002"));
-        assert!(!s.is_plain_http("localhost:5001"));
+        // Loopback is HTTPS, then plain HTTP, unless set otherwise.
+        assert_eq!(
+            s.scheme_choice("localhost:5002"),
+            SchemeChoice::HttpsThenHttp
+        );
+        assert_eq!(s.scheme_choice("localhost:5001"), SchemeChoice::Https);
+        assert_eq!(s.scheme_choice("a.io"), SchemeChoice::Https);
         assert!(!s.is_plain_http("a.io"));
         assert!(!format!("{s:?}").contains("\"p\""));
     }
@@ -876,8 +943,8 @@ mod tests {
         let mut s = RegistrySettings::default();
         s.add_tls_file(TlsFile::Ca, &format!("127.0.0.1:5000={}", ca.display()))
             .unwrap();
-        // A loopback host with a CA speaks TLS.
-        assert!(!s.is_plain_http("127.0.0.1:5000"));
+        // A loopback host with a CA speaks TLS, only.
+        assert_eq!(s.scheme_choice("127.0.0.1:5000"), SchemeChoice::Https);
         let e = s
             .add_tls_file(TlsFile::Key, &format!("r.io={}", ca.display()))
             .unwrap_err();
@@ -892,6 +959,26 @@ mod tests {
             .unwrap();
         let e = s.validate().unwrap_err();
         assert!(e.to_string().contains("no key"), "{e}");
+    }
+
+    #[test]
+    fn allow_insecure_tries_https_then_http_and_yields_to_plain_http() {
+        let mut s = RegistrySettings::default();
+        s.add_allow_insecure("r.io").unwrap();
+        assert_eq!(s.scheme_choice("r.io"), SchemeChoice::HttpsThenHttp);
+        // With OCIGATE_REGISTRY_PLAIN_HTTP for the same host: plain HTTP, not a usage error.
+        s.apply_env([
+            ("OCIGATE_REGISTRY_HOST", "r.io"),
+            ("OCIGATE_REGISTRY_PLAIN_HTTP", "true"),
+        ])
+        .unwrap();
+        s.add_allow_insecure("r.io").unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.scheme_choice("r.io"), SchemeChoice::Http);
+        // An https:// prefix keeps it on HTTPS (unverified).
+        s.add_allow_insecure("https://q.io").unwrap();
+        assert_eq!(s.scheme_choice("q.io"), SchemeChoice::Https);
+        assert!(s.host("q.io").is_some_and(|h| h.allow_insecure));
     }
 
     #[test]

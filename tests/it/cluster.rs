@@ -574,3 +574,129 @@ fn cross_namespace_flux_references_and_invalid_names() {
         "something was read for an invalid name: {notes:?}"
     );
 }
+
+/// Issue #15, point 6, through the admission chain: namespace `victim` has a pull secret for a
+/// private registry (token auth), namespace `attacker` has none. (i) After victim's Pod was
+/// admitted, attacker's Pod naming the same private tag carries none of victim's tokens to the
+/// registry and is denied as an access failure, without learning the digest. (ii) Attacker's
+/// anonymous attempt first does not get victim's valid secret refused afterwards.
+#[test]
+fn pull_secrets_are_not_lent_to_another_namespace() {
+    use crate::token::{SECRET, TokenServer, USER, bearer_tokens, strict_front};
+    let Some(kube) = MiniCluster::start_or_skip("pull_secrets_are_not_lent_to_another_namespace")
+    else {
+        return;
+    };
+    let tokens = TokenServer::start();
+    let reg = TestRegistry::start_with_token_auth(&tokens.realm(), &tokens.cert_pem);
+    let front = strict_front(reg.host());
+    let h = front.host();
+    let creds = format!("{h}={USER}:{SECRET}");
+    let mut settings = ocigate::registry::RegistrySettings::default();
+    settings.add_plain_http(&h).unwrap();
+    settings.add_credentials_flag(&creds).unwrap();
+    let client = ocigate::registry::Registry::new(settings);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    let image = |repo: &str| ocigate::reference::ImageRef::parse(&format!("{h}/{repo}")).unwrap();
+    let mut digests = Vec::new();
+    for repo in ["private/app:v1", "private/other:v1"] {
+        digests.push(push_image(&client, &image(repo), repo));
+        let s = ocigate(
+            &[
+                "sign",
+                &image(repo).to_string(),
+                "--key",
+                key.to_str().unwrap(),
+                "--registry-plain-http",
+                &h,
+                "--registry-creds",
+                &creds,
+            ],
+            &[("OCIGATE_PASSWORD", PASSWORD)],
+        );
+        assert_eq!(s.code, 0, "{s:?}");
+    }
+    push_image(&client, &image("public/nosig:v1"), "public unsigned");
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
+    let tls = make_tls(d);
+    let server = start_serve(
+        &policy,
+        &tls,
+        &h,
+        &["--kubeconfig", kube.kubeconfig.to_str().unwrap()],
+    );
+    for ns in ["victim", "attacker"] {
+        kube.namespace(d, ns);
+    }
+    kube.install_webhook(d, &server, &tls.ca);
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
+    let config = base64::engine::general_purpose::STANDARD
+        .encode(format!(r#"{{"auths":{{"{h}":{{"auth":"{auth}"}}}}}}"#));
+    let run = kube.apply(
+        d,
+        "secret.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred, namespace: victim}}\n\
+             type: kubernetes.io/dockerconfigjson\ndata: {{.dockerconfigjson: {config}}}\n"
+        ),
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let pod = |ns: &str, name: &str, repo: &str| {
+        let secret = if ns == "victim" {
+            "  imagePullSecrets: [{name: regcred}]\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n{secret}  containers:\n  - {{name: app, image: \"{}\"}}\n",
+            image(repo)
+        )
+    };
+    // The webhook is in the chain once an unsigned public image is denied.
+    let run = kube.apply_when_hooked(
+        d,
+        "probe.yaml",
+        &pod("attacker", "probe", "public/nosig:v1"),
+        true,
+    );
+    assert!(run.stderr.contains("[unsigned]"), "{run:?}");
+
+    // (i) victim, then attacker, for the same private tag.
+    let before = front.seen().len();
+    let run = kube.apply(d, "v1.yaml", &pod("victim", "v1", "private/app:v1"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let victim_tokens = bearer_tokens(&front, before);
+    assert!(!victim_tokens.is_empty(), "victim's check used no token");
+    let before = front.seen().len();
+    let run = kube.apply(d, "a1.yaml", &pod("attacker", "a1", "private/app:v1"), &[]);
+    assert_ne!(run.code, 0, "attacker's Pod was admitted: {run:?}");
+    assert!(run.stderr.contains("[auth]"), "{run:?}");
+    assert!(!run.stderr.contains(digests[0].as_str()), "{run:?}");
+    assert!(
+        front.seen().len() > before,
+        "attacker was answered from victim's cache"
+    );
+    assert!(
+        bearer_tokens(&front, before)
+            .iter()
+            .all(|t| !victim_tokens.contains(t)),
+        "attacker's requests carried victim's token"
+    );
+
+    // (ii) attacker first, then victim, for another private tag.
+    let run = kube.apply(
+        d,
+        "a2.yaml",
+        &pod("attacker", "a2", "private/other:v1"),
+        &[],
+    );
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("[auth]"), "{run:?}");
+    let run = kube.apply(d, "v2.yaml", &pod("victim", "v2", "private/other:v1"), &[]);
+    assert_eq!(run.code, 0, "victim's valid secret was refused: {run:?}");
+}

@@ -636,3 +636,34 @@ fn recursive_signatures_agree_with_cosign_both_ways() {
     let v = cosign_verify(&bin, dir.path(), &public, &pinned);
     assert_ne!(v.code, 0, "{v:?}");
 }
+
+/// `--allow-insecure-registry` means the same to both against a plain-HTTP registry: HTTPS
+/// tried first, then plain HTTP (issue #15, point 10). Both verify the signed image and both
+/// refuse the unsigned one, with no other scheme flag.
+#[test]
+fn allow_insecure_registry_agrees_with_cosign_on_plain_http() {
+    let Some(bin) = cosign_or_skip("allow_insecure_registry_agrees_with_cosign_on_plain_http")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = cosign_keys(&bin, dir.path(), "cosign");
+    let signed = reg.reference("peer/insecure:v1");
+    push_image(&reg.client(), &signed, "insecure signed");
+    let s = cosign_sign_legacy(&bin, dir.path(), &key, &signed.to_string());
+    assert_eq!(s.code, 0, "{s:?}");
+    let unsigned = reg.reference("peer/insecure-unsigned:v1");
+    push_image(&reg.client(), &unsigned, "insecure unsigned");
+    let pk = public.to_str().unwrap();
+    for (r, want) in [(&signed, true), (&unsigned, false)] {
+        let r = r.to_string();
+        let c = cosign_verify(&bin, dir.path(), &public, &r);
+        let o = ocigate(
+            &["verify", &r, "--key", pk, "--allow-insecure-registry"],
+            &[],
+        );
+        assert_eq!(c.code == 0, want, "cosign on {r}: {c:?}");
+        assert_eq!(o.code == 0, want, "ocigate on {r}: {o:?}");
+    }
+}

@@ -15,7 +15,7 @@ use ocigate::verify::SignedIdentity;
 use crate::harness::*;
 use crate::proxy::proxy;
 
-fn key_policy(public: &std::path::Path) -> CompiledPolicy {
+pub(crate) fn key_policy(public: &std::path::Path) -> CompiledPolicy {
     let pem = std::fs::read_to_string(public).unwrap();
     let key = PublicKey::from_pem(&pem, "test key").unwrap();
     let kind = AuthorityKind::Key {

@@ -97,11 +97,21 @@ fn a_tls_registry_needs_its_ca_or_an_explicit_skip() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, _tls) = signed_tls(tmp.path(), false, false);
     let host = s.reg.host();
-    // A loopback host speaks plain HTTP by default: against a TLS registry that fails, and
-    // the failure is a registry failure, not "unsigned".
+    // A loopback host is tried over HTTPS (verified) first: against a TLS registry whose CA
+    // is not given that fails, as a registry failure (not "unsigned"), and the reason names
+    // the real problem, the unknown certificate authority (not the "HTTP 400" its plain-HTTP
+    // port would answer), and the flags that fix it.
     let v = verify_tls(&s, &[], &[]);
     assert_eq!(v.code, 1, "{v:?}");
     assert_eq!(v.json()["results"][0]["failure"], "registry", "{v:?}");
+    let r = reason(&v);
+    assert!(
+        r.contains(&format!("the TLS certificate of {host}"))
+            && r.contains("unknown certificate authority")
+            && r.contains("--registry-ca-file")
+            && !r.contains("HTTP 400"),
+        "{r}"
+    );
     // TLS without the CA: the certificate is not trusted.
     let https = format!("https://{host}");
     let v = verify_tls(&s, &["--registry-ca-file", "x=/nonexistent"], &[]);
@@ -134,6 +144,10 @@ fn a_tls_registry_needs_its_ca_or_an_explicit_skip() {
         r.contains(&host) && r.to_lowercase().contains("certificate"),
         "{r}"
     );
+    // A CA the platform trusts (here through SSL_CERT_FILE, which the platform verifier
+    // reads on Linux) needs no flag: the loopback host is found to speak TLS and verified.
+    let v = verify_tls(&s, &[], &[("SSL_CERT_FILE", s.ca.to_str().unwrap())]);
+    assert_eq!(v.code, 0, "{v:?}");
     // With the CA (flag, or environment set): verified.
     let ca = format!("{host}={}", s.ca.display());
     let v = verify_tls(&s, &["--registry-ca-file", &ca], &[]);
@@ -336,6 +350,73 @@ fn a_plain_http_registry_behind_an_https_url_is_named() {
             && r.contains(&format!("--registry-plain-http {host}")),
         "{r}"
     );
+}
+
+/// cosign's `--allow-insecure-registry` against a plain-HTTP registry: HTTPS (unverified) is
+/// tried first and the registry's plain-HTTP answer to the handshake falls back to plain HTTP,
+/// as cosign and Docker do; with `OCIGATE_REGISTRY_PLAIN_HTTP=true` (or
+/// `--registry-plain-http`) for the same host the flags agree, no usage error.
+#[test]
+fn allow_insecure_registry_reaches_a_plain_http_registry() {
+    let reg = TestRegistry::start();
+    let r = reg.reference("acme/app:v1").to_string();
+    push_image(
+        &reg.client(),
+        &reg.reference("acme/app:v1"),
+        "insecure plain",
+    );
+    let host = reg.host();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(keys.path(), "k");
+    let pk = public.to_str().unwrap();
+    // Signed without any scheme flag: the loopback default finds plain HTTP by itself.
+    let s = ocigate(
+        &["sign", &r, "--key", key.to_str().unwrap()],
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    let v = ocigate(
+        &["verify", &r, "--key", pk, "--allow-insecure-registry"],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    let v = ocigate(
+        &["verify", &r, "--key", pk, "--allow-insecure-registry"],
+        &[
+            ("OCIGATE_REGISTRY_HOST", &host),
+            ("OCIGATE_REGISTRY_PLAIN_HTTP", "true"),
+        ],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    let v = ocigate(
+        &[
+            "verify",
+            &r,
+            "--key",
+            pk,
+            "--allow-insecure-registry",
+            "--registry-plain-http",
+            &host,
+        ],
+        &[],
+    );
+    assert_eq!(v.code, 0, "{v:?}");
+    // Unsigned stays unsigned over the fallback (the registry really was read).
+    let u = reg.reference("acme/unsigned:v1");
+    push_image(&reg.client(), &u, "insecure unsigned");
+    let v = ocigate(
+        &[
+            "verify",
+            &u.to_string(),
+            "--key",
+            pk,
+            "--allow-insecure-registry",
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(v.json()["results"][0]["failure"], "unsigned", "{v:?}");
 }
 
 #[test]

@@ -16,10 +16,10 @@ use base64::Engine as _;
 
 use crate::harness::*;
 
-const USER: &str = "release-bot";
-const SECRET: &str = "t0ken-pass";
+pub(crate) const USER: &str = "release-bot";
+pub(crate) const SECRET: &str = "t0ken-pass";
 
-struct TokenServer {
+pub(crate) struct TokenServer {
     port: u16,
     stop: Arc<AtomicBool>,
     /// Tokens issued, and requests refused.
@@ -28,11 +28,11 @@ struct TokenServer {
     /// Token requests by scope.
     by_scope: Arc<Mutex<BTreeMap<String, usize>>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    cert_pem: String,
+    pub(crate) cert_pem: String,
 }
 
 impl TokenServer {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let params = rcgen::CertificateParams::new(vec!["token-issuer.test".to_string()]).unwrap();
         let cert = params.self_signed(&key).unwrap();
@@ -79,7 +79,7 @@ impl TokenServer {
         }
     }
 
-    fn realm(&self) -> String {
+    pub(crate) fn realm(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.port)
     }
 }
@@ -475,5 +475,160 @@ fn identity_tokens_bearer_tokens_and_one_token_fetch_per_scope() {
         1,
         "token fetches for {scope}: {:?}",
         tokens.by_scope
+    );
+}
+
+/// A proxy in front of a token-auth registry that answers 403 where the registry answers 401
+/// to a request that carried a bearer token (a token without the scope): what GHCR, ECR and
+/// Harbor answer to a valid token without access (distribution answers 401 and a new
+/// challenge). Records every request, with its `Authorization` header.
+pub(crate) fn strict_front(registry: String) -> crate::proxy::HttpServer {
+    crate::proxy::proxy(registry, |req, resp| {
+        let bearer = req
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer "));
+        if bearer && resp.status == 401 {
+            crate::proxy::Response::new(403)
+                .header("Content-Type", "application/json")
+                .body(r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#)
+        } else {
+            resp
+        }
+    })
+}
+
+/// The bearer tokens in the requests `front` saw from index `from` on.
+pub(crate) fn bearer_tokens(front: &crate::proxy::HttpServer, from: usize) -> Vec<String> {
+    front
+        .seen()
+        .iter()
+        .skip(from)
+        .filter_map(|r| r.header("authorization")?.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue #15, point 6, in the engine the webhook uses: a token, a resolution and a decision
+/// obtained with one request's credentials (a namespace's pull secret) are never served to a
+/// request without them, and a token obtained anonymously first does not stand in for a
+/// request that has credentials. Requests with the same credential still share them.
+#[test]
+fn tokens_resolutions_and_decisions_are_kept_per_credential() {
+    use ocigate::engine::{Engine, EngineConfig, Failure};
+    use ocigate::policy::Verdict;
+    use ocigate::registry::{Credential, Registry, RegistrySettings, Secret};
+
+    let tokens = TokenServer::start();
+    let reg = TestRegistry::start_with_token_auth(&tokens.realm(), &tokens.cert_pem);
+    let front = strict_front(reg.host());
+    let host = front.host();
+    let creds = format!("{host}={USER}:{SECRET}");
+    let mut settings = RegistrySettings::default();
+    settings.add_plain_http(&host).unwrap();
+    settings.add_credentials_flag(&creds).unwrap();
+    let pusher = Registry::new(settings);
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    let mut digests = Vec::new();
+    for repo in ["private/app:v1", "private/other:v1"] {
+        let r = ocigate::reference::ImageRef::parse(&format!("{host}/{repo}")).unwrap();
+        digests.push(push_image(&pusher, &r, repo));
+        let s = ocigate(
+            &[
+                "sign",
+                &r.to_string(),
+                "--key",
+                key.to_str().unwrap(),
+                "--registry-plain-http",
+                &host,
+                "--registry-creds",
+                &creds,
+            ],
+            &[("OCIGATE_PASSWORD", PASSWORD)],
+        );
+        assert_eq!(s.code, 0, "{s:?}");
+    }
+    let victim: ocigate::registry::RequestCredentials = Arc::new(BTreeMap::from([(
+        host.clone(),
+        Credential::new(
+            Secret::Basic {
+                username: USER.into(),
+                password: SECRET.into(),
+            },
+            "imagePullSecret victim/regcred",
+        ),
+    )]));
+    // The engine has no credentials of its own, as the webhook in a cluster.
+    let mut settings = RegistrySettings::default();
+    settings.add_plain_http(&host).unwrap();
+    let engine = Engine::new(
+        Registry::new(settings),
+        crate::engine::key_policy(&public),
+        EngineConfig::default(),
+    );
+    let as_victim = |r: &ocigate::reference::ImageRef| {
+        block_on(ocigate::registry::with_request_credentials(
+            victim.clone(),
+            engine.check(r),
+        ))
+    };
+    let app = ocigate::reference::ImageRef::parse(&format!("{host}/private/app:v1")).unwrap();
+    let other = ocigate::reference::ImageRef::parse(&format!("{host}/private/other:v1")).unwrap();
+
+    // (i) The victim's check, then the attacker's (no credentials) for the same private tag.
+    let before = front.seen().len();
+    let d = as_victim(&app);
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+    let victim_tokens = bearer_tokens(&front, before);
+    assert!(!victim_tokens.is_empty(), "the victim used no token");
+    let before = front.seen().len();
+    let d = block_on(engine.check(&app));
+    assert_eq!(d.verdict, Verdict::Deny, "{d:?}");
+    assert_eq!(d.failure, Some(Failure::Auth), "{d:?}");
+    assert!(d.digest.is_none(), "{d:?}");
+    let said = format!("{d:?}");
+    assert!(!said.contains(digests[0].as_str()), "{said}");
+    let attacker_tokens = bearer_tokens(&front, before);
+    assert!(
+        attacker_tokens.iter().all(|t| !victim_tokens.contains(t)),
+        "the attacker's requests carried the victim's token"
+    );
+    assert!(
+        front.seen().len() > before,
+        "the attacker was answered from the victim's cache"
+    );
+    // The victim again: from the cache (no request), as before.
+    let before = front.seen().len();
+    let d = as_victim(&app);
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+    assert_eq!(
+        front.seen().len(),
+        before,
+        "the victim's own cache was not used"
+    );
+
+    // (ii) The attacker first (its anonymous token cached), then the victim.
+    let d = block_on(engine.check(&other));
+    assert_eq!(d.failure, Some(Failure::Auth), "{d:?}");
+    let d = as_victim(&other);
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+
+    // Below the engine: the registry client's token cache alone.
+    let mut settings = RegistrySettings::default();
+    settings.add_plain_http(&host).unwrap();
+    let client = Registry::new(settings);
+    let m = block_on(ocigate::registry::with_request_credentials(
+        victim.clone(),
+        client.get_manifest(&app),
+    ));
+    assert!(matches!(m, Ok(Some(_))), "{m:?}");
+    let before = front.seen().len();
+    let m = block_on(client.get_manifest(&app));
+    assert!(m.is_err(), "{m:?}");
+    assert!(
+        bearer_tokens(&front, before)
+            .iter()
+            .all(|t| !victim_tokens.contains(t)),
+        "the anonymous request carried a token of the victim's"
     );
 }
