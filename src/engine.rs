@@ -828,14 +828,16 @@ impl Engine {
         let weight = move |n: usize| u32::try_from((n as u64).max(floor)).unwrap_or(u32::MAX);
         let resolved = moka::sync::Cache::builder()
             .max_capacity(bytes)
-            .weigher(move |k: &String, r: &Resolved| weight(k.len() + r.approx_bytes()))
+            .weigher(move |k: &(CredentialId, String), r: &Resolved| {
+                weight(64 + k.1.len() + r.approx_bytes())
+            })
             .time_to_live(config.resolve_ttl.max(Duration::from_millis(1)))
             .build();
         let tag_floor = (bytes / config.max_entries.clamp(1, 10_000)).max(1);
         let tags = moka::sync::Cache::builder()
             .max_capacity(bytes)
-            .weigher(move |k: &String, t: &Arc<Vec<String>>| {
-                let n = k.len() + 64 + t.iter().map(|x| x.len() + 24).sum::<usize>();
+            .weigher(move |k: &(CredentialId, String), t: &Arc<Vec<String>>| {
+                let n = k.1.len() + 128 + t.iter().map(|x| x.len() + 24).sum::<usize>();
                 u32::try_from((n as u64).max(tag_floor)).unwrap_or(u32::MAX)
             })
             .time_to_live(config.resolve_ttl.max(Duration::from_millis(1)))
