@@ -137,8 +137,8 @@ struct ServeArgs {
     /// after it).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     request_timeout: Duration,
-    /// MiB that all request bodies being received may hold together (a body that would pass
-    /// it is answered 503 with Retry-After); at least one largest body (6 MiB).
+    /// MiB that the bodies of all requests being received or checked may hold together (a body
+    /// that would pass it is answered 503 with Retry-After); at least one largest body (6 MiB).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(6..=4096))]
     max_body_memory_mib: u32,
     /// /mutate pins workload templates too, not only Pods (GitOps tools then report drift).

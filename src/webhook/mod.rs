@@ -936,9 +936,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, conn: server::Conn) -
                 Ok(b) => b,
                 Err(e) => return e.response(),
             };
-            // The body's budget is given back once it is decoded, before the checks run.
-            let decoded = off_the_workers(|| review_request(&body.bytes));
-            drop(body);
+            // The bytes go once decoded; the body's budget is held until the answer, since what
+            // the body decodes to (the object, its sources) is in memory as long as the review is
+            // checked, and grows with the body: in-flight reviews stay bounded by the budget.
+            let server::ReadBody { bytes, reservation } = body;
+            let decoded = off_the_workers(|| review_request(&bytes));
+            drop(bytes);
+            let _held = reservation;
             match decoded {
                 Ok(request) => {
                     let review = if mutating {
