@@ -1220,7 +1220,8 @@ fn too_many_artifacts(x: &crate::extract::Extraction) -> Option<String> {
         .map(crate::extract::Source::key)
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    (count > max).then(|| crate::webhook::ObjectError::TooManyArtifacts { count, max }.to_string())
+    let fields = crate::extract::MAX_IMAGE_FIELDS;
+    (count > max).then(|| crate::webhook::ObjectError::TooManyArtifacts { max, fields }.to_string())
 }
 
 /// A progress line on stderr while references are checked (only when it is a terminal and the

@@ -38,6 +38,13 @@ pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
 pub use kluctl::extract_kluctl_file;
 pub use workload::{PullIdentity, is_pod_image_path, pull_identity};
 
+/// Most distinct artifacts one object may name (real Pods name a handful): extraction stops
+/// past it ([`ExtractError::TooManyArtifacts`]), so a hostile object costs no more than this.
+pub const MAX_ARTIFACTS_PER_OBJECT: usize = 256;
+
+/// Most image fields one pod spec may have (containers and image volumes, repeats included).
+pub const MAX_IMAGE_FIELDS: usize = 1024;
+
 /// How many objects a lookup chain may visit (HelmRelease → HelmChart → HelmRepository is 2).
 pub const MAX_LOOKUP_DEPTH: usize = 3;
 
@@ -251,6 +258,18 @@ pub enum ExtractError {
     Json {
         #[source]
         source: serde_json::Error,
+    },
+    /// A pod spec names more than [`MAX_ARTIFACTS_PER_OBJECT`] distinct artifacts, or has more
+    /// than [`MAX_IMAGE_FIELDS`] image fields: extraction stopped there.
+    #[error(
+        "{kind} {name}: names more than {max} distinct OCI artifacts (or more than {fields} image \
+         fields) to check, more than one object may name; none was checked"
+    )]
+    TooManyArtifacts {
+        kind: String,
+        name: String,
+        max: usize,
+        fields: usize,
     },
     /// More documents than [`MAX_DOCUMENTS`].
     #[error("more than {max} documents (List items included); split the input")]

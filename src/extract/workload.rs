@@ -5,7 +5,10 @@ use std::collections::hash_map::Entry;
 
 use serde_json::Value;
 
-use super::{ExtractError, Extraction, Obj, Source, reference_artifact, type_name};
+use super::{
+    ExtractError, Extraction, MAX_ARTIFACTS_PER_OBJECT, MAX_IMAGE_FIELDS, Obj, Source,
+    reference_artifact, type_name,
+};
 
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
@@ -93,6 +96,7 @@ pub(crate) fn extract(obj: &Obj<'_>, out: &mut Extraction) -> Result<(), Extract
         obj,
         out,
         first: HashMap::new(),
+        fields: 0,
     };
     for list in CONTAINER_LISTS {
         let list_path = format!("{spec_path}.{list}");
@@ -126,12 +130,27 @@ struct Images<'o, 'a, 'x> {
     out: &'x mut Extraction,
     /// An artifact's canonical form → its index in `out.sources`.
     first: HashMap<String, usize>,
+    /// Image fields seen so far (repeats included).
+    fields: usize,
 }
 
 impl Images<'_, '_, '_> {
     /// Add the image named at `path` (`value` is the field's value, absent when missing).
+    ///
+    /// Past [`MAX_ARTIFACTS_PER_OBJECT`] distinct artifacts or [`MAX_IMAGE_FIELDS`] fields the
+    /// extraction stops: a hostile object costs no more than that.
     fn add(&mut self, path: String, value: Option<&Value>) -> Result<(), ExtractError> {
         let obj = self.obj;
+        let too_many = || ExtractError::TooManyArtifacts {
+            kind: obj.kind.clone(),
+            name: obj.display_name(),
+            max: MAX_ARTIFACTS_PER_OBJECT,
+            fields: MAX_IMAGE_FIELDS,
+        };
+        self.fields += 1;
+        if self.fields > MAX_IMAGE_FIELDS {
+            return Err(too_many());
+        }
         let image = match value {
             Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
             None | Some(Value::Null) | Some(Value::String(_)) => {
@@ -163,6 +182,9 @@ impl Images<'_, '_, '_> {
                 if let Some(s) = self.out.sources.get_mut(*seen.get()) {
                     s.other_paths.push(source.path);
                 }
+            }
+            Entry::Vacant(_) if self.first.len() >= MAX_ARTIFACTS_PER_OBJECT => {
+                return Err(too_many());
             }
             Entry::Vacant(slot) => {
                 slot.insert(self.out.sources.len());
@@ -379,20 +401,39 @@ mod tests {
     }
 
     #[test]
-    fn many_images_are_each_kept_once() {
-        // 20,000 containers naming 5,000 distinct images: each once, with its other paths.
-        let containers: Vec<Value> = (0..20_000)
-            .map(|i| json!({"name": format!("c{i}"), "image": format!("ghcr.io/acme/app:{}", i % 5_000)}))
-            .collect();
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "spec": {"containers": containers}});
-        let out = block_on(extract(&pod, &DocumentSet::default())).unwrap();
-        assert_eq!(out.sources.len(), 5_000);
+    fn many_images_are_each_kept_once_up_to_the_limits() {
+        let pod = |fields: usize, distinct: usize| {
+            let containers: Vec<Value> = (0..fields)
+                .map(|i| json!({"name": format!("c{i}"), "image": format!("ghcr.io/acme/app:{}", i % distinct)}))
+                .collect();
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"},
+                "spec": {"containers": containers}})
+        };
+        // 1,024 fields naming 256 distinct images: each once, with its other paths.
+        let out = block_on(extract(&pod(1024, 256), &DocumentSet::default())).unwrap();
+        assert_eq!(out.sources.len(), 256);
         assert!(out.sources.iter().all(|s| s.other_paths.len() == 3));
-        assert_eq!(
-            out.sources[7].other_paths[2],
-            "spec.containers[15007].image"
-        );
+        assert_eq!(out.sources[7].other_paths[2], "spec.containers[775].image");
+        // One distinct image more, or one field more: the extraction stops.
+        for (fields, distinct) in [(257, 257), (1025, 1), (40_000, 40_000)] {
+            let e = block_on(extract(&pod(fields, distinct), &DocumentSet::default())).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ExtractError::TooManyArtifacts {
+                        max: 256,
+                        fields: 1024,
+                        ..
+                    }
+                ),
+                "{fields}/{distinct}: {e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with("Pod n/p: names more than 256 distinct OCI artifacts"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

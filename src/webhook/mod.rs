@@ -47,7 +47,7 @@ pub const MAX_BODY_BYTES: usize = 6 << 20;
 
 /// Most distinct artifacts one object may name (real Pods name a handful): an object naming
 /// more is denied at once, before any registry is asked.
-pub const MAX_ARTIFACTS_PER_OBJECT: usize = 256;
+pub use crate::extract::MAX_ARTIFACTS_PER_OBJECT;
 
 /// Most checks of one admission request running at once: the rest wait their turn, so that
 /// one request naming hundreds of images neither floods the registries nor leaves hundreds
@@ -63,10 +63,10 @@ pub enum ObjectError {
     Unreadable(String),
     /// It names more distinct artifacts than [`MAX_ARTIFACTS_PER_OBJECT`].
     #[error(
-        "the object names {count} distinct OCI artifacts to check, more than the {max} one \
-         object may name; none was checked"
+        "the object names more than {max} distinct OCI artifacts (or more than {fields} image \
+         fields) to check, more than one object may name; none was checked"
     )]
-    TooManyArtifacts { count: usize, max: usize },
+    TooManyArtifacts { max: usize, fields: usize },
 }
 
 /// Run synchronous work that may be heavy (parsing, converting or reading a large object) so
@@ -502,17 +502,18 @@ async fn outcomes_for(
                 extract::extract_with(object, &admitted.hints, lookup),
             );
             match off_the_workers_async(extracting).await {
-                Ok(x) => x.map_err(|e| crate::error_chain(&e)),
-                Err(_) => Err(format!(
+                Ok(Err(extract::ExtractError::TooManyArtifacts { max, fields, .. })) => {
+                    Err(ObjectError::TooManyArtifacts { max, fields })
+                }
+                Ok(x) => x.map_err(|e| ObjectError::Unreadable(crate::error_chain(&e))),
+                Err(_) => Err(ObjectError::Unreadable(format!(
                     "timed out reading the objects it refers to from the Kubernetes API after {} s",
                     remaining.as_secs_f64()
-                )),
+                ))),
             }
         }
     };
-    let new = extract_within(&admitted.object)
-        .await
-        .map_err(ObjectError::Unreadable)?;
+    let new = extract_within(&admitted.object).await?;
     // UPDATE: only what the old object did not already run (scale, labels, status pass). If
     // the old object cannot be read, everything is checked.
     let old: BTreeSet<String> = match (&req.operation, &admitted.old_object) {
@@ -533,8 +534,8 @@ async fn outcomes_for(
     }
     if checks.len() > MAX_ARTIFACTS_PER_OBJECT {
         return Err(ObjectError::TooManyArtifacts {
-            count: checks.len(),
             max: MAX_ARTIFACTS_PER_OBJECT,
+            fields: extract::MAX_IMAGE_FIELDS,
         });
     }
     let engine = &state.engine;

@@ -46,7 +46,7 @@ fn setup(dir: &Path, host: &str) -> (PathBuf, Tls) {
     (policy, make_tls(dir))
 }
 
-const LIMIT_SAID: &str = "distinct OCI artifacts to check, more than the 256 one object may name";
+const LIMIT_SAID: &str = "names more than 256 distinct OCI artifacts (or more than 1024 image fields) to check, more than one object may name; none was checked";
 
 #[test]
 fn an_object_naming_more_than_256_artifacts_is_denied_before_any_registry_is_asked() {
@@ -80,10 +80,7 @@ fn an_object_naming_more_than_256_artifacts_is_denied_before_any_registry_is_ask
     assert_eq!(results.len(), 1, "{run:?}");
     assert_eq!(results[0]["failure"], "invalid", "{run:?}");
     let reasons = results[0]["reasons"].to_string();
-    assert!(
-        reasons.contains("257 ") && reasons.contains(LIMIT_SAID),
-        "{reasons}"
-    );
+    assert!(reasons.contains(LIMIT_SAID), "{reasons}");
     assert!(recorder.seen().is_empty(), "{:?}", recorder.seen());
 
     // The webhook, called by Kubernetes' admission code.
@@ -94,12 +91,7 @@ fn an_object_naming_more_than_256_artifacts_is_denied_before_any_registry_is_ask
     let run = kwhclient(&k, &server, &tls, &too_many, &[]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("DENIED"), "{run:?}");
-    assert!(
-        run.stdout
-            .contains("the object names 257 distinct OCI artifacts")
-            && run.stdout.contains(LIMIT_SAID),
-        "{run:?}"
-    );
+    assert!(run.stdout.contains(LIMIT_SAID), "{run:?}");
     assert!(recorder.seen().is_empty(), "{:?}", recorder.seen());
     // 256 are checked (the host answers "not found" for each).
     let at_limit = write(
