@@ -177,13 +177,14 @@ impl Images<'_, '_, '_> {
             via: Vec::new(),
         };
         // The same artifact however it is spelled (`nginx`, `docker.io/library/nginx`).
+        let distinct = self.first.len();
         match self.first.entry(source.key()) {
             Entry::Occupied(seen) => {
                 if let Some(s) = self.out.sources.get_mut(*seen.get()) {
                     s.other_paths.push(source.path);
                 }
             }
-            Entry::Vacant(_) if self.first.len() >= MAX_ARTIFACTS_PER_OBJECT => {
+            Entry::Vacant(_) if distinct >= MAX_ARTIFACTS_PER_OBJECT => {
                 return Err(too_many());
             }
             Entry::Vacant(slot) => {
