@@ -38,6 +38,7 @@ use crate::extract::{self, Artifact, Hints};
 mod kubeapi;
 mod reload;
 pub mod server;
+pub mod weight;
 use crate::policy::Verdict;
 pub use kubeapi::{KubeApi, KubeApiError};
 pub use server::Limits;
@@ -940,7 +941,24 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, conn: server::Conn) -
             // The bytes go once decoded; the body's budget is held until the answer, since what
             // the body decodes to (the object, its sources) is in memory as long as the review is
             // checked, and grows with the body: in-flight reviews stay bounded by the budget.
-            let server::ReadBody { bytes, reservation } = body;
+            let server::ReadBody {
+                bytes,
+                mut reservation,
+            } = body;
+            let values = off_the_workers(|| weight::json_values(&bytes));
+            if values > weight::MAX_JSON_VALUES {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the AdmissionReview holds {values} JSON values, more than the {} \
+                         one review may hold\n",
+                        weight::MAX_JSON_VALUES
+                    ),
+                );
+            }
+            if !reservation.grow_to(weight::decoded_bytes(bytes.len(), values)) {
+                return server::BodyError::NoBudget.response();
+            }
             let decoded = off_the_workers(|| review_request(&bytes));
             drop(bytes);
             let _held = reservation;
