@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`ocigate serve` against hostile load that must stay bounded (issue #15, points 3 and 4).
 
-    scripts/bench-bounds.py [--ocigate BIN] [--scenarios blackhole,huge] [--write]
+    scripts/bench-bounds.py [--ocigate BIN] [--scenarios blackhole,huge,dense] [--write]
 
 Builds the release binary (unless --ocigate names one; the default is
 $CARGO_TARGET_DIR/release/ocigate, else target/release/ocigate), makes a TLS certificate with
@@ -20,6 +20,8 @@ openssl and a key-based policy, and starts `ocigate serve` with its defaults (pe
              (--role probe) asks GET /healthz every 10 ms over one keep-alive TLS connection.
              Reported: /healthz p50/p99/max, the big reviews' answers and latency.
              Target: /healthz p99 < 100 ms.
+  dense      as huge, with reviews of 30,000 containers (about 90,000 JSON values, the heaviest
+             a review may be) from four processes: the peak RSS that sets deploy/'s memory limit.
 
 With --write, the figures replace the section between the bench-bounds markers in BENCHMARKS.md.
 """
@@ -137,13 +139,17 @@ def role_pods(args):
 
 
 def role_big(args):
-    """A 40,000-image review, posted again and again for --limit seconds."""
-    images = [f"{args.host}/bench/{args.tag}-{i}:v1" for i in range(40_000)]
+    """A review of --n images (40,000 by default), posted again and again for --limit seconds."""
+    images = [f"{args.host}/bench/{args.tag}-{i}:v1" for i in range(args.n)]
     body = review(f"big-{args.tag}", images)
     out = []
     until = time.time() + args.limit
     while time.time() < until:
-        out.append(post(args.port, args.ca, body))
+        try:
+            out.append(post(args.port, args.ca, body))
+        except OSError as e:  # answered 503 and closed before the whole body was sent
+            out.append({"status": type(e).__name__, "took": 0, "allowed": None, "message": str(e)})
+            time.sleep(0.05)
     print(json.dumps({"bytes": len(body), "runs": out}))
 
 
@@ -238,7 +244,7 @@ def blackhole(binary, tmp):
         hole.wait()
 
 
-def huge(binary, tmp, duration):
+def huge(binary, tmp, duration, images=40_000, tags=("a", "b")):
     host = f"127.0.0.1:{free_port()}"  # nothing listens: the reviews are denied before any request
     server, port, ca = start_server(binary, tmp, host)
     try:
@@ -247,8 +253,9 @@ def huge(binary, tmp, duration):
                                  stdout=subprocess.PIPE, text=True)
         time.sleep(1)
         bigs = [subprocess.Popen(me("--role", "big", "--port", str(port), "--ca", ca, "--host", host,
-                                    "--tag", t, "--limit", str(duration)), stdout=subprocess.PIPE, text=True)
-                for t in ["a", "b"]]
+                                    "--tag", t, "--limit", str(duration), "--n", str(images)),
+                                 stdout=subprocess.PIPE, text=True)
+                for t in tags]
         outs = [json.loads(b.communicate(timeout=duration + 120)[0]) for b in bigs]
         lat = sorted(json.loads(probe.communicate(timeout=duration + 60)[0]))
         runs = [r for o in outs for r in o["runs"]]
@@ -259,6 +266,7 @@ def huge(binary, tmp, duration):
             "big_latency_median_s": round(statistics.median(r["took"] for r in runs), 3) if runs else None,
             "big_denied": sum(1 for r in runs if r["allowed"] is False),
             "message": runs[0]["message"][:200] if runs else "",
+            "statuses": sorted({r.get("status") for r in runs}, key=str),
             "peak_kib": status(server.pid, "VmHWM"),
         }
     finally:
@@ -277,7 +285,7 @@ def main():
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--tag", default="a")
     ap.add_argument("--ocigate")
-    ap.add_argument("--scenarios", default="blackhole,huge")
+    ap.add_argument("--scenarios", default="blackhole,huge,dense")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
@@ -305,7 +313,7 @@ def main():
                 f"| {r['denied']}/8 | {', '.join(str(x) for x in r['latency_s'])} | {r['hole']['peak']} (cap 16) | "
                 f"{r['hole']['accepted']} | {r['idle_kib'] >> 10} MiB | {r['peak_kib'] >> 10} MiB | "
                 f"{r['after_kib'] >> 10} MiB |", "",
-                f"Deny message (start): `{r['message'][:160]}`", "",
+                f"Deny message (start): `{r['message'][:160].strip()}`", "",
             ]
         if "huge" in scenarios:
             r = huge(binary, tmp, args.duration)
@@ -317,7 +325,22 @@ def main():
                 "|---|---|---|---|---|---|---|---|",
                 f"| {r['probe_n']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['max']:.2f} | {r['big_runs']} | "
                 f"{r['big_denied']} | {r['big_latency_median_s']} | {r['peak_kib'] >> 10} MiB |", "",
-                f"Deny message (start): `{r['message'][:160]}`", "",
+                f"Deny message (start): `{r['message'][:160].strip()}`", "",
+            ]
+        if "dense" in scenarios:
+            # The heaviest review accepted: 30,000 containers, about 90,000 JSON values (the
+            # limit is 100,000), from four processes at once, again and again.
+            r = huge(binary, tmp, args.duration, images=30_000, tags=("a", "b", "c", "d"))
+            print(json.dumps(r), file=sys.stderr)
+            arenas = os.environ.get("MALLOC_ARENA_MAX", "unset (glibc's default: 8 per core)")
+            lines += [
+                f"Four processes posting AdmissionReviews of 30,000 containers ({r['big_bytes'] / 1e6:.1f} MB, "
+                f"about 90,000 JSON values: the heaviest accepted) again and again for {args.duration} s; "
+                f"`MALLOC_ARENA_MAX` {arenas}:", "",
+                "| /healthz answers | p99 ms | reviews answered | HTTP statuses | RSS peak |",
+                "|---|---|---|---|---|",
+                f"| {r['probe_n']} | {r['p99']:.2f} | {r['big_runs']} | {', '.join(str(x) for x in r['statuses'])} | "
+                f"{r['peak_kib'] >> 10} MiB |", "",
             ]
     text = "\n".join(lines)
     print(text)
