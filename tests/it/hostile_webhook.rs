@@ -430,3 +430,56 @@ fn scrape(port: u16) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+/// A review of `containers` distinct images in one Pod.
+fn pod_review_of(containers: usize) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = (0..containers)
+        .map(|i| serde_json::json!({"name": format!("c{i}"), "image": format!("127.0.0.1:1/a/app-{i}:v1")}))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-many", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "p", "namespace": "apps", "operation": "CREATE",
+            "userInfo": {"username": "test"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+                "spec": {"containers": list}}
+        }
+    })
+}
+
+/// A review is charged what it decodes to, not its length: its JSON values are counted before
+/// it is decoded (more than 100,000: 413), and a review whose decoded form does not fit the
+/// budget is answered 503 though its bytes would, while a small one is served.
+#[test]
+fn a_review_is_charged_what_it_decodes_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, tls) = setup(dir.path());
+    let server = serve(&policy, &tls, None, &["--max-body-memory-mib", "8"]);
+    let post = |review: &serde_json::Value| {
+        crate::webhook::tls_client(&tls)
+            .post(format!("https://127.0.0.1:{}/validate", server.port))
+            .json(review)
+            .send()
+            .unwrap()
+    };
+    // 40,000 containers: 120,000 values.
+    let resp = post(&pod_review_of(40_000));
+    assert_eq!(resp.status().as_u16(), 413);
+    let text = resp.text().unwrap();
+    assert!(
+        text.contains("JSON values, more than the 100000 one review may hold"),
+        "{text}"
+    );
+    // 20,000 containers: 1.3 MB of bytes (fits 8 MiB), about 60,000 values (does not).
+    let many = pod_review_of(20_000);
+    assert!(serde_json::to_vec(&many).unwrap().len() < 2 << 20);
+    let resp = post(&many);
+    assert_eq!(resp.status().as_u16(), 503, "{:?}", resp.text());
+    // A Pod of 200 containers fits, and is answered (denied: nothing listens on its registry).
+    let resp = post(&pod_review_of(200));
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body["response"]["allowed"], false, "{body}");
+}
