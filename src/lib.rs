@@ -1,6 +1,6 @@
 //! ocigate: a signing and verification gate for OCI artifacts, cosign-compatible.
 //!
-//! The pipeline runs in one direction (see DESIGN.md): [`reference`] → [`policy`] rule →
+//! The pipeline runs in one direction (see docs/architecture.md): [`reference`] → [`policy`] rule →
 //! [`registry`] digest → [`discover`] signatures → [`verify`] evidence → [`policy`] verdict,
 //! orchestrated by [`engine`]; [`extract`] turns Kubernetes objects and Kluctl files into
 //! references; [`cli`] and [`webhook`] only translate.

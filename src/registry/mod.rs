@@ -1,5 +1,6 @@
-//! Fetching and pushing manifests and blobs: remote registries through oci-client (token and basic
-//! auth, plain HTTP where asked), and OCI image layout directories on disk. Nothing here interprets
+//! Fetching and pushing manifests and blobs: remote registries through [`remote`] (the
+//! distribution HTTP API on reqwest: token and basic auth, HTTPS then HTTP where allowed), and
+//! OCI image layout directories on disk. Nothing here interprets
 //! signatures. "Not found" is an `Ok(None)`; every other failure is an error, never an absence.
 
 use std::collections::BTreeMap;

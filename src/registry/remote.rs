@@ -4,7 +4,7 @@
 //! always builds a second, default reqwest client that loads the platform CA store (a fifth of
 //! the process's CPU, even for plain-HTTP registries), and on anonymous registries it re-probes
 //! `GET /v2/` before every request, doubling the load on the registry. It also has no per-host
-//! CA or client-certificate settings, which DESIGN.md section 2 requires. What is here is the
+//! CA or client-certificate settings, which ocigate's registry settings need. What is here is the
 //! small part of the protocol the gate needs: challenge-driven auth (Bearer token flow with a
 //! token cache, Basic), manifests and blobs with size caps, monolithic blob uploads.
 
