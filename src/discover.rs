@@ -189,17 +189,10 @@ pub async fn discover(
     let collected = Mutex::new(Vec::new());
     let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
     let sink = |order: Order, found: Found| {
-        let mut all = match collected.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        all.push((order, found));
+        crate::sync::lock(&collected).push((order, found));
     };
     let paths = discover_each(registry, subject, digest, &budget, &sink).await?;
-    let mut all = match collected.into_inner() {
-        Ok(all) => all,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut all = crate::sync::into_inner(collected);
     all.sort_by_key(|(order, _)| *order);
     let mut out = Discovery {
         paths,

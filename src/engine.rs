@@ -871,20 +871,14 @@ impl Engine {
 
     /// The policy in force.
     pub fn policy(&self) -> Arc<CompiledPolicy> {
-        match self.inner.policy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        crate::sync::read(&self.inner.policy).clone()
     }
 
     /// Swap in a new policy; checks already running finish under the old one. Cached decisions
     /// of the old policy are not used again (the fingerprint is part of their key).
     pub fn set_policy(&self, policy: CompiledPolicy) {
         let policy = Arc::new(policy);
-        match self.inner.policy.write() {
-            Ok(mut p) => *p = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
-        }
+        *crate::sync::write(&self.inner.policy) = policy;
         self.inner
             .stats
             .policy_reloads
@@ -1077,10 +1071,7 @@ impl Engine {
         // Single flight: one verification per key, whoever asks; it runs to the end even when
         // every asker has given up, and fills the cache.
         let (flight, stage, joined) = {
-            let mut inflight = match self.inner.inflight.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut inflight = crate::sync::lock(&self.inner.inflight);
             match inflight.get(&key) {
                 Some((f, s)) => (f.clone(), s.clone(), true),
                 None => {
@@ -1463,9 +1454,7 @@ impl Engine {
                 self.inner.decisions.insert(key, c);
             }
         }
-        if let Ok(mut inflight) = self.inner.inflight.lock() {
-            inflight.remove(&key);
-        }
+        crate::sync::lock(&self.inner.inflight).remove(&key);
         decision
     }
 
@@ -1518,10 +1507,7 @@ impl Engine {
         let sink = |order: Order, found: Found| {
             let t = Instant::now();
             let outcome = policy.outcome(rule, &expect, &found);
-            let mut v = match verified.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut v = crate::sync::lock(&verified);
             if let Found::Unexamined(u) = &found {
                 v.unexamined.push(format!(
                     "{}: not examined: {}",
@@ -1553,10 +1539,7 @@ impl Engine {
             mut outcomes,
             unexamined,
             time: verifying,
-        } = match verified.into_inner() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        } = crate::sync::into_inner(verified);
         let mut decision = Decision {
             reference: reference.to_string(),
             digest: Some(digest.to_string()),

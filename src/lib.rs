@@ -20,6 +20,7 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod sign;
+mod sync;
 pub mod trust;
 pub mod verify;
 pub mod webhook;

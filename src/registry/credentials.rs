@@ -404,10 +404,7 @@ impl AuthFile {
 
     /// The parsed file (`None`: it does not exist), or why it cannot be used.
     pub fn config(&self) -> Result<Option<Arc<AuthConfig>>, CredentialError> {
-        let mut st = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut st = crate::sync::lock(&self.state);
         if self.watch && st.checked.elapsed() >= RECHECK {
             st.checked = Instant::now();
             if stamp_of(&self.path) != st.stamp {

@@ -72,10 +72,7 @@ impl Gate {
     }
 
     fn lock(&self) -> MutexGuard<'_, GateState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.state)
     }
 
     fn is_idle(&self) -> bool {
@@ -233,10 +230,7 @@ impl Gates {
     }
 
     fn gate(&self, host: &str) -> Arc<Gate> {
-        let mut hosts = match self.hosts.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut hosts = crate::sync::lock(&self.hosts);
         if let Some(g) = hosts.get(host) {
             return g.clone();
         }
@@ -259,7 +253,7 @@ impl Gates {
 
     /// Hosts with a gate of their own (for tests and metrics).
     pub fn hosts(&self) -> usize {
-        self.hosts.lock().map_or(0, |h| h.len())
+        crate::sync::lock(&self.hosts).len()
     }
 }
 

@@ -312,9 +312,7 @@ impl Registry {
     }
 
     fn knows_no_referrers_api(&self, registry: &str) -> bool {
-        self.no_referrers_api
-            .lock()
-            .is_ok_and(|h| h.contains(registry))
+        crate::sync::lock(&self.no_referrers_api).contains(registry)
     }
 
     pub fn settings(&self) -> &RegistrySettings {
@@ -778,10 +776,9 @@ impl Registry {
                 StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
             );
             if unsupported && pages == 1 {
-                if let Ok(mut hosts) = self.no_referrers_api.lock() {
-                    fold::bound(&mut hosts, 1024);
-                    hosts.insert(registry.clone());
-                }
+                let mut hosts = crate::sync::lock(&self.no_referrers_api);
+                fold::bound(&mut hosts, 1024);
+                hosts.insert(registry.clone());
                 return Ok(None);
             }
             let resp = self

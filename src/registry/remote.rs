@@ -220,32 +220,24 @@ impl Remote {
 
     /// The scheme that worked for a host reached HTTPS-then-HTTP, if one has.
     fn remembered(&self, registry: &str) -> Option<Scheme> {
-        self.schemes
-            .lock()
-            .ok()
-            .and_then(|m| m.get(registry).copied())
+        crate::sync::lock(&self.schemes).get(registry).copied()
     }
 
     fn remember(&self, registry: &str, scheme: Scheme) {
-        if let Ok(mut m) = self.schemes.lock() {
-            if m.len() >= MAX_SCHEMES && !m.contains_key(registry) {
-                m.clear();
-            }
-            m.insert(registry.to_string(), scheme);
+        let mut m = crate::sync::lock(&self.schemes);
+        if m.len() >= MAX_SCHEMES && !m.contains_key(registry) {
+            m.clear();
         }
+        m.insert(registry.to_string(), scheme);
     }
 
     /// Token fetches so far: (realm, scope, count); realms and scopes past their bounds are
     /// `other`.
     pub fn token_fetches(&self) -> Vec<(String, String, u64)> {
-        self.token_fetch_counts
-            .lock()
-            .map(|r| {
-                r.iter()
-                    .map(|(a, b, n)| (a.to_string(), b.to_string(), n))
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::sync::lock(&self.token_fetch_counts)
+            .iter()
+            .map(|(a, b, n)| (a.to_string(), b.to_string(), n))
+            .collect()
     }
 
     /// Count one request to `url` by its answer.
@@ -259,9 +251,7 @@ impl Remote {
             Err(()) => "error",
         };
         let host = host_of(url);
-        if let Ok(mut r) = self.requests.lock() {
-            r.add(&host, class);
-        }
+        crate::sync::lock(&self.requests).add(&host, class);
     }
 
     /// HTTP requests sent so far: (host, status class, count); hosts past the first
@@ -334,10 +324,7 @@ impl Remote {
                 .filter(|_| !plain)
                 .and_then(|h| h.key.as_ref().map(|f| f.path.clone())),
         };
-        let mut clients = match self.clients.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut clients = crate::sync::lock(&self.clients);
         let built = clients.entry(transport.clone()).or_insert_with(|| {
             let mut b = reqwest::Client::builder()
                 .user_agent(concat!("ocigate/", env!("CARGO_PKG_VERSION")))
@@ -439,7 +426,7 @@ impl Remote {
                 // A bearer token given as such is sent as is, to its registry only.
                 (None, Some(Secret::Bearer(t))) => Auth::Bearer(t),
                 (None, Some(Secret::Basic { username, password }))
-                    if self.basic.lock().ok().is_some_and(|b| b.contains(&key.0)) =>
+                    if crate::sync::lock(&self.basic).contains(&key.0) =>
                 {
                     Auth::Basic(username, password)
                 }
@@ -509,10 +496,9 @@ impl Remote {
                     if creds_here.and_then(Credential::basic).is_none() {
                         return Ok(resp);
                     }
-                    if let Ok(mut b) = self.basic.lock() {
-                        super::fold::bound(&mut b, MAX_TOKENS);
-                        b.insert(key.0);
-                    }
+                    let mut b = crate::sync::lock(&self.basic);
+                    super::fold::bound(&mut b, MAX_TOKENS);
+                    b.insert(key.0);
                 }
                 Challenge::Bearer { realm, service } => {
                     if matches!(creds_here.map(|c| &c.secret), Some(Secret::Bearer(_))) {
@@ -549,33 +535,28 @@ impl Remote {
     }
 
     fn cached_token(&self, key: &TokenKey) -> Option<Token> {
-        self.tokens
-            .lock()
-            .ok()
-            .and_then(|t| t.get(key).cloned())
+        crate::sync::lock(&self.tokens)
+            .get(key)
+            .cloned()
             .filter(|t| t.expires > Instant::now())
     }
 
     /// Keep a token; expired ones are dropped when the cache is full (and all of them if it
     /// is still full: they are fetched again on demand).
     fn store_token(&self, key: TokenKey, token: Token) {
-        if let Ok(mut t) = self.tokens.lock() {
+        let mut t = crate::sync::lock(&self.tokens);
+        if t.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            t.retain(|_, v| v.expires > now);
             if t.len() >= MAX_TOKENS {
-                let now = Instant::now();
-                t.retain(|_, v| v.expires > now);
-                if t.len() >= MAX_TOKENS {
-                    t.clear();
-                }
+                t.clear();
             }
-            t.insert(key, token);
         }
+        t.insert(key, token);
     }
 
     fn token_fetch_lock(&self, key: &TokenKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = match self.token_fetches.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut locks = crate::sync::lock(&self.token_fetches);
         if locks.len() >= MAX_TOKENS {
             // Locks nobody holds or waits for.
             locks.retain(|_, l| Arc::strong_count(l) > 1);
@@ -653,9 +634,7 @@ impl Remote {
             &realm_url,
             sent.as_ref().map(|r| r.status()).map_err(|_| ()),
         );
-        if let Ok(mut c) = self.token_fetch_counts.lock() {
-            c.add(realm, scope);
-        }
+        crate::sync::lock(&self.token_fetch_counts).add(realm, scope);
         let resp = sent.map_err(|e| transport_cause(&realm_url, e))?;
         if !resp.status().is_success() {
             return Err(Cause::Token {

@@ -142,7 +142,7 @@ struct Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|c| c.clone())
+        Some(crate::sync::read(&self.current).clone())
     }
 }
 
@@ -877,10 +877,7 @@ impl DecisionLog {
             return;
         }
         line.push(b'\n');
-        let mut buf = match self.buf.lock() {
-            Ok(b) => b,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut buf = crate::sync::lock(&self.buf);
         buf.extend_from_slice(&line);
         if buf.len() >= LOG_CHUNK {
             write_out(&mut buf);
@@ -888,10 +885,7 @@ impl DecisionLog {
     }
 
     fn flush(&self) {
-        let mut buf = match self.buf.lock() {
-            Ok(b) => b,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut buf = crate::sync::lock(&self.buf);
         if !buf.is_empty() {
             write_out(&mut buf);
         }
@@ -1059,9 +1053,7 @@ async fn watch_files(
         if tls != last_tls && !tls.0.is_empty() && !tls.1.is_empty() {
             let outcome = match load_certified_key(&cfg.tls_cert, &cfg.tls_key) {
                 Ok(k) => {
-                    if let Ok(mut c) = certs.current.write() {
-                        *c = Arc::new(k);
-                    }
+                    *crate::sync::write(&certs.current) = Arc::new(k);
                     eprintln!(r#"{{"msg":"certificate reloaded"}}"#);
                     "ok"
                 }
