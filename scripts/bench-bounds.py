@@ -41,7 +41,6 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PUB = os.path.join(ROOT, "keys-example", "cosign.pub")
 
 
 def free_port():
@@ -184,17 +183,16 @@ def me(*extra):
     return [sys.executable, os.path.abspath(__file__), *extra]
 
 
+def sibling(name):
+    """Another script of scripts/ as a module (its main() does not run)."""
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def start_server(binary, tmp, host):
-    cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    policy = os.path.join(tmp, "policy.yaml")
-    with open(policy, "w") as f:
-        f.write("apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n"
-                f"keys: [{{name: release, path: {PUB}}}]\n"
-                f"rules:\n  - name: bench\n    images: [\"{host}/**\"]\n"
-                "    authorities: [{key: {name: release}, tlog: skip}]\n")
+    cert, key, policy = sibling("bench-webhook").serve_files(tmp, host)
     port, mport = free_port(), free_port()
     env = dict(os.environ, DOCKER_CONFIG="/nonexistent")
     server = subprocess.Popen([binary, "serve", "--policy", policy, "--tls-cert", cert, "--tls-key", key,
@@ -345,10 +343,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.write:
-        spec = importlib.util.spec_from_file_location("bench_verify", os.path.join(ROOT, "scripts", "bench-verify.py"))
-        bv = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bv)
-        bv.write_section("bench-bounds", text)
+        sibling("bench-verify").write_section("bench-bounds", text)
 
 
 if __name__ == "__main__":

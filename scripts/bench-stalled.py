@@ -23,6 +23,7 @@ and their latency. Targets (issue #15): RSS < 128 MiB, /healthz p99 < 50 ms, rev
 With --write the figures replace the bench-stalled section of BENCHMARKS.md.
 """
 import argparse
+import importlib.util
 import json
 import os
 import socket
@@ -35,7 +36,6 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PUB = os.path.join(ROOT, "keys-example", "cosign.pub")
 BODY_LENGTH = 6 << 20
 SENT = BODY_LENGTH - (64 << 10)
 
@@ -175,16 +175,13 @@ def main():
     if not os.path.exists(a.bin):
         sys.exit(f"bench-stalled: {a.bin} is missing; run cargo build --release")
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-        policy = os.path.join(tmp, "policy.yaml")
-        with open(policy, "w") as f:
-            f.write("apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n"
-                    f"keys: [{{name: release, path: {PUB}}}]\n"
-                    "rules:\n  - name: bench\n    images: [\"127.0.0.1/**\"]\n"
-                    "    authorities: [{key: {name: release}, tlog: skip}]\n")
+        # The certificate and policy bench-webhook.py writes (keys-example's key, every image
+        # of 127.0.0.1).
+        spec = importlib.util.spec_from_file_location(
+            "bench_webhook", os.path.join(ROOT, "scripts", "bench-webhook.py"))
+        bench_webhook = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench_webhook)
+        cert, key, policy = bench_webhook.serve_files(tmp, "127.0.0.1")
         port = free_port()
         server = subprocess.Popen([a.bin, "serve", "--policy", policy, "--tls-cert", cert, "--tls-key", key,
                                    "--listen", f"127.0.0.1:{port}", "--metrics-listen", "off"],
