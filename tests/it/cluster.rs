@@ -124,6 +124,23 @@ impl MiniCluster {
         }
     }
 
+    /// A `kubernetes.io/dockerconfigjson` Secret `regcred` in `ns` with `user:secret` for `host`.
+    fn pull_secret(&self, d: &Path, ns: &str, host: &str, user: &str, secret: &str) {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+        let config = base64::engine::general_purpose::STANDARD
+            .encode(format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#));
+        let run = self.apply(
+            d,
+            &format!("secret-{ns}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred, namespace: {ns}}}\n\
+                 type: kubernetes.io/dockerconfigjson\ndata: {{.dockerconfigjson: {config}}}\n"
+            ),
+            &[],
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+
     fn namespace(&self, d: &Path, ns: &str) {
         let run = self.apply(
             d,
@@ -381,19 +398,7 @@ fn pull_secrets_of_the_pod_and_its_service_account() {
     );
     kube.namespace(d, "apps");
     kube.install_webhook(d, &server, &tls.ca);
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
-    let config = base64::engine::general_purpose::STANDARD
-        .encode(format!(r#"{{"auths":{{"{h}":{{"auth":"{auth}"}}}}}}"#));
-    let run = kube.apply(
-        d,
-        "secret.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred, namespace: apps}}\n\
-             type: kubernetes.io/dockerconfigjson\ndata: {{.dockerconfigjson: {config}}}\n"
-        ),
-        &[],
-    );
-    assert_eq!(run.code, 0, "{run:?}");
+    kube.pull_secret(d, "apps", &h, USER, SECRET);
     let run = kube.apply(
         d,
         "sa.yaml",
@@ -632,19 +637,7 @@ fn pull_secrets_are_not_lent_to_another_namespace() {
         kube.namespace(d, ns);
     }
     kube.install_webhook(d, &server, &tls.ca);
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
-    let config = base64::engine::general_purpose::STANDARD
-        .encode(format!(r#"{{"auths":{{"{h}":{{"auth":"{auth}"}}}}}}"#));
-    let run = kube.apply(
-        d,
-        "secret.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred, namespace: victim}}\n\
-             type: kubernetes.io/dockerconfigjson\ndata: {{.dockerconfigjson: {config}}}\n"
-        ),
-        &[],
-    );
-    assert_eq!(run.code, 0, "{run:?}");
+    kube.pull_secret(d, "victim", &h, USER, SECRET);
     let pod = |ns: &str, name: &str, repo: &str| {
         let secret = if ns == "victim" {
             "  imagePullSecrets: [{name: regcred}]\n"
