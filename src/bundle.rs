@@ -93,6 +93,25 @@ pub enum BundleError {
     Dsse { what: String },
     #[error("bundle's certificate carries no {what}")]
     Missing { what: &'static str },
+    /// The key's signature verified, but the bundle has no transparency-log entry and the
+    /// authority requires one.
+    #[error("bundle has no transparency-log entry")]
+    NotLogged,
+}
+
+impl BundleError {
+    /// Whether the bundle failed on its transparency-log evidence (missing, or a proof, promise,
+    /// checkpoint or entry that does not verify) rather than on who signed it.
+    pub fn is_tlog_failure(&self) -> bool {
+        matches!(
+            self,
+            BundleError::NotLogged
+                | BundleError::Verify {
+                    source: sigstore_verify::Error::TransparencyLog(_),
+                    ..
+                }
+        )
+    }
 }
 
 /// A bundle parsed once, to be verified against any number of authorities: base64 normalised,
@@ -140,6 +159,10 @@ impl ParsedBundle {
 }
 
 /// Verify a parsed bundle over `artifact` by `authority` under `root`.
+///
+/// A key authority that requires a log entry is told apart from a wrong key: a bundle without
+/// any entry is checked with the key first, and only a bundle the key signed is refused as
+/// [`BundleError::NotLogged`].
 pub fn verify_bundle(
     parsed: &ParsedBundle,
     artifact: BundleArtifact<'_>,
@@ -153,98 +176,155 @@ pub fn verify_bundle(
             sigstore_types::Artifact::from_digest(sigstore_types::Sha256Hash::new(d))
         }
     };
-    let verify_err = |source| BundleError::Verify {
-        root: root.name().to_string(),
-        source,
-    };
-    let verifier = root.verifier();
+    let checked = Checked { root, bundle };
     let result = match authority {
-        BundleAuthority::Key(key) => {
-            let policy = PublicKeyVerificationPolicy::new(DerPublicKey::new(key.der().to_vec()));
-            verifier
-                .verify(artifact, bundle, &policy)
-                .map_err(verify_err)?
+        BundleAuthority::Key(key) if !non_empty_array(value, TLOG_ENTRIES) => {
+            verify_key_unlogged(value, &checked, artifact, key)?;
+            return Err(BundleError::NotLogged);
         }
+        BundleAuthority::Key(key) => checked.verify(artifact, &key_policy(key))?,
         BundleAuthority::KeyWithoutTlog(key) if !has_log_or_timestamp(value) => {
-            // sigstore-verify refuses a bundle with neither log entry nor timestamp outright;
-            // cosign 3 writes exactly that when signing without Rekor (and verifies it with
-            // --insecure-ignore-tlog). The key's signature over the DSSE envelope is checked
-            // here, per the DSSE specification; the statement is read by the caller.
             verify_dsse_with_key(value, key, artifact.digest().is_some())?;
-            return Ok(BundleEvidence {
-                identity: None,
-                issuer: None,
-                log_index: None,
-                integrated_time: None,
-                tlog_verified: false,
-                certificate_verified: false,
-                sct_verified: false,
-                trust_root: root.name().to_string(),
-                github_workflow: GitHubWorkflow::default(),
-            });
+            return Ok(BundleEvidence::unlogged_key(root));
         }
         BundleAuthority::KeyWithoutTlog(key) => {
-            let policy = PublicKeyVerificationPolicy::new(DerPublicKey::new(key.der().to_vec()))
-                .skip_tlog_unsafe();
-            verifier
-                .verify(artifact, bundle, &policy)
-                .map_err(verify_err)?
+            checked.verify(artifact, &key_policy(key).skip_tlog_unsafe())?
         }
         BundleAuthority::Identities(identities) => {
-            // The library's identity check is exact-only; it is replaced, not skipped: the
-            // identity and issuer it returns from the verified certificate are matched here.
-            let policy = VerificationPolicy::any_identity();
-            let result = verifier
-                .verify(artifact, bundle, &policy)
-                .map_err(verify_err)?;
-            if !result.certificate_verified() {
-                return Err(BundleError::Missing {
-                    what: "verified certificate",
-                });
-            }
-            let subject = result
-                .identity()
-                .map(|s| s.as_str().to_string())
-                .ok_or(BundleError::Missing { what: "identity" })?;
-            let issuer = result
-                .issuer()
-                .map(str::to_string)
-                .ok_or(BundleError::Missing {
-                    what: "OIDC issuer",
-                })?;
-            let workflow = result
-                .certificate()
-                .map(|c| GitHubWorkflow::from_claims(&c.ci_claims))
-                .unwrap_or_default();
-            let matched = identities.iter().any(|i| {
-                i.subject.matches(&subject)
-                    && i.issuer.matches(&issuer)
-                    && i.github.mismatch(&workflow).is_none()
-            });
-            if !matched {
-                return Err(identity_mismatch(identities, subject, issuer, &workflow));
-            }
+            let result = checked.verify(artifact, &VerificationPolicy::any_identity())?;
+            match_identity(&result, identities)?;
             result
         }
     };
-    let log_index = value
-        .pointer("/verificationMaterial/tlogEntries/0/logIndex")
-        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_i64()))
-        .filter(|_| result.tlog_verified());
-    Ok(BundleEvidence {
-        identity: result.identity().map(|s| s.as_str().to_string()),
-        issuer: result.issuer().map(str::to_string),
-        log_index,
-        integrated_time: result.integrated_time().map(|t| t.to_string()),
-        tlog_verified: result.tlog_verified(),
-        certificate_verified: result.certificate_verified(),
-        sct_verified: result.sct_verified(),
-        trust_root: root.name().to_string(),
-        github_workflow: result
-            .certificate()
-            .map(|c| GitHubWorkflow::from_claims(&c.ci_claims))
-            .unwrap_or_default(),
-    })
+    Ok(BundleEvidence::of(value, &result, root))
+}
+
+/// A bundle and the trust root it is verified under.
+struct Checked<'a> {
+    root: &'a TrustRoot,
+    bundle: &'a Bundle,
+}
+
+impl Checked<'_> {
+    /// sigstore-verify's verification under one policy, its error said with the root's name.
+    fn verify(
+        &self,
+        artifact: sigstore_types::Artifact<'_>,
+        policy: &dyn sigstore_verify::Policy,
+    ) -> Result<sigstore_verify::VerificationResult, BundleError> {
+        self.root
+            .verifier()
+            .verify(artifact, self.bundle, policy)
+            .map_err(|source| BundleError::Verify {
+                root: self.root.name().to_string(),
+                source,
+            })
+    }
+}
+
+fn key_policy(key: &PublicKey) -> PublicKeyVerificationPolicy {
+    PublicKeyVerificationPolicy::new(DerPublicKey::new(key.der().to_vec()))
+}
+
+/// The key's signature on a bundle that carries no log entry (which the caller then refuses):
+/// as `tlog: skip` would check it, so that a wrong key is still said to be a wrong key.
+fn verify_key_unlogged(
+    value: &serde_json::Value,
+    checked: &Checked<'_>,
+    artifact: sigstore_types::Artifact<'_>,
+    key: &PublicKey,
+) -> Result<(), BundleError> {
+    if has_log_or_timestamp(value) {
+        checked.verify(artifact, &key_policy(key).skip_tlog_unsafe())?;
+    } else {
+        verify_dsse_with_key(value, key, artifact.digest().is_some())?;
+    }
+    Ok(())
+}
+
+/// The identity and issuer sigstore-verify read from the verified certificate, matched against
+/// the authority's identities (exactly or by pattern), with their GitHub workflow claims.
+fn match_identity(
+    result: &sigstore_verify::VerificationResult,
+    identities: &[Identity],
+) -> Result<(), BundleError> {
+    // The library's identity check is exact-only; it is replaced, not skipped.
+    if !result.certificate_verified() {
+        return Err(BundleError::Missing {
+            what: "verified certificate",
+        });
+    }
+    let subject = result
+        .identity()
+        .map(|s| s.as_str().to_string())
+        .ok_or(BundleError::Missing { what: "identity" })?;
+    let issuer = result
+        .issuer()
+        .map(str::to_string)
+        .ok_or(BundleError::Missing {
+            what: "OIDC issuer",
+        })?;
+    let workflow = workflow_of(result);
+    let matched = identities.iter().any(|i| {
+        i.subject.matches(&subject)
+            && i.issuer.matches(&issuer)
+            && i.github.mismatch(&workflow).is_none()
+    });
+    if matched {
+        Ok(())
+    } else {
+        Err(identity_mismatch(identities, subject, issuer, &workflow))
+    }
+}
+
+fn workflow_of(result: &sigstore_verify::VerificationResult) -> GitHubWorkflow {
+    result
+        .certificate()
+        .map(|c| GitHubWorkflow::from_claims(&c.ci_claims))
+        .unwrap_or_default()
+}
+
+impl BundleEvidence {
+    /// A key's DSSE signature on a bundle with neither log entry nor timestamp. sigstore-verify
+    /// refuses such a bundle outright; cosign 3 writes exactly that when signing without Rekor
+    /// (and verifies it with --insecure-ignore-tlog), so the envelope is checked here, per the
+    /// DSSE specification, and the statement is read by the caller.
+    fn unlogged_key(root: &TrustRoot) -> Self {
+        BundleEvidence {
+            identity: None,
+            issuer: None,
+            log_index: None,
+            integrated_time: None,
+            tlog_verified: false,
+            certificate_verified: false,
+            sct_verified: false,
+            trust_root: root.name().to_string(),
+            github_workflow: GitHubWorkflow::default(),
+        }
+    }
+
+    /// What sigstore-verify established, with the log index of a verified entry.
+    fn of(
+        value: &serde_json::Value,
+        result: &sigstore_verify::VerificationResult,
+        root: &TrustRoot,
+    ) -> Self {
+        let log_index = value
+            .pointer("/verificationMaterial/tlogEntries/0/logIndex")
+            .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_i64()))
+            .filter(|_| result.tlog_verified());
+        BundleEvidence {
+            identity: result.identity().map(|s| s.as_str().to_string()),
+            issuer: result.issuer().map(str::to_string),
+            log_index,
+            integrated_time: result.integrated_time().map(|t| t.to_string()),
+            tlog_verified: result.tlog_verified(),
+            certificate_verified: result.certificate_verified(),
+            sct_verified: result.sct_verified(),
+            trust_root: root.name().to_string(),
+            github_workflow: workflow_of(result),
+        }
+    }
 }
 
 fn non_empty_array(v: &serde_json::Value, pointer: &str) -> bool {
@@ -372,73 +452,16 @@ pub fn legacy_to_bundle(
 ) -> Result<String, BundleError> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let legacy = |what: String| BundleError::Legacy { what };
     let signature = crate::compact_base64(signature_b64);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, payload);
-    let material = match annotations.get(CERTIFICATE_ANNOTATION) {
-        Some(leaf_pem) => {
-            let mut certs = Vec::new();
-            let leaf = pem::parse(leaf_pem.trim()).map_err(|e| {
-                legacy(format!(
-                    "{CERTIFICATE_ANNOTATION} is not a PEM certificate: {e}"
-                ))
-            })?;
-            certs.push(serde_json::json!({"rawBytes": b64.encode(leaf.contents())}));
-            if let Some(chain) = annotations.get(CHAIN_ANNOTATION) {
-                let blocks = pem::parse_many(chain)
-                    .map_err(|e| legacy(format!("{CHAIN_ANNOTATION} is not PEM: {e}")))?;
-                for block in blocks {
-                    if !is_self_signed(block.contents()) {
-                        certs.push(serde_json::json!({"rawBytes": b64.encode(block.contents())}));
-                    }
-                }
-            }
-            serde_json::json!({"x509CertificateChain": {"certificates": certs}})
-        }
+    let mut vm = match annotations.get(CERTIFICATE_ANNOTATION) {
+        Some(leaf_pem) => certificate_chain(leaf_pem, annotations.get(CHAIN_ANNOTATION))?,
         None => serde_json::json!({"publicKey": {"hint": ""}}),
     };
-    let mut tlog_entries = Vec::new();
-    if let Some(set) = annotations.get(REKOR_BUNDLE_ANNOTATION) {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct RekorBundle {
-            signed_entry_timestamp: String,
-            payload: RekorPayload,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct RekorPayload {
-            body: String,
-            integrated_time: i64,
-            log_index: i64,
-            #[serde(rename = "logID")]
-            log_id: String,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Body {
-            api_version: String,
-            kind: String,
-        }
-        let rb: RekorBundle = serde_json::from_str(set)
-            .map_err(|e| legacy(format!("{REKOR_BUNDLE_ANNOTATION} is malformed: {e}")))?;
-        let body_bytes = b64
-            .decode(rb.payload.body.trim())
-            .map_err(|e| legacy(format!("Rekor entry body is not base64: {e}")))?;
-        let body: Body = serde_json::from_slice(&body_bytes)
-            .map_err(|e| legacy(format!("Rekor entry body is malformed: {e}")))?;
-        let log_id = hex::decode(&rb.payload.log_id)
-            .map_err(|e| legacy(format!("Rekor logID is not hex: {e}")))?;
-        tlog_entries.push(serde_json::json!({
-            "logIndex": rb.payload.log_index.to_string(),
-            "logId": {"keyId": b64.encode(log_id)},
-            "kindVersion": {"kind": body.kind, "version": body.api_version},
-            "integratedTime": rb.payload.integrated_time.to_string(),
-            "inclusionPromise": {"signedEntryTimestamp": rb.signed_entry_timestamp},
-            "canonicalizedBody": rb.payload.body,
-        }));
-    }
-    let mut vm = material;
+    let tlog_entries = match annotations.get(REKOR_BUNDLE_ANNOTATION) {
+        Some(set) => vec![rekor_entry(set)?],
+        None => Vec::new(),
+    };
     vm["tlogEntries"] = serde_json::Value::Array(tlog_entries);
     let bundle = serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
@@ -449,6 +472,78 @@ pub fn legacy_to_bundle(
         },
     });
     serde_json::to_string(&bundle).map_err(BundleError::Json)
+}
+
+fn legacy(what: String) -> BundleError {
+    BundleError::Legacy { what }
+}
+
+/// The layer's certificate and chain as bundle verification material, without self-signed
+/// certificates (the root must come from the trusted root).
+fn certificate_chain(
+    leaf_pem: &str,
+    chain_pem: Option<&String>,
+) -> Result<serde_json::Value, BundleError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let leaf = pem::parse(leaf_pem.trim()).map_err(|e| {
+        legacy(format!(
+            "{CERTIFICATE_ANNOTATION} is not a PEM certificate: {e}"
+        ))
+    })?;
+    let mut certs = vec![serde_json::json!({"rawBytes": b64.encode(leaf.contents())})];
+    if let Some(chain) = chain_pem {
+        let blocks = pem::parse_many(chain)
+            .map_err(|e| legacy(format!("{CHAIN_ANNOTATION} is not PEM: {e}")))?;
+        for block in blocks.iter().filter(|b| !is_self_signed(b.contents())) {
+            certs.push(serde_json::json!({"rawBytes": b64.encode(block.contents())}));
+        }
+    }
+    Ok(serde_json::json!({"x509CertificateChain": {"certificates": certs}}))
+}
+
+/// The layer's Rekor bundle annotation (SET and entry) as a bundle's transparency-log entry.
+fn rekor_entry(set: &str) -> Result<serde_json::Value, BundleError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct RekorBundle {
+        signed_entry_timestamp: String,
+        payload: RekorPayload,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RekorPayload {
+        body: String,
+        integrated_time: i64,
+        log_index: i64,
+        #[serde(rename = "logID")]
+        log_id: String,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        api_version: String,
+        kind: String,
+    }
+    let rb: RekorBundle = serde_json::from_str(set)
+        .map_err(|e| legacy(format!("{REKOR_BUNDLE_ANNOTATION} is malformed: {e}")))?;
+    let body_bytes = b64
+        .decode(rb.payload.body.trim())
+        .map_err(|e| legacy(format!("Rekor entry body is not base64: {e}")))?;
+    let body: Body = serde_json::from_slice(&body_bytes)
+        .map_err(|e| legacy(format!("Rekor entry body is malformed: {e}")))?;
+    let log_id = hex::decode(&rb.payload.log_id)
+        .map_err(|e| legacy(format!("Rekor logID is not hex: {e}")))?;
+    Ok(serde_json::json!({
+        "logIndex": rb.payload.log_index.to_string(),
+        "logId": {"keyId": b64.encode(log_id)},
+        "kindVersion": {"kind": body.kind, "version": body.api_version},
+        "integratedTime": rb.payload.integrated_time.to_string(),
+        "inclusionPromise": {"signedEntryTimestamp": rb.signed_entry_timestamp},
+        "canonicalizedBody": rb.payload.body,
+    }))
 }
 
 fn is_self_signed(der: &[u8]) -> bool {

@@ -36,8 +36,8 @@ use crate::registry::{CredentialId, FetchBudget, ImageManifest, Registry, Regist
 use crate::trust::TrustRoot;
 use crate::verify::{
     Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
-    VerifiedSignature, verify_attached_bundle, verify_key_signature, verify_key_signature_logged,
-    verify_keyless_signature,
+    RejectionKind, VerifiedSignature, verify_attached_bundle, verify_key_signature,
+    verify_key_signature_logged, verify_keyless_signature,
 };
 
 const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
@@ -392,13 +392,12 @@ impl CompiledPolicy {
         location: &str,
         authority: &str,
     ) -> Result<&TrustRoot, Rejection> {
-        self.root(name.as_deref()).ok_or_else(|| Rejection::Bundle {
-            location: location.to_string(),
-            authority: authority.to_string(),
-            detail: format!(
-                "trust root {} is not available",
-                name.as_deref().unwrap_or("embedded")
-            ),
+        self.root(name.as_deref()).ok_or_else(|| {
+            let kind = RejectionKind::TrustRootUnavailable {
+                authority: authority.to_string(),
+                root: name.as_deref().unwrap_or("embedded").to_string(),
+            };
+            Rejection::new(location, kind)
         })
     }
 
@@ -515,10 +514,9 @@ impl CompiledPolicy {
                         .authorities
                         .iter()
                         .map(|_| {
-                            Err(Rejection::Unexamined {
-                                location: u.location.clone(),
-                                detail: detail.clone(),
-                            })
+                            let detail = detail.clone();
+                            let kind = RejectionKind::Unexamined { detail };
+                            Err(Rejection::new(u.location.clone(), kind))
                         })
                         .collect(),
                 }
@@ -1726,11 +1724,11 @@ fn bound_decision(d: &mut Decision) {
 /// certificate was used.
 fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(), Rejection> {
     if tlog == Tlog::Skip {
-        return Err(Rejection::NotSupported {
-            location: location.to_string(),
+        let kind = RejectionKind::NotSupported {
             authority: authority.to_string(),
             what: "keyless verification without a transparency log (tlog: skip)".into(),
-        });
+        };
+        return Err(Rejection::new(location, kind));
     }
     Ok(())
 }

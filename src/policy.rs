@@ -1056,7 +1056,7 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
             if most_telling.is_none_or(|(rank, _)| b.rank() > rank) {
                 most_telling = Some((b.rank(), b.class()));
             }
-            failures.push((b.rank(), b.to_string()));
+            failures.push((b.rank(), b.reason()));
         }
     }
     // The most telling rejections first, each said once, at most MAX_REJECTIONS_SHOWN of them:
@@ -1151,6 +1151,7 @@ pub fn failed_verdict(mode: Mode) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::RejectionKind;
 
     const KEY: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEusIAt6EJ3YrTHdg2qkWVS0KuotWQ
@@ -1807,10 +1808,8 @@ rules:
     }
 
     fn bad(loc: &str) -> Rejection {
-        Rejection::BadSignature {
-            location: loc.into(),
-            authority: "a".into(),
-        }
+        let authority = "a".into();
+        Rejection::new(loc, RejectionKind::BadSignature { authority })
     }
 
     #[test]
@@ -1859,14 +1858,16 @@ rules:
             location: "layer 3".into(),
             results: vec![Err(bad("layer 3"))],
         });
-        let mismatch = Rejection::DigestMismatch {
-            location: "layer 20".into(),
-            signed: "sha256:aa".into(),
-            expected: "sha256:bb".into(),
+        let mismatch = || {
+            let kind = RejectionKind::DigestMismatch {
+                signed: "sha256:aa".into(),
+                expected: "sha256:bb".into(),
+            };
+            Rejection::new("layer 20", kind)
         };
         outcomes.push(CandidateOutcome {
             location: "layer 20".into(),
-            results: vec![Err(bad("layer 20")), Err(mismatch.clone())],
+            results: vec![Err(bad("layer 20")), Err(mismatch())],
         });
         let e = evaluate(&rule_with(1, Mode::Enforce), outcomes, "t");
         assert_eq!(e.failure, Some(Failure::Mismatch));
@@ -1875,7 +1876,7 @@ rules:
             "{:?}",
             e.reasons
         );
-        assert_eq!(e.reasons[1], mismatch.to_string(), "{:?}", e.reasons);
+        assert_eq!(e.reasons[1], mismatch().reason(), "{:?}", e.reasons);
         assert_eq!(
             e.reasons.len(),
             1 + MAX_REJECTIONS_SHOWN + 1,

@@ -4,6 +4,7 @@
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,16 +13,18 @@ use crate::bundle::{
     ParsedBundle, REKOR_BUNDLE_ANNOTATION, verify_bundle,
 };
 use crate::candidate::{BundleCandidate, COSIGN_SIGN_PREDICATE, SignatureCandidate};
-use crate::failure::Failure;
-use crate::payload::{PayloadError, SimpleSigning};
+use crate::payload::SimpleSigning;
 use crate::reference::Digest;
 use crate::trust::{Identity, PublicKey, TrustRoot};
+
+mod rejection;
+pub use rejection::{Rejection, RejectionKind, StatementError};
 
 /// A legacy signature candidate, prepared to be checked against several authorities: its
 /// bundle form (for Rekor and certificate checks) is built and parsed at most once.
 pub struct PreparedSignature<'c> {
     candidate: &'c SignatureCandidate,
-    bundle: OnceCell<Result<ParsedBundle, BundleError>>,
+    bundle: OnceCell<Result<ParsedBundle, Arc<BundleError>>>,
 }
 
 impl<'c> PreparedSignature<'c> {
@@ -36,11 +39,12 @@ impl<'c> PreparedSignature<'c> {
         self.candidate
     }
 
-    fn bundle(&self) -> Result<&ParsedBundle, &BundleError> {
+    fn bundle(&self) -> Result<&ParsedBundle, &Arc<BundleError>> {
         self.bundle
             .get_or_init(|| {
                 let c = self.candidate;
                 ParsedBundle::from_legacy(&c.payload, &c.signature, &c.annotations)
+                    .map_err(Arc::new)
             })
             .as_ref()
     }
@@ -50,15 +54,15 @@ impl<'c> PreparedSignature<'c> {
 /// in-toto statement is read once, after the first successful verification.
 pub struct PreparedBundle<'c> {
     candidate: &'c BundleCandidate,
-    parsed: Result<ParsedBundle, BundleError>,
-    statement: OnceCell<Result<Statement, String>>,
+    parsed: Result<ParsedBundle, Arc<BundleError>>,
+    statement: OnceCell<Result<Statement, Arc<StatementError>>>,
 }
 
 impl<'c> PreparedBundle<'c> {
     pub fn new(candidate: &'c BundleCandidate) -> Self {
         PreparedBundle {
             candidate,
-            parsed: ParsedBundle::parse(&candidate.json),
+            parsed: ParsedBundle::parse(&candidate.json).map_err(Arc::new),
             statement: OnceCell::new(),
         }
     }
@@ -241,114 +245,6 @@ impl VerifiedSignature {
     }
 }
 
-/// Why a signature did not count.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    #[error("{location}: the signature annotation is not valid base64")]
-    SignatureEncoding { location: String },
-    #[error(
-        "{location}: not signed by key {authority:?} (the signature does not verify over the payload)"
-    )]
-    BadSignature { location: String, authority: String },
-    #[error("{location}: {source}")]
-    Payload {
-        location: String,
-        #[source]
-        source: PayloadError,
-    },
-    #[error("{location}: signature is for another image ({signed}), not {expected}")]
-    DigestMismatch {
-        location: String,
-        signed: String,
-        expected: String,
-    },
-    #[error(
-        "{location}: signature names {signed:?}, but the reference is {expected:?} (signedIdentity)"
-    )]
-    IdentityMismatch {
-        location: String,
-        signed: String,
-        expected: String,
-    },
-    #[error(
-        "{location}: annotation {key:?} is {}, the policy requires {expected:?}",
-        found.as_deref().map_or_else(|| "missing".to_string(), |f| format!("{f:?}"))
-    )]
-    AnnotationMismatch {
-        location: String,
-        key: String,
-        expected: String,
-        found: Option<String>,
-    },
-    #[error("{location}: not verified for authority {authority:?}: {detail}")]
-    Bundle {
-        location: String,
-        authority: String,
-        detail: String,
-    },
-    #[error(
-        "{location}: carries no Fulcio certificate, so it is not a keyless signature for authority {authority:?}"
-    )]
-    NotKeyless { location: String, authority: String },
-    #[error(
-        "{location}: has no Rekor entry, and authority {authority:?} requires one (tlog: required)"
-    )]
-    NoTlogEntry { location: String, authority: String },
-    #[error(
-        "{location}: {what} is not supported yet, so authority {authority:?} cannot be satisfied"
-    )]
-    NotSupported {
-        location: String,
-        authority: String,
-        what: String,
-    },
-    /// Discovery could not examine this location (a limit, content that is not what it
-    /// claims, a referrer the registry lists but lacks): no authority can be satisfied by it.
-    #[error("{location}: not examined: {detail}")]
-    Unexamined { location: String, detail: String },
-}
-
-impl Rejection {
-    /// The failure class this rejection stands for when no signature satisfied the rule.
-    pub fn class(&self) -> Failure {
-        match self {
-            Rejection::NoTlogEntry { .. } => Failure::Tlog,
-            Rejection::DigestMismatch { .. } | Rejection::IdentityMismatch { .. } => {
-                Failure::Mismatch
-            }
-            Rejection::AnnotationMismatch { .. } => Failure::Annotation,
-            Rejection::NotKeyless { .. }
-            | Rejection::SignatureEncoding { .. }
-            | Rejection::BadSignature { .. }
-            | Rejection::Bundle { .. }
-            | Rejection::NotSupported { .. }
-            | Rejection::Payload { .. } => Failure::Untrusted,
-            // What discovery could not examine is the registry's content, not the artifact's
-            // signature: no verdict on the artifact from it.
-            Rejection::Unexamined { .. } => Failure::Registry,
-        }
-    }
-
-    /// How telling this rejection is when a signature satisfied no authority: a signature
-    /// whose crypto held but whose payload is wrong says most; one of another kind, least.
-    pub fn rank(&self) -> u8 {
-        match self {
-            Rejection::NotKeyless { .. } => 0,
-            Rejection::SignatureEncoding { .. } | Rejection::BadSignature { .. } => 1,
-            Rejection::Bundle { .. }
-            | Rejection::NoTlogEntry { .. }
-            | Rejection::NotSupported { .. } => 2,
-            Rejection::Payload { .. }
-            | Rejection::DigestMismatch { .. }
-            | Rejection::IdentityMismatch { .. }
-            | Rejection::AnnotationMismatch { .. } => 3,
-            // The most telling: it might have been the signature that satisfies the rule.
-            Rejection::Unexamined { .. } => 4,
-        }
-    }
-}
-
 /// Verify `candidate` as a signature by `authority` over `expect.digest`.
 ///
 /// Order matters: the signature is checked over the exact payload bytes before anything in the
@@ -359,15 +255,14 @@ pub fn verify_key_signature(
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
     let location = candidate.location.clone();
-    let sig =
-        crate::decode_base64(&candidate.signature).map_err(|_| Rejection::SignatureEncoding {
-            location: location.clone(),
-        })?;
+    let sig = crate::decode_base64(&candidate.signature)
+        .map_err(|_| Rejection::new(location.clone(), RejectionKind::SignatureEncoding))?;
     if !authority.key.verify(&candidate.payload, &sig) {
-        return Err(Rejection::BadSignature {
+        let authority = authority.name.to_string();
+        return Err(Rejection::new(
             location,
-            authority: authority.name.to_string(),
-        });
+            RejectionKind::BadSignature { authority },
+        ));
     }
     let (docker_reference, annotations) = check_payload(candidate, expect)?;
     Ok(VerifiedSignature {
@@ -393,10 +288,11 @@ pub fn verify_key_signature_logged(
     let candidate = prepared.candidate;
     let mut verified = verify_key_signature(candidate, authority, expect)?;
     if !candidate.annotations.contains_key(REKOR_BUNDLE_ANNOTATION) {
-        return Err(Rejection::NoTlogEntry {
-            location: candidate.location.clone(),
-            authority: authority.name.to_string(),
-        });
+        let authority = authority.name.to_string();
+        return Err(Rejection::new(
+            candidate.location.clone(),
+            RejectionKind::NoTlogEntry { authority },
+        ));
     }
     let evidence = bundle_check(
         prepared,
@@ -429,10 +325,11 @@ pub fn verify_keyless_signature(
 ) -> Result<VerifiedSignature, Rejection> {
     let candidate = prepared.candidate;
     if !candidate.annotations.contains_key(CERTIFICATE_ANNOTATION) {
-        return Err(Rejection::NotKeyless {
-            location: candidate.location.clone(),
-            authority: authority.name.to_string(),
-        });
+        let authority = authority.name.to_string();
+        return Err(Rejection::new(
+            candidate.location.clone(),
+            RejectionKind::NotKeyless { authority },
+        ));
     }
     let evidence = bundle_check(
         prepared,
@@ -469,49 +366,45 @@ pub fn verify_attached_bundle(
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
     let location = prepared.candidate.location.clone();
-    let reject = |detail: String| Rejection::Bundle {
-        location: location.clone(),
-        authority: authority.to_string(),
-        detail,
+    let statement_error = |e: StatementError| {
+        let source = Arc::new(e);
+        let authority = authority.to_string();
+        Rejection::new(
+            location.clone(),
+            RejectionKind::Statement { authority, source },
+        )
     };
     let parsed = prepared
         .parsed
         .as_ref()
-        .map_err(|e| reject(crate::error_chain(e)))?;
-    let mut digest = [0u8; 32];
-    if expect.digest.algorithm() != "sha256"
-        || hex::decode_to_slice(expect.digest.hex(), &mut digest).is_err()
-    {
-        return Err(reject(format!("{} is not a sha256 digest", expect.digest)));
-    }
+        .map_err(|e| bundle_rejection(&location, authority, e.clone()))?;
+    let digest = sha256_bytes(&expect.digest).map_err(statement_error)?;
     let evidence = verify_bundle(parsed, BundleArtifact::Sha256(digest), who, root)
-        .map_err(|e| reject(crate::error_chain(&e)))?;
+        .map_err(|e| bundle_rejection(&location, authority, Arc::new(e)))?;
     let statement = prepared
         .statement
-        .get_or_init(|| dsse_statement(parsed))
+        .get_or_init(|| dsse_statement(parsed).map_err(Arc::new))
         .as_ref()
-        .map_err(|e| reject(e.clone()))?;
-    if statement.predicate_type != COSIGN_SIGN_PREDICATE {
-        return Err(reject(format!(
-            "the bundle is an attestation ({}), not a signature",
-            statement.predicate_type
-        )));
-    }
-    let subject = statement
-        .subject
-        .iter()
-        .find(|s| s.digest.get("sha256").map(String::as_str) == Some(expect.digest.hex()))
-        .ok_or_else(|| Rejection::DigestMismatch {
-            location: location.clone(),
-            signed: statement
-                .subject
-                .iter()
-                .filter_map(|s| s.digest.get("sha256"))
-                .map(|h| format!("sha256:{h}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            expected: expect.digest.to_string(),
+        .map_err(|e| {
+            let (authority, source) = (authority.to_string(), e.clone());
+            Rejection::new(
+                location.clone(),
+                RejectionKind::Statement { authority, source },
+            )
         })?;
+    if statement.predicate_type != COSIGN_SIGN_PREDICATE {
+        let predicate_type = statement.predicate_type.clone();
+        return Err(statement_error(StatementError::Attestation {
+            predicate_type,
+        }));
+    }
+    let subject = statement.subject_for(&expect.digest).ok_or_else(|| {
+        let kind = RejectionKind::DigestMismatch {
+            signed: statement.signed_digests(),
+            expected: expect.digest.to_string(),
+        };
+        Rejection::new(location.clone(), kind)
+    })?;
     let annotations = subject.annotations.clone();
     check_annotations(&location, expect, &annotations)?;
     let evidence = match who {
@@ -553,18 +446,55 @@ struct StatementSubject {
     annotations: BTreeMap<String, String>,
 }
 
+impl Statement {
+    /// The subject naming `digest` (SHA-256), if any.
+    fn subject_for(&self, digest: &Digest) -> Option<&StatementSubject> {
+        self.subject
+            .iter()
+            .find(|s| s.digest.get("sha256").map(String::as_str) == Some(digest.hex()))
+    }
+
+    /// Every SHA-256 digest the statement names, for a mismatch's message.
+    fn signed_digests(&self) -> String {
+        self.subject
+            .iter()
+            .filter_map(|s| s.digest.get("sha256"))
+            .map(|h| format!("sha256:{h}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The 32 bytes of a SHA-256 digest (attached bundles sign SHA-256 digests only).
+fn sha256_bytes(digest: &Digest) -> Result<[u8; 32], StatementError> {
+    let mut bytes = [0u8; 32];
+    if digest.algorithm() != "sha256" || hex::decode_to_slice(digest.hex(), &mut bytes).is_err() {
+        let digest = digest.to_string();
+        return Err(StatementError::NotSha256 { digest });
+    }
+    Ok(bytes)
+}
+
 /// The in-toto statement inside a bundle's DSSE envelope (read after the envelope verified).
-fn dsse_statement(parsed: &ParsedBundle) -> Result<Statement, String> {
-    let payload = parsed
-        .dsse_payload()
-        .ok_or("the bundle carries no DSSE envelope, so it is not a cosign image signature")?;
-    let bytes =
-        crate::decode_base64(payload).map_err(|e| format!("DSSE payload is not base64: {e}"))?;
+fn dsse_statement(parsed: &ParsedBundle) -> Result<Statement, StatementError> {
+    let payload = parsed.dsse_payload().ok_or(StatementError::NoEnvelope)?;
+    let bytes = crate::decode_base64(payload).map_err(StatementError::NotBase64)?;
     // A repeated key (a subject's digest twice) could bind to another image for cosign.
     crate::payload::check_unambiguous_keys(&bytes, &["predicate"])
-        .map_err(|e| format!("the in-toto statement is ambiguous: {e}"))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| format!("DSSE payload is not an in-toto statement: {e}"))
+        .map_err(StatementError::Ambiguous)?;
+    serde_json::from_slice(&bytes).map_err(StatementError::NotStatement)
+}
+
+/// A bundle that did not verify for `authority`. One that verified but carries no log entry
+/// the authority requires says so as plainly as a legacy signature without one does.
+fn bundle_rejection(location: &str, authority: &str, source: Arc<BundleError>) -> Rejection {
+    let authority = authority.to_string();
+    let kind = if matches!(*source, BundleError::NotLogged) {
+        RejectionKind::NoTlogEntry { authority }
+    } else {
+        RejectionKind::Bundle { authority, source }
+    };
+    Rejection::new(location, kind)
 }
 
 /// The layer as a bundle, verified over the payload bytes.
@@ -575,14 +505,12 @@ fn bundle_check(
     root: &TrustRoot,
 ) -> Result<BundleEvidence, Rejection> {
     let candidate = prepared.candidate;
-    let reject = |e: &dyn std::error::Error| Rejection::Bundle {
-        location: candidate.location.clone(),
-        authority: authority.to_string(),
-        detail: crate::error_chain(e),
-    };
-    let parsed = prepared.bundle().map_err(|e| reject(e))?;
+    let location = candidate.location.as_str();
+    let parsed = prepared
+        .bundle()
+        .map_err(|e| bundle_rejection(location, authority, e.clone()))?;
     verify_bundle(parsed, BundleArtifact::Bytes(&candidate.payload), who, root)
-        .map_err(|e| reject(&e))
+        .map_err(|e| bundle_rejection(location, authority, Arc::new(e)))
 }
 
 /// Every annotation the policy requires, present with its value among the signed ones.
@@ -594,12 +522,12 @@ fn check_annotations(
     for (k, v) in &expect.annotations {
         let found = signed.get(k);
         if found != Some(v) {
-            return Err(Rejection::AnnotationMismatch {
-                location: location.to_string(),
+            let kind = RejectionKind::AnnotationMismatch {
                 key: k.clone(),
                 expected: v.clone(),
                 found: found.cloned(),
-            });
+            };
+            return Err(Rejection::new(location, kind));
         }
     }
     Ok(())
@@ -612,24 +540,23 @@ fn check_payload(
     expect: &Expectation,
 ) -> Result<(String, BTreeMap<String, String>), Rejection> {
     let location = candidate.location.clone();
-    let payload =
-        SimpleSigning::parse(&candidate.payload).map_err(|source| Rejection::Payload {
-            location: location.clone(),
-            source,
-        })?;
+    let payload = SimpleSigning::parse(&candidate.payload)
+        .map_err(|e| Rejection::new(location.clone(), RejectionKind::Payload(e)))?;
     let signed_digest = &payload.critical.image.docker_manifest_digest;
     if signed_digest != expect.digest.as_str() {
-        return Err(Rejection::DigestMismatch {
-            location,
+        let kind = RejectionKind::DigestMismatch {
             signed: signed_digest.clone(),
             expected: expect.digest.to_string(),
-        });
+        };
+        return Err(Rejection::new(location, kind));
     }
     let docker_reference = payload.critical.identity.docker_reference.clone();
-    check_identity(&docker_reference, expect).map_err(|expected| Rejection::IdentityMismatch {
-        location: location.clone(),
-        signed: docker_reference.clone(),
-        expected,
+    check_identity(&docker_reference, expect).map_err(|expected| {
+        let signed = docker_reference.clone();
+        Rejection::new(
+            location.clone(),
+            RejectionKind::IdentityMismatch { signed, expected },
+        )
     })?;
     let annotations = payload.annotations();
     check_annotations(&location, expect, &annotations)?;
@@ -753,21 +680,21 @@ mod tests {
         let c = candidate(&other, payload("r.io/acme/app", &d, &[]));
         assert!(matches!(
             verify_key_signature(&c, auth, &expect),
-            Err(Rejection::BadSignature { .. })
+            Err(e) if matches!(e.kind(), RejectionKind::BadSignature { .. })
         ));
         // tampered payload
         let mut c = candidate(&key, payload("r.io/acme/app", &d, &[]));
         c.payload = payload("r.io/acme/app", &Digest::sha256_of(b"evil"), &[]);
         assert!(matches!(
             verify_key_signature(&c, auth, &expect),
-            Err(Rejection::BadSignature { .. })
+            Err(e) if matches!(e.kind(), RejectionKind::BadSignature { .. })
         ));
         // tampered signature
         let mut c = candidate(&key, payload("r.io/acme/app", &d, &[]));
         c.signature = base64::engine::general_purpose::STANDARD.encode([1u8; 70]);
         assert!(matches!(
             verify_key_signature(&c, auth, &expect),
-            Err(Rejection::BadSignature { .. })
+            Err(e) if matches!(e.kind(), RejectionKind::BadSignature { .. })
         ));
         // line-wrapped base64 is the same signature
         let mut wrapped = candidate(&key, payload("r.io/acme/app", &d, &[]));
@@ -777,7 +704,7 @@ mod tests {
         c.signature = "%%%".into();
         assert!(matches!(
             verify_key_signature(&c, auth, &expect),
-            Err(Rejection::SignatureEncoding { .. })
+            Err(e) if matches!(e.kind(), RejectionKind::SignatureEncoding)
         ));
         // replayed: valid signature for another digest
         let c = candidate(
@@ -785,12 +712,18 @@ mod tests {
             payload("r.io/acme/app", &Digest::sha256_of(b"other"), &[]),
         );
         let e = verify_key_signature(&c, auth, &expect).unwrap_err();
-        assert!(matches!(e, Rejection::DigestMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind(), RejectionKind::DigestMismatch { .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("another image"));
         // identity
         let c = candidate(&key, payload("r.io/acme/other", &d, &[]));
         let e = verify_key_signature(&c, auth, &expect).unwrap_err();
-        assert!(matches!(e, Rejection::IdentityMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind(), RejectionKind::IdentityMismatch { .. }),
+            "{e}"
+        );
         expect.signed_identity = SignedIdentity::Ignore;
         assert!(verify_key_signature(&c, auth, &expect).is_ok());
         expect.signed_identity = SignedIdentity::ExactRepository("r.io/acme/other".into());
@@ -800,7 +733,10 @@ mod tests {
         expect.annotations.insert("env".into(), "prod".into());
         let c = candidate(&key, payload("r.io/acme/app", &d, &[("env", "dev")]));
         let e = verify_key_signature(&c, auth, &expect).unwrap_err();
-        assert!(matches!(e, Rejection::AnnotationMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind(), RejectionKind::AnnotationMismatch { .. }),
+            "{e}"
+        );
         let c = candidate(&key, payload("r.io/acme/app", &d, &[]));
         assert!(verify_key_signature(&c, auth, &expect).is_err());
         let c = candidate(
@@ -812,7 +748,7 @@ mod tests {
         let c = candidate(&key, b"not json".to_vec());
         assert!(matches!(
             verify_key_signature(&c, auth, &expect),
-            Err(Rejection::Payload { .. })
+            Err(e) if matches!(e.kind(), RejectionKind::Payload(_))
         ));
     }
 

@@ -11,7 +11,9 @@ use ocigate::payload::SIGNATURE_ANNOTATION;
 use ocigate::reference::Digest;
 use ocigate::registry::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST};
 use ocigate::trust::PublicKey;
-use ocigate::verify::{Expectation, KeyAuthority, Rejection, SignedIdentity, verify_key_signature};
+use ocigate::verify::{
+    Expectation, KeyAuthority, RejectionKind, SignedIdentity, verify_key_signature,
+};
 
 use crate::harness::*;
 
@@ -260,7 +262,10 @@ fn containers_image_negative_fixtures_are_denied() {
         key: &public,
     };
     let e = verify_key_signature(&candidate, auth, &expect).unwrap_err();
-    assert!(matches!(e, Rejection::DigestMismatch { .. }), "{e}");
+    assert!(
+        matches!(e.kind(), RejectionKind::DigestMismatch { .. }),
+        "{e}"
+    );
     // only a text/plain attachment: unsigned, and discovery says why
     let r = fx.push(&reg, "dir-img-cosign-other-attachment", "neg/other");
     deny(&r, &ident, "not a cosign signature");

@@ -341,6 +341,35 @@ fn cosign_v3_bundle_signatures_are_found_and_verified() {
     let v = verify(&reg, &[&r.to_string(), "--key", other.to_str().unwrap()]);
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("not signed by this key"), "{v:?}");
+
+    // Without --insecure-ignore-tlog the key authority requires a log entry, which this bundle
+    // (signed without Rekor) lacks: `tlog`, said as for a legacy signature, not `untrusted`.
+    let (reference, host) = (r.to_string(), reg.host());
+    let exact = |key: &Path| {
+        let key = key.to_str().unwrap();
+        let args = ["verify", "--registry-plain-http", &host, &reference];
+        let args = [&args[..], &["--key", key, "-o", "json"]].concat();
+        ocigate_exact(&args, &[])
+    };
+    let v = exact(&public);
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "tlog", "{v:?}");
+    assert!(
+        res["reasons"].to_string().contains("has no Rekor entry"),
+        "{v:?}"
+    );
+    // Another key is still another key, log entry or not.
+    let v = exact(&other);
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "untrusted", "{v:?}");
+    assert!(
+        res["reasons"]
+            .to_string()
+            .contains("not signed by this key"),
+        "{v:?}"
+    );
 }
 
 #[test]

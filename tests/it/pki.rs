@@ -12,7 +12,7 @@ use ocigate::payload::SimpleSigning;
 use ocigate::reference::Digest;
 use ocigate::trust::{GitHubWorkflow, Identity, Matcher, TrustRoot};
 use ocigate::verify::{
-    Expectation, KeylessAuthority, PreparedSignature, Rejection, SignedIdentity,
+    Expectation, KeylessAuthority, PreparedSignature, RejectionKind, SignedIdentity,
     verify_keyless_signature,
 };
 use rcgen::{
@@ -313,7 +313,7 @@ fn check(
     };
     match verify_keyless_signature(&PreparedSignature::new(layer), authority, &c.expect) {
         Ok(_) => Ok(()),
-        Err(e @ Rejection::Bundle { .. }) => Err(e.to_string()),
+        Err(e) if matches!(e.kind(), RejectionKind::Bundle { .. }) => Err(e.reason()),
         Err(other) => panic!("unexpected kind of rejection: {other}"),
     }
 }
