@@ -15,7 +15,9 @@ use crate::trust::{GitHubWorkflow, Identity, PublicKey, TrustRoot};
 /// What was signed: the bytes, or only their SHA-256 digest.
 #[derive(Debug, Clone, Copy)]
 pub enum BundleArtifact<'a> {
+    /// The signed bytes (a legacy payload, a blob).
     Bytes(&'a [u8]),
+    /// The SHA-256 digest of what was signed (an image manifest).
     Sha256([u8; 32]),
 }
 
@@ -34,65 +36,113 @@ pub enum BundleAuthority<'a> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleEvidence {
+    /// The certificate's SAN (keyless bundles).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The certificate's OIDC issuer (keyless bundles).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The index of the verified transparency-log entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_index: Option<i64>,
+    /// The verified signing time (log integration or RFC 3161 timestamp).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub integrated_time: Option<String>,
+    /// Whether a transparency-log entry was verified.
     pub tlog_verified: bool,
+    /// Whether a certificate was verified against the root's CAs.
     pub certificate_verified: bool,
+    /// Whether the certificate's SCT was verified.
     pub sct_verified: bool,
+    /// The trust root's name.
     pub trust_root: String,
     /// GitHub Actions claims of the certificate, when it has any.
     #[serde(skip_serializing_if = "GitHubWorkflow::is_empty")]
     pub github_workflow: GitHubWorkflow,
 }
 
+/// Why a bundle did not verify: Display says which check failed, the library's error stays in
+/// `source()`; [`BundleError::is_tlog_failure`] tells a log problem from a signer problem.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
+    /// Not JSON.
     #[error("bundle is not valid JSON")]
     Json(#[source] serde_json::Error),
+    /// JSON, but not a Sigstore bundle sigstore-types reads.
     #[error("bundle is not a Sigstore bundle this verifier reads")]
     Parse(#[source] sigstore_types::Error),
+    /// The bundle carries a self-signed (root) certificate, which must come from the trust root.
     #[error(
         "bundle's certificate chain includes a root certificate (a bundle carries the leaf and intermediates only)"
     )]
     ChainIncludesRoot,
+    /// sigstore-verify refused it (signature, certificate, log, timestamp).
     #[error("bundle does not verify against trusted root {root}")]
     Verify {
+        /// The trust root's name.
         root: String,
+        /// sigstore-verify's typed reason.
         #[source]
         source: sigstore_verify::Error,
     },
+    /// One accepted identity, and the certificate's SAN is another.
     #[error("certificate identity {found:?} does not match {expected}")]
-    Identity { found: String, expected: String },
-    #[error("certificate OIDC issuer {found:?} does not match {expected}")]
-    Issuer { found: String, expected: String },
-    #[error("certificate identity {subject:?} from issuer {issuer:?} matches none of: {expected}")]
-    NoIdentity {
-        subject: String,
-        issuer: String,
+    Identity {
+        /// The certificate's SAN.
+        found: String,
+        /// The identity accepted.
         expected: String,
     },
+    /// One accepted identity, and the certificate's issuer is another.
+    #[error("certificate OIDC issuer {found:?} does not match {expected}")]
+    Issuer {
+        /// The certificate's issuer.
+        found: String,
+        /// The issuer accepted.
+        expected: String,
+    },
+    /// Several accepted identities, none matching.
+    #[error("certificate identity {subject:?} from issuer {issuer:?} matches none of: {expected}")]
+    NoIdentity {
+        /// The certificate's SAN.
+        subject: String,
+        /// The certificate's issuer.
+        issuer: String,
+        /// The identities accepted.
+        expected: String,
+    },
+    /// One accepted identity, and a GitHub workflow claim differs.
     #[error(
         "certificate claim {claim} is {}, expected {expected:?}",
         found.as_deref().map_or_else(|| "absent".to_string(), |f| format!("{f:?}"))
     )]
     Claim {
+        /// The claim's name (`githubWorkflowRepository`).
         claim: &'static str,
+        /// The value required.
         expected: String,
+        /// The certificate's value, if it has one.
         found: Option<String>,
     },
+    /// A legacy signature layer that cannot be read as a bundle.
     #[error("cosign signature layer: {what}")]
-    Legacy { what: String },
+    Legacy {
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A DSSE envelope checked here (no log, no timestamp) that is malformed or not by the key.
     #[error("DSSE envelope: {what}")]
-    Dsse { what: String },
+    Dsse {
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A verified certificate without what a keyless authority needs.
     #[error("bundle's certificate carries no {what}")]
-    Missing { what: &'static str },
+    Missing {
+        /// What is missing (`identity`, `OIDC issuer`).
+        what: &'static str,
+    },
     /// The key's signature verified, but the bundle has no transparency-log entry and the
     /// authority requires one.
     #[error("bundle has no transparency-log entry")]
@@ -123,6 +173,7 @@ pub struct ParsedBundle {
 }
 
 impl ParsedBundle {
+    /// Parse a bundle's JSON.
     pub fn parse(json: &str) -> Result<Self, BundleError> {
         let mut value: serde_json::Value = serde_json::from_str(json).map_err(BundleError::Json)?;
         normalise_base64(&mut value, None);
@@ -435,9 +486,11 @@ fn identity_mismatch(
     }
 }
 
-/// Annotations of a cosign legacy signature layer.
+/// The legacy layer annotation carrying the signing certificate (PEM).
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// The legacy layer annotation carrying the certificate's chain (PEM, cosign includes the root).
 pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+/// The legacy layer annotation carrying the Rekor entry and its SET.
 pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 
 /// A cosign legacy signature layer (payload, signature, certificate, chain, Rekor SET) as the

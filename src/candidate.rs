@@ -26,6 +26,7 @@ pub struct SignatureCandidate {
 pub struct BundleCandidate {
     /// Where it was found: `referrers tag sha256-<hex> → sha256:<manifest>`.
     pub location: String,
+    /// The bundle's JSON, as stored (at most the discovery size limit).
     pub json: String,
 }
 
@@ -40,12 +41,17 @@ pub struct BundleCandidate {
 pub enum ClaimedSigner {
     /// A Fulcio-style certificate: its SAN and OIDC issuer as written.
     Certificate {
+        /// The certificate's SAN (email or URI), if it has one.
         identity: Option<String>,
+        /// The certificate's OIDC issuer extension, if it has one.
         issuer: Option<String>,
     },
     /// A public key: `sha256:<hex>` of its DER when the signature names it (a bundle's key
     /// hint, the key in a Rekor entry), else unknown until a key verifies it.
-    Key { fingerprint: Option<String> },
+    Key {
+        /// `sha256:<hex>` of the key's DER, when the signature names the key.
+        fingerprint: Option<String>,
+    },
 }
 
 impl std::fmt::Display for ClaimedSigner {

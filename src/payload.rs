@@ -7,36 +7,50 @@ use serde::{Deserialize, Serialize};
 
 use crate::reference::Digest;
 
+/// The media type of a cosign signature layer (and of its payload).
 pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The layer annotation that carries the base64 signature over the payload.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// The payload's `critical.type` for an image signature.
 pub const COSIGN_SIGNATURE_TYPE: &str = "cosign container image signature";
 
 /// The largest payload accepted (cosign's are a few hundred bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
 
+/// A simple-signing payload: what cosign signs for an image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimpleSigning {
+    /// What the signature binds: the repository, the manifest digest and the payload type.
     pub critical: Critical,
+    /// Free-form annotations (`cosign sign -a k=v`); only string values are annotations.
     #[serde(default)]
     pub optional: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// The payload's `critical` section.
 pub struct Critical {
+    /// The repository the signer named.
     pub identity: Identity,
+    /// The manifest digest signed.
     pub image: Image,
+    /// The payload type ([`COSIGN_SIGNATURE_TYPE`] for an image signature).
     #[serde(rename = "type")]
     pub kind: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// `critical.identity`.
 pub struct Identity {
+    /// The repository (possibly with a tag) the signer named.
     #[serde(rename = "docker-reference")]
     pub docker_reference: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// `critical.image`.
 pub struct Image {
+    /// The manifest digest signed (`sha256:<hex>`).
     #[serde(rename = "docker-manifest-digest")]
     pub docker_manifest_digest: String,
 }
@@ -45,14 +59,30 @@ pub struct Image {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PayloadError {
+    /// Over [`MAX_PAYLOAD_BYTES`].
     #[error("payload is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")]
-    TooLarge { size: usize },
+    TooLarge {
+        /// The payload's size in bytes.
+        size: usize,
+    },
+    /// Not JSON of a simple-signing payload.
     #[error("payload is not a cosign simple-signing document: {detail}")]
-    Malformed { detail: String },
+    Malformed {
+        /// What the JSON parser said.
+        detail: String,
+    },
+    /// Another payload type than an image signature.
     #[error("payload type is {found:?}, expected {COSIGN_SIGNATURE_TYPE:?}")]
-    WrongType { found: String },
+    WrongType {
+        /// The `critical.type` found.
+        found: String,
+    },
+    /// A key repeated, which another reader could resolve otherwise.
     #[error("payload is ambiguous: {detail} (cosign could read it as another document)")]
-    Ambiguous { detail: String },
+    Ambiguous {
+        /// The repeated key.
+        detail: String,
+    },
 }
 
 impl SimpleSigning {

@@ -15,8 +15,11 @@ pub const MAX_INDEX_ENTRIES: usize = 256;
 /// A platform as `docker --platform` and `cosign --platform` write it: `os/arch[/variant]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
+    /// The operating system (`linux`).
     pub os: String,
+    /// The CPU architecture (`amd64`, `arm64`).
     pub architecture: String,
+    /// The architecture's variant (`v7` of `arm`), when the platform names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
@@ -75,8 +78,11 @@ impl fmt::Display for Platform {
 /// One manifest an index lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
+    /// The entry's media type (a manifest, or an index in an index of indexes).
     pub media_type: String,
+    /// The entry's digest.
     pub digest: Digest,
+    /// The platform the entry declares, if any (attestation manifests declare `unknown/unknown`).
     pub platform: Option<Platform>,
 }
 
@@ -96,12 +102,26 @@ pub fn is_index_media_type(media_type: &str) -> bool {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IndexError {
+    /// Not JSON of an image index.
     #[error("the index is not valid JSON of an image index")]
-    Json { detail: String },
+    Json {
+        /// What the JSON parser said.
+        detail: String,
+    },
+    /// Over [`MAX_INDEX_ENTRIES`].
     #[error("the index lists more than {limit} manifests")]
-    TooMany { limit: usize },
+    TooMany {
+        /// The limit.
+        limit: usize,
+    },
+    /// An entry whose digest does not parse.
     #[error("index entry {position} has no valid digest ({digest:?})")]
-    Digest { position: usize, digest: String },
+    Digest {
+        /// The entry's position in the index (from 0).
+        position: usize,
+        /// The digest as written.
+        digest: String,
+    },
 }
 
 /// The entries of an index, or `None` when `bytes` (served as `media_type`) is a single

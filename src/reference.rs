@@ -13,8 +13,14 @@ pub const LAYOUT_PREFIX: &str = "oci-layout:";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReferenceError {
+    /// Not a reference this tool reads.
     #[error("reference {input:?}: {problem}")]
-    Invalid { input: String, problem: String },
+    Invalid {
+        /// The reference as written.
+        input: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 fn invalid(input: &str, problem: impl Into<String>) -> ReferenceError {
@@ -65,12 +71,15 @@ impl Digest {
         hex::encode(aws_lc_rs::digest::digest(alg, data).as_ref()) == self.hex()
     }
 
+    /// `algorithm:hex`, as written in manifests.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The algorithm (`sha256`, `sha512`).
     pub fn algorithm(&self) -> &str {
         self.0.split_once(':').map_or("", |(a, _)| a)
     }
+    /// The hex-encoded hash.
     pub fn hex(&self) -> &str {
         self.0.split_once(':').map_or("", |(_, h)| h)
     }
@@ -91,11 +100,16 @@ impl fmt::Display for Digest {
 pub enum Location {
     /// A repository on a registry.
     Registry {
+        /// The registry host in its one canonical spelling (`docker.io`, `host:port`).
         registry: String,
+        /// The repository path (`library/nginx`).
         repository: String,
     },
     /// An OCI image layout directory.
-    Layout { path: PathBuf },
+    Layout {
+        /// The layout's directory.
+        path: PathBuf,
+    },
 }
 
 /// A parsed artifact reference.
@@ -228,27 +242,33 @@ impl ImageRef {
         }
     }
 
+    /// Where the artifact lives.
     pub fn location(&self) -> &Location {
         &self.location
     }
+    /// The tag, if the reference names one.
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }
+    /// The digest, if the reference names one.
     pub fn digest(&self) -> Option<&Digest> {
         self.digest.as_ref()
     }
+    /// The registry host (canonical), for a registry reference.
     pub fn registry(&self) -> Option<&str> {
         match &self.location {
             Location::Registry { registry, .. } => Some(registry),
             Location::Layout { .. } => None,
         }
     }
+    /// The repository path, for a registry reference.
     pub fn repository(&self) -> Option<&str> {
         match &self.location {
             Location::Registry { repository, .. } => Some(repository),
             Location::Layout { .. } => None,
         }
     }
+    /// The layout directory, for an `oci-layout:` reference.
     pub fn layout_path(&self) -> Option<&Path> {
         match &self.location {
             Location::Layout { path } => Some(path),

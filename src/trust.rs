@@ -14,17 +14,29 @@ use sigstore_verify::Verifier;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// Not PEM at all.
     #[error("public key {origin}: not a PEM \"PUBLIC KEY\" block")]
     NotPem {
+        /// Where the key came from (a file, a policy's key name).
         origin: String,
+        /// What the PEM parser said.
         #[source]
         source: pem::PemError,
     },
+    /// PEM, of something else (a private key, a certificate).
     #[error("public key {origin}: PEM block is {found:?}, expected \"PUBLIC KEY\"")]
-    WrongPemTag { origin: String, found: String },
+    WrongPemTag {
+        /// Where the key came from.
+        origin: String,
+        /// The PEM block's tag.
+        found: String,
+    },
+    /// A SubjectPublicKeyInfo of a key type or curve that is not supported, or malformed.
     #[error("public key {origin}: unsupported or malformed key")]
     Unsupported {
+        /// Where the key came from.
         origin: String,
+        /// What the key parser said.
         #[source]
         source: sigstore_crypto::Error,
     },
@@ -73,6 +85,7 @@ impl PublicKey {
         self.der.as_bytes()
     }
 
+    /// The key's type and signature scheme.
     pub fn algorithm(&self) -> KeyAlgorithm {
         self.algorithm
     }
@@ -82,6 +95,7 @@ impl PublicKey {
         crate::reference::Digest::sha256_of(self.der.as_bytes()).to_string()
     }
 
+    /// The key as a PEM `PUBLIC KEY` block (as `cosign public-key` writes it).
     pub fn to_pem(&self) -> String {
         self.der.to_pem()
     }
@@ -124,18 +138,25 @@ impl std::fmt::Debug for TrustRoot {
     }
 }
 
+/// A trusted root that cannot be used; Display names where it came from.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrustRootError {
+    /// Not a `trusted_root.json` sigstore-trust-root reads.
     #[error("trusted root {origin}: not a valid trusted_root.json")]
     Invalid {
+        /// Where the root came from (a file, `embedded`).
         origin: String,
+        /// What sigstore-trust-root said.
         #[source]
         source: sigstore_trust_root::Error,
     },
+    /// Valid JSON, but a verifier cannot be built from it.
     #[error("trusted root {origin}: its keys or certificates cannot be used")]
     Unusable {
+        /// Where the root came from.
         origin: String,
+        /// What sigstore-verify said.
         #[source]
         source: sigstore_verify::Error,
     },
@@ -177,6 +198,7 @@ impl TrustRoot {
         })
     }
 
+    /// The root's name in evidence and messages (the policy's name for it, or `embedded`).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -190,11 +212,14 @@ impl TrustRoot {
 /// with `^…$` to match the whole value).
 #[derive(Debug, Clone)]
 pub enum Matcher {
+    /// The whole value, exactly.
     Exact(String),
+    /// A regular expression, unanchored.
     Regex(regex::Regex),
 }
 
 impl Matcher {
+    /// Whether `value` matches.
     pub fn matches(&self, value: &str) -> bool {
         match self {
             Matcher::Exact(e) => e == value,
@@ -216,8 +241,11 @@ impl std::fmt::Display for Matcher {
 /// claims Fulcio recorded (each an exact match).
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The certificate's SAN (email or URI).
     pub subject: Matcher,
+    /// The certificate's OIDC issuer.
     pub issuer: Matcher,
+    /// GitHub workflow claims that must match exactly (those set).
     pub github: GitHubWorkflow,
 }
 
@@ -239,14 +267,19 @@ impl std::fmt::Display for Identity {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GitHubWorkflow {
+    /// The event that triggered the workflow (`push`, `release`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// The commit the workflow ran on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha: Option<String>,
+    /// The workflow's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The repository (`owner/name`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// The git ref (`refs/heads/main`, `refs/tags/v1`).
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     pub git_ref: Option<String>,
 }
@@ -262,6 +295,7 @@ impl GitHubWorkflow {
         ]
     }
 
+    /// Whether no claim is set.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }

@@ -28,6 +28,7 @@ pub struct PreparedSignature<'c> {
 }
 
 impl<'c> PreparedSignature<'c> {
+    /// Prepare `candidate`; nothing is parsed until an authority needs it.
     pub fn new(candidate: &'c SignatureCandidate) -> Self {
         PreparedSignature {
             candidate,
@@ -35,6 +36,7 @@ impl<'c> PreparedSignature<'c> {
         }
     }
 
+    /// The signature being checked.
     pub fn candidate(&self) -> &'c SignatureCandidate {
         self.candidate
     }
@@ -59,6 +61,7 @@ pub struct PreparedBundle<'c> {
 }
 
 impl<'c> PreparedBundle<'c> {
+    /// Parse `candidate` once (a parse failure is every authority's rejection).
     pub fn new(candidate: &'c BundleCandidate) -> Self {
         PreparedBundle {
             candidate,
@@ -67,6 +70,7 @@ impl<'c> PreparedBundle<'c> {
         }
     }
 
+    /// The bundle being checked.
     pub fn candidate(&self) -> &'c BundleCandidate {
         self.candidate
     }
@@ -99,6 +103,7 @@ pub struct Expectation {
     pub digest: Digest,
     /// The verified reference's repository name (`registry/repository` or `oci-layout:PATH`).
     pub repository: String,
+    /// How the payload's `docker-reference` must relate to `repository`.
     pub signed_identity: SignedIdentity,
     /// Payload annotations that must be present with these values.
     pub annotations: BTreeMap<String, String>,
@@ -107,7 +112,9 @@ pub struct Expectation {
 /// A key authority, as the policy names it.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyAuthority<'a> {
+    /// The authority's name in the policy.
     pub name: &'a str,
+    /// The key that must have signed.
     pub key: &'a PublicKey,
 }
 
@@ -137,35 +144,47 @@ pub struct VerifiedSignature {
 pub enum Evidence {
     /// Signed by a public key named in the policy (with its Rekor entry when one was checked).
     Key {
+        /// `sha256:<hex>` of the key's DER.
         key_fingerprint: String,
+        /// The Rekor log index, when an entry was verified.
         #[serde(skip_serializing_if = "Option::is_none")]
         log_index: Option<i64>,
     },
     /// Signed with a Fulcio certificate for this identity, logged in Rekor.
     Keyless {
+        /// The certificate's SAN.
         identity: String,
+        /// The certificate's OIDC issuer.
         issuer: String,
+        /// The Rekor log index.
         #[serde(skip_serializing_if = "Option::is_none")]
         log_index: Option<i64>,
+        /// When Rekor integrated the entry (the signing time the certificate was checked at).
         #[serde(skip_serializing_if = "Option::is_none")]
         integrated_time: Option<String>,
+        /// The trust root the certificate chains to.
         trust_root: String,
     },
 }
 
 impl VerifiedSignature {
+    /// The authority (its name in the policy) this signature satisfied.
     pub fn authority(&self) -> &str {
         &self.authority
     }
+    /// How the signature was tied to the authority.
     pub fn evidence(&self) -> &Evidence {
         &self.evidence
     }
+    /// Where the signature was found.
     pub fn location(&self) -> &str {
         &self.location
     }
+    /// The repository a legacy payload names (bundles name none).
     pub fn docker_reference(&self) -> Option<&str> {
         self.docker_reference.as_deref()
     }
+    /// The signed annotations.
     pub fn annotations(&self) -> &BTreeMap<String, String> {
         &self.annotations
     }
@@ -310,8 +329,11 @@ pub fn verify_key_signature_logged(
 /// A keyless authority: certificates from `root`'s Fulcio CAs for one of `identities`.
 #[derive(Debug, Clone, Copy)]
 pub struct KeylessAuthority<'a> {
+    /// The authority's name in the policy.
     pub name: &'a str,
+    /// The identities accepted (any one).
     pub identities: &'a [Identity],
+    /// The trust root whose Fulcio CAs and Rekor logs count.
     pub root: &'a TrustRoot,
 }
 

@@ -46,7 +46,9 @@ static VALID: LazyLock<Regex> = LazyLock::new(|| {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("improper semver constraint {constraint:?}: {problem}")]
 pub struct ConstraintError {
+    /// The constraint as written.
     pub constraint: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 

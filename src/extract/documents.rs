@@ -163,7 +163,7 @@ impl Lookup for DocumentSet {
     fn get(
         &self,
         r: &ObjectRef,
-    ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send {
+    ) -> impl Future<Output = Result<Option<Value>, LookupError>> + Send {
         std::future::ready(self.find(r))
     }
 

@@ -51,6 +51,7 @@ pub fn is_pod_image_path(path: &str) -> bool {
 /// (whose own `imagePullSecrets` the kubelet adds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullIdentity {
+    /// `spec.imagePullSecrets[].name`, in order.
     pub secrets: Vec<String>,
     /// `spec.serviceAccountName`, `default` when unset (as the API server defaults it).
     pub service_account: String,
