@@ -26,33 +26,93 @@ const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 #[non_exhaustive]
 pub enum KubeApiError {
     /// The kubeconfig file cannot be used.
-    #[error("kubeconfig {}: {problem}", file.display())]
-    Kubeconfig { file: PathBuf, problem: String },
-    /// The in-cluster configuration or the HTTP client cannot be set up.
-    #[error("Kubernetes API: {0}")]
-    Config(String),
+    #[error("kubeconfig {}", file.display())]
+    Kubeconfig {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        problem: KubeconfigError,
+    },
+    /// The in-cluster service account's CA cannot be read.
+    #[error("Kubernetes API: {SERVICE_ACCOUNT}/ca.crt")]
+    ServiceAccountCa(#[source] std::io::Error),
+    /// The cluster's CA is not PEM certificates.
+    #[error("Kubernetes API: the cluster CA is not PEM")]
+    CaNotPem(#[source] reqwest::Error),
+    /// The HTTP client cannot be built.
+    #[error("Kubernetes API: HTTP client")]
+    Client(#[source] reqwest::Error),
     /// The API answered an error status.
     #[error("Kubernetes API {url}: HTTP {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// What was asked.
+        url: String,
+        /// The status.
+        status: u16,
+    },
     /// The request did not get an answer.
     #[error("Kubernetes API {url}: request failed")]
     Transport {
+        /// What was asked.
         url: String,
+        /// Why.
         #[source]
         source: reqwest::Error,
     },
     /// The answer is not a JSON object (or larger than 4 MiB).
     #[error("Kubernetes API {url}: the answer is not a JSON object")]
-    Body { url: String },
+    Body {
+        /// What was asked.
+        url: String,
+    },
     /// A referenced kind this webhook does not read.
     #[error("no Kubernetes API resource is known for kind {kind} ({api_version})")]
-    UnknownKind { kind: String, api_version: String },
+    UnknownKind {
+        /// The kind.
+        kind: String,
+        /// Its apiVersion as the reference gave it.
+        api_version: String,
+    },
     /// A name or namespace that is not a valid Kubernetes name: it is never asked for.
     #[error("{what} {value:?} is not a valid Kubernetes {rule}; the API was not asked")]
     InvalidName {
+        /// What the name names.
         what: &'static str,
+        /// The name (its first 80 characters).
         value: String,
+        /// The rule it breaks.
         rule: &'static str,
+    },
+}
+
+/// What is wrong with a kubeconfig file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KubeconfigError {
+    /// It cannot be read.
+    #[error("cannot read")]
+    Read(#[source] std::io::Error),
+    /// It is not a kubeconfig.
+    #[error("not a kubeconfig")]
+    NotAKubeconfig(#[source] Box<serde_saphyr::Error>),
+    /// It has no context.
+    #[error("no context")]
+    NoContext,
+    /// Its context names a cluster it does not have.
+    #[error("no cluster {0:?}")]
+    NoCluster(String),
+    /// `certificate-authority-data` is not base64.
+    #[error("certificate-authority-data is not base64")]
+    CaDataNotBase64,
+    /// The `certificate-authority` file cannot be read.
+    #[error("certificate-authority {path}")]
+    CaFile {
+        /// As the kubeconfig names it.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -106,8 +166,7 @@ impl KubeApi {
             return Ok(None);
         };
         let sa = Path::new(SERVICE_ACCOUNT);
-        let ca = std::fs::read(sa.join("ca.crt"))
-            .map_err(|e| KubeApiError::Config(format!("{SERVICE_ACCOUNT}/ca.crt: {e}")))?;
+        let ca = std::fs::read(sa.join("ca.crt")).map_err(KubeApiError::ServiceAccountCa)?;
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -124,24 +183,24 @@ impl KubeApi {
     /// The current context of a kubeconfig file (server, CA, bearer token). Reads files: call
     /// it off the async workers.
     pub(crate) fn from_kubeconfig(file: &Path) -> Result<Self, KubeApiError> {
-        let bad = |problem: String| KubeApiError::Kubeconfig {
+        let bad = |problem: KubeconfigError| KubeApiError::Kubeconfig {
             file: file.to_path_buf(),
             problem,
         };
-        let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let cfg: Kubeconfig =
-            serde_saphyr::from_str(&text).map_err(|e| bad(format!("not a kubeconfig: {e}")))?;
+        let text = std::fs::read_to_string(file).map_err(|e| bad(KubeconfigError::Read(e)))?;
+        let cfg: Kubeconfig = serde_saphyr::from_str(&text)
+            .map_err(|e| bad(KubeconfigError::NotAKubeconfig(Box::new(e))))?;
         let ctx = cfg
             .contexts
             .iter()
             .find(|c| Some(&c.name) == cfg.current_context.as_ref())
             .or(cfg.contexts.first())
-            .ok_or_else(|| bad("no context".into()))?;
+            .ok_or_else(|| bad(KubeconfigError::NoContext))?;
         let cluster = cfg
             .clusters
             .iter()
             .find(|c| c.name == ctx.context.cluster)
-            .ok_or_else(|| bad(format!("no cluster {:?}", ctx.context.cluster)))?;
+            .ok_or_else(|| bad(KubeconfigError::NoCluster(ctx.context.cluster.clone())))?;
         let user = cfg
             .users
             .iter()
@@ -152,13 +211,14 @@ impl KubeApi {
             &cluster.cluster.certificate_authority,
         ) {
             (Some(data), _) => Some(
-                crate::decode_base64(data)
-                    .map_err(|_| bad("certificate-authority-data is not base64".into()))?,
+                crate::decode_base64(data).map_err(|_| bad(KubeconfigError::CaDataNotBase64))?,
             ),
-            (None, Some(path)) => Some(
-                std::fs::read(base.join(path))
-                    .map_err(|e| bad(format!("certificate-authority {path}: {e}")))?,
-            ),
+            (None, Some(path)) => Some(std::fs::read(base.join(path)).map_err(|source| {
+                bad(KubeconfigError::CaFile {
+                    path: path.clone(),
+                    source,
+                })
+            })?),
             (None, None) => None,
         };
         let token = match user.map(|u| &u.user) {
@@ -177,13 +237,11 @@ impl KubeApi {
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| KubeApiError::Config(format!("the cluster CA is not PEM: {e}")))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(KubeApiError::CaNotPem)?;
             b = b.tls_certs_only(certs);
         }
-        let client = b
-            .build()
-            .map_err(|e| KubeApiError::Config(format!("HTTP client: {e}")))?;
+        let client = b.build().map_err(KubeApiError::Client)?;
         Ok(KubeApi {
             server: server.trim_end_matches('/').to_string(),
             token,
@@ -679,5 +737,15 @@ mod tests {
         std::fs::write(&f, "clusters: [").unwrap();
         let e = KubeApi::from_kubeconfig(&f).err().unwrap().to_string();
         assert!(e.contains("config"), "{e}");
+        // The text the CLI prints: each layer's words, then its cause.
+        let e = crate::error_chain(&KubeApi::from_kubeconfig(&f).err().unwrap());
+        let start = format!("kubeconfig {}: not a kubeconfig: ", f.display());
+        assert!(e.starts_with(&start), "{e}");
+        let e = crate::error_chain(
+            &KubeApi::from_kubeconfig(&dir.path().join("none"))
+                .err()
+                .unwrap(),
+        );
+        assert!(e.contains("/none: cannot read: No such file"), "{e}");
     }
 }

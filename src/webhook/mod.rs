@@ -36,7 +36,7 @@ mod weight;
 mod workers;
 
 pub use admission::ObjectError;
-pub use kubeapi::KubeApiError;
+pub use kubeapi::{KubeApiError, KubeconfigError};
 pub use server::Limits;
 pub use tls::TlsError;
 
