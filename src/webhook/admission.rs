@@ -14,8 +14,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
+use super::decision_log::{DecisionLog, log_decision};
 use super::kubeapi::{ApiLookup, KubeApi};
-use super::log::{DecisionLog, log_decision};
 use super::metrics::Metrics;
 use super::server::{self, Body, text};
 use super::weight;
@@ -88,40 +88,40 @@ pub(crate) enum ReviewError {
 
 /// What every request of the webhook shares.
 pub(super) struct State {
-    pub engine: Engine,
-    pub metrics: Arc<Metrics>,
-    pub log: DecisionLog,
+    pub(super) engine: Engine,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) log: DecisionLog,
     /// Set at SIGTERM: `/readyz` answers 503.
-    pub draining: AtomicBool,
+    pub(super) draining: AtomicBool,
     /// `/mutate` pins workload templates too.
-    pub pin_workloads: bool,
+    pub(super) pin_workloads: bool,
     /// Where referenced objects are read (None: no API; such objects are denied with a reason).
-    pub kube: Option<KubeApi>,
+    pub(super) kube: Option<KubeApi>,
     /// Whether references into other namespaces are followed.
-    pub cross_namespace_refs: bool,
+    pub(super) cross_namespace_refs: bool,
 }
 
 /// One artifact's outcome for the response and the log line (fields in the log line's order).
 #[derive(serde::Serialize)]
 pub(super) struct ArtifactOutcome {
-    pub artifact: String,
+    pub(super) artifact: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub cached: bool,
+    pub(super) cached: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
+    pub(super) digest: Option<String>,
     #[serde(rename = "durationMs")]
-    pub duration_ms: f64,
+    pub(super) duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure: Option<Failure>,
-    pub path: String,
-    pub reasons: Vec<String>,
-    pub verdict: Verdict,
+    pub(super) failure: Option<Failure>,
+    pub(super) path: String,
+    pub(super) reasons: Vec<String>,
+    pub(super) verdict: Verdict,
     /// Every field of the object that names this artifact (for digest pins).
     #[serde(skip)]
-    pub paths: Vec<String>,
+    pub(super) paths: Vec<String>,
     /// Whether the artifact was named by tag only, so that a pin can be added.
     #[serde(skip)]
-    pub unpinned: bool,
+    pub(super) unpinned: bool,
 }
 
 /// The outcomes of an object's checks, and notes on what was not found or not checked.

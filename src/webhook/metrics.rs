@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::log::{operation_name, verdict_name};
+use super::decision_log::{operation_name, verdict_name};
 use super::server::{self, Body, Limits, text};
 use crate::engine::{Engine, Failure, Timings};
 use crate::policy::Verdict;
@@ -47,7 +47,7 @@ pub(super) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     /// Time to answer an admission request.
-    pub latency: Histogram,
+    pub(super) latency: Histogram,
     stages: Family<StageLabels, Histogram>,
     reloads: Family<ReloadLabels, Counter>,
     /// The counters of `decisions` and `requests` by label values, each looked up in its family

@@ -13,7 +13,7 @@
 //!
 //! The rooms, shaped like kubert's server: [`server`] (bind → accept → connection, drain),
 //! [`tls`] (the certificate and the resolver that swaps it), [`reload`] (the policy),
-//! [`metrics`], [`admission`] (review → checks → response), [`log`] (the decision log),
+//! [`metrics`], [`admission`] (review → checks → response), [`decision_log`],
 //! [`kubeapi`], [`weight`] and [`workers`] (where blocking and heavy work runs). This file
 //! holds only [`serve`], its configuration and the wiring.
 
@@ -26,8 +26,8 @@ use std::time::Duration;
 use crate::engine::Engine;
 
 mod admission;
+mod decision_log;
 mod kubeapi;
-mod log;
 mod metrics;
 mod reload;
 mod server;
@@ -104,7 +104,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
     let listener = server::bind(cfg.listen).await?;
     let state = Arc::new(State {
         metrics: Arc::new(Metrics::new(&engine)),
-        log: log::DecisionLog::default(),
+        log: decision_log::DecisionLog::default(),
         engine,
         draining: AtomicBool::new(false),
         pin_workloads: cfg.pin_workloads,

@@ -171,13 +171,13 @@ pub(super) fn acceptor(certs: Arc<Certificates>, cert: &Path) -> Result<TlsAccep
 /// Where the certificate comes from and how reloads are counted.
 pub(super) struct CertificateFiles {
     /// The certificate chain (PEM).
-    pub cert: PathBuf,
+    pub(super) cert: PathBuf,
     /// The private key (PEM).
-    pub key: PathBuf,
+    pub(super) key: PathBuf,
     /// How often the files are looked at.
-    pub interval: Duration,
+    pub(super) interval: Duration,
     /// Where reloads are counted.
-    pub metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// Re-read the certificate and the key when their bytes change (a mount's `..data` symlink
