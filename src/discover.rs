@@ -8,7 +8,7 @@
 //! is read is bounded (see the limits below and README.md, "Limits"), each candidate is handed
 //! to the caller as soon as it is read (the caller verifies it and keeps the outcome, not the
 //! bytes), a blob several layers name is fetched once, and a signature location whose content
-//! breaks a limit or is not what it claims is handed over as [`Found::Unexamined`] with its
+//! breaks a limit or is not what it claims is handed over as [`Discovered::Unexamined`] with its
 //! reason: it counts as a rejected candidate, so it cannot stop another signature from
 //! satisfying the policy, and when nothing does, the verdict says the registry failed (never
 //! "unsigned").
@@ -17,21 +17,20 @@
 //! answer of its own API that is not what the API returns) is a [`DiscoverError`], never "no
 //! signatures".
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use futures_util::StreamExt as _;
 use serde::Serialize;
 
-use crate::candidate::{
-    BundleCandidate, COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION, SignatureCandidate,
-};
+use crate::candidate::{BundleCandidate, SignatureCandidate};
 use crate::error_chain;
-use crate::payload::{MAX_PAYLOAD_BYTES, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{
-    Descriptor, FetchBudget, ImageManifest, MAX_REFERRERS, ReferrersCut, Registry, RegistryError,
-};
+use crate::registry::{FetchBudget, ImageManifest, ReferrersCut, Registry, RegistryError};
+
+mod referrers;
+mod sig_tag;
+
+use referrers::referrers;
+use sig_tag::legacy_sig_tag;
 
 /// Most layers a signature manifest (the `.sig` tag, a referrer) may have. cosign appends one
 /// layer per signature; its counts are single digits in practice.
@@ -105,9 +104,10 @@ pub fn summary(paths: &[PathTried]) -> String {
         .join(", ")
 }
 
-/// One thing discovery hands over.
+/// One thing discovery hands over: a signature or a bundle to verify, or a signature
+/// location it could not examine.
 #[derive(Debug)]
-pub enum Found {
+pub enum Discovered {
     Signature(SignatureCandidate),
     Bundle(BundleCandidate),
     /// A signature location whose content was not examined, and why.
@@ -177,7 +177,7 @@ pub enum DiscoverError {
 }
 
 /// Where discovery hands each thing it finds, as soon as it has it.
-pub type Sink<'a> = &'a (dyn Fn(Order, Found) + Sync);
+pub type Sink<'a> = &'a (dyn Fn(Order, Discovered) + Sync);
 
 /// Every signature of `subject` (which must carry its digest) that the known layouts hold,
 /// collected, within [`MAX_DISCOVERY_BYTES`].
@@ -188,7 +188,7 @@ pub async fn discover(
 ) -> Result<Discovery, DiscoverError> {
     let collected = Mutex::new(Vec::new());
     let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
-    let sink = |order: Order, found: Found| {
+    let sink = |order: Order, found: Discovered| {
         crate::sync::lock(&collected).push((order, found));
     };
     let paths = discover_each(registry, subject, digest, &budget, &sink).await?;
@@ -200,9 +200,9 @@ pub async fn discover(
     };
     for (_, found) in all {
         match found {
-            Found::Signature(c) => out.candidates.push(c),
-            Found::Bundle(b) => out.bundles.push(b),
-            Found::Unexamined(u) => out.unexamined.push(u),
+            Discovered::Signature(c) => out.candidates.push(c),
+            Discovered::Bundle(b) => out.bundles.push(b),
+            Discovered::Unexamined(u) => out.unexamined.push(u),
         }
     }
     Ok(out)
@@ -218,11 +218,15 @@ pub async fn discover_each(
     budget: &FetchBudget,
     sink: Sink<'_>,
 ) -> Result<Vec<PathTried>, DiscoverError> {
+    let search = Search {
+        registry,
+        subject,
+        digest,
+        budget,
+        sink,
+    };
     // Both lookups need only the digest: run them concurrently (one round trip, not two).
-    let (legacy, referred) = tokio::join!(
-        legacy_sig_tag(registry, subject, digest, budget, sink),
-        referrers(registry, subject, digest, budget, sink)
-    );
+    let (legacy, referred) = tokio::join!(legacy_sig_tag(search), referrers(search));
     let mut paths = vec![legacy?];
     paths.extend(referred?);
     Ok(paths)
@@ -242,416 +246,126 @@ fn lies_in_content(e: &RegistryError) -> bool {
     )
 }
 
-/// Record a location as not examined: a note on its path, and the sink.
-fn unexamined(
-    sink: Sink<'_>,
-    tried: &mut PathTried,
-    order: Order,
-    what: &str,
-    location: String,
-    reason: Unexaminable,
-) {
-    tried
-        .notes
-        .push(format!("{what} not examined: {}", error_chain(&reason)));
-    sink(order, Found::Unexamined(Unexamined { location, reason }));
+/// One search for the signatures of a digest: where to look, the budget every fetch is charged
+/// to, and where each thing found goes.
+#[derive(Clone, Copy)]
+struct Search<'a> {
+    registry: &'a Registry,
+    /// The signed image (its repository is where signatures are looked for).
+    subject: &'a ImageRef,
+    digest: &'a Digest,
+    budget: &'a FetchBudget,
+    sink: Sink<'a>,
 }
 
-async fn legacy_sig_tag(
-    registry: &Registry,
-    subject: &ImageRef,
-    digest: &Digest,
-    budget: &FetchBudget,
-    sink: Sink<'_>,
-) -> Result<PathTried, DiscoverError> {
-    let tag = format!("{}.sig", digest.tag_prefix());
-    let path = format!("tag {tag}");
-    let wrap = failed_at(subject, digest, &path);
-    let mut tried = PathTried::new(&path);
-    let at = |index| Order { path: 0, index };
-    let sig_ref = subject.with_tag(&tag);
-    let manifest = match registry
-        .get_manifest_within(&sig_ref, usize::MAX, budget)
-        .await
-    {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            tried.notes.push("not found".into());
-            return Ok(tried);
-        }
-        Err(source) if lies_in_content(&source) => {
-            let reason = Unexaminable::Content { source };
-            unexamined(sink, &mut tried, at(0), "manifest", path.clone(), reason);
-            return Ok(tried);
-        }
-        Err(e) => return Err(wrap(e)),
-    };
-    if let Some(reason) = too_many_layers(&manifest.bytes) {
-        unexamined(sink, &mut tried, at(0), "manifest", path.clone(), reason);
-        return Ok(tried);
-    }
-    let parsed = match ImageManifest::parse(&manifest, &sig_ref.to_string()) {
-        Ok(p) => p,
-        Err(source) => {
-            let reason = Unexaminable::Content { source };
-            unexamined(sink, &mut tried, at(0), "manifest", path.clone(), reason);
-            return Ok(tried);
-        }
-    };
-    drop(manifest);
-    let layers = parsed.layers;
-    if layers.is_empty() {
-        tried.notes.push("manifest has no layers".into());
-    }
-    // The signature layers, grouped by the blob they name (in the order first named): each
-    // blob is fetched once, verified for every layer that names it, and dropped.
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for (i, layer) in layers.iter().enumerate() {
-        let n = i + 1;
-        if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE {
-            tried.notes.push(format!(
-                "layer {n} is {:?}, not a cosign signature",
-                layer.media_type
-            ));
-            continue;
-        }
-        if !layer
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(SIGNATURE_ANNOTATION))
-        {
-            tried.notes.push(format!(
-                "layer {n} has no {SIGNATURE_ANNOTATION} annotation"
-            ));
-            continue;
-        }
-        if layer.size > MAX_PAYLOAD_BYTES as u64 {
-            let reason = Unexaminable::TooLarge {
-                media_type: layer.media_type.clone(),
-                size: layer.size,
-                limit: MAX_PAYLOAD_BYTES,
-            };
-            let what = format!("layer {n}");
-            unexamined(
-                sink,
-                &mut tried,
-                at(i),
-                &what,
-                format!("{path} {what}"),
-                reason,
-            );
-            continue;
-        }
-        match group_of.get(layer.digest.as_str()) {
-            Some(g) => groups[*g].push(i),
-            None => {
-                group_of.insert(layer.digest.as_str(), groups.len());
-                groups.push(vec![i]);
-            }
-        }
-    }
-    // Up to BLOB_FETCHES blobs are fetched at once (a second signature costs no extra round
-    // trip), and handed over in layer order; at most that many payloads are held.
-    let layers_ref = &layers;
-    let fetches = futures_util::stream::iter(groups.into_iter().filter(|m| !m.is_empty()))
-        .map(|members| async move {
-            let first = members[0];
-            let fetched = registry
-                .get_blob_within(subject, &layers_ref[first], MAX_PAYLOAD_BYTES, budget)
-                .await;
-            (members, fetched)
-        })
-        .buffered(BLOB_FETCHES);
-    futures_util::pin_mut!(fetches);
-    while let Some((members, fetched)) = fetches.next().await {
-        let first = members[0];
-        let payload = match fetched {
-            Ok(p) => p,
-            Err(source) if lies_in_content(&source) => {
-                let mut reason = Unexaminable::Content { source };
-                for &i in &members {
-                    let what = format!("layer {}", i + 1);
-                    let location = format!("{path} {what}");
-                    let next = Unexaminable::SameBlobAs { layer: first + 1 };
-                    let this = std::mem::replace(&mut reason, next);
-                    unexamined(sink, &mut tried, at(i), &what, location, this);
-                }
-                continue;
-            }
-            Err(e) => return Err(wrap(e)),
-        };
-        for &i in &members {
-            let layer = &layers[i];
-            let annotations = layer.annotations.clone().unwrap_or_default();
-            let signature = annotations
-                .get(SIGNATURE_ANNOTATION)
-                .cloned()
-                .unwrap_or_default();
-            tried.found += 1;
-            sink(
-                at(i),
-                Found::Signature(SignatureCandidate {
-                    location: format!("{path} layer {}", i + 1),
-                    payload: payload.clone(),
-                    signature,
-                    annotations,
-                }),
-            );
-        }
-    }
-    Ok(tried)
+/// Places of the `.sig` tag's layers (before the referrers').
+fn sig_layer(index: usize) -> Order {
+    Order { path: 0, index }
 }
 
-async fn referrers(
-    registry: &Registry,
-    subject: &ImageRef,
-    digest: &Digest,
-    budget: &FetchBudget,
-    sink: Sink<'_>,
-) -> Result<Vec<PathTried>, DiscoverError> {
-    let wrap = |path: &str| failed_at(subject, digest, path);
-    let api = "referrers API";
-    // The end of the referrers' order: where a note on the list itself goes.
-    let after_all = Order {
-        path: 1,
-        index: usize::MAX,
-    };
-    if let Some(list) = registry
-        .get_referrers_within(subject, digest, budget)
-        .await
-        .map_err(wrap(api))?
-    {
-        let mut tried = PathTried::new(api);
-        if let Some(cut) = list.cut {
-            let reason = Unexaminable::Cut { source: cut };
-            unexamined(sink, &mut tried, after_all, "the rest", api.into(), reason);
+/// The place of the `index`th referrer listed.
+fn referrer(index: usize) -> Order {
+    Order { path: 1, index }
+}
+
+/// The end of the referrers' order: where a note on the list itself goes.
+const AFTER_ALL_REFERRERS: Order = Order {
+    path: 1,
+    index: usize::MAX,
+};
+
+/// What a tag looked at holds.
+#[derive(Clone, Copy)]
+enum Tagged {
+    /// cosign's `.sig` manifest: one layer per signature (their count is bounded).
+    Signatures,
+    /// The referrers tag's index.
+    ReferrersIndex,
+}
+
+impl Tagged {
+    /// How notes name it.
+    fn what(self) -> &'static str {
+        match self {
+            Tagged::Signatures => "manifest",
+            Tagged::ReferrersIndex => "index",
         }
-        examine(
-            registry,
-            subject,
-            digest,
-            api,
-            list.descriptors,
-            budget,
-            sink,
-            &mut tried,
-        )
-        .await?;
-        return Ok(vec![tried]);
     }
-    let mut paths = Vec::new();
-    if subject.registry().is_some() {
-        let mut tried = PathTried::new(api);
+
+    /// Where a note on it goes among the things found.
+    fn order(self) -> Order {
+        match self {
+            Tagged::Signatures => sig_layer(0),
+            Tagged::ReferrersIndex => AFTER_ALL_REFERRERS,
+        }
+    }
+}
+
+impl Search<'_> {
+    /// Record a location as not examined: a note on its path, and the sink.
+    fn unexamined(
+        &self,
+        tried: &mut PathTried,
+        order: Order,
+        what: &str,
+        location: String,
+        reason: Unexaminable,
+    ) {
         tried
             .notes
-            .push("the registry has no referrers API; using the referrers tag".into());
-        paths.push(tried);
-    }
-    let tag = digest.tag_prefix();
-    let path = format!("referrers tag {tag}");
-    let mut tried = PathTried::new(&path);
-    let tag_ref = subject.with_tag(&tag);
-    let index = match registry
-        .get_manifest_within(&tag_ref, usize::MAX, budget)
-        .await
-    {
-        Ok(Some(index)) => index,
-        Ok(None) => {
-            tried.notes.push("not found".into());
-            paths.push(tried);
-            return Ok(paths);
-        }
-        Err(source) if lies_in_content(&source) => {
-            let reason = Unexaminable::Content { source };
-            unexamined(sink, &mut tried, after_all, "index", path.clone(), reason);
-            paths.push(tried);
-            return Ok(paths);
-        }
-        Err(e) => return Err(wrap(&path)(e)),
-    };
-    let mut listed = match ImageManifest::parse(&index, &tag_ref.to_string()) {
-        Ok(parsed) => parsed.manifests,
-        Err(source) => {
-            let reason = Unexaminable::Content { source };
-            unexamined(sink, &mut tried, after_all, "index", path.clone(), reason);
-            paths.push(tried);
-            return Ok(paths);
-        }
-    };
-    drop(index);
-    if listed.len() > MAX_REFERRERS {
-        listed.truncate(MAX_REFERRERS);
-        let reason = Unexaminable::Cut {
-            source: ReferrersCut::Entries {
-                limit: MAX_REFERRERS,
-            },
-        };
-        unexamined(
-            sink,
-            &mut tried,
-            after_all,
-            "the rest",
-            path.clone(),
-            reason,
+            .push(format!("{what} not examined: {}", error_chain(&reason)));
+        (self.sink)(
+            order,
+            Discovered::Unexamined(Unexamined { location, reason }),
         );
     }
-    examine(
-        registry, subject, digest, &path, listed, budget, sink, &mut tried,
-    )
-    .await?;
-    paths.push(tried);
-    Ok(paths)
-}
 
-/// Look at each referrer; hand over the Sigstore bundles that refer to `digest`.
-#[allow(clippy::too_many_arguments)]
-async fn examine(
-    registry: &Registry,
-    subject: &ImageRef,
-    digest: &Digest,
-    path: &str,
-    descs: Vec<Descriptor>,
-    budget: &FetchBudget,
-    sink: Sink<'_>,
-    tried: &mut PathTried,
-) -> Result<(), DiscoverError> {
-    let wrap = failed_at(subject, digest, path);
-    let mut seen_manifests = HashSet::new();
-    let mut seen_bundles = HashSet::new();
-    for (i, desc) in descs.into_iter().enumerate() {
-        let at = Order { path: 1, index: i };
-        let Ok(d) = Digest::parse(&desc.digest) else {
-            tried
-                .notes
-                .push(format!("{:?} is not a digest", desc.digest));
-            continue;
-        };
-        let label = short(d.as_str());
-        if !seen_manifests.insert(d.clone()) {
-            tried.notes.push(format!("{label} is listed twice"));
-            continue;
-        }
-        let declared = desc.artifact_type.unwrap_or_default();
-        if !declared.is_empty()
-            && declared != OCI_EMPTY
-            && !declared.starts_with(BUNDLE_MEDIA_PREFIX)
-        {
-            tried
-                .notes
-                .push(format!("{label} is {declared:?}, not a Sigstore bundle"));
-            continue;
-        }
-        let location = format!("{path} {label}");
-        let fetched = registry
-            .get_manifest_within(
-                &subject.with_digest(d.clone()),
-                MAX_REFERRER_MANIFEST_BYTES,
-                budget,
-            )
-            .await;
-        let m = match fetched {
-            Ok(Some(m)) => m,
-            // The registry lists what it does not have: an inconsistency of the registry,
-            // not an absence of signatures.
-            Ok(None) => {
-                let reason = Unexaminable::Missing { digest: d };
-                unexamined(sink, tried, at, &label, location, reason);
-                continue;
-            }
-            Err(source) if lies_in_content(&source) => {
-                let reason = Unexaminable::Content { source };
-                unexamined(sink, tried, at, &label, location, reason);
-                continue;
-            }
-            Err(e) => return Err(wrap(e)),
-        };
-        if let Some(reason) = too_many_layers(&m.bytes) {
-            unexamined(sink, tried, at, &label, location, reason);
-            continue;
-        }
-        let manifest = match ImageManifest::parse(&m, path) {
-            Ok(parsed) => parsed,
-            Err(source) => {
-                let reason = Unexaminable::Content { source };
-                unexamined(sink, tried, at, &label, location, reason);
-                continue;
-            }
-        };
-        let kind = manifest
-            .artifact_type
-            .clone()
-            .or_else(|| manifest.config.as_ref().map(|c| c.media_type.clone()))
-            .unwrap_or_default();
-        if !kind.starts_with(BUNDLE_MEDIA_PREFIX) {
-            tried
-                .notes
-                .push(format!("{label} is {kind:?}, not a Sigstore bundle"));
-            continue;
-        }
-        if manifest.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
-            tried.notes.push(format!("{label} refers to another image"));
-            continue;
-        }
-        let predicate = manifest
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(PREDICATE_TYPE_ANNOTATION));
-        if let Some(p) = predicate.filter(|p| p.as_str() != COSIGN_SIGN_PREDICATE) {
-            tried.notes.push(format!(
-                "{label} is an attestation ({p:?}), not a signature"
-            ));
-            continue;
-        }
-        let Some(layer) = manifest
-            .layers
-            .iter()
-            .find(|l| l.media_type.starts_with(BUNDLE_MEDIA_PREFIX))
-        else {
-            tried.notes.push(format!("{label} has no bundle layer"));
-            continue;
-        };
-        if layer.size > MAX_BUNDLE_BYTES as u64 {
-            let reason = Unexaminable::TooLarge {
-                media_type: layer.media_type.clone(),
-                size: layer.size,
-                limit: MAX_BUNDLE_BYTES,
-            };
-            unexamined(sink, tried, at, &label, location, reason);
-            continue;
-        }
-        if !seen_bundles.insert(layer.digest.clone()) {
-            tried.notes.push(format!(
-                "{label} holds the same bundle as an earlier referrer"
-            ));
-            continue;
-        }
-        let bytes = match registry
-            .get_blob_within(subject, layer, MAX_BUNDLE_BYTES, budget)
+    /// How a registry failure at `path` becomes a discovery error (never "no signatures").
+    fn failed_at(&self, path: &str) -> impl Fn(RegistryError) -> DiscoverError + use<> {
+        failed_at(self.subject, self.digest, path)
+    }
+
+    /// What the tag `tag` holds, fetched and parsed, or None (with a note, or handed over as
+    /// not examined) when there is nothing or its content cannot be used.
+    async fn tagged_manifest(
+        &self,
+        tag: &str,
+        path: &str,
+        holds: Tagged,
+        tried: &mut PathTried,
+    ) -> Result<Option<ImageManifest>, DiscoverError> {
+        let (what, order) = (holds.what(), holds.order());
+        let tagged = self.subject.with_tag(tag);
+        let manifest = match self
+            .registry
+            .get_manifest_within(&tagged, usize::MAX, self.budget)
             .await
         {
-            Ok(bytes) => bytes,
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                tried.notes.push("not found".into());
+                return Ok(None);
+            }
             Err(source) if lies_in_content(&source) => {
                 let reason = Unexaminable::Content { source };
-                unexamined(sink, tried, at, &label, location, reason);
-                continue;
+                self.unexamined(tried, order, what, path.into(), reason);
+                return Ok(None);
             }
-            Err(e) => return Err(wrap(e)),
+            Err(e) => return Err(self.failed_at(path)(e)),
         };
-        let Ok(json) = String::from_utf8(bytes) else {
-            unexamined(sink, tried, at, &label, location, Unexaminable::NotUtf8);
-            continue;
-        };
-        tried.found += 1;
-        sink(
-            at,
-            Found::Bundle(BundleCandidate {
-                location: format!("{path} {}", short(m.digest.as_str())),
-                json,
-            }),
-        );
+        if let (Tagged::Signatures, Some(reason)) = (holds, too_many_layers(&manifest.bytes)) {
+            self.unexamined(tried, order, what, path.into(), reason);
+            return Ok(None);
+        }
+        match ImageManifest::parse(&manifest, &tagged.to_string()) {
+            Ok(parsed) => Ok(Some(parsed)),
+            Err(source) => {
+                let reason = Unexaminable::Content { source };
+                self.unexamined(tried, order, what, path.into(), reason);
+                Ok(None)
+            }
+        }
     }
-    Ok(())
 }
 
 /// Whether a manifest lists more layers than a signature manifest may have, counted before

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::bundle::{BundleAuthority, REKOR_BUNDLE_ANNOTATION};
 use crate::discover::{
-    DiscoverError, Found, MAX_DISCOVERY_BYTES, Order, PathTried, discover_each, summary,
+    DiscoverError, Discovered, MAX_DISCOVERY_BYTES, Order, PathTried, discover_each, summary,
 };
 use crate::extract::{Artifact, Source};
 pub use crate::failure::Failure;
@@ -482,9 +482,9 @@ impl CompiledPolicy {
     /// Verify one thing discovery found against every authority of `rule` (pure: no I/O).
     /// A candidate is prepared (its bundle form parsed) once, for all the authorities; a
     /// location discovery could not examine is rejected by each, with its reason.
-    fn outcome(&self, rule: &Rule, expect: &Expectation, found: &Found) -> CandidateOutcome {
+    fn outcome(&self, rule: &Rule, expect: &Expectation, found: &Discovered) -> CandidateOutcome {
         match found {
-            Found::Signature(c) => {
+            Discovered::Signature(c) => {
                 let prepared = PreparedSignature::new(c);
                 CandidateOutcome {
                     location: c.location.clone(),
@@ -495,7 +495,7 @@ impl CompiledPolicy {
                         .collect(),
                 }
             }
-            Found::Bundle(c) => {
+            Discovered::Bundle(c) => {
                 let prepared = PreparedBundle::new(c);
                 CandidateOutcome {
                     location: c.location.clone(),
@@ -506,7 +506,7 @@ impl CompiledPolicy {
                         .collect(),
                 }
             }
-            Found::Unexamined(u) => {
+            Discovered::Unexamined(u) => {
                 let detail = error_chain(&u.reason);
                 CandidateOutcome {
                     location: u.location.clone(),
@@ -1502,11 +1502,11 @@ impl Engine {
         // Each candidate is verified as discovery hands it over (pure, quick); its outcome is
         // kept, its bytes are not.
         let verified = Mutex::new(Verified::default());
-        let sink = |order: Order, found: Found| {
+        let sink = |order: Order, found: Discovered| {
             let t = Instant::now();
             let outcome = policy.outcome(rule, &expect, &found);
             let mut v = crate::sync::lock(&verified);
-            if let Found::Unexamined(u) = &found {
+            if let Discovered::Unexamined(u) = &found {
                 v.unexamined.push(format!(
                     "{}: not examined: {}",
                     u.location,

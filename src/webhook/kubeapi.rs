@@ -25,28 +25,94 @@ const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KubeApiError {
-    #[error("kubeconfig {}: {problem}", file.display())]
-    Kubeconfig { file: PathBuf, problem: String },
-    #[error("Kubernetes API: {0}")]
-    Config(String),
+    /// The kubeconfig file cannot be used.
+    #[error("kubeconfig {}", file.display())]
+    Kubeconfig {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        problem: KubeconfigError,
+    },
+    /// The in-cluster service account's CA cannot be read.
+    #[error("Kubernetes API: {SERVICE_ACCOUNT}/ca.crt")]
+    ServiceAccountCa(#[source] std::io::Error),
+    /// The cluster's CA is not PEM certificates.
+    #[error("Kubernetes API: the cluster CA is not PEM")]
+    CaNotPem(#[source] reqwest::Error),
+    /// The HTTP client cannot be built.
+    #[error("Kubernetes API: HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// The API answered an error status.
     #[error("Kubernetes API {url}: HTTP {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// What was asked.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The request did not get an answer.
     #[error("Kubernetes API {url}: request failed")]
     Transport {
+        /// What was asked.
         url: String,
+        /// Why.
         #[source]
         source: reqwest::Error,
     },
+    /// The answer is not a JSON object (or larger than 4 MiB).
     #[error("Kubernetes API {url}: the answer is not a JSON object")]
-    Body { url: String },
+    Body {
+        /// What was asked.
+        url: String,
+    },
+    /// A referenced kind this webhook does not read.
     #[error("no Kubernetes API resource is known for kind {kind} ({api_version})")]
-    UnknownKind { kind: String, api_version: String },
+    UnknownKind {
+        /// The kind.
+        kind: String,
+        /// Its apiVersion as the reference gave it.
+        api_version: String,
+    },
     /// A name or namespace that is not a valid Kubernetes name: it is never asked for.
     #[error("{what} {value:?} is not a valid Kubernetes {rule}; the API was not asked")]
     InvalidName {
+        /// What the name names.
         what: &'static str,
+        /// The name (its first 80 characters).
         value: String,
+        /// The rule it breaks.
         rule: &'static str,
+    },
+}
+
+/// What is wrong with a kubeconfig file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KubeconfigError {
+    /// It cannot be read.
+    #[error("cannot read")]
+    Read(#[source] std::io::Error),
+    /// It is not a kubeconfig.
+    #[error("not a kubeconfig")]
+    NotAKubeconfig(#[source] Box<serde_saphyr::Error>),
+    /// It has no context.
+    #[error("no context")]
+    NoContext,
+    /// Its context names a cluster it does not have.
+    #[error("no cluster {0:?}")]
+    NoCluster(String),
+    /// `certificate-authority-data` is not base64.
+    #[error("certificate-authority-data is not base64")]
+    CaDataNotBase64,
+    /// The `certificate-authority` file cannot be read.
+    #[error("certificate-authority {path}")]
+    CaFile {
+        /// As the kubeconfig names it.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -82,7 +148,7 @@ enum Token {
 }
 
 /// A reader of single objects from the Kubernetes API.
-pub struct KubeApi {
+pub(crate) struct KubeApi {
     server: String,
     token: Token,
     client: reqwest::Client,
@@ -91,7 +157,8 @@ pub struct KubeApi {
 
 impl KubeApi {
     /// The API of the cluster this runs in (service account token and CA), if it runs in one.
-    pub fn in_cluster() -> Result<Option<Self>, KubeApiError> {
+    /// Reads files: call it off the async workers.
+    pub(crate) fn in_cluster() -> Result<Option<Self>, KubeApiError> {
         let (Ok(host), Ok(port)) = (
             std::env::var("KUBERNETES_SERVICE_HOST"),
             std::env::var("KUBERNETES_SERVICE_PORT"),
@@ -99,8 +166,7 @@ impl KubeApi {
             return Ok(None);
         };
         let sa = Path::new(SERVICE_ACCOUNT);
-        let ca = std::fs::read(sa.join("ca.crt"))
-            .map_err(|e| KubeApiError::Config(format!("{SERVICE_ACCOUNT}/ca.crt: {e}")))?;
+        let ca = std::fs::read(sa.join("ca.crt")).map_err(KubeApiError::ServiceAccountCa)?;
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -114,26 +180,27 @@ impl KubeApi {
         .map(Some)
     }
 
-    /// The current context of a kubeconfig file (server, CA, bearer token).
-    pub fn from_kubeconfig(file: &Path) -> Result<Self, KubeApiError> {
-        let bad = |problem: String| KubeApiError::Kubeconfig {
+    /// The current context of a kubeconfig file (server, CA, bearer token). Reads files: call
+    /// it off the async workers.
+    pub(crate) fn from_kubeconfig(file: &Path) -> Result<Self, KubeApiError> {
+        let bad = |problem: KubeconfigError| KubeApiError::Kubeconfig {
             file: file.to_path_buf(),
             problem,
         };
-        let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let cfg: Kubeconfig =
-            serde_saphyr::from_str(&text).map_err(|e| bad(format!("not a kubeconfig: {e}")))?;
+        let text = std::fs::read_to_string(file).map_err(|e| bad(KubeconfigError::Read(e)))?;
+        let cfg: Kubeconfig = serde_saphyr::from_str(&text)
+            .map_err(|e| bad(KubeconfigError::NotAKubeconfig(Box::new(e))))?;
         let ctx = cfg
             .contexts
             .iter()
             .find(|c| Some(&c.name) == cfg.current_context.as_ref())
             .or(cfg.contexts.first())
-            .ok_or_else(|| bad("no context".into()))?;
+            .ok_or_else(|| bad(KubeconfigError::NoContext))?;
         let cluster = cfg
             .clusters
             .iter()
             .find(|c| c.name == ctx.context.cluster)
-            .ok_or_else(|| bad(format!("no cluster {:?}", ctx.context.cluster)))?;
+            .ok_or_else(|| bad(KubeconfigError::NoCluster(ctx.context.cluster.clone())))?;
         let user = cfg
             .users
             .iter()
@@ -144,13 +211,14 @@ impl KubeApi {
             &cluster.cluster.certificate_authority,
         ) {
             (Some(data), _) => Some(
-                crate::decode_base64(data)
-                    .map_err(|_| bad("certificate-authority-data is not base64".into()))?,
+                crate::decode_base64(data).map_err(|_| bad(KubeconfigError::CaDataNotBase64))?,
             ),
-            (None, Some(path)) => Some(
-                std::fs::read(base.join(path))
-                    .map_err(|e| bad(format!("certificate-authority {path}: {e}")))?,
-            ),
+            (None, Some(path)) => Some(std::fs::read(base.join(path)).map_err(|source| {
+                bad(KubeconfigError::CaFile {
+                    path: path.clone(),
+                    source,
+                })
+            })?),
             (None, None) => None,
         };
         let token = match user.map(|u| &u.user) {
@@ -169,13 +237,11 @@ impl KubeApi {
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| KubeApiError::Config(format!("the cluster CA is not PEM: {e}")))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(KubeApiError::CaNotPem)?;
             b = b.tls_certs_only(certs);
         }
-        let client = b
-            .build()
-            .map_err(|e| KubeApiError::Config(format!("HTTP client: {e}")))?;
+        let client = b.build().map_err(KubeApiError::Client)?;
         Ok(KubeApi {
             server: server.trim_end_matches('/').to_string(),
             token,
@@ -188,7 +254,7 @@ impl KubeApi {
     }
 
     /// One object by its API path; `None` when it does not exist.
-    pub async fn get(&self, path: &str) -> Result<Option<Value>, KubeApiError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Option<Value>, KubeApiError> {
         if let Some(hit) = self.cache.get(path) {
             return Ok(hit);
         }
@@ -196,7 +262,9 @@ impl KubeApi {
         let mut req = self.client.get(&url).header("Accept", "application/json");
         let token = match &self.token {
             Token::Static(t) => Some(t.clone()),
-            Token::File(f) => std::fs::read_to_string(f)
+            // Read on the blocking pool: a request must not hold an async worker on a file.
+            Token::File(f) => super::workers::read_to_string(f)
+                .await
                 .ok()
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty()),
@@ -237,7 +305,7 @@ impl KubeApi {
     /// service account that does not exist is skipped with a note, as the kubelet does; one the
     /// API refuses or that does not parse is a note too, and its registry is then asked without
     /// it (an access failure is reported as such, never as "unsigned").
-    pub async fn pull_credentials(
+    pub(crate) async fn pull_credentials(
         &self,
         namespace: &str,
         identity: &crate::extract::PullIdentity,
@@ -297,7 +365,7 @@ impl KubeApi {
                         out.entry(host).or_insert(c);
                     }
                 }
-                Err(problem) => notes.push(problem),
+                Err(e) => notes.push(crate::error_chain(&e)),
             }
         }
         (out, notes)
@@ -307,41 +375,80 @@ impl KubeApi {
 /// Most pull secrets read for one object.
 const MAX_PULL_SECRETS: usize = 16;
 
+/// Why a pull secret's registry credentials cannot be used. Each names the secret (never a
+/// secret value).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum PullSecretError {
+    /// A data entry is not base64 of UTF-8 text.
+    #[error("{secret}: data[{key:?}] is not base64 text")]
+    NotBase64Text { secret: String, key: &'static str },
+    /// The entry its type calls for is missing.
+    #[error("{secret}: no {key}")]
+    Missing { secret: String, key: &'static str },
+    /// A legacy `.dockercfg` that is not JSON.
+    #[error("{secret}: .dockercfg is not JSON")]
+    LegacyNotJson {
+        secret: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Not of a registry secret's type.
+    #[error("{secret}: type {kind} is not a registry secret")]
+    NotARegistrySecret { secret: String, kind: String },
+    /// The Docker config it holds does not parse.
+    #[error("{secret}: {problem}")]
+    Config { secret: String, problem: String },
+}
+
 /// The registry credentials of a `kubernetes.io/dockerconfigjson` (or legacy
-/// `kubernetes.io/dockercfg`) secret.
-fn docker_credentials(secret: &Value, label: &str) -> Result<BTreeMap<String, Credential>, String> {
-    let data = |key: &str| {
-        secret
+/// `kubernetes.io/dockercfg`) secret, `label` naming it in errors and as the credentials'
+/// source.
+fn docker_credentials(
+    secret: &Value,
+    label: &str,
+) -> Result<BTreeMap<String, Credential>, PullSecretError> {
+    let data = |key: &'static str| {
+        let b64 = secret
             .pointer(&format!(
                 "/data/{}",
                 key.replace('~', "~0").replace('/', "~1")
             ))
             .and_then(Value::as_str)
-            .map(|b64| {
-                crate::decode_base64(b64)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| format!("{label}: data[{key:?}] is not base64 text"))
+            .ok_or_else(|| PullSecretError::Missing {
+                secret: label.to_string(),
+                key,
+            })?;
+        crate::decode_base64(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| PullSecretError::NotBase64Text {
+                secret: label.to_string(),
+                key,
             })
     };
     let text = match secret.get("type").and_then(Value::as_str) {
-        Some("kubernetes.io/dockerconfigjson") => {
-            data(".dockerconfigjson").ok_or_else(|| format!("{label}: no .dockerconfigjson"))??
-        }
+        Some("kubernetes.io/dockerconfigjson") => data(".dockerconfigjson")?,
         Some("kubernetes.io/dockercfg") => {
-            let legacy = data(".dockercfg").ok_or_else(|| format!("{label}: no .dockercfg"))??;
-            let auths: Value = serde_json::from_str(&legacy)
-                .map_err(|e| format!("{label}: .dockercfg is not JSON: {e}"))?;
+            let legacy = data(".dockercfg")?;
+            let auths: Value =
+                serde_json::from_str(&legacy).map_err(|source| PullSecretError::LegacyNotJson {
+                    secret: label.to_string(),
+                    source,
+                })?;
             serde_json::json!({ "auths": auths }).to_string()
         }
         other => {
-            return Err(format!(
-                "{label}: type {} is not a registry secret",
-                other.unwrap_or("(none)")
-            ));
+            return Err(PullSecretError::NotARegistrySecret {
+                secret: label.to_string(),
+                kind: other.unwrap_or("(none)").to_string(),
+            });
         }
     };
-    let config = AuthConfig::parse(&text).map_err(|problem| format!("{label}: {problem}"))?;
+    let config = AuthConfig::parse(&text).map_err(|problem| PullSecretError::Config {
+        secret: label.to_string(),
+        problem,
+    })?;
     let source: std::sync::Arc<str> = label.into();
     let mut out = BTreeMap::new();
     for (host, secret) in config.secrets() {
@@ -395,13 +502,13 @@ fn object_path(r: &ObjectRef, namespace: &str) -> Result<String, KubeApiError> {
 
 /// Lookups for one admission request: referenced objects from the API (or a clear refusal when
 /// no API is configured), in the request's namespace unless the reference names one.
-pub struct ApiLookup<'a> {
+pub(crate) struct ApiLookup<'a> {
     /// The API; None: none is configured.
-    pub api: Option<&'a KubeApi>,
+    pub(crate) api: Option<&'a KubeApi>,
     /// The admitted object's namespace.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// Whether references into other namespaces are followed (`--allow-cross-namespace-refs`).
-    pub cross_namespace_refs: bool,
+    pub(crate) cross_namespace_refs: bool,
 }
 
 impl Lookup for ApiLookup<'_> {
@@ -608,7 +715,7 @@ mod tests {
             serde_json::json!({"type": "kubernetes.io/dockerconfigjson",
                 "data": {".dockerconfigjson": b64("{not json")}}),
         ] {
-            let e = docker_credentials(&bad, "secret a/b").unwrap_err();
+            let e = crate::error_chain(&docker_credentials(&bad, "secret a/b").unwrap_err());
             assert!(e.contains("secret a/b"), "{e}");
             assert!(!e.contains("pw"), "{e}");
         }
@@ -630,5 +737,15 @@ mod tests {
         std::fs::write(&f, "clusters: [").unwrap();
         let e = KubeApi::from_kubeconfig(&f).err().unwrap().to_string();
         assert!(e.contains("config"), "{e}");
+        // The text the CLI prints: each layer's words, then its cause.
+        let e = crate::error_chain(&KubeApi::from_kubeconfig(&f).err().unwrap());
+        let start = format!("kubeconfig {}: not a kubeconfig: ", f.display());
+        assert!(e.starts_with(&start), "{e}");
+        let e = crate::error_chain(
+            &KubeApi::from_kubeconfig(&dir.path().join("none"))
+                .err()
+                .unwrap(),
+        );
+        assert!(e.contains("/none: cannot read: No such file"), "{e}");
     }
 }

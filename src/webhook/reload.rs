@@ -75,7 +75,12 @@ pub(crate) fn reload_if_changed(engine: &Engine, policy: &Path, baseline: Baseli
 /// Watch the files the engine's policy was loaded from, every `interval`, until the process
 /// ends.
 pub(crate) async fn watch_policy(engine: Engine, policy: PathBuf, interval: Duration) {
-    let mut baseline = Baseline::of(&engine.policy(), &policy);
+    // Hashing files blocks (a policy not loaded from files is hashed here): off the workers.
+    let (e, p) = (engine.clone(), policy.clone());
+    let Ok(mut baseline) = tokio::task::spawn_blocking(move || Baseline::of(&e.policy(), &p)).await
+    else {
+        return;
+    };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -31,25 +31,29 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::WebhookError;
+
 /// Connections the metrics listener serves at once (a scraper or two need one each).
-pub const METRICS_MAX_CONNECTIONS: usize = 16;
+pub(crate) const METRICS_MAX_CONNECTIONS: usize = 16;
 
 /// Default of [`Limits::max_connections`].
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// Default of [`Limits::request_timeout`].
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default of [`Limits::body_memory`]: ten of the largest bodies accepted.
-pub const DEFAULT_BODY_MEMORY: usize = 64 << 20;
+pub(crate) const DEFAULT_BODY_MEMORY: usize = 64 << 20;
 
 /// hyper's read and write buffer per connection (headers must fit in it; the body streams
 /// through it).
-pub const CONN_BUFFER_BYTES: usize = 64 << 10;
+pub(crate) const CONN_BUFFER_BYTES: usize = 64 << 10;
 
 /// Longest pause between two `accept` attempts that failed.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -81,14 +85,14 @@ impl Default for Limits {
 
 /// Bytes reserved by all request bodies being read, against one maximum.
 #[derive(Debug)]
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     used: AtomicUsize,
     max: usize,
 }
 
 impl BodyBudget {
     /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(BodyBudget {
             used: AtomicUsize::new(0),
             max,
@@ -96,12 +100,13 @@ impl BodyBudget {
     }
 
     /// Bytes reserved now.
-    pub fn used(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Reserve `bytes`, or None when the budget does not have them.
-    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+    pub(crate) fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
         let mut r = Reservation {
             budget: self.clone(),
             bytes: 0,
@@ -120,7 +125,7 @@ impl BodyBudget {
 
 /// Bytes held from a [`BodyBudget`], given back when dropped.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     budget: Arc<BodyBudget>,
     bytes: usize,
 }
@@ -128,7 +133,7 @@ pub struct Reservation {
 impl Reservation {
     /// Hold `bytes` in all (more than now), or false (and hold what was held) when the
     /// budget does not have them.
-    pub fn grow_to(&mut self, bytes: usize) -> bool {
+    pub(crate) fn grow_to(&mut self, bytes: usize) -> bool {
         let more = bytes.saturating_sub(self.bytes);
         if more == 0 || self.budget.take(more) {
             self.bytes = self.bytes.max(bytes);
@@ -150,7 +155,7 @@ impl Drop for Reservation {
 
 /// When the first byte of the request being read arrived on a connection.
 #[derive(Debug)]
-pub struct RequestClock {
+pub(crate) struct RequestClock {
     epoch: Instant,
     /// Nanoseconds after `epoch`, plus one; 0: no byte of the next request seen yet.
     first_byte: AtomicU64,
@@ -175,7 +180,7 @@ impl RequestClock {
 
     /// When the current request's first byte arrived (now, if not known: a request whose
     /// bytes came with the previous one's).
-    pub fn started(&self) -> Instant {
+    pub(crate) fn started(&self) -> Instant {
         match self.first_byte.load(Ordering::Relaxed) {
             0 => Instant::now(),
             n => self.epoch + Duration::from_nanos(n - 1),
@@ -239,11 +244,25 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Stamped<IO> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading a body
+// Answers and reading a body
+
+/// A response body: whole, in memory.
+pub(crate) type Body = Full<Bytes>;
+
+/// A plain-text answer.
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
 
 /// What a request handler is given about its connection.
 #[derive(Debug, Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     clock: Arc<RequestClock>,
     budget: Arc<BodyBudget>,
     timeout: Duration,
@@ -252,7 +271,7 @@ pub struct Conn {
 /// Why a request body was not read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Larger than the largest body accepted (413).
     #[error("request body larger than {max} bytes")]
     TooLarge { max: usize },
@@ -269,16 +288,16 @@ pub enum BodyError {
 
 /// A body read in full, and the budget it holds until dropped.
 #[derive(Debug)]
-pub struct ReadBody {
+pub(crate) struct ReadBody {
     /// The bytes.
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Given back to the budget when dropped.
-    pub reservation: Reservation,
+    pub(crate) reservation: Reservation,
 }
 
 impl Conn {
     /// Read `req`'s body, at most `max` bytes, within the request deadline and the budget.
-    pub async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         req: Request<Incoming>,
         max: usize,
@@ -334,7 +353,7 @@ async fn collect(
 impl BodyError {
     /// The answer to a request whose body was not read; its connection is closed after it
     /// (the rest of the body is not read).
-    pub fn response(&self) -> Response<Full<Bytes>> {
+    pub(crate) fn response(&self) -> Response<Full<Bytes>> {
         let status = match self {
             BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::NoBudget => StatusCode::SERVICE_UNAVAILABLE,
@@ -363,11 +382,44 @@ impl BodyError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Accepting
+// Binding, accepting, draining
+
+/// A listener on `addr` (kubert's `bind`): failing to bind stops the server from starting.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebhookError::Listen { addr, source })
+}
+
+/// Resolves at SIGTERM or SIGINT. SIGTERM is listened for from this call on (a SIGTERM
+/// before the future is first polled is not lost).
+pub(crate) fn termination() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        match term.as_mut() {
+            Some(t) => {
+                tokio::select! {
+                    _ = t.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
+
+/// Let the connections `graceful` watches finish their in-flight requests (each closes after
+/// its answer), for at most `grace`.
+pub(crate) async fn drain(graceful: GracefulShutdown, grace: Duration) {
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
 
 /// What to do with a connection over the cap.
 #[derive(Debug, Clone, Copy)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Close it.
     Close,
     /// Write this (a complete HTTP response), then close (after
@@ -377,13 +429,13 @@ pub enum Refusal {
 }
 
 /// The metrics listener's answer over its cap.
-pub const BUSY_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
+pub(crate) const BUSY_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
 connection: close\r\ncontent-length: 0\r\n\r\n";
 
 /// Accept connections until `stop` resolves: each one within the cap of `slots` goes to
 /// `serve` with its slot (freed when the connection ends), others are refused. A failed
 /// `accept` (out of descriptors) is retried after a pause that doubles, 10 ms to 1 s.
-pub async fn accept_until(
+pub(crate) async fn accept_until(
     listener: &TcpListener,
     slots: Arc<Semaphore>,
     refusal: Refusal,
@@ -464,16 +516,16 @@ fn refuse(stream: TcpStream, refusal: Refusal, lingering: &Arc<Semaphore>) {
 
 /// Shared by every connection of a listener.
 #[derive(Debug, Clone)]
-pub struct ConnConfig {
+pub(crate) struct ConnConfig {
     /// The limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// The bodies' budget.
-    pub budget: Arc<BodyBudget>,
+    pub(crate) budget: Arc<BodyBudget>,
 }
 
 impl ConnConfig {
     /// A listener's settings with these limits (and a fresh budget).
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         ConnConfig {
             budget: BodyBudget::new(limits.body_memory),
             limits,
@@ -491,7 +543,7 @@ impl ConnConfig {
 
 /// Serve one accepted TLS connection: the handshake within the request timeout, then HTTP/1.1
 /// with `handle`, watched by `watcher` for the drain. `slot` is held until it ends.
-pub async fn serve_tls<H, F>(
+pub(crate) async fn serve_tls<H, F>(
     stream: TcpStream,
     slot: OwnedSemaphorePermit,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -536,7 +588,7 @@ pub async fn serve_tls<H, F>(
 
 /// Serve one accepted plain connection (the metrics listener) with `handle`, which does not
 /// read bodies: the headers' timeout and the buffer cap apply.
-pub async fn serve_plain<H, F>(
+pub(crate) async fn serve_plain<H, F>(
     stream: TcpStream,
     slot: OwnedSemaphorePermit,
     config: ConnConfig,

@@ -1,0 +1,223 @@
+//! The webhook's TLS material: the certificate and key read from their files, the rustls
+//! acceptor, and the resolver that swaps them when the mounted files change.
+//! Owns reading the PEM files (always off the async workers); must not know about HTTP or admission.
+//!
+//! Unlike kubert, which reads the files for every connection, the files are polled every
+//! reload interval and a handshake only clones an `Arc` from the resolver: a client opening
+//! many short connections costs no file reads, and a certificate half-written by its mount is
+//! never served (the last good one stays, and the failure is counted).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+
+use super::metrics::Metrics;
+use super::workers::blocking;
+
+/// Why the TLS certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("TLS certificate {}: cannot read", path.display())]
+    Read {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate file is not PEM certificates.
+    #[error("TLS certificate {}: not PEM certificates", path.display())]
+    NotCertificates {
+        /// The certificate file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("TLS certificate {}: holds no certificate", path.display())]
+    NoCertificate {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// The key file is not a PEM private key.
+    #[error("TLS certificate {}: not a PEM private key", path.display())]
+    NotAKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate and the key are not a pair (or the key is of no supported kind).
+    #[error("TLS certificate {}: certificate and key do not form a pair", path.display())]
+    NotAPair {
+        /// The certificate file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The TLS configuration cannot be built.
+    #[error("TLS certificate {}", path.display())]
+    Config {
+        /// The certificate file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// The certificate in force, swapped by [`watch_certificates`]; every handshake takes the
+/// current one.
+#[derive(Debug)]
+pub(super) struct Certificates {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(crate::sync::read(&self.current).clone())
+    }
+}
+
+/// The certificate and key files, as read once.
+#[derive(PartialEq, Eq)]
+struct PemFiles {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl PemFiles {
+    /// Both files as they are now (a file that cannot be read is empty).
+    fn read_now(cert: &Path, key: &Path) -> Self {
+        PemFiles {
+            cert: std::fs::read(cert).unwrap_or_default(),
+            key: std::fs::read(key).unwrap_or_default(),
+        }
+    }
+}
+
+/// Read and pair the certificate chain and key. Blocking: call it off the async workers.
+fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let cert_pem = std::fs::read(cert).map_err(|source| TlsError::Read {
+        path: cert.to_path_buf(),
+        source,
+    })?;
+    let key_pem = std::fs::read(key).map_err(|source| TlsError::Read {
+        path: key.to_path_buf(),
+        source,
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::NotCertificates {
+            path: cert.to_path_buf(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::NotAKey {
+        path: key.to_path_buf(),
+        source,
+    })?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key_der, &provider).map_err(|source| TlsError::NotAPair {
+        path: cert.to_path_buf(),
+        source,
+    })
+}
+
+impl Certificates {
+    /// The certificate and key of these files, read off the async workers.
+    pub(super) async fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+        let certified = blocking(move || load_certified_key(&cert, &key)).await?;
+        Ok(Arc::new(Certificates {
+            current: RwLock::new(Arc::new(certified)),
+        }))
+    }
+}
+
+/// The acceptor of the webhook's listener: TLS 1.2 and 1.3 (aws-lc-rs), HTTP/1.1, the
+/// certificate from `certs` at each handshake.
+pub(super) fn acceptor(certs: Arc<Certificates>, cert: &Path) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Config {
+            path: cert.to_path_buf(),
+            source,
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(tls)))
+}
+
+/// Where the certificate comes from and how reloads are counted.
+pub(super) struct CertificateFiles {
+    /// The certificate chain (PEM).
+    pub(super) cert: PathBuf,
+    /// The private key (PEM).
+    pub(super) key: PathBuf,
+    /// How often the files are looked at.
+    pub(super) interval: Duration,
+    /// Where reloads are counted.
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// Re-read the certificate and the key when their bytes change (a mount's `..data` symlink
+/// swap included): the files are read now, as the baseline, and the returned task compares
+/// them every interval, forever. Every read happens on the blocking pool. A pair that fails
+/// to load is logged and counted, and the last good one stays.
+pub(super) async fn watch_certificates(
+    certs: Arc<Certificates>,
+    files: CertificateFiles,
+) -> impl Future<Output = ()> + Send + 'static {
+    let files = Arc::new(files);
+    let f = files.clone();
+    let mut last = blocking(move || PemFiles::read_now(&f.cert, &f.key)).await;
+    async move {
+        let mut tick = tokio::time::interval(files.interval);
+        loop {
+            tick.tick().await;
+            let (f, c) = (files.clone(), certs.clone());
+            last = blocking(move || reload_if_changed(&c, &f, last)).await;
+        }
+    }
+}
+
+/// One tick of [`watch_certificates`]: the files as read now.
+fn reload_if_changed(certs: &Certificates, files: &CertificateFiles, last: PemFiles) -> PemFiles {
+    let now = PemFiles::read_now(&files.cert, &files.key);
+    if now == last || now.cert.is_empty() || now.key.is_empty() {
+        return last;
+    }
+    match load_certified_key(&files.cert, &files.key) {
+        Ok(k) => {
+            *crate::sync::write(&certs.current) = Arc::new(k);
+            eprintln!(r#"{{"msg":"certificate reloaded"}}"#);
+            files.metrics.count_certificate_reload(true);
+        }
+        Err(e) => {
+            let msg = serde_json::json!({"msg": "certificate reload failed", "error": crate::error_chain(&e)});
+            eprintln!("{msg}");
+            files.metrics.count_certificate_reload(false);
+        }
+    }
+    now
+}
