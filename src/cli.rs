@@ -950,7 +950,7 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
         (Vec::new(), Vec::new())
     } else {
         let files = read_manifests(&a.manifests)?;
-        manifest_sources(&files, a.allow_cross_namespace_refs).await?
+        manifest_sources(files, a.allow_cross_namespace_refs).await?
     };
     let bad_references = !invalid.is_empty();
     // Every check, in input order; at most --jobs run at once.
@@ -963,11 +963,11 @@ async fn verify_inner(a: VerifyArgs) -> Result<ExitCode, CliError> {
             None => Box::pin(engine.check(r)),
         });
     }
-    for (origin, source) in found {
+    for crate::extract::FoundSource { found_in, source } in found {
         let engine = engine.clone();
         checks.push(Box::pin(async move {
             let mut d = engine.check_source(&source, deadline).await;
-            d.reasons.push(format!("found in {}", origin.join(", ")));
+            d.reasons.push(format!("found in {}", found_in.join(", ")));
             d
         }));
     }
@@ -1090,117 +1090,30 @@ fn read_manifests(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, CliError>
     Ok(files)
 }
 
-/// What `--manifests` found: each OCI source once, with every place it was found.
-type ManifestSources = Vec<(Vec<String>, crate::extract::Source)>;
-
-/// The OCI sources of the manifests, each once, with every place it was found; and a warn
+/// The OCI sources of the manifest files, each once with every place it was found; and a warn
 /// decision for each source the cluster would fetch that is not OCI (nothing verifies it).
 async fn manifest_sources(
-    files: &[(PathBuf, String)],
+    files: Vec<(PathBuf, String)>,
     cross_namespace_refs: bool,
-) -> Result<(ManifestSources, Vec<Decision>), CliError> {
-    use crate::extract::{self, Artifact, DocumentSet, Source};
-    let mut objects = Vec::new();
-    let mut kluctl = Vec::new();
+) -> Result<(Vec<crate::extract::FoundSource>, Vec<Decision>), CliError> {
+    let mut parsed = Vec::with_capacity(files.len());
     for (file, text) in files {
-        let docs = extract::parse_documents(text).map_err(|e| {
+        let docs = crate::extract::parse_documents(&text).map_err(|e| {
             CliError::Usage(format!(
                 "--manifests {}: {}",
                 file.display(),
                 error_chain(&e)
             ))
         })?;
-        for d in docs {
-            if d.get("apiVersion").is_some() && d.get("kind").is_some() {
-                objects.push((file.clone(), d));
-            } else {
-                kluctl.push((file.clone(), d));
-            }
-        }
+        parsed.push((file, docs));
     }
-    let set = DocumentSet::new(objects.iter().map(|(_, d)| d.clone()).collect())
-        .allow_cross_namespace_refs(cross_namespace_refs);
-    let mut unverified = Vec::new();
-    let mut found: Vec<(Vec<String>, Source)> = Vec::new();
-    let mut index: BTreeMap<String, usize> = BTreeMap::new();
-    // Every place an artifact is found: its first path and the other paths of the same object.
-    let mut record = |what: &str, source: Source| {
-        let origins = std::iter::once(&source.path)
-            .chain(&source.other_paths)
-            .map(|p| {
-                if p.is_empty() {
-                    what.to_string()
-                } else {
-                    format!("{what} {p}")
-                }
-            });
-        match index.get(&source.key()) {
-            Some(&i) => found[i].0.extend(origins),
-            None => {
-                let origins = origins.collect();
-                index.insert(source.key(), found.len());
-                found.push((origins, source));
-            }
-        }
-    };
-    let invalid = |input: String, problem: String| Source {
-        path: String::new(),
-        other_paths: Vec::new(),
-        artifact: Artifact::Invalid { input, problem },
-        flux_verify: None,
-        flux: false,
-        via: Vec::new(),
-    };
-    for (file, d) in &objects {
-        let kind = d.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
-        let name = d
-            .pointer("/metadata/name")
-            .and_then(|n| n.as_str())
-            .unwrap_or("?");
-        let what = format!("{} {kind} {name}", file.display());
-        match extract::extract(d, &set).await {
-            Ok(x) => match too_many_artifacts(&x) {
-                Some(problem) => record(&what, invalid(what.clone(), problem)),
-                None => {
-                    for s in x.sources {
-                        record(&what, s);
-                    }
-                    let found_in = |u: &extract::Unverified| format!("{what} {}", u.path);
-                    unverified.extend(
-                        x.unverified
-                            .into_iter()
-                            .map(|u| unverified_decision(found_in(&u), u)),
-                    );
-                }
-            },
-            Err(e) => record(&what, invalid(what.clone(), error_chain(&e))),
-        }
-    }
-    for (file, d) in &kluctl {
-        let base = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !matches!(
-            base.as_str(),
-            "deployment.yaml" | "deployment.yml" | "helm-chart.yaml" | "helm-chart.yml"
-        ) {
-            continue; // values files, kustomization fragments: no OCI sources
-        }
-        let what = file.display().to_string();
-        match extract::extract_kluctl_file(&base, d) {
-            Ok(x) => match too_many_artifacts(&x) {
-                Some(problem) => record(&what, invalid(what.clone(), problem)),
-                None => {
-                    for s in x.sources {
-                        record(&what, s);
-                    }
-                }
-            },
-            Err(e) => record(&what, invalid(what.clone(), error_chain(&e))),
-        }
-    }
-    Ok((found, unverified))
+    let found = crate::extract::manifest_sources(&parsed, cross_namespace_refs).await;
+    let unverified = found
+        .unverified
+        .into_iter()
+        .map(|(found_in, u)| unverified_decision(found_in, u))
+        .collect();
+    Ok((found.sources, unverified))
 }
 
 /// A warn result for a source the cluster would fetch that is not OCI: nothing verifies it.
@@ -1208,20 +1121,6 @@ fn unverified_decision(found_in: String, u: crate::extract::Unverified) -> Decis
     let mut d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
     d.reasons.push(format!("found in {found_in}"));
     d
-}
-
-/// Why an object's sources are not checked, when it names more distinct artifacts than the
-/// webhook accepts of one object (the same limit, the same words).
-fn too_many_artifacts(x: &crate::extract::Extraction) -> Option<String> {
-    let max = crate::webhook::MAX_ARTIFACTS_PER_OBJECT;
-    let count = x
-        .sources
-        .iter()
-        .map(crate::extract::Source::key)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    let fields = crate::extract::MAX_IMAGE_FIELDS;
-    (count > max).then(|| crate::webhook::ObjectError::TooManyArtifacts { max, fields }.to_string())
 }
 
 /// A progress line on stderr while references are checked (only when it is a terminal and the
