@@ -1,4 +1,5 @@
-//! Signing: cosign key pairs, and attaching legacy cosign signatures (`sha256-<hex>.sig`).
+//! Signing: cosign key pairs, and attaching legacy cosign signatures (`sha256-<hex>.sig`) or
+//! cosign v3's Sigstore bundles as OCI referrers. It must not verify anything.
 //!
 //! What is written is byte-for-byte the shape cosign writes: the simple-signing payload as a
 //! layer, the signature in its annotation, and cosign's config blob listing the layers.
@@ -18,21 +19,26 @@ use key::SigningKey;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
+/// Why signing a reference failed; nothing points at a half-written signature then.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
+    /// The reference names no manifest.
     #[error("sign {reference}: the image was not found")]
     NotFound { reference: String },
+    /// A registry request failed (the cause says which).
     #[error("sign {reference}: registry operation failed")]
     Registry {
         reference: String,
         #[source]
         source: Box<RegistryError>,
     },
+    /// The `.sig` tag holds a manifest with other layers than cosign signatures.
     #[error(
         "sign {reference}: the existing signature manifest {tag} is not a cosign signature manifest"
     )]
     ForeignManifest { reference: String, tag: String },
+    /// A payload, bundle or manifest could not be encoded (nothing was sent then).
     #[error("sign {reference}: the {what} cannot be encoded")]
     Encode {
         reference: String,
@@ -40,6 +46,7 @@ pub enum SignError {
         #[source]
         source: serde_json::Error,
     },
+    /// An index `--recursive` follows cannot be read.
     #[error("sign {reference}: the index {index} cannot be read for --recursive")]
     Index {
         reference: String,
@@ -47,10 +54,13 @@ pub enum SignError {
         #[source]
         source: crate::platform::IndexError,
     },
+    /// `--recursive` found more than [`MAX_RECURSIVE_MANIFESTS`].
     #[error("sign {reference}: --recursive found more than {limit} manifests")]
     TooManyManifests { reference: String, limit: usize },
+    /// `--recursive` found indexes nested deeper than [`MAX_INDEX_DEPTH`].
     #[error("sign {reference}: --recursive found indexes nested more than {limit} deep")]
     TooDeep { reference: String, limit: usize },
+    /// The private key could not sign.
     #[error("sign {reference}: signing failed")]
     Key {
         reference: String,
