@@ -6,6 +6,7 @@ mod arguments;
 mod auth;
 mod bounds;
 mod bundles;
+mod cli_output;
 mod cluster;
 mod corpus;
 mod cosign_peer;
