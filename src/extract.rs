@@ -30,12 +30,14 @@ mod constraint;
 mod documents;
 mod flux;
 mod kluctl;
+mod manifests;
 pub mod names;
 mod workload;
 
 pub use constraint::{ConstraintError, SemverConstraint, parse_tag, pick_highest};
 pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
 pub use kluctl::extract_kluctl_file;
+pub use manifests::{FoundSource, Manifests, TooManyArtifacts, distinct_sources, manifest_sources};
 pub use workload::{PullIdentity, is_pod_image_path, pull_identity};
 
 /// Most distinct artifacts one object may name (real Pods name a handful): extraction stops

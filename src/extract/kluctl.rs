@@ -15,6 +15,23 @@ use super::{
 
 pub(crate) const GROUP: &str = "gitops.kluctl.io";
 
+const DEPLOYMENT_YAML: &str = "deployment.yaml";
+const DEPLOYMENT_YML: &str = "deployment.yml";
+const HELM_CHART_YAML: &str = "helm-chart.yaml";
+const HELM_CHART_YML: &str = "helm-chart.yml";
+
+/// Whether a file's base name is a Kluctl project file with OCI sources (`deployment.yaml`,
+/// `helm-chart.yaml`, or `.yml`); others (values files, kustomization fragments) have none.
+pub(crate) fn is_project_file(base_name: &str) -> bool {
+    [
+        DEPLOYMENT_YAML,
+        DEPLOYMENT_YML,
+        HELM_CHART_YAML,
+        HELM_CHART_YML,
+    ]
+    .contains(&base_name)
+}
+
 fn source(path: String, artifact: Artifact) -> Source {
     Source {
         path,
@@ -94,8 +111,8 @@ pub fn extract_kluctl_file(file_name: &str, doc: &Value) -> Result<Extraction, E
     }
     let mut out = Extraction::default();
     match base {
-        "deployment.yaml" | "deployment.yml" => deployment_file(&obj, &mut out)?,
-        "helm-chart.yaml" | "helm-chart.yml" => helm_chart_file(&obj, &mut out)?,
+        DEPLOYMENT_YAML | DEPLOYMENT_YML => deployment_file(&obj, &mut out)?,
+        HELM_CHART_YAML | HELM_CHART_YML => helm_chart_file(&obj, &mut out)?,
         _ => {
             return Err(ExtractError::UnknownKluctlFile {
                 file: file_name.to_string(),

@@ -1,4 +1,5 @@
-//! Signing: cosign key pairs, and attaching legacy cosign signatures (`sha256-<hex>.sig`).
+//! Signing: cosign key pairs, and attaching legacy cosign signatures (`sha256-<hex>.sig`) or
+//! cosign v3's Sigstore bundles as OCI referrers. It must not verify anything.
 //!
 //! What is written is byte-for-byte the shape cosign writes: the simple-signing payload as a
 //! layer, the signature in its annotation, and cosign's config blob listing the layers.
@@ -18,21 +19,26 @@ use key::SigningKey;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
+/// Why signing a reference failed; nothing points at a half-written signature then.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
+    /// The reference names no manifest.
     #[error("sign {reference}: the image was not found")]
     NotFound { reference: String },
+    /// A registry request failed (the cause says which).
     #[error("sign {reference}: registry operation failed")]
     Registry {
         reference: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
+    /// The `.sig` tag holds a manifest with other layers than cosign signatures.
     #[error(
         "sign {reference}: the existing signature manifest {tag} is not a cosign signature manifest"
     )]
     ForeignManifest { reference: String, tag: String },
+    /// A payload, bundle or manifest could not be encoded (nothing was sent then).
     #[error("sign {reference}: the {what} cannot be encoded")]
     Encode {
         reference: String,
@@ -40,6 +46,7 @@ pub enum SignError {
         #[source]
         source: serde_json::Error,
     },
+    /// An index `--recursive` follows cannot be read.
     #[error("sign {reference}: the index {index} cannot be read for --recursive")]
     Index {
         reference: String,
@@ -47,10 +54,13 @@ pub enum SignError {
         #[source]
         source: crate::platform::IndexError,
     },
+    /// `--recursive` found more than [`MAX_RECURSIVE_MANIFESTS`].
     #[error("sign {reference}: --recursive found more than {limit} manifests")]
     TooManyManifests { reference: String, limit: usize },
+    /// `--recursive` found indexes nested deeper than [`MAX_INDEX_DEPTH`].
     #[error("sign {reference}: --recursive found indexes nested more than {limit} deep")]
     TooDeep { reference: String, limit: usize },
+    /// The private key could not sign.
     #[error("sign {reference}: signing failed")]
     Key {
         reference: String,
@@ -89,10 +99,7 @@ async fn resolve(registry: &Registry, target: &ImageRef) -> Result<Manifest, Sig
     registry
         .get_manifest(target)
         .await
-        .map_err(|source| SignError::Registry {
-            reference: target.to_string(),
-            source,
-        })?
+        .map_err(registry_error(&target.to_string()))?
         .ok_or_else(|| SignError::NotFound {
             reference: target.to_string(),
         })
@@ -158,6 +165,22 @@ pub async fn recursive_targets(
     Ok(out)
 }
 
+/// The error of a registry operation for `reference`.
+fn registry_error(reference: &str) -> impl Fn(RegistryError) -> SignError + '_ {
+    move |source| SignError::Registry {
+        reference: reference.to_string(),
+        source: Box::new(source),
+    }
+}
+
+/// `key`'s signature over `message`.
+fn signature(key: &SigningKey, message: &[u8], reference: &str) -> Result<Vec<u8>, SignError> {
+    key.sign(message).map_err(|source| SignError::Key {
+        reference: reference.to_string(),
+        source,
+    })
+}
+
 /// Resolve `target` to its digest and attach a legacy cosign signature made with `key`.
 pub async fn sign(
     registry: &Registry,
@@ -166,71 +189,98 @@ pub async fn sign(
     annotations: &BTreeMap<String, String>,
 ) -> Result<Signed, SignError> {
     let reference = target.to_string();
-    let reg_err = |source| SignError::Registry {
-        reference: reference.clone(),
-        source,
-    };
     let digest = resolve(registry, target).await?.digest;
     let payload = SimpleSigning::new(&target.name(), &digest, annotations)
         .to_bytes()
         .map_err(encoding(&reference, "simple-signing payload"))?;
-    let signature = key.sign(&payload).map_err(|source| SignError::Key {
-        reference: reference.clone(),
-        source,
-    })?;
-    let signature_b64 = base64::engine::general_purpose::STANDARD.encode(signature);
-
+    let signature_b64 =
+        base64::engine::general_purpose::STANDARD.encode(signature(key, &payload, &reference)?);
     let tag = format!("{}.sig", digest.tag_prefix());
     let sig_ref = target.with_tag(&tag);
-    let mut layers = match registry.get_manifest(&sig_ref).await.map_err(reg_err)? {
-        None => Vec::new(),
-        Some(existing) => {
-            let parsed = ImageManifest::parse(&existing, &sig_ref.to_string()).map_err(reg_err)?;
-            if parsed
-                .layers
-                .iter()
-                .any(|l| l.media_type != SIMPLE_SIGNING_MEDIA_TYPE)
-            {
-                return Err(SignError::ForeignManifest {
-                    reference: reference.clone(),
-                    tag,
-                });
-            }
-            parsed.layers
-        }
+    let mut layers = signature_layers(registry, &sig_ref, &reference, &tag).await?;
+    let mut signed = Signed {
+        reference,
+        digest,
+        stored_at: format!("tag {tag}"),
+        signatures: layers.len(),
+        added: false,
     };
     // The same payload (digest, identity and annotations) already signed by this key: signing
     // again would only add a duplicate layer.
-    let payload_hash = Digest::sha256_of(&payload).to_string();
-    let already = layers.iter().any(|l| {
+    if already_signed(&layers, &payload, key) {
+        return Ok(signed);
+    }
+    let payload_digest = registry
+        .put_blob(target, &payload)
+        .await
+        .map_err(registry_error(&signed.reference))?;
+    layers.push(Descriptor {
+        media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
+        digest: payload_digest.to_string(),
+        size: payload.len() as u64,
+        annotations: Some(BTreeMap::from([(
+            SIGNATURE_ANNOTATION.to_string(),
+            signature_b64,
+        )])),
+        artifact_type: None,
+    });
+    signed.signatures = layers.len();
+    put_signature_manifest(registry, target, &sig_ref, layers, &signed.reference).await?;
+    signed.added = true;
+    Ok(signed)
+}
+
+/// The layers of the signature manifest at `sig_ref` (none when there is none yet); a manifest
+/// there with other layers than cosign signatures is not ours to add to.
+async fn signature_layers(
+    registry: &Registry,
+    sig_ref: &ImageRef,
+    reference: &str,
+    tag: &str,
+) -> Result<Vec<Descriptor>, SignError> {
+    let reg_err = registry_error(reference);
+    let Some(existing) = registry.get_manifest(sig_ref).await.map_err(&reg_err)? else {
+        return Ok(Vec::new());
+    };
+    let parsed = ImageManifest::parse(&existing, &sig_ref.to_string()).map_err(&reg_err)?;
+    if parsed
+        .layers
+        .iter()
+        .any(|l| l.media_type != SIMPLE_SIGNING_MEDIA_TYPE)
+    {
+        return Err(SignError::ForeignManifest {
+            reference: reference.to_string(),
+            tag: tag.to_string(),
+        });
+    }
+    Ok(parsed.layers)
+}
+
+/// Whether one of `layers` is `payload` with a signature by `key`.
+fn already_signed(layers: &[Descriptor], payload: &[u8], key: &SigningKey) -> bool {
+    let payload_hash = Digest::sha256_of(payload).to_string();
+    layers.iter().any(|l| {
         l.digest == payload_hash
             && l.annotations
                 .as_ref()
                 .and_then(|a| a.get(SIGNATURE_ANNOTATION))
                 .and_then(|s| crate::decode_base64(s).ok())
-                .is_some_and(|sig| key.public_key().verify(&payload, &sig))
-    });
-    if already {
-        return Ok(Signed {
-            reference,
-            digest,
-            stored_at: format!("tag {tag}"),
-            signatures: layers.len(),
-            added: false,
-        });
-    }
-    let payload_digest = registry.put_blob(target, &payload).await.map_err(reg_err)?;
-    let mut ann = BTreeMap::new();
-    ann.insert(SIGNATURE_ANNOTATION.to_string(), signature_b64);
-    layers.push(Descriptor {
-        media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
-        digest: payload_digest.to_string(),
-        size: payload.len() as u64,
-        annotations: Some(ann),
-        artifact_type: None,
-    });
-    let config = cosign_config(&layers).map_err(encoding(&reference, "signature config"))?;
-    let config_digest = registry.put_blob(target, &config).await.map_err(reg_err)?;
+                .is_some_and(|sig| key.public_key().verify(payload, &sig))
+    })
+}
+
+/// Push cosign's config blob for `layers`, then the signature manifest to `sig_ref` (the tag
+/// moves only once everything it points at is there).
+async fn put_signature_manifest(
+    registry: &Registry,
+    target: &ImageRef,
+    sig_ref: &ImageRef,
+    layers: Vec<Descriptor>,
+    reference: &str,
+) -> Result<(), SignError> {
+    let reg_err = registry_error(reference);
+    let config = cosign_config(&layers).map_err(encoding(reference, "signature config"))?;
+    let config_digest = registry.put_blob(target, &config).await.map_err(&reg_err)?;
     let manifest = ImageManifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.to_string()),
@@ -247,19 +297,12 @@ pub async fn sign(
         subject: None,
         annotations: None,
     };
-    let signatures = manifest.layers.len();
-    let body = serde_json::to_vec(&manifest).map_err(encoding(&reference, "signature manifest"))?;
+    let body = serde_json::to_vec(&manifest).map_err(encoding(reference, "signature manifest"))?;
     registry
-        .put_manifest(&sig_ref, &body, OCI_MANIFEST)
+        .put_manifest(sig_ref, &body, OCI_MANIFEST)
         .await
-        .map_err(reg_err)?;
-    Ok(Signed {
-        reference,
-        digest,
-        stored_at: format!("tag {tag}"),
-        signatures,
-        added: true,
-    })
+        .map_err(&reg_err)?;
+    Ok(())
 }
 
 /// The config blob cosign writes for a signature manifest: an empty image config whose
@@ -317,16 +360,30 @@ pub async fn sign_bundle(
     target: &ImageRef,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Signed, SignError> {
-    use crate::candidate::{COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
-    let b64 = base64::engine::general_purpose::STANDARD;
     let reference = target.to_string();
-    let reg_err = |source| SignError::Registry {
-        reference: reference.clone(),
-        source,
-    };
     let image = resolve(registry, target).await?;
-    let digest = image.digest.clone();
+    let bundle = dsse_bundle(key, &image.digest, annotations, &reference)?;
+    let referrer = put_referrer(registry, target, &image, &bundle, &reference).await?;
+    let (stored_at, signatures) =
+        list_referrer(registry, target, &image.digest, referrer, &reference).await?;
+    Ok(Signed {
+        reference,
+        digest: image.digest,
+        stored_at,
+        signatures,
+        added: true,
+    })
+}
 
+/// The bundle (JSON) of `key`'s DSSE signature over cosign's in-toto statement that `digest`
+/// is signed, with `annotations` on its subject.
+fn dsse_bundle(
+    key: &SigningKey,
+    digest: &Digest,
+    annotations: &BTreeMap<String, String>,
+    reference: &str,
+) -> Result<Vec<u8>, SignError> {
+    use crate::candidate::COSIGN_SIGN_PREDICATE;
     #[derive(Serialize)]
     struct Subject<'a> {
         digest: BTreeMap<&'static str, &'a str>,
@@ -341,6 +398,7 @@ pub async fn sign_bundle(
         predicate_type: &'static str,
         predicate: BTreeMap<String, String>,
     }
+    let b64 = base64::engine::general_purpose::STANDARD;
     let statement = Statement {
         kind: "https://in-toto.io/Statement/v1",
         subject: [Subject {
@@ -351,13 +409,10 @@ pub async fn sign_bundle(
         predicate: BTreeMap::new(),
     };
     let payload =
-        serde_json::to_vec(&statement).map_err(encoding(&reference, "in-toto statement"))?;
+        serde_json::to_vec(&statement).map_err(encoding(reference, "in-toto statement"))?;
     let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), payload.len()).into_bytes();
     pae.extend_from_slice(&payload);
-    let signature = key.sign(&pae).map_err(|source| SignError::Key {
-        reference: reference.clone(),
-        source,
-    })?;
+    let signature = signature(key, &pae, reference)?;
     let hint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().der());
     let bundle = serde_json::json!({
         "mediaType": BUNDLE_V03,
@@ -368,19 +423,54 @@ pub async fn sign_bundle(
             "signatures": [{"sig": b64.encode(&signature)}],
         },
     });
-    let bundle_bytes = serde_json::to_vec(&bundle).map_err(encoding(&reference, "bundle"))?;
+    serde_json::to_vec(&bundle).map_err(encoding(reference, "bundle"))
+}
 
-    // Blobs, then the referrer manifest (by digest), then the referrers tag: a failure leaves
-    // nothing that points at a half-written signature.
+/// Push the blobs, then the referrer manifest whose subject is `image` (by digest): a failure
+/// leaves nothing that points at a half-written signature. Its descriptor, for the index.
+async fn put_referrer(
+    registry: &Registry,
+    target: &ImageRef,
+    image: &Manifest,
+    bundle: &[u8],
+    reference: &str,
+) -> Result<Descriptor, SignError> {
+    let reg_err = registry_error(reference);
     let config_digest = registry
         .put_blob(target, EMPTY_CONFIG)
         .await
-        .map_err(reg_err)?;
-    let bundle_digest = registry
-        .put_blob(target, &bundle_bytes)
+        .map_err(&reg_err)?;
+    let bundle_digest = registry.put_blob(target, bundle).await.map_err(&reg_err)?;
+    let manifest = referrer_manifest(image, &config_digest, &bundle_digest, bundle.len());
+    let body = serde_json::to_vec(&manifest).map_err(encoding(reference, "referrer manifest"))?;
+    let manifest_digest = Digest::sha256_of(&body);
+    registry
+        .put_manifest(
+            &target.with_digest(manifest_digest.clone()),
+            &body,
+            OCI_MANIFEST,
+        )
         .await
-        .map_err(reg_err)?;
-    let manifest = ImageManifest {
+        .map_err(&reg_err)?;
+    Ok(Descriptor {
+        media_type: OCI_MANIFEST.to_string(),
+        digest: manifest_digest.to_string(),
+        size: body.len() as u64,
+        annotations: None,
+        artifact_type: Some(BUNDLE_V03.to_string()),
+    })
+}
+
+/// The OCI 1.1 manifest cosign 3 writes for a bundle: the empty config, the bundle as its one
+/// layer, `image` as its subject.
+fn referrer_manifest(
+    image: &Manifest,
+    config_digest: &Digest,
+    bundle_digest: &Digest,
+    bundle_len: usize,
+) -> ImageManifest {
+    use crate::candidate::{COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
+    ImageManifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.to_string()),
         artifact_type: Some(BUNDLE_V03.to_string()),
@@ -394,14 +484,14 @@ pub async fn sign_bundle(
         layers: vec![Descriptor {
             media_type: BUNDLE_V03.to_string(),
             digest: bundle_digest.to_string(),
-            size: bundle_bytes.len() as u64,
+            size: bundle_len as u64,
             annotations: None,
             artifact_type: None,
         }],
         manifests: Vec::new(),
         subject: Some(Descriptor {
             media_type: image.media_type.clone(),
-            digest: digest.to_string(),
+            digest: image.digest.to_string(),
             size: image.bytes.len() as u64,
             annotations: None,
             artifact_type: None,
@@ -416,72 +506,52 @@ pub async fn sign_bundle(
                 COSIGN_SIGN_PREDICATE.to_string(),
             ),
         ])),
-    };
-    let body = serde_json::to_vec(&manifest).map_err(encoding(&reference, "referrer manifest"))?;
-    let manifest_digest = Digest::sha256_of(&body);
-    registry
-        .put_manifest(
-            &target.with_digest(manifest_digest.clone()),
-            &body,
-            OCI_MANIFEST,
-        )
-        .await
-        .map_err(reg_err)?;
+    }
+}
 
+/// Make `referrer` findable from `digest`: a registry with the referrers API indexes it itself
+/// from the subject; otherwise it is added to the referrers tag `sha256-<hex>`. Where it is
+/// listed, and how many referrers are listed there.
+async fn list_referrer(
+    registry: &Registry,
+    target: &ImageRef,
+    digest: &Digest,
+    referrer: Descriptor,
+    reference: &str,
+) -> Result<(String, usize), SignError> {
+    let reg_err = registry_error(reference);
     let tag = digest.tag_prefix();
-    let referrer = Descriptor {
-        media_type: OCI_MANIFEST.to_string(),
-        digest: manifest_digest.to_string(),
-        size: body.len() as u64,
-        annotations: None,
-        artifact_type: Some(BUNDLE_V03.to_string()),
-    };
-    let api = registry
-        .get_referrers(target, &digest)
+    if let Some(existing) = registry
+        .get_referrers(target, digest)
         .await
-        .map_err(reg_err)?;
-    let stored_at = match &api {
-        Some(_) => format!("referrer {manifest_digest} (referrers API)"),
-        None => format!("referrers tag {tag}"),
+        .map_err(&reg_err)?
+    {
+        let stored_at = format!("referrer {} (referrers API)", referrer.digest);
+        return Ok((stored_at, existing.len().max(1)));
+    }
+    let tag_ref = target.with_tag(&tag);
+    let mut index = match registry.get_manifest(&tag_ref).await.map_err(&reg_err)? {
+        Some(m) => ImageManifest::parse(&m, &tag_ref.to_string()).map_err(&reg_err)?,
+        None => ImageManifest {
+            schema_version: 2,
+            media_type: Some(crate::registry::OCI_INDEX.to_string()),
+            artifact_type: None,
+            config: None,
+            layers: Vec::new(),
+            manifests: Vec::new(),
+            subject: None,
+            annotations: None,
+        },
     };
-    let signatures = match api {
-        // The registry indexes referrers itself from the manifest's subject.
-        Some(existing) => existing.len().max(1),
-        None => {
-            let tag_ref = target.with_tag(&tag);
-            let mut index = match registry.get_manifest(&tag_ref).await.map_err(reg_err)? {
-                Some(m) => ImageManifest::parse(&m, &tag_ref.to_string()).map_err(reg_err)?,
-                None => ImageManifest {
-                    schema_version: 2,
-                    media_type: Some(crate::registry::OCI_INDEX.to_string()),
-                    artifact_type: None,
-                    config: None,
-                    layers: Vec::new(),
-                    manifests: Vec::new(),
-                    subject: None,
-                    annotations: None,
-                },
-            };
-            if !index.manifests.iter().any(|m| m.digest == referrer.digest) {
-                index.manifests.push(referrer);
-            }
-            let n = index.manifests.len();
-            let body =
-                serde_json::to_vec(&index).map_err(encoding(&reference, "referrers index"))?;
-            registry
-                .put_manifest(&tag_ref, &body, crate::registry::OCI_INDEX)
-                .await
-                .map_err(reg_err)?;
-            n
-        }
-    };
-    Ok(Signed {
-        reference,
-        digest,
-        stored_at,
-        signatures,
-        added: true,
-    })
+    if !index.manifests.iter().any(|m| m.digest == referrer.digest) {
+        index.manifests.push(referrer);
+    }
+    let body = serde_json::to_vec(&index).map_err(encoding(reference, "referrers index"))?;
+    registry
+        .put_manifest(&tag_ref, &body, crate::registry::OCI_INDEX)
+        .await
+        .map_err(&reg_err)?;
+    Ok((format!("referrers tag {tag}"), index.manifests.len()))
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ fn broken_policies_fail_where_they_say() {
     assert!(n >= 8, "only {n} broken policies");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();

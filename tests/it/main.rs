@@ -2,9 +2,11 @@
 //! distribution (`/usr/bin/docker-registry`) on 127.0.0.1; peers (cosign, the shared corpus)
 //! are used where present and reported loudly where not.
 
+mod arguments;
 mod auth;
 mod bounds;
 mod bundles;
+mod cli_output;
 mod cluster;
 mod corpus;
 mod cosign_peer;

@@ -1,0 +1,494 @@
+//! The command line as clap parses it: every subcommand's arguments, with their help text and
+//! every range check. Parsing only: no file is read here and nothing is built from the values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ocigate",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OCIGATE_COMMIT"), ")"),
+    about = "Sign and verify OCI artifacts (cosign-compatible)",
+    after_long_help = LONG_HELP
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+const LONG_HELP: &str = "\
+Exit codes:
+  0  every reference allowed (or warned)
+  1  at least one reference denied
+  2  a usage, configuration or policy-file error (with -o json, also a JSON document)
+
+Examples:
+  ocigate verify ghcr.io/acme/app:v1 --policy policy.yaml
+  ocigate verify ghcr.io/acme/app:v1 --key cosign.pub            # a Rekor entry is required
+  ocigate verify localhost:5000/app:v1 --key cosign.pub --insecure-ignore-tlog
+  ocigate verify ghcr.io/acme/app:v1 --certificate-identity-regexp '^https://github.com/acme/' \\
+      --certificate-oidc-issuer https://token.actions.githubusercontent.com
+  ocigate verify ghcr.io/acme/app:v1 --platform linux/arm64 --policy policy.yaml
+  kustomize build overlays/prod | ocigate verify --manifests - --policy policy.yaml
+  ocigate sign localhost:5000/app:v1 --key cosign.key -a env=prod
+  ocigate sign localhost:5000/app:v1 --key cosign.key --recursive  # the index and each platform
+  ocigate discover ghcr.io/acme/app:v1 -o json
+  ocigate policy check policy.yaml
+
+The policy format: docs/policy.md. Registry credentials and TLS: the README's Registry settings.";
+
+// `defer`: a subcommand's arguments are built only when that subcommand is parsed (or for
+// help and completion, which build them all), not the whole tree on every start.
+#[derive(Subcommand, Debug)]
+#[command(defer = true)]
+pub(crate) enum Command {
+    /// Verify references against a policy file or a public key.
+    Verify(Box<VerifyArgs>),
+    /// Verify a Sigstore bundle over a file or a sha256 digest (sigstore-conformance protocol).
+    VerifyBundle(VerifyBundleArgs),
+    /// List every signature found for a reference, and where else was looked.
+    Discover(DiscoverArgs),
+    /// Sign a reference's digest and attach a cosign signature.
+    Sign(SignArgs),
+    /// Write an encrypted cosign key pair (cosign.key, cosign.pub).
+    GenerateKeyPair(GenerateArgs),
+    /// Policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Run the Kubernetes validating admission webhook (HTTPS /validate, /healthz, /readyz;
+    /// Prometheus /metrics on a separate plain listener).
+    Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// The version, the commit it was built from, and the embedded trust root's validity.
+    Version,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Policy file; re-read when it changes (a mounted ConfigMap's swap is seen).
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// TLS certificate chain (PEM); re-read when it changes.
+    #[arg(long)]
+    pub(crate) tls_cert: PathBuf,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    pub(crate) tls_key: PathBuf,
+    /// Address of the HTTPS listener (/validate, /mutate, /healthz, /readyz).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Plain-HTTP listener for /metrics ("off" for none).
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub(crate) metrics_listen: String,
+    /// Deadline for each admission request, e.g. 8s or 500ms (keep it under the webhook's
+    /// timeoutSeconds).
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub(crate) deadline: Duration,
+    /// How long an allow is remembered.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub(crate) cache_ttl: Duration,
+    /// How long a deny on the artifact itself is remembered.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) negative_cache_ttl: Duration,
+    /// How long a tag's digest is believed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) resolve_ttl: Duration,
+    /// How long a decision the registry prevented (unreachable, denied, not found, timed out)
+    /// is remembered; default: not at all.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) failure_cache_ttl: Option<Duration>,
+    /// Most memory each cache (decisions, resolved tags, tag lists) holds, in MiB; what a
+    /// registry controls is cut to a few hundred bytes before it is kept.
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = crate::engine::DEFAULT_CACHE_BYTES >> 20,
+        value_parser = clap::value_parser!(u64).range(1..=4096),
+    )]
+    pub(crate) cache_max_mib: u64,
+    /// How often mounted files are looked at for changes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) reload_interval: Duration,
+    /// How long in-flight requests may take after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub(crate) grace: Duration,
+    /// TLS connections served at once; one more is closed as soon as it is accepted.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub(crate) max_connections: u32,
+    /// The TLS handshake, the headers and the whole body of a request must arrive within this
+    /// (a late body is answered 408 and its connection closed; an idle connection is closed
+    /// after it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) request_timeout: Duration,
+    /// MiB that the bodies of all requests being received or checked may hold together (a body
+    /// that would pass it is answered 503 with Retry-After); at least one largest body (6 MiB).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(6..=4096))]
+    pub(crate) max_body_memory_mib: u32,
+    /// /mutate pins workload templates too, not only Pods (GitOps tools then report drift).
+    #[arg(long)]
+    pub(crate) pin_workloads: bool,
+    /// Read referenced objects (a HelmRelease's HelmRepository) through this kubeconfig's
+    /// current context; default: the in-cluster service account.
+    #[arg(long)]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// Follow a Flux reference (a HelmRelease's `sourceRef.namespace` or `chartRef.namespace`)
+    /// into another namespace than the object's. By default such an object is denied and
+    /// nothing is read from the other namespace, as Flux's `--no-cross-namespace-refs` does.
+    #[arg(long)]
+    pub(crate) allow_cross_namespace_refs: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+/// `8s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 8s, 500ms or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{s:?} must be more than zero and at most a day"));
+    }
+    Ok(d)
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PolicyCommand {
+    /// Validate policy files; problems are printed as file:line:column: message.
+    Check {
+        /// Policy files (YAML; the format: docs/policy.md).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct RegistryArgs {
+    /// Credentials for a registry: HOST=USER:PASS (repeatable). Visible to `ps`: prefer
+    /// --registry-creds-file for passwords.
+    #[arg(long = "registry-creds", value_name = "HOST=USER:PASS")]
+    pub(crate) creds: Vec<String>,
+    /// A file of HOST=USER:PASS lines (# comments allowed), or - to read them from stdin.
+    #[arg(long = "registry-creds-file", value_name = "FILE")]
+    pub(crate) creds_files: Vec<PathBuf>,
+    /// Speak plain HTTP to this registry host (repeatable). Loopback hosts (localhost,
+    /// 127.0.0.0/8, [::1]) without TLS settings are tried over HTTPS, then plain HTTP.
+    #[arg(long = "registry-plain-http", value_name = "HOST")]
+    pub(crate) plain_http: Vec<String>,
+    /// Accept any TLS certificate from this registry host (repeatable).
+    #[arg(long = "registry-insecure-skip-tls-verify", value_name = "HOST")]
+    pub(crate) insecure_skip_tls_verify: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for a registry host: HOST=FILE (repeatable).
+    #[arg(long = "registry-ca-file", value_name = "HOST=FILE")]
+    pub(crate) ca_files: Vec<String>,
+    /// Client certificate (PEM) for a registry host that asks for one: HOST=FILE.
+    #[arg(long = "registry-cert-file", value_name = "HOST=FILE")]
+    pub(crate) cert_files: Vec<String>,
+    /// The client certificate's private key (PEM): HOST=FILE.
+    #[arg(long = "registry-key-file", value_name = "HOST=FILE")]
+    pub(crate) key_files: Vec<String>,
+    /// A Docker config file with `auths` (e.g. a mounted kubernetes.io/dockerconfigjson
+    /// secret; repeatable), used after the user's Docker, podman and Helm files. A file that
+    /// is absent gives no credentials (`serve` reads it again when it appears or changes).
+    #[arg(long = "registry-config", value_name = "FILE")]
+    pub(crate) config_files: Vec<PathBuf>,
+    /// cosign's spelling: reach the registries of the references given over HTTPS without
+    /// verifying their certificates, or over plain HTTP when they do not speak TLS.
+    #[arg(long)]
+    pub(crate) allow_insecure_registry: bool,
+    /// cosign's spelling: speak plain HTTP to the registries of the references given.
+    #[arg(long)]
+    pub(crate) allow_http_registry: bool,
+    /// Deadline for each registry operation, in seconds.
+    #[arg(
+        long = "registry-timeout",
+        value_name = "SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+    )]
+    pub(crate) timeout: u64,
+    /// Requests in flight to one registry host at most, across the whole process (work that
+    /// outlives its admission request included); each holds one connection. Waiting requests
+    /// are served in turn, one admission request (or one `verify` run) after another.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::registry::gate::DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        value_parser = clap::value_parser!(u16).range(1..=1024),
+    )]
+    pub(crate) registry_max_connections: u16,
+}
+
+// cosign's `--certificate-github-workflow-*` constraints (exact values). A plain comment: a doc
+// comment on a flattened `Args` struct becomes the `about` of the subcommands it is flattened
+// into when they are built (deferred, see `Command`).
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct GitHubArgs {
+    /// Keyless: the GitHub workflow trigger (e.g. push, release).
+    #[arg(long = "certificate-github-workflow-trigger")]
+    pub(crate) trigger: Option<String>,
+    /// Keyless: the commit SHA the workflow ran on.
+    #[arg(long = "certificate-github-workflow-sha")]
+    pub(crate) sha: Option<String>,
+    /// Keyless: the workflow name.
+    #[arg(long = "certificate-github-workflow-name")]
+    pub(crate) name: Option<String>,
+    /// Keyless: the repository, owner/name.
+    #[arg(long = "certificate-github-workflow-repository")]
+    pub(crate) repository: Option<String>,
+    /// Keyless: the git ref (e.g. refs/tags/v1.2.3).
+    #[arg(long = "certificate-github-workflow-ref")]
+    pub(crate) git_ref: Option<String>,
+}
+
+// The keyless identity flags of `verify` and `verify-bundle`, as cosign spells them (a plain
+// comment, as for `GitHubArgs`).
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct KeylessArgs {
+    /// Keyless: the certificate identity (SAN), exactly.
+    #[arg(long, conflicts_with = "certificate_identity_regexp")]
+    pub(crate) certificate_identity: Option<String>,
+    /// Keyless: the certificate identity as a regular expression.
+    #[arg(long)]
+    pub(crate) certificate_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer, exactly.
+    #[arg(long, conflicts_with = "certificate_oidc_issuer_regexp")]
+    pub(crate) certificate_oidc_issuer: Option<String>,
+    /// Keyless: the OIDC issuer as a regular expression.
+    #[arg(long)]
+    pub(crate) certificate_oidc_issuer_regexp: Option<String>,
+    #[command(flatten)]
+    pub(crate) github: GitHubArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
+    #[arg(required_unless_present = "manifests", value_name = "REF")]
+    pub(crate) references: Vec<String>,
+    /// Rendered Kubernetes YAML or JSON (`kustomize build`, `helm template`, `flux build`) and
+    /// Kluctl project files (deployment.yaml, helm-chart.yaml): a file, a directory (walked), or
+    /// `-` for standard input (repeatable). Every OCI source in them is checked, as the webhook
+    /// would: Pods and workload templates, Flux OCIRepository/HelmChart/HelmRelease (references
+    /// followed within the documents given), KluctlDeployment.
+    #[arg(long, value_name = "FILE|DIR|-")]
+    pub(crate) manifests: Vec<PathBuf>,
+    /// With --manifests: follow a Flux reference (`sourceRef.namespace`, `chartRef.namespace`)
+    /// into another namespace than the object's, as `serve --allow-cross-namespace-refs` does.
+    /// By default such an object is denied, as in the webhook.
+    #[arg(long, requires = "manifests")]
+    pub(crate) allow_cross_namespace_refs: bool,
+    /// How many references are verified at once; results still come in input order.
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256),
+    )]
+    pub(crate) jobs: usize,
+    /// Verify the manifest each REF's index lists for this platform (`os/arch[/variant]`,
+    /// e.g. linux/arm64), instead of the index itself: its own signatures must satisfy the
+    /// policy. Without it, a multi-platform REF is verified by the index's digest, as cosign does.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = crate::platform::Platform::parse, conflicts_with = "manifests")]
+    pub(crate) platform: Option<crate::platform::Platform>,
+    /// Policy file (the format: docs/policy.md).
+    #[arg(long, conflicts_with_all = ["key", "certificate_identity", "certificate_identity_regexp"])]
+    pub(crate) policy: Option<PathBuf>,
+    /// Public key (PEM); every reference must carry a signature by it.
+    #[arg(long, conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
+    pub(crate) key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) keyless: KeylessArgs,
+    /// A trusted_root.json instead of the embedded public-good root (its Rekor keys check
+    /// `--key` signatures' log entries; its Fulcio CAs, keyless certificates).
+    #[arg(long, conflicts_with = "policy")]
+    pub(crate) trusted_root: Option<PathBuf>,
+    /// With --key: accept a signature without a transparency-log entry (as cosign's flag
+    /// does). By default a Rekor entry is required, verified offline against the trust root.
+    #[arg(long, conflicts_with = "policy")]
+    pub(crate) insecure_ignore_tlog: bool,
+    /// Required payload annotation KEY=VALUE (repeatable; not with --policy).
+    #[arg(
+        short = 'a',
+        long = "annotations",
+        value_name = "KEY=VALUE",
+        conflicts_with = "policy"
+    )]
+    pub(crate) annotations: Vec<String>,
+    /// Accept signatures made for another repository name (mirrors, copies; not with --policy).
+    #[arg(long, value_name = "REPOSITORY", conflicts_with = "policy")]
+    pub(crate) signed_repository: Option<String>,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+    /// Deadline for each reference's whole verification (every registry request), in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+    )]
+    pub(crate) deadline: u64,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("signer").required(true).args(["key", "certificate_identity", "certificate_identity_regexp"])))]
+pub(crate) struct VerifyBundleArgs {
+    /// The Sigstore bundle (JSON).
+    #[arg(long)]
+    pub(crate) bundle: PathBuf,
+    /// Public key (PEM) of a managed-key bundle.
+    #[arg(long, conflicts_with_all = ["certificate_identity", "certificate_identity_regexp"])]
+    pub(crate) key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) keyless: KeylessArgs,
+    /// A trusted_root.json; default: the embedded Sigstore public-good root.
+    #[arg(long)]
+    pub(crate) trusted_root: Option<PathBuf>,
+    /// Use the embedded Sigstore staging root instead of public-good.
+    #[arg(long, conflicts_with = "trusted_root")]
+    pub(crate) staging: bool,
+    /// With --key: accept a bundle without a transparency-log entry or timestamp (by default
+    /// one is required, as cosign does).
+    #[arg(long)]
+    pub(crate) insecure_ignore_tlog: bool,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+    /// The signed file, or its digest as sha256:<64 hex> (when no such file exists).
+    #[arg(value_name = "FILE_OR_DIGEST")]
+    pub(crate) artifact: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DiscoverArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+    /// text for people (a headline per reference, reasons indented), or json for programs
+    /// (a document with a schemaVersion; errors are JSON documents too).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SignArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+    /// Encrypted cosign private key; password from OCIGATE_PASSWORD or COSIGN_PASSWORD, else a prompt.
+    #[arg(long)]
+    pub(crate) key: PathBuf,
+    /// Payload annotation KEY=VALUE (repeatable).
+    #[arg(short = 'a', long = "annotations", value_name = "KEY=VALUE")]
+    pub(crate) annotations: Vec<String>,
+    /// legacy: cosign v2's `.sig` tag; bundle: cosign v3's Sigstore bundle as an OCI referrer.
+    #[arg(long, value_enum, default_value_t = SignFormat::Legacy)]
+    pub(crate) format: SignFormat,
+    /// For a multi-platform REF: sign each platform manifest its index lists, then the index
+    /// (as cosign's --recursive). Without it only the digest REF names is signed.
+    #[arg(long)]
+    pub(crate) recursive: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SignFormat {
+    Legacy,
+    Bundle,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct GenerateArgs {
+    /// Write PREFIX.key and PREFIX.pub.
+    #[arg(long, default_value = "cosign")]
+    pub(crate) output_key_prefix: String,
+    /// Replace existing files.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        // The subcommands' arguments are deferred until the command is built; building them
+        // keeps each subcommand's description (a flattened struct's doc comment would replace it).
+        let mut cli = super::Cli::command();
+        let about = |c: &clap::Command| -> Vec<String> {
+            c.get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .map(|s| format!("{:?}", (s.get_about(), s.get_long_about())))
+                .collect()
+        };
+        let eager = about(&cli);
+        cli.build();
+        assert_eq!(eager, about(&cli));
+        walk(&cli, "ocigate", &mut missing);
+        assert!(
+            missing.is_empty()
+                && cli
+                    .find_subcommand("verify")
+                    .is_some_and(|v| v.get_arguments().any(|a| a.get_id() == "key")),
+            "no help text: {missing:?}"
+        );
+        let long = super::Cli::command().render_long_help().to_string();
+        assert!(
+            long.contains("Exit codes:") && long.contains("Examples:"),
+            "{long}"
+        );
+    }
+}

@@ -1,0 +1,582 @@
+//! The plan of a command, built and validated from its parsed arguments before any work starts:
+//! files read, the policy compiled (or built from `--key` / `--certificate-*`), the registry
+//! client and engine configured, manifests extracted. It must not contact a registry or print.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::args::{
+    DiscoverArgs, GenerateArgs, KeylessArgs, Output, RegistryArgs, ServeArgs, SignArgs, SignFormat,
+    VerifyArgs, VerifyBundleArgs,
+};
+use super::{CliError, boxed, files};
+use crate::engine::{CompiledPolicy, Decision, Engine, EngineConfig};
+use crate::error_chain;
+use crate::extract::FoundSource;
+use crate::platform::Platform;
+use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
+use crate::reference::ImageRef;
+use crate::registry::{Registry, RegistrySettings, TlsFile};
+use crate::sign::key::SigningKey;
+use crate::trust::{GitHubWorkflow, Identity, Matcher, PublicKey, TrustRoot};
+use crate::verify::SignedIdentity;
+
+/// `verify`: what is checked, with which engine, and how results are shown.
+pub(crate) struct VerifyPlan {
+    /// The engine with the policy and the registry client.
+    pub(crate) engine: Engine,
+    /// The references given that parse, in order.
+    pub(crate) references: Vec<ImageRef>,
+    /// `--platform`: each reference's manifest for it instead of the index.
+    pub(crate) platform: Option<Platform>,
+    /// The OCI sources of `--manifests`, each once.
+    pub(crate) found: Vec<FoundSource>,
+    /// Results known before any check: references that do not parse, then what `--manifests`
+    /// names that is not OCI.
+    pub(crate) settled: Vec<Decision>,
+    /// Whether a reference did not parse (exit 2 after every result is shown).
+    pub(crate) bad_references: bool,
+    /// `--jobs`.
+    pub(crate) jobs: usize,
+    /// `-o`.
+    pub(crate) output: Output,
+}
+
+impl VerifyPlan {
+    /// In the order the command has always done it: references, policy, registry client,
+    /// manifests; the first failure ends the command.
+    pub(crate) async fn build(a: VerifyArgs) -> Result<VerifyPlan, CliError> {
+        let mut references = Vec::new();
+        let mut settled = Vec::new();
+        for input in &a.references {
+            match ImageRef::parse(input) {
+                Ok(r) => references.push(r),
+                Err(e) => settled.push(invalid_reference(input, &e)),
+            }
+        }
+        let bad_references = !settled.is_empty();
+        let policy = verify_policy(&a)?;
+        let config = EngineConfig {
+            deadline: Duration::from_secs(a.deadline),
+            verification_budget: Duration::from_secs(a.deadline),
+            ..EngineConfig::default()
+        };
+        let registry = registry_for(&a.registry, &references.iter().collect::<Vec<_>>())?;
+        let engine = Engine::new(registry, policy, config);
+        let found = if a.manifests.is_empty() {
+            Vec::new()
+        } else {
+            let files = files::read_manifests(&a.manifests)?;
+            let (found, unverified) = manifest_sources(files, a.allow_cross_namespace_refs).await?;
+            settled.extend(unverified);
+            found
+        };
+        Ok(VerifyPlan {
+            engine,
+            references,
+            platform: a.platform,
+            found,
+            settled,
+            bad_references,
+            jobs: a.jobs,
+            output: a.output,
+        })
+    }
+}
+
+/// Who signs, for `verify` without `--policy`.
+enum AdHocSigner {
+    /// `--key FILE`.
+    Key { key: PublicKey, path: PathBuf },
+    /// `--certificate-identity[-regexp]` with the issuer and GitHub constraints.
+    Keyless(Identity),
+}
+
+/// The policy `verify` checks against: `--policy`, or one built from `--key` or the keyless
+/// flags.
+fn verify_policy(a: &VerifyArgs) -> Result<CompiledPolicy, CliError> {
+    let signer = match (&a.policy, &a.key) {
+        (Some(p), None) => return CompiledPolicy::from_file(p).map_err(boxed),
+        (None, Some(k)) => AdHocSigner::Key {
+            key: PublicKey::from_pem(
+                &files::read_file(k, "public key")?,
+                &k.display().to_string(),
+            )
+            .map_err(boxed)?,
+            path: k.clone(),
+        },
+        (None, None) if keyless_given(&a.keyless) => AdHocSigner::Keyless(identity(&a.keyless)?),
+        _ => {
+            return Err(CliError::Usage(
+                "verify needs --policy FILE, --key PUB, or --certificate-identity[-regexp] \
+                 with --certificate-oidc-issuer[-regexp]"
+                    .into(),
+            ));
+        }
+    };
+    let policy = ad_hoc_policy(a, signer)?;
+    Ok(CompiledPolicy::new(policy, "command line".into()))
+}
+
+/// The one-authority policy of `verify --key` and `verify --certificate-identity*`: the same
+/// trusted root (`--trusted-root`, else the embedded one), required annotations and signed
+/// repository for both.
+fn ad_hoc_policy(a: &VerifyArgs, signer: AdHocSigner) -> Result<Policy, CliError> {
+    let (roots, trust_root) = match &a.trusted_root {
+        Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
+        None => (Vec::new(), None),
+    };
+    let annotations = parse_annotations(&a.annotations)?;
+    let signed_identity = match &a.signed_repository {
+        Some(r) => SignedIdentity::ExactRepository(r.clone()),
+        None => SignedIdentity::MatchRepository,
+    };
+    let (flag, authority, kind) = match signer {
+        AdHocSigner::Key { key, path } => {
+            // As cosign: a Rekor entry is required (checked offline with the given root, else
+            // the embedded public-good one) unless --insecure-ignore-tlog says otherwise.
+            let tlog = if a.insecure_ignore_tlog {
+                Tlog::Skip
+            } else {
+                Tlog::Required
+            };
+            let kind = AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            };
+            ("--key", format!("key {}", path.display()), kind)
+        }
+        AdHocSigner::Keyless(identity) => {
+            let authority = format!("identity {identity}");
+            let kind = AuthorityKind::Keyless {
+                trust_root,
+                identities: vec![identity],
+                tlog: Tlog::Required,
+            };
+            ("--certificate-identity", authority, kind)
+        }
+    };
+    Ok(Policy::single_authority(
+        flag,
+        &authority,
+        kind,
+        roots,
+        annotations,
+        signed_identity,
+    ))
+}
+
+fn keyless_given(k: &KeylessArgs) -> bool {
+    k.certificate_identity.is_some() || k.certificate_identity_regexp.is_some()
+}
+
+/// The keyless identity the flags describe (exact values or regular expressions).
+fn identity(k: &KeylessArgs) -> Result<Identity, CliError> {
+    let g = &k.github;
+    Ok(Identity {
+        subject: matcher(
+            &k.certificate_identity,
+            &k.certificate_identity_regexp,
+            "certificate-identity",
+        )?,
+        issuer: matcher(
+            &k.certificate_oidc_issuer,
+            &k.certificate_oidc_issuer_regexp,
+            "certificate-oidc-issuer",
+        )?,
+        github: GitHubWorkflow {
+            trigger: g.trigger.clone(),
+            sha: g.sha.clone(),
+            name: g.name.clone(),
+            repository: g.repository.clone(),
+            git_ref: g.git_ref.clone(),
+        },
+    })
+}
+
+fn matcher(exact: &Option<String>, re: &Option<String>, what: &str) -> Result<Matcher, CliError> {
+    match (exact, re) {
+        (Some(e), None) => Ok(Matcher::Exact(e.clone())),
+        (None, Some(r)) => regex::Regex::new(r)
+            .map(Matcher::Regex)
+            .map_err(|e| CliError::Usage(format!("--{what}-regexp {r:?}: {e}"))),
+        _ => Err(CliError::Usage(format!("give --{what} or --{what}-regexp"))),
+    }
+}
+
+/// `discover`: the reference and the registry client.
+pub(crate) struct DiscoverPlan {
+    /// The reference given.
+    pub(crate) reference: ImageRef,
+    /// For its registry.
+    pub(crate) registry: Registry,
+    /// `-o`.
+    pub(crate) output: Output,
+}
+
+impl DiscoverPlan {
+    /// The reference, then the registry client.
+    pub(crate) fn build(a: DiscoverArgs) -> Result<DiscoverPlan, CliError> {
+        let reference = ImageRef::parse(&a.reference).map_err(boxed)?;
+        let registry = registry_for(&a.registry, &[&reference])?;
+        Ok(DiscoverPlan {
+            reference,
+            registry,
+            output: a.output,
+        })
+    }
+}
+
+/// `serve`: the engine and the webhook's configuration.
+pub(crate) struct ServePlan {
+    /// The engine with the policy, the caches' settings and the registry client.
+    pub(crate) engine: Engine,
+    /// Listeners, files, limits.
+    pub(crate) config: crate::webhook::ServeConfig,
+}
+
+impl ServePlan {
+    /// Policy, engine, then the listeners (needs the async runtime: the registry client and the
+    /// engine are made on it).
+    pub(crate) fn build(a: ServeArgs) -> Result<ServePlan, CliError> {
+        let policy = CompiledPolicy::from_file(&a.policy).map_err(boxed)?;
+        let config = EngineConfig {
+            deadline: a.deadline,
+            positive_ttl: a.cache_ttl,
+            negative_ttl: a.negative_cache_ttl,
+            resolve_ttl: a.resolve_ttl,
+            failure_ttl: a.failure_cache_ttl.unwrap_or(Duration::ZERO),
+            max_cache_bytes: a.cache_max_mib << 20,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(registry_with(&a.registry, true, &[])?, policy, config);
+        let metrics_listen = match a.metrics_listen.as_str() {
+            "off" | "" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|e| CliError::Usage(format!("--metrics-listen {addr:?}: {e}")))?,
+            ),
+        };
+        let config = crate::webhook::ServeConfig {
+            listen: a.listen,
+            metrics_listen,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            policy: a.policy,
+            reload_interval: a.reload_interval,
+            grace: a.grace,
+            pin_workloads: a.pin_workloads,
+            kubeconfig: a.kubeconfig,
+            allow_cross_namespace_refs: a.allow_cross_namespace_refs,
+            limits: crate::webhook::Limits {
+                max_connections: a.max_connections as usize,
+                request_timeout: a.request_timeout,
+                body_memory: (a.max_body_memory_mib as usize) << 20,
+            },
+        };
+        Ok(ServePlan { engine, config })
+    }
+}
+
+/// `sign`: the key, the reference and the registry client.
+pub(crate) struct SignPlan {
+    /// The reference given.
+    pub(crate) reference: ImageRef,
+    /// `-a KEY=VALUE`.
+    pub(crate) annotations: BTreeMap<String, String>,
+    /// The decrypted private key.
+    pub(crate) key: SigningKey,
+    /// For the reference's registry.
+    pub(crate) registry: Registry,
+    /// `--format`.
+    pub(crate) format: SignFormat,
+    /// `--recursive`.
+    pub(crate) recursive: bool,
+}
+
+impl SignPlan {
+    /// Reference, annotations, key (the password asked for if need be), registry client.
+    pub(crate) fn build(a: SignArgs) -> Result<SignPlan, CliError> {
+        let reference = ImageRef::parse(&a.reference).map_err(boxed)?;
+        let annotations = parse_annotations(&a.annotations)?;
+        let pem = files::read_file(&a.key, "private key")?;
+        let pw = files::password(false)?;
+        let key = SigningKey::from_encrypted_pem(&pem, pw.as_bytes(), &a.key.display().to_string())
+            .map_err(boxed)?;
+        let registry = registry_for(&a.registry, &[&reference])?;
+        Ok(SignPlan {
+            reference,
+            annotations,
+            key,
+            registry,
+            format: a.format,
+            recursive: a.recursive,
+        })
+    }
+}
+
+/// `verify-bundle`: the bundle, the root, who must have signed, and what.
+pub(crate) struct BundlePlan {
+    /// `--bundle`.
+    pub(crate) path: PathBuf,
+    /// Its text.
+    pub(crate) json: String,
+    /// `--trusted-root`, the embedded staging root, or the embedded public-good root.
+    pub(crate) root: TrustRoot,
+    /// `--key` (with `--insecure-ignore-tlog`), or the keyless identity.
+    pub(crate) signer: BundleSigner,
+    /// The file's bytes, or its digest.
+    pub(crate) artifact: BundleInput,
+    /// `-o`.
+    pub(crate) output: Output,
+}
+
+/// Who must have signed a bundle.
+pub(crate) enum BundleSigner {
+    /// A managed key; `tlog`: its transparency-log entry is required.
+    Key { key: PublicKey, tlog: bool },
+    /// A certificate for this identity.
+    Identity([Identity; 1]),
+}
+
+/// What a bundle signs.
+pub(crate) enum BundleInput {
+    /// A file's content.
+    Bytes(Vec<u8>),
+    /// A sha256 digest given instead of a file.
+    Sha256([u8; 32]),
+}
+
+impl BundlePlan {
+    /// Bundle text, root, signer, artifact.
+    pub(crate) fn build(a: VerifyBundleArgs) -> Result<BundlePlan, CliError> {
+        let json = files::read_file(&a.bundle, "bundle")?;
+        let root = match (&a.trusted_root, a.staging) {
+            (Some(p), _) => TrustRoot::from_json(
+                &files::read_file(p, "trusted root")?,
+                &p.display().to_string(),
+            )
+            .map_err(boxed)?,
+            (None, true) => TrustRoot::from_json(
+                sigstore_trust_root::SIGSTORE_STAGING_TRUSTED_ROOT,
+                "embedded staging",
+            )
+            .map_err(boxed)?,
+            (None, false) => TrustRoot::embedded().map_err(boxed)?,
+        };
+        let signer = match &a.key {
+            Some(k) => BundleSigner::Key {
+                key: PublicKey::from_pem(
+                    &files::read_file(k, "public key")?,
+                    &k.display().to_string(),
+                )
+                .map_err(boxed)?,
+                tlog: !a.insecure_ignore_tlog,
+            },
+            None => BundleSigner::Identity([identity(&a.keyless)?]),
+        };
+        let artifact = match bundle_artifact(&a.artifact)? {
+            Some(d) => BundleInput::Sha256(d),
+            None => {
+                BundleInput::Bytes(std::fs::read(&a.artifact).map_err(|source| CliError::Io {
+                    what: format!("artifact {}: cannot read", a.artifact),
+                    source,
+                })?)
+            }
+        };
+        Ok(BundlePlan {
+            path: a.bundle,
+            json,
+            root,
+            signer,
+            artifact,
+            output: a.output,
+        })
+    }
+}
+
+/// `generate-key-pair`: where the key pair goes, and its password.
+pub(crate) struct GeneratePlan {
+    /// PREFIX.key.
+    pub(crate) key_path: PathBuf,
+    /// PREFIX.pub.
+    pub(crate) pub_path: PathBuf,
+    /// `--force`: replace existing files.
+    pub(crate) force: bool,
+    /// The password the private key is encrypted with.
+    pub(crate) password: zeroize::Zeroizing<String>,
+}
+
+impl GeneratePlan {
+    /// Refuses existing files (without `--force`) before asking for the password.
+    pub(crate) fn build(a: GenerateArgs) -> Result<GeneratePlan, CliError> {
+        let key_path = PathBuf::from(format!("{}.key", a.output_key_prefix));
+        let pub_path = PathBuf::from(format!("{}.pub", a.output_key_prefix));
+        if !a.force {
+            for p in [&key_path, &pub_path] {
+                // symlink_metadata: a link (even a dangling one) is something that exists.
+                if p.symlink_metadata().is_ok() {
+                    return Err(CliError::Usage(format!(
+                        "{} already exists; pass --force to replace it",
+                        p.display()
+                    )));
+                }
+            }
+        }
+        Ok(GeneratePlan {
+            key_path,
+            pub_path,
+            force: a.force,
+            password: files::password(true)?,
+        })
+    }
+}
+
+/// The registry client of a one-shot command, with cosign's `--allow-insecure-registry` and
+/// `--allow-http-registry` applied to the registries of `refs`.
+fn registry_for(args: &RegistryArgs, refs: &[&ImageRef]) -> Result<Registry, CliError> {
+    let hosts: Vec<String> = refs
+        .iter()
+        .filter_map(|r| r.registry().map(str::to_string))
+        .collect();
+    registry_with(args, false, &hosts)
+}
+
+/// The registry client from flags, the environment and the user's credential files; `watch`
+/// (for `serve`) re-reads credential files when they change.
+fn registry_with(
+    args: &RegistryArgs,
+    watch: bool,
+    ref_hosts: &[String],
+) -> Result<Registry, CliError> {
+    let mut s = RegistrySettings::default();
+    for c in &args.creds {
+        s.add_credentials_flag(c).map_err(boxed)?;
+    }
+    for f in &args.creds_files {
+        let (text, origin) = files::read_creds_file(f)?;
+        s.add_credentials_text(&text, &origin).map_err(boxed)?;
+    }
+    s.apply_env(std::env::vars()).map_err(boxed)?;
+    for h in &args.plain_http {
+        s.add_plain_http(h).map_err(boxed)?;
+    }
+    for h in &args.insecure_skip_tls_verify {
+        s.add_insecure_skip_tls_verify(h).map_err(boxed)?;
+    }
+    for h in ref_hosts {
+        if args.allow_http_registry {
+            s.add_plain_http(h).map_err(boxed)?;
+        } else if args.allow_insecure_registry {
+            s.add_allow_insecure(h).map_err(boxed)?;
+        }
+    }
+    for (which, values) in [
+        (TlsFile::Ca, &args.ca_files),
+        (TlsFile::Cert, &args.cert_files),
+        (TlsFile::Key, &args.key_files),
+    ] {
+        for v in values {
+            s.add_tls_file(which, v).map_err(boxed)?;
+        }
+    }
+    s.validate().map_err(boxed)?;
+    s.add_user_auth_files(&|k| std::env::var(k).ok(), watch);
+    for f in &args.config_files {
+        let label = format!("--registry-config {}", f.display());
+        if !watch && !f.exists() {
+            // An optional secret that is not mounted: no credentials from it, said once.
+            eprintln!("note: {label}: no such file; no credentials from it");
+        }
+        // A file named on the command line that does not parse is a configuration error now,
+        // not a denial later.
+        if let Err(e) = s.add_auth_file(f.clone(), label, watch).config() {
+            return Err(boxed(e));
+        }
+    }
+    s.timeout = Duration::from_secs(args.timeout);
+    s.max_connections_per_host = usize::from(args.registry_max_connections);
+    Ok(Registry::new(s))
+}
+
+fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(CliError::Usage(format!(
+                "annotation {a:?}: expected KEY=VALUE"
+            ))),
+        })
+        .collect()
+}
+
+/// A reference that does not parse, as a result of its own: the others are still verified.
+fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decision {
+    Decision::without_signatures(
+        crate::escape_text(input),
+        None,
+        Verdict::Deny,
+        None,
+        error_chain(e),
+        Some(crate::failure::Failure::Invalid),
+    )
+}
+
+/// The OCI sources of the manifest files, each once with every place it was found; and a warn
+/// decision for each source the cluster would fetch that is not OCI (nothing verifies it).
+async fn manifest_sources(
+    files: Vec<(PathBuf, String)>,
+    cross_namespace_refs: bool,
+) -> Result<(Vec<crate::extract::FoundSource>, Vec<Decision>), CliError> {
+    let mut parsed = Vec::with_capacity(files.len());
+    for (file, text) in files {
+        let docs = crate::extract::parse_documents(&text).map_err(|e| {
+            CliError::Usage(format!(
+                "--manifests {}: {}",
+                file.display(),
+                error_chain(&e)
+            ))
+        })?;
+        parsed.push((file, docs));
+    }
+    let found = crate::extract::manifest_sources(&parsed, cross_namespace_refs).await;
+    let unverified = found
+        .unverified
+        .into_iter()
+        .map(|(found_in, u)| unverified_decision(found_in, u))
+        .collect();
+    Ok((found.sources, unverified))
+}
+
+/// A warn result for a source the cluster would fetch that is not OCI: nothing verifies it.
+fn unverified_decision(found_in: String, u: crate::extract::Unverified) -> Decision {
+    let mut d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
+    d.reasons.push(format!("found in {found_in}"));
+    d
+}
+
+fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {
+    let name = "--trusted-root";
+    let root = TrustRoot::from_json(&files::read_file(p, "trusted root")?, name).map_err(boxed)?;
+    Ok(vec![TrustRootRef {
+        name: name.into(),
+        root: std::sync::Arc::new(root),
+    }])
+}
+
+/// `sha256:<64 hex>` that is not a file on disk is a digest; anything else is a path.
+fn bundle_artifact(input: &str) -> Result<Option<[u8; 32]>, CliError> {
+    let Some(hex) = input.strip_prefix("sha256:") else {
+        return Ok(None);
+    };
+    if hex.len() != 64 || Path::new(input).exists() {
+        return Ok(None);
+    }
+    let mut out = [0u8; 32];
+    match hex::decode_to_slice(hex, &mut out) {
+        Ok(()) => Ok(Some(out)),
+        Err(_) => Ok(None),
+    }
+}
