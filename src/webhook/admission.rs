@@ -21,7 +21,7 @@ use super::server::{self, Body, text};
 use super::weight;
 use super::workers::{off_the_workers, off_the_workers_async};
 use crate::engine::{Decision, Engine, Failure};
-use crate::extract::{self, Artifact, Hints, MAX_ARTIFACTS_PER_OBJECT};
+use crate::extract::{self, Artifact, Hints};
 use crate::policy::Verdict;
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).
@@ -271,26 +271,15 @@ async fn extract_within(
 }
 
 /// Each source once, in the object's order, leaving out those in `old`; more than
-/// [`MAX_ARTIFACTS_PER_OBJECT`] is refused.
+/// [`extract::MAX_ARTIFACTS_PER_OBJECT`] is refused (the same rule `verify --manifests` applies).
 fn distinct_new_sources(
     sources: Vec<extract::Source>,
     old: &BTreeSet<String>,
 ) -> Result<Vec<extract::Source>, ObjectError> {
-    let mut seen = BTreeSet::new();
-    let distinct: Vec<extract::Source> = sources
-        .into_iter()
-        .filter(|s| {
-            let key = s.key();
-            !old.contains(&key) && seen.insert(key)
-        })
-        .collect();
-    if distinct.len() > MAX_ARTIFACTS_PER_OBJECT {
-        return Err(ObjectError::TooManyArtifacts {
-            max: MAX_ARTIFACTS_PER_OBJECT,
-            fields: extract::MAX_IMAGE_FIELDS,
-        });
-    }
-    Ok(distinct)
+    extract::distinct_sources(sources, old).map_err(|e| ObjectError::TooManyArtifacts {
+        max: e.max,
+        fields: e.fields,
+    })
 }
 
 /// Check each source with the engine, in the object's order; [`MAX_CONCURRENT_CHECKS`] at a
