@@ -232,13 +232,15 @@ pub async fn discover_each(
 /// digest, a blob or referrer it names that is missing, the budget it would take) — what
 /// anyone with push rights can plant — rather than in the registry's answering.
 fn lies_in_content(e: &RegistryError) -> bool {
+    use crate::registry::RegistryErrorKind as K;
     matches!(
-        e,
-        RegistryError::TooLarge { .. }
-            | RegistryError::BudgetSpent { .. }
-            | RegistryError::DigestMismatch { .. }
-            | RegistryError::BadManifest { .. }
-            | RegistryError::NotFound { .. }
+        *e.kind,
+        K::TooLarge { .. }
+            | K::BudgetSpent { .. }
+            | K::DigestMismatch
+            | K::NotAManifest { .. }
+            | K::Malformed { .. }
+            | K::NotFound
     )
 }
 
@@ -271,7 +273,7 @@ async fn legacy_sig_tag(
     let at = |index| Order { path: 0, index };
     let sig_ref = subject.with_tag(&tag);
     let manifest = match registry
-        .get_manifest_within(&sig_ref, usize::MAX, budget)
+        .get_manifest_capped(&sig_ref, usize::MAX, budget)
         .await
     {
         Ok(Some(m)) => m,
@@ -358,7 +360,7 @@ async fn legacy_sig_tag(
         .map(|members| async move {
             let first = members[0];
             let fetched = registry
-                .get_blob_within(subject, &layers_ref[first], MAX_PAYLOAD_BYTES, budget)
+                .get_blob_capped(subject, &layers_ref[first], MAX_PAYLOAD_BYTES, budget)
                 .await;
             (members, fetched)
         })
@@ -418,7 +420,7 @@ async fn referrers(
         index: usize::MAX,
     };
     if let Some(list) = registry
-        .get_referrers_within(subject, digest, budget)
+        .get_referrers_budgeted(subject, digest, budget)
         .await
         .map_err(wrap(api))?
     {
@@ -453,7 +455,7 @@ async fn referrers(
     let mut tried = PathTried::new(&path);
     let tag_ref = subject.with_tag(&tag);
     let index = match registry
-        .get_manifest_within(&tag_ref, usize::MAX, budget)
+        .get_manifest_capped(&tag_ref, usize::MAX, budget)
         .await
     {
         Ok(Some(index)) => index,
@@ -544,7 +546,7 @@ async fn examine(
         }
         let location = format!("{path} {label}");
         let fetched = registry
-            .get_manifest_within(
+            .get_manifest_capped(
                 &subject.with_digest(d.clone()),
                 MAX_REFERRER_MANIFEST_BYTES,
                 budget,
@@ -627,7 +629,7 @@ async fn examine(
             continue;
         }
         let bytes = match registry
-            .get_blob_within(subject, layer, MAX_BUNDLE_BYTES, budget)
+            .get_blob_capped(subject, layer, MAX_BUNDLE_BYTES, budget)
             .await
         {
             Ok(bytes) => bytes,

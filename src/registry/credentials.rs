@@ -193,15 +193,19 @@ struct AuthEntry {
     secret: Secret,
 }
 
-/// What a credential file says for one repository.
+/// What a Docker-format credential file answers for one repository ([`AuthConfig::lookup`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
+pub enum ConfigAnswer {
+    /// A secret of its `auths`.
     Secret(Secret),
     /// Ask this helper (`credHelpers` for the host, or `credsStore`).
     Helper {
+        /// Its name (`docker-credential-NAME`).
         helper: String,
+        /// Which key named it: `credHelpers` or `credsStore`.
         from: &'static str,
     },
+    /// Nothing for this repository.
     Nothing,
 }
 
@@ -285,9 +289,9 @@ impl AuthConfig {
 
     /// What this file holds for `repository` on `host` (canonical): a helper named for the
     /// host first (as Docker does), then the most specific `auths` entry, then `credsStore`.
-    pub fn lookup(&self, host: &str, repository: &str) -> Lookup {
+    pub fn lookup(&self, host: &str, repository: &str) -> ConfigAnswer {
         if let Some(h) = self.cred_helpers.get(host) {
-            return Lookup::Helper {
+            return ConfigAnswer::Helper {
                 helper: h.clone(),
                 from: "credHelpers",
             };
@@ -307,14 +311,14 @@ impl AuthConfig {
             })
             .max_by_key(|e| e.namespace.as_ref().map_or(0, |n| n.len() + 1));
         if let Some(e) = best {
-            return Lookup::Secret(e.secret.clone());
+            return ConfigAnswer::Secret(e.secret.clone());
         }
         match &self.creds_store {
-            Some(s) => Lookup::Helper {
+            Some(s) => ConfigAnswer::Helper {
                 helper: s.clone(),
                 from: "credsStore",
             },
-            None => Lookup::Nothing,
+            None => ConfigAnswer::Nothing,
         }
     }
 
@@ -656,7 +660,7 @@ mod tests {
             "credsStore":"desktop"}"#;
         let c = AuthConfig::parse(text).unwrap();
         let basic = |u: &str, p: &str| {
-            Lookup::Secret(Secret::Basic {
+            ConfigAnswer::Secret(Secret::Basic {
                 username: u.into(),
                 password: p.into(),
             })
@@ -670,11 +674,11 @@ mod tests {
         assert_eq!(c.lookup("quay.io", "org/team/app"), basic("team", "y"));
         assert_eq!(
             c.lookup("acr.io", "x"),
-            Lookup::Secret(Secret::IdentityToken("refresh".into()))
+            ConfigAnswer::Secret(Secret::IdentityToken("refresh".into()))
         );
         assert_eq!(
             c.lookup("tok.io", "x"),
-            Lookup::Secret(Secret::Bearer("bearer".into()))
+            ConfigAnswer::Secret(Secret::Bearer("bearer".into()))
         );
         // not under the namespace, an empty entry, an unknown host: the store
         for (host, repo) in [
@@ -684,7 +688,7 @@ mod tests {
         ] {
             assert_eq!(
                 c.lookup(host, repo),
-                Lookup::Helper {
+                ConfigAnswer::Helper {
                     helper: "desktop".into(),
                     from: "credsStore"
                 },
@@ -693,7 +697,7 @@ mod tests {
         }
         assert_eq!(
             c.lookup("ecr.aws", "x"),
-            Lookup::Helper {
+            ConfigAnswer::Helper {
                 helper: "ecr-login".into(),
                 from: "credHelpers"
             }
@@ -726,7 +730,7 @@ mod tests {
         assert!(f.config().unwrap().is_none());
         f.state.lock().unwrap().checked -= RECHECK;
         let c = f.config().unwrap().unwrap();
-        assert!(matches!(c.lookup("a.io", "r"), Lookup::Secret(_)));
+        assert!(matches!(c.lookup("a.io", "r"), ConfigAnswer::Secret(_)));
         std::fs::write(&path, "garbage").unwrap();
         f.state.lock().unwrap().checked -= RECHECK;
         let e = f.config().unwrap_err();

@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::credentials::{AuthFile, Credential, CredentialError, CredentialId, Lookup, Secret};
+use super::credentials::{
+    AuthFile, ConfigAnswer, Credential, CredentialError, CredentialId, Secret,
+};
+use super::request_scope::RequestCredentials;
 
 /// How to reach registries: the same settings for the CLI, the webhook and the library.
 #[derive(Debug, Clone)]
@@ -153,11 +156,15 @@ fn invalid(name: &str, problem: impl Into<String>) -> SettingsError {
     }
 }
 
-/// Where the credential for a request comes from: a secret, or a helper to ask.
+/// What the first credential source that applies to a request has: the credential itself,
+/// or the credential helper to ask for it.
 #[derive(Debug, Clone)]
-pub enum Found {
+pub enum CredentialOrHelper {
+    /// The credential, with where it came from.
     Credential(Credential),
+    /// A credential helper to ask.
     Helper {
+        /// Its name (`docker-credential-NAME`).
         helper: String,
         /// The file that named the helper, with how (`~/.docker/config.json (credsStore:
         /// ecr-login)`), for the credential's source and for errors.
@@ -564,34 +571,34 @@ impl RegistrySettings {
         host: &str,
         repository: &str,
         request: Option<&RequestCredentials>,
-    ) -> Result<Option<Found>, CredentialError> {
+    ) -> Result<Option<CredentialOrHelper>, CredentialError> {
         let entry = self
             .flag_credentials
             .iter()
             .chain(&self.env_credentials)
             .find(|e| e.matches(host, repository));
         if let Some(e) = entry {
-            return Ok(Some(Found::Credential(e.credential.clone())));
+            return Ok(Some(CredentialOrHelper::Credential(e.credential.clone())));
         }
         if let Some(c) = request.and_then(|r| r.get(host)) {
-            return Ok(Some(Found::Credential(c.clone())));
+            return Ok(Some(CredentialOrHelper::Credential(c.clone())));
         }
         for file in &self.files {
             let Some(config) = file.config()? else {
                 continue;
             };
             match config.lookup(host, repository) {
-                Lookup::Secret(secret) => {
-                    return Ok(Some(Found::Credential(Credential::new(
+                ConfigAnswer::Secret(secret) => {
+                    return Ok(Some(CredentialOrHelper::Credential(Credential::new(
                         secret,
                         file.label(),
                     ))));
                 }
-                Lookup::Helper { helper, from } => {
+                ConfigAnswer::Helper { helper, from } => {
                     let source = format!("{} ({from}: {helper})", file.label());
-                    return Ok(Some(Found::Helper { helper, source }));
+                    return Ok(Some(CredentialOrHelper::Helper { helper, source }));
                 }
-                Lookup::Nothing => {}
+                ConfigAnswer::Nothing => {}
             }
         }
         Ok(None)
@@ -612,8 +619,10 @@ impl RegistrySettings {
     ) -> CredentialId {
         match self.find_credential(host, repository, request) {
             Ok(None) => CredentialId::ANONYMOUS,
-            Ok(Some(Found::Credential(c))) => CredentialId::of_secret(&c.secret),
-            Ok(Some(Found::Helper { helper, source })) => CredentialId::of_helper(&helper, &source),
+            Ok(Some(CredentialOrHelper::Credential(c))) => CredentialId::of_secret(&c.secret),
+            Ok(Some(CredentialOrHelper::Helper { helper, source })) => {
+                CredentialId::of_helper(&helper, &source)
+            }
             Err(e) => CredentialId::of_unusable(&e.to_string()),
         }
     }
@@ -699,40 +708,17 @@ fn settings_host(name: &str, host: &str) -> Result<(String, Option<Scheme>), Set
     Ok((canonical, scheme))
 }
 
-/// Credentials that belong to one request rather than to the process (an admitted Pod's
-/// `imagePullSecrets`), by canonical host.
-pub type RequestCredentials = Arc<BTreeMap<String, Credential>>;
-
-tokio::task_local! {
-    static REQUEST_CREDENTIALS: RequestCredentials;
-}
-
-/// Run `f` with `credentials` available to every registry request it makes, after the
-/// configured credentials and before the credential files. A task spawned inside `f` does not
-/// see them unless it is run in this scope too (the engine does so for its verifications).
-pub async fn with_request_credentials<F: Future>(
-    credentials: RequestCredentials,
-    f: F,
-) -> F::Output {
-    REQUEST_CREDENTIALS.scope(credentials, f).await
-}
-
-/// The request credentials in scope, if any.
-pub fn request_credentials() -> Option<RequestCredentials> {
-    REQUEST_CREDENTIALS.try_with(|c| c.clone()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn basic(s: &RegistrySettings, host: &str, repo: &str) -> Option<(String, String, String)> {
         match s.find_credential(host, repo, None).unwrap()? {
-            Found::Credential(c) => {
+            CredentialOrHelper::Credential(c) => {
                 let (u, p) = c.basic()?;
                 Some((u.to_string(), p.to_string(), c.source.to_string()))
             }
-            Found::Helper { .. } => None,
+            CredentialOrHelper::Helper { .. } => None,
         }
     }
 
@@ -774,7 +760,9 @@ mod tests {
             "OCIGATE_REGISTRY_10_*"
         );
         match s.find_credential("tok.io", "r", None).unwrap() {
-            Some(Found::Credential(c)) => assert_eq!(c.secret, Secret::Bearer("t".into())),
+            Some(CredentialOrHelper::Credential(c)) => {
+                assert_eq!(c.secret, Secret::Bearer("t".into()))
+            }
             other => panic!("{other:?}"),
         }
         // Loopback is HTTPS, then plain HTTP, unless set otherwise.
@@ -900,7 +888,7 @@ mod tests {
         assert_eq!(basic(&s, "a.io", "r").unwrap().2, "docker");
         assert_eq!(basic(&s, "b.io", "r").unwrap().2, "podman");
         match s.find_credential("h.io", "r", None).unwrap() {
-            Some(Found::Helper { helper, source }) => {
+            Some(CredentialOrHelper::Helper { helper, source }) => {
                 assert_eq!(helper, "x");
                 assert_eq!(source, "docker (credHelpers: x)");
             }
@@ -917,7 +905,9 @@ mod tests {
             ),
         )]));
         match s.find_credential("a.io", "r", Some(&request)).unwrap() {
-            Some(Found::Credential(c)) => assert_eq!(&*c.source, "imagePullSecret ns/s"),
+            Some(CredentialOrHelper::Credential(c)) => {
+                assert_eq!(&*c.source, "imagePullSecret ns/s")
+            }
             other => panic!("{other:?}"),
         }
         s.add_credentials_flag("a.io=flag:4").unwrap();
