@@ -12,7 +12,7 @@ use super::budget::FetchBudget;
 use super::credentials::{self, Credential, CredentialError};
 use super::error::{Op, RegistryError, RegistryErrorKind as Kind, Sent, Store};
 use super::remote::{
-    ACCEPT_MANIFESTS, Access, Cause, parse_retry_after, read_capped, status_cause,
+    ACCEPT_MANIFESTS, Access, Cause, RepoAccess, parse_retry_after, read_capped, status_cause,
 };
 use super::request_scope::{remaining_deadline, request_credentials};
 use super::settings::CredentialOrHelper;
@@ -152,18 +152,14 @@ impl Registry {
                 std::future::pending::<()>().await;
             }
             let in_flight = gate::InFlight::new(permit);
-            let mut resp = self
-                .remote
-                .send(
-                    &self.settings,
-                    creds,
-                    call.registry,
-                    call.repository,
-                    access,
-                    url,
-                    build,
-                )
-                .await?;
+            let to = RepoAccess {
+                settings: &self.settings,
+                creds,
+                registry: call.registry,
+                repository: call.repository,
+                access,
+            };
+            let mut resp = self.remote.send(&to, url, build).await?;
             if let Some(permit) = in_flight.answered() {
                 resp.extensions_mut().insert(Arc::new(permit));
             }
