@@ -512,7 +512,7 @@ impl Helpers {
 /// The credential-helper protocol: `docker-credential-<helper> get`, the server on stdin,
 /// `{"ServerURL","Username","Secret"}` on stdout; "credentials not found" means none.
 async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let program = format!("docker-credential-{helper}");
     let failed = |detail: String| CredentialError::Helper {
         helper: helper.to_string(),
@@ -541,8 +541,15 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         let _ = stdin.write_all(server.as_bytes()).await;
         let _ = stdin.shutdown().await;
     }
-    // At most HELPER_OUTPUT_LIMIT bytes of each stream are read: a helper that writes more
-    // is killed (kill_on_drop) and its answer refused.
+    let output = helper_output(child).await.map_err(failed)?;
+    helper_secret(&output).map_err(failed)
+}
+
+/// A helper's exit status and output, within [`HELPER_TIMEOUT`]. At most
+/// [`HELPER_OUTPUT_LIMIT`] bytes of each stream are read: a helper that writes more is killed
+/// (kill_on_drop) and its answer refused. `Err` says what went wrong.
+async fn helper_output(mut child: tokio::process::Child) -> Result<std::process::Output, String> {
+    use tokio::io::AsyncReadExt as _;
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
     enum Read {
@@ -569,28 +576,25 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         let (stdout, stderr) =
             tokio::try_join!(capped(out_pipe.as_mut()), capped(err_pipe.as_mut()))?;
         let status = child.wait().await.map_err(Read::Io)?;
-        Ok::<_, Read>((status, stdout, stderr))
+        Ok::<_, Read>(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
     };
-    let (status, stdout, stderr) = match tokio::time::timeout(HELPER_TIMEOUT, running).await {
-        Err(_) => {
-            return Err(failed(format!(
-                "no answer within {} s",
-                HELPER_TIMEOUT.as_secs()
-            )));
-        }
-        Ok(Err(Read::Io(e))) => return Err(failed(format!("cannot be run: {e}"))),
-        Ok(Err(Read::TooLong)) => {
-            return Err(failed(format!(
-                "its answer is longer than {HELPER_OUTPUT_LIMIT} bytes"
-            )));
-        }
-        Ok(Ok(o)) => o,
-    };
-    let output = std::process::Output {
-        status,
-        stdout,
-        stderr,
-    };
+    match tokio::time::timeout(HELPER_TIMEOUT, running).await {
+        Err(_) => Err(format!("no answer within {} s", HELPER_TIMEOUT.as_secs())),
+        Ok(Err(Read::Io(e))) => Err(format!("cannot be run: {e}")),
+        Ok(Err(Read::TooLong)) => Err(format!(
+            "its answer is longer than {HELPER_OUTPUT_LIMIT} bytes"
+        )),
+        Ok(Ok(output)) => Ok(output),
+    }
+}
+
+/// The secret a helper's output gives: `Ok(None)` for "credentials not found" or an empty
+/// secret; `Err` says why the answer is a failure (escaped: it quotes the helper).
+fn helper_secret(output: &std::process::Output) -> Result<Option<Secret>, String> {
     let said = |bytes: &[u8]| {
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
         crate::escape_text(text.lines().next().unwrap_or("").trim())
@@ -601,12 +605,11 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         if out.contains("credentials not found") || err.contains("credentials not found") {
             return Ok(None);
         }
-        let detail = match (said(&output.stderr), said(&output.stdout)) {
+        return Err(match (said(&output.stderr), said(&output.stdout)) {
             (e, _) if !e.is_empty() => e,
             (_, o) if !o.is_empty() => o,
             _ => format!("exit status {}", output.status),
-        };
-        return Err(failed(detail));
+        });
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -617,7 +620,7 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         secret: String,
     }
     let answer: Answer = serde_json::from_slice(&output.stdout)
-        .map_err(|_| failed("its answer is not the credential-helper JSON".into()))?;
+        .map_err(|_| "its answer is not the credential-helper JSON".to_string())?;
     if answer.secret.is_empty() {
         return Ok(None);
     }

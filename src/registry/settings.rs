@@ -187,6 +187,134 @@ const ENV_FIELDS: &[&str] = &[
     "CA_FILE",
 ];
 
+/// One `OCIGATE_REGISTRY_[N_]*` set of environment variables.
+struct EnvSet {
+    /// `OCIGATE_REGISTRY_` or `OCIGATE_REGISTRY_N_`.
+    prefix: String,
+    /// Field (`HOST`) -> value.
+    fields: BTreeMap<String, String>,
+}
+
+impl EnvSet {
+    /// The sets among `vars`, by index (the unindexed set first).
+    fn collect<I, K, V>(vars: I) -> Result<Vec<EnvSet>, SettingsError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        // set index (None: unindexed) -> field -> value
+        let mut sets: BTreeMap<Option<u32>, BTreeMap<String, String>> = BTreeMap::new();
+        for (k, v) in vars {
+            let k = k.as_ref();
+            let Some(rest) = k.strip_prefix("OCIGATE_REGISTRY_") else {
+                continue;
+            };
+            let (set, field) = match rest.split_once('_') {
+                Some((n, f)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    let index = n
+                        .parse()
+                        .map_err(|_| invalid(k, "set index is too large"))?;
+                    (Some(index), f)
+                }
+                _ => (None, rest),
+            };
+            sets.entry(set)
+                .or_default()
+                .insert(field.to_string(), v.as_ref().to_string());
+        }
+        Ok(sets
+            .into_iter()
+            .map(|(set, fields)| EnvSet {
+                prefix: match set {
+                    Some(n) => format!("OCIGATE_REGISTRY_{n}_"),
+                    None => "OCIGATE_REGISTRY_".to_string(),
+                },
+                fields,
+            })
+            .collect())
+    }
+
+    /// The variable of field `f`.
+    fn name(&self, f: &str) -> String {
+        format!("{}{f}", self.prefix)
+    }
+
+    /// What credentials from this set say they come from.
+    fn source(&self) -> String {
+        format!("{}*", self.prefix)
+    }
+
+    /// Field `f`, if set and not empty.
+    fn field(&self, f: &str) -> Option<&String> {
+        self.fields.get(f).filter(|v| !v.is_empty())
+    }
+
+    /// A true/false field (absent: false).
+    fn flag(&self, f: &str) -> Result<bool, SettingsError> {
+        match self.field(f).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(false),
+            Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Ok(true),
+            Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
+            Some(v) => Err(invalid(
+                &self.name(f),
+                format!("{v:?} is not true or false"),
+            )),
+        }
+    }
+
+    /// `REPOSITORY`, a glob on the repository path.
+    fn repository(&self) -> Result<Option<globset::GlobMatcher>, SettingsError> {
+        let Some(pattern) = self.field("REPOSITORY") else {
+            return Ok(None);
+        };
+        let glob = globset::GlobBuilder::new(pattern.trim_matches('/'))
+            .literal_separator(false)
+            .build()
+            .map_err(|e| invalid(&self.name("REPOSITORY"), e.kind().to_string()))?;
+        Ok(Some(glob.compile_matcher()))
+    }
+
+    /// The credential: `USERNAME` + `PASSWORD`, `IDENTITY_TOKEN` or `TOKEN`.
+    fn secret(&self) -> Result<Option<Secret>, SettingsError> {
+        let field = |f| self.field(f);
+        Ok(
+            match (
+                field("USERNAME"),
+                field("PASSWORD"),
+                field("IDENTITY_TOKEN"),
+                field("TOKEN"),
+            ) {
+                (None, None, None, None) => None,
+                (Some(u), Some(p), None, None) => Some(Secret::Basic {
+                    username: u.clone(),
+                    password: p.clone(),
+                }),
+                (_, None, Some(t), None) => Some(Secret::IdentityToken(t.clone())),
+                (None, None, None, Some(t)) => Some(Secret::Bearer(t.clone())),
+                (Some(_), None, None, None) => {
+                    return Err(invalid(
+                        &self.name("PASSWORD"),
+                        "missing while USERNAME is set",
+                    ));
+                }
+                (None, Some(_), None, None) => {
+                    return Err(invalid(
+                        &self.name("USERNAME"),
+                        "missing while PASSWORD is set",
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        &self.source(),
+                        "give one of USERNAME+PASSWORD, IDENTITY_TOKEN or TOKEN",
+                    ));
+                }
+            },
+        )
+    }
+}
+
 impl RegistrySettings {
     /// The transport settings for `host` (canonical).
     pub fn host(&self, host: &str) -> Option<&HostSettings> {
@@ -337,130 +465,70 @@ impl RegistrySettings {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        // set index (None: unindexed) -> field -> value
-        let mut sets: BTreeMap<Option<u32>, BTreeMap<String, String>> = BTreeMap::new();
-        for (k, v) in vars {
-            let k = k.as_ref();
-            let Some(rest) = k.strip_prefix("OCIGATE_REGISTRY_") else {
-                continue;
-            };
-            let (set, field) = match rest.split_once('_') {
-                Some((n, f)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                    let index = n
-                        .parse()
-                        .map_err(|_| invalid(k, "set index is too large"))?;
-                    (Some(index), f)
-                }
-                _ => (None, rest),
-            };
-            sets.entry(set)
-                .or_default()
-                .insert(field.to_string(), v.as_ref().to_string());
-        }
-        for (set, fields) in sets {
-            let prefix = match set {
-                Some(n) => format!("OCIGATE_REGISTRY_{n}_"),
-                None => "OCIGATE_REGISTRY_".to_string(),
-            };
-            let name = |f: &str| format!("{prefix}{f}");
-            if let Some(f) = fields.keys().find(|f| !ENV_FIELDS.contains(&f.as_str())) {
-                return Err(invalid(
-                    &name(f),
-                    format!("unknown setting (known: {})", ENV_FIELDS.join(", ")),
-                ));
-            }
-            let Some(host) = fields.get("HOST").filter(|h| !h.is_empty()) else {
-                return Err(invalid(
-                    &name("HOST"),
-                    "missing; every set names its registry host",
-                ));
-            };
-            let (host, mut scheme) = settings_host(&name("HOST"), host)?;
-            let field = |f: &str| fields.get(f).filter(|v| !v.is_empty());
-            let flag = |f: &str| -> Result<bool, SettingsError> {
-                match field(f).map(|v| v.to_ascii_lowercase()) {
-                    None => Ok(false),
-                    Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Ok(true),
-                    Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
-                    Some(v) => Err(invalid(&name(f), format!("{v:?} is not true or false"))),
-                }
-            };
-            if flag("PLAIN_HTTP")? {
-                if scheme == Some(Scheme::Https) {
-                    return Err(invalid(
-                        &name("PLAIN_HTTP"),
-                        "the HOST says https:// and PLAIN_HTTP says plain HTTP",
-                    ));
-                }
-                scheme = Some(Scheme::Http);
-            }
-            for (f, which) in [
-                ("CA_FILE", TlsFile::Ca),
-                ("CERT_FILE", TlsFile::Cert),
-                ("KEY_FILE", TlsFile::Key),
-            ] {
-                if let Some(file) = field(f) {
-                    self.set_tls_file(which, &host, scheme, Path::new(file), &name(f))?;
-                }
-            }
-            if flag("INSECURE_SKIP_TLS_VERIFY")? {
-                self.host_mut(&host).insecure_skip_tls_verify = true;
-            }
-            if let Some(s) = scheme {
-                self.host_mut(&host).scheme = Some(s);
-            }
-            let repository = match field("REPOSITORY") {
-                None => None,
-                Some(pattern) => Some(
-                    globset::GlobBuilder::new(pattern.trim_matches('/'))
-                        .literal_separator(false)
-                        .build()
-                        .map_err(|e| invalid(&name("REPOSITORY"), e.kind().to_string()))?
-                        .compile_matcher(),
-                ),
-            };
-            let source = format!("{prefix}*");
-            let secret = match (
-                field("USERNAME"),
-                field("PASSWORD"),
-                field("IDENTITY_TOKEN"),
-                field("TOKEN"),
-            ) {
-                (None, None, None, None) => None,
-                (Some(u), Some(p), None, None) => Some(Secret::Basic {
-                    username: u.clone(),
-                    password: p.clone(),
-                }),
-                (_, None, Some(t), None) => Some(Secret::IdentityToken(t.clone())),
-                (None, None, None, Some(t)) => Some(Secret::Bearer(t.clone())),
-                (Some(_), None, None, None) => {
-                    return Err(invalid(&name("PASSWORD"), "missing while USERNAME is set"));
-                }
-                (None, Some(_), None, None) => {
-                    return Err(invalid(&name("USERNAME"), "missing while PASSWORD is set"));
-                }
-                _ => {
-                    return Err(invalid(
-                        &source,
-                        "give one of USERNAME+PASSWORD, IDENTITY_TOKEN or TOKEN",
-                    ));
-                }
-            };
-            if let Some(secret) = secret {
-                self.env_credentials.push(CredentialEntry {
-                    host,
-                    repository,
-                    credential: Credential::new(secret, source),
-                });
-            } else if repository.is_some() {
-                return Err(invalid(
-                    &name("REPOSITORY"),
-                    "a set with REPOSITORY needs credentials",
-                ));
-            }
+        for set in EnvSet::collect(vars)? {
+            self.apply_env_set(&set)?;
         }
         // Within the environment, a set for a repository comes before one for the whole host.
         self.env_credentials.sort_by_key(|e| e.repository.is_none());
+        Ok(())
+    }
+
+    /// Apply one environment set: its host's transport settings, and its credential.
+    fn apply_env_set(&mut self, set: &EnvSet) -> Result<(), SettingsError> {
+        if let Some(f) = set
+            .fields
+            .keys()
+            .find(|f| !ENV_FIELDS.contains(&f.as_str()))
+        {
+            return Err(invalid(
+                &set.name(f),
+                format!("unknown setting (known: {})", ENV_FIELDS.join(", ")),
+            ));
+        }
+        let Some(host) = set.field("HOST") else {
+            return Err(invalid(
+                &set.name("HOST"),
+                "missing; every set names its registry host",
+            ));
+        };
+        let (host, mut scheme) = settings_host(&set.name("HOST"), host)?;
+        if set.flag("PLAIN_HTTP")? {
+            if scheme == Some(Scheme::Https) {
+                return Err(invalid(
+                    &set.name("PLAIN_HTTP"),
+                    "the HOST says https:// and PLAIN_HTTP says plain HTTP",
+                ));
+            }
+            scheme = Some(Scheme::Http);
+        }
+        for (f, which) in [
+            ("CA_FILE", TlsFile::Ca),
+            ("CERT_FILE", TlsFile::Cert),
+            ("KEY_FILE", TlsFile::Key),
+        ] {
+            if let Some(file) = set.field(f) {
+                self.set_tls_file(which, &host, scheme, Path::new(file), &set.name(f))?;
+            }
+        }
+        if set.flag("INSECURE_SKIP_TLS_VERIFY")? {
+            self.host_mut(&host).insecure_skip_tls_verify = true;
+        }
+        if let Some(s) = scheme {
+            self.host_mut(&host).scheme = Some(s);
+        }
+        let repository = set.repository()?;
+        if let Some(secret) = set.secret()? {
+            self.env_credentials.push(CredentialEntry {
+                host,
+                repository,
+                credential: Credential::new(secret, set.source()),
+            });
+        } else if repository.is_some() {
+            return Err(invalid(
+                &set.name("REPOSITORY"),
+                "a set with REPOSITORY needs credentials",
+            ));
+        }
         Ok(())
     }
 
