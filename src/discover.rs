@@ -236,6 +236,7 @@ fn lies_in_content(e: &RegistryError) -> bool {
     matches!(
         *e.kind,
         K::TooLarge { .. }
+            | K::TooMany { .. }
             | K::BudgetSpent { .. }
             | K::DigestMismatch
             | K::NotAManifest { .. }

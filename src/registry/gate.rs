@@ -1,7 +1,7 @@
 //! How many requests go to one registry host at once, process-wide, and who gets the next one.
 //!
 //! Every request to a registry (and the reading of its answer) holds a permit of that host's
-//! [`Gate`]: at most `cap` at a time, so at most `cap` connections are busy with one host
+//! `Gate`: at most `cap` at a time, so at most `cap` connections are busy with one host
 //! whoever asked — a verification that outlived the admission request that started it
 //! included. Waiters are served fairly: each admission request is a *group* (see
 //! [`with_group`]), and a freed permit goes to the groups with waiters in turn, so that one
@@ -118,7 +118,7 @@ impl Drop for Permit {
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The permit of a request in flight. Taken back with [`InFlight::answered`] once the answer
-/// came; dropped before that, its release waits [`CLOSE_GRACE`].
+/// came; dropped before that, its release waits `CLOSE_GRACE`.
 #[derive(Debug)]
 pub struct InFlight(Option<Permit>);
 

@@ -25,7 +25,7 @@ pub struct Manifest {
     pub bytes: Vec<u8>,
     /// The digest computed from the bytes, never a header's claim.
     pub digest: Digest,
-    /// Its media type (see [`manifest_media_type`]).
+    /// Its media type (see `manifest_media_type`).
     pub media_type: String,
 }
 
@@ -33,11 +33,15 @@ pub struct Manifest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// What the content is.
     pub media_type: String,
+    /// Its digest as written (parsed where it is used).
     pub digest: String,
+    /// Its size in bytes, as the manifest claims it.
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// The artifact type of a referrer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
 }
@@ -46,6 +50,7 @@ pub struct Descriptor {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
+    /// Always 2 for what is accepted.
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
@@ -53,10 +58,13 @@ pub struct ImageManifest {
     pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Descriptor>,
+    /// An image manifest's layers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<Descriptor>,
+    /// An index's manifests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<Descriptor>,
+    /// What a referrer refers to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

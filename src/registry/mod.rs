@@ -1,12 +1,12 @@
-//! Fetching and pushing manifests and blobs: remote registries through [`remote`] (the
+//! Fetching and pushing manifests and blobs: remote registries through `remote` (the
 //! distribution HTTP API on reqwest: token and basic auth, HTTPS then HTTP where allowed), and
-//! OCI image layout directories on disk ([`layout`]). Nothing here interprets signatures.
+//! OCI image layout directories on disk (`layout`). Nothing here interprets signatures.
 //! "Not found" is an `Ok(None)`; every other failure is a [`RegistryError`], never an absence.
 //!
-//! Rooms: `Registry`'s client API (this file); [`request`] (one request: credentials, gate,
-//! deadline, retries, bodies within limits); [`listing`] (tags and referrers, paged);
-//! [`manifest`] (manifests and descriptors); [`layout`]; [`remote`] (HTTP, redirects, token
-//! auth); [`error`]; [`budget`]; [`request_scope`] (what a request takes from its task).
+//! Rooms: `Registry`'s client API (this file); `request` (one request: credentials, gate,
+//! deadline, retries, bodies within limits); `listing` (tags and referrers, paged);
+//! `manifest` (manifests and descriptors); `layout`; `remote` (HTTP, redirects, token auth);
+//! `error`; `budget`; `request_scope` (what a request takes from its task).
 
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 

@@ -40,11 +40,15 @@ pub enum Access {
 /// The repository a request is for, with the access it needs and the credential for the
 /// registry's own origin.
 pub struct RepoAccess<'a> {
+    /// How hosts are reached.
     pub settings: &'a RegistrySettings,
     /// Sent only to the registry's own origin (and the realm its challenge names).
     pub creds: Option<&'a Credential>,
+    /// The registry, as references name it.
     pub registry: &'a str,
+    /// The repository on it (the token's scope).
     pub repository: &'a str,
+    /// What the request needs the token to allow.
     pub access: Access,
 }
 
