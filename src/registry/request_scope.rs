@@ -17,7 +17,10 @@
 //!   Unset: group 0, the one party of the CLI's requests.
 //!
 //! A task spawned inside a scope does not inherit it: capture [`RequestScope::current`] and
-//! run the task in it (the engine does so for its verifications).
+//! run the task in it (`RequestScope::current().run(task)`). The engine does so for its
+//! verifications today with the single setters (`gate::with_group`, `with_request_credentials`,
+//! `with_deadline`), each of which sets one part and leaves the others as the enclosing scope
+//! set them.
 
 use std::collections::BTreeMap;
 use std::future::Future;
