@@ -236,13 +236,16 @@ pub async fn discover_each(
 /// digest, a blob or referrer it names that is missing, the budget it would take) — what
 /// anyone with push rights can plant — rather than in the registry's answering.
 fn lies_in_content(e: &RegistryError) -> bool {
+    use crate::registry::RegistryErrorKind as K;
     matches!(
-        e,
-        RegistryError::TooLarge { .. }
-            | RegistryError::BudgetSpent { .. }
-            | RegistryError::DigestMismatch { .. }
-            | RegistryError::BadManifest { .. }
-            | RegistryError::NotFound { .. }
+        *e.kind,
+        K::TooLarge { .. }
+            | K::TooMany { .. }
+            | K::BudgetSpent { .. }
+            | K::DigestMismatch
+            | K::NotAManifest { .. }
+            | K::Malformed { .. }
+            | K::NotFound
     )
 }
 
@@ -338,7 +341,7 @@ impl Search<'_> {
         let tagged = self.subject.with_tag(tag);
         let manifest = match self
             .registry
-            .get_manifest_within(&tagged, usize::MAX, self.budget)
+            .get_manifest_capped(&tagged, usize::MAX, self.budget)
             .await
         {
             Ok(Some(m)) => m,

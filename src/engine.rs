@@ -140,16 +140,7 @@ use crate::error_chain;
 
 /// The class of a registry failure.
 pub fn registry_failure(e: &RegistryError) -> Failure {
-    match e {
-        RegistryError::Denied { .. } | RegistryError::Credentials { .. } => Failure::Auth,
-        RegistryError::Timeout { .. } | RegistryError::DeadlineExceeded { .. } => Failure::Timeout,
-        // A blob or manifest that a manifest names but the registry lacks is an inconsistency
-        // of the registry; `not-found` is for the reference itself (see `Engine::resolve`).
-        RegistryError::Protocol { source, .. } if source.status() == Some(429) => {
-            Failure::RateLimited
-        }
-        _ => Failure::Registry,
-    }
+    e.failure()
 }
 
 fn discover_failure(e: &DiscoverError) -> Failure {

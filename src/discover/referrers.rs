@@ -19,7 +19,7 @@ pub(super) async fn referrers(s: Search<'_>) -> Result<Vec<PathTried>, DiscoverE
     let api = "referrers API";
     let listed = s
         .registry
-        .get_referrers_within(s.subject, s.digest, s.budget)
+        .get_referrers_budgeted(s.subject, s.digest, s.budget)
         .await
         .map_err(s.failed_at(api))?;
     if let Some(list) = listed {
@@ -185,7 +185,7 @@ async fn referrer_manifest(
 ) -> Result<Option<(ImageManifest, Digest)>, DiscoverError> {
     let fetched = s
         .registry
-        .get_manifest_within(
+        .get_manifest_capped(
             &s.subject.with_digest(r.digest.clone()),
             MAX_REFERRER_MANIFEST_BYTES,
             s.budget,
@@ -267,7 +267,7 @@ async fn hand_over_bundle(
 ) -> Result<(), DiscoverError> {
     let bytes = match s
         .registry
-        .get_blob_within(s.subject, layer, MAX_BUNDLE_BYTES, s.budget)
+        .get_blob_capped(s.subject, layer, MAX_BUNDLE_BYTES, s.budget)
         .await
     {
         Ok(bytes) => bytes,

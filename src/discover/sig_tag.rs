@@ -101,7 +101,7 @@ async fn hand_over_signatures(
             let first = members[0];
             let fetched = s
                 .registry
-                .get_blob_within(s.subject, &layers[first], MAX_PAYLOAD_BYTES, s.budget)
+                .get_blob_capped(s.subject, &layers[first], MAX_PAYLOAD_BYTES, s.budget)
                 .await;
             (members, fetched)
         })

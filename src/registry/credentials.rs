@@ -193,15 +193,19 @@ struct AuthEntry {
     secret: Secret,
 }
 
-/// What a credential file says for one repository.
+/// What a Docker-format credential file answers for one repository ([`AuthConfig::lookup`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
+pub enum ConfigAnswer {
+    /// A secret of its `auths`.
     Secret(Secret),
     /// Ask this helper (`credHelpers` for the host, or `credsStore`).
     Helper {
+        /// Its name (`docker-credential-NAME`).
         helper: String,
+        /// Which key named it: `credHelpers` or `credsStore`.
         from: &'static str,
     },
+    /// Nothing for this repository.
     Nothing,
 }
 
@@ -285,9 +289,9 @@ impl AuthConfig {
 
     /// What this file holds for `repository` on `host` (canonical): a helper named for the
     /// host first (as Docker does), then the most specific `auths` entry, then `credsStore`.
-    pub fn lookup(&self, host: &str, repository: &str) -> Lookup {
+    pub fn lookup(&self, host: &str, repository: &str) -> ConfigAnswer {
         if let Some(h) = self.cred_helpers.get(host) {
-            return Lookup::Helper {
+            return ConfigAnswer::Helper {
                 helper: h.clone(),
                 from: "credHelpers",
             };
@@ -307,14 +311,14 @@ impl AuthConfig {
             })
             .max_by_key(|e| e.namespace.as_ref().map_or(0, |n| n.len() + 1));
         if let Some(e) = best {
-            return Lookup::Secret(e.secret.clone());
+            return ConfigAnswer::Secret(e.secret.clone());
         }
         match &self.creds_store {
-            Some(s) => Lookup::Helper {
+            Some(s) => ConfigAnswer::Helper {
                 helper: s.clone(),
                 from: "credsStore",
             },
-            None => Lookup::Nothing,
+            None => ConfigAnswer::Nothing,
         }
     }
 
@@ -508,7 +512,7 @@ impl Helpers {
 /// The credential-helper protocol: `docker-credential-<helper> get`, the server on stdin,
 /// `{"ServerURL","Username","Secret"}` on stdout; "credentials not found" means none.
 async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let program = format!("docker-credential-{helper}");
     let failed = |detail: String| CredentialError::Helper {
         helper: helper.to_string(),
@@ -537,8 +541,15 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         let _ = stdin.write_all(server.as_bytes()).await;
         let _ = stdin.shutdown().await;
     }
-    // At most HELPER_OUTPUT_LIMIT bytes of each stream are read: a helper that writes more
-    // is killed (kill_on_drop) and its answer refused.
+    let output = helper_output(child).await.map_err(failed)?;
+    helper_secret(&output).map_err(failed)
+}
+
+/// A helper's exit status and output, within [`HELPER_TIMEOUT`]. At most
+/// [`HELPER_OUTPUT_LIMIT`] bytes of each stream are read: a helper that writes more is killed
+/// (kill_on_drop) and its answer refused. `Err` says what went wrong.
+async fn helper_output(mut child: tokio::process::Child) -> Result<std::process::Output, String> {
+    use tokio::io::AsyncReadExt as _;
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
     enum Read {
@@ -565,28 +576,25 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         let (stdout, stderr) =
             tokio::try_join!(capped(out_pipe.as_mut()), capped(err_pipe.as_mut()))?;
         let status = child.wait().await.map_err(Read::Io)?;
-        Ok::<_, Read>((status, stdout, stderr))
+        Ok::<_, Read>(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
     };
-    let (status, stdout, stderr) = match tokio::time::timeout(HELPER_TIMEOUT, running).await {
-        Err(_) => {
-            return Err(failed(format!(
-                "no answer within {} s",
-                HELPER_TIMEOUT.as_secs()
-            )));
-        }
-        Ok(Err(Read::Io(e))) => return Err(failed(format!("cannot be run: {e}"))),
-        Ok(Err(Read::TooLong)) => {
-            return Err(failed(format!(
-                "its answer is longer than {HELPER_OUTPUT_LIMIT} bytes"
-            )));
-        }
-        Ok(Ok(o)) => o,
-    };
-    let output = std::process::Output {
-        status,
-        stdout,
-        stderr,
-    };
+    match tokio::time::timeout(HELPER_TIMEOUT, running).await {
+        Err(_) => Err(format!("no answer within {} s", HELPER_TIMEOUT.as_secs())),
+        Ok(Err(Read::Io(e))) => Err(format!("cannot be run: {e}")),
+        Ok(Err(Read::TooLong)) => Err(format!(
+            "its answer is longer than {HELPER_OUTPUT_LIMIT} bytes"
+        )),
+        Ok(Ok(output)) => Ok(output),
+    }
+}
+
+/// The secret a helper's output gives: `Ok(None)` for "credentials not found" or an empty
+/// secret; `Err` says why the answer is a failure (escaped: it quotes the helper).
+fn helper_secret(output: &std::process::Output) -> Result<Option<Secret>, String> {
     let said = |bytes: &[u8]| {
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
         crate::escape_text(text.lines().next().unwrap_or("").trim())
@@ -597,12 +605,11 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         if out.contains("credentials not found") || err.contains("credentials not found") {
             return Ok(None);
         }
-        let detail = match (said(&output.stderr), said(&output.stdout)) {
+        return Err(match (said(&output.stderr), said(&output.stdout)) {
             (e, _) if !e.is_empty() => e,
             (_, o) if !o.is_empty() => o,
             _ => format!("exit status {}", output.status),
-        };
-        return Err(failed(detail));
+        });
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -613,7 +620,7 @@ async fn run_helper(helper: &str, server: &str, file: &str) -> HelperAnswer {
         secret: String,
     }
     let answer: Answer = serde_json::from_slice(&output.stdout)
-        .map_err(|_| failed("its answer is not the credential-helper JSON".into()))?;
+        .map_err(|_| "its answer is not the credential-helper JSON".to_string())?;
     if answer.secret.is_empty() {
         return Ok(None);
     }
@@ -656,7 +663,7 @@ mod tests {
             "credsStore":"desktop"}"#;
         let c = AuthConfig::parse(text).unwrap();
         let basic = |u: &str, p: &str| {
-            Lookup::Secret(Secret::Basic {
+            ConfigAnswer::Secret(Secret::Basic {
                 username: u.into(),
                 password: p.into(),
             })
@@ -670,11 +677,11 @@ mod tests {
         assert_eq!(c.lookup("quay.io", "org/team/app"), basic("team", "y"));
         assert_eq!(
             c.lookup("acr.io", "x"),
-            Lookup::Secret(Secret::IdentityToken("refresh".into()))
+            ConfigAnswer::Secret(Secret::IdentityToken("refresh".into()))
         );
         assert_eq!(
             c.lookup("tok.io", "x"),
-            Lookup::Secret(Secret::Bearer("bearer".into()))
+            ConfigAnswer::Secret(Secret::Bearer("bearer".into()))
         );
         // not under the namespace, an empty entry, an unknown host: the store
         for (host, repo) in [
@@ -684,7 +691,7 @@ mod tests {
         ] {
             assert_eq!(
                 c.lookup(host, repo),
-                Lookup::Helper {
+                ConfigAnswer::Helper {
                     helper: "desktop".into(),
                     from: "credsStore"
                 },
@@ -693,7 +700,7 @@ mod tests {
         }
         assert_eq!(
             c.lookup("ecr.aws", "x"),
-            Lookup::Helper {
+            ConfigAnswer::Helper {
                 helper: "ecr-login".into(),
                 from: "credHelpers"
             }
@@ -726,7 +733,7 @@ mod tests {
         assert!(f.config().unwrap().is_none());
         f.state.lock().unwrap().checked -= RECHECK;
         let c = f.config().unwrap().unwrap();
-        assert!(matches!(c.lookup("a.io", "r"), Lookup::Secret(_)));
+        assert!(matches!(c.lookup("a.io", "r"), ConfigAnswer::Secret(_)));
         std::fs::write(&path, "garbage").unwrap();
         f.state.lock().unwrap().checked -= RECHECK;
         let e = f.config().unwrap_err();

@@ -1,7 +1,7 @@
 //! How many requests go to one registry host at once, process-wide, and who gets the next one.
 //!
 //! Every request to a registry (and the reading of its answer) holds a permit of that host's
-//! [`Gate`]: at most `cap` at a time, so at most `cap` connections are busy with one host
+//! `Gate`: at most `cap` at a time, so at most `cap` connections are busy with one host
 //! whoever asked — a verification that outlived the admission request that started it
 //! included. Waiters are served fairly: each admission request is a *group* (see
 //! [`with_group`]), and a freed permit goes to the groups with waiters in turn, so that one
@@ -25,10 +25,6 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: u16 = 16;
 /// Registry hosts with a gate of their own at most; the rest share one.
 pub const MAX_GATED_HOSTS: usize = 1024;
 
-tokio::task_local! {
-    static GROUP: u64;
-}
-
 static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
 
 /// A new group id (one per admission request).
@@ -36,16 +32,16 @@ pub fn new_group() -> u64 {
     NEXT_GROUP.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Run `f` as group `group`: its registry requests queue for permits as one party. A task
-/// spawned inside `f` is not in it unless it is run in this scope too (the engine does so for
-/// its verifications).
-pub async fn with_group<F: Future>(group: u64, f: F) -> F::Output {
-    GROUP.scope(group, f).await
+/// Run `f` as group `group`: its registry requests queue for permits as one party (the group
+/// of the [`super::RequestScope`]). A task spawned inside `f` is not in it unless it is run in
+/// this scope too (the engine does so for its verifications).
+pub fn with_group<F: Future>(group: u64, f: F) -> impl Future<Output = F::Output> {
+    super::request_scope::with_group(group, f)
 }
 
 /// The group in scope (0 when none: the CLI, whose requests all belong to one party).
 pub fn current_group() -> u64 {
-    GROUP.try_with(|g| *g).unwrap_or(0)
+    super::request_scope::current_group()
 }
 
 /// The permits of one host.
@@ -122,7 +118,7 @@ impl Drop for Permit {
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The permit of a request in flight. Taken back with [`InFlight::answered`] once the answer
-/// came; dropped before that, its release waits [`CLOSE_GRACE`].
+/// came; dropped before that, its release waits `CLOSE_GRACE`.
 #[derive(Debug)]
 pub struct InFlight(Option<Permit>);
 

@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::credentials::{AuthFile, Credential, CredentialError, CredentialId, Lookup, Secret};
+use super::credentials::{
+    AuthFile, ConfigAnswer, Credential, CredentialError, CredentialId, Secret,
+};
+use super::request_scope::RequestCredentials;
 
 /// How to reach registries: the same settings for the CLI, the webhook and the library.
 #[derive(Debug, Clone)]
@@ -153,11 +156,15 @@ fn invalid(name: &str, problem: impl Into<String>) -> SettingsError {
     }
 }
 
-/// Where the credential for a request comes from: a secret, or a helper to ask.
+/// What the first credential source that applies to a request has: the credential itself,
+/// or the credential helper to ask for it.
 #[derive(Debug, Clone)]
-pub enum Found {
+pub enum CredentialOrHelper {
+    /// The credential, with where it came from.
     Credential(Credential),
+    /// A credential helper to ask.
     Helper {
+        /// Its name (`docker-credential-NAME`).
         helper: String,
         /// The file that named the helper, with how (`~/.docker/config.json (credsStore:
         /// ecr-login)`), for the credential's source and for errors.
@@ -179,6 +186,134 @@ const ENV_FIELDS: &[&str] = &[
     "KEY_FILE",
     "CA_FILE",
 ];
+
+/// One `OCIGATE_REGISTRY_[N_]*` set of environment variables.
+struct EnvSet {
+    /// `OCIGATE_REGISTRY_` or `OCIGATE_REGISTRY_N_`.
+    prefix: String,
+    /// Field (`HOST`) -> value.
+    fields: BTreeMap<String, String>,
+}
+
+impl EnvSet {
+    /// The sets among `vars`, by index (the unindexed set first).
+    fn collect<I, K, V>(vars: I) -> Result<Vec<EnvSet>, SettingsError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        // set index (None: unindexed) -> field -> value
+        let mut sets: BTreeMap<Option<u32>, BTreeMap<String, String>> = BTreeMap::new();
+        for (k, v) in vars {
+            let k = k.as_ref();
+            let Some(rest) = k.strip_prefix("OCIGATE_REGISTRY_") else {
+                continue;
+            };
+            let (set, field) = match rest.split_once('_') {
+                Some((n, f)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    let index = n
+                        .parse()
+                        .map_err(|_| invalid(k, "set index is too large"))?;
+                    (Some(index), f)
+                }
+                _ => (None, rest),
+            };
+            sets.entry(set)
+                .or_default()
+                .insert(field.to_string(), v.as_ref().to_string());
+        }
+        Ok(sets
+            .into_iter()
+            .map(|(set, fields)| EnvSet {
+                prefix: match set {
+                    Some(n) => format!("OCIGATE_REGISTRY_{n}_"),
+                    None => "OCIGATE_REGISTRY_".to_string(),
+                },
+                fields,
+            })
+            .collect())
+    }
+
+    /// The variable of field `f`.
+    fn name(&self, f: &str) -> String {
+        format!("{}{f}", self.prefix)
+    }
+
+    /// What credentials from this set say they come from.
+    fn source(&self) -> String {
+        format!("{}*", self.prefix)
+    }
+
+    /// Field `f`, if set and not empty.
+    fn field(&self, f: &str) -> Option<&String> {
+        self.fields.get(f).filter(|v| !v.is_empty())
+    }
+
+    /// A true/false field (absent: false).
+    fn flag(&self, f: &str) -> Result<bool, SettingsError> {
+        match self.field(f).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(false),
+            Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Ok(true),
+            Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
+            Some(v) => Err(invalid(
+                &self.name(f),
+                format!("{v:?} is not true or false"),
+            )),
+        }
+    }
+
+    /// `REPOSITORY`, a glob on the repository path.
+    fn repository(&self) -> Result<Option<globset::GlobMatcher>, SettingsError> {
+        let Some(pattern) = self.field("REPOSITORY") else {
+            return Ok(None);
+        };
+        let glob = globset::GlobBuilder::new(pattern.trim_matches('/'))
+            .literal_separator(false)
+            .build()
+            .map_err(|e| invalid(&self.name("REPOSITORY"), e.kind().to_string()))?;
+        Ok(Some(glob.compile_matcher()))
+    }
+
+    /// The credential: `USERNAME` + `PASSWORD`, `IDENTITY_TOKEN` or `TOKEN`.
+    fn secret(&self) -> Result<Option<Secret>, SettingsError> {
+        let field = |f| self.field(f);
+        Ok(
+            match (
+                field("USERNAME"),
+                field("PASSWORD"),
+                field("IDENTITY_TOKEN"),
+                field("TOKEN"),
+            ) {
+                (None, None, None, None) => None,
+                (Some(u), Some(p), None, None) => Some(Secret::Basic {
+                    username: u.clone(),
+                    password: p.clone(),
+                }),
+                (_, None, Some(t), None) => Some(Secret::IdentityToken(t.clone())),
+                (None, None, None, Some(t)) => Some(Secret::Bearer(t.clone())),
+                (Some(_), None, None, None) => {
+                    return Err(invalid(
+                        &self.name("PASSWORD"),
+                        "missing while USERNAME is set",
+                    ));
+                }
+                (None, Some(_), None, None) => {
+                    return Err(invalid(
+                        &self.name("USERNAME"),
+                        "missing while PASSWORD is set",
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        &self.source(),
+                        "give one of USERNAME+PASSWORD, IDENTITY_TOKEN or TOKEN",
+                    ));
+                }
+            },
+        )
+    }
+}
 
 impl RegistrySettings {
     /// The transport settings for `host` (canonical).
@@ -330,130 +465,70 @@ impl RegistrySettings {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        // set index (None: unindexed) -> field -> value
-        let mut sets: BTreeMap<Option<u32>, BTreeMap<String, String>> = BTreeMap::new();
-        for (k, v) in vars {
-            let k = k.as_ref();
-            let Some(rest) = k.strip_prefix("OCIGATE_REGISTRY_") else {
-                continue;
-            };
-            let (set, field) = match rest.split_once('_') {
-                Some((n, f)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                    let index = n
-                        .parse()
-                        .map_err(|_| invalid(k, "set index is too large"))?;
-                    (Some(index), f)
-                }
-                _ => (None, rest),
-            };
-            sets.entry(set)
-                .or_default()
-                .insert(field.to_string(), v.as_ref().to_string());
-        }
-        for (set, fields) in sets {
-            let prefix = match set {
-                Some(n) => format!("OCIGATE_REGISTRY_{n}_"),
-                None => "OCIGATE_REGISTRY_".to_string(),
-            };
-            let name = |f: &str| format!("{prefix}{f}");
-            if let Some(f) = fields.keys().find(|f| !ENV_FIELDS.contains(&f.as_str())) {
-                return Err(invalid(
-                    &name(f),
-                    format!("unknown setting (known: {})", ENV_FIELDS.join(", ")),
-                ));
-            }
-            let Some(host) = fields.get("HOST").filter(|h| !h.is_empty()) else {
-                return Err(invalid(
-                    &name("HOST"),
-                    "missing; every set names its registry host",
-                ));
-            };
-            let (host, mut scheme) = settings_host(&name("HOST"), host)?;
-            let field = |f: &str| fields.get(f).filter(|v| !v.is_empty());
-            let flag = |f: &str| -> Result<bool, SettingsError> {
-                match field(f).map(|v| v.to_ascii_lowercase()) {
-                    None => Ok(false),
-                    Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Ok(true),
-                    Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
-                    Some(v) => Err(invalid(&name(f), format!("{v:?} is not true or false"))),
-                }
-            };
-            if flag("PLAIN_HTTP")? {
-                if scheme == Some(Scheme::Https) {
-                    return Err(invalid(
-                        &name("PLAIN_HTTP"),
-                        "the HOST says https:// and PLAIN_HTTP says plain HTTP",
-                    ));
-                }
-                scheme = Some(Scheme::Http);
-            }
-            for (f, which) in [
-                ("CA_FILE", TlsFile::Ca),
-                ("CERT_FILE", TlsFile::Cert),
-                ("KEY_FILE", TlsFile::Key),
-            ] {
-                if let Some(file) = field(f) {
-                    self.set_tls_file(which, &host, scheme, Path::new(file), &name(f))?;
-                }
-            }
-            if flag("INSECURE_SKIP_TLS_VERIFY")? {
-                self.host_mut(&host).insecure_skip_tls_verify = true;
-            }
-            if let Some(s) = scheme {
-                self.host_mut(&host).scheme = Some(s);
-            }
-            let repository = match field("REPOSITORY") {
-                None => None,
-                Some(pattern) => Some(
-                    globset::GlobBuilder::new(pattern.trim_matches('/'))
-                        .literal_separator(false)
-                        .build()
-                        .map_err(|e| invalid(&name("REPOSITORY"), e.kind().to_string()))?
-                        .compile_matcher(),
-                ),
-            };
-            let source = format!("{prefix}*");
-            let secret = match (
-                field("USERNAME"),
-                field("PASSWORD"),
-                field("IDENTITY_TOKEN"),
-                field("TOKEN"),
-            ) {
-                (None, None, None, None) => None,
-                (Some(u), Some(p), None, None) => Some(Secret::Basic {
-                    username: u.clone(),
-                    password: p.clone(),
-                }),
-                (_, None, Some(t), None) => Some(Secret::IdentityToken(t.clone())),
-                (None, None, None, Some(t)) => Some(Secret::Bearer(t.clone())),
-                (Some(_), None, None, None) => {
-                    return Err(invalid(&name("PASSWORD"), "missing while USERNAME is set"));
-                }
-                (None, Some(_), None, None) => {
-                    return Err(invalid(&name("USERNAME"), "missing while PASSWORD is set"));
-                }
-                _ => {
-                    return Err(invalid(
-                        &source,
-                        "give one of USERNAME+PASSWORD, IDENTITY_TOKEN or TOKEN",
-                    ));
-                }
-            };
-            if let Some(secret) = secret {
-                self.env_credentials.push(CredentialEntry {
-                    host,
-                    repository,
-                    credential: Credential::new(secret, source),
-                });
-            } else if repository.is_some() {
-                return Err(invalid(
-                    &name("REPOSITORY"),
-                    "a set with REPOSITORY needs credentials",
-                ));
-            }
+        for set in EnvSet::collect(vars)? {
+            self.apply_env_set(&set)?;
         }
         // Within the environment, a set for a repository comes before one for the whole host.
         self.env_credentials.sort_by_key(|e| e.repository.is_none());
+        Ok(())
+    }
+
+    /// Apply one environment set: its host's transport settings, and its credential.
+    fn apply_env_set(&mut self, set: &EnvSet) -> Result<(), SettingsError> {
+        if let Some(f) = set
+            .fields
+            .keys()
+            .find(|f| !ENV_FIELDS.contains(&f.as_str()))
+        {
+            return Err(invalid(
+                &set.name(f),
+                format!("unknown setting (known: {})", ENV_FIELDS.join(", ")),
+            ));
+        }
+        let Some(host) = set.field("HOST") else {
+            return Err(invalid(
+                &set.name("HOST"),
+                "missing; every set names its registry host",
+            ));
+        };
+        let (host, mut scheme) = settings_host(&set.name("HOST"), host)?;
+        if set.flag("PLAIN_HTTP")? {
+            if scheme == Some(Scheme::Https) {
+                return Err(invalid(
+                    &set.name("PLAIN_HTTP"),
+                    "the HOST says https:// and PLAIN_HTTP says plain HTTP",
+                ));
+            }
+            scheme = Some(Scheme::Http);
+        }
+        for (f, which) in [
+            ("CA_FILE", TlsFile::Ca),
+            ("CERT_FILE", TlsFile::Cert),
+            ("KEY_FILE", TlsFile::Key),
+        ] {
+            if let Some(file) = set.field(f) {
+                self.set_tls_file(which, &host, scheme, Path::new(file), &set.name(f))?;
+            }
+        }
+        if set.flag("INSECURE_SKIP_TLS_VERIFY")? {
+            self.host_mut(&host).insecure_skip_tls_verify = true;
+        }
+        if let Some(s) = scheme {
+            self.host_mut(&host).scheme = Some(s);
+        }
+        let repository = set.repository()?;
+        if let Some(secret) = set.secret()? {
+            self.env_credentials.push(CredentialEntry {
+                host,
+                repository,
+                credential: Credential::new(secret, set.source()),
+            });
+        } else if repository.is_some() {
+            return Err(invalid(
+                &set.name("REPOSITORY"),
+                "a set with REPOSITORY needs credentials",
+            ));
+        }
         Ok(())
     }
 
@@ -564,34 +639,34 @@ impl RegistrySettings {
         host: &str,
         repository: &str,
         request: Option<&RequestCredentials>,
-    ) -> Result<Option<Found>, CredentialError> {
+    ) -> Result<Option<CredentialOrHelper>, CredentialError> {
         let entry = self
             .flag_credentials
             .iter()
             .chain(&self.env_credentials)
             .find(|e| e.matches(host, repository));
         if let Some(e) = entry {
-            return Ok(Some(Found::Credential(e.credential.clone())));
+            return Ok(Some(CredentialOrHelper::Credential(e.credential.clone())));
         }
         if let Some(c) = request.and_then(|r| r.get(host)) {
-            return Ok(Some(Found::Credential(c.clone())));
+            return Ok(Some(CredentialOrHelper::Credential(c.clone())));
         }
         for file in &self.files {
             let Some(config) = file.config()? else {
                 continue;
             };
             match config.lookup(host, repository) {
-                Lookup::Secret(secret) => {
-                    return Ok(Some(Found::Credential(Credential::new(
+                ConfigAnswer::Secret(secret) => {
+                    return Ok(Some(CredentialOrHelper::Credential(Credential::new(
                         secret,
                         file.label(),
                     ))));
                 }
-                Lookup::Helper { helper, from } => {
+                ConfigAnswer::Helper { helper, from } => {
                     let source = format!("{} ({from}: {helper})", file.label());
-                    return Ok(Some(Found::Helper { helper, source }));
+                    return Ok(Some(CredentialOrHelper::Helper { helper, source }));
                 }
-                Lookup::Nothing => {}
+                ConfigAnswer::Nothing => {}
             }
         }
         Ok(None)
@@ -612,8 +687,10 @@ impl RegistrySettings {
     ) -> CredentialId {
         match self.find_credential(host, repository, request) {
             Ok(None) => CredentialId::ANONYMOUS,
-            Ok(Some(Found::Credential(c))) => CredentialId::of_secret(&c.secret),
-            Ok(Some(Found::Helper { helper, source })) => CredentialId::of_helper(&helper, &source),
+            Ok(Some(CredentialOrHelper::Credential(c))) => CredentialId::of_secret(&c.secret),
+            Ok(Some(CredentialOrHelper::Helper { helper, source })) => {
+                CredentialId::of_helper(&helper, &source)
+            }
             Err(e) => CredentialId::of_unusable(&e.to_string()),
         }
     }
@@ -699,40 +776,17 @@ fn settings_host(name: &str, host: &str) -> Result<(String, Option<Scheme>), Set
     Ok((canonical, scheme))
 }
 
-/// Credentials that belong to one request rather than to the process (an admitted Pod's
-/// `imagePullSecrets`), by canonical host.
-pub type RequestCredentials = Arc<BTreeMap<String, Credential>>;
-
-tokio::task_local! {
-    static REQUEST_CREDENTIALS: RequestCredentials;
-}
-
-/// Run `f` with `credentials` available to every registry request it makes, after the
-/// configured credentials and before the credential files. A task spawned inside `f` does not
-/// see them unless it is run in this scope too (the engine does so for its verifications).
-pub async fn with_request_credentials<F: Future>(
-    credentials: RequestCredentials,
-    f: F,
-) -> F::Output {
-    REQUEST_CREDENTIALS.scope(credentials, f).await
-}
-
-/// The request credentials in scope, if any.
-pub fn request_credentials() -> Option<RequestCredentials> {
-    REQUEST_CREDENTIALS.try_with(|c| c.clone()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn basic(s: &RegistrySettings, host: &str, repo: &str) -> Option<(String, String, String)> {
         match s.find_credential(host, repo, None).unwrap()? {
-            Found::Credential(c) => {
+            CredentialOrHelper::Credential(c) => {
                 let (u, p) = c.basic()?;
                 Some((u.to_string(), p.to_string(), c.source.to_string()))
             }
-            Found::Helper { .. } => None,
+            CredentialOrHelper::Helper { .. } => None,
         }
     }
 
@@ -774,7 +828,9 @@ mod tests {
             "OCIGATE_REGISTRY_10_*"
         );
         match s.find_credential("tok.io", "r", None).unwrap() {
-            Some(Found::Credential(c)) => assert_eq!(c.secret, Secret::Bearer("t".into())),
+            Some(CredentialOrHelper::Credential(c)) => {
+                assert_eq!(c.secret, Secret::Bearer("t".into()))
+            }
             other => panic!("{other:?}"),
         }
         // Loopback is HTTPS, then plain HTTP, unless set otherwise.
@@ -900,7 +956,7 @@ mod tests {
         assert_eq!(basic(&s, "a.io", "r").unwrap().2, "docker");
         assert_eq!(basic(&s, "b.io", "r").unwrap().2, "podman");
         match s.find_credential("h.io", "r", None).unwrap() {
-            Some(Found::Helper { helper, source }) => {
+            Some(CredentialOrHelper::Helper { helper, source }) => {
                 assert_eq!(helper, "x");
                 assert_eq!(source, "docker (credHelpers: x)");
             }
@@ -917,7 +973,9 @@ mod tests {
             ),
         )]));
         match s.find_credential("a.io", "r", Some(&request)).unwrap() {
-            Some(Found::Credential(c)) => assert_eq!(&*c.source, "imagePullSecret ns/s"),
+            Some(CredentialOrHelper::Credential(c)) => {
+                assert_eq!(&*c.source, "imagePullSecret ns/s")
+            }
             other => panic!("{other:?}"),
         }
         s.add_credentials_flag("a.io=flag:4").unwrap();
