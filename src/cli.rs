@@ -12,8 +12,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
-use crate::engine::{CompiledPolicy, Decision, Engine, EngineConfig};
+use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
+use crate::policy::CompiledPolicy;
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings, TlsFile};

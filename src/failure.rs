@@ -6,7 +6,8 @@
 //! Two families: the artifact was looked at and found wanting (`unsigned`, `untrusted`,
 //! `mismatch`, `annotation`, `tlog`), or no verdict on the artifact could be reached (`registry`,
 //! `auth`, `rate-limited`, `not-found`, `timeout`, `policy`). A failure of the second family is
-//! never reported as "unsigned". `no-match` is the policy's `noMatch` answer.
+//! never reported as "unsigned". `no-match` is the policy's `noMatch` answer; `internal` is a
+//! bug in ocigate itself.
 
 use serde::Serialize;
 
@@ -46,11 +47,13 @@ pub enum Failure {
     /// The object names no valid artifact: an unparsable image, a Flux source that cannot be
     /// followed (a missing HelmRepository), a malformed semver constraint.
     Invalid,
+    /// ocigate itself failed (a verification task panicked): a bug; never an allow.
+    Internal,
 }
 
 impl Failure {
     /// Every class, in documentation order.
-    pub const ALL: [Failure; 14] = [
+    pub const ALL: [Failure; 15] = [
         Failure::Unsigned,
         Failure::Untrusted,
         Failure::Mismatch,
@@ -65,6 +68,7 @@ impl Failure {
         Failure::NoMatch,
         Failure::FluxVerify,
         Failure::Invalid,
+        Failure::Internal,
     ];
 
     /// The class as written in JSON, log lines and metric labels.
@@ -84,6 +88,7 @@ impl Failure {
             Failure::NoMatch => "no-match",
             Failure::FluxVerify => "flux-verify",
             Failure::Invalid => "invalid",
+            Failure::Internal => "internal",
         }
     }
 

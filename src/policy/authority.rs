@@ -1,0 +1,186 @@
+//! A compiled policy's authorities applied to what discovery found: each candidate against each
+//! authority of a rule, with the trust root the authority names. Pure; must not do I/O.
+
+use super::CompiledPolicy;
+use super::evaluate::{CandidateOutcome, Refusal};
+use super::model::{Authority, AuthorityKind, Rule, Tlog};
+use crate::bundle::{BundleAuthority, REKOR_BUNDLE_ANNOTATION};
+use crate::discover::Found;
+use crate::error_chain;
+use crate::trust::TrustRoot;
+use crate::verify::{
+    Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
+    VerifiedSignature, verify_attached_bundle, verify_key_signature, verify_key_signature_logged,
+    verify_keyless_signature,
+};
+
+impl CompiledPolicy {
+    /// A trust root the policy names (parsed when the policy was read), or for an authority
+    /// that names none the embedded public-good root (parsed once per process).
+    fn root(&self, name: Option<&str>) -> Option<&TrustRoot> {
+        match name {
+            Some(n) => self
+                .policy()
+                .trust_roots
+                .iter()
+                .find(|tr| tr.name == n)
+                .map(|tr| tr.root.as_ref()),
+            None => TrustRoot::embedded_shared().ok().map(|r| r.as_ref()),
+        }
+    }
+
+    /// The trust root an authority names, or why it cannot be had (the policy's problem, not
+    /// the candidate's: see [`Refusal::TrustRootUnavailable`]).
+    fn root_for(
+        &self,
+        name: &Option<String>,
+        location: &str,
+        authority: &str,
+    ) -> Result<&TrustRoot, Refusal> {
+        self.root(name.as_deref())
+            .ok_or_else(|| Refusal::TrustRootUnavailable {
+                location: location.to_string(),
+                authority: authority.to_string(),
+                root: name.as_deref().unwrap_or("embedded").to_string(),
+            })
+    }
+
+    /// One attached Sigstore bundle against one authority.
+    fn verify_one_bundle(
+        &self,
+        c: &PreparedBundle<'_>,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Refusal> {
+        let (who, trust_root) = match &a.kind {
+            AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            } => {
+                let logged = c.has_tlog_entries();
+                let who = match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => BundleAuthority::Key(key),
+                    _ => BundleAuthority::KeyWithoutTlog(key),
+                };
+                (who, trust_root)
+            }
+            AuthorityKind::Keyless {
+                trust_root,
+                identities,
+                tlog,
+            } => {
+                keyless_needs_tlog(*tlog, &c.candidate().location, &a.name)?;
+                (BundleAuthority::Identities(identities), trust_root)
+            }
+        };
+        let location = &c.candidate().location;
+        let root = self.root_for(trust_root, location, &a.name)?;
+        Ok(verify_attached_bundle(c, &a.name, who, root, expect)?)
+    }
+
+    /// One legacy candidate against one authority.
+    fn verify_one(
+        &self,
+        p: &PreparedSignature<'_>,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Refusal> {
+        let c = p.candidate();
+        match &a.kind {
+            AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            } => {
+                let authority = KeyAuthority { name: &a.name, key };
+                let logged = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
+                match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => {
+                        let root = self.root_for(trust_root, &c.location, &a.name)?;
+                        Ok(verify_key_signature_logged(p, authority, root, expect)?)
+                    }
+                    _ => Ok(verify_key_signature(c, authority, expect)?),
+                }
+            }
+            AuthorityKind::Keyless {
+                trust_root,
+                identities,
+                tlog,
+            } => {
+                keyless_needs_tlog(*tlog, &c.location, &a.name)?;
+                let root = self.root_for(trust_root, &c.location, &a.name)?;
+                let authority = KeylessAuthority {
+                    name: &a.name,
+                    identities,
+                    root,
+                };
+                Ok(verify_keyless_signature(p, authority, expect)?)
+            }
+        }
+    }
+
+    /// Verify one thing discovery found against every authority of `rule` (pure: no I/O).
+    /// A candidate is prepared (its bundle form parsed) once, for all the authorities; a
+    /// location discovery could not examine is rejected by each, with its reason.
+    pub(crate) fn outcome(
+        &self,
+        rule: &Rule,
+        expect: &Expectation,
+        found: &Found,
+    ) -> CandidateOutcome {
+        match found {
+            Found::Signature(c) => {
+                let prepared = PreparedSignature::new(c);
+                CandidateOutcome {
+                    location: c.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|a| self.verify_one(&prepared, a, expect))
+                        .collect(),
+                }
+            }
+            Found::Bundle(c) => {
+                let prepared = PreparedBundle::new(c);
+                CandidateOutcome {
+                    location: c.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|a| self.verify_one_bundle(&prepared, a, expect))
+                        .collect(),
+                }
+            }
+            Found::Unexamined(u) => {
+                let detail = error_chain(&u.reason);
+                CandidateOutcome {
+                    location: u.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|_| {
+                            Err(Refusal::from(Rejection::Unexamined {
+                                location: u.location.clone(),
+                                detail: detail.clone(),
+                            }))
+                        })
+                        .collect(),
+                }
+            }
+        }
+    }
+}
+
+/// Keyless verification needs the log: without it nothing proves when the short-lived
+/// certificate was used.
+fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(), Rejection> {
+    if tlog == Tlog::Skip {
+        return Err(Rejection::NotSupported {
+            location: location.to_string(),
+            authority: authority.to_string(),
+            what: "keyless verification without a transparency log (tlog: skip)".into(),
+        });
+    }
+    Ok(())
+}

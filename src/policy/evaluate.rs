@@ -1,0 +1,192 @@
+//! Evaluation: the verification outcomes of one artifact's candidates → the rule's verdict,
+//! reasons, evidence and failure class. Pure; must not verify anything itself.
+
+use std::collections::BTreeSet;
+
+use super::model::{Mode, Rule, Verdict};
+use crate::failure::Failure;
+use crate::verify::{Rejection, VerifiedSignature};
+
+/// Why an authority did not accept a candidate: the candidate's own fault (a [`Rejection`]), or
+/// the policy's (the authority names a trust root that cannot be had). The failure class comes
+/// from which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The candidate did not satisfy the authority.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The trust root the authority names is not available: the policy cannot decide.
+    #[error(
+        "{location}: not verified for authority {authority:?}: trust root {root} is not available"
+    )]
+    TrustRootUnavailable {
+        /// Where the candidate was found.
+        location: String,
+        /// The authority that names the root.
+        authority: String,
+        /// The root's name (`embedded` for the public-good root).
+        root: String,
+    },
+}
+
+impl Refusal {
+    /// The failure class this refusal stands for when no signature satisfied the rule.
+    pub fn class(&self) -> Failure {
+        match self {
+            Refusal::Rejected(r) => r.class(),
+            Refusal::TrustRootUnavailable { .. } => Failure::Policy,
+        }
+    }
+
+    /// How telling it is (see [`Rejection::rank`]); an unavailable trust root ranks as the
+    /// bundle rejection it used to be reported as.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Refusal::Rejected(r) => r.rank(),
+            Refusal::TrustRootUnavailable { .. } => 2,
+        }
+    }
+}
+
+/// What verifying one candidate against each of a rule's authorities gave.
+#[derive(Debug)]
+pub struct CandidateOutcome {
+    pub location: String,
+    /// Indexed like `Rule::authorities`.
+    pub results: Vec<Result<VerifiedSignature, Refusal>>,
+}
+
+/// The policy's judgement on the verification outcomes.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+    pub evidence: Vec<VerifiedSignature>,
+    /// Why the rule was not satisfied (None when it was).
+    pub failure: Option<Failure>,
+}
+
+/// Most rejected signatures named in a decision's reasons (the rest are counted).
+pub const MAX_REJECTIONS_SHOWN: usize = 5;
+
+/// Apply `rule` to the outcomes. `looked` describes where signatures were looked for.
+pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> Evaluation {
+    let mut evidence = Vec::new();
+    let mut satisfied = BTreeSet::new();
+    let mut failures = Vec::new();
+    let mut most_telling: Option<(u8, Failure)> = None;
+    let n_candidates = outcomes.len();
+    for c in outcomes {
+        let mut best: Option<Refusal> = None;
+        let mut any_ok = false;
+        for (i, r) in c.results.into_iter().enumerate() {
+            match r {
+                Ok(v) => {
+                    satisfied.insert(i);
+                    evidence.push(v);
+                    any_ok = true;
+                }
+                Err(rej) => {
+                    let better = best.as_ref().is_none_or(|b| rej.rank() > b.rank());
+                    if better {
+                        best = Some(rej);
+                    }
+                }
+            }
+        }
+        if !any_ok && let Some(b) = best {
+            if most_telling.is_none_or(|(rank, _)| b.rank() > rank) {
+                most_telling = Some((b.rank(), b.class()));
+            }
+            failures.push((b.rank(), b.to_string()));
+        }
+    }
+    // The most telling rejections first, each said once, at most MAX_REJECTIONS_SHOWN of them:
+    // a registry can plant any number of signatures.
+    failures.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut said = BTreeSet::new();
+    failures.retain(|(_, text)| said.insert(text.clone()));
+    let fail_reasons = |mut reasons: Vec<String>| -> Vec<String> {
+        let shown = failures.len().min(MAX_REJECTIONS_SHOWN);
+        reasons.extend(failures[..shown].iter().map(|(_, text)| text.clone()));
+        if failures.len() > shown {
+            reasons.push(format!(
+                "… and {} more rejected signature(s) (ocigate discover lists them)",
+                failures.len() - shown
+            ));
+        }
+        reasons
+    };
+    let ok = satisfied.len() >= rule.threshold;
+    let reasons = if ok {
+        let names: Vec<&str> = satisfied
+            .iter()
+            .map(|i| rule.authorities[*i].name.as_str())
+            .collect();
+        vec![format!(
+            "verified by {} of {} required authorities: {}",
+            satisfied.len(),
+            rule.threshold,
+            names.join(", ")
+        )]
+    } else if n_candidates == 0 {
+        vec![format!("no signatures found ({looked})")]
+    } else if satisfied.is_empty() {
+        fail_reasons(vec![format!(
+            "none of {n_candidates} signature(s) satisfied an authority of rule {:?}",
+            rule.name
+        )])
+    } else {
+        let missing: Vec<&str> = rule
+            .authorities
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !satisfied.contains(i))
+            .map(|(_, a)| a.name.as_str())
+            .collect();
+        fail_reasons(vec![format!(
+            "{} of {} required authorities verified; missing: {}",
+            satisfied.len(),
+            rule.threshold,
+            missing.join(", ")
+        )])
+    };
+    let verdict = match (ok, rule.mode) {
+        (true, _) => Verdict::Allow,
+        (false, Mode::Enforce) => Verdict::Deny,
+        (false, Mode::Warn) => Verdict::Warn,
+        (false, Mode::Audit) => Verdict::Allow,
+    };
+    let reasons = if !ok && rule.mode == Mode::Audit {
+        reasons.into_iter().map(|r| format!("audit: {r}")).collect()
+    } else {
+        reasons
+    };
+    let failure = if ok {
+        None
+    } else if n_candidates == 0 {
+        Some(Failure::Unsigned)
+    } else if satisfied.is_empty() {
+        Some(most_telling.map_or(Failure::Untrusted, |(_, f)| f))
+    } else {
+        // Some authorities verified, not enough of them.
+        Some(Failure::Untrusted)
+    };
+    Evaluation {
+        verdict,
+        reasons,
+        evidence,
+        failure,
+    }
+}
+
+/// The verdict when verification could not be carried out (registry down, access denied):
+/// never "unsigned", and never allow under `enforce`.
+pub fn failed_verdict(mode: Mode) -> Verdict {
+    match mode {
+        Mode::Enforce => Verdict::Deny,
+        Mode::Warn => Verdict::Warn,
+        Mode::Audit => Verdict::Allow,
+    }
+}
