@@ -184,3 +184,69 @@ fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::candidate::SignatureCandidate;
+    use crate::failure::Failure;
+    use crate::policy::{Policy, evaluate};
+    use crate::reference::Digest;
+    use crate::trust::{GitHubWorkflow, Identity, Matcher};
+    use crate::verify::SignedIdentity;
+
+    /// An authority whose trust root cannot be had is the policy's problem, not the
+    /// signature's: the refusal says so, and the rule fails as `policy`, not `untrusted`.
+    #[test]
+    fn an_unavailable_trust_root_is_a_policy_failure() {
+        let identity = Identity {
+            subject: Matcher::Exact("https://github.com/acme/app".into()),
+            issuer: Matcher::Exact("https://token.actions.githubusercontent.com".into()),
+            github: GitHubWorkflow::default(),
+        };
+        let kind = AuthorityKind::Keyless {
+            trust_root: Some("private".into()),
+            identities: vec![identity],
+            tlog: Tlog::Required,
+        };
+        let policy = Policy::single_authority(
+            "apps",
+            "ci",
+            kind,
+            Vec::new(),
+            BTreeMap::new(),
+            SignedIdentity::MatchRepository,
+        );
+        let policy = CompiledPolicy::new(policy, "test".into());
+        let rule = &policy.policy().rules[0];
+        let digest = Digest::sha256_of(b"image");
+        let expect = Expectation {
+            digest,
+            repository: "registry.example/app".into(),
+            signed_identity: SignedIdentity::MatchRepository,
+            annotations: BTreeMap::new(),
+        };
+        let found = Found::Signature(SignatureCandidate {
+            location: "tag sha256-x.sig layer 1".into(),
+            payload: b"{}".to_vec(),
+            signature: "AAAA".into(),
+            annotations: BTreeMap::new(),
+        });
+        let outcome = policy.outcome(rule, &expect, &found);
+        let refusal = outcome.results[0].as_ref().unwrap_err();
+        assert!(
+            matches!(refusal, Refusal::TrustRootUnavailable { root, .. } if root == "private"),
+            "{refusal:?}"
+        );
+        assert_eq!(refusal.class(), Failure::Policy);
+        assert_eq!(
+            refusal.to_string(),
+            "tag sha256-x.sig layer 1: not verified for authority \"ci\": trust root private is \
+             not available"
+        );
+        let e = evaluate(rule, vec![outcome], "t");
+        assert_eq!(e.failure, Some(Failure::Policy), "{:?}", e.reasons);
+    }
+}

@@ -72,86 +72,9 @@ pub const MAX_REJECTIONS_SHOWN: usize = 5;
 
 /// Apply `rule` to the outcomes. `looked` describes where signatures were looked for.
 pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> Evaluation {
-    let mut evidence = Vec::new();
-    let mut satisfied = BTreeSet::new();
-    let mut failures = Vec::new();
-    let mut most_telling: Option<(u8, Failure)> = None;
-    let n_candidates = outcomes.len();
-    for c in outcomes {
-        let mut best: Option<Refusal> = None;
-        let mut any_ok = false;
-        for (i, r) in c.results.into_iter().enumerate() {
-            match r {
-                Ok(v) => {
-                    satisfied.insert(i);
-                    evidence.push(v);
-                    any_ok = true;
-                }
-                Err(rej) => {
-                    let better = best.as_ref().is_none_or(|b| rej.rank() > b.rank());
-                    if better {
-                        best = Some(rej);
-                    }
-                }
-            }
-        }
-        if !any_ok && let Some(b) = best {
-            if most_telling.is_none_or(|(rank, _)| b.rank() > rank) {
-                most_telling = Some((b.rank(), b.class()));
-            }
-            failures.push((b.rank(), b.to_string()));
-        }
-    }
-    // The most telling rejections first, each said once, at most MAX_REJECTIONS_SHOWN of them:
-    // a registry can plant any number of signatures.
-    failures.sort_by_key(|f| std::cmp::Reverse(f.0));
-    let mut said = BTreeSet::new();
-    failures.retain(|(_, text)| said.insert(text.clone()));
-    let fail_reasons = |mut reasons: Vec<String>| -> Vec<String> {
-        let shown = failures.len().min(MAX_REJECTIONS_SHOWN);
-        reasons.extend(failures[..shown].iter().map(|(_, text)| text.clone()));
-        if failures.len() > shown {
-            reasons.push(format!(
-                "… and {} more rejected signature(s) (ocigate discover lists them)",
-                failures.len() - shown
-            ));
-        }
-        reasons
-    };
-    let ok = satisfied.len() >= rule.threshold;
-    let reasons = if ok {
-        let names: Vec<&str> = satisfied
-            .iter()
-            .map(|i| rule.authorities[*i].name.as_str())
-            .collect();
-        vec![format!(
-            "verified by {} of {} required authorities: {}",
-            satisfied.len(),
-            rule.threshold,
-            names.join(", ")
-        )]
-    } else if n_candidates == 0 {
-        vec![format!("no signatures found ({looked})")]
-    } else if satisfied.is_empty() {
-        fail_reasons(vec![format!(
-            "none of {n_candidates} signature(s) satisfied an authority of rule {:?}",
-            rule.name
-        )])
-    } else {
-        let missing: Vec<&str> = rule
-            .authorities
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !satisfied.contains(i))
-            .map(|(_, a)| a.name.as_str())
-            .collect();
-        fail_reasons(vec![format!(
-            "{} of {} required authorities verified; missing: {}",
-            satisfied.len(),
-            rule.threshold,
-            missing.join(", ")
-        )])
-    };
+    let tally = Tally::of(outcomes);
+    let ok = tally.satisfied.len() >= rule.threshold;
+    let reasons = tally.reasons(rule, ok, looked);
     let verdict = match (ok, rule.mode) {
         (true, _) => Verdict::Allow,
         (false, Mode::Enforce) => Verdict::Deny,
@@ -165,10 +88,10 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
     };
     let failure = if ok {
         None
-    } else if n_candidates == 0 {
+    } else if tally.candidates == 0 {
         Some(Failure::Unsigned)
-    } else if satisfied.is_empty() {
-        Some(most_telling.map_or(Failure::Untrusted, |(_, f)| f))
+    } else if tally.satisfied.is_empty() {
+        Some(tally.most_telling.map_or(Failure::Untrusted, |(_, f)| f))
     } else {
         // Some authorities verified, not enough of them.
         Some(Failure::Untrusted)
@@ -176,8 +99,116 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
     Evaluation {
         verdict,
         reasons,
-        evidence,
+        evidence: tally.evidence,
         failure,
+    }
+}
+
+/// The outcomes counted: which authorities were satisfied (with the evidence), and for each
+/// candidate that satisfied none its most telling refusal.
+struct Tally {
+    candidates: usize,
+    evidence: Vec<VerifiedSignature>,
+    /// Indexes into `Rule::authorities`.
+    satisfied: BTreeSet<usize>,
+    /// (rank, text), the most telling first, each text once.
+    failures: Vec<(u8, String)>,
+    /// The rank and class of the most telling refusal of all.
+    most_telling: Option<(u8, Failure)>,
+}
+
+impl Tally {
+    fn of(outcomes: Vec<CandidateOutcome>) -> Tally {
+        let mut tally = Tally {
+            candidates: outcomes.len(),
+            evidence: Vec::new(),
+            satisfied: BTreeSet::new(),
+            failures: Vec::new(),
+            most_telling: None,
+        };
+        for c in outcomes {
+            let mut best: Option<Refusal> = None;
+            let mut any_ok = false;
+            for (i, r) in c.results.into_iter().enumerate() {
+                match r {
+                    Ok(v) => {
+                        tally.satisfied.insert(i);
+                        tally.evidence.push(v);
+                        any_ok = true;
+                    }
+                    Err(rej) => {
+                        let better = best.as_ref().is_none_or(|b| rej.rank() > b.rank());
+                        if better {
+                            best = Some(rej);
+                        }
+                    }
+                }
+            }
+            if !any_ok && let Some(b) = best {
+                if tally.most_telling.is_none_or(|(rank, _)| b.rank() > rank) {
+                    tally.most_telling = Some((b.rank(), b.class()));
+                }
+                tally.failures.push((b.rank(), b.to_string()));
+            }
+        }
+        // The most telling rejections first, each said once: a registry can plant any number
+        // of signatures.
+        tally.failures.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let mut said = BTreeSet::new();
+        tally.failures.retain(|(_, text)| said.insert(text.clone()));
+        tally
+    }
+
+    /// Why the rule is satisfied (`ok`) or not.
+    fn reasons(&self, rule: &Rule, ok: bool, looked: &str) -> Vec<String> {
+        let satisfied = &self.satisfied;
+        if ok {
+            let names: Vec<&str> = satisfied
+                .iter()
+                .map(|i| rule.authorities[*i].name.as_str())
+                .collect();
+            vec![format!(
+                "verified by {} of {} required authorities: {}",
+                satisfied.len(),
+                rule.threshold,
+                names.join(", ")
+            )]
+        } else if self.candidates == 0 {
+            vec![format!("no signatures found ({looked})")]
+        } else if satisfied.is_empty() {
+            self.with_rejections(format!(
+                "none of {} signature(s) satisfied an authority of rule {:?}",
+                self.candidates, rule.name
+            ))
+        } else {
+            let missing: Vec<&str> = rule
+                .authorities
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !satisfied.contains(i))
+                .map(|(_, a)| a.name.as_str())
+                .collect();
+            self.with_rejections(format!(
+                "{} of {} required authorities verified; missing: {}",
+                satisfied.len(),
+                rule.threshold,
+                missing.join(", ")
+            ))
+        }
+    }
+
+    /// `first`, then at most [`MAX_REJECTIONS_SHOWN`] rejections, then how many more.
+    fn with_rejections(&self, first: String) -> Vec<String> {
+        let mut reasons = vec![first];
+        let shown = self.failures.len().min(MAX_REJECTIONS_SHOWN);
+        reasons.extend(self.failures[..shown].iter().map(|(_, text)| text.clone()));
+        if self.failures.len() > shown {
+            reasons.push(format!(
+                "… and {} more rejected signature(s) (ocigate discover lists them)",
+                self.failures.len() - shown
+            ));
+        }
+        reasons
     }
 }
 

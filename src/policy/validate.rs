@@ -12,11 +12,19 @@ use super::pattern::{
     Pattern, Patterns, can_match_a_name, canonical_pattern, literal_prefix_len, segment_glob,
     witness_of,
 };
-use super::read::{RawAuthority, RawIdentity, RawPolicy, RawRule};
+use super::read::{RawAuthority, RawIdentity, RawKey, RawPolicy, RawRule, RawTrustRoot};
 use super::shown::{cut_escaped, shown, shown_names};
 use super::{API_VERSION, Issue, KIND};
 use crate::error_chain;
 use crate::trust::{Identity, Matcher, PublicKey, TrustRoot};
+
+/// The policy's keys: those parsed by name, and every name defined (a key that could not be
+/// read is reported once, not again by each rule naming it).
+#[derive(Default)]
+struct Keys {
+    parsed: BTreeMap<String, PublicKey>,
+    names: BTreeSet<String>,
+}
 
 pub(super) struct Validator<'r> {
     pub(super) issues: Vec<Issue>,
@@ -40,6 +48,23 @@ impl<'r> Validator<'r> {
     }
 
     pub(super) fn policy(&mut self, raw: RawPolicy) -> Policy {
+        self.header(&raw);
+        let (trust_roots, root_names) = self.trust_roots(&raw.trust_roots);
+        let keys = self.keys(&raw.keys);
+        let rules = match raw.rules {
+            Some(raw_rules) => self.rules(raw_rules, &keys, &root_names),
+            None => Vec::new(),
+        };
+        self.check_overlaps(&rules);
+        Policy {
+            no_match: raw.no_match,
+            trust_roots,
+            rules,
+        }
+    }
+
+    /// `apiVersion` and `kind`, when given, are the ones this ocigate reads.
+    fn header(&mut self, raw: &RawPolicy) {
         if let Some(v) = &raw.api_version
             && v.value != API_VERSION
         {
@@ -55,10 +80,14 @@ impl<'r> Validator<'r> {
             let msg = format!("kind is {}; expected {KIND:?}", shown(&k.value));
             self.at(k, msg);
         }
+    }
 
+    /// The trust roots, each parsed (with its verifier), and the names defined (also those of
+    /// roots that could not be read, so that rules naming them are not reported again).
+    fn trust_roots(&mut self, raw: &[RawTrustRoot]) -> (Vec<TrustRootRef>, BTreeSet<String>) {
         let mut trust_roots = Vec::new();
         let mut root_names = BTreeSet::new();
-        for tr in &raw.trust_roots {
+        for tr in raw {
             let name = tr.name.value.clone();
             if !root_names.insert(name.clone()) {
                 self.at(
@@ -69,41 +98,45 @@ impl<'r> Validator<'r> {
             let Some(trusted_root) = &tr.trusted_root else {
                 continue;
             };
-            let root = if trusted_root.value == "embedded" {
-                TrustRoot::embedded_shared()
-                    .map(Arc::clone)
-                    .map_err(|e| self.at(trusted_root, error_chain(&e)))
-                    .ok()
-            } else {
-                let p = PathBuf::from(&trusted_root.value);
-                match (self.read)(&p) {
-                    // The root keeps its name as given (evidence names it); the message shows
-                    // it cut.
-                    Ok(text) => TrustRoot::from_json(&text, &name)
-                        .map(Arc::new)
-                        .map_err(|e| {
-                            let msg = error_chain(&e).replace(&name, &cut_escaped(&name));
-                            self.at(trusted_root, msg)
-                        })
-                        .ok(),
-                    Err(e) => {
-                        let msg =
-                            format!("trustedRoot file {}: {e}", cut_escaped(&trusted_root.value));
-                        self.at(trusted_root, msg);
-                        None
-                    }
-                }
-            };
-            if let Some(root) = root {
+            if let Some(root) = self.trust_root(trusted_root, &name) {
                 trust_roots.push(TrustRootRef { name, root });
             }
         }
+        (trust_roots, root_names)
+    }
 
-        let mut keys: BTreeMap<String, PublicKey> = BTreeMap::new();
-        let mut key_names = BTreeSet::new();
-        for k in &raw.keys {
+    /// One trust root: `embedded`, or a `trusted_root.json` read through the reader.
+    fn trust_root(&mut self, trusted_root: &Spanned<String>, name: &str) -> Option<Arc<TrustRoot>> {
+        if trusted_root.value == "embedded" {
+            return TrustRoot::embedded_shared()
+                .map(Arc::clone)
+                .map_err(|e| self.at(trusted_root, error_chain(&e)))
+                .ok();
+        }
+        let p = PathBuf::from(&trusted_root.value);
+        match (self.read)(&p) {
+            // The root keeps its name as given (evidence names it); the message shows it cut.
+            Ok(text) => TrustRoot::from_json(&text, name)
+                .map(Arc::new)
+                .map_err(|e| {
+                    let msg = error_chain(&e).replace(name, &cut_escaped(name));
+                    self.at(trusted_root, msg)
+                })
+                .ok(),
+            Err(e) => {
+                let msg = format!("trustedRoot file {}: {e}", cut_escaped(&trusted_root.value));
+                self.at(trusted_root, msg);
+                None
+            }
+        }
+    }
+
+    /// The keys, each read and parsed, and every name defined.
+    fn keys(&mut self, raw: &[RawKey]) -> Keys {
+        let mut keys = Keys::default();
+        for k in raw {
             let name = k.name.value.clone();
-            if !key_names.insert(name.clone()) {
+            if !keys.names.insert(name.clone()) {
                 self.at(&k.name, format!("key {} is defined twice", shown(&name)));
                 continue;
             }
@@ -134,37 +167,39 @@ impl<'r> Validator<'r> {
             };
             match PublicKey::from_pem(&text, &origin) {
                 Ok(pk) => {
-                    keys.insert(name, pk);
+                    keys.parsed.insert(name, pk);
                 }
                 Err(e) => self.at(at, error_chain(&e)),
             }
         }
+        keys
+    }
 
+    /// The rules, each validated; a policy needs one at least, and each name once.
+    fn rules(
+        &mut self,
+        raw_rules: Spanned<Vec<RawRule>>,
+        keys: &Keys,
+        roots: &BTreeSet<String>,
+    ) -> Vec<Rule> {
+        if raw_rules.value.is_empty() {
+            self.at(
+                &raw_rules,
+                "rules is empty: a policy needs at least one rule",
+            );
+        }
         let mut rules = Vec::new();
-        if let Some(raw_rules) = raw.rules {
-            if raw_rules.value.is_empty() {
-                self.at(
-                    &raw_rules,
-                    "rules is empty: a policy needs at least one rule",
-                );
+        let mut rule_names = BTreeSet::new();
+        for r in raw_rules.value {
+            if !rule_names.insert(r.name.value.clone()) {
+                let msg = format!("rule {} is defined twice", shown(&r.name.value));
+                self.at(&r.name, msg);
             }
-            let mut rule_names = BTreeSet::new();
-            for r in raw_rules.value {
-                if !rule_names.insert(r.name.value.clone()) {
-                    let msg = format!("rule {} is defined twice", shown(&r.name.value));
-                    self.at(&r.name, msg);
-                }
-                if let Some(rule) = self.rule(r, &keys, &key_names, &root_names) {
-                    rules.push(rule);
-                }
+            if let Some(rule) = self.rule(r, keys, roots) {
+                rules.push(rule);
             }
         }
-        self.check_overlaps(&rules);
-        Policy {
-            no_match: raw.no_match,
-            trust_roots,
-            rules,
-        }
+        rules
     }
 
     /// An image pattern, validated, canonicalised and compiled (`*` within one path segment,
@@ -224,90 +259,27 @@ impl<'r> Validator<'r> {
         }
     }
 
-    fn rule(
-        &mut self,
-        raw: RawRule,
-        keys: &BTreeMap<String, PublicKey>,
-        key_names: &BTreeSet<String>,
-        roots: &BTreeSet<String>,
-    ) -> Option<Rule> {
+    fn rule(&mut self, raw: RawRule, keys: &Keys, roots: &BTreeSet<String>) -> Option<Rule> {
         let name = raw.name.value.clone();
         // The rule's name as messages show it.
         let label = shown(&name);
         let before = self.issues.len();
-        let mut patterns = Vec::new();
-        if let Some(images) = &raw.images {
-            if images.value.is_empty() {
-                self.at(images, format!("rule {label}: images is empty"));
-            }
-            for p in &images.value {
-                if let Some(compiled) = self.glob(p, &label) {
-                    patterns.push(compiled);
-                }
-            }
+        if let Some(images) = &raw.images
+            && images.value.is_empty()
+        {
+            self.at(images, format!("rule {label}: images is empty"));
         }
-        let mut excludes = Vec::new();
-        for p in raw.exclude.iter().flatten() {
-            if let Some(compiled) = self.glob(p, &label) {
-                excludes.push(compiled);
-            }
-        }
+        let patterns = self.globs(raw.images.iter().flat_map(|i| &i.value), &label);
+        let excludes = self.globs(raw.exclude.iter().flatten(), &label);
         // Whether the rule matches what the file says it matches (the overlap check needs
         // that, even if another part of the rule is wrong).
         let patterns_ok =
             self.issues.len() == before && raw.images.is_some() && raw.exclude.is_some();
-        let mut authorities = Vec::new();
-        if let Some(raw_authorities) = &raw.authorities {
-            if raw_authorities.value.is_empty() {
-                self.at(
-                    raw_authorities,
-                    format!("rule {label}: authorities is empty; a rule needs at least one"),
-                );
-            }
-            // One key counts once toward the threshold: the same key twice (under one name
-            // or two) would let one signer stand for two.
-            let mut key_authorities: BTreeMap<String, String> = BTreeMap::new();
-            for (i, a) in raw_authorities.value.iter().enumerate() {
-                let Some(auth) = self.authority(a, i, &label, keys, key_names, roots) else {
-                    continue;
-                };
-                if let AuthorityKind::Key { key, .. } = &auth.kind {
-                    match key_authorities.get(&key.fingerprint()) {
-                        Some(first) => {
-                            let msg = format!(
-                                "rule {label}: authority {} has the same key as authority {}; \
-                                 each authority of a rule needs its own key",
-                                shown(&auth.name),
-                                shown(first)
-                            );
-                            self.at(a, msg);
-                        }
-                        None => {
-                            key_authorities.insert(key.fingerprint(), auth.name.clone());
-                        }
-                    }
-                }
-                authorities.push(auth);
-            }
-        }
-        let threshold = match (&raw.threshold, &raw.authorities) {
-            (None, _) => 1,
-            (Some(t), authorities) => {
-                if let Some(a) = authorities {
-                    let n = a.value.len() as u64;
-                    if t.value == 0 || t.value > n.max(1) {
-                        self.at(
-                            t,
-                            format!(
-                                "rule {label}: threshold {} must be between 1 and the number of authorities ({n})",
-                                t.value
-                            ),
-                        );
-                    }
-                }
-                usize::try_from(t.value).unwrap_or(usize::MAX)
-            }
+        let authorities = match &raw.authorities {
+            Some(raw_authorities) => self.authorities(raw_authorities, &label, keys, roots),
+            None => Vec::new(),
         };
+        let threshold = self.threshold(&raw, &label);
         // A rule with another problem is still returned, for the overlap check: the policy
         // as a whole is refused anyway.
         if !patterns_ok {
@@ -327,13 +299,83 @@ impl<'r> Validator<'r> {
         })
     }
 
+    /// Image patterns, each compiled (see [`Validator::glob`]); those with a problem left out.
+    fn globs<'p>(
+        &mut self,
+        raw: impl Iterator<Item = &'p Spanned<String>>,
+        rule: &str,
+    ) -> Vec<Pattern> {
+        raw.filter_map(|p| self.glob(p, rule)).collect()
+    }
+
+    /// A rule's authorities, each validated. One key counts once toward the threshold: the
+    /// same key twice (under one name or two) would let one signer stand for two.
+    fn authorities(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<RawAuthority>>>,
+        label: &str,
+        keys: &Keys,
+        roots: &BTreeSet<String>,
+    ) -> Vec<Authority> {
+        if raw.value.is_empty() {
+            self.at(
+                raw,
+                format!("rule {label}: authorities is empty; a rule needs at least one"),
+            );
+        }
+        let mut authorities = Vec::new();
+        let mut key_authorities: BTreeMap<String, String> = BTreeMap::new();
+        for (i, a) in raw.value.iter().enumerate() {
+            let Some(auth) = self.authority(a, i, label, keys, roots) else {
+                continue;
+            };
+            if let AuthorityKind::Key { key, .. } = &auth.kind {
+                match key_authorities.get(&key.fingerprint()) {
+                    Some(first) => {
+                        let msg = format!(
+                            "rule {label}: authority {} has the same key as authority {}; \
+                             each authority of a rule needs its own key",
+                            shown(&auth.name),
+                            shown(first)
+                        );
+                        self.at(a, msg);
+                    }
+                    None => {
+                        key_authorities.insert(key.fingerprint(), auth.name.clone());
+                    }
+                }
+            }
+            authorities.push(auth);
+        }
+        authorities
+    }
+
+    /// The rule's threshold: 1 by default, else between 1 and the number of authorities.
+    fn threshold(&mut self, raw: &RawRule, label: &str) -> usize {
+        let Some(t) = &raw.threshold else {
+            return 1;
+        };
+        if let Some(a) = &raw.authorities {
+            let n = a.value.len() as u64;
+            if t.value == 0 || t.value > n.max(1) {
+                self.at(
+                    t,
+                    format!(
+                        "rule {label}: threshold {} must be between 1 and the number of authorities ({n})",
+                        t.value
+                    ),
+                );
+            }
+        }
+        usize::try_from(t.value).unwrap_or(usize::MAX)
+    }
+
     fn authority(
         &mut self,
         a: &Spanned<RawAuthority>,
         index: usize,
         rule: &str,
-        keys: &BTreeMap<String, PublicKey>,
-        key_names: &BTreeSet<String>,
+        keys: &Keys,
         roots: &BTreeSet<String>,
     ) -> Option<Authority> {
         match (&a.value.key, &a.value.keyless) {
@@ -341,7 +383,7 @@ impl<'r> Validator<'r> {
                 let kname = &k.name.value;
                 let name = a.value.name.clone().unwrap_or_else(|| kname.clone());
                 let trust_root = self.root_ref(&k.trust_root, rule, roots);
-                match keys.get(kname) {
+                match keys.parsed.get(kname) {
                     Some(key) => Some(Authority {
                         name,
                         kind: AuthorityKind::Key {
@@ -351,11 +393,11 @@ impl<'r> Validator<'r> {
                         },
                     }),
                     None => {
-                        if !key_names.contains(kname) {
+                        if !keys.names.contains(kname) {
                             let msg = format!(
                                 "rule {rule}: unknown key {} (keys defined: {})",
                                 shown(kname),
-                                shown_names(keys.keys())
+                                shown_names(keys.parsed.keys())
                             );
                             self.at(&k.name, msg);
                         }
