@@ -87,9 +87,23 @@ impl Flights {
         }
     }
 
-    /// The flight for `key` has landed (its decision is in the cache, or is not to be kept).
-    pub(super) fn land(&self, key: &DecisionKey) {
-        crate::sync::lock(&self.0).remove(key);
+    /// A guard that lands the flight for `key` when dropped: when its verification ends (its
+    /// decision is then in the cache, or is not to be kept), and also when it panics, so that
+    /// the next asker starts a new verification instead of joining the failed one for ever.
+    pub(super) fn landing(&self, key: DecisionKey) -> Landing<'_> {
+        Landing { flights: self, key }
+    }
+}
+
+/// See [`Flights::landing`].
+pub(super) struct Landing<'a> {
+    flights: &'a Flights,
+    key: DecisionKey,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        crate::sync::lock(&self.flights.0).remove(&self.key);
     }
 }
 
@@ -150,5 +164,41 @@ mod tests {
                 d.reasons
             );
         }
+    }
+
+    /// A verification that panics lands its flight too: the next asker starts a new one.
+    #[tokio::test]
+    async fn a_flight_whose_verification_panics_lands() {
+        let flights = Arc::new(Flights::default());
+        let key = DecisionKey::new(
+            "registry.example/app",
+            &crate::reference::Digest::sha256_of(b"image"),
+            0,
+            "policy",
+            &crate::registry::CredentialId::ANONYMOUS,
+        );
+        let boarded = flights.board(key, |_| {
+            let flights = flights.clone();
+            let task = tokio::spawn(async move {
+                let _landing = flights.landing(key);
+                if std::hint::black_box(true) {
+                    panic!("a bug in a verification");
+                }
+                Arc::new(Decision::without_signatures(
+                    String::new(),
+                    None,
+                    Verdict::Allow,
+                    None,
+                    String::new(),
+                    None,
+                ))
+            });
+            follow(task, "registry.example/app:v1".into(), "apps".into())
+        });
+        assert!(!boarded.joined);
+        let d = boarded.flight.await;
+        assert_eq!(d.failure, Some(Failure::Internal), "{d:?}");
+        let again = flights.board(key, |_| futures_util::future::pending().boxed().shared());
+        assert!(!again.joined, "the failed flight was joined again");
     }
 }

@@ -35,7 +35,7 @@ type Looked = Result<Vec<PathTried>, DiscoverError>;
 
 impl Engine {
     /// Discover, verify and decide for a digest under the planned rule; fills the cache and
-    /// leaves the in-flight map.
+    /// leaves the in-flight map (also when it panics).
     pub(super) async fn verify_digest(
         self,
         planned: Planned,
@@ -44,6 +44,9 @@ impl Engine {
         key: DecisionKey,
         stage: Arc<AtomicU8>,
     ) -> Arc<Decision> {
+        // Declared first, dropped last: the flight lands once the decision is kept (or when
+        // the verification panics).
+        let _landing = self.inner.flights.landing(key);
         self.inner
             .stats
             .verifications
@@ -60,7 +63,6 @@ impl Engine {
         self.inner
             .caches
             .remember(key, &decision, &digest, rule, ttl);
-        self.inner.flights.land(&key);
         decision
     }
 
