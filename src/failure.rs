@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 
+/// Why a decision is not a plain allow (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]

@@ -30,14 +30,6 @@ pub use model::{
     Authority, AuthorityKind, FluxVerification, Mode, NoMatch, Policy, Rule, RuleId, RuleMatch,
     Tlog, TrustRootRef, Verdict,
 };
-#[cfg(test)]
-use {
-    crate::failure::Failure,
-    crate::trust::PublicKey,
-    crate::verify::{Rejection, SignedIdentity},
-    pattern::{Pattern, Patterns, literal_prefix_len, segment_glob},
-    std::collections::BTreeMap,
-};
 
 /// The `apiVersion` a policy file must name.
 pub const API_VERSION: &str = "ocigate.dev/v1alpha1";
@@ -100,7 +92,13 @@ fn render_issues(file: &Path, issues: &[Issue]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use super::pattern::{Pattern, Patterns, literal_prefix_len, segment_glob};
     use super::*;
+    use crate::failure::Failure;
+    use crate::trust::PublicKey;
+    use crate::verify::{Rejection, SignedIdentity};
 
     const KEY: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEusIAt6EJ3YrTHdg2qkWVS0KuotWQ

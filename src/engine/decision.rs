@@ -13,19 +13,28 @@ use crate::verify::VerifiedSignature;
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timings {
+    /// Resolving the tag to a digest (0 for a pinned reference or a cache hit).
     pub resolve_ms: f64,
+    /// Looking for signatures, less the time spent verifying what was found meanwhile.
     pub discover_ms: f64,
+    /// Verifying the candidates and evaluating the rule.
     pub verify_ms: f64,
 }
 
 /// One verdict with the reasons and evidence behind it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
+    /// The reference as the asker wrote it.
     pub reference: String,
+    /// The digest decided on, once resolved.
     pub digest: Option<String>,
+    /// Allow, deny or warn.
     pub verdict: Verdict,
+    /// The name of the rule that applied (None: no rule did).
     pub rule: Option<String>,
+    /// Why, for people: the first reason is the main one.
     pub reasons: Vec<String>,
+    /// The evidence: every signature that satisfied an authority.
     pub signatures: Vec<VerifiedSignature>,
     /// Why this is not a plain allow (see [`Failure`]); also set on a warn or audit allow.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,6 +47,7 @@ pub struct Decision {
     pub revision: Option<String>,
     /// Every place signatures were looked for, and what was there.
     pub discovery: Vec<PathTried>,
+    /// How long each stage took.
     pub timings: Timings,
     /// Whether this decision came from the cache (or joined a verification already running).
     #[serde(skip_serializing_if = "std::ops::Not::not")]

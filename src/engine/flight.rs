@@ -20,9 +20,13 @@ use crate::policy::Verdict;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Stage {
+    /// Finding the rule.
     Plan = 0,
+    /// Resolving the tag to a digest.
     Resolve = 1,
+    /// Looking for signatures.
     Discover = 2,
+    /// Verifying them and evaluating the rule.
     Verify = 3,
 }
 

@@ -99,14 +99,19 @@ impl Default for EngineConfig {
 /// Counters a front end can export (metrics) or print (benchmarks).
 #[derive(Debug, Default)]
 pub struct EngineStats {
+    /// Checks answered from the decision cache.
     pub cache_hits: AtomicU64,
+    /// Checks the decision cache could not answer.
     pub cache_misses: AtomicU64,
     /// Checks that joined a verification already in flight for the same key.
     pub single_flight_joins: AtomicU64,
     /// Verifications actually run (discover + verify + decide).
     pub verifications: AtomicU64,
+    /// Tags resolved from the resolve cache.
     pub resolve_hits: AtomicU64,
+    /// Policies swapped in by [`Engine::set_policy`].
     pub policy_reloads: AtomicU64,
+    /// Reloads that failed (see [`Engine::policy_reload_failed`]).
     pub policy_reload_failures: AtomicU64,
 }
 
@@ -180,6 +185,7 @@ impl Check<'_> {
 }
 
 impl Engine {
+    /// An engine asking `registry`, deciding under `policy`, tuned by `config`.
     pub fn new(registry: Registry, policy: CompiledPolicy, config: EngineConfig) -> Self {
         Engine {
             inner: Arc::new(Inner {
@@ -193,14 +199,17 @@ impl Engine {
         }
     }
 
+    /// The registry client every check uses.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
 
+    /// The engine's tuning.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
     }
 
+    /// The engine's counters.
     pub fn stats(&self) -> &EngineStats {
         &self.inner.stats
     }

@@ -166,10 +166,12 @@ impl CompiledPolicy {
         &self.sources
     }
 
+    /// The policy as parsed.
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
+    /// The SHA-256 over the policy text and every file it read (part of every decision key).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }

@@ -52,6 +52,7 @@ impl Refusal {
 /// What verifying one candidate against each of a rule's authorities gave.
 #[derive(Debug)]
 pub struct CandidateOutcome {
+    /// Where the candidate was found.
     pub location: String,
     /// Indexed like `Rule::authorities`.
     pub results: Vec<Result<VerifiedSignature, Refusal>>,
@@ -60,8 +61,11 @@ pub struct CandidateOutcome {
 /// The policy's judgement on the verification outcomes.
 #[derive(Debug)]
 pub struct Evaluation {
+    /// The rule's verdict under its mode.
     pub verdict: Verdict,
+    /// Why, for people.
     pub reasons: Vec<String>,
+    /// Every signature that satisfied an authority.
     pub evidence: Vec<VerifiedSignature>,
     /// Why the rule was not satisfied (None when it was).
     pub failure: Option<Failure>,

@@ -84,23 +84,33 @@ pub enum AuthorityKind {
     },
 }
 
+/// One signer a rule accepts: a key or keyless identities, by name.
 #[derive(Debug, Clone)]
 pub struct Authority {
+    /// The name reasons and evidence call it by.
     pub name: String,
+    /// How it is tied to signatures.
     pub kind: AuthorityKind,
 }
 
+/// A rule: the images it applies to, its authorities and threshold, its mode and requirements.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// Its name, unique in the policy.
     pub name: String,
     /// Where the rule's name stands in the policy file (line, column).
     pub(super) position: (u64, u64),
     pub(super) patterns: Patterns,
     pub(super) excludes: Patterns,
+    /// What a failure does.
     pub mode: Mode,
+    /// How many distinct authorities must verify.
     pub threshold: usize,
+    /// The signers it accepts.
     pub authorities: Vec<Authority>,
+    /// Which repository name a legacy signature must claim.
     pub signed_identity: SignedIdentity,
+    /// Payload annotations a signature must carry, with these values.
     pub annotations: BTreeMap<String, String>,
     /// Whether Flux sources must carry Flux's own cosign verification too.
     pub flux_verification: FluxVerification,
@@ -116,6 +126,7 @@ impl Rule {
         self.patterns.matching(name).map(|p| p.specificity).max()
     }
 
+    /// Its image patterns, as matched (canonical hosts).
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
         self.patterns.list.iter().map(|p| p.text.as_str())
     }
@@ -124,14 +135,20 @@ impl Rule {
 /// A trust root the policy names, parsed (with its verifier) once when the policy is read.
 #[derive(Debug, Clone)]
 pub struct TrustRootRef {
+    /// Its name, as authorities refer to it.
     pub name: String,
+    /// The root, with its verifier.
     pub root: Arc<TrustRoot>,
 }
 
+/// A validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// What to do with a reference no rule matches.
     pub no_match: NoMatch,
+    /// The trust roots it names, parsed.
     pub trust_roots: Vec<TrustRootRef>,
+    /// Its rules, in file order (a [`RuleId`] is an index into them).
     pub rules: Vec<Rule>,
 }
 
