@@ -6,10 +6,12 @@
 //! Two families: the artifact was looked at and found wanting (`unsigned`, `untrusted`,
 //! `mismatch`, `annotation`, `tlog`), or no verdict on the artifact could be reached (`registry`,
 //! `auth`, `rate-limited`, `not-found`, `timeout`, `policy`). A failure of the second family is
-//! never reported as "unsigned". `no-match` is the policy's `noMatch` answer.
+//! never reported as "unsigned". `no-match` is the policy's `noMatch` answer; `internal` is a
+//! bug in ocigate itself.
 
 use serde::Serialize;
 
+/// Why a decision is not a plain allow (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -46,11 +48,13 @@ pub enum Failure {
     /// The object names no valid artifact: an unparsable image, a Flux source that cannot be
     /// followed (a missing HelmRepository), a malformed semver constraint.
     Invalid,
+    /// ocigate itself failed (a verification task panicked): a bug; never an allow.
+    Internal,
 }
 
 impl Failure {
     /// Every class, in documentation order.
-    pub const ALL: [Failure; 14] = [
+    pub const ALL: [Failure; 15] = [
         Failure::Unsigned,
         Failure::Untrusted,
         Failure::Mismatch,
@@ -65,6 +69,7 @@ impl Failure {
         Failure::NoMatch,
         Failure::FluxVerify,
         Failure::Invalid,
+        Failure::Internal,
     ];
 
     /// The class as written in JSON, log lines and metric labels.
@@ -84,6 +89,7 @@ impl Failure {
             Failure::NoMatch => "no-match",
             Failure::FluxVerify => "flux-verify",
             Failure::Invalid => "invalid",
+            Failure::Internal => "internal",
         }
     }
 

@@ -11,10 +11,11 @@ use super::args::{
     VerifyArgs, VerifyBundleArgs,
 };
 use super::{CliError, boxed, files};
-use crate::engine::{CompiledPolicy, Decision, Engine, EngineConfig};
+use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
 use crate::extract::FoundSource;
 use crate::platform::Platform;
+use crate::policy::CompiledPolicy;
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings, TlsFile};

@@ -203,7 +203,9 @@ impl Rejection {
         match &self.kind {
             RejectionKind::NotKeyless { .. } => 0,
             RejectionKind::SignatureEncoding | RejectionKind::BadSignature { .. } => 1,
+            // An unavailable trust root ranks as the bundle rejection it used to be reported as.
             RejectionKind::Bundle { .. }
+            | RejectionKind::TrustRootUnavailable { .. }
             | RejectionKind::Statement { .. }
             | RejectionKind::NoTlogEntry { .. }
             | RejectionKind::NotSupported { .. } => 2,
@@ -211,8 +213,6 @@ impl Rejection {
             | RejectionKind::DigestMismatch { .. }
             | RejectionKind::IdentityMismatch { .. }
             | RejectionKind::AnnotationMismatch { .. } => 3,
-            // A policy that cannot be satisfied says more than any one signature.
-            RejectionKind::TrustRootUnavailable { .. } => 4,
             // The most telling: it might have been the signature that satisfies the rule.
             RejectionKind::Unexamined { .. } => 4,
         }

@@ -20,8 +20,9 @@ use super::metrics::Metrics;
 use super::server::{self, Body, text};
 use super::weight;
 use super::workers::{off_the_workers, off_the_workers_async};
-use crate::engine::{Decision, Engine, Failure};
+use crate::engine::{Decision, Engine};
 use crate::extract::{self, Artifact, Hints};
+use crate::failure::Failure;
 use crate::policy::Verdict;
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).

@@ -135,7 +135,7 @@ fn write_out(buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Failure;
+    use crate::failure::Failure;
     use crate::webhook::admission::review_request;
 
     /// The log line is written straight from typed fields; it must stay what it was when it

@@ -15,7 +15,8 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::decision_log::{operation_name, verdict_name};
 use super::server::{self, Body, Limits, text};
-use crate::engine::{Engine, Failure, Timings};
+use crate::engine::{Engine, Timings};
+use crate::failure::Failure;
 use crate::policy::Verdict;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -2,7 +2,7 @@
 //! changes — the policy file, and every key and `trusted_root.json` it names — so that a key
 //! replaced in its ConfigMap or Secret (revoked) stops being trusted without touching the
 //! policy. Each tick re-hashes exactly the files the last load read (a few, each at most
-//! [`MAX_POLICY_FILE_BYTES`](crate::engine::MAX_POLICY_FILE_BYTES)); paths are opened as named,
+//! [`MAX_POLICY_FILE_BYTES`](crate::policy::MAX_POLICY_FILE_BYTES)); paths are opened as named,
 //! so a mount's `..data` symlink swap is a change of content. The baseline is what the load
 //! itself read, never a second read. A load that fails leaves the last good policy in force and
 //! is counted; it is tried again when any file it read (or could not read) changes.
@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::engine::{CompiledPolicy, Engine, PolicySource};
+use crate::engine::Engine;
+use crate::policy::{CompiledPolicy, PolicySource};
 
 /// The files of the last load, and whether any of them now differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +162,7 @@ mod tests {
     fn files_are_read_to_a_bound() {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("policy.yaml");
-        let big = crate::engine::MAX_POLICY_FILE_BYTES as usize + 1;
+        let big = crate::policy::MAX_POLICY_FILE_BYTES as usize + 1;
         std::fs::write(&policy, vec![b'#'; big]).unwrap();
         let load = CompiledPolicy::load(&policy);
         let e = load.policy.err().unwrap();

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ocigate::engine::{CompiledPolicy, Engine, EngineConfig, Failure};
+use ocigate::engine::{Engine, EngineConfig};
+use ocigate::failure::Failure;
+use ocigate::policy::CompiledPolicy;
 use ocigate::policy::{AuthorityKind, Policy, Tlog, Verdict};
 use ocigate::reference::ImageRef;
 use ocigate::registry::{Registry, RegistrySettings};

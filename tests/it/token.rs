@@ -514,7 +514,8 @@ pub(crate) fn bearer_tokens(front: &crate::proxy::HttpServer, from: usize) -> Ve
 /// request that has credentials. Requests with the same credential still share them.
 #[test]
 fn tokens_resolutions_and_decisions_are_kept_per_credential() {
-    use ocigate::engine::{Engine, EngineConfig, Failure};
+    use ocigate::engine::{Engine, EngineConfig};
+    use ocigate::failure::Failure;
     use ocigate::policy::Verdict;
     use ocigate::registry::{Credential, Registry, RegistrySettings, Secret};
 

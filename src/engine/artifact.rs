@@ -1,0 +1,172 @@
+//! Checks of what [`crate::extract`] found: an artifact (a reference, a Flux semver reference
+//! resolved to the tag Flux would pick, an invalid one) and a Flux source with its rule's
+//! `fluxVerification` requirement. Must not extract anything itself.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::decision::Decision;
+use super::{Engine, Failure, Planned, registry_step};
+use crate::extract::{Artifact, Source};
+use crate::policy::{Verdict, flux_requirement};
+use crate::reference::ImageRef;
+use crate::registry::RegistryError;
+
+/// A Flux semver reference: the repository and the constraint a tag must meet.
+struct Semver<'a> {
+    repository: &'a ImageRef,
+    constraint: &'a crate::extract::SemverConstraint,
+    constraint_text: &'a str,
+    filter: Option<&'a str>,
+}
+
+impl Engine {
+    /// Decide on one source found by [`crate::extract`]: its artifact (see
+    /// [`Engine::check_artifact`]) and, for a Flux source under a rule with
+    /// `fluxVerification: required`, whether Flux verifies it itself too.
+    pub async fn check_source(&self, source: &Source, deadline: Duration) -> Decision {
+        let (mut d, planned) = self.artifact(&source.artifact, deadline).await;
+        if !source.flux {
+            return d;
+        }
+        let Some(planned) = planned else {
+            return d;
+        };
+        let flux_verifies = source.flux_verify.as_ref().is_some_and(|v| v.is_cosign());
+        if let Some(short) = flux_requirement(planned.rule(), flux_verifies, &source.path) {
+            d.reasons.push(short.reason.clone());
+            if d.failure.is_none() {
+                d.failure = Some(Failure::FluxVerify);
+            }
+            d.verdict = short.stricter(d.verdict);
+        }
+        d
+    }
+
+    /// Decide on one artifact found by [`crate::extract`] (the webhook and `verify --manifests`
+    /// share this): a reference as it is; a Flux semver reference resolved to the tag Flux would
+    /// pick (the highest match among the repository's tags), then checked; an invalid one denied.
+    pub async fn check_artifact(&self, artifact: &Artifact, deadline: Duration) -> Decision {
+        self.artifact(artifact, deadline).await.0
+    }
+
+    /// [`Engine::check_artifact`], with the rule it was decided under (none: no rule applied).
+    async fn artifact(
+        &self,
+        artifact: &Artifact,
+        deadline: Duration,
+    ) -> (Decision, Option<Planned>) {
+        let semver = match artifact {
+            Artifact::Reference(r) => {
+                return match self.plan(r) {
+                    Ok(planned) => (
+                        self.check_planned(&planned, r, deadline).await,
+                        Some(planned),
+                    ),
+                    Err(d) => (*d, None),
+                };
+            }
+            Artifact::Invalid { input, problem } => {
+                let d = Decision::without_signatures(
+                    input.clone(),
+                    None,
+                    Verdict::Deny,
+                    None,
+                    problem.clone(),
+                    Some(Failure::Invalid),
+                );
+                return (d, None);
+            }
+            Artifact::Semver {
+                repository,
+                constraint,
+                constraint_text,
+                filter,
+            } => Semver {
+                repository,
+                constraint,
+                constraint_text,
+                filter: filter.as_deref(),
+            },
+        };
+        match self.plan(semver.repository) {
+            Ok(planned) => (
+                self.check_semver(&planned, &semver, deadline).await,
+                Some(planned),
+            ),
+            Err(d) => (*d, None),
+        }
+    }
+
+    /// The highest tag of the repository that meets the constraint, checked under the rule
+    /// planned for the repository.
+    async fn check_semver(
+        &self,
+        planned: &Planned,
+        semver: &Semver<'_>,
+        deadline: Duration,
+    ) -> Decision {
+        let started = Instant::now();
+        let repository = semver.repository;
+        let constraint_text = semver.constraint_text;
+        let rule = planned.rule();
+        let fail = |reason: String, failure: Failure| {
+            let verdict = crate::policy::failed_verdict(rule.mode);
+            Decision::early(repository, verdict, Some(rule), reason, Some(failure))
+        };
+        let filter = match semver.filter.map(regex::Regex::new).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = format!("semverFilter is not a regular expression: {e}");
+                return fail(reason, Failure::Invalid);
+            }
+        };
+        let listing = self.tags(repository);
+        let (doing, step) = (
+            format!("listing the tags of {repository}"),
+            format!("list the tags of {repository}"),
+        );
+        let tags = match registry_step(deadline, &doing, &step, listing).await {
+            Err((reason, failure)) => return fail(reason, failure),
+            Ok(tags) => tags,
+        };
+        let picked = crate::extract::pick_highest(&tags, semver.constraint, filter.as_ref());
+        let Some(tag) = picked else {
+            let reason = format!(
+                "no tag of {repository} matches semver {constraint_text:?} ({} tags)",
+                tags.len()
+            );
+            return fail(reason, Failure::NotFound);
+        };
+        let chosen = repository.with_tag(&tag);
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let mut d = self.check_planned(planned, &chosen, remaining).await;
+        d.reasons.insert(
+            0,
+            format!(
+                "semver {constraint_text:?} picks tag {tag} (the highest of {} tags)",
+                tags.len()
+            ),
+        );
+        d
+    }
+
+    /// The tags of a repository, cached for `resolve_ttl` per credential identity.
+    async fn tags(&self, repository: &ImageRef) -> Result<Arc<Vec<String>>, RegistryError> {
+        let key = (
+            self.inner.registry.credential_id(repository),
+            repository.name(),
+        );
+        if let Some(t) = self.inner.caches.tags.get(&key) {
+            return Ok(t);
+        }
+        let mut tags = self.inner.registry.list_tags(repository).await?;
+        // What is not a tag cannot be picked (and is not kept).
+        tags.retain(|t| crate::reference::is_valid_tag(t));
+        let tags = Arc::new(tags);
+        if !self.inner.config.resolve_ttl.is_zero() {
+            self.inner.caches.tags.insert(key, tags.clone());
+        }
+        Ok(tags)
+    }
+}

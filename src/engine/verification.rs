@@ -1,0 +1,263 @@
+//! One verification, as a flight runs it: discover (reading a pinned reference's manifest
+//! meanwhile), verify each candidate as discovery hands it over, decide, and keep the decision.
+//! Must not plan or resolve (the check did, and hands over the rule and the digest).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::cache::{DecisionKey, Resolved};
+use super::decision::{Decision, Timings, bound_decision};
+use super::flight::Stage;
+use super::{Engine, Planned, manifest_trace, ms_of};
+use crate::discover::{
+    DiscoverError, Discovered, MAX_DISCOVERY_BYTES, Order, PathTried, discover_each, summary,
+};
+use crate::error_chain;
+use crate::failure::Failure;
+use crate::policy::{CandidateOutcome, CompiledPolicy, Rule, Verdict, evaluate, failed_verdict};
+use crate::reference::ImageRef;
+use crate::registry::FetchBudget;
+use crate::verify::Expectation;
+
+/// What verifying candidates as they were found has gathered.
+#[derive(Default)]
+struct Verified {
+    outcomes: Vec<(Order, CandidateOutcome)>,
+    /// The reasons of the locations not examined.
+    unexamined: Vec<String>,
+    /// Time spent verifying.
+    time: Duration,
+}
+
+/// What discovery found, if it could look: every place looked, and what was there.
+type Looked = Result<Vec<PathTried>, DiscoverError>;
+
+impl Engine {
+    /// Discover, verify and decide for a digest under the planned rule; fills the cache and
+    /// leaves the in-flight map (also when it panics).
+    pub(super) async fn verify_digest(
+        self,
+        planned: Planned,
+        reference: ImageRef,
+        resolved: Resolved,
+        key: DecisionKey,
+        stage: Arc<AtomicU8>,
+    ) -> Arc<Decision> {
+        // Declared first, dropped last: the flight lands once the decision is kept (or when
+        // the verification panics).
+        let _landing = self.inner.flights.landing(key);
+        self.inner
+            .stats
+            .verifications
+            .fetch_add(1, Ordering::Relaxed);
+        let digest = resolved.digest.clone();
+        let mut decision = self
+            .run_verification(&planned, &reference, resolved, &stage)
+            .await;
+        // What the registry and the signatures control is cut before it is kept.
+        bound_decision(&mut decision);
+        let decision = Arc::new(decision);
+        let ttl = self.ttl_of(&decision);
+        let rule = &planned.rule().name;
+        self.inner
+            .caches
+            .remember(key, &decision, &digest, rule, ttl);
+        decision
+    }
+
+    /// How long a decision is kept: allows and denies on the artifact itself by their TTLs,
+    /// one the registry prevented by the failure TTL (zero by default: not at all).
+    fn ttl_of(&self, decision: &Decision) -> Duration {
+        let config = &self.inner.config;
+        match decision.failure {
+            None => config.positive_ttl,
+            Some(f) if f.is_unreached() => config.failure_ttl,
+            Some(_) if decision.verdict == Verdict::Allow => config.positive_ttl,
+            Some(_) => config.negative_ttl,
+        }
+    }
+
+    async fn run_verification(
+        &self,
+        planned: &Planned,
+        reference: &ImageRef,
+        resolved: Resolved,
+        stage: &AtomicU8,
+    ) -> Decision {
+        let rule = planned.rule();
+        let digest = resolved.digest.clone();
+        let pinned = reference.with_digest(digest.clone());
+        let t1 = Instant::now();
+        stage.store(Stage::Discover as u8, Ordering::Relaxed);
+        let expect = Expectation {
+            digest: digest.clone(),
+            repository: reference.name(),
+            signed_identity: rule.signed_identity.clone(),
+            annotations: rule.annotations.clone(),
+        };
+        let ((found, verified), manifest) = tokio::join!(
+            self.discover_and_verify(&planned.policy, rule, &pinned, &expect),
+            self.manifest_while_discovering(reference, &pinned, &resolved)
+        );
+        let (source, revision) = match manifest {
+            Ok(trace) => trace,
+            Err((reason, failure)) => {
+                let verdict = failed_verdict(rule.mode);
+                return Decision::early(reference, verdict, Some(rule), reason, Some(failure));
+            }
+        };
+        let mut decision = Decision {
+            reference: reference.to_string(),
+            digest: Some(digest.to_string()),
+            verdict: Verdict::Deny,
+            rule: Some(rule.name.clone()),
+            reasons: Vec::new(),
+            signatures: Vec::new(),
+            failure: None,
+            source,
+            revision,
+            discovery: Vec::new(),
+            timings: Timings {
+                discover_ms: ms_of(t1.elapsed().saturating_sub(verified.time)),
+                ..Timings::default()
+            },
+            cached: false,
+            platform: None,
+        };
+        let paths = match found {
+            Ok(paths) => paths,
+            Err(e) => {
+                decision.verdict = failed_verdict(rule.mode);
+                decision.failure = Some(discover_failure(&e));
+                decision.reasons = vec![format!(
+                    "cannot tell whether {reference} is signed: {}",
+                    error_chain(&e)
+                )];
+                return decision;
+            }
+        };
+        stage.store(Stage::Verify as u8, Ordering::Relaxed);
+        judge(&mut decision, rule, reference, paths, verified);
+        decision
+    }
+
+    /// Discovery of `pinned`'s signatures, each candidate verified against `rule` as it is
+    /// handed over (pure, quick): its outcome is kept, its bytes are not.
+    async fn discover_and_verify(
+        &self,
+        policy: &CompiledPolicy,
+        rule: &Rule,
+        pinned: &ImageRef,
+        expect: &Expectation,
+    ) -> (Looked, Verified) {
+        let verified = Mutex::new(Verified::default());
+        let sink = |order: Order, found: Discovered| {
+            let t = Instant::now();
+            let outcome = policy.outcome(rule, expect, &found);
+            let mut v = crate::sync::lock(&verified);
+            if let Discovered::Unexamined(u) = &found {
+                v.unexamined.push(format!(
+                    "{}: not examined: {}",
+                    u.location,
+                    error_chain(&u.reason)
+                ));
+            }
+            v.outcomes.push((order, outcome));
+            v.time += t.elapsed();
+        };
+        let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
+        let registry = &self.inner.registry;
+        let found = discover_each(registry, pinned, &expect.digest, &budget, &sink).await;
+        (found, crate::sync::into_inner(verified))
+    }
+
+    /// The manifest's source annotations: a tag's from its resolution; a pinned reference's
+    /// manifest is read (it must exist) while the signatures are looked for, not before.
+    async fn manifest_while_discovering(
+        &self,
+        reference: &ImageRef,
+        pinned: &ImageRef,
+        resolved: &Resolved,
+    ) -> Result<(Option<String>, Option<String>), (String, Failure)> {
+        if reference.digest().is_none() {
+            return Ok((resolved.source.clone(), resolved.revision.clone()));
+        }
+        match self.inner.registry.get_manifest(pinned).await {
+            Ok(Some(m)) => Ok(manifest_trace(&m, &reference.name())),
+            Ok(None) => Err((format!("{reference} was not found"), Failure::NotFound)),
+            Err(e) => Err((
+                format!("cannot resolve {reference}: {}", error_chain(&e)),
+                e.failure(),
+            )),
+        }
+    }
+}
+
+/// The rule's verdict on the candidates found at `paths`, and their evidence.
+fn judge(
+    decision: &mut Decision,
+    rule: &Rule,
+    reference: &ImageRef,
+    paths: Vec<PathTried>,
+    verified: Verified,
+) {
+    let t2 = Instant::now();
+    let Verified {
+        mut outcomes,
+        unexamined,
+        time: verifying,
+    } = verified;
+    outcomes.sort_by_key(|(order, _)| *order);
+    let looked = summary(&paths);
+    decision.discovery = paths;
+    let eval = evaluate(
+        rule,
+        outcomes.into_iter().map(|(_, o)| o).collect(),
+        &looked,
+    );
+    decision.timings.verify_ms = ms_of(verifying + t2.elapsed());
+    decision.verdict = eval.verdict;
+    decision.reasons = eval.reasons;
+    decision.signatures = eval.evidence;
+    decision.failure = eval.failure;
+    note_unexamined(decision, reference, unexamined);
+}
+
+/// Locations discovery could not examine: when the rule failed, they might have satisfied it
+/// (the registry's content stood in the way of a verdict); when it held, they are still said.
+fn note_unexamined(decision: &mut Decision, reference: &ImageRef, unexamined: Vec<String>) {
+    if unexamined.is_empty() {
+        return;
+    }
+    if decision.failure.is_some() {
+        // What could not be examined might have satisfied the rule: the registry's content
+        // stood in the way of a verdict on the artifact (the reasons name it).
+        decision.failure = Some(Failure::Registry);
+        decision.reasons.insert(
+            0,
+            format!(
+                "cannot tell whether {reference} is signed: {} signature location(s) could not \
+                 be examined, and nothing else satisfied the rule",
+                unexamined.len()
+            ),
+        );
+    } else {
+        // Satisfied without it; still said, as rejected candidates (the first few: the
+        // discovery notes name every one).
+        const LISTED: usize = 8;
+        let more = unexamined.len().saturating_sub(LISTED);
+        decision.reasons.extend(unexamined.into_iter().take(LISTED));
+        if more > 0 {
+            decision.reasons.push(format!(
+                "and {more} more signature location(s) not examined (see the discovery notes)"
+            ));
+        }
+    }
+}
+
+fn discover_failure(e: &DiscoverError) -> Failure {
+    match e {
+        DiscoverError::Registry { source, .. } => source.failure(),
+    }
+}

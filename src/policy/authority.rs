@@ -1,0 +1,252 @@
+//! A compiled policy's authorities applied to what discovery found: each candidate against each
+//! authority of a rule, with the trust root the authority names. Pure; must not do I/O.
+
+use super::CompiledPolicy;
+use super::evaluate::CandidateOutcome;
+use super::model::{Authority, AuthorityKind, Rule, Tlog};
+use crate::bundle::{BundleAuthority, REKOR_BUNDLE_ANNOTATION};
+use crate::discover::Discovered;
+use crate::error_chain;
+use crate::trust::TrustRoot;
+use crate::verify::{
+    Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
+    RejectionKind, VerifiedSignature, verify_attached_bundle, verify_key_signature,
+    verify_key_signature_logged, verify_keyless_signature,
+};
+
+impl CompiledPolicy {
+    /// A trust root the policy names (parsed when the policy was read), or for an authority
+    /// that names none the embedded public-good root (parsed once per process).
+    fn root(&self, name: Option<&str>) -> Option<&TrustRoot> {
+        match name {
+            Some(n) => self
+                .policy()
+                .trust_roots
+                .iter()
+                .find(|tr| tr.name == n)
+                .map(|tr| tr.root.as_ref()),
+            None => TrustRoot::embedded_shared().ok().map(|r| r.as_ref()),
+        }
+    }
+
+    /// The trust root an authority names, or why it cannot be had (the policy's problem, not
+    /// the candidate's: see [`RejectionKind::TrustRootUnavailable`]).
+    fn root_for(
+        &self,
+        name: &Option<String>,
+        location: &str,
+        authority: &str,
+    ) -> Result<&TrustRoot, Rejection> {
+        self.root(name.as_deref()).ok_or_else(|| {
+            let kind = RejectionKind::TrustRootUnavailable {
+                authority: authority.to_string(),
+                root: name.as_deref().unwrap_or("embedded").to_string(),
+            };
+            Rejection::new(location, kind)
+        })
+    }
+
+    /// One attached Sigstore bundle against one authority.
+    fn verify_one_bundle(
+        &self,
+        c: &PreparedBundle<'_>,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Rejection> {
+        let (who, trust_root) = match &a.kind {
+            AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            } => {
+                let logged = c.has_tlog_entries();
+                let who = match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => BundleAuthority::Key(key),
+                    _ => BundleAuthority::KeyWithoutTlog(key),
+                };
+                (who, trust_root)
+            }
+            AuthorityKind::Keyless {
+                trust_root,
+                identities,
+                tlog,
+            } => {
+                keyless_needs_tlog(*tlog, &c.candidate().location, &a.name)?;
+                (BundleAuthority::Identities(identities), trust_root)
+            }
+        };
+        let location = &c.candidate().location;
+        let root = self.root_for(trust_root, location, &a.name)?;
+        verify_attached_bundle(c, &a.name, who, root, expect)
+    }
+
+    /// One legacy candidate against one authority.
+    fn verify_one(
+        &self,
+        p: &PreparedSignature<'_>,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Rejection> {
+        let c = p.candidate();
+        match &a.kind {
+            AuthorityKind::Key {
+                key,
+                tlog,
+                trust_root,
+            } => {
+                let authority = KeyAuthority { name: &a.name, key };
+                let logged = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
+                match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => {
+                        let root = self.root_for(trust_root, &c.location, &a.name)?;
+                        verify_key_signature_logged(p, authority, root, expect)
+                    }
+                    _ => verify_key_signature(c, authority, expect),
+                }
+            }
+            AuthorityKind::Keyless {
+                trust_root,
+                identities,
+                tlog,
+            } => {
+                keyless_needs_tlog(*tlog, &c.location, &a.name)?;
+                let root = self.root_for(trust_root, &c.location, &a.name)?;
+                let authority = KeylessAuthority {
+                    name: &a.name,
+                    identities,
+                    root,
+                };
+                verify_keyless_signature(p, authority, expect)
+            }
+        }
+    }
+
+    /// Verify one thing discovery found against every authority of `rule` (pure: no I/O).
+    /// A candidate is prepared (its bundle form parsed) once, for all the authorities; a
+    /// location discovery could not examine is rejected by each, with its reason.
+    pub(crate) fn outcome(
+        &self,
+        rule: &Rule,
+        expect: &Expectation,
+        found: &Discovered,
+    ) -> CandidateOutcome {
+        match found {
+            Discovered::Signature(c) => {
+                let prepared = PreparedSignature::new(c);
+                CandidateOutcome {
+                    location: c.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|a| self.verify_one(&prepared, a, expect))
+                        .collect(),
+                }
+            }
+            Discovered::Bundle(c) => {
+                let prepared = PreparedBundle::new(c);
+                CandidateOutcome {
+                    location: c.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|a| self.verify_one_bundle(&prepared, a, expect))
+                        .collect(),
+                }
+            }
+            Discovered::Unexamined(u) => {
+                let detail = error_chain(&u.reason);
+                CandidateOutcome {
+                    location: u.location.clone(),
+                    results: rule
+                        .authorities
+                        .iter()
+                        .map(|_| {
+                            let detail = detail.clone();
+                            let kind = RejectionKind::Unexamined { detail };
+                            Err(Rejection::new(u.location.clone(), kind))
+                        })
+                        .collect(),
+                }
+            }
+        }
+    }
+}
+
+/// Keyless verification needs the log: without it nothing proves when the short-lived
+/// certificate was used.
+fn keyless_needs_tlog(tlog: Tlog, location: &str, authority: &str) -> Result<(), Rejection> {
+    if tlog == Tlog::Skip {
+        let kind = RejectionKind::NotSupported {
+            authority: authority.to_string(),
+            what: "keyless verification without a transparency log (tlog: skip)".into(),
+        };
+        return Err(Rejection::new(location, kind));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::candidate::SignatureCandidate;
+    use crate::failure::Failure;
+    use crate::policy::{Policy, evaluate};
+    use crate::reference::Digest;
+    use crate::trust::{GitHubWorkflow, Identity, Matcher};
+    use crate::verify::SignedIdentity;
+
+    /// An authority whose trust root cannot be had is the policy's problem, not the
+    /// signature's: the refusal says so, and the rule fails as `policy`, not `untrusted`.
+    #[test]
+    fn an_unavailable_trust_root_is_a_policy_failure() {
+        let identity = Identity {
+            subject: Matcher::Exact("https://github.com/acme/app".into()),
+            issuer: Matcher::Exact("https://token.actions.githubusercontent.com".into()),
+            github: GitHubWorkflow::default(),
+        };
+        let kind = AuthorityKind::Keyless {
+            trust_root: Some("private".into()),
+            identities: vec![identity],
+            tlog: Tlog::Required,
+        };
+        let policy = Policy::single_authority(
+            "apps",
+            "ci",
+            kind,
+            Vec::new(),
+            BTreeMap::new(),
+            SignedIdentity::MatchRepository,
+        );
+        let policy = CompiledPolicy::new(policy, "test".into());
+        let rule = &policy.policy().rules[0];
+        let digest = Digest::sha256_of(b"image");
+        let expect = Expectation {
+            digest,
+            repository: "registry.example/app".into(),
+            signed_identity: SignedIdentity::MatchRepository,
+            annotations: BTreeMap::new(),
+        };
+        let found = Discovered::Signature(SignatureCandidate {
+            location: "tag sha256-x.sig layer 1".into(),
+            payload: b"{}".to_vec(),
+            signature: "AAAA".into(),
+            annotations: BTreeMap::new(),
+        });
+        let outcome = policy.outcome(rule, &expect, &found);
+        let rejection = outcome.results[0].as_ref().unwrap_err();
+        assert!(
+            matches!(rejection.kind(), RejectionKind::TrustRootUnavailable { root, .. } if root == "private"),
+            "{rejection:?}"
+        );
+        assert_eq!(rejection.class(), Failure::Policy);
+        assert_eq!(
+            rejection.reason(),
+            "tag sha256-x.sig layer 1: trust root private is not available, so authority \"ci\" \
+             cannot be satisfied"
+        );
+        let e = evaluate(rule, vec![outcome], "t");
+        assert_eq!(e.failure, Some(Failure::Policy), "{:?}", e.reasons);
+    }
+}

@@ -1,0 +1,188 @@
+//! A policy as the engine uses it: loaded from its file (and every file it names, each read at
+//! most [`MAX_POLICY_FILE_BYTES`]), fingerprinted over all of them. Must not verify or match.
+
+use std::sync::Arc;
+
+use super::Policy;
+use crate::reference::Digest;
+
+/// The largest file a policy load reads: the policy itself, a key, a `trusted_root.json`
+/// (real ones are a few KiB). A larger file is a load error, not read on.
+pub const MAX_POLICY_FILE_BYTES: u64 = 4 << 20;
+
+/// One file a policy load read: the path it opened (relative paths joined to the policy's
+/// directory; symlinks, such as a ConfigMap mount's `..data`, not resolved) and the SHA-256 of
+/// the bytes it read, `None` when it could not be read. `serve` re-hashes exactly these paths to
+/// see whether the policy must be loaded again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    /// The path as opened.
+    pub path: std::path::PathBuf,
+    /// The SHA-256 of its bytes; `None`: it could not be read (missing, too large, ...).
+    pub digest: Option<Digest>,
+}
+
+impl PolicySource {
+    /// Read `path` now (at most [`MAX_POLICY_FILE_BYTES`]) and record its digest.
+    pub fn hash_now(path: &std::path::Path) -> Self {
+        PolicySource {
+            path: path.to_path_buf(),
+            digest: read_policy_file(path).ok().map(|b| Digest::sha256_of(&b)),
+        }
+    }
+}
+
+/// Read a file a policy names, refusing one over [`MAX_POLICY_FILE_BYTES`].
+pub fn read_policy_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_POLICY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_POLICY_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_POLICY_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A policy load: the compiled policy or why not, and every file the load read (the policy
+/// first), from the same read.
+pub struct PolicyLoad {
+    /// The policy, or why it cannot be used.
+    pub policy: Result<CompiledPolicy, PolicyLoadError>,
+    /// Every file read, in the order read, each once.
+    pub sources: Vec<PolicySource>,
+}
+
+/// The fingerprint of a policy load: the policy text's digest, then each file it named (as
+/// named) with the digest of its content, separated so that no two loads run together.
+fn fingerprint_of(policy: &Digest, named: &[(std::path::PathBuf, PolicySource)]) -> String {
+    let mut log = policy.as_str().as_bytes().to_vec();
+    for (p, s) in named {
+        log.push(0);
+        log.extend_from_slice(p.as_os_str().as_encoded_bytes());
+        log.push(0);
+        log.extend_from_slice(s.digest.as_ref().map_or("-", |d| d.as_str()).as_bytes());
+    }
+    Digest::sha256_of(&log).to_string()
+}
+
+/// A policy with its trust roots parsed (each with its verifier) and a fingerprint of all of it.
+pub struct CompiledPolicy {
+    policy: Policy,
+    /// sha256 over the policy text and every file it read (keys, trust roots).
+    fingerprint: Arc<str>,
+    /// The files it was loaded from, as read (empty for a policy not loaded from files).
+    sources: Arc<[PolicySource]>,
+}
+
+impl CompiledPolicy {
+    /// Compile a parsed policy; its trust roots were parsed by [`Policy::parse`], so a bad
+    /// trusted_root.json is a configuration error at start-up (or at reload), not a denial
+    /// later. Nothing is fetched. `fingerprint` identifies the policy's content (see
+    /// [`CompiledPolicy::from_file`]).
+    pub fn new(policy: Policy, fingerprint: String) -> Self {
+        CompiledPolicy {
+            policy,
+            fingerprint: fingerprint.into(),
+            sources: Arc::new([]),
+        }
+    }
+
+    /// Read, validate and compile a policy file; the fingerprint covers the file and every file
+    /// it names, so a changed key or trust root is a new policy for the cache.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, PolicyLoadError> {
+        Self::load(path).policy
+    }
+
+    /// [`CompiledPolicy::from_file`], with every file the load read (also when it failed: a
+    /// file that was missing is then watched for too).
+    pub fn load(path: &std::path::Path) -> PolicyLoad {
+        let text = match read_policy_file(path) {
+            Ok(t) => t,
+            Err(source) => {
+                return PolicyLoad {
+                    policy: Err(PolicyLoadError::Policy(crate::policy::PolicyError::Read {
+                        file: path.to_path_buf(),
+                        source,
+                    })),
+                    sources: vec![PolicySource {
+                        path: path.to_path_buf(),
+                        digest: None,
+                    }],
+                };
+            }
+        };
+        let policy_digest = Digest::sha256_of(&text);
+        // (path as named, path as opened, digest) of every file the policy names, as read.
+        let named = std::cell::RefCell::new(Vec::<(std::path::PathBuf, PolicySource)>::new());
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let policy = match String::from_utf8(text) {
+            Err(_) => Err(PolicyLoadError::NotUtf8 {
+                file: path.to_path_buf(),
+            }),
+            Ok(text) => Policy::parse(&text, path, &|p: &std::path::Path| {
+                let opened = base.join(p);
+                let read = read_policy_file(&opened);
+                named.borrow_mut().push((
+                    p.to_path_buf(),
+                    PolicySource {
+                        path: opened,
+                        digest: read.as_ref().ok().map(|b| Digest::sha256_of(b)),
+                    },
+                ));
+                String::from_utf8(read?).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                })
+            })
+            .map_err(PolicyLoadError::Policy),
+        };
+        let named = named.into_inner();
+        let fingerprint = fingerprint_of(&policy_digest, &named);
+        let mut sources = vec![PolicySource {
+            path: path.to_path_buf(),
+            digest: Some(policy_digest),
+        }];
+        for (_, s) in named {
+            if !sources.contains(&s) {
+                sources.push(s);
+            }
+        }
+        PolicyLoad {
+            policy: policy.map(|policy| CompiledPolicy {
+                policy,
+                fingerprint: fingerprint.into(),
+                sources: sources.clone().into(),
+            }),
+            sources,
+        }
+    }
+
+    /// The files this policy was loaded from, with their digests as read.
+    pub fn sources(&self) -> &[PolicySource] {
+        &self.sources
+    }
+
+    /// The policy as parsed.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The SHA-256 over the policy text and every file it read (part of every decision key).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+/// A policy file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyLoadError {
+    #[error(transparent)]
+    Policy(crate::policy::PolicyError),
+    #[error("policy {}: the file is not UTF-8 text", file.display())]
+    NotUtf8 { file: std::path::PathBuf },
+}

@@ -1,0 +1,285 @@
+//! The policy as data: its rules (each with an identity, [`RuleId`]), authorities, trust roots
+//! and modes, and matching a repository name to its rule. Must not read files or verify.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::pattern::{Pattern, Patterns, segment_glob};
+use super::read;
+use super::validate::Validator;
+use super::{Issue, PolicyError};
+use crate::trust::{Identity, PublicKey, TrustRoot};
+use crate::verify::SignedIdentity;
+
+/// What to do with references no rule matches (decided before any registry call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoMatch {
+    #[default]
+    Deny,
+    Allow,
+    Warn,
+}
+
+/// What a failed rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny.
+    #[default]
+    Enforce,
+    /// Allow with a warning.
+    Warn,
+    /// Allow; the failure is only recorded.
+    Audit,
+}
+
+/// Whether a Flux source (OCIRepository, HelmChart, a HelmRelease's chart) must also be
+/// verified by Flux itself (`spec.verify` with provider cosign). Admission checks the artifact
+/// once; Flux's own verification keeps checking each new revision it pulls afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FluxVerification {
+    /// Flux's own verification is not required.
+    #[default]
+    Optional,
+    /// A Flux source without `verify: {provider: cosign}` fails the rule.
+    Required,
+}
+
+/// Transparency-log requirement of an authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tlog {
+    Skip,
+    Optional,
+    Required,
+}
+
+/// The verdict on one reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Deny,
+    Warn,
+}
+
+/// How an authority is tied to signatures. `trust_root` names one of the policy's
+/// `trustRoots`; None is the embedded public-good root.
+#[derive(Debug, Clone)]
+pub enum AuthorityKind {
+    Key {
+        key: PublicKey,
+        tlog: Tlog,
+        trust_root: Option<String>,
+    },
+    Keyless {
+        trust_root: Option<String>,
+        identities: Vec<Identity>,
+        tlog: Tlog,
+    },
+}
+
+/// One signer a rule accepts: a key or keyless identities, by name.
+#[derive(Debug, Clone)]
+pub struct Authority {
+    /// The name reasons and evidence call it by.
+    pub name: String,
+    /// How it is tied to signatures.
+    pub kind: AuthorityKind,
+}
+
+/// A rule: the images it applies to, its authorities and threshold, its mode and requirements.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Its name, unique in the policy.
+    pub name: String,
+    /// Where the rule's name stands in the policy file (line, column).
+    pub(super) position: (u64, u64),
+    pub(super) patterns: Patterns,
+    pub(super) excludes: Patterns,
+    /// What a failure does.
+    pub mode: Mode,
+    /// How many distinct authorities must verify.
+    pub threshold: usize,
+    /// The signers it accepts.
+    pub authorities: Vec<Authority>,
+    /// Which repository name a legacy signature must claim.
+    pub signed_identity: SignedIdentity,
+    /// Payload annotations a signature must carry, with these values.
+    pub annotations: BTreeMap<String, String>,
+    /// Whether Flux sources must carry Flux's own cosign verification too.
+    pub flux_verification: FluxVerification,
+}
+
+impl Rule {
+    /// The specificity of this rule for `name` (longest literal prefix of a matching pattern),
+    /// or None when it does not apply.
+    pub(super) fn specificity(&self, name: &str) -> Option<usize> {
+        if self.excludes.matching(name).next().is_some() {
+            return None;
+        }
+        self.patterns.matching(name).map(|p| p.specificity).max()
+    }
+
+    /// Its image patterns, as matched (canonical hosts).
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.patterns.list.iter().map(|p| p.text.as_str())
+    }
+}
+
+/// A trust root the policy names, parsed (with its verifier) once when the policy is read.
+#[derive(Debug, Clone)]
+pub struct TrustRootRef {
+    /// Its name, as authorities refer to it.
+    pub name: String,
+    /// The root, with its verifier.
+    pub root: Arc<TrustRoot>,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// What to do with a reference no rule matches.
+    pub no_match: NoMatch,
+    /// The trust roots it names, parsed.
+    pub trust_roots: Vec<TrustRootRef>,
+    /// Its rules, in file order (a [`RuleId`] is an index into them).
+    pub rules: Vec<Rule>,
+}
+
+/// A rule's identity: its index among the rules of the policy that matched it
+/// ([`Policy::match_rule`] hands it out). It means something only with that policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleId(usize);
+
+impl RuleId {
+    /// The rule's index among its policy's rules.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// The rule a reference falls under.
+#[derive(Debug)]
+pub enum RuleMatch<'a> {
+    /// The rule that applies, and its identity in this policy.
+    Rule(RuleId, &'a Rule),
+    NoMatch(NoMatch),
+    /// Two rules are equally specific for this reference: a policy error.
+    Ambiguous(&'a Rule, &'a Rule),
+}
+
+impl Policy {
+    /// Read and validate a policy file; key files are read relative to its directory.
+    pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Policy::parse(&text, path, &|p: &Path| {
+            std::fs::read_to_string(base.join(p))
+        })
+    }
+
+    /// Parse and validate policy text. `read` loads files named by the policy (relative paths
+    /// are the reader's to resolve); `file` only names the policy in errors.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        read: &dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Policy, PolicyError> {
+        let invalid = |mut issues: Vec<Issue>| {
+            issues.sort_by_key(|i| (i.line, i.column));
+            PolicyError::Invalid {
+                file: file.to_path_buf(),
+                issues,
+            }
+        };
+        let tree = super::tree::tree(text).map_err(|i| invalid(vec![i]))?;
+        let mut reader = read::Reader::new(text);
+        let raw = reader.policy(&tree);
+        let mut v = Validator::new(reader.issues, read);
+        match raw.map(|raw| v.policy(raw)) {
+            Some(policy) if v.issues.is_empty() => Ok(policy),
+            _ => Err(invalid(v.issues)),
+        }
+    }
+
+    /// A policy of one rule over every reference with one authority: what `verify --key` and
+    /// `verify --certificate-identity … --certificate-oidc-issuer …` stand for.
+    /// `rule` names the rule (the flag it came from), `authority` the signer as a person knows
+    /// it (the key file, the identity).
+    pub fn single_authority(
+        rule: &str,
+        authority: &str,
+        kind: AuthorityKind,
+        trust_roots: Vec<TrustRootRef>,
+        annotations: BTreeMap<String, String>,
+        signed_identity: SignedIdentity,
+    ) -> Policy {
+        let patterns = segment_glob("**")
+            .map(|glob| {
+                vec![Pattern {
+                    text: "**".to_string(),
+                    glob,
+                    specificity: 0,
+                }]
+            })
+            .unwrap_or_default();
+        Policy {
+            no_match: NoMatch::Deny,
+            trust_roots,
+            rules: vec![Rule {
+                name: rule.to_string(),
+                position: (0, 0),
+                patterns: Patterns::new(patterns),
+                excludes: Patterns::default(),
+                mode: Mode::Enforce,
+                threshold: 1,
+                authorities: vec![Authority {
+                    name: authority.to_string(),
+                    kind,
+                }],
+                signed_identity,
+                annotations,
+                flux_verification: FluxVerification::Optional,
+            }],
+        }
+    }
+
+    /// The rule `id` names. `id` must come from this policy's [`Policy::match_rule`] (its rules
+    /// unchanged since): an id is an index, and one from another policy may be out of range.
+    pub fn rule(&self, id: RuleId) -> &Rule {
+        &self.rules[id.0]
+    }
+
+    /// The rule for a repository name (`registry/repository` or `oci-layout:PATH`).
+    pub fn match_rule(&self, name: &str) -> RuleMatch<'_> {
+        let mut best: Option<(usize, RuleId, &Rule)> = None;
+        let mut tie: Option<&Rule> = None;
+        for (index, rule) in self.rules.iter().enumerate() {
+            let Some(s) = rule.specificity(name) else {
+                continue;
+            };
+            match best {
+                Some((b, _, _)) if s < b => {}
+                Some((b, _, _)) if s == b => tie = Some(rule),
+                _ => {
+                    best = Some((s, RuleId(index), rule));
+                    tie = None;
+                }
+            }
+        }
+        match (best, tie) {
+            (Some((_, _, a)), Some(b)) => RuleMatch::Ambiguous(a, b),
+            (Some((_, id, r)), None) => RuleMatch::Rule(id, r),
+            (None, _) => RuleMatch::NoMatch(self.no_match),
+        }
+    }
+}

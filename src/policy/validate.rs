@@ -1,0 +1,592 @@
+//! Validation: raw shapes read from the file → a [`Policy`], every problem reported with its
+//! position (trust roots and keys loaded through the caller's reader). Must not do I/O itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+
+use super::model::{Authority, AuthorityKind, Policy, Rule, Tlog, TrustRootRef};
+use super::pattern::{
+    Pattern, Patterns, can_match_a_name, canonical_pattern, literal_prefix_len, segment_glob,
+    witness_of,
+};
+use super::read::{RawAuthority, RawIdentity, RawKey, RawPolicy, RawRule, RawTrustRoot};
+use super::shown::{cut_escaped, shown, shown_names};
+use super::{API_VERSION, Issue, KIND};
+use crate::error_chain;
+use crate::trust::{Identity, Matcher, PublicKey, TrustRoot};
+
+/// The policy's keys: those parsed by name, and every name defined (a key that could not be
+/// read is reported once, not again by each rule naming it).
+#[derive(Default)]
+struct Keys {
+    parsed: BTreeMap<String, PublicKey>,
+    names: BTreeSet<String>,
+}
+
+pub(super) struct Validator<'r> {
+    pub(super) issues: Vec<Issue>,
+    read: &'r dyn Fn(&Path) -> std::io::Result<String>,
+}
+
+impl<'r> Validator<'r> {
+    pub(super) fn new(
+        issues: Vec<Issue>,
+        read: &'r dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Self {
+        Validator { issues, read }
+    }
+
+    fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
+        self.issues.push(Issue {
+            line: s.referenced.line().max(1),
+            column: s.referenced.column().max(1),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn policy(&mut self, raw: RawPolicy) -> Policy {
+        self.header(&raw);
+        let (trust_roots, root_names) = self.trust_roots(&raw.trust_roots);
+        let keys = self.keys(&raw.keys);
+        let rules = match raw.rules {
+            Some(raw_rules) => self.rules(raw_rules, &keys, &root_names),
+            None => Vec::new(),
+        };
+        self.check_overlaps(&rules);
+        Policy {
+            no_match: raw.no_match,
+            trust_roots,
+            rules,
+        }
+    }
+
+    /// `apiVersion` and `kind`, when given, are the ones this ocigate reads.
+    fn header(&mut self, raw: &RawPolicy) {
+        if let Some(v) = &raw.api_version
+            && v.value != API_VERSION
+        {
+            let msg = format!(
+                "apiVersion is {}; this ocigate reads {API_VERSION:?}",
+                shown(&v.value)
+            );
+            self.at(v, msg);
+        }
+        if let Some(k) = &raw.kind
+            && k.value != KIND
+        {
+            let msg = format!("kind is {}; expected {KIND:?}", shown(&k.value));
+            self.at(k, msg);
+        }
+    }
+
+    /// The trust roots, each parsed (with its verifier), and the names defined (also those of
+    /// roots that could not be read, so that rules naming them are not reported again).
+    fn trust_roots(&mut self, raw: &[RawTrustRoot]) -> (Vec<TrustRootRef>, BTreeSet<String>) {
+        let mut trust_roots = Vec::new();
+        let mut root_names = BTreeSet::new();
+        for tr in raw {
+            let name = tr.name.value.clone();
+            if !root_names.insert(name.clone()) {
+                self.at(
+                    &tr.name,
+                    format!("trust root {} is defined twice", shown(&name)),
+                );
+            }
+            let Some(trusted_root) = &tr.trusted_root else {
+                continue;
+            };
+            if let Some(root) = self.trust_root(trusted_root, &name) {
+                trust_roots.push(TrustRootRef { name, root });
+            }
+        }
+        (trust_roots, root_names)
+    }
+
+    /// One trust root: `embedded`, or a `trusted_root.json` read through the reader.
+    fn trust_root(&mut self, trusted_root: &Spanned<String>, name: &str) -> Option<Arc<TrustRoot>> {
+        if trusted_root.value == "embedded" {
+            return TrustRoot::embedded_shared()
+                .map(Arc::clone)
+                .map_err(|e| self.at(trusted_root, error_chain(&e)))
+                .ok();
+        }
+        let p = PathBuf::from(&trusted_root.value);
+        match (self.read)(&p) {
+            // The root keeps its name as given (evidence names it); the message shows it cut.
+            Ok(text) => TrustRoot::from_json(&text, name)
+                .map(Arc::new)
+                .map_err(|e| {
+                    let msg = error_chain(&e).replace(name, &cut_escaped(name));
+                    self.at(trusted_root, msg)
+                })
+                .ok(),
+            Err(e) => {
+                let msg = format!("trustedRoot file {}: {e}", cut_escaped(&trusted_root.value));
+                self.at(trusted_root, msg);
+                None
+            }
+        }
+    }
+
+    /// The keys, each read and parsed, and every name defined.
+    fn keys(&mut self, raw: &[RawKey]) -> Keys {
+        let mut keys = Keys::default();
+        for k in raw {
+            let name = k.name.value.clone();
+            if !keys.names.insert(name.clone()) {
+                self.at(&k.name, format!("key {} is defined twice", shown(&name)));
+                continue;
+            }
+            let (text, origin, at) = match (&k.path, &k.pem) {
+                _ if k.broken => continue,
+                (Some(p), None) => match (self.read)(Path::new(&p.value)) {
+                    Ok(t) => (t, cut_escaped(&p.value), p),
+                    Err(e) => {
+                        let msg = format!(
+                            "key {}: cannot read {}: {e}",
+                            shown(&name),
+                            cut_escaped(&p.value)
+                        );
+                        self.at(p, msg);
+                        continue;
+                    }
+                },
+                (None, Some(pem)) => (
+                    pem.value.clone(),
+                    format!("{} (inline pem)", shown(&name)),
+                    pem,
+                ),
+                _ => {
+                    let msg = format!("key {}: give exactly one of path or pem", shown(&name));
+                    self.at(&k.name, msg);
+                    continue;
+                }
+            };
+            match PublicKey::from_pem(&text, &origin) {
+                Ok(pk) => {
+                    keys.parsed.insert(name, pk);
+                }
+                Err(e) => self.at(at, error_chain(&e)),
+            }
+        }
+        keys
+    }
+
+    /// The rules, each validated; a policy needs one at least, and each name once.
+    fn rules(
+        &mut self,
+        raw_rules: Spanned<Vec<RawRule>>,
+        keys: &Keys,
+        roots: &BTreeSet<String>,
+    ) -> Vec<Rule> {
+        if raw_rules.value.is_empty() {
+            self.at(
+                &raw_rules,
+                "rules is empty: a policy needs at least one rule",
+            );
+        }
+        let mut rules = Vec::new();
+        let mut rule_names = BTreeSet::new();
+        for r in raw_rules.value {
+            if !rule_names.insert(r.name.value.clone()) {
+                let msg = format!("rule {} is defined twice", shown(&r.name.value));
+                self.at(&r.name, msg);
+            }
+            if let Some(rule) = self.rule(r, keys, roots) {
+                rules.push(rule);
+            }
+        }
+        rules
+    }
+
+    /// An image pattern, validated, canonicalised and compiled (`*` within one path segment,
+    /// `**` across).
+    fn glob(&mut self, s: &Spanned<String>, rule: &str) -> Option<Pattern> {
+        if s.value.is_empty() {
+            self.at(s, format!("rule {rule}: empty image pattern"));
+            return None;
+        }
+        if s.value.contains('@') {
+            self.at(
+                s,
+                format!(
+                    "rule {rule}: pattern {} names a digest; patterns match repository names",
+                    shown(&s.value)
+                ),
+            );
+            return None;
+        }
+        let canonical = match canonical_pattern(&s.value) {
+            Ok(c) => c,
+            Err(problem) => {
+                self.at(
+                    s,
+                    format!("rule {rule}: pattern {}: {problem}", shown(&s.value)),
+                );
+                return None;
+            }
+        };
+        match segment_glob(&canonical) {
+            Ok(_) if !can_match_a_name(&canonical) => {
+                self.at(
+                    s,
+                    format!(
+                        "rule {rule}: pattern {} cannot match any reference: names are matched as \
+                         registry/repository (Docker Hub's as docker.io/library/NAME) or \
+                         oci-layout:PATH",
+                        shown(&s.value)
+                    ),
+                );
+                None
+            }
+            Ok(glob) => Some(Pattern {
+                specificity: literal_prefix_len(&canonical),
+                text: canonical,
+                glob,
+            }),
+            Err(e) => {
+                // globset's message repeats the pattern: keep only what is wrong with it.
+                let kind = e.kind().to_string();
+                self.at(
+                    s,
+                    format!("rule {rule}: bad pattern {}: {kind}", shown(&s.value)),
+                );
+                None
+            }
+        }
+    }
+
+    fn rule(&mut self, raw: RawRule, keys: &Keys, roots: &BTreeSet<String>) -> Option<Rule> {
+        let name = raw.name.value.clone();
+        // The rule's name as messages show it.
+        let label = shown(&name);
+        let before = self.issues.len();
+        if let Some(images) = &raw.images
+            && images.value.is_empty()
+        {
+            self.at(images, format!("rule {label}: images is empty"));
+        }
+        let patterns = self.globs(raw.images.iter().flat_map(|i| &i.value), &label);
+        let excludes = self.globs(raw.exclude.iter().flatten(), &label);
+        // Whether the rule matches what the file says it matches (the overlap check needs
+        // that, even if another part of the rule is wrong).
+        let patterns_ok =
+            self.issues.len() == before && raw.images.is_some() && raw.exclude.is_some();
+        let authorities = match &raw.authorities {
+            Some(raw_authorities) => self.authorities(raw_authorities, &label, keys, roots),
+            None => Vec::new(),
+        };
+        let threshold = self.threshold(&raw, &label);
+        // A rule with another problem is still returned, for the overlap check: the policy
+        // as a whole is refused anyway.
+        if !patterns_ok {
+            return None;
+        }
+        Some(Rule {
+            name,
+            position: (raw.name.referenced.line(), raw.name.referenced.column()),
+            patterns: Patterns::new(patterns),
+            excludes: Patterns::new(excludes),
+            mode: raw.mode,
+            threshold,
+            authorities,
+            signed_identity: raw.signed_identity.map(|s| s.value).unwrap_or_default(),
+            annotations: raw.annotations,
+            flux_verification: raw.flux_verification,
+        })
+    }
+
+    /// Image patterns, each compiled (see [`Validator::glob`]); those with a problem left out.
+    fn globs<'p>(
+        &mut self,
+        raw: impl Iterator<Item = &'p Spanned<String>>,
+        rule: &str,
+    ) -> Vec<Pattern> {
+        raw.filter_map(|p| self.glob(p, rule)).collect()
+    }
+
+    /// A rule's authorities, each validated. One key counts once toward the threshold: the
+    /// same key twice (under one name or two) would let one signer stand for two.
+    fn authorities(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<RawAuthority>>>,
+        label: &str,
+        keys: &Keys,
+        roots: &BTreeSet<String>,
+    ) -> Vec<Authority> {
+        if raw.value.is_empty() {
+            self.at(
+                raw,
+                format!("rule {label}: authorities is empty; a rule needs at least one"),
+            );
+        }
+        let mut authorities = Vec::new();
+        let mut key_authorities: BTreeMap<String, String> = BTreeMap::new();
+        for (i, a) in raw.value.iter().enumerate() {
+            let Some(auth) = self.authority(a, i, label, keys, roots) else {
+                continue;
+            };
+            if let AuthorityKind::Key { key, .. } = &auth.kind {
+                match key_authorities.get(&key.fingerprint()) {
+                    Some(first) => {
+                        let msg = format!(
+                            "rule {label}: authority {} has the same key as authority {}; \
+                             each authority of a rule needs its own key",
+                            shown(&auth.name),
+                            shown(first)
+                        );
+                        self.at(a, msg);
+                    }
+                    None => {
+                        key_authorities.insert(key.fingerprint(), auth.name.clone());
+                    }
+                }
+            }
+            authorities.push(auth);
+        }
+        authorities
+    }
+
+    /// The rule's threshold: 1 by default, else between 1 and the number of authorities.
+    fn threshold(&mut self, raw: &RawRule, label: &str) -> usize {
+        let Some(t) = &raw.threshold else {
+            return 1;
+        };
+        if let Some(a) = &raw.authorities {
+            let n = a.value.len() as u64;
+            if t.value == 0 || t.value > n.max(1) {
+                self.at(
+                    t,
+                    format!(
+                        "rule {label}: threshold {} must be between 1 and the number of authorities ({n})",
+                        t.value
+                    ),
+                );
+            }
+        }
+        usize::try_from(t.value).unwrap_or(usize::MAX)
+    }
+
+    fn authority(
+        &mut self,
+        a: &Spanned<RawAuthority>,
+        index: usize,
+        rule: &str,
+        keys: &Keys,
+        roots: &BTreeSet<String>,
+    ) -> Option<Authority> {
+        match (&a.value.key, &a.value.keyless) {
+            (Some(k), None) => {
+                let kname = &k.name.value;
+                let name = a.value.name.clone().unwrap_or_else(|| kname.clone());
+                let trust_root = self.root_ref(&k.trust_root, rule, roots);
+                match keys.parsed.get(kname) {
+                    Some(key) => Some(Authority {
+                        name,
+                        kind: AuthorityKind::Key {
+                            key: key.clone(),
+                            tlog: a.value.tlog.unwrap_or(Tlog::Required),
+                            trust_root,
+                        },
+                    }),
+                    None => {
+                        if !keys.names.contains(kname) {
+                            let msg = format!(
+                                "rule {rule}: unknown key {} (keys defined: {})",
+                                shown(kname),
+                                shown_names(keys.parsed.keys())
+                            );
+                            self.at(&k.name, msg);
+                        }
+                        None
+                    }
+                }
+            }
+            (None, Some(kl)) => {
+                let root = self.root_ref(&kl.trust_root, rule, roots);
+                let mut identities = Vec::new();
+                if let Some(ids) = &kl.identities {
+                    if ids.value.is_empty() {
+                        self.at(
+                            ids,
+                            format!("rule {rule}: keyless authority needs at least one identity"),
+                        );
+                    }
+                    for id in &ids.value {
+                        if let Some(i) = self.identity(id, rule) {
+                            identities.push(i);
+                        }
+                    }
+                }
+                Some(Authority {
+                    name: a
+                        .value
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("keyless[{index}]")),
+                    kind: AuthorityKind::Keyless {
+                        trust_root: root,
+                        identities,
+                        tlog: a.value.tlog.unwrap_or(Tlog::Required),
+                    },
+                })
+            }
+            // Its key or keyless part was malformed, and said so.
+            _ if a.value.broken => None,
+            _ => {
+                self.at(
+                    a,
+                    format!(
+                        "rule {rule}: authority {} needs exactly one of key or keyless",
+                        index + 1
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A reference to a trust root by name; `embedded` always exists.
+    fn root_ref(
+        &mut self,
+        r: &Option<Spanned<String>>,
+        rule: &str,
+        roots: &BTreeSet<String>,
+    ) -> Option<String> {
+        let r = r.as_ref()?;
+        if r.value == "embedded" && !roots.contains("embedded") {
+            return None;
+        }
+        if !roots.contains(&r.value) {
+            let msg = format!(
+                "rule {rule}: unknown trust root {} (trust roots defined: {})",
+                shown(&r.value),
+                shown_names(roots.iter())
+            );
+            self.at(r, msg);
+        }
+        Some(r.value.clone())
+    }
+
+    fn identity(&mut self, id: &Spanned<RawIdentity>, rule: &str) -> Option<Identity> {
+        let v = &id.value;
+        let issuer = self.matcher(&v.issuer, &v.issuer_reg_exp, id, rule, "issuer");
+        let subject = self.matcher(&v.subject, &v.subject_reg_exp, id, rule, "subject");
+        Some(Identity {
+            issuer: issuer?,
+            subject: subject?,
+            github: crate::trust::GitHubWorkflow {
+                trigger: v.github_workflow_trigger.clone(),
+                sha: v.github_workflow_sha.clone(),
+                name: v.github_workflow_name.clone(),
+                repository: v.github_workflow_repository.clone(),
+                git_ref: v.github_workflow_ref.clone(),
+            },
+        })
+    }
+
+    fn matcher(
+        &mut self,
+        exact: &Option<String>,
+        re: &Option<Spanned<String>>,
+        at: &Spanned<RawIdentity>,
+        rule: &str,
+        what: &str,
+    ) -> Option<Matcher> {
+        match (exact, re) {
+            (Some(e), None) => Some(Matcher::Exact(e.clone())),
+            (None, Some(r)) => match regex::Regex::new(&r.value) {
+                Ok(re) => Some(Matcher::Regex(re)),
+                Err(e) => {
+                    // The last line says what is wrong; the lines before repeat the pattern.
+                    let why = e.to_string();
+                    let why = cut_escaped(why.lines().last().unwrap_or("").trim());
+                    self.at(
+                        r,
+                        format!(
+                            "rule {rule}: {what}RegExp {} is not a valid regular expression: {why}",
+                            shown(&r.value)
+                        ),
+                    );
+                    None
+                }
+            },
+            // A field was malformed, and said so.
+            (None, None) if at.value.broken => None,
+            (None, None) => {
+                self.at(
+                    at,
+                    format!("rule {rule}: identity needs {what} or {what}RegExp"),
+                );
+                None
+            }
+            (Some(_), Some(r)) => {
+                self.at(
+                    r,
+                    format!("rule {rule}: give {what} or {what}RegExp, not both"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Two rules with equally specific patterns that can match the same name are ambiguous;
+    /// each such pair of rules is reported once. The candidates are the names the patterns
+    /// themselves match (wildcards filled in) whose specificity both rules have: per pair of
+    /// rules, one lookup per pattern in each rule, each trying only the patterns whose literal
+    /// prefix the name starts with.
+    fn check_overlaps(&mut self, rules: &[Rule]) {
+        let specificities = |r: &Rule| -> BTreeSet<usize> {
+            r.patterns.list.iter().map(|p| p.specificity).collect()
+        };
+        let all: Vec<BTreeSet<usize>> = rules.iter().map(specificities).collect();
+        let witnesses: Vec<Vec<(usize, String)>> = rules
+            .iter()
+            .map(|r| {
+                r.patterns
+                    .list
+                    .iter()
+                    .map(|p| (p.specificity, witness_of(&p.text)))
+                    .collect()
+            })
+            .collect();
+        for (i, a) in rules.iter().enumerate() {
+            for (j, b) in rules.iter().enumerate().skip(i + 1) {
+                let candidates = witnesses[i]
+                    .iter()
+                    .filter(|(s, _)| all[j].contains(s))
+                    .chain(witnesses[j].iter().filter(|(s, _)| all[i].contains(s)));
+                let found = candidates.map(|(_, w)| w).find_map(|w| {
+                    let sa = a.specificity(w)?;
+                    (b.specificity(w)? == sa).then_some((w, sa))
+                });
+                let Some((w, s)) = found else {
+                    continue;
+                };
+                let pattern_of = |r: &Rule| {
+                    r.patterns
+                        .matching(w)
+                        .find(|p| p.specificity == s)
+                        .map_or_else(String::new, |p| shown(&p.text))
+                };
+                let message = format!(
+                    "rules {} and {} are equally specific and both match {} \
+                     (patterns {} and {}); make one more specific or exclude",
+                    shown(&a.name),
+                    shown(&b.name),
+                    shown(w),
+                    pattern_of(a),
+                    pattern_of(b),
+                );
+                self.issues.push(Issue {
+                    line: b.position.0,
+                    column: b.position.1,
+                    message,
+                });
+            }
+        }
+    }
+}
