@@ -296,10 +296,8 @@ pub enum ExtractError {
 /// Fetches objects an object refers to. `Ok(None)`: no such object.
 pub trait Lookup {
     /// The object `r` names.
-    fn get(
-        &self,
-        r: &ObjectRef,
-    ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send;
+    fn get(&self, r: &ObjectRef)
+    -> impl Future<Output = Result<Option<Value>, LookupError>> + Send;
 
     /// Whether a reference may name an object in another namespace than the referring
     /// object's. By default not, as Flux with `--no-cross-namespace-refs`: such a reference is
@@ -646,7 +644,7 @@ pub(crate) mod test_support {
     }
 
     /// Run a future to completion on a current-thread runtime.
-    pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime")

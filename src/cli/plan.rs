@@ -530,7 +530,7 @@ fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decis
 async fn manifest_sources(
     files: Vec<(PathBuf, String)>,
     cross_namespace_refs: bool,
-) -> Result<(Vec<crate::extract::FoundSource>, Vec<Decision>), CliError> {
+) -> Result<(Vec<FoundSource>, Vec<Decision>), CliError> {
     let mut parsed = Vec::with_capacity(files.len());
     for (file, text) in files {
         let docs = crate::extract::parse_documents(&text).map_err(|e| {

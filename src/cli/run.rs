@@ -73,7 +73,7 @@ fn block_on(
 }
 
 /// Every check of the plan, in input order, each a future of its decision.
-type Check<'e> = std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'e>>;
+type Check<'e> = std::pin::Pin<Box<dyn Future<Output = Decision> + Send + 'e>>;
 
 /// The plan's checks: each reference (for `--platform`, its platform's manifest), then each
 /// source `--manifests` found, with where it was found.

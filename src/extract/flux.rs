@@ -942,8 +942,7 @@ mod tests {
             fn get(
                 &self,
                 r: &ObjectRef,
-            ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send
-            {
+            ) -> impl Future<Output = Result<Option<Value>, LookupError>> + Send {
                 std::future::ready(Err(LookupError::failed(r.clone(), "connection refused")))
             }
         }
@@ -961,8 +960,7 @@ mod tests {
             fn get(
                 &self,
                 _: &ObjectRef,
-            ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send
-            {
+            ) -> impl Future<Output = Result<Option<Value>, LookupError>> + Send {
                 std::future::ready(Ok(Some(
                     json!({"kind": "ConfigMap", "metadata": {"name": "x"}}),
                 )))

@@ -153,7 +153,7 @@ pub(super) struct Reader<'s> {
 }
 
 impl<'s> Reader<'s> {
-    pub fn new(source: &'s str) -> Reader<'s> {
+    pub(crate) fn new(source: &'s str) -> Reader<'s> {
         Reader {
             source,
             issues: Vec::new(),
@@ -337,7 +337,7 @@ impl<'s> Reader<'s> {
 
     // --- the shapes
 
-    pub fn policy(&mut self, root: &Node) -> Option<RawPolicy> {
+    pub(crate) fn policy(&mut self, root: &Node) -> Option<RawPolicy> {
         let f = self.fields(root, "the policy", POLICY_FIELDS)?;
         let api_version = self
             .required(&f, "apiVersion", "the policy")

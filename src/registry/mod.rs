@@ -34,7 +34,7 @@ pub use manifest::{
 };
 pub use remote::Cause;
 /// A response body, refused past a size (`Ok(None)`); for other API clients of this crate.
-pub use remote::read_capped as read_body_capped;
+pub use remote::read_body_capped;
 use remote::{Access, Remote, resolve_url};
 use request::Call;
 pub use request_scope::{

@@ -21,7 +21,8 @@ mod auth;
 mod cause;
 use auth::{Auth, HopAuth, Token, TokenKey, scope_for};
 use cause::transport_cause;
-pub use cause::{Cause, parse_retry_after, read_capped, status_cause};
+pub use cause::{Cause, read_body_capped};
+pub(crate) use cause::{parse_retry_after, status_cause};
 
 use super::RegistrySettings;
 use super::credentials::{Credential, CredentialId};
@@ -30,7 +31,7 @@ use super::settings::{Scheme, SchemeChoice};
 
 /// What a request needs the token to allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Reading.
     Pull,
     /// Reading and writing.
@@ -39,7 +40,7 @@ pub enum Access {
 
 /// The repository a request is for, with the access it needs and the credential for the
 /// registry's own origin.
-pub struct RepoAccess<'a> {
+pub(crate) struct RepoAccess<'a> {
     /// How hosts are reached.
     pub settings: &'a RegistrySettings,
     /// Sent only to the registry's own origin (and the realm its challenge names).
@@ -54,7 +55,7 @@ pub struct RepoAccess<'a> {
 
 /// Redirects followed for one request (each hop is checked: no downgrade, credentials only to
 /// the registry's own origin).
-pub const MAX_REDIRECTS: usize = 5;
+pub(crate) const MAX_REDIRECTS: usize = 5;
 
 /// One client for all remote registries of a run (shared across concurrent requests).
 ///
@@ -63,7 +64,7 @@ pub const MAX_REDIRECTS: usize = 5;
 /// its own challenge. Redirects are followed here, not by reqwest, so that each hop is checked:
 /// a hop to another origin is sent without credentials, and a challenge from it is answered
 /// anonymously; a token is sent back only to the origin whose challenge obtained it.
-pub struct Remote {
+pub(crate) struct Remote {
     /// One HTTP client per distinct transport (plain HTTP, or TLS with its CA, client
     /// certificate and verification settings), built on first use.
     clients: Mutex<HashMap<Transport, Result<reqwest::Client, String>>>,
@@ -101,7 +102,7 @@ struct Transport {
 const MAX_SCHEMES: usize = 1024;
 
 impl Remote {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Remote {
             clients: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
@@ -128,7 +129,7 @@ impl Remote {
 
     /// Token fetches so far: (realm, scope, count); realms and scopes past their bounds are
     /// `other`.
-    pub fn token_fetches(&self) -> Vec<(String, String, u64)> {
+    pub(crate) fn token_fetches(&self) -> Vec<(String, String, u64)> {
         crate::sync::lock(&self.token_fetch_counts)
             .iter()
             .map(|(a, b, n)| (a.to_string(), b.to_string(), n))
@@ -151,7 +152,7 @@ impl Remote {
 
     /// HTTP requests sent so far: (host, status class, count); hosts past the first
     /// [`MAX_NAMED_HOSTS`] are `other`.
-    pub fn request_counts(&self) -> Vec<(String, String, u64)> {
+    pub(crate) fn request_counts(&self) -> Vec<(String, String, u64)> {
         self.requests
             .lock()
             .map(|r| {
@@ -163,7 +164,7 @@ impl Remote {
     }
 
     /// The API endpoint for a registry name (Docker Hub's API lives elsewhere).
-    pub fn api_host(registry: &str) -> &str {
+    pub(crate) fn api_host(registry: &str) -> &str {
         if registry == crate::reference::DOCKER_HUB {
             "registry-1.docker.io"
         } else {
@@ -173,7 +174,7 @@ impl Remote {
 
     /// `scheme://host` of a registry's API: the scheme set for it, or for a host reached
     /// HTTPS-then-HTTP the one that worked (HTTPS until one has).
-    pub fn base_url(&self, settings: &RegistrySettings, registry: &str) -> String {
+    pub(crate) fn base_url(&self, settings: &RegistrySettings, registry: &str) -> String {
         let scheme = match settings.scheme_choice(registry) {
             SchemeChoice::Http => "http",
             SchemeChoice::Https => "https",
@@ -269,7 +270,7 @@ impl Remote {
     /// `Link` or `Location` the registry returned may point elsewhere), following redirects
     /// and answering one auth challenge per origin. `build` makes the request for a URL
     /// (again, for each hop and retry). Returns the final response whatever its status.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         to: &RepoAccess<'_>,
         url: &str,
@@ -458,7 +459,7 @@ impl Default for Remote {
 }
 
 /// `scheme://host:port`, the unit credentials are bound to.
-pub fn origin_of(url: &Url) -> String {
+pub(crate) fn origin_of(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
@@ -473,7 +474,11 @@ fn parse_http_url(what: &'static str, s: &str) -> Result<Url, Cause> {
 }
 
 /// Resolve a `Location` or `Link` target (absolute or relative) against the URL that sent it.
-pub fn resolve_url(what: &'static str, base: &Url, target: &HeaderValue) -> Result<Url, Cause> {
+pub(crate) fn resolve_url(
+    what: &'static str,
+    base: &Url,
+    target: &HeaderValue,
+) -> Result<Url, Cause> {
     let text = target.to_str().map_err(|_| Cause::BadUrl {
         what,
         target: String::from_utf8_lossy(target.as_bytes()).into_owned(),
@@ -497,7 +502,7 @@ fn check_no_downgrade(what: &'static str, from: &Url, to: &Url) -> Result<(), Ca
     Ok(())
 }
 
-pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
+pub(crate) const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";

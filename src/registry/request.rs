@@ -12,7 +12,7 @@ use super::budget::FetchBudget;
 use super::credentials::{self, Credential, CredentialError};
 use super::error::{Op, RegistryError, RegistryErrorKind as Kind, Sent, Store};
 use super::remote::{
-    ACCEPT_MANIFESTS, Access, Cause, RepoAccess, parse_retry_after, read_capped, status_cause,
+    ACCEPT_MANIFESTS, Access, Cause, RepoAccess, parse_retry_after, read_body_capped, status_cause,
 };
 use super::request_scope::{remaining_deadline, request_credentials};
 use super::settings::CredentialOrHelper;
@@ -29,7 +29,7 @@ pub(super) struct Call<'a> {
 
 impl Call<'_> {
     /// This operation's error of `kind`.
-    pub fn error(&self, kind: Kind) -> RegistryError {
+    pub(crate) fn error(&self, kind: Kind) -> RegistryError {
         RegistryError::new(
             Store::Registry(self.registry.to_string()),
             self.op,
@@ -39,7 +39,7 @@ impl Call<'_> {
     }
 
     /// This operation's error for a request that failed with `cause`.
-    pub fn failed(&self, cause: Cause, sent: Sent) -> RegistryError {
+    pub(crate) fn failed(&self, cause: Cause, sent: Sent) -> RegistryError {
         self.error(Kind::of_cause(cause, sent))
     }
 }
@@ -269,7 +269,7 @@ impl Registry {
         resp: reqwest::Response,
         limit: usize,
     ) -> Result<Vec<u8>, RegistryError> {
-        self.deadline(call, read_capped(resp, limit))
+        self.deadline(call, read_body_capped(resp, limit))
             .await?
             .map_err(|c| call.failed(c, Sent::Nothing))?
             .ok_or_else(|| call.error(Kind::TooLarge { limit }))

@@ -515,7 +515,7 @@ impl Lookup for ApiLookup<'_> {
     fn get(
         &self,
         r: &ObjectRef,
-    ) -> impl std::future::Future<Output = Result<Option<Value>, LookupError>> + Send {
+    ) -> impl Future<Output = Result<Option<Value>, LookupError>> + Send {
         let r = r.clone();
         let namespace = r.namespace.clone().or_else(|| self.namespace.clone());
         let api = self.api;

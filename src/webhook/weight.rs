@@ -9,7 +9,7 @@
 
 /// Most JSON values (array elements, object members) one AdmissionReview may hold. A Pod's
 /// review holds a few hundred to a few thousand; a 40,000-container Pod, about 120,000.
-pub const MAX_JSON_VALUES: usize = 100_000;
+pub(crate) const MAX_JSON_VALUES: usize = 100_000;
 
 /// Bytes charged per JSON value: its `Value` twice, with map entries and strings' headers
 /// (measured: a review of 40,000 containers, 120,000 values, held about 62 MB decoded).
@@ -18,7 +18,7 @@ const BYTES_PER_VALUE: usize = 512;
 /// The JSON values of `body` (array elements and object members, counted by the commas,
 /// brackets and braces outside strings): one pass, no allocation. Not a validation: a body that
 /// is not JSON is refused by the decoder after this.
-pub fn json_values(body: &[u8]) -> usize {
+pub(crate) fn json_values(body: &[u8]) -> usize {
     let (mut n, mut in_string, mut escaped) = (0usize, false, false);
     for &b in body {
         if in_string {
@@ -41,7 +41,7 @@ pub fn json_values(body: &[u8]) -> usize {
 
 /// What a body of `len` bytes holding `values` JSON values is charged while its review is
 /// decoded and checked.
-pub fn decoded_bytes(len: usize, values: usize) -> usize {
+pub(crate) fn decoded_bytes(len: usize, values: usize) -> usize {
     len.saturating_mul(2)
         .saturating_add(values.saturating_mul(BYTES_PER_VALUE))
 }

@@ -13,12 +13,12 @@ use ocigate::registry::{
     Descriptor, ImageManifest, OCI_MANIFEST, Registry, RegistrySettings, TlsFile,
 };
 
-pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-pub const PASSWORD: &str = "test-password";
-pub const TOKEN_SERVICE: &str = "ocigate-test-registry";
-pub const TOKEN_ISSUER: &str = "ocigate-test-issuer";
+pub(crate) const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+pub(crate) const PASSWORD: &str = "test-password";
+pub(crate) const TOKEN_SERVICE: &str = "ocigate-test-registry";
+pub(crate) const TOKEN_ISSUER: &str = "ocigate-test-issuer";
 
-pub fn block_on<F: Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -27,7 +27,7 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 /// Whether tests must fail rather than skip when a peer is missing (set in CI).
-pub fn strict() -> bool {
+pub(crate) fn strict() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
 }
 
@@ -64,7 +64,7 @@ fn spawn_on_free_port(what: &str, mut command: impl FnMut(u16) -> Command) -> Se
 }
 
 /// A running registry (docker-registry, or ferro-oci-server), stopped on drop.
-pub struct TestRegistry {
+pub(crate) struct TestRegistry {
     service: Service,
     dir: tempfile::TempDir,
     /// For a TLS registry: the CA to trust, and the client certificate and key it requires.
@@ -72,12 +72,12 @@ pub struct TestRegistry {
 }
 
 impl TestRegistry {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with("")
     }
 
     /// A registry that requires HTTP basic auth (htpasswd) for every request.
-    pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
+    pub(crate) fn start_with_basic_auth(user: &str, password: &str) -> Self {
         let hash = bcrypt::hash(password, 5).expect("bcrypt");
         let dir = tempfile::tempdir().expect("tempdir");
         let htpasswd = dir.path().join("htpasswd");
@@ -91,7 +91,7 @@ impl TestRegistry {
 
     /// A registry using the token (bearer) flow: `realm` issues JWTs signed by the key of the
     /// certificate at `cert_pem`.
-    pub fn start_with_token_auth(realm: &str, cert_pem: &str) -> Self {
+    pub(crate) fn start_with_token_auth(realm: &str, cert_pem: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let bundle = dir.path().join("token.crt");
         std::fs::write(&bundle, cert_pem).expect("bundle");
@@ -105,7 +105,7 @@ impl TestRegistry {
     /// ferro-oci-server (crates.io), a registry that serves the OCI 1.1 referrers API, which
     /// distribution 2.8 lacks; installed by scripts/test.sh into ~/.cache/ocigate-tools/ferro (OCIGATE_TEST_FERRO). None (a loud skip,
     /// a failure in CI) when it is not installed.
-    pub fn start_ferro_or_skip(test: &str) -> Option<Self> {
+    pub(crate) fn start_ferro_or_skip(test: &str) -> Option<Self> {
         let bin = [
             std::env::var_os("OCIGATE_TEST_FERRO").map(PathBuf::from),
             Some(repo_root().join(".cache/ferro/bin/ferro-oci-server")),
@@ -175,7 +175,7 @@ impl TestRegistry {
     /// A registry serving HTTPS with a certificate from `tls`'s CA; with `mtls`, it requires a
     /// client certificate from that CA (one is issued for the library client); with `basic`,
     /// HTTP basic auth (htpasswd, bcrypt) too.
-    pub fn start_tls(tls: &Tls, mtls: bool, basic: Option<(&str, &str)>) -> Self {
+    pub(crate) fn start_tls(tls: &Tls, mtls: bool, basic: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut extra = format!(
             "  tls:\n    certificate: {}\n    key: {}\n",
@@ -200,21 +200,21 @@ impl TestRegistry {
         reg
     }
 
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.service.port)
     }
 
     /// The registry's storage root, for seeding blobs the corpus did not capture.
-    pub fn storage(&self) -> PathBuf {
+    pub(crate) fn storage(&self) -> PathBuf {
         self.dir.path().join("data").join("docker/registry/v2")
     }
 
     /// A library client speaking plain HTTP to this registry.
-    pub fn client(&self) -> Registry {
+    pub(crate) fn client(&self) -> Registry {
         self.client_with(|_| {})
     }
 
-    pub fn client_with(&self, f: impl FnOnce(&mut RegistrySettings)) -> Registry {
+    pub(crate) fn client_with(&self, f: impl FnOnce(&mut RegistrySettings)) -> Registry {
         let mut s = RegistrySettings::default();
         let host = self.host();
         match &self.tls {
@@ -234,13 +234,13 @@ impl TestRegistry {
         Registry::new(s)
     }
 
-    pub fn reference(&self, repo_tag: &str) -> ImageRef {
+    pub(crate) fn reference(&self, repo_tag: &str) -> ImageRef {
         ImageRef::parse(&format!("{}/{repo_tag}", self.host())).expect("reference")
     }
 
     /// Put a placeholder for a blob that a captured manifest references but the corpus did not
     /// capture (large image layers), so the registry accepts the real manifest.
-    pub fn seed_blob_placeholder(&self, repo: &str, digest: &str) {
+    pub(crate) fn seed_blob_placeholder(&self, repo: &str, digest: &str) {
         let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
         let blob = self
             .storage()
@@ -282,7 +282,7 @@ fn wait_http(child: &mut Child, port: u16) -> bool {
     false
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -290,11 +290,11 @@ pub fn free_port() -> u16 {
 }
 
 /// Push a small distinct image (config + one layer) to `r` and return its digest.
-pub fn push_image(client: &Registry, r: &ImageRef, seed: &str) -> Digest {
+pub(crate) fn push_image(client: &Registry, r: &ImageRef, seed: &str) -> Digest {
     push_image_with(client, r, seed, BTreeMap::new())
 }
 
-pub fn push_image_with(
+pub(crate) fn push_image_with(
     client: &Registry,
     r: &ImageRef,
     seed: &str,
@@ -341,7 +341,11 @@ pub fn push_image_with(
 
 /// Push one image per platform (`os/arch[/variant]`) and an OCI index listing them at `r`;
 /// returns the index's digest and each platform's manifest digest, in order.
-pub fn push_index(client: &Registry, r: &ImageRef, platforms: &[&str]) -> (Digest, Vec<Digest>) {
+pub(crate) fn push_index(
+    client: &Registry,
+    r: &ImageRef,
+    platforms: &[&str],
+) -> (Digest, Vec<Digest>) {
     let mut entries = Vec::new();
     let mut children = Vec::new();
     for p in platforms {
@@ -379,7 +383,7 @@ pub fn push_index(client: &Registry, r: &ImageRef, platforms: &[&str]) -> (Diges
     (digest, children)
 }
 
-pub fn desc(media_type: &str, d: &Digest, size: usize) -> Descriptor {
+pub(crate) fn desc(media_type: &str, d: &Digest, size: usize) -> Descriptor {
     Descriptor {
         media_type: media_type.into(),
         digest: d.to_string(),
@@ -391,14 +395,14 @@ pub fn desc(media_type: &str, d: &Digest, size: usize) -> Descriptor {
 
 /// The result of running the ocigate binary.
 #[derive(Debug)]
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
 impl Run {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
@@ -410,21 +414,21 @@ impl Run {
 /// make have none, so this runner adds `--insecure-ignore-tlog` to a `verify --key` (as a
 /// cosign user would) unless the test gave a `--trusted-root`. [`ocigate_exact`] runs exactly
 /// what it is given: the tests of the default use it.
-pub fn ocigate(args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) fn ocigate(args: &[&str], env: &[(&str, &str)]) -> Run {
     ocigate_in(None, &with_ignored_tlog(args), env)
 }
 
 /// Run `ocigate` with exactly `args` (see [`ocigate`]).
-pub fn ocigate_exact(args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) fn ocigate_exact(args: &[&str], env: &[(&str, &str)]) -> Run {
     ocigate_in(None, args, env)
 }
 
-pub fn ocigate_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) fn ocigate_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
     run_ocigate(cwd, args, env, None)
 }
 
 /// As [`ocigate`], with `input` on stdin.
-pub fn ocigate_with_stdin(args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Run {
+pub(crate) fn ocigate_with_stdin(args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Run {
     run_ocigate(None, &with_ignored_tlog(args), env, Some(input))
 }
 
@@ -477,7 +481,7 @@ fn run_ocigate(
 }
 
 /// A key pair written by `ocigate generate-key-pair` into `dir` (prefix `name`).
-pub fn generate_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn generate_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let prefix = dir.join(name);
     let run = ocigate(
         &[
@@ -493,7 +497,7 @@ pub fn generate_keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// A policy (noMatch: deny) with one rule `rule` over `pattern`, satisfied by the key `public`
 /// without a log entry; written to `path`.
-pub fn write_key_policy(path: &Path, public: &Path, rule: &str, pattern: &str) {
+pub(crate) fn write_key_policy(path: &Path, public: &Path, rule: &str, pattern: &str) {
     std::fs::write(
         path,
         format!(
@@ -508,7 +512,7 @@ pub fn write_key_policy(path: &Path, public: &Path, rule: &str, pattern: &str) {
 }
 
 /// `ocigate sign` against a plain-HTTP test registry.
-pub fn sign(reg: &TestRegistry, key: &Path, reference: &str, extra: &[&str]) -> Run {
+pub(crate) fn sign(reg: &TestRegistry, key: &Path, reference: &str, extra: &[&str]) -> Run {
     let host = reg.host();
     let mut args = vec![
         "sign",
@@ -523,7 +527,7 @@ pub fn sign(reg: &TestRegistry, key: &Path, reference: &str, extra: &[&str]) -> 
 }
 
 /// `ocigate verify` against a plain-HTTP test registry.
-pub fn verify(reg: &TestRegistry, args: &[&str]) -> Run {
+pub(crate) fn verify(reg: &TestRegistry, args: &[&str]) -> Run {
     let host = reg.host();
     let mut all = vec!["verify", "--registry-plain-http", &host];
     all.extend_from_slice(args);
@@ -531,7 +535,7 @@ pub fn verify(reg: &TestRegistry, args: &[&str]) -> Run {
 }
 
 /// `args` with `--insecure-ignore-tlog` added to a `verify --key` without `--trusted-root`.
-pub fn with_ignored_tlog<'a>(args: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn with_ignored_tlog<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut out = args.to_vec();
     if args.first() == Some(&"verify")
         && args.contains(&"--key")
@@ -544,17 +548,17 @@ pub fn with_ignored_tlog<'a>(args: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// The repository root (for the shipped examples) and the shared corpus, if present.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn corpus() -> Option<PathBuf> {
+pub(crate) fn corpus() -> Option<PathBuf> {
     let p = repo_root().join("../shared/corpus");
     if p.is_dir() { Some(p) } else { None }
 }
 
 /// The corpus, or a loud skip (a failure in CI, where ../shared must exist).
-pub fn corpus_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn corpus_or_skip(test: &str) -> Option<PathBuf> {
     match corpus() {
         Some(p) => Some(p),
         None if strict() => panic!("{test}: ../shared/corpus is missing in CI"),
@@ -567,17 +571,17 @@ pub fn corpus_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
-pub const NGINX_BIN: &str = "/usr/sbin/nginx";
+pub(crate) const NGINX_BIN: &str = "/usr/sbin/nginx";
 
 /// nginx with HTTP basic auth in front of a registry: how registries without auth of their
 /// own (ferro-oci-server) are deployed. Stopped on drop.
-pub struct AuthProxy {
+pub(crate) struct AuthProxy {
     service: Service,
     _dir: tempfile::TempDir,
 }
 
 impl AuthProxy {
-    pub fn start_or_skip(
+    pub(crate) fn start_or_skip(
         test: &str,
         upstream: &TestRegistry,
         user: &str,
@@ -622,14 +626,14 @@ impl AuthProxy {
         Some(AuthProxy { service, _dir: dir })
     }
 
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.service.port)
     }
 }
 
 /// A test CA (rcgen) with a server certificate for 127.0.0.1 signed by it, re-issued in place
 /// for rotation tests; and client certificates for mTLS.
-pub struct Tls {
+pub(crate) struct Tls {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -638,7 +642,7 @@ pub struct Tls {
 }
 
 /// A test CA and a server certificate for 127.0.0.1 signed by it.
-pub fn make_tls(dir: &Path) -> Tls {
+pub(crate) fn make_tls(dir: &Path) -> Tls {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -659,7 +663,7 @@ pub fn make_tls(dir: &Path) -> Tls {
     tls
 }
 
-pub fn issue_server_cert(tls: &Tls, cn: &str) {
+pub(crate) fn issue_server_cert(tls: &Tls, cn: &str) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
     params
@@ -672,7 +676,7 @@ pub fn issue_server_cert(tls: &Tls, cn: &str) {
 }
 
 /// A client certificate signed by the test CA, written to `dir` as client.crt and client.key.
-pub fn issue_client_cert(tls: &Tls, dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn issue_client_cert(tls: &Tls, dir: &Path) -> (PathBuf, PathBuf) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params

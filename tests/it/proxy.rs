@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// A request as received.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -23,7 +23,7 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -33,26 +33,26 @@ impl Request {
 
 /// An answer to send.
 #[derive(Debug, Clone)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn new(status: u16) -> Self {
+    pub(crate) fn new(status: u16) -> Self {
         Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
         }
     }
-    pub fn header(mut self, k: &str, v: &str) -> Self {
+    pub(crate) fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
         self.headers.push((k.to_string(), v.to_string()));
         self
     }
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
@@ -61,10 +61,10 @@ impl Response {
 type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
 /// A "status" that makes the server close the connection without answering.
-pub const DROP: u16 = 0;
+pub(crate) const DROP: u16 = 0;
 
 /// An HTTP server on a free loopback port; stops on drop (and by itself after 10 minutes).
-pub struct HttpServer {
+pub(crate) struct HttpServer {
     port: u16,
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<Request>>>,
@@ -72,7 +72,7 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Self {
+    pub(crate) fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
@@ -100,16 +100,16 @@ impl HttpServer {
         }
     }
 
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.host())
     }
 
     /// Every request received so far.
-    pub fn seen(&self) -> Vec<Request> {
+    pub(crate) fn seen(&self) -> Vec<Request> {
         self.seen.lock().expect("log").clone()
     }
 }
@@ -203,7 +203,7 @@ fn write_response(mut stream: TcpStream, resp: &Response) {
 
 /// Forward `req` to `upstream` (host:port) over HTTP/1.0 (so that the answer is never chunked)
 /// and return its answer.
-pub fn forward(upstream: &str, req: &Request) -> Response {
+pub(crate) fn forward(upstream: &str, req: &Request) -> Response {
     let Ok(mut s) = TcpStream::connect(upstream) else {
         return Response::new(502).body("proxy: upstream unreachable");
     };
@@ -256,7 +256,7 @@ pub fn forward(upstream: &str, req: &Request) -> Response {
 
 /// A proxy in front of `upstream`: every request is forwarded, and `rewrite` may change the
 /// answer before it goes back.
-pub fn proxy(
+pub(crate) fn proxy(
     upstream: String,
     rewrite: impl Fn(&Request, Response) -> Response + Send + Sync + 'static,
 ) -> HttpServer {

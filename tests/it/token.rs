@@ -303,7 +303,7 @@ fn registry_token_does_not_follow_a_redirect_to_another_origin() {
     let reg = TestRegistry::start_with_token_auth(&tokens.realm(), &tokens.cert_pem);
     let other = HttpServer::start(|_| Response::new(404));
     let target = other.url("");
-    let hostile = std::sync::Arc::new(AtomicBool::new(false));
+    let hostile = Arc::new(AtomicBool::new(false));
     let h = hostile.clone();
     let front = proxy(reg.host(), move |req, resp| {
         if h.load(Ordering::SeqCst) && req.method == "GET" && req.path.contains("/blobs/sha256:") {

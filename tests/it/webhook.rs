@@ -32,7 +32,7 @@ pub(crate) fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
     metrics: u16,

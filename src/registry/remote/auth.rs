@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::{Access, Cause, Remote, read_capped};
+use super::{Access, Cause, Remote, read_body_capped};
 use crate::registry::RegistrySettings;
 use crate::registry::credentials::{Credential, CredentialId, Secret};
 use crate::registry::fold;
@@ -322,7 +322,7 @@ async fn read_token(resp: reqwest::Response, realm: &str) -> Result<Token, Cause
     let unusable = || Cause::TokenBody {
         realm: realm.to_string(),
     };
-    let body = read_capped(resp, MAX_TOKEN_RESPONSE_BYTES)
+    let body = read_body_capped(resp, MAX_TOKEN_RESPONSE_BYTES)
         .await?
         .ok_or_else(unusable)?;
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| unusable())?;

@@ -176,7 +176,7 @@ fn certificate_problem(e: &reqwest::Error) -> Option<String> {
 }
 
 /// Read a body, refusing more than `limit` bytes: `Ok(None)` when it is larger.
-pub async fn read_capped(
+pub async fn read_body_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, Cause> {
@@ -194,7 +194,7 @@ pub async fn read_capped(
 }
 
 /// The OCI error codes and messages of an error response, for the cause's Display.
-pub async fn status_cause(resp: reqwest::Response) -> Cause {
+pub(crate) async fn status_cause(resp: reqwest::Response) -> Cause {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -214,7 +214,7 @@ pub async fn status_cause(resp: reqwest::Response) -> Cause {
         #[serde(default)]
         message: String,
     }
-    let codes = match read_capped(resp, 16 << 10).await {
+    let codes = match read_body_capped(resp, 16 << 10).await {
         Ok(Some(body)) => serde_json::from_slice::<Envelope>(&body)
             .map(|e| {
                 e.errors
@@ -248,7 +248,7 @@ pub async fn status_cause(resp: reqwest::Response) -> Cause {
 
 /// `Retry-After`: delta-seconds, or an HTTP date (seconds from now, 0 if past). A registry
 /// controls this number; the caller bounds the wait by its deadline.
-pub fn parse_retry_after(v: &str) -> Option<u64> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<u64> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(secs);
