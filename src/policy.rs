@@ -17,7 +17,6 @@ mod shown;
 mod tree;
 mod validate;
 
-pub use crate::trust::{Identity, Matcher};
 pub use compiled::{
     CompiledPolicy, MAX_POLICY_FILE_BYTES, PolicyLoad, PolicyLoadError, PolicySource,
     read_policy_file,

@@ -11,7 +11,7 @@
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 
 mod budget;
-pub mod credentials;
+mod credentials;
 mod error;
 pub mod fold;
 pub mod gate;
@@ -21,9 +21,9 @@ mod manifest;
 mod remote;
 mod request;
 mod request_scope;
-pub mod settings;
+mod settings;
 pub use budget::FetchBudget;
-pub use credentials::{Credential, CredentialError, CredentialId, Secret};
+pub use credentials::{AuthConfig, Credential, CredentialError, CredentialId, Secret};
 pub use error::{Op, RegistryError, RegistryErrorKind, Sent, Store};
 pub use layout::init_layout;
 pub use listing::{

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::extract::{Lookup, LookupError, ObjectRef};
+use crate::registry::AuthConfig;
 use crate::registry::Credential;
-use crate::registry::credentials::AuthConfig;
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 

@@ -42,8 +42,6 @@ pub use tls::TlsError;
 
 /// Most distinct artifacts one object may name (real Pods name a handful): an object naming
 /// more is denied at once, before any registry is asked.
-pub use crate::extract::MAX_ARTIFACTS_PER_OBJECT;
-
 use admission::State;
 use kubeapi::KubeApi;
 use metrics::Metrics;
