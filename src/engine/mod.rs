@@ -29,7 +29,7 @@ pub use flight::Stage;
 use crate::error_chain;
 use crate::policy::{CompiledPolicy, NoMatch, Rule, RuleId, RuleMatch, Verdict, failed_verdict};
 use crate::reference::ImageRef;
-use crate::registry::{ImageManifest, Registry, RegistryError};
+use crate::registry::{ImageManifest, Registry, RegistryError, RequestScope};
 use cache::{Caches, DecisionKey, Resolved};
 use decision::for_reference;
 use flight::{Boarded, Flights};
@@ -373,20 +373,14 @@ impl Engine {
                 key,
                 stage,
             );
-            // The asker's request credentials (pull secrets) go with the verification, and its
-            // registry requests share one deadline: the verification budget.
-            let credentials = crate::registry::request_credentials();
-            let budget = self.inner.config.verification_budget;
-            let verification =
-                crate::registry::with_deadline(Instant::now() + budget, verification);
-            // It queues for registry hosts in its first asker's turn.
-            let group = crate::registry::gate::current_group();
-            let task = tokio::spawn(crate::registry::gate::with_group(group, async move {
-                match credentials {
-                    Some(c) => crate::registry::with_request_credentials(c, verification).await,
-                    None => verification.await,
-                }
-            }));
+            // The verification runs in its first asker's request scope (the asker's pull
+            // secrets, its turn at each registry host), with one deadline for all its registry
+            // requests: the verification budget.
+            let scope = RequestScope {
+                deadline: Some(Instant::now() + self.inner.config.verification_budget),
+                ..RequestScope::current()
+            };
+            let task = tokio::spawn(scope.run(verification));
             flight::follow(task, reference.to_string(), planned.rule().name.clone())
         });
         if boarded.joined {

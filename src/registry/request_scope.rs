@@ -17,10 +17,11 @@
 //!   Unset: group 0, the one party of the CLI's requests.
 //!
 //! A task spawned inside a scope does not inherit it: capture [`RequestScope::current`] and
-//! run the task in it (`RequestScope::current().run(task)`). The engine does so for its
-//! verifications today with the single setters (`gate::with_group`, `with_request_credentials`,
-//! `with_deadline`), each of which sets one part and leaves the others as the enclosing scope
-//! set them.
+//! run the task in it (`RequestScope::current().run(task)`), as the engine does for each
+//! verification (with the verification budget as its deadline). The single setters
+//! (`gate::with_group`, `with_request_credentials`, `with_deadline`) set one part each and leave
+//! the others as the enclosing scope set them: the webhook sets the group and the pull secrets
+//! of one admission request, the engine the deadline of one check.
 
 use std::collections::BTreeMap;
 use std::future::Future;
