@@ -49,7 +49,11 @@ const BLOB_FETCHES: usize = 4;
 /// What one lookup path found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PathTried {
+    /// The place, as notes and deny reasons name it: `tag sha256-<hex>.sig`, `referrers API`
+    /// or `referrers tag sha256-<hex>`.
     pub path: String,
+    /// Candidates handed over from there (one per `.sig` layer, one per bundle); locations
+    /// not examined are not counted.
     pub found: usize,
     /// Why nothing (or not everything) was found there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -76,10 +80,16 @@ pub struct Discovery {
     pub bundles: Vec<BundleCandidate>,
     /// Signature locations not examined, with the reason.
     pub unexamined: Vec<Unexamined>,
+    /// Every place looked at: the `.sig` tag first, then the referrers API, the referrers tag,
+    /// or both (the API with a note that the registry has none).
     pub paths: Vec<PathTried>,
 }
 
+/// Prefix of every Sigstore bundle media type (`….bundle.v0.3+json` and the others): what a
+/// referrer's artifact type (or config media type) and its bundle layer must start with.
 pub const BUNDLE_MEDIA_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+/// The OCI 1.1 empty descriptor's media type: the config of cosign 3's bundle referrers, and an
+/// artifact type a listed referrer may declare and still be fetched.
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 impl Discovery {
@@ -108,7 +118,9 @@ pub fn summary(paths: &[PathTried]) -> String {
 /// location it could not examine.
 #[derive(Debug)]
 pub enum Discovered {
+    /// One simple-signing layer of the `.sig` tag: its payload blob and signature annotation.
     Signature(SignatureCandidate),
+    /// The JSON of a Sigstore bundle from a referrer whose subject is the digest.
     Bundle(BundleCandidate),
     /// A signature location whose content was not examined, and why.
     Unexamined(Unexamined),
@@ -128,6 +140,7 @@ pub struct Order {
 pub struct Unexamined {
     /// `tag sha256-<hex>.sig`, `tag sha256-<hex>.sig layer 3`, `referrers API sha256:…`.
     pub location: String,
+    /// Why; the verdict counts it as a rejected candidate (a registry failure, never "unsigned").
     pub reason: Unexaminable,
 }
 
@@ -136,41 +149,78 @@ pub struct Unexamined {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unexaminable {
+    /// The `.sig` manifest or a referrer's manifest lists more than [`MAX_SIGNATURE_LAYERS`]
+    /// layers (counted before the manifest is parsed).
     #[error("{count} layers, more than the {limit} a signature manifest may have")]
-    TooManyLayers { count: usize, limit: usize },
+    TooManyLayers {
+        /// Entries in the manifest's `layers`.
+        count: usize,
+        /// [`MAX_SIGNATURE_LAYERS`].
+        limit: usize,
+    },
+    /// A layer's declared size is over the limit for its kind; its blob was not fetched.
     #[error(
         "a {media_type:?} layer of {size} bytes, more than the {limit} bytes allowed for that media type"
     )]
     TooLarge {
+        /// The layer's `mediaType` as the manifest declares it (simple signing or a bundle).
         media_type: String,
+        /// The layer descriptor's `size`, in bytes, as declared (not measured).
         size: u64,
+        /// In bytes: [`MAX_PAYLOAD_BYTES`](crate::payload::MAX_PAYLOAD_BYTES) for a `.sig`
+        /// layer, [`MAX_BUNDLE_BYTES`] for a bundle layer.
         limit: usize,
     },
+    /// A referrer is listed (API or referrers tag) but the registry has no manifest at its
+    /// digest: the registry is inconsistent, which is not an absence of signatures.
     #[error("listed as a referrer, but the registry has no manifest {digest}")]
-    Missing { digest: Digest },
+    Missing {
+        /// The digest the listing gives for the referrer.
+        digest: Digest,
+    },
+    /// The list of referrers was not read to its end; the referrers past the cut are unseen.
     #[error("the list of referrers is incomplete")]
     Cut {
+        /// Which limit cut it: too many entries, too many pages, or a page refused.
         #[source]
         source: ReferrersCut,
     },
+    /// A bundle blob was fetched within its limit but is not UTF-8, so it cannot be bundle JSON.
     #[error("the Sigstore bundle is not UTF-8 text")]
     NotUtf8,
+    /// A `.sig` layer naming the same blob as an earlier layer whose fetch failed on its
+    /// content; the blob is fetched once and the earlier layer's reason carries the cause.
     #[error("its blob is the one of layer {layer}, which could not be read")]
-    SameBlobAs { layer: usize },
+    SameBlobAs {
+        /// That earlier layer, counted from 1 (as notes and locations count layers).
+        layer: usize,
+    },
+    /// What the location holds breaks a limit or is not what it claims: too large, too many
+    /// entries, over the discovery budget, a digest mismatch, not a manifest, malformed, gone.
     #[error("its content could not be used")]
     Content {
+        /// The registry error, of a kind anyone with push rights can cause (not a failure to
+        /// answer, which is a [`DiscoverError`]).
         #[source]
         source: RegistryError,
     },
 }
 
+/// A registry that failed to answer while signatures were looked for: the verdict says the
+/// registry failed, never "no signatures".
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoverError {
+    /// A request at one place failed (unreachable, access denied, an HTTP error, a deadline,
+    /// an answer of the registry's API that is not what the API returns).
     #[error("discovering signatures of {subject} at {path}")]
     Registry {
+        /// The signed image as `registry/repository@sha256:<hex>`.
         subject: String,
+        /// The place being read: `tag sha256-<hex>.sig`, `referrers API` or
+        /// `referrers tag sha256-<hex>`.
         path: String,
+        /// The registry's failure.
         #[source]
         source: RegistryError,
     },

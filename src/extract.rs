@@ -58,9 +58,15 @@ pub const OCI_SCHEME: &str = "oci://";
 /// version answer for the same object, and [`DocumentSet`] compares groups only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct ObjectRef {
+    /// `group/version` (`v1` for the core group); `None`: not said (a `sourceRef` without
+    /// `apiVersion`), any group matches and the webhook asks `source.toolkit.fluxcd.io/v1`.
     pub api_version: Option<String>,
+    /// The object's `kind`, e.g. `HelmRepository` from a `sourceRef.kind`.
     pub kind: String,
+    /// The reference's `namespace`, else the referring object's; `None`: neither says one
+    /// ([`DocumentSet`] then matches any namespace, the webhook the admitted object's).
     pub namespace: Option<String>,
+    /// `metadata.name` of the object (a reference's `name`).
     pub name: String,
 }
 
@@ -82,6 +88,8 @@ pub struct Source {
     /// Further paths where the same image appears in the same object.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_paths: Vec<String>,
+    /// What to verify: a reference, a semver request to resolve against the tag list, or an
+    /// input that cannot be checked (the caller denies it).
     pub artifact: Artifact,
     /// The verification Flux itself performs before using the artifact (`spec.verify`); `None`
     /// when it performs none or the kind has no such setting.
@@ -138,15 +146,24 @@ pub enum Artifact {
     /// The highest tag of `repository` matching `constraint` (after `filter`, a regex on the tag
     /// string): the caller lists tags and picks with [`pick_highest`].
     Semver {
+        /// The repository whose tags are listed (no tag, no digest), e.g. from an `oci://` URL.
         #[serde(serialize_with = "display")]
         repository: ImageRef,
+        /// `constraint_text` parsed with Flux's (Masterminds) semver rules.
         #[serde(skip)]
         constraint: SemverConstraint,
+        /// The constraint as written (`spec.ref.semver`, a chart `version`; `*` when empty).
         constraint_text: String,
+        /// Flux's `spec.ref.semverFilter`, already checked to compile; `None`: every tag.
         filter: Option<String>,
     },
     /// Something that names an artifact but cannot be checked; the caller denies with `problem`.
-    Invalid { input: String, problem: String },
+    Invalid {
+        /// The text as found (a reference, `repo constraint`, a filter regex), for messages.
+        input: String,
+        /// Why it cannot be checked, e.g. "contains a template; render it first".
+        problem: String,
+    },
 }
 
 fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -175,6 +192,8 @@ impl FluxVerify {
 /// The result of reading one object or file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Extraction {
+    /// The OCI sources to verify, in the object's order; a workload's repeated image is one
+    /// source (with `other_paths`), Flux sources are not merged (see [`distinct_sources`]).
     pub sources: Vec<Source>,
     /// What was seen and deliberately not checked (kinds without images, ...).
     pub notes: Vec<String>,
@@ -204,16 +223,25 @@ pub enum LookupError {
     /// The object could not be fetched; the cause says why.
     #[error("looking up {object} failed")]
     Failed {
+        /// The reference that was being looked up.
         object: ObjectRef,
+        /// The lookup's own error (the Kubernetes API's answer, no API configured, ...).
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Several different objects answer to the same reference.
     #[error("{object} is ambiguous: {count} different objects match")]
-    Ambiguous { object: ObjectRef, count: usize },
+    Ambiguous {
+        /// The reference that matched more than one object.
+        object: ObjectRef,
+        /// How many objects matched equally well (at least 2; copies equal to the first found
+        /// are not counted).
+        count: usize,
+    },
 }
 
 impl LookupError {
+    /// [`LookupError::Failed`] for `object`, with any error or message (`&str`) as the cause.
     pub fn failed(
         object: ObjectRef,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -232,32 +260,46 @@ pub enum ExtractError {
     /// A field of an object is missing, of the wrong type, or has a value its controller rejects.
     #[error("{kind} {name}: field {field}: {problem}")]
     Field {
+        /// The object's `kind`.
         kind: String,
+        /// `namespace/name` or `name` (`generateName*`, `(unnamed)` when it has none).
         name: String,
+        /// Dotted path of the field in the object, e.g. `spec.ref.tag`, `spec.chartRef`.
         field: String,
+        /// What is wrong: `missing`, `expected a string, got a number`, a controller's rule.
         problem: String,
     },
     /// Looking up an object referred to by `field` failed.
     #[error("{kind} {name}: field {field}: looking up a referenced object")]
     Lookup {
+        /// The referring object's `kind`.
         kind: String,
+        /// The referring object as `namespace/name` or `name`.
         name: String,
+        /// The reference's path, e.g. `spec.chart.spec.sourceRef` or `spec.chartRef`.
         field: String,
+        /// The caller's [`Lookup`] failure (not "not found", which is an [`Artifact::Invalid`]).
         #[source]
         source: Box<LookupError>,
     },
     /// The input is not a Kubernetes object (no `kind`, not a mapping).
     #[error("not a Kubernetes object: {problem}")]
-    NotAnObject { problem: String },
+    NotAnObject {
+        /// What is wrong, e.g. `it has no kind`, `apiVersion is a number, not a string`, or a
+        /// lookup that returned another kind than asked for.
+        problem: String,
+    },
     /// YAML text could not be parsed.
     #[error("YAML could not be parsed")]
     Yaml {
+        /// The parser's error, with the position in the text.
         #[source]
         source: Box<serde_saphyr::Error>,
     },
     /// JSON text could not be parsed.
     #[error("JSON could not be parsed")]
     Json {
+        /// The parser's error, with line and column.
         #[source]
         source: serde_json::Error,
     },
@@ -268,14 +310,21 @@ pub enum ExtractError {
          fields) to check, more than one object may name; none was checked"
     )]
     TooManyArtifacts {
+        /// The object's `kind`.
         kind: String,
+        /// The object as `namespace/name` or `name`.
         name: String,
+        /// The distinct-artifact limit, [`MAX_ARTIFACTS_PER_OBJECT`].
         max: usize,
+        /// The image-field limit, [`MAX_IMAGE_FIELDS`] (whichever was broken, both are given).
         fields: usize,
     },
     /// More documents than [`MAX_DOCUMENTS`].
     #[error("more than {max} documents (List items included); split the input")]
-    TooManyDocuments { max: usize },
+    TooManyDocuments {
+        /// The limit, [`MAX_DOCUMENTS`]; the items of `kind: List` documents count one each.
+        max: usize,
+    },
     /// A reference to an object in another namespace, which the [`Lookup`] does not follow.
     #[error(
         "{kind} {name}: field {field}: {target} is in another namespace; cross-namespace \
@@ -283,14 +332,22 @@ pub enum ExtractError {
          --allow-cross-namespace-refs allows them)"
     )]
     CrossNamespace {
+        /// The referring object's `kind`.
         kind: String,
+        /// The referring object as `namespace/name` or `name`.
         name: String,
+        /// The reference's path, e.g. `spec.chart.spec.sourceRef`.
         field: String,
+        /// The object referred to, with the other namespace (not looked up).
         target: Box<ObjectRef>,
     },
     /// A file name that is not a Kluctl project file this module reads.
     #[error("{file}: not a Kluctl deployment.yaml or helm-chart.yaml")]
-    UnknownKluctlFile { file: String },
+    UnknownKluctlFile {
+        /// The file name given to [`extract_kluctl_file`] (only `deployment.y[a]ml` and
+        /// `helm-chart.y[a]ml` are read).
+        file: String,
+    },
 }
 
 /// Fetches objects an object refers to. `Ok(None)`: no such object.
@@ -311,8 +368,15 @@ pub trait Lookup {
 /// kind and namespace separately, and its `object` may omit them. The object's own fields win.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hints {
+    /// Used when the object has no `apiVersion` (the webhook gives the request's
+    /// `kind.group`/`kind.version`); with neither, workload kinds match in any group and Flux
+    /// and Kluctl kinds not at all.
     pub api_version: Option<String>,
+    /// Used when the object has no `kind` (the request's `kind.kind`); `None` and no `kind`
+    /// field is [`ExtractError::NotAnObject`].
     pub kind: Option<String>,
+    /// Used when `metadata.namespace` is absent (the AdmissionRequest's `namespace`); it is the
+    /// default namespace of the object's references.
     pub namespace: Option<String>,
 }
 

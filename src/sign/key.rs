@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 
 use crate::trust::PublicKey;
 
+/// PEM label of the key files current cosign writes; the one [`encrypt_pkcs8`] writes.
 pub const PEM_SIGSTORE: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
+/// PEM label of older cosign's and skopeo's key files: read, never written.
 pub const PEM_COSIGN: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 
 /// The scrypt cost cosign 3 writes (N=2^16, r=8, p=1).
@@ -30,32 +32,69 @@ const MAX_LOG_N: u8 = 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PrivateKeyError {
+    /// The text (trimmed) does not parse as a PEM block.
     #[error("private key {origin}: not a PEM block")]
     NotPem {
+        /// Where the key came from, for messages: the `--key` file path, or `generated`.
         origin: String,
+        /// The PEM parser's error.
         #[source]
         source: pem::PemError,
     },
+    /// A PEM block with another label, e.g. `PUBLIC KEY` or an unencrypted `PRIVATE KEY`.
     #[error(
         "private key {origin}: PEM block is {found:?}; expected {PEM_SIGSTORE:?} or {PEM_COSIGN:?}"
     )]
-    WrongPemTag { origin: String, found: String },
-    #[error("private key {origin}: malformed encrypted key ({detail})")]
-    Malformed { origin: String, detail: String },
-    #[error("private key {origin}: unsupported {what} {found:?}")]
-    Unsupported {
+    WrongPemTag {
+        /// Where the key came from: the `--key` file path.
         origin: String,
-        what: &'static str,
+        /// The label found.
         found: String,
     },
+    /// The block's JSON is not cosign's envelope: unknown or missing fields, bad base64, a
+    /// nonce not 24 bytes, a scrypt N that is not a power of two, or N/r/p scrypt refuses.
+    #[error("private key {origin}: malformed encrypted key ({detail})")]
+    Malformed {
+        /// Where the key came from: the `--key` file path.
+        origin: String,
+        /// What is wrong, e.g. `nonce is 12 bytes, expected 24` or `JSON: ...`.
+        detail: String,
+    },
+    /// cosign's envelope with a `kdf.name` other than `scrypt`, a `cipher.name` other than
+    /// `nacl/secretbox`, or a scrypt N above 2^20.
+    #[error("private key {origin}: unsupported {what} {found:?}")]
+    Unsupported {
+        /// Where the key came from: the `--key` file path.
+        origin: String,
+        /// `key derivation`, `cipher` or `scrypt cost (N above 2^20)`.
+        what: &'static str,
+        /// The value found: the kdf or cipher name, or N in decimal.
+        found: String,
+    },
+    /// nacl/secretbox (XSalsa20-Poly1305) refused the ciphertext under the scrypt-derived key:
+    /// a wrong password, or an altered salt, nonce or ciphertext.
     #[error("private key {origin}: wrong password (or the key file is corrupted)")]
-    WrongPassword { origin: String },
+    WrongPassword {
+        /// Where the key came from: the `--key` file path.
+        origin: String,
+    },
+    /// The PKCS#8 DER (decrypted, or given to [`SigningKey::from_pkcs8`]) is not an ECDSA
+    /// P-256/P-384, Ed25519 or RSA private key.
     #[error(
         "private key {origin}: the decrypted key is not a PKCS#8 ECDSA P-256 or P-384, Ed25519 or RSA key"
     )]
-    UnsupportedKey { origin: String },
+    UnsupportedKey {
+        /// Where the key came from: the `--key` file path, or `generated`.
+        origin: String,
+    },
+    /// A step of generating, encrypting or signing failed: the crypto provider, scrypt, or
+    /// JSON encoding (from [`encrypt_pkcs8`], also a `log_n` scrypt refuses).
     #[error("private key: the crypto provider failed to {what}")]
-    Crypto { what: &'static str },
+    Crypto {
+        /// The step: `generate a key`, `sign`, `draw random bytes`, `set scrypt parameters`,
+        /// `derive the key`, `encrypt` or `encode the key`.
+        what: &'static str,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -246,6 +285,8 @@ impl SigningKey {
         Ok((key, pem))
     }
 
+    /// The public half: what `cosign.pub` holds ([`PublicKey::to_pem`]) and what verifies
+    /// this key's signatures.
     pub fn public_key(&self) -> &PublicKey {
         &self.public
     }

@@ -25,11 +25,17 @@ const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub enum SignError {
     /// The reference names no manifest.
     #[error("sign {reference}: the image was not found")]
-    NotFound { reference: String },
+    NotFound {
+        /// The reference as given, or under `--recursive` an index entry pinned by digest.
+        reference: String,
+    },
     /// A registry request failed (the cause says which).
     #[error("sign {reference}: registry operation failed")]
     Registry {
+        /// The reference being signed, as given.
         reference: String,
+        /// The failed operation: reading the image, the `.sig` tag or the referrers, or
+        /// pushing a blob, a manifest or the referrers index.
         #[source]
         source: Box<RegistryError>,
     },
@@ -37,33 +43,57 @@ pub enum SignError {
     #[error(
         "sign {reference}: the existing signature manifest {tag} is not a cosign signature manifest"
     )]
-    ForeignManifest { reference: String, tag: String },
+    ForeignManifest {
+        /// The reference being signed, as given.
+        reference: String,
+        /// `sha256-<hex>.sig`, whose manifest has a layer that is not simple signing.
+        tag: String,
+    },
     /// A payload, bundle or manifest could not be encoded (nothing was sent then).
     #[error("sign {reference}: the {what} cannot be encoded")]
     Encode {
+        /// The reference being signed, as given.
         reference: String,
+        /// `simple-signing payload`, `signature config`, `signature manifest`, `in-toto
+        /// statement`, `bundle`, `referrer manifest` or `referrers index`.
         what: &'static str,
+        /// serde_json's error.
         #[source]
         source: serde_json::Error,
     },
     /// An index `--recursive` follows cannot be read.
     #[error("sign {reference}: the index {index} cannot be read for --recursive")]
     Index {
+        /// The reference given to `--recursive`.
         reference: String,
+        /// Digest of the index (the top one or a nested one) whose entries could not be read.
         index: Digest,
+        /// Why its content is not a readable index.
         #[source]
         source: crate::platform::IndexError,
     },
     /// `--recursive` found more than [`MAX_RECURSIVE_MANIFESTS`].
     #[error("sign {reference}: --recursive found more than {limit} manifests")]
-    TooManyManifests { reference: String, limit: usize },
+    TooManyManifests {
+        /// The reference given to `--recursive`.
+        reference: String,
+        /// [`MAX_RECURSIVE_MANIFESTS`]: distinct entries below the top index.
+        limit: usize,
+    },
     /// `--recursive` found indexes nested deeper than [`MAX_INDEX_DEPTH`].
     #[error("sign {reference}: --recursive found indexes nested more than {limit} deep")]
-    TooDeep { reference: String, limit: usize },
+    TooDeep {
+        /// The reference given to `--recursive`.
+        reference: String,
+        /// [`MAX_INDEX_DEPTH`].
+        limit: usize,
+    },
     /// The private key could not sign.
     #[error("sign {reference}: signing failed")]
     Key {
+        /// The reference being signed.
         reference: String,
+        /// The crypto provider's failure ([`key::PrivateKeyError::Crypto`]).
         #[source]
         source: key::PrivateKeyError,
     },
@@ -82,7 +112,9 @@ fn encoding(reference: &str, what: &'static str) -> impl FnOnce(serde_json::Erro
 /// What `sign` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Signed {
+    /// The reference signed, as given (`--recursive` gives each manifest pinned by digest).
     pub reference: String,
+    /// The manifest digest the reference resolved to: what the signature covers.
     pub digest: Digest,
     /// Where the signature went: `tag sha256-<hex>.sig`, `referrers tag sha256-<hex>`, or
     /// `referrer sha256:<manifest> (referrers API)`.
@@ -108,6 +140,8 @@ async fn resolve(registry: &Registry, target: &ImageRef) -> Result<Manifest, Sig
 /// Most manifests `sign --recursive` signs for one reference, and most levels of indexes it
 /// follows (an index of indexes is rare; a registry that nests them without end is hostile).
 pub const MAX_RECURSIVE_MANIFESTS: usize = 1024;
+/// Most levels below the top reference `sign --recursive` descends (an index's entries are
+/// level 1); a new entry at the next level is [`SignError::TooDeep`].
 pub const MAX_INDEX_DEPTH: usize = 4;
 
 /// What `sign --recursive` signs for `target`, each pinned to its digest: every manifest its
