@@ -24,7 +24,8 @@ pub struct SignatureCandidate {
 /// A Sigstore bundle attached to the digest, not yet verified.
 #[derive(Debug, Clone)]
 pub struct BundleCandidate {
-    /// Where it was found: `referrers tag sha256-<hex> → sha256:<manifest>`.
+    /// Where it was found: the path looked at and the referrer, as
+    /// `referrers tag sha256-<hex> sha256:<first 12 hex of the manifest>…`.
     pub location: String,
     /// The bundle's JSON, as stored (at most the discovery size limit).
     pub json: String,

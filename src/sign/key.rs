@@ -25,8 +25,11 @@ pub const PEM_COSIGN: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 
 /// The scrypt cost cosign 3 writes (N=2^16, r=8, p=1).
 const WRITE_LOG_N: u8 = 16;
-/// Refuse costs above this when reading: N=2^20 already needs 1 GiB of memory.
+/// Refuse costs above this when reading: N=2^20 already needs 1 GiB of memory (at r=8).
 const MAX_LOG_N: u8 = 20;
+/// The most scrypt work read: memory is 128·r·N bytes and time grows with p·r·N, so a key file
+/// may ask for at most what N=2^20, r=8, p=1 asks (1 GiB, about a second), however it spreads it.
+const MAX_SCRYPT_WORK: u64 = 8 << 20;
 
 /// A private key that cannot be read or written; Display names the key's origin.
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +64,15 @@ pub enum PrivateKeyError {
         detail: String,
     },
     /// cosign's envelope with a `kdf.name` other than `scrypt`, a `cipher.name` other than
-    /// `nacl/secretbox`, or a scrypt N above 2^20.
+    /// `nacl/secretbox`, or a scrypt cost above N=2^20, r=8, p=1 (N above 2^20, or r·p·N above
+    /// 8·2^20: memory is 128·r·N bytes).
     #[error("private key {origin}: unsupported {what} {found:?}")]
     Unsupported {
         /// Where the key came from: the `--key` file path.
         origin: String,
-        /// `key derivation`, `cipher` or `scrypt cost (N above 2^20)`.
+        /// `key derivation`, `cipher` or `scrypt cost (more than N=2^20, r=8, p=1)`.
         what: &'static str,
-        /// The value found: the kdf or cipher name, or N in decimal.
+        /// The value found: the kdf or cipher name, or `N=…, r=…, p=…`.
         found: String,
     },
     /// nacl/secretbox (XSalsa20-Poly1305) refused the ciphertext under the scrypt-derived key:
@@ -229,14 +233,18 @@ impl SigningKey {
         }
         let n = env.kdf.params.n;
         if !n.is_power_of_two() || n < 2 {
-            return Err(malformed(format!("scrypt N={n} is not a power of two")));
+            return Err(malformed(format!(
+                "scrypt N={n} is not a power of two of at least 2"
+            )));
         }
         let log_n = n.trailing_zeros() as u8;
-        if log_n > MAX_LOG_N {
+        let (r, p) = (env.kdf.params.r, env.kdf.params.p);
+        let work = u64::from(r).saturating_mul(u64::from(p)).saturating_mul(n);
+        if log_n > MAX_LOG_N || work > MAX_SCRYPT_WORK {
             return Err(PrivateKeyError::Unsupported {
                 origin: origin.to_string(),
-                what: "scrypt cost (N above 2^20)",
-                found: n.to_string(),
+                what: "scrypt cost (more than N=2^20, r=8, p=1)",
+                found: format!("N={n}, r={r}, p={p}"),
             });
         }
         let salt = B64
@@ -254,7 +262,7 @@ impl SigningKey {
         let ciphertext = B64
             .decode(&env.ciphertext)
             .map_err(|e| malformed(format!("ciphertext: {e}")))?;
-        let params = scrypt::Params::new(log_n, env.kdf.params.r, env.kdf.params.p, 32)
+        let params = scrypt::Params::new(log_n, r, p, 32)
             .map_err(|e| malformed(format!("scrypt parameters: {e}")))?;
         let mut key = Zeroizing::new([0u8; 32]);
         scrypt::scrypt(password, &salt, &params, key.as_mut())
@@ -432,6 +440,19 @@ mod tests {
         let pem = pem::encode(&pem::Pem::new(PEM_COSIGN, json.as_bytes().to_vec()));
         let e = SigningKey::from_encrypted_pem(&pem, b"", "k").unwrap_err();
         assert!(e.to_string().contains("scrypt cost"), "{e}");
+        // A small N does not let r or p ask for more: r=2^20 at N=2^10 would be 128 GiB.
+        for (n, r, p) in [(1024, 1 << 20, 1), (1 << 16, 8, 1 << 10)] {
+            let json = format!(
+                r#"{{"kdf":{{"name":"scrypt","params":{{"N":{n},"r":{r},"p":{p}}},"salt":""}},"cipher":{{"name":"nacl/secretbox","nonce":""}},"ciphertext":""}}"#
+            );
+            let pem = pem::encode(&pem::Pem::new(PEM_COSIGN, json.into_bytes()));
+            let e = SigningKey::from_encrypted_pem(&pem, b"", "k").unwrap_err();
+            assert!(e.to_string().contains("scrypt cost"), "{e}");
+        }
+        let json = r#"{"kdf":{"name":"scrypt","params":{"N":1,"r":8,"p":1},"salt":""},"cipher":{"name":"nacl/secretbox","nonce":""},"ciphertext":""}"#;
+        let pem = pem::encode(&pem::Pem::new(PEM_COSIGN, json.as_bytes().to_vec()));
+        let e = SigningKey::from_encrypted_pem(&pem, b"", "k").unwrap_err();
+        assert!(e.to_string().contains("of at least 2"), "{e}");
     }
 
     #[test]

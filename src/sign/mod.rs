@@ -49,7 +49,8 @@ pub enum SignError {
         /// `sha256-<hex>.sig`, whose manifest has a layer that is not simple signing.
         tag: String,
     },
-    /// A payload, bundle or manifest could not be encoded (nothing was sent then).
+    /// A payload, bundle or manifest could not be encoded. Blobs (and, for the referrers index,
+    /// the referrer manifest) may have been pushed already; no tag was moved.
     #[error("sign {reference}: the {what} cannot be encoded")]
     Encode {
         /// The reference being signed, as given.
@@ -99,7 +100,7 @@ pub enum SignError {
     },
 }
 
-/// The error of encoding `what` for `reference` (nothing is signed or sent then).
+/// The error of encoding `what` for `reference` (no tag is moved then).
 fn encoding(reference: &str, what: &'static str) -> impl FnOnce(serde_json::Error) -> SignError {
     let reference = reference.to_string();
     move |source| SignError::Encode {
@@ -119,7 +120,8 @@ pub struct Signed {
     /// Where the signature went: `tag sha256-<hex>.sig`, `referrers tag sha256-<hex>`, or
     /// `referrer sha256:<manifest> (referrers API)`.
     pub stored_at: String,
-    /// Signatures in the `.sig` manifest after this one was added.
+    /// Signatures stored there after this one was added: layers of the `.sig` manifest, or
+    /// (bundles) entries of the referrers-tag index, or those the referrers API lists (at least 1).
     pub signatures: usize,
     /// False when the same key had already signed the same payload there (nothing was added,
     /// as cosign does).
@@ -137,11 +139,12 @@ async fn resolve(registry: &Registry, target: &ImageRef) -> Result<Manifest, Sig
         })
 }
 
-/// Most manifests `sign --recursive` signs for one reference, and most levels of indexes it
-/// follows (an index of indexes is rare; a registry that nests them without end is hostile).
+/// Most distinct manifests below the top index that `sign --recursive` signs for one reference
+/// (the top index is signed as well, so at most one more in all).
 pub const MAX_RECURSIVE_MANIFESTS: usize = 1024;
 /// Most levels below the top reference `sign --recursive` descends (an index's entries are
-/// level 1); a new entry at the next level is [`SignError::TooDeep`].
+/// level 1; an index of indexes is rare, and a registry that nests them without end is hostile):
+/// any new entry, index or not, at the next level is [`SignError::TooDeep`].
 pub const MAX_INDEX_DEPTH: usize = 4;
 
 /// What `sign --recursive` signs for `target`, each pinned to its digest: every manifest its
