@@ -36,8 +36,12 @@ pub const KIND: &str = "Policy";
 /// One problem in a policy file, at a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {
+    /// 1-based line in the policy file.
     pub line: u64,
+    /// 1-based column of the offending value or key on that line.
     pub column: u64,
+    /// What is wrong, without file or position; values quoted from the file are cut to 120
+    /// characters and their control characters escaped.
     pub message: String,
 }
 
@@ -45,14 +49,25 @@ pub struct Issue {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// The policy file itself cannot be read (a file it names that cannot be read is an
+    /// [`Issue`]).
     #[error("policy {}: cannot read the file", file.display())]
     Read {
+        /// The policy's path as given, not resolved.
         file: PathBuf,
+        /// The OS error; `InvalidData` for a file over [`MAX_POLICY_FILE_BYTES`] (when loaded
+        /// through [`CompiledPolicy`]) or not UTF-8 (through [`Policy::from_file`]).
         #[source]
         source: std::io::Error,
     },
+    /// The file was read but is not a valid policy; Display shows the first issue and a count.
     #[error("{}", render_issues(file, issues))]
-    Invalid { file: PathBuf, issues: Vec<Issue> },
+    Invalid {
+        /// The policy's path as given to [`Policy::parse`], only for messages.
+        file: PathBuf,
+        /// Every problem found, sorted by line and column.
+        issues: Vec<Issue>,
+    },
 }
 
 impl PolicyError {

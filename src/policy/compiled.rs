@@ -181,8 +181,14 @@ impl CompiledPolicy {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyLoadError {
+    /// The policy file cannot be read (or is over [`MAX_POLICY_FILE_BYTES`]), or it is invalid
+    /// (a named key or trust root that cannot be read or used included).
     #[error(transparent)]
     Policy(crate::policy::PolicyError),
+    /// The policy file's bytes are not UTF-8 (its digest is still recorded in the sources).
     #[error("policy {}: the file is not UTF-8 text", file.display())]
-    NotUtf8 { file: std::path::PathBuf },
+    NotUtf8 {
+        /// The policy's path as given to [`CompiledPolicy::load`].
+        file: std::path::PathBuf,
+    },
 }

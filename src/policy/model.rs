@@ -18,9 +18,12 @@ use crate::verify::SignedIdentity;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoMatch {
+    /// `noMatch: deny` (the default): `DENY` with failure `no-match`.
     #[default]
     Deny,
+    /// `noMatch: allow`: `ALLOW`, with no registry call.
     Allow,
+    /// `noMatch: warn`: `WARN` (admitted with a warning; `verify` exits 0).
     Warn,
 }
 
@@ -54,8 +57,14 @@ pub enum FluxVerification {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tlog {
+    /// `tlog: skip`: a key signature counts without its log entry being looked at; a keyless
+    /// authority with it accepts nothing.
     Skip,
+    /// `tlog: optional`: a key signature without a log entry counts; one with an entry counts
+    /// only if the entry verifies. Keyless: as `Required`.
     Optional,
+    /// `tlog: required`, the default: only a signature whose log entry verifies (offline,
+    /// against the trust root's Rekor keys) counts.
     Required,
 }
 
@@ -63,8 +72,11 @@ pub enum Tlog {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// Admitted; `verify` exits 0 for it. Also what a failed rule in `mode: audit` gets.
     Allow,
+    /// Refused by the webhook; `verify` exits 1 when any reference gets it.
     Deny,
+    /// Admitted with an AdmissionResponse warning; `verify` exits 0 for it.
     Warn,
 }
 
@@ -72,14 +84,23 @@ pub enum Verdict {
 /// `trustRoots`; None is the embedded public-good root.
 #[derive(Debug, Clone)]
 pub enum AuthorityKind {
+    /// An authority's `key: {name, trustRoot}`: signatures made with one public key.
     Key {
+        /// The `keys[]` entry it names (its `path` or `pem`), parsed when the policy is read.
         key: PublicKey,
+        /// The authority's `tlog` (default `required`).
         tlog: Tlog,
+        /// `key.trustRoot`: whose Rekor keys check the log entries (unused with `tlog: skip`).
         trust_root: Option<String>,
     },
+    /// An authority's `keyless: {trustRoot, identities}`: Fulcio certificates for identities.
     Keyless {
+        /// `keyless.trustRoot`: whose Fulcio, CT logs and Rekor the certificate is checked
+        /// against.
         trust_root: Option<String>,
+        /// `keyless.identities`: the certificate must match one (not empty in a valid file).
         identities: Vec<Identity>,
+        /// The authority's `tlog` (default `required`); `skip` makes it accept nothing.
         tlog: Tlog,
     },
 }
@@ -169,6 +190,8 @@ impl RuleId {
 pub enum RuleMatch<'a> {
     /// The rule that applies, and its identity in this policy.
     Rule(RuleId, &'a Rule),
+    /// No rule's `images` matches the name (or `exclude` removes every one that does): the
+    /// policy's `noMatch` decides.
     NoMatch(NoMatch),
     /// Two rules are equally specific for this reference: a policy error.
     Ambiguous(&'a Rule, &'a Rule),

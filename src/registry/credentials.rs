@@ -14,7 +14,12 @@ use serde::Deserialize;
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
     /// User name and password, sent as Basic auth (to the registry, or to its token realm).
-    Basic { username: String, password: String },
+    Basic {
+        /// Never empty from a credential file's `auths`; a helper's `Username` is taken as is.
+        username: String,
+        /// May be empty (`auth` of `user:`); never shown by Debug or in messages.
+        password: String,
+    },
     /// An OAuth2 refresh token (Docker's `identitytoken`, ACR's and others'), exchanged at the
     /// token realm the registry names.
     IdentityToken(String),
@@ -36,11 +41,14 @@ impl std::fmt::Debug for Secret {
 /// `~/.docker/config.json (credsStore: ecr-login)`, `imagePullSecret ns/name`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
+    /// What is sent (as Basic auth, a bearer token, or exchanged at the token realm).
     pub secret: Secret,
+    /// Where the secret came from, for messages and Debug; never contains the secret.
     pub source: Arc<str>,
 }
 
 impl Credential {
+    /// A secret with the label of its origin (see [`Credential::source`]).
     pub fn new(secret: Secret, source: impl Into<Arc<str>>) -> Self {
         Credential {
             secret,
@@ -161,16 +169,34 @@ impl std::fmt::Debug for Credential {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialError {
+    /// A credential file over 4 MiB, unreadable (other than absent), or not a valid Docker
+    /// config (bad JSON, an `auths` key or entry that does not decode, a bad helper name).
     #[error("credentials file {file}: {problem}")]
-    File { file: String, problem: String },
+    File {
+        /// The file's label (`~/.docker/config.json`, `--registry-config PATH`), not its path.
+        file: String,
+        /// What is wrong, naming the entry but never quoting a secret.
+        problem: String,
+    },
+    /// Spawning `docker-credential-<helper>` failed with "not found".
     #[error(
         "credential helper docker-credential-{helper} (named by {file}) is not installed or not on PATH"
     )]
-    HelperMissing { helper: String, file: String },
+    HelperMissing {
+        /// The helper's name, without the `docker-credential-` prefix.
+        helper: String,
+        /// The file label and key that named it: `~/.docker/config.json (credsStore: NAME)`.
+        file: String,
+    },
+    /// The helper could not be started, took over 20 s, wrote over 64 KiB to stdout or
+    /// stderr, exited non-zero (other than "credentials not found"), or answered other JSON.
     #[error("credential helper docker-credential-{helper} (named by {file}) failed: {detail}")]
     Helper {
+        /// The helper's name, without the `docker-credential-` prefix.
         helper: String,
+        /// The file label and key that named it: `~/.docker/config.json (credsStore: NAME)`.
         file: String,
+        /// Why: the first line of its stderr (else stdout), escaped; else its exit status.
         detail: String,
     },
 }
@@ -384,6 +410,9 @@ struct FileState {
 const RECHECK: Duration = Duration::from_secs(2);
 
 impl AuthFile {
+    /// Read `path` now (a missing file is kept as "no credentials", a bad one as its error);
+    /// with `watch`, [`AuthFile::config`] re-reads it when its mtime or size changes (looked
+    /// at every 2 s at most).
     pub fn open(path: PathBuf, label: String, watch: bool) -> Self {
         let (stamp, config) = load(&path, &label);
         AuthFile {
@@ -398,10 +427,12 @@ impl AuthFile {
         }
     }
 
+    /// How messages and credential sources name the file (not necessarily its path).
     pub fn label(&self) -> &str {
         &self.label
     }
 
+    /// The path it is read from, as given to [`AuthFile::open`].
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -112,6 +112,7 @@ pub enum RegistryErrorKind {
     AccessDenied {
         /// Whether credentials went with the request, and from where.
         sent: Sent,
+        /// The 401/403 answer: a [`Cause::Status`] from the registry or a [`Cause::Token`].
         #[source]
         source: Cause,
     },
@@ -119,6 +120,7 @@ pub enum RegistryErrorKind {
     /// anonymously).
     #[error("credentials cannot be obtained")]
     Credentials {
+        /// The credential file or helper that failed, by its label.
         #[source]
         source: CredentialError,
     },
@@ -127,6 +129,7 @@ pub enum RegistryErrorKind {
     RateLimited {
         /// What `Retry-After` asked for, in seconds.
         retry_after: Option<u32>,
+        /// The 429 answer (a [`Cause::Status`], or a [`Cause::Token`] without `Retry-After`).
         #[source]
         source: Cause,
     },
@@ -135,18 +138,22 @@ pub enum RegistryErrorKind {
     Status {
         /// The HTTP status.
         status: u16,
+        /// The answer, with the registry's error codes (or a token service's status).
         #[source]
         source: Cause,
     },
     /// A failure of the protocol: an unusable URL, redirect, challenge, token or upload.
     #[error("failed")]
     Protocol {
+        /// What was refused; also [`Cause::Client`], a CA or client certificate that does not
+        /// load.
         #[source]
         source: Cause,
     },
     /// No connection (refused, reset, DNS, TLS).
     #[error("unreachable")]
     Unreachable {
+        /// A [`Cause::Transport`], [`Cause::PlainHttpPeer`] or [`Cause::Certificate`].
         #[source]
         source: Cause,
     },
@@ -217,6 +224,7 @@ pub enum RegistryErrorKind {
     /// An OCI layout's `index.json` that does not parse.
     #[error("index.json is not a valid image index")]
     LayoutIndex {
+        /// Where and why the JSON of `index.json` does not parse.
         #[source]
         source: serde_json::Error,
     },
@@ -225,6 +233,7 @@ pub enum RegistryErrorKind {
     Io {
         /// What was being done (`read index.json`).
         doing: String,
+        /// The OS error (a missing blob is [`RegistryErrorKind::MissingBlob`], not this).
         #[source]
         source: std::io::Error,
     },

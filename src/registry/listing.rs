@@ -56,6 +56,7 @@ pub enum ReferrersCut {
     /// A page too large for the limits or the budget.
     #[error("a page of referrers was refused; it and later pages were not read")]
     Page {
+        /// The refusal, of kind [`TooLarge`](Kind::TooLarge) or [`BudgetSpent`](Kind::BudgetSpent).
         #[source]
         source: RegistryError,
     },

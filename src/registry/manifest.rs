@@ -39,6 +39,8 @@ pub struct Descriptor {
     pub digest: String,
     /// Its size in bytes, as the manifest claims it.
     pub size: u64,
+    /// `annotations` as written (cosign's signature, certificate and bundle on a signature
+    /// layer; `org.opencontainers.image.ref.name` in a layout's index); `None` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
     /// The artifact type of a referrer.
@@ -52,10 +54,15 @@ pub struct Descriptor {
 pub struct ImageManifest {
     /// Always 2 for what is accepted.
     pub schema_version: u32,
+    /// Its own `mediaType` field; `None` when absent (optional in OCI: the served type or its
+    /// shape decides then, see [`Manifest::media_type`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// OCI 1.1 `artifactType` (a Sigstore bundle's media type); `None`: the config's media
+    /// type stands for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// An image manifest's `config` descriptor; `None` for an index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Descriptor>,
     /// An image manifest's layers.
@@ -67,6 +74,8 @@ pub struct ImageManifest {
     /// What a referrer refers to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
+    /// The manifest's own `annotations` (`org.opencontainers.image.source` and `.revision`
+    /// are kept in decisions); `None` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }

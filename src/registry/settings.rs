@@ -69,14 +69,19 @@ impl Default for RegistrySettings {
 /// The scheme a host is spoken to with, when set explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Plain HTTP: an `http://` host prefix, `--registry-plain-http` or `PLAIN_HTTP=true`.
     Http,
+    /// HTTPS only: an `https://` host prefix (never falls back to plain HTTP).
     Https,
 }
 
 /// A PEM file named in the settings, read when it was named. Debug shows the path only.
 #[derive(Clone)]
 pub struct PemFile {
+    /// The path as given in the flag or variable (not resolved), for messages.
     pub path: PathBuf,
+    /// The whole file as read when it was named, checked to hold only the expected PEM
+    /// blocks; a later change on disk is not seen.
     pub pem: Arc<[u8]>,
 }
 
@@ -102,7 +107,10 @@ pub enum SchemeChoice {
 /// The transport settings of one host.
 #[derive(Debug, Clone, Default)]
 pub struct HostSettings {
+    /// The scheme set for the host; `None`: [`RegistrySettings::scheme_choice`] decides.
     pub scheme: Option<Scheme>,
+    /// `--registry-insecure-skip-tls-verify` or `INSECURE_SKIP_TLS_VERIFY`: HTTPS (a TLS
+    /// setting, so no plain-HTTP fallback) with any certificate accepted.
     pub insecure_skip_tls_verify: bool,
     /// cosign's `--allow-insecure-registry`: HTTPS without verifying the certificate, then
     /// plain HTTP if the host does not speak TLS. Unlike `insecure_skip_tls_verify` it is no
@@ -112,6 +120,8 @@ pub struct HostSettings {
     pub ca: Option<PemFile>,
     /// Client certificate and key (mTLS).
     pub cert: Option<PemFile>,
+    /// The private key of `cert` (any `*PRIVATE KEY` PEM block); [`RegistrySettings::validate`]
+    /// refuses one without the other.
     pub key: Option<PemFile>,
 }
 
@@ -145,8 +155,15 @@ impl CredentialEntry {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
+    /// A flag, file line or environment variable with a bad value, or settings that conflict.
     #[error("registry setting {name}: {problem}")]
-    Invalid { name: String, problem: String },
+    Invalid {
+        /// What holds it: a flag (`--registry-ca-file`), a variable (`OCIGATE_REGISTRY_2_HOST`),
+        /// a line (`--registry-creds-file FILE line 3`), or a set (`OCIGATE_REGISTRY_2_*`).
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 fn invalid(name: &str, problem: impl Into<String>) -> SettingsError {
@@ -699,8 +716,11 @@ impl RegistrySettings {
 /// Which TLS file a flag or setting names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFile {
+    /// `--registry-ca-file` or `CA_FILE`: CA certificates added to the platform's roots.
     Ca,
+    /// `--registry-cert-file` or `CERT_FILE`: the client certificate (chain) for mTLS.
     Cert,
+    /// `--registry-key-file` or `KEY_FILE`: the client certificate's private key.
     Key,
 }
 

@@ -13,21 +13,32 @@ use super::{MAX_REDIRECTS, host_of};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Cause {
+    /// The registry answered with a status other than 2xx (after redirects and one auth
+    /// challenge per origin).
     #[error("HTTP {status}{}{}", render_codes(codes), render_retry(*retry_after))]
     Status {
+        /// The HTTP status code of the final answer.
         status: u16,
+        /// The body's OCI `errors[]` as `CODE: message` (at most 8, each escaped and cut to
+        /// 200 characters); empty when the body is not that JSON or is over 16 KiB.
         codes: Vec<String>,
         /// What `Retry-After` asked for (429, 503), in seconds.
         retry_after: Option<u32>,
     },
+    /// No answer: connecting, TLS, sending or reading the body failed (a timeout included),
+    /// other than the two cases below.
     #[error("transport failure")]
     Transport(#[source] reqwest::Error),
     #[error(
         "{host} answered a TLS handshake in plain HTTP: if it serves plain HTTP, say so with \
          --registry-plain-http {host} (or OCIGATE_REGISTRY_*_PLAIN_HTTP=true)"
     )]
+    /// An HTTPS request whose TLS handshake met a plain-HTTP answer (rustls'
+    /// `InvalidContentType`).
     PlainHttpPeer {
+        /// `host[:port]` of the URL, in the spelling of the settings (no default port).
         host: String,
+        /// The failed request.
         #[source]
         source: reqwest::Error,
     },
@@ -36,35 +47,79 @@ pub enum Cause {
          {host}=FILE, or accept it unverified with --allow-insecure-registry (or \
          --registry-insecure-skip-tls-verify {host})"
     )]
+    /// rustls refused the server's certificate (unknown CA, expired, wrong name, ...).
     Certificate {
+        /// `host[:port]` of the URL, in the spelling of the settings (no default port).
         host: String,
         /// What is wrong with it (`is issued by an unknown certificate authority`).
         problem: String,
+        /// The failed request, with the rustls error in its chain.
         #[source]
         source: reqwest::Error,
     },
+    /// The token service (the Bearer challenge's realm) answered a token request with a
+    /// status other than 2xx.
     #[error("token service {realm} answered HTTP {status}")]
-    Token { realm: String, status: u16 },
+    Token {
+        /// The realm URL from the registry's `WWW-Authenticate` challenge.
+        realm: String,
+        /// The token service's HTTP status code.
+        status: u16,
+    },
+    /// The token service answered 2xx, but its body is over 64 KiB, not JSON, or has neither a
+    /// non-empty `token` nor `access_token`.
     #[error("token service {realm} sent no usable token")]
-    TokenBody { realm: String },
+    TokenBody {
+        /// The realm URL from the registry's `WWW-Authenticate` challenge.
+        realm: String,
+    },
+    /// A `WWW-Authenticate` that is neither Basic nor a Bearer with a `realm`, or whose realm
+    /// is not an http(s) URL.
     #[error("authentication challenge not understood: {0:?}")]
-    Challenge(String),
+    Challenge(
+        /// The header as received, or the realm alone when that is what was unusable.
+        String,
+    ),
+    /// A Bearer realm on plain HTTP while there are credentials to send, and the challenge did
+    /// not come from the registry itself reached on plain HTTP.
     #[error("refusing to send credentials to token service {realm} over plain HTTP")]
-    InsecureRealm { realm: String },
+    InsecureRealm {
+        /// The realm URL, as the challenge gave it.
+        realm: String,
+    },
+    /// A blob upload's POST answered 2xx without a `Location` header to PUT the blob to.
     #[error("upload session has no usable Location header")]
     Upload,
+    /// A redirect, or a URL the registry supplied (a `Link`, an upload `Location`), that goes
+    /// from HTTPS to plain HTTP; never followed.
     #[error("refusing to follow {what} from {from} to {to}: a downgrade from HTTPS to plain HTTP")]
     Downgrade {
+        /// What pointed there: `a redirect` or `a registry-supplied URL`.
         what: &'static str,
+        /// The HTTPS origin it came from (`scheme://host[:port]`).
         from: String,
+        /// The plain-HTTP origin it pointed to (`scheme://host[:port]`).
         to: String,
     },
+    /// A URL that does not parse, does not resolve against its base, is not UTF-8, or is not
+    /// http(s) with a host.
     #[error("{what} {target:?} is not a usable http(s) URL")]
-    BadUrl { what: &'static str, target: String },
+    BadUrl {
+        /// Where the URL came from (`registry URL`, `redirect`, `upload Location`, ...).
+        what: &'static str,
+        /// The URL text as received (lossily decoded when it was not UTF-8).
+        target: String,
+    },
+    /// More than `MAX_REDIRECTS` (5) redirects for one request.
     #[error("more than {MAX_REDIRECTS} redirects")]
     TooManyRedirects,
+    /// The HTTP client for a host could not be built: its CA file or client certificate and
+    /// key do not load (kept per transport, so every later request fails the same way).
     #[error("the HTTP client could not be built: {0}")]
-    Client(String),
+    Client(
+        /// The error chain, naming the file at fault.
+        String,
+    ),
 }
 
 impl Cause {
