@@ -492,7 +492,7 @@ fn load(path: &Path, label: &str) -> Loaded {
 /// a shorter time), one at a time, as child processes awaited on the runtime (never blocking
 /// an async thread), each within a time limit.
 #[derive(Debug, Default)]
-pub struct Helpers {
+pub(crate) struct Helpers {
     cache: tokio::sync::Mutex<HashMap<(String, String), (Instant, HelperAnswer)>>,
 }
 
@@ -509,7 +509,7 @@ const HELPER_CACHE_ENTRIES: usize = 1024;
 
 impl Helpers {
     /// Ask `helper` for `server`'s secret; `file` names the file that named the helper.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         helper: &str,
         server: &str,
@@ -667,7 +667,7 @@ fn helper_secret(output: &std::process::Output) -> Result<Option<Secret>, String
 }
 
 /// The server a credential helper is asked about for a canonical host.
-pub fn helper_server(host: &str) -> String {
+pub(crate) fn helper_server(host: &str) -> String {
     if host == crate::reference::DOCKER_HUB {
         "https://index.docker.io/v1/".to_string()
     } else {

@@ -758,7 +758,7 @@ fn read_pem(file: &Path, which: TlsFile, name: &str) -> Result<PemFile, Settings
 }
 
 /// `localhost`, `127.0.0.0/8` and `[::1]`, with or without a port.
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => return rest.split(']').next() == Some("::1"),
         None => host.rsplit_once(':').map_or(host, |(n, _)| n),
