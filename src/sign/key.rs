@@ -130,6 +130,45 @@ struct Cipher {
     nonce: String,
 }
 
+impl Envelope {
+    /// The key derivation this envelope asks for, if it is cosign's (scrypt, nacl/secretbox)
+    /// at a cost this reader pays (see [`MAX_SCRYPT_WORK`]).
+    fn scrypt_params(&self, origin: &str) -> Result<scrypt::Params, PrivateKeyError> {
+        let unsupported = |what, found| PrivateKeyError::Unsupported {
+            origin: origin.to_string(),
+            what,
+            found,
+        };
+        let malformed = |detail| PrivateKeyError::Malformed {
+            origin: origin.to_string(),
+            detail,
+        };
+        if self.kdf.name != "scrypt" {
+            return Err(unsupported("key derivation", self.kdf.name.clone()));
+        }
+        if self.cipher.name != "nacl/secretbox" {
+            return Err(unsupported("cipher", self.cipher.name.clone()));
+        }
+        let ScryptParams { n, r, p } = self.kdf.params;
+        if !n.is_power_of_two() || n < 2 {
+            return Err(malformed(format!(
+                "scrypt N={n} is not a power of two of at least 2"
+            )));
+        }
+        let log_n = n.trailing_zeros() as u8;
+        let work = u64::from(r).saturating_mul(u64::from(p)).saturating_mul(n);
+        if log_n > MAX_LOG_N || work > MAX_SCRYPT_WORK {
+            let found = format!("N={n}, r={r}, p={p}");
+            return Err(unsupported(
+                "scrypt cost (more than N=2^20, r=8, p=1)",
+                found,
+            ));
+        }
+        scrypt::Params::new(log_n, r, p, 32)
+            .map_err(|e| malformed(format!("scrypt parameters: {e}")))
+    }
+}
+
 /// A decrypted signing key: ECDSA P-256 (what cosign generates), ECDSA P-384, Ed25519 or RSA
 /// (what `cosign import-key-pair` makes of other keys). Each signs as cosign does, which hashes
 /// with SHA-256 whatever the key: ECDSA P-256 and P-384 over SHA-256, RSA PKCS#1 v1.5 with
@@ -217,36 +256,7 @@ impl SigningKey {
         }
         let env: Envelope = serde_json::from_slice(block.contents())
             .map_err(|e| malformed(format!("JSON: {e}")))?;
-        if env.kdf.name != "scrypt" {
-            return Err(PrivateKeyError::Unsupported {
-                origin: origin.to_string(),
-                what: "key derivation",
-                found: env.kdf.name,
-            });
-        }
-        if env.cipher.name != "nacl/secretbox" {
-            return Err(PrivateKeyError::Unsupported {
-                origin: origin.to_string(),
-                what: "cipher",
-                found: env.cipher.name,
-            });
-        }
-        let n = env.kdf.params.n;
-        if !n.is_power_of_two() || n < 2 {
-            return Err(malformed(format!(
-                "scrypt N={n} is not a power of two of at least 2"
-            )));
-        }
-        let log_n = n.trailing_zeros() as u8;
-        let (r, p) = (env.kdf.params.r, env.kdf.params.p);
-        let work = u64::from(r).saturating_mul(u64::from(p)).saturating_mul(n);
-        if log_n > MAX_LOG_N || work > MAX_SCRYPT_WORK {
-            return Err(PrivateKeyError::Unsupported {
-                origin: origin.to_string(),
-                what: "scrypt cost (more than N=2^20, r=8, p=1)",
-                found: format!("N={n}, r={r}, p={p}"),
-            });
-        }
+        let params = env.scrypt_params(origin)?;
         let salt = B64
             .decode(&env.kdf.salt)
             .map_err(|e| malformed(format!("salt: {e}")))?;
@@ -262,8 +272,6 @@ impl SigningKey {
         let ciphertext = B64
             .decode(&env.ciphertext)
             .map_err(|e| malformed(format!("ciphertext: {e}")))?;
-        let params = scrypt::Params::new(log_n, r, p, 32)
-            .map_err(|e| malformed(format!("scrypt parameters: {e}")))?;
         let mut key = Zeroizing::new([0u8; 32]);
         scrypt::scrypt(password, &salt, &params, key.as_mut())
             .map_err(|e| malformed(format!("scrypt: {e}")))?;
