@@ -262,16 +262,28 @@ impl Registry {
         Ok(Some((body, content_type)))
     }
 
-    /// A response body within the deadline, refused past `limit` bytes.
+    /// A response body within the deadline, refused past `limit` bytes. A body that stops
+    /// arriving is a timeout whichever clock saw it first: the deadline's, or the client's read
+    /// timeout (both are the request timeout), never "unreachable".
     pub(super) async fn body(
         &self,
         call: Call<'_>,
         resp: reqwest::Response,
         limit: usize,
     ) -> Result<Vec<u8>, RegistryError> {
+        let timeout = || {
+            let seconds = self.settings.timeout.as_secs();
+            call.error(Kind::Timeout { seconds })
+        };
         self.deadline(call, read_body_capped(resp, limit))
             .await?
-            .map_err(|c| call.failed(c, Sent::Nothing))?
+            .map_err(|c| {
+                if c.is_timeout() {
+                    timeout()
+                } else {
+                    call.failed(c, Sent::Nothing)
+                }
+            })?
             .ok_or_else(|| call.error(Kind::TooLarge { limit }))
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ocigate::reference::ImageRef;
 
 use crate::harness::*;
-use crate::proxy::{DROP, HttpServer, Request, Response, proxy};
+use crate::proxy::{DROP, HttpServer, Request, Response, STALL_BODY_MS, proxy};
 
 struct Setup {
     _reg: TestRegistry,
@@ -155,6 +155,26 @@ fn a_slow_answer_is_a_timeout_not_unreachable() {
     assert_eq!(res["failure"], "timeout", "{v:?}");
     let reason = res["reasons"][0].as_str().unwrap();
     assert!(reason.contains("no answer within 1s"), "{reason}");
+    assert!(!reason.contains("unreachable"), "{reason}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+/// Headers on time, then a body that stops arriving: the registry timed out, it is not
+/// unreachable (class `timeout`, not `registry`).
+#[test]
+fn a_body_that_stops_arriving_is_a_timeout_not_unreachable() {
+    let s = behind(|req, resp| {
+        if is_tag_manifest(req) {
+            resp.header(STALL_BODY_MS, "4000")
+        } else {
+            resp
+        }
+    });
+    let (v, took) = verify_timed(&s, &["--registry-timeout", "1"]);
+    assert_eq!(v.code, 1, "{v:?}");
+    let res = &v.json()["results"][0];
+    assert_eq!(res["failure"], "timeout", "{v:?}");
+    let reason = res["reasons"][0].as_str().unwrap();
     assert!(!reason.contains("unreachable"), "{reason}");
     assert!(took < Duration::from_secs(15), "{took:?}");
 }

@@ -63,6 +63,10 @@ type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 /// A "status" that makes the server close the connection without answering.
 pub(crate) const DROP: u16 = 0;
 
+/// A header (never sent) that makes the server send the head and half the body, then pause this
+/// many milliseconds before the rest: an answer whose body stops arriving.
+pub(crate) const STALL_BODY_MS: &str = "x-test-stall-body-ms";
+
 /// An HTTP server on a free loopback port; stops on drop (and by itself after 10 minutes).
 pub(crate) struct HttpServer {
     port: u16,
@@ -184,9 +188,14 @@ fn read_request(reader: &mut impl std::io::BufRead) -> Option<Request> {
 fn write_response(mut stream: TcpStream, resp: &Response) {
     let mut head = format!("HTTP/1.1 {} X\r\n", resp.status);
     for (k, v) in &resp.headers {
-        if ["content-length", "connection", "transfer-encoding"]
-            .iter()
-            .any(|n| k.eq_ignore_ascii_case(n))
+        if [
+            "content-length",
+            "connection",
+            "transfer-encoding",
+            STALL_BODY_MS,
+        ]
+        .iter()
+        .any(|n| k.eq_ignore_ascii_case(n))
         {
             continue;
         }
@@ -197,7 +206,18 @@ fn write_response(mut stream: TcpStream, resp: &Response) {
         resp.body.len()
     ));
     let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(&resp.body);
+    let stall: Option<u64> = resp
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(STALL_BODY_MS))
+        .and_then(|(_, ms)| ms.parse().ok());
+    let (first, rest) = resp.body.split_at(stall.map_or(0, |_| resp.body.len() / 2));
+    let _ = stream.write_all(first);
+    let _ = stream.flush();
+    if let Some(ms) = stall {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let _ = stream.write_all(rest);
     let _ = stream.flush();
 }
 
