@@ -19,7 +19,7 @@ use super::kubeapi::{ApiLookup, KubeApi};
 use super::metrics::Metrics;
 use super::server::{self, Body, text};
 use super::weight;
-use super::workers::{off_the_workers, off_the_workers_async};
+use super::workers::{Work, off_the_workers, off_the_workers_async};
 use crate::engine::{Decision, Engine};
 use crate::extract::{self, Artifact, Hints};
 use crate::failure::Failure;
@@ -138,10 +138,12 @@ struct Admitted<'a> {
     object: serde_json::Value,
     old_object: Option<serde_json::Value>,
     hints: Hints,
+    /// How heavy converting and extracting it is (from the review's size).
+    work: Work,
 }
 
 impl<'a> Admitted<'a> {
-    fn new(req: &'a AdmissionRequest<DynamicObject>) -> Result<Self, ObjectError> {
+    fn new(req: &'a AdmissionRequest<DynamicObject>, work: Work) -> Result<Self, ObjectError> {
         let value = |o: &DynamicObject| serde_json::to_value(o).map_err(ObjectError::NotJson);
         let object = value(req.object.as_ref().ok_or(ObjectError::NoObject)?)?;
         let old_object = req.old_object.as_ref().map(value).transpose()?;
@@ -165,6 +167,7 @@ impl<'a> Admitted<'a> {
             object,
             old_object,
             hints,
+            work,
         })
     }
 }
@@ -177,12 +180,13 @@ impl<'a> Admitted<'a> {
 async fn check_request(
     state: &State,
     req: &AdmissionRequest<DynamicObject>,
+    work: Work,
     deadline: Instant,
 ) -> Result<Checked, ObjectError> {
-    let admitted = off_the_workers(|| Admitted::new(req))?;
+    let admitted = off_the_workers(work, || Admitted::new(req, work))?;
     let result = check_with_pull_secrets(state, &admitted, deadline).await;
     // A large object's values are freed off the workers too.
-    off_the_workers(|| drop(admitted));
+    off_the_workers(work, || drop(admitted));
     result
 }
 
@@ -233,11 +237,11 @@ async fn check_sources(
         namespace: admitted.req.namespace.clone(),
         cross_namespace_refs: state.cross_namespace_refs,
     };
-    let new = extract_within(&admitted.object, &admitted.hints, &lookup, deadline).await?;
+    let new = extract_within(&admitted.object, admitted, &lookup, deadline).await?;
     // UPDATE: only what the old object did not already run (scale, labels, status pass). If
     // the old object cannot be read, everything is checked.
     let old: BTreeSet<String> = match (&admitted.req.operation, &admitted.old_object) {
-        (Operation::Update, Some(o)) => extract_within(o, &admitted.hints, &lookup, deadline)
+        (Operation::Update, Some(o)) => extract_within(o, admitted, &lookup, deadline)
             .await
             .map(|x| x.sources.iter().map(extract::Source::key).collect())
             .unwrap_or_default(),
@@ -256,13 +260,14 @@ async fn check_sources(
 /// the deadline.
 async fn extract_within(
     object: &serde_json::Value,
-    hints: &Hints,
+    admitted: &Admitted<'_>,
     lookup: &ApiLookup<'_>,
     deadline: Instant,
 ) -> Result<extract::Extraction, ObjectError> {
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let extracting = tokio::time::timeout(remaining, extract::extract_with(object, hints, lookup));
-    match off_the_workers_async(extracting).await {
+    let extract = extract::extract_with(object, &admitted.hints, lookup);
+    let extracting = tokio::time::timeout(remaining, extract);
+    match off_the_workers_async(admitted.work, extracting).await {
         Ok(Err(extract::ExtractError::TooManyArtifacts { max, fields, .. })) => {
             Err(ObjectError::TooManyArtifacts { max, fields })
         }
@@ -349,13 +354,17 @@ fn unverified_outcome(u: extract::Unverified) -> ArtifactOutcome {
 // Answers
 
 /// `/validate`: denied outcomes deny the request, warned ones become warnings.
-async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+async fn validate(
+    state: &State,
+    req: &AdmissionRequest<DynamicObject>,
+    work: Work,
+) -> AdmissionResponse {
     let started = Instant::now();
     let deadline = started + state.engine.config().deadline;
     let resp = AdmissionResponse::from(req);
     let (checked, resp) = match req.operation {
         Operation::Delete | Operation::Connect => (None, resp),
-        _ => match check_request(state, req, deadline).await {
+        _ => match check_request(state, req, work, deadline).await {
             Ok(checked) => {
                 let resp = answer(resp, &checked.outcomes);
                 (Some(checked), resp)
@@ -406,7 +415,11 @@ fn answer(resp: AdmissionResponse, outcomes: &[ArtifactOutcome]) -> AdmissionRes
 /// `/mutate`: pin each verified image named by tag to its digest (`tag@sha256:…`), on Pods and,
 /// when configured, on workload templates. Never denies (the validating webhook decides) and
 /// never re-pins what is already pinned.
-async fn mutate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+async fn mutate(
+    state: &State,
+    req: &AdmissionRequest<DynamicObject>,
+    work: Work,
+) -> AdmissionResponse {
     let resp = AdmissionResponse::from(req);
     let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
     if !matches!(req.operation, Operation::Create | Operation::Update)
@@ -415,7 +428,7 @@ async fn mutate(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admissi
         return resp;
     }
     let deadline = Instant::now() + state.engine.config().deadline;
-    let Ok(admitted) = off_the_workers(|| Admitted::new(req)) else {
+    let Ok(admitted) = off_the_workers(work, || Admitted::new(req, work)) else {
         return resp;
     };
     let Ok(checked) = check_with_pull_secrets(state, &admitted, deadline).await else {
@@ -555,7 +568,8 @@ async fn review(
         bytes,
         mut reservation,
     } = body;
-    let values = off_the_workers(|| weight::json_values(&bytes));
+    let work = Work::of_body(bytes.len());
+    let values = off_the_workers(work, || weight::json_values(&bytes));
     if values > weight::MAX_JSON_VALUES {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -569,7 +583,7 @@ async fn review(
     if !reservation.grow_to(weight::decoded_bytes(bytes.len(), values)) {
         return server::BodyError::NoBudget.response();
     }
-    let decoded = off_the_workers(|| review_request(&bytes));
+    let decoded = off_the_workers(work, || review_request(&bytes));
     drop(bytes);
     let _held = reservation;
     let request = match decoded {
@@ -580,11 +594,11 @@ async fn review(
         }
     };
     let review = if mutating {
-        mutate(state, &request).await.into_review()
+        mutate(state, &request, work).await.into_review()
     } else {
-        validate(state, &request).await.into_review()
+        validate(state, &request, work).await.into_review()
     };
-    off_the_workers(|| drop(request));
+    off_the_workers(work, || drop(request));
     match serde_json::to_vec(&review) {
         Ok(json) => {
             let mut r = Response::new(Body::new(Bytes::from(json)));

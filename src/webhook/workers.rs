@@ -7,21 +7,47 @@ use std::path::Path;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-/// Run synchronous work that may be heavy (parsing, converting or reading a large object) so
-/// that it does not stall the other requests of this worker thread (`/healthz` included): on
-/// the multi-threaded runtime the worker hands its other tasks over first.
-pub(crate) fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
+/// Reviews up to this many bytes are parsed and extracted where they are: handing a worker's
+/// tasks over costs more than the work (tens of microseconds, and a thread woken each time),
+/// and small reviews are the steady load. Larger ones could stall a worker for milliseconds.
+pub(crate) const INLINE_BODY_BYTES: usize = 64 << 10;
+
+/// How heavy one review's synchronous work (decoding, converting, extracting, freeing) is,
+/// judged once from its body's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// A body of at most [`INLINE_BODY_BYTES`]: done on the worker, as any short computation.
+    Light,
+    /// A larger body: done after the worker hands its other tasks over.
+    Heavy,
+}
+
+impl Work {
+    /// The weight of the work a body of `len` bytes brings.
+    pub(crate) fn of_body(len: usize) -> Self {
+        if len <= INLINE_BODY_BYTES {
+            Work::Light
+        } else {
+            Work::Heavy
+        }
+    }
+}
+
+/// Run synchronous work so that, when it is heavy (parsing, converting or freeing a large
+/// object), it does not stall the other requests of this worker thread (`/healthz` included):
+/// on the multi-threaded runtime the worker hands its other tasks over first.
+pub(crate) fn off_the_workers<T>(work: Work, f: impl FnOnce() -> T) -> T {
     match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(RuntimeFlavor::MultiThread) if work == Work::Heavy => tokio::task::block_in_place(f),
         _ => f(),
     }
 }
 
 /// [`off_the_workers`] for a future that is mostly synchronous work (extraction: a Flux
 /// object's lookups are the only waits).
-pub(crate) async fn off_the_workers_async<F: Future>(f: F) -> F::Output {
+pub(crate) async fn off_the_workers_async<F: Future>(work: Work, f: F) -> F::Output {
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && work == Work::Heavy => {
             tokio::task::block_in_place(|| h.block_on(f))
         }
         _ => f.await,
@@ -41,4 +67,16 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
 pub(crate) async fn read_to_string(path: &Path) -> std::io::Result<String> {
     let path = path.to_path_buf();
     blocking(move || std::fs::read_to_string(path)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_review_is_heavy_past_the_inline_size_only() {
+        assert_eq!(Work::of_body(2_000), Work::Light);
+        assert_eq!(Work::of_body(INLINE_BODY_BYTES), Work::Light);
+        assert_eq!(Work::of_body(INLINE_BODY_BYTES + 1), Work::Heavy);
+    }
 }
