@@ -42,7 +42,7 @@ rt = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rt)
 bv = rt.bv  # scripts/bench-verify.py: registry, BENCHMARKS.md sections
 
-BIN = os.path.join(ROOT, "target", "release", "ocigate")
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "ocigate")
 KEY = os.path.join(ROOT, "keys-example", "cosign.key")
 PUB = os.path.join(ROOT, "keys-example", "cosign.pub")
 SERVICE, ISSUER = "bench-registry", "bench-token-issuer"

@@ -50,7 +50,7 @@ def load(name, file):
 bv = load("bench_verify", "bench-verify.py")
 bw = load("bench_webhook", "bench-webhook.py")
 
-BIN = os.path.join(ROOT, "target", "release", "ocigate")
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "ocigate")
 KEY = os.path.join(ROOT, "keys-example", "cosign.key")
 PUB = os.path.join(ROOT, "keys-example", "cosign.pub")
 HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",

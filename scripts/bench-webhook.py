@@ -55,7 +55,7 @@ spec = importlib.util.spec_from_file_location("bench_verify", os.path.join(ROOT,
 bv = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bv)
 
-BIN = os.path.join(ROOT, "target", "release", "ocigate")
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "ocigate")
 KEY = os.path.join(ROOT, "keys-example", "cosign.key")
 PUB = os.path.join(ROOT, "keys-example", "cosign.pub")
 
