@@ -8,7 +8,7 @@
 //! is read is bounded (see the limits below and README.md, "Limits"), each candidate is handed
 //! to the caller as soon as it is read (the caller verifies it and keeps the outcome, not the
 //! bytes), a blob several layers name is fetched once, and a signature location whose content
-//! breaks a limit or is not what it claims is handed over as [`Discovered::Unexamined`] with its
+//! breaks a limit or is not what it claims is handed over as [`Discovered::NotExamined`] with its
 //! reason: it counts as a rejected candidate, so it cannot stop another signature from
 //! satisfying the policy, and when nothing does, the verdict says the registry failed (never
 //! "unsigned").
@@ -79,7 +79,7 @@ pub struct Discovery {
     /// Sigstore bundles (cosign v3).
     pub bundles: Vec<BundleCandidate>,
     /// Signature locations not examined, with the reason.
-    pub unexamined: Vec<Unexamined>,
+    pub not_examined: Vec<NotExamined>,
     /// Every place looked at: the `.sig` tag first, then the referrers API, the referrers tag,
     /// or both (the API with a note that the registry has none).
     pub paths: Vec<PathTried>,
@@ -123,7 +123,7 @@ pub enum Discovered {
     /// The JSON of a Sigstore bundle from a referrer whose subject is the digest.
     Bundle(BundleCandidate),
     /// A signature location whose content was not examined, and why.
-    Unexamined(Unexamined),
+    NotExamined(NotExamined),
 }
 
 /// Where a found thing sits among all found: the `.sig` tag's layers first, then the
@@ -137,18 +137,18 @@ pub struct Order {
 
 /// A signature location that was not examined.
 #[derive(Debug)]
-pub struct Unexamined {
+pub struct NotExamined {
     /// `tag sha256-<hex>.sig`, `tag sha256-<hex>.sig layer 3`, `referrers API sha256:…`.
     pub location: String,
     /// Why; the verdict counts it as a rejected candidate (a registry failure, never "unsigned").
-    pub reason: Unexaminable,
+    pub reason: WhyNotExamined,
 }
 
 /// Why a signature location was not examined. The texts quote what came from the registry
 /// escaped (`{:?}`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Unexaminable {
+pub enum WhyNotExamined {
     /// The `.sig` manifest or a referrer's manifest lists more than [`MAX_SIGNATURE_LAYERS`]
     /// layers (counted before the manifest is parsed).
     #[error("{count} layers, more than the {limit} a signature manifest may have")]
@@ -252,7 +252,7 @@ pub async fn discover(
         match found {
             Discovered::Signature(c) => out.candidates.push(c),
             Discovered::Bundle(b) => out.bundles.push(b),
-            Discovered::Unexamined(u) => out.unexamined.push(u),
+            Discovered::NotExamined(u) => out.not_examined.push(u),
         }
     }
     Ok(out)
@@ -356,20 +356,20 @@ impl Tagged {
 
 impl Search<'_> {
     /// Record a location as not examined: a note on its path, and the sink.
-    fn unexamined(
+    fn not_examined(
         &self,
         tried: &mut PathTried,
         order: Order,
         what: &str,
         location: String,
-        reason: Unexaminable,
+        reason: WhyNotExamined,
     ) {
         tried
             .notes
             .push(format!("{what} not examined: {}", error_chain(&reason)));
         (self.sink)(
             order,
-            Discovered::Unexamined(Unexamined { location, reason }),
+            Discovered::NotExamined(NotExamined { location, reason }),
         );
     }
 
@@ -400,21 +400,21 @@ impl Search<'_> {
                 return Ok(None);
             }
             Err(source) if lies_in_content(&source) => {
-                let reason = Unexaminable::Content { source };
-                self.unexamined(tried, order, what, path.into(), reason);
+                let reason = WhyNotExamined::Content { source };
+                self.not_examined(tried, order, what, path.into(), reason);
                 return Ok(None);
             }
             Err(e) => return Err(self.failed_at(path)(e)),
         };
         if let (Tagged::Signatures, Some(reason)) = (holds, too_many_layers(&manifest.bytes)) {
-            self.unexamined(tried, order, what, path.into(), reason);
+            self.not_examined(tried, order, what, path.into(), reason);
             return Ok(None);
         }
         match ImageManifest::parse(&manifest, &tagged.to_string()) {
             Ok(parsed) => Ok(Some(parsed)),
             Err(source) => {
-                let reason = Unexaminable::Content { source };
-                self.unexamined(tried, order, what, path.into(), reason);
+                let reason = WhyNotExamined::Content { source };
+                self.not_examined(tried, order, what, path.into(), reason);
                 Ok(None)
             }
         }
@@ -423,14 +423,14 @@ impl Search<'_> {
 
 /// Whether a manifest lists more layers than a signature manifest may have, counted before
 /// any layer is built (a manifest that does not parse is left to [`ImageManifest::parse`]).
-fn too_many_layers(manifest: &[u8]) -> Option<Unexaminable> {
+fn too_many_layers(manifest: &[u8]) -> Option<WhyNotExamined> {
     #[derive(serde::Deserialize)]
     struct Count {
         #[serde(default)]
         layers: Vec<serde::de::IgnoredAny>,
     }
     let count = serde_json::from_slice::<Count>(manifest).ok()?.layers.len();
-    (count > MAX_SIGNATURE_LAYERS).then_some(Unexaminable::TooManyLayers {
+    (count > MAX_SIGNATURE_LAYERS).then_some(WhyNotExamined::TooManyLayers {
         count,
         limit: MAX_SIGNATURE_LAYERS,
     })

@@ -314,8 +314,8 @@ fn discovery_json(r: &ImageRef, digest: &Digest, found: &Discovery) -> serde_jso
         })
     });
     let sigs: Vec<_> = legacy.chain(bundles).collect();
-    let unexamined: Vec<_> = found
-        .unexamined
+    let not_examined: Vec<_> = found
+        .not_examined
         .iter()
         .map(|u| {
             serde_json::json!({
@@ -328,7 +328,7 @@ fn discovery_json(r: &ImageRef, digest: &Digest, found: &Discovery) -> serde_jso
         "reference": r.to_string(),
         "digest": digest.to_string(),
         "signatures": sigs,
-        "unexamined": unexamined,
+        "unexamined": not_examined,
         "paths": found.paths,
     })
 }
@@ -358,7 +358,7 @@ fn discovery_text(r: &ImageRef, digest: &Digest, found: &Discovery) -> String {
             b.claimed_signer()
         ));
     }
-    for u in &found.unexamined {
+    for u in &found.not_examined {
         s.push_str(&format!(
             "  not examined: {}: {}\n",
             u.location,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::{
     AFTER_ALL_REFERRERS, BUNDLE_MEDIA_PREFIX, DiscoverError, Discovered, MAX_BUNDLE_BYTES,
-    MAX_REFERRER_MANIFEST_BYTES, OCI_EMPTY, Order, PathTried, Search, Tagged, Unexaminable,
+    MAX_REFERRER_MANIFEST_BYTES, OCI_EMPTY, Order, PathTried, Search, Tagged, WhyNotExamined,
     lies_in_content, referrer, short, too_many_layers,
 };
 use crate::candidate::{BundleCandidate, COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
@@ -25,8 +25,8 @@ pub(super) async fn referrers(s: Search<'_>) -> Result<Vec<PathTried>, DiscoverE
     if let Some(list) = listed {
         let mut tried = PathTried::new(api);
         if let Some(cut) = list.cut {
-            let reason = Unexaminable::Cut { source: cut };
-            s.unexamined(
+            let reason = WhyNotExamined::Cut { source: cut };
+            s.not_examined(
                 &mut tried,
                 AFTER_ALL_REFERRERS,
                 "the rest",
@@ -63,13 +63,13 @@ async fn referrers_tag(s: Search<'_>) -> Result<PathTried, DiscoverError> {
     let mut listed = index.manifests;
     if listed.len() > MAX_REFERRERS {
         listed.truncate(MAX_REFERRERS);
-        let reason = Unexaminable::Cut {
+        let reason = WhyNotExamined::Cut {
             source: ReferrersCut::Entries {
                 limit: MAX_REFERRERS,
             },
         };
         let location = path.clone();
-        s.unexamined(
+        s.not_examined(
             &mut tried,
             AFTER_ALL_REFERRERS,
             "the rest",
@@ -121,12 +121,12 @@ async fn examine(
             }
         };
         if layer.size > MAX_BUNDLE_BYTES as u64 {
-            let reason = Unexaminable::TooLarge {
+            let reason = WhyNotExamined::TooLarge {
                 media_type: layer.media_type.clone(),
                 size: layer.size,
                 limit: MAX_BUNDLE_BYTES,
             };
-            s.unexamined(tried, r.at, &r.label, r.location(), reason);
+            s.not_examined(tried, r.at, &r.label, r.location(), reason);
             continue;
         }
         if !seen_bundles.insert(layer.digest.clone()) {
@@ -196,28 +196,28 @@ async fn referrer_manifest(
         // The registry lists what it does not have: an inconsistency of the registry,
         // not an absence of signatures.
         Ok(None) => {
-            let reason = Unexaminable::Missing {
+            let reason = WhyNotExamined::Missing {
                 digest: r.digest.clone(),
             };
-            s.unexamined(tried, r.at, &r.label, r.location(), reason);
+            s.not_examined(tried, r.at, &r.label, r.location(), reason);
             return Ok(None);
         }
         Err(source) if lies_in_content(&source) => {
-            let reason = Unexaminable::Content { source };
-            s.unexamined(tried, r.at, &r.label, r.location(), reason);
+            let reason = WhyNotExamined::Content { source };
+            s.not_examined(tried, r.at, &r.label, r.location(), reason);
             return Ok(None);
         }
         Err(e) => return Err(s.failed_at(r.path)(e)),
     };
     if let Some(reason) = too_many_layers(&m.bytes) {
-        s.unexamined(tried, r.at, &r.label, r.location(), reason);
+        s.not_examined(tried, r.at, &r.label, r.location(), reason);
         return Ok(None);
     }
     match ImageManifest::parse(&m, r.path) {
         Ok(parsed) => Ok(Some((parsed, m.digest))),
         Err(source) => {
-            let reason = Unexaminable::Content { source };
-            s.unexamined(tried, r.at, &r.label, r.location(), reason);
+            let reason = WhyNotExamined::Content { source };
+            s.not_examined(tried, r.at, &r.label, r.location(), reason);
             Ok(None)
         }
     }
@@ -272,14 +272,14 @@ async fn hand_over_bundle(
     {
         Ok(bytes) => bytes,
         Err(source) if lies_in_content(&source) => {
-            let reason = Unexaminable::Content { source };
-            s.unexamined(tried, r.at, &r.label, r.location(), reason);
+            let reason = WhyNotExamined::Content { source };
+            s.not_examined(tried, r.at, &r.label, r.location(), reason);
             return Ok(());
         }
         Err(e) => return Err(s.failed_at(r.path)(e)),
     };
     let Ok(json) = String::from_utf8(bytes) else {
-        s.unexamined(tried, r.at, &r.label, r.location(), Unexaminable::NotUtf8);
+        s.not_examined(tried, r.at, &r.label, r.location(), WhyNotExamined::NotUtf8);
         return Ok(());
     };
     tried.found += 1;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use futures_util::StreamExt as _;
 
 use super::{
-    BLOB_FETCHES, DiscoverError, Discovered, PathTried, Search, Tagged, Unexaminable,
+    BLOB_FETCHES, DiscoverError, Discovered, PathTried, Search, Tagged, WhyNotExamined,
     lies_in_content, sig_layer,
 };
 use crate::candidate::SignatureCandidate;
@@ -65,14 +65,14 @@ fn signature_blobs(
             continue;
         }
         if layer.size > MAX_PAYLOAD_BYTES as u64 {
-            let reason = Unexaminable::TooLarge {
+            let reason = WhyNotExamined::TooLarge {
                 media_type: layer.media_type.clone(),
                 size: layer.size,
                 limit: MAX_PAYLOAD_BYTES,
             };
             let what = format!("layer {n}");
             let location = format!("{path} {what}");
-            s.unexamined(tried, sig_layer(i), &what, location, reason);
+            s.not_examined(tried, sig_layer(i), &what, location, reason);
             continue;
         }
         match group_of.get(layer.digest.as_str()) {
@@ -112,13 +112,13 @@ async fn hand_over_signatures(
         let payload = match fetched {
             Ok(p) => p,
             Err(source) if lies_in_content(&source) => {
-                let mut reason = Unexaminable::Content { source };
+                let mut reason = WhyNotExamined::Content { source };
                 for &i in &members {
                     let what = format!("layer {}", i + 1);
                     let location = format!("{path} {what}");
-                    let next = Unexaminable::SameBlobAs { layer: first + 1 };
+                    let next = WhyNotExamined::SameBlobAs { layer: first + 1 };
                     let this = std::mem::replace(&mut reason, next);
-                    s.unexamined(tried, sig_layer(i), &what, location, this);
+                    s.not_examined(tried, sig_layer(i), &what, location, this);
                 }
                 continue;
             }

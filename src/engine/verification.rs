@@ -25,7 +25,7 @@ use crate::verify::Expectation;
 struct Verified {
     outcomes: Vec<(Order, CandidateOutcome)>,
     /// The reasons of the locations not examined.
-    unexamined: Vec<String>,
+    not_examined: Vec<String>,
     /// Time spent verifying.
     time: Duration,
 }
@@ -156,8 +156,8 @@ impl Engine {
             let t = Instant::now();
             let outcome = policy.outcome(rule, expect, &found);
             let mut v = crate::sync::lock(&verified);
-            if let Discovered::Unexamined(u) = &found {
-                v.unexamined.push(format!(
+            if let Discovered::NotExamined(u) = &found {
+                v.not_examined.push(format!(
                     "{}: not examined: {}",
                     u.location,
                     error_chain(&u.reason)
@@ -205,7 +205,7 @@ fn judge(
     let t2 = Instant::now();
     let Verified {
         mut outcomes,
-        unexamined,
+        not_examined,
         time: verifying,
     } = verified;
     outcomes.sort_by_key(|(order, _)| *order);
@@ -221,13 +221,13 @@ fn judge(
     decision.reasons = eval.reasons;
     decision.signatures = eval.evidence;
     decision.failure = eval.failure;
-    note_unexamined(decision, reference, unexamined);
+    note_not_examined(decision, reference, not_examined);
 }
 
 /// Locations discovery could not examine: when the rule failed, they might have satisfied it
 /// (the registry's content stood in the way of a verdict); when it held, they are still said.
-fn note_unexamined(decision: &mut Decision, reference: &ImageRef, unexamined: Vec<String>) {
-    if unexamined.is_empty() {
+fn note_not_examined(decision: &mut Decision, reference: &ImageRef, not_examined: Vec<String>) {
+    if not_examined.is_empty() {
         return;
     }
     if decision.failure.is_some() {
@@ -239,15 +239,17 @@ fn note_unexamined(decision: &mut Decision, reference: &ImageRef, unexamined: Ve
             format!(
                 "cannot tell whether {reference} is signed: {} signature location(s) could not \
                  be examined, and nothing else satisfied the rule",
-                unexamined.len()
+                not_examined.len()
             ),
         );
     } else {
         // Satisfied without it; still said, as rejected candidates (the first few: the
         // discovery notes name every one).
         const LISTED: usize = 8;
-        let more = unexamined.len().saturating_sub(LISTED);
-        decision.reasons.extend(unexamined.into_iter().take(LISTED));
+        let more = not_examined.len().saturating_sub(LISTED);
+        decision
+            .reasons
+            .extend(not_examined.into_iter().take(LISTED));
         if more > 0 {
             decision.reasons.push(format!(
                 "and {more} more signature location(s) not examined (see the discovery notes)"

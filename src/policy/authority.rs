@@ -153,7 +153,7 @@ impl CompiledPolicy {
                         .collect(),
                 }
             }
-            Discovered::Unexamined(u) => {
+            Discovered::NotExamined(u) => {
                 let detail = error_chain(&u.reason);
                 CandidateOutcome {
                     location: u.location.clone(),
@@ -162,7 +162,7 @@ impl CompiledPolicy {
                         .iter()
                         .map(|_| {
                             let detail = detail.clone();
-                            let kind = RejectionKind::Unexamined { detail };
+                            let kind = RejectionKind::NotExamined { detail };
                             Err(Rejection::new(u.location.clone(), kind))
                         })
                         .collect(),

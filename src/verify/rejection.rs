@@ -115,7 +115,7 @@ pub enum RejectionKind {
     /// Discovery could not examine this location (a limit, content that is not what it
     /// claims, a referrer the registry lists but lacks): no authority can be satisfied by it.
     #[error("not examined: {detail}")]
-    Unexamined {
+    NotExamined {
         /// Why it was not examined.
         detail: String,
     },
@@ -193,7 +193,7 @@ impl Rejection {
             | RejectionKind::Payload(_) => Failure::Untrusted,
             // What discovery could not examine is the registry's content, not the artifact's
             // signature: no verdict on the artifact from it.
-            RejectionKind::Unexamined { .. } => Failure::Registry,
+            RejectionKind::NotExamined { .. } => Failure::Registry,
         }
     }
 
@@ -214,7 +214,7 @@ impl Rejection {
             | RejectionKind::IdentityMismatch { .. }
             | RejectionKind::AnnotationMismatch { .. } => 3,
             // The most telling: it might have been the signature that satisfies the rule.
-            RejectionKind::Unexamined { .. } => 4,
+            RejectionKind::NotExamined { .. } => 4,
         }
     }
 }
