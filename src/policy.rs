@@ -55,8 +55,7 @@ pub enum PolicyError {
     Read {
         /// The policy's path as given, not resolved.
         file: PathBuf,
-        /// The OS error; `InvalidData` for a file over [`MAX_POLICY_FILE_BYTES`] (when loaded
-        /// through [`CompiledPolicy`]) or not UTF-8 (through [`Policy::from_file`]).
+        /// The OS error; `InvalidData` for a file over [`MAX_POLICY_FILE_BYTES`].
         #[source]
         source: std::io::Error,
     },

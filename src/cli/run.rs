@@ -17,7 +17,7 @@ use super::{CliError, boxed, files};
 use crate::engine::Decision;
 use crate::error_chain;
 use crate::extract::FoundSource;
-use crate::policy::{Policy, Verdict};
+use crate::policy::{CompiledPolicy, Verdict};
 use crate::sign::key::SigningKey;
 
 /// Builds the subcommand's plan and runs it.
@@ -240,11 +240,12 @@ fn generate(plan: GeneratePlan) -> Result<ExitCode, CliError> {
 fn policy_check(files: &[std::path::PathBuf]) -> Result<ExitCode, CliError> {
     let mut ok = true;
     for f in files {
-        match Policy::from_file(f) {
+        // As `verify` and `serve` load it: the same size bounds, the same errors.
+        match CompiledPolicy::from_file(f) {
             Ok(p) => say(format_args!(
                 "{}: ok ({} rules)\n",
                 f.display(),
-                p.rules.len()
+                p.policy().rules.len()
             ))?,
             Err(e) => {
                 ok = false;

@@ -192,3 +192,13 @@ pub enum PolicyLoadError {
         file: std::path::PathBuf,
     },
 }
+
+impl PolicyLoadError {
+    /// Every problem as `file:line:column: message` (or the one error), one per line.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            PolicyLoadError::Policy(e) => e.lines(),
+            PolicyLoadError::NotUtf8 { .. } => vec![crate::error_chain(self)],
+        }
+    }
+}

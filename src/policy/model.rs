@@ -198,18 +198,6 @@ pub enum RuleMatch<'a> {
 }
 
 impl Policy {
-    /// Read and validate a policy file; key files are read relative to its directory.
-    pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Policy::parse(&text, path, &|p: &Path| {
-            std::fs::read_to_string(base.join(p))
-        })
-    }
-
     /// Parse and validate policy text. `read` loads files named by the policy (relative paths
     /// are the reader's to resolve); `file` only names the policy in errors.
     pub fn parse(

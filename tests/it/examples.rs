@@ -379,6 +379,32 @@ fn policy_check_says_why_a_file_cannot_be_read() {
     );
 }
 
+/// `policy check` reads a policy as `verify` and `serve` do: a file over the size bound, or a key
+/// file it names over it, fails the check as it would fail the server.
+#[test]
+fn policy_check_applies_the_size_bound_the_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    let mut text = String::from("apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nrules: []\n");
+    text.push_str(&"# padding\n".repeat(500_000));
+    std::fs::write(&big, &text).unwrap();
+    let v = ocigate(&["policy", "check", big.to_str().unwrap()], &[]);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains("larger than 4194304 bytes"), "{v:?}");
+    let key = dir.path().join("big.pub");
+    std::fs::write(&key, "#".repeat(5 << 20)).unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: big.pub}]\n\
+         rules:\n  - name: r\n    images: [\"r.example/**\"]\n    authorities: [{key: {name: k}}]\n",
+    )
+    .unwrap();
+    let v = ocigate(&["policy", "check", policy.to_str().unwrap()], &[]);
+    assert_eq!(v.code, 2, "{v:?}");
+    assert!(v.stderr.contains("larger than 4194304 bytes"), "{v:?}");
+}
+
 /// `policy check` reports every problem of a file, each as FILE:LINE:COLUMN: message, and
 /// goes on to the next file.
 #[test]
