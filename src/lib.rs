@@ -6,6 +6,21 @@
 //! references; [`cli`] and [`webhook`] only translate.
 #![forbid(unsafe_code)]
 
+/// `eprintln!` that never panics: a message to standard error that cannot be written (stderr
+/// closed, a full pipe) is dropped, as a log line would be, instead of aborting the command.
+macro_rules! tell {
+    ($($arg:tt)*) => {
+        $crate::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` that never panics (see `tell!`): the progress line's partial writes.
+macro_rules! tell_part {
+    ($($arg:tt)*) => {
+        $crate::write_stderr(format_args!($($arg)*))
+    };
+}
+
 pub mod bounded;
 pub mod bundle;
 pub mod candidate;
@@ -24,6 +39,13 @@ mod sync;
 pub mod trust;
 pub mod verify;
 pub mod webhook;
+
+/// Write to standard error, ignoring failure (what `tell!` and `tell_part!` expand to).
+pub(crate) fn write_stderr(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.flush());
+}
 
 /// An error and all its causes, `outer: inner: innermost`, skipping a cause whose text the
 /// outer message already contains. How the CLI prints errors and how reasons are written.

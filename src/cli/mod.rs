@@ -61,7 +61,7 @@ pub fn main() -> ExitCode {
         return match output::say(output::version_text()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
+                tell!("error: {}", error_chain(&e));
                 ExitCode::from(2)
             }
         };
@@ -69,7 +69,7 @@ pub fn main() -> ExitCode {
     match run::run(args::Cli::parse().command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            tell!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }

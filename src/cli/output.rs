@@ -39,7 +39,7 @@ pub(crate) fn json_error(e: &CliError) -> Result<ExitCode, CliError> {
     match written {
         Ok(()) => Ok(ExitCode::from(2)),
         Err(w) => {
-            eprintln!("error: {}", error_chain(e));
+            tell!("error: {}", error_chain(e));
             Err(w)
         }
     }
@@ -70,13 +70,13 @@ impl Progress {
     pub(crate) fn redraw(&self) {
         if self.on {
             let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
-            eprint!("\r\x1b[K[{done}/{}] checked", self.total);
+            tell_part!("\r\x1b[K[{done}/{}] checked", self.total);
         }
     }
 
     pub(crate) fn clear(&self) {
         if self.on {
-            eprint!("\r\x1b[K");
+            tell_part!("\r\x1b[K");
         }
     }
 }

@@ -489,7 +489,7 @@ fn registry_with(
         let label = format!("--registry-config {}", f.display());
         if !watch && !f.exists() {
             // An optional secret that is not mounted: no credentials from it, said once.
-            eprintln!("note: {label}: no such file; no credentials from it");
+            tell!("note: {label}: no such file; no credentials from it");
         }
         // A file named on the command line that does not parse is a configuration error now,
         // not a denial later.

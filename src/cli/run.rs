@@ -66,7 +66,7 @@ fn block_on(
     match { builder }.enable_all().build() {
         Ok(rt) => rt.block_on(command),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            tell!("error: cannot start the async runtime: {e}");
             Ok(ExitCode::from(2))
         }
     }
@@ -163,7 +163,7 @@ fn verify_bundle(plan: BundlePlan) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("FAILED: {}: {}", plan.path.display(), error_chain(&e));
+            tell!("FAILED: {}: {}", plan.path.display(), error_chain(&e));
             Ok(ExitCode::from(1))
         }
     }
@@ -229,7 +229,7 @@ fn generate(plan: GeneratePlan) -> Result<ExitCode, CliError> {
         0o644,
         plan.force,
     )?;
-    eprintln!(
+    tell!(
         "Private key written to {}\nPublic key written to {}",
         plan.key_path.display(),
         plan.pub_path.display()
@@ -250,7 +250,7 @@ fn policy_check(files: &[std::path::PathBuf]) -> Result<ExitCode, CliError> {
             Err(e) => {
                 ok = false;
                 for line in e.lines() {
-                    eprintln!("{line}");
+                    tell!("{line}");
                 }
             }
         }

@@ -115,7 +115,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
     }
     spawn_watchers(&state, certs, &cfg).await;
     let local = listener.local_addr().unwrap_or(cfg.listen);
-    eprintln!(
+    tell!(
         "{}",
         serde_json::json!({"msg": "serving", "listen": local.to_string(), "metrics": cfg.metrics_listen.map(|a| a.to_string())})
     );
@@ -147,10 +147,10 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
     .await;
     state.draining.store(true, Ordering::Relaxed);
     drop(listener);
-    eprintln!(r#"{{"msg":"draining"}}"#);
+    tell!(r#"{{"msg":"draining"}}"#);
     server::drain(graceful, cfg.grace).await;
     state.log.flush();
-    eprintln!(r#"{{"msg":"stopped"}}"#);
+    tell!(r#"{{"msg":"stopped"}}"#);
     Ok(())
 }
 

@@ -61,12 +61,12 @@ pub(crate) fn reload_if_changed(engine: &Engine, policy: &Path, baseline: Baseli
                 .map(|s| s.path.display().to_string())
                 .collect();
             let msg = serde_json::json!({"msg": "policy reloaded", "fingerprint": p.fingerprint(), "files": files});
-            eprintln!("{msg}");
+            tell!("{msg}");
             engine.set_policy(p);
         }
         Err(e) => {
             let msg = serde_json::json!({"msg": "policy reload failed; the last good policy stays", "error": crate::error_chain(&e)});
-            eprintln!("{msg}");
+            tell!("{msg}");
             engine.policy_reload_failed();
         }
     }

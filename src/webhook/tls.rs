@@ -210,12 +210,12 @@ fn reload_if_changed(certs: &Certificates, files: &CertificateFiles, last: PemFi
     match load_certified_key(&files.cert, &files.key) {
         Ok(k) => {
             *crate::sync::write(&certs.current) = Arc::new(k);
-            eprintln!(r#"{{"msg":"certificate reloaded"}}"#);
+            tell!(r#"{{"msg":"certificate reloaded"}}"#);
             files.metrics.count_certificate_reload(true);
         }
         Err(e) => {
             let msg = serde_json::json!({"msg": "certificate reload failed", "error": crate::error_chain(&e)});
-            eprintln!("{msg}");
+            tell!("{msg}");
             files.metrics.count_certificate_reload(false);
         }
     }

@@ -98,3 +98,20 @@ fn a_closed_stdout_is_exit_2_for_every_command() {
         assert_exit_2_without_panic(&format!("verify-bundle -o {output}"), &run);
     }
 }
+
+/// Standard error closed too (`ocigate … 2>&-` under a supervisor that closed it): an error that
+/// cannot be said is still exit 2, never a panic (exit 101).
+#[test]
+fn a_closed_stderr_is_not_a_panic() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_ocigate"))
+        .args(["policy", "check", "/nonexistent/policy.yaml"])
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(writer))
+        .status()
+        .expect("run ocigate");
+    assert_eq!(out.code(), Some(2), "{out:?}");
+}
