@@ -388,8 +388,7 @@ pub fn verify_attached_bundle(
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
     let location = prepared.candidate.location.clone();
-    let statement_error = |e: StatementError| {
-        let source = Arc::new(e);
+    let statement_error = |source: Arc<StatementError>| {
         let authority = authority.to_string();
         Rejection::new(
             location.clone(),
@@ -400,25 +399,18 @@ pub fn verify_attached_bundle(
         .parsed
         .as_ref()
         .map_err(|e| bundle_rejection(&location, authority, e.clone()))?;
-    let digest = sha256_bytes(&expect.digest).map_err(statement_error)?;
+    let digest = sha256_bytes(&expect.digest).map_err(|e| statement_error(Arc::new(e)))?;
     let evidence = verify_bundle(parsed, BundleArtifact::Sha256(digest), who, root)
         .map_err(|e| bundle_rejection(&location, authority, Arc::new(e)))?;
     let statement = prepared
         .statement
         .get_or_init(|| dsse_statement(parsed).map_err(Arc::new))
         .as_ref()
-        .map_err(|e| {
-            let (authority, source) = (authority.to_string(), e.clone());
-            Rejection::new(
-                location.clone(),
-                RejectionKind::Statement { authority, source },
-            )
-        })?;
+        .map_err(|e| statement_error(e.clone()))?;
     if statement.predicate_type != COSIGN_SIGN_PREDICATE {
         let predicate_type = statement.predicate_type.clone();
-        return Err(statement_error(StatementError::Attestation {
-            predicate_type,
-        }));
+        let e = StatementError::Attestation { predicate_type };
+        return Err(statement_error(Arc::new(e)));
     }
     let subject = statement.subject_for(&expect.digest).ok_or_else(|| {
         let kind = RejectionKind::DigestMismatch {

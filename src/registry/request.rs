@@ -125,10 +125,7 @@ impl Registry {
                     resp.extensions_mut().insert(sent);
                     Ok(resp)
                 }
-                Err(c) if c.is_timeout() => Err(call.error(Kind::Timeout {
-                    seconds: self.settings.timeout.as_secs(),
-                })),
-                Err(c) => Err(call.failed(c, sent)),
+                Err(c) => Err(self.failed(call, c, sent)),
             };
         }
     }
@@ -200,11 +197,25 @@ impl Registry {
             if left.is_some_and(|l| l < self.settings.timeout) {
                 call.error(Kind::DeadlineExceeded)
             } else {
-                call.error(Kind::Timeout {
-                    seconds: self.settings.timeout.as_secs(),
-                })
+                self.timed_out(call)
             }
         })
+    }
+
+    /// The request timeout ran out, on whichever clock saw it first: the deadline's or the
+    /// client's read timeout (both are the request timeout).
+    fn timed_out(&self, call: Call<'_>) -> RegistryError {
+        let seconds = self.settings.timeout.as_secs();
+        call.error(Kind::Timeout { seconds })
+    }
+
+    /// A request that failed with `cause`: a timeout is a timeout, never "unreachable".
+    fn failed(&self, call: Call<'_>, cause: Cause, sent: Sent) -> RegistryError {
+        if cause.is_timeout() {
+            self.timed_out(call)
+        } else {
+            call.failed(cause, sent)
+        }
     }
 
     /// The time one request may take: the request timeout, cut to what is left of the
@@ -262,28 +273,17 @@ impl Registry {
         Ok(Some((body, content_type)))
     }
 
-    /// A response body within the deadline, refused past `limit` bytes. A body that stops
-    /// arriving is a timeout whichever clock saw it first: the deadline's, or the client's read
-    /// timeout (both are the request timeout), never "unreachable".
+    /// A response body within the deadline, refused past `limit` bytes; a body that stops
+    /// arriving is a timeout.
     pub(super) async fn body(
         &self,
         call: Call<'_>,
         resp: reqwest::Response,
         limit: usize,
     ) -> Result<Vec<u8>, RegistryError> {
-        let timeout = || {
-            let seconds = self.settings.timeout.as_secs();
-            call.error(Kind::Timeout { seconds })
-        };
         self.deadline(call, read_body_capped(resp, limit))
             .await?
-            .map_err(|c| {
-                if c.is_timeout() {
-                    timeout()
-                } else {
-                    call.failed(c, Sent::Nothing)
-                }
-            })?
+            .map_err(|c| self.failed(call, c, Sent::Nothing))?
             .ok_or_else(|| call.error(Kind::TooLarge { limit }))
     }
 

@@ -56,17 +56,9 @@ pub enum ObjectError {
         /// The time that was left.
         after: Duration,
     },
-    /// It names more distinct artifacts than [`MAX_ARTIFACTS_PER_OBJECT`].
-    #[error(
-        "the object names more than {max} distinct OCI artifacts (or more than {fields} image \
-         fields) to check, more than one object may name; none was checked"
-    )]
-    TooManyArtifacts {
-        /// [`MAX_ARTIFACTS_PER_OBJECT`].
-        max: usize,
-        /// [`crate::extract::MAX_IMAGE_FIELDS`].
-        fields: usize,
-    },
+    /// It names more distinct artifacts than [`extract::MAX_ARTIFACTS_PER_OBJECT`].
+    #[error(transparent)]
+    TooManyArtifacts(#[from] extract::TooManyArtifacts),
 }
 
 /// Why a request body is not an AdmissionReview to answer (400).
@@ -269,7 +261,7 @@ async fn extract_within(
     let extracting = tokio::time::timeout(remaining, extract);
     match off_the_workers_async(admitted.work, extracting).await {
         Ok(Err(extract::ExtractError::TooManyArtifacts { max, fields, .. })) => {
-            Err(ObjectError::TooManyArtifacts { max, fields })
+            Err(extract::TooManyArtifacts { max, fields }.into())
         }
         Ok(x) => x.map_err(ObjectError::Extract),
         Err(_) => Err(ObjectError::LookupTimeout { after: remaining }),
@@ -282,10 +274,7 @@ fn distinct_new_sources(
     sources: Vec<extract::Source>,
     old: &BTreeSet<String>,
 ) -> Result<Vec<extract::Source>, ObjectError> {
-    extract::distinct_sources(sources, old).map_err(|e| ObjectError::TooManyArtifacts {
-        max: e.max,
-        fields: e.fields,
-    })
+    Ok(extract::distinct_sources(sources, old)?)
 }
 
 /// Check each source with the engine, in the object's order; [`MAX_CONCURRENT_CHECKS`] at a
