@@ -515,14 +515,7 @@ fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, CliErr
 
 /// A reference that does not parse, as a result of its own: the others are still verified.
 fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decision {
-    Decision::without_signatures(
-        crate::escape_text(input),
-        None,
-        Verdict::Deny,
-        None,
-        error_chain(e),
-        Some(crate::failure::Failure::Invalid),
-    )
+    Decision::invalid(crate::escape_text(input), error_chain(e))
 }
 
 /// The OCI sources of the manifest files, each once with every place it was found; and a warn

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::decision::Decision;
 use super::{Engine, Failure, Planned, registry_step};
 use crate::extract::{Artifact, Source};
-use crate::policy::{Verdict, flux_requirement};
+use crate::policy::flux_requirement;
 use crate::reference::ImageRef;
 use crate::registry::RegistryError;
 
@@ -21,9 +21,11 @@ struct Semver<'a> {
 }
 
 impl Engine {
-    /// Decide on one source found by [`crate::extract`]: its artifact (see
-    /// [`Engine::check_artifact`]) and, for a Flux source under a rule with
-    /// `fluxVerification: required`, whether Flux verifies it itself too.
+    /// Decide on one source found by [`crate::extract`] (the webhook and `verify --manifests`
+    /// share this): its artifact (a reference as it is; a Flux semver reference resolved to the
+    /// tag Flux would pick, the highest match among the repository's tags, then checked; an
+    /// invalid one denied) and, for a Flux source under a rule with `fluxVerification:
+    /// required`, whether Flux verifies it itself too.
     pub async fn check_source(&self, source: &Source, deadline: Duration) -> Decision {
         let (mut d, planned) = self.artifact(&source.artifact, deadline).await;
         if !source.flux {
@@ -43,14 +45,7 @@ impl Engine {
         d
     }
 
-    /// Decide on one artifact found by [`crate::extract`] (the webhook and `verify --manifests`
-    /// share this): a reference as it is; a Flux semver reference resolved to the tag Flux would
-    /// pick (the highest match among the repository's tags), then checked; an invalid one denied.
-    pub async fn check_artifact(&self, artifact: &Artifact, deadline: Duration) -> Decision {
-        self.artifact(artifact, deadline).await.0
-    }
-
-    /// [`Engine::check_artifact`], with the rule it was decided under (none: no rule applied).
+    /// The decision on one artifact, with the rule it was decided under (none: no rule applied).
     async fn artifact(
         &self,
         artifact: &Artifact,
@@ -67,15 +62,7 @@ impl Engine {
                 };
             }
             Artifact::Invalid { input, problem } => {
-                let d = Decision::without_signatures(
-                    input.clone(),
-                    None,
-                    Verdict::Deny,
-                    None,
-                    problem.clone(),
-                    Some(Failure::Invalid),
-                );
-                return (d, None);
+                return (Decision::invalid(input.clone(), problem.clone()), None);
             }
             Artifact::Semver {
                 repository,
@@ -110,10 +97,7 @@ impl Engine {
         let repository = semver.repository;
         let constraint_text = semver.constraint_text;
         let rule = planned.rule();
-        let fail = |reason: String, failure: Failure| {
-            let verdict = crate::policy::failed_verdict(rule.mode);
-            Decision::early(repository, verdict, Some(rule), reason, Some(failure))
-        };
+        let fail = |reason, failure| Decision::failed_under(repository, rule, reason, failure);
         let filter = match semver.filter.map(regex::Regex::new).transpose() {
             Ok(f) => f,
             Err(e) => {

@@ -111,6 +111,25 @@ impl Decision {
             failure,
         )
     }
+
+    /// `rule`'s failed verdict (deny under `enforce`), for a `failure` found before any
+    /// signature was looked at.
+    pub(super) fn failed_under(
+        reference: &ImageRef,
+        rule: &Rule,
+        reason: String,
+        failure: Failure,
+    ) -> Self {
+        let verdict = crate::policy::failed_verdict(rule.mode);
+        Self::early(reference, verdict, Some(rule), reason, Some(failure))
+    }
+
+    /// An artifact that names nothing that can be checked (an unparsable reference): denied,
+    /// `invalid`, under no rule.
+    pub fn invalid(input: String, problem: String) -> Self {
+        let failure = Some(Failure::Invalid);
+        Self::without_signatures(input, None, Verdict::Deny, None, problem, failure)
+    }
 }
 
 /// A shared decision as one requester sees it: its own spelling of the reference.

@@ -27,7 +27,7 @@ pub use decision::{Decision, PlatformPick, Timings};
 pub use flight::Stage;
 
 use crate::error_chain;
-use crate::policy::{CompiledPolicy, NoMatch, Rule, RuleId, RuleMatch, Verdict, failed_verdict};
+use crate::policy::{CompiledPolicy, NoMatch, Rule, RuleId, RuleMatch, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{ImageManifest, Registry, RegistryError, RequestScope};
 use cache::{Caches, DecisionKey, Resolved};
@@ -150,9 +150,7 @@ impl Check<'_> {
 
     /// The rule's failed verdict, for a reason found before any signature was looked at.
     fn failed(&self, reason: String, failure: Failure) -> Decision {
-        let rule = self.planned.rule();
-        let verdict = failed_verdict(rule.mode);
-        Decision::early(self.reference, verdict, Some(rule), reason, Some(failure))
+        Decision::failed_under(self.reference, self.planned.rule(), reason, failure)
     }
 
     /// The deadline ran out at `stage`: said with the stage and the registry host.

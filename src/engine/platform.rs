@@ -143,16 +143,8 @@ impl Engine {
         deadline: Duration,
     ) -> Result<(crate::registry::Manifest, crate::platform::IndexEntry), Box<Decision>> {
         let rule = planned.rule();
-        let fail = |reason: String, failure: Failure| {
-            let verdict = crate::policy::failed_verdict(rule.mode);
-            Box::new(Decision::early(
-                reference,
-                verdict,
-                Some(rule),
-                reason,
-                Some(failure),
-            ))
-        };
+        let fail =
+            |reason, failure| Box::new(Decision::failed_under(reference, rule, reason, failure));
         let fetching = self.inner.registry.get_manifest(reference);
         let (doing, step) = (
             format!("resolving {reference}"),

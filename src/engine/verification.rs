@@ -103,8 +103,7 @@ impl Engine {
         let (source, revision) = match manifest {
             Ok(trace) => trace,
             Err((reason, failure)) => {
-                let verdict = failed_verdict(rule.mode);
-                return Decision::early(reference, verdict, Some(rule), reason, Some(failure));
+                return Decision::failed_under(reference, rule, reason, failure);
             }
         };
         let mut decision = Decision {

@@ -96,11 +96,12 @@ impl Manifests {
                         format!("{what} {p}")
                     }
                 });
-            match index.get(&source.key()) {
+            let key = source.key();
+            match index.get(&key) {
                 Some(&i) => self.sources[i].found_in.extend(found_in),
                 None => {
                     let found_in = found_in.collect();
-                    index.insert(source.key(), self.sources.len());
+                    index.insert(key, self.sources.len());
                     self.sources.push(FoundSource { found_in, source });
                 }
             }

@@ -239,7 +239,8 @@ async fn check_sources(
             .unwrap_or_default(),
         _ => BTreeSet::new(),
     };
-    let sources = distinct_new_sources(new.sources, &old)?;
+    // Each source once, leaving out what the old object ran; the limit `verify --manifests` applies.
+    let sources = extract::distinct_sources(new.sources, &old)?;
     let mut outcomes = check_each(state, sources, deadline).await;
     outcomes.extend(new.unverified.into_iter().map(unverified_outcome));
     Ok(Checked {
@@ -266,15 +267,6 @@ async fn extract_within(
         Ok(x) => x.map_err(ObjectError::Extract),
         Err(_) => Err(ObjectError::LookupTimeout { after: remaining }),
     }
-}
-
-/// Each source once, in the object's order, leaving out those in `old`; more than
-/// [`extract::MAX_ARTIFACTS_PER_OBJECT`] is refused (the same rule `verify --manifests` applies).
-fn distinct_new_sources(
-    sources: Vec<extract::Source>,
-    old: &BTreeSet<String>,
-) -> Result<Vec<extract::Source>, ObjectError> {
-    Ok(extract::distinct_sources(sources, old)?)
 }
 
 /// Check each source with the engine, in the object's order; [`MAX_CONCURRENT_CHECKS`] at a
