@@ -37,6 +37,22 @@ use flight::{Boarded, Flights};
 const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
 const REVISION_ANNOTATION: &str = "org.opencontainers.image.revision";
 
+/// A manifest fetched for `reference`, or why not as a reason and its failure class: absent is
+/// `not-found` (the reference itself), a registry failure its own class.
+fn found(
+    reference: &ImageRef,
+    fetched: Result<Option<crate::registry::Manifest>, RegistryError>,
+) -> Result<crate::registry::Manifest, (String, Failure)> {
+    match fetched {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err((format!("{reference} was not found"), Failure::NotFound)),
+        Err(e) => Err((
+            format!("cannot resolve {reference}: {}", error_chain(&e)),
+            e.failure(),
+        )),
+    }
+}
+
 /// Most bytes each of the engine's caches holds by default (`serve --cache-max-mib`).
 pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
 
@@ -424,18 +440,7 @@ impl Engine {
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(r);
         }
-        let manifest = match self.inner.registry.get_manifest(reference).await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return Err((format!("{reference} was not found"), Failure::NotFound));
-            }
-            Err(e) => {
-                return Err((
-                    format!("cannot resolve {reference}: {}", error_chain(&e)),
-                    e.failure(),
-                ));
-            }
-        };
+        let manifest = found(reference, self.inner.registry.get_manifest(reference).await)?;
         let (source, revision) = manifest_trace(&manifest, &reference.name());
         let lists = crate::platform::index_entries(&manifest.media_type, &manifest.bytes)
             .ok()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::cache::{DecisionKey, Resolved};
 use super::decision::{Decision, Timings, bound_decision};
 use super::flight::Stage;
-use super::{Engine, Planned, manifest_trace, ms_of};
+use super::{Engine, Planned, found, manifest_trace, ms_of};
 use crate::discover::{
     DiscoverError, Discovered, MAX_DISCOVERY_BYTES, Order, PathTried, discover_each, summary,
 };
@@ -182,14 +182,8 @@ impl Engine {
         if reference.digest().is_none() {
             return Ok((resolved.source.clone(), resolved.revision.clone()));
         }
-        match self.inner.registry.get_manifest(pinned).await {
-            Ok(Some(m)) => Ok(manifest_trace(&m, &reference.name())),
-            Ok(None) => Err((format!("{reference} was not found"), Failure::NotFound)),
-            Err(e) => Err((
-                format!("cannot resolve {reference}: {}", error_chain(&e)),
-                e.failure(),
-            )),
-        }
+        let m = found(reference, self.inner.registry.get_manifest(pinned).await)?;
+        Ok(manifest_trace(&m, &reference.name()))
     }
 }
 
