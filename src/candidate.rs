@@ -31,6 +31,42 @@ pub struct BundleCandidate {
     pub json: String,
 }
 
+/// The media type of a DSSE envelope layer (cosign's `.att` tag, in-toto referrers).
+pub const DSSE_ENVELOPE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
+/// The layer annotation cosign's `.att` tag names a layer's predicate type with.
+pub const ATT_PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
+/// The artifact type (and DSSE payload type) of in-toto statements.
+pub const IN_TOTO_MEDIA_TYPE: &str = "application/vnd.in-toto+json";
+
+/// One attestation found, not yet verified: a DSSE envelope (cosign's `.att` tag, an in-toto
+/// referrer) or a Sigstore bundle carrying one (cosign v3, GitHub).
+#[derive(Debug, Clone)]
+pub struct AttestationCandidate {
+    /// Where it was found, for people: `tag sha256-<hex>.att layer 2`, or the referrer.
+    pub location: String,
+    /// The predicate type the manifest or layer annotates: unverified, it only chose what to
+    /// fetch; the verified statement's own type is what counts.
+    pub claimed_type: Option<String>,
+    /// The envelope or bundle.
+    pub form: AttestationForm,
+}
+
+/// How an attestation is stored.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AttestationForm {
+    /// A DSSE envelope's JSON as stored (at most the attestation size limit), with the layer's
+    /// annotations (certificate, chain, Rekor bundle, RFC 3161 timestamp) where it has them.
+    Envelope {
+        /// The envelope's JSON bytes.
+        envelope: std::sync::Arc<[u8]>,
+        /// The layer's annotations.
+        annotations: BTreeMap<String, String>,
+    },
+    /// A Sigstore bundle whose DSSE envelope carries the statement.
+    Bundle(BundleCandidate),
+}
+
 /// Who a signature says signed it — read from the signature itself, not verified: a
 /// certificate's identity and issuer, or a key's fingerprint where the signature names one.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

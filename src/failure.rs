@@ -4,7 +4,7 @@
 //! metrics' `failure` label.
 //!
 //! Two families: the artifact was looked at and found wanting (`unsigned`, `untrusted`,
-//! `mismatch`, `annotation`, `tlog`), or no verdict on the artifact could be reached (`registry`,
+//! `mismatch`, `annotation`, `tlog`, and for attestations `unattested`, `condition`), or no verdict on the artifact could be reached (`registry`,
 //! `auth`, `rate-limited`, `not-found`, `timeout`, `policy`). A failure of the second family is
 //! never reported as "unsigned". `no-match` is the policy's `noMatch` answer; `internal` is a
 //! bug in ocigate itself.
@@ -28,6 +28,12 @@ pub enum Failure {
     /// A signature by an accepted signer, but without the transparency-log proof the rule
     /// requires (or with one that does not verify).
     Tlog,
+    /// The rule's signatures hold, but an attestation it requires (`attestations:`) has no
+    /// verified statement of that predicate type for this digest by an accepted signer.
+    Unattested,
+    /// Attestations of the required type verified, but in none of them did every condition
+    /// hold (a false condition, or one refused for its cost or time).
+    Condition,
     /// The registry failed: unreachable, an HTTP error, a malformed or oversized answer.
     Registry,
     /// The registry refused access (401/403): missing or wrong credentials.
@@ -54,12 +60,14 @@ pub enum Failure {
 
 impl Failure {
     /// Every class, in documentation order.
-    pub const ALL: [Failure; 15] = [
+    pub const ALL: [Failure; 17] = [
         Failure::Unsigned,
         Failure::Untrusted,
         Failure::Mismatch,
         Failure::Annotation,
         Failure::Tlog,
+        Failure::Unattested,
+        Failure::Condition,
         Failure::Registry,
         Failure::Auth,
         Failure::RateLimited,
@@ -80,6 +88,8 @@ impl Failure {
             Failure::Mismatch => "mismatch",
             Failure::Annotation => "annotation",
             Failure::Tlog => "tlog",
+            Failure::Unattested => "unattested",
+            Failure::Condition => "condition",
             Failure::Registry => "registry",
             Failure::Auth => "auth",
             Failure::RateLimited => "rate-limited",

@@ -32,6 +32,7 @@ pub mod failure;
 pub mod payload;
 pub mod platform;
 pub mod policy;
+pub mod predicate;
 pub mod reference;
 pub mod registry;
 pub mod sign;
