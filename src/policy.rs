@@ -24,7 +24,7 @@ pub use compiled::{
 pub use evaluate::{CandidateOutcome, Evaluation, MAX_REJECTIONS_SHOWN, evaluate, failed_verdict};
 pub use flux::{FluxShortfall, flux_requirement};
 pub use model::{
-    Authority, AuthorityKind, FluxVerification, Mode, NoMatch, Policy, Rule, RuleId, RuleMatch,
+    AttestationRequirement, Authority, AuthorityKind, FluxVerification, Mode, NoMatch, Policy, Rule, RuleId, RuleMatch,
     Tlog, TrustRootRef, Verdict,
 };
 

@@ -17,7 +17,12 @@ use crate::payload::SimpleSigning;
 use crate::reference::Digest;
 use crate::trust::{Identity, PublicKey, TrustRoot};
 
+mod attestation;
 mod rejection;
+pub use attestation::{
+    ArtifactDigests, AttestationExpectation, PreparedAttestation, VerifiedAttestation,
+    verify_attestation,
+};
 pub use rejection::{Rejection, RejectionKind, StatementError};
 
 /// A legacy signature candidate, prepared to be checked against several authorities: its

@@ -11,6 +11,8 @@ use super::pattern::{Pattern, Patterns, segment_glob};
 use super::read;
 use super::validate::Validator;
 use super::{Issue, PolicyError};
+use crate::condition::Condition;
+use crate::predicate::PredicateType;
 use crate::trust::{Identity, PublicKey, TrustRoot};
 use crate::verify::SignedIdentity;
 
@@ -135,6 +137,24 @@ pub struct Rule {
     pub annotations: BTreeMap<String, String>,
     /// Whether Flux sources must carry Flux's own cosign verification too.
     pub flux_verification: FluxVerification,
+    /// The attestations it requires besides the signatures (`attestations:`), each satisfied
+    /// by one verified statement whose conditions all hold.
+    pub attestations: Vec<AttestationRequirement>,
+}
+
+/// One attestation a rule requires: a verified in-toto statement of a predicate type about the
+/// digest, by one of some of the rule's authorities, whose conditions all hold.
+#[derive(Debug, Clone)]
+pub struct AttestationRequirement {
+    /// Its name in the rule (`provenance`), as reasons say it.
+    pub name: String,
+    /// The predicate type a statement must have (short names read as cosign reads them).
+    pub predicate_type: PredicateType,
+    /// Which of the rule's authorities may sign it: indexes into [`Rule::authorities`] (all
+    /// of them when the file names none).
+    pub authorities: Vec<usize>,
+    /// CEL conditions, compiled and type-checked when the policy was read; all must hold.
+    pub conditions: Vec<Condition>,
 }
 
 impl Rule {
@@ -260,6 +280,7 @@ impl Policy {
                 signed_identity,
                 annotations,
                 flux_verification: FluxVerification::Optional,
+                attestations: Vec::new(),
             }],
         }
     }

@@ -13,6 +13,9 @@ use super::shown::shown;
 use super::tree::{Node, Typed, Value};
 use crate::verify::SignedIdentity;
 
+mod attestation;
+pub(super) use attestation::{RawAttestation, RawCondition};
+
 // ---------------------------------------------------------------------------------------------
 // Raw shapes: what the file says, before validation. A field that is absent or was reported
 // as malformed is None (or its default); `broken` marks an item with a reported problem, so
@@ -50,6 +53,7 @@ pub(super) struct RawRule {
     pub signed_identity: Option<Spanned<SignedIdentity>>,
     pub annotations: BTreeMap<String, String>,
     pub flux_verification: FluxVerification,
+    pub attestations: Vec<RawAttestation>,
 }
 
 pub(super) struct RawAuthority {
@@ -107,6 +111,7 @@ const RULE_FIELDS: &[&str] = &[
     "signedIdentity",
     "annotations",
     "fluxVerification",
+    "attestations",
 ];
 const AUTHORITY_FIELDS: &[&str] = &["name", "key", "keyless", "tlog"];
 const KEY_REF_FIELDS: &[&str] = &["name", "trustRoot"];
@@ -481,6 +486,10 @@ impl<'s> Reader<'s> {
                 _ => FluxVerification::Optional,
             },
         };
+        let attestations = f
+            .get("attestations")
+            .and_then(|n| self.attestations(n))
+            .unwrap_or_default();
         Some(RawRule {
             name,
             images,
@@ -491,6 +500,7 @@ impl<'s> Reader<'s> {
             signed_identity,
             annotations,
             flux_verification,
+            attestations,
         })
     }
 

@@ -18,6 +18,8 @@ use super::{API_VERSION, Issue, KIND};
 use crate::error_chain;
 use crate::trust::{Identity, Matcher, PublicKey, TrustRoot};
 
+mod attestation;
+
 /// The policy's keys: those parsed by name, and every name defined (a key that could not be
 /// read is reported once, not again by each rule naming it).
 #[derive(Default)]
@@ -259,7 +261,7 @@ impl<'r> Validator<'r> {
         }
     }
 
-    fn rule(&mut self, raw: RawRule, keys: &Keys, roots: &BTreeSet<String>) -> Option<Rule> {
+    fn rule(&mut self, mut raw: RawRule, keys: &Keys, roots: &BTreeSet<String>) -> Option<Rule> {
         let name = raw.name.value.clone();
         // The rule's name as messages show it.
         let label = shown(&name);
@@ -280,6 +282,8 @@ impl<'r> Validator<'r> {
             None => Vec::new(),
         };
         let threshold = self.threshold(&raw, &label);
+        let attestations =
+            self.attestations(std::mem::take(&mut raw.attestations), &authorities, &label);
         // A rule with another problem is still returned, for the overlap check: the policy
         // as a whole is refused anyway.
         if !patterns_ok {
@@ -296,6 +300,7 @@ impl<'r> Validator<'r> {
             signed_identity: raw.signed_identity.map(|s| s.value).unwrap_or_default(),
             annotations: raw.annotations,
             flux_verification: raw.flux_verification,
+            attestations,
         })
     }
 
