@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod attestation;
 mod authority;
 mod compiled;
 mod evaluate;
@@ -17,6 +18,9 @@ mod shown;
 mod tree;
 mod validate;
 
+pub use attestation::{
+    AttestationEvidence, AttestationOutcome, ConditionOutcome, evaluate_attestations,
+};
 pub use compiled::{
     CompiledPolicy, MAX_POLICY_FILE_BYTES, PolicyLoad, PolicyLoadError, PolicySource,
     read_policy_file,

@@ -46,6 +46,10 @@ The policy format: docs/policy.md. Registry credentials and TLS: the README's Re
 pub(crate) enum Command {
     /// Verify references against a policy file or a public key.
     Verify(Box<VerifyArgs>),
+    /// Verify references' in-toto attestations (cosign's `verify-attestation`): a statement of
+    /// the predicate type about the digest, signed by the key or identity, whose conditions
+    /// (CEL) all hold; or a policy file's `attestations:` with --policy.
+    VerifyAttestation(Box<VerifyAttestationArgs>),
     /// Verify a Sigstore bundle over a file or a sha256 digest (sigstore-conformance protocol).
     VerifyBundle(VerifyBundleArgs),
     /// List every signature found for a reference, and where else was looked.
@@ -356,6 +360,27 @@ pub(crate) struct VerifyArgs {
     pub(crate) deadline: u64,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct VerifyAttestationArgs {
+    /// The predicate type: a URI, or one of cosign's names (slsaprovenance = SLSA v0.2,
+    /// slsaprovenance02, slsaprovenance1, spdx, spdxjson, cyclonedx, vuln, openvex, link,
+    /// custom).
+    #[arg(
+        long = "type",
+        value_name = "TYPE",
+        required_unless_present = "policy",
+        conflicts_with = "policy",
+        value_parser = crate::predicate::PredicateType::parse,
+    )]
+    pub(crate) predicate_type: Option<crate::predicate::PredicateType>,
+    /// A CEL expression the statement must satisfy (repeatable; all must hold). It sees
+    /// `predicateType`, `predicate`, `subject`, `statement`, `signer` and `now`.
+    #[arg(long = "condition", value_name = "EXPR", conflicts_with = "policy")]
+    pub(crate) conditions: Vec<String>,
+    #[command(flatten)]
+    pub(crate) verify: VerifyArgs,
 }
 
 #[derive(clap::Args, Debug)]

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use super::args::{
     DiscoverArgs, GenerateArgs, KeylessArgs, Output, RegistryArgs, ServeArgs, SignArgs, SignFormat,
-    VerifyArgs, VerifyBundleArgs,
+    VerifyArgs, VerifyAttestationArgs, VerifyBundleArgs,
 };
+use crate::condition::Condition;
+use crate::policy::AttestationRequirement;
+use crate::predicate::PredicateType;
 use super::{CliError, boxed, files};
 use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
@@ -48,6 +51,24 @@ impl VerifyPlan {
     /// In the order the command has always done it: references, policy, registry client,
     /// manifests; the first failure ends the command.
     pub(crate) async fn build(a: VerifyArgs) -> Result<VerifyPlan, CliError> {
+        let policy = verify_policy(&a, None)?;
+        Self::build_with(a, policy).await
+    }
+
+    /// `verify-attestation`: as `verify`, with a policy whose one rule requires the attestation
+    /// (and no signature) unless `--policy` gives the rules.
+    pub(crate) async fn build_attestation(
+        a: VerifyAttestationArgs,
+    ) -> Result<VerifyPlan, CliError> {
+        let wanted = match a.predicate_type {
+            Some(predicate_type) => Some(ad_hoc_attestation(predicate_type, &a.conditions)?),
+            None => None,
+        };
+        let policy = verify_policy(&a.verify, wanted)?;
+        Self::build_with(a.verify, policy).await
+    }
+
+    async fn build_with(a: VerifyArgs, policy: CompiledPolicy) -> Result<VerifyPlan, CliError> {
         let mut references = Vec::new();
         let mut settled = Vec::new();
         for input in &a.references {
@@ -57,7 +78,6 @@ impl VerifyPlan {
             }
         }
         let bad_references = !settled.is_empty();
-        let policy = verify_policy(&a)?;
         let config = EngineConfig {
             deadline: Duration::from_secs(a.deadline),
             verification_budget: Duration::from_secs(a.deadline),
@@ -94,9 +114,40 @@ enum AdHocSigner {
     Keyless(Identity),
 }
 
+/// The attestation `verify-attestation --type --condition` requires, its conditions compiled.
+fn ad_hoc_attestation(
+    predicate_type: PredicateType,
+    conditions: &[String],
+) -> Result<AttestationRequirement, CliError> {
+    let conditions = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Condition::compile(c, None).map_err(|e| {
+                CliError::Usage(format!(
+                    "--condition {} ({}:{}): {}",
+                    i + 1,
+                    e.line,
+                    e.column,
+                    error_chain(&e)
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AttestationRequirement {
+        name: predicate_type.short_name().unwrap_or("attestation").to_string(),
+        predicate_type,
+        authorities: vec![0],
+        conditions,
+    })
+}
+
 /// The policy `verify` checks against: `--policy`, or one built from `--key` or the keyless
-/// flags.
-fn verify_policy(a: &VerifyArgs) -> Result<CompiledPolicy, CliError> {
+/// flags; with `attestation`, its one rule requires that attestation and no signature.
+fn verify_policy(
+    a: &VerifyArgs,
+    attestation: Option<AttestationRequirement>,
+) -> Result<CompiledPolicy, CliError> {
     let signer = match (&a.policy, &a.key) {
         (Some(p), None) => return CompiledPolicy::from_file(p).map_err(boxed),
         (None, Some(k)) => AdHocSigner::Key {
@@ -116,8 +167,16 @@ fn verify_policy(a: &VerifyArgs) -> Result<CompiledPolicy, CliError> {
             ));
         }
     };
-    let policy = ad_hoc_policy(a, signer)?;
-    Ok(CompiledPolicy::new(policy, "command line".into()))
+    let mut policy = ad_hoc_policy(a, signer)?;
+    let mut fingerprint = "command line".to_string();
+    if let (Some(req), Some(rule)) = (attestation, policy.rules.first_mut()) {
+        fingerprint = format!("command line: attestation {} {:?}", req.predicate_type, {
+            req.conditions.iter().map(|c| c.expression()).collect::<Vec<_>>()
+        });
+        rule.threshold = 0;
+        rule.attestations = vec![req];
+    }
+    Ok(CompiledPolicy::new(policy, fingerprint))
 }
 
 /// The one-authority policy of `verify --key` and `verify --certificate-identity*`: the same

@@ -35,6 +35,16 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, CliError> {
                 other => other,
             }
         }
+        Command::VerifyAttestation(a) => {
+            let output = a.verify.output;
+            let result = block_on(false, async move {
+                verify(VerifyPlan::build_attestation(*a).await?).await
+            });
+            match result {
+                Err(e) if output == Output::Json => output::json_error(&e),
+                other => other,
+            }
+        }
         Command::Discover(a) => block_on(false, async { discover(DiscoverPlan::build(a)?).await }),
         Command::Sign(a) => block_on(false, async { sign(SignPlan::build(a)?).await }),
         Command::Serve(a) => block_on(true, async { serve(ServePlan::build(a)?).await }),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::EngineConfig;
 use super::decision::{Decision, Timings};
 use crate::failure::Failure;
-use crate::policy::Verdict;
+use crate::policy::{AttestationEvidence, Verdict};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::CredentialId;
 use crate::verify::VerifiedSignature;
@@ -75,6 +75,7 @@ struct Cached {
 
 struct CachedEvidence {
     signatures: Box<[VerifiedSignature]>,
+    attestations: Box<[AttestationEvidence]>,
     source: Option<Box<str>>,
     revision: Option<Box<str>>,
 }
@@ -88,11 +89,16 @@ impl Cached {
         {
             return None;
         }
-        let evidence = if d.signatures.is_empty() && d.source.is_none() && d.revision.is_none() {
+        let evidence = if d.signatures.is_empty()
+            && d.attestations.is_empty()
+            && d.source.is_none()
+            && d.revision.is_none()
+        {
             None
         } else {
             Some(Arc::new(CachedEvidence {
                 signatures: d.signatures.clone().into_boxed_slice(),
+                attestations: d.attestations.clone().into_boxed_slice(),
                 source: d.source.as_deref().map(Into::into),
                 revision: d.revision.as_deref().map(Into::into),
             }))
@@ -100,6 +106,7 @@ impl Cached {
         let reasons: Arc<str> = pack_reasons(&d.reasons).into();
         let evidence_bytes = evidence.as_deref().map_or(0, |e| {
             64 + e.signatures.iter().map(|s| s.approx_bytes()).sum::<usize>()
+                + e.attestations.iter().map(|a| a.approx_bytes()).sum::<usize>()
                 + e.source.as_deref().map_or(0, str::len)
                 + e.revision.as_deref().map_or(0, str::len)
         });
@@ -125,6 +132,7 @@ impl Cached {
             rule: self.has_rule.then(|| rule.to_string()),
             reasons: unpack_reasons(&self.reasons),
             signatures: evidence.map_or_else(Vec::new, |e| e.signatures.to_vec()),
+            attestations: evidence.map_or_else(Vec::new, |e| e.attestations.to_vec()),
             failure: self.failure,
             source: evidence.and_then(|e| e.source.as_deref().map(str::to_string)),
             revision: evidence.and_then(|e| e.revision.as_deref().map(str::to_string)),
@@ -353,6 +361,7 @@ mod tests {
             rule: rule.map(str::to_string),
             reasons: vec!["first".into(), "second: with a colon".into()],
             signatures: Vec::new(),
+            attestations: Vec::new(),
             failure: Some(Failure::Untrusted),
             source: Some("https://example.com/src".into()),
             revision: None,

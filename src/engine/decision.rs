@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::discover::PathTried;
 use crate::failure::Failure;
-use crate::policy::{Rule, Verdict};
+use crate::policy::{AttestationEvidence, Rule, Verdict};
 use crate::reference::ImageRef;
 use crate::verify::VerifiedSignature;
 
@@ -36,6 +36,10 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// The evidence: every signature that satisfied an authority.
     pub signatures: Vec<VerifiedSignature>,
+    /// Every attestation that verified for one of the rule's `attestations:`, with what each of
+    /// its conditions gave.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationEvidence>,
     /// Why this is not a plain allow (see [`Failure`]); also set on a warn or audit allow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
@@ -84,6 +88,7 @@ impl Decision {
             rule,
             reasons: vec![reason],
             signatures: Vec::new(),
+            attestations: Vec::new(),
             failure,
             source: None,
             revision: None,
@@ -152,6 +157,15 @@ pub(super) fn bound_decision(d: &mut Decision) {
     }
     for s in &mut d.signatures {
         s.bound(MAX_KEPT_STRING, MAX_SIGNATURE_ANNOTATIONS);
+    }
+    if d.attestations.len() > MAX_SIGNATURES {
+        let more = d.attestations.len() - MAX_SIGNATURES;
+        d.attestations.truncate(MAX_SIGNATURES);
+        d.reasons
+            .push(format!("and {more} more verified attestations, not listed"));
+    }
+    for a in &mut d.attestations {
+        a.bound(MAX_KEPT_STRING);
     }
     crate::bounded::bound_reasons(&mut d.reasons);
     for x in [&mut d.source, &mut d.revision].into_iter().flatten() {

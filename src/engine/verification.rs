@@ -15,7 +15,10 @@ use crate::discover::{
 };
 use crate::error_chain;
 use crate::failure::Failure;
-use crate::policy::{CandidateOutcome, CompiledPolicy, Rule, Verdict, evaluate, failed_verdict};
+use crate::policy::{
+    AttestationOutcome, CandidateOutcome, CompiledPolicy, Rule, Verdict, evaluate,
+    evaluate_attestations, failed_verdict,
+};
 use crate::reference::ImageRef;
 use crate::registry::FetchBudget;
 use crate::verify::Expectation;
@@ -24,6 +27,8 @@ use crate::verify::Expectation;
 #[derive(Default)]
 struct Verified {
     outcomes: Vec<(Order, CandidateOutcome)>,
+    /// What each attestation candidate gave for the rule's `attestations:`.
+    attestations: Vec<(Order, AttestationOutcome)>,
     /// The reasons of the locations not examined.
     not_examined: Vec<String>,
     /// Time spent verifying.
@@ -113,6 +118,7 @@ impl Engine {
             rule: Some(rule.name.clone()),
             reasons: Vec::new(),
             signatures: Vec::new(),
+            attestations: Vec::new(),
             failure: None,
             source,
             revision,
@@ -198,21 +204,26 @@ fn judge(
     let t2 = Instant::now();
     let Verified {
         mut outcomes,
+        mut attestations,
         not_examined,
         time: verifying,
     } = verified;
     outcomes.sort_by_key(|(order, _)| *order);
+    attestations.sort_by_key(|(order, _)| *order);
     let looked = summary(&paths);
     decision.discovery = paths;
-    let eval = evaluate(
+    let mut eval = evaluate(
         rule,
         outcomes.into_iter().map(|(_, o)| o).collect(),
         &looked,
     );
+    let attested = attestations.into_iter().map(|(_, o)| o).collect();
+    evaluate_attestations(rule, &mut eval, attested);
     decision.timings.verify_ms = ms_of(verifying + t2.elapsed());
     decision.verdict = eval.verdict;
     decision.reasons = eval.reasons;
     decision.signatures = eval.evidence;
+    decision.attestations = eval.attestations;
     decision.failure = eval.failure;
     note_not_examined(decision, reference, not_examined);
 }

@@ -46,20 +46,21 @@ impl CompiledPolicy {
         })
     }
 
-    /// One attached Sigstore bundle against one authority.
-    fn verify_one_bundle(
-        &self,
-        c: &PreparedBundle<'_>,
-        a: &Authority,
-        expect: &Expectation,
-    ) -> Result<VerifiedSignature, Rejection> {
+    /// Who must have signed a bundle or attestation for authority `a`, and under which root:
+    /// a key authority's `tlog` decides whether the log entry is required (`optional` requires
+    /// it only when the bundle carries one); a keyless authority needs the log.
+    pub(super) fn bundle_authority<'a>(
+        &'a self,
+        a: &'a Authority,
+        logged: bool,
+        location: &str,
+    ) -> Result<(BundleAuthority<'a>, &'a TrustRoot), Rejection> {
         let (who, trust_root) = match &a.kind {
             AuthorityKind::Key {
                 key,
                 tlog,
                 trust_root,
             } => {
-                let logged = c.has_tlog_entries();
                 let who = match (tlog, logged) {
                     (Tlog::Required, _) | (Tlog::Optional, true) => BundleAuthority::Key(key),
                     _ => BundleAuthority::KeyWithoutTlog(key),
@@ -71,12 +72,22 @@ impl CompiledPolicy {
                 identities,
                 tlog,
             } => {
-                keyless_needs_tlog(*tlog, &c.candidate().location, &a.name)?;
+                keyless_needs_tlog(*tlog, location, &a.name)?;
                 (BundleAuthority::Identities(identities), trust_root)
             }
         };
+        Ok((who, self.root_for(trust_root, location, &a.name)?))
+    }
+
+    /// One attached Sigstore bundle against one authority.
+    fn verify_one_bundle(
+        &self,
+        c: &PreparedBundle<'_>,
+        a: &Authority,
+        expect: &Expectation,
+    ) -> Result<VerifiedSignature, Rejection> {
         let location = &c.candidate().location;
-        let root = self.root_for(trust_root, location, &a.name)?;
+        let (who, root) = self.bundle_authority(a, c.has_tlog_entries(), location)?;
         verify_attached_bundle(c, &a.name, who, root, expect)
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::attestation::AttestationEvidence;
 use super::model::{Mode, Rule, Verdict};
 use crate::failure::Failure;
 use crate::verify::{Rejection, VerifiedSignature};
@@ -27,6 +28,9 @@ pub struct Evaluation {
     pub evidence: Vec<VerifiedSignature>,
     /// Why the rule was not satisfied (None when it was).
     pub failure: Option<Failure>,
+    /// Every attestation that verified for one of the rule's requirements, with what its
+    /// conditions gave (see [`super::evaluate_attestations`]).
+    pub attestations: Vec<AttestationEvidence>,
 }
 
 /// Most rejected signatures named in a decision's reasons (the rest are counted).
@@ -63,6 +67,7 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
         reasons,
         evidence: tally.evidence,
         failure,
+        attestations: Vec::new(),
     }
 }
 
@@ -124,7 +129,9 @@ impl Tally {
     /// Why the rule is satisfied (`ok`) or not.
     fn reasons(&self, rule: &Rule, ok: bool, looked: &str) -> Vec<String> {
         let satisfied = &self.satisfied;
-        if ok {
+        if ok && rule.threshold == 0 {
+            vec!["no signature required (the attestations decide)".to_string()]
+        } else if ok {
             let names: Vec<&str> = satisfied
                 .iter()
                 .map(|i| rule.authorities[*i].name.as_str())
