@@ -19,7 +19,8 @@ mod tree;
 mod validate;
 
 pub use attestation::{
-    AttestationEvidence, AttestationOutcome, ConditionOutcome, evaluate_attestations,
+    AttestationEvidence, AttestationOutcome, ConditionOutcome, attestation_evidence,
+    evaluate_attestations,
 };
 pub use compiled::{
     CompiledPolicy, MAX_POLICY_FILE_BYTES, PolicyLoad, PolicyLoadError, PolicySource,

@@ -408,7 +408,16 @@ pub(crate) struct VerifyBundleArgs {
     /// (a document with a schemaVersion; errors are JSON documents too).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
-    /// The signed file, or its digest as sha256:<64 hex> (when no such file exists).
+    /// The bundle is an attestation: its in-toto statement must have this predicate type (a
+    /// URI or one of cosign's names) and name the artifact in a subject (sha256, sha384 or
+    /// sha512: give a digest as `sha512:<hex>` for npm provenance).
+    #[arg(long = "type", value_name = "TYPE", value_parser = crate::predicate::PredicateType::parse)]
+    pub(crate) predicate_type: Option<crate::predicate::PredicateType>,
+    /// With --type: a CEL expression the statement must satisfy (repeatable; all must hold).
+    #[arg(long = "condition", value_name = "EXPR", requires = "predicate_type")]
+    pub(crate) conditions: Vec<String>,
+    /// The signed file, or its digest as sha256:<64 hex> (when no such file exists); with
+    /// --type also sha384:<96 hex> or sha512:<128 hex>.
     #[arg(value_name = "FILE_OR_DIGEST")]
     pub(crate) artifact: String,
 }

@@ -396,6 +396,44 @@ pub(crate) fn print_bundle_verified(
     }
 }
 
+/// `verify-bundle --type`'s result: the verified attestation and each condition's outcome.
+pub(crate) fn print_attestation_verified(
+    bundle: &std::path::Path,
+    evidence: &crate::policy::AttestationEvidence,
+    output: Output,
+) -> Result<(), CliError> {
+    if output == Output::Json {
+        return say(format_args!(
+            "{}\n",
+            serde_json::to_string_pretty(evidence).unwrap_or_default()
+        ));
+    }
+    let head = if evidence.holds() { "OK" } else { "FAILED" };
+    let mut text = format!(
+        "{head}: {} is an attestation ({}) signed by {}\n",
+        bundle.display(),
+        crate::escape_text(&evidence.predicate_type),
+        crate::escape_text(&signer_text(&evidence.evidence)),
+    );
+    for c in &evidence.conditions {
+        let mark = if c.passed { "held" } else { "FAILED" };
+        text.push_str(&format!("  condition {mark}: {}\n", crate::escape_text(&c.said())));
+    }
+    say(text)
+}
+
+/// Who signed, as a verified signature's evidence says it.
+fn signer_text(e: &crate::verify::Evidence) -> String {
+    match e {
+        crate::verify::Evidence::Key {
+            key_fingerprint, ..
+        } => format!("key {key_fingerprint}"),
+        crate::verify::Evidence::Keyless {
+            identity, issuer, ..
+        } => format!("{identity} (issuer {issuer})"),
+    }
+}
+
 /// `sign`'s line for one target.
 pub(crate) fn print_signed(
     target: &ImageRef,

@@ -12,6 +12,7 @@ use super::args::{
 };
 use crate::condition::Condition;
 use crate::policy::AttestationRequirement;
+use crate::verify::ArtifactDigests;
 use crate::predicate::PredicateType;
 use super::{CliError, boxed, files};
 use crate::engine::{Decision, Engine, EngineConfig};
@@ -389,6 +390,8 @@ pub(crate) struct BundlePlan {
     pub(crate) signer: BundleSigner,
     /// The file's bytes, or its digest.
     pub(crate) artifact: BundleInput,
+    /// `--type` with its `--condition`s: the bundle must be this attestation.
+    pub(crate) attestation: Option<AttestationRequirement>,
     /// `-o`.
     pub(crate) output: Output,
 }
@@ -407,6 +410,9 @@ pub(crate) enum BundleInput {
     Bytes(Vec<u8>),
     /// A sha256 digest given instead of a file.
     Sha256([u8; 32]),
+    /// With `--type`: a sha384 or sha512 digest given instead of a file (the subject of an
+    /// attestation may name only those).
+    Digest(ArtifactDigests),
 }
 
 impl BundlePlan {
@@ -437,9 +443,17 @@ impl BundlePlan {
             },
             None => BundleSigner::Identity([identity(&a.keyless)?]),
         };
-        let artifact = match bundle_artifact(&a.artifact)? {
-            Some(d) => BundleInput::Sha256(d),
-            None => {
+        let attestation = match a.predicate_type {
+            Some(t) => Some(ad_hoc_attestation(t, &a.conditions)?),
+            None => None,
+        };
+        let other_digest = attestation
+            .as_ref()
+            .and_then(|_| attestation_digest(&a.artifact));
+        let artifact = match (bundle_artifact(&a.artifact)?, other_digest) {
+            (_, Some(d)) => BundleInput::Digest(d),
+            (Some(d), None) => BundleInput::Sha256(d),
+            (None, None) => {
                 BundleInput::Bytes(std::fs::read(&a.artifact).map_err(|source| CliError::Io {
                     what: format!("artifact {}: cannot read", a.artifact),
                     source,
@@ -452,6 +466,7 @@ impl BundlePlan {
             root,
             signer,
             artifact,
+            attestation,
             output: a.output,
         })
     }
@@ -617,6 +632,16 @@ fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {
         name: name.into(),
         root: std::sync::Arc::new(root),
     }])
+}
+
+/// `sha384:<96 hex>` or `sha512:<128 hex>` that is not a file on disk (an attestation's
+/// subject may name only those digests).
+fn attestation_digest(input: &str) -> Option<ArtifactDigests> {
+    let (algorithm, hex) = input.split_once(':')?;
+    if !matches!(algorithm, "sha384" | "sha512") || Path::new(input).exists() {
+        return None;
+    }
+    ArtifactDigests::from_hex(algorithm, hex).ok()
 }
 
 /// `sha256:<64 hex>` that is not a file on disk is a digest; anything else is a path.

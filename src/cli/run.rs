@@ -154,16 +154,29 @@ async fn verify(mut plan: VerifyPlan) -> Result<ExitCode, CliError> {
     })
 }
 
-fn verify_bundle(plan: BundlePlan) -> Result<ExitCode, CliError> {
-    use crate::bundle::{BundleArtifact, BundleAuthority, ParsedBundle, verify_bundle};
-    let authority = match &plan.signer {
+fn bundle_authority(signer: &BundleSigner) -> crate::bundle::BundleAuthority<'_> {
+    use crate::bundle::BundleAuthority;
+    match signer {
         BundleSigner::Key { key, tlog: true } => BundleAuthority::Key(key),
         BundleSigner::Key { key, tlog: false } => BundleAuthority::KeyWithoutTlog(key),
         BundleSigner::Identity(identities) => BundleAuthority::Identities(identities),
-    };
+    }
+}
+
+fn verify_bundle(plan: BundlePlan) -> Result<ExitCode, CliError> {
+    use crate::bundle::{BundleArtifact, ParsedBundle, verify_bundle};
+    if let Some(req) = &plan.attestation {
+        return verify_attestation_bundle(&plan, req);
+    }
+    let authority = bundle_authority(&plan.signer);
     let artifact = match &plan.artifact {
         BundleInput::Sha256(d) => BundleArtifact::Sha256(*d),
         BundleInput::Bytes(b) => BundleArtifact::Bytes(b),
+        BundleInput::Digest(_) => {
+            return Err(CliError::Usage(
+                "a sha384 or sha512 digest names only an attestation's subject: give --type".into(),
+            ));
+        }
     };
     let verified = ParsedBundle::parse(&plan.json)
         .and_then(|parsed| verify_bundle(&parsed, artifact, authority, &plan.root));
@@ -174,6 +187,58 @@ fn verify_bundle(plan: BundlePlan) -> Result<ExitCode, CliError> {
         }
         Err(e) => {
             tell!("FAILED: {}: {}", plan.path.display(), error_chain(&e));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `verify-bundle --type`: the bundle as an attestation of the artifact, then its conditions.
+fn verify_attestation_bundle(
+    plan: &BundlePlan,
+    req: &crate::policy::AttestationRequirement,
+) -> Result<ExitCode, CliError> {
+    use crate::candidate::{AttestationCandidate, AttestationForm, BundleCandidate};
+    use crate::verify::{
+        ArtifactDigests, AttestationExpectation, PreparedAttestation, verify_attestation,
+    };
+    let digests = match &plan.artifact {
+        BundleInput::Bytes(b) => ArtifactDigests::of_bytes(b),
+        BundleInput::Sha256(d) => ArtifactDigests::from_hex("sha256", &hex::encode(d))
+            .map_err(|e| CliError::Usage(error_chain(&e)))?,
+        BundleInput::Digest(d) => d.clone(),
+    };
+    let location = plan.path.display().to_string();
+    let candidate = AttestationCandidate {
+        location: location.clone(),
+        claimed_type: None,
+        form: AttestationForm::Bundle(BundleCandidate {
+            location,
+            json: plan.json.clone(),
+        }),
+    };
+    let prepared = PreparedAttestation::new(&candidate);
+    let expect = AttestationExpectation {
+        digests: &digests,
+        predicate_type: &req.predicate_type,
+    };
+    let who = bundle_authority(&plan.signer);
+    let signer = match &plan.signer {
+        BundleSigner::Key { .. } => "--key".to_string(),
+        BundleSigner::Identity([i]) => format!("identity {i}"),
+    };
+    match verify_attestation(&prepared, &signer, who, &plan.root, &expect) {
+        Ok(v) => {
+            let now = std::time::SystemTime::now();
+            let evidence = crate::policy::attestation_evidence(req, &v, now);
+            output::print_attestation_verified(&plan.path, &evidence, plan.output)?;
+            Ok(if evidence.holds() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(r) => {
+            tell!("FAILED: {}", crate::escape_text(&r.reason()));
             Ok(ExitCode::from(1))
         }
     }

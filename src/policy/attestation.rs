@@ -162,7 +162,7 @@ impl CompiledPolicy {
                 .bundle_authority(a, prepared.has_tlog_entries(), location)
                 .and_then(|(who, root)| verify_attestation(prepared, &a.name, who, root, &expect));
             match verified {
-                Ok(v) => return Ok(conditions_on(req, &v, now)),
+                Ok(v) => return Ok(attestation_evidence(req, &v, now)),
                 Err(r) if best.as_ref().is_none_or(|b| r.rank() > b.rank()) => best = Some(r),
                 Err(_) => {}
             }
@@ -179,7 +179,7 @@ impl CompiledPolicy {
 
 /// The requirement's conditions on one verified statement; the statement is read into the
 /// conditions' facts once and dropped with them.
-fn conditions_on(
+pub fn attestation_evidence(
     req: &AttestationRequirement,
     v: &VerifiedAttestation,
     now: SystemTime,
