@@ -558,6 +558,77 @@ rules:
         }
     }
 
+    /// The issue's shape of `attestations:` reads as written: the type, all of the rule's
+    /// authorities by default, and the condition with its message.
+    #[test]
+    fn attestations_read_as_written() {
+        let text = r#"apiVersion: ocigate.dev/v1alpha1
+kind: Policy
+keys:
+  - name: release
+    path: keys/release.pub
+rules:
+  - name: apps
+    images: ["ghcr.io/acme/**"]
+    authorities: [{key: {name: release}}]
+    attestations:
+      - name: provenance
+        predicateType: https://slsa.dev/provenance/v1
+        conditions:
+          - expression: 'predicate.buildDefinition.externalParameters.workflow.repository == "https://github.com/acme/app"'
+            message: built from acme/app
+      - name: sbom
+        predicateType: spdxjson
+        authorities: [release]
+"#;
+        let policy = parse(text).unwrap();
+        let a = &policy.rules[0].attestations;
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].name, "provenance");
+        assert_eq!(a[0].predicate_type.as_str(), "https://slsa.dev/provenance/v1");
+        assert_eq!(a[0].authorities, [0]);
+        assert_eq!(a[0].conditions.len(), 1);
+        assert_eq!(a[0].conditions[0].message(), Some("built from acme/app"));
+        assert!(a[0].conditions[0].expression().starts_with("predicate.buildDefinition"));
+        assert_eq!(a[1].predicate_type.as_str(), "https://spdx.dev/Document");
+        assert_eq!(a[1].authorities, [0]);
+        assert!(a[1].conditions.is_empty());
+    }
+
+    /// Every problem of an attestation is reported where it stands.
+    #[test]
+    fn attestation_problems_are_positioned() {
+        let text = r#"apiVersion: ocigate.dev/v1alpha1
+kind: Policy
+keys: [{name: release, path: keys/release.pub}]
+rules:
+  - name: apps
+    images: ["ghcr.io/acme/**"]
+    authorities: [{key: {name: release}}]
+    attestations:
+      - name: a
+        predicateType: sbom
+      - name: a
+        predicateType: spdx
+        authorities: [release, nobody]
+      - name: c
+        condition: []
+      - predicateType: vuln
+"#;
+        let got = issue_lines(&issues(text));
+        assert_eq!(
+            got,
+            [
+                "10:24: rule \"apps\": attestation \"a\": \"sbom\" is not a predicate type: use a URI (https://slsa.dev/provenance/v1) or one of cosign's names (slsaprovenance, slsaprovenance02, slsaprovenance1, spdx, spdxjson, cyclonedx, vuln, openvex, link, custom)",
+                "11:15: rule \"apps\": attestation \"a\" is given twice",
+                "13:32: rule \"apps\": attestation \"a\": \"nobody\" is not an authority of this rule (its authorities: \"release\")",
+                "14:9: missing field `predicateType` in an attestation",
+                "15:9: unknown field `condition` in an attestation; did you mean `conditions`?",
+                "16:9: missing field `name` in an attestation",
+            ]
+        );
+    }
+
     /// One key cannot stand for two authorities of a rule (threshold counts authorities).
     #[test]
     fn a_key_is_one_authority_of_a_rule() {
@@ -767,6 +838,7 @@ rules:
             signed_identity: SignedIdentity::MatchRepository,
             annotations: BTreeMap::new(),
             flux_verification: FluxVerification::Optional,
+            attestations: Vec::new(),
         }
     }
 
