@@ -234,13 +234,13 @@ pub fn evaluate_attestations(
         }
     }
     let mut failure = None;
-    let mut reasons = Vec::new();
+    let (mut short, mut held) = (Vec::new(), Vec::new());
     for (req, judged) in rule.attestations.iter().zip(&per_req) {
         match judged.shortfall(req) {
-            None => reasons.push(judged.satisfied_reason(req)),
+            None => held.push(judged.satisfied_reason(req)),
             Some((class, said)) => {
                 failure.get_or_insert(class);
-                reasons.extend(said);
+                short.extend(said);
             }
         }
     }
@@ -250,18 +250,25 @@ pub fn evaluate_attestations(
     if !signatures_held {
         return;
     }
-    evaluation.reasons.extend(reasons.into_iter().map(|r| match rule.mode {
-        Mode::Audit if failure.is_some() => format!("audit: {r}"),
+    let Some(f) = failure else {
+        evaluation.reasons.extend(held);
+        return;
+    };
+    // What failed comes first: the deny's message starts with it.
+    let audit = |r: String| match rule.mode {
+        Mode::Audit => format!("audit: {r}"),
         _ => r,
-    }));
-    if let Some(f) = failure {
-        evaluation.failure = Some(f);
-        evaluation.verdict = match rule.mode {
-            Mode::Enforce => Verdict::Deny,
-            Mode::Warn => Verdict::Warn,
-            Mode::Audit => Verdict::Allow,
-        };
-    }
+    };
+    let signatures = std::mem::take(&mut evaluation.reasons);
+    evaluation.reasons = short.into_iter().map(audit).collect();
+    evaluation.reasons.extend(signatures);
+    evaluation.reasons.extend(held);
+    evaluation.failure = Some(f);
+    evaluation.verdict = match rule.mode {
+        Mode::Enforce => Verdict::Deny,
+        Mode::Warn => Verdict::Warn,
+        Mode::Audit => Verdict::Allow,
+    };
 }
 
 /// One requirement's candidates: the verified ones (with their conditions) and the best
