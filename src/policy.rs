@@ -29,8 +29,8 @@ pub use compiled::{
 pub use evaluate::{CandidateOutcome, Evaluation, MAX_REJECTIONS_SHOWN, evaluate, failed_verdict};
 pub use flux::{FluxShortfall, flux_requirement};
 pub use model::{
-    AttestationRequirement, Authority, AuthorityKind, FluxVerification, Mode, NoMatch, Policy, Rule, RuleId, RuleMatch,
-    Tlog, TrustRootRef, Verdict,
+    AttestationRequirement, Authority, AuthorityKind, FluxVerification, Mode, NoMatch, Policy,
+    Rule, RuleId, RuleMatch, Tlog, TrustRootRef, Verdict,
 };
 
 /// The `apiVersion` a policy file must name.
@@ -585,11 +585,18 @@ rules:
         let a = &policy.rules[0].attestations;
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].name, "provenance");
-        assert_eq!(a[0].predicate_type.as_str(), "https://slsa.dev/provenance/v1");
+        assert_eq!(
+            a[0].predicate_type.as_str(),
+            "https://slsa.dev/provenance/v1"
+        );
         assert_eq!(a[0].authorities, [0]);
         assert_eq!(a[0].conditions.len(), 1);
         assert_eq!(a[0].conditions[0].message(), Some("built from acme/app"));
-        assert!(a[0].conditions[0].expression().starts_with("predicate.buildDefinition"));
+        assert!(
+            a[0].conditions[0]
+                .expression()
+                .starts_with("predicate.buildDefinition")
+        );
         assert_eq!(a[1].predicate_type.as_str(), "https://spdx.dev/Document");
         assert_eq!(a[1].authorities, [0]);
         assert!(a[1].conditions.is_empty());

@@ -417,7 +417,10 @@ pub(crate) fn print_attestation_verified(
     );
     for c in &evidence.conditions {
         let mark = if c.passed { "held" } else { "FAILED" };
-        text.push_str(&format!("  condition {mark}: {}\n", crate::escape_text(&c.said())));
+        text.push_str(&format!(
+            "  condition {mark}: {}\n",
+            crate::escape_text(&c.said())
+        ));
     }
     say(text)
 }

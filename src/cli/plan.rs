@@ -10,21 +10,21 @@ use super::args::{
     DiscoverArgs, GenerateArgs, KeylessArgs, Output, RegistryArgs, ServeArgs, SignArgs, SignFormat,
     VerifyArgs, VerifyAttestationArgs, VerifyBundleArgs,
 };
-use crate::condition::Condition;
-use crate::policy::AttestationRequirement;
-use crate::verify::ArtifactDigests;
-use crate::predicate::PredicateType;
 use super::{CliError, boxed, files};
+use crate::condition::Condition;
 use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
 use crate::extract::FoundSource;
 use crate::platform::Platform;
+use crate::policy::AttestationRequirement;
 use crate::policy::CompiledPolicy;
 use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
+use crate::predicate::PredicateType;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings, TlsFile};
 use crate::sign::key::SigningKey;
 use crate::trust::{GitHubWorkflow, Identity, Matcher, PublicKey, TrustRoot};
+use crate::verify::ArtifactDigests;
 use crate::verify::SignedIdentity;
 
 /// `verify`: what is checked, with which engine, and how results are shown.
@@ -136,7 +136,10 @@ fn ad_hoc_attestation(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AttestationRequirement {
-        name: predicate_type.short_name().unwrap_or("attestation").to_string(),
+        name: predicate_type
+            .short_name()
+            .unwrap_or("attestation")
+            .to_string(),
         predicate_type,
         authorities: vec![0],
         conditions,
@@ -172,7 +175,10 @@ fn verify_policy(
     let mut fingerprint = "command line".to_string();
     if let (Some(req), Some(rule)) = (attestation, policy.rules.first_mut()) {
         fingerprint = format!("command line: attestation {} {:?}", req.predicate_type, {
-            req.conditions.iter().map(|c| c.expression()).collect::<Vec<_>>()
+            req.conditions
+                .iter()
+                .map(|c| c.expression())
+                .collect::<Vec<_>>()
         });
         rule.threshold = 0;
         rule.attestations = vec![req];

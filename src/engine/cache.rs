@@ -106,7 +106,10 @@ impl Cached {
         let reasons: Arc<str> = pack_reasons(&d.reasons).into();
         let evidence_bytes = evidence.as_deref().map_or(0, |e| {
             64 + e.signatures.iter().map(|s| s.approx_bytes()).sum::<usize>()
-                + e.attestations.iter().map(|a| a.approx_bytes()).sum::<usize>()
+                + e.attestations
+                    .iter()
+                    .map(|a| a.approx_bytes())
+                    .sum::<usize>()
                 + e.source.as_deref().map_or(0, str::len)
                 + e.revision.as_deref().map_or(0, str::len)
         });

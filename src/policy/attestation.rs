@@ -14,7 +14,7 @@ use crate::condition::{Condition, Facts};
 use crate::failure::Failure;
 use crate::verify::{
     ArtifactDigests, AttestationExpectation, Evidence, PreparedAttestation, Rejection,
-    RejectionKind,    VerifiedAttestation, verify_attestation,
+    RejectionKind, VerifiedAttestation, verify_attestation,
 };
 
 /// One condition's outcome on one verified statement.
@@ -36,7 +36,10 @@ pub struct ConditionOutcome {
 impl ConditionOutcome {
     /// What a person is told when it did not hold: its message, else the expression.
     pub fn said(&self) -> String {
-        let what = self.message.clone().unwrap_or_else(|| self.expression.clone());
+        let what = self
+            .message
+            .clone()
+            .unwrap_or_else(|| self.expression.clone());
         match &self.error {
             Some(e) => format!("{what} (not evaluated: {e})"),
             None => what,
@@ -156,7 +159,11 @@ impl CompiledPolicy {
             predicate_type: &req.predicate_type,
         };
         let mut best: Option<Rejection> = None;
-        for a in req.authorities.iter().filter_map(|i| rule.authorities.get(*i)) {
+        for a in req
+            .authorities
+            .iter()
+            .filter_map(|i| rule.authorities.get(*i))
+        {
             let location = &prepared.candidate().location;
             let verified = self
                 .bundle_authority(a, prepared.has_tlog_entries(), location)
@@ -225,7 +232,11 @@ pub fn evaluate_attestations(
         return;
     }
     let signatures_held = evaluation.failure.is_none();
-    let mut per_req: Vec<Judged> = rule.attestations.iter().map(|_| Judged::default()).collect();
+    let mut per_req: Vec<Judged> = rule
+        .attestations
+        .iter()
+        .map(|_| Judged::default())
+        .collect();
     for o in outcomes {
         for (i, r) in o.results {
             if let Some(j) = per_req.get_mut(i) {
