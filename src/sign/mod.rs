@@ -8,6 +8,7 @@
 
 mod attest;
 pub mod key;
+mod slsa;
 mod statement;
 
 pub use attest::{AttestFormat, Attested, MAX_COMPARED_BYTES, MAX_COMPARED_REFERRERS, attest};

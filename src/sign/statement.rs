@@ -13,15 +13,17 @@
 //! - `spdx`: the file's text as a JSON string, the statement then written by Go's
 //!   `encoding/json` (keys `_type`, `predicate`, `predicateType`, `subject`; `<`, `>`, `&`,
 //!   U+2028 and U+2029 escaped);
-//! - `slsaprovenance1`: the object, with `runDetails.metadata.invocationID` renamed
+//! - `slsaprovenance`, `slsaprovenance02`, `slsaprovenance1`: the object as cosign's pass
+//!   through the SLSA protobuf leaves it (`slsa.rs`: unknown fields dropped, proto3 defaults
+//!   dropped, timestamps in UTC), for v1 after renaming `runDetails.metadata.invocationID`
 //!   `invocationId` as cosign does;
 //! - `link`: the object's seven in-toto link fields, each required, nothing else;
 //! - every other short name and any other URI: the JSON object as given.
 //!
-//! Not mirrored: for `slsaprovenance`/`slsaprovenance02`/`slsaprovenance1` cosign also passes
-//! the predicate through the SLSA protobuf, which drops fields the schema does not know and
-//! rewrites timestamps; `vuln` goes through a Go struct the same way. ocigate keeps those
-//! predicates as given (a statement cosign verifies all the same).
+//! Not mirrored: `vuln` goes through a Go struct in cosign (fields matched without regard to
+//! case, every field written, absent ones as empty values); ocigate keeps that predicate as
+//! given (a statement cosign verifies all the same). Numbers above 2^53 lose precision in
+//! cosign (float64) and are written the same way here.
 
 use std::time::SystemTime;
 
@@ -80,6 +82,17 @@ pub enum PredicateError {
         predicate_type: String,
         /// `array`, `string`, `number`, `boolean` or `null`.
         found: &'static str,
+    },
+    /// A SLSA provenance predicate with a value its schema refuses (cosign reads it through
+    /// the SLSA protobuf).
+    #[error("predicate for {predicate_type}: {path} must be {expected}")]
+    Schema {
+        /// The predicate type's URI.
+        predicate_type: String,
+        /// Where, e.g. `runDetails.metadata.startedOn`.
+        path: String,
+        /// What the schema wants there, e.g. `an RFC 3339 timestamp`.
+        expected: &'static str,
     },
     /// A `link` predicate without one of the fields in-toto's Link requires.
     #[error("predicate for {predicate_type}: required field {field} missing")]
@@ -228,7 +241,16 @@ fn shaped(
     mut map: Map<String, Value>,
     t: &PredicateType,
 ) -> Result<Map<String, Value>, PredicateError> {
+    use super::slsa::{SLSA_V1, SLSA_V02, normalize};
+    let schema = |map: &Map<String, Value>, fields| {
+        normalize(map, fields, "").map_err(|e| PredicateError::Schema {
+            predicate_type: t.to_string(),
+            path: e.path,
+            expected: e.expected,
+        })
+    };
     match given_type {
+        "slsaprovenance" | "slsaprovenance02" => schema(&map, SLSA_V02),
         "slsaprovenance1" => {
             if let Some(metadata) = map
                 .get_mut("runDetails")
@@ -238,7 +260,7 @@ fn shaped(
             {
                 metadata.insert("invocationId".into(), id);
             }
-            Ok(map)
+            schema(&map, SLSA_V1)
         }
         "link" => {
             let mut kept = Map::new();

@@ -344,22 +344,47 @@ fn cosign_and_ocigate_write_the_same_statement() {
     let dir = tempfile::tempdir().unwrap();
     let (key, _) = cosign_keys(&bin, dir.path(), "cosign");
     let (ours, ours_pub) = generate_keys(dir.path(), "ocigate");
-    let slsa = slsa_v1_predicate(dir.path(), "prov.json", "https://github.com/acme/app");
+    // Predicates cosign reshapes: SLSA through its protobuf (proto names, unknown fields,
+    // defaults, bytes, a timestamp with an offset), a custom type through a float64 map.
+    let v1 = file(
+        dir.path(),
+        "v1.json",
+        r#"{"buildDefinition":{"build_type":"bt","externalParameters":{"n":1.0,"z":null,"a":[]},
+            "resolvedDependencies":[{"uri":"u","digest":{"sha1":"ab"},"content":"aGk","unknown":1,
+            "downloadLocation":""}],"x":1},
+            "run_details":{"builder":{"id":"b","version":{}},"metadata":{"invocationID":"i",
+            "startedOn":"2024-01-02T03:04:05.5+02:00","finishedOn":"2024-01-02T03:04:05.123400Z"}},
+            "zzz":"unknown"}"#,
+    );
+    let v02 = file(
+        dir.path(),
+        "v02.json",
+        r#"{"builder":{"id":"https://github.com/x"},"buildType":"bt","invocation":{"configSource":
+            {"uri":"git+x","digest":{"sha1":"a"},"entryPoint":"e"},"parameters":{},"environment":null},
+            "metadata":{"buildStartedOn":"2024-01-02T03:04:05Z","completeness":{"parameters":true,
+            "environment":false},"reproducible":false},"materials":[{"uri":"m","digest":{"sha256":"c"},
+            "extra":1}],"unknown":{}}"#,
+    );
     let scan = file(
         dir.path(),
         "scan.json",
         r#"{"z":[1,2.5,1e21],"a":{"y":"<&>","b":null}}"#,
     );
+    let cases = [
+        ("slsaprovenance1", &v1),
+        ("slsaprovenance02", &v02),
+        (SCAN, &scan),
+    ];
     let r = reg.reference("peer/attested:v1");
     let digest = push_image(&reg.client(), &r, "attested by both");
     let reference = r.to_string();
-    for (t, p) in [("slsaprovenance1", &slsa), (SCAN, &scan)] {
+    for (t, p) in cases {
         cosign_attest_both(&bin, dir.path(), &key, &reference, t, p);
     }
-    assert_eq!(att_layers(&reg, &r, &digest).len(), 2);
-    assert_eq!(referrers(&reg, &r, &digest), 2);
+    assert_eq!(att_layers(&reg, &r, &digest).len(), 3);
+    assert_eq!(referrers(&reg, &r, &digest), 3);
     for format in ["legacy", "bundle"] {
-        for (t, p) in [("slsaprovenance1", &slsa), (SCAN, &scan)] {
+        for (t, p) in cases {
             let a = ocigate_attest(&reg, &key, &reference, t, p, &["--format", format]);
             assert_eq!(a.code, 0, "{a:?}");
             assert!(
@@ -368,15 +393,15 @@ fn cosign_and_ocigate_write_the_same_statement() {
             );
         }
     }
-    assert_eq!(att_layers(&reg, &r, &digest).len(), 2);
-    assert_eq!(referrers(&reg, &r, &digest), 2);
+    assert_eq!(att_layers(&reg, &r, &digest).len(), 3);
+    assert_eq!(referrers(&reg, &r, &digest), 3);
     // ocigate's key: added, and the statement is the bytes cosign wrote
-    for (t, p) in [("slsaprovenance1", &slsa), (SCAN, &scan)] {
+    for (t, p) in cases {
         let a = ocigate_attest(&reg, &ours, &reference, t, p, &["--format", "legacy"]);
         assert!(a.stdout.starts_with("attested "), "{a:?}");
     }
     let layers = att_layers(&reg, &r, &digest);
-    assert_eq!(layers.len(), 4);
+    assert_eq!(layers.len(), 6);
     let payload = |l: &ocigate::registry::Descriptor| {
         use base64::Engine as _;
         let env: serde_json::Value =
@@ -385,13 +410,13 @@ fn cosign_and_ocigate_write_the_same_statement() {
             .decode(env["payload"].as_str().unwrap())
             .unwrap()
     };
-    for i in 0..2 {
+    for i in 0..3 {
         assert_eq!(
             String::from_utf8(payload(&layers[i])).unwrap(),
-            String::from_utf8(payload(&layers[i + 2])).unwrap(),
+            String::from_utf8(payload(&layers[i + 3])).unwrap(),
             "layer {i}"
         );
-        assert_eq!(layers[i].annotations, layers[i + 2].annotations);
+        assert_eq!(layers[i].annotations, layers[i + 3].annotations);
     }
     // (cosign's default reads only the bundles when there are any: here those of its own key)
     let v = cosign_verify_attestation(&bin, dir.path(), &ours_pub, &reference, SCAN, &[]);
