@@ -491,3 +491,70 @@ fn attest_refuses_what_cosign_would_not_write() {
     );
     assert_eq!(a.code, 2, "{a:?}");
 }
+
+/// Keys of every kind cosign imports (P-384, Ed25519, RSA; P-256 is the generated kind)
+/// attest in ocigate, in both formats, and cosign verifies what they attested.
+#[test]
+fn ocigate_attests_with_every_key_kind_and_cosign_verifies() {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+    let Some(bin) = cosign_or_skip("ocigate_attests_with_every_key_kind_and_cosign_verifies")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rng = SystemRandom::new();
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let p384 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng).unwrap();
+    let ed25519 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let kinds: [(&str, Vec<u8>); 3] = [
+        ("p384", p384.as_ref().to_vec()),
+        ("ed25519", ed25519.as_ref().to_vec()),
+        (
+            "rsa",
+            AsDer::<Pkcs8V1Der>::as_der(&rsa).unwrap().as_ref().to_vec(),
+        ),
+    ];
+    let slsa = slsa_v1_predicate(dir.path(), "prov.json", "https://github.com/acme/app");
+    for (name, der) in kinds {
+        let pem = ocigate::sign::key::encrypt_pkcs8(&der, PASSWORD.as_bytes(), 12).unwrap();
+        let key = dir.path().join(format!("{name}.key"));
+        std::fs::write(&key, &pem).unwrap();
+        let signing =
+            ocigate::sign::key::SigningKey::from_encrypted_pem(&pem, PASSWORD.as_bytes(), name)
+                .unwrap();
+        let public = dir.path().join(format!("{name}.pub"));
+        std::fs::write(&public, signing.public_key().to_pem()).unwrap();
+        for (format, flag) in [
+            ("legacy", "--new-bundle-format=false"),
+            ("bundle", "--new-bundle-format"),
+        ] {
+            let r = reg.reference(&format!("kinds/{name}-{format}:v1"));
+            push_image(&reg.client(), &r, &format!("{name} {format}"));
+            let reference = r.to_string();
+            let a = ocigate_attest(
+                &reg,
+                &key,
+                &reference,
+                "slsaprovenance1",
+                &slsa,
+                &["--format", format],
+            );
+            assert_eq!(a.code, 0, "{name} {format}: {a:?}");
+            let v = cosign_verify_attestation(
+                &bin,
+                dir.path(),
+                &public,
+                &reference,
+                "slsaprovenance1",
+                &[flag],
+            );
+            assert_eq!(
+                v.code, 0,
+                "{name} {format}: cosign verify-attestation: {v:?}"
+            );
+        }
+    }
+}
