@@ -10,6 +10,7 @@ mod attest;
 pub mod key;
 mod slsa;
 mod statement;
+mod vuln;
 
 pub use attest::{AttestFormat, Attested, MAX_COMPARED_BYTES, MAX_COMPARED_REFERRERS, attest};
 pub use statement::{

@@ -262,53 +262,9 @@ fn decode_any_base64(s: &str) -> Option<Vec<u8>> {
 /// An RFC 3339 timestamp as protojson writes it: UTC, `Z`, and 0, 3, 6 or 9 fractional
 /// digits; `None` when it is not one (or, with an offset, not between 1970 and 9999).
 fn timestamp(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<u32> {
-        let part = s.get(from..from + len)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    let mut rest = &s[19..];
-    let mut nanos = 0u32;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        nanos = frac[..digits].parse::<u32>().ok()? * 10u32.pow(9 - digits as u32);
-        rest = &frac[digits..];
-    }
-    let offset_minutes: i64 = match rest {
-        "Z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
-                return None;
-            }
-            let at = s.len() - 6;
-            let (h, m) = (num(at + 1, 2)?, num(at + 4, 2)?);
-            sign * i64::from(h * 60 + m)
-        }
-    };
-    let (year, month, day, hour, minute, second) =
-        utc(year, month, day, hour, minute, second, offset_minutes)?;
-    let fraction = match nanos {
+    let t = Rfc3339::parse(s)?;
+    let (year, month, day, hour, minute, second) = utc(t.date, t.time, t.offset_minutes)?;
+    let fraction = match t.nanos {
         0 => String::new(),
         n if n % 1_000_000 == 0 => format!(".{:03}", n / 1_000_000),
         n if n % 1_000 == 0 => format!(".{:06}", n / 1_000),
@@ -319,23 +275,88 @@ fn timestamp(s: &str) -> Option<String> {
     ))
 }
 
-/// The UTC date and time of a local one `offset_minutes` ahead of UTC (checked: a day that
-/// does not exist is refused).
+/// An RFC 3339 date and time, read strictly (`T`, `Z` or `±hh:mm`, at most 9 fractional
+/// digits, a day that exists).
+pub(super) struct Rfc3339 {
+    /// Year, month, day.
+    pub(super) date: (u32, u32, u32),
+    /// Hour, minute, second.
+    pub(super) time: (u32, u32, u32),
+    /// Nanoseconds.
+    pub(super) nanos: u32,
+    /// The offset from UTC.
+    pub(super) offset_minutes: i64,
+}
+
+impl Rfc3339 {
+    /// `s` read, or `None`.
+    pub(super) fn parse(s: &str) -> Option<Rfc3339> {
+        let b = s.as_bytes();
+        let num = |from: usize, len: usize| -> Option<u32> {
+            let part = s.get(from..from + len)?;
+            part.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| part.parse().ok())?
+        };
+        let shape = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+        if b.len() < 20 || shape.iter().any(|(i, c)| b[*i] != *c) {
+            return None;
+        }
+        let date = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+        let time = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+        let mut rest = &s[19..];
+        let mut nanos = 0u32;
+        if let Some(frac) = rest.strip_prefix('.') {
+            let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 || digits > 9 {
+                return None;
+            }
+            nanos = frac[..digits].parse::<u32>().ok()? * 10u32.pow(9 - digits as u32);
+            rest = &frac[digits..];
+        }
+        let offset_minutes: i64 = match rest {
+            "Z" => 0,
+            _ => {
+                let sign = match rest.as_bytes().first()? {
+                    b'+' => 1,
+                    b'-' => -1,
+                    _ => return None,
+                };
+                if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                    return None;
+                }
+                let at = s.len() - 6;
+                let (h, m) = (num(at + 1, 2)?, num(at + 4, 2)?);
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                sign * i64::from(h * 60 + m)
+            }
+        };
+        let (year, month, day) = date;
+        let valid = (1..=12).contains(&month)
+            && day >= 1
+            && day <= days_in(year, month)
+            && time.0 < 24
+            && time.1 < 60
+            && time.2 < 60;
+        valid.then_some(Rfc3339 {
+            date,
+            time,
+            nanos,
+            offset_minutes,
+        })
+    }
+}
+
+/// The UTC date and time of a local one `offset_minutes` ahead of UTC.
 fn utc(
-    year: u32,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
+    (year, month, day): (u32, u32, u32),
+    (hour, minute, second): (u32, u32, u32),
     offset_minutes: i64,
 ) -> Option<(u32, u32, u32, u32, u32, u32)> {
     use x509_cert::der::DateTime;
-    if !(1..=9999).contains(&year) || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let valid_day = (1..=12).contains(&month) && day >= 1 && day <= days_in(year, month);
-    if !valid_day {
+    if !(1..=9999).contains(&year) {
         return None;
     }
     if offset_minutes == 0 {

@@ -17,13 +17,12 @@
 //!   through the SLSA protobuf leaves it (`slsa.rs`: unknown fields dropped, proto3 defaults
 //!   dropped, timestamps in UTC), for v1 after renaming `runDetails.metadata.invocationID`
 //!   `invocationId` as cosign does;
+//! - `vuln`: the object as cosign's Go struct leaves it (`vuln.rs`: every field of the struct,
+//!   nothing else);
 //! - `link`: the object's seven in-toto link fields, each required, nothing else;
 //! - every other short name and any other URI: the JSON object as given.
 //!
-//! Not mirrored: `vuln` goes through a Go struct in cosign (fields matched without regard to
-//! case, every field written, absent ones as empty values); ocigate keeps that predicate as
-//! given (a statement cosign verifies all the same). Numbers above 2^53 lose precision in
-//! cosign (float64) and are written the same way here.
+//! Numbers above 2^53 lose precision in cosign (float64) and are written the same way here.
 
 use std::time::SystemTime;
 
@@ -83,8 +82,8 @@ pub enum PredicateError {
         /// `array`, `string`, `number`, `boolean` or `null`.
         found: &'static str,
     },
-    /// A SLSA provenance predicate with a value its schema refuses (cosign reads it through
-    /// the SLSA protobuf).
+    /// A SLSA provenance (or `vuln`) predicate with a value its schema refuses (cosign reads
+    /// it through the SLSA protobuf, or its Go struct).
     #[error("predicate for {predicate_type}: {path} must be {expected}")]
     Schema {
         /// The predicate type's URI.
@@ -262,6 +261,11 @@ fn shaped(
             }
             schema(&map, SLSA_V1)
         }
+        "vuln" => super::vuln::vuln(&map).map_err(|e| PredicateError::Schema {
+            predicate_type: t.to_string(),
+            path: e.path,
+            expected: e.expected,
+        }),
         "link" => {
             let mut kept = Map::new();
             for field in LINK_FIELDS {

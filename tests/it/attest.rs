@@ -370,10 +370,32 @@ fn cosign_and_ocigate_write_the_same_statement() {
         "scan.json",
         r#"{"z":[1,2.5,1e21],"a":{"y":"<&>","b":null}}"#,
     );
+    // the Go structs of `vuln` and `link`, and `spdx`'s text in Go's encoding/json
+    let vuln = file(
+        dir.path(),
+        "vuln.json",
+        r#"{"Invocation":{"URI":"u","parameters":{"a":1},"x":1},"scanner":{"uri":"grype",
+            "db":null,"result":{"critical":0,"list":[1.5]}},"metadata":{"scanStartedOn":
+            "2024-01-02T03:04:05.120+00:00","scanFinishedOn":"2024-01-02T03:04:05-07:30"},"extra":true}"#,
+    );
+    let link = file(
+        dir.path(),
+        "link.json",
+        r#"{"_type":"link","name":"build","materials":{"a.c":{"sha256":"ab"}},"products":null,
+            "byproducts":{"stdout":"ok","rc":0},"command":["make"],"environment":{},"extra":1}"#,
+    );
+    let spdx = file(
+        dir.path(),
+        "sbom.spdx",
+        "SPDXVersion: SPDX-2.3\nName: <a&b>\u{2028}\n",
+    );
     let cases = [
         ("slsaprovenance1", &v1),
         ("slsaprovenance02", &v02),
         (SCAN, &scan),
+        ("vuln", &vuln),
+        ("link", &link),
+        ("spdx", &spdx),
     ];
     let r = reg.reference("peer/attested:v1");
     let digest = push_image(&reg.client(), &r, "attested by both");
@@ -381,8 +403,8 @@ fn cosign_and_ocigate_write_the_same_statement() {
     for (t, p) in cases {
         cosign_attest_both(&bin, dir.path(), &key, &reference, t, p);
     }
-    assert_eq!(att_layers(&reg, &r, &digest).len(), 3);
-    assert_eq!(referrers(&reg, &r, &digest), 3);
+    assert_eq!(att_layers(&reg, &r, &digest).len(), 6);
+    assert_eq!(referrers(&reg, &r, &digest), 6);
     for format in ["legacy", "bundle"] {
         for (t, p) in cases {
             let a = ocigate_attest(&reg, &key, &reference, t, p, &["--format", format]);
@@ -393,15 +415,15 @@ fn cosign_and_ocigate_write_the_same_statement() {
             );
         }
     }
-    assert_eq!(att_layers(&reg, &r, &digest).len(), 3);
-    assert_eq!(referrers(&reg, &r, &digest), 3);
+    assert_eq!(att_layers(&reg, &r, &digest).len(), 6);
+    assert_eq!(referrers(&reg, &r, &digest), 6);
     // ocigate's key: added, and the statement is the bytes cosign wrote
     for (t, p) in cases {
         let a = ocigate_attest(&reg, &ours, &reference, t, p, &["--format", "legacy"]);
         assert!(a.stdout.starts_with("attested "), "{a:?}");
     }
     let layers = att_layers(&reg, &r, &digest);
-    assert_eq!(layers.len(), 6);
+    assert_eq!(layers.len(), 12);
     let payload = |l: &ocigate::registry::Descriptor| {
         use base64::Engine as _;
         let env: serde_json::Value =
@@ -410,13 +432,13 @@ fn cosign_and_ocigate_write_the_same_statement() {
             .decode(env["payload"].as_str().unwrap())
             .unwrap()
     };
-    for i in 0..3 {
+    for i in 0..6 {
         assert_eq!(
             String::from_utf8(payload(&layers[i])).unwrap(),
-            String::from_utf8(payload(&layers[i + 3])).unwrap(),
+            String::from_utf8(payload(&layers[i + 6])).unwrap(),
             "layer {i}"
         );
-        assert_eq!(layers[i].annotations, layers[i + 3].annotations);
+        assert_eq!(layers[i].annotations, layers[i + 6].annotations);
     }
     // (cosign's default reads only the bundles when there are any: here those of its own key)
     let v = cosign_verify_attestation(&bin, dir.path(), &ours_pub, &reference, SCAN, &[]);
