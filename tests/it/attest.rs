@@ -580,3 +580,90 @@ fn ocigate_attests_with_every_key_kind_and_cosign_verifies() {
         }
     }
 }
+
+/// On a registry with the referrers API the bundle goes there (no referrers tag); the same
+/// statement again, from ocigate or already written by cosign, adds nothing; cosign verifies.
+#[test]
+fn attest_through_the_referrers_api() {
+    let Some(bin) = cosign_or_skip("attest_through_the_referrers_api") else {
+        return;
+    };
+    let Some(reg) = TestRegistry::start_ferro_or_skip("attest_through_the_referrers_api") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = cosign_keys(&bin, dir.path(), "cosign");
+    let slsa = slsa_v1_predicate(dir.path(), "prov.json", "https://github.com/acme/app");
+    let scan = file(dir.path(), "scan.json", r#"{"critical":0}"#);
+    let r = reg.reference("api/attested:v1");
+    let digest = push_image(&reg.client(), &r, "attested over the api");
+    let reference = r.to_string();
+    let listed = || {
+        block_on(reg.client().get_referrers(&r, &digest))
+            .unwrap()
+            .expect("the referrers API")
+            .len()
+    };
+    let run = cosign_attest(
+        &bin,
+        dir.path(),
+        &key,
+        &reference,
+        SCAN,
+        &scan,
+        CosignFormat::Bundle,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(listed(), 1);
+    let a = ocigate_attest(
+        &reg,
+        &key,
+        &reference,
+        "slsaprovenance1",
+        &slsa,
+        &["-o", "json"],
+    );
+    assert_eq!(a.code, 0, "{a:?}");
+    let doc = a.json();
+    assert_eq!(doc["attestation"]["added"], true, "{doc}");
+    assert!(
+        doc["attestation"]["storedAt"]
+            .as_str()
+            .unwrap()
+            .ends_with("(referrers API)"),
+        "{doc}"
+    );
+    assert_eq!(listed(), 2);
+    let tag = r.with_tag(&digest.tag_prefix());
+    assert!(block_on(reg.client().get_manifest(&tag)).unwrap().is_none());
+    for (t, p) in [("slsaprovenance1", &slsa), (SCAN, &scan)] {
+        let a = ocigate_attest(&reg, &key, &reference, t, p, &[]);
+        assert!(a.stdout.starts_with("already attested: "), "{t}: {a:?}");
+    }
+    assert_eq!(listed(), 2);
+    for t in ["slsaprovenance1", SCAN] {
+        let v = cosign_verify_attestation(&bin, dir.path(), &public, &reference, t, &[]);
+        assert_eq!(v.code, 0, "{t}: {v:?}");
+    }
+    // the predicate from standard input
+    let host = reg.host();
+    let args = [
+        "attest",
+        &reference,
+        "--key",
+        key.to_str().unwrap(),
+        "--type",
+        SCAN,
+        "--predicate",
+        "-",
+        "--registry-plain-http",
+        &host,
+    ];
+    let a = ocigate_with_stdin(
+        &args,
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+        br#"{"critical":1}"#,
+    );
+    assert!(a.stdout.starts_with("attested "), "{a:?}");
+    assert_eq!(listed(), 3);
+}
