@@ -55,6 +55,10 @@ pub(crate) enum Command {
     Sign(SignArgs),
     /// Attach a signed in-toto attestation (SLSA provenance, SBOM, scan…) to a reference's
     /// digest, as `cosign attest --key` does.
+    ///
+    /// The statement and its DSSE envelope are the bytes cosign 3.1.1 writes for the same
+    /// predicate and type. When this key's attestation of the same statement is already there
+    /// (written by ocigate or cosign), nothing is written.
     Attest(AttestArgs),
     /// Write an encrypted cosign key pair (cosign.key, cosign.pub).
     GenerateKeyPair(GenerateArgs),

@@ -294,12 +294,23 @@ fn the_same_statement_again_adds_nothing_another_adds_one() {
             assert_eq!(a.code, 0, "{a:?}");
             a.stdout
         };
-        assert!(attest(&key, "slsaprovenance1", &slsa).starts_with("attested "));
+        let (name, stored_at) = match format {
+            "legacy" => (r.name(), format!("tag {}.att", digest.tag_prefix())),
+            _ => (r.name(), format!("referrers tag {}", digest.tag_prefix())),
+        };
+        assert_eq!(
+            attest(&key, "slsaprovenance1", &slsa),
+            format!(
+                "attested {name}@{digest} (https://slsa.dev/provenance/v1) -> {stored_at} (1 entries)\n"
+            )
+        );
         assert_eq!(count(), 1);
-        let again = attest(&key, "slsaprovenance1", &slsa);
-        assert!(
-            again.starts_with("already attested: ") && again.contains("nothing added"),
-            "{again}"
+        assert_eq!(
+            attest(&key, "slsaprovenance1", &slsa),
+            format!(
+                "already attested: {name}@{digest} has this key's attestation of this statement \
+                 (https://slsa.dev/provenance/v1) in {stored_at} (1 entries); nothing added\n"
+            )
         );
         assert_eq!(count(), 1, "{format}");
         // a different predicate, the same predicate under another type, another key: one more each
@@ -471,6 +482,9 @@ fn attest_refuses_what_cosign_would_not_write() {
         assert_eq!(a.code, 2, "{a:?}");
         assert!(a.stderr.contains(needle), "{t}: {a:?}");
     }
+    let a = ocigate_attest(&reg, &key, &reference, SCAN, &list, &["-o", "json"]);
+    assert_eq!(a.code, 2, "{a:?}");
+    assert_eq!(a.json()["error"]["kind"], "configuration", "{a:?}");
     let a = ocigate_attest(&reg, &key, &reference, "sbom", &list, &[]);
     assert_eq!(a.code, 2, "{a:?}");
     assert!(a.stderr.contains("slsaprovenance1"), "{a:?}");
