@@ -34,6 +34,7 @@ Examples:
   kustomize build overlays/prod | ocigate verify --manifests - --policy policy.yaml
   ocigate sign localhost:5000/app:v1 --key cosign.key -a env=prod
   ocigate sign localhost:5000/app:v1 --key cosign.key --recursive  # the index and each platform
+  ocigate attest localhost:5000/app:v1 --key cosign.key --type slsaprovenance1 --predicate prov.json
   ocigate discover ghcr.io/acme/app:v1 -o json
   ocigate policy check policy.yaml
 
@@ -56,6 +57,13 @@ pub(crate) enum Command {
     Discover(DiscoverArgs),
     /// Sign a reference's digest and attach a cosign signature.
     Sign(SignArgs),
+    /// Attach a signed in-toto attestation (SLSA provenance, SBOM, scan…) to a reference's
+    /// digest, as `cosign attest --key` does.
+    ///
+    /// The statement and its DSSE envelope are the bytes cosign 3.1.1 writes for the same
+    /// predicate and type. When this key's attestation of the same statement is already there
+    /// (written by ocigate or cosign), nothing is written.
+    Attest(AttestArgs),
     /// Write an encrypted cosign key pair (cosign.key, cosign.pub).
     GenerateKeyPair(GenerateArgs),
     /// Policy files.
@@ -170,6 +178,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be more than zero and at most a day"));
     }
     Ok(d)
+}
+
+/// A `--type` as given (cosign embeds a predicate by its spelling), if it names a type.
+fn predicate_type(s: &str) -> Result<String, String> {
+    crate::predicate::PredicateType::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -457,6 +472,37 @@ pub(crate) struct SignArgs {
     /// (as cosign's --recursive). Without it only the digest REF names is signed.
     #[arg(long)]
     pub(crate) recursive: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct AttestArgs {
+    /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
+    /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
+    /// `oci-layout:PATH[:tag|@digest]` for an OCI image layout directory on disk.
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+    /// The predicate: a JSON file (at most 32 MiB), or - for standard input. For `custom` and
+    /// `spdx` any text, embedded as cosign embeds it.
+    #[arg(long, value_name = "FILE|-")]
+    pub(crate) predicate: PathBuf,
+    /// The predicate type: a URI, or one of cosign's names (slsaprovenance = SLSA v0.2,
+    /// slsaprovenance02, slsaprovenance1, spdx, spdxjson, cyclonedx, vuln, openvex, link,
+    /// custom).
+    #[arg(long = "type", value_name = "TYPE", default_value = "custom", value_parser = predicate_type)]
+    pub(crate) predicate_type: String,
+    /// Encrypted cosign private key; password from OCIGATE_PASSWORD or COSIGN_PASSWORD, else a prompt.
+    #[arg(long)]
+    pub(crate) key: PathBuf,
+    /// bundle: cosign 3's default, a Sigstore bundle as an OCI referrer; legacy: a layer of the
+    /// `sha256-<hex>.att` tag (cosign's --new-bundle-format=false). Nothing is uploaded to a
+    /// transparency log: verify with `cosign verify-attestation --insecure-ignore-tlog`.
+    #[arg(long, value_enum, default_value_t = SignFormat::Bundle)]
+    pub(crate) format: SignFormat,
+    /// text for people (one line), or json for programs (a document with a schemaVersion).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }

@@ -114,6 +114,36 @@ pub(crate) fn read_creds_file(f: &Path) -> Result<(String, String), CliError> {
     }
 }
 
+/// The bytes of `path` (`-`: standard input), at most `max`; `what` names it in errors.
+pub(crate) fn read_bounded(path: &Path, what: &str, max: usize) -> Result<Vec<u8>, CliError> {
+    use std::io::Read as _;
+    let origin = if path.as_os_str() == "-" {
+        format!("{what} - (stdin)")
+    } else {
+        format!("{what} {}", path.display())
+    };
+    let io = |source| CliError::Io {
+        what: format!("{origin}: cannot read"),
+        source,
+    };
+    let reader: Box<dyn std::io::Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(io)?)
+    };
+    let mut data = Vec::new();
+    reader
+        .take(max as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    if data.len() > max {
+        return Err(CliError::Usage(format!(
+            "{origin}: larger than {max} bytes"
+        )));
+    }
+    Ok(data)
+}
+
 /// The key password: OCIGATE_PASSWORD, then COSIGN_PASSWORD, else asked on the terminal.
 pub(crate) fn password(confirm: bool) -> Result<Zeroizing<String>, CliError> {
     for var in ["OCIGATE_PASSWORD", "COSIGN_PASSWORD"] {

@@ -461,6 +461,40 @@ pub(crate) fn print_signed(
     }
 }
 
+/// `attest`'s line (or, with `-o json`, its document).
+pub(crate) fn print_attested(
+    target: &ImageRef,
+    a: &crate::sign::Attested,
+    output: Output,
+) -> Result<(), CliError> {
+    if output == Output::Json {
+        let doc = serde_json::json!({"schemaVersion": JSON_SCHEMA_VERSION, "attestation": a});
+        return say(format_args!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        ));
+    }
+    if a.added {
+        say(format_args!(
+            "attested {}@{} ({}) -> {} ({} entries)\n",
+            target.name(),
+            a.digest,
+            a.predicate_type,
+            a.stored_at,
+            a.entries
+        ))
+    } else {
+        say(format_args!(
+            "already attested: {}@{} has this key's attestation of this statement ({}) in {} ({} entries); nothing added\n",
+            target.name(),
+            a.digest,
+            a.predicate_type,
+            a.stored_at,
+            a.entries
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// `version`'s reading of the embedded roots has the windows the verifier's reading has.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::args::{
-    DiscoverArgs, GenerateArgs, KeylessArgs, Output, RegistryArgs, ServeArgs, SignArgs, SignFormat,
-    VerifyArgs, VerifyAttestationArgs, VerifyBundleArgs,
+    AttestArgs, DiscoverArgs, GenerateArgs, KeylessArgs, Output, RegistryArgs, ServeArgs, SignArgs,
+    SignFormat, VerifyArgs, VerifyAttestationArgs, VerifyBundleArgs,
 };
 use super::{CliError, boxed, files};
 use crate::condition::Condition;
@@ -384,6 +384,56 @@ impl SignPlan {
     }
 }
 
+/// `attest`: the key, the predicate, the reference and the registry client.
+pub(crate) struct AttestPlan {
+    /// The reference given.
+    pub(crate) reference: ImageRef,
+    /// The predicate file, read for its `--type`.
+    pub(crate) predicate: crate::sign::Predicate,
+    /// The decrypted private key.
+    pub(crate) key: SigningKey,
+    /// For the reference's registry, reading back blobs as large as an attestation.
+    pub(crate) registry: Registry,
+    /// `--format`.
+    pub(crate) format: crate::sign::AttestFormat,
+    /// `-o`.
+    pub(crate) output: Output,
+}
+
+impl AttestPlan {
+    /// Reference, predicate, key (the password asked for if need be), registry client.
+    pub(crate) fn build(a: AttestArgs) -> Result<AttestPlan, CliError> {
+        use crate::sign::{AttestFormat, MAX_COMPARED_BYTES, MAX_PREDICATE_BYTES, Predicate};
+        let reference = ImageRef::parse(&a.reference).map_err(boxed)?;
+        let file = files::read_bounded(&a.predicate, "predicate", MAX_PREDICATE_BYTES)?;
+        let predicate = Predicate::parse(&a.predicate_type, &file).map_err(boxed)?;
+        drop(file);
+        let pem = files::read_file(&a.key, "private key")?;
+        let pw = files::password(false)?;
+        let key = SigningKey::from_encrypted_pem(&pem, pw.as_bytes(), &a.key.display().to_string())
+            .map_err(boxed)?;
+        let hosts: Vec<String> = reference
+            .registry()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        let mut settings = registry_settings(&a.registry, false, &hosts)?;
+        // An equal attestation already there is read back to be compared, whatever its size.
+        settings.max_blob_bytes = settings.max_blob_bytes.max(MAX_COMPARED_BYTES);
+        Ok(AttestPlan {
+            reference,
+            predicate,
+            key,
+            registry: Registry::new(settings),
+            format: match a.format {
+                SignFormat::Legacy => AttestFormat::Legacy,
+                SignFormat::Bundle => AttestFormat::Bundle,
+            },
+            output: a.output,
+        })
+    }
+}
+
 /// `verify-bundle`: the bundle, the root, who must have signed, and what.
 pub(crate) struct BundlePlan {
     /// `--bundle`.
@@ -532,6 +582,15 @@ fn registry_with(
     watch: bool,
     ref_hosts: &[String],
 ) -> Result<Registry, CliError> {
+    Ok(Registry::new(registry_settings(args, watch, ref_hosts)?))
+}
+
+/// The settings of [`registry_with`]'s client.
+fn registry_settings(
+    args: &RegistryArgs,
+    watch: bool,
+    ref_hosts: &[String],
+) -> Result<RegistrySettings, CliError> {
     let mut s = RegistrySettings::default();
     for c in &args.creds {
         s.add_credentials_flag(c).map_err(boxed)?;
@@ -579,7 +638,7 @@ fn registry_with(
     }
     s.timeout = Duration::from_secs(args.timeout);
     s.max_connections_per_host = usize::from(args.registry_max_connections);
-    Ok(Registry::new(s))
+    Ok(s)
 }
 
 fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, CliError> {

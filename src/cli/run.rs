@@ -10,8 +10,8 @@ use futures_util::StreamExt as _;
 use super::args::{Cli, Command, Output, PolicyCommand, SignFormat};
 use super::output::{self, Progress, say};
 use super::plan::{
-    BundleInput, BundlePlan, BundleSigner, DiscoverPlan, GeneratePlan, ServePlan, SignPlan,
-    VerifyPlan,
+    AttestPlan, BundleInput, BundlePlan, BundleSigner, DiscoverPlan, GeneratePlan, ServePlan,
+    SignPlan, VerifyPlan,
 };
 use super::{CliError, boxed, files};
 use crate::engine::Decision;
@@ -47,6 +47,13 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, CliError> {
         }
         Command::Discover(a) => block_on(false, async { discover(DiscoverPlan::build(a)?).await }),
         Command::Sign(a) => block_on(false, async { sign(SignPlan::build(a)?).await }),
+        Command::Attest(a) => {
+            let output = a.output;
+            match block_on(false, async { attest(AttestPlan::build(a)?).await }) {
+                Err(e) if output == Output::Json => output::json_error(&e),
+                other => other,
+            }
+        }
         Command::Serve(a) => block_on(true, async { serve(ServePlan::build(a)?).await }),
         Command::VerifyBundle(a) => verify_bundle(BundlePlan::build(a)?),
         Command::GenerateKeyPair(a) => generate(GeneratePlan::build(a)?),
@@ -285,6 +292,20 @@ async fn sign(plan: SignPlan) -> Result<ExitCode, CliError> {
         .map_err(boxed)?;
         output::print_signed(target, &signed)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn attest(plan: AttestPlan) -> Result<ExitCode, CliError> {
+    let attested = crate::sign::attest(
+        &plan.registry,
+        &plan.key,
+        &plan.reference,
+        &plan.predicate,
+        plan.format,
+    )
+    .await
+    .map_err(boxed)?;
+    output::print_attested(&plan.reference, &attested, plan.output)?;
     Ok(ExitCode::SUCCESS)
 }
 

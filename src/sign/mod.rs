@@ -1,11 +1,21 @@
 //! Signing: cosign key pairs, and attaching legacy cosign signatures (`sha256-<hex>.sig`) or
-//! cosign v3's Sigstore bundles as OCI referrers. It must not verify anything.
+//! cosign v3's Sigstore bundles as OCI referrers, and attestations (`attest`: in-toto
+//! statements in DSSE, `.att` layers or bundle referrers). It must not verify anything.
 //!
 //! What is written is byte-for-byte the shape cosign writes: the simple-signing payload as a
 //! layer, the signature in its annotation, and cosign's config blob listing the layers.
 //! Blobs are pushed first and the manifest last, so a failed `sign` never changes the tag.
 
+mod attest;
 pub mod key;
+mod slsa;
+mod statement;
+mod vuln;
+
+pub use attest::{AttestFormat, Attested, MAX_COMPARED_BYTES, MAX_COMPARED_REFERRERS, attest};
+pub use statement::{
+    COSIGN_CUSTOM_PREDICATE, MAX_PREDICATE_BYTES, Predicate, PredicateError, STATEMENT_V01,
+};
 
 use std::collections::BTreeMap;
 
@@ -39,15 +49,16 @@ pub enum SignError {
         #[source]
         source: Box<RegistryError>,
     },
-    /// The `.sig` tag holds a manifest with other layers than cosign signatures.
-    #[error(
-        "sign {reference}: the existing signature manifest {tag} is not a cosign signature manifest"
-    )]
+    /// The `.sig` (or `.att`) tag holds a manifest with other layers than cosign signatures
+    /// (or attestations).
+    #[error("sign {reference}: the existing manifest {tag} has a layer that is not {expected}")]
     ForeignManifest {
         /// The reference being signed, as given.
         reference: String,
-        /// `sha256-<hex>.sig`, whose manifest has a layer that is not simple signing.
+        /// `sha256-<hex>.sig` or `sha256-<hex>.att`, whose manifest has a foreign layer.
         tag: String,
+        /// The media type every layer there must have: simple signing, or a DSSE envelope.
+        expected: &'static str,
     },
     /// A payload, bundle or manifest could not be encoded. Blobs (and, for the referrers index,
     /// the referrer manifest) may have been pushed already; no tag was moved.
@@ -101,7 +112,10 @@ pub enum SignError {
 }
 
 /// The error of encoding `what` for `reference` (no tag is moved then).
-fn encoding(reference: &str, what: &'static str) -> impl FnOnce(serde_json::Error) -> SignError {
+pub(crate) fn encoding(
+    reference: &str,
+    what: &'static str,
+) -> impl FnOnce(serde_json::Error) -> SignError {
     let reference = reference.to_string();
     move |source| SignError::Encode {
         reference,
@@ -129,7 +143,7 @@ pub struct Signed {
 }
 
 /// The manifest `target` names; not finding it is an error when signing.
-async fn resolve(registry: &Registry, target: &ImageRef) -> Result<Manifest, SignError> {
+pub(crate) async fn resolve(registry: &Registry, target: &ImageRef) -> Result<Manifest, SignError> {
     registry
         .get_manifest(target)
         .await
@@ -203,7 +217,7 @@ pub async fn recursive_targets(
 }
 
 /// The error of a registry operation for `reference`.
-fn registry_error(reference: &str) -> impl Fn(RegistryError) -> SignError + '_ {
+pub(crate) fn registry_error(reference: &str) -> impl Fn(RegistryError) -> SignError + '_ {
     move |source| SignError::Registry {
         reference: reference.to_string(),
         source: Box::new(source),
@@ -234,7 +248,14 @@ pub async fn sign(
         base64::engine::general_purpose::STANDARD.encode(signature(key, &payload, &reference)?);
     let tag = format!("{}.sig", digest.tag_prefix());
     let sig_ref = target.with_tag(&tag);
-    let mut layers = signature_layers(registry, &sig_ref, &reference, &tag).await?;
+    let mut layers = existing_layers(
+        registry,
+        &sig_ref,
+        &reference,
+        &tag,
+        SIMPLE_SIGNING_MEDIA_TYPE,
+    )
+    .await?;
     let mut signed = Signed {
         reference,
         digest,
@@ -267,27 +288,26 @@ pub async fn sign(
     Ok(signed)
 }
 
-/// The layers of the signature manifest at `sig_ref` (none when there is none yet); a manifest
-/// there with other layers than cosign signatures is not ours to add to.
-async fn signature_layers(
+/// The layers of the signature (or attestation) manifest at `sig_ref` (none when there is
+/// none yet); a manifest there with layers of another media type than `media_type` is not
+/// ours to add to.
+pub(crate) async fn existing_layers(
     registry: &Registry,
     sig_ref: &ImageRef,
     reference: &str,
     tag: &str,
+    media_type: &'static str,
 ) -> Result<Vec<Descriptor>, SignError> {
     let reg_err = registry_error(reference);
     let Some(existing) = registry.get_manifest(sig_ref).await.map_err(&reg_err)? else {
         return Ok(Vec::new());
     };
     let parsed = ImageManifest::parse(&existing, &sig_ref.to_string()).map_err(&reg_err)?;
-    if parsed
-        .layers
-        .iter()
-        .any(|l| l.media_type != SIMPLE_SIGNING_MEDIA_TYPE)
-    {
+    if parsed.layers.iter().any(|l| l.media_type != media_type) {
         return Err(SignError::ForeignManifest {
             reference: reference.to_string(),
             tag: tag.to_string(),
+            expected: media_type,
         });
     }
     Ok(parsed.layers)
@@ -308,7 +328,7 @@ fn already_signed(layers: &[Descriptor], payload: &[u8], key: &SigningKey) -> bo
 
 /// Push cosign's config blob for `layers`, then the signature manifest to `sig_ref` (the tag
 /// moves only once everything it points at is there).
-async fn put_signature_manifest(
+pub(crate) async fn put_signature_manifest(
     registry: &Registry,
     target: &ImageRef,
     sig_ref: &ImageRef,
@@ -384,7 +404,9 @@ pub fn cosign_config(layers: &[Descriptor]) -> Result<Vec<u8>, serde_json::Error
 }
 
 const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-const IN_TOTO: &str = "application/vnd.in-toto+json";
+const IN_TOTO: &str = crate::candidate::IN_TOTO_MEDIA_TYPE;
+const BUNDLE_CONTENT_ANNOTATION: &str = "dev.sigstore.bundle.content";
+const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 const EMPTY_CONFIG: &[u8] = b"{}";
 
 /// Resolve `target` and attach a Sigstore bundle (v0.3, DSSE, predicate
@@ -397,10 +419,20 @@ pub async fn sign_bundle(
     target: &ImageRef,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Signed, SignError> {
+    use crate::candidate::COSIGN_SIGN_PREDICATE;
     let reference = target.to_string();
     let image = resolve(registry, target).await?;
-    let bundle = dsse_bundle(key, &image.digest, annotations, &reference)?;
-    let referrer = put_referrer(registry, target, &image, &bundle, &reference).await?;
+    let payload = sign_statement(&image.digest, annotations, &reference)?;
+    let bundle = dsse_bundle(key, &payload, &reference)?;
+    let referrer = put_referrer(
+        registry,
+        target,
+        &image,
+        &bundle,
+        &BundleAnnotations::new(COSIGN_SIGN_PREDICATE, None),
+        &reference,
+    )
+    .await?;
     let (stored_at, signatures) =
         list_referrer(registry, target, &image.digest, referrer, &reference).await?;
     Ok(Signed {
@@ -412,10 +444,8 @@ pub async fn sign_bundle(
     })
 }
 
-/// The bundle (JSON) of `key`'s DSSE signature over cosign's in-toto statement that `digest`
-/// is signed, with `annotations` on its subject.
-fn dsse_bundle(
-    key: &SigningKey,
+/// cosign's in-toto statement that `digest` is signed, with `annotations` on its subject.
+fn sign_statement(
     digest: &Digest,
     annotations: &BTreeMap<String, String>,
     reference: &str,
@@ -435,7 +465,6 @@ fn dsse_bundle(
         predicate_type: &'static str,
         predicate: BTreeMap<String, String>,
     }
-    let b64 = base64::engine::general_purpose::STANDARD;
     let statement = Statement {
         kind: "https://in-toto.io/Statement/v1",
         subject: [Subject {
@@ -445,31 +474,119 @@ fn dsse_bundle(
         predicate_type: COSIGN_SIGN_PREDICATE,
         predicate: BTreeMap::new(),
     };
-    let payload =
-        serde_json::to_vec(&statement).map_err(encoding(reference, "in-toto statement"))?;
+    serde_json::to_vec(&statement).map_err(encoding(reference, "in-toto statement"))
+}
+
+/// The DSSE pre-authentication encoding of an in-toto `payload`: what its signature signs.
+pub(crate) fn pae(payload: &[u8]) -> Vec<u8> {
     let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), payload.len()).into_bytes();
-    pae.extend_from_slice(&payload);
-    let signature = signature(key, &pae, reference)?;
+    pae.extend_from_slice(payload);
+    pae
+}
+
+/// A DSSE envelope as cosign writes it (Go's encoding of the protobuf envelope: these fields in
+/// this order, no `keyid`).
+#[derive(Serialize)]
+pub(crate) struct DsseEnvelope {
+    /// The in-toto statement, base64.
+    pub(crate) payload: String,
+    /// Always [`IN_TOTO`].
+    #[serde(rename = "payloadType")]
+    pub(crate) payload_type: &'static str,
+    /// The one signature.
+    pub(crate) signatures: [DsseSignature; 1],
+}
+
+/// One signature of a [`DsseEnvelope`].
+#[derive(Serialize)]
+pub(crate) struct DsseSignature {
+    /// The signature over [`pae`], base64.
+    pub(crate) sig: String,
+}
+
+impl DsseEnvelope {
+    /// `key`'s envelope of the in-toto `payload`.
+    pub(crate) fn sign(
+        key: &SigningKey,
+        payload: &[u8],
+        reference: &str,
+    ) -> Result<Self, SignError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let sig = signature(key, &pae(payload), reference)?;
+        Ok(DsseEnvelope {
+            payload: b64.encode(payload),
+            payload_type: IN_TOTO,
+            signatures: [DsseSignature {
+                sig: b64.encode(sig),
+            }],
+        })
+    }
+}
+
+/// The bundle (JSON, in cosign's field order) of `key`'s DSSE signature over the in-toto
+/// statement `payload`.
+pub(crate) fn dsse_bundle(
+    key: &SigningKey,
+    payload: &[u8],
+    reference: &str,
+) -> Result<Vec<u8>, SignError> {
+    #[derive(Serialize)]
+    struct Hint {
+        hint: String,
+    }
+    #[derive(Serialize)]
+    struct Material {
+        #[serde(rename = "publicKey")]
+        public_key: Hint,
+    }
+    #[derive(Serialize)]
+    struct Bundle {
+        #[serde(rename = "mediaType")]
+        media_type: &'static str,
+        #[serde(rename = "verificationMaterial")]
+        verification_material: Material,
+        #[serde(rename = "dsseEnvelope")]
+        dsse_envelope: DsseEnvelope,
+    }
     let hint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().der());
-    let bundle = serde_json::json!({
-        "mediaType": BUNDLE_V03,
-        "verificationMaterial": {"publicKey": {"hint": b64.encode(hint.as_ref())}},
-        "dsseEnvelope": {
-            "payload": b64.encode(&payload),
-            "payloadType": IN_TOTO,
-            "signatures": [{"sig": b64.encode(&signature)}],
+    let bundle = Bundle {
+        media_type: BUNDLE_V03,
+        verification_material: Material {
+            public_key: Hint {
+                hint: base64::engine::general_purpose::STANDARD.encode(hint.as_ref()),
+            },
         },
-    });
+        dsse_envelope: DsseEnvelope::sign(key, payload, reference)?,
+    };
     serde_json::to_vec(&bundle).map_err(encoding(reference, "bundle"))
+}
+
+/// The annotations of a bundle's referrer manifest.
+pub(crate) struct BundleAnnotations<'a> {
+    /// `dev.sigstore.bundle.predicateType`.
+    predicate_type: &'a str,
+    /// `org.opencontainers.image.created` (RFC 3339), which `cosign attest` writes.
+    created: Option<String>,
+}
+
+impl<'a> BundleAnnotations<'a> {
+    /// For a bundle of a statement of `predicate_type`, created at `created` if given.
+    pub(crate) fn new(predicate_type: &'a str, created: Option<String>) -> Self {
+        BundleAnnotations {
+            predicate_type,
+            created,
+        }
+    }
 }
 
 /// Push the blobs, then the referrer manifest whose subject is `image` (by digest): a failure
 /// leaves nothing that points at a half-written signature. Its descriptor, for the index.
-async fn put_referrer(
+pub(crate) async fn put_referrer(
     registry: &Registry,
     target: &ImageRef,
     image: &Manifest,
     bundle: &[u8],
+    annotations: &BundleAnnotations<'_>,
     reference: &str,
 ) -> Result<Descriptor, SignError> {
     let reg_err = registry_error(reference);
@@ -478,7 +595,13 @@ async fn put_referrer(
         .await
         .map_err(&reg_err)?;
     let bundle_digest = registry.put_blob(target, bundle).await.map_err(&reg_err)?;
-    let manifest = referrer_manifest(image, &config_digest, &bundle_digest, bundle.len());
+    let manifest = referrer_manifest(
+        image,
+        &config_digest,
+        &bundle_digest,
+        bundle.len(),
+        annotations,
+    );
     let body = serde_json::to_vec(&manifest).map_err(encoding(reference, "referrer manifest"))?;
     let manifest_digest = Digest::sha256_of(&body);
     registry
@@ -505,8 +628,22 @@ fn referrer_manifest(
     config_digest: &Digest,
     bundle_digest: &Digest,
     bundle_len: usize,
+    annotations: &BundleAnnotations<'_>,
 ) -> ImageManifest {
-    use crate::candidate::{COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
+    use crate::candidate::PREDICATE_TYPE_ANNOTATION;
+    let mut manifest_annotations = BTreeMap::from([
+        (
+            BUNDLE_CONTENT_ANNOTATION.to_string(),
+            "dsse-envelope".to_string(),
+        ),
+        (
+            PREDICATE_TYPE_ANNOTATION.to_string(),
+            annotations.predicate_type.to_string(),
+        ),
+    ]);
+    if let Some(created) = &annotations.created {
+        manifest_annotations.insert(CREATED_ANNOTATION.to_string(), created.clone());
+    }
     ImageManifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.to_string()),
@@ -533,23 +670,14 @@ fn referrer_manifest(
             annotations: None,
             artifact_type: None,
         }),
-        annotations: Some(BTreeMap::from([
-            (
-                "dev.sigstore.bundle.content".to_string(),
-                "dsse-envelope".to_string(),
-            ),
-            (
-                PREDICATE_TYPE_ANNOTATION.to_string(),
-                COSIGN_SIGN_PREDICATE.to_string(),
-            ),
-        ])),
+        annotations: Some(manifest_annotations),
     }
 }
 
 /// Make `referrer` findable from `digest`: a registry with the referrers API indexes it itself
 /// from the subject; otherwise it is added to the referrers tag `sha256-<hex>`. Where it is
 /// listed, and how many referrers are listed there.
-async fn list_referrer(
+pub(crate) async fn list_referrer(
     registry: &Registry,
     target: &ImageRef,
     digest: &Digest,

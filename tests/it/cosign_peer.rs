@@ -45,7 +45,7 @@ pub(crate) fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-fn cosign_keys(bin: &Path, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn cosign_keys(bin: &Path, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
     let run = cosign(
         bin,
         dir,
@@ -88,6 +88,24 @@ fn cosign_sign_legacy_with(
 /// cosign 3's own format: a v0.3 bundle as a referrer, signed with a signing config that names
 /// no Fulcio, Rekor or TSA (nothing leaves the machine).
 fn cosign_sign_v3(bin: &Path, dir: &Path, key: &Path, reference: &str, extra: &[&str]) -> Run {
+    let sc = offline_signing_config(bin, dir);
+    let mut args = vec![
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--signing-config",
+        sc.to_str().unwrap(),
+        "--allow-insecure-registry",
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    args.push(reference);
+    cosign(bin, dir, &args)
+}
+
+/// `dir/signing-config.json`, made once: a cosign signing config that names no Fulcio, Rekor
+/// or TSA, so that cosign 3's bundle format signs with nothing leaving the machine.
+pub(crate) fn offline_signing_config(bin: &Path, dir: &Path) -> PathBuf {
     let sc = dir.join("signing-config.json");
     if !sc.exists() {
         let run = cosign(
@@ -106,18 +124,7 @@ fn cosign_sign_v3(bin: &Path, dir: &Path, key: &Path, reference: &str, extra: &[
         );
         assert_eq!(run.code, 0, "{run:?}");
     }
-    let mut args = vec![
-        "sign",
-        "--key",
-        key.to_str().unwrap(),
-        "--signing-config",
-        sc.to_str().unwrap(),
-        "--allow-insecure-registry",
-        "--yes",
-    ];
-    args.extend_from_slice(extra);
-    args.push(reference);
-    cosign(bin, dir, &args)
+    sc
 }
 
 fn cosign_verify(bin: &Path, dir: &Path, public: &Path, reference: &str) -> Run {

@@ -3,6 +3,7 @@
 //! are used where present and reported loudly where not.
 
 mod arguments;
+mod attest;
 mod attestation_policy;
 mod auth;
 mod bounds;
