@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use ocigate::reference::ImageRef;
 use ocigate::registry::Descriptor;
 
+use crate::attest::{CosignFormat, cosign_attest};
 use crate::harness::*;
 use crate::webhook::{kube_tools_or_skip, kwhclient, start_serve, write};
 
@@ -50,7 +51,10 @@ fn attested(test: &str) -> Option<Attested> {
         assert_eq!(s.code, 0, "{s:?}");
         refs.push(r.to_string());
     }
-    for (r, bundle) in [(&refs[0], false), (&refs[1], true)] {
+    for (r, format) in [
+        (&refs[0], CosignFormat::Legacy),
+        (&refs[1], CosignFormat::Bundle),
+    ] {
         let run = cosign_attest(
             &cosign,
             dir.path(),
@@ -58,7 +62,7 @@ fn attested(test: &str) -> Option<Attested> {
             r,
             "slsaprovenance1",
             &predicate,
-            bundle,
+            format,
         );
         assert_eq!(run.code, 0, "{run:?}");
     }
@@ -73,38 +77,6 @@ fn attested(test: &str) -> Option<Attested> {
         bundle,
         plain,
     })
-}
-
-/// `cosign attest` with a key and no transparency log, legacy or bundle format.
-pub(crate) fn cosign_attest(
-    cosign: &Path,
-    dir: &Path,
-    key: &Path,
-    reference: &str,
-    kind: &str,
-    predicate: &Path,
-    bundle: bool,
-) -> Run {
-    let format = format!("--new-bundle-format={bundle}");
-    crate::cosign_peer::cosign(
-        cosign,
-        dir,
-        &[
-            "attest",
-            "--key",
-            key.to_str().unwrap(),
-            "--type",
-            kind,
-            "--predicate",
-            predicate.to_str().unwrap(),
-            "--tlog-upload=false",
-            "--use-signing-config=false",
-            &format,
-            "--allow-insecure-registry",
-            "--yes",
-            reference,
-        ],
-    )
 }
 
 /// `ocigate verify-attestation REF --key PUB --insecure-ignore-tlog -o json` with `extra`.
@@ -307,9 +279,9 @@ fn a_runaway_condition_is_refused_not_allowed() {
         a.dir.path(),
         &a.key,
         &a.plain,
-        "custom",
+        "https://example.com/list/v1",
         &predicate,
-        false,
+        CosignFormat::Legacy,
     );
     assert_eq!(run.code, 0, "{run:?}");
     let (run, result) = verify_attestation(
@@ -318,7 +290,7 @@ fn a_runaway_condition_is_refused_not_allowed() {
         &a.public,
         &[
             "--type",
-            "custom",
+            "https://example.com/list/v1",
             "--deadline",
             "20",
             "--condition",
