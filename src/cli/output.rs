@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use super::CliError;
 use super::args::Output;
-use crate::discover::Discovery;
+use crate::candidate::{AttestationCandidate, AttestationForm};
+use crate::discover::{AttestationKind, Discovery};
 use crate::engine::Decision;
 use crate::error_chain;
 use crate::policy::Verdict;
@@ -314,6 +315,7 @@ fn discovery_json(r: &ImageRef, digest: &Digest, found: &Discovery) -> serde_jso
         })
     });
     let sigs: Vec<_> = legacy.chain(bundles).collect();
+    let attestations: Vec<_> = found.attestations.iter().map(attestation_json).collect();
     let not_examined: Vec<_> = found
         .not_examined
         .iter()
@@ -328,8 +330,29 @@ fn discovery_json(r: &ImageRef, digest: &Digest, found: &Discovery) -> serde_jso
         "reference": r.to_string(),
         "digest": digest.to_string(),
         "signatures": sigs,
+        "attestations": attestations,
         "unexamined": not_examined,
         "paths": found.paths,
+    })
+}
+
+/// One attestation `discover` found: what its manifest or layer claims, unverified.
+fn attestation_json(a: &AttestationCandidate) -> serde_json::Value {
+    let kind = AttestationKind::of(a);
+    let (media_type, annotations) = match &a.form {
+        AttestationForm::Envelope { annotations, .. } => (
+            Some(crate::candidate::DSSE_ENVELOPE_MEDIA_TYPE.to_string()),
+            Some(annotations),
+        ),
+        AttestationForm::Bundle(b) => (b.media_type(), None),
+    };
+    serde_json::json!({
+        "location": a.location,
+        "kind": kind.name(),
+        "predicateType": a.claimed_type,
+        "mediaType": media_type,
+        "claimedSigner": a.claimed_signer(),
+        "annotations": annotations,
     })
 }
 
@@ -341,7 +364,7 @@ fn discovery_text(r: &ImageRef, digest: &Digest, found: &Discovery) -> String {
         } else {
             format!(" ({})", p.notes.join("; "))
         };
-        s.push_str(&format!("  {}: {} signature(s){notes}\n", p.path, p.found));
+        s.push_str(&format!("  {}: {}{notes}\n", p.path, p.counts()));
     }
     for c in &found.candidates {
         s.push_str(&format!(
@@ -356,6 +379,18 @@ fn discovery_text(r: &ImageRef, digest: &Digest, found: &Discovery) -> String {
             crate::escape_text(b.media_type().as_deref().unwrap_or("no media type")),
             crate::escape_text(&b.location),
             b.claimed_signer()
+        ));
+    }
+    for a in &found.attestations {
+        let claimed = a.claimed_type.as_deref().map_or_else(
+            || "of a type not annotated".to_string(),
+            |t| format!("of type {} (as annotated)", crate::escape_text(t)),
+        );
+        s.push_str(&format!(
+            "  attestation {claimed}, {} at {}: by {}\n",
+            AttestationKind::of(a).describe(),
+            crate::escape_text(&a.location),
+            a.claimed_signer()
         ));
     }
     for u in &found.not_examined {

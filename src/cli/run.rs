@@ -177,7 +177,8 @@ async fn discover(plan: DiscoverPlan) -> Result<ExitCode, CliError> {
         .await
         .map_err(boxed)?
         .ok_or_else(|| CliError::Usage(format!("{r} was not found")))?;
-    let found = crate::discover::discover(&plan.registry, r, &manifest.digest)
+    let wanted = crate::discover::Wanted::All;
+    let found = crate::discover::discover(&plan.registry, r, &manifest.digest, &wanted)
         .await
         .map_err(boxed)?;
     output::print_discovery(r, &manifest.digest, &found, plan.output)?;
