@@ -9,7 +9,7 @@ use crate::harness::*;
 
 /// The cosign binary: $OCIGATE_TEST_COSIGN, else the fetch script's cache; a loud skip (a
 /// failure in CI) when neither exists.
-fn cosign_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn cosign_or_skip(test: &str) -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("OCIGATE_TEST_COSIGN").map(PathBuf::from),
         Some(repo_root().join(".cache/cosign/root/usr/bin/cosign")),
@@ -26,7 +26,7 @@ fn cosign_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
-fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> Run {
+pub(crate) fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> Run {
     let out = Command::new(bin)
         .args(args)
         .current_dir(dir)
@@ -45,7 +45,7 @@ fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-fn cosign_keys(bin: &Path, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn cosign_keys(bin: &Path, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
     let run = cosign(
         bin,
         dir,
