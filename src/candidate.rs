@@ -289,4 +289,61 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn attestations_claim_signers_as_their_forms_say() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = key.public_key_pem();
+        let fingerprint = crate::trust::PublicKey::from_pem(&pem, "t")
+            .unwrap()
+            .fingerprint();
+        // cosign's `.att` layer of a logged attestation: a dsse entry names its verifier.
+        let body = format!(
+            r#"{{"spec":{{"signatures":[{{"verifier":"{}"}}]}}}}"#,
+            b64(pem.as_bytes())
+        );
+        let rekor = format!(r#"{{"Payload":{{"body":"{}"}}}}"#, b64(body.as_bytes()));
+        let envelope = |annotations: BTreeMap<String, String>| AttestationCandidate {
+            location: "tag sha256-x.att layer 1".into(),
+            claimed_type: Some("https://slsa.dev/provenance/v1".into()),
+            form: AttestationForm::Envelope {
+                envelope: std::sync::Arc::from(&b"{}"[..]),
+                annotations,
+            },
+        };
+        let logged = envelope(BTreeMap::from([(
+            "dev.sigstore.cosign/bundle".to_string(),
+            rekor,
+        )]));
+        assert_eq!(
+            logged.claimed_signer(),
+            ClaimedSigner::Key {
+                fingerprint: Some(fingerprint)
+            }
+        );
+        let keyless = envelope(BTreeMap::from([(
+            "dev.sigstore.cosign/certificate".to_string(),
+            "not a certificate".to_string(),
+        )]));
+        assert_eq!(
+            keyless.claimed_signer(),
+            ClaimedSigner::Certificate {
+                identity: None,
+                issuer: None
+            }
+        );
+        let bundle = AttestationCandidate {
+            form: AttestationForm::Bundle(BundleCandidate {
+                location: "referrer".into(),
+                json: r#"{"verificationMaterial":{}}"#.into(),
+            }),
+            ..logged
+        };
+        assert_eq!(
+            bundle.claimed_signer(),
+            ClaimedSigner::Key { fingerprint: None }
+        );
+    }
 }

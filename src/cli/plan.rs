@@ -499,7 +499,8 @@ fn registry_with(
     }
     s.timeout = Duration::from_secs(args.timeout);
     s.max_connections_per_host = usize::from(args.registry_max_connections);
-    Ok(Registry::new(s))
+    let attestation_limit = usize::try_from(args.max_attestation_bytes).unwrap_or(usize::MAX);
+    Ok(Registry::new(s).with_max_attestation_bytes(attestation_limit))
 }
 
 fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, CliError> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 
-use super::wanted::fetch_attestation;
+use super::wanted::{Fetched, LARGE_ATTESTATION_BYTES, fetch_attestation};
 use super::{
     BLOB_FETCHES, DiscoverError, Discovered, Order, PathTried, Place, Search, Sought, Tagged,
     WhyNotExamined, att_layer, lies_in_content,
@@ -60,16 +60,21 @@ pub(super) struct Envelopes<'p> {
 }
 
 impl Envelopes<'_> {
-    /// Select the layers of wanted types, fetch each blob once (several small ones at once,
-    /// large ones one at a time) and hand over an attestation per layer that names it.
+    /// Select the layers of wanted types, fetch each blob once and hand over an attestation
+    /// per layer that names it: small blobs several at once, then large ones one at a time
+    /// (each waits for its turn only when nothing fetched before it is still held here).
     pub(super) async fn hand_over(
         &self,
         s: Search<'_>,
         layers: &[Descriptor],
         tried: &mut PathTried,
     ) -> Result<(), DiscoverError> {
-        let blobs = self.select(s, layers, tried);
-        let fetches = futures_util::stream::iter(blobs.into_iter().filter(|m| !m.is_empty()))
+        let (large, small): (Vec<_>, Vec<_>) = self
+            .select(s, layers, tried)
+            .into_iter()
+            .filter(|m| !m.is_empty())
+            .partition(|m| layers[m[0]].size > LARGE_ATTESTATION_BYTES);
+        let fetches = futures_util::stream::iter(small)
             .map(|members| async move {
                 let fetched = fetch_attestation(s, &layers[members[0]]).await;
                 (members, fetched)
@@ -77,30 +82,48 @@ impl Envelopes<'_> {
             .buffered(BLOB_FETCHES);
         futures_util::pin_mut!(fetches);
         while let Some((members, fetched)) = fetches.next().await {
-            // A large blob's turn is held until every layer naming it has been handed over.
-            let _turn = fetched.turn;
-            let envelope: Arc<[u8]> = match fetched.bytes {
-                Ok(bytes) => bytes.into(),
-                Err(source) if lies_in_content(&source) => {
-                    self.not_examined_all(s, &members, WhyNotExamined::Content { source }, tried);
-                    continue;
-                }
-                Err(e) => return Err(s.failed_at(self.path)(e)),
-            };
-            for &i in &members {
-                let annotations = layers[i].annotations.clone().unwrap_or_default();
-                let claimed_type = annotations.get(ATT_PREDICATE_TYPE_ANNOTATION).cloned();
-                let candidate = AttestationCandidate {
-                    location: format!("{} layer {}", self.location, i + 1),
-                    claimed_type,
-                    form: AttestationForm::Envelope {
-                        envelope: Arc::clone(&envelope),
-                        annotations,
-                    },
-                };
-                tried.attestations += 1;
-                (s.sink)((self.order)(i), Discovered::Attestation(candidate));
+            self.deliver(s, layers, &members, fetched, tried)?;
+        }
+        for members in large {
+            let fetched = fetch_attestation(s, &layers[members[0]]).await;
+            self.deliver(s, layers, &members, fetched, tried)?;
+        }
+        Ok(())
+    }
+
+    /// Hand over an attestation for each layer in `members` (they name the blob fetched), or
+    /// each as not examined; then let the blob (and its turn, if it is large) go.
+    fn deliver(
+        &self,
+        s: Search<'_>,
+        layers: &[Descriptor],
+        members: &[usize],
+        fetched: Fetched<'_>,
+        tried: &mut PathTried,
+    ) -> Result<(), DiscoverError> {
+        let _turn = fetched.turn;
+        let envelope: Arc<[u8]> = match fetched.bytes {
+            // The candidate's form is an `Arc<[u8]>`: one copy of the blob, within the turn.
+            Ok(bytes) => bytes.into(),
+            Err(source) if lies_in_content(&source) => {
+                self.not_examined_all(s, members, WhyNotExamined::Content { source }, tried);
+                return Ok(());
             }
+            Err(e) => return Err(s.failed_at(self.path)(e)),
+        };
+        for &i in members {
+            let annotations = layers[i].annotations.clone().unwrap_or_default();
+            let claimed_type = annotations.get(ATT_PREDICATE_TYPE_ANNOTATION).cloned();
+            let candidate = AttestationCandidate {
+                location: format!("{} layer {}", self.location, i + 1),
+                claimed_type,
+                form: AttestationForm::Envelope {
+                    envelope: Arc::clone(&envelope),
+                    annotations,
+                },
+            };
+            tried.attestations += 1;
+            (s.sink)((self.order)(i), Discovered::Attestation(candidate));
         }
         Ok(())
     }

@@ -627,4 +627,23 @@ fn planted_attestation_layers_are_bounded_and_large_ones_fetched_one_at_a_time()
         "{text:?}"
     );
     assert_eq!(blob_gets(&front.seen(), huge_d.as_str()), 0);
+    let lower = ocigate(
+        &[
+            "discover",
+            &r.to_string(),
+            "--registry-plain-http",
+            &front.host(),
+            "--max-attestation-bytes",
+            "1048576",
+        ],
+        &[],
+    );
+    assert!(
+        lower.stdout.contains(&format!(
+            "not examined: {}: a \"{DSSE}\" layer of {} bytes, more than the 1048576 bytes allowed",
+            at(6),
+            big1.len()
+        )),
+        "{lower:?}"
+    );
 }
