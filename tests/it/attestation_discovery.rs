@@ -647,3 +647,103 @@ fn planted_attestation_layers_are_bounded_and_large_ones_fetched_one_at_a_time()
         "{lower:?}"
     );
 }
+
+/// Push a bundle referrer of `digest` laid out as GitHub's `attest` actions push one (and
+/// cosign v3): artifact type bundle v0.3, the bundle as its one layer, the content and
+/// predicate type annotations; returns its digest.
+fn plant_bundle_referrer(
+    client: &Registry,
+    r: &ImageRef,
+    digest: &Digest,
+    bundle: &[u8],
+    predicate_type: &str,
+) -> Digest {
+    const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let empty = block_on(client.put_blob(r, b"{}")).unwrap();
+    let layer = block_on(client.put_blob(r, bundle)).unwrap();
+    let subject = block_on(client.get_manifest(r)).unwrap().unwrap();
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        artifact_type: Some(BUNDLE_V03.into()),
+        config: Some(desc(OCI_EMPTY, &empty, 2)),
+        layers: vec![desc(BUNDLE_V03, &layer, bundle.len())],
+        manifests: vec![],
+        subject: Some(desc(OCI_MANIFEST, digest, subject.bytes.len())),
+        annotations: Some(BTreeMap::from([
+            ("dev.sigstore.bundle.content".into(), "dsse-envelope".into()),
+            (
+                "dev.sigstore.bundle.predicateType".into(),
+                predicate_type.into(),
+            ),
+        ])),
+    };
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let at = r.with_digest(Digest::sha256_of(&body));
+    block_on(client.put_manifest(&at, &body, OCI_MANIFEST)).unwrap()
+}
+
+/// Real GitHub Actions provenance (sigstore-js's SLSA v1 bundle, keyless, public-good) and
+/// cosign's keyless OCI attestation bundle, attached as GitHub pushes attestations: listed
+/// with their annotated types and the certificate identity they claim (unverified: these
+/// statements are about other artifacts, which discovery does not look at).
+#[test]
+fn github_pushed_attestations_are_listed_with_their_claimed_signers() {
+    let test = "github_pushed_attestations_are_listed_with_their_claimed_signers";
+    let Some(corpus) = corpus_or_skip(test) else {
+        return;
+    };
+    let Some(reg) = TestRegistry::start_ferro_or_skip(test) else {
+        return;
+    };
+    let client = reg.client();
+    let r = reg.reference("gh/app:v1");
+    let digest = push_image(&client, &r, "pushed attestations");
+    let github =
+        std::fs::read(corpus.join(
+            "sigstore-go/pkg/testing/data/bundles/sigstore.js@2.0.0-provenance.sigstore.json",
+        ))
+        .unwrap();
+    let cosign =
+        std::fs::read(corpus.join("cosign/pkg/cosign/testdata/oci-attestation.sigstore.json"))
+            .unwrap();
+    plant_bundle_referrer(&client, &r, &digest, &github, SLSA1);
+    let custom = "https://cosign.sigstore.dev/attestation/v1";
+    plant_bundle_referrer(&client, &r, &digest, &cosign, custom);
+
+    let doc = discover_cli(&r.to_string(), &reg.host());
+    let mut seen: Vec<(String, String, String, String)> = doc["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+            (
+                s(&a["kind"]),
+                s(&a["predicateType"]),
+                s(&a["claimedSigner"]["identity"]),
+                s(&a["claimedSigner"]["issuer"]),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "sigstore-bundle".to_string(),
+                custom.to_string(),
+                "cody@soyland.com".to_string(),
+                "https://github.com/login/oauth".to_string(),
+            ),
+            (
+                "sigstore-bundle".to_string(),
+                SLSA1.to_string(),
+                "https://github.com/sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main"
+                    .to_string(),
+                "https://token.actions.githubusercontent.com".to_string(),
+            ),
+        ],
+        "{doc:#}"
+    );
+}
