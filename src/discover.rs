@@ -43,7 +43,8 @@ use referrers::referrers;
 use sig_tag::legacy_sig_tag;
 use wanted::AttestationFetches;
 pub use wanted::{
-    ATTESTATION_BUDGET_BLOBS, AttestationKind, LARGE_ATTESTATION_BYTES, Sought, Wanted,
+    ATTESTATION_BUDGET_BLOBS, AttestationKind, AttestationSummary, LARGE_ATTESTATION_BYTES, Sought,
+    Wanted,
 };
 
 /// Most layers a signature or attestation manifest (the `.sig` or `.att` tag, a referrer) may
@@ -296,10 +297,40 @@ pub async fn discover(
     digest: &Digest,
     wanted: &Wanted,
 ) -> Result<Discovery, DiscoverError> {
+    let (mut out, attestations) = collect(registry, subject, digest, wanted, |a| a).await?;
+    out.attestations = attestations;
+    Ok(out)
+}
+
+/// What `ocigate discover` lists: every signature, and a summary of every attestation (of
+/// any type), read as each is found: no attestation's bytes are kept, so the listing holds
+/// no more than verifying does. [`Discovery::attestations`] is left empty.
+pub async fn list(
+    registry: &Registry,
+    subject: &ImageRef,
+    digest: &Digest,
+) -> Result<(Discovery, Vec<AttestationSummary>), DiscoverError> {
+    collect(registry, subject, digest, &Wanted::All, |a| {
+        AttestationSummary::of(&a)
+    })
+    .await
+}
+
+/// Everything discovered, in [`Order`]; each attestation made into what `keep` makes of it as
+/// soon as it is found.
+async fn collect<T: Send>(
+    registry: &Registry,
+    subject: &ImageRef,
+    digest: &Digest,
+    wanted: &Wanted,
+    keep: impl Fn(AttestationCandidate) -> T + Sync,
+) -> Result<(Discovery, Vec<T>), DiscoverError> {
     let collected = Mutex::new(Vec::new());
+    let kept = Mutex::new(Vec::new());
     let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
-    let sink = |order: Order, found: Discovered| {
-        crate::sync::lock(&collected).push((order, found));
+    let sink = |order: Order, found: Discovered| match found {
+        Discovered::Attestation(a) => crate::sync::lock(&kept).push((order, keep(a))),
+        other => crate::sync::lock(&collected).push((order, other)),
     };
     let paths = discover_each(registry, subject, digest, &budget, wanted, &sink).await?;
     let mut all = crate::sync::into_inner(collected);
@@ -316,7 +347,9 @@ pub async fn discover(
             Discovered::NotExamined(u) => out.not_examined.push(u),
         }
     }
-    Ok(out)
+    let mut attestations = crate::sync::into_inner(kept);
+    attestations.sort_by_key(|(order, _)| *order);
+    Ok((out, attestations.into_iter().map(|(_, a)| a).collect()))
 }
 
 /// Look in every known place for signatures of `subject` (which must carry its digest), and

@@ -1,10 +1,15 @@
-//! What discovery looks for ([`Wanted`]), which attestation blobs that makes it fetch, and how
-//! they are fetched (their own budget, one large blob at a time). Must not: read layouts.
+//! What discovery looks for ([`Wanted`]), which attestation blobs that makes it fetch, how
+//! they are fetched (their own budget, one large blob at a time), and how one found is named
+//! for people ([`AttestationKind`], [`AttestationSummary`]). Must not: read layouts.
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::Search;
-use crate::candidate::{AttestationCandidate, AttestationForm};
+use std::collections::BTreeMap;
+
+use crate::candidate::{
+    AttestationCandidate, AttestationForm, ClaimedSigner, DSSE_ENVELOPE_MEDIA_TYPE,
+};
 use crate::predicate::PredicateType;
 use crate::registry::{Descriptor, FetchBudget, RegistryError};
 
@@ -95,6 +100,45 @@ impl AttestationKind {
             AttestationKind::LegacyEnvelope => "cosign legacy .att envelope",
             AttestationKind::InTotoReferrer => "in-toto referrer envelope",
             AttestationKind::Bundle => "Sigstore bundle",
+        }
+    }
+}
+
+/// What a listing says of one attestation found: what its manifest, layer or bundle claims,
+/// unverified; none of its bytes.
+#[derive(Debug, Clone)]
+pub struct AttestationSummary {
+    /// Where it was found (as [`AttestationCandidate::location`]).
+    pub location: String,
+    /// How it is stored.
+    pub kind: AttestationKind,
+    /// The predicate type its manifest or layer annotates, if any.
+    pub claimed_type: Option<String>,
+    /// The envelope's media type, or the bundle's as its JSON says.
+    pub media_type: Option<String>,
+    /// Who it says signed it.
+    pub claimed_signer: ClaimedSigner,
+    /// An envelope layer's annotations (certificate, chain, Rekor bundle, timestamp).
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl AttestationSummary {
+    /// What a listing says of `a`.
+    pub fn of(a: &AttestationCandidate) -> Self {
+        let (media_type, annotations) = match &a.form {
+            AttestationForm::Envelope { annotations, .. } => (
+                Some(DSSE_ENVELOPE_MEDIA_TYPE.to_string()),
+                Some(annotations.clone()),
+            ),
+            AttestationForm::Bundle(b) => (b.media_type(), None),
+        };
+        AttestationSummary {
+            location: a.location.clone(),
+            kind: AttestationKind::of(a),
+            claimed_type: a.claimed_type.clone(),
+            media_type,
+            claimed_signer: a.claimed_signer(),
+            annotations,
         }
     }
 }
