@@ -130,40 +130,63 @@ fn certificate_signer(der: &[u8]) -> ClaimedSigner {
     }
 }
 
+/// Where a Rekor entry's body names the signing key (the base64 of a PEM key): hashedrekord
+/// (signatures), intoto v0.0.2 and dsse (attestations).
+const REKOR_BODY_KEYS: [&str; 3] = [
+    "/spec/signature/publicKey/content",
+    "/spec/content/envelope/signatures/0/publicKey",
+    "/spec/signatures/0/verifier",
+];
+
+/// The signer cosign's layer annotations claim: the certificate's, else the key in the Rekor
+/// entry of the bundle annotation.
+fn annotated_signer(annotations: &BTreeMap<String, String>) -> ClaimedSigner {
+    if let Some(pem_text) = annotations.get("dev.sigstore.cosign/certificate") {
+        return match pem::parse(pem_text.trim()) {
+            Ok(block) => certificate_signer(block.contents()),
+            Err(_) => ClaimedSigner::Certificate {
+                identity: None,
+                issuer: None,
+            },
+        };
+    }
+    let fingerprint = annotations
+        .get("dev.sigstore.cosign/bundle")
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .and_then(|v| {
+            v.pointer("/Payload/body")
+                .and_then(|b| b.as_str())
+                .map(str::to_string)
+        })
+        .and_then(|b| crate::decode_base64(&b).ok())
+        .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        .and_then(|v| {
+            REKOR_BODY_KEYS
+                .iter()
+                .find_map(|at| v.pointer(at).and_then(|c| c.as_str()).map(str::to_string))
+        })
+        .and_then(|c| crate::decode_base64(&c).ok())
+        .and_then(|pem_bytes| String::from_utf8(pem_bytes).ok())
+        .and_then(|p| crate::trust::PublicKey::from_pem(&p, "rekor entry").ok())
+        .map(|k| k.fingerprint());
+    ClaimedSigner::Key { fingerprint }
+}
+
 impl SignatureCandidate {
     /// The signer this layer claims: its certificate's, else the key in its Rekor entry.
     pub fn claimed_signer(&self) -> ClaimedSigner {
-        if let Some(pem_text) = self.annotations.get("dev.sigstore.cosign/certificate") {
-            return match pem::parse(pem_text.trim()) {
-                Ok(block) => certificate_signer(block.contents()),
-                Err(_) => ClaimedSigner::Certificate {
-                    identity: None,
-                    issuer: None,
-                },
-            };
+        annotated_signer(&self.annotations)
+    }
+}
+
+impl AttestationCandidate {
+    /// The signer this attestation claims, unverified: an envelope layer's certificate, else
+    /// the key in its Rekor entry; a bundle's certificate, else its key hint.
+    pub fn claimed_signer(&self) -> ClaimedSigner {
+        match &self.form {
+            AttestationForm::Envelope { annotations, .. } => annotated_signer(annotations),
+            AttestationForm::Bundle(b) => b.claimed_signer(),
         }
-        // hashedrekord body: spec.signature.publicKey.content is the base64 of a PEM key.
-        let fingerprint = self
-            .annotations
-            .get("dev.sigstore.cosign/bundle")
-            .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-            .and_then(|v| {
-                v.pointer("/Payload/body")
-                    .and_then(|b| b.as_str())
-                    .map(str::to_string)
-            })
-            .and_then(|b| crate::decode_base64(&b).ok())
-            .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
-            .and_then(|v| {
-                v.pointer("/spec/signature/publicKey/content")
-                    .and_then(|c| c.as_str())
-                    .map(str::to_string)
-            })
-            .and_then(|c| crate::decode_base64(&c).ok())
-            .and_then(|pem_bytes| String::from_utf8(pem_bytes).ok())
-            .and_then(|p| crate::trust::PublicKey::from_pem(&p, "rekor entry").ok())
-            .map(|k| k.fingerprint());
-        ClaimedSigner::Key { fingerprint }
     }
 }
 
@@ -264,6 +287,63 @@ mod tests {
                         .into()
                 )
             }
+        );
+    }
+
+    #[test]
+    fn attestations_claim_signers_as_their_forms_say() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = key.public_key_pem();
+        let fingerprint = crate::trust::PublicKey::from_pem(&pem, "t")
+            .unwrap()
+            .fingerprint();
+        // cosign's `.att` layer of a logged attestation: a dsse entry names its verifier.
+        let body = format!(
+            r#"{{"spec":{{"signatures":[{{"verifier":"{}"}}]}}}}"#,
+            b64(pem.as_bytes())
+        );
+        let rekor = format!(r#"{{"Payload":{{"body":"{}"}}}}"#, b64(body.as_bytes()));
+        let envelope = |annotations: BTreeMap<String, String>| AttestationCandidate {
+            location: "tag sha256-x.att layer 1".into(),
+            claimed_type: Some("https://slsa.dev/provenance/v1".into()),
+            form: AttestationForm::Envelope {
+                envelope: std::sync::Arc::from(&b"{}"[..]),
+                annotations,
+            },
+        };
+        let logged = envelope(BTreeMap::from([(
+            "dev.sigstore.cosign/bundle".to_string(),
+            rekor,
+        )]));
+        assert_eq!(
+            logged.claimed_signer(),
+            ClaimedSigner::Key {
+                fingerprint: Some(fingerprint)
+            }
+        );
+        let keyless = envelope(BTreeMap::from([(
+            "dev.sigstore.cosign/certificate".to_string(),
+            "not a certificate".to_string(),
+        )]));
+        assert_eq!(
+            keyless.claimed_signer(),
+            ClaimedSigner::Certificate {
+                identity: None,
+                issuer: None
+            }
+        );
+        let bundle = AttestationCandidate {
+            form: AttestationForm::Bundle(BundleCandidate {
+                location: "referrer".into(),
+                json: r#"{"verificationMaterial":{}}"#.into(),
+            }),
+            ..logged
+        };
+        assert_eq!(
+            bundle.claimed_signer(),
+            ClaimedSigner::Key { fingerprint: None }
         );
     }
 }

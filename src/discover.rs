@@ -1,8 +1,14 @@
-//! Finding the signatures of a digest, with a note for every place looked at. No crypto here.
+//! Finding the signatures and attestations of a digest, with a note for every place looked at.
+//! No crypto here.
 //!
 //! Layouts read: cosign's legacy `sha256-<hex>.sig` tag (one simple-signing layer per
 //! signature), and Sigstore bundles attached as OCI 1.1 referrers (cosign v3), found through
-//! the referrers API or, where the registry has none, the referrers tag `sha256-<hex>`.
+//! the referrers API or, where the registry has none, the referrers tag `sha256-<hex>`. When
+//! attestations are [`Wanted`]: cosign's legacy `sha256-<hex>.att` tag (one DSSE envelope layer
+//! per attestation), bundle referrers whose predicate type is not cosign's signature's (cosign
+//! v3, GitHub), and in-toto referrers (DSSE envelope layers). An attestation blob is fetched
+//! only when the predicate type its manifest or layer annotates is wanted, within its own
+//! limits (see [`ATTESTATION_BUDGET_BLOBS`] and [`MAX_ATTESTATION_BYTES`]).
 //!
 //! Anyone with push rights can write what these places hold, without any signing key. So what
 //! is read is bounded (see the limits below and README.md, "Limits"), each candidate is handed
@@ -21,19 +27,28 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::candidate::{BundleCandidate, SignatureCandidate};
+use crate::candidate::{AttestationCandidate, BundleCandidate, SignatureCandidate};
 use crate::error_chain;
 use crate::reference::{Digest, ImageRef};
+pub use crate::registry::MAX_ATTESTATION_BYTES;
 use crate::registry::{FetchBudget, ImageManifest, ReferrersCut, Registry, RegistryError};
 
+mod att_tag;
 mod referrers;
 mod sig_tag;
+mod wanted;
 
+use att_tag::legacy_att_tag;
 use referrers::referrers;
 use sig_tag::legacy_sig_tag;
+use wanted::AttestationFetches;
+pub use wanted::{
+    ATTESTATION_BUDGET_BLOBS, AttestationKind, AttestationSummary, LARGE_ATTESTATION_BYTES, Sought,
+    Wanted,
+};
 
-/// Most layers a signature manifest (the `.sig` tag, a referrer) may have. cosign appends one
-/// layer per signature; its counts are single digits in practice.
+/// Most layers a signature or attestation manifest (the `.sig` or `.att` tag, a referrer) may
+/// have. cosign appends one layer per signature; its counts are single digits in practice.
 pub const MAX_SIGNATURE_LAYERS: usize = 256;
 /// Largest Sigstore bundle fetched (a keyless bundle with chain, log entry and timestamps is
 /// 10–16 KiB).
@@ -49,15 +64,32 @@ const BLOB_FETCHES: usize = 4;
 /// What one lookup path found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PathTried {
-    /// The place, as notes and deny reasons name it: `tag sha256-<hex>.sig`, `referrers API`
-    /// or `referrers tag sha256-<hex>`.
+    /// The place, as notes and deny reasons name it: `tag sha256-<hex>.sig`,
+    /// `tag sha256-<hex>.att`, `referrers API` or `referrers tag sha256-<hex>`.
     pub path: String,
-    /// Candidates handed over from there (one per `.sig` layer, one per bundle); locations
-    /// not examined are not counted.
+    /// Signature candidates handed over from there (one per `.sig` layer, one per bundle);
+    /// locations not examined are not counted.
     pub found: usize,
+    /// Attestation candidates handed over from there (one per envelope layer, one per bundle).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub attestations: usize,
     /// Why nothing (or not everything) was found there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What the place holds: signatures (and, for referrers, attestations too), or only
+    /// attestations (the `.att` tag: `"holds": "attestation"`; not written otherwise).
+    #[serde(skip_serializing_if = "Sought::is_signature")]
+    pub holds: Sought,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Sought {
+    fn is_signature(&self) -> bool {
+        *self == Sought::Signature
+    }
 }
 
 impl PathTried {
@@ -65,7 +97,20 @@ impl PathTried {
         PathTried {
             path: path.to_string(),
             found: 0,
+            attestations: 0,
             notes: Vec::new(),
+            holds: Sought::Signature,
+        }
+    }
+
+    /// What was handed over from there, for people: `2 signature(s)`, `1 attestation(s)`,
+    /// `1 signature(s), 3 attestation(s)`.
+    pub fn counts(&self) -> String {
+        match (self.holds, self.found, self.attestations) {
+            (Sought::Attestation, _, a) => format!("{a} attestation(s)"),
+            (Sought::Signature, f, 0) => format!("{f} signature(s)"),
+            (Sought::Signature, 0, a) => format!("{a} attestation(s)"),
+            (Sought::Signature, f, a) => format!("{f} signature(s), {a} attestation(s)"),
         }
     }
 }
@@ -78,10 +123,13 @@ pub struct Discovery {
     pub candidates: Vec<SignatureCandidate>,
     /// Sigstore bundles (cosign v3).
     pub bundles: Vec<BundleCandidate>,
-    /// Signature locations not examined, with the reason.
+    /// Attestations of the wanted types (envelopes and bundles), not verified.
+    pub attestations: Vec<AttestationCandidate>,
+    /// Signature and attestation locations not examined, with the reason.
     pub not_examined: Vec<NotExamined>,
-    /// Every place looked at: the `.sig` tag first, then the referrers API, the referrers tag,
-    /// or both (the API with a note that the registry has none).
+    /// Every place looked at: the `.sig` tag first, the `.att` tag when attestations are
+    /// wanted, then the referrers API, the referrers tag, or both (the API with a note that
+    /// the registry has none).
     pub paths: Vec<PathTried>,
 }
 
@@ -105,7 +153,7 @@ pub fn summary(paths: &[PathTried]) -> String {
         .iter()
         .map(|p| {
             if p.notes.is_empty() {
-                format!("{}: {} found", p.path, p.found)
+                format!("{}: {} found", p.path, p.found + p.attestations)
             } else {
                 format!("{}: {}", p.path, p.notes.join("; "))
             }
@@ -114,38 +162,47 @@ pub fn summary(paths: &[PathTried]) -> String {
         .join(", ")
 }
 
-/// One thing discovery hands over: a signature or a bundle to verify, or a signature
-/// location it could not examine.
+/// One thing discovery hands over: a signature or a bundle to verify, an attestation (only
+/// when [`Wanted`]), or a location it could not examine.
 #[derive(Debug)]
 pub enum Discovered {
     /// One simple-signing layer of the `.sig` tag: its payload blob and signature annotation.
     Signature(SignatureCandidate),
     /// The JSON of a Sigstore bundle from a referrer whose subject is the digest.
     Bundle(BundleCandidate),
-    /// A signature location whose content was not examined, and why.
+    /// An attestation of a wanted predicate type (as annotated; or not annotated at all): a
+    /// DSSE envelope layer of the `.att` tag or an in-toto referrer, or a bundle referrer.
+    Attestation(AttestationCandidate),
+    /// A location whose content was not examined, and why.
     NotExamined(NotExamined),
 }
 
-/// Where a found thing sits among all found: the `.sig` tag's layers first, then the
-/// referrers, each in the order listed. The lookups run concurrently and hand things over as
-/// they arrive; sorting by this gives the same order every time.
+/// Where a found thing sits among all found: the `.sig` tag's layers first, then the `.att`
+/// tag's, then the referrers (and their layers), each in the order listed. The lookups run
+/// concurrently and hand things over as they arrive; sorting by this gives the same order
+/// every time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Order {
     path: u8,
     index: usize,
+    layer: usize,
 }
 
-/// A signature location that was not examined.
+/// A signature or attestation location that was not examined.
 #[derive(Debug)]
 pub struct NotExamined {
-    /// `tag sha256-<hex>.sig`, `tag sha256-<hex>.sig layer 3`, `referrers API sha256:…`.
+    /// `tag sha256-<hex>.sig`, `tag sha256-<hex>.att layer 3`, `referrers API sha256:…`.
     pub location: String,
-    /// Why; the verdict counts it as a rejected candidate (a registry failure, never "unsigned").
+    /// Why; the verdict counts a signature location as a rejected candidate (a registry
+    /// failure, never "unsigned").
     pub reason: WhyNotExamined,
+    /// What was looked for there: a signature (also a referrer not yet known to be either), or
+    /// an attestation (the `.att` tag, an attestation referrer, an envelope layer).
+    pub sought: Sought,
 }
 
-/// Why a signature location was not examined. The texts quote what came from the registry
-/// escaped (`{:?}`).
+/// Why a location was not examined. The texts quote what came from the registry escaped
+/// (`{:?}`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WhyNotExamined {
@@ -168,7 +225,8 @@ pub enum WhyNotExamined {
         /// The layer descriptor's `size`, in bytes, as declared (not measured).
         size: u64,
         /// In bytes: [`MAX_PAYLOAD_BYTES`](crate::payload::MAX_PAYLOAD_BYTES) for a `.sig`
-        /// layer, [`MAX_BUNDLE_BYTES`] for a bundle layer.
+        /// layer, [`MAX_BUNDLE_BYTES`] for a signature bundle layer,
+        /// [`Registry::max_attestation_bytes`] for an attestation.
         limit: usize,
     },
     /// A referrer is listed (API or referrers tag) but the registry has no manifest at its
@@ -188,8 +246,9 @@ pub enum WhyNotExamined {
     /// A bundle blob was fetched within its limit but is not UTF-8, so it cannot be bundle JSON.
     #[error("the Sigstore bundle is not UTF-8 text")]
     NotUtf8,
-    /// A `.sig` layer naming the same blob as an earlier layer whose fetch failed on its
-    /// content; the blob is fetched once and the earlier layer's reason carries the cause.
+    /// A `.sig` or envelope layer naming the same blob as an earlier layer whose fetch failed
+    /// on its content; the blob is fetched once and the earlier layer's reason carries the
+    /// cause.
     #[error("its blob is the one of layer {layer}, which could not be read")]
     SameBlobAs {
         /// That earlier layer, counted from 1 (as notes and locations count layers).
@@ -230,18 +289,50 @@ pub enum DiscoverError {
 pub type Sink<'a> = &'a (dyn Fn(Order, Discovered) + Sync);
 
 /// Every signature of `subject` (which must carry its digest) that the known layouts hold,
-/// collected, within [`MAX_DISCOVERY_BYTES`].
+/// and the attestations `wanted`, collected, within [`MAX_DISCOVERY_BYTES`] (and the
+/// attestations' own limits). Everything found is held: for a listing, not for verifying.
 pub async fn discover(
     registry: &Registry,
     subject: &ImageRef,
     digest: &Digest,
+    wanted: &Wanted,
 ) -> Result<Discovery, DiscoverError> {
+    let (mut out, attestations) = collect(registry, subject, digest, wanted, |a| a).await?;
+    out.attestations = attestations;
+    Ok(out)
+}
+
+/// What `ocigate discover` lists: every signature, and a summary of every attestation (of
+/// any type), read as each is found: no attestation's bytes are kept, so the listing holds
+/// no more than verifying does. [`Discovery::attestations`] is left empty.
+pub async fn list(
+    registry: &Registry,
+    subject: &ImageRef,
+    digest: &Digest,
+) -> Result<(Discovery, Vec<AttestationSummary>), DiscoverError> {
+    collect(registry, subject, digest, &Wanted::All, |a| {
+        AttestationSummary::of(&a)
+    })
+    .await
+}
+
+/// Everything discovered, in [`Order`]; each attestation made into what `keep` makes of it as
+/// soon as it is found.
+async fn collect<T: Send>(
+    registry: &Registry,
+    subject: &ImageRef,
+    digest: &Digest,
+    wanted: &Wanted,
+    keep: impl Fn(AttestationCandidate) -> T + Sync,
+) -> Result<(Discovery, Vec<T>), DiscoverError> {
     let collected = Mutex::new(Vec::new());
+    let kept = Mutex::new(Vec::new());
     let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
-    let sink = |order: Order, found: Discovered| {
-        crate::sync::lock(&collected).push((order, found));
+    let sink = |order: Order, found: Discovered| match found {
+        Discovered::Attestation(a) => crate::sync::lock(&kept).push((order, keep(a))),
+        other => crate::sync::lock(&collected).push((order, other)),
     };
-    let paths = discover_each(registry, subject, digest, &budget, &sink).await?;
+    let paths = discover_each(registry, subject, digest, &budget, wanted, &sink).await?;
     let mut all = crate::sync::into_inner(collected);
     all.sort_by_key(|(order, _)| *order);
     let mut out = Discovery {
@@ -252,32 +343,51 @@ pub async fn discover(
         match found {
             Discovered::Signature(c) => out.candidates.push(c),
             Discovered::Bundle(b) => out.bundles.push(b),
+            Discovered::Attestation(a) => out.attestations.push(a),
             Discovered::NotExamined(u) => out.not_examined.push(u),
         }
     }
-    Ok(out)
+    let mut attestations = crate::sync::into_inner(kept);
+    attestations.sort_by_key(|(order, _)| *order);
+    Ok((out, attestations.into_iter().map(|(_, a)| a).collect()))
 }
 
-/// Look in every known place for signatures of `subject` (which must carry its digest) and
-/// hand each one found to `sink` as soon as it is read, with its [`Order`]. Fetches are
-/// charged to `budget`. Returns what each place held.
+/// Look in every known place for signatures of `subject` (which must carry its digest), and
+/// for the attestations `wanted`, and hand each one found to `sink` as soon as it is read,
+/// with its [`Order`]. Manifests, signature blobs and signature bundles are charged to
+/// `budget`; attestation blobs to a budget of their own for this call (see
+/// [`ATTESTATION_BUDGET_BLOBS`]), at most one blob over [`LARGE_ATTESTATION_BYTES`] fetched
+/// or held at a time. With [`Wanted::Signatures`], no attestation is looked for. Returns what
+/// each place held.
 pub async fn discover_each(
     registry: &Registry,
     subject: &ImageRef,
     digest: &Digest,
     budget: &FetchBudget,
+    wanted: &Wanted,
     sink: Sink<'_>,
 ) -> Result<Vec<PathTried>, DiscoverError> {
+    let fetches = AttestationFetches::new(registry.max_attestation_bytes());
     let search = Search {
         registry,
         subject,
         digest,
         budget,
         sink,
+        wanted,
+        attestations: &fetches,
     };
-    // Both lookups need only the digest: run them concurrently (one round trip, not two).
-    let (legacy, referred) = tokio::join!(legacy_sig_tag(search), referrers(search));
+    // Every lookup needs only the digest: run them concurrently (one round trip, not three).
+    let att = async {
+        if wanted.attestations() {
+            legacy_att_tag(search).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (legacy, att, referred) = tokio::join!(legacy_sig_tag(search), att, referrers(search));
     let mut paths = vec![legacy?];
+    paths.extend(att?);
     paths.extend(referred?);
     Ok(paths)
 }
@@ -309,22 +419,44 @@ struct Search<'a> {
     digest: &'a Digest,
     budget: &'a FetchBudget,
     sink: Sink<'a>,
+    /// Which attestations are looked for.
+    wanted: &'a Wanted,
+    /// How attestation blobs are fetched: their budget, one large at a time.
+    attestations: &'a AttestationFetches,
 }
 
-/// Places of the `.sig` tag's layers (before the referrers').
+/// Places of the `.sig` tag's layers (before the `.att` tag's and the referrers').
 fn sig_layer(index: usize) -> Order {
-    Order { path: 0, index }
+    Order {
+        path: 0,
+        index,
+        layer: 0,
+    }
+}
+
+/// Places of the `.att` tag's layers (before the referrers').
+fn att_layer(index: usize) -> Order {
+    Order {
+        path: 1,
+        index,
+        layer: 0,
+    }
 }
 
 /// The place of the `index`th referrer listed.
 fn referrer(index: usize) -> Order {
-    Order { path: 1, index }
+    Order {
+        path: 2,
+        index,
+        layer: 0,
+    }
 }
 
 /// The end of the referrers' order: where a note on the list itself goes.
 const AFTER_ALL_REFERRERS: Order = Order {
-    path: 1,
+    path: 2,
     index: usize::MAX,
+    layer: 0,
 };
 
 /// What a tag looked at holds.
@@ -332,6 +464,8 @@ const AFTER_ALL_REFERRERS: Order = Order {
 enum Tagged {
     /// cosign's `.sig` manifest: one layer per signature (their count is bounded).
     Signatures,
+    /// cosign's `.att` manifest: one layer per attestation (their count is bounded).
+    Attestations,
     /// The referrers tag's index.
     ReferrersIndex,
 }
@@ -340,7 +474,7 @@ impl Tagged {
     /// How notes name it.
     fn what(self) -> &'static str {
         match self {
-            Tagged::Signatures => "manifest",
+            Tagged::Signatures | Tagged::Attestations => "manifest",
             Tagged::ReferrersIndex => "index",
         }
     }
@@ -349,13 +483,22 @@ impl Tagged {
     fn order(self) -> Order {
         match self {
             Tagged::Signatures => sig_layer(0),
+            Tagged::Attestations => att_layer(0),
             Tagged::ReferrersIndex => AFTER_ALL_REFERRERS,
+        }
+    }
+
+    /// What a location of it that cannot be examined was looked at for.
+    fn sought(self) -> Sought {
+        match self {
+            Tagged::Signatures | Tagged::ReferrersIndex => Sought::Signature,
+            Tagged::Attestations => Sought::Attestation,
         }
     }
 }
 
 impl Search<'_> {
-    /// Record a location as not examined: a note on its path, and the sink.
+    /// Record a signature location as not examined: a note on its path, and the sink.
     fn not_examined(
         &self,
         tried: &mut PathTried,
@@ -364,12 +507,35 @@ impl Search<'_> {
         location: String,
         reason: WhyNotExamined,
     ) {
-        tried
-            .notes
-            .push(format!("{what} not examined: {}", error_chain(&reason)));
-        (self.sink)(
+        let place = Place {
             order,
-            Discovered::NotExamined(NotExamined { location, reason }),
+            what,
+            sought: Sought::Signature,
+        };
+        self.not_examined_at(tried, place, location, reason);
+    }
+
+    /// Record a location as not examined: a note on its path, and the sink.
+    fn not_examined_at(
+        &self,
+        tried: &mut PathTried,
+        place: Place<'_>,
+        location: String,
+        reason: WhyNotExamined,
+    ) {
+        tried.notes.push(format!(
+            "{} not examined: {}",
+            place.what,
+            error_chain(&reason)
+        ));
+        let sought = place.sought;
+        (self.sink)(
+            place.order,
+            Discovered::NotExamined(NotExamined {
+                location,
+                reason,
+                sought,
+            }),
         );
     }
 
@@ -387,7 +553,11 @@ impl Search<'_> {
         holds: Tagged,
         tried: &mut PathTried,
     ) -> Result<Option<ImageManifest>, DiscoverError> {
-        let (what, order) = (holds.what(), holds.order());
+        let place = Place {
+            order: holds.order(),
+            what: holds.what(),
+            sought: holds.sought(),
+        };
         let tagged = self.subject.with_tag(tag);
         let manifest = match self
             .registry
@@ -401,24 +571,33 @@ impl Search<'_> {
             }
             Err(source) if lies_in_content(&source) => {
                 let reason = WhyNotExamined::Content { source };
-                self.not_examined(tried, order, what, path.into(), reason);
+                self.not_examined_at(tried, place, path.into(), reason);
                 return Ok(None);
             }
             Err(e) => return Err(self.failed_at(path)(e)),
         };
-        if let (Tagged::Signatures, Some(reason)) = (holds, too_many_layers(&manifest.bytes)) {
-            self.not_examined(tried, order, what, path.into(), reason);
+        let layered = matches!(holds, Tagged::Signatures | Tagged::Attestations);
+        if let (true, Some(reason)) = (layered, too_many_layers(&manifest.bytes)) {
+            self.not_examined_at(tried, place, path.into(), reason);
             return Ok(None);
         }
         match ImageManifest::parse(&manifest, &tagged.to_string()) {
             Ok(parsed) => Ok(Some(parsed)),
             Err(source) => {
                 let reason = WhyNotExamined::Content { source };
-                self.not_examined(tried, order, what, path.into(), reason);
+                self.not_examined_at(tried, place, path.into(), reason);
                 Ok(None)
             }
         }
     }
+}
+
+/// Where a location sits, how notes name it, and what was looked for there.
+#[derive(Clone, Copy)]
+struct Place<'w> {
+    order: Order,
+    what: &'w str,
+    sought: Sought,
 }
 
 /// Whether a manifest lists more layers than a signature manifest may have, counted before

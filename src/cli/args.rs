@@ -258,6 +258,15 @@ pub(crate) struct RegistryArgs {
         value_parser = clap::value_parser!(u16).range(1..=1024),
     )]
     pub(crate) registry_max_connections: u16,
+    /// Largest attestation blob fetched (a DSSE envelope layer, or a Sigstore bundle carrying
+    /// one), in bytes; a larger one is not examined. SBOMs of large images run to tens of MiB.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = crate::registry::MAX_ATTESTATION_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(1..=(1 << 30)),
+    )]
+    pub(crate) max_attestation_bytes: u64,
 }
 
 // cosign's `--certificate-github-workflow-*` constraints (exact values). A plain comment: a doc

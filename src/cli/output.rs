@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::CliError;
 use super::args::Output;
-use crate::discover::Discovery;
+use crate::discover::{AttestationSummary, Discovery};
 use crate::engine::Decision;
 use crate::error_chain;
 use crate::policy::Verdict;
@@ -273,7 +273,7 @@ pub(crate) struct Window {
 pub(crate) fn print_discovery(
     r: &ImageRef,
     digest: &Digest,
-    found: &Discovery,
+    (found, attestations): (&Discovery, &[AttestationSummary]),
     output: Output,
 ) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
@@ -283,18 +283,23 @@ pub(crate) fn print_discovery(
     };
     match output {
         Output::Json => {
-            serde_json::to_writer_pretty(&mut out, &discovery_json(r, digest, found))
+            serde_json::to_writer_pretty(&mut out, &discovery_json(r, digest, found, attestations))
                 .map_err(|e| io(std::io::Error::other(e)))?;
             writeln!(out).map_err(io)?;
         }
         Output::Text => out
-            .write_all(discovery_text(r, digest, found).as_bytes())
+            .write_all(discovery_text(r, digest, found, attestations).as_bytes())
             .map_err(io)?,
     }
     Ok(())
 }
 
-fn discovery_json(r: &ImageRef, digest: &Digest, found: &Discovery) -> serde_json::Value {
+fn discovery_json(
+    r: &ImageRef,
+    digest: &Digest,
+    found: &Discovery,
+    attestations: &[AttestationSummary],
+) -> serde_json::Value {
     let legacy = found.candidates.iter().map(|c| {
         serde_json::json!({
             "location": c.location,
@@ -314,6 +319,7 @@ fn discovery_json(r: &ImageRef, digest: &Digest, found: &Discovery) -> serde_jso
         })
     });
     let sigs: Vec<_> = legacy.chain(bundles).collect();
+    let attestations: Vec<_> = attestations.iter().map(attestation_json).collect();
     let not_examined: Vec<_> = found
         .not_examined
         .iter()
@@ -328,12 +334,30 @@ fn discovery_json(r: &ImageRef, digest: &Digest, found: &Discovery) -> serde_jso
         "reference": r.to_string(),
         "digest": digest.to_string(),
         "signatures": sigs,
+        "attestations": attestations,
         "unexamined": not_examined,
         "paths": found.paths,
     })
 }
 
-fn discovery_text(r: &ImageRef, digest: &Digest, found: &Discovery) -> String {
+/// One attestation `discover` found: what its manifest or layer claims, unverified.
+fn attestation_json(a: &AttestationSummary) -> serde_json::Value {
+    serde_json::json!({
+        "location": a.location,
+        "kind": a.kind.name(),
+        "predicateType": a.claimed_type,
+        "mediaType": a.media_type,
+        "claimedSigner": a.claimed_signer,
+        "annotations": a.annotations,
+    })
+}
+
+fn discovery_text(
+    r: &ImageRef,
+    digest: &Digest,
+    found: &Discovery,
+    attestations: &[AttestationSummary],
+) -> String {
     let mut s = format!("{r} resolves to {digest}\n");
     for p in &found.paths {
         let notes = if p.notes.is_empty() {
@@ -341,7 +365,7 @@ fn discovery_text(r: &ImageRef, digest: &Digest, found: &Discovery) -> String {
         } else {
             format!(" ({})", p.notes.join("; "))
         };
-        s.push_str(&format!("  {}: {} signature(s){notes}\n", p.path, p.found));
+        s.push_str(&format!("  {}: {}{notes}\n", p.path, p.counts()));
     }
     for c in &found.candidates {
         s.push_str(&format!(
@@ -356,6 +380,18 @@ fn discovery_text(r: &ImageRef, digest: &Digest, found: &Discovery) -> String {
             crate::escape_text(b.media_type().as_deref().unwrap_or("no media type")),
             crate::escape_text(&b.location),
             b.claimed_signer()
+        ));
+    }
+    for a in attestations {
+        let claimed = a.claimed_type.as_deref().map_or_else(
+            || "of a type not annotated".to_string(),
+            |t| format!("of type {} (as annotated)", crate::escape_text(t)),
+        );
+        s.push_str(&format!(
+            "  attestation {claimed}, {} at {}: by {}\n",
+            a.kind.describe(),
+            crate::escape_text(&a.location),
+            a.claimed_signer
         ));
     }
     for u in &found.not_examined {

@@ -582,7 +582,9 @@ fn registry_with(
     watch: bool,
     ref_hosts: &[String],
 ) -> Result<Registry, CliError> {
-    Ok(Registry::new(registry_settings(args, watch, ref_hosts)?))
+    let attestation_limit = usize::try_from(args.max_attestation_bytes).unwrap_or(usize::MAX);
+    Ok(Registry::new(registry_settings(args, watch, ref_hosts)?)
+        .with_max_attestation_bytes(attestation_limit))
 }
 
 /// The settings of [`registry_with`]'s client.

@@ -259,10 +259,11 @@ async fn discover(plan: DiscoverPlan) -> Result<ExitCode, CliError> {
         .await
         .map_err(boxed)?
         .ok_or_else(|| CliError::Usage(format!("{r} was not found")))?;
-    let found = crate::discover::discover(&plan.registry, r, &manifest.digest)
+    let (found, attestations) = crate::discover::list(&plan.registry, r, &manifest.digest)
         .await
         .map_err(boxed)?;
-    output::print_discovery(r, &manifest.digest, &found, plan.output)?;
+    let listed = (&found, attestations.as_slice());
+    output::print_discovery(r, &manifest.digest, listed, plan.output)?;
     Ok(ExitCode::SUCCESS)
 }
 

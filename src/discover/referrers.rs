@@ -1,15 +1,21 @@
-//! Sigstore bundles attached as OCI 1.1 referrers (cosign v3): the referrers API, or where
-//! the registry has none, the referrers tag schema; each referrer screened before its bundle
+//! Sigstore bundles attached as OCI 1.1 referrers (cosign v3, GitHub) and in-toto referrers:
+//! the referrers API, or where the registry has none, the referrers tag schema; each referrer
+//! screened on its manifest (artifact type, subject, predicate type annotation) before a blob
 //! is fetched. Owns reading referrers; must not verify anything or look at the `.sig` tag.
 
 use std::collections::HashSet;
 
+use super::att_tag::Envelopes;
+use super::wanted::fetch_attestation;
 use super::{
     AFTER_ALL_REFERRERS, BUNDLE_MEDIA_PREFIX, DiscoverError, Discovered, MAX_BUNDLE_BYTES,
-    MAX_REFERRER_MANIFEST_BYTES, OCI_EMPTY, Order, PathTried, Search, Tagged, WhyNotExamined,
-    lies_in_content, referrer, short, too_many_layers,
+    MAX_REFERRER_MANIFEST_BYTES, OCI_EMPTY, Order, PathTried, Place, Search, Sought, Tagged,
+    WhyNotExamined, lies_in_content, referrer, short, too_many_layers,
 };
-use crate::candidate::{BundleCandidate, COSIGN_SIGN_PREDICATE, PREDICATE_TYPE_ANNOTATION};
+use crate::candidate::{
+    AttestationCandidate, AttestationForm, BundleCandidate, COSIGN_SIGN_PREDICATE,
+    IN_TOTO_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION,
+};
 use crate::reference::Digest;
 use crate::registry::{Descriptor, ImageManifest, MAX_REFERRERS, ReferrersCut};
 
@@ -95,9 +101,19 @@ impl Listed<'_> {
     fn location(&self) -> String {
         format!("{} {}", self.path, self.label)
     }
+
+    /// Where a note on it goes, and what was looked for there.
+    fn place(&self, sought: Sought) -> Place<'_> {
+        Place {
+            order: self.at,
+            what: &self.label,
+            sought,
+        }
+    }
 }
 
-/// Look at each referrer; hand over the Sigstore bundles that refer to the digest.
+/// Look at each referrer; hand over the Sigstore bundles that refer to the digest, and the
+/// attestations wanted.
 async fn examine(
     s: Search<'_>,
     path: &str,
@@ -107,26 +123,46 @@ async fn examine(
     let mut seen_manifests = HashSet::new();
     let mut seen_bundles = HashSet::new();
     for (i, desc) in descs.into_iter().enumerate() {
-        let Some(r) = listed_referrer(path, i, desc, &mut seen_manifests, tried) else {
+        let Some(r) = listed_referrer(s, path, i, desc, &mut seen_manifests, tried) else {
             continue;
         };
         let Some((manifest, at_digest)) = referrer_manifest(s, &r, tried).await? else {
             continue;
         };
-        let layer = match bundle_layer(&manifest, s.digest, &r.label) {
-            Ok(layer) => layer,
+        let found = match classify(&manifest, s, &r.label) {
+            Ok(found) => found,
             Err(note) => {
                 tried.notes.push(note);
                 continue;
             }
         };
-        if layer.size > MAX_BUNDLE_BYTES as u64 {
-            let reason = WhyNotExamined::TooLarge {
-                media_type: layer.media_type.clone(),
-                size: layer.size,
-                limit: MAX_BUNDLE_BYTES,
+        if let Referred::InToto = found {
+            let order = |layer: usize| Order {
+                layer: layer + 1,
+                ..r.at
             };
-            s.not_examined(tried, r.at, &r.label, r.location(), reason);
+            let at = Envelopes {
+                path: r.path,
+                location: r.location(),
+                label: format!("{} ", r.label),
+                order: &order,
+            };
+            at.hand_over(s, &manifest.layers, tried).await?;
+            continue;
+        }
+        let (layer, bundle) = match found {
+            Referred::Signature(layer) => (layer, BundleIs::Signature),
+            Referred::Unannotated(layer) => (layer, BundleIs::Either),
+            Referred::Attestation(layer, claimed) => (layer, BundleIs::Attestation(claimed)),
+            Referred::InToto => continue,
+        };
+        let at = Bundled {
+            r: &r,
+            layer,
+            manifest_digest: &at_digest,
+            is: bundle,
+        };
+        if at.too_large(s, tried) {
             continue;
         }
         if !seen_bundles.insert(layer.digest.clone()) {
@@ -136,14 +172,16 @@ async fn examine(
             ));
             continue;
         }
-        hand_over_bundle(s, &r, layer, &at_digest, tried).await?;
+        at.hand_over(s, tried).await?;
     }
     Ok(())
 }
 
 /// A listed referrer worth fetching: its digest parses, it is listed once, and its declared
-/// artifact type (if any) is a Sigstore bundle's. Otherwise None, with a note.
+/// artifact type (if any) is a Sigstore bundle's (or in-toto's, when attestations are
+/// wanted). Otherwise None, with a note.
 fn listed_referrer<'p>(
+    s: Search<'_>,
     path: &'p str,
     index: usize,
     desc: Descriptor,
@@ -162,7 +200,12 @@ fn listed_referrer<'p>(
         return None;
     }
     let declared = desc.artifact_type.unwrap_or_default();
-    if !declared.is_empty() && declared != OCI_EMPTY && !declared.starts_with(BUNDLE_MEDIA_PREFIX) {
+    let in_toto = declared == IN_TOTO_MEDIA_TYPE && s.wanted.attestations();
+    if !declared.is_empty()
+        && declared != OCI_EMPTY
+        && !declared.starts_with(BUNDLE_MEDIA_PREFIX)
+        && !in_toto
+    {
         tried
             .notes
             .push(format!("{label} is {declared:?}, not a Sigstore bundle"));
@@ -223,70 +266,163 @@ async fn referrer_manifest(
     }
 }
 
-/// The bundle layer of a referrer that is a cosign signature bundle of `digest`, or the note
-/// saying why it is not one.
-fn bundle_layer<'m>(
+/// What a referrer of the digest holds, as its manifest says.
+enum Referred<'m> {
+    /// A bundle whose predicate type annotation is cosign's signature's.
+    Signature(&'m Descriptor),
+    /// A bundle without a predicate type annotation: a signature, or an attestation.
+    Unannotated(&'m Descriptor),
+    /// A bundle whose annotated predicate type is another, and wanted.
+    Attestation(&'m Descriptor, String),
+    /// An in-toto referrer (attestations wanted): DSSE envelope layers.
+    InToto,
+}
+
+/// What the referrer `manifest` of `s.digest` holds that is looked for, or the note saying why
+/// nothing of it is.
+fn classify<'m>(
     manifest: &'m ImageManifest,
-    digest: &Digest,
+    s: Search<'_>,
     label: &str,
-) -> Result<&'m Descriptor, String> {
+) -> Result<Referred<'m>, String> {
     let kind = manifest
         .artifact_type
         .clone()
         .or_else(|| manifest.config.as_ref().map(|c| c.media_type.clone()))
         .unwrap_or_default();
-    if !kind.starts_with(BUNDLE_MEDIA_PREFIX) {
+    let in_toto = kind == IN_TOTO_MEDIA_TYPE && s.wanted.attestations();
+    if !kind.starts_with(BUNDLE_MEDIA_PREFIX) && !in_toto {
         return Err(format!("{label} is {kind:?}, not a Sigstore bundle"));
     }
-    if manifest.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
+    if manifest.subject.as_ref().map(|d| d.digest.as_str()) != Some(s.digest.as_str()) {
         return Err(format!("{label} refers to another image"));
     }
+    if in_toto {
+        return Ok(Referred::InToto);
+    }
+    let layer = manifest
+        .layers
+        .iter()
+        .find(|l| l.media_type.starts_with(BUNDLE_MEDIA_PREFIX))
+        .ok_or_else(|| format!("{label} has no bundle layer"));
     let predicate = manifest
         .annotations
         .as_ref()
         .and_then(|a| a.get(PREDICATE_TYPE_ANNOTATION));
-    if let Some(p) = predicate.filter(|p| p.as_str() != COSIGN_SIGN_PREDICATE) {
-        return Err(format!(
+    match predicate {
+        None => Ok(Referred::Unannotated(layer?)),
+        Some(p) if p == COSIGN_SIGN_PREDICATE => Ok(Referred::Signature(layer?)),
+        Some(p) if !s.wanted.attestations() => Err(format!(
             "{label} is an attestation ({p:?}), not a signature"
-        ));
+        )),
+        Some(p) if !s.wanted.fetches(Some(p)) => Err(format!(
+            "{label} is an attestation of {p:?}, not one asked for"
+        )),
+        Some(p) => Ok(Referred::Attestation(layer?, p.clone())),
     }
-    manifest
-        .layers
-        .iter()
-        .find(|l| l.media_type.starts_with(BUNDLE_MEDIA_PREFIX))
-        .ok_or_else(|| format!("{label} has no bundle layer"))
 }
 
-/// Fetch a referrer's bundle and hand it over (or hand it over as not examined).
-async fn hand_over_bundle(
-    s: Search<'_>,
-    r: &Listed<'_>,
-    layer: &Descriptor,
-    manifest_digest: &Digest,
-    tried: &mut PathTried,
-) -> Result<(), DiscoverError> {
-    let bytes = match s
-        .registry
-        .get_blob_capped(s.subject, layer, MAX_BUNDLE_BYTES, s.budget)
-        .await
-    {
-        Ok(bytes) => bytes,
-        Err(source) if lies_in_content(&source) => {
-            let reason = WhyNotExamined::Content { source };
-            s.not_examined(tried, r.at, &r.label, r.location(), reason);
-            return Ok(());
+/// What a bundle referrer is handed over as.
+enum BundleIs {
+    /// A signature candidate.
+    Signature,
+    /// A signature candidate, and an attestation candidate too when attestations are wanted.
+    Either,
+    /// An attestation candidate of this (annotated, wanted) predicate type.
+    Attestation(String),
+}
+
+/// A bundle referrer to fetch and hand over.
+struct Bundled<'a> {
+    r: &'a Listed<'a>,
+    layer: &'a Descriptor,
+    manifest_digest: &'a Digest,
+    is: BundleIs,
+}
+
+impl Bundled<'_> {
+    /// Its limit (a signature bundle's, or an attestation's), and what was looked for.
+    fn limit(&self, s: Search<'_>) -> (usize, Sought) {
+        match &self.is {
+            BundleIs::Attestation(_) => (s.registry.max_attestation_bytes(), Sought::Attestation),
+            _ => (MAX_BUNDLE_BYTES, Sought::Signature),
         }
-        Err(e) => return Err(s.failed_at(r.path)(e)),
-    };
-    let Ok(json) = String::from_utf8(bytes) else {
-        s.not_examined(tried, r.at, &r.label, r.location(), WhyNotExamined::NotUtf8);
-        return Ok(());
-    };
-    tried.found += 1;
-    let bundle = BundleCandidate {
-        location: format!("{} {}", r.path, short(manifest_digest.as_str())),
-        json,
-    };
-    (s.sink)(r.at, Discovered::Bundle(bundle));
-    Ok(())
+    }
+
+    /// Whether its layer declares more than its limit (then it is handed over as not
+    /// examined, and not fetched).
+    fn too_large(&self, s: Search<'_>, tried: &mut PathTried) -> bool {
+        let (limit, sought) = self.limit(s);
+        if self.layer.size <= limit as u64 {
+            return false;
+        }
+        let reason = WhyNotExamined::TooLarge {
+            media_type: self.layer.media_type.clone(),
+            size: self.layer.size,
+            limit,
+        };
+        s.not_examined_at(tried, self.r.place(sought), self.r.location(), reason);
+        true
+    }
+
+    /// Fetch the bundle within its limit and hand it over (or hand it over as not examined).
+    async fn hand_over(self, s: Search<'_>, tried: &mut PathTried) -> Result<(), DiscoverError> {
+        let r = self.r;
+        let (_, sought) = self.limit(s);
+        let (fetched, _turn) = match self.is {
+            BundleIs::Attestation(_) => {
+                let f = fetch_attestation(s, self.layer).await;
+                (f.bytes, f.turn)
+            }
+            _ => {
+                let f = s
+                    .registry
+                    .get_blob_capped(s.subject, self.layer, MAX_BUNDLE_BYTES, s.budget)
+                    .await;
+                (f, None)
+            }
+        };
+        let bytes = match fetched {
+            Ok(bytes) => bytes,
+            Err(source) if lies_in_content(&source) => {
+                let reason = WhyNotExamined::Content { source };
+                s.not_examined_at(tried, r.place(sought), r.location(), reason);
+                return Ok(());
+            }
+            Err(e) => return Err(s.failed_at(r.path)(e)),
+        };
+        let Ok(json) = String::from_utf8(bytes) else {
+            let reason = WhyNotExamined::NotUtf8;
+            s.not_examined_at(tried, r.place(sought), r.location(), reason);
+            return Ok(());
+        };
+        let bundle = BundleCandidate {
+            location: format!("{} {}", r.path, short(self.manifest_digest.as_str())),
+            json,
+        };
+        let attestation = |bundle, claimed_type| AttestationCandidate {
+            location: r.location(),
+            claimed_type,
+            form: AttestationForm::Bundle(bundle),
+        };
+        match self.is {
+            BundleIs::Attestation(claimed) => {
+                tried.attestations += 1;
+                let a = attestation(bundle, Some(claimed));
+                (s.sink)(r.at, Discovered::Attestation(a));
+            }
+            BundleIs::Either if s.wanted.attestations() => {
+                tried.found += 1;
+                tried.attestations += 1;
+                let a = attestation(bundle.clone(), None);
+                (s.sink)(r.at, Discovered::Bundle(bundle));
+                (s.sink)(r.at, Discovered::Attestation(a));
+            }
+            _ => {
+                tried.found += 1;
+                (s.sink)(r.at, Discovered::Bundle(bundle));
+            }
+        }
+        Ok(())
+    }
 }

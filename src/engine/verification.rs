@@ -11,7 +11,8 @@ use super::decision::{Decision, Timings, bound_decision};
 use super::flight::Stage;
 use super::{Engine, Planned, found, manifest_trace, ms_of};
 use crate::discover::{
-    DiscoverError, Discovered, MAX_DISCOVERY_BYTES, Order, PathTried, discover_each, summary,
+    DiscoverError, Discovered, MAX_DISCOVERY_BYTES, Order, PathTried, Wanted, discover_each,
+    summary,
 };
 use crate::error_chain;
 use crate::failure::Failure;
@@ -158,6 +159,10 @@ impl Engine {
     ) -> (Looked, Verified) {
         let verified = Mutex::new(Verified::default());
         let sink = |order: Order, found: Discovered| {
+            if let Discovered::Attestation(_) = found {
+                // Only signatures are asked for here: none arrives, and one would not count.
+                return;
+            }
             let t = Instant::now();
             let outcome = policy.outcome(rule, expect, &found);
             let mut v = crate::sync::lock(&verified);
@@ -173,7 +178,8 @@ impl Engine {
         };
         let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
         let registry = &self.inner.registry;
-        let found = discover_each(registry, pinned, &expect.digest, &budget, &sink).await;
+        let wanted = Wanted::Signatures;
+        let found = discover_each(registry, pinned, &expect.digest, &budget, &wanted, &sink).await;
         (found, crate::sync::into_inner(verified))
     }
 

@@ -164,6 +164,19 @@ impl CompiledPolicy {
                         .collect(),
                 }
             }
+            // Not a signature: no authority of the signature requirement is satisfied by it.
+            Discovered::Attestation(a) => CandidateOutcome {
+                location: a.location.clone(),
+                results: rule
+                    .authorities
+                    .iter()
+                    .map(|_| {
+                        let detail = "an attestation, not a signature".to_string();
+                        let kind = RejectionKind::NotExamined { detail };
+                        Err(Rejection::new(a.location.clone(), kind))
+                    })
+                    .collect(),
+            },
             Discovered::NotExamined(u) => {
                 let detail = error_chain(&u.reason);
                 CandidateOutcome {

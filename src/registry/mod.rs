@@ -53,7 +53,14 @@ pub struct Registry {
     gates: gate::Gates,
     /// Hosts that answered "no referrers API": not asked again by this process.
     no_referrers_api: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Largest attestation blob fetched (see [`MAX_ATTESTATION_BYTES`]).
+    max_attestation_bytes: usize,
 }
+
+/// Largest attestation blob fetched by default (a DSSE envelope layer or a Sigstore bundle
+/// carrying one): SBOMs of large images run to tens of MiB. Its own limit, not the blob limit
+/// of the settings; see [`Registry::with_max_attestation_bytes`].
+pub const MAX_ATTESTATION_BYTES: usize = 32 << 20;
 
 /// Where a reference's manifests and blobs are: the store of its errors.
 fn store_of(r: &ImageRef) -> Store {
@@ -72,7 +79,19 @@ impl Registry {
             gates: gate::Gates::new(settings.max_connections_per_host),
             settings,
             no_referrers_api: std::sync::Mutex::new(std::collections::HashSet::new()),
+            max_attestation_bytes: MAX_ATTESTATION_BYTES,
         }
+    }
+
+    /// This client with another limit on attestation blobs (`--max-attestation-bytes`).
+    pub fn with_max_attestation_bytes(mut self, limit: usize) -> Self {
+        self.max_attestation_bytes = limit;
+        self
+    }
+
+    /// The largest attestation blob this client fetches.
+    pub fn max_attestation_bytes(&self) -> usize {
+        self.max_attestation_bytes
     }
 
     /// The settings it was built with.
@@ -190,6 +209,23 @@ impl Registry {
     ) -> Result<Vec<u8>, RegistryError> {
         let limit = max_bytes.min(self.settings.max_blob_bytes);
         self.blob(r, desc, limit, Some(budget)).await
+    }
+
+    /// An attestation blob (a DSSE envelope, a Sigstore bundle carrying one), refused past
+    /// [`Registry::max_attestation_bytes`] (not the blob limit of the settings) and past the
+    /// size its descriptor declares: before any request when the descriptor admits it, else
+    /// while reading (a descriptor that understates is not believed); charged to `budget`.
+    pub async fn get_attestation_blob(
+        &self,
+        r: &ImageRef,
+        desc: &Descriptor,
+        budget: &FetchBudget,
+    ) -> Result<Vec<u8>, RegistryError> {
+        // Over the limit, the refusal names the limit; within it, the read stops at the size
+        // declared.
+        let declared = usize::try_from(desc.size).unwrap_or(usize::MAX);
+        let cap = declared.min(self.max_attestation_bytes);
+        self.blob(r, desc, cap, Some(budget)).await
     }
 
     async fn blob(

@@ -24,7 +24,7 @@ fn claimed(signer: &Value) -> String {
 }
 
 /// `discover`'s text as its JSON document `doc` says it.
-fn discover_text(doc: &Value) -> String {
+pub(crate) fn discover_text(doc: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap().to_string();
     let mut want = format!(
         "{} resolves to {}\n",
@@ -41,11 +41,18 @@ fn discover_text(doc: &Value) -> String {
         } else {
             format!(" ({})", notes.join("; "))
         };
-        want.push_str(&format!(
-            "  {}: {} signature(s){notes}\n",
-            s(&p["path"]),
-            p["found"]
-        ));
+        let attestations = p["attestations"].as_u64().unwrap_or(0);
+        let counts = match (
+            p["holds"].as_str(),
+            p["found"].as_u64().unwrap(),
+            attestations,
+        ) {
+            (Some("attestation"), _, a) => format!("{a} attestation(s)"),
+            (_, f, 0) => format!("{f} signature(s)"),
+            (_, 0, a) => format!("{a} attestation(s)"),
+            (_, f, a) => format!("{f} signature(s), {a} attestation(s)"),
+        };
+        want.push_str(&format!("  {}: {counts}{notes}\n", s(&p["path"])));
     }
     let signatures = doc["signatures"].as_array().unwrap();
     for sig in signatures.iter().filter(|x| x["kind"] == "cosign-legacy") {
@@ -61,6 +68,22 @@ fn discover_text(doc: &Value) -> String {
             sig["mediaType"].as_str().unwrap_or("no media type"),
             s(&sig["location"]),
             claimed(&sig["claimedSigner"])
+        ));
+    }
+    for a in doc["attestations"].as_array().unwrap() {
+        let typed = match a["predicateType"].as_str() {
+            Some(t) => format!("of type {t} (as annotated)"),
+            None => "of a type not annotated".into(),
+        };
+        let kind = match a["kind"].as_str().unwrap() {
+            "cosign-legacy-attestation" => "cosign legacy .att envelope",
+            "in-toto-referrer" => "in-toto referrer envelope",
+            _ => "Sigstore bundle",
+        };
+        want.push_str(&format!(
+            "  attestation {typed}, {kind} at {}: by {}\n",
+            s(&a["location"]),
+            claimed(&a["claimedSigner"])
         ));
     }
     for u in doc["unexamined"].as_array().unwrap() {

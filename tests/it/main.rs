@@ -4,6 +4,7 @@
 
 mod arguments;
 mod attest;
+mod attestation_discovery;
 mod attestation_policy;
 mod auth;
 mod bounds;

@@ -238,7 +238,12 @@ pub async fn read_body_capped(
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Ok(None);
     }
-    let mut out = Vec::new();
+    // The declared length (within the limit) is reserved once, so a large body is not copied
+    // as it grows; a body without one grows as it arrives. Never more than `limit` is held.
+    let declared = resp
+        .content_length()
+        .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut out = Vec::with_capacity(declared.min(limit));
     while let Some(chunk) = resp.chunk().await.map_err(Cause::Transport)? {
         if out.len() + chunk.len() > limit {
             return Ok(None);
