@@ -4,15 +4,15 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::cache::{DecisionKey, Resolved};
 use super::decision::{Decision, Timings, bound_decision};
 use super::flight::Stage;
 use super::{Engine, Planned, found, manifest_trace, ms_of};
 use crate::discover::{
-    DiscoverError, Discovered, MAX_DISCOVERY_BYTES, Order, PathTried, Wanted, discover_each,
-    summary,
+    DiscoverError, Discovered, MAX_DISCOVERY_BYTES, Order, PathTried, Sought, Wanted,
+    discover_each, summary,
 };
 use crate::error_chain;
 use crate::failure::Failure;
@@ -22,7 +22,7 @@ use crate::policy::{
 };
 use crate::reference::ImageRef;
 use crate::registry::FetchBudget;
-use crate::verify::Expectation;
+use crate::verify::{ArtifactDigests, Expectation};
 
 /// What verifying candidates as they were found has gathered.
 #[derive(Default)]
@@ -30,8 +30,10 @@ struct Verified {
     outcomes: Vec<(Order, CandidateOutcome)>,
     /// What each attestation candidate gave for the rule's `attestations:`.
     attestations: Vec<(Order, AttestationOutcome)>,
-    /// The reasons of the locations not examined.
+    /// The reasons of the signature locations not examined.
     not_examined: Vec<String>,
+    /// The reasons of the attestation locations not examined.
+    attestations_not_examined: Vec<String>,
     /// Time spent verifying.
     time: Duration,
 }
@@ -158,12 +160,28 @@ impl Engine {
         expect: &Expectation,
     ) -> (Looked, Verified) {
         let verified = Mutex::new(Verified::default());
+        let digests = ArtifactDigests::of_digest(&expect.digest);
+        let now = SystemTime::now();
         let sink = |order: Order, found: Discovered| {
-            if let Discovered::Attestation(_) = found {
-                // Only signatures are asked for here: none arrives, and one would not count.
-                return;
-            }
             let t = Instant::now();
+            match &found {
+                // Verified and its conditions evaluated here: the statement's bytes go with it.
+                Discovered::Attestation(c) => {
+                    let outcome = policy.attestation_outcome(rule, &digests, c, now);
+                    let mut v = crate::sync::lock(&verified);
+                    v.attestations.push((order, outcome));
+                    v.time += t.elapsed();
+                    return;
+                }
+                Discovered::NotExamined(u) if u.sought == Sought::Attestation => {
+                    let said = format!("{}: not examined: {}", u.location, error_chain(&u.reason));
+                    crate::sync::lock(&verified)
+                        .attestations_not_examined
+                        .push(said);
+                    return;
+                }
+                _ => {}
+            }
             let outcome = policy.outcome(rule, expect, &found);
             let mut v = crate::sync::lock(&verified);
             if let Discovered::NotExamined(u) = &found {
@@ -178,7 +196,12 @@ impl Engine {
         };
         let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
         let registry = &self.inner.registry;
-        let wanted = Wanted::Signatures;
+        let wanted = if rule.attestations.is_empty() {
+            Wanted::Signatures
+        } else {
+            let types = rule.attestations.iter().map(|a| a.predicate_type.clone());
+            Wanted::Attestations(types.collect())
+        };
         let found = discover_each(registry, pinned, &expect.digest, &budget, &wanted, &sink).await;
         (found, crate::sync::into_inner(verified))
     }
@@ -212,6 +235,7 @@ fn judge(
         mut outcomes,
         mut attestations,
         not_examined,
+        attestations_not_examined,
         time: verifying,
     } = verified;
     outcomes.sort_by_key(|(order, _)| *order);
@@ -231,40 +255,68 @@ fn judge(
     decision.signatures = eval.evidence;
     decision.attestations = eval.attestations;
     decision.failure = eval.failure;
-    note_not_examined(decision, reference, not_examined);
+    // Once the signatures held, only the attestations' locations could change the verdict.
+    let on_attestations = matches!(
+        decision.failure,
+        Some(Failure::Unattested | Failure::Condition)
+    );
+    if on_attestations {
+        note_not_examined(
+            decision,
+            reference,
+            attestations_not_examined,
+            Sought::Attestation,
+        );
+        list_not_examined(decision, not_examined, "signature");
+    } else {
+        note_not_examined(decision, reference, not_examined, Sought::Signature);
+        list_not_examined(decision, attestations_not_examined, "attestation");
+    }
 }
 
-/// Locations discovery could not examine: when the rule failed, they might have satisfied it
-/// (the registry's content stood in the way of a verdict); when it held, they are still said.
-fn note_not_examined(decision: &mut Decision, reference: &ImageRef, not_examined: Vec<String>) {
+/// Locations discovery could not examine: when the rule failed on what they hold (`sought`:
+/// the signatures, or the attestations once the signatures held), they might have satisfied it
+/// (the registry's content stood in the way of a verdict); otherwise they are still said.
+fn note_not_examined(
+    decision: &mut Decision,
+    reference: &ImageRef,
+    not_examined: Vec<String>,
+    sought: Sought,
+) {
+    let (noun, verb) = match sought {
+        Sought::Attestation => ("attestation", "attested"),
+        _ => ("signature", "signed"),
+    };
     if not_examined.is_empty() {
         return;
     }
     if decision.failure.is_some() {
-        // What could not be examined might have satisfied the rule: the registry's content
-        // stood in the way of a verdict on the artifact (the reasons name it).
         decision.failure = Some(Failure::Registry);
         decision.reasons.insert(
             0,
             format!(
-                "cannot tell whether {reference} is signed: {} signature location(s) could not \
+                "cannot tell whether {reference} is {verb}: {} {noun} location(s) could not \
                  be examined, and nothing else satisfied the rule",
                 not_examined.len()
             ),
         );
     } else {
-        // Satisfied without it; still said, as rejected candidates (the first few: the
-        // discovery notes name every one).
-        const LISTED: usize = 8;
-        let more = not_examined.len().saturating_sub(LISTED);
-        decision
-            .reasons
-            .extend(not_examined.into_iter().take(LISTED));
-        if more > 0 {
-            decision.reasons.push(format!(
-                "and {more} more signature location(s) not examined (see the discovery notes)"
-            ));
-        }
+        list_not_examined(decision, not_examined, noun);
+    }
+}
+
+/// The first few locations not examined, as rejected candidates (the discovery notes name
+/// every one).
+fn list_not_examined(decision: &mut Decision, not_examined: Vec<String>, noun: &str) {
+    const LISTED: usize = 8;
+    let more = not_examined.len().saturating_sub(LISTED);
+    decision
+        .reasons
+        .extend(not_examined.into_iter().take(LISTED));
+    if more > 0 {
+        decision.reasons.push(format!(
+            "and {more} more {noun} location(s) not examined (see the discovery notes)"
+        ));
     }
 }
 
