@@ -589,3 +589,256 @@ impl std::fmt::Debug for VerifiedAttestation {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::candidate::BundleCandidate;
+    use crate::failure::Failure;
+    use crate::reference::Digest;
+    use crate::sign::key::SigningKey;
+    use base64::Engine as _;
+
+    const SLSA1: &str = "https://slsa.dev/provenance/v1";
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+    fn statement(version: &str, subject: &str, predicate_type: &str) -> Vec<u8> {
+        format!(
+            r#"{{"_type":"https://in-toto.io/Statement/{version}","subject":[{subject}],"predicateType":"{predicate_type}","predicate":{{"builder":{{"id":"ci"}}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn subject(alg: &str, hex: &str) -> String {
+        format!(r#"{{"name":"x","digest":{{"{alg}":"{hex}"}}}}"#)
+    }
+
+    fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+        let mut m = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), payload.len())
+            .into_bytes();
+        m.extend_from_slice(payload);
+        m
+    }
+
+    fn envelope_json(keys: &[&SigningKey], payload_type: &str, payload: &[u8]) -> String {
+        let sigs: Vec<_> = keys
+            .iter()
+            .map(|k| serde_json::json!({"keyid": "", "sig": B64.encode(k.sign(&pae(payload_type, payload)).unwrap())}))
+            .collect();
+        serde_json::json!({"payloadType": payload_type, "payload": B64.encode(payload), "signatures": sigs})
+            .to_string()
+    }
+
+    fn envelope(json: String, annotations: &[(&str, &str)]) -> AttestationCandidate {
+        AttestationCandidate {
+            location: "tag sha256-x.att layer 1".into(),
+            claimed_type: Some(SLSA1.into()),
+            form: AttestationForm::Envelope {
+                envelope: Arc::from(json.into_bytes()),
+                annotations: annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        }
+    }
+
+    /// A cosign v3 bundle without a log entry (`--tlog-upload=false`).
+    fn bundle(key: &SigningKey, payload: &[u8]) -> AttestationCandidate {
+        let sig = key.sign(&pae(IN_TOTO_MEDIA_TYPE, payload)).unwrap();
+        let hint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().der());
+        let json = serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"publicKey": {"hint": B64.encode(hint.as_ref())}},
+            "dsseEnvelope": {
+                "payload": B64.encode(payload),
+                "payloadType": IN_TOTO_MEDIA_TYPE,
+                "signatures": [{"sig": B64.encode(sig)}],
+            },
+        });
+        AttestationCandidate {
+            location: "referrer sha256:abc".into(),
+            claimed_type: None,
+            form: AttestationForm::Bundle(BundleCandidate {
+                location: "referrer sha256:abc".into(),
+                json: json.to_string(),
+            }),
+        }
+    }
+
+    fn verify(
+        c: &AttestationCandidate,
+        who: BundleAuthority<'_>,
+        digests: &ArtifactDigests,
+        predicate_type: &str,
+    ) -> Result<VerifiedAttestation, Rejection> {
+        let root = TrustRoot::embedded_shared().unwrap();
+        let predicate_type = PredicateType::parse(predicate_type).unwrap();
+        let expect = AttestationExpectation {
+            digests,
+            predicate_type: &predicate_type,
+        };
+        verify_attestation(&PreparedAttestation::new(c), "release", who, root, &expect)
+    }
+
+    fn image() -> (Digest, ArtifactDigests) {
+        let d = Digest::sha256_of(b"image");
+        let a = ArtifactDigests::of_digest(&d);
+        (d, a)
+    }
+
+    #[test]
+    fn key_signed_envelopes_and_bundles_verify() {
+        let key = SigningKey::generate().unwrap();
+        let (d, digests) = image();
+        for version in ["v0.1", "v1"] {
+            let payload = statement(version, &subject("sha256", d.hex()), SLSA1);
+            let env = envelope(envelope_json(&[&key], IN_TOTO_MEDIA_TYPE, &payload), &[]);
+            let b = bundle(&key, &payload);
+            for c in [&env, &b] {
+                let who = BundleAuthority::KeyWithoutTlog(key.public_key());
+                let v = verify(c, who, &digests, "slsaprovenance1").unwrap();
+                assert_eq!(v.statement_json(), payload.as_slice());
+                assert_eq!(v.predicate_type(), SLSA1);
+                assert_eq!(v.authority(), "release");
+                assert_eq!(v.location(), c.location);
+                let facts = v.signer_facts();
+                assert_eq!(facts["kind"], "key");
+                assert_eq!(facts["authority"], "release");
+                assert_eq!(facts["keyFingerprint"], key.public_key().fingerprint());
+                assert!(format!("{v:?}").contains("statement_bytes"));
+            }
+        }
+    }
+
+    #[test]
+    fn subjects_in_every_known_algorithm() {
+        let key = SigningKey::generate().unwrap();
+        let who = BundleAuthority::KeyWithoutTlog(key.public_key());
+        let file = ArtifactDigests::of_bytes(b"package.tgz");
+        let other = ArtifactDigests::of_bytes(b"other.tgz");
+        for alg in ["sha256", "sha384", "sha512"] {
+            let payload = statement("v1", &subject(alg, file.get(alg).unwrap()), SLSA1);
+            let env = envelope(envelope_json(&[&key], IN_TOTO_MEDIA_TYPE, &payload), &[]);
+            assert!(verify(&env, who, &file, SLSA1).is_ok(), "{alg}");
+            let e = verify(&env, who, &other, SLSA1).unwrap_err();
+            assert!(matches!(e.kind(), RejectionKind::SubjectMismatch { .. }), "{e}");
+            assert_eq!(e.class(), Failure::Mismatch);
+            // a bundle hands sigstore-verify a sha256/sha512 subject; sha384 alone it cannot bind
+            let b = bundle(&key, &payload);
+            match verify(&b, who, &file, SLSA1) {
+                Ok(_) => assert_ne!(alg, "sha384"),
+                Err(e) => {
+                    assert_eq!(alg, "sha384", "{e}");
+                    assert!(matches!(e.kind(), RejectionKind::NotSupported { .. }), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_type_subject_key_and_statement_are_rejected() {
+        let key = SigningKey::generate().unwrap();
+        let other_key = SigningKey::generate().unwrap();
+        let who = BundleAuthority::KeyWithoutTlog(key.public_key());
+        let (d, digests) = image();
+        let good = statement("v1", &subject("sha256", d.hex()), SLSA1);
+        let env = |p: &[u8]| envelope(envelope_json(&[&key], IN_TOTO_MEDIA_TYPE, p), &[]);
+        // another predicate type
+        let e = verify(&env(&good), who, &digests, "spdx").unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::PredicateTypeMismatch { .. }), "{e}");
+        assert_eq!(e.class(), Failure::Unattested);
+        assert!(e.to_string().contains("https://spdx.dev/Document"), "{e}");
+        // an attestation of another image (copied under this one's .att tag)
+        let copied = statement("v1", &subject("sha256", Digest::sha256_of(b"x").hex()), SLSA1);
+        let e = verify(&env(&copied), who, &digests, SLSA1).unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::SubjectMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("another artifact"), "{e}");
+        // signed by another key; one of two signatures by the key is enough
+        let by_other = envelope(envelope_json(&[&other_key], IN_TOTO_MEDIA_TYPE, &good), &[]);
+        let e = verify(&by_other, who, &digests, SLSA1).unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::BadSignature { .. }), "{e}");
+        let both = envelope(envelope_json(&[&other_key, &key], IN_TOTO_MEDIA_TYPE, &good), &[]);
+        assert!(verify(&both, who, &digests, SLSA1).is_ok());
+        let e = verify(&bundle(&other_key, &good), who, &digests, SLSA1).unwrap_err();
+        assert_eq!(e.class(), Failure::Untrusted, "{e}");
+        // not an in-toto payload; an unknown statement type; an ambiguous subject
+        let e = verify(&envelope(envelope_json(&[&key], "text/plain", &good), &[]), who, &digests, SLSA1)
+            .unwrap_err();
+        assert!(e.reason().contains("is not an in-toto statement"), "{}", e.reason());
+        let v2 = statement("v2", &subject("sha256", d.hex()), SLSA1);
+        let e = verify(&env(&v2), who, &digests, SLSA1).unwrap_err();
+        assert!(e.reason().contains("not in-toto Statement v0.1 or v1"), "{}", e.reason());
+        let twice = format!(r#"{{"name":"x","digest":{{"sha256":"{0}","SHA256":"{0}"}}}}"#, d.hex());
+        let e = verify(&env(&statement("v1", &twice, SLSA1)), who, &digests, SLSA1).unwrap_err();
+        assert!(e.reason().contains("appears twice"), "{}", e.reason());
+        assert_eq!(e.class(), Failure::Untrusted);
+    }
+
+    #[test]
+    fn tlog_and_keyless_rules_are_the_signatures_ones() {
+        let key = SigningKey::generate().unwrap();
+        let other_key = SigningKey::generate().unwrap();
+        let (d, digests) = image();
+        let payload = statement("v0.1", &subject("sha256", d.hex()), SLSA1);
+        let env = envelope(envelope_json(&[&key], IN_TOTO_MEDIA_TYPE, &payload), &[]);
+        let logged = BundleAuthority::Key(key.public_key());
+        let e = verify(&env, logged, &digests, SLSA1).unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::NoTlogEntry { .. }), "{e}");
+        assert_eq!(e.class(), Failure::Tlog);
+        // a wrong key is said to be a wrong key, not a missing entry
+        let e = verify(&env, BundleAuthority::Key(other_key.public_key()), &digests, SLSA1)
+            .unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::BadSignature { .. }), "{e}");
+        let b = bundle(&key, &payload);
+        assert!(!PreparedAttestation::new(&b).has_tlog_entries());
+        let e = verify(&b, logged, &digests, SLSA1).unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::NoTlogEntry { .. }), "{e}");
+        let e = verify(&env, BundleAuthority::Identities(&[]), &digests, SLSA1).unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::NotKeyless { .. }), "{e}");
+        // a Rekor annotation that is not one is the bundle form's error, not an accept
+        let broken = envelope(
+            envelope_json(&[&key], IN_TOTO_MEDIA_TYPE, &payload),
+            &[(REKOR_BUNDLE_ANNOTATION, "{}")],
+        );
+        assert!(PreparedAttestation::new(&broken).has_tlog_entries());
+        let e = verify(&broken, logged, &digests, SLSA1).unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::Bundle { .. }), "{e}");
+        assert!(e.reason().contains("is malformed"), "{}", e.reason());
+    }
+
+    #[test]
+    fn envelopes_are_read_as_go_reads_them() {
+        let key = SigningKey::generate().unwrap();
+        let who = BundleAuthority::KeyWithoutTlog(key.public_key());
+        let (d, digests) = image();
+        let payload = statement("v1", &subject("sha256", d.hex()), SLSA1);
+        let json = envelope_json(&[&key], IN_TOTO_MEDIA_TYPE, &payload);
+        // line-wrapped and URL-safe base64 are the same payload
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let b64 = v["payload"].as_str().unwrap();
+        let wrapped = json.replace(b64, &format!("{}\\n{}", &b64[..40], &b64[40..]));
+        assert!(verify(&envelope(wrapped, &[]), who, &digests, SLSA1).is_ok());
+        let url = base64::engine::general_purpose::URL_SAFE.encode(&payload);
+        let url_safe = json.replace(b64, &url);
+        assert!(verify(&envelope(url_safe, &[]), who, &digests, SLSA1).is_ok());
+        let cases = [
+            ("not json".to_string(), "not a DSSE envelope"),
+            (json.replace("\"payload\":", "\"Payload\":\"e30=\",\"payload\":"), "appears twice"),
+            (
+                serde_json::json!({"payloadType": IN_TOTO_MEDIA_TYPE, "payload": b64, "signatures": []}).to_string(),
+                "carries no signature",
+            ),
+            (json.replace(b64, "%%%%"), "not base64"),
+        ];
+        for (bad, needle) in cases {
+            let e = verify(&envelope(bad, &[]), who, &digests, SLSA1).unwrap_err();
+            assert!(e.reason().contains(needle), "{needle}: {}", e.reason());
+            assert_eq!(e.class(), Failure::Untrusted);
+        }
+        let many = vec![&key; MAX_ENVELOPE_SIGNATURES + 1];
+        let e = verify(&envelope(envelope_json(&many, IN_TOTO_MEDIA_TYPE, &payload), &[]), who, &digests, SLSA1)
+            .unwrap_err();
+        assert!(e.reason().contains("more than the 8 checked"), "{}", e.reason());
+    }
+}
