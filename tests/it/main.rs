@@ -3,6 +3,7 @@
 //! are used where present and reported loudly where not.
 
 mod arguments;
+mod attestations;
 mod auth;
 mod bounds;
 mod bundles;
