@@ -1,10 +1,5 @@
 //! Verifying one attestation candidate (a DSSE envelope from cosign's `.att` tag, or a Sigstore
 //! bundle carrying one) against one authority. Pure: no I/O, no policy, no CEL conditions.
-//!
-//! The signature is checked over the exact payload bytes before anything in the statement is
-//! believed; then the statement's type, a subject naming the artifact, the predicate type.
-//! A key without a log is checked here (DSSE PAE); a key with a log, and every certificate, go
-//! through sigstore-verify, a legacy envelope as the bundle that carries the same material.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -194,6 +189,11 @@ impl<'c> PreparedAttestation<'c> {
 /// signature, the log entry and certificate rules of `who` as signatures have them; then the
 /// in-toto statement (v0.1 or v1) must name the artifact in a subject and attest
 /// `expect.predicate_type`.
+///
+/// The signature is checked over the exact payload bytes before anything in the statement is
+/// believed. A key without a log is checked here (DSSE PAE); a key with a log, and every
+/// certificate, go through sigstore-verify, a legacy envelope as the bundle that carries the
+/// same material (as signatures' legacy layers do).
 pub fn verify_attestation(
     p: &PreparedAttestation<'_>,
     authority: &str,
@@ -450,9 +450,8 @@ fn pae(payload_type: &str, b64: &str) -> Result<Signed, StatementError> {
 
 fn decode_base64_any(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine as _;
-    crate::decode_base64(s).or_else(|_| {
-        base64::engine::general_purpose::URL_SAFE.decode(crate::compact_base64(s))
-    })
+    crate::decode_base64(s)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(crate::compact_base64(s)))
 }
 
 /// A cosign `.att` layer (envelope, certificate, chain, Rekor entry, RFC 3161 timestamp) as the
@@ -614,8 +613,12 @@ mod tests {
     }
 
     fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-        let mut m = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), payload.len())
-            .into_bytes();
+        let mut m = format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            payload.len()
+        )
+        .into_bytes();
         m.extend_from_slice(payload);
         m
     }
@@ -722,7 +725,10 @@ mod tests {
             let env = envelope(envelope_json(&[&key], IN_TOTO_MEDIA_TYPE, &payload), &[]);
             assert!(verify(&env, who, &file, SLSA1).is_ok(), "{alg}");
             let e = verify(&env, who, &other, SLSA1).unwrap_err();
-            assert!(matches!(e.kind(), RejectionKind::SubjectMismatch { .. }), "{e}");
+            assert!(
+                matches!(e.kind(), RejectionKind::SubjectMismatch { .. }),
+                "{e}"
+            );
             assert_eq!(e.class(), Failure::Mismatch);
             // a bundle hands sigstore-verify a sha256/sha512 subject; sha384 alone it cannot bind
             let b = bundle(&key, &payload);
@@ -730,7 +736,10 @@ mod tests {
                 Ok(_) => assert_ne!(alg, "sha384"),
                 Err(e) => {
                     assert_eq!(alg, "sha384", "{e}");
-                    assert!(matches!(e.kind(), RejectionKind::NotSupported { .. }), "{e}");
+                    assert!(
+                        matches!(e.kind(), RejectionKind::NotSupported { .. }),
+                        "{e}"
+                    );
                 }
             }
         }
@@ -746,30 +755,62 @@ mod tests {
         let env = |p: &[u8]| envelope(envelope_json(&[&key], IN_TOTO_MEDIA_TYPE, p), &[]);
         // another predicate type
         let e = verify(&env(&good), who, &digests, "spdx").unwrap_err();
-        assert!(matches!(e.kind(), RejectionKind::PredicateTypeMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind(), RejectionKind::PredicateTypeMismatch { .. }),
+            "{e}"
+        );
         assert_eq!(e.class(), Failure::Unattested);
         assert!(e.to_string().contains("https://spdx.dev/Document"), "{e}");
         // an attestation of another image (copied under this one's .att tag)
-        let copied = statement("v1", &subject("sha256", Digest::sha256_of(b"x").hex()), SLSA1);
+        let copied = statement(
+            "v1",
+            &subject("sha256", Digest::sha256_of(b"x").hex()),
+            SLSA1,
+        );
         let e = verify(&env(&copied), who, &digests, SLSA1).unwrap_err();
-        assert!(matches!(e.kind(), RejectionKind::SubjectMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind(), RejectionKind::SubjectMismatch { .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("another artifact"), "{e}");
         // signed by another key; one of two signatures by the key is enough
         let by_other = envelope(envelope_json(&[&other_key], IN_TOTO_MEDIA_TYPE, &good), &[]);
         let e = verify(&by_other, who, &digests, SLSA1).unwrap_err();
-        assert!(matches!(e.kind(), RejectionKind::BadSignature { .. }), "{e}");
-        let both = envelope(envelope_json(&[&other_key, &key], IN_TOTO_MEDIA_TYPE, &good), &[]);
+        assert!(
+            matches!(e.kind(), RejectionKind::BadSignature { .. }),
+            "{e}"
+        );
+        let both = envelope(
+            envelope_json(&[&other_key, &key], IN_TOTO_MEDIA_TYPE, &good),
+            &[],
+        );
         assert!(verify(&both, who, &digests, SLSA1).is_ok());
         let e = verify(&bundle(&other_key, &good), who, &digests, SLSA1).unwrap_err();
         assert_eq!(e.class(), Failure::Untrusted, "{e}");
         // not an in-toto payload; an unknown statement type; an ambiguous subject
-        let e = verify(&envelope(envelope_json(&[&key], "text/plain", &good), &[]), who, &digests, SLSA1)
-            .unwrap_err();
-        assert!(e.reason().contains("is not an in-toto statement"), "{}", e.reason());
+        let e = verify(
+            &envelope(envelope_json(&[&key], "text/plain", &good), &[]),
+            who,
+            &digests,
+            SLSA1,
+        )
+        .unwrap_err();
+        assert!(
+            e.reason().contains("is not an in-toto statement"),
+            "{}",
+            e.reason()
+        );
         let v2 = statement("v2", &subject("sha256", d.hex()), SLSA1);
         let e = verify(&env(&v2), who, &digests, SLSA1).unwrap_err();
-        assert!(e.reason().contains("not in-toto Statement v0.1 or v1"), "{}", e.reason());
-        let twice = format!(r#"{{"name":"x","digest":{{"sha256":"{0}","SHA256":"{0}"}}}}"#, d.hex());
+        assert!(
+            e.reason().contains("not in-toto Statement v0.1 or v1"),
+            "{}",
+            e.reason()
+        );
+        let twice = format!(
+            r#"{{"name":"x","digest":{{"sha256":"{0}","SHA256":"{0}"}}}}"#,
+            d.hex()
+        );
         let e = verify(&env(&statement("v1", &twice, SLSA1)), who, &digests, SLSA1).unwrap_err();
         assert!(e.reason().contains("appears twice"), "{}", e.reason());
         assert_eq!(e.class(), Failure::Untrusted);
@@ -787,9 +828,17 @@ mod tests {
         assert!(matches!(e.kind(), RejectionKind::NoTlogEntry { .. }), "{e}");
         assert_eq!(e.class(), Failure::Tlog);
         // a wrong key is said to be a wrong key, not a missing entry
-        let e = verify(&env, BundleAuthority::Key(other_key.public_key()), &digests, SLSA1)
-            .unwrap_err();
-        assert!(matches!(e.kind(), RejectionKind::BadSignature { .. }), "{e}");
+        let e = verify(
+            &env,
+            BundleAuthority::Key(other_key.public_key()),
+            &digests,
+            SLSA1,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e.kind(), RejectionKind::BadSignature { .. }),
+            "{e}"
+        );
         let b = bundle(&key, &payload);
         assert!(!PreparedAttestation::new(&b).has_tlog_entries());
         let e = verify(&b, logged, &digests, SLSA1).unwrap_err();
@@ -837,8 +886,17 @@ mod tests {
             assert_eq!(e.class(), Failure::Untrusted);
         }
         let many = vec![&key; MAX_ENVELOPE_SIGNATURES + 1];
-        let e = verify(&envelope(envelope_json(&many, IN_TOTO_MEDIA_TYPE, &payload), &[]), who, &digests, SLSA1)
-            .unwrap_err();
-        assert!(e.reason().contains("more than the 8 checked"), "{}", e.reason());
+        let e = verify(
+            &envelope(envelope_json(&many, IN_TOTO_MEDIA_TYPE, &payload), &[]),
+            who,
+            &digests,
+            SLSA1,
+        )
+        .unwrap_err();
+        assert!(
+            e.reason().contains("more than the 8 checked"),
+            "{}",
+            e.reason()
+        );
     }
 }

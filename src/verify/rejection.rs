@@ -175,7 +175,10 @@ pub enum StatementError {
         max: usize,
     },
     /// The envelope signs something else than an in-toto statement.
-    #[error("DSSE payload type {found:?} is not an in-toto statement ({})", crate::candidate::IN_TOTO_MEDIA_TYPE)]
+    #[error(
+        "DSSE payload type {found:?} is not an in-toto statement ({})",
+        crate::candidate::IN_TOTO_MEDIA_TYPE
+    )]
     PayloadType {
         /// The envelope's payload type.
         found: String,

@@ -72,7 +72,9 @@ impl ArtifactDigests {
         let (name, length) = ALGORITHMS
             .iter()
             .find(|(a, _)| *a == algorithm)
-            .ok_or_else(|| ArtifactDigestError::Algorithm(crate::bounded::cut(algorithm, 64).into()))?;
+            .ok_or_else(|| {
+                ArtifactDigestError::Algorithm(crate::bounded::cut(algorithm, 64).into())
+            })?;
         if hex.len() != *length || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ArtifactDigestError::Hex {
                 algorithm: name,
@@ -207,7 +209,12 @@ impl Statement {
                 crate::escape_text(&format!("{a}:{h}"))
             })
             .collect();
-        let mut shown = all.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        let mut shown = all
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         if all.is_empty() {
             shown.push_str("no digest");
         } else if all.len() > SHOWN {
@@ -300,10 +307,19 @@ mod tests {
     fn ambiguous_and_foreign_statements_are_refused() {
         let hex = "a".repeat(64);
         for bad in [
-            statement(&format!(r#"{{"digest":{{"sha256":"{hex}","sha256":"{hex}"}}}}"#)),
-            statement(&format!(r#"{{"digest":{{"sha256":"{hex}","SHA256":"{hex}"}}}}"#)),
-            statement(&format!(r#"{{"digest":{{"sha256":"{hex}"}},"Digest":{{}}}}"#)),
-            statement("").replace("\"predicateType\"", "\"PredicateType\":\"x\",\"predicateType\""),
+            statement(&format!(
+                r#"{{"digest":{{"sha256":"{hex}","sha256":"{hex}"}}}}"#
+            )),
+            statement(&format!(
+                r#"{{"digest":{{"sha256":"{hex}","SHA256":"{hex}"}}}}"#
+            )),
+            statement(&format!(
+                r#"{{"digest":{{"sha256":"{hex}"}},"Digest":{{}}}}"#
+            )),
+            statement("").replace(
+                "\"predicateType\"",
+                "\"PredicateType\":\"x\",\"predicateType\"",
+            ),
             statement("").replace("\"_type\"", "\"_Type\":\"x\",\"_type\""),
             statement("").replace("\"predicate\"", "\"Subject\":[],\"predicate\""),
             statement("").replace("\"predicate\"", "\"predicate_type\":\"x\",\"predicate\""),
@@ -316,16 +332,27 @@ mod tests {
         let ok = statement("").replace("{\"b\":\"c\"}", "{\"b\":\"c\",\"B\":\"d\"}");
         assert!(Statement::parse(ok.as_bytes()).is_ok());
         let v01 = statement("").replace(STATEMENT_V1, STATEMENT_V01);
-        assert!(Statement::parse(v01.as_bytes()).unwrap().check_type().is_ok());
+        assert!(
+            Statement::parse(v01.as_bytes())
+                .unwrap()
+                .check_type()
+                .is_ok()
+        );
         let v2 = statement("").replace(STATEMENT_V1, "https://in-toto.io/Statement/v2");
-        let e = Statement::parse(v2.as_bytes()).unwrap().check_type().unwrap_err();
+        let e = Statement::parse(v2.as_bytes())
+            .unwrap()
+            .check_type()
+            .unwrap_err();
         assert!(e.to_string().contains("Statement/v2"), "{e}");
         // serde reads a struct from an array too: it has no type, so it is refused
         let e = Statement::parse(b"[]").unwrap().check_type().unwrap_err();
         assert!(matches!(e, StatementError::StatementType { .. }), "{e}");
         for garbage in ["{\"subject\":[null]}", "{\"subject\":{}}", "nope"] {
             let e = Statement::parse(garbage.as_bytes()).unwrap_err();
-            assert!(matches!(e, StatementError::NotStatement(_)), "{garbage}: {e}");
+            assert!(
+                matches!(e, StatementError::NotStatement(_)),
+                "{garbage}: {e}"
+            );
         }
     }
 }

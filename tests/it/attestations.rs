@@ -1,7 +1,7 @@
 //! Real attestations made by others (../shared/corpus), verified with `verify::verify_attestation`
 //! against the embedded public-good root: npm provenance from GitHub Actions (sha512 subjects,
 //! intoto entries) as bundles and as the `.att` layers cosign would write from the same
-//! material, and cosign's keyless OCI attestation bundle.
+//! material, cosign's keyless OCI attestation bundle; and what cosign 3.1.1 `attest-blob` writes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,7 +18,7 @@ use ocigate::verify::{
     RejectionKind, VerifiedAttestation, verify_attestation,
 };
 
-use crate::harness::corpus_or_skip;
+use crate::harness::{PASSWORD, corpus_or_skip, repo_root, strict};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
@@ -52,7 +52,8 @@ fn bundle_candidate(path: &Path) -> AttestationCandidate {
 /// The `.att` layer cosign writes for the same material: the envelope as the layer, the leaf
 /// and the chain (with its root, as cosign writes it) as PEM, the log entry as a Rekor bundle.
 fn legacy_layer(path: &Path) -> AttestationCandidate {
-    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let vm = &b["verificationMaterial"];
     let certs: Vec<String> = vm["x509CertificateChain"]["certificates"]
         .as_array()
@@ -64,7 +65,9 @@ fn legacy_layer(path: &Path) -> AttestationCandidate {
         })
         .collect();
     let entry = &vm["tlogEntries"][0];
-    let log_id = B64.decode(entry["logId"]["keyId"].as_str().unwrap()).unwrap();
+    let log_id = B64
+        .decode(entry["logId"]["keyId"].as_str().unwrap())
+        .unwrap();
     let rekor = serde_json::json!({
         "SignedEntryTimestamp": entry["inclusionPromise"]["signedEntryTimestamp"],
         "Payload": {
@@ -115,11 +118,23 @@ fn assert_sigstore_js(v: &VerifiedAttestation, predicate_type: &str) {
     assert_eq!(facts["kind"], "keyless", "{facts}");
     assert_eq!(facts["identity"], SIGSTORE_JS, "{facts}");
     assert_eq!(facts["issuer"], GITHUB_ISSUER, "{facts}");
-    assert_eq!(facts["github"]["repository"], "sigstore/sigstore-js", "{facts}");
+    assert_eq!(
+        facts["github"]["repository"], "sigstore/sigstore-js",
+        "{facts}"
+    );
     assert_eq!(facts["github"]["ref"], "refs/heads/main", "{facts}");
     let statement: serde_json::Value = serde_json::from_slice(v.statement_json()).unwrap();
     assert_eq!(statement["predicateType"], predicate_type);
-    assert!(matches!(v.evidence(), Evidence::Keyless { log_index: Some(_), .. }), "{v:?}");
+    assert!(
+        matches!(
+            v.evidence(),
+            Evidence::Keyless {
+                log_index: Some(_),
+                ..
+            }
+        ),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -141,14 +156,28 @@ fn npm_provenance_verifies_with_sha512_subjects() {
         assert_sigstore_js(&v, "https://slsa.dev/provenance/v1");
         // another package's digest, another type, another identity: refused, each as itself
         let e = verify(&c, who, &v02_digest, "slsaprovenance1").unwrap_err();
-        assert!(matches!(e.kind(), RejectionKind::SubjectMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind(), RejectionKind::SubjectMismatch { .. }),
+            "{e}"
+        );
         assert_eq!(e.class(), Failure::Mismatch);
         let e = verify(&c, who, &v1_digest, "slsaprovenance").unwrap_err();
-        assert!(matches!(e.kind(), RejectionKind::PredicateTypeMismatch { .. }), "{e}");
+        assert!(
+            matches!(e.kind(), RejectionKind::PredicateTypeMismatch { .. }),
+            "{e}"
+        );
         assert_eq!(e.class(), Failure::Unattested);
-        let others = identity("https://github.com/evil/fork/.github/workflows/release.yml@refs/heads/main", GITHUB_ISSUER);
-        let e = verify(&c, BundleAuthority::Identities(&others), &v1_digest, "slsaprovenance1")
-            .unwrap_err();
+        let others = identity(
+            "https://github.com/evil/fork/.github/workflows/release.yml@refs/heads/main",
+            GITHUB_ISSUER,
+        );
+        let e = verify(
+            &c,
+            BundleAuthority::Identities(&others),
+            &v1_digest,
+            "slsaprovenance1",
+        )
+        .unwrap_err();
         assert!(e.reason().contains("does not match"), "{}", e.reason());
         assert_eq!(e.class(), Failure::Untrusted);
     }
@@ -166,9 +195,17 @@ fn npm_provenance_verifies_with_sha512_subjects() {
     assert_sigstore_js(&v, "https://slsa.dev/provenance/v0.2");
 
     // An artifact known by its bytes matches by sha512 only when those are the package's.
-    let e = verify(&bundle_candidate(&v1), who, &ArtifactDigests::of_bytes(b"x"), "slsaprovenance1")
-        .unwrap_err();
-    assert!(matches!(e.kind(), RejectionKind::SubjectMismatch { .. }), "{e}");
+    let e = verify(
+        &bundle_candidate(&v1),
+        who,
+        &ArtifactDigests::of_bytes(b"x"),
+        "slsaprovenance1",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e.kind(), RejectionKind::SubjectMismatch { .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -186,15 +223,30 @@ fn cosign_oci_attestation_bundle_verifies() {
     .unwrap();
     let digests = ArtifactDigests::of_digest(&image);
     let v = verify(&c, who, &digests, "custom").unwrap();
-    assert_eq!(v.predicate_type(), "https://cosign.sigstore.dev/attestation/v1");
-    assert!(matches!(v.evidence(), Evidence::Keyless { log_index: Some(175508996), .. }), "{v:?}");
+    assert_eq!(
+        v.predicate_type(),
+        "https://cosign.sigstore.dev/attestation/v1"
+    );
+    assert!(
+        matches!(
+            v.evidence(),
+            Evidence::Keyless {
+                log_index: Some(175508996),
+                ..
+            }
+        ),
+        "{v:?}"
+    );
     let facts = v.signer_facts();
     assert_eq!(facts["identity"], "cody@soyland.com");
     assert_eq!(facts["github"], serde_json::json!({}));
     // Copied under another image: the statement names 7321…, not this digest.
     let other = ArtifactDigests::of_digest(&ocigate::reference::Digest::sha256_of(b"other"));
     let e = verify(&c, who, &other, "custom").unwrap_err();
-    assert!(matches!(e.kind(), RejectionKind::SubjectMismatch { .. }), "{e}");
+    assert!(
+        matches!(e.kind(), RejectionKind::SubjectMismatch { .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("732112270d7e"), "{e}");
 }
 
@@ -216,11 +268,145 @@ fn npm_publish_attestation_verifies_with_its_key_and_entry() {
     for c in [bundle_candidate(&path), legacy_layer(&path)] {
         assert!(PreparedAttestation::new(&c).has_tlog_entries());
         let v = verify(&c, BundleAuthority::Key(&key), &digests, publish).unwrap();
-        assert!(matches!(v.evidence(), Evidence::Key { log_index: Some(18300940), .. }), "{v:?}");
+        assert!(
+            matches!(
+                v.evidence(),
+                Evidence::Key {
+                    log_index: Some(18300940),
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
         assert_eq!(v.signer_facts()["keyFingerprint"], key.fingerprint());
         assert!(verify(&c, BundleAuthority::KeyWithoutTlog(&key), &digests, publish).is_ok());
         let wrong = BundleAuthority::Key(other.public_key());
         let e = verify(&c, wrong, &digests, publish).unwrap_err();
         assert_eq!(e.class(), Failure::Untrusted, "{e}");
+    }
+}
+
+/// cosign 3.1.1 ($OCIGATE_TEST_COSIGN or the fetch script's cache); a loud skip otherwise.
+fn cosign_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let found = [
+        std::env::var_os("OCIGATE_TEST_COSIGN").map(std::path::PathBuf::from),
+        Some(repo_root().join(".cache/cosign/root/usr/bin/cosign")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            !strict(),
+            "{test}: cosign not found; run scripts/fetch-cosign.sh"
+        );
+        eprintln!("SKIPPED {test}: cosign not found; these peer checks did NOT run");
+    }
+    found
+}
+
+fn cosign(bin: &Path, dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .env("HOME", dir)
+        .env("TUF_ROOT", dir.join("tuf"))
+        .env("SIGSTORE_NO_CACHE", "true")
+        .output()
+        .expect("run cosign");
+    assert!(
+        out.status.success(),
+        "cosign {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// cosign's key-signed attestations without a log, in both of its formats (the DSSE envelope a
+/// `.att` layer holds, and a v0.3 bundle), verified over the blob's digests.
+#[test]
+fn cosign_attest_blob_envelopes_and_bundles_verify() {
+    let Some(bin) = cosign_or_skip("cosign_attest_blob_envelopes_and_bundles_verify") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cosign(&bin, d, &["generate-key-pair", "--output-key-prefix", "k"]);
+    std::fs::write(d.join("blob"), b"the artifact").unwrap();
+    let predicate = r#"{"buildDefinition":{"externalParameters":{"workflow":{"repository":"https://github.com/acme/app"}}}}"#;
+    std::fs::write(d.join("predicate.json"), predicate).unwrap();
+    let common = [
+        "attest-blob",
+        "--key",
+        "k.key",
+        "--predicate",
+        "predicate.json",
+        "--type",
+        "slsaprovenance1",
+        "--tlog-upload=false",
+        "--use-signing-config=false",
+        "--yes",
+    ];
+    let legacy = [
+        &common[..],
+        &[
+            "--new-bundle-format=false",
+            "--output-signature",
+            "env.json",
+            "blob",
+        ],
+    ]
+    .concat();
+    cosign(&bin, d, &legacy);
+    let bundle = [
+        &common[..],
+        &["--new-bundle-format", "--bundle", "b.json", "blob"],
+    ]
+    .concat();
+    cosign(&bin, d, &bundle);
+
+    let pem = std::fs::read_to_string(d.join("k.pub")).unwrap();
+    let key = ocigate::trust::PublicKey::from_pem(&pem, "k.pub").unwrap();
+    let envelope = AttestationCandidate {
+        location: "env.json".into(),
+        claimed_type: None,
+        form: AttestationForm::Envelope {
+            envelope: Arc::from(std::fs::read(d.join("env.json")).unwrap()),
+            annotations: BTreeMap::new(),
+        },
+    };
+    let digests = ArtifactDigests::of_bytes(b"the artifact");
+    let other = ArtifactDigests::of_bytes(b"another artifact");
+    for c in [envelope, bundle_candidate(&d.join("b.json"))] {
+        let v = verify(
+            &c,
+            BundleAuthority::KeyWithoutTlog(&key),
+            &digests,
+            "slsaprovenance1",
+        )
+        .unwrap();
+        let statement: serde_json::Value = serde_json::from_slice(v.statement_json()).unwrap();
+        assert_eq!(
+            statement["predicate"],
+            serde_json::from_str::<serde_json::Value>(predicate).unwrap()
+        );
+        let e = verify(&c, BundleAuthority::Key(&key), &digests, "slsaprovenance1").unwrap_err();
+        assert!(matches!(e.kind(), RejectionKind::NoTlogEntry { .. }), "{e}");
+        let e = verify(
+            &c,
+            BundleAuthority::KeyWithoutTlog(&key),
+            &other,
+            "slsaprovenance1",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e.kind(), RejectionKind::SubjectMismatch { .. }),
+            "{e}"
+        );
+        let e = verify(&c, BundleAuthority::KeyWithoutTlog(&key), &digests, "spdx").unwrap_err();
+        assert!(
+            matches!(e.kind(), RejectionKind::PredicateTypeMismatch { .. }),
+            "{e}"
+        );
     }
 }
