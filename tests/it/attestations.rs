@@ -284,6 +284,23 @@ fn npm_publish_attestation_verifies_with_its_key_and_entry() {
         let e = verify(&c, wrong, &digests, publish).unwrap_err();
         assert_eq!(e.class(), Failure::Untrusted, "{e}");
     }
+    // A layer's RFC 3161 timestamp is verified like a bundle's: one that is not one refuses it.
+    let with_timestamp = |value: String| {
+        let mut c = legacy_layer(&path);
+        if let AttestationForm::Envelope { annotations, .. } = &mut c.form {
+            annotations.insert("dev.sigstore.cosign/rfc3161timestamp".into(), value);
+        }
+        verify(&c, BundleAuthority::Key(&key), &digests, publish).unwrap_err()
+    };
+    let e = with_timestamp("{}".into());
+    assert!(
+        e.reason().contains("rfc3161timestamp is malformed"),
+        "{}",
+        e.reason()
+    );
+    let bogus = serde_json::json!({"SignedRFC3161Timestamp": B64.encode(b"not DER")});
+    let e = with_timestamp(bogus.to_string());
+    assert!(matches!(e.kind(), RejectionKind::Bundle { .. }), "{e}");
 }
 
 /// cosign 3.1.1 ($OCIGATE_TEST_COSIGN or the fetch script's cache); a loud skip otherwise.
