@@ -55,8 +55,11 @@ fn legacy_layer(path: &Path) -> AttestationCandidate {
     let b: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let vm = &b["verificationMaterial"];
+    let leaf = vm.get("certificate").map(std::slice::from_ref);
     let certs: Vec<String> = vm["x509CertificateChain"]["certificates"]
         .as_array()
+        .map(Vec::as_slice)
+        .or(leaf)
         .into_iter()
         .flatten()
         .map(|c| {
@@ -214,7 +217,6 @@ fn cosign_oci_attestation_bundle_verifies() {
         return;
     };
     let path = corpus.join("cosign/pkg/cosign/testdata/oci-attestation.sigstore.json");
-    let c = bundle_candidate(&path);
     let ids = identity("cody@soyland.com", "https://github.com/login/oauth");
     let who = BundleAuthority::Identities(&ids);
     let image = ocigate::reference::Digest::parse(
@@ -222,32 +224,35 @@ fn cosign_oci_attestation_bundle_verifies() {
     )
     .unwrap();
     let digests = ArtifactDigests::of_digest(&image);
-    let v = verify(&c, who, &digests, "custom").unwrap();
-    assert_eq!(
-        v.predicate_type(),
-        "https://cosign.sigstore.dev/attestation/v1"
-    );
-    assert!(
-        matches!(
-            v.evidence(),
-            Evidence::Keyless {
-                log_index: Some(175508996),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
-    let facts = v.signer_facts();
-    assert_eq!(facts["identity"], "cody@soyland.com");
-    assert_eq!(facts["github"], serde_json::json!({}));
-    // Copied under another image: the statement names 7321…, not this digest.
     let other = ArtifactDigests::of_digest(&ocigate::reference::Digest::sha256_of(b"other"));
-    let e = verify(&c, who, &other, "custom").unwrap_err();
-    assert!(
-        matches!(e.kind(), RejectionKind::SubjectMismatch { .. }),
-        "{e}"
-    );
-    assert!(e.to_string().contains("732112270d7e"), "{e}");
+    // As the bundle cosign attaches, and as the .att layer of the same material (a dsse entry).
+    for c in [bundle_candidate(&path), legacy_layer(&path)] {
+        let v = verify(&c, who, &digests, "custom").unwrap();
+        assert_eq!(
+            v.predicate_type(),
+            "https://cosign.sigstore.dev/attestation/v1"
+        );
+        assert!(
+            matches!(
+                v.evidence(),
+                Evidence::Keyless {
+                    log_index: Some(175508996),
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        let facts = v.signer_facts();
+        assert_eq!(facts["identity"], "cody@soyland.com");
+        assert_eq!(facts["github"], serde_json::json!({}));
+        // Copied under another image: the statement names 7321…, not this digest.
+        let e = verify(&c, who, &other, "custom").unwrap_err();
+        assert!(
+            matches!(e.kind(), RejectionKind::SubjectMismatch { .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("732112270d7e"), "{e}");
+    }
 }
 
 /// npm's publish attestation: signed by the registry's key, logged as an intoto entry. With
