@@ -814,6 +814,15 @@ mod tests {
         let e = verify(&env(&statement("v1", &twice, SLSA1)), who, &digests, SLSA1).unwrap_err();
         assert!(e.reason().contains("appears twice"), "{}", e.reason());
         assert_eq!(e.class(), Failure::Untrusted);
+        // a message-signature bundle signs no statement
+        let json = crate::bundle::legacy_to_bundle(b"{}", "AAAA", &BTreeMap::new()).unwrap();
+        let mut message = bundle(&key, &good);
+        message.form = AttestationForm::Bundle(BundleCandidate {
+            location: "referrer".into(),
+            json,
+        });
+        let e = verify(&message, who, &digests, SLSA1).unwrap_err();
+        assert!(e.reason().contains("no DSSE envelope"), "{}", e.reason());
     }
 
     #[test]

@@ -143,7 +143,9 @@ pub enum RejectionKind {
 #[non_exhaustive]
 pub enum StatementError {
     /// A message-signature bundle: it signs bytes, not an in-toto statement about an image.
-    #[error("the bundle carries no DSSE envelope, so it is not a cosign image signature")]
+    #[error(
+        "the bundle carries no DSSE envelope, so it signs no in-toto statement (not a cosign image signature or attestation)"
+    )]
     NoEnvelope,
     /// The DSSE payload does not decode.
     #[error("DSSE payload is not base64")]
