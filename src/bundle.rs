@@ -19,6 +19,8 @@ pub enum BundleArtifact<'a> {
     Bytes(&'a [u8]),
     /// The SHA-256 digest of what was signed (an image manifest).
     Sha256([u8; 32]),
+    /// The SHA-512 digest of what was signed (npm provenance names its packages so).
+    Sha512([u8; 64]),
 }
 
 /// Who must have signed.
@@ -180,8 +182,14 @@ impl ParsedBundle {
         if chain_includes_root(&value) {
             return Err(BundleError::ChainIncludesRoot);
         }
-        let normalised = serde_json::to_string(&value).map_err(BundleError::Json)?;
-        let bundle = Bundle::from_json(&normalised).map_err(BundleError::Parse)?;
+        // Read from the tree already built: no second serialised copy of a large bundle.
+        let bundle = <Bundle as serde::Deserialize>::deserialize(&value)
+            .map_err(|e| BundleError::Parse(sigstore_types::Error::Json(e)))?;
+        // The envelope's payload is decoded in `bundle`; its base64 (a third of a large
+        // attestation's size again) is not kept twice.
+        if let Some(p) = value.pointer_mut("/dsseEnvelope/payload") {
+            *p = serde_json::Value::Null;
+        }
         Ok(ParsedBundle { value, bundle })
     }
 
@@ -200,12 +208,22 @@ impl ParsedBundle {
         non_empty_array(&self.value, TLOG_ENTRIES)
     }
 
-    /// The base64 payload of the bundle's DSSE envelope, when it has one. Not verified by
-    /// itself: read it only after [`verify_bundle`] succeeded.
-    pub fn dsse_payload(&self) -> Option<&str> {
-        self.value
-            .pointer("/dsseEnvelope/payload")
-            .and_then(|p| p.as_str())
+    /// The payload of the bundle's DSSE envelope (decoded), when it has one. Not verified by
+    /// itself: believe it only after [`verify_bundle`] succeeded.
+    pub fn dsse_payload(&self) -> Option<&[u8]> {
+        self.dsse().map(|e| e.payload.as_bytes())
+    }
+
+    /// The payload type of the bundle's DSSE envelope, when it has one (unverified).
+    pub fn dsse_payload_type(&self) -> Option<&str> {
+        self.dsse().map(|e| e.payload_type.as_str())
+    }
+
+    fn dsse(&self) -> Option<&sigstore_types::DsseEnvelope> {
+        match &self.bundle.content {
+            sigstore_types::SignatureContent::DsseEnvelope(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -226,16 +244,22 @@ pub fn verify_bundle(
         BundleArtifact::Sha256(d) => {
             sigstore_types::Artifact::from_digest(sigstore_types::Sha256Hash::new(d))
         }
+        BundleArtifact::Sha512(d) => sigstore_types::ArtifactDigest::new(
+            sigstore_types::HashAlgorithm::Sha2512,
+            sigstore_types::Sha512Hash::new(d),
+        )
+        .map(sigstore_types::Artifact::from_digest)
+        .map_err(BundleError::Parse)?,
     };
     let checked = Checked { root, bundle };
     let result = match authority {
         BundleAuthority::Key(key) if !non_empty_array(value, TLOG_ENTRIES) => {
-            verify_key_unlogged(value, &checked, artifact, key)?;
+            verify_key_unlogged(parsed, &checked, artifact, key)?;
             return Err(BundleError::NotLogged);
         }
         BundleAuthority::Key(key) => checked.verify(artifact, &key_policy(key))?,
         BundleAuthority::KeyWithoutTlog(key) if !has_log_or_timestamp(value) => {
-            verify_dsse_with_key(value, key, artifact.digest().is_some())?;
+            verify_dsse_with_key(parsed, key, artifact.digest().is_some())?;
             return Ok(BundleEvidence::unlogged_key(root));
         }
         BundleAuthority::KeyWithoutTlog(key) => {
@@ -280,15 +304,15 @@ fn key_policy(key: &PublicKey) -> PublicKeyVerificationPolicy {
 /// The key's signature on a bundle that carries no log entry (which the caller then refuses):
 /// as `tlog: skip` would check it, so that a wrong key is still said to be a wrong key.
 fn verify_key_unlogged(
-    value: &serde_json::Value,
+    parsed: &ParsedBundle,
     checked: &Checked<'_>,
     artifact: sigstore_types::Artifact<'_>,
     key: &PublicKey,
 ) -> Result<(), BundleError> {
-    if has_log_or_timestamp(value) {
+    if has_log_or_timestamp(&parsed.value) {
         checked.verify(artifact, &key_policy(key).skip_tlog_unsafe())?;
     } else {
-        verify_dsse_with_key(value, key, artifact.digest().is_some())?;
+        verify_dsse_with_key(parsed, key, artifact.digest().is_some())?;
     }
     Ok(())
 }
@@ -394,55 +418,23 @@ fn has_log_or_timestamp(v: &serde_json::Value) -> bool {
 
 const TLOG_ENTRIES: &str = "/verificationMaterial/tlogEntries";
 
-/// DSSE pre-authentication encoding: `DSSEv1 <len(type)> <type> <len(body)> <body>`.
-fn dsse_pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {payload_type} {} ",
-        payload_type.len(),
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A DSSE envelope signed by `key` (any of its signatures). Message-signature bundles are not
-/// image signatures and are refused here.
+/// A DSSE envelope signed by `key`. Message-signature bundles are not image signatures and
+/// are refused here. (A bundle's envelope holds one signature: sigstore-types refuses others.)
 fn verify_dsse_with_key(
-    v: &serde_json::Value,
+    parsed: &ParsedBundle,
     key: &PublicKey,
     digest_only: bool,
 ) -> Result<(), BundleError> {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
     let malformed = |what: &str| BundleError::Dsse {
         what: what.to_string(),
     };
-    let env = v
-        .get("dsseEnvelope")
+    let env = parsed
+        .dsse()
         .ok_or_else(|| malformed("no DSSE envelope (only DSSE bundles are image signatures)"))?;
     if !digest_only {
         return Err(malformed("expected to be verified over a digest"));
     }
-    let payload_type = env
-        .get("payloadType")
-        .and_then(|t| t.as_str())
-        .ok_or_else(|| malformed("DSSE envelope has no payloadType"))?;
-    let payload = env
-        .get("payload")
-        .and_then(|p| p.as_str())
-        .and_then(|p| b64.decode(p).ok())
-        .ok_or_else(|| malformed("DSSE payload is not base64"))?;
-    let pae = dsse_pae(payload_type, &payload);
-    let signed = env
-        .get("signatures")
-        .and_then(|s| s.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.get("sig").and_then(|x| x.as_str()))
-        .filter_map(|s| b64.decode(s).ok())
-        .any(|sig| key.verify(&pae, &sig));
-    if signed {
+    if key.verify(&env.pae(), env.signature.sig.as_bytes()) {
         Ok(())
     } else {
         Err(BundleError::Dsse {
@@ -533,7 +525,7 @@ fn legacy(what: String) -> BundleError {
 
 /// The layer's certificate and chain as bundle verification material, without self-signed
 /// certificates (the root must come from the trusted root).
-fn certificate_chain(
+pub(crate) fn certificate_chain(
     leaf_pem: &str,
     chain_pem: Option<&String>,
 ) -> Result<serde_json::Value, BundleError> {
@@ -556,7 +548,7 @@ fn certificate_chain(
 }
 
 /// The layer's Rekor bundle annotation (SET and entry) as a bundle's transparency-log entry.
-fn rekor_entry(set: &str) -> Result<serde_json::Value, BundleError> {
+pub(crate) fn rekor_entry(set: &str) -> Result<serde_json::Value, BundleError> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     #[derive(serde::Deserialize)]

@@ -19,11 +19,13 @@ use crate::trust::{Identity, PublicKey, TrustRoot};
 
 mod attestation;
 mod rejection;
+mod statement;
 pub use attestation::{
-    ArtifactDigests, AttestationExpectation, PreparedAttestation, VerifiedAttestation,
-    verify_attestation,
+    AttestationExpectation, MAX_ENVELOPE_SIGNATURES, PreparedAttestation,
+    RFC3161_TIMESTAMP_ANNOTATION, VerifiedAttestation, verify_attestation,
 };
 pub use rejection::{Rejection, RejectionKind, StatementError};
+pub use statement::{ArtifactDigestError, ArtifactDigests, STATEMENT_V01, STATEMENT_V1};
 
 /// A legacy signature candidate, prepared to be checked against several authorities: its
 /// bundle form (for Rekor and certificate checks) is built and parsed at most once.
@@ -496,12 +498,11 @@ fn sha256_bytes(digest: &Digest) -> Result<[u8; 32], StatementError> {
 
 /// The in-toto statement inside a bundle's DSSE envelope (read after the envelope verified).
 fn dsse_statement(parsed: &ParsedBundle) -> Result<Statement, StatementError> {
-    let payload = parsed.dsse_payload().ok_or(StatementError::NoEnvelope)?;
-    let bytes = crate::decode_base64(payload).map_err(StatementError::NotBase64)?;
+    let bytes = parsed.dsse_payload().ok_or(StatementError::NoEnvelope)?;
     // A repeated key (a subject's digest twice) could bind to another image for cosign.
-    crate::payload::check_unambiguous_keys(&bytes, &["predicate"])
+    crate::payload::check_unambiguous_keys(bytes, &["predicate"])
         .map_err(StatementError::Ambiguous)?;
-    serde_json::from_slice(&bytes).map_err(StatementError::NotStatement)
+    serde_json::from_slice(bytes).map_err(StatementError::NotStatement)
 }
 
 /// A bundle that did not verify for `authority`. One that verified but carries no log entry

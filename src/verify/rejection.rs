@@ -112,6 +112,22 @@ pub enum RejectionKind {
         /// What is not supported.
         what: String,
     },
+    /// An attestation verified, but its statement attests another predicate type.
+    #[error("attests {found:?}, not {expected}")]
+    PredicateTypeMismatch {
+        /// The predicate type asked for.
+        expected: String,
+        /// The statement's predicate type.
+        found: String,
+    },
+    /// An attestation verified, but no subject of its statement names the artifact.
+    #[error("attestation is about another artifact ({subjects}), not {expected}")]
+    SubjectMismatch {
+        /// The digests the statement's subjects name (the first few).
+        subjects: String,
+        /// The digests the artifact is known by.
+        expected: String,
+    },
     /// Discovery could not examine this location (a limit, content that is not what it
     /// claims, a referrer the registry lists but lacks): no authority can be satisfied by it.
     #[error("not examined: {detail}")]
@@ -121,12 +137,15 @@ pub enum RejectionKind {
     },
 }
 
-/// Why what an attached bundle signs is not a cosign image signature for the verified digest.
+/// Why what an attached bundle or an attestation signs is not what was asked for: not a DSSE
+/// envelope, not an in-toto statement, not a cosign image signature for the verified digest.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StatementError {
     /// A message-signature bundle: it signs bytes, not an in-toto statement about an image.
-    #[error("the bundle carries no DSSE envelope, so it is not a cosign image signature")]
+    #[error(
+        "the bundle carries no DSSE envelope, so it signs no in-toto statement (not a cosign image signature or attestation)"
+    )]
     NoEnvelope,
     /// The DSSE payload does not decode.
     #[error("DSSE payload is not base64")]
@@ -142,6 +161,35 @@ pub enum StatementError {
     Attestation {
         /// The statement's predicate type.
         predicate_type: String,
+    },
+    /// An attestation layer that is not a DSSE envelope.
+    #[error("the attestation is not a DSSE envelope")]
+    Envelope(#[source] serde_json::Error),
+    /// A DSSE envelope without any signature.
+    #[error("the DSSE envelope carries no signature")]
+    NoSignature,
+    /// A DSSE envelope with more signatures than are checked.
+    #[error("the DSSE envelope carries {count} signatures, more than the {max} checked")]
+    TooManySignatures {
+        /// How many it carries.
+        count: usize,
+        /// How many are checked at most.
+        max: usize,
+    },
+    /// The envelope signs something else than an in-toto statement.
+    #[error(
+        "DSSE payload type {found:?} is not an in-toto statement ({})",
+        crate::candidate::IN_TOTO_MEDIA_TYPE
+    )]
+    PayloadType {
+        /// The envelope's payload type.
+        found: String,
+    },
+    /// The statement's `_type` is neither in-toto Statement v0.1 nor v1.
+    #[error("statement type {found:?} is not in-toto Statement v0.1 or v1")]
+    StatementType {
+        /// The statement's `_type`.
+        found: String,
     },
     /// The verified digest is not SHA-256, which attached bundles sign.
     #[error("{digest} is not a sha256 digest")]
@@ -180,9 +228,11 @@ impl Rejection {
         match &self.kind {
             RejectionKind::NoTlogEntry { .. } => Failure::Tlog,
             RejectionKind::Bundle { source, .. } => bundle_class(source),
-            RejectionKind::DigestMismatch { .. } | RejectionKind::IdentityMismatch { .. } => {
-                Failure::Mismatch
-            }
+            RejectionKind::DigestMismatch { .. }
+            | RejectionKind::IdentityMismatch { .. }
+            | RejectionKind::SubjectMismatch { .. } => Failure::Mismatch,
+            // Verified, but of another type: no statement of the type asked for.
+            RejectionKind::PredicateTypeMismatch { .. } => Failure::Unattested,
             RejectionKind::AnnotationMismatch { .. } => Failure::Annotation,
             RejectionKind::TrustRootUnavailable { .. } => Failure::Policy,
             RejectionKind::NotKeyless { .. }
@@ -212,7 +262,9 @@ impl Rejection {
             RejectionKind::Payload(_)
             | RejectionKind::DigestMismatch { .. }
             | RejectionKind::IdentityMismatch { .. }
-            | RejectionKind::AnnotationMismatch { .. } => 3,
+            | RejectionKind::AnnotationMismatch { .. }
+            | RejectionKind::SubjectMismatch { .. }
+            | RejectionKind::PredicateTypeMismatch { .. } => 3,
             // The most telling: it might have been the signature that satisfies the rule.
             RejectionKind::NotExamined { .. } => 4,
         }

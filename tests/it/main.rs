@@ -6,6 +6,7 @@ mod arguments;
 mod attest;
 mod attestation_discovery;
 mod attestation_policy;
+mod attestations;
 mod auth;
 mod bounds;
 mod bundles;
