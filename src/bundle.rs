@@ -175,11 +175,27 @@ pub struct ParsedBundle {
 }
 
 impl ParsedBundle {
-    /// Parse a bundle's JSON.
+    /// Parse a bundle's JSON; a chain that carries its own root is refused (as
+    /// sigstore-conformance's `bundle-with-root-cert` requires of `verify-bundle`).
     pub fn parse(json: &str) -> Result<Self, BundleError> {
+        Self::parse_with(json, false)
+    }
+
+    /// Parse an attestation's bundle: a self-signed certificate in its chain is dropped, not
+    /// refused. npm's provenance bundles from sigstore-js 1.x carry the Fulcio root in the
+    /// chain, and sigstore-go (GitHub's and npm's verifier) accepts them; dropping the root is
+    /// what cosign's legacy chain annotation gets too: the chain must still end in a CA of the
+    /// trusted root, so nothing the bundle carries is trusted for being there.
+    pub fn parse_attestation(json: &str) -> Result<Self, BundleError> {
+        Self::parse_with(json, true)
+    }
+
+    fn parse_with(json: &str, drop_root: bool) -> Result<Self, BundleError> {
         let mut value: serde_json::Value = serde_json::from_str(json).map_err(BundleError::Json)?;
         normalise_base64(&mut value, None);
-        if chain_includes_root(&value) {
+        if drop_root {
+            drop_self_signed(&mut value);
+        } else if chain_includes_root(&value) {
             return Err(BundleError::ChainIncludesRoot);
         }
         // Read from the tree already built: no second serialised copy of a large bundle.
@@ -640,6 +656,26 @@ fn normalise_base64(v: &mut serde_json::Value, key: Option<&str>) {
             }
         }
         _ => {}
+    }
+}
+
+/// Drop the self-signed certificates after the leaf of the bundle's `x509CertificateChain`.
+fn drop_self_signed(v: &mut serde_json::Value) {
+    use base64::Engine as _;
+    let certs = v
+        .pointer_mut("/verificationMaterial/x509CertificateChain/certificates")
+        .and_then(|c| c.as_array_mut());
+    if let Some(certs) = certs {
+        let mut index = 0;
+        certs.retain(|c| {
+            index += 1;
+            index == 1
+                || !c
+                    .get("rawBytes")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| base64::engine::general_purpose::STANDARD.decode(r).ok())
+                    .is_some_and(|der| is_self_signed(&der))
+        });
     }
 }
 

@@ -104,7 +104,7 @@ impl<'c> PreparedAttestation<'c> {
             } => parse_envelope(envelope, annotations)
                 .map(Content::Envelope)
                 .map_err(|e| Unreadable::Statement(Arc::new(e))),
-            AttestationForm::Bundle(b) => ParsedBundle::parse(&b.json)
+            AttestationForm::Bundle(b) => ParsedBundle::parse_attestation(&b.json)
                 .map(Content::Bundle)
                 .map_err(|e| Unreadable::Bundle(Arc::new(e))),
         };
