@@ -25,6 +25,7 @@ pub mod bounded;
 pub mod bundle;
 pub mod candidate;
 pub mod cli;
+pub mod condition;
 pub mod discover;
 pub mod engine;
 pub mod extract;
