@@ -117,39 +117,10 @@ impl Walker {
             Expr::String(s) => (1, Size::text(s.len())),
             Expr::Bytes(b) => (1, Size::text(b.len())),
             Expr::Ident(name) | Expr::RootIdent(name) => (1, self.variable(name)),
-            Expr::List(items) => {
-                let mut out = (
-                    1u64,
-                    Size {
-                        len: items.len() as u64,
-                        chars: 0,
-                        weight: 1,
-                    },
-                );
-                for item in items {
-                    let (c, s) = self.walk(&item.expr);
-                    out = (out.0.saturating_add(c), grow(out.1, s));
-                }
-                out
-            }
+            Expr::List(items) => self.list(items.iter().map(|i| &i.expr), items.len()),
             Expr::Map(entries) => {
-                let mut out = (
-                    1u64,
-                    Size {
-                        len: entries.len() as u64,
-                        chars: 0,
-                        weight: 1,
-                    },
-                );
-                for entry in entries {
-                    let (ck, k) = self.walk(&entry.key);
-                    let (cv, v) = self.walk(&entry.value);
-                    out = (
-                        out.0.saturating_add(ck).saturating_add(cv),
-                        grow(grow(out.1, k), v),
-                    );
-                }
-                out
+                let pairs = entries.iter().flat_map(|e| [&e.key, &e.value]);
+                self.list(pairs, entries.len())
             }
             Expr::Unary { expr, .. } => (self.walk(expr).0.saturating_add(1), Size::SCALAR),
             Expr::Binary { op, left, right } => self.binary(*op, left, right),
@@ -203,6 +174,27 @@ impl Walker {
             }
             _ => (1, Size::SCALAR),
         }
+    }
+
+    /// A list or map literal of `len` entries, from its keys and values.
+    fn list<'e>(
+        &mut self,
+        items: impl Iterator<Item = &'e SpannedExpr>,
+        len: usize,
+    ) -> (u64, Size) {
+        let mut out = (
+            1u64,
+            Size {
+                len: len as u64,
+                chars: 0,
+                weight: 1,
+            },
+        );
+        for item in items {
+            let (c, s) = self.walk(item);
+            out = (out.0.saturating_add(c), grow(out.1, s));
+        }
+        out
     }
 
     fn binary(&mut self, op: BinaryOp, left: &SpannedExpr, right: &SpannedExpr) -> (u64, Size) {
