@@ -114,7 +114,7 @@ impl Condition {
     /// Ok(true)/Ok(false), or Err when refused (cost limit, a runtime error such as a missing key
     /// or a type mismatch at runtime, a non-bool result): an Err never counts as true.
     pub fn evaluate(&self, facts: &Facts) -> Result<bool, EvalError> {
-        let bound = cost::bound(self.program.ast().expr(), facts.stats());
+        let bound = cost::bound(self.program.ast().expr(), facts);
         if bound > COST_LIMIT {
             return Err(EvalError::CostLimit {
                 bound,
@@ -135,7 +135,7 @@ impl Condition {
     /// The upper bound of the work evaluating this condition on `facts` would take (what
     /// [`Condition::evaluate`] compares with [`COST_LIMIT`]).
     pub fn cost_bound(&self, facts: &Facts) -> u64 {
-        cost::bound(self.program.ast().expr(), facts.stats())
+        cost::bound(self.program.ast().expr(), facts)
     }
 }
 
@@ -567,6 +567,66 @@ mod tests {
             ),
             Ok(true)
         );
+    }
+
+    #[test]
+    fn nested_comprehension_bounded_by_the_lists_it_actually_ranges_over() {
+        // 20,000 packages of one reference each, beside a 20,000-element list: the inner
+        // comprehension ranges over one element, not over the longest list in the facts.
+        let packages: Vec<Json> = (0..20_000)
+            .map(|i| json!({"name": format!("pkg-{i}"), "refs": [{"type": "purl"}]}))
+            .collect();
+        let s = statement(
+            "https://spdx.dev/Document",
+            json!({"packages": packages, "big": vec![0; 20_000]}),
+        );
+        let facts = Facts::new(&s, &key_signer(), now()).unwrap();
+        let c = Condition::compile(
+            "predicate.packages.all(p, p.refs.all(r, r.type == 'purl'))",
+            None,
+        )
+        .unwrap();
+        assert!(
+            c.cost_bound(&facts) <= COST_LIMIT,
+            "{}",
+            c.cost_bound(&facts)
+        );
+        assert_eq!(c.evaluate(&facts), Ok(true));
+        // A dynamic index or a ternary keeps what it can reach.
+        let c = Condition::compile(
+            "predicate.packages.all(p, (p.name == 'x' ? predicate.big : p.refs).all(r, r != 1))",
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.evaluate(&facts),
+            Err(EvalError::CostLimit { .. })
+        ));
+        let c = Condition::compile(
+            "predicate.packages.all(p, predicate[p.name].all(r, true))",
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.evaluate(&facts),
+            Err(EvalError::CostLimit { .. })
+        ));
+        let c = Condition::compile(
+            "predicate.packages.all(p, cel.bind(b, predicate.big, b.all(r, true)))",
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.evaluate(&facts),
+            Err(EvalError::CostLimit { .. })
+        ));
+        // Shadowing: an iteration variable named like a fact is the element, not the fact.
+        let c = Condition::compile(
+            "predicate.packages.all(predicate, predicate.refs.size() == 1)",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.evaluate(&facts), Ok(true));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The upper bound of an evaluation's work, from the checked AST and the sizes of the actual
-//! facts, computed before anything runs; and the compile-time check of `matches` patterns.
+//! The upper bound of an evaluation's work, from the checked AST and the actual facts, computed
+//! before anything runs; and the compile-time check of `matches` patterns.
 //!
 //! Each node gets a cost and a [`Size`]: bounds on the length of any list, map or string in its
 //! value (`len`, `chars`) and on its whole size (`weight`). A fact is bounded by the facts'
@@ -8,17 +8,31 @@
 //! comparisons the smaller side's weight, `in` the list's weight, string functions the bytes
 //! they scan, `matches` its regex compilation per call. A comprehension costs its range, then
 //! the range's length bound times its condition and step, then its result; its iteration
-//! variable is bounded as an element of the range. cel-core's macros are the only source of
+//! variable is bounded as an element of the range. Where the shape of an expression says which
+//! fact values it can be (a fact, a field of one, an element of one: its reach), the length of
+//! the longest list actually there bounds a comprehension instead (so `packages.all(p,
+//! p.refs.all(…))` costs packages × the longest `refs`, not packages × packages); anything else
+//! (a concatenation, a function's result, a dynamic field) falls back to the sizes, and so does
+//! a reach past [`REACH_BUDGET`] values. cel-core's macros are the only source of
 //! comprehensions; those that build a list or a map (`map`, `filter`, `transformList`,
 //! `transformMap`) start from a literal `[]`/`{}` and add at most one entry per iteration, which is
 //! how their accumulator is bounded (and why cel-core's quadratic copy of it is charged).
 
 use std::collections::HashSet;
+use std::rc::Rc;
 
-use cel_core::{BinaryOp, ComprehensionData, Expr, SpannedExpr};
+use cel_core::{BinaryOp, ComprehensionData, Expr, MapKey, SpannedExpr, Value};
 
 use super::CompileErrorKind;
-use super::facts::Stats;
+use super::facts::Facts;
+
+/// Most fact values the bound may look at (in all) to know the actual length of the lists a
+/// comprehension ranges over; past it, the facts' longest list bounds them.
+const REACH_BUDGET: u64 = 1 << 20;
+
+/// The fact values an expression can evaluate to, when known from its shape (a fact, a field
+/// of one, an element of a known list).
+type Reach<'f> = Rc<Vec<&'f Value>>;
 
 /// Cost units charged per byte of a `matches` pattern (cel-core compiles it at every call).
 const REGEX_COST_PER_PATTERN_BYTE: u64 = 100;
@@ -79,8 +93,9 @@ impl Size {
     }
 }
 
-/// The bound of evaluating `expr` with facts of these sizes.
-pub(super) fn bound(expr: &SpannedExpr, stats: &Stats) -> u64 {
+/// The bound of evaluating `expr` on `facts`.
+pub(super) fn bound(expr: &SpannedExpr, facts: &Facts) -> u64 {
+    let stats = facts.stats();
     let fact = Size {
         len: stats.max_len,
         chars: stats.max_str,
@@ -88,35 +103,68 @@ pub(super) fn bound(expr: &SpannedExpr, stats: &Stats) -> u64 {
     };
     let mut walker = Walker {
         fact,
+        facts,
         scope: Vec::new(),
+        reach: None,
+        budget: REACH_BUDGET,
     };
     walker.walk(expr).0
 }
 
 /// Walks the AST with the bounds of the variables in scope.
-struct Walker {
+struct Walker<'f> {
     fact: Size,
-    scope: Vec<(String, Size)>,
+    facts: &'f Facts,
+    scope: Vec<(String, Size, Option<Reach<'f>>)>,
+    /// The reach of the node walked last.
+    reach: Option<Reach<'f>>,
+    /// What is left of [`REACH_BUDGET`].
+    budget: u64,
 }
 
-impl Walker {
-    fn variable(&self, name: &str) -> Size {
-        if let Some((_, s)) = self.scope.iter().rev().find(|(n, _)| n == name) {
-            return *s;
+impl<'f> Walker<'f> {
+    fn variable(&self, name: &str) -> (Size, Option<Reach<'f>>) {
+        if let Some((_, s, r)) = self.scope.iter().rev().find(|(n, ..)| n == name) {
+            return (*s, r.clone());
         }
-        if FACT_VARIABLES.contains(&name) {
-            self.fact
-        } else {
-            Size::SCALAR
+        match self.facts.value(name) {
+            Some(v) => (self.fact, Some(Rc::new(vec![v]))),
+            None if FACT_VARIABLES.contains(&name) => (self.fact, None),
+            None => (Size::SCALAR, None),
         }
+    }
+
+    /// The values `pick` finds in each of `from`, within the budget.
+    fn step(
+        &mut self,
+        from: Option<Reach<'f>>,
+        pick: impl Fn(&'f Value, &mut Vec<&'f Value>),
+    ) -> Option<Reach<'f>> {
+        let from = from?;
+        let mut out = Vec::new();
+        for v in from.iter() {
+            pick(v, &mut out);
+            let spent = out.len() as u64 + 1;
+            if spent > self.budget {
+                self.budget = 0;
+                return None;
+            }
+        }
+        self.budget -= (out.len() as u64).min(self.budget);
+        Some(Rc::new(out))
     }
 
     /// Cost and size of `e`.
     fn walk(&mut self, e: &SpannedExpr) -> (u64, Size) {
-        match &e.node {
+        let mut reach = None;
+        let out = match &e.node {
             Expr::String(s) => (1, Size::text(s.len())),
             Expr::Bytes(b) => (1, Size::text(b.len())),
-            Expr::Ident(name) | Expr::RootIdent(name) => (1, self.variable(name)),
+            Expr::Ident(name) | Expr::RootIdent(name) => {
+                let (size, r) = self.variable(name);
+                reach = r;
+                (1, size)
+            }
             Expr::List(items) => self.list(items.iter().map(|i| &i.expr), items.len()),
             Expr::Map(entries) => {
                 let pairs = entries.iter().flat_map(|e| [&e.key, &e.value]);
@@ -131,7 +179,11 @@ impl Walker {
             } => {
                 let (c0, _) = self.walk(cond);
                 let (c1, s1) = self.walk(then_expr);
+                let r1 = self.reach.take();
                 let (c2, s2) = self.walk(else_expr);
+                if let (Some(a), Some(b)) = (r1, self.reach.take()) {
+                    reach = Some(Rc::new(a.iter().chain(b.iter()).copied().collect()));
+                }
                 (
                     1u64.saturating_add(c0)
                         .saturating_add(c1)
@@ -139,8 +191,11 @@ impl Walker {
                     s1.max(s2),
                 )
             }
-            Expr::Member { expr, .. } => {
+            Expr::Member { expr, field, .. } => {
                 let (c, s) = self.walk(expr);
+                let key = MapKey::from(field.as_str());
+                let from = self.reach.take();
+                reach = self.step(from, |v, out| out.extend(field_of(v, &key)));
                 (c.saturating_add(1), s)
             }
             Expr::MemberTestOnly { expr, .. } => {
@@ -148,7 +203,9 @@ impl Walker {
             }
             Expr::Index { expr, index, .. } => {
                 let (c, s) = self.walk(expr);
+                let from = self.reach.take();
                 let (ci, _) = self.walk(index);
+                reach = self.step(from, |v, out| index_of(v, &index.node, out));
                 (c.saturating_add(ci).saturating_add(1), s)
             }
             Expr::Call { expr, args } => self.call(expr, args),
@@ -167,13 +224,16 @@ impl Walker {
                 body,
             } => {
                 let (ci, si) = self.walk(init);
-                self.scope.push((var_name.clone(), si));
+                let r = self.reach.take();
+                self.scope.push((var_name.clone(), si, r));
                 let (cb, sb) = self.walk(body);
                 self.scope.pop();
                 (ci.saturating_add(cb).saturating_add(1), sb)
             }
             _ => (1, Size::SCALAR),
-        }
+        };
+        self.reach = reach;
+        out
     }
 
     /// A list or map literal of `len` entries, from its keys and values.
@@ -230,9 +290,16 @@ impl Walker {
         };
         let mut cost = 1u64;
         let mut sizes = Vec::with_capacity(args.len() + 1);
+        let mut text_chars = 0u64;
         for a in receiver.into_iter().chain(args) {
             let (c, s) = self.walk(a);
             cost = cost.saturating_add(c);
+            // Not text (no string to scan, as `size` of a list) when its reach has no string.
+            let text = !self
+                .reach
+                .as_ref()
+                .is_some_and(|r| r.iter().all(|v| !is_text(v)));
+            text_chars = text_chars.saturating_add(if text { s.chars } else { 0 });
             sizes.push(s);
         }
         let scanned = sizes.iter().fold(0u64, |acc, s| {
@@ -246,10 +313,11 @@ impl Walker {
                 let compile = pattern.saturating_mul(REGEX_COST_PER_PATTERN_BYTE);
                 (subject.saturating_add(compile), Size::SCALAR)
             }
+            // Linear in the strings they read; a list's or map's size is known without a scan.
             "size" | "contains" | "int" | "uint" | "double" | "bool" | "timestamp" | "duration" => {
-                (scanned, Size::SCALAR)
+                (text_chars, Size::SCALAR)
             }
-            n if n.starts_with("get") => (scanned, Size::SCALAR),
+            n if n.starts_with("get") => (text_chars, Size::SCALAR),
             _ => {
                 let all = sizes.iter().fold(Size::SCALAR, |acc, s| acc.sum(*s));
                 (scanned, all)
@@ -260,8 +328,26 @@ impl Walker {
 
     fn comprehension(&mut self, c: &ComprehensionData) -> (u64, Size) {
         let (c_range, range) = self.walk(&c.iter_range);
+        let range_reach = self.reach.take();
         let (c_init, init) = self.walk(&c.accu_init);
-        let n = range.len;
+        // The longest list actually in range when known, else the bound from sizes.
+        let n = range_reach
+            .as_ref()
+            .map_or(range.len, |r| range.len.min(longest(r)));
+        let over_map = range_reach
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|v| !matches!(v, Value::List(_))));
+        let elements = self.step(range_reach, |v, out| {
+            if let Value::List(items) = v {
+                out.extend(items.iter());
+            }
+        });
+        // Over a map, the variable is a key (not a fact value); with two, the first is an index.
+        let (first, second) = match (&elements, c.iter_var2.is_empty()) {
+            (Some(_), true) if !over_map => (elements.clone(), None),
+            (Some(_), false) if !over_map => (None, elements.clone()),
+            _ => (None, None),
+        };
         let element = Size {
             len: range.len,
             chars: range.chars,
@@ -278,10 +364,10 @@ impl Walker {
             init
         };
         let pushed = self.scope.len();
-        self.scope.push((c.accu_var.clone(), accu));
-        for var in [&c.iter_var, &c.iter_var2] {
+        self.scope.push((c.accu_var.clone(), accu, None));
+        for (var, r) in [(&c.iter_var, first), (&c.iter_var2, second)] {
             if !var.is_empty() {
-                self.scope.push((var.clone(), element));
+                self.scope.push((var.clone(), element, r));
             }
         }
         let (c_cond, _) = self.walk(&c.loop_condition);
@@ -296,7 +382,7 @@ impl Walker {
         } else {
             accu.max(step)
         };
-        self.scope.push((c.accu_var.clone(), final_accu));
+        self.scope.push((c.accu_var.clone(), final_accu, None));
         let (c_result, result) = self.walk(&c.result);
         self.scope.truncate(pushed);
         let per_iteration = c_cond.saturating_add(c_step).saturating_add(1);
@@ -306,6 +392,42 @@ impl Walker {
             .saturating_add(c_result);
         (cost, result)
     }
+}
+
+/// The value of field `key` of a map.
+fn field_of<'f>(v: &'f Value, key: &MapKey) -> Option<&'f Value> {
+    match v {
+        Value::Map(m) => m.get(key),
+        _ => None,
+    }
+}
+
+/// What `v[index]` can be: the one entry a literal index names, else any entry.
+fn index_of<'f>(v: &'f Value, index: &Expr, out: &mut Vec<&'f Value>) {
+    match (v, index) {
+        (Value::Map(m), Expr::String(k)) => out.extend(m.get(&MapKey::from(k.as_str()))),
+        (Value::List(l), Expr::Int(i)) => {
+            out.extend(usize::try_from(*i).ok().and_then(|i| l.get(i)))
+        }
+        (Value::List(l), _) => out.extend(l.iter()),
+        (Value::Map(m), _) => out.extend(m.iter().map(|(_, v)| v)),
+        _ => {}
+    }
+}
+
+/// A string or bytes (what functions scan).
+fn is_text(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Bytes(_))
+}
+
+/// The longest list or map among `reach`.
+fn longest(reach: &[&Value]) -> u64 {
+    let len = |v: &&Value| match v {
+        Value::List(l) => l.len() as u64,
+        Value::Map(m) => m.len() as u64,
+        _ => 0,
+    };
+    reach.iter().map(len).max().unwrap_or(0)
 }
 
 /// A container's size after holding `item`.

@@ -49,6 +49,8 @@ impl Stats {
 /// The CEL activation for one verified statement.
 pub struct Facts {
     activation: MapActivation,
+    /// The same values as the activation's (shared), for the cost bound to look at.
+    values: Vec<(&'static str, Value)>,
     stats: Stats,
 }
 
@@ -123,18 +125,32 @@ impl Facts {
                 "not an object",
             )));
         }
+        let values = vec![
+            ("predicateType", field("predicateType")),
+            ("predicate", field("predicate")),
+            ("subject", field("subject")),
+            ("signer", signer_value),
+            ("now", timestamp(now)),
+            ("statement", statement),
+        ];
         let mut activation = MapActivation::new();
-        activation.insert("predicateType", field("predicateType"));
-        activation.insert("predicate", field("predicate"));
-        activation.insert("subject", field("subject"));
-        activation.insert("signer", signer_value);
-        activation.insert("now", timestamp(now));
-        activation.insert("statement", statement);
-        Ok(Facts { activation, stats })
+        for (name, value) in &values {
+            activation.insert(*name, value.clone());
+        }
+        Ok(Facts {
+            activation,
+            values,
+            stats,
+        })
     }
 
     pub(super) fn activation(&self) -> &MapActivation {
         &self.activation
+    }
+
+    /// The value of fact variable `name`.
+    pub(super) fn value(&self, name: &str) -> Option<&Value> {
+        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     pub(super) fn stats(&self) -> &Stats {
