@@ -28,7 +28,7 @@ use super::facts::Facts;
 
 /// Most fact values the bound may look at (in all) to know the actual length of the lists a
 /// comprehension ranges over; past it, the facts' longest list bounds them.
-const REACH_BUDGET: u64 = 1 << 20;
+const REACH_BUDGET: u64 = 1 << 19;
 
 /// The fact values an expression can evaluate to, when known from its shape (a fact, a field
 /// of one, an element of a known list).
@@ -105,7 +105,6 @@ pub(super) fn bound(expr: &SpannedExpr, facts: &Facts) -> u64 {
         fact,
         facts,
         scope: Vec::new(),
-        reach: None,
         budget: REACH_BUDGET,
     };
     walker.walk(expr).0
@@ -116,8 +115,6 @@ struct Walker<'f> {
     fact: Size,
     facts: &'f Facts,
     scope: Vec<(String, Size, Option<Reach<'f>>)>,
-    /// The reach of the node walked last.
-    reach: Option<Reach<'f>>,
     /// What is left of [`REACH_BUDGET`].
     budget: u64,
 }
@@ -156,15 +153,10 @@ impl<'f> Walker<'f> {
 
     /// Cost and size of `e`.
     fn walk(&mut self, e: &SpannedExpr) -> (u64, Size) {
-        let mut reach = None;
-        let out = match &e.node {
+        match &e.node {
             Expr::String(s) => (1, Size::text(s.len())),
             Expr::Bytes(b) => (1, Size::text(b.len())),
-            Expr::Ident(name) | Expr::RootIdent(name) => {
-                let (size, r) = self.variable(name);
-                reach = r;
-                (1, size)
-            }
+            Expr::Ident(name) | Expr::RootIdent(name) => (1, self.variable(name).0),
             Expr::List(items) => self.list(items.iter().map(|i| &i.expr), items.len()),
             Expr::Map(entries) => {
                 let pairs = entries.iter().flat_map(|e| [&e.key, &e.value]);
@@ -179,11 +171,7 @@ impl<'f> Walker<'f> {
             } => {
                 let (c0, _) = self.walk(cond);
                 let (c1, s1) = self.walk(then_expr);
-                let r1 = self.reach.take();
                 let (c2, s2) = self.walk(else_expr);
-                if let (Some(a), Some(b)) = (r1, self.reach.take()) {
-                    reach = Some(Rc::new(a.iter().chain(b.iter()).copied().collect()));
-                }
                 (
                     1u64.saturating_add(c0)
                         .saturating_add(c1)
@@ -191,11 +179,8 @@ impl<'f> Walker<'f> {
                     s1.max(s2),
                 )
             }
-            Expr::Member { expr, field, .. } => {
+            Expr::Member { expr, .. } => {
                 let (c, s) = self.walk(expr);
-                let key = MapKey::from(field.as_str());
-                let from = self.reach.take();
-                reach = self.step(from, |v, out| out.extend(field_of(v, &key)));
                 (c.saturating_add(1), s)
             }
             Expr::MemberTestOnly { expr, .. } => {
@@ -203,9 +188,7 @@ impl<'f> Walker<'f> {
             }
             Expr::Index { expr, index, .. } => {
                 let (c, s) = self.walk(expr);
-                let from = self.reach.take();
                 let (ci, _) = self.walk(index);
-                reach = self.step(from, |v, out| index_of(v, &index.node, out));
                 (c.saturating_add(ci).saturating_add(1), s)
             }
             Expr::Call { expr, args } => self.call(expr, args),
@@ -224,16 +207,40 @@ impl<'f> Walker<'f> {
                 body,
             } => {
                 let (ci, si) = self.walk(init);
-                let r = self.reach.take();
+                let r = self.reach_of(init);
                 self.scope.push((var_name.clone(), si, r));
                 let (cb, sb) = self.walk(body);
                 self.scope.pop();
                 (ci.saturating_add(cb).saturating_add(1), sb)
             }
             _ => (1, Size::SCALAR),
-        };
-        self.reach = reach;
-        out
+        }
+    }
+
+    /// The fact values `e` can evaluate to, when its shape says (within the budget).
+    fn reach_of(&mut self, e: &SpannedExpr) -> Option<Reach<'f>> {
+        match &e.node {
+            Expr::Ident(name) | Expr::RootIdent(name) => self.variable(name).1,
+            Expr::Member { expr, field, .. } => {
+                let from = self.reach_of(expr);
+                let key = MapKey::from(field.as_str());
+                self.step(from, |v, out| out.extend(field_of(v, &key)))
+            }
+            Expr::Index { expr, index, .. } => {
+                let from = self.reach_of(expr);
+                self.step(from, |v, out| index_of(v, &index.node, out))
+            }
+            Expr::Ternary {
+                then_expr,
+                else_expr,
+                ..
+            } => {
+                let a = self.reach_of(then_expr)?;
+                let b = self.reach_of(else_expr)?;
+                Some(Rc::new(a.iter().chain(b.iter()).copied().collect()))
+            }
+            _ => None,
+        }
     }
 
     /// A list or map literal of `len` entries, from its keys and values.
@@ -295,10 +302,10 @@ impl<'f> Walker<'f> {
             let (c, s) = self.walk(a);
             cost = cost.saturating_add(c);
             // Not text (no string to scan, as `size` of a list) when its reach has no string.
-            let text = !self
-                .reach
-                .as_ref()
-                .is_some_and(|r| r.iter().all(|v| !is_text(v)));
+            let text = name != "size"
+                || !self
+                    .reach_of(a)
+                    .is_some_and(|r| r.iter().all(|v| !is_text(v)));
             text_chars = text_chars.saturating_add(if text { s.chars } else { 0 });
             sizes.push(s);
         }
@@ -328,7 +335,7 @@ impl<'f> Walker<'f> {
 
     fn comprehension(&mut self, c: &ComprehensionData) -> (u64, Size) {
         let (c_range, range) = self.walk(&c.iter_range);
-        let range_reach = self.reach.take();
+        let range_reach = self.reach_of(&c.iter_range);
         let (c_init, init) = self.walk(&c.accu_init);
         // The longest list actually in range when known, else the bound from sizes.
         let n = range_reach
