@@ -130,7 +130,7 @@ fn ad_hoc_attestation(
                     i + 1,
                     e.line,
                     e.column,
-                    error_chain(&e)
+                    e.kind
                 ))
             })
         })

@@ -191,7 +191,9 @@ pub fn attestation_evidence(
     v: &VerifiedAttestation,
     now: SystemTime,
 ) -> AttestationEvidence {
-    let facts = Facts::new(v.statement_json(), &v.signer_facts(), now);
+    // Only the parts of the statement some condition reads are kept (an SBOM's packages are
+    // skipped when no condition names them).
+    let facts = Facts::for_conditions(v.statement_json(), &v.signer_facts(), now, &req.conditions);
     let conditions = req
         .conditions
         .iter()

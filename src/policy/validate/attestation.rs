@@ -127,7 +127,7 @@ impl Validator<'_> {
                 self.issues.push(Issue {
                     line: line.max(1),
                     column: column.max(1),
-                    message: format!("{label}: condition {}: {e}", index + 1),
+                    message: format!("{label}: condition {}: {}", index + 1, e.kind),
                 });
                 None
             }
