@@ -167,7 +167,8 @@ impl Engine {
             match &found {
                 // Verified and its conditions evaluated here: the statement's bytes go with it.
                 Discovered::Attestation(c) => {
-                    let outcome = policy.attestation_outcome(rule, &digests, c, now);
+                    let outcome =
+                        off_the_worker(|| policy.attestation_outcome(rule, &digests, c, now));
                     let mut v = crate::sync::lock(&verified);
                     v.attestations.push((order, outcome));
                     v.time += t.elapsed();
@@ -317,6 +318,17 @@ fn list_not_examined(decision: &mut Decision, not_examined: Vec<String>, noun: &
         decision.reasons.push(format!(
             "and {more} more {noun} location(s) not examined (see the discovery notes)"
         ));
+    }
+}
+
+/// Verifying an attestation (a statement of tens of MiB) and evaluating its conditions (up to
+/// the CEL cost limit, tenths of a second) is long synchronous work: on the multi-threaded
+/// runtime (the webhook) the worker hands its other tasks over first.
+fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
