@@ -636,6 +636,39 @@ rules:
         );
     }
 
+    /// A CEL error inside an expression is reported at its line and column in the file:
+    /// after a quote on the expression's line, or on the lines of a block scalar.
+    #[test]
+    fn condition_errors_stand_where_they_are_in_the_file() {
+        let text = r#"apiVersion: ocigate.dev/v1alpha1
+kind: Policy
+keys: [{name: release, path: keys/release.pub}]
+rules:
+  - name: apps
+    images: ["ghcr.io/acme/**"]
+    authorities: [{key: {name: release}}]
+    attestations:
+      - name: provenance
+        predicateType: slsaprovenance1
+        conditions:
+          - expression: 'predicateType == "x" && nosuch'
+          - expression: |
+              predicateType == "x" &&
+                predicateType + 1 == 2
+"#;
+        let got = issue_lines(&issues(text));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with("12:50: rule \"apps\": attestation \"provenance\": condition 1: "),
+            "{got:?}"
+        );
+        assert!(got[0].contains("nosuch"), "{got:?}");
+        assert!(
+            got[1].starts_with("15:17: rule \"apps\": attestation \"provenance\": condition 2: "),
+            "{got:?}"
+        );
+    }
+
     /// One key cannot stand for two authorities of a rule (threshold counts authorities).
     #[test]
     fn a_key_is_one_authority_of_a_rule() {

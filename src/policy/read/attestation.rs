@@ -29,7 +29,7 @@ pub(in crate::policy) struct RawCondition {
 }
 
 /// Where an expression's text starts in the file: line and column of its first character,
-/// and for a block scalar (`|`, `>`) the column its lines are indented to.
+/// and, for an unquoted scalar (plain or block), the indentation its later lines share.
 #[derive(Debug, Clone, Copy)]
 pub(in crate::policy) struct ExpressionOrigin {
     pub line: u64,
@@ -115,8 +115,9 @@ impl Reader<'_> {
         })
     }
 
-    /// Where the text of a scalar starts: after an opening quote, or for a block scalar on
-    /// the lines below its indicator.
+    /// Where the text of a scalar starts: after its opening quote; for a plain or block
+    /// scalar (whose position is its first content line) at its position, its later lines
+    /// indented as the first.
     fn expression_origin(&self, n: &Node) -> ExpressionOrigin {
         let at = n.defined;
         let start = at
@@ -130,19 +131,10 @@ impl Reader<'_> {
                 column: at.column() + 1,
                 block_indent: None,
             },
-            Some('|' | '>') => {
-                let next = first.split_once('\n').map_or("", |(_, rest)| rest);
-                let indent = next.len() - next.trim_start_matches(' ').len();
-                ExpressionOrigin {
-                    line: at.line() + 1,
-                    column: indent as u64 + 1,
-                    block_indent: Some(indent as u64),
-                }
-            }
             _ => ExpressionOrigin {
                 line: at.line(),
                 column: at.column(),
-                block_indent: None,
+                block_indent: Some(at.column().saturating_sub(1)),
             },
         }
     }
