@@ -59,7 +59,7 @@ pub enum AttestationForm {
     /// annotations (certificate, chain, Rekor bundle, RFC 3161 timestamp) where it has them.
     Envelope {
         /// The envelope's JSON bytes.
-        envelope: std::sync::Arc<[u8]>,
+        envelope: std::sync::Arc<Vec<u8>>,
         /// The layer's annotations.
         annotations: BTreeMap<String, String>,
     },
@@ -309,7 +309,7 @@ mod tests {
             location: "tag sha256-x.att layer 1".into(),
             claimed_type: Some("https://slsa.dev/provenance/v1".into()),
             form: AttestationForm::Envelope {
-                envelope: std::sync::Arc::from(&b"{}"[..]),
+                envelope: std::sync::Arc::new(b"{}".to_vec()),
                 annotations,
             },
         };

@@ -102,9 +102,9 @@ impl Envelopes<'_> {
         tried: &mut PathTried,
     ) -> Result<(), DiscoverError> {
         let _turn = fetched.turn;
-        let envelope: Arc<[u8]> = match fetched.bytes {
-            // The candidate's form is an `Arc<[u8]>`: one copy of the blob, within the turn.
-            Ok(bytes) => bytes.into(),
+        let envelope = match fetched.bytes {
+            // Shared by the layers naming it, never copied (a blob may be tens of MiB).
+            Ok(bytes) => Arc::new(bytes),
             Err(source) if lies_in_content(&source) => {
                 self.not_examined_all(s, members, WhyNotExamined::Content { source }, tried);
                 return Ok(());

@@ -222,7 +222,7 @@ mod tests {
             location: location.into(),
             claimed_type: None,
             form: AttestationForm::Envelope {
-                envelope: std::sync::Arc::from(&b"{}"[..]),
+                envelope: std::sync::Arc::new(b"{}".to_vec()),
                 annotations: Default::default(),
             },
         };

@@ -637,7 +637,7 @@ mod tests {
             location: "tag sha256-x.att layer 1".into(),
             claimed_type: Some(SLSA1.into()),
             form: AttestationForm::Envelope {
-                envelope: Arc::from(json.into_bytes()),
+                envelope: Arc::new(json.into_bytes()),
                 annotations: annotations
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))

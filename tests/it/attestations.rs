@@ -94,7 +94,7 @@ fn legacy_layer(path: &Path) -> AttestationCandidate {
         location: format!("{} as a .att layer", path.display()),
         claimed_type: None,
         form: AttestationForm::Envelope {
-            envelope: Arc::from(b["dsseEnvelope"].to_string().into_bytes()),
+            envelope: Arc::new(b["dsseEnvelope"].to_string().into_bytes()),
             annotations,
         },
     }
@@ -394,7 +394,7 @@ fn cosign_attest_blob_envelopes_and_bundles_verify() {
         location: "env.json".into(),
         claimed_type: None,
         form: AttestationForm::Envelope {
-            envelope: Arc::from(std::fs::read(d.join("env.json")).unwrap()),
+            envelope: Arc::new(std::fs::read(d.join("env.json")).unwrap()),
             annotations: BTreeMap::new(),
         },
     };
