@@ -380,7 +380,7 @@ impl BundleEvidence {
     /// refuses such a bundle outright; cosign 3 writes exactly that when signing without Rekor
     /// (and verifies it with --insecure-ignore-tlog), so the envelope is checked here, per the
     /// DSSE specification, and the statement is read by the caller.
-    fn unlogged_key(root: &TrustRoot) -> Self {
+    pub(crate) fn unlogged_key(root: &TrustRoot) -> Self {
         BundleEvidence {
             identity: None,
             issuer: None,

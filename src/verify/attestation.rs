@@ -284,7 +284,7 @@ fn verify_envelope(
     match who {
         BundleAuthority::KeyWithoutTlog(key) => {
             signed_by(env, key, p, authority)?;
-            Ok(unlogged_key_evidence(root))
+            Ok(BundleEvidence::unlogged_key(root))
         }
         BundleAuthority::Key(key) => {
             signed_by(env, key, p, authority)?;
@@ -351,20 +351,6 @@ fn envelope_bundle_check(
         .map_err(|e| bundle_rejection(location, authority, Arc::new(e)))
 }
 
-/// The evidence of a key's signature checked here, without a log.
-fn unlogged_key_evidence(root: &TrustRoot) -> BundleEvidence {
-    BundleEvidence {
-        identity: None,
-        issuer: None,
-        log_index: None,
-        integrated_time: None,
-        tlog_verified: false,
-        certificate_verified: false,
-        sct_verified: false,
-        trust_root: root.name().to_string(),
-        github_workflow: GitHubWorkflow::default(),
-    }
-}
 
 /// The evidence as signatures say it, and the certificate's GitHub workflow claims.
 fn evidence_for(who: BundleAuthority<'_>, e: BundleEvidence) -> (Evidence, GitHubWorkflow) {
