@@ -385,8 +385,15 @@ pub async fn discover_each(
             Ok(None)
         }
     };
-    let (legacy, att, referred) = tokio::join!(legacy_sig_tag(search), att, referrers(search));
-    let mut paths = vec![legacy?];
+    let sig = async {
+        if wanted.signatures() {
+            legacy_sig_tag(search).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (legacy, att, referred) = tokio::join!(sig, att, referrers(search));
+    let mut paths: Vec<PathTried> = legacy?.into_iter().collect();
     paths.extend(att?);
     paths.extend(referred?);
     Ok(paths)

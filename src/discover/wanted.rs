@@ -24,6 +24,10 @@ pub enum Wanted {
     /// another is not fetched; one without a type annotation is (its statement says its type
     /// once verified). An empty list is [`Wanted::Signatures`].
     Attestations(Vec<PredicateType>),
+    /// Attestations of these predicate types and no signature: the `.sig` tag is not looked
+    /// at (`verify-attestation`, whose rule requires no signature; a bundle signature among
+    /// the referrers is still handed over).
+    OnlyAttestations(Vec<PredicateType>),
     /// Signatures and every attestation, whatever its type (`ocigate discover`).
     All,
 }
@@ -33,9 +37,14 @@ impl Wanted {
     pub fn attestations(&self) -> bool {
         match self {
             Wanted::Signatures => false,
-            Wanted::Attestations(types) => !types.is_empty(),
+            Wanted::Attestations(types) | Wanted::OnlyAttestations(types) => !types.is_empty(),
             Wanted::All => true,
         }
+    }
+
+    /// Whether the `.sig` tag is looked at.
+    pub fn signatures(&self) -> bool {
+        !matches!(self, Wanted::OnlyAttestations(_))
     }
 
     /// Whether an attestation whose manifest or layer annotates `claimed` as its predicate
@@ -44,8 +53,12 @@ impl Wanted {
         match (self, claimed) {
             (Wanted::Signatures, _) => false,
             (Wanted::All, _) => true,
-            (Wanted::Attestations(types), None) => !types.is_empty(),
-            (Wanted::Attestations(types), Some(t)) => types.iter().any(|w| w.is(t)),
+            (Wanted::Attestations(types) | Wanted::OnlyAttestations(types), None) => {
+                !types.is_empty()
+            }
+            (Wanted::Attestations(types) | Wanted::OnlyAttestations(types), Some(t)) => {
+                types.iter().any(|w| w.is(t))
+            }
         }
     }
 }

@@ -201,7 +201,11 @@ impl Engine {
             Wanted::Signatures
         } else {
             let types = rule.attestations.iter().map(|a| a.predicate_type.clone());
-            Wanted::Attestations(types.collect())
+            match rule.threshold {
+                // No signature is required (verify-attestation): the `.sig` tag is not read.
+                0 => Wanted::OnlyAttestations(types.collect()),
+                _ => Wanted::Attestations(types.collect()),
+            }
         };
         let found = discover_each(registry, pinned, &expect.digest, &budget, &wanted, &sink).await;
         (found, crate::sync::into_inner(verified))

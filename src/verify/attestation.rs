@@ -351,7 +351,6 @@ fn envelope_bundle_check(
         .map_err(|e| bundle_rejection(location, authority, Arc::new(e)))
 }
 
-
 /// The evidence as signatures say it, and the certificate's GitHub workflow claims.
 fn evidence_for(who: BundleAuthority<'_>, e: BundleEvidence) -> (Evidence, GitHubWorkflow) {
     match who {
