@@ -379,6 +379,29 @@ mod tests {
         facts::<Facts>();
     }
 
+    /// Only UTC and the Etc/ zones are compiled in (Cargo.toml, chrono-tz): a named zone
+    /// outside them is an evaluation error, never true.
+    #[test]
+    fn time_zones_are_utc_and_etc_only() {
+        let s = br#"{"predicate":{"t":"2026-12-01T10:00:00Z"}}"#;
+        let signer = key_signer();
+        let hours = |zone: &str| {
+            eval(
+                &format!("timestamp(predicate.t).getHours('{zone}') == 10"),
+                s,
+                &signer,
+            )
+        };
+        assert_eq!(hours("UTC").unwrap(), true);
+        let e = eval(
+            "timestamp(predicate.t).getHours('Etc/GMT-1') == 11",
+            s,
+            &signer,
+        );
+        assert_eq!(e.unwrap(), true);
+        assert!(hours("Europe/Berlin").is_err());
+    }
+
     #[test]
     fn slsa_v1_provenance_from_github_actions() {
         let s = slsa_v1();
