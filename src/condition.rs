@@ -392,13 +392,13 @@ mod tests {
                 &signer,
             )
         };
-        assert_eq!(hours("UTC").unwrap(), true);
+        assert!(hours("UTC").unwrap());
         let e = eval(
             "timestamp(predicate.t).getHours('Etc/GMT-1') == 11",
             s,
             &signer,
         );
-        assert_eq!(e.unwrap(), true);
+        assert!(e.unwrap());
         assert!(hours("Europe/Berlin").is_err());
     }
 
