@@ -399,6 +399,32 @@ pub async fn discover_each(
     Ok(paths)
 }
 
+/// Layers grouped by the blob they name, in the order first named: a blob several layers
+/// name is fetched once and handed over for each (the `.sig` and `.att` tags).
+#[derive(Default)]
+struct BlobGroups<'l> {
+    groups: Vec<Vec<usize>>,
+    index: std::collections::HashMap<&'l str, usize>,
+}
+
+impl<'l> BlobGroups<'l> {
+    /// Layer `i`, naming the blob `digest`.
+    fn add(&mut self, i: usize, digest: &'l str) {
+        match self.index.get(digest) {
+            Some(g) => self.groups[*g].push(i),
+            None => {
+                self.index.insert(digest, self.groups.len());
+                self.groups.push(vec![i]);
+            }
+        }
+    }
+
+    /// The groups, each the layers naming one blob.
+    fn into_groups(self) -> Vec<Vec<usize>> {
+        self.groups
+    }
+}
+
 /// Whether a failure lies in what one signature location holds (its size, its shape, its
 /// digest, a blob or referrer it names that is missing, the budget it would take) — what
 /// anyone with push rights can plant — rather than in the registry's answering.

@@ -4,15 +4,14 @@
 //! in-toto referrer's too). Owns selecting and fetching envelope layers; must not verify
 //! anything or read `.sig` layers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 
 use super::wanted::{Fetched, LARGE_ATTESTATION_BYTES, fetch_attestation};
 use super::{
-    BLOB_FETCHES, DiscoverError, Discovered, Order, PathTried, Place, Search, Sought, Tagged,
-    WhyNotExamined, att_layer, lies_in_content,
+    BLOB_FETCHES, BlobGroups, DiscoverError, Discovered, Order, PathTried, Place, Search, Sought,
+    Tagged, WhyNotExamined, att_layer, lies_in_content,
 };
 use crate::candidate::{
     ATT_PREDICATE_TYPE_ANNOTATION, AttestationCandidate, AttestationForm, DSSE_ENVELOPE_MEDIA_TYPE,
@@ -138,8 +137,7 @@ impl Envelopes<'_> {
         tried: &mut PathTried,
     ) -> Vec<Vec<usize>> {
         let limit = s.registry.max_attestation_bytes();
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        let mut group_of: HashMap<&str, usize> = HashMap::new();
+        let mut groups = BlobGroups::default();
         for (i, layer) in layers.iter().enumerate() {
             let what = format!("{}layer {}", self.label, i + 1);
             if layer.media_type != DSSE_ENVELOPE_MEDIA_TYPE {
@@ -169,15 +167,9 @@ impl Envelopes<'_> {
                 self.not_examined(s, i, reason, tried);
                 continue;
             }
-            match group_of.get(layer.digest.as_str()) {
-                Some(g) => groups[*g].push(i),
-                None => {
-                    group_of.insert(layer.digest.as_str(), groups.len());
-                    groups.push(vec![i]);
-                }
-            }
+            groups.add(i, &layer.digest);
         }
-        groups
+        groups.into_groups()
     }
 
     /// Every layer naming a blob that could not be used: the first with `reason`, the others

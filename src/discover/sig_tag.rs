@@ -2,12 +2,10 @@
 //! layer per signature (the signature in an annotation, the payload in the blob).
 //! Owns reading that tag's layers and blobs; must not verify anything or look at referrers.
 
-use std::collections::HashMap;
-
 use futures_util::StreamExt as _;
 
 use super::{
-    BLOB_FETCHES, DiscoverError, Discovered, PathTried, Search, Tagged, WhyNotExamined,
+    BLOB_FETCHES, BlobGroups, DiscoverError, Discovered, PathTried, Search, Tagged, WhyNotExamined,
     lies_in_content, sig_layer,
 };
 use crate::candidate::SignatureCandidate;
@@ -43,8 +41,7 @@ fn signature_blobs(
     layers: &[Descriptor],
     tried: &mut PathTried,
 ) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
+    let mut groups = BlobGroups::default();
     for (i, layer) in layers.iter().enumerate() {
         let n = i + 1;
         if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE {
@@ -75,15 +72,9 @@ fn signature_blobs(
             s.not_examined(tried, sig_layer(i), &what, location, reason);
             continue;
         }
-        match group_of.get(layer.digest.as_str()) {
-            Some(g) => groups[*g].push(i),
-            None => {
-                group_of.insert(layer.digest.as_str(), groups.len());
-                groups.push(vec![i]);
-            }
-        }
+        groups.add(i, &layer.digest);
     }
-    groups
+    groups.into_groups()
 }
 
 /// Fetch each signature blob and hand over a candidate for every layer that names it. Up to
