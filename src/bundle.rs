@@ -515,15 +515,7 @@ pub fn legacy_to_bundle(
     let b64 = base64::engine::general_purpose::STANDARD;
     let signature = crate::compact_base64(signature_b64);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, payload);
-    let mut vm = match annotations.get(CERTIFICATE_ANNOTATION) {
-        Some(leaf_pem) => certificate_chain(leaf_pem, annotations.get(CHAIN_ANNOTATION))?,
-        None => serde_json::json!({"publicKey": {"hint": ""}}),
-    };
-    let tlog_entries = match annotations.get(REKOR_BUNDLE_ANNOTATION) {
-        Some(set) => vec![rekor_entry(set)?],
-        None => Vec::new(),
-    };
-    vm["tlogEntries"] = serde_json::Value::Array(tlog_entries);
+    let vm = legacy_material(annotations)?;
     let bundle = serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": vm,
@@ -535,13 +527,31 @@ pub fn legacy_to_bundle(
     serde_json::to_string(&bundle).map_err(BundleError::Json)
 }
 
+/// A cosign legacy layer's certificate, chain (without self-signed certificates) and Rekor
+/// entry as a bundle's `verificationMaterial`: what [`legacy_to_bundle`] and an `.att`
+/// layer's bundle form both carry. Without a certificate the key is named only by hint.
+pub(crate) fn legacy_material(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<serde_json::Value, BundleError> {
+    let mut vm = match annotations.get(CERTIFICATE_ANNOTATION) {
+        Some(leaf_pem) => certificate_chain(leaf_pem, annotations.get(CHAIN_ANNOTATION))?,
+        None => serde_json::json!({"publicKey": {"hint": ""}}),
+    };
+    let tlog_entries = match annotations.get(REKOR_BUNDLE_ANNOTATION) {
+        Some(set) => vec![rekor_entry(set)?],
+        None => Vec::new(),
+    };
+    vm["tlogEntries"] = serde_json::Value::Array(tlog_entries);
+    Ok(vm)
+}
+
 fn legacy(what: String) -> BundleError {
     BundleError::Legacy { what }
 }
 
 /// The layer's certificate and chain as bundle verification material, without self-signed
 /// certificates (the root must come from the trusted root).
-pub(crate) fn certificate_chain(
+fn certificate_chain(
     leaf_pem: &str,
     chain_pem: Option<&String>,
 ) -> Result<serde_json::Value, BundleError> {
@@ -564,7 +574,7 @@ pub(crate) fn certificate_chain(
 }
 
 /// The layer's Rekor bundle annotation (SET and entry) as a bundle's transparency-log entry.
-pub(crate) fn rekor_entry(set: &str) -> Result<serde_json::Value, BundleError> {
+fn rekor_entry(set: &str) -> Result<serde_json::Value, BundleError> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     #[derive(serde::Deserialize)]

@@ -174,6 +174,26 @@ pub enum Evidence {
     },
 }
 
+impl Evidence {
+    /// How a verified bundle tied its signature to `who`: the key's fingerprint, or the
+    /// certificate's identity and issuer; with the log entry and the trust root it names.
+    fn of_bundle(who: BundleAuthority<'_>, e: BundleEvidence) -> Evidence {
+        match who {
+            BundleAuthority::Key(key) | BundleAuthority::KeyWithoutTlog(key) => Evidence::Key {
+                key_fingerprint: key.fingerprint(),
+                log_index: e.log_index,
+            },
+            BundleAuthority::Identities(_) => Evidence::Keyless {
+                identity: e.identity.unwrap_or_default(),
+                issuer: e.issuer.unwrap_or_default(),
+                log_index: e.log_index,
+                integrated_time: e.integrated_time,
+                trust_root: e.trust_root,
+            },
+        }
+    }
+}
+
 impl VerifiedSignature {
     /// The authority (its name in the policy) this signature satisfied.
     pub fn authority(&self) -> &str {
@@ -367,15 +387,10 @@ pub fn verify_keyless_signature(
         authority.root,
     )?;
     let (docker_reference, annotations) = check_payload(candidate, expect)?;
+    let who = BundleAuthority::Identities(authority.identities);
     Ok(VerifiedSignature {
         authority: authority.name.to_string(),
-        evidence: Evidence::Keyless {
-            identity: evidence.identity.unwrap_or_default(),
-            issuer: evidence.issuer.unwrap_or_default(),
-            log_index: evidence.log_index,
-            integrated_time: evidence.integrated_time,
-            trust_root: evidence.trust_root,
-        },
+        evidence: Evidence::of_bundle(who, evidence),
         location: candidate.location.clone(),
         docker_reference: Some(docker_reference),
         annotations,
@@ -428,19 +443,7 @@ pub fn verify_attached_bundle(
     })?;
     let annotations = subject.annotations.clone();
     check_annotations(&location, expect, &annotations)?;
-    let evidence = match who {
-        BundleAuthority::Key(key) | BundleAuthority::KeyWithoutTlog(key) => Evidence::Key {
-            key_fingerprint: key.fingerprint(),
-            log_index: evidence.log_index,
-        },
-        BundleAuthority::Identities(_) => Evidence::Keyless {
-            identity: evidence.identity.unwrap_or_default(),
-            issuer: evidence.issuer.unwrap_or_default(),
-            log_index: evidence.log_index,
-            integrated_time: evidence.integrated_time,
-            trust_root: evidence.trust_root,
-        },
-    };
+    let evidence = Evidence::of_bundle(who, evidence);
     Ok(VerifiedSignature {
         authority: authority.to_string(),
         evidence,

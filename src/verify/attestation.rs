@@ -12,7 +12,7 @@ use super::statement::{ArtifactDigests, Statement};
 use super::{Evidence, Rejection, RejectionKind, StatementError, bundle_rejection};
 use crate::bundle::{
     BundleArtifact, BundleAuthority, BundleError, BundleEvidence, CERTIFICATE_ANNOTATION,
-    CHAIN_ANNOTATION, ParsedBundle, REKOR_BUNDLE_ANNOTATION, verify_bundle,
+    ParsedBundle, REKOR_BUNDLE_ANNOTATION, verify_bundle,
 };
 use crate::candidate::{AttestationCandidate, AttestationForm, IN_TOTO_MEDIA_TYPE};
 use crate::predicate::PredicateType;
@@ -352,26 +352,12 @@ fn envelope_bundle_check(
 }
 
 /// The evidence as signatures say it, and the certificate's GitHub workflow claims.
-fn evidence_for(who: BundleAuthority<'_>, e: BundleEvidence) -> (Evidence, GitHubWorkflow) {
-    match who {
-        BundleAuthority::Key(key) | BundleAuthority::KeyWithoutTlog(key) => (
-            Evidence::Key {
-                key_fingerprint: key.fingerprint(),
-                log_index: e.log_index,
-            },
-            GitHubWorkflow::default(),
-        ),
-        BundleAuthority::Identities(_) => (
-            Evidence::Keyless {
-                identity: e.identity.unwrap_or_default(),
-                issuer: e.issuer.unwrap_or_default(),
-                log_index: e.log_index,
-                integrated_time: e.integrated_time,
-                trust_root: e.trust_root,
-            },
-            e.github_workflow,
-        ),
-    }
+fn evidence_for(who: BundleAuthority<'_>, mut e: BundleEvidence) -> (Evidence, GitHubWorkflow) {
+    let github = match who {
+        BundleAuthority::Identities(_) => std::mem::take(&mut e.github_workflow),
+        _ => GitHubWorkflow::default(),
+    };
+    (Evidence::of_bundle(who, e), github)
 }
 
 /// Parse a DSSE envelope's JSON, borrowing its strings, and decode the payload once, straight
@@ -442,17 +428,8 @@ fn decode_base64_any(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
 /// A cosign `.att` layer (envelope, certificate, chain, Rekor entry, RFC 3161 timestamp) as the
 /// v0.1 Sigstore bundle that carries the same material (see [`crate::bundle::legacy_to_bundle`]).
 fn envelope_bundle(env: &Envelope<'_>) -> Result<ParsedBundle, BundleError> {
-    use crate::bundle::{certificate_chain, rekor_entry};
     let a = env.annotations;
-    let mut vm = match a.get(CERTIFICATE_ANNOTATION) {
-        Some(leaf_pem) => certificate_chain(leaf_pem, a.get(CHAIN_ANNOTATION))?,
-        None => serde_json::json!({"publicKey": {"hint": ""}}),
-    };
-    let tlog_entries = match a.get(REKOR_BUNDLE_ANNOTATION) {
-        Some(set) => vec![rekor_entry(set)?],
-        None => Vec::new(),
-    };
-    vm["tlogEntries"] = serde_json::Value::Array(tlog_entries);
+    let mut vm = crate::bundle::legacy_material(a)?;
     if let Some(ts) = a.get(RFC3161_TIMESTAMP_ANNOTATION) {
         vm["timestampVerificationData"] = rfc3161(ts)?;
     }
