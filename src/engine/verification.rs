@@ -11,7 +11,7 @@ use super::decision::{Decision, Timings, bound_decision};
 use super::flight::Stage;
 use super::{Engine, Planned, found, manifest_trace, ms_of};
 use crate::discover::{
-    DiscoverError, Discovered, MAX_DISCOVERY_BYTES, Order, PathTried, Sought, Wanted,
+    DiscoverError, Discovered, MAX_DISCOVERY_BYTES, NotExamined, Order, PathTried, Sought, Wanted,
     discover_each, summary,
 };
 use crate::error_chain;
@@ -164,6 +164,9 @@ impl Engine {
         let now = SystemTime::now();
         let sink = |order: Order, found: Discovered| {
             let t = Instant::now();
+            let said = |u: &NotExamined| {
+                format!("{}: not examined: {}", u.location, error_chain(&u.reason))
+            };
             match &found {
                 // Verified and its conditions evaluated here: the statement's bytes go with it.
                 Discovered::Attestation(c) => {
@@ -172,28 +175,21 @@ impl Engine {
                     let mut v = crate::sync::lock(&verified);
                     v.attestations.push((order, outcome));
                     v.time += t.elapsed();
-                    return;
                 }
                 Discovered::NotExamined(u) if u.sought == Sought::Attestation => {
-                    let said = format!("{}: not examined: {}", u.location, error_chain(&u.reason));
-                    crate::sync::lock(&verified)
-                        .attestations_not_examined
-                        .push(said);
-                    return;
+                    let mut v = crate::sync::lock(&verified);
+                    v.attestations_not_examined.push(said(u));
                 }
-                _ => {}
+                _ => {
+                    let outcome = policy.outcome(rule, expect, &found);
+                    let mut v = crate::sync::lock(&verified);
+                    if let Discovered::NotExamined(u) = &found {
+                        v.not_examined.push(said(u));
+                    }
+                    v.outcomes.push((order, outcome));
+                    v.time += t.elapsed();
+                }
             }
-            let outcome = policy.outcome(rule, expect, &found);
-            let mut v = crate::sync::lock(&verified);
-            if let Discovered::NotExamined(u) = &found {
-                v.not_examined.push(format!(
-                    "{}: not examined: {}",
-                    u.location,
-                    error_chain(&u.reason)
-                ));
-            }
-            v.outcomes.push((order, outcome));
-            v.time += t.elapsed();
         };
         let budget = FetchBudget::new(MAX_DISCOVERY_BYTES);
         let registry = &self.inner.registry;

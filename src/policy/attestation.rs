@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::CompiledPolicy;
-use super::evaluate::Evaluation;
-use super::model::{AttestationRequirement, Mode, Rule, Verdict};
+use super::evaluate::{Evaluation, failed_verdict};
+use super::model::{AttestationRequirement, Mode, Rule};
 use crate::candidate::AttestationCandidate;
 use crate::condition::{Condition, Facts};
 use crate::failure::Failure;
@@ -277,11 +277,7 @@ pub fn evaluate_attestations(
     evaluation.reasons.extend(signatures);
     evaluation.reasons.extend(held);
     evaluation.failure = Some(f);
-    evaluation.verdict = match rule.mode {
-        Mode::Enforce => Verdict::Deny,
-        Mode::Warn => Verdict::Warn,
-        Mode::Audit => Verdict::Allow,
-    };
+    evaluation.verdict = failed_verdict(rule.mode);
 }
 
 /// One requirement's candidates: the verified ones (with their conditions) and the best
