@@ -445,3 +445,46 @@ fn corpus_provenance_bundles_with_conditions() {
         assert_eq!(run.code, 1, "{}: {run:?}", bundle.display());
     }
 }
+
+/// `verify-attestation`'s own inputs: a type that is neither a URI nor one of cosign's names,
+/// and a condition that does not compile, are usage errors (exit 2) saying what and where,
+/// before any registry is asked.
+#[test]
+fn verify_attestation_refuses_bad_types_and_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = generate_keys(dir.path(), "k");
+    let key = public.to_str().unwrap();
+    let run = ocigate(
+        &[
+            "verify-attestation",
+            "127.0.0.1:1/a:v1",
+            "--type",
+            "sbom",
+            "--key",
+            key,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("\"sbom\" is not a predicate type"),
+        "{run:?}"
+    );
+    let run = ocigate(
+        &[
+            "verify-attestation",
+            "127.0.0.1:1/a:v1",
+            "--type",
+            "slsaprovenance1",
+            "--key",
+            key,
+            "--condition",
+            "predicateType == 'x'",
+            "--condition",
+            "predicate.a &&",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--condition 2 (1:"), "{run:?}");
+}
