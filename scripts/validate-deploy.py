@@ -61,6 +61,8 @@ VARIANTS = {
     "deploy": {"cert_manager": False, "mutating": True},
     "overlays/cert-manager": {"cert_manager": True, "mutating": True},
     "overlays/validating-only": {"cert_manager": False, "mutating": False},
+    # The first days of a rollout (docs/rollout.md): an outage admits instead of rejecting.
+    "overlays/fail-open": {"cert_manager": False, "mutating": True, "failure_policy": "Ignore"},
 }
 
 
@@ -124,7 +126,7 @@ class Checker:
                           f"{obj.get('kind')}: add a schema check or list its group as CRD-typed")
 
     # -- invariants --------------------------------------------------------------------------
-    def webhook_config(self, name, obj, expected_rules, path, cert_manager):
+    def webhook_config(self, name, obj, expected_rules, path, cert_manager, failure_policy="Fail"):
         kind = obj["kind"]
         where = f"{name}: {kind}/{obj['metadata']['name']}"
         ann = obj["metadata"].get("annotations", {}) or {}
@@ -137,7 +139,8 @@ class Checker:
         if not self.check(where, len(hooks) == 1, f"expected exactly 1 webhook, got {len(hooks)}"):
             return
         w = hooks[0]
-        self.check(where, w.get("failurePolicy") == "Fail", f"failurePolicy must be Fail, got {w.get('failurePolicy')!r}")
+        self.check(where, w.get("failurePolicy") == failure_policy,
+                   f"failurePolicy must be {failure_policy}, got {w.get('failurePolicy')!r}")
         self.check(where, w.get("timeoutSeconds") == 10, f"timeoutSeconds must be 10, got {w.get('timeoutSeconds')!r}")
         self.check(where, w.get("sideEffects") == "None", f"sideEffects must be None, got {w.get('sideEffects')!r}")
         self.check(where, w.get("matchPolicy") == "Equivalent", f"matchPolicy must be Equivalent, got {w.get('matchPolicy')!r}")
@@ -230,6 +233,8 @@ class Checker:
                        f"volume {vname} must be mounted read-only at {mpath} without subPath (updates must reach the server)")
         self.check(where, (vols.get("policy") or {}).get("configMap", {}).get("name") == "ocigate-policy",
                    "volume policy must be ConfigMap ocigate-policy")
+        self.check(where, "items" not in ((vols.get("policy") or {}).get("configMap") or {}),
+                   "volume policy must mount every key of the ConfigMap (no items): the policy names its keys by path")
         self.check(where, (vols.get("tls") or {}).get("secret", {}).get("secretName") == TLS_SECRET,
                    f"volume tls must be Secret {TLS_SECRET}")
         reg = (vols.get("registry") or {}).get("secret", {})
@@ -313,11 +318,13 @@ class Checker:
             self.check(name, ns["metadata"]["name"] == NAMESPACE, f"Namespace must be {NAMESPACE}")
         vwc = one("ValidatingWebhookConfiguration")
         if vwc is not None:
-            self.webhook_config(name, vwc, VALIDATING_RULES, "/validate", variant["cert_manager"])
+            self.webhook_config(name, vwc, VALIDATING_RULES, "/validate", variant["cert_manager"],
+                                variant.get("failure_policy", "Fail"))
         mwcs = by_kind.get("MutatingWebhookConfiguration", [])
         if variant["mutating"]:
             if self.check(name, len(mwcs) == 1, f"expected one MutatingWebhookConfiguration, got {len(mwcs)}"):
-                self.webhook_config(name, mwcs[0], MUTATING_RULES, "/mutate", variant["cert_manager"])
+                self.webhook_config(name, mwcs[0], MUTATING_RULES, "/mutate", variant["cert_manager"],
+                                    variant.get("failure_policy", "Fail"))
         else:
             self.check(name, not mwcs, "no MutatingWebhookConfiguration expected")
         cr = one("ClusterRole")

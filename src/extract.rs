@@ -34,7 +34,7 @@ mod manifests;
 pub mod names;
 mod workload;
 
-pub use constraint::{ConstraintError, SemverConstraint, parse_tag, pick_highest};
+pub use constraint::{ConstraintError, SemverConstraint, count_versions, parse_tag, pick_highest};
 pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
 pub use kluctl::extract_kluctl_file;
 pub use manifests::{FoundSource, Manifests, TooManyArtifacts, distinct_sources, manifest_sources};
@@ -97,6 +97,11 @@ pub struct Source {
     /// Whether Flux fetches this artifact (OCIRepository, HelmChart, HelmRelease), so that a
     /// rule's `fluxVerification: required` applies to it.
     pub flux: bool,
+    /// Where Flux's own verification of it is set, for messages: `spec.verify`, a
+    /// HelmRelease's `spec.chart.spec.verify`, or `spec.verify of OCIRepository ns/name` for
+    /// a referenced object; empty when Flux does not fetch it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub flux_verify_field: String,
     /// The objects looked up to find the artifact, in order, e.g. HelmChart then HelmRepository.
     pub via: Vec<ObjectRef>,
 }

@@ -12,6 +12,7 @@ mod compiled;
 mod evaluate;
 mod flux;
 mod model;
+mod needs;
 mod pattern;
 mod read;
 mod shown;

@@ -142,6 +142,13 @@ fn text_decision(d: &Decision) -> String {
             s.push_str(&format!("  {}\n", crate::escape_text(r)));
         }
     }
+    if let (Some(rule), Some(needs)) = (&d.rule, &d.needs) {
+        s.push_str(&format!(
+            "  rule {} needs {}\n",
+            crate::escape_text(rule),
+            crate::escape_text(needs)
+        ));
+    }
     for sig in &d.signatures {
         let by = match sig.evidence() {
             crate::verify::Evidence::Key {

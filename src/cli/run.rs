@@ -339,11 +339,11 @@ fn policy_check(files: &[std::path::PathBuf]) -> Result<ExitCode, CliError> {
     for f in files {
         // As `verify` and `serve` load it: the same size bounds, the same errors.
         match CompiledPolicy::from_file(f) {
-            Ok(p) => say(format_args!(
-                "{}: ok ({} rules)\n",
-                f.display(),
-                p.policy().rules.len()
-            ))?,
+            Ok(p) => {
+                let n = p.policy().rules.len();
+                let noun = if n == 1 { "rule" } else { "rules" };
+                say(format_args!("{}: ok ({n} {noun})\n", f.display()))?;
+            }
             Err(e) => {
                 ok = false;
                 for line in e.lines() {

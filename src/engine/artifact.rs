@@ -35,12 +35,15 @@ impl Engine {
             return d;
         };
         let flux_verifies = source.flux_verify.as_ref().is_some_and(|v| v.is_cosign());
-        if let Some(short) = flux_requirement(planned.rule(), flux_verifies, &source.path) {
+        if let Some(short) =
+            flux_requirement(planned.rule(), flux_verifies, &source.flux_verify_field)
+        {
             d.reasons.push(short.reason.clone());
             if d.failure.is_none() {
                 d.failure = Some(Failure::FluxVerify);
             }
             d.verdict = short.stricter(d.verdict);
+            d.say_needs(planned.rule());
         }
         d
     }
@@ -115,9 +118,11 @@ impl Engine {
             Ok(tags) => tags,
         };
         let picked = crate::extract::pick_highest(&tags, semver.constraint, filter.as_ref());
+        let versions = crate::extract::count_versions(&tags, filter.as_ref());
         let Some(tag) = picked else {
             let reason = format!(
-                "no tag of {repository} matches semver {constraint_text:?} ({} tags)",
+                "no tag of {repository} matches semver {constraint_text:?} ({versions} \
+                 version tags among {} tags)",
                 tags.len()
             );
             return fail(reason, Failure::NotFound);
@@ -128,8 +133,8 @@ impl Engine {
         d.reasons.insert(
             0,
             format!(
-                "semver {constraint_text:?} picks tag {tag} (the highest of {} tags)",
-                tags.len()
+                "semver {constraint_text:?} picks tag {tag} (the highest match among \
+                 {versions} version tags)"
             ),
         );
         d

@@ -32,6 +32,10 @@ pub struct Decision {
     pub verdict: Verdict,
     /// The name of the rule that applied (None: no rule did).
     pub rule: Option<String>,
+    /// What that rule needs ([`Rule::needs`]), when the verdict is not allow: the deny or warn
+    /// says what would have passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<String>,
     /// Why, for people: the first reason is the main one.
     pub reasons: Vec<String>,
     /// The evidence: every signature that satisfied an authority.
@@ -86,6 +90,7 @@ impl Decision {
             digest,
             verdict,
             rule,
+            needs: None,
             reasons: vec![reason],
             signatures: Vec::new(),
             attestations: Vec::new(),
@@ -107,14 +112,26 @@ impl Decision {
         reason: String,
         failure: Option<Failure>,
     ) -> Self {
-        Self::without_signatures(
+        let mut d = Self::without_signatures(
             reference.to_string(),
             reference.digest().map(|d| d.to_string()),
             verdict,
             rule.map(|r| r.name.clone()),
             reason,
             failure,
-        )
+        );
+        if let Some(rule) = rule {
+            d.say_needs(rule);
+        }
+        d
+    }
+
+    /// Say what `rule` (the rule this was decided under) needs, unless the verdict is allow or
+    /// it is said already.
+    pub(super) fn say_needs(&mut self, rule: &Rule) {
+        if self.verdict != Verdict::Allow && self.needs.is_none() {
+            self.needs = Some(rule.needs());
+        }
     }
 
     /// `rule`'s failed verdict (deny under `enforce`), for a `failure` found before any

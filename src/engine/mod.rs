@@ -300,8 +300,21 @@ impl Engine {
     }
 
     /// The steps of one check under its planned rule: resolve → decision cache → join the
-    /// verification in flight for that key, or start one.
+    /// verification in flight for that key, or start one. A decision that is not an allow
+    /// says what the rule needs.
     async fn decide(
+        &self,
+        planned: &Planned,
+        reference: &ImageRef,
+        deadline: Duration,
+    ) -> Decision {
+        let mut d = self.decide_steps(planned, reference, deadline).await;
+        d.say_needs(planned.rule());
+        d
+    }
+
+    /// [`Engine::decide`]'s steps.
+    async fn decide_steps(
         &self,
         planned: &Planned,
         reference: &ImageRef,

@@ -119,6 +119,7 @@ impl Engine {
             digest: Some(digest.to_string()),
             verdict: Verdict::Deny,
             rule: Some(rule.name.clone()),
+            needs: None,
             reasons: Vec::new(),
             signatures: Vec::new(),
             attestations: Vec::new(),

@@ -362,6 +362,15 @@ pub fn pick_highest(
     best.map(|(_, t)| t.clone())
 }
 
+/// How many of `tags` (those that match `filter`) are versions at all, as [`pick_highest`]
+/// reads them: cosign's `sha256-….sig` tags and `latest` are not.
+pub fn count_versions(tags: &[String], filter: Option<&Regex>) -> usize {
+    tags.iter()
+        .filter(|t| filter.is_none_or(|f| f.is_match(t)))
+        .filter(|t| parse_tag(t).is_some())
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,5 +565,17 @@ mod tests {
         let twins: Vec<String> = ["v1.0.0", "1.0.0"].map(String::from).to_vec();
         let c = SemverConstraint::parse("1.0.0").unwrap();
         assert_eq!(pick_highest(&twins, &c, None).as_deref(), Some("v1.0.0"));
+        let with_signatures: Vec<String> = [
+            "1.0.0",
+            "latest",
+            "sha256-ab.sig",
+            "sha256-ab.att",
+            "v2.0.0",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(count_versions(&with_signatures, None), 2);
+        let rc = Regex::new("^v").unwrap();
+        assert_eq!(count_versions(&with_signatures, Some(&rc)), 1);
     }
 }

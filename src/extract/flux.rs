@@ -20,10 +20,11 @@ pub(crate) const HELM_GROUP: &str = "helm.toolkit.fluxcd.io";
 /// same objects on the API server).
 const SOURCE_API_VERSION: &str = "source.toolkit.fluxcd.io/v1";
 
+/// A Flux source; `verify_field` is where Flux's own verification of it is set.
 fn source(
     path: &str,
     artifact: Artifact,
-    flux_verify: Option<FluxVerify>,
+    (flux_verify, verify_field): (Option<FluxVerify>, String),
     via: Vec<ObjectRef>,
 ) -> Source {
     Source {
@@ -32,6 +33,7 @@ fn source(
         artifact,
         flux_verify,
         flux: true,
+        flux_verify_field: verify_field,
         via,
     }
 }
@@ -55,7 +57,18 @@ pub(crate) fn oci_repository(
         (None, None, Some(t)) => pinned(repo, Some(t), None),
         (None, None, None) => pinned(repo, Some("latest"), None),
     };
-    Ok(source(path, artifact, verify(obj, "spec.verify")?, via))
+    // Looked up (a HelmRelease's chartRef): the verification is the OCIRepository's own.
+    let field = if via.is_empty() {
+        "spec.verify".to_string()
+    } else {
+        format!("spec.verify of {} {}", obj.kind, obj.display_name())
+    };
+    Ok(source(
+        path,
+        artifact,
+        (verify(obj, "spec.verify")?, field),
+        via,
+    ))
 }
 
 /// `spec.verify` (or HelmRelease's `spec.chart.spec.verify`); provider defaults to cosign.
@@ -145,7 +158,7 @@ fn not_found(path: &str, target: &ObjectRef, via: Vec<ObjectRef>) -> Source {
     source(
         path,
         invalid(&target.to_string(), format!("{target} not found")),
-        None,
+        (None, String::new()),
         via,
     )
 }
@@ -268,7 +281,7 @@ pub(crate) async fn helm_chart<L: Lookup + Sync>(
         out.sources.push(source(
             path,
             chart_version(&chart_ref, version),
-            verify(obj, "spec.verify")?,
+            (verify(obj, "spec.verify")?, "spec.verify".to_string()),
             chain,
         ));
     }
@@ -362,7 +375,10 @@ async fn release_chart_template<L: Lookup + Sync>(
         out.sources.push(source(
             PATH,
             chart_version(&chart_ref, version),
-            verify(obj, "spec.chart.spec.verify")?,
+            (
+                verify(obj, "spec.chart.spec.verify")?,
+                "spec.chart.spec.verify".to_string(),
+            ),
             vec![target],
         ));
     }

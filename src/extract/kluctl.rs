@@ -39,6 +39,7 @@ fn source(path: String, artifact: Artifact) -> Source {
         artifact,
         flux_verify: None,
         flux: false,
+        flux_verify_field: String::new(),
         via: Vec::new(),
     }
 }

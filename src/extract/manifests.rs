@@ -186,6 +186,7 @@ fn invalid_source(what: &str, problem: String) -> Source {
         },
         flux_verify: None,
         flux: false,
+        flux_verify_field: String::new(),
         via: Vec::new(),
     }
 }

@@ -175,6 +175,7 @@ impl Images<'_, '_, '_> {
             artifact: reference_artifact(image),
             flux_verify: None,
             flux: false,
+            flux_verify_field: String::new(),
             via: Vec::new(),
         };
         // The same artifact however it is spelled (`nginx`, `docker.io/library/nginx`).

@@ -25,16 +25,21 @@ impl FluxShortfall {
     }
 }
 
-/// What `rule` says of a Flux source at `path` (a Flux object's field path) that Flux itself
-/// verifies with cosign (`flux_verifies`) or not: None when the rule is satisfied.
-pub fn flux_requirement(rule: &Rule, flux_verifies: bool, path: &str) -> Option<FluxShortfall> {
+/// What `rule` says of a Flux source that Flux itself verifies with cosign (`flux_verifies`)
+/// or not: None when the rule is satisfied. `verify_field` is where Flux's verification of it
+/// is set (`spec.verify`, a HelmRelease's `spec.chart.spec.verify`).
+pub fn flux_requirement(
+    rule: &Rule,
+    flux_verifies: bool,
+    verify_field: &str,
+) -> Option<FluxShortfall> {
     if rule.flux_verification != FluxVerification::Required || flux_verifies {
         return None;
     }
     Some(FluxShortfall {
         reason: format!(
-            "rule {:?} requires Flux to verify this source itself (spec.verify with provider \
-             cosign at {path}), and it does not",
+            "rule {:?} requires Flux to verify this source itself, and it does not: set \
+             {verify_field} with provider: cosign",
             rule.name
         ),
         verdict: failed_verdict(rule.mode),

@@ -14,7 +14,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-use super::decision_log::{DecisionLog, log_decision};
+use super::answer::{answer, forbid};
+use super::decision_log::{DecisionLog, Logged, log_decision};
 use super::kubeapi::{ApiLookup, KubeApi};
 use super::metrics::Metrics;
 use super::server::{self, Body, text};
@@ -108,7 +109,13 @@ pub(super) struct ArtifactOutcome {
     pub(super) failure: Option<Failure>,
     pub(super) path: String,
     pub(super) reasons: Vec<String>,
+    /// The rule it was decided under (None: no rule applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rule: Option<String>,
     pub(super) verdict: Verdict,
+    /// What that rule needs, when the verdict is not allow (said in the deny or warning).
+    #[serde(skip)]
+    pub(super) needs: Option<String>,
     /// Every field of the object that names this artifact (for digest pins).
     #[serde(skip)]
     pub(super) paths: Vec<String>,
@@ -308,6 +315,8 @@ async fn check_one(state: &State, s: extract::Source, deadline: Instant) -> Arti
         verdict: decision.verdict,
         failure: decision.failure,
         reasons: decision.reasons,
+        rule: decision.rule,
+        needs: decision.needs,
         cached: decision.cached,
         duration_ms: t.elapsed().as_secs_f64() * 1000.0,
     }
@@ -326,6 +335,8 @@ fn unverified_outcome(u: extract::Unverified) -> ArtifactOutcome {
         paths: vec![u.path.clone()],
         path: u.path,
         reasons: vec![u.reason],
+        rule: None,
+        needs: None,
         verdict: Verdict::Warn,
         unpinned: false,
     }
@@ -343,16 +354,18 @@ async fn validate(
     let started = Instant::now();
     let deadline = started + state.engine.config().deadline;
     let resp = AdmissionResponse::from(req);
+    let policy = state.engine.policy();
+    let fingerprint = policy.fingerprint();
     let (checked, resp) = match req.operation {
         Operation::Delete | Operation::Connect => (None, resp),
         _ => match check_request(state, req, work, deadline).await {
             Ok(checked) => {
-                let resp = answer(resp, &checked.outcomes);
+                let resp = answer(resp, &checked.outcomes, fingerprint);
                 (Some(checked), resp)
             }
             Err(problem) => (
                 None,
-                resp.deny(format!("ocigate: {}", crate::error_chain(&problem))),
+                forbid(resp, format!("ocigate: {}", crate::error_chain(&problem))),
             ),
         },
     };
@@ -366,30 +379,13 @@ async fn validate(
     }
     m.count_request(&req.operation, resp.allowed);
     m.latency.observe(started.elapsed().as_secs_f64());
-    log_decision(&state.log, req, &resp, &outcomes, &notes, started.elapsed());
-    resp
-}
-
-/// The response to outcomes: each denied one a deny reason, each warned one a warning.
-fn answer(resp: AdmissionResponse, outcomes: &[ArtifactOutcome]) -> AdmissionResponse {
-    let denied: Vec<String> = outcomes
-        .iter()
-        .filter(|o| o.verdict == Verdict::Deny)
-        .map(describe)
-        .collect();
-    let warned: Vec<String> = outcomes
-        .iter()
-        .filter(|o| o.verdict == Verdict::Warn)
-        .map(|o| format!("ocigate: {}", describe(o)))
-        .collect();
-    let mut resp = if denied.is_empty() {
-        resp
-    } else {
-        resp.deny(format!("ocigate: {}", denied.join("; ")))
+    let line = Logged {
+        outcomes: &outcomes,
+        notes: &notes,
+        policy: fingerprint,
+        took: started.elapsed(),
     };
-    if !warned.is_empty() {
-        resp.warnings = Some(warned);
-    }
+    log_decision(&state.log, req, &resp, &line);
     resp
 }
 
@@ -489,16 +485,6 @@ fn json_pointer(path: &str) -> Option<String> {
         }
     }
     Some(out)
-}
-
-fn describe(o: &ArtifactOutcome) -> String {
-    let failure = o.failure.map(|f| format!(" [{f}]")).unwrap_or_default();
-    format!(
-        "{} ({}){failure}: {}",
-        o.artifact,
-        o.path,
-        o.reasons.join("; ")
-    )
 }
 
 // ---------------------------------------------------------------------------------------------

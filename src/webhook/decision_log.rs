@@ -26,7 +26,31 @@ struct DecisionLine<'a> {
     namespace: &'a Option<String>,
     notes: &'a [String],
     operation: &'static str,
+    /// The fingerprint of the policy in force (part of every cached decision's key).
+    policy: &'a str,
+    /// When the answer was given: RFC 3339, UTC, milliseconds.
+    time: String,
     uid: &'a str,
+    /// Who asked (the request's `userInfo.username`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+}
+
+/// What one decision's log line says besides the request and the response.
+pub(super) struct Logged<'a> {
+    /// Each artifact's outcome.
+    pub(super) outcomes: &'a [ArtifactOutcome],
+    /// What was not found or not checked.
+    pub(super) notes: &'a [String],
+    /// The fingerprint of the policy the answer was given under.
+    pub(super) policy: &'a str,
+    /// How long the answer took.
+    pub(super) took: Duration,
+}
+
+/// Now, as the log line spells time: RFC 3339 in UTC with milliseconds.
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A verdict as the log and the metrics spell it.
@@ -53,22 +77,23 @@ pub(super) fn log_decision(
     log: &DecisionLog,
     req: &AdmissionRequest<DynamicObject>,
     resp: &AdmissionResponse,
-    outcomes: &[ArtifactOutcome],
-    notes: &[String],
-    took: Duration,
+    logged: &Logged<'_>,
 ) {
     let line = DecisionLine {
         allowed: resp.allowed,
-        artifacts: outcomes,
+        artifacts: logged.outcomes,
         dry_run: req.dry_run,
-        duration_ms: took.as_secs_f64() * 1000.0,
+        duration_ms: logged.took.as_secs_f64() * 1000.0,
         kind: &req.kind.kind,
         msg: "admission",
         name: &req.name,
         namespace: &req.namespace,
-        notes,
+        notes: logged.notes,
         operation: operation_name(&req.operation),
+        policy: logged.policy,
+        time: now_rfc3339(),
         uid: &req.uid,
+        user: req.user_info.username.as_deref(),
     };
     log.line(&line);
 }
@@ -158,7 +183,9 @@ mod tests {
                 failure: Some(Failure::Unsigned),
                 path: "spec.containers[0].image".into(),
                 reasons: vec!["one".into(), "two\nlines".into()],
+                rule: Some("acme".into()),
                 verdict: Verdict::Deny,
+                needs: Some("not logged".into()),
                 paths: vec![],
                 unpinned: true,
             },
@@ -170,7 +197,9 @@ mod tests {
                 failure: None,
                 path: "spec.initContainers[0].image".into(),
                 reasons: vec![],
+                rule: None,
                 verdict: Verdict::Allow,
+                needs: None,
                 paths: vec![],
                 unpinned: false,
             },
@@ -189,6 +218,9 @@ mod tests {
             "artifacts": outcomes,
             "notes": notes,
             "durationMs": took.as_secs_f64() * 1000.0,
+            "policy": "sha256:fp",
+            "time": "2026-12-03T10:00:00.000Z",
+            "user": "me",
         })
         .to_string();
         let new = DecisionLine {
@@ -202,9 +234,17 @@ mod tests {
             namespace: &req.namespace,
             notes: &notes,
             operation: operation_name(&req.operation),
+            policy: "sha256:fp",
+            time: "2026-12-03T10:00:00.000Z".into(),
             uid: &req.uid,
+            user: req.user_info.username.as_deref(),
         };
         assert_eq!(serde_json::to_string(&new).unwrap(), old);
+        let stamp = now_rfc3339();
+        assert!(
+            stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{stamp}"
+        );
         for op in [
             Operation::Create,
             Operation::Update,

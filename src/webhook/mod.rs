@@ -26,6 +26,7 @@ use std::time::Duration;
 use crate::engine::Engine;
 
 mod admission;
+mod answer;
 mod decision_log;
 mod kubeapi;
 mod metrics;

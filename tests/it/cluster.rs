@@ -18,7 +18,7 @@ use crate::harness::make_tls;
 use crate::harness::*;
 use crate::webhook::start_serve;
 
-struct MiniCluster {
+pub(crate) struct MiniCluster {
     kubeconfig: PathBuf,
     k: PathBuf,
     run: tempfile::TempDir,
@@ -38,7 +38,7 @@ impl Drop for MiniCluster {
 }
 
 impl MiniCluster {
-    fn start_or_skip(test: &str) -> Option<Self> {
+    pub(crate) fn start_or_skip(test: &str) -> Option<Self> {
         let k = std::env::var_os("OCIGATE_TEST_KUBE")
             .map(PathBuf::from)
             .or_else(|| {
@@ -86,7 +86,17 @@ impl MiniCluster {
         })
     }
 
-    fn kubectl(&self, args: &[&str]) -> Run {
+    /// The kubeconfig of the running API server.
+    pub(crate) fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The kubectl the cluster is driven with.
+    pub(crate) fn kubectl_path(&self) -> &Path {
+        &self.kubectl
+    }
+
+    pub(crate) fn kubectl(&self, args: &[&str]) -> Run {
         let out = Command::new(&self.kubectl)
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
@@ -307,7 +317,12 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
         "{stored:?}"
     );
     assert!(
-        denied.stderr.contains("denied the request") && denied.stderr.contains("[unsigned]"),
+        denied.stderr.contains("Error from server (Forbidden)")
+            && denied.stderr.contains("denied the request")
+            && denied.stderr.contains("[unsigned]")
+            && denied
+                .stderr
+                .contains("rule \"all\" needs a signature by key \"release\""),
         "{denied:?}"
     );
     // Server-side dry run: the same verdict.

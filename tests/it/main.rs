@@ -15,6 +15,7 @@ mod cluster;
 mod corpus;
 mod cosign_peer;
 mod credentials;
+mod day_one;
 mod engine;
 mod examples;
 mod faults;

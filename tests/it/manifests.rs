@@ -179,8 +179,8 @@ fn flux_semver_picks_the_highest_match_and_that_one_must_be_signed() {
         res["reasons"][0]
             .as_str()
             .unwrap()
-            .contains("picks tag v1.2.0"),
-        "{v:?}"
+            .contains("picks tag v1.2.0 (the highest match among 3 version tags)"),
+        "signature tags and not-semver are not versions: {v:?}"
     );
     // ~1.0 picks v1.0.0: signed.
     std::fs::write(&f, oci_repository(&h, "~1.0")).unwrap();
@@ -274,7 +274,26 @@ fn a_rule_can_require_flux_to_verify_its_sources_too() {
     assert_eq!(v.code, 1, "{v:?}");
     let res = &v.json()["results"][0];
     assert_eq!(res["failure"], "flux-verify", "{v:?}");
-    assert!(res["reasons"].to_string().contains("spec.verify"), "{v:?}");
+    assert!(
+        res["reasons"]
+            .to_string()
+            .contains("set spec.verify with provider: cosign"),
+        "{v:?}"
+    );
+    // A HelmRelease's own verification is its chart template's: the hint names that field.
+    let v = run(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: flux}}\n\
+         spec: {{type: oci, url: \"oci://{h}/charts\", interval: 5m}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: app, namespace: flux}}\n\
+         spec:\n  interval: 5m\n  chart:\n    spec:\n      chart: app\n      version: v1.0.0\n      \
+         sourceRef: {{kind: HelmRepository, name: charts}}\n"
+    ));
+    assert_eq!(v.code, 1, "{v:?}");
+    let reasons = v.json()["results"][0]["reasons"].to_string();
+    assert!(
+        reasons.contains("set spec.chart.spec.verify with provider: cosign"),
+        "{v:?}"
+    );
     // With Flux's own cosign verification: allowed.
     let v = run(&repo("  verify: {provider: cosign}\n"));
     assert_eq!(v.code, 0, "{v:?}");
