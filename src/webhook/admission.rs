@@ -15,7 +15,7 @@ use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use super::decision_log::{DecisionLog, log_decision};
-use super::kubeapi::{ApiLookup, KubeApi};
+use crate::kube::{ApiLookup, KubeApi};
 use super::metrics::Metrics;
 use super::server::{self, Body, text};
 use super::weight;

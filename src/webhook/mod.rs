@@ -36,14 +36,14 @@ mod weight;
 mod workers;
 
 pub use admission::ObjectError;
-pub use kubeapi::{KubeApiError, KubeconfigError};
+pub use crate::kube::{KubeApiError, KubeconfigError};
 pub use server::Limits;
 pub use tls::TlsError;
 
 /// Most distinct artifacts one object may name (real Pods name a handful): an object naming
 /// more is denied at once, before any registry is asked.
 use admission::State;
-use kubeapi::KubeApi;
+use crate::kube::KubeApi;
 use metrics::Metrics;
 
 /// How `serve` runs.
