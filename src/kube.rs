@@ -177,7 +177,12 @@ impl ByAnswer {
 }
 
 impl moka::Expiry<String, Option<Value>> for ByAnswer {
-    fn expire_after_create(&self, _: &String, found: &Option<Value>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        found: &Option<Value>,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(Self::ttl(found))
     }
 
@@ -281,7 +286,11 @@ impl KubeApi {
         self.namespace.as_deref()
     }
 
-    pub(crate) fn new(server: String, ca_pem: Option<&[u8]>, token: Token) -> Result<Self, KubeApiError> {
+    pub(crate) fn new(
+        server: String,
+        ca_pem: Option<&[u8]>,
+        token: Token,
+    ) -> Result<Self, KubeApiError> {
         let mut b = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none());
@@ -539,11 +548,12 @@ mod tests {
         std::fs::write(
             &f,
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:6443\"}\n\
-             users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+             users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: x\n  context: {cluster: c, user: u, namespace: team}\ncurrent-context: x\n",
         )
         .unwrap();
         let api = KubeApi::from_kubeconfig(&f).unwrap();
         assert_eq!(api.server, "https://127.0.0.1:6443");
+        assert_eq!(api.namespace(), Some("team"));
         assert!(matches!(api.token, Token::Static(ref t) if t == "abc"));
         std::fs::write(&f, "clusters: [").unwrap();
         let e = KubeApi::from_kubeconfig(&f).err().unwrap().to_string();
@@ -558,5 +568,29 @@ mod tests {
                 .unwrap(),
         );
         assert!(e.contains("/none: cannot read: No such file"), "{e}");
+    }
+
+    /// "Not found" is believed briefly (it is created any moment), an object longer.
+    #[test]
+    fn not_found_is_kept_briefly() {
+        use moka::Expiry as _;
+        let now = Instant::now();
+        let key = String::from("/apis/x");
+        let found = Some(serde_json::json!({"kind": "HelmRepository"}));
+        assert_eq!(
+            ByAnswer.expire_after_create(&key, &None, now),
+            Some(NOT_FOUND_TTL)
+        );
+        assert_eq!(
+            ByAnswer.expire_after_create(&key, &found, now),
+            Some(FOUND_TTL)
+        );
+        // An answer that replaces another gets its own lifetime, not the old one's.
+        let long = Some(FOUND_TTL);
+        assert_eq!(
+            ByAnswer.expire_after_update(&key, &None, now, long),
+            Some(NOT_FOUND_TTL)
+        );
+        assert!(NOT_FOUND_TTL <= Duration::from_secs(2));
     }
 }

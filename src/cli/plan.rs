@@ -10,11 +10,13 @@ use super::args::{
     AttestArgs, DiscoverArgs, GenerateArgs, KeylessArgs, Output, RegistryArgs, ServeArgs, SignArgs,
     SignFormat, VerifyArgs, VerifyAttestationArgs, VerifyBundleArgs,
 };
+use super::output::Reported;
 use super::{CliError, boxed, files};
 use crate::condition::Condition;
 use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
-use crate::extract::FoundSource;
+use crate::extract::{FoundSource, Location, ManifestOptions, Skipped};
+use crate::kube::{ApiLookup, KubeApi};
 use crate::platform::Platform;
 use crate::policy::AttestationRequirement;
 use crate::policy::CompiledPolicy;
@@ -39,7 +41,9 @@ pub(crate) struct VerifyPlan {
     pub(crate) found: Vec<FoundSource>,
     /// Results known before any check: references that do not parse, then what `--manifests`
     /// names that is not OCI.
-    pub(crate) settled: Vec<Decision>,
+    pub(crate) settled: Vec<Reported>,
+    /// The objects of `--manifests` in namespaces the webhook is not called for.
+    pub(crate) skipped: Vec<Skipped>,
     /// Whether a reference did not parse (exit 2 after every result is shown).
     pub(crate) bad_references: bool,
     /// `--jobs`.
@@ -75,7 +79,7 @@ impl VerifyPlan {
         for input in &a.references {
             match ImageRef::parse(input) {
                 Ok(r) => references.push(r),
-                Err(e) => settled.push(invalid_reference(input, &e)),
+                Err(e) => settled.push(invalid_reference(input, &e).into()),
             }
         }
         let bad_references = !settled.is_empty();
@@ -86,13 +90,13 @@ impl VerifyPlan {
         };
         let registry = registry_for(&a.registry, &references.iter().collect::<Vec<_>>())?;
         let engine = Engine::new(registry, policy, config);
-        let found = if a.manifests.is_empty() {
-            Vec::new()
+        let (found, skipped) = if a.manifests.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
             let files = files::read_manifests(&a.manifests)?;
-            let (found, unverified) = manifest_sources(files, a.allow_cross_namespace_refs).await?;
-            settled.extend(unverified);
-            found
+            let found = manifest_sources(files, &a).await?;
+            settled.extend(found.unverified);
+            (found.sources, found.skipped)
         };
         Ok(VerifyPlan {
             engine,
@@ -100,6 +104,7 @@ impl VerifyPlan {
             platform: a.platform,
             found,
             settled,
+            skipped,
             bad_references,
             jobs: a.jobs,
             output: a.output,
@@ -659,12 +664,22 @@ fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decis
     Decision::invalid(crate::escape_text(input), error_chain(e))
 }
 
-/// The OCI sources of the manifest files, each once with every place it was found; and a warn
-/// decision for each source the cluster would fetch that is not OCI (nothing verifies it).
+/// What `--manifests` found: each OCI source once with every place it was found; a warn result
+/// for each source the cluster would fetch that is not OCI (nothing verifies it); the objects
+/// skipped.
+struct FoundManifests {
+    sources: Vec<FoundSource>,
+    unverified: Vec<Reported>,
+    skipped: Vec<Skipped>,
+}
+
+/// The manifest files read as the webhook would read their objects: its excluded namespaces,
+/// objects without a namespace in `--namespace` (or the kubeconfig's), referenced objects
+/// from the documents, then with `--kubeconfig` from the cluster.
 async fn manifest_sources(
     files: Vec<(PathBuf, String)>,
-    cross_namespace_refs: bool,
-) -> Result<(Vec<FoundSource>, Vec<Decision>), CliError> {
+    a: &VerifyArgs,
+) -> Result<FoundManifests, CliError> {
     let mut parsed = Vec::with_capacity(files.len());
     for (file, text) in files {
         let docs = crate::extract::parse_documents(&text).map_err(|e| {
@@ -676,20 +691,51 @@ async fn manifest_sources(
         })?;
         parsed.push((file, docs));
     }
-    let found = crate::extract::manifest_sources(&parsed, cross_namespace_refs).await;
+    let api = match &a.kubeconfig {
+        Some(f) => Some(KubeApi::from_kubeconfig(f).map_err(boxed)?),
+        None => None,
+    };
+    let namespace = a.namespace.clone().or_else(|| {
+        api.as_ref()
+            .map(|api| api.namespace().unwrap_or("default").to_string())
+    });
+    let options = ManifestOptions {
+        cross_namespace_refs: a.allow_cross_namespace_refs,
+        namespace: namespace.clone(),
+        excluded_namespaces: a
+            .exclude_namespace
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+    };
+    let found = match &api {
+        Some(api) => {
+            let cluster = ApiLookup {
+                api: Some(api),
+                namespace,
+                cross_namespace_refs: a.allow_cross_namespace_refs,
+            };
+            crate::extract::manifest_sources_with(&parsed, &options, &cluster).await
+        }
+        None => crate::extract::manifest_sources(&parsed, &options).await,
+    };
     let unverified = found
         .unverified
         .into_iter()
         .map(|(found_in, u)| unverified_decision(found_in, u))
         .collect();
-    Ok((found.sources, unverified))
+    Ok(FoundManifests {
+        sources: found.sources,
+        unverified,
+        skipped: found.skipped,
+    })
 }
 
 /// A warn result for a source the cluster would fetch that is not OCI: nothing verifies it.
-fn unverified_decision(found_in: String, u: crate::extract::Unverified) -> Decision {
-    let mut d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
-    d.reasons.push(format!("found in {found_in}"));
-    d
+fn unverified_decision(found_in: Location, u: crate::extract::Unverified) -> Reported {
+    let d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
+    Reported::found(d, vec![found_in])
 }
 
 fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {

@@ -15,7 +15,6 @@ use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use super::decision_log::{DecisionLog, log_decision};
-use crate::kube::{ApiLookup, KubeApi};
 use super::metrics::Metrics;
 use super::server::{self, Body, text};
 use super::weight;
@@ -23,6 +22,7 @@ use super::workers::{Work, off_the_workers, off_the_workers_async};
 use crate::engine::{Decision, Engine};
 use crate::extract::{self, Artifact, Hints};
 use crate::failure::Failure;
+use crate::kube::{ApiLookup, KubeApi};
 use crate::policy::Verdict;
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).

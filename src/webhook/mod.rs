@@ -35,15 +35,15 @@ mod tls;
 mod weight;
 mod workers;
 
-pub use admission::ObjectError;
 pub use crate::kube::{KubeApiError, KubeconfigError};
+pub use admission::ObjectError;
 pub use server::Limits;
 pub use tls::TlsError;
 
+use crate::kube::KubeApi;
 /// Most distinct artifacts one object may name (real Pods name a handful): an object naming
 /// more is denied at once, before any registry is asked.
 use admission::State;
-use crate::kube::KubeApi;
 use metrics::Metrics;
 
 /// How `serve` runs.
