@@ -325,6 +325,7 @@ fn helm_repositories_in_the_cluster_and_short_lived_not_found() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let admitted = admitted.expect("the HelmRelease was never admitted");
+    eprintln!("admitted {admitted:?} after the HelmRepository was created");
     // Kept 2 s (it was 10 s): a generous bound, well under the old lifetime.
     assert!(
         admitted < std::time::Duration::from_secs(8),
