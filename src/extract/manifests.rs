@@ -337,6 +337,17 @@ async fn sources_with<L: Lookup + Sync>(
         out.unverified
             .extend(unverified.into_iter().map(|u| (what.at(&u.path), u)));
     }
+    kluctl_sources(files, &mut out, &mut index);
+    out
+}
+
+/// The sources of the documents of Kluctl project files (`deployment.yaml`, `helm-chart.yaml`)
+/// among `files`, added to `out`.
+fn kluctl_sources(
+    files: &[(PathBuf, Vec<Value>)],
+    out: &mut Manifests,
+    index: &mut BTreeMap<String, usize>,
+) {
     for (file, d) in files
         .iter()
         .flat_map(|(f, docs)| docs.iter().filter(|d| !is_object(d)).map(move |d| (f, d)))
@@ -354,9 +365,8 @@ async fn sources_with<L: Lookup + Sync>(
                 .unwrap_or_else(|e| vec![invalid_source(&what, e.to_string())]),
             Err(e) => vec![invalid_source(&what, crate::error_chain(&e))],
         };
-        out.record(&mut index, &what, sources);
+        out.record(index, &what, sources);
     }
-    out
 }
 
 /// Whether an object's extraction has something to check or warn about (or fails).
