@@ -15,12 +15,11 @@ use super::{CliError, boxed, files};
 use crate::condition::Condition;
 use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
-use crate::extract::{FoundSource, Location, ManifestOptions, Skipped};
-use crate::kube::{ApiLookup, KubeApi};
+use crate::extract::{FoundSource, Skipped};
 use crate::platform::Platform;
 use crate::policy::AttestationRequirement;
 use crate::policy::CompiledPolicy;
-use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
+use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef};
 use crate::predicate::PredicateType;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings, TlsFile};
@@ -94,7 +93,7 @@ impl VerifyPlan {
             (Vec::new(), Vec::new())
         } else {
             let files = files::read_manifests(&a.manifests)?;
-            let found = manifest_sources(files, &a).await?;
+            let found = super::manifests::read(files, &a).await?;
             settled.extend(found.unverified);
             (found.sources, found.skipped)
         };
@@ -662,80 +661,6 @@ fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, CliErr
 /// A reference that does not parse, as a result of its own: the others are still verified.
 fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decision {
     Decision::invalid(crate::escape_text(input), error_chain(e))
-}
-
-/// What `--manifests` found: each OCI source once with every place it was found; a warn result
-/// for each source the cluster would fetch that is not OCI (nothing verifies it); the objects
-/// skipped.
-struct FoundManifests {
-    sources: Vec<FoundSource>,
-    unverified: Vec<Reported>,
-    skipped: Vec<Skipped>,
-}
-
-/// The manifest files read as the webhook would read their objects: its excluded namespaces,
-/// objects without a namespace in `--namespace` (or the kubeconfig's), referenced objects
-/// from the documents, then with `--kubeconfig` from the cluster.
-async fn manifest_sources(
-    files: Vec<(PathBuf, String)>,
-    a: &VerifyArgs,
-) -> Result<FoundManifests, CliError> {
-    let mut parsed = Vec::with_capacity(files.len());
-    for (file, text) in files {
-        let docs = crate::extract::parse_documents(&text).map_err(|e| {
-            CliError::Usage(format!(
-                "--manifests {}: {}",
-                file.display(),
-                error_chain(&e)
-            ))
-        })?;
-        parsed.push((file, docs));
-    }
-    let api = match &a.kubeconfig {
-        Some(f) => Some(KubeApi::from_kubeconfig(f).map_err(boxed)?),
-        None => None,
-    };
-    let namespace = a.namespace.clone().or_else(|| {
-        api.as_ref()
-            .map(|api| api.namespace().unwrap_or("default").to_string())
-    });
-    let options = ManifestOptions {
-        cross_namespace_refs: a.allow_cross_namespace_refs,
-        namespace: namespace.clone(),
-        excluded_namespaces: a
-            .exclude_namespace
-            .iter()
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .collect(),
-    };
-    let found = match &api {
-        Some(api) => {
-            let cluster = ApiLookup {
-                api: Some(api),
-                namespace,
-                cross_namespace_refs: a.allow_cross_namespace_refs,
-            };
-            crate::extract::manifest_sources_with(&parsed, &options, &cluster).await
-        }
-        None => crate::extract::manifest_sources(&parsed, &options).await,
-    };
-    let unverified = found
-        .unverified
-        .into_iter()
-        .map(|(found_in, u)| unverified_decision(found_in, u))
-        .collect();
-    Ok(FoundManifests {
-        sources: found.sources,
-        unverified,
-        skipped: found.skipped,
-    })
-}
-
-/// A warn result for a source the cluster would fetch that is not OCI: nothing verifies it.
-fn unverified_decision(found_in: Location, u: crate::extract::Unverified) -> Reported {
-    let d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
-    Reported::found(d, vec![found_in])
 }
 
 fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {
