@@ -25,7 +25,7 @@ pub struct SignatureCandidate {
 #[derive(Debug, Clone)]
 pub struct BundleCandidate {
     /// Where it was found: the path looked at and the referrer, as
-    /// `referrers tag sha256-<hex> sha256:<first 12 hex of the manifest>…`.
+    /// `referrers tag sha256-<hex> sha256:<the referrer manifest's full digest>`.
     pub location: String,
     /// The bundle's JSON, as stored (at most the discovery size limit).
     pub json: String,

@@ -37,7 +37,10 @@ mod workload;
 pub use constraint::{ConstraintError, SemverConstraint, count_versions, parse_tag, pick_highest};
 pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
 pub use kluctl::extract_kluctl_file;
-pub use manifests::{FoundSource, Manifests, TooManyArtifacts, distinct_sources, manifest_sources};
+pub use manifests::{
+    FoundSource, Location, ManifestOptions, Manifests, Skipped, TooManyArtifacts, distinct_sources,
+    manifest_sources, manifest_sources_with,
+};
 pub use workload::{PullIdentity, is_pod_image_path, pull_identity};
 
 /// Most distinct artifacts one object may name (real Pods name a handful): extraction stops
@@ -366,6 +369,12 @@ pub trait Lookup {
     /// an [`ExtractError::CrossNamespace`] and nothing is looked up.
     fn cross_namespace_refs(&self) -> bool {
         false
+    }
+
+    /// Why the source naming `target` cannot be checked when `get` answered `Ok(None)` (no
+    /// such object): by default `KIND ns/name not found`.
+    fn missing(&self, target: &ObjectRef) -> String {
+        format!("{target} not found")
     }
 }
 

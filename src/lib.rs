@@ -30,6 +30,7 @@ pub mod discover;
 pub mod engine;
 pub mod extract;
 pub mod failure;
+pub(crate) mod kube;
 pub mod payload;
 pub mod platform;
 pub mod policy;

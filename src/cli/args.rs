@@ -180,6 +180,27 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The namespaces deploy/'s webhook configurations exclude (`namespaceSelector`, `NotIn`):
+/// `verify --manifests` skips them too unless told otherwise.
+pub(crate) const WEBHOOK_EXCLUDED_NAMESPACES: [&str; 2] = ["ocigate-system", "kube-system"];
+
+/// A namespace name (a DNS-1123 label).
+fn namespace(s: &str) -> Result<String, String> {
+    if crate::extract::names::is_dns1123_label(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a namespace name (a DNS-1123 label)"))
+    }
+}
+
+/// A namespace name, or `` (no namespace is excluded).
+fn excluded_namespace(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    namespace(s)
+}
+
 /// A `--type` as given (cosign embeds a predicate by its spelling), if it names a type.
 fn predicate_type(s: &str) -> Result<String, String> {
     crate::predicate::PredicateType::parse(s)
@@ -330,6 +351,27 @@ pub(crate) struct VerifyArgs {
     /// By default such an object is denied, as in the webhook.
     #[arg(long, requires = "manifests")]
     pub(crate) allow_cross_namespace_refs: bool,
+    /// With --manifests: a namespace the webhook is not called for (its configuration's
+    /// namespaceSelector); objects in it are skipped, each said, never denied. Repeatable; the
+    /// names given replace the default (deploy/'s list); `--exclude-namespace ''` excludes none.
+    #[arg(
+        long,
+        value_name = "NS",
+        requires = "manifests",
+        default_values_t = WEBHOOK_EXCLUDED_NAMESPACES.map(String::from),
+        value_parser = excluded_namespace,
+    )]
+    pub(crate) exclude_namespace: Vec<String>,
+    /// With --manifests: the namespace objects that name none are applied to (as
+    /// `kubectl apply -n NS`), for the exclusions, the output and their references. Default:
+    /// with --kubeconfig its context's namespace (else `default`), without it none.
+    #[arg(long, value_name = "NS", requires = "manifests", value_parser = namespace)]
+    pub(crate) namespace: Option<String>,
+    /// With --manifests: read a referenced object that is not among the documents (a
+    /// HelmRelease's HelmRepository) from the cluster of this kubeconfig's current context,
+    /// with `get` by name, as the webhook does. Without it such a reference is denied.
+    #[arg(long, value_name = "FILE", requires = "manifests")]
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// How many references are verified at once; results still come in input order.
     #[arg(
         long,
@@ -535,6 +577,32 @@ pub(crate) struct GenerateArgs {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
+
+    /// The default `--exclude-namespace` list is what deploy/'s webhook configurations exclude.
+    #[test]
+    fn default_exclusions_are_deploys() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base");
+        for file in ["validatingwebhook.yaml", "mutatingwebhook.yaml"] {
+            let text = std::fs::read_to_string(base.join(file)).unwrap();
+            let config: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+            for hook in config["webhooks"].as_array().unwrap() {
+                let selector = &hook["namespaceSelector"]["matchExpressions"];
+                let not_in: Vec<_> = selector
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| {
+                        e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn"
+                    })
+                    .flat_map(|e| e["values"].as_array().unwrap().iter())
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                assert_eq!(not_in, super::WEBHOOK_EXCLUDED_NAMESPACES, "{file}");
+            }
+        }
+        assert_eq!(super::excluded_namespace(""), Ok(String::new()));
+        assert!(super::namespace("").is_err() && super::namespace("a/b").is_err());
+    }
 
     /// Every argument of every command says what it is in `--help`.
     #[test]

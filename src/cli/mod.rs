@@ -6,6 +6,7 @@
 
 mod args;
 mod files;
+mod manifests;
 mod output;
 mod plan;
 mod run;

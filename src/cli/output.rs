@@ -9,6 +9,7 @@ use super::args::Output;
 use crate::discover::{AttestationSummary, Discovery};
 use crate::engine::Decision;
 use crate::error_chain;
+use crate::extract::{Location, Skipped};
 use crate::policy::Verdict;
 use crate::reference::{Digest, ImageRef};
 
@@ -84,7 +85,53 @@ impl Progress {
 /// The version of `verify -o json`'s document; fields may be added, never renamed.
 const JSON_SCHEMA_VERSION: u32 = 1;
 
-pub(crate) fn print_decisions(decisions: &[Decision], output: Output) -> Result<(), CliError> {
+/// A decision with every place `verify --manifests` found what it is about (none for a
+/// reference given on the command line).
+pub(crate) struct Reported {
+    /// The decision.
+    pub(crate) decision: Decision,
+    /// Where it was found, in the order found.
+    pub(crate) found_in: Vec<Location>,
+}
+
+impl Reported {
+    /// A decision about something found in `found_in`; "found in …" is its last reason.
+    pub(crate) fn found(mut decision: Decision, found_in: Vec<Location>) -> Self {
+        if !found_in.is_empty() {
+            let places: Vec<String> = found_in.iter().map(Location::to_string).collect();
+            decision
+                .reasons
+                .push(format!("found in {}", places.join(", ")));
+        }
+        Reported { decision, found_in }
+    }
+}
+
+impl From<Decision> for Reported {
+    fn from(decision: Decision) -> Self {
+        Reported {
+            decision,
+            found_in: Vec::new(),
+        }
+    }
+}
+
+/// One result of `-o json`: the decision's fields, and `locations` when it was found in
+/// manifests.
+#[derive(serde::Serialize)]
+struct ResultJson<'a> {
+    #[serde(flatten)]
+    decision: &'a Decision,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    locations: &'a [Location],
+}
+
+/// Results, and the objects `--manifests` skipped (text: `SKIP` lines; JSON: `skipped`).
+pub(crate) fn print_decisions(
+    decisions: &[Reported],
+    skipped: &[Skipped],
+    output: Output,
+) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     let io = |source| CliError::Io {
         what: "writing the result".into(),
@@ -96,23 +143,51 @@ pub(crate) fn print_decisions(decisions: &[Decision], output: Output) -> Result<
             #[serde(rename_all = "camelCase")]
             struct Results<'a> {
                 schema_version: u32,
-                results: &'a [Decision],
+                results: Vec<ResultJson<'a>>,
+                #[serde(skip_serializing_if = "<[_]>::is_empty")]
+                skipped: &'a [Skipped],
             }
+            let results = decisions
+                .iter()
+                .map(|r| ResultJson {
+                    decision: &r.decision,
+                    locations: &r.found_in,
+                })
+                .collect();
             let doc = Results {
                 schema_version: JSON_SCHEMA_VERSION,
-                results: decisions,
+                results,
+                skipped,
             };
             serde_json::to_writer_pretty(&mut out, &doc)
                 .map_err(|e| io(std::io::Error::other(e)))?;
             writeln!(out).map_err(io)?;
         }
         Output::Text => {
+            for s in skipped {
+                write!(out, "{}", text_skipped(s)).map_err(io)?;
+            }
             for d in decisions {
-                write!(out, "{}", text_decision(d)).map_err(io)?;
+                write!(out, "{}", text_decision(&d.decision)).map_err(io)?;
             }
         }
     }
     Ok(())
+}
+
+/// An object not checked: `SKIP KIND NS/NAME`, why, and the file.
+fn text_skipped(s: &Skipped) -> String {
+    let o = &s.object;
+    let object = Location {
+        file: String::new(),
+        ..o.clone()
+    };
+    format!(
+        "SKIP{}\n  {}\n  found in {}\n",
+        crate::escape_text(&object.to_string()),
+        crate::escape_text(&s.reason),
+        crate::escape_text(&o.file)
+    )
 }
 
 /// One decision for a person: a headline (`ALLOW`/`DENY`/`WARN`, the reference with its

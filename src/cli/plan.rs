@@ -10,15 +10,16 @@ use super::args::{
     AttestArgs, DiscoverArgs, GenerateArgs, KeylessArgs, Output, RegistryArgs, ServeArgs, SignArgs,
     SignFormat, VerifyArgs, VerifyAttestationArgs, VerifyBundleArgs,
 };
+use super::output::Reported;
 use super::{CliError, boxed, files};
 use crate::condition::Condition;
 use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
-use crate::extract::FoundSource;
+use crate::extract::{FoundSource, Skipped};
 use crate::platform::Platform;
 use crate::policy::AttestationRequirement;
 use crate::policy::CompiledPolicy;
-use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef, Verdict};
+use crate::policy::{AuthorityKind, Policy, Tlog, TrustRootRef};
 use crate::predicate::PredicateType;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings, TlsFile};
@@ -39,7 +40,9 @@ pub(crate) struct VerifyPlan {
     pub(crate) found: Vec<FoundSource>,
     /// Results known before any check: references that do not parse, then what `--manifests`
     /// names that is not OCI.
-    pub(crate) settled: Vec<Decision>,
+    pub(crate) settled: Vec<Reported>,
+    /// The objects of `--manifests` in namespaces the webhook is not called for.
+    pub(crate) skipped: Vec<Skipped>,
     /// Whether a reference did not parse (exit 2 after every result is shown).
     pub(crate) bad_references: bool,
     /// `--jobs`.
@@ -75,7 +78,7 @@ impl VerifyPlan {
         for input in &a.references {
             match ImageRef::parse(input) {
                 Ok(r) => references.push(r),
-                Err(e) => settled.push(invalid_reference(input, &e)),
+                Err(e) => settled.push(invalid_reference(input, &e).into()),
             }
         }
         let bad_references = !settled.is_empty();
@@ -86,13 +89,13 @@ impl VerifyPlan {
         };
         let registry = registry_for(&a.registry, &references.iter().collect::<Vec<_>>())?;
         let engine = Engine::new(registry, policy, config);
-        let found = if a.manifests.is_empty() {
-            Vec::new()
+        let (found, skipped) = if a.manifests.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
             let files = files::read_manifests(&a.manifests)?;
-            let (found, unverified) = manifest_sources(files, a.allow_cross_namespace_refs).await?;
-            settled.extend(unverified);
-            found
+            let found = super::manifests::read(files, &a).await?;
+            settled.extend(found.unverified);
+            (found.sources, found.skipped)
         };
         Ok(VerifyPlan {
             engine,
@@ -100,6 +103,7 @@ impl VerifyPlan {
             platform: a.platform,
             found,
             settled,
+            skipped,
             bad_references,
             jobs: a.jobs,
             output: a.output,
@@ -657,39 +661,6 @@ fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, CliErr
 /// A reference that does not parse, as a result of its own: the others are still verified.
 fn invalid_reference(input: &str, e: &crate::reference::ReferenceError) -> Decision {
     Decision::invalid(crate::escape_text(input), error_chain(e))
-}
-
-/// The OCI sources of the manifest files, each once with every place it was found; and a warn
-/// decision for each source the cluster would fetch that is not OCI (nothing verifies it).
-async fn manifest_sources(
-    files: Vec<(PathBuf, String)>,
-    cross_namespace_refs: bool,
-) -> Result<(Vec<FoundSource>, Vec<Decision>), CliError> {
-    let mut parsed = Vec::with_capacity(files.len());
-    for (file, text) in files {
-        let docs = crate::extract::parse_documents(&text).map_err(|e| {
-            CliError::Usage(format!(
-                "--manifests {}: {}",
-                file.display(),
-                error_chain(&e)
-            ))
-        })?;
-        parsed.push((file, docs));
-    }
-    let found = crate::extract::manifest_sources(&parsed, cross_namespace_refs).await;
-    let unverified = found
-        .unverified
-        .into_iter()
-        .map(|(found_in, u)| unverified_decision(found_in, u))
-        .collect();
-    Ok((found.sources, unverified))
-}
-
-/// A warn result for a source the cluster would fetch that is not OCI: nothing verifies it.
-fn unverified_decision(found_in: String, u: crate::extract::Unverified) -> Decision {
-    let mut d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
-    d.reasons.push(format!("found in {found_in}"));
-    d
 }
 
 fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {

@@ -8,13 +8,12 @@ use std::process::ExitCode;
 use futures_util::StreamExt as _;
 
 use super::args::{Cli, Command, Output, PolicyCommand, SignFormat};
-use super::output::{self, Progress, say};
+use super::output::{self, Progress, Reported, say};
 use super::plan::{
     AttestPlan, BundleInput, BundlePlan, BundleSigner, DiscoverPlan, GeneratePlan, ServePlan,
     SignPlan, VerifyPlan,
 };
 use super::{CliError, boxed, files};
-use crate::engine::Decision;
 use crate::error_chain;
 use crate::extract::FoundSource;
 use crate::policy::{CompiledPolicy, Verdict};
@@ -90,7 +89,7 @@ fn block_on(
 }
 
 /// Every check of the plan, in input order, each a future of its decision.
-type Check<'e> = std::pin::Pin<Box<dyn Future<Output = Decision> + Send + 'e>>;
+type Check<'e> = std::pin::Pin<Box<dyn Future<Output = Reported> + Send + 'e>>;
 
 /// The plan's checks: each reference (for `--platform`, its platform's manifest), then each
 /// source `--manifests` found, with where it was found.
@@ -100,16 +99,15 @@ fn checks(plan: &VerifyPlan, found: Vec<FoundSource>) -> Vec<Check<'_>> {
     let mut checks: Vec<Check<'_>> = Vec::new();
     for r in &plan.references {
         checks.push(match &plan.platform {
-            Some(p) => Box::pin(engine.check_platform(r, p, deadline)),
-            None => Box::pin(engine.check(r)),
+            Some(p) => Box::pin(async move { engine.check_platform(r, p, deadline).await.into() }),
+            None => Box::pin(async move { engine.check(r).await.into() }),
         });
     }
     for FoundSource { found_in, source } in found {
         let engine = engine.clone();
         checks.push(Box::pin(async move {
-            let mut d = engine.check_source(&source, deadline).await;
-            d.reasons.push(format!("found in {}", found_in.join(", ")));
-            d
+            let d = engine.check_source(&source, deadline).await;
+            Reported::found(d, found_in)
         }));
     }
     checks
@@ -133,27 +131,27 @@ async fn verify(mut plan: VerifyPlan) -> Result<ExitCode, CliError> {
         }
     });
     if text {
-        for d in &decisions {
-            output::print_decisions(std::slice::from_ref(d), plan.output)?;
-        }
+        output::print_decisions(&decisions, &plan.skipped, plan.output)?;
     }
     let mut stream = futures_util::stream::iter(checks).buffered(plan.jobs);
     while let Some(d) = stream.next().await {
         if text {
             progress.clear();
-            output::print_decisions(std::slice::from_ref(&d), plan.output)?;
+            output::print_decisions(std::slice::from_ref(&d), &[], plan.output)?;
             progress.redraw();
         }
         decisions.push(d);
     }
     progress.clear();
     if !text {
-        output::print_decisions(&decisions, plan.output)?;
+        output::print_decisions(&decisions, &plan.skipped, plan.output)?;
     }
     if plan.bad_references {
         return Ok(ExitCode::from(2));
     }
-    let all_allowed = decisions.iter().all(|d| d.verdict != Verdict::Deny);
+    let all_allowed = decisions
+        .iter()
+        .all(|d| d.decision.verdict != Verdict::Deny);
     Ok(if all_allowed {
         ExitCode::SUCCESS
     } else {

@@ -396,8 +396,9 @@ impl Bundled<'_> {
             s.not_examined_at(tried, r.place(sought), r.location(), reason);
             return Ok(());
         };
+        // The full digest: a signature's location is evidence a program may fetch again.
         let bundle = BundleCandidate {
-            location: format!("{} {}", r.path, short(self.manifest_digest.as_str())),
+            location: format!("{} {}", r.path, self.manifest_digest),
             json,
         };
         let attestation = |bundle, claimed_type| AttestationCandidate {

@@ -154,10 +154,10 @@ fn found<'a>(value: &'a Value, target: &ObjectRef) -> Result<Obj<'a>, ExtractErr
     Ok(found)
 }
 
-fn not_found(path: &str, target: &ObjectRef, via: Vec<ObjectRef>) -> Source {
+fn not_found(path: &str, target: &ObjectRef, via: Vec<ObjectRef>, problem: String) -> Source {
     source(
         path,
-        invalid(&target.to_string(), format!("{target} not found")),
+        invalid(&target.to_string(), problem),
         (None, String::new()),
         via,
     )
@@ -272,7 +272,8 @@ pub(crate) async fn helm_chart<L: Lookup + Sync>(
     let mut chain = via;
     let Some(value) = resolve(lookup, obj, "spec.sourceRef", &target, &chain).await? else {
         chain.push(target.clone());
-        out.sources.push(not_found(path, &target, chain));
+        let problem = lookup.missing(&target);
+        out.sources.push(not_found(path, &target, chain, problem));
         return Ok(());
     };
     let repo = found(&value, &target)?;
@@ -327,8 +328,9 @@ async fn release_chart_ref<L: Lookup + Sync>(
         }
     }
     let Some(value) = resolve(lookup, obj, FIELD, &target, &[]).await? else {
+        let problem = lookup.missing(&target);
         out.sources
-            .push(not_found(FIELD, &target, vec![target.clone()]));
+            .push(not_found(FIELD, &target, vec![target.clone()], problem));
         return Ok(());
     };
     let referenced = found(&value, &target)?;
@@ -365,8 +367,9 @@ async fn release_chart_template<L: Lookup + Sync>(
         }
     }
     let Some(value) = resolve(lookup, obj, "spec.chart.spec.sourceRef", &target, &[]).await? else {
+        let problem = lookup.missing(&target);
         out.sources
-            .push(not_found(PATH, &target, vec![target.clone()]));
+            .push(not_found(PATH, &target, vec![target.clone()], problem));
         return Ok(());
     };
     let repo = found(&value, &target)?;

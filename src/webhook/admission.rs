@@ -16,7 +16,6 @@ use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview,
 
 use super::answer::{answer, forbid};
 use super::decision_log::{DecisionLog, Logged, log_decision};
-use super::kubeapi::{ApiLookup, KubeApi};
 use super::metrics::Metrics;
 use super::server::{self, Body, text};
 use super::weight;
@@ -24,6 +23,7 @@ use super::workers::{Work, off_the_workers, off_the_workers_async};
 use crate::engine::{Decision, Engine};
 use crate::extract::{self, Artifact, Hints};
 use crate::failure::Failure;
+use crate::kube::{ApiLookup, KubeApi};
 use crate::policy::Verdict;
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).

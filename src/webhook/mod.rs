@@ -36,15 +36,15 @@ mod tls;
 mod weight;
 mod workers;
 
+pub use crate::kube::{KubeApiError, KubeconfigError};
 pub use admission::ObjectError;
-pub use kubeapi::{KubeApiError, KubeconfigError};
 pub use server::Limits;
 pub use tls::TlsError;
 
+use crate::kube::KubeApi;
 /// Most distinct artifacts one object may name (real Pods name a handful): an object naming
 /// more is denied at once, before any registry is asked.
 use admission::State;
-use kubeapi::KubeApi;
 use metrics::Metrics;
 
 /// How `serve` runs.

@@ -3,7 +3,6 @@
 //! Owns no work of its own; must not be bypassed by a file read in an async function.
 
 use std::future::Future;
-use std::path::Path;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -61,12 +60,6 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
-}
-
-/// A file's text, read on the blocking pool.
-pub(crate) async fn read_to_string(path: &Path) -> std::io::Result<String> {
-    let path = path.to_path_buf();
-    blocking(move || std::fs::read_to_string(path)).await
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::harness::*;
 use crate::webhook::start_serve;
 
 pub(crate) struct MiniCluster {
-    kubeconfig: PathBuf,
+    pub(crate) kubeconfig: PathBuf,
     k: PathBuf,
     run: tempfile::TempDir,
     kubectl: PathBuf,
@@ -112,7 +112,7 @@ impl MiniCluster {
 
     /// deploy/'s webhook configurations (validating and mutating: the base installs both),
     /// pointed at `server`.
-    fn install_webhook(&self, d: &Path, server: &crate::webhook::Server, ca: &Path) {
+    pub(crate) fn install_webhook(&self, d: &Path, server: &crate::webhook::Server, ca: &Path) {
         let rendered = self.kubectl(&["kustomize", repo_root().join("deploy").to_str().unwrap()]);
         assert_eq!(rendered.code, 0, "{rendered:?}");
         let docs = ocigate::extract::parse_documents(&rendered.stdout).unwrap();
@@ -151,7 +151,7 @@ impl MiniCluster {
         assert_eq!(run.code, 0, "{run:?}");
     }
 
-    fn namespace(&self, d: &Path, ns: &str) {
+    pub(crate) fn namespace(&self, d: &Path, ns: &str) {
         let run = self.apply(
             d,
             &format!("ns-{ns}.yaml"),
@@ -165,7 +165,7 @@ impl MiniCluster {
 
     /// Apply until the webhook answers (the admission plugin sees a new configuration after a
     /// moment): at most 10 s.
-    fn apply_when_hooked(&self, d: &Path, name: &str, yaml: &str, denied: bool) -> Run {
+    pub(crate) fn apply_when_hooked(&self, d: &Path, name: &str, yaml: &str, denied: bool) -> Run {
         let mut run = self.apply(d, name, yaml, &[]);
         for _ in 0..50 {
             if (run.code != 0) == denied {
@@ -183,7 +183,7 @@ impl MiniCluster {
         run
     }
 
-    fn apply(&self, dir: &Path, name: &str, yaml: &str, extra: &[&str]) -> Run {
+    pub(crate) fn apply(&self, dir: &Path, name: &str, yaml: &str, extra: &[&str]) -> Run {
         let f = dir.join(name);
         std::fs::write(&f, yaml).unwrap();
         let mut args = vec!["apply", "-f", f.to_str().unwrap()];

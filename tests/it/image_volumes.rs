@@ -152,7 +152,8 @@ fn verify_manifests_checks_image_volumes() {
         found.contains("spec.template.spec.volumes[0].image.reference"),
         "the result names the volume's field: {v}"
     );
-    // Every place an artifact is found is named, a second path of the same object included.
+    // Every place an artifact is found is named (with the object's namespace), a second path
+    // of the same object included.
     let allowed = v["results"]
         .as_array()
         .unwrap()
@@ -161,9 +162,9 @@ fn verify_manifests_checks_image_volumes() {
         .unwrap_or_else(|| panic!("{v}"))
         .to_string();
     for place in [
-        "Pod p spec.containers[0].image",
-        "Pod p spec.volumes[1].image.reference",
-        "Deployment d spec.template.spec.containers[0].image",
+        "Pod apps/p spec.containers[0].image",
+        "Pod apps/p spec.volumes[1].image.reference",
+        "Deployment apps/d spec.template.spec.containers[0].image",
     ] {
         assert!(allowed.contains(place), "{place}: {allowed}");
     }

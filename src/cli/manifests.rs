@@ -1,0 +1,91 @@
+//! What `verify --manifests` reads: the files parsed, their objects extracted as the webhook
+//! would (its excluded namespaces, `--namespace`, references from the documents, then with
+//! `--kubeconfig` from the cluster through `kube`). Part of the plan: it must not check or print.
+
+use std::path::PathBuf;
+
+use super::args::VerifyArgs;
+use super::output::Reported;
+use super::{CliError, boxed};
+use crate::engine::Decision;
+use crate::error_chain;
+use crate::extract::{FoundSource, Location, ManifestOptions, Skipped};
+use crate::kube::{ApiLookup, KubeApi};
+use crate::policy::Verdict;
+
+/// What `--manifests` found: each OCI source once with every place it was found; a warn result
+/// for each source the cluster would fetch that is not OCI (nothing verifies it); the objects
+/// skipped.
+pub(crate) struct FoundManifests {
+    /// Each OCI source once, with every place it was found.
+    pub(crate) sources: Vec<FoundSource>,
+    /// A warn result for each source that is not OCI.
+    pub(crate) unverified: Vec<Reported>,
+    /// The objects in excluded namespaces.
+    pub(crate) skipped: Vec<Skipped>,
+}
+
+/// The manifest files read as the webhook would read their objects: its excluded namespaces,
+/// objects without a namespace in `--namespace` (or the kubeconfig's), referenced objects
+/// from the documents, then with `--kubeconfig` from the cluster.
+pub(crate) async fn read(
+    files: Vec<(PathBuf, String)>,
+    a: &VerifyArgs,
+) -> Result<FoundManifests, CliError> {
+    let mut parsed = Vec::with_capacity(files.len());
+    for (file, text) in files {
+        let docs = crate::extract::parse_documents(&text).map_err(|e| {
+            CliError::Usage(format!(
+                "--manifests {}: {}",
+                file.display(),
+                error_chain(&e)
+            ))
+        })?;
+        parsed.push((file, docs));
+    }
+    let api = match &a.kubeconfig {
+        Some(f) => Some(KubeApi::from_kubeconfig(f).map_err(boxed)?),
+        None => None,
+    };
+    let namespace = a.namespace.clone().or_else(|| {
+        api.as_ref()
+            .map(|api| api.namespace().unwrap_or("default").to_string())
+    });
+    let options = ManifestOptions {
+        cross_namespace_refs: a.allow_cross_namespace_refs,
+        namespace: namespace.clone(),
+        excluded_namespaces: a
+            .exclude_namespace
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+    };
+    let found = match &api {
+        Some(api) => {
+            let cluster = ApiLookup {
+                api: Some(api),
+                namespace,
+                cross_namespace_refs: a.allow_cross_namespace_refs,
+            };
+            crate::extract::manifest_sources_with(&parsed, &options, &cluster).await
+        }
+        None => crate::extract::manifest_sources(&parsed, &options).await,
+    };
+    let unverified = found
+        .unverified
+        .into_iter()
+        .map(|(found_in, u)| unverified_decision(found_in, u))
+        .collect();
+    Ok(FoundManifests {
+        sources: found.sources,
+        unverified,
+        skipped: found.skipped,
+    })
+}
+
+/// A warn result for a source the cluster would fetch that is not OCI: nothing verifies it.
+fn unverified_decision(found_in: Location, u: crate::extract::Unverified) -> Reported {
+    let d = Decision::without_signatures(u.what, None, Verdict::Warn, None, u.reason, None);
+    Reported::found(d, vec![found_in])
+}
