@@ -12,6 +12,7 @@ prints every problem found and exits 1.
 """
 
 import json
+import re
 import sys
 
 import kubernetes_validate
@@ -61,7 +62,9 @@ VARIANTS = {
     "deploy": {"cert_manager": False, "mutating": True},
     "overlays/cert-manager": {"cert_manager": True, "mutating": True},
     "overlays/validating-only": {"cert_manager": False, "mutating": False},
+    "overlays/pinned-image": {"cert_manager": False, "mutating": True, "pinned": True},
 }
+IMAGE = "ghcr.io/ocigate/ocigate"
 
 
 def expand(rules):
@@ -332,6 +335,9 @@ class Checker:
         dep = one("Deployment")
         if dep is not None:
             self.deployment(name, dep, cms.get("ocigate-policy"))
+            image = ((dep["spec"]["template"]["spec"].get("containers") or [{}])[0]).get("image", "")
+            want = rf"{re.escape(IMAGE)}@sha256:[0-9a-f]{{64}}" if variant.get("pinned") else rf"{re.escape(IMAGE)}:v[0-9.]+"
+            self.check(name, re.fullmatch(want, image) is not None, f"image must match {want}, got {image!r}")
             labels = dep["spec"]["selector"].get("matchLabels") or {}
             pdb = one("PodDisruptionBudget")
             if pdb is not None:
