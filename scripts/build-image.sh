@@ -173,6 +173,9 @@ umoci config --image "$layout:$tag" --no-history --created "$created" --os linux
 umoci gc --layout "$layout"
 
 if [[ -n "$output" ]]; then
+    if [[ -e "$output" && -n "$(ls -A "$output" 2>/dev/null)" && ! -f "$output/oci-layout" ]]; then
+        die "$output exists and is not an OCI image layout: not replacing it"
+    fi
     rm -rf "$output"
     mkdir -p "$(dirname "$output")"
     cp -r "$layout" "$output"
