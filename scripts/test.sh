@@ -32,6 +32,15 @@ if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/
   done
 fi
 
+# The image test (tests/it/image.rs runs scripts/build-image.sh): umoci and skopeo (Debian).
+if ! command -v umoci >/dev/null || ! command -v skopeo >/dev/null; then
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  echo "test.sh: installing umoci and skopeo (apt-get)" >&2
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq umoci skopeo >/dev/null
+fi
+
 OCIGATE_TEST_COSIGN=$(scripts/fetch-cosign.sh "$tools/cosign") || {
   echo "test.sh: could not fetch cosign from Debian unstable (see above)" >&2
   exit 1

@@ -12,6 +12,7 @@ prints every problem found and exits 1.
 """
 
 import json
+import re
 import sys
 
 import kubernetes_validate
@@ -63,7 +64,9 @@ VARIANTS = {
     "overlays/validating-only": {"cert_manager": False, "mutating": False},
     # The first days of a rollout (docs/rollout.md): an outage admits instead of rejecting.
     "overlays/fail-open": {"cert_manager": False, "mutating": True, "failure_policy": "Ignore"},
+    "overlays/pinned-image": {"cert_manager": False, "mutating": True, "pinned": True},
 }
+IMAGE = "ghcr.io/ocigate/ocigate"
 
 
 def expand(rules):
@@ -339,6 +342,9 @@ class Checker:
         dep = one("Deployment")
         if dep is not None:
             self.deployment(name, dep, cms.get("ocigate-policy"))
+            image = ((dep["spec"]["template"]["spec"].get("containers") or [{}])[0]).get("image", "")
+            want = rf"{re.escape(IMAGE)}@sha256:[0-9a-f]{{64}}" if variant.get("pinned") else rf"{re.escape(IMAGE)}:v[0-9.]+"
+            self.check(name, re.fullmatch(want, image) is not None, f"image must match {want}, got {image!r}")
             labels = dep["spec"]["selector"].get("matchLabels") or {}
             pdb = one("PodDisruptionBudget")
             if pdb is not None:

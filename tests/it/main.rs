@@ -22,6 +22,7 @@ mod faults;
 mod flux_refs;
 mod harness;
 mod hostile_webhook;
+mod image;
 mod image_volumes;
 mod limits;
 mod manifests;
