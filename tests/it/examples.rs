@@ -545,12 +545,13 @@ fn deploy_sample_policy_passes_check() {
     let text =
         std::fs::read_to_string(repo_root().join("deploy/base/policy-configmap.yaml")).unwrap();
     let cm: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
-    let policy = cm["data"]["policy.yaml"]
-        .as_str()
-        .expect("data.policy.yaml");
+    assert!(cm["data"]["policy.yaml"].is_string(), "data.policy.yaml");
+    // Every key is a file of the mounted directory, as the Deployment's volume projects them.
     let dir = tempfile::tempdir().unwrap();
+    for (name, text) in cm["data"].as_object().unwrap() {
+        std::fs::write(dir.path().join(name), text.as_str().unwrap()).unwrap();
+    }
     let path = dir.path().join("policy.yaml");
-    std::fs::write(&path, policy).unwrap();
     let run = ocigate(&["policy", "check", path.to_str().unwrap()], &[]);
     assert_eq!(run.code, 0, "{run:?}");
 }
