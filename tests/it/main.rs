@@ -25,6 +25,7 @@ mod hostile_webhook;
 mod image_volumes;
 mod limits;
 mod manifests;
+mod metrics;
 mod pipes;
 mod pki;
 mod platforms;
