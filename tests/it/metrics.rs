@@ -290,3 +290,133 @@ fn metrics_are_documented_labelled_and_parse_as_openmetrics() {
         );
     }
 }
+
+/// Debian's Prometheus server (package prometheus, which scripts/test.sh installs for promtool),
+/// or a loud skip (a failure in CI).
+fn prometheus_or_skip(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("prometheus"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if strict() {
+            panic!("{test}: prometheus not found (Debian: apt-get install prometheus)");
+        }
+        eprintln!("SKIPPED {test}: prometheus not found on PATH; this check did NOT run");
+    }
+    found
+}
+
+/// A Prometheus server scraping `target` every second; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(bin: &PathBuf, target: u16) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  \
+                 - job_name: ocigate\n    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// GET one of Prometheus' API paths: its `data`, or None while it is not answering.
+    fn api(&self, path: &str, query: &[(&str, &str)]) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/api/v1/{path}", self.port);
+        let url = reqwest::Url::parse_with_params(&url, query).ok()?;
+        let r = reqwest::blocking::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .ok()?;
+        let v: serde_json::Value = r.json().ok()?;
+        (v["status"] == "success").then(|| v["data"].clone())
+    }
+}
+
+#[test]
+fn prometheus_scrapes_serve_and_reads_every_family() {
+    let test = "prometheus_scrapes_serve_and_reads_every_family";
+    let Some(bin) = prometheus_or_skip(test) else {
+        return;
+    };
+    let c = cluster();
+    let server = start_serve(&c.policy, &c.tls, &c.reg.host(), &[]);
+    let r = tls_client(&c.tls)
+        .post(server.url("/validate"))
+        .json(&review("u1", "Pod", &c.unsigned))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let prometheus = Prometheus::start(&bin, server.metrics);
+    let deny =
+        "ocigate_decisions_total{verdict=\"deny\",failure=\"unsigned\",rule=\"apps\",kind=\"Pod\"}";
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+        let target = prometheus.api("targets", &[]);
+        let health = target
+            .as_ref()
+            .map(|t| t["activeTargets"][0]["health"].clone());
+        let found = prometheus.api("query", &[("query", deny)]);
+        if health.as_ref().is_some_and(|h| h == "up")
+            && found
+                .as_ref()
+                .is_some_and(|f| f["result"][0]["value"][1] == "1")
+        {
+            // Every documented family is in Prometheus, under the name PromQL uses.
+            for name in documented_families().keys() {
+                let q = format!("count({{__name__=~\"{name}(_count)?\"}})");
+                let got = prometheus.api("query", &[("query", &q)]);
+                let n = got
+                    .as_ref()
+                    .map(|g| g["result"].as_array().map_or(0, Vec::len));
+                let needs_series = !matches!(
+                    name.as_str(),
+                    "ocigate_registry_requests_total" // asked of no registry until later
+                );
+                if needs_series {
+                    assert_eq!(n, Some(1), "{name} not in Prometheus: {got:?}");
+                }
+            }
+            return;
+        }
+        last = Some((target, found));
+    }
+    panic!("Prometheus did not scrape ocigate serve: {last:?}");
+}
