@@ -4,6 +4,7 @@
 #   - nginx (Debian package nginx-light), as a basic-auth proxy in front of a registry;
 #   - python3-venv (Debian), for the deploy/ validation tools (scripts/validate-deploy.sh);
 #   - time (Debian: GNU time), with which the tests read the peak memory of an ocigate process;
+#   - prometheus (Debian), for promtool: the monitoring overlay's alerts (scripts/validate-deploy.sh);
 #   - cosign 3.1.1 from Debian unstable, unpacked into the tools cache (nothing installed system-wide);
 #   - ferro-oci-server 1.0.0 (crates.io), a registry with the OCI 1.1 referrers API, into the tools cache.
 # The tools cache is outside the clone: ${OCIGATE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ocigate-tools}.
@@ -41,6 +42,17 @@ if ! command -v umoci >/dev/null || ! command -v skopeo >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq umoci skopeo >/dev/null
 fi
 
+# promtool checks the monitoring overlay's alerts (validate-deploy.sh). The package's service is
+# not wanted: the tests start what they need.
+if ! command -v promtool >/dev/null; then
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  echo "test.sh: installing prometheus (for promtool; apt-get)" >&2
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  ($as_root systemctl stop prometheus 2>/dev/null || $as_root service prometheus stop 2>/dev/null) || true
+fi
+
 OCIGATE_TEST_COSIGN=$(scripts/fetch-cosign.sh "$tools/cosign") || {
   echo "test.sh: could not fetch cosign from Debian unstable (see above)" >&2
   exit 1
@@ -65,6 +77,8 @@ fi
 scripts/validate-deploy.sh
 # The kubectl it installed drives the mini API server in the cluster tests.
 export OCIGATE_TEST_KUBECTL=$tools/venv/bin/kubectl
+# ... and its python, with prometheus_client, parses a live /metrics scrape (tests/it/metrics.rs).
+export OCIGATE_TEST_PYTHON=$tools/venv/bin/python
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -5,13 +5,15 @@ Usage: validate-deploy.py K8S_VERSIONS NAME=RENDERED.yaml...
   NAME: the kustomization rendered ("deploy", "overlays/cert-manager", ...).
 
 Every object of a built-in kind is validated with kubernetes-validate in strict mode (unknown fields
-are errors). Objects of CRD-typed kinds (cert-manager's Issuer and Certificate) have no schema there:
-they get the structural checks below instead, and the summary line says so. Then the invariants of
+are errors). Objects of CRD-typed kinds (cert-manager's Issuer and Certificate, the Prometheus
+Operator's ServiceMonitor and PrometheusRule) have no schema there: they get the structural checks
+below instead, and the summary line says so (promtool checks the alerts: validate-deploy.sh). Then the invariants of
 the ocigate installation are asserted. Prints nothing but a summary line on success; on any failure
 prints every problem found and exits 1.
 """
 
 import json
+import os
 import re
 import sys
 
@@ -23,7 +25,9 @@ EXCLUDED_NAMESPACES = {"ocigate-system", "kube-system"}
 TLS_SECRET = "ocigate-tls"
 SERVICE_DNS = {"ocigate.ocigate-system.svc", "ocigate.ocigate-system.svc.cluster.local"}
 INJECT_CA = "cert-manager.io/inject-ca-from"
-CRD_GROUPS_WITHOUT_SCHEMA = {"cert-manager.io"}
+CRD_GROUPS_WITHOUT_SCHEMA = {"cert-manager.io", "monitoring.coreos.com"}
+DOCS_METRICS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "metrics.md")
+DASHBOARD_CM = "ocigate-grafana-dashboard"
 
 CU = ("CREATE", "UPDATE")
 # (apiGroup, apiVersions, resources, operations): the exact coverage of the validating webhook.
@@ -65,8 +69,22 @@ VARIANTS = {
     # The first days of a rollout (docs/rollout.md): an outage admits instead of rejecting.
     "overlays/fail-open": {"cert_manager": False, "mutating": True, "failure_policy": "Ignore"},
     "overlays/pinned-image": {"cert_manager": False, "mutating": True, "pinned": True},
+    "overlays/monitoring": {"cert_manager": False, "mutating": True, "monitoring": True},
 }
 IMAGE = "ghcr.io/ocigate/ocigate"
+
+
+def documented_metrics():
+    """The metric names of docs/metrics.md's table."""
+    with open(DOCS_METRICS) as f:
+        return {m.group(1) for m in re.finditer(r"^\| `([a-z_]+)` \|", f.read(), re.M)}
+
+
+def metrics_used(expr):
+    """The ocigate_/process_ metric names a PromQL expression reads (histogram suffixes cut)."""
+    names = set(re.findall(r"\b((?:ocigate|process)_[a-z_]+)", expr))
+    return {re.sub(r"_(bucket|sum|count)$", "", n) if n.endswith(("_bucket", "_sum", "_count")) and
+            not n.endswith("_total") else n for n in names}
 
 
 def expand(rules):
@@ -285,6 +303,48 @@ class Checker:
                 self.check(where, o["metadata"].get("namespace") == NAMESPACE,
                            f"{o['kind']}/{o['metadata']['name']} must be in {NAMESPACE}")
 
+    def monitoring(self, name, by_kind, dashboard_cm, svc):
+        """ServiceMonitor → the Service's metrics port; alerts and dashboard read documented metrics."""
+        where = f"{name}: monitoring"
+        documented = documented_metrics()
+        sms, rules = by_kind.get("ServiceMonitor", []), by_kind.get("PrometheusRule", [])
+        if self.check(where, len(sms) == 1, f"expected one ServiceMonitor, got {len(sms)}") and svc:
+            spec = sms[0].get("spec") or {}
+            want = (spec.get("selector") or {}).get("matchLabels") or {}
+            have = svc["metadata"].get("labels") or {}
+            self.check(where, want and all(have.get(k) == v for k, v in want.items()),
+                       f"ServiceMonitor selector {want} does not select Service ocigate ({have})")
+            self.check(where, (spec.get("namespaceSelector") or {}).get("matchNames") == [NAMESPACE],
+                       f"ServiceMonitor namespaceSelector must be matchNames [{NAMESPACE}]")
+            ports = {p.get("name") for p in svc["spec"].get("ports") or []}
+            eps = spec.get("endpoints") or []
+            self.check(where, eps and all(e.get("port") in ports and e.get("path", "/metrics") == "/metrics"
+                                          for e in eps),
+                       f"ServiceMonitor endpoints must scrape /metrics on a Service port ({sorted(ports)}): {eps}")
+        exprs = []
+        if self.check(where, len(rules) == 1, f"expected one PrometheusRule, got {len(rules)}"):
+            for g in (rules[0].get("spec") or {}).get("groups") or []:
+                for r in g.get("rules") or []:
+                    self.check(where, "alert" in r and "severity" in (r.get("labels") or {}),
+                               f"rule {r.get('alert') or r.get('record')} must be an alert with a severity")
+                    exprs.append((f"alert {r.get('alert')}", str(r.get("expr", ""))))
+        if self.check(where, dashboard_cm is not None, f"ConfigMap {DASHBOARD_CM} missing"):
+            labels = dashboard_cm["metadata"].get("labels") or {}
+            self.check(where, labels.get("grafana_dashboard") == "1",
+                       f"ConfigMap {DASHBOARD_CM} must carry the label grafana_dashboard: \"1\"")
+            for key, text in (dashboard_cm.get("data") or {}).items():
+                try:
+                    dash = json.loads(text)
+                except ValueError as e:
+                    self.fail(where, f"{DASHBOARD_CM} {key}: not JSON: {e}")
+                    continue
+                for p in dash.get("panels") or []:
+                    for t in p.get("targets") or []:
+                        exprs.append((f"dashboard panel {p.get('title')!r}", t.get("expr", "")))
+        for what, expr in exprs:
+            for m in sorted(metrics_used(expr) - documented):
+                self.fail(where, f"{what} reads {m}, which docs/metrics.md does not list")
+
     def rendering(self, name, objs):
         variant = VARIANTS.get(name)
         if variant is None:
@@ -359,6 +419,11 @@ class Checker:
                 self.check(name, ports in ({("https", 443, "webhook"), ("metrics", 9090, "metrics")},
                                            {("https", 443, 8443), ("metrics", 9090, 9090)}),
                            f"Service ports must be https 443->8443 and metrics 9090, got {sorted(ports, key=str)}")
+        mon_objs = [o for o in objs if o.get("apiVersion", "").startswith("monitoring.coreos.com/")]
+        if variant.get("monitoring"):
+            self.monitoring(name, by_kind, cms.get(DASHBOARD_CM), one("Service"))
+        else:
+            self.check(name, not mon_objs and DASHBOARD_CM not in cms, "no monitoring objects expected")
         cm_objs = [o for o in objs if o.get("apiVersion", "").startswith("cert-manager.io/")]
         if variant["cert_manager"]:
             self.certificates(name, cm_objs)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline validation of deploy/: renders deploy/ and every overlay with kustomize (kubectl kustomize),
 # validates every rendered object against the Kubernetes API schemas (kubernetes-validate, strict),
-# and asserts the installation's invariants (scripts/validate-deploy.py).
+# and asserts the installation's invariants (scripts/validate-deploy.py); checks the monitoring
+# overlay's alerts with promtool (check rules, and the unit tests in scripts/alerts.test.yaml).
 #
 # Tools live in a virtualenv outside the repository, made on the first run (which needs PyPI);
 # later runs are offline:
@@ -56,6 +57,19 @@ if [[ "$(cat "$venv/.ocigate-stamp" 2>/dev/null)" != "$stamp_want" ]]; then
     setup_venv
 fi
 
+# The OpenMetrics parser the metrics integration test reads a live /metrics scrape with
+# (tests/it/metrics.rs): installed beside the tools above, without rebuilding the venv.
+openmetrics_requirement='prometheus-client==0.26.0'
+if ! "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("prometheus-client") != sys.argv[1])' \
+        "${openmetrics_requirement#*==}" 2>/dev/null; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$openmetrics_requirement" \
+        >>"$tools/setup.log" 2>&1 || die "could not install $openmetrics_requirement into $venv (needs PyPI; see $tools/setup.log)"
+fi
+
+# The alerts of overlays/monitoring are checked with Prometheus' own promtool (Debian: prometheus).
+promtool=${PROMTOOL:-$(command -v promtool || true)}
+[[ -n "$promtool" && -x "$promtool" ]] || die "promtool not found (Debian: apt-get install prometheus; or PROMTOOL=/path/to/promtool)"
+
 kubectl=${KUBECTL:-$venv/bin/kubectl}
 [[ -x "$kubectl" ]] || die "kubectl not executable: $kubectl"
 
@@ -85,3 +99,17 @@ for t in "${targets[@]}"; do
 done
 
 "$venv/bin/python" "$root/scripts/validate-deploy.py" "$k8s_versions" "${args[@]}"
+
+# The PrometheusRule's spec.groups as a Prometheus rules file: `promtool check rules` (syntax,
+# PromQL, templates) and the alerts' unit tests (scripts/alerts.test.yaml, `promtool test rules`).
+rules=$out/rules.yaml
+"$venv/bin/python" - "$out/overlays_monitoring.yaml" "$rules" <<'PY' || die "no PrometheusRule in overlays/monitoring"
+import sys, yaml
+objs = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o and o.get("kind") == "PrometheusRule"]
+assert len(objs) == 1, f"expected one PrometheusRule, got {len(objs)}"
+yaml.safe_dump({"groups": objs[0]["spec"]["groups"]}, open(sys.argv[2], "w"), sort_keys=False)
+PY
+cp "$root/scripts/alerts.test.yaml" "$out/alerts.test.yaml"
+"$promtool" check rules "$rules" >"$out/promtool.log" 2>&1 || { cat "$out/promtool.log" >&2; die "promtool check rules failed"; }
+"$promtool" test rules "$out/alerts.test.yaml" >"$out/promtool.log" 2>&1 || { cat "$out/promtool.log" >&2; die "promtool test rules failed"; }
+echo "validate-deploy: OK: overlays/monitoring alerts pass promtool check rules and scripts/alerts.test.yaml"

@@ -375,7 +375,7 @@ async fn validate(
     });
     let m = &state.metrics;
     for o in &outcomes {
-        m.count_decision(o.verdict, o.failure);
+        m.count_decision(o.verdict, o.failure, o.rule.as_deref(), &req.kind.kind);
     }
     m.count_request(&req.operation, resp.allowed);
     m.latency.observe(started.elapsed().as_secs_f64());

@@ -1,9 +1,18 @@
 //! The webhook's Prometheus metrics: the prometheus-client registry, the metric families and
 //! what counts them, the engine's counters read at each scrape, and the metrics listener's one
 //! route (`GET /metrics`, plain HTTP). Owns no decision; must not read the review or the policy.
+//!
+//! Every family is on `/metrics` from start-up (docs/metrics.md lists them, and a test keeps
+//! the two equal). Families whose label values are a small closed set have every series at
+//! zero from the start; `ocigate_decisions_total` (verdict × failure × rule × kind: thousands
+//! of combinations, most impossible) and `ocigate_registry_requests_total` (hosts are only
+//! known when asked) show their HELP and TYPE, and each series from its first count.
+//! Beside the families: [`process`] (`process_*` from /proc/self), [`info`] (build info and the
+//! certificate's expiry), [`labels`] (the bounded label values of decisions).
 
+use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -13,17 +22,18 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::decision_log::{operation_name, verdict_name};
+use super::decision_log::operation_name;
 use super::server::{self, Body, Limits, text};
+use super::tls::Certificates;
 use crate::engine::{Engine, Timings};
 use crate::failure::Failure;
 use crate::policy::Verdict;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DecisionLabels {
-    verdict: String,
-    failure: String,
-}
+mod info;
+mod labels;
+mod process;
+
+use labels::{DecisionLabels, RuleFold};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -47,27 +57,51 @@ pub(super) struct Metrics {
     registry: prometheus_client::registry::Registry,
     requests: Family<RequestLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    /// The rule names decisions were labelled with, bounded.
+    rules: RuleFold,
     /// Time to answer an admission request.
     pub(super) latency: Histogram,
     stages: Family<StageLabels, Histogram>,
     reloads: Family<ReloadLabels, Counter>,
-    /// The counters of `decisions` and `requests` by label values, each looked up in its family
-    /// once (a series appears when first counted, as before): a request then counts without
-    /// building label strings or taking the family's lock.
-    decision_counters: [OnceLock<Counter>; VERDICTS * FAILURE_LABELS],
+    /// The counters of `requests` by label values, each looked up in its family once: a
+    /// request then counts without building label strings or taking the family's lock.
     request_counters: [OnceLock<Counter>; OPERATIONS * 2],
 }
 
-const VERDICTS: usize = 3;
-/// "none" and each failure class.
-const FAILURE_LABELS: usize = Failure::ALL.len() + 1;
 const OPERATIONS: usize = 4;
+const ALL_OPERATIONS: [Operation; OPERATIONS] = [
+    Operation::Create,
+    Operation::Update,
+    Operation::Delete,
+    Operation::Connect,
+];
+const STAGES: [&str; 3] = ["resolve", "discover", "verify"];
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ]
     .into_iter()
+}
+
+/// A family whose HELP and TYPE are on `/metrics` before its first series (prometheus-client
+/// leaves an empty family out).
+#[derive(Debug)]
+struct AlwaysShown<M>(M);
+
+impl<M: prometheus_client::encoding::EncodeMetric> prometheus_client::encoding::EncodeMetric
+    for AlwaysShown<M>
+{
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        self.0.metric_type()
+    }
 }
 
 /// The engine's counters, read at each scrape.
@@ -155,8 +189,9 @@ impl prometheus_client::collector::Collector for EngineCollector {
 }
 
 impl Metrics {
-    /// The families, registered with the engine's collector.
-    pub(super) fn new(engine: &Engine) -> Self {
+    /// The families, registered with the collectors of the engine, the process and the
+    /// served certificate; every series of a closed label set is made at zero.
+    pub(super) fn new(engine: &Engine, certificates: Arc<Certificates>) -> Self {
         let mut registry = prometheus_client::registry::Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let decisions = Family::<DecisionLabels, Counter>::default();
@@ -172,8 +207,8 @@ impl Metrics {
         );
         registry.register(
             "ocigate_decisions",
-            "Artifact decisions by verdict and failure class",
-            decisions.clone(),
+            "Artifact decisions by verdict, failure class, rule and object kind",
+            AlwaysShown(decisions.clone()),
         );
         registry.register(
             "ocigate_admission_duration_seconds",
@@ -191,62 +226,82 @@ impl Metrics {
             reloads.clone(),
         );
         registry.register_collector(Box::new(EngineCollector(engine.clone())));
-        Metrics {
+        registry.register_collector(Box::new(info::InfoCollector { certificates }));
+        registry.register_collector(Box::new(process::ProcessCollector));
+        let metrics = Metrics {
             registry,
             requests,
             decisions,
+            rules: RuleFold::default(),
             latency,
             stages,
             reloads,
-            decision_counters: std::array::from_fn(|_| OnceLock::new()),
             request_counters: std::array::from_fn(|_| OnceLock::new()),
+        };
+        metrics.zero_series();
+        metrics
+    }
+
+    /// Make every series of the closed label sets at zero, so that the first event counts in
+    /// `rate()` and `increase()` (a series that appears at 1 does not).
+    fn zero_series(&self) {
+        for op in &ALL_OPERATIONS {
+            for allowed in [false, true] {
+                self.request_counter(op, allowed);
+            }
+        }
+        for outcome in ["ok", "failed"] {
+            drop(self.reloads.get_or_create(&ReloadLabels {
+                outcome: outcome.into(),
+            }));
+        }
+        for stage in STAGES {
+            drop(self.stages.get_or_create(&StageLabels {
+                stage: stage.into(),
+            }));
         }
     }
 
-    /// Count a decision with this verdict and failure class.
-    pub(super) fn count_decision(&self, verdict: Verdict, failure: Option<Failure>) {
-        let labels = || DecisionLabels {
-            verdict: verdict_name(verdict).to_string(),
-            failure: failure.map_or("none", Failure::as_str).to_string(),
-        };
-        let v = match verdict {
-            Verdict::Allow => 0,
-            Verdict::Deny => 1,
-            Verdict::Warn => 2,
-        };
-        let f = match failure {
-            None => Some(0),
-            Some(f) => Failure::ALL.iter().position(|x| *x == f).map(|i| i + 1),
-        };
-        match f.and_then(|f| self.decision_counters.get(v * FAILURE_LABELS + f)) {
-            Some(slot) => slot
-                .get_or_init(|| self.decisions.get_or_create(&labels()).clone())
-                .inc(),
-            None => self.decisions.get_or_create(&labels()).inc(),
-        };
+    /// Count a decision with this verdict and failure class, under its rule (None: no rule
+    /// applied) and the kind of the object that named the artifact.
+    pub(super) fn count_decision(
+        &self,
+        verdict: Verdict,
+        failure: Option<Failure>,
+        rule: Option<&str>,
+        kind: &str,
+    ) {
+        let labels = self.rules.labels(verdict, failure, rule, kind);
+        self.decisions.get_or_create(&labels).inc();
     }
 
     /// Count an admission request of this operation and answer.
     pub(super) fn count_request(&self, operation: &Operation, allowed: bool) {
+        self.request_counter(operation, allowed).inc();
+    }
+
+    /// The counter of requests of this operation and answer (made at zero when first asked).
+    fn request_counter(&self, operation: &Operation, allowed: bool) -> Counter {
         let o = match operation {
             Operation::Create => 0,
             Operation::Update => 1,
             Operation::Delete => 2,
             Operation::Connect => 3,
         };
-        let labels = || RequestLabels {
-            operation: operation_name(operation).to_string(),
-            allowed: allowed.to_string(),
+        let make = || {
+            let labels = RequestLabels {
+                operation: operation_name(operation).to_string(),
+                allowed: allowed.to_string(),
+            };
+            self.requests.get_or_create(&labels).clone()
         };
         match self.request_counters.get(o * 2 + usize::from(allowed)) {
-            Some(slot) => slot
-                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
-                .inc(),
-            None => self.requests.get_or_create(&labels()).inc(),
-        };
+            Some(slot) => slot.get_or_init(make).clone(),
+            None => make(),
+        }
     }
 
-    /// A certificate reload, `ok` or `failed` (the series appears when first counted).
+    /// A certificate reload, `ok` or `failed`.
     pub(super) fn count_certificate_reload(&self, ok: bool) {
         let outcome = if ok { "ok" } else { "failed" };
         self.reloads
@@ -258,11 +313,8 @@ impl Metrics {
 
     /// The stages of a verification that ran (a cached decision ran none).
     pub(super) fn observe_stages(&self, timings: &Timings) {
-        for (stage, ms) in [
-            ("resolve", timings.resolve_ms),
-            ("discover", timings.discover_ms),
-            ("verify", timings.verify_ms),
-        ] {
+        let ms = [timings.resolve_ms, timings.discover_ms, timings.verify_ms];
+        for (stage, ms) in STAGES.into_iter().zip(ms) {
             if ms > 0.0 {
                 self.stages
                     .get_or_create(&StageLabels {

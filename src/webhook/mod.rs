@@ -102,7 +102,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
     let kube = kube_api(cfg.kubeconfig.clone()).await?;
     let listener = server::bind(cfg.listen).await?;
     let state = Arc::new(State {
-        metrics: Arc::new(Metrics::new(&engine)),
+        metrics: Arc::new(Metrics::new(&engine, certs.clone())),
         log: decision_log::DecisionLog::default(),
         engine,
         draining: AtomicBool::new(false),

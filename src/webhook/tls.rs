@@ -142,6 +142,22 @@ fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError>
 }
 
 impl Certificates {
+    /// When the certificate being served expires (its leaf's `notAfter`), in seconds since the
+    /// Unix epoch; None if the leaf does not parse as X.509 (rustls accepted it as DER only).
+    pub(super) fn not_after(&self) -> Option<u64> {
+        use x509_cert::der::Decode as _;
+        let current = crate::sync::read(&self.current).clone();
+        let leaf = current.cert.first()?;
+        let cert = x509_cert::Certificate::from_der(leaf.as_ref()).ok()?;
+        Some(
+            cert.tbs_certificate
+                .validity
+                .not_after
+                .to_unix_duration()
+                .as_secs(),
+        )
+    }
+
     /// The certificate and key of these files, read off the async workers.
     pub(super) async fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
         let (cert, key) = (cert.to_path_buf(), key.to_path_buf());

@@ -402,7 +402,9 @@ fn metrics_name_a_bounded_set_of_hosts_and_reloads_have_their_own_labels() {
     issue_server_cert(&tls, "second");
     let mut metrics = String::new();
     let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until && !metrics.contains("ocigate_certificate_reloads_total{") {
+    // The series exist at zero from start-up: wait for the reload's count.
+    let reloaded = "ocigate_certificate_reloads_total{outcome=\"ok\"} 1";
+    while Instant::now() < until && !metrics.contains(reloaded) {
         std::thread::sleep(Duration::from_millis(200));
         metrics = scrape(server.metrics);
     }

@@ -27,6 +27,7 @@ mod image_volumes;
 mod limits;
 mod manifests;
 mod manifests_parity;
+mod metrics;
 mod pipes;
 mod pki;
 mod platforms;

@@ -35,7 +35,7 @@ pub(crate) fn kube_tools_or_skip(test: &str) -> Option<PathBuf> {
 pub(crate) struct Server {
     child: Child,
     port: u16,
-    metrics: u16,
+    pub(crate) metrics: u16,
 }
 
 impl Drop for Server {
@@ -335,10 +335,18 @@ fn admission_through_kubernetes_admission_code() {
     );
     drop(pinning);
 
-    // Metrics count the decisions by failure class.
+    // Metrics count the decisions by failure class, rule and kind.
     let metrics = http_get(server.metrics, "/metrics");
     assert!(
-        metrics.contains("ocigate_decisions_total{verdict=\"deny\",failure=\"unsigned\"}"),
+        metrics.contains(
+            "ocigate_decisions_total{verdict=\"deny\",failure=\"unsigned\",rule=\"apps\",kind=\"Pod\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "ocigate_decisions_total{verdict=\"deny\",failure=\"unsigned\",rule=\"apps\",kind=\"Deployment\"}"
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("ocigate_cache_hits_total"), "{metrics}");
