@@ -274,7 +274,10 @@ impl Rejection {
 /// A bundle that failed on its transparency-log proof is `tlog` (the signer may be the right one,
 /// the log evidence is not); every other bundle failure leaves the signer unproven: `untrusted`.
 fn bundle_class(e: &BundleError) -> Failure {
-    if e.is_tlog_failure() {
+    if matches!(e, BundleError::TrustRoot(_)) {
+        // As `TrustRootUnavailable`: the policy's root, not the signature.
+        Failure::Policy
+    } else if e.is_tlog_failure() {
         Failure::Tlog
     } else {
         Failure::Untrusted
