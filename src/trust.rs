@@ -388,6 +388,19 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEusIAt6EJ3YrTHdg2qkWVS0KuotWQ
 wHDtyaXlq7Nhj8279+1u/l5pZhXJPW8PnGRRLdO5NbsuM6aT7pOcP100uw==
 -----END PUBLIC KEY-----";
 
+    /// The embedded root is one shared root: named at once, its verifier built on first use
+    /// (or by `embedded_shared`, which checks it can be used), and then kept.
+    #[test]
+    fn the_embedded_root_is_shared_and_built_once() {
+        let deferred = TrustRoot::embedded_deferred();
+        assert_eq!(deferred.name(), "embedded public-good");
+        let shared = TrustRoot::embedded_shared().unwrap();
+        assert!(Arc::ptr_eq(deferred, shared));
+        let first: *const Verifier = deferred.verifier().unwrap();
+        let again: *const Verifier = shared.verifier().unwrap();
+        assert_eq!(first, again);
+    }
+
     #[test]
     fn matchers() {
         let e = Matcher::Exact("a@b.c".into());

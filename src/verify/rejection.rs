@@ -337,6 +337,12 @@ mod tests {
             root: "corp".into(),
         };
         assert_eq!(Rejection::new("here", kind).class(), Failure::Policy);
+        // A root whose verifier cannot be built when first needed is the policy's too.
+        let unusable = crate::trust::TrustRoot::from_json("{}", "corp").unwrap_err();
+        assert_eq!(
+            bundle(BundleError::TrustRoot(unusable)).class(),
+            Failure::Policy
+        );
     }
 
     /// Display says this layer; the cause is in `source()`, and `reason()` says both once.
