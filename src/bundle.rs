@@ -88,6 +88,10 @@ pub enum BundleError {
         #[source]
         source: sigstore_verify::Error,
     },
+    /// The trust root's verifier could not be built (the embedded root's is built on first
+    /// use); the root is the policy's problem, not the bundle's.
+    #[error("bundle not verified: its trusted root cannot be used")]
+    TrustRoot(#[source] crate::trust::TrustRootError),
     /// One accepted identity, and the certificate's SAN is another.
     #[error("certificate identity {found:?} does not match {expected}")]
     Identity {
@@ -305,6 +309,7 @@ impl Checked<'_> {
     ) -> Result<sigstore_verify::VerificationResult, BundleError> {
         self.root
             .verifier()
+            .map_err(BundleError::TrustRoot)?
             .verify(artifact, self.bundle, policy)
             .map_err(|source| BundleError::Verify {
                 root: self.root.name().to_string(),

@@ -127,7 +127,17 @@ impl PublicKey {
 /// once per signature.
 pub struct TrustRoot {
     name: String,
-    verifier: Verifier,
+    verifier: Prepared,
+}
+
+/// A root's verifier: built when the root is read (a file's root, refused at load time when
+/// unusable), or for the embedded root on first use: a key without a log never needs it, so a
+/// `--key` check does not parse the public-good root (about 230,000 instructions per process).
+enum Prepared {
+    /// Built from the root as it was read.
+    Built(Verifier),
+    /// The embedded public-good root's, built once on first use.
+    Embedded(OnceLock<Verifier>),
 }
 
 impl std::fmt::Debug for TrustRoot {
@@ -167,34 +177,36 @@ impl TrustRoot {
     pub fn embedded() -> Result<Self, TrustRootError> {
         Self::from_json(
             sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
-            "embedded public-good",
+            EMBEDDED_NAME,
         )
     }
 
-    /// The embedded public-good root, parsed once per process and shared.
+    /// The embedded public-good root, parsed once per process and shared (its verifier built
+    /// now, so that a policy naming it learns at load time whether it can be used).
     pub fn embedded_shared() -> Result<&'static Arc<Self>, TrustRootError> {
+        let root = Self::embedded_deferred();
+        root.verifier()?;
+        Ok(root)
+    }
+
+    /// The embedded public-good root, shared, with its verifier built on first use (by
+    /// [`TrustRoot::verifier`]): what an authority that names no root gets.
+    pub(crate) fn embedded_deferred() -> &'static Arc<Self> {
         static EMBEDDED: OnceLock<Arc<TrustRoot>> = OnceLock::new();
-        if let Some(root) = EMBEDDED.get() {
-            return Ok(root);
-        }
-        let root = Arc::new(Self::embedded()?);
-        Ok(EMBEDDED.get_or_init(|| root))
+        EMBEDDED.get_or_init(|| {
+            Arc::new(TrustRoot {
+                name: EMBEDDED_NAME.to_string(),
+                verifier: Prepared::Embedded(OnceLock::new()),
+            })
+        })
     }
 
     /// Parse a trusted_root.json and prepare its verifier; a root whose keys or certificates
     /// cannot be used is an error here, at load time, not a failed verification later.
     pub fn from_json(text: &str, origin: &str) -> Result<Self, TrustRootError> {
-        let root = TrustedRoot::from_json(text).map_err(|source| TrustRootError::Invalid {
-            origin: origin.to_string(),
-            source,
-        })?;
-        let verifier = Verifier::new(&root).map_err(|source| TrustRootError::Unusable {
-            origin: origin.to_string(),
-            source,
-        })?;
         Ok(TrustRoot {
             name: origin.to_string(),
-            verifier,
+            verifier: Prepared::Built(verifier_of(text, origin)?),
         })
     }
 
@@ -203,9 +215,38 @@ impl TrustRoot {
         &self.name
     }
 
-    pub(crate) fn verifier(&self) -> &Verifier {
-        &self.verifier
+    /// The root's verifier; the embedded root's is built here the first time (an unusable
+    /// one is an error each time it is asked for, as [`TrustRoot::embedded_shared`] is).
+    pub(crate) fn verifier(&self) -> Result<&Verifier, TrustRootError> {
+        match &self.verifier {
+            Prepared::Built(v) => Ok(v),
+            Prepared::Embedded(cell) => {
+                if let Some(v) = cell.get() {
+                    return Ok(v);
+                }
+                let built = verifier_of(
+                    sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+                    EMBEDDED_NAME,
+                )?;
+                Ok(cell.get_or_init(|| built))
+            }
+        }
     }
+}
+
+/// The name evidence and messages give the embedded public-good root.
+const EMBEDDED_NAME: &str = "embedded public-good";
+
+/// A trusted_root.json parsed and its verifier prepared.
+fn verifier_of(text: &str, origin: &str) -> Result<Verifier, TrustRootError> {
+    let root = TrustedRoot::from_json(text).map_err(|source| TrustRootError::Invalid {
+        origin: origin.to_string(),
+        source,
+    })?;
+    Verifier::new(&root).map_err(|source| TrustRootError::Unusable {
+        origin: origin.to_string(),
+        source,
+    })
 }
 
 /// An exact string or a regular expression (unanchored, as cosign's `-regexp` flags: anchor
@@ -346,6 +387,19 @@ mod tests {
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEusIAt6EJ3YrTHdg2qkWVS0KuotWQ
 wHDtyaXlq7Nhj8279+1u/l5pZhXJPW8PnGRRLdO5NbsuM6aT7pOcP100uw==
 -----END PUBLIC KEY-----";
+
+    /// The embedded root is one shared root: named at once, its verifier built on first use
+    /// (or by `embedded_shared`, which checks it can be used), and then kept.
+    #[test]
+    fn the_embedded_root_is_shared_and_built_once() {
+        let deferred = TrustRoot::embedded_deferred();
+        assert_eq!(deferred.name(), "embedded public-good");
+        let shared = TrustRoot::embedded_shared().unwrap();
+        assert!(Arc::ptr_eq(deferred, shared));
+        let first: *const Verifier = deferred.verifier().unwrap();
+        let again: *const Verifier = shared.verifier().unwrap();
+        assert_eq!(first, again);
+    }
 
     #[test]
     fn matchers() {

@@ -16,7 +16,8 @@ use crate::verify::{
 
 impl CompiledPolicy {
     /// A trust root the policy names (parsed when the policy was read), or for an authority
-    /// that names none the embedded public-good root (parsed once per process).
+    /// that names none the embedded public-good root (parsed once per process, when a
+    /// verification first needs it: a key without a log does not).
     fn root(&self, name: Option<&str>) -> Option<&TrustRoot> {
         match name {
             Some(n) => self
@@ -25,7 +26,7 @@ impl CompiledPolicy {
                 .iter()
                 .find(|tr| tr.name == n)
                 .map(|tr| tr.root.as_ref()),
-            None => TrustRoot::embedded_shared().ok().map(|r| r.as_ref()),
+            None => Some(TrustRoot::embedded_deferred().as_ref()),
         }
     }
 

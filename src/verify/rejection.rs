@@ -274,7 +274,10 @@ impl Rejection {
 /// A bundle that failed on its transparency-log proof is `tlog` (the signer may be the right one,
 /// the log evidence is not); every other bundle failure leaves the signer unproven: `untrusted`.
 fn bundle_class(e: &BundleError) -> Failure {
-    if e.is_tlog_failure() {
+    if matches!(e, BundleError::TrustRoot(_)) {
+        // As `TrustRootUnavailable`: the policy's root, not the signature.
+        Failure::Policy
+    } else if e.is_tlog_failure() {
         Failure::Tlog
     } else {
         Failure::Untrusted
@@ -334,6 +337,12 @@ mod tests {
             root: "corp".into(),
         };
         assert_eq!(Rejection::new("here", kind).class(), Failure::Policy);
+        // A root whose verifier cannot be built when first needed is the policy's too.
+        let unusable = crate::trust::TrustRoot::from_json("{}", "corp").unwrap_err();
+        assert_eq!(
+            bundle(BundleError::TrustRoot(unusable)).class(),
+            Failure::Policy
+        );
     }
 
     /// Display says this layer; the cause is in `source()`, and `reason()` says both once.
