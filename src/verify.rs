@@ -18,12 +18,14 @@ use crate::reference::Digest;
 use crate::trust::{Identity, PublicKey, TrustRoot};
 
 mod attestation;
+mod pki;
 mod rejection;
 mod statement;
 pub use attestation::{
     AttestationExpectation, MAX_ENVELOPE_SIGNATURES, PreparedAttestation,
     RFC3161_TIMESTAMP_ANNOTATION, VerifiedAttestation, verify_attestation,
 };
+pub use pki::{CertificatesAuthority, verify_certificate_signature};
 pub use rejection::{Rejection, RejectionKind, StatementError};
 pub use statement::{ArtifactDigestError, ArtifactDigests, STATEMENT_V01, STATEMENT_V1};
 
@@ -172,6 +174,17 @@ pub enum Evidence {
         /// The trust root the certificate chains to.
         trust_root: String,
     },
+    /// Signed with a certificate from a `certificates` authority's CAs (a CA of one's own).
+    Certificate {
+        /// The certificate's SAN that matched the authority's identities.
+        identity: String,
+        /// The Rekor log index, when an entry was verified.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log_index: Option<i64>,
+        /// When Rekor integrated the entry (the time the chain was checked at).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        integrated_time: Option<String>,
+    },
 }
 
 impl Evidence {
@@ -225,12 +238,15 @@ impl VerifiedSignature {
         if let Some(r) = &mut self.docker_reference {
             cut_in_place(r, max);
         }
-        if let Evidence::Keyless {
-            identity, issuer, ..
-        } = &mut self.evidence
-        {
-            cut_in_place(identity, max);
-            cut_in_place(issuer, max);
+        match &mut self.evidence {
+            Evidence::Keyless {
+                identity, issuer, ..
+            } => {
+                cut_in_place(identity, max);
+                cut_in_place(issuer, max);
+            }
+            Evidence::Certificate { identity, .. } => cut_in_place(identity, max),
+            Evidence::Key { .. } => {}
         }
         let over = self.annotations.len() > max_annotations
             || self
@@ -277,6 +293,11 @@ impl VerifiedSignature {
                     + trust_root.len()
                     + integrated_time.as_ref().map_or(0, String::len)
             }
+            Evidence::Certificate {
+                identity,
+                integrated_time,
+                ..
+            } => identity.len() + integrated_time.as_ref().map_or(0, String::len),
         };
         let annotations: usize = self
             .annotations
