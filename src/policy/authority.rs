@@ -1,6 +1,8 @@
 //! A compiled policy's authorities applied to what discovery found: each candidate against each
 //! authority of a rule, with the trust root the authority names. Pure; must not do I/O.
 
+use std::time::SystemTime;
+
 use super::CompiledPolicy;
 use super::evaluate::CandidateOutcome;
 use super::model::{Authority, AuthorityKind, Rule, Tlog};
@@ -9,9 +11,10 @@ use crate::discover::Discovered;
 use crate::error_chain;
 use crate::trust::TrustRoot;
 use crate::verify::{
-    Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
-    RejectionKind, VerifiedSignature, verify_attached_bundle, verify_key_signature,
-    verify_key_signature_logged, verify_keyless_signature,
+    CertificatesAuthority, Expectation, KeyAuthority, KeylessAuthority, PreparedBundle,
+    PreparedSignature, Rejection, RejectionKind, VerifiedSignature, verify_attached_bundle,
+    verify_certificate_signature, verify_key_signature, verify_key_signature_logged,
+    verify_keyless_signature,
 };
 
 impl CompiledPolicy {
@@ -75,6 +78,15 @@ impl CompiledPolicy {
                 keyless_needs_tlog(*tlog, location, &a.name)?;
                 (BundleAuthority::Identities(identities), trust_root)
             }
+            // Bundles (attached v0.3, attestations) with a certificate from a CA of one's own
+            // are not verified yet: sigstore-verify chains bundle certificates to Fulcio CAs.
+            AuthorityKind::Certificates { .. } => {
+                let kind = RejectionKind::NotSupported {
+                    authority: a.name.clone(),
+                    what: "a bundle signed with a certificates authority's certificate".into(),
+                };
+                return Err(Rejection::new(location, kind));
+            }
         };
         Ok((who, self.root_for(trust_root, location, &a.name)?))
     }
@@ -128,6 +140,27 @@ impl CompiledPolicy {
                     root,
                 };
                 verify_keyless_signature(p, authority, expect)
+            }
+            AuthorityKind::Certificates {
+                cas,
+                identities,
+                tlog,
+                trust_root,
+            } => {
+                let logged = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
+                let log = match (tlog, logged) {
+                    (Tlog::Required, _) | (Tlog::Optional, true) => {
+                        Some(self.root_for(trust_root, &c.location, &a.name)?)
+                    }
+                    _ => None,
+                };
+                let authority = CertificatesAuthority {
+                    name: &a.name,
+                    cas,
+                    identities,
+                    log,
+                };
+                verify_certificate_signature(p, authority, expect, SystemTime::now())
             }
         }
     }

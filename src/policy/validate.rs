@@ -19,6 +19,7 @@ use crate::error_chain;
 use crate::trust::{Identity, Matcher, PublicKey, TrustRoot};
 
 mod attestation;
+mod certificates;
 
 /// The policy's keys: those parsed by name, and every name defined (a key that could not be
 /// read is reported once, not again by each rule naming it).
@@ -383,8 +384,16 @@ impl<'r> Validator<'r> {
         keys: &Keys,
         roots: &BTreeSet<String>,
     ) -> Option<Authority> {
-        match (&a.value.key, &a.value.keyless) {
-            (Some(k), None) => {
+        let v = &a.value;
+        match (&v.key, &v.keyless, &v.certificates) {
+            (None, None, Some(c)) => {
+                let trust_root = self.root_ref(&c.trust_root, rule, roots);
+                let kind = self.certificates_kind(c, v.tlog, trust_root, rule)?;
+                let name = v.name.clone();
+                let name = name.unwrap_or_else(|| format!("certificates[{index}]"));
+                Some(Authority { name, kind })
+            }
+            (Some(k), None, None) => {
                 let kname = &k.name.value;
                 let name = a.value.name.clone().unwrap_or_else(|| kname.clone());
                 let trust_root = self.root_ref(&k.trust_root, rule, roots);
@@ -410,7 +419,7 @@ impl<'r> Validator<'r> {
                     }
                 }
             }
-            (None, Some(kl)) => {
+            (None, Some(kl), None) => {
                 let root = self.root_ref(&kl.trust_root, rule, roots);
                 let mut identities = Vec::new();
                 if let Some(ids) = &kl.identities {
@@ -445,7 +454,7 @@ impl<'r> Validator<'r> {
                 self.at(
                     a,
                     format!(
-                        "rule {rule}: authority {} needs exactly one of key or keyless",
+                        "rule {rule}: authority {} needs exactly one of key or keyless or certificates",
                         index + 1
                     ),
                 );

@@ -337,9 +337,13 @@ impl LeafCertificate {
 fn sans_of(cert: &x509_cert::Certificate) -> Vec<String> {
     use x509_cert::ext::pkix::SubjectAltName;
     use x509_cert::ext::pkix::name::GeneralName;
-    let Some(ext) = cert.tbs_certificate.extensions.iter().flatten().find(|e| {
-        e.extn_id == x509_cert::der::oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME
-    }) else {
+    let Some(ext) = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == x509_cert::der::oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME)
+    else {
         return Vec::new();
     };
     let Ok(san) = SubjectAltName::from_der(ext.extn_value.as_bytes()) else {

@@ -117,8 +117,7 @@ fn signature_chain(
     let Some(text) = text else {
         return Ok(Vec::new());
     };
-    let chain =
-        parse_pem_certificates(text, CHAIN_ANNOTATION).map_err(CertificateError::Pem)?;
+    let chain = parse_pem_certificates(text, CHAIN_ANNOTATION).map_err(CertificateError::Pem)?;
     if chain.len() > MAX_CHAIN_INTERMEDIATES {
         return Err(CertificateError::LongChain {
             count: chain.len(),
