@@ -1,0 +1,257 @@
+//! Certificates of one's own (a `certificates` authority): the containers/image custom-PKI
+//! fixture (RSA-4096 leaf, SAN qiwan@redhat.com, root and intermediate from the corpus) allowed
+//! and refused for each reason, and leaves made here by rcgen (an expired one).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use ocigate::candidate::SignatureCandidate;
+use ocigate::failure::Failure;
+use ocigate::payload::{SIGNATURE_ANNOTATION, SimpleSigning};
+use ocigate::reference::Digest;
+use ocigate::trust::{CertificateAuthorities, CertificateError, Matcher, TrustRoot};
+use ocigate::verify::{
+    CertificatesAuthority, Evidence, Expectation, PreparedSignature, Rejection, RejectionKind,
+    SignedIdentity, VerifiedSignature, verify_certificate_signature,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SigningKey as _,
+};
+
+use crate::corpus::{Fixture, read_sig_layer};
+use crate::harness::*;
+
+const FIXTURE: &str = "dir-img-cosign-pki-valid";
+const SAN: &str = "qiwan@redhat.com";
+const CERT: &str = "dev.sigstore.cosign/certificate";
+const CHAIN: &str = "dev.sigstore.cosign/chain";
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap()
+}
+
+/// The fixture's signature layer as discovery hands it over, and what it must sign.
+fn fixture(fx: &Fixture) -> (SignatureCandidate, Expectation) {
+    let dir = fx.dir.join(FIXTURE);
+    let layer = read_sig_layer(&dir.join("signature-1"));
+    let mut annotations = layer.annotations;
+    let signature = annotations.remove(SIGNATURE_ANNOTATION).unwrap();
+    let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
+    let candidate = SignatureCandidate {
+        location: "tag sha256-x.sig layer 1".into(),
+        payload: layer.payload,
+        signature,
+        annotations,
+    };
+    let expect = Expectation {
+        digest: Digest::sha256_of(&manifest),
+        repository: "localhost:5000/test".into(),
+        signed_identity: SignedIdentity::MatchRepository,
+        annotations: BTreeMap::new(),
+    };
+    (candidate, expect)
+}
+
+fn cas(fx: &Fixture, roots: &str, intermediates: Option<&str>) -> CertificateAuthorities {
+    let roots = read(&fx.dir, roots);
+    let inter = intermediates.map(|i| read(&fx.dir, i));
+    CertificateAuthorities::from_pem(
+        (&roots, "roots"),
+        inter.as_deref().map(|t| (t, "intermediates")),
+    )
+    .unwrap()
+}
+
+fn check(
+    c: &SignatureCandidate,
+    cas: &CertificateAuthorities,
+    identities: &[Matcher],
+    log: Option<&TrustRoot>,
+    expect: &Expectation,
+) -> Result<VerifiedSignature, Rejection> {
+    let prepared = PreparedSignature::new(c);
+    let authority = CertificatesAuthority {
+        name: "team-a",
+        cas,
+        identities,
+        log,
+    };
+    verify_certificate_signature(&prepared, authority, expect, SystemTime::now())
+}
+
+fn exact(s: &str) -> Vec<Matcher> {
+    vec![Matcher::Exact(s.into())]
+}
+
+fn untrusted_chain(r: &Rejection) -> bool {
+    matches!(
+        r.kind(),
+        RejectionKind::Certificate {
+            source: CertificateError::Untrusted { .. },
+            ..
+        }
+    )
+}
+
+#[test]
+fn the_custom_pki_fixture_verifies_and_each_fault_is_refused() {
+    let Some(corpus) = corpus_or_skip("the_custom_pki_fixture_verifies_and_each_fault_is_refused")
+    else {
+        return;
+    };
+    let fx = Fixture::new(&corpus);
+    let (c, expect) = fixture(&fx);
+    let good = cas(&fx, "pki_root_crts.pem", Some("pki_intermediate_crts.pem"));
+
+    // allowed: chain through the policy's intermediates (and the signature's chain annotation)
+    let v = check(&c, &good, &exact(SAN), None, &expect).unwrap();
+    assert_eq!(v.authority(), "team-a");
+    let Evidence::Certificate {
+        identity,
+        log_index,
+        ..
+    } = v.evidence()
+    else {
+        panic!("{v:?}")
+    };
+    assert_eq!((identity.as_str(), *log_index), (SAN, None));
+    // the DNS SAN and a regular expression count too
+    let re = vec![Matcher::Regex(
+        regex::Regex::new(r"^myhost\.example\.com$").unwrap(),
+    )];
+    assert!(check(&c, &good, &re, None, &expect).is_ok());
+    // without the policy's intermediates: the signature's own chain annotation suffices
+    let roots_only = cas(&fx, "pki_root_crts.pem", None);
+    assert!(check(&c, &roots_only, &exact(SAN), None, &expect).is_ok());
+
+    // a wrong root (the Fulcio v1 root): untrusted
+    let fulcio = cas(&fx, "fulcio_v1.crt.pem", Some("pki_intermediate_crts.pem"));
+    let e = check(&c, &fulcio, &exact(SAN), None, &expect).unwrap_err();
+    assert!(untrusted_chain(&e), "{}", e.reason());
+    assert_eq!(e.class(), Failure::Untrusted);
+
+    // a wrong SAN: untrusted, and the message lists what the certificate says
+    let e = check(&c, &good, &exact("someone@example.com"), None, &expect).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            RejectionKind::Certificate {
+                source: CertificateError::Identity { .. },
+                ..
+            }
+        ),
+        "{}",
+        e.reason()
+    );
+    assert!(e.reason().contains(SAN), "{}", e.reason());
+    assert_eq!(e.class(), Failure::Untrusted);
+
+    // the intermediate missing (no chain annotation, none in the policy)
+    let mut bare = c.clone();
+    bare.annotations.remove(CHAIN);
+    let e = check(&bare, &roots_only, &exact(SAN), None, &expect).unwrap_err();
+    assert!(untrusted_chain(&e), "{}", e.reason());
+    assert!(check(&bare, &good, &exact(SAN), None, &expect).is_ok());
+
+    // a tampered payload: the leaf's key does not verify it
+    let mut tampered = c.clone();
+    tampered.payload = SimpleSigning::new(
+        "localhost:5000/test",
+        &Digest::sha256_of(b"evil"),
+        &BTreeMap::new(),
+    )
+    .to_bytes()
+    .unwrap();
+    let e = check(&tampered, &good, &exact(SAN), None, &expect).unwrap_err();
+    assert!(
+        matches!(e.kind(), RejectionKind::BadSignature { .. }),
+        "{}",
+        e.reason()
+    );
+    assert_eq!(e.class(), Failure::Untrusted);
+
+    // tlog required, and the signature carries no Rekor bundle: tlog
+    let root = TrustRoot::embedded().unwrap();
+    let e = check(&c, &good, &exact(SAN), Some(&root), &expect).unwrap_err();
+    assert!(
+        matches!(e.kind(), RejectionKind::NoTlogEntry { .. }),
+        "{}",
+        e.reason()
+    );
+    assert_eq!(e.class(), Failure::Tlog);
+
+    // no certificate at all (a key signature): not for this authority
+    let mut keyed = c.clone();
+    keyed.annotations.remove(CERT);
+    let e = check(&keyed, &good, &exact(SAN), None, &expect).unwrap_err();
+    assert!(
+        matches!(e.kind(), RejectionKind::NoCertificate { .. }),
+        "{}",
+        e.reason()
+    );
+    assert_eq!(e.class(), Failure::Untrusted);
+
+    // the payload for another image: mismatch, after the certificate held
+    let mut other = expect.clone();
+    other.digest = Digest::sha256_of(b"another image");
+    let e = check(&c, &good, &exact(SAN), None, &other).unwrap_err();
+    assert_eq!(e.class(), Failure::Mismatch, "{}", e.reason());
+}
+
+/// A CA and a leaf made here: a leaf valid now verifies; an expired one does not, even though
+/// its signature over the payload is good.
+#[test]
+fn an_expired_leaf_is_refused() {
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "team-a test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    ca.not_before = now - day * 30;
+    ca.not_after = now + day * 30;
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    let cas = CertificateAuthorities::from_pem((&ca_pem, "roots"), None).unwrap();
+
+    let digest = Digest::sha256_of(b"image");
+    let payload = SimpleSigning::new("r.test/app", &digest, &BTreeMap::new())
+        .to_bytes()
+        .unwrap();
+    let expect = Expectation {
+        digest,
+        repository: "r.test/app".into(),
+        signed_identity: SignedIdentity::MatchRepository,
+        annotations: BTreeMap::new(),
+    };
+    let layer = |not_after: time::OffsetDateTime| {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![SanType::Rfc822Name("dev@team-a.test".try_into().unwrap())];
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.not_before = now - day * 20;
+        leaf.not_after = not_after;
+        let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
+        let sig = key.sign(&payload).unwrap();
+        SignatureCandidate {
+            location: "tag sha256-x.sig layer 1".into(),
+            payload: payload.clone(),
+            signature: base64::engine::general_purpose::STANDARD.encode(sig),
+            annotations: BTreeMap::from([(CERT.to_string(), cert)]),
+        }
+    };
+    let ids = exact("dev@team-a.test");
+    let valid = layer(now + day);
+    assert!(check(&valid, &cas, &ids, None, &expect).is_ok());
+    let expired = layer(now - day);
+    let e = check(&expired, &cas, &ids, None, &expect).unwrap_err();
+    assert!(untrusted_chain(&e), "{}", e.reason());
+    assert_eq!(e.class(), Failure::Untrusted);
+    assert!(e.reason().contains("does not chain"), "{}", e.reason());
+}
