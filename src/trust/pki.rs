@@ -180,6 +180,26 @@ impl CertificateAuthorities {
         })
     }
 
+    /// One PEM chain as cosign's `--certificate-chain` reads it: intermediates, then the root
+    /// (the last certificate).
+    pub fn from_chain_pem(text: &str, origin: &str) -> Result<Self, PemCertificatesError> {
+        let mut all = parse_pem_certificates(text, origin)?;
+        let root = all.pop().ok_or_else(|| PemCertificatesError::Empty {
+            origin: origin.to_string(),
+        })?;
+        let anchor = webpki::anchor_from_trusted_cert(&root)
+            .map(|a| a.to_owned())
+            .map_err(|source| PemCertificatesError::NotAnchor {
+                origin: origin.to_string(),
+                index: all.len() + 1,
+                source,
+            })?;
+        Ok(CertificateAuthorities {
+            roots: vec![anchor],
+            intermediates: all,
+        })
+    }
+
     /// How many roots and intermediates, for messages.
     pub fn counts(&self) -> (usize, usize) {
         (self.roots.len(), self.intermediates.len())

@@ -255,3 +255,113 @@ fn an_expired_leaf_is_refused() {
     assert_eq!(e.class(), Failure::Untrusted);
     assert!(e.reason().contains("does not chain"), "{}", e.reason());
 }
+
+/// `verify --ca-roots/--ca-intermediates` and `--certificate-chain` (cosign's flags), and a
+/// policy's `certificates` authority, on the fixture pushed to a real registry.
+#[test]
+fn the_cli_and_a_policy_verify_the_custom_pki_fixture() {
+    let Some(corpus) = corpus_or_skip("the_cli_and_a_policy_verify_the_custom_pki_fixture") else {
+        return;
+    };
+    let fx = Fixture::new(&corpus);
+    let reg = TestRegistry::start();
+    let r = fx.push(&reg, FIXTURE, "team-a/app");
+    let path = |n: &str| fx.dir.join(n).to_str().unwrap().to_string();
+    let (roots, inter, chain) = (
+        path("pki_root_crts.pem"),
+        path("pki_intermediate_crts.pem"),
+        path("pki-chain"),
+    );
+    let base = ["--signed-repository", "localhost:5000/test", "-o", "json"];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push(&r);
+        verify(&reg, &args)
+    };
+    let ok = run(&[
+        "--ca-roots",
+        &roots,
+        "--ca-intermediates",
+        &inter,
+        "--certificate-identity",
+        SAN,
+        "--insecure-ignore-tlog",
+    ]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(
+        ok.stdout.contains("\"kind\": \"certificate\"")
+            || ok.stdout.contains("\"kind\":\"certificate\""),
+        "{}",
+        ok.stdout
+    );
+    let ok = run(&[
+        "--certificate-chain",
+        &chain,
+        "--certificate-identity-regexp",
+        "@redhat\\.com$",
+        "--insecure-ignore-tlog",
+    ]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    // another identity: denied, untrusted
+    let no = run(&[
+        "--certificate-chain",
+        &chain,
+        "--certificate-identity",
+        "someone@example.com",
+        "--insecure-ignore-tlog",
+    ]);
+    assert_eq!(no.code, 1, "{no:?}");
+    assert!(no.stdout.contains("untrusted"), "{}", no.stdout);
+    // the log required (cosign's default) and the signature has none: denied, tlog
+    let no = run(&["--certificate-chain", &chain, "--certificate-identity", SAN]);
+    assert_eq!(no.code, 1, "{no:?}");
+    assert!(no.stdout.contains("\"tlog\""), "{}", no.stdout);
+    // Fulcio claims are refused with a CA of one's own, not ignored
+    let usage = run(&[
+        "--certificate-chain",
+        &chain,
+        "--certificate-identity",
+        SAN,
+        "--certificate-oidc-issuer",
+        "https://x",
+        "--insecure-ignore-tlog",
+    ]);
+    assert_eq!(usage.code, 2, "{usage:?}");
+
+    // the same through a policy file, its PEM files relative to it
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pki")).unwrap();
+    std::fs::copy(&roots, dir.path().join("pki/roots.pem")).unwrap();
+    std::fs::copy(&inter, dir.path().join("pki/inter.pem")).unwrap();
+    let policy = |identity: &str| {
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nrules:\n  - name: team-a\n    \
+             images: [\"**\"]\n    signedIdentity: {{exactRepository: localhost:5000/test}}\n    \
+             authorities:\n      - name: team-a\n        certificates:\n          \
+             roots: pki/roots.pem\n          intermediates: pki/inter.pem\n          \
+             identities:\n            - subject: {identity}\n        tlog: skip\n"
+        )
+    };
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, policy(SAN)).unwrap();
+    let f = file.to_str().unwrap();
+    let check = ocigate(&["policy", "check", f], &[]);
+    assert_eq!(check.code, 0, "{check:?}");
+    let ok = verify(&reg, &["--policy", f, &r]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    std::fs::write(&file, policy("someone@example.com")).unwrap();
+    let no = verify(&reg, &["--policy", f, "-o", "json", &r]);
+    assert_eq!(no.code, 1, "{no:?}");
+    assert!(no.stdout.contains("untrusted"), "{}", no.stdout);
+    // an invalid PEM file: policy check names it at its line and column
+    std::fs::write(&file, policy(SAN)).unwrap();
+    std::fs::write(dir.path().join("pki/inter.pem"), "not a certificate\n").unwrap();
+    let bad = ocigate(&["policy", "check", f], &[]);
+    assert_ne!(bad.code, 0, "{bad:?}");
+    assert!(
+        bad.stderr.contains("policy.yaml:11:26:") && bad.stderr.contains("pki/inter.pem"),
+        "{}",
+        bad.stderr
+    );
+}
