@@ -365,3 +365,62 @@ fn the_cli_and_a_policy_verify_the_custom_pki_fixture() {
         bad.stderr
     );
 }
+
+/// cosign 3.1.1 as the peer: it verifies the fixture offline with the same chain and identity
+/// (`--certificate-chain`, no log, no SCT), and refuses another identity, as ocigate does.
+#[test]
+fn cosign_agrees_on_the_custom_pki_fixture() {
+    let Some(corpus) = corpus_or_skip("cosign_agrees_on_the_custom_pki_fixture") else {
+        return;
+    };
+    let Some(bin) = crate::cosign_peer::cosign_or_skip("cosign_agrees_on_the_custom_pki_fixture")
+    else {
+        return;
+    };
+    let fx = Fixture::new(&corpus);
+    let reg = TestRegistry::start();
+    let r = fx.push(&reg, FIXTURE, "team-a/app");
+    let chain = fx.dir.join("pki-chain");
+    let chain = chain.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cosign = |identity: &str| {
+        crate::cosign_peer::cosign(
+            &bin,
+            dir.path(),
+            &[
+                "verify",
+                "--certificate-chain",
+                chain,
+                "--certificate-identity",
+                identity,
+                "--certificate-oidc-issuer-regexp",
+                ".*",
+                "--insecure-ignore-tlog",
+                "--insecure-ignore-sct",
+                "--allow-insecure-registry",
+                &r,
+            ],
+        )
+    };
+    let ocigate_says = |identity: &str| {
+        verify(
+            &reg,
+            &[
+                "--certificate-chain",
+                chain,
+                "--certificate-identity",
+                identity,
+                "--insecure-ignore-tlog",
+                "--signed-repository",
+                "localhost:5000/test",
+                &r,
+            ],
+        )
+    };
+    let ok = cosign(SAN);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(ocigate_says(SAN).code, 0);
+    let no = cosign("someone@example.com");
+    assert_ne!(no.code, 0, "{no:?}");
+    assert_eq!(ocigate_says("someone@example.com").code, 1);
+}
