@@ -386,13 +386,7 @@ impl<'r> Validator<'r> {
     ) -> Option<Authority> {
         let v = &a.value;
         match (&v.key, &v.keyless, &v.certificates) {
-            (None, None, Some(c)) => {
-                let trust_root = self.root_ref(&c.trust_root, rule, roots);
-                let kind = self.certificates_kind(c, v.tlog, trust_root, rule)?;
-                let name = v.name.clone();
-                let name = name.unwrap_or_else(|| format!("certificates[{index}]"));
-                Some(Authority { name, kind })
-            }
+            (None, None, Some(c)) => self.certificates_authority(v, c, index, rule, roots),
             (Some(k), None, None) => {
                 let kname = &k.name.value;
                 let name = a.value.name.clone().unwrap_or_else(|| kname.clone());
@@ -451,20 +445,18 @@ impl<'r> Validator<'r> {
             // Its key or keyless part was malformed, and said so.
             _ if a.value.broken => None,
             _ => {
-                self.at(
-                    a,
-                    format!(
-                        "rule {rule}: authority {} needs exactly one of key or keyless or certificates",
-                        index + 1
-                    ),
+                let n = index + 1;
+                let msg = format!(
+                    "rule {rule}: authority {n} needs exactly one of key or keyless or certificates"
                 );
+                self.at(a, msg);
                 None
             }
         }
     }
 
     /// A reference to a trust root by name; `embedded` always exists.
-    fn root_ref(
+    pub(super) fn root_ref(
         &mut self,
         r: &Option<Spanned<String>>,
         rule: &str,

@@ -44,7 +44,7 @@ pub fn verify_certificate_signature(
     let cert_error = |source: CertificateError| {
         let kind = RejectionKind::Certificate {
             authority: name.to_string(),
-            source,
+            source: std::sync::Arc::new(source),
         };
         Rejection::new(location, kind)
     };

@@ -112,7 +112,7 @@ pub enum RejectionKind {
         authority: String,
         /// What is wrong with the certificate.
         #[source]
-        source: crate::trust::CertificateError,
+        source: Arc<crate::trust::CertificateError>,
     },
     /// The signature verified, but it has no transparency-log entry and the authority requires one.
     #[error("has no Rekor entry, and authority {authority:?} requires one (tlog: required)")]

@@ -1,6 +1,7 @@
 //! Validating an authority's `certificates:`: its PEM files read through the caller's reader
 //! and parsed (each problem at the file's line and column), its identities compiled. No I/O itself.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,15 +9,32 @@ use serde_saphyr::Spanned;
 
 use super::Validator;
 use crate::error_chain;
-use crate::policy::model::{AuthorityKind, Tlog};
-use crate::policy::read::{RawCertIdentity, RawCertificates};
+use crate::policy::model::{Authority, AuthorityKind, Tlog};
+use crate::policy::read::{RawAuthority, RawCertIdentity, RawCertificates};
 use crate::policy::shown::{cut_escaped, shown};
 use crate::trust::{CertificateAuthorities, MAX_PEM_BYTES, Matcher};
 
 impl Validator<'_> {
+    /// An authority with `certificates:` (and neither `key` nor `keyless`), named
+    /// `certificates[I]` when the file gives no name.
+    pub(super) fn certificates_authority(
+        &mut self,
+        v: &RawAuthority,
+        c: &RawCertificates,
+        index: usize,
+        rule: &str,
+        roots: &BTreeSet<String>,
+    ) -> Option<Authority> {
+        let trust_root = self.root_ref(&c.trust_root, rule, roots);
+        let kind = self.certificates_kind(c, v.tlog, trust_root, rule)?;
+        let name = v.name.clone();
+        let name = name.unwrap_or_else(|| format!("certificates[{index}]"));
+        Some(Authority { name, kind })
+    }
+
     /// A `certificates` authority's kind: roots (and intermediates) read and parsed, identities
     /// compiled; None when any part is unusable (each problem reported).
-    pub(super) fn certificates_kind(
+    fn certificates_kind(
         &mut self,
         c: &RawCertificates,
         tlog: Option<Tlog>,
