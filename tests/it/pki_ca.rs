@@ -18,7 +18,7 @@ use ocigate::verify::{
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SigningKey as _,
+    KeyUsagePurpose, PublicKeyData as _, SanType, SigningKey as _,
 };
 
 use crate::corpus::{Fixture, read_sig_layer};
@@ -419,4 +419,178 @@ fn cosign_agrees_on_the_custom_pki_fixture() {
     let no = cosign("someone@example.com");
     assert_ne!(no.code, 0, "{no:?}");
     assert_eq!(ocigate_says("someone@example.com").code, 1);
+}
+
+/// A CA of one's own and a Rekor made here: the Rekor key in a trusted_root.json (no Fulcio,
+/// no CT log), and legacy layers carrying a SET over a hashedrekord entry for the leaf.
+struct LoggedPki {
+    ca: CertificateParams,
+    ca_key: KeyPair,
+    cas: CertificateAuthorities,
+    rekor: KeyPair,
+    rogue: KeyPair,
+    root: TrustRoot,
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+impl LoggedPki {
+    fn new(now: time::OffsetDateTime) -> Self {
+        let day = time::Duration::days(1);
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name = DistinguishedName::new();
+        ca.distinguished_name
+            .push(DnType::CommonName, "team-a logged CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        ca.not_before = now - day * 30;
+        ca.not_after = now + day * 30;
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let cas = CertificateAuthorities::from_pem((&ca_pem, "roots"), None).unwrap();
+        let rekor = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let spki = rekor.subject_public_key_info();
+        let start: time::OffsetDateTime = now - day * 30;
+        let start = start
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let root = serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": [{
+                "baseUrl": "https://rekor.team-a.test",
+                "hashAlgorithm": "SHA2_256",
+                "publicKey": {
+                    "rawBytes": B64.encode(&spki),
+                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                    "validFor": {"start": start},
+                },
+                "logId": {"keyId": B64.encode(sha256(&spki))},
+            }],
+            "certificateAuthorities": [],
+            "ctlogs": [],
+            "timestampAuthorities": [],
+        });
+        let root = TrustRoot::from_json(&root.to_string(), "team-a rekor").unwrap();
+        LoggedPki {
+            ca,
+            ca_key,
+            cas,
+            rekor,
+            rogue: KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+            root,
+        }
+    }
+
+    /// A layer signed by a leaf valid over `valid` (unix seconds), logged at `integrated`.
+    fn layer(
+        &self,
+        payload: &[u8],
+        valid: (i64, i64),
+        integrated: i64,
+        rogue_set: bool,
+    ) -> SignatureCandidate {
+        let at = |t| time::OffsetDateTime::from_unix_timestamp(t).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![SanType::Rfc822Name("dev@team-a.test".try_into().unwrap())];
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        leaf.not_before = at(valid.0);
+        leaf.not_after = at(valid.1);
+        let issuer = Issuer::from_params(&self.ca, &self.ca_key);
+        let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
+        let sig = key.sign(payload).unwrap();
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(sha256(payload))}},
+                "signature": {
+                    "content": B64.encode(&sig),
+                    "publicKey": {"content": B64.encode(cert.as_bytes())},
+                },
+            },
+        });
+        let body = B64.encode(serde_json::to_vec(&body).unwrap());
+        let log_id = hex::encode(sha256(&self.rekor.subject_public_key_info()));
+        let signed = serde_json::json!({
+            "body": body, "integratedTime": integrated, "logID": log_id, "logIndex": 7,
+        });
+        let signer = if rogue_set { &self.rogue } else { &self.rekor };
+        let set = signer.sign(&serde_json::to_vec(&signed).unwrap()).unwrap();
+        let bundle = serde_json::json!({
+            "SignedEntryTimestamp": B64.encode(&set),
+            "Payload": {"body": body, "integratedTime": integrated, "logIndex": 7, "logID": log_id},
+        });
+        SignatureCandidate {
+            location: "tag sha256-x.sig layer 1".into(),
+            payload: payload.to_vec(),
+            signature: B64.encode(&sig),
+            annotations: BTreeMap::from([
+                (SIGNATURE_ANNOTATION.to_string(), B64.encode(&sig)),
+                (CERT.to_string(), cert),
+                ("dev.sigstore.cosign/bundle".to_string(), bundle.to_string()),
+            ]),
+        }
+    }
+}
+
+/// `tlog: required`: the Rekor entry's time is when the chain must have held. A leaf that
+/// expired since it was logged counts (and would not with `tlog: skip`); one that had expired
+/// when it was logged, or a SET not by the root's Rekor key, does not.
+#[test]
+fn the_log_proves_when_the_certificate_was_used() {
+    let now = time::OffsetDateTime::now_utc();
+    let t = now.unix_timestamp();
+    let pki = LoggedPki::new(now);
+    let digest = Digest::sha256_of(b"image");
+    let payload = SimpleSigning::new("r.test/app", &digest, &BTreeMap::new())
+        .to_bytes()
+        .unwrap();
+    let expect = Expectation {
+        digest,
+        repository: "r.test/app".into(),
+        signed_identity: SignedIdentity::MatchRepository,
+        annotations: BTreeMap::new(),
+    };
+    let ids = exact("dev@team-a.test");
+    let logged = Some(&pki.root);
+
+    // valid for ten minutes two hours ago, logged then: allowed with the log, not without
+    let c = pki.layer(&payload, (t - 7200, t - 6600), t - 7000, false);
+    let v = check(&c, &pki.cas, &ids, logged, &expect).unwrap();
+    let Evidence::Certificate {
+        log_index,
+        integrated_time,
+        ..
+    } = v.evidence()
+    else {
+        panic!("{v:?}")
+    };
+    assert_eq!(*log_index, Some(7));
+    assert!(integrated_time.is_some());
+    let e = check(&c, &pki.cas, &ids, None, &expect).unwrap_err();
+    assert!(untrusted_chain(&e), "{}", e.reason());
+
+    // logged after the leaf expired: refused by sigstore-verify's log check (its typed reason
+    // is the entry's integrated time, outside the certificate's validity), so `tlog`
+    let c = pki.layer(&payload, (t - 7200, t - 6600), t - 6000, false);
+    let e = check(&c, &pki.cas, &ids, logged, &expect).unwrap_err();
+    assert_eq!(e.class(), Failure::Tlog, "{}", e.reason());
+    assert!(
+        e.reason().contains("after certificate validity"),
+        "{}",
+        e.reason()
+    );
+
+    // a SET by another key: the log does not vouch for it (tlog)
+    let c = pki.layer(&payload, (t - 7200, t + 600), t - 7000, true);
+    let e = check(&c, &pki.cas, &ids, logged, &expect).unwrap_err();
+    assert_eq!(e.class(), Failure::Tlog, "{}", e.reason());
 }
