@@ -379,3 +379,55 @@ fn sans_of(cert: &x509_cert::Certificate) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn pem_texts_are_bounded_and_checked() {
+        let one = ca_pem();
+        assert_eq!(parse_pem_certificates(&one, "r").unwrap().len(), 1);
+        let big = " ".repeat(MAX_PEM_BYTES + 1);
+        assert!(matches!(
+            parse_pem_certificates(&big, "r"),
+            Err(PemCertificatesError::TooLarge { .. })
+        ));
+        let many = one.repeat(MAX_PEM_CERTIFICATES + 1);
+        assert!(matches!(
+            parse_pem_certificates(&many, "r"),
+            Err(PemCertificatesError::TooMany { .. })
+        ));
+        let e = parse_pem_certificates("hello", "roots.pem").unwrap_err();
+        assert!(matches!(e, PemCertificatesError::Empty { .. }), "{e}");
+        assert!(e.to_string().contains("roots.pem"), "{e}");
+        let key = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+        assert!(matches!(
+            parse_pem_certificates(key, "r"),
+            Err(PemCertificatesError::WrongTag { .. })
+        ));
+        let junk = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            parse_pem_certificates(junk, "r"),
+            Err(PemCertificatesError::NotX509 { .. })
+        ));
+        assert!(CertificateAuthorities::from_pem((&one, "r"), None).is_ok());
+        assert!(CertificateAuthorities::from_chain_pem(&one, "c").is_ok());
+    }
+
+    #[test]
+    fn a_leaf_needs_exactly_one_certificate() {
+        let two = ca_pem() + &ca_pem();
+        assert!(matches!(
+            LeafCertificate::from_pem(&two, "cert"),
+            Err(CertificateError::NotOne { count: 2 })
+        ));
+    }
+}

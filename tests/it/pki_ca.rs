@@ -152,6 +152,21 @@ fn the_custom_pki_fixture_verifies_and_each_fault_is_refused() {
     assert!(untrusted_chain(&e), "{}", e.reason());
     assert!(check(&bare, &good, &exact(SAN), None, &expect).is_ok());
 
+    // a chain annotation longer than the bound: refused before any path is built
+    let mut long = c.clone();
+    let chain = long.annotations[CHAIN].repeat(5);
+    long.annotations.insert(CHAIN.into(), chain);
+    let e = check(&long, &good, &exact(SAN), None, &expect).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            RejectionKind::Certificate { source, .. }
+                if matches!(**source, CertificateError::LongChain { count: 10, .. })
+        ),
+        "{}",
+        e.reason()
+    );
+
     // a tampered payload: the leaf's key does not verify it
     let mut tampered = c.clone();
     tampered.payload = SimpleSigning::new(
