@@ -12,6 +12,9 @@ use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy};
 
 use crate::trust::{GitHubWorkflow, Identity, PublicKey, TrustRoot};
 
+mod pki;
+pub use pki::{CertificateBundle, verify_certificate_bundle, verify_logged_certificate};
+
 /// What was signed: the bytes, or only their SHA-256 digest.
 #[derive(Debug, Clone, Copy)]
 pub enum BundleArtifact<'a> {
@@ -290,36 +293,6 @@ pub fn verify_bundle(
     Ok(BundleEvidence::of(value, &result, root))
 }
 
-/// A legacy signature whose certificate is from a CA of one's own (a `certificates` authority):
-/// its transparency-log entry under `root`'s Rekor keys and the signature over `payload` are
-/// verified here; the certificate's chain is the caller's (sigstore-verify checks chains against
-/// a trusted root's Fulcio CAs only). Returns the evidence and every verified signing time, at
-/// each of which the caller must check the chain.
-pub fn verify_logged_certificate(
-    parsed: &ParsedBundle,
-    payload: &[u8],
-    root: &TrustRoot,
-) -> Result<(BundleEvidence, Vec<std::time::SystemTime>), BundleError> {
-    if !non_empty_array(&parsed.value, TLOG_ENTRIES) {
-        return Err(BundleError::NotLogged);
-    }
-    let checked = Checked {
-        root,
-        bundle: &parsed.bundle,
-    };
-    let policy = VerificationPolicy::any_identity().skip_certificate_chain();
-    let result = checked.verify(sigstore_types::Artifact::from_blob(payload), &policy)?;
-    let times = result
-        .verified_timestamps()
-        .iter()
-        .map(|t| {
-            let secs = u64::try_from(t.as_second()).unwrap_or(0);
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
-        })
-        .collect();
-    Ok((BundleEvidence::of(&parsed.value, &result, root), times))
-}
-
 /// A bundle and the trust root it is verified under.
 struct Checked<'a> {
     root: &'a TrustRoot,
@@ -420,6 +393,21 @@ impl BundleEvidence {
             certificate_verified: false,
             sct_verified: false,
             trust_root: root.name().to_string(),
+            github_workflow: GitHubWorkflow::default(),
+        }
+    }
+
+    /// A DSSE signature by a certificate of one's own, checked without log or timestamp.
+    pub(crate) fn unlogged_certificate() -> Self {
+        BundleEvidence {
+            identity: None,
+            issuer: None,
+            log_index: None,
+            integrated_time: None,
+            tlog_verified: false,
+            certificate_verified: false,
+            sct_verified: false,
+            trust_root: String::new(),
             github_workflow: GitHubWorkflow::default(),
         }
     }

@@ -25,7 +25,9 @@ pub use attestation::{
     AttestationExpectation, MAX_ENVELOPE_SIGNATURES, PreparedAttestation,
     RFC3161_TIMESTAMP_ANNOTATION, VerifiedAttestation, verify_attestation,
 };
-pub use pki::{CertificatesAuthority, verify_certificate_signature};
+pub use pki::{
+    CertificatesAuthority, verify_attached_certificate_bundle, verify_certificate_signature,
+};
 pub use rejection::{Rejection, RejectionKind, StatementError};
 pub use statement::{ArtifactDigestError, ArtifactDigests, STATEMENT_V01, STATEMENT_V1};
 
@@ -445,6 +447,34 @@ pub fn verify_attached_bundle(
     let digest = sha256_bytes(&expect.digest).map_err(|e| statement_error(Arc::new(e)))?;
     let evidence = verify_bundle(parsed, BundleArtifact::Sha256(digest), who, root)
         .map_err(|e| bundle_rejection(&location, authority, Arc::new(e)))?;
+    let annotations = attached_statement(prepared, parsed, authority, expect)?;
+    let evidence = Evidence::of_bundle(who, evidence);
+    Ok(VerifiedSignature {
+        authority: authority.to_string(),
+        evidence,
+        location,
+        docker_reference: None,
+        annotations,
+    })
+}
+
+/// A verified attached bundle's statement: a cosign signature (predicate
+/// `https://sigstore.dev/cosign/sign/v1`) of the digest, carrying the required annotations
+/// (which are returned).
+fn attached_statement(
+    prepared: &PreparedBundle<'_>,
+    parsed: &ParsedBundle,
+    authority: &str,
+    expect: &Expectation,
+) -> Result<BTreeMap<String, String>, Rejection> {
+    let location = prepared.candidate.location.clone();
+    let statement_error = |source: Arc<StatementError>| {
+        let authority = authority.to_string();
+        Rejection::new(
+            location.clone(),
+            RejectionKind::Statement { authority, source },
+        )
+    };
     let statement = prepared
         .statement
         .get_or_init(|| dsse_statement(parsed).map_err(Arc::new))
@@ -464,14 +494,7 @@ pub fn verify_attached_bundle(
     })?;
     let annotations = subject.annotations.clone();
     check_annotations(&location, expect, &annotations)?;
-    let evidence = Evidence::of_bundle(who, evidence);
-    Ok(VerifiedSignature {
-        authority: authority.to_string(),
-        evidence,
-        location,
-        docker_reference: None,
-        annotations,
-    })
+    Ok(annotations)
 }
 
 #[derive(Deserialize)]

@@ -308,8 +308,11 @@ impl LeafCertificate {
         if all.len() != 1 {
             return Err(CertificateError::NotOne { count: all.len() });
         }
-        let der = all.remove(0);
-        // Parsed above: from_der succeeded on these bytes.
+        Self::from_der(all.remove(0), origin)
+    }
+
+    /// A leaf certificate from its DER (a bundle's).
+    pub fn from_der(der: CertificateDer<'static>, origin: &str) -> Result<Self, CertificateError> {
         let cert = x509_cert::Certificate::from_der(der.as_ref()).map_err(|source| {
             CertificateError::Pem(PemCertificatesError::NotX509 {
                 origin: origin.to_string(),

@@ -3,12 +3,18 @@
 
 use std::time::SystemTime;
 
+use std::sync::Arc;
+
+use rustls_pki_types::CertificateDer;
+
 use super::{
-    Evidence, Expectation, PreparedSignature, Rejection, RejectionKind, VerifiedSignature,
-    bundle_rejection, check_payload,
+    Evidence, Expectation, PreparedBundle, PreparedSignature, Rejection, RejectionKind,
+    StatementError, VerifiedSignature, attached_statement, bundle_rejection, check_payload,
+    sha256_bytes,
 };
 use crate::bundle::{
-    CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, REKOR_BUNDLE_ANNOTATION, verify_logged_certificate,
+    BundleArtifact, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, REKOR_BUNDLE_ANNOTATION,
+    verify_certificate_bundle, verify_logged_certificate,
 };
 use crate::trust::{
     CertificateAuthorities, CertificateError, LeafCertificate, MAX_CHAIN_INTERMEDIATES, Matcher,
@@ -44,7 +50,7 @@ pub fn verify_certificate_signature(
     let cert_error = |source: CertificateError| {
         let kind = RejectionKind::Certificate {
             authority: name.to_string(),
-            source: std::sync::Arc::new(source),
+            source: Arc::new(source),
         };
         Rejection::new(location, kind)
     };
@@ -77,7 +83,7 @@ pub fn verify_certificate_signature(
                 .bundle()
                 .map_err(|e| bundle_rejection(location, name, e.clone()))?;
             let (evidence, times) = verify_logged_certificate(parsed, &candidate.payload, root)
-                .map_err(|e| bundle_rejection(location, name, std::sync::Arc::new(e)))?;
+                .map_err(|e| bundle_rejection(location, name, Arc::new(e)))?;
             (times, evidence.log_index, evidence.integrated_time)
         }
     };
@@ -87,14 +93,7 @@ pub fn verify_certificate_signature(
             .verify_chain(&leaf.der, &chain, at)
             .map_err(cert_error)?;
     }
-    leaf.match_identity(authority.identities)
-        .map_err(cert_error)?;
-    let identity = leaf
-        .sans
-        .iter()
-        .find(|s| authority.identities.iter().any(|m| m.matches(s)))
-        .cloned()
-        .unwrap_or_default();
+    let identity = matched_san(&leaf, authority.identities).map_err(cert_error)?;
     let (docker_reference, annotations) = check_payload(candidate, expect)?;
     Ok(VerifiedSignature {
         authority: name.to_string(),
@@ -113,7 +112,7 @@ pub fn verify_certificate_signature(
 /// the authority lists it among its roots), bounded in size and count.
 fn signature_chain(
     text: Option<&String>,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, CertificateError> {
+) -> Result<Vec<CertificateDer<'static>>, CertificateError> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
@@ -125,4 +124,82 @@ fn signature_chain(
         });
     }
     Ok(chain)
+}
+
+/// Verify a Sigstore bundle attached to the image (cosign v3) made with a certificate from the
+/// authority's CAs: the DSSE signature with the leaf's key (and, with `log`, the log entry
+/// under its Rekor keys, whose times the chain must hold at; without, now); the chain through
+/// the authority's and the bundle's intermediates; a SAN among the identities; then the
+/// statement as for any attached bundle.
+pub fn verify_attached_certificate_bundle(
+    prepared: &PreparedBundle<'_>,
+    authority: CertificatesAuthority<'_>,
+    expect: &Expectation,
+    now: SystemTime,
+) -> Result<VerifiedSignature, Rejection> {
+    let location = prepared.candidate.location.as_str();
+    let name = authority.name;
+    let cert_error = |source: CertificateError| {
+        let kind = RejectionKind::Certificate {
+            authority: name.to_string(),
+            source: Arc::new(source),
+        };
+        Rejection::new(location, kind)
+    };
+    let parsed = prepared
+        .parsed
+        .as_ref()
+        .map_err(|e| bundle_rejection(location, name, e.clone()))?;
+    let digest = sha256_bytes(&expect.digest).map_err(|e| {
+        let source: Arc<StatementError> = Arc::new(e);
+        let kind = RejectionKind::Statement {
+            authority: name.to_string(),
+            source,
+        };
+        Rejection::new(location, kind)
+    })?;
+    let max = MAX_CHAIN_INTERMEDIATES + 1;
+    let found =
+        verify_certificate_bundle(parsed, BundleArtifact::Sha256(digest), authority.log, max)
+            .map_err(|e| bundle_rejection(location, name, Arc::new(e)))?;
+    let leaf =
+        LeafCertificate::from_der(CertificateDer::from(found.leaf), "the bundle's certificate")
+            .map_err(cert_error)?;
+    let chain: Vec<CertificateDer<'static>> =
+        found.chain.into_iter().map(CertificateDer::from).collect();
+    let times = if found.times.is_empty() {
+        vec![now]
+    } else {
+        found.times
+    };
+    for at in times {
+        authority
+            .cas
+            .verify_chain(&leaf.der, &chain, at)
+            .map_err(cert_error)?;
+    }
+    let identity = matched_san(&leaf, authority.identities).map_err(cert_error)?;
+    let annotations = attached_statement(prepared, parsed, name, expect)?;
+    Ok(VerifiedSignature {
+        authority: name.to_string(),
+        evidence: Evidence::Certificate {
+            identity,
+            log_index: found.evidence.log_index,
+            integrated_time: found.evidence.integrated_time,
+        },
+        location: location.to_string(),
+        docker_reference: None,
+        annotations,
+    })
+}
+
+/// The first SAN matching one of `identities`.
+fn matched_san(leaf: &LeafCertificate, identities: &[Matcher]) -> Result<String, CertificateError> {
+    leaf.match_identity(identities)?;
+    Ok(leaf
+        .sans
+        .iter()
+        .find(|s| identities.iter().any(|m| m.matches(s)))
+        .cloned()
+        .unwrap_or_default())
 }

@@ -609,3 +609,92 @@ fn the_log_proves_when_the_certificate_was_used() {
     let e = check(&c, &pki.cas, &ids, logged, &expect).unwrap_err();
     assert_eq!(e.class(), Failure::Tlog, "{}", e.reason());
 }
+
+/// A cosign v3 image-signature bundle (v0.3, DSSE over the cosign sign statement) whose
+/// certificate is from a CA of one's own, without a log entry (cosign 3 with
+/// `--tlog-upload=false`): allowed under `tlog: skip`, refused for another SAN, another root,
+/// another image, and when the log is required.
+#[test]
+fn a_v03_bundle_from_a_ca_of_ones_own() {
+    use ocigate::candidate::BundleCandidate;
+    use ocigate::verify::{PreparedBundle, verify_attached_certificate_bundle};
+    let now = time::OffsetDateTime::now_utc();
+    let t = now.unix_timestamp();
+    let pki = LoggedPki::new(now);
+    let digest = Digest::sha256_of(b"image");
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "r.test/app", "digest": {"sha256": digest.hex()}}],
+        "predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "predicate": {},
+    });
+    let payload = serde_json::to_vec(&statement).unwrap();
+    let payload_type = "application/vnd.in-toto+json";
+    let mut pae = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    pae.extend(&payload);
+    // a leaf from the CA, its key signing the envelope's PAE
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![SanType::Rfc822Name("dev@team-a.test".try_into().unwrap())];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.not_before = time::OffsetDateTime::from_unix_timestamp(t - 600).unwrap();
+    leaf.not_after = time::OffsetDateTime::from_unix_timestamp(t + 600).unwrap();
+    let issuer = Issuer::from_params(&pki.ca, &pki.ca_key);
+    let leaf_der = leaf.signed_by(&key, &issuer).unwrap().der().to_vec();
+    let sig = key.sign(&pae).unwrap();
+    let bundle = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {
+            "certificate": {"rawBytes": B64.encode(&leaf_der)},
+            "tlogEntries": [],
+        },
+        "dsseEnvelope": {
+            "payload": B64.encode(&payload),
+            "payloadType": payload_type,
+            "signatures": [{"sig": B64.encode(&sig), "keyid": ""}],
+        },
+    });
+    let candidate = BundleCandidate {
+        location: "referrer sha256:x".into(),
+        json: bundle.to_string(),
+    };
+    let prepared = PreparedBundle::new(&candidate);
+    let expect = Expectation {
+        digest: digest.clone(),
+        repository: "r.test/app".into(),
+        signed_identity: SignedIdentity::MatchRepository,
+        annotations: BTreeMap::new(),
+    };
+    let check =
+        |cas: &CertificateAuthorities, san: &str, log: Option<&TrustRoot>, e: &Expectation| {
+            let ids = exact(san);
+            let authority = CertificatesAuthority {
+                name: "team-a",
+                cas,
+                identities: &ids,
+                log,
+            };
+            verify_attached_certificate_bundle(&prepared, authority, e, SystemTime::now())
+        };
+    let v = check(&pki.cas, "dev@team-a.test", None, &expect).unwrap();
+    assert!(
+        matches!(v.evidence(), Evidence::Certificate { identity, .. } if identity == "dev@team-a.test"),
+        "{v:?}"
+    );
+    let e = check(&pki.cas, "other@team-a.test", None, &expect).unwrap_err();
+    assert_eq!(e.class(), Failure::Untrusted, "{}", e.reason());
+    let other = LoggedPki::new(now);
+    let e = check(&other.cas, "dev@team-a.test", None, &expect).unwrap_err();
+    assert!(untrusted_chain(&e), "{}", e.reason());
+    let mut elsewhere = expect.clone();
+    elsewhere.digest = Digest::sha256_of(b"another image");
+    let e = check(&pki.cas, "dev@team-a.test", None, &elsewhere).unwrap_err();
+    assert_eq!(e.class(), Failure::Mismatch, "{}", e.reason());
+    let e = check(&pki.cas, "dev@team-a.test", Some(&pki.root), &expect).unwrap_err();
+    assert_eq!(e.class(), Failure::Tlog, "{}", e.reason());
+}
