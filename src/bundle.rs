@@ -12,6 +12,9 @@ use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy};
 
 use crate::trust::{GitHubWorkflow, Identity, PublicKey, TrustRoot};
 
+mod pki;
+pub use pki::{CertificateBundle, verify_certificate_bundle, verify_logged_certificate};
+
 /// What was signed: the bytes, or only their SHA-256 digest.
 #[derive(Debug, Clone, Copy)]
 pub enum BundleArtifact<'a> {
@@ -395,6 +398,21 @@ impl BundleEvidence {
             certificate_verified: false,
             sct_verified: false,
             trust_root: root.name().to_string(),
+            github_workflow: GitHubWorkflow::default(),
+        }
+    }
+
+    /// A DSSE signature by a certificate of one's own, checked without log or timestamp.
+    pub(crate) fn unlogged_certificate() -> Self {
+        BundleEvidence {
+            identity: None,
+            issuer: None,
+            log_index: None,
+            integrated_time: None,
+            tlog_verified: false,
+            certificate_verified: false,
+            sct_verified: false,
+            trust_root: String::new(),
             github_workflow: GitHubWorkflow::default(),
         }
     }

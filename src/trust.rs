@@ -10,6 +10,12 @@ use sigstore_trust_root::TrustedRoot;
 use sigstore_types::{DerPublicKey, SignatureBytes};
 use sigstore_verify::Verifier;
 
+mod pki;
+pub use pki::{
+    CertificateAuthorities, CertificateError, LeafCertificate, MAX_CHAIN_INTERMEDIATES,
+    MAX_PEM_BYTES, MAX_PEM_CERTIFICATES, PemCertificatesError, parse_pem_certificates,
+};
+
 /// A public key that cannot be used; Display names where it came from.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

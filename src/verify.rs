@@ -18,11 +18,15 @@ use crate::reference::Digest;
 use crate::trust::{Identity, PublicKey, TrustRoot};
 
 mod attestation;
+mod pki;
 mod rejection;
 mod statement;
 pub use attestation::{
     AttestationExpectation, MAX_ENVELOPE_SIGNATURES, PreparedAttestation,
     RFC3161_TIMESTAMP_ANNOTATION, VerifiedAttestation, verify_attestation,
+};
+pub use pki::{
+    CertificatesAuthority, verify_attached_certificate_bundle, verify_certificate_signature,
 };
 pub use rejection::{Rejection, RejectionKind, StatementError};
 pub use statement::{ArtifactDigestError, ArtifactDigests, STATEMENT_V01, STATEMENT_V1};
@@ -172,6 +176,17 @@ pub enum Evidence {
         /// The trust root the certificate chains to.
         trust_root: String,
     },
+    /// Signed with a certificate from a `certificates` authority's CAs (a CA of one's own).
+    Certificate {
+        /// The certificate's SAN that matched the authority's identities.
+        identity: String,
+        /// The Rekor log index, when an entry was verified.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log_index: Option<i64>,
+        /// When Rekor integrated the entry (the time the chain was checked at).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        integrated_time: Option<String>,
+    },
 }
 
 impl Evidence {
@@ -225,12 +240,15 @@ impl VerifiedSignature {
         if let Some(r) = &mut self.docker_reference {
             cut_in_place(r, max);
         }
-        if let Evidence::Keyless {
-            identity, issuer, ..
-        } = &mut self.evidence
-        {
-            cut_in_place(identity, max);
-            cut_in_place(issuer, max);
+        match &mut self.evidence {
+            Evidence::Keyless {
+                identity, issuer, ..
+            } => {
+                cut_in_place(identity, max);
+                cut_in_place(issuer, max);
+            }
+            Evidence::Certificate { identity, .. } => cut_in_place(identity, max),
+            Evidence::Key { .. } => {}
         }
         let over = self.annotations.len() > max_annotations
             || self
@@ -277,6 +295,11 @@ impl VerifiedSignature {
                     + trust_root.len()
                     + integrated_time.as_ref().map_or(0, String::len)
             }
+            Evidence::Certificate {
+                identity,
+                integrated_time,
+                ..
+            } => identity.len() + integrated_time.as_ref().map_or(0, String::len),
         };
         let annotations: usize = self
             .annotations
@@ -424,6 +447,34 @@ pub fn verify_attached_bundle(
     let digest = sha256_bytes(&expect.digest).map_err(|e| statement_error(Arc::new(e)))?;
     let evidence = verify_bundle(parsed, BundleArtifact::Sha256(digest), who, root)
         .map_err(|e| bundle_rejection(&location, authority, Arc::new(e)))?;
+    let annotations = attached_statement(prepared, parsed, authority, expect)?;
+    let evidence = Evidence::of_bundle(who, evidence);
+    Ok(VerifiedSignature {
+        authority: authority.to_string(),
+        evidence,
+        location,
+        docker_reference: None,
+        annotations,
+    })
+}
+
+/// A verified attached bundle's statement: a cosign signature (predicate
+/// `https://sigstore.dev/cosign/sign/v1`) of the digest, carrying the required annotations
+/// (which are returned).
+fn attached_statement(
+    prepared: &PreparedBundle<'_>,
+    parsed: &ParsedBundle,
+    authority: &str,
+    expect: &Expectation,
+) -> Result<BTreeMap<String, String>, Rejection> {
+    let location = prepared.candidate.location.clone();
+    let statement_error = |source: Arc<StatementError>| {
+        let authority = authority.to_string();
+        Rejection::new(
+            location.clone(),
+            RejectionKind::Statement { authority, source },
+        )
+    };
     let statement = prepared
         .statement
         .get_or_init(|| dsse_statement(parsed).map_err(Arc::new))
@@ -443,14 +494,7 @@ pub fn verify_attached_bundle(
     })?;
     let annotations = subject.annotations.clone();
     check_annotations(&location, expect, &annotations)?;
-    let evidence = Evidence::of_bundle(who, evidence);
-    Ok(VerifiedSignature {
-        authority: authority.to_string(),
-        evidence,
-        location,
-        docker_reference: None,
-        annotations,
-    })
+    Ok(annotations)
 }
 
 #[derive(Deserialize)]

@@ -393,6 +393,16 @@ pub(crate) struct VerifyArgs {
     pub(crate) key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) keyless: KeylessArgs,
+    /// A CA of one's own (as cosign's flag): PEM root certificates the signature's certificate
+    /// must chain to; its SAN is matched by --certificate-identity[-regexp].
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["policy", "key", "certificate_chain"])]
+    pub(crate) ca_roots: Option<PathBuf>,
+    /// With --ca-roots: PEM intermediate certificates the chain may go through.
+    #[arg(long, value_name = "FILE", requires = "ca_roots")]
+    pub(crate) ca_intermediates: Option<PathBuf>,
+    /// A CA of one's own as one PEM chain (as cosign reads it): intermediates, then the root.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["policy", "key"])]
+    pub(crate) certificate_chain: Option<PathBuf>,
     /// A trusted_root.json instead of the embedded public-good root (its Rekor keys check
     /// `--key` signatures' log entries; its Fulcio CAs, keyless certificates).
     #[arg(long, conflicts_with = "policy")]

@@ -245,6 +245,14 @@ fn text_decision(d: &Decision) -> String {
                 let log = log_index.map_or_else(String::new, |i| format!(", Rekor log index {i}"));
                 format!("certificate for {identity} from {issuer}{log}")
             }
+            crate::verify::Evidence::Certificate {
+                identity,
+                log_index,
+                ..
+            } => {
+                let log = log_index.map_or_else(String::new, |i| format!(", Rekor log index {i}"));
+                format!("certificate for {identity} from the authority's CAs{log}")
+            }
         };
         s.push_str(&format!(
             "  signed: authority {} by {} at {}\n",
@@ -552,6 +560,9 @@ fn signer_text(e: &crate::verify::Evidence) -> String {
         crate::verify::Evidence::Keyless {
             identity, issuer, ..
         } => format!("{identity} (issuer {issuer})"),
+        crate::verify::Evidence::Certificate { identity, .. } => {
+            format!("{identity} (the authority's CAs)")
+        }
     }
 }
 

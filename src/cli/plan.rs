@@ -24,7 +24,9 @@ use crate::predicate::PredicateType;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings, TlsFile};
 use crate::sign::key::SigningKey;
-use crate::trust::{GitHubWorkflow, Identity, Matcher, PublicKey, TrustRoot};
+use crate::trust::{
+    CertificateAuthorities, GitHubWorkflow, Identity, Matcher, PublicKey, TrustRoot,
+};
 use crate::verify::ArtifactDigests;
 use crate::verify::SignedIdentity;
 
@@ -117,6 +119,13 @@ enum AdHocSigner {
     Key { key: PublicKey, path: PathBuf },
     /// `--certificate-identity[-regexp]` with the issuer and GitHub constraints.
     Keyless(Identity),
+    /// `--ca-roots` (and `--ca-intermediates`) or `--certificate-chain`, with
+    /// `--certificate-identity[-regexp]` for the SAN.
+    Certificates {
+        cas: CertificateAuthorities,
+        identity: Matcher,
+        flag: &'static str,
+    },
 }
 
 /// The attestation `verify-attestation --type --condition` requires, its conditions compiled.
@@ -166,6 +175,9 @@ fn verify_policy(
             .map_err(boxed)?,
             path: k.clone(),
         },
+        (None, None) if a.ca_roots.is_some() || a.certificate_chain.is_some() => {
+            certificates_signer(a)?
+        }
         (None, None) if keyless_given(&a.keyless) => AdHocSigner::Keyless(identity(&a.keyless)?),
         _ => {
             return Err(CliError::Usage(
@@ -228,6 +240,24 @@ fn ad_hoc_policy(a: &VerifyArgs, signer: AdHocSigner) -> Result<Policy, CliError
             };
             ("--certificate-identity", authority, kind)
         }
+        AdHocSigner::Certificates {
+            cas,
+            identity,
+            flag,
+        } => {
+            let authority = format!("SAN {identity} from the CAs of {flag}");
+            let kind = AuthorityKind::Certificates {
+                cas: std::sync::Arc::new(cas),
+                identities: vec![identity],
+                tlog: if a.insecure_ignore_tlog {
+                    Tlog::Skip
+                } else {
+                    Tlog::Required
+                },
+                trust_root,
+            };
+            (flag, authority, kind)
+        }
     };
     Ok(Policy::single_authority(
         flag,
@@ -237,6 +267,64 @@ fn ad_hoc_policy(a: &VerifyArgs, signer: AdHocSigner) -> Result<Policy, CliError
         annotations,
         signed_identity,
     ))
+}
+
+/// `--ca-roots`/`--certificate-chain` with the SAN to match. A CA of one's own issues no
+/// Fulcio claims, so the OIDC issuer and GitHub flags are refused rather than ignored.
+fn certificates_signer(a: &VerifyArgs) -> Result<AdHocSigner, CliError> {
+    let k = &a.keyless;
+    let g = &k.github;
+    if k.certificate_oidc_issuer.is_some()
+        || k.certificate_oidc_issuer_regexp.is_some()
+        || [&g.trigger, &g.sha, &g.name, &g.repository, &g.git_ref]
+            .iter()
+            .any(|v| v.is_some())
+    {
+        return Err(CliError::Usage(
+            "--ca-roots and --certificate-chain check the certificate's SAN only: the OIDC \
+             issuer and GitHub workflow flags are Fulcio claims a CA of one's own does not make"
+                .into(),
+        ));
+    }
+    if !keyless_given(k) {
+        return Err(CliError::Usage(
+            "--ca-roots and --certificate-chain need --certificate-identity[-regexp]".into(),
+        ));
+    }
+    let identity = matcher(
+        &k.certificate_identity,
+        &k.certificate_identity_regexp,
+        "certificate-identity",
+    )?;
+    let read = |p: &PathBuf, what| files::read_file(p, what);
+    let (cas, flag) = match (&a.ca_roots, &a.certificate_chain) {
+        (None, None) => {
+            let msg = "--ca-roots or --certificate-chain names the CA".to_string();
+            return Err(CliError::Usage(msg));
+        }
+        (Some(roots), _) => {
+            let text = read(roots, "CA roots")?;
+            let inter = match &a.ca_intermediates {
+                Some(p) => Some((read(p, "CA intermediates")?, p.display().to_string())),
+                None => None,
+            };
+            let origin = roots.display().to_string();
+            let inter = inter.as_ref().map(|(t, o)| (t.as_str(), o.as_str()));
+            let cas = CertificateAuthorities::from_pem((&text, &origin), inter);
+            (cas.map_err(boxed)?, "--ca-roots")
+        }
+        (None, Some(chain)) => {
+            let text = read(chain, "certificate chain")?;
+            let origin = chain.display().to_string();
+            let cas = CertificateAuthorities::from_chain_pem(&text, &origin);
+            (cas.map_err(boxed)?, "--certificate-chain")
+        }
+    };
+    Ok(AdHocSigner::Certificates {
+        cas,
+        identity,
+        flag,
+    })
 }
 
 fn keyless_given(k: &KeylessArgs) -> bool {

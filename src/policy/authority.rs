@@ -1,6 +1,8 @@
 //! A compiled policy's authorities applied to what discovery found: each candidate against each
 //! authority of a rule, with the trust root the authority names. Pure; must not do I/O.
 
+use std::time::SystemTime;
+
 use super::CompiledPolicy;
 use super::evaluate::CandidateOutcome;
 use super::model::{Authority, AuthorityKind, Rule, Tlog};
@@ -9,8 +11,9 @@ use crate::discover::Discovered;
 use crate::error_chain;
 use crate::trust::TrustRoot;
 use crate::verify::{
-    Expectation, KeyAuthority, KeylessAuthority, PreparedBundle, PreparedSignature, Rejection,
-    RejectionKind, VerifiedSignature, verify_attached_bundle, verify_key_signature,
+    CertificatesAuthority, Expectation, KeyAuthority, KeylessAuthority, PreparedBundle,
+    PreparedSignature, Rejection, RejectionKind, VerifiedSignature, verify_attached_bundle,
+    verify_attached_certificate_bundle, verify_certificate_signature, verify_key_signature,
     verify_key_signature_logged, verify_keyless_signature,
 };
 
@@ -76,8 +79,55 @@ impl CompiledPolicy {
                 keyless_needs_tlog(*tlog, location, &a.name)?;
                 (BundleAuthority::Identities(identities), trust_root)
             }
+            // Attestations (DSSE envelopes, bundles carrying them) with a certificate from a CA
+            // of one's own are not verified yet (attached signature bundles are: see
+            // `verify_one_bundle`).
+            AuthorityKind::Certificates { .. } => {
+                let kind = RejectionKind::NotSupported {
+                    authority: a.name.clone(),
+                    what: "an attestation signed with a certificates authority's certificate"
+                        .into(),
+                };
+                return Err(Rejection::new(location, kind));
+            }
         };
         Ok((who, self.root_for(trust_root, location, &a.name)?))
+    }
+
+    /// A `certificates` authority as verification takes it: its `tlog` decides whether the
+    /// log (under the trust root it names) proves the signing time; `optional` only when the
+    /// signature carries a log entry (`logged`).
+    fn certificates_authority<'a>(
+        &'a self,
+        a: &'a Authority,
+        logged: bool,
+        location: &str,
+    ) -> Result<CertificatesAuthority<'a>, Rejection> {
+        let AuthorityKind::Certificates {
+            cas,
+            identities,
+            tlog,
+            trust_root,
+        } = &a.kind
+        else {
+            let kind = RejectionKind::NotSupported {
+                authority: a.name.clone(),
+                what: "a key or keyless authority as a certificates authority".into(),
+            };
+            return Err(Rejection::new(location, kind));
+        };
+        let log = match (tlog, logged) {
+            (Tlog::Required, _) | (Tlog::Optional, true) => {
+                Some(self.root_for(trust_root, location, &a.name)?)
+            }
+            _ => None,
+        };
+        Ok(CertificatesAuthority {
+            name: &a.name,
+            cas,
+            identities,
+            log,
+        })
     }
 
     /// One attached Sigstore bundle against one authority.
@@ -88,6 +138,10 @@ impl CompiledPolicy {
         expect: &Expectation,
     ) -> Result<VerifiedSignature, Rejection> {
         let location = &c.candidate().location;
+        if let AuthorityKind::Certificates { .. } = &a.kind {
+            let authority = self.certificates_authority(a, c.has_tlog_entries(), location)?;
+            return verify_attached_certificate_bundle(c, authority, expect, SystemTime::now());
+        }
         let (who, root) = self.bundle_authority(a, c.has_tlog_entries(), location)?;
         verify_attached_bundle(c, &a.name, who, root, expect)
     }
@@ -129,6 +183,11 @@ impl CompiledPolicy {
                     root,
                 };
                 verify_keyless_signature(p, authority, expect)
+            }
+            AuthorityKind::Certificates { .. } => {
+                let logged = c.annotations.contains_key(REKOR_BUNDLE_ANNOTATION);
+                let authority = self.certificates_authority(a, logged, &c.location)?;
+                verify_certificate_signature(p, authority, expect, SystemTime::now())
             }
         }
     }

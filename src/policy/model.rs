@@ -13,7 +13,7 @@ use super::validate::Validator;
 use super::{Issue, PolicyError};
 use crate::condition::Condition;
 use crate::predicate::PredicateType;
-use crate::trust::{Identity, PublicKey, TrustRoot};
+use crate::trust::{CertificateAuthorities, Identity, Matcher, PublicKey, TrustRoot};
 use crate::verify::SignedIdentity;
 
 /// What to do with references no rule matches (decided before any registry call).
@@ -104,6 +104,19 @@ pub enum AuthorityKind {
         identities: Vec<Identity>,
         /// The authority's `tlog` (default `required`); `skip` makes it accept nothing.
         tlog: Tlog,
+    },
+    /// An authority's `certificates: {roots, intermediates, identities, trustRoot}`:
+    /// certificates from a CA of one's own, for SANs (email, URI, DNS).
+    Certificates {
+        /// The roots and intermediates, parsed when the policy is read.
+        cas: Arc<CertificateAuthorities>,
+        /// The SANs accepted (any one; not empty in a valid file).
+        identities: Vec<Matcher>,
+        /// The authority's `tlog` (default `required`): `skip` checks the chain at the current
+        /// time; otherwise the Rekor entry's time, under `trust_root`'s keys.
+        tlog: Tlog,
+        /// `certificates.trustRoot`: whose Rekor keys prove the signing time.
+        trust_root: Option<String>,
     },
 }
 

@@ -71,6 +71,11 @@ fn describe_authority(a: &super::model::Authority) -> String {
             let or = if shown.len() > 1 { "one of: " } else { "" };
             format!("keyless {:?} ({or}{})", a.name, listed(&shown))
         }
+        AuthorityKind::Certificates { identities, .. } => {
+            let shown: Vec<String> = identities.iter().map(|m| format!("SAN {m}")).collect();
+            let or = if shown.len() > 1 { "one of: " } else { "" };
+            format!("certificates {:?} ({or}{})", a.name, listed(&shown))
+        }
     }
 }
 

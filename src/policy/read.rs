@@ -14,7 +14,9 @@ use super::tree::{Node, Typed, Value};
 use crate::verify::SignedIdentity;
 
 mod attestation;
+mod certificates;
 pub(super) use attestation::{RawAttestation, RawCondition};
+pub(super) use certificates::{RawCertIdentity, RawCertificates};
 
 // ---------------------------------------------------------------------------------------------
 // Raw shapes: what the file says, before validation. A field that is absent or was reported
@@ -60,6 +62,7 @@ pub(super) struct RawAuthority {
     pub name: Option<String>,
     pub key: Option<RawKeyRef>,
     pub keyless: Option<RawKeyless>,
+    pub certificates: Option<RawCertificates>,
     pub tlog: Option<Tlog>,
     pub broken: bool,
 }
@@ -113,7 +116,7 @@ const RULE_FIELDS: &[&str] = &[
     "fluxVerification",
     "attestations",
 ];
-const AUTHORITY_FIELDS: &[&str] = &["name", "key", "keyless", "tlog"];
+const AUTHORITY_FIELDS: &[&str] = &["name", "key", "keyless", "certificates", "tlog"];
 const KEY_REF_FIELDS: &[&str] = &["name", "trustRoot"];
 const KEYLESS_FIELDS: &[&str] = &["trustRoot", "identities"];
 const IDENTITY_FIELDS: &[&str] = &[
@@ -588,6 +591,11 @@ impl<'s> Reader<'s> {
             broken |= r.is_none();
             r
         });
+        let certificates = f.get("certificates").and_then(|c| {
+            let r = self.certificates(c);
+            broken |= r.is_none();
+            r
+        });
         let tlog = f.get("tlog").and_then(|t| {
             let r = match self.choice(t, "tlog", TLOG_VALUES) {
                 Some("skip") => Some(Tlog::Skip),
@@ -602,6 +610,7 @@ impl<'s> Reader<'s> {
             name,
             key,
             keyless,
+            certificates,
             tlog,
             broken,
         })

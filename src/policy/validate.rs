@@ -19,6 +19,7 @@ use crate::error_chain;
 use crate::trust::{Identity, Matcher, PublicKey, TrustRoot};
 
 mod attestation;
+mod certificates;
 
 /// The policy's keys: those parsed by name, and every name defined (a key that could not be
 /// read is reported once, not again by each rule naming it).
@@ -383,8 +384,10 @@ impl<'r> Validator<'r> {
         keys: &Keys,
         roots: &BTreeSet<String>,
     ) -> Option<Authority> {
-        match (&a.value.key, &a.value.keyless) {
-            (Some(k), None) => {
+        let v = &a.value;
+        match (&v.key, &v.keyless, &v.certificates) {
+            (None, None, Some(c)) => self.certificates_authority(v, c, index, rule, roots),
+            (Some(k), None, None) => {
                 let kname = &k.name.value;
                 let name = a.value.name.clone().unwrap_or_else(|| kname.clone());
                 let trust_root = self.root_ref(&k.trust_root, rule, roots);
@@ -410,7 +413,7 @@ impl<'r> Validator<'r> {
                     }
                 }
             }
-            (None, Some(kl)) => {
+            (None, Some(kl), None) => {
                 let root = self.root_ref(&kl.trust_root, rule, roots);
                 let mut identities = Vec::new();
                 if let Some(ids) = &kl.identities {
@@ -442,20 +445,18 @@ impl<'r> Validator<'r> {
             // Its key or keyless part was malformed, and said so.
             _ if a.value.broken => None,
             _ => {
-                self.at(
-                    a,
-                    format!(
-                        "rule {rule}: authority {} needs exactly one of key or keyless",
-                        index + 1
-                    ),
+                let n = index + 1;
+                let msg = format!(
+                    "rule {rule}: authority {n} needs exactly one of key or keyless or certificates"
                 );
+                self.at(a, msg);
                 None
             }
         }
     }
 
     /// A reference to a trust root by name; `embedded` always exists.
-    fn root_ref(
+    pub(super) fn root_ref(
         &mut self,
         r: &Option<Spanned<String>>,
         rule: &str,

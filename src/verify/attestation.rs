@@ -534,6 +534,11 @@ impl VerifiedAttestation {
                 "github": serde_json::to_value(&self.github)
                     .unwrap_or_else(|_| serde_json::json!({})),
             }),
+            Evidence::Certificate { identity, .. } => serde_json::json!({
+                "authority": self.authority,
+                "kind": "certificate",
+                "identity": identity,
+            }),
         }
     }
 }

@@ -98,6 +98,22 @@ pub enum RejectionKind {
         /// The keyless authority's name in the policy.
         authority: String,
     },
+    /// A `certificates` authority, and the signature carries no certificate annotation.
+    #[error("carries no certificate, so it is not signed for certificates authority {authority:?}")]
+    NoCertificate {
+        /// The authority's name in the policy.
+        authority: String,
+    },
+    /// A `certificates` authority, and the signature's certificate is unreadable, does not
+    /// chain to its roots, or matches none of its identities.
+    #[error("not verified for certificates authority {authority:?}")]
+    Certificate {
+        /// The authority's name in the policy.
+        authority: String,
+        /// What is wrong with the certificate.
+        #[source]
+        source: Arc<crate::trust::CertificateError>,
+    },
     /// The signature verified, but it has no transparency-log entry and the authority requires one.
     #[error("has no Rekor entry, and authority {authority:?} requires one (tlog: required)")]
     NoTlogEntry {
@@ -236,6 +252,8 @@ impl Rejection {
             RejectionKind::AnnotationMismatch { .. } => Failure::Annotation,
             RejectionKind::TrustRootUnavailable { .. } => Failure::Policy,
             RejectionKind::NotKeyless { .. }
+            | RejectionKind::NoCertificate { .. }
+            | RejectionKind::Certificate { .. }
             | RejectionKind::SignatureEncoding
             | RejectionKind::BadSignature { .. }
             | RejectionKind::Statement { .. }
@@ -251,13 +269,14 @@ impl Rejection {
     /// whose crypto held but whose payload is wrong says most; one of another kind, least.
     pub fn rank(&self) -> u8 {
         match &self.kind {
-            RejectionKind::NotKeyless { .. } => 0,
+            RejectionKind::NotKeyless { .. } | RejectionKind::NoCertificate { .. } => 0,
             RejectionKind::SignatureEncoding | RejectionKind::BadSignature { .. } => 1,
             // An unavailable trust root ranks as the bundle rejection it used to be reported as.
             RejectionKind::Bundle { .. }
             | RejectionKind::TrustRootUnavailable { .. }
             | RejectionKind::Statement { .. }
             | RejectionKind::NoTlogEntry { .. }
+            | RejectionKind::Certificate { .. }
             | RejectionKind::NotSupported { .. } => 2,
             RejectionKind::Payload(_)
             | RejectionKind::DigestMismatch { .. }

@@ -35,13 +35,13 @@ fn push_captured_manifest(reg: &TestRegistry, repo: &str, tag: &str, bytes: &[u8
 }
 
 /// One signature layer as containers/image stores it: "\0sigstore-json\n" + JSON.
-struct SigLayer {
-    mime: String,
-    payload: Vec<u8>,
-    annotations: BTreeMap<String, String>,
+pub(crate) struct SigLayer {
+    pub(crate) mime: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
-fn read_sig_layer(path: &Path) -> SigLayer {
+pub(crate) fn read_sig_layer(path: &Path) -> SigLayer {
     let raw = std::fs::read(path).unwrap();
     let json = raw
         .strip_prefix(b"\x00sigstore-json\n")
@@ -95,12 +95,12 @@ fn attach(reg: &TestRegistry, repo: &str, digest: &Digest, layers: &[SigLayer]) 
     });
 }
 
-struct Fixture {
-    dir: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) dir: PathBuf,
 }
 
 impl Fixture {
-    fn new(corpus: &Path) -> Self {
+    pub(crate) fn new(corpus: &Path) -> Self {
         Fixture {
             dir: corpus.join("containers-image/signature/fixtures"),
         }
@@ -109,7 +109,7 @@ impl Fixture {
         self.dir.join(name).to_str().unwrap().to_string()
     }
     /// Push `name`'s manifest and signatures into `repo`; returns the reference by tag.
-    fn push(&self, reg: &TestRegistry, name: &str, repo: &str) -> String {
+    pub(crate) fn push(&self, reg: &TestRegistry, name: &str, repo: &str) -> String {
         let d = self.dir.join(name);
         let manifest = std::fs::read(d.join("manifest.json")).unwrap();
         let digest = push_captured_manifest(reg, repo, "v1", &manifest);

@@ -512,6 +512,21 @@ fn every_policy_in_the_docs_passes_check() {
                 Some(p) => write(p, sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT),
             }
         }
+        // A certificates authority's PEM files: a fresh self-signed CA for each.
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            for a in rule["authorities"].as_array().into_iter().flatten() {
+                let c = &a["certificates"];
+                for p in [&c["roots"], &c["intermediates"]]
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                {
+                    let key = rcgen::KeyPair::generate().unwrap();
+                    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                    write(p, &ca.self_signed(&key).unwrap().pem());
+                }
+            }
+        }
         write("policy.yaml", block);
         files.push(here.join("policy.yaml").to_str().unwrap().to_string());
     }

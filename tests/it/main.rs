@@ -30,6 +30,7 @@ mod manifests_parity;
 mod metrics;
 mod pipes;
 mod pki;
+mod pki_ca;
 mod platforms;
 mod proxy;
 mod referrers;
