@@ -479,8 +479,9 @@ impl<'r> Validator<'r> {
 
     fn identity(&mut self, id: &Spanned<RawIdentity>, rule: &str) -> Option<Identity> {
         let v = &id.value;
-        let issuer = self.matcher(&v.issuer, &v.issuer_reg_exp, id, rule, "issuer");
-        let subject = self.matcher(&v.subject, &v.subject_reg_exp, id, rule, "subject");
+        let at = (id, v.broken);
+        let issuer = self.matcher((&v.issuer, &v.issuer_reg_exp), at, rule, "issuer");
+        let subject = self.matcher((&v.subject, &v.subject_reg_exp), at, rule, "subject");
         Some(Identity {
             issuer: issuer?,
             subject: subject?,
@@ -494,11 +495,12 @@ impl<'r> Validator<'r> {
         })
     }
 
-    fn matcher(
+    /// An identity's `{what}` or `{what}RegExp` (exactly one of them) as a matcher; `at` is the
+    /// identity, `broken` whether a field of it was malformed (and said so already).
+    pub(super) fn matcher<T>(
         &mut self,
-        exact: &Option<String>,
-        re: &Option<Spanned<String>>,
-        at: &Spanned<RawIdentity>,
+        (exact, re): (&Option<String>, &Option<Spanned<String>>),
+        (at, broken): (&Spanned<T>, bool),
         rule: &str,
         what: &str,
     ) -> Option<Matcher> {
@@ -521,7 +523,7 @@ impl<'r> Validator<'r> {
                 }
             },
             // A field was malformed, and said so.
-            (None, None) if at.value.broken => None,
+            (None, None) if broken => None,
             (None, None) => {
                 self.at(
                     at,

@@ -11,7 +11,7 @@ use super::Validator;
 use crate::error_chain;
 use crate::policy::model::{Authority, AuthorityKind, Tlog};
 use crate::policy::read::{RawAuthority, RawCertIdentity, RawCertificates};
-use crate::policy::shown::{cut_escaped, shown};
+use crate::policy::shown::cut_escaped;
 use crate::trust::{CertificateAuthorities, MAX_PEM_BYTES, Matcher};
 
 impl Validator<'_> {
@@ -117,34 +117,12 @@ impl Validator<'_> {
     }
 
     fn cert_identity(&mut self, id: &Spanned<RawCertIdentity>, rule: &str) -> Option<Matcher> {
-        match (&id.value.subject, &id.value.subject_reg_exp) {
-            (Some(e), None) => Some(Matcher::Exact(e.clone())),
-            (None, Some(r)) => match regex::Regex::new(&r.value) {
-                Ok(re) => Some(Matcher::Regex(re)),
-                Err(e) => {
-                    let why = e.to_string();
-                    let why = cut_escaped(why.lines().last().unwrap_or("").trim());
-                    let msg = format!(
-                        "rule {rule}: subjectRegExp {} is not a valid regular expression: {why}",
-                        shown(&r.value)
-                    );
-                    self.at(r, msg);
-                    None
-                }
-            },
-            (None, None) if id.value.broken => None,
-            (None, None) => {
-                self.at(
-                    id,
-                    format!("rule {rule}: identity needs subject or subjectRegExp"),
-                );
-                None
-            }
-            (Some(_), Some(r)) => {
-                let msg = format!("rule {rule}: give subject or subjectRegExp, not both");
-                self.at(r, msg);
-                None
-            }
-        }
+        let v = &id.value;
+        self.matcher(
+            (&v.subject, &v.subject_reg_exp),
+            (id, v.broken),
+            rule,
+            "subject",
+        )
     }
 }
