@@ -68,10 +68,15 @@ VARIANTS = {
     "overlays/validating-only": {"cert_manager": False, "mutating": False},
     # The first days of a rollout (docs/rollout.md): an outage admits instead of rejecting.
     "overlays/fail-open": {"cert_manager": False, "mutating": True, "failure_policy": "Ignore"},
+    # policy-controller's habit: only namespaces labelled ocigate.dev/enforce: "true" are checked.
+    "overlays/opt-in": {"cert_manager": False, "mutating": True, "opt_in": True},
     "overlays/pinned-image": {"cert_manager": False, "mutating": True, "pinned": True},
     "overlays/monitoring": {"cert_manager": False, "mutating": True, "monitoring": True},
 }
 IMAGE = "ghcr.io/ocigate/ocigate"
+# Namespace labels the webhooks' namespaceSelector reads (deploy/README.md).
+IGNORE_LABEL = "ocigate.dev/ignore"
+ENFORCE_LABEL = "ocigate.dev/enforce"
 
 
 def documented_metrics():
@@ -147,7 +152,7 @@ class Checker:
                           f"{obj.get('kind')}: add a schema check or list its group as CRD-typed")
 
     # -- invariants --------------------------------------------------------------------------
-    def webhook_config(self, name, obj, expected_rules, path, cert_manager, failure_policy="Fail"):
+    def webhook_config(self, name, obj, expected_rules, path, cert_manager, failure_policy="Fail", opt_in=False):
         kind = obj["kind"]
         where = f"{name}: {kind}/{obj['metadata']['name']}"
         ann = obj["metadata"].get("annotations", {}) or {}
@@ -184,9 +189,12 @@ class Checker:
         for e in exprs:
             if e.get("key") == "kubernetes.io/metadata.name" and e.get("operator") == "NotIn":
                 excluded |= set(e.get("values") or [])
-        self.check(where, excluded == EXCLUDED_NAMESPACES and len(exprs) == 1 and not sel.get("matchLabels"),
+        ignore = {"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]}
+        want = [ignore] + ([{"key": ENFORCE_LABEL, "operator": "In", "values": ["true"]}] if opt_in else [])
+        rest = [e for e in exprs if e.get("key") != "kubernetes.io/metadata.name"]
+        self.check(where, excluded == EXCLUDED_NAMESPACES and rest == want and not sel.get("matchLabels"),
                    f"namespaceSelector must be exactly kubernetes.io/metadata.name NotIn "
-                   f"{sorted(EXCLUDED_NAMESPACES)}, got {sel!r}")
+                   f"{sorted(EXCLUDED_NAMESPACES)} and {want}, got {sel!r}")
         got, want = expand_manifest(w.get("rules")), expand(expected_rules)
         for t in sorted(want - got):
             self.fail(where, f"rule missing: group={t[0]!r} version={t[1]} resource={t[2]} op={t[3]} scope={t[4]}")
@@ -382,12 +390,12 @@ class Checker:
         vwc = one("ValidatingWebhookConfiguration")
         if vwc is not None:
             self.webhook_config(name, vwc, VALIDATING_RULES, "/validate", variant["cert_manager"],
-                                variant.get("failure_policy", "Fail"))
+                                variant.get("failure_policy", "Fail"), variant.get("opt_in", False))
         mwcs = by_kind.get("MutatingWebhookConfiguration", [])
         if variant["mutating"]:
             if self.check(name, len(mwcs) == 1, f"expected one MutatingWebhookConfiguration, got {len(mwcs)}"):
                 self.webhook_config(name, mwcs[0], MUTATING_RULES, "/mutate", variant["cert_manager"],
-                                    variant.get("failure_policy", "Fail"))
+                                    variant.get("failure_policy", "Fail"), variant.get("opt_in", False))
         else:
             self.check(name, not mwcs, "no MutatingWebhookConfiguration expected")
         cr = one("ClusterRole")

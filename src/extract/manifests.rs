@@ -305,17 +305,16 @@ async fn sources_with<L: Lookup + Sync>(
     };
     let mut out = Manifests::default();
     let mut index = BTreeMap::new();
+    let ignored = ignored_namespaces(objects.iter().map(|(_, d)| *d));
     for (file, d) in objects {
         let what = Location::object(file, d, options.namespace.as_deref());
-        if let Some(ns) = what.namespace.as_ref()
-            && options.excluded_namespaces.contains(ns)
+        if let Some(reason) = what
+            .namespace
+            .as_ref()
+            .and_then(|ns| exclusion(ns, options, &ignored))
         {
             // Only what would have been checked is said; the documents alone tell.
             if names_anything(extract_with(d, &hints, &set).await) {
-                let reason = format!(
-                    "namespace {ns} is excluded from the webhook (its namespaceSelector; \
-                     --exclude-namespace), so nothing in it is checked"
-                );
                 out.skipped.push(Skipped {
                     object: what,
                     reason,
@@ -387,6 +386,36 @@ fn invalid_source(what: &Location, problem: String) -> Source {
         flux: false,
         flux_verify_field: String::new(),
         via: Vec::new(),
+    }
+}
+
+/// The label with which a namespace opts out of the webhook (deploy/'s `namespaceSelector`:
+/// `ocigate.dev/ignore NotIn ["true"]`).
+pub(crate) const IGNORE_LABEL: &str = "ocigate.dev/ignore";
+
+/// The namespaces among the documents that carry [`IGNORE_LABEL`]`: "true"`.
+fn ignored_namespaces<'a>(objects: impl Iterator<Item = &'a Value>) -> BTreeSet<String> {
+    objects
+        .filter(|d| d["apiVersion"] == "v1" && d["kind"] == "Namespace")
+        .filter(|d| d["metadata"]["labels"][IGNORE_LABEL] == "true")
+        .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Why the webhook is not called for objects in `ns`, if it is not.
+fn exclusion(ns: &str, options: &ManifestOptions, ignored: &BTreeSet<String>) -> Option<String> {
+    if options.excluded_namespaces.contains(ns) {
+        Some(format!(
+            "namespace {ns} is excluded from the webhook (its namespaceSelector; \
+             --exclude-namespace), so nothing in it is checked"
+        ))
+    } else if ignored.contains(ns) {
+        Some(format!(
+            "namespace {ns} is labelled {IGNORE_LABEL}: \"true\" among the documents, which \
+             the webhook's namespaceSelector excludes, so nothing in it is checked"
+        ))
+    } else {
+        None
     }
 }
 
@@ -563,6 +592,40 @@ mod tests {
             "all.yaml Pod kube-system/bare"
         );
         assert_eq!(found.sources.len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn a_namespace_labelled_to_be_ignored_among_the_documents_is_skipped() {
+        let ns = |name: &str, ignore: &str| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "labels": {IGNORE_LABEL: ignore}}})
+        };
+        let files = [(
+            PathBuf::from("all.yaml"),
+            vec![
+                ns("sandbox", "true"),
+                ns("team-a", "false"),
+                in_namespace(pod("toy", &["r.example/toy:v1"]), "sandbox"),
+                in_namespace(pod("web", &["r.example/app:v1"]), "team-a"),
+            ],
+        )];
+        let found = block_on(manifest_sources(&files, &ManifestOptions::default()));
+        assert_eq!(found.skipped.len(), 1, "{found:?}");
+        assert_eq!(
+            found.skipped[0].object.to_string(),
+            "all.yaml Pod sandbox/toy"
+        );
+        assert!(
+            found.skipped[0]
+                .reason
+                .contains("labelled ocigate.dev/ignore: \"true\""),
+            "{found:?}"
+        );
+        assert_eq!(
+            found.sources.len(),
+            1,
+            "only team-a's Pod is checked: {found:?}"
+        );
     }
 
     #[test]

@@ -341,6 +341,36 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
         &[],
     );
     assert_eq!(own.code, 0, "{own:?}");
+    // So is a namespace labelled ocigate.dev/ignore: "true"; labelled "false", it is checked.
+    for (ns, ignore) in [("sandbox", "true"), ("team-b", "false")] {
+        let run = kube.apply(
+            d,
+            &format!("ns-{ns}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: \
+                 {{ocigate.dev/ignore: \"{ignore}\"}}\n"
+            ),
+            &[],
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let ignored = kube.apply(
+        d,
+        "ignored.yaml",
+        &pod("toy", "sandbox", &format!("{h}/apps/old:v1")),
+        &[],
+    );
+    assert_eq!(ignored.code, 0, "{ignored:?}");
+    let checked = kube.apply(
+        d,
+        "checked.yaml",
+        &pod("toy", "team-b", &format!("{h}/apps/old:v1")),
+        &[],
+    );
+    assert!(
+        checked.code != 0 && checked.stderr.contains("(Forbidden)"),
+        "{checked:?}"
+    );
 
     // A HelmRelease: the webhook reads its HelmRepository from the API.
     let repo = format!(
