@@ -389,21 +389,17 @@ impl BundleEvidence {
     /// (and verifies it with --insecure-ignore-tlog), so the envelope is checked here, per the
     /// DSSE specification, and the statement is read by the caller.
     pub(crate) fn unlogged_key(root: &TrustRoot) -> Self {
-        BundleEvidence {
-            identity: None,
-            issuer: None,
-            log_index: None,
-            integrated_time: None,
-            tlog_verified: false,
-            certificate_verified: false,
-            sct_verified: false,
-            trust_root: root.name().to_string(),
-            github_workflow: GitHubWorkflow::default(),
-        }
+        Self::unlogged(root.name().to_string())
     }
 
     /// A DSSE signature by a certificate of one's own, checked without log or timestamp.
     pub(crate) fn unlogged_certificate() -> Self {
+        Self::unlogged(String::new())
+    }
+
+    /// Nothing verified but the envelope's signature (no log, certificate chain of Fulcio's,
+    /// SCT or GitHub claims), under `trust_root`'s name.
+    fn unlogged(trust_root: String) -> Self {
         BundleEvidence {
             identity: None,
             issuer: None,
@@ -412,7 +408,7 @@ impl BundleEvidence {
             tlog_verified: false,
             certificate_verified: false,
             sct_verified: false,
-            trust_root: String::new(),
+            trust_root,
             github_workflow: GitHubWorkflow::default(),
         }
     }

@@ -433,13 +433,7 @@ pub fn verify_attached_bundle(
     expect: &Expectation,
 ) -> Result<VerifiedSignature, Rejection> {
     let location = prepared.candidate.location.clone();
-    let statement_error = |source: Arc<StatementError>| {
-        let authority = authority.to_string();
-        Rejection::new(
-            location.clone(),
-            RejectionKind::Statement { authority, source },
-        )
-    };
+    let statement_error = |source| statement_rejection(&location, authority, source);
     let parsed = prepared
         .parsed
         .as_ref()
@@ -458,6 +452,12 @@ pub fn verify_attached_bundle(
     })
 }
 
+/// Why `authority` did not accept the bundle at `location`: its statement.
+fn statement_rejection(location: &str, authority: &str, source: Arc<StatementError>) -> Rejection {
+    let authority = authority.to_string();
+    Rejection::new(location, RejectionKind::Statement { authority, source })
+}
+
 /// A verified attached bundle's statement: a cosign signature (predicate
 /// `https://sigstore.dev/cosign/sign/v1`) of the digest, carrying the required annotations
 /// (which are returned).
@@ -468,13 +468,7 @@ fn attached_statement(
     expect: &Expectation,
 ) -> Result<BTreeMap<String, String>, Rejection> {
     let location = prepared.candidate.location.clone();
-    let statement_error = |source: Arc<StatementError>| {
-        let authority = authority.to_string();
-        Rejection::new(
-            location.clone(),
-            RejectionKind::Statement { authority, source },
-        )
-    };
+    let statement_error = |source| statement_rejection(&location, authority, source);
     let statement = prepared
         .statement
         .get_or_init(|| dsse_statement(parsed).map_err(Arc::new))

@@ -298,6 +298,22 @@ impl<'s> Reader<'s> {
         t
     }
 
+    /// A list field read item by item with `item`, each kept with its position; an item that
+    /// `item` refuses (having said why) is left out.
+    pub(super) fn spanned_list<T>(
+        &mut self,
+        n: &Node,
+        field: &str,
+        mut item: impl FnMut(&mut Self, &Node) -> Option<T>,
+    ) -> Option<Spanned<Vec<Spanned<T>>>> {
+        let items = self.list(n, field)?;
+        let list = items
+            .iter()
+            .filter_map(|i| item(self, i).map(|raw| Spanned::new(raw, i.at, i.defined)))
+            .collect();
+        Some(Spanned::new(list, n.at, n.defined))
+    }
+
     fn list<'n>(&mut self, n: &'n Node, field: &str) -> Option<&'n [Node]> {
         match &n.value {
             Value::List(items) => Some(items),
@@ -637,17 +653,9 @@ impl<'s> Reader<'s> {
         let f = self.fields(n, WHAT, KEYLESS_FIELDS)?;
         let mut broken = false;
         let trust_root = self.opt_text(&f, "trustRoot", &mut broken);
-        let identities = self.required(&f, "identities", WHAT).and_then(|n| {
-            let items = self.list(n, "identities")?;
-            let list = items
-                .iter()
-                .filter_map(|i| {
-                    self.identity(i)
-                        .map(|raw| Spanned::new(raw, i.at, i.defined))
-                })
-                .collect();
-            Some(Spanned::new(list, n.at, n.defined))
-        });
+        let identities = self
+            .required(&f, "identities", WHAT)
+            .and_then(|n| self.spanned_list(n, "identities", Self::identity));
         if broken {
             return None;
         }

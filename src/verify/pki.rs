@@ -47,13 +47,7 @@ pub fn verify_certificate_signature(
     let candidate = prepared.candidate;
     let location = candidate.location.as_str();
     let name = authority.name;
-    let cert_error = |source: CertificateError| {
-        let kind = RejectionKind::Certificate {
-            authority: name.to_string(),
-            source: Arc::new(source),
-        };
-        Rejection::new(location, kind)
-    };
+    let cert_error = |source| certificate_rejection(location, name, source);
     let Some(leaf_pem) = candidate.annotations.get(CERTIFICATE_ANNOTATION) else {
         let kind = RejectionKind::NoCertificate {
             authority: name.to_string(),
@@ -139,13 +133,7 @@ pub fn verify_attached_certificate_bundle(
 ) -> Result<VerifiedSignature, Rejection> {
     let location = prepared.candidate.location.as_str();
     let name = authority.name;
-    let cert_error = |source: CertificateError| {
-        let kind = RejectionKind::Certificate {
-            authority: name.to_string(),
-            source: Arc::new(source),
-        };
-        Rejection::new(location, kind)
-    };
+    let cert_error = |source| certificate_rejection(location, name, source);
     let parsed = prepared
         .parsed
         .as_ref()
@@ -202,4 +190,13 @@ fn matched_san(leaf: &LeafCertificate, identities: &[Matcher]) -> Result<String,
         .find(|s| identities.iter().any(|m| m.matches(s)))
         .cloned()
         .unwrap_or_default())
+}
+
+/// Why `authority` did not accept the signature at `location`: its certificate.
+fn certificate_rejection(location: &str, authority: &str, source: CertificateError) -> Rejection {
+    let kind = RejectionKind::Certificate {
+        authority: authority.to_string(),
+        source: Arc::new(source),
+    };
+    Rejection::new(location, kind)
 }

@@ -39,17 +39,9 @@ impl Reader<'_> {
         broken |= roots.is_none();
         let intermediates = self.opt_text(&f, "intermediates", &mut broken);
         let trust_root = self.opt_text(&f, "trustRoot", &mut broken);
-        let identities = self.required(&f, "identities", WHAT).and_then(|n| {
-            let items = self.list(n, "identities")?;
-            let list = items
-                .iter()
-                .filter_map(|i| {
-                    self.cert_identity(i)
-                        .map(|raw| Spanned::new(raw, i.at, i.defined))
-                })
-                .collect();
-            Some(Spanned::new(list, n.at, n.defined))
-        });
+        let identities = self
+            .required(&f, "identities", WHAT)
+            .and_then(|n| self.spanned_list(n, "identities", Self::cert_identity));
         broken |= identities.is_none();
         if broken {
             return None;
