@@ -1,8 +1,8 @@
 //! Reading single objects from the Kubernetes API (a HelmRelease's HelmRepository, a Pod's pull
-//! secrets) for the webhook and `verify --manifests --kubeconfig`: `get` by name only, never
-//! `list` or `watch` (the RBAC in deploy/ grants exactly that), answers cached briefly (an object
-//! that was not there for at most [`NOT_FOUND_TTL`]). Must not follow a reference into another
-//! namespace unless the caller allows it, nor know what the objects mean.
+//! secrets) for the webhook and `verify --manifests --kubeconfig`: `get` by name, answers cached
+//! briefly (an object that was not there for at most [`NOT_FOUND_TTL`]); `list` only in `list`,
+//! for `audit`. Must not follow a reference into another namespace unless the caller allows it,
+//! nor know what the objects mean.
 //!
 //! Not the `kube` client crate: what is needed is one authenticated GET with the cluster's CA,
 //! which the reqwest stack the registry code already uses (rustls on aws-lc-rs) does; `kube`
@@ -16,6 +16,10 @@ use serde_json::Value;
 
 use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::extract::{Lookup, LookupError, ObjectRef};
+
+mod list;
+
+pub(crate) use list::{MAX_PAGES, Resource};
 
 /// How long an object read from the API is believed.
 pub(crate) const FOUND_TTL: Duration = Duration::from_secs(10);
@@ -318,24 +322,9 @@ impl KubeApi {
             return Ok(hit);
         }
         let url = format!("{}{path}", self.server);
-        let mut req = self.client.get(&url).header("Accept", "application/json");
-        let token = match &self.token {
-            Token::Static(t) => Some(t.clone()),
-            // Read on the blocking pool: a request must not hold an async worker on a file.
-            Token::File(f) => {
-                let f = f.clone();
-                tokio::task::spawn_blocking(move || std::fs::read_to_string(f))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-            }
-            Token::None => None,
-        };
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let req = self
+            .authorized(self.client.get(&url).header("Accept", "application/json"))
+            .await;
         let resp = req.send().await.map_err(|source| KubeApiError::Transport {
             url: url.clone(),
             source,
@@ -359,6 +348,29 @@ impl KubeApi {
         };
         self.cache.insert(path.to_string(), found.clone());
         Ok(found)
+    }
+
+    /// `req` with the bearer token, if there is one (a token file is read on the blocking
+    /// pool each time: the kubelet rotates it).
+    async fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let token = match &self.token {
+            Token::Static(t) => Some(t.clone()),
+            // Read on the blocking pool: a request must not hold an async worker on a file.
+            Token::File(f) => {
+                let f = f.clone();
+                tokio::task::spawn_blocking(move || std::fs::read_to_string(f))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+            }
+            Token::None => None,
+        };
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
     }
 }
 

@@ -69,6 +69,10 @@ pub(crate) enum Command {
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check what a cluster runs now: its Pods and the Flux and Kluctl sources the webhook
+    /// checks, each distinct artifact once with the current policy, reported per namespace and
+    /// owning workload (exit 1 when one fails the policy, as `verify`).
+    Audit(Box<AuditArgs>),
     /// Run the Kubernetes validating admission webhook (HTTPS /validate, /healthz, /readyz;
     /// Prometheus /metrics on a separate plain listener).
     Serve(ServeArgs),
@@ -154,6 +158,58 @@ pub(crate) struct ServeArgs {
     /// nothing is read from the other namespace, as Flux's `--no-cross-namespace-refs` does.
     #[arg(long)]
     pub(crate) allow_cross_namespace_refs: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct AuditArgs {
+    /// The policy file the cluster is checked against (the webhook's).
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// The cluster of this kubeconfig's current context; default: the in-cluster service
+    /// account, else $KUBECONFIG, else ~/.kube/config.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// A namespace the webhook is not called for; its objects are skipped, each said.
+    /// Repeatable; the names given replace the default (deploy/'s list); `''` excludes none.
+    #[arg(
+        long,
+        value_name = "NS",
+        default_values_t = WEBHOOK_EXCLUDED_NAMESPACES.map(String::from),
+        value_parser = excluded_namespace,
+    )]
+    pub(crate) exclude_namespace: Vec<String>,
+    /// Follow a Flux reference into another namespace, as the webhook's flag of that name.
+    #[arg(long)]
+    pub(crate) allow_cross_namespace_refs: bool,
+    /// How many artifacts are checked at once.
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256),
+    )]
+    pub(crate) jobs: usize,
+    /// At most this many registry requests per second, all registries together.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub(crate) registry_qps: u32,
+    /// text for people (namespace, workload, then each failing artifact), or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+    /// Deadline for each artifact's whole check, in seconds (the registry pace included).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+    )]
+    pub(crate) deadline: u64,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }

@@ -669,7 +669,7 @@ fn registry_for(args: &RegistryArgs, refs: &[&ImageRef]) -> Result<Registry, Cli
 
 /// The registry client from flags, the environment and the user's credential files; `watch`
 /// (for `serve`) re-reads credential files when they change.
-fn registry_with(
+pub(super) fn registry_with(
     args: &RegistryArgs,
     watch: bool,
     ref_hosts: &[String],
