@@ -17,9 +17,14 @@ use crate::extract::{Location, ManifestOptions, Skipped, Source, Unverified};
 use crate::kube::{ApiLookup, KubeApi, KubeApiError, MAX_PAGES, Resource};
 use crate::registry::{Pace, with_pace};
 
+mod lease;
 mod owner;
+mod periodic;
+mod report;
 
+pub(crate) use lease::Elector;
 pub(crate) use owner::Workload;
+pub(crate) use periodic::{AuditStats, Periodic};
 
 /// The kinds audited, each with the versions tried in turn (a cluster may still serve only an
 /// older one): Pods, and the Flux and Kluctl sources the webhook checks.
@@ -196,7 +201,8 @@ async fn list_kind(
         for pod in page.items.iter().filter(|o| o["kind"] == "Pod") {
             owners.learn(api, pod).await;
         }
-        read_page(api, page.items, options, owners, out, index).await;
+        let at = (resource.api_version.as_str(), page.items);
+        read_page(api, at, options, owners, out, index).await;
         next = page.next;
         if next.is_none() {
             return Ok(Some(objects));
@@ -211,7 +217,7 @@ async fn list_kind(
 /// cluster for referenced objects), merged into `out` by source.
 async fn read_page(
     api: &KubeApi,
-    items: Vec<Value>,
+    (api_version, items): (&str, Vec<Value>),
     options: &AuditOptions,
     owners: &owner::Owners,
     out: &mut Inventory,
@@ -230,7 +236,7 @@ async fn read_page(
     let files = [(PathBuf::from("cluster"), items)];
     let found = crate::extract::manifest_sources_with(&files, &manifest_options, &cluster).await;
     for f in found.sources {
-        let places = f.found_in.iter().map(|l| owners.place(l));
+        let places = f.found_in.iter().map(|l| owners.place(l, api_version));
         match index.get(&f.source.key()) {
             Some(&i) => out.sources[i].1.extend(places),
             None => {
@@ -243,7 +249,7 @@ async fn read_page(
         found
             .unverified
             .into_iter()
-            .map(|(l, u)| (owners.place(&l), u)),
+            .map(|(l, u)| (owners.place(&l, api_version), u)),
     );
     out.skipped.extend(found.skipped);
 }

@@ -18,8 +18,10 @@ use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::extract::{Lookup, LookupError, ObjectRef};
 
 mod list;
+mod write;
 
 pub(crate) use list::{MAX_PAGES, Resource};
+pub(crate) use write::Written;
 
 /// How long an object read from the API is believed.
 pub(crate) const FOUND_TTL: Duration = Duration::from_secs(10);
@@ -321,6 +323,14 @@ impl KubeApi {
         if let Some(hit) = self.cache.get(path) {
             return Ok(hit);
         }
+        let found = self.fresh(path).await?;
+        self.cache.insert(path.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// One object by its API path, asked now (never from the cache: a Lease must be read as
+    /// it is); `None` when it does not exist.
+    pub(crate) async fn fresh(&self, path: &str) -> Result<Option<Value>, KubeApiError> {
         let url = format!("{}{path}", self.server);
         let req = self
             .authorized(self.client.get(&url).header("Accept", "application/json"))
@@ -329,25 +339,11 @@ impl KubeApi {
             url: url.clone(),
             source,
         })?;
-        let status = resp.status().as_u16();
-        let found = match status {
-            404 => None,
-            200 => {
-                let body = crate::registry::read_body_capped(resp, 4 << 20)
-                    .await
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
-                let v: Value = serde_json::from_slice(&body)
-                    .ok()
-                    .filter(Value::is_object)
-                    .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
-                Some(v)
-            }
-            _ => return Err(KubeApiError::Status { url, status }),
-        };
-        self.cache.insert(path.to_string(), found.clone());
-        Ok(found)
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200 => object_of(resp, url).await.map(Some),
+            status => Err(KubeApiError::Status { url, status }),
+        }
     }
 
     /// `req` with the bearer token, if there is one (a token file is read on the blocking
@@ -372,6 +368,19 @@ impl KubeApi {
             None => req,
         }
     }
+}
+
+/// An answer's body as a JSON object (at most 4 MiB).
+async fn object_of(resp: reqwest::Response, url: String) -> Result<Value, KubeApiError> {
+    let body = crate::registry::read_body_capped(resp, 4 << 20)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
+    serde_json::from_slice(&body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or(KubeApiError::Body { url })
 }
 
 /// The API path of a Flux source object.

@@ -13,7 +13,10 @@ use crate::kube::KubeApi;
 
 /// A workload: `Deployment web`, `CronJob backup`, or an object that nothing owns.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Workload {
+    /// Its apiVersion.
+    pub(crate) api_version: String,
     /// Its kind.
     pub(crate) kind: String,
     /// Its name.
@@ -50,11 +53,10 @@ impl Owners {
     }
 
     /// `c` (a Pod's controller), or its own controller for a ReplicaSet or Job that has one.
-    async fn up(&mut self, api: &KubeApi, ns: &str, c: (String, Workload)) -> Workload {
-        let (api_version, w) = c;
-        let Some((_, _, plural)) = ONE_LEVEL_UP
+    async fn up(&mut self, api: &KubeApi, ns: &str, w: Workload) -> Workload {
+        let Some((_, api_version, plural)) = ONE_LEVEL_UP
             .iter()
-            .find(|(k, v, _)| *k == w.kind && *v == api_version)
+            .find(|(k, v, _)| *k == w.kind && *v == w.api_version)
         else {
             return w;
         };
@@ -68,16 +70,17 @@ impl Owners {
             Ok(_) => api.get(&path).await.ok().flatten(),
             Err(_) => None,
         };
-        let found = above.as_ref().and_then(controller).map(|(_, w)| w);
+        let found = above.as_ref().and_then(controller);
         self.controllers.insert(key, found.clone());
         found.unwrap_or(w)
     }
 
-    /// The place of a location of the manifests reading: a Pod's under its workload, any other
-    /// object its own workload.
-    pub(crate) fn place(&self, l: &Location) -> Place {
+    /// The place of a location of the manifests reading of objects of `api_version`: a Pod's
+    /// under its workload, any other object its own workload.
+    pub(crate) fn place(&self, l: &Location, api_version: &str) -> Place {
         let object = object_of(l);
         let own = Workload {
+            api_version: api_version.to_string(),
             kind: l.kind.clone().unwrap_or_default(),
             name: l.name.clone().unwrap_or_default(),
         };
@@ -98,21 +101,18 @@ impl Owners {
     }
 }
 
-/// An object's controller (the owner reference with `controller: true`): its apiVersion and
-/// workload.
-fn controller(object: &Value) -> Option<(String, Workload)> {
+/// An object's controller (the owner reference with `controller: true`).
+fn controller(object: &Value) -> Option<Workload> {
     object["metadata"]["ownerReferences"]
         .as_array()?
         .iter()
         .find(|r| r["controller"] == true)
         .and_then(|r| {
-            Some((
-                r["apiVersion"].as_str()?.to_string(),
-                Workload {
-                    kind: r["kind"].as_str()?.to_string(),
-                    name: r["name"].as_str()?.to_string(),
-                },
-            ))
+            Some(Workload {
+                api_version: r["apiVersion"].as_str()?.to_string(),
+                kind: r["kind"].as_str()?.to_string(),
+                name: r["name"].as_str()?.to_string(),
+            })
         })
 }
 
@@ -127,8 +127,8 @@ mod tests {
             {"apiVersion": "v1", "kind": "Node", "name": "n1"},
             {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9", "controller": true}
         ]}});
-        let (v, w) = controller(&pod).unwrap();
-        assert_eq!(v, "apps/v1");
+        let w = controller(&pod).unwrap();
+        assert_eq!(w.api_version, "apps/v1");
         assert_eq!(
             (w.kind.as_str(), w.name.as_str()),
             ("ReplicaSet", "web-5d9")
@@ -146,7 +146,8 @@ mod tests {
             name: Some("solo".into()),
             field_path: "spec.containers[0].image".into(),
         };
-        let p = owners.place(&l);
+        let p = owners.place(&l, "v1");
+        assert_eq!(p.workload.api_version, "v1");
         assert_eq!(p.workload.kind, "Pod");
         assert_eq!(p.workload.name, "solo");
         assert_eq!(p.object, "Pod solo");

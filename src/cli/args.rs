@@ -75,7 +75,7 @@ pub(crate) enum Command {
     Audit(Box<AuditArgs>),
     /// Run the Kubernetes validating admission webhook (HTTPS /validate, /healthz, /readyz;
     /// Prometheus /metrics on a separate plain listener).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completion {
         /// The shell to complete for.
@@ -158,6 +158,32 @@ pub(crate) struct ServeArgs {
     /// nothing is read from the other namespace, as Flux's `--no-cross-namespace-refs` does.
     #[arg(long)]
     pub(crate) allow_cross_namespace_refs: bool,
+    /// Audit what runs (as `ocigate audit`) every D, e.g. 10m, and write a PolicyReport per
+    /// namespace; one replica writes, elected with a coordination.k8s.io Lease. Off by default.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub(crate) audit_interval: Option<Duration>,
+    /// At most this many registry requests per second for the audit (admission requests are
+    /// never paced).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub(crate) audit_registry_qps: u32,
+    /// A namespace the audit skips (the webhook's namespaceSelector excludes it). Repeatable;
+    /// the names given replace the default; `''` skips none.
+    #[arg(
+        long,
+        value_name = "NS",
+        default_values_t = WEBHOOK_EXCLUDED_NAMESPACES.map(String::from),
+        value_parser = excluded_namespace,
+    )]
+    pub(crate) audit_exclude_namespace: Vec<String>,
+    /// The namespace of the audit's Lease (`ocigate-audit`). Default: the service account's
+    /// in a cluster, else the kubeconfig context's, else ocigate-system.
+    #[arg(long, value_name = "NS", value_parser = namespace)]
+    pub(crate) leader_election_namespace: Option<String>,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }

@@ -434,6 +434,20 @@ impl ServePlan {
                 request_timeout: a.request_timeout,
                 body_memory: (a.max_body_memory_mib as usize) << 20,
             },
+            audit: a
+                .audit_interval
+                .map(|interval| crate::webhook::AuditConfig {
+                    interval,
+                    registry_qps: std::num::NonZeroU32::new(a.audit_registry_qps)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                    excluded_namespaces: a
+                        .audit_exclude_namespace
+                        .iter()
+                        .filter(|n| !n.is_empty())
+                        .cloned()
+                        .collect(),
+                    lease_namespace: a.leader_election_namespace.clone(),
+                }),
         };
         Ok(ServePlan { engine, config })
     }

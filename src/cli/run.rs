@@ -63,7 +63,7 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, CliError> {
                 other => other,
             }
         }
-        Command::Serve(a) => block_on(true, async { serve(ServePlan::build(a)?).await }),
+        Command::Serve(a) => block_on(true, async { serve(ServePlan::build(*a)?).await }),
         Command::VerifyBundle(a) => verify_bundle(BundlePlan::build(a)?),
         Command::GenerateKeyPair(a) => generate(GeneratePlan::build(a)?),
         Command::Policy(PolicyCommand::Check { files }) => policy_check(&files),

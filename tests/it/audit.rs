@@ -216,3 +216,187 @@ fn audit_reports_what_runs_per_namespace_and_workload() {
     assert_eq!(w["artifacts"][0]["failure"], "untrusted", "{w:#}");
     assert_eq!(report["summary"]["allowed"], 0, "{report:#}");
 }
+
+/// A stand-in for the built-in coordination.k8s.io/v1 Lease, which mini-kube-apiserver does not
+/// serve: a CRD of the same group, version and fields (a `*.k8s.io` group needs the
+/// api-approved annotation).
+const LEASE_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: leases.coordination.k8s.io
+  annotations: {api-approved.kubernetes.io: "unapproved, a stand-in for the built-in Lease in tests"}
+spec:
+  group: coordination.k8s.io
+  scope: Namespaced
+  names: {plural: leases, singular: lease, kind: Lease, listKind: LeaseList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              holderIdentity: {type: string}
+              leaseDurationSeconds: {type: integer, format: int32}
+              acquireTime: {type: string, format: date-time}
+              renewTime: {type: string, format: date-time}
+              leaseTransitions: {type: integer, format: int32}
+"#;
+
+/// `kubectl get KIND NAME -n NS -o json`, if it exists.
+fn get_json(kube: &MiniCluster, kind: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
+    let run = kube.kubectl(&["get", kind, name, "-n", ns, "-o", "json"]);
+    (run.code == 0).then(|| serde_json::from_str(&run.stdout).unwrap())
+}
+
+/// Polls `f` every 250 ms for at most `seconds`.
+fn within<T>(seconds: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < end {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    None
+}
+
+/// The value of the series of `/metrics` on `port` whose line starts with `series`.
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let text = crate::webhook::http_get(port, "/metrics");
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
+    let Some(kube) = MiniCluster::start_or_skip(
+        "serve_audits_in_the_background_and_one_replica_writes_policy_reports",
+    ) else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    let image = |repo: &str| format!("{h}/{repo}");
+    for repo in ["apps/web:v1", "apps/later:v1"] {
+        let r = ocigate::reference::ImageRef::parse(&image(repo)).unwrap();
+        push_image(&client, &r, repo);
+    }
+    let s = sign(&reg, &key, &image("apps/web:v1"), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "apps", &format!("{h}/**"));
+    let crds = repo_root().join("../shared/corpus/gitops/policyreport");
+    let run = kube.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.apply(d, "lease-crd.yaml", LEASE_CRD, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for ns in ["team-a", "team-b", "ocigate-system"] {
+        kube.namespace(d, ns);
+    }
+    let pods = [
+        pod("team-a", "web", &image("apps/web:v1"), ""),
+        pod("team-b", "later", &image("apps/later:v1"), ""),
+    ];
+    let run = kube.apply(d, "pods.yaml", &pods.join("---\n"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let tls = make_tls(d);
+    let args = [
+        "--kubeconfig",
+        kube.kubeconfig().to_str().unwrap(),
+        "--audit-interval",
+        "1s",
+        "--leader-election-namespace",
+        "ocigate-system",
+    ];
+    let mut replicas = vec![
+        crate::webhook::start_serve(&policy, &tls, &h, &args),
+        crate::webhook::start_serve(&policy, &tls, &h, &args),
+    ];
+    let report = |ns: &str| get_json(&kube, "policyreport", ns, "ocigate");
+    let b = within(40, || {
+        report("team-b").filter(|r| r["summary"]["fail"] == 1)
+    })
+    .unwrap_or_else(|| panic!("no failing report in team-b: {:?}", report("team-b")));
+    let result = &b["results"][0];
+    assert_eq!(result["result"], "fail", "{b:#}");
+    assert_eq!(result["properties"]["failure"], "unsigned", "{b:#}");
+    assert_eq!(result["resources"][0]["kind"], "Pod", "{b:#}");
+    assert_eq!(result["resources"][0]["name"], "later", "{b:#}");
+    let a = report("team-a").expect("a report in team-a");
+    assert_eq!(a["summary"]["pass"], 1, "{a:#}");
+    let run = kube.kubectl(&["get", "policyreports", "-A"]);
+    assert!(
+        run.stdout.contains("team-a") && run.stdout.contains("team-b"),
+        "{run:?}"
+    );
+
+    // Exactly one replica leads; it is the Lease's holder and counts the results.
+    let leading: Vec<bool> = replicas
+        .iter()
+        .map(|r| metric(r.metrics, "ocigate_audit_leader ") == Some(1.0))
+        .collect();
+    assert_eq!(leading.iter().filter(|l| **l).count(), 1, "{leading:?}");
+    let leader = leading.iter().position(|l| *l).unwrap();
+    let lease = get_json(&kube, "lease", "ocigate-system", "ocigate-audit").expect("the Lease");
+    let first_holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let series = r#"ocigate_audit_results{namespace="team-b",result="fail",failure="unsigned"}"#;
+    assert_eq!(metric(replicas[leader].metrics, series), Some(1.0));
+
+    // The leader stops; the other takes the Lease over once it expires and reports the image
+    // signed meanwhile as passing.
+    let s = sign(&reg, &key, &image("apps/later:v1"), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    drop(replicas.remove(leader));
+    let b = within(45, || {
+        report("team-b").filter(|r| r["summary"]["pass"] == 1)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the other replica did not take over: {:?}",
+            report("team-b")
+        )
+    });
+    assert_eq!(b["summary"]["fail"], 0, "{b:#}");
+    let lease = get_json(&kube, "lease", "ocigate-system", "ocigate-audit").expect("the Lease");
+    assert_ne!(
+        lease["spec"]["holderIdentity"],
+        first_holder.as_str(),
+        "{lease:#}"
+    );
+    assert_eq!(
+        metric(replicas[0].metrics, "ocigate_audit_leader "),
+        Some(1.0)
+    );
+    let runs = |outcome: &str| {
+        metric(
+            replicas[0].metrics,
+            &format!("ocigate_audit_runs_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert!(runs("ok").is_some_and(|n| n >= 1.0), "{:?}", runs("ok"));
+    assert_eq!(runs("failed"), Some(0.0), "an audit failed");
+
+    // deploy/overlays/audit applies whole (its Role for the Lease, the ClusterRole's additions).
+    let overlay = repo_root().join("deploy/overlays/audit");
+    let run = kube.kubectl(&["apply", "-k", overlay.to_str().unwrap(), "--dry-run=server"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("role.rbac.authorization.k8s.io/ocigate-audit-lease"),
+        "{run:?}"
+    );
+}
