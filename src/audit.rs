@@ -15,11 +15,12 @@ use serde_json::Value;
 use crate::engine::{Decision, Engine};
 use crate::extract::{Location, ManifestOptions, Skipped, Source, Unverified};
 use crate::kube::{ApiLookup, KubeApi, KubeApiError, MAX_PAGES, Resource};
-use crate::registry::{Pace, with_pace};
+use crate::registry::{Pace, RequestCredentials, with_pace, with_request_credentials};
 
 mod lease;
 mod owner;
 mod periodic;
+mod pull;
 mod report;
 
 pub(crate) use lease::Elector;
@@ -119,12 +120,24 @@ pub(crate) struct Listed {
     pub(crate) objects: usize,
 }
 
-/// What the cluster runs: each OCI source once with every place found, what is fetched but not
-/// OCI, the objects skipped, and what was listed.
+/// One source to check: every place it was found, and the pull credentials of the Pods there
+/// (one check per set of credentials: a namespace's secrets serve only its own Pods).
+#[derive(Debug)]
+pub(crate) struct Audited {
+    /// The source.
+    pub(crate) source: Source,
+    /// Where it was found.
+    pub(crate) places: Vec<Place>,
+    /// The Pods' pull credentials; `None`: only the audit's own.
+    pub(crate) credentials: Option<RequestCredentials>,
+}
+
+/// What the cluster runs: each OCI source once (per set of pull credentials) with every place
+/// found, what is fetched but not OCI, the objects skipped, and what was listed.
 #[derive(Debug, Default)]
 pub(crate) struct Inventory {
-    /// Each source once, with every place.
-    pub(crate) sources: Vec<(Source, Vec<Place>)>,
+    /// Each source once per set of pull credentials, with every place.
+    pub(crate) sources: Vec<Audited>,
     /// What is fetched but not OCI (nothing verifies it).
     pub(crate) unverified: Vec<(Place, Unverified)>,
     /// Objects in namespaces the webhook is not called for.
@@ -148,7 +161,7 @@ pub(crate) async fn inventory(
 ) -> Result<Inventory, AuditError> {
     let mut out = Inventory::default();
     let mut index = HashMap::new();
-    let mut owners = owner::Owners::default();
+    let mut pods = Pods::default();
     for (kind, plural, versions) in AUDITED {
         let mut listed = Listed {
             kind: kind.into(),
@@ -161,7 +174,7 @@ pub(crate) async fn inventory(
                 kind: kind.into(),
                 plural: plural.into(),
             };
-            let read = list_kind(api, &resource, options, &mut owners, &mut out, &mut index);
+            let read = list_kind(api, &resource, options, &mut pods, &mut out, &mut index);
             if let Some(n) = read.await? {
                 listed.api_version = Some((*version).into());
                 listed.objects = n;
@@ -179,9 +192,9 @@ async fn list_kind(
     api: &KubeApi,
     resource: &Resource,
     options: &AuditOptions,
-    owners: &mut owner::Owners,
+    pods: &mut Pods,
     out: &mut Inventory,
-    index: &mut HashMap<String, usize>,
+    index: &mut HashMap<(String, String), usize>,
 ) -> Result<Option<usize>, AuditError> {
     let failed = |source| AuditError::List {
         kind: resource.kind.clone(),
@@ -199,10 +212,11 @@ async fn list_kind(
         };
         objects += page.items.len();
         for pod in page.items.iter().filter(|o| o["kind"] == "Pod") {
-            owners.learn(api, pod).await;
+            pods.owners.learn(api, pod).await;
+            pods.pulls.learn(api, pod).await;
         }
         let at = (resource.api_version.as_str(), page.items);
-        read_page(api, at, options, owners, out, index).await;
+        read_page(api, at, options, pods, out, index).await;
         next = page.next;
         if next.is_none() {
             return Ok(Some(objects));
@@ -213,15 +227,22 @@ async fn list_kind(
     })
 }
 
+/// What is known of the Pods read: their workloads and their pull credentials.
+#[derive(Default)]
+struct Pods {
+    owners: owner::Owners,
+    pulls: pull::Pulls,
+}
+
 /// One page's objects read as the webhook reads them (`extract`'s manifests reading, with the
-/// cluster for referenced objects), merged into `out` by source.
+/// cluster for referenced objects), merged into `out` by source and pull credentials.
 async fn read_page(
     api: &KubeApi,
     (api_version, items): (&str, Vec<Value>),
     options: &AuditOptions,
-    owners: &owner::Owners,
+    pods: &Pods,
     out: &mut Inventory,
-    index: &mut HashMap<String, usize>,
+    index: &mut HashMap<(String, String), usize>,
 ) {
     let manifest_options = ManifestOptions {
         cross_namespace_refs: options.cross_namespace_refs,
@@ -236,12 +257,23 @@ async fn read_page(
     let files = [(PathBuf::from("cluster"), items)];
     let found = crate::extract::manifest_sources_with(&files, &manifest_options, &cluster).await;
     for f in found.sources {
-        let places = f.found_in.iter().map(|l| owners.place(l, api_version));
-        match index.get(&f.source.key()) {
-            Some(&i) => out.sources[i].1.extend(places),
-            None => {
-                index.insert(f.source.key(), out.sources.len());
-                out.sources.push((f.source, places.collect()));
+        for l in &f.found_in {
+            let place = pods.owners.place(l, api_version);
+            let pull = pods.pulls.of(l);
+            let key = (
+                f.source.key(),
+                pull.map_or(String::new(), |(k, _)| k.to_string()),
+            );
+            match index.get(&key) {
+                Some(&i) => out.sources[i].places.push(place),
+                None => {
+                    index.insert(key, out.sources.len());
+                    out.sources.push(Audited {
+                        source: f.source.clone(),
+                        places: vec![place],
+                        credentials: pull.map(|(_, c)| c.clone()),
+                    });
+                }
             }
         }
     }
@@ -249,7 +281,7 @@ async fn read_page(
         found
             .unverified
             .into_iter()
-            .map(|(l, u)| (owners.place(&l, api_version), u)),
+            .map(|(l, u)| (pods.owners.place(&l, api_version), u)),
     );
     out.skipped.extend(found.skipped);
 }
@@ -258,20 +290,30 @@ async fn read_page(
 /// in the inventory's order.
 pub(crate) async fn check(
     engine: &Engine,
-    sources: Vec<(Source, Vec<Place>)>,
+    sources: Vec<Audited>,
     jobs: usize,
     pace: Option<Pace>,
     deadline: Duration,
 ) -> Vec<Finding> {
-    let checks = sources.into_iter().map(|(source, places)| {
+    let checks = sources.into_iter().map(|a| {
         let (engine, pace) = (engine.clone(), pace.clone());
         async move {
-            let run = engine.check_source(&source, deadline);
+            let run = async {
+                match a.credentials {
+                    Some(c) => {
+                        with_request_credentials(c, engine.check_source(&a.source, deadline)).await
+                    }
+                    None => engine.check_source(&a.source, deadline).await,
+                }
+            };
             let decision = match pace {
                 Some(p) => with_pace(p, run).await,
                 None => run.await,
             };
-            Finding { decision, places }
+            Finding {
+                decision,
+                places: a.places,
+            }
         }
     });
     futures_util::stream::iter(checks)

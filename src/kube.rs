@@ -18,6 +18,7 @@ use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::extract::{Lookup, LookupError, ObjectRef};
 
 mod list;
+mod pull;
 mod write;
 
 pub(crate) use list::{MAX_PAGES, Resource};

@@ -14,7 +14,7 @@
 //! The rooms, shaped like kubert's server: [`server`] (bind → accept → connection, drain),
 //! [`tls`] (the certificate and the resolver that swaps it), [`reload`] (the policy),
 //! [`metrics`], [`admission`] (review → checks → response), [`decision_log`],
-//! [`kubeapi`], [`weight`] and [`workers`] (where blocking and heavy work runs). This file
+//! [`weight`] and [`workers`] (where blocking and heavy work runs). This file
 //! holds only [`serve`], its configuration and the wiring.
 
 use std::net::SocketAddr;
@@ -28,7 +28,6 @@ use crate::engine::Engine;
 mod admission;
 mod answer;
 mod decision_log;
-mod kubeapi;
 mod metrics;
 mod reload;
 mod server;

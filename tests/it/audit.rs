@@ -400,3 +400,60 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
         "{run:?}"
     );
 }
+
+/// A private image: the Pod whose namespace holds the pull secret is checked with it; the same
+/// image in another namespace is checked without it (an access failure, never unsigned and never
+/// with the other namespace's secret).
+#[test]
+fn audit_checks_each_pod_with_its_own_pull_secrets() {
+    let Some(kube) = MiniCluster::start_or_skip("audit_checks_each_pod_with_its_own_pull_secrets")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start_with_basic_auth("puller", "s3cret");
+    let h = reg.host();
+    let client = reg.client_with(|s| {
+        s.add_credentials_flag(&format!("{h}=puller:s3cret"))
+            .unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    let private = format!("{h}/private/app:v1");
+    push_image(
+        &client,
+        &ocigate::reference::ImageRef::parse(&private).unwrap(),
+        "private",
+    );
+    let s = sign(
+        &reg,
+        &key,
+        &private,
+        &["--registry-creds", &format!("{h}=puller:s3cret")],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "apps", &format!("{h}/**"));
+    for ns in ["team-a", "team-b"] {
+        kube.namespace(d, ns);
+    }
+    kube.pull_secret(d, "team-a", &h, "puller", "s3cret");
+    let with_secret = pod("team-a", "app", &private, "")
+        .replace("spec:\n", "spec:\n  imagePullSecrets: [{name: regcred}]\n");
+    let pods = [with_secret, pod("team-b", "copy", &private, "")];
+    let run = kube.apply(d, "pods.yaml", &pods.join("---\n"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let run = audit(&kube, &policy, &h, "json");
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    assert_eq!(
+        report["summary"]["artifacts"], 2,
+        "one check per set of credentials: {report:#}"
+    );
+    let a = workload(&report, "team-a", "Pod", "app");
+    assert_eq!(a["verdict"], "allow", "{a:#}");
+    let b = workload(&report, "team-b", "Pod", "copy");
+    assert_eq!(b["verdict"], "deny", "{b:#}");
+    assert_eq!(b["artifacts"][0]["failure"], "auth", "{b:#}");
+}

@@ -135,7 +135,7 @@ impl MiniCluster {
     }
 
     /// A `kubernetes.io/dockerconfigjson` Secret `regcred` in `ns` with `user:secret` for `host`.
-    fn pull_secret(&self, d: &Path, ns: &str, host: &str, user: &str, secret: &str) {
+    pub(crate) fn pull_secret(&self, d: &Path, ns: &str, host: &str, user: &str, secret: &str) {
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
         let config = base64::engine::general_purpose::STANDARD
             .encode(format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#));

@@ -1,12 +1,12 @@
 //! A Pod's pull credentials read from the Kubernetes API (its `imagePullSecrets` and its service
-//! account's, with `get` by name through [`crate::kube`]): `PullSecretError`. Must not `list`
+//! account's, with `get` by name), for the webhook and `audit`: `PullSecretError`. Must not `list`
 //! or `watch`, nor read a secret of another namespace than the Pod's.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::kube::{KubeApi, namespace_name, object_name};
+use super::{KubeApi, namespace_name, object_name};
 use crate::registry::AuthConfig;
 use crate::registry::Credential;
 
