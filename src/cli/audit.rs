@@ -97,9 +97,17 @@ pub(crate) async fn run(plan: AuditPlan) -> Result<ExitCode, CliError> {
         plan.deadline,
     )
     .await;
+    let requests = plan
+        .engine
+        .registry()
+        .request_counts()
+        .iter()
+        .map(|(_, _, n)| n)
+        .sum();
+    let summary = summary(&findings, &inventory, requests);
     match plan.output {
-        Output::Text => print_text(&findings, &inventory)?,
-        Output::Json => print_json(&findings, &inventory)?,
+        Output::Text => print_text(&findings, &inventory, &summary)?,
+        Output::Json => print_json(&findings, &inventory, summary)?,
     }
     let denied = findings.iter().any(|f| f.decision.verdict == Verdict::Deny);
     Ok(if denied {
@@ -123,9 +131,11 @@ struct Summary {
     failures: BTreeMap<String, usize>,
     unverified: usize,
     skipped: usize,
+    /// HTTP requests made to registries (and their token services), all checks together.
+    registry_requests: u64,
 }
 
-fn summary(findings: &[Finding], inventory: &Inventory) -> Summary {
+fn summary(findings: &[Finding], inventory: &Inventory, registry_requests: u64) -> Summary {
     let grouped = crate::audit::by_workload(findings);
     let mut s = Summary {
         namespaces: grouped.keys().filter(|k| k.is_some()).count(),
@@ -133,6 +143,7 @@ fn summary(findings: &[Finding], inventory: &Inventory) -> Summary {
         artifacts: findings.len(),
         unverified: inventory.unverified.len(),
         skipped: inventory.skipped.len(),
+        registry_requests,
         ..Summary::default()
     };
     for f in findings {
@@ -170,7 +181,11 @@ fn io_error(source: std::io::Error) -> CliError {
 
 /// Per namespace, each workload with its worst verdict, then each artifact (reasons for those
 /// that fail) and where it runs; then what was not OCI, what was skipped, and the counts.
-fn print_text(findings: &[Finding], inventory: &Inventory) -> Result<(), CliError> {
+fn print_text(
+    findings: &[Finding],
+    inventory: &Inventory,
+    summary: &Summary,
+) -> Result<(), CliError> {
     let mut out = String::new();
     for (ns, workloads) in crate::audit::by_workload(findings) {
         match &ns {
@@ -215,10 +230,7 @@ fn print_text(findings: &[Finding], inventory: &Inventory) -> Result<(), CliErro
             crate::escape_text(&s.reason)
         ));
     }
-    out.push_str(&summary_text(
-        &summary(findings, inventory),
-        &inventory.listed,
-    ));
+    out.push_str(&summary_text(summary, &inventory.listed));
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes()).map_err(io_error)
 }
@@ -265,10 +277,11 @@ fn summary_text(s: &Summary, listed: &[Listed]) -> String {
         t.push_str(&format!(" ({})", failures.join(", ")));
     }
     t.push_str(&format!(
-        "; {} not OCI, {} objects skipped; read {}\n",
+        "; {} not OCI, {} objects skipped; read {}; {} registry requests\n",
         s.unverified,
         s.skipped,
-        read.join(", ")
+        read.join(", "),
+        s.registry_requests
     ));
     t
 }
@@ -291,7 +304,11 @@ struct ArtifactJson<'a> {
     places: Vec<&'a Place>,
 }
 
-fn print_json(findings: &[Finding], inventory: &Inventory) -> Result<(), CliError> {
+fn print_json(
+    findings: &[Finding],
+    inventory: &Inventory,
+    summary: Summary,
+) -> Result<(), CliError> {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Namespace<'a> {
@@ -325,7 +342,7 @@ fn print_json(findings: &[Finding], inventory: &Inventory) -> Result<(), CliErro
         .collect();
     let report = Report {
         schema_version: JSON_SCHEMA_VERSION,
-        summary: summary(findings, inventory),
+        summary,
         listed: &inventory.listed,
         namespaces,
         unverified,
