@@ -66,9 +66,11 @@ impl Owners {
         }
         let path = format!("/apis/{api_version}/namespaces/{ns}/{plural}/{}", w.name);
         // Not readable (RBAC, gone): the ReplicaSet or Job itself is the workload.
-        let above = match crate::kube::object_name("owner", &w.name) {
-            Ok(_) => api.get(&path).await.ok().flatten(),
-            Err(_) => None,
+        let valid = crate::kube::object_name("owner", &w.name).is_ok()
+            && crate::kube::namespace_name(ns).is_ok();
+        let above = match valid {
+            true => api.get(&path).await.ok().flatten(),
+            false => None,
         };
         let found = above.as_ref().and_then(controller);
         self.controllers.insert(key, found.clone());
