@@ -15,6 +15,7 @@ use crate::bundle::{
 use crate::candidate::{BundleCandidate, COSIGN_SIGN_PREDICATE, SignatureCandidate};
 use crate::payload::SimpleSigning;
 use crate::reference::Digest;
+use crate::signature_place::{RepositoryPrefix, remap};
 use crate::trust::{Identity, PublicKey, TrustRoot};
 
 mod attestation;
@@ -105,6 +106,16 @@ pub enum SignedIdentity {
     ExactRepository(String),
     /// No check of `docker-reference` (cosign's own default); the digest is still bound.
     Ignore,
+    /// containers/image's `remapIdentity`: for a reference under `prefix` (on path-segment
+    /// boundaries), the signed repository must be the reference's with `prefix` replaced by
+    /// `signed_prefix` (a proxy cache keeping the upstream's signatures); any other reference
+    /// is checked as [`SignedIdentity::MatchRepository`].
+    RemapPrefix {
+        /// The prefix of the names verified (`harbor.corp/dockerhub`).
+        prefix: RepositoryPrefix,
+        /// What signatures name instead (`docker.io`).
+        signed_prefix: RepositoryPrefix,
+    },
 }
 
 /// What a signature must say to count for this reference.
@@ -634,6 +645,18 @@ fn check_identity(signed: &str, expect: &Expectation) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(expect.repository.clone())
+            }
+        }
+        SignedIdentity::RemapPrefix {
+            prefix,
+            signed_prefix,
+        } => {
+            let name = repository_of(&expect.repository);
+            let want = remap(&name, prefix, signed_prefix).unwrap_or(name);
+            if signed_repo == want {
+                Ok(())
+            } else {
+                Err(want)
             }
         }
         SignedIdentity::ExactRepository(want) => {
