@@ -259,9 +259,14 @@ async fn discover(plan: DiscoverPlan) -> Result<ExitCode, CliError> {
         .map_err(boxed)?
         .ok_or_else(|| CliError::Usage(format!("{r} was not found")))?;
     let at = signatures_of(r, &manifest.digest, plan.signatures.as_ref());
-    let (found, attestations) = crate::discover::list(&plan.registry, &at, &manifest.digest)
+    let (mut found, attestations) = crate::discover::list(&plan.registry, &at, &manifest.digest)
         .await
         .map_err(boxed)?;
+    if let Some(repository) = &plan.signatures {
+        for p in &mut found.paths {
+            p.path = format!("{} in {repository}", p.path);
+        }
+    }
     let listed = (&found, attestations.as_slice());
     output::print_discovery(r, &manifest.digest, listed, plan.output)?;
     Ok(ExitCode::SUCCESS)
