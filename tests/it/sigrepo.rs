@@ -520,3 +520,115 @@ fn a_proxied_copy_is_accepted_through_remap_prefix() {
     assert_eq!(v.code, 1, "{v:?}");
     assert_eq!(v.json()["results"][0]["failure"], "mismatch", "{v:?}");
 }
+
+/// On the webhook a Pod's pull secrets are the request credentials: the one for the signatures
+/// registry is used there, and a decision reached with it is not served to a request that
+/// could not reach that registry (the decision key holds the signatures repository's
+/// credential as well as the image's).
+#[test]
+fn pull_secrets_reach_the_signatures_registry_and_decisions_stay_with_them() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use ocigate::engine::{Engine, EngineConfig};
+    use ocigate::failure::Failure;
+    use ocigate::policy::{CompiledPolicy, Verdict};
+    use ocigate::registry::{Credential, RegistrySettings, RequestCredentials, Secret};
+
+    const SIG_USER: &str = "sig-user";
+    const SIG_SECRET: &str = "sig-secret-of-the-pod";
+    let image_reg = TestRegistry::start();
+    let sig_reg = TestRegistry::start_with_basic_auth(SIG_USER, SIG_SECRET);
+    let front = proxy(sig_reg.host(), |_, resp| resp);
+    let (ihost, shost) = (image_reg.host(), front.host());
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "release");
+    let r = image_reg.reference("apps/pod:v1");
+    push_image(&image_reg.client(), &r, "pull secrets elsewhere");
+    let sigs = format!("{shost}/signatures/pod");
+    let rs = r.to_string();
+    let sig_creds = format!("{shost}={SIG_USER}:{SIG_SECRET}");
+    let s = ocigate(
+        &[
+            "sign",
+            &rs,
+            "--key",
+            key.to_str().unwrap(),
+            "--registry-plain-http",
+            &ihost,
+            "--registry-plain-http",
+            &shost,
+            "--registry-creds",
+            &sig_creds,
+        ],
+        &[
+            ("OCIGATE_PASSWORD", PASSWORD),
+            ("COSIGN_REPOSITORY", sigs.as_str()),
+        ],
+    );
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = dir.path().join("policy.yaml");
+    write_policy(
+        &policy,
+        &public,
+        &format!("{ihost}/apps/**"),
+        &format!("    signaturesRepository: {sigs}\n"),
+    );
+    // The engine has no credentials of its own, as the webhook in a cluster.
+    let mut settings = RegistrySettings::default();
+    settings.add_plain_http(&ihost).unwrap();
+    settings.add_plain_http(&shost).unwrap();
+    let engine = Engine::new(
+        Registry::new(settings),
+        CompiledPolicy::from_file(&policy).unwrap(),
+        EngineConfig::default(),
+    );
+    let pull_secret = |host: &str, password: &str| -> RequestCredentials {
+        Arc::new(BTreeMap::from([(
+            host.to_string(),
+            Credential::new(
+                Secret::Basic {
+                    username: SIG_USER.into(),
+                    password: password.into(),
+                },
+                "imagePullSecret team-a/regcred",
+            ),
+        )]))
+    };
+    let as_pod = |creds: RequestCredentials| {
+        block_on(ocigate::registry::with_request_credentials(
+            creds,
+            engine.check(&r),
+        ))
+    };
+    let d = as_pod(pull_secret(&shost, SIG_SECRET));
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+    // Without it: not the cached allow, but the signatures registry's refusal.
+    let d = block_on(engine.check(&r));
+    assert_eq!(d.verdict, Verdict::Deny, "{d:?}");
+    assert_eq!(d.failure, Some(Failure::Auth), "{d:?}");
+    assert!(!d.cached, "{d:?}");
+    // A pull secret for the image's registry only is not sent to the signatures registry.
+    let before = front.seen().len();
+    let d = as_pod(pull_secret(&ihost, "image-only-secret"));
+    assert_eq!(d.failure, Some(Failure::Auth), "{d:?}");
+    let image_only = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{SIG_USER}:image-only-secret"))
+    };
+    let seen = front.seen();
+    assert!(seen.len() > before, "the signatures registry was not asked");
+    for req in &seen[before..] {
+        let auth = req.header("authorization").unwrap_or("");
+        assert!(
+            !auth.contains(&image_only),
+            "{} {} {auth:?}",
+            req.method,
+            req.path
+        );
+    }
+    // And the pod with the secret is served from the cache again.
+    let d = as_pod(pull_secret(&shost, SIG_SECRET));
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+    assert!(d.cached, "{d:?}");
+}
