@@ -812,6 +812,21 @@ mod tests {
         assert!(verify_key_signature(&c, auth, &expect).is_ok());
         expect.signed_identity = SignedIdentity::ExactRepository("r.io/acme/other".into());
         assert!(verify_key_signature(&c, auth, &expect).is_ok());
+        // remapPrefix: r.io/acme/app is under r.io/acme, signed as upstream.io/acme/app
+        let remap = |prefix: &str, signed: &str| SignedIdentity::RemapPrefix {
+            prefix: RepositoryPrefix::parse(prefix).unwrap(),
+            signed_prefix: RepositoryPrefix::parse(signed).unwrap(),
+        };
+        let upstream = candidate(&key, payload("upstream.io/acme/app:1", &d, &[]));
+        expect.signed_identity = remap("r.io/acme", "upstream.io/acme");
+        assert!(verify_key_signature(&upstream, auth, &expect).is_ok());
+        // the reference's own name no longer counts under the prefix
+        let own = candidate(&key, payload("r.io/acme/app", &d, &[]));
+        assert!(verify_key_signature(&own, auth, &expect).is_err());
+        // not under the prefix (segment boundary): checked as matchRepository
+        expect.signed_identity = remap("r.io/ac", "upstream.io/acme");
+        assert!(verify_key_signature(&upstream, auth, &expect).is_err());
+        assert!(verify_key_signature(&own, auth, &expect).is_ok());
         expect.signed_identity = SignedIdentity::MatchRepository;
         // annotations
         expect.annotations.insert("env".into(), "prod".into());
