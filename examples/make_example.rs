@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let pem = std::fs::read_to_string("keys-example/cosign.key")?;
     let key = SigningKey::from_encrypted_pem(&pem, PASSWORD.as_bytes(), "keys-example/cosign.key")?;
-    let signed = ocigate::sign::sign(&registry, &key, &image, &BTreeMap::new()).await?;
+    let signed = ocigate::sign::sign(&registry, &key, &image, &BTreeMap::new(), None).await?;
     println!(
         "wrote {LAYOUT}: {} signed, {}",
         signed.digest, signed.stored_at

@@ -39,6 +39,7 @@ pub mod predicate;
 pub mod reference;
 pub mod registry;
 pub mod sign;
+pub mod signature_place;
 mod sync;
 pub mod trust;
 pub mod verify;

@@ -471,7 +471,8 @@ rules:
             ("27:23", "fluxVerification: unknown variant `always`"),
             (
                 "28:21",
-                "signedIdentity must be matchRepository, ignore or {exactRepository: NAME}",
+                "signedIdentity must be matchRepository, ignore, {exactRepository: NAME} or \
+                 {remapPrefix: {prefix: P, signedPrefix: S}}",
             ),
             ("31:5", "field `images` is given twice in a rule"),
             ("33:5", "missing field `name` in a rule"),
@@ -877,6 +878,7 @@ rules:
             threshold,
             authorities: vec![auth("a"), auth("b")],
             signed_identity: SignedIdentity::MatchRepository,
+            signatures_repository: None,
             annotations: BTreeMap::new(),
             flux_verification: FluxVerification::Optional,
             attestations: Vec::new(),

@@ -15,6 +15,7 @@ use crate::bundle::{
 use crate::candidate::{BundleCandidate, COSIGN_SIGN_PREDICATE, SignatureCandidate};
 use crate::payload::SimpleSigning;
 use crate::reference::Digest;
+use crate::signature_place::{RepositoryPrefix, remap};
 use crate::trust::{Identity, PublicKey, TrustRoot};
 
 mod attestation;
@@ -105,6 +106,16 @@ pub enum SignedIdentity {
     ExactRepository(String),
     /// No check of `docker-reference` (cosign's own default); the digest is still bound.
     Ignore,
+    /// containers/image's `remapIdentity`: for a reference under `prefix` (on path-segment
+    /// boundaries), the signed repository must be the reference's with `prefix` replaced by
+    /// `signed_prefix` (a proxy cache keeping the upstream's signatures); any other reference
+    /// is checked as [`SignedIdentity::MatchRepository`].
+    RemapPrefix {
+        /// The prefix of the names verified (`harbor.corp/dockerhub`).
+        prefix: RepositoryPrefix,
+        /// What signatures name instead (`docker.io`).
+        signed_prefix: RepositoryPrefix,
+    },
 }
 
 /// What a signature must say to count for this reference.
@@ -636,6 +647,18 @@ fn check_identity(signed: &str, expect: &Expectation) -> Result<(), String> {
                 Err(expect.repository.clone())
             }
         }
+        SignedIdentity::RemapPrefix {
+            prefix,
+            signed_prefix,
+        } => {
+            let name = repository_of(&expect.repository);
+            let want = remap(&name, prefix, signed_prefix).unwrap_or(name);
+            if signed_repo == want {
+                Ok(())
+            } else {
+                Err(want)
+            }
+        }
         SignedIdentity::ExactRepository(want) => {
             if signed_repo == repository_of(want) {
                 Ok(())
@@ -789,6 +812,21 @@ mod tests {
         assert!(verify_key_signature(&c, auth, &expect).is_ok());
         expect.signed_identity = SignedIdentity::ExactRepository("r.io/acme/other".into());
         assert!(verify_key_signature(&c, auth, &expect).is_ok());
+        // remapPrefix: r.io/acme/app is under r.io/acme, signed as upstream.io/acme/app
+        let remap = |prefix: &str, signed: &str| SignedIdentity::RemapPrefix {
+            prefix: RepositoryPrefix::parse(prefix).unwrap(),
+            signed_prefix: RepositoryPrefix::parse(signed).unwrap(),
+        };
+        let upstream = candidate(&key, payload("upstream.io/acme/app:1", &d, &[]));
+        expect.signed_identity = remap("r.io/acme", "upstream.io/acme");
+        assert!(verify_key_signature(&upstream, auth, &expect).is_ok());
+        // the reference's own name no longer counts under the prefix
+        let own = candidate(&key, payload("r.io/acme/app", &d, &[]));
+        assert!(verify_key_signature(&own, auth, &expect).is_err());
+        // not under the prefix (segment boundary): checked as matchRepository
+        expect.signed_identity = remap("r.io/ac", "upstream.io/acme");
+        assert!(verify_key_signature(&upstream, auth, &expect).is_err());
+        assert!(verify_key_signature(&own, auth, &expect).is_ok());
         expect.signed_identity = SignedIdentity::MatchRepository;
         // annotations
         expect.annotations.insert("env".into(), "prod".into());

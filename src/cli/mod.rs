@@ -11,6 +11,7 @@ mod manifests;
 mod output;
 mod plan;
 mod run;
+mod signatures;
 
 use std::process::ExitCode;
 

@@ -11,6 +11,7 @@ use super::args::{
     SignFormat, VerifyArgs, VerifyAttestationArgs, VerifyBundleArgs,
 };
 use super::output::Reported;
+use super::signatures::{cosign_repository, with_signatures};
 use super::{CliError, boxed, files};
 use crate::condition::Condition;
 use crate::engine::{Decision, Engine, EngineConfig};
@@ -24,6 +25,7 @@ use crate::predicate::PredicateType;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistrySettings, TlsFile};
 use crate::sign::key::SigningKey;
+use crate::signature_place::SignaturesRepository;
 use crate::trust::{
     CertificateAuthorities, GitHubWorkflow, Identity, Matcher, PublicKey, TrustRoot,
 };
@@ -89,7 +91,8 @@ impl VerifyPlan {
             verification_budget: Duration::from_secs(a.deadline),
             ..EngineConfig::default()
         };
-        let registry = registry_for(&a.registry, &references.iter().collect::<Vec<_>>())?;
+        let hosts = super::signatures::and_policy_places(&references, policy.policy());
+        let registry = registry_for(&a.registry, &hosts)?;
         let engine = Engine::new(registry, policy, config);
         let (found, skipped) = if a.manifests.is_empty() {
             (Vec::new(), Vec::new())
@@ -166,7 +169,10 @@ fn verify_policy(
     attestation: Option<AttestationRequirement>,
 ) -> Result<CompiledPolicy, CliError> {
     let signer = match (&a.policy, &a.key) {
-        (Some(p), None) => return CompiledPolicy::from_file(p).map_err(boxed),
+        (Some(p), None) => {
+            super::signatures::note_unused_with_policy();
+            return CompiledPolicy::from_file(p).map_err(boxed);
+        }
         (None, Some(k)) => AdHocSigner::Key {
             key: PublicKey::from_pem(
                 &files::read_file(k, "public key")?,
@@ -189,6 +195,7 @@ fn verify_policy(
     };
     let mut policy = ad_hoc_policy(a, signer)?;
     let mut fingerprint = "command line".to_string();
+    super::signatures::into_ad_hoc(&mut policy)?;
     if let (Some(req), Some(rule)) = (attestation, policy.rules.first_mut()) {
         fingerprint = format!("command line: attestation {} {:?}", req.predicate_type, {
             req.conditions
@@ -371,6 +378,8 @@ pub(crate) struct DiscoverPlan {
     pub(crate) reference: ImageRef,
     /// For its registry.
     pub(crate) registry: Registry,
+    /// `COSIGN_REPOSITORY`: where signatures are looked for instead of beside the image.
+    pub(crate) signatures: Option<SignaturesRepository>,
     /// `-o`.
     pub(crate) output: Output,
 }
@@ -379,10 +388,12 @@ impl DiscoverPlan {
     /// The reference, then the registry client.
     pub(crate) fn build(a: DiscoverArgs) -> Result<DiscoverPlan, CliError> {
         let reference = ImageRef::parse(&a.reference).map_err(boxed)?;
-        let registry = registry_for(&a.registry, &[&reference])?;
+        let signatures = cosign_repository()?;
+        let registry = registry_for(&a.registry, &with_signatures(&reference, &signatures))?;
         Ok(DiscoverPlan {
             reference,
             registry,
+            signatures,
             output: a.output,
         })
     }
@@ -467,6 +478,8 @@ pub(crate) struct SignPlan {
     pub(crate) format: SignFormat,
     /// `--recursive`.
     pub(crate) recursive: bool,
+    /// `COSIGN_REPOSITORY`: where the signatures are written instead of beside the image.
+    pub(crate) signatures: Option<SignaturesRepository>,
 }
 
 impl SignPlan {
@@ -478,7 +491,8 @@ impl SignPlan {
         let pw = files::password(false)?;
         let key = SigningKey::from_encrypted_pem(&pem, pw.as_bytes(), &a.key.display().to_string())
             .map_err(boxed)?;
-        let registry = registry_for(&a.registry, &[&reference])?;
+        let signatures = cosign_repository()?;
+        let registry = registry_for(&a.registry, &with_signatures(&reference, &signatures))?;
         Ok(SignPlan {
             reference,
             annotations,
@@ -486,6 +500,7 @@ impl SignPlan {
             registry,
             format: a.format,
             recursive: a.recursive,
+            signatures,
         })
     }
 }
@@ -502,6 +517,8 @@ pub(crate) struct AttestPlan {
     pub(crate) registry: Registry,
     /// `--format`.
     pub(crate) format: crate::sign::AttestFormat,
+    /// `COSIGN_REPOSITORY`: where the attestation is written instead of beside the image.
+    pub(crate) signatures: Option<SignaturesRepository>,
     /// `-o`.
     pub(crate) output: Output,
 }
@@ -518,11 +535,8 @@ impl AttestPlan {
         let pw = files::password(false)?;
         let key = SigningKey::from_encrypted_pem(&pem, pw.as_bytes(), &a.key.display().to_string())
             .map_err(boxed)?;
-        let hosts: Vec<String> = reference
-            .registry()
-            .map(str::to_string)
-            .into_iter()
-            .collect();
+        let signatures = cosign_repository()?;
+        let hosts = super::signatures::hosts(&with_signatures(&reference, &signatures));
         let mut settings = registry_settings(&a.registry, false, &hosts)?;
         // An equal attestation already there is read back to be compared, whatever its size.
         settings.max_blob_bytes = settings.max_blob_bytes.max(MAX_COMPARED_BYTES);
@@ -535,6 +549,7 @@ impl AttestPlan {
                 SignFormat::Legacy => AttestFormat::Legacy,
                 SignFormat::Bundle => AttestFormat::Bundle,
             },
+            signatures,
             output: a.output,
         })
     }
@@ -674,11 +689,7 @@ impl GeneratePlan {
 /// The registry client of a one-shot command, with cosign's `--allow-insecure-registry` and
 /// `--allow-http-registry` applied to the registries of `refs`.
 fn registry_for(args: &RegistryArgs, refs: &[&ImageRef]) -> Result<Registry, CliError> {
-    let hosts: Vec<String> = refs
-        .iter()
-        .filter_map(|r| r.registry().map(str::to_string))
-        .collect();
-    registry_with(args, false, &hosts)
+    registry_with(args, false, &super::signatures::hosts(refs))
 }
 
 /// The registry client from flags, the environment and the user's credential files; `watch`

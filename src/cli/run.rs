@@ -18,6 +18,7 @@ use crate::error_chain;
 use crate::extract::FoundSource;
 use crate::policy::{CompiledPolicy, Verdict};
 use crate::sign::key::SigningKey;
+use crate::signature_place::signatures_of;
 
 /// Builds the subcommand's plan and runs it.
 pub(crate) fn run(command: Command) -> Result<ExitCode, CliError> {
@@ -267,9 +268,15 @@ async fn discover(plan: DiscoverPlan) -> Result<ExitCode, CliError> {
         .await
         .map_err(boxed)?
         .ok_or_else(|| CliError::Usage(format!("{r} was not found")))?;
-    let (found, attestations) = crate::discover::list(&plan.registry, r, &manifest.digest)
+    let at = signatures_of(r, &manifest.digest, plan.signatures.as_ref());
+    let (mut found, attestations) = crate::discover::list(&plan.registry, &at, &manifest.digest)
         .await
         .map_err(boxed)?;
+    if let Some(repository) = &plan.signatures {
+        for p in &mut found.paths {
+            p.path = format!("{} in {repository}", p.path);
+        }
+    }
     let listed = (&found, attestations.as_slice());
     output::print_discovery(r, &manifest.digest, listed, plan.output)?;
     Ok(ExitCode::SUCCESS)
@@ -283,6 +290,7 @@ async fn sign(plan: SignPlan) -> Result<ExitCode, CliError> {
         registry,
         format,
         recursive,
+        signatures,
     } = plan;
     let targets = if recursive {
         crate::sign::recursive_targets(&registry, &reference)
@@ -291,11 +299,14 @@ async fn sign(plan: SignPlan) -> Result<ExitCode, CliError> {
     } else {
         vec![reference]
     };
+    let at = signatures.as_ref();
     for target in &targets {
         let signed = match format {
-            SignFormat::Legacy => crate::sign::sign(&registry, &key, target, &annotations).await,
+            SignFormat::Legacy => {
+                crate::sign::sign(&registry, &key, target, &annotations, at).await
+            }
             SignFormat::Bundle => {
-                crate::sign::sign_bundle(&registry, &key, target, &annotations).await
+                crate::sign::sign_bundle(&registry, &key, target, &annotations, at).await
             }
         }
         .map_err(boxed)?;
@@ -311,6 +322,7 @@ async fn attest(plan: AttestPlan) -> Result<ExitCode, CliError> {
         &plan.reference,
         &plan.predicate,
         plan.format,
+        plan.signatures.as_ref(),
     )
     .await
     .map_err(boxed)?;

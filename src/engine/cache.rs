@@ -49,6 +49,23 @@ impl DecisionKey {
         }
         DecisionKey(key)
     }
+
+    /// This key for a rule whose signatures are kept in `repository`, looked up there as
+    /// `who`: a decision reached with a credential for the signatures repository is served
+    /// only to requests that would reach it as the same identity. (The repository itself is
+    /// pinned by the rule and the policy's fingerprint already; it is hashed in as well.)
+    pub(super) fn with_signatures_from(self, repository: &str, who: &CredentialId) -> Self {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for field in [&self.0[..], repository.as_bytes(), who.as_bytes()] {
+            ctx.update(&(field.len() as u64).to_be_bytes());
+            ctx.update(field);
+        }
+        let mut key = [0u8; 32];
+        for (k, b) in key.iter_mut().zip(ctx.finish().as_ref()) {
+            *k = *b;
+        }
+        DecisionKey(key)
+    }
 }
 
 /// A cached decision, compact: what a later asker gets back, not what belonged to the asker
@@ -430,6 +447,11 @@ mod tests {
             DecisionKey::new("reg/app", &d, 0, "policy", &secret("q")),
         ] {
             assert_ne!(base, other);
+        }
+        let at = |repo: &str, who: &CredentialId| base.with_signatures_from(repo, who);
+        assert_eq!(at("sigs/app", &anon), at("sigs/app", &anon));
+        for other in [base, at("sigs/ap", &anon), at("sigs/app", &secret("p"))] {
+            assert_ne!(at("sigs/app", &anon), other);
         }
     }
 }

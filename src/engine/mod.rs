@@ -339,6 +339,14 @@ impl Engine {
             planned.policy.fingerprint(),
             &self.inner.registry.credential_id(reference),
         );
+        let key = match &planned.rule().signatures_repository {
+            Some(repository) => {
+                let at = repository.of(&resolved.digest);
+                let who = self.inner.registry.credential_id(&at);
+                key.with_signatures_from(&repository.name(), &who)
+            }
+            None => key,
+        };
         let rule = &planned.rule().name;
         if let Some(hit) = self
             .inner

@@ -22,6 +22,7 @@ use crate::policy::{
 };
 use crate::reference::ImageRef;
 use crate::registry::FetchBudget;
+use crate::signature_place::signatures_of;
 use crate::verify::{ArtifactDigests, Expectation};
 
 /// What verifying candidates as they were found has gathered.
@@ -104,8 +105,10 @@ impl Engine {
             signed_identity: rule.signed_identity.clone(),
             annotations: rule.annotations.clone(),
         };
+        // Only discovery moves to a rule's signatures repository; the digest is the image's.
+        let signatures_at = signatures_of(reference, &digest, rule.signatures_repository.as_ref());
         let ((found, verified), manifest) = tokio::join!(
-            self.discover_and_verify(&planned.policy, rule, &pinned, &expect),
+            self.discover_and_verify(&planned.policy, rule, &signatures_at, &expect),
             self.manifest_while_discovering(reference, &pinned, &resolved)
         );
         let (source, revision) = match manifest {
@@ -135,7 +138,7 @@ impl Engine {
             platform: None,
         };
         let paths = match found {
-            Ok(paths) => paths,
+            Ok(paths) => in_repository(paths, rule),
             Err(e) => {
                 decision.verdict = failed_verdict(rule.mode);
                 decision.failure = Some(discover_failure(&e));
@@ -331,6 +334,17 @@ fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
     }
+}
+
+/// Each place looked at named with the rule's signatures repository, when it has one (the
+/// notes and the deny reasons say where the signatures were looked for).
+fn in_repository(mut paths: Vec<PathTried>, rule: &Rule) -> Vec<PathTried> {
+    if let Some(repository) = &rule.signatures_repository {
+        for p in &mut paths {
+            p.path = format!("{} in {repository}", p.path);
+        }
+    }
+    paths
 }
 
 fn discover_failure(e: &DiscoverError) -> Failure {

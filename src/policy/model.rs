@@ -13,6 +13,7 @@ use super::validate::Validator;
 use super::{Issue, PolicyError};
 use crate::condition::Condition;
 use crate::predicate::PredicateType;
+use crate::signature_place::SignaturesRepository;
 use crate::trust::{CertificateAuthorities, Identity, Matcher, PublicKey, TrustRoot};
 use crate::verify::SignedIdentity;
 
@@ -146,6 +147,9 @@ pub struct Rule {
     pub authorities: Vec<Authority>,
     /// Which repository name a legacy signature must claim.
     pub signed_identity: SignedIdentity,
+    /// `signaturesRepository`: where the signatures and attestations of every image the rule
+    /// covers are looked up (None: beside the image, in its own repository).
+    pub signatures_repository: Option<SignaturesRepository>,
     /// Payload annotations a signature must carry, with these values.
     pub annotations: BTreeMap<String, String>,
     /// Whether Flux sources must carry Flux's own cosign verification too.
@@ -291,6 +295,7 @@ impl Policy {
                     kind,
                 }],
                 signed_identity,
+                signatures_repository: None,
                 annotations,
                 flux_verification: FluxVerification::Optional,
                 attestations: Vec::new(),

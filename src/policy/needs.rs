@@ -57,6 +57,8 @@ impl Rule {
         }
         if out.is_empty() {
             out.push_str("nothing (threshold 0, no attestations)");
+        } else if let Some(repository) = &self.signatures_repository {
+            out.push_str(&format!(", kept in {repository}"));
         }
         out
     }
@@ -116,6 +118,15 @@ mod tests {
         assert_eq!(
             one.needs(),
             format!("a signature by key \"release\" ({fp})")
+        );
+        let elsewhere = rule_of(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: release, path: k.pub}]\n\
+             rules:\n- name: acme\n  images: ['**']\n  signaturesRepository: reg.example/sigs\n  \
+             authorities:\n  - key: {name: release}\n    tlog: skip\n",
+        );
+        assert_eq!(
+            elsewhere.needs(),
+            format!("a signature by key \"release\" ({fp}), kept in reg.example/sigs")
         );
         let two = rule_of(
             "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: release, path: k.pub}]\n\

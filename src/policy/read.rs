@@ -11,12 +11,13 @@ use super::Issue;
 use super::model::{FluxVerification, Mode, NoMatch, Tlog};
 use super::shown::shown;
 use super::tree::{Node, Typed, Value};
-use crate::verify::SignedIdentity;
 
 mod attestation;
 mod certificates;
+mod place;
 pub(super) use attestation::{RawAttestation, RawCondition};
 pub(super) use certificates::{RawCertIdentity, RawCertificates};
+pub(super) use place::{RawPlace, RawSignedIdentity};
 
 // ---------------------------------------------------------------------------------------------
 // Raw shapes: what the file says, before validation. A field that is absent or was reported
@@ -52,7 +53,8 @@ pub(super) struct RawRule {
     pub mode: Mode,
     pub threshold: Option<Spanned<u64>>,
     pub authorities: Option<Spanned<Vec<Spanned<RawAuthority>>>>,
-    pub signed_identity: Option<Spanned<SignedIdentity>>,
+    /// `signedIdentity` and `signaturesRepository`.
+    pub place: RawPlace,
     pub annotations: BTreeMap<String, String>,
     pub flux_verification: FluxVerification,
     pub attestations: Vec<RawAttestation>,
@@ -112,6 +114,7 @@ const RULE_FIELDS: &[&str] = &[
     "threshold",
     "authorities",
     "signedIdentity",
+    "signaturesRepository",
     "annotations",
     "fluxVerification",
     "attestations",
@@ -134,7 +137,6 @@ const NO_MATCH_VALUES: &[&str] = &["deny", "allow", "warn"];
 const MODE_VALUES: &[&str] = &["enforce", "warn", "audit"];
 const TLOG_VALUES: &[&str] = &["skip", "optional", "required"];
 const FLUX_VALUES: &[&str] = &["optional", "required"];
-const SIGNED_IDENTITY_VALUES: &[&str] = &["matchRepository", "exactRepository", "ignore"];
 
 /// A mapping's known fields, each given once.
 struct Fields<'n> {
@@ -491,9 +493,7 @@ impl<'s> Reader<'s> {
                 .collect();
             Some(Spanned::new(list, n.at, n.defined))
         });
-        let signed_identity = f
-            .get("signedIdentity")
-            .and_then(|n| self.signed_identity(n));
+        let place = self.place(f.get("signedIdentity"), f.get("signaturesRepository"));
         let annotations = f
             .get("annotations")
             .map(|n| self.annotations(n))
@@ -516,56 +516,11 @@ impl<'s> Reader<'s> {
             mode,
             threshold,
             authorities,
-            signed_identity,
+            place,
             annotations,
             flux_verification,
             attestations,
         })
-    }
-
-    /// `matchRepository`, `ignore`, or `{exactRepository: NAME}`.
-    fn signed_identity(&mut self, n: &Node) -> Option<Spanned<SignedIdentity>> {
-        const FIELD: &str = "signedIdentity";
-        let si = |v| Some(Spanned::new(v, n.at, n.defined));
-        if let Value::Mapping(entries) = &n.value
-            && let [(k, v)] = entries.as_slice()
-            && self.scalar_text(k).as_deref() == Some("exactRepository")
-        {
-            let repo = self.text(v, "signedIdentity.exactRepository")?;
-            if repo.value.is_empty() {
-                self.issue(&v.at, "signedIdentity.exactRepository is empty");
-                return None;
-            }
-            return si(SignedIdentity::ExactRepository(repo.value));
-        }
-        if let Value::Mapping(entries) = &n.value {
-            let keys: Vec<String> = entries
-                .iter()
-                .map(|(k, _)| {
-                    self.scalar_text(k)
-                        .map_or_else(|| "?".into(), |t| super::shown::cut_escaped(&t))
-                })
-                .collect();
-            let msg = format!(
-                "{FIELD} must be matchRepository, ignore or {{exactRepository: NAME}}, \
-                 found a mapping with {}",
-                keys.join(", ")
-            );
-            self.issue(&n.at, msg);
-            return None;
-        }
-        match self.choice(n, FIELD, SIGNED_IDENTITY_VALUES)? {
-            "matchRepository" => si(SignedIdentity::MatchRepository),
-            "ignore" => si(SignedIdentity::Ignore),
-            _ => {
-                self.issue(
-                    &n.at,
-                    "signedIdentity: exactRepository needs the repository: \
-                     {exactRepository: NAME}",
-                );
-                None
-            }
-        }
     }
 
     fn annotations(&mut self, n: &Node) -> BTreeMap<String, String> {

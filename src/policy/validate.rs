@@ -20,6 +20,7 @@ use crate::trust::{Identity, Matcher, PublicKey, TrustRoot};
 
 mod attestation;
 mod certificates;
+mod place;
 
 /// The policy's keys: those parsed by name, and every name defined (a key that could not be
 /// read is reported once, not again by each rule naming it).
@@ -285,6 +286,8 @@ impl<'r> Validator<'r> {
         let threshold = self.threshold(&raw, &label);
         let attestations =
             self.attestations(std::mem::take(&mut raw.attestations), &authorities, &label);
+        let (signed_identity, signatures_repository) =
+            self.place(std::mem::take(&mut raw.place), &label);
         // A rule with another problem is still returned, for the overlap check: the policy
         // as a whole is refused anyway.
         if !patterns_ok {
@@ -298,7 +301,8 @@ impl<'r> Validator<'r> {
             mode: raw.mode,
             threshold,
             authorities,
-            signed_identity: raw.signed_identity.map(|s| s.value).unwrap_or_default(),
+            signed_identity: signed_identity.unwrap_or_default(),
+            signatures_repository,
             annotations: raw.annotations,
             flux_verification: raw.flux_verification,
             attestations,

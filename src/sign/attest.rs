@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::statement::{Predicate, rfc3339_seconds};
 use super::{
     BUNDLE_V03, BundleAnnotations, DsseEnvelope, SignError, dsse_bundle, encoding, existing_layers,
-    list_referrer, pae, put_referrer, put_signature_manifest, registry_error, resolve,
+    list_referrer, pae, put_referrer, put_signature_manifest, registry_error, resolve, stored_in,
 };
 use crate::candidate::{
     ATT_PREDICATE_TYPE_ANNOTATION, DSSE_ENVELOPE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE,
@@ -48,6 +48,7 @@ use crate::payload::SIGNATURE_ANNOTATION;
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{Descriptor, ImageManifest, Manifest, Registry};
 use crate::sign::key::SigningKey;
+use crate::signature_place::SignaturesRepository;
 
 /// Most referrers looked at for an equal attestation before a bundle is written.
 pub const MAX_COMPARED_REFERRERS: usize = 256;
@@ -95,6 +96,7 @@ pub async fn attest(
     target: &ImageRef,
     predicate: &Predicate,
     format: AttestFormat,
+    signatures: Option<&SignaturesRepository>,
 ) -> Result<Attested, SignError> {
     let reference = target.to_string();
     let image = resolve(registry, target).await?;
@@ -103,7 +105,7 @@ pub async fn attest(
     let job = Job {
         registry,
         key,
-        target,
+        store: signatures.map_or(target, SignaturesRepository::reference),
         predicate,
         statement: &statement,
         reference: &reference,
@@ -117,7 +119,7 @@ pub async fn attest(
         reference,
         digest: image.digest,
         format,
-        stored_at,
+        stored_at: stored_in(stored_at, signatures),
         entries,
         added,
     })
@@ -127,7 +129,8 @@ pub async fn attest(
 struct Job<'a> {
     registry: &'a Registry,
     key: &'a SigningKey,
-    target: &'a ImageRef,
+    /// Where the attestation is written: the image's repository, or the signatures repository.
+    store: &'a ImageRef,
     predicate: &'a Predicate,
     statement: &'a [u8],
     reference: &'a str,
@@ -137,7 +140,7 @@ impl Job<'_> {
     /// Append the envelope to the `.att` manifest: where, how many layers, whether added.
     async fn legacy(&self, digest: &Digest) -> Result<(String, usize, bool), SignError> {
         let tag = format!("{}.att", digest.tag_prefix());
-        let att_ref = self.target.with_tag(&tag);
+        let att_ref = self.store.with_tag(&tag);
         let mut layers = existing_layers(
             self.registry,
             &att_ref,
@@ -160,7 +163,7 @@ impl Job<'_> {
         }
         let envelope_digest = self
             .registry
-            .put_blob(self.target, &envelope)
+            .put_blob(self.store, &envelope)
             .await
             .map_err(registry_error(self.reference))?;
         layers.push(Descriptor {
@@ -180,8 +183,7 @@ impl Job<'_> {
             artifact_type: None,
         });
         let count = layers.len();
-        put_signature_manifest(self.registry, self.target, &att_ref, layers, self.reference)
-            .await?;
+        put_signature_manifest(self.registry, self.store, &att_ref, layers, self.reference).await?;
         Ok((stored_at, count, true))
     }
 
@@ -204,7 +206,7 @@ impl Job<'_> {
         );
         let referrer = put_referrer(
             self.registry,
-            self.target,
+            self.store,
             image,
             &bundle,
             &annotations,
@@ -213,7 +215,7 @@ impl Job<'_> {
         .await?;
         let (stored_at, count) = list_referrer(
             self.registry,
-            self.target,
+            self.store,
             &image.digest,
             referrer,
             self.reference,
@@ -232,14 +234,14 @@ impl Job<'_> {
         let reg_err = registry_error(self.reference);
         let (listed, tag) = match self
             .registry
-            .get_referrers(self.target, digest)
+            .get_referrers(self.store, digest)
             .await
             .map_err(&reg_err)?
         {
             Some(listed) => (listed, None),
             None => {
                 let tag = digest.tag_prefix();
-                let tag_ref = self.target.with_tag(&tag);
+                let tag_ref = self.store.with_tag(&tag);
                 let listed = match self.registry.get_manifest(&tag_ref).await {
                     Ok(Some(m)) => ImageManifest::parse(&m, &tag_ref.to_string())
                         .map(|index| index.manifests)
@@ -283,7 +285,7 @@ impl Job<'_> {
         let Ok(d) = Digest::parse(&entry.digest) else {
             return false;
         };
-        let manifest_ref = self.target.with_digest(d);
+        let manifest_ref = self.store.with_digest(d);
         let Ok(Some(m)) = self.registry.get_manifest(&manifest_ref).await else {
             return false;
         };
@@ -323,7 +325,7 @@ impl Job<'_> {
         if layer.size > limit as u64 {
             return false;
         }
-        let Ok(blob) = self.registry.get_blob(self.target, layer).await else {
+        let Ok(blob) = self.registry.get_blob(self.store, layer).await else {
             return false;
         };
         let envelope = match shape {

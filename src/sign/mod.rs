@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::payload::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SimpleSigning};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST, Registry, RegistryError};
+use crate::signature_place::SignaturesRepository;
 use key::SigningKey;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -232,13 +233,16 @@ fn signature(key: &SigningKey, message: &[u8], reference: &str) -> Result<Vec<u8
     })
 }
 
-/// Resolve `target` to its digest and attach a legacy cosign signature made with `key`.
+/// Resolve `target` to its digest and attach a legacy cosign signature made with `key`: in
+/// `target`'s repository, or in `signatures` (cosign's `COSIGN_REPOSITORY`) when given.
 pub async fn sign(
     registry: &Registry,
     key: &SigningKey,
     target: &ImageRef,
     annotations: &BTreeMap<String, String>,
+    signatures: Option<&SignaturesRepository>,
 ) -> Result<Signed, SignError> {
+    let store = signatures.map_or(target, SignaturesRepository::reference);
     let reference = target.to_string();
     let digest = resolve(registry, target).await?.digest;
     let payload = SimpleSigning::new(&target.name(), &digest, annotations)
@@ -247,7 +251,7 @@ pub async fn sign(
     let signature_b64 =
         base64::engine::general_purpose::STANDARD.encode(signature(key, &payload, &reference)?);
     let tag = format!("{}.sig", digest.tag_prefix());
-    let sig_ref = target.with_tag(&tag);
+    let sig_ref = store.with_tag(&tag);
     let mut layers = existing_layers(
         registry,
         &sig_ref,
@@ -259,7 +263,7 @@ pub async fn sign(
     let mut signed = Signed {
         reference,
         digest,
-        stored_at: format!("tag {tag}"),
+        stored_at: stored_in(format!("tag {tag}"), signatures),
         signatures: layers.len(),
         added: false,
     };
@@ -269,7 +273,7 @@ pub async fn sign(
         return Ok(signed);
     }
     let payload_digest = registry
-        .put_blob(target, &payload)
+        .put_blob(store, &payload)
         .await
         .map_err(registry_error(&signed.reference))?;
     layers.push(Descriptor {
@@ -283,9 +287,17 @@ pub async fn sign(
         artifact_type: None,
     });
     signed.signatures = layers.len();
-    put_signature_manifest(registry, target, &sig_ref, layers, &signed.reference).await?;
+    put_signature_manifest(registry, store, &sig_ref, layers, &signed.reference).await?;
     signed.added = true;
     Ok(signed)
+}
+
+/// Where something was written, naming the signatures repository when it is not the image's.
+pub(crate) fn stored_in(at: String, signatures: Option<&SignaturesRepository>) -> String {
+    match signatures {
+        Some(repository) => format!("{at} in {repository}"),
+        None => at,
+    }
 }
 
 /// The layers of the signature (or attestation) manifest at `sig_ref` (none when there is
@@ -418,28 +430,30 @@ pub async fn sign_bundle(
     key: &SigningKey,
     target: &ImageRef,
     annotations: &BTreeMap<String, String>,
+    signatures: Option<&SignaturesRepository>,
 ) -> Result<Signed, SignError> {
     use crate::candidate::COSIGN_SIGN_PREDICATE;
+    let store = signatures.map_or(target, SignaturesRepository::reference);
     let reference = target.to_string();
     let image = resolve(registry, target).await?;
     let payload = sign_statement(&image.digest, annotations, &reference)?;
     let bundle = dsse_bundle(key, &payload, &reference)?;
     let referrer = put_referrer(
         registry,
-        target,
+        store,
         &image,
         &bundle,
         &BundleAnnotations::new(COSIGN_SIGN_PREDICATE, None),
         &reference,
     )
     .await?;
-    let (stored_at, signatures) =
-        list_referrer(registry, target, &image.digest, referrer, &reference).await?;
+    let (stored_at, count) =
+        list_referrer(registry, store, &image.digest, referrer, &reference).await?;
     Ok(Signed {
         reference,
         digest: image.digest,
-        stored_at,
-        signatures,
+        stored_at: stored_in(stored_at, signatures),
+        signatures: count,
         added: true,
     })
 }

@@ -37,6 +37,7 @@ mod proxy;
 mod referrers;
 mod revocation;
 mod roundtrip;
+mod sigrepo;
 mod tls;
 mod token;
 mod webhook;
