@@ -15,8 +15,10 @@ use crate::verify::SignedIdentity;
 
 mod attestation;
 mod certificates;
+mod namespace;
 pub(super) use attestation::{RawAttestation, RawCondition};
 pub(super) use certificates::{RawCertIdentity, RawCertificates};
+pub(super) use namespace::{RawNamespaces, RawRequirement, RawSelector};
 
 // ---------------------------------------------------------------------------------------------
 // Raw shapes: what the file says, before validation. A field that is absent or was reported
@@ -56,6 +58,7 @@ pub(super) struct RawRule {
     pub annotations: BTreeMap<String, String>,
     pub flux_verification: FluxVerification,
     pub attestations: Vec<RawAttestation>,
+    pub namespaces: RawNamespaces,
 }
 
 pub(super) struct RawAuthority {
@@ -115,6 +118,8 @@ const RULE_FIELDS: &[&str] = &[
     "annotations",
     "fluxVerification",
     "attestations",
+    "namespaces",
+    "namespaceSelector",
 ];
 const AUTHORITY_FIELDS: &[&str] = &["name", "key", "keyless", "certificates", "tlog"];
 const KEY_REF_FIELDS: &[&str] = &["name", "trustRoot"];
@@ -509,6 +514,7 @@ impl<'s> Reader<'s> {
             .get("attestations")
             .and_then(|n| self.attestations(n))
             .unwrap_or_default();
+        let namespaces = self.rule_namespaces(&f);
         Some(RawRule {
             name,
             images,
@@ -520,6 +526,7 @@ impl<'s> Reader<'s> {
             annotations,
             flux_verification,
             attestations,
+            namespaces,
         })
     }
 
