@@ -37,7 +37,7 @@ mod weight;
 mod workers;
 
 pub use crate::kube::{KubeApiError, KubeconfigError};
-pub use admission::ObjectError;
+pub use admission::{NamespaceLabelsError, ObjectError};
 pub use server::Limits;
 pub use tls::TlsError;
 
