@@ -7,6 +7,7 @@
 mod args;
 mod files;
 mod manifests;
+mod namespace;
 mod output;
 mod plan;
 mod run;

@@ -15,7 +15,7 @@ use super::{CliError, boxed, files};
 use crate::condition::Condition;
 use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
-use crate::extract::{FoundSource, Skipped};
+use crate::extract::Skipped;
 use crate::platform::Platform;
 use crate::policy::AttestationRequirement;
 use crate::policy::CompiledPolicy;
@@ -36,10 +36,12 @@ pub(crate) struct VerifyPlan {
     pub(crate) engine: Engine,
     /// The references given that parse, in order.
     pub(crate) references: Vec<ImageRef>,
+    /// `--namespace` (with its labels) the references are checked in.
+    pub(crate) namespace: Option<crate::policy::NamespaceContext>,
     /// `--platform`: each reference's manifest for it instead of the index.
     pub(crate) platform: Option<Platform>,
-    /// The OCI sources of `--manifests`, each once.
-    pub(crate) found: Vec<FoundSource>,
+    /// The OCI sources of `--manifests`, each once per namespace that matters.
+    pub(crate) found: Vec<super::namespace::NamespacedSource>,
     /// Results known before any check: references that do not parse, then what `--manifests`
     /// names that is not OCI.
     pub(crate) settled: Vec<Reported>,
@@ -91,17 +93,24 @@ impl VerifyPlan {
         };
         let registry = registry_for(&a.registry, &references.iter().collect::<Vec<_>>())?;
         let engine = Engine::new(registry, policy, config);
+        let policy = engine.policy();
+        let namespace = if references.is_empty() {
+            None
+        } else {
+            super::namespace::for_references(&a, policy.policy()).await?
+        };
         let (found, skipped) = if a.manifests.is_empty() {
             (Vec::new(), Vec::new())
         } else {
             let files = files::read_manifests(&a.manifests)?;
-            let found = super::manifests::read(files, &a).await?;
+            let found = super::manifests::read(files, &a, policy.policy()).await?;
             settled.extend(found.unverified);
             (found.sources, found.skipped)
         };
         Ok(VerifyPlan {
             engine,
             references,
+            namespace,
             platform: a.platform,
             found,
             settled,
