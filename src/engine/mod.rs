@@ -284,7 +284,8 @@ impl Engine {
     ) -> Result<Planned, Box<Decision>> {
         let policy = self.policy();
         let name = reference.name();
-        let place = match namespace {
+        // Where the check was, for the reasons below (made only when one is needed).
+        let place = || match namespace {
             Some(ns) => format!(" in namespace {}", ns.name),
             None if policy.policy().has_namespace_rules() => " outside any namespace".into(),
             None => String::new(),
@@ -298,15 +299,19 @@ impl Engine {
                     NoMatch::Warn => (Verdict::Warn, Some(Failure::NoMatch)),
                 };
                 let word = format!("{nm:?}").to_lowercase();
-                let reason =
-                    format!("no rule of the policy matches {name}{place} (noMatch: {word})");
+                let reason = format!(
+                    "no rule of the policy matches {name}{} (noMatch: {word})",
+                    place()
+                );
                 let d = Decision::early(reference, verdict, None, reason, failure);
                 return Err(Box::new(d));
             }
             RuleMatch::Ambiguous(a, b) => {
                 let reason = format!(
-                    "policy error: rules {:?} and {:?} are equally specific for {name}{place}",
-                    a.name, b.name
+                    "policy error: rules {:?} and {:?} are equally specific for {name}{}",
+                    a.name,
+                    b.name,
+                    place()
                 );
                 let d = Decision::early(
                     reference,

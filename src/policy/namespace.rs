@@ -4,8 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use globset::GlobMatcher;
-
 /// The namespace an object is admitted (or checked) in: its name and its labels. A check
 /// without one (a cluster-scoped object, `verify REF` without `--namespace`) sees only rules
 /// that name no namespace.
@@ -143,11 +141,12 @@ fn unsatisfiable(constraints: impl Iterator<Item = KeyConstraint>) -> bool {
 }
 
 /// A `namespaces` glob: `*` any run of characters, `?` one; otherwise a namespace name.
+/// Matched by hand over bytes (no regex): every check tries each scoped rule's globs, and a
+/// namespace name is at most 63 characters of a small alphabet.
 #[derive(Debug, Clone)]
 pub struct NamespaceGlob {
     /// The glob as the file gives it.
     pub text: String,
-    glob: GlobMatcher,
 }
 
 impl NamespaceGlob {
@@ -173,26 +172,48 @@ impl NamespaceGlob {
         if !text.contains(['*', '?']) && !crate::extract::names::is_dns1123_label(text) {
             return Err("not a namespace name (a DNS-1123 label)".into());
         }
-        let glob = globset::GlobBuilder::new(text)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| e.kind().to_string())?
-            .compile_matcher();
         Ok(NamespaceGlob {
             text: text.to_string(),
-            glob,
         })
     }
 
     /// Whether the namespace `name` matches.
     pub fn matches(&self, name: &str) -> bool {
-        self.glob.is_match(name)
+        glob_match(self.text.as_bytes(), name.as_bytes())
     }
 
     /// Whether some name matches both globs (wildcards `*` and `?` over the same alphabet).
     fn overlaps(&self, other: &NamespaceGlob) -> bool {
         globs_intersect(self.text.as_bytes(), other.text.as_bytes())
     }
+}
+
+/// Whether `name` matches a glob of literals, `?` (one byte) and `*` (any run): the usual
+/// greedy walk, going back only to the last `*` (linear in practice, quadratic at worst).
+fn glob_match(glob: &[u8], name: &[u8]) -> bool {
+    let (mut g, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match glob.get(g) {
+            Some(b'*') => {
+                star = Some((g, n));
+                g += 1;
+            }
+            Some(&c) if c == b'?' || c == name[n] => {
+                g += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sg, sn)) => {
+                    star = Some((sg, sn + 1));
+                    g = sg + 1;
+                    n = sn + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    glob[g..].iter().all(|&c| c == b'*')
 }
 
 /// Whether two globs of literals, `?` and `*` match a common string: reachability over pairs
@@ -418,6 +439,11 @@ mod tests {
         }
         let g = NamespaceGlob::new("team-?").unwrap();
         assert!(g.matches("team-a") && !g.matches("team-ab"));
+        let m = |g: &str, n: &str| NamespaceGlob::new(g).unwrap().matches(n);
+        assert!(m("*", "a") && m("team-a-*", "team-a-") && m("team-a-*", "team-a-web"));
+        assert!(m("a*b*c", "abc") && m("a*b*c", "axxbyyc") && m("*-prod", "web-prod"));
+        assert!(!m("a*b*c", "axxbyy") && !m("team-a", "team-ab") && !m("*-prod", "prod"));
+        assert!(m("a*a*a", "aaa") && !m("a*a*a", "aa") && m("??", "ab") && !m("??", "a"));
     }
 
     #[test]
