@@ -146,6 +146,33 @@ pub(crate) fn object_name<'v>(what: &'static str, value: &'v str) -> Result<&'v 
     })
 }
 
+impl KubeApi {
+    /// The labels of the Namespace `name` (a `get`, cached as every answer is), None when
+    /// there is no such Namespace. A name that is not a namespace name is never asked for.
+    pub(crate) async fn namespace_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, KubeApiError> {
+        let name = namespace_name(name)?;
+        let found = self.get(&format!("/api/v1/namespaces/{name}")).await?;
+        Ok(found.as_ref().map(labels_of))
+    }
+}
+
+/// An object's `metadata.labels` (entries whose value is not text left out).
+pub(crate) fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(crate) enum Token {
     /// A service-account token file, re-read for each request (bound tokens rotate).
     File(PathBuf),
@@ -361,33 +388,6 @@ impl KubeApi {
         self.cache.insert(path.to_string(), found.clone());
         Ok(found)
     }
-}
-
-impl KubeApi {
-    /// The labels of the Namespace `name` (a `get`, cached as every answer is), None when
-    /// there is no such Namespace. A name that is not a namespace name is never asked for.
-    pub(crate) async fn namespace_labels(
-        &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, String>>, KubeApiError> {
-        let name = namespace_name(name)?;
-        let found = self.get(&format!("/api/v1/namespaces/{name}")).await?;
-        Ok(found.as_ref().map(labels_of))
-    }
-}
-
-/// An object's `metadata.labels` (entries whose value is not text left out).
-pub(crate) fn labels_of(object: &Value) -> BTreeMap<String, String> {
-    object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The API path of a Flux source object.
