@@ -27,6 +27,21 @@ pub(crate) struct FoundManifests {
     pub(crate) skipped: Vec<Skipped>,
 }
 
+/// `--manifests`, when given: the files read (see [`read`]); what is not OCI goes to `settled`.
+pub(crate) async fn read_all(
+    a: &VerifyArgs,
+    policy: &Policy,
+    settled: &mut Vec<Reported>,
+) -> Result<(Vec<NamespacedSource>, Vec<Skipped>), CliError> {
+    if a.manifests.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let files = super::files::read_manifests(&a.manifests)?;
+    let found = read(files, a, policy).await?;
+    settled.extend(found.unverified);
+    Ok((found.sources, found.skipped))
+}
+
 /// The manifest files read as the webhook would read their objects: its excluded namespaces,
 /// objects without a namespace in `--namespace` (or the kubeconfig's), referenced objects
 /// from the documents, then with `--kubeconfig` from the cluster; each source is checked in

@@ -60,13 +60,15 @@ fn named(name: &str) -> NamespaceContext {
     ns
 }
 
-/// `--namespace` for the references given: None without it; its labels from
-/// `--namespace-label`, else (when a rule selects by label) read with `--kubeconfig`.
+/// `--namespace` for the references given: None without it (or without references); its
+/// labels from `--namespace-label`, else (when a rule selects by label) read with
+/// `--kubeconfig`.
 pub(crate) async fn for_references(
     a: &VerifyArgs,
+    references: &[crate::reference::ImageRef],
     policy: &Policy,
 ) -> Result<Option<NamespaceContext>, CliError> {
-    let Some(name) = &a.namespace else {
+    let (Some(name), false) = (&a.namespace, references.is_empty()) else {
         return Ok(None);
     };
     let mut ns = named(name);

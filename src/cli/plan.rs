@@ -94,19 +94,9 @@ impl VerifyPlan {
         let registry = registry_for(&a.registry, &references.iter().collect::<Vec<_>>())?;
         let engine = Engine::new(registry, policy, config);
         let policy = engine.policy();
-        let namespace = if references.is_empty() {
-            None
-        } else {
-            super::namespace::for_references(&a, policy.policy()).await?
-        };
-        let (found, skipped) = if a.manifests.is_empty() {
-            (Vec::new(), Vec::new())
-        } else {
-            let files = files::read_manifests(&a.manifests)?;
-            let found = super::manifests::read(files, &a, policy.policy()).await?;
-            settled.extend(found.unverified);
-            (found.sources, found.skipped)
-        };
+        let namespace = super::namespace::for_references(&a, &references, policy.policy()).await?;
+        let (found, skipped) =
+            super::manifests::read_all(&a, policy.policy(), &mut settled).await?;
         Ok(VerifyPlan {
             engine,
             references,
