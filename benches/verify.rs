@@ -2,7 +2,10 @@
 //! from ../shared/corpus with the embedded public-good root:
 //! - a keyless cosign legacy layer (Fulcio chain, SCT, Rekor SET and body, identity);
 //! - a key-based legacy layer (ECDSA P-256 over the payload);
-//! - a Sigstore v0.3 bundle (conformance happy-path-v0.3).
+//! - a Sigstore v0.3 bundle (conformance happy-path-v0.3);
+//!
+//! and the rule matching every check starts with: one cluster-wide rule, against a floor and
+//! 50 namespace-scoped rules (issue #20), for a check in a namespace.
 //!
 //! Run: `cargo bench --bench verify` (figures in BENCHMARKS.md).
 
@@ -124,5 +127,51 @@ fn benches(c: &mut Criterion) {
     );
 }
 
-criterion_group!(verify, benches);
+/// A policy with a cluster-wide floor and `scoped` namespace-scoped rules over the same images
+/// (each of team-N and team-N-*, every other one also by a label selector).
+fn policy_with(scoped: usize) -> ocigate::policy::Policy {
+    let mut text = String::from(
+        "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: k.pub}]\n\
+         rules:\n  - name: floor\n    images: [\"ghcr.io/acme/**\"]\n    \
+         authorities: [{key: {name: k}}]\n",
+    );
+    for i in 0..scoped {
+        let selector = if i % 2 == 0 {
+            format!("\n    namespaceSelector: {{matchLabels: {{team: t{i}}}}}")
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "  - name: team-{i}\n    images: [\"ghcr.io/acme/**\"]\n    \
+             namespaces: [\"team-{i}\", \"team-{i}-*\"]{selector}\n    \
+             authorities: [{{key: {{name: k}}}}]\n"
+        ));
+    }
+    let pem = ocigate::sign::key::SigningKey::generate()
+        .expect("key")
+        .public_key()
+        .to_pem();
+    let read = |_: &std::path::Path| Ok(pem.clone());
+    ocigate::policy::Policy::parse(&text, std::path::Path::new("p.yaml"), &read).expect("policy")
+}
+
+fn matching(c: &mut Criterion) {
+    use ocigate::policy::{NamespaceContext, RuleMatch};
+    let mut ns = NamespaceContext::named("team-48-web");
+    ns.labels.insert("team".into(), "t48".into());
+    for scoped in [0, 50] {
+        let policy = policy_with(scoped);
+        let name = "ghcr.io/acme/payments/api";
+        let want = if scoped == 0 { "floor" } else { "team-48" };
+        assert!(
+            matches!(policy.match_rule_in(name, Some(&ns)), RuleMatch::Rule(_, r) if r.name == want)
+        );
+        c.bench_function(
+            &format!("rule matching, floor + {scoped} namespace-scoped rules"),
+            |b| b.iter(|| policy.match_rule_in(std::hint::black_box(name), Some(&ns))),
+        );
+    }
+}
+
+criterion_group!(verify, benches, matching);
 criterion_main!(verify);

@@ -47,6 +47,7 @@ MUTATING_RULES = VALIDATING_RULES[:2]
 RBAC = {
     ("", "secrets"): {"get"},
     ("", "serviceaccounts"): {"get"},
+    ("", "namespaces"): {"get"},
     ("source.toolkit.fluxcd.io", "ocirepositories"): {"get"},
     ("source.toolkit.fluxcd.io", "helmcharts"): {"get"},
     ("source.toolkit.fluxcd.io", "helmrepositories"): {"get"},

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::engine::{Decision, Engine};
 use crate::extract::{Location, ManifestOptions, Skipped, Source, Unverified};
 use crate::kube::{ApiLookup, KubeApi, KubeApiError, MAX_PAGES, Resource};
+use crate::policy::NamespaceContext;
 use crate::registry::{Pace, RequestCredentials, with_pace, with_request_credentials};
 
 mod lease;
@@ -66,6 +67,15 @@ const AUDITED: [(&str, &str, &[&str]); 5] = [
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum AuditError {
+    /// A namespace's labels, which a rule's `namespaceSelector` needs, could not be read.
+    #[error("audit: cannot read the labels of namespace {namespace}")]
+    Labels {
+        /// The namespace.
+        namespace: String,
+        /// Why.
+        #[source]
+        source: KubeApiError,
+    },
     /// Listing a kind failed.
     #[error("audit: cannot list {kind}")]
     List {
@@ -90,6 +100,19 @@ pub(crate) struct AuditOptions {
     pub(crate) excluded_namespaces: BTreeSet<String>,
     /// Follow Flux references into other namespaces.
     pub(crate) cross_namespace_refs: bool,
+    /// Check each artifact per namespace it runs in (the policy has namespace-scoped rules).
+    pub(crate) by_namespace: bool,
+    /// Read each namespace's labels (a rule has a `namespaceSelector`).
+    pub(crate) namespace_labels: bool,
+}
+
+impl AuditOptions {
+    /// Whether checks must know their namespace (and its labels) under `policy`.
+    pub(crate) fn for_policy(mut self, policy: &crate::policy::Policy) -> Self {
+        self.by_namespace = policy.has_namespace_rules();
+        self.namespace_labels = policy.needs_namespace_labels();
+        self
+    }
 }
 
 /// One place a source was found: the namespace, the workload that owns the object (the object
@@ -130,6 +153,8 @@ pub(crate) struct Audited {
     pub(crate) places: Vec<Place>,
     /// The Pods' pull credentials; `None`: only the audit's own.
     pub(crate) credentials: Option<RequestCredentials>,
+    /// The namespace it is checked for, when the policy's rules depend on it.
+    pub(crate) namespace: Option<NamespaceContext>,
 }
 
 /// What the cluster runs: each OCI source once (per set of pull credentials) with every place
@@ -194,7 +219,7 @@ async fn list_kind(
     options: &AuditOptions,
     pods: &mut Pods,
     out: &mut Inventory,
-    index: &mut HashMap<(String, String), usize>,
+    index: &mut HashMap<(String, String, String), usize>,
 ) -> Result<Option<usize>, AuditError> {
     let failed = |source| AuditError::List {
         kind: resource.kind.clone(),
@@ -215,6 +240,7 @@ async fn list_kind(
             pods.owners.learn(api, pod).await;
             pods.pulls.learn(api, pod).await;
         }
+        pods.learn_namespaces(api, &page.items, options).await?;
         let at = (resource.api_version.as_str(), page.items);
         read_page(api, at, options, pods, out, index).await;
         next = page.next;
@@ -227,11 +253,52 @@ async fn list_kind(
     })
 }
 
-/// What is known of the Pods read: their workloads and their pull credentials.
+/// What is known of the objects read: Pods' workloads and pull credentials, and the namespaces
+/// checks are made for.
 #[derive(Default)]
 struct Pods {
     owners: owner::Owners,
     pulls: pull::Pulls,
+    namespaces: HashMap<String, NamespaceContext>,
+}
+
+impl Pods {
+    /// The namespaces of `items` as checks see them (with their labels when a rule needs
+    /// them), each read once.
+    async fn learn_namespaces(
+        &mut self,
+        api: &KubeApi,
+        items: &[Value],
+        options: &AuditOptions,
+    ) -> Result<(), AuditError> {
+        if !options.by_namespace {
+            return Ok(());
+        }
+        for ns in items
+            .iter()
+            .filter_map(|o| o["metadata"]["namespace"].as_str())
+        {
+            if self.namespaces.contains_key(ns) {
+                continue;
+            }
+            let mut context = NamespaceContext::named(ns);
+            if options.namespace_labels {
+                let failed = |source| AuditError::Labels {
+                    namespace: ns.to_string(),
+                    source,
+                };
+                let labels = api.namespace_labels(ns).await.map_err(failed)?;
+                context.labels = labels.unwrap_or_default();
+            }
+            self.namespaces.insert(ns.to_string(), context);
+        }
+        Ok(())
+    }
+
+    /// The namespace a check of what was found at `l` is made for.
+    fn namespace_of(&self, l: &Location) -> Option<&NamespaceContext> {
+        self.namespaces.get(l.namespace.as_ref()?)
+    }
 }
 
 /// One page's objects read as the webhook reads them (`extract`'s manifests reading, with the
@@ -242,7 +309,7 @@ async fn read_page(
     options: &AuditOptions,
     pods: &Pods,
     out: &mut Inventory,
-    index: &mut HashMap<(String, String), usize>,
+    index: &mut HashMap<(String, String, String), usize>,
 ) {
     let manifest_options = ManifestOptions {
         cross_namespace_refs: options.cross_namespace_refs,
@@ -260,9 +327,11 @@ async fn read_page(
         for l in &f.found_in {
             let place = pods.owners.place(l, api_version);
             let pull = pods.pulls.of(l);
+            let namespace = pods.namespace_of(l);
             let key = (
                 f.source.key(),
                 pull.map_or(String::new(), |(k, _)| k.to_string()),
+                namespace.map_or(String::new(), |n| n.name.clone()),
             );
             match index.get(&key) {
                 Some(&i) => out.sources[i].places.push(place),
@@ -272,6 +341,7 @@ async fn read_page(
                         source: f.source.clone(),
                         places: vec![place],
                         credentials: pull.map(|(_, c)| c.clone()),
+                        namespace: namespace.cloned(),
                     });
                 }
             }
@@ -299,11 +369,10 @@ pub(crate) async fn check(
         let (engine, pace) = (engine.clone(), pace.clone());
         async move {
             let run = async {
+                let check = engine.check_source_in(&a.source, a.namespace.as_ref(), deadline);
                 match a.credentials {
-                    Some(c) => {
-                        with_request_credentials(c, engine.check_source(&a.source, deadline)).await
-                    }
-                    None => engine.check_source(&a.source, deadline).await,
+                    Some(c) => with_request_credentials(c, check).await,
+                    None => check.await,
                 }
             };
             let decision = match pace {

@@ -8,6 +8,7 @@
 //! which the reqwest stack the registry code already uses (rustls on aws-lc-rs) does; `kube`
 //! would bring a second HTTP stack and its own TLS set-up for that.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,33 @@ pub(crate) fn object_name<'v>(what: &'static str, value: &'v str) -> Result<&'v 
         value: value.chars().take(80).collect(),
         rule: "object name (DNS-1123 subdomain)",
     })
+}
+
+impl KubeApi {
+    /// The labels of the Namespace `name` (a `get`, cached as every answer is), None when
+    /// there is no such Namespace. A name that is not a namespace name is never asked for.
+    pub(crate) async fn namespace_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, KubeApiError> {
+        let name = namespace_name(name)?;
+        let found = self.get(&format!("/api/v1/namespaces/{name}")).await?;
+        Ok(found.as_ref().map(labels_of))
+    }
+}
+
+/// An object's `metadata.labels` (entries whose value is not text left out).
+pub(crate) fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) enum Token {

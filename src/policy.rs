@@ -12,6 +12,7 @@ mod compiled;
 mod evaluate;
 mod flux;
 mod model;
+mod namespace;
 mod needs;
 mod pattern;
 mod read;
@@ -32,6 +33,10 @@ pub use flux::{FluxShortfall, flux_requirement};
 pub use model::{
     AttestationRequirement, Authority, AuthorityKind, FluxVerification, Mode, NoMatch, Policy,
     Rule, RuleId, RuleMatch, Tlog, TrustRootRef, Verdict,
+};
+pub use namespace::{
+    LabelSelector, NamespaceContext, NamespaceGlob, NamespaceScope, Operator, Requirement,
+    check_label_key, check_label_value,
 };
 
 /// The `apiVersion` a policy file must name.
@@ -874,6 +879,7 @@ rules:
             position: (1, 1),
             patterns: Patterns::default(),
             excludes: Patterns::default(),
+            namespaces: Default::default(),
             mode,
             threshold,
             authorities: vec![auth("a"), auth("b")],

@@ -155,7 +155,12 @@ impl Periodic {
         before: &BTreeSet<Option<String>>,
     ) -> Result<BTreeSet<Option<String>>, String> {
         let started = Instant::now();
-        let mut found = inventory(&self.api, &self.options)
+        // The policy in force now says whether checks depend on the namespace.
+        let options = self
+            .options
+            .clone()
+            .for_policy(self.engine.policy().policy());
+        let mut found = inventory(&self.api, &options)
             .await
             .map_err(|e| crate::error_chain(&e))?;
         let sources = std::mem::take(&mut found.sources);

@@ -275,6 +275,16 @@ fn namespace(s: &str) -> Result<String, String> {
     }
 }
 
+/// `KEY=VALUE`: a Kubernetes label key and value.
+fn namespace_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    crate::policy::check_label_key(k).map_err(|e| format!("label key {k:?}: {e}"))?;
+    crate::policy::check_label_value(v).map_err(|e| format!("label value {v:?}: {e}"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
 /// A namespace name, or `` (no namespace is excluded).
 fn excluded_namespace(s: &str) -> Result<String, String> {
     if s.is_empty() {
@@ -444,15 +454,23 @@ pub(crate) struct VerifyArgs {
         value_parser = excluded_namespace,
     )]
     pub(crate) exclude_namespace: Vec<String>,
-    /// With --manifests: the namespace objects that name none are applied to (as
-    /// `kubectl apply -n NS`), for the exclusions, the output and their references. Default:
-    /// with --kubeconfig its context's namespace (else `default`), without it none.
-    #[arg(long, value_name = "NS", requires = "manifests", value_parser = namespace)]
+    /// With REF: evaluate as for an object in this namespace (its namespace-scoped rules
+    /// apply; without --namespace only rules that name no namespace do). With --manifests: the
+    /// namespace objects that name none are applied to (as `kubectl apply -n NS`), for the
+    /// exclusions, the rules, the output and their references. Default: with --kubeconfig its
+    /// context's namespace (else `default`), without it none.
+    #[arg(long, value_name = "NS", value_parser = namespace)]
     pub(crate) namespace: Option<String>,
-    /// With --manifests: read a referenced object that is not among the documents (a
-    /// HelmRelease's HelmRepository) from the cluster of this kubeconfig's current context,
-    /// with `get` by name, as the webhook does. Without it such a reference is denied.
-    #[arg(long, value_name = "FILE", requires = "manifests")]
+    /// A label of the --namespace namespace, for rules with a namespaceSelector (repeatable;
+    /// `kubernetes.io/metadata.name` is always there, as the API server sets it). With
+    /// --manifests a Namespace document among them says its labels instead.
+    #[arg(long, value_name = "KEY=VALUE", requires = "namespace", value_parser = namespace_label)]
+    pub(crate) namespace_label: Vec<(String, String)>,
+    /// Read from the cluster of this kubeconfig's current context, with `get` by name as the
+    /// webhook does: with --manifests a referenced object that is not among the documents (a
+    /// HelmRelease's HelmRepository; without it such a reference is denied), and the labels of
+    /// a namespace a rule's namespaceSelector needs (with REF: --namespace's).
+    #[arg(long, value_name = "FILE")]
     pub(crate) kubeconfig: Option<PathBuf>,
     /// How many references are verified at once; results still come in input order.
     #[arg(

@@ -43,8 +43,8 @@ impl AuditPlan {
         };
         let api = cluster_api(a.kubeconfig)?;
         let per_second = NonZeroU32::new(a.registry_qps).unwrap_or(NonZeroU32::MIN);
+        let engine = Engine::new(registry, policy, config);
         Ok(AuditPlan {
-            engine: Engine::new(registry, policy, config),
             api,
             options: AuditOptions {
                 excluded_namespaces: a
@@ -53,7 +53,10 @@ impl AuditPlan {
                     .filter(|n| !n.is_empty())
                     .collect(),
                 cross_namespace_refs: a.allow_cross_namespace_refs,
-            },
+                ..AuditOptions::default()
+            }
+            .for_policy(engine.policy().policy()),
+            engine,
             jobs: a.jobs,
             pace: Pace::per_second(per_second),
             deadline,

@@ -5,32 +5,51 @@
 use std::path::PathBuf;
 
 use super::args::VerifyArgs;
+use super::namespace::{NamespacedSource, documented, split};
 use super::output::Reported;
 use super::{CliError, boxed};
 use crate::engine::Decision;
 use crate::error_chain;
-use crate::extract::{FoundSource, Location, ManifestOptions, Skipped};
+use crate::extract::{Location, ManifestOptions, Skipped};
 use crate::kube::{ApiLookup, KubeApi};
-use crate::policy::Verdict;
+use crate::policy::{Policy, Verdict};
 
 /// What `--manifests` found: each OCI source once with every place it was found; a warn result
 /// for each source the cluster would fetch that is not OCI (nothing verifies it); the objects
 /// skipped.
 pub(crate) struct FoundManifests {
-    /// Each OCI source once, with every place it was found.
-    pub(crate) sources: Vec<FoundSource>,
+    /// Each OCI source once (once per namespace when the policy names namespaces), with
+    /// every place it was found.
+    pub(crate) sources: Vec<NamespacedSource>,
     /// A warn result for each source that is not OCI.
     pub(crate) unverified: Vec<Reported>,
     /// The objects in excluded namespaces.
     pub(crate) skipped: Vec<Skipped>,
 }
 
+/// `--manifests`, when given: the files read (see [`read`]); what is not OCI goes to `settled`.
+pub(crate) async fn read_all(
+    a: &VerifyArgs,
+    policy: &Policy,
+    settled: &mut Vec<Reported>,
+) -> Result<(Vec<NamespacedSource>, Vec<Skipped>), CliError> {
+    if a.manifests.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let files = super::files::read_manifests(&a.manifests)?;
+    let found = read(files, a, policy).await?;
+    settled.extend(found.unverified);
+    Ok((found.sources, found.skipped))
+}
+
 /// The manifest files read as the webhook would read their objects: its excluded namespaces,
 /// objects without a namespace in `--namespace` (or the kubeconfig's), referenced objects
-/// from the documents, then with `--kubeconfig` from the cluster.
+/// from the documents, then with `--kubeconfig` from the cluster; each source is checked in
+/// the namespace of the objects naming it.
 pub(crate) async fn read(
     files: Vec<(PathBuf, String)>,
     a: &VerifyArgs,
+    policy: &Policy,
 ) -> Result<FoundManifests, CliError> {
     let mut parsed = Vec::with_capacity(files.len());
     for (file, text) in files {
@@ -77,8 +96,10 @@ pub(crate) async fn read(
         .into_iter()
         .map(|(found_in, u)| unverified_decision(found_in, u))
         .collect();
+    let documents = documented(&parsed);
+    let sources = split(found.sources, &documents, a, api.as_ref(), policy).await;
     Ok(FoundManifests {
-        sources: found.sources,
+        sources,
         unverified,
         skipped: found.skipped,
     })

@@ -8,6 +8,7 @@ mod args;
 mod audit;
 mod files;
 mod manifests;
+mod namespace;
 mod output;
 mod plan;
 mod run;

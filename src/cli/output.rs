@@ -92,6 +92,9 @@ pub(crate) struct Reported {
     pub(crate) decision: Decision,
     /// Where it was found, in the order found.
     pub(crate) found_in: Vec<Location>,
+    /// The namespace it was evaluated in (None: none, only cluster-wide rules applied, or the
+    /// policy names no namespace).
+    pub(crate) namespace: Option<String>,
 }
 
 impl Reported {
@@ -103,7 +106,20 @@ impl Reported {
                 .reasons
                 .push(format!("found in {}", places.join(", ")));
         }
-        Reported { decision, found_in }
+        Reported {
+            decision,
+            found_in,
+            namespace: None,
+        }
+    }
+
+    /// The same, evaluated in `namespace`.
+    pub(crate) fn in_namespace(
+        mut self,
+        namespace: Option<&crate::policy::NamespaceContext>,
+    ) -> Self {
+        self.namespace = namespace.map(|n| n.name.clone());
+        self
     }
 }
 
@@ -112,6 +128,7 @@ impl From<Decision> for Reported {
         Reported {
             decision,
             found_in: Vec::new(),
+            namespace: None,
         }
     }
 }
@@ -124,6 +141,9 @@ struct ResultJson<'a> {
     decision: &'a Decision,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     locations: &'a [Location],
+    /// The namespace whose rules applied, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
 }
 
 /// Results, and the objects `--manifests` skipped (text: `SKIP` lines; JSON: `skipped`).
@@ -152,6 +172,7 @@ pub(crate) fn print_decisions(
                 .map(|r| ResultJson {
                     decision: &r.decision,
                     locations: &r.found_in,
+                    namespace: r.namespace.as_deref(),
                 })
                 .collect();
             let doc = Results {

@@ -16,7 +16,7 @@ use super::{CliError, boxed, files};
 use crate::condition::Condition;
 use crate::engine::{Decision, Engine, EngineConfig};
 use crate::error_chain;
-use crate::extract::{FoundSource, Skipped};
+use crate::extract::Skipped;
 use crate::platform::Platform;
 use crate::policy::AttestationRequirement;
 use crate::policy::CompiledPolicy;
@@ -38,10 +38,12 @@ pub(crate) struct VerifyPlan {
     pub(crate) engine: Engine,
     /// The references given that parse, in order.
     pub(crate) references: Vec<ImageRef>,
+    /// `--namespace` (with its labels) the references are checked in.
+    pub(crate) namespace: Option<crate::policy::NamespaceContext>,
     /// `--platform`: each reference's manifest for it instead of the index.
     pub(crate) platform: Option<Platform>,
-    /// The OCI sources of `--manifests`, each once.
-    pub(crate) found: Vec<FoundSource>,
+    /// The OCI sources of `--manifests`, each once per namespace that matters.
+    pub(crate) found: Vec<super::namespace::NamespacedSource>,
     /// Results known before any check: references that do not parse, then what `--manifests`
     /// names that is not OCI.
     pub(crate) settled: Vec<Reported>,
@@ -94,17 +96,14 @@ impl VerifyPlan {
         let hosts = super::signatures::and_policy_places(&references, policy.policy());
         let registry = registry_for(&a.registry, &hosts)?;
         let engine = Engine::new(registry, policy, config);
-        let (found, skipped) = if a.manifests.is_empty() {
-            (Vec::new(), Vec::new())
-        } else {
-            let files = files::read_manifests(&a.manifests)?;
-            let found = super::manifests::read(files, &a).await?;
-            settled.extend(found.unverified);
-            (found.sources, found.skipped)
-        };
+        let policy = engine.policy();
+        let namespace = super::namespace::for_references(&a, &references, policy.policy()).await?;
+        let (found, skipped) =
+            super::manifests::read_all(&a, policy.policy(), &mut settled).await?;
         Ok(VerifyPlan {
             engine,
             references,
+            namespace,
             platform: a.platform,
             found,
             settled,

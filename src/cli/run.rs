@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use futures_util::StreamExt as _;
 
 use super::args::{Cli, Command, Output, PolicyCommand, SignFormat};
+use super::namespace::NamespacedSource;
 use super::output::{self, Progress, Reported, say};
 use super::plan::{
     AttestPlan, BundleInput, BundlePlan, BundleSigner, DiscoverPlan, GeneratePlan, ServePlan,
@@ -15,7 +16,6 @@ use super::plan::{
 };
 use super::{CliError, boxed, files};
 use crate::error_chain;
-use crate::extract::FoundSource;
 use crate::policy::{CompiledPolicy, Verdict};
 use crate::sign::key::SigningKey;
 use crate::signature_place::signatures_of;
@@ -104,21 +104,28 @@ type Check<'e> = std::pin::Pin<Box<dyn Future<Output = Reported> + Send + 'e>>;
 
 /// The plan's checks: each reference (for `--platform`, its platform's manifest), then each
 /// source `--manifests` found, with where it was found.
-fn checks(plan: &VerifyPlan, found: Vec<FoundSource>) -> Vec<Check<'_>> {
+fn checks(plan: &VerifyPlan, found: Vec<NamespacedSource>) -> Vec<Check<'_>> {
     let engine = &plan.engine;
     let deadline = engine.config().deadline;
+    let ns = plan.namespace.as_ref();
     let mut checks: Vec<Check<'_>> = Vec::new();
     for r in &plan.references {
         checks.push(match &plan.platform {
-            Some(p) => Box::pin(async move { engine.check_platform(r, p, deadline).await.into() }),
-            None => Box::pin(async move { engine.check(r).await.into() }),
+            Some(p) => Box::pin(async move {
+                let d = engine.check_platform_in(r, p, ns, deadline).await;
+                Reported::from(d).in_namespace(ns)
+            }),
+            None => Box::pin(async move {
+                let d = engine.check_in(r, ns, deadline).await;
+                Reported::from(d).in_namespace(ns)
+            }),
         });
     }
-    for FoundSource { found_in, source } in found {
+    for s in found {
         let engine = engine.clone();
         checks.push(Box::pin(async move {
-            let d = engine.check_source(&source, deadline).await;
-            Reported::found(d, found_in)
+            let d = s.check(&engine, deadline).await;
+            Reported::found(d, s.found.found_in).in_namespace(s.namespace.as_ref())
         }));
     }
     checks

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::decision::Decision;
 use super::{Engine, Failure, Planned, registry_step};
 use crate::extract::{Artifact, Source};
-use crate::policy::flux_requirement;
+use crate::policy::{NamespaceContext, flux_requirement};
 use crate::reference::ImageRef;
 use crate::registry::RegistryError;
 
@@ -27,7 +27,18 @@ impl Engine {
     /// invalid one denied) and, for a Flux source under a rule with `fluxVerification:
     /// required`, whether Flux verifies it itself too.
     pub async fn check_source(&self, source: &Source, deadline: Duration) -> Decision {
-        let (mut d, planned) = self.artifact(&source.artifact, deadline).await;
+        self.check_source_in(source, None, deadline).await
+    }
+
+    /// [`Engine::check_source`] for a source found in an object of `namespace` (its name and
+    /// labels; None for a cluster-scoped object): see [`Engine::check_in`].
+    pub async fn check_source_in(
+        &self,
+        source: &Source,
+        namespace: Option<&NamespaceContext>,
+        deadline: Duration,
+    ) -> Decision {
+        let (mut d, planned) = self.artifact(&source.artifact, namespace, deadline).await;
         if !source.flux {
             return d;
         }
@@ -52,11 +63,12 @@ impl Engine {
     async fn artifact(
         &self,
         artifact: &Artifact,
+        namespace: Option<&NamespaceContext>,
         deadline: Duration,
     ) -> (Decision, Option<Planned>) {
         let semver = match artifact {
             Artifact::Reference(r) => {
-                return match self.plan(r) {
+                return match self.plan(r, namespace) {
                     Ok(planned) => (
                         self.check_planned(&planned, r, deadline).await,
                         Some(planned),
@@ -79,7 +91,7 @@ impl Engine {
                 filter: filter.as_deref(),
             },
         };
-        match self.plan(semver.repository) {
+        match self.plan(semver.repository, namespace) {
             Ok(planned) => (
                 self.check_semver(&planned, &semver, deadline).await,
                 Some(planned),

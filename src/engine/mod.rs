@@ -27,7 +27,7 @@ pub use decision::{Decision, PlatformPick, Timings};
 pub use flight::Stage;
 
 use crate::error_chain;
-use crate::policy::{CompiledPolicy, NoMatch, Rule, RuleId, RuleMatch, Verdict};
+use crate::policy::{CompiledPolicy, NamespaceContext, NoMatch, Rule, RuleId, RuleMatch, Verdict};
 use crate::reference::ImageRef;
 use crate::registry::{ImageManifest, Registry, RegistryError, RequestScope};
 use cache::{Caches, DecisionKey, Resolved};
@@ -257,18 +257,40 @@ impl Engine {
     /// A platform manifest pinned under a tag that names a signed index
     /// (`repo:tag@sha256:<platform manifest>`) and found unsigned says so.
     pub async fn check_with_deadline(&self, reference: &ImageRef, deadline: Duration) -> Decision {
-        match self.plan(reference) {
+        self.check_in(reference, None, deadline).await
+    }
+
+    /// [`Engine::check_with_deadline`] for a check in `namespace` (its name and labels):
+    /// rules whose namespace conditions hold there apply besides the cluster-wide ones; None
+    /// (a cluster-scoped object, no `--namespace`) sees only rules that name no namespace.
+    pub async fn check_in(
+        &self,
+        reference: &ImageRef,
+        namespace: Option<&NamespaceContext>,
+        deadline: Duration,
+    ) -> Decision {
+        match self.plan(reference, namespace) {
             Ok(planned) => self.check_planned(&planned, reference, deadline).await,
             Err(d) => *d,
         }
     }
 
-    /// Plan: the rule for a reference in the policy in force, before any I/O; `Err` is the
-    /// decision when there is none.
-    fn plan(&self, reference: &ImageRef) -> Result<Planned, Box<Decision>> {
+    /// Plan: the rule for a reference checked in `namespace` in the policy in force, before
+    /// any I/O; `Err` is the decision when there is none.
+    fn plan(
+        &self,
+        reference: &ImageRef,
+        namespace: Option<&NamespaceContext>,
+    ) -> Result<Planned, Box<Decision>> {
         let policy = self.policy();
         let name = reference.name();
-        let id = match policy.policy().match_rule(&name) {
+        // Where the check was, for the reasons below (made only when one is needed).
+        let place = || match namespace {
+            Some(ns) => format!(" in namespace {}", ns.name),
+            None if policy.policy().has_namespace_rules() => " outside any namespace".into(),
+            None => String::new(),
+        };
+        let id = match policy.policy().match_rule_in(&name, namespace) {
             RuleMatch::Rule(id, _) => id,
             RuleMatch::NoMatch(nm) => {
                 let (verdict, failure) = match nm {
@@ -277,14 +299,19 @@ impl Engine {
                     NoMatch::Warn => (Verdict::Warn, Some(Failure::NoMatch)),
                 };
                 let word = format!("{nm:?}").to_lowercase();
-                let reason = format!("no rule of the policy matches {name} (noMatch: {word})");
+                let reason = format!(
+                    "no rule of the policy matches {name}{} (noMatch: {word})",
+                    place()
+                );
                 let d = Decision::early(reference, verdict, None, reason, failure);
                 return Err(Box::new(d));
             }
             RuleMatch::Ambiguous(a, b) => {
                 let reason = format!(
-                    "policy error: rules {:?} and {:?} are equally specific for {name}",
-                    a.name, b.name
+                    "policy error: rules {:?} and {:?} are equally specific for {name}{}",
+                    a.name,
+                    b.name,
+                    place()
                 );
                 let d = Decision::early(
                     reference,

@@ -95,8 +95,20 @@ impl Engine {
         platform: &Platform,
         deadline: Duration,
     ) -> Decision {
+        self.check_platform_in(reference, platform, None, deadline)
+            .await
+    }
+
+    /// [`Engine::check_platform`] for a check in `namespace` (see [`Engine::check_in`]).
+    pub async fn check_platform_in(
+        &self,
+        reference: &ImageRef,
+        platform: &Platform,
+        namespace: Option<&crate::policy::NamespaceContext>,
+        deadline: Duration,
+    ) -> Decision {
         let started = Instant::now();
-        let planned = match self.plan(reference) {
+        let planned = match self.plan(reference, namespace) {
             Ok(p) => p,
             Err(d) => return *d,
         };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::namespace::{NamespaceContext, NamespaceScope};
 use super::pattern::{Pattern, Patterns, segment_glob};
 use super::read;
 use super::validate::Validator;
@@ -139,6 +140,8 @@ pub struct Rule {
     pub(super) position: (u64, u64),
     pub(super) patterns: Patterns,
     pub(super) excludes: Patterns,
+    /// Where it applies (`namespaces`, `namespaceSelector`); cluster-wide when it names none.
+    pub namespaces: NamespaceScope,
     /// What a failure does.
     pub mode: Mode,
     /// How many distinct authorities must verify.
@@ -288,6 +291,7 @@ impl Policy {
                 position: (0, 0),
                 patterns: Patterns::new(patterns),
                 excludes: Patterns::default(),
+                namespaces: NamespaceScope::default(),
                 mode: Mode::Enforce,
                 threshold: 1,
                 authorities: vec![Authority {
@@ -309,19 +313,35 @@ impl Policy {
         &self.rules[id.0]
     }
 
-    /// The rule for a repository name (`registry/repository` or `oci-layout:PATH`).
+    /// The rule for a repository name (`registry/repository` or `oci-layout:PATH`) checked
+    /// without a namespace (a cluster-scoped object, `verify REF` without `--namespace`): only
+    /// rules that name no namespace apply.
     pub fn match_rule(&self, name: &str) -> RuleMatch<'_> {
-        let mut best: Option<(usize, RuleId, &Rule)> = None;
+        self.match_rule_in(name, None)
+    }
+
+    /// The rule for a repository name checked in `namespace` (None: no namespace). A rule
+    /// applies when its images match the name and its namespace conditions hold; the most
+    /// specific image pattern wins, and among equally specific ones a namespace-scoped rule
+    /// wins over a cluster-wide one. Two that remain equal are ambiguous.
+    pub fn match_rule_in(&self, name: &str, namespace: Option<&NamespaceContext>) -> RuleMatch<'_> {
+        // (specificity, namespace-scoped): the greater wins.
+        let mut best: Option<((usize, bool), RuleId, &Rule)> = None;
         let mut tie: Option<&Rule> = None;
         for (index, rule) in self.rules.iter().enumerate() {
+            // The namespace first: cheap, and it leaves out most scoped rules.
+            if !rule.namespaces.admits(namespace) {
+                continue;
+            }
             let Some(s) = rule.specificity(name) else {
                 continue;
             };
+            let rank = (s, !rule.namespaces.is_cluster_wide());
             match best {
-                Some((b, _, _)) if s < b => {}
-                Some((b, _, _)) if s == b => tie = Some(rule),
+                Some((b, _, _)) if rank < b => {}
+                Some((b, _, _)) if rank == b => tie = Some(rule),
                 _ => {
-                    best = Some((s, RuleId(index), rule));
+                    best = Some((rank, RuleId(index), rule));
                     tie = None;
                 }
             }
@@ -331,5 +351,16 @@ impl Policy {
             (Some((_, id, r)), None) => RuleMatch::Rule(id, r),
             (None, _) => RuleMatch::NoMatch(self.no_match),
         }
+    }
+
+    /// Whether some rule selects namespaces by their labels (then a check needs the labels of
+    /// its namespace; otherwise its name is enough).
+    pub fn needs_namespace_labels(&self) -> bool {
+        self.rules.iter().any(|r| r.namespaces.needs_labels())
+    }
+
+    /// Whether some rule names a namespace (`namespaces` or `namespaceSelector`).
+    pub fn has_namespace_rules(&self) -> bool {
+        self.rules.iter().any(|r| !r.namespaces.is_cluster_wide())
     }
 }

@@ -14,9 +14,11 @@ use super::tree::{Node, Typed, Value};
 
 mod attestation;
 mod certificates;
+mod namespace;
 mod place;
 pub(super) use attestation::{RawAttestation, RawCondition};
 pub(super) use certificates::{RawCertIdentity, RawCertificates};
+pub(super) use namespace::{RawNamespaces, RawRequirement, RawSelector};
 pub(super) use place::{RawPlace, RawSignedIdentity};
 
 // ---------------------------------------------------------------------------------------------
@@ -58,6 +60,7 @@ pub(super) struct RawRule {
     pub annotations: BTreeMap<String, String>,
     pub flux_verification: FluxVerification,
     pub attestations: Vec<RawAttestation>,
+    pub namespaces: RawNamespaces,
 }
 
 pub(super) struct RawAuthority {
@@ -118,6 +121,8 @@ const RULE_FIELDS: &[&str] = &[
     "annotations",
     "fluxVerification",
     "attestations",
+    "namespaces",
+    "namespaceSelector",
 ];
 const AUTHORITY_FIELDS: &[&str] = &["name", "key", "keyless", "certificates", "tlog"];
 const KEY_REF_FIELDS: &[&str] = &["name", "trustRoot"];
@@ -509,6 +514,7 @@ impl<'s> Reader<'s> {
             .get("attestations")
             .and_then(|n| self.attestations(n))
             .unwrap_or_default();
+        let namespaces = self.rule_namespaces(&f);
         Some(RawRule {
             name,
             images,
@@ -520,6 +526,7 @@ impl<'s> Reader<'s> {
             annotations,
             flux_verification,
             attestations,
+            namespaces,
         })
     }
 

@@ -20,6 +20,7 @@ use crate::trust::{Identity, Matcher, PublicKey, TrustRoot};
 
 mod attestation;
 mod certificates;
+mod namespace;
 mod place;
 
 /// The policy's keys: those parsed by name, and every name defined (a key that could not be
@@ -277,8 +278,11 @@ impl<'r> Validator<'r> {
         let excludes = self.globs(raw.exclude.iter().flatten(), &label);
         // Whether the rule matches what the file says it matches (the overlap check needs
         // that, even if another part of the rule is wrong).
-        let patterns_ok =
-            self.issues.len() == before && raw.images.is_some() && raw.exclude.is_some();
+        let namespaces = self.namespace_scope(&raw.namespaces, &label);
+        let patterns_ok = self.issues.len() == before
+            && raw.images.is_some()
+            && raw.exclude.is_some()
+            && namespaces.is_some();
         let authorities = match &raw.authorities {
             Some(raw_authorities) => self.authorities(raw_authorities, &label, keys, roots),
             None => Vec::new(),
@@ -290,14 +294,15 @@ impl<'r> Validator<'r> {
             self.place(std::mem::take(&mut raw.place), &label);
         // A rule with another problem is still returned, for the overlap check: the policy
         // as a whole is refused anyway.
-        if !patterns_ok {
+        let (true, Some(namespaces)) = (patterns_ok, namespaces) else {
             return None;
-        }
+        };
         Some(Rule {
             name,
             position: (raw.name.referenced.line(), raw.name.referenced.column()),
             patterns: Patterns::new(patterns),
             excludes: Patterns::new(excludes),
+            namespaces,
             mode: raw.mode,
             threshold,
             authorities,
@@ -567,6 +572,12 @@ impl<'r> Validator<'r> {
             .collect();
         for (i, a) in rules.iter().enumerate() {
             for (j, b) in rules.iter().enumerate().skip(i + 1) {
+                let (sa, sb) = (&a.namespaces, &b.namespaces);
+                // A namespace-scoped rule wins over a cluster-wide one; two scoped ones tie
+                // only where both may apply.
+                if sa.is_cluster_wide() != sb.is_cluster_wide() || !sa.may_overlap(sb) {
+                    continue;
+                }
                 let candidates = witnesses[i]
                     .iter()
                     .filter(|(s, _)| all[j].contains(s))
@@ -584,7 +595,7 @@ impl<'r> Validator<'r> {
                         .find(|p| p.specificity == s)
                         .map_or_else(String::new, |p| shown(&p.text))
                 };
-                let message = format!(
+                let mut message = format!(
                     "rules {} and {} are equally specific and both match {} \
                      (patterns {} and {}); make one more specific or exclude",
                     shown(&a.name),
@@ -593,6 +604,13 @@ impl<'r> Validator<'r> {
                     pattern_of(a),
                     pattern_of(b),
                 );
+                if !sa.is_cluster_wide() {
+                    message.push_str(
+                        ", or give them namespace conditions that cannot both hold \
+                         (namespaces that no name matches both, or selectors that \
+                         require different values of one label)",
+                    );
+                }
                 self.issues.push(Issue {
                     line: b.position.0,
                     column: b.position.1,

@@ -24,7 +24,7 @@ use crate::engine::{Decision, Engine};
 use crate::extract::{self, Artifact, Hints};
 use crate::failure::Failure;
 use crate::kube::{ApiLookup, KubeApi};
-use crate::policy::Verdict;
+use crate::policy::{NamespaceContext, Verdict};
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).
 pub(crate) const MAX_BODY_BYTES: usize = 6 << 20;
@@ -60,6 +60,35 @@ pub enum ObjectError {
     /// It names more distinct artifacts than [`extract::MAX_ARTIFACTS_PER_OBJECT`].
     #[error(transparent)]
     TooManyArtifacts(#[from] extract::TooManyArtifacts),
+    /// The labels of its namespace, which a rule's `namespaceSelector` needs, are not known:
+    /// never a silent fall back to the cluster-wide rules.
+    #[error(
+        "cannot read the labels of namespace {namespace}, which the policy's \
+         namespaceSelector needs"
+    )]
+    NamespaceLabels {
+        /// The namespace of the request.
+        namespace: String,
+        /// Why not.
+        #[source]
+        problem: NamespaceLabelsError,
+    },
+}
+
+/// Why a namespace's labels are not known.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NamespaceLabelsError {
+    /// The webhook runs without a Kubernetes API (not in a cluster, no kubeconfig).
+    #[error("the webhook has no Kubernetes API to read them from")]
+    NoApi,
+    /// The API says there is no such Namespace (believed for 2 s: one created just now
+    /// counts on a retry).
+    #[error("the Namespace does not exist")]
+    NotFound,
+    /// The API could not be asked, or answered an error.
+    #[error("reading the Namespace failed")]
+    Api(#[source] crate::kube::KubeApiError),
 }
 
 /// Why a request body is not an AdmissionReview to answer (400).
@@ -248,12 +277,47 @@ async fn check_sources(
     };
     // Each source once, leaving out what the old object ran; the limit `verify --manifests` applies.
     let sources = extract::distinct_sources(new.sources, &old)?;
-    let mut outcomes = check_each(state, sources, deadline).await;
+    let namespace = namespace_context(state, admitted, deadline).await?;
+    let mut outcomes = check_each(state, sources, namespace.as_ref(), deadline).await;
     outcomes.extend(new.unverified.into_iter().map(unverified_outcome));
     Ok(Checked {
         outcomes,
         notes: new.notes,
     })
+}
+
+/// The namespace the object is admitted in (None for a cluster-scoped object), with its
+/// labels when a rule of the policy selects namespaces by label (a `get` on the Namespace,
+/// cached as the other lookups); a namespace whose labels cannot be had is an error.
+async fn namespace_context(
+    state: &State,
+    admitted: &Admitted<'_>,
+    deadline: Instant,
+) -> Result<Option<NamespaceContext>, ObjectError> {
+    let Some(name) = admitted.req.namespace.as_deref().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let mut ns = NamespaceContext::named(name);
+    if !state.engine.policy().policy().needs_namespace_labels() {
+        return Ok(Some(ns));
+    }
+    let failed = |problem| ObjectError::NamespaceLabels {
+        namespace: name.to_string(),
+        problem,
+    };
+    let Some(api) = &state.kube else {
+        return Err(failed(NamespaceLabelsError::NoApi));
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, api.namespace_labels(name)).await {
+        Err(_) => Err(ObjectError::LookupTimeout { after: remaining }),
+        Ok(Err(e)) => Err(failed(NamespaceLabelsError::Api(e))),
+        Ok(Ok(None)) => Err(failed(NamespaceLabelsError::NotFound)),
+        Ok(Ok(Some(labels))) => {
+            ns.labels = labels;
+            Ok(Some(ns))
+        }
+    }
 }
 
 /// The sources of `object`, reading the objects it refers to from the Kubernetes API within
@@ -281,10 +345,13 @@ async fn extract_within(
 async fn check_each(
     state: &State,
     sources: Vec<extract::Source>,
+    namespace: Option<&NamespaceContext>,
     deadline: Instant,
 ) -> Vec<ArtifactOutcome> {
     use futures_util::StreamExt as _;
-    let checks = sources.into_iter().map(|s| check_one(state, s, deadline));
+    let checks = sources
+        .into_iter()
+        .map(|s| check_one(state, s, namespace, deadline));
     crate::registry::gate::with_group(
         crate::registry::gate::new_group(),
         futures_util::stream::iter(checks)
@@ -295,11 +362,16 @@ async fn check_each(
 }
 
 /// One source's engine check, its stages timed in the metrics.
-async fn check_one(state: &State, s: extract::Source, deadline: Instant) -> ArtifactOutcome {
+async fn check_one(
+    state: &State,
+    s: extract::Source,
+    namespace: Option<&NamespaceContext>,
+    deadline: Instant,
+) -> ArtifactOutcome {
     let t = Instant::now();
     let artifact = s.artifact.to_string();
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let decision: Decision = state.engine.check_source(&s, remaining).await;
+    let decision: Decision = state.engine.check_source_in(&s, namespace, remaining).await;
     if !decision.cached {
         state.metrics.observe_stages(&decision.timings);
     }

@@ -36,7 +36,7 @@ mod weight;
 mod workers;
 
 pub use crate::kube::{KubeApiError, KubeconfigError};
-pub use admission::ObjectError;
+pub use admission::{NamespaceLabelsError, ObjectError};
 pub use server::Limits;
 pub use tls::TlsError;
 
@@ -206,6 +206,7 @@ async fn spawn_audit(
         options: crate::audit::AuditOptions {
             excluded_namespaces: audit.excluded_namespaces.clone(),
             cross_namespace_refs: cfg.allow_cross_namespace_refs,
+            ..crate::audit::AuditOptions::default()
         },
         interval: audit.interval,
         pace: crate::registry::Pace::per_second(audit.registry_qps),

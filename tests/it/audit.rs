@@ -457,3 +457,75 @@ fn audit_checks_each_pod_with_its_own_pull_secrets() {
     assert_eq!(b["verdict"], "deny", "{b:#}");
     assert_eq!(b["artifacts"][0]["failure"], "auth", "{b:#}");
 }
+
+/// Rules per namespace: the same image is checked for each namespace it runs in, team A's key
+/// counting only where the namespace is labelled `team: a` (its labels read from the cluster).
+#[test]
+fn audit_checks_an_artifact_per_namespace_under_namespace_rules() {
+    let Some(kube) =
+        MiniCluster::start_or_skip("audit_checks_an_artifact_per_namespace_under_namespace_rules")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key_a, public_a) = generate_keys(d, "team-a");
+    let (_, public_floor) = generate_keys(d, "floor");
+    let app = format!("{h}/apps/app:v1");
+    push_image(
+        &reg.client(),
+        &ocigate::reference::ImageRef::parse(&app).unwrap(),
+        "app",
+    );
+    let s = sign(&reg, &key_a, &app, &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = d.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+             keys: [{{name: team-a, path: {}}}, {{name: floor, path: {}}}]\n\
+             rules:\n\
+             \x20 - name: team-a\n    images: [\"{h}/**\"]\n    namespaceSelector: {{matchLabels: {{team: a}}}}\n    \
+             authorities: [{{key: {{name: team-a}}, tlog: skip}}]\n\
+             \x20 - name: floor\n    images: [\"{h}/**\"]\n    \
+             authorities: [{{key: {{name: floor}}, tlog: skip}}]\n",
+            public_a.display(),
+            public_floor.display()
+        ),
+    )
+    .unwrap();
+    let check = ocigate(&["policy", "check", policy.to_str().unwrap()], &[]);
+    assert_eq!(check.code, 0, "{check:?}");
+    let run = kube.apply(
+        d,
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {team: a}}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n",
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let pods = [
+        pod("team-a", "app", &app, ""),
+        pod("team-b", "app", &app, ""),
+    ];
+    let run = kube.apply(d, "pods.yaml", &pods.join("---\n"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let run = audit(&kube, &policy, &h, "json");
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    assert_eq!(
+        report["summary"]["artifacts"], 2,
+        "one check per namespace: {report:#}"
+    );
+    let a = workload(&report, "team-a", "Pod", "app");
+    assert_eq!(a["verdict"], "allow", "{a:#}");
+    assert_eq!(a["artifacts"][0]["rule"], "team-a", "{a:#}");
+    let b = workload(&report, "team-b", "Pod", "app");
+    assert_eq!(b["verdict"], "deny", "{b:#}");
+    assert_eq!(b["artifacts"][0]["rule"], "floor", "{b:#}");
+    assert_eq!(b["artifacts"][0]["failure"], "untrusted", "{b:#}");
+}

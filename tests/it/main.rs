@@ -29,6 +29,7 @@ mod limits;
 mod manifests;
 mod manifests_parity;
 mod metrics;
+mod namespaces;
 mod pipes;
 mod pki;
 mod pki_ca;
