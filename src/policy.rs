@@ -17,6 +17,7 @@ mod pattern;
 mod read;
 mod shown;
 mod tree;
+mod tuf_roots;
 mod validate;
 
 pub use attestation::{
@@ -33,6 +34,7 @@ pub use model::{
     AttestationRequirement, Authority, AuthorityKind, FluxVerification, Mode, NoMatch, Policy,
     Rule, RuleId, RuleMatch, Tlog, TrustRootRef, Verdict,
 };
+pub use tuf_roots::TufRootStatus;
 
 /// The `apiVersion` a policy file must name.
 pub const API_VERSION: &str = "ocigate.dev/v1alpha1";

@@ -19,7 +19,7 @@ pub use pki::{
 pub use tuf::{
     ArchiveError, BUILTIN_TUF_ROOTS, DEFAULT_UPDATE_TIMEOUT, MAX_ARCHIVE_BYTES,
     MAX_ARCHIVE_ENTRIES, RoleState, TRUSTED_ROOT_TARGET, TufError, TufMirror, TufRole, TufSource,
-    TufState, default_cache_root, http_client, load_cached, update,
+    TufState, cache_root, default_cache_root, http_client, load_cached, set_cache_root, update,
 };
 
 /// A public key that cannot be used; Display names where it came from.

@@ -138,6 +138,17 @@ impl TufSource {
         })
     }
 
+    /// The same root with a relative local mirror joined to `base` (the policy's directory).
+    pub fn with_base(mut self, base: &Path) -> Self {
+        match &mut self.mirror {
+            TufMirror::Directory(p) | TufMirror::Archive(p) if p.is_relative() => {
+                *p = base.join(&*p);
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// The name authorities refer to it by.
     pub fn name(&self) -> &str {
         &self.name
@@ -176,6 +187,19 @@ impl TufSource {
             .collect();
         cache_root.join(format!("{safe}-{}", &hex[..16]))
     }
+}
+
+/// The cache root this process was told to use (`--tuf-cache-dir`), set once at start-up.
+static CACHE_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Use `dir` as this process's TUF cache root (the first call wins; later ones are ignored).
+pub fn set_cache_root(dir: PathBuf) {
+    let _ = CACHE_ROOT.set(dir);
+}
+
+/// The TUF cache root: what [`set_cache_root`] set, else [`default_cache_root`].
+pub fn cache_root() -> Option<PathBuf> {
+    CACHE_ROOT.get().cloned().or_else(default_cache_root)
 }
 
 /// The default cache root: `$XDG_CACHE_HOME/ocigate/tuf`, else `$HOME/.cache/ocigate/tuf`.
