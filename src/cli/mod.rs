@@ -10,6 +10,7 @@ mod manifests;
 mod output;
 mod plan;
 mod run;
+mod trust_root;
 
 use std::process::ExitCode;
 
@@ -67,7 +68,11 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    match run::run(args::Cli::parse().command) {
+    let cli = args::Cli::parse();
+    if let Some(dir) = cli.tuf_cache_dir {
+        crate::trust::set_cache_root(dir);
+    }
+    match run::run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             tell!("error: {}", error_chain(&e));

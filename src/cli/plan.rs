@@ -208,7 +208,17 @@ fn verify_policy(
 fn ad_hoc_policy(a: &VerifyArgs, signer: AdHocSigner) -> Result<Policy, CliError> {
     let (roots, trust_root) = match &a.trusted_root {
         Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
-        None => (Vec::new(), None),
+        // The public-good root from its verified TUF cache, else the embedded one.
+        None => match super::trust_root::cached_public_good() {
+            Some(root) => (
+                vec![TrustRootRef {
+                    name: "public-good".into(),
+                    root: std::sync::Arc::new(root),
+                }],
+                Some("public-good".into()),
+            ),
+            None => (Vec::new(), None),
+        },
     };
     let annotations = parse_annotations(&a.annotations)?;
     let signed_identity = match &a.signed_repository {
@@ -578,7 +588,10 @@ impl BundlePlan {
                 "embedded staging",
             )
             .map_err(boxed)?,
-            (None, false) => TrustRoot::embedded().map_err(boxed)?,
+            (None, false) => match super::trust_root::cached_public_good() {
+                Some(root) => root,
+                None => TrustRoot::embedded().map_err(boxed)?,
+            },
         };
         let signer = match &a.key {
             Some(k) => BundleSigner::Key {
