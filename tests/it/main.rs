@@ -38,4 +38,5 @@ mod revocation;
 mod roundtrip;
 mod tls;
 mod token;
+mod tuf;
 mod webhook;
