@@ -114,6 +114,10 @@ pub(crate) struct ServeArgs {
     /// How long an allow is remembered.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub(crate) cache_ttl: Duration,
+    /// How often the policy's TUF trust roots are refreshed, e.g. 24h (jittered by 10 %; sooner
+    /// when cached metadata nears expiry). A failed refresh keeps the last good root.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub(crate) trust_root_refresh: Duration,
     /// How long a deny on the artifact itself is remembered.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) negative_cache_ttl: Duration,

@@ -209,16 +209,9 @@ fn ad_hoc_policy(a: &VerifyArgs, signer: AdHocSigner) -> Result<Policy, CliError
     let (roots, trust_root) = match &a.trusted_root {
         Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
         // The public-good root from its verified TUF cache, else the embedded one.
-        None => match super::trust_root::cached_public_good() {
-            Some(root) => (
-                vec![TrustRootRef {
-                    name: "public-good".into(),
-                    root: std::sync::Arc::new(root),
-                }],
-                Some("public-good".into()),
-            ),
-            None => (Vec::new(), None),
-        },
+        None => super::trust_root::cached_public_good_ref().map_or((Vec::new(), None), |r| {
+            (vec![r], Some("public-good".into()))
+        }),
     };
     let annotations = parse_annotations(&a.annotations)?;
     let signed_identity = match &a.signed_repository {
@@ -444,6 +437,7 @@ impl ServePlan {
                 request_timeout: a.request_timeout,
                 body_memory: (a.max_body_memory_mib as usize) << 20,
             },
+            trust_root_refresh: a.trust_root_refresh,
         };
         Ok(ServePlan { engine, config })
     }

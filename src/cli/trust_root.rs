@@ -119,6 +119,14 @@ pub(crate) fn cached_public_good() -> Option<TrustRoot> {
     state.trust_root("public-good").ok()
 }
 
+/// [`cached_public_good`] as the trust root of an ad-hoc policy.
+pub(crate) fn cached_public_good_ref() -> Option<crate::policy::TrustRootRef> {
+    cached_public_good().map(|root| crate::policy::TrustRootRef {
+        name: "public-good".into(),
+        root: std::sync::Arc::new(root),
+    })
+}
+
 /// `ocigate trust-root show`.
 pub(crate) fn show(a: TrustRootShowArgs) -> Result<ExitCode, CliError> {
     let shown: Vec<Shown> = match &a.select.policy {

@@ -105,7 +105,7 @@ impl TufSource {
     pub fn new(name: &str, mirror: TufMirror, bootstrap: Vec<u8>) -> Result<Self, TufError> {
         TrustedMetadataSet::from_root(&bootstrap).map_err(|source| TufError::Bootstrap {
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(TufSource {
             name: name.to_string(),
@@ -315,7 +315,7 @@ pub enum TufError {
         name: String,
         /// What sigstore-tuf said.
         #[source]
-        source: sigstore_tuf::Error,
+        source: Box<sigstore_tuf::Error>,
     },
     /// An http(s) mirror that is not a URL.
     #[error("TUF mirror {mirror:?}: not a valid URL")]
@@ -343,7 +343,7 @@ pub enum TufError {
         role: TufRole,
         /// What sigstore-tuf said.
         #[source]
-        source: sigstore_tuf::Error,
+        source: Box<sigstore_tuf::Error>,
     },
     /// The update did not finish within its time.
     #[error("TUF root {name}: mirror {mirror} did not answer for {role} within {after:?}")]
@@ -391,7 +391,7 @@ pub enum TufError {
         role: TufRole,
         /// What sigstore-tuf said.
         #[source]
-        source: sigstore_tuf::Error,
+        source: Box<sigstore_tuf::Error>,
     },
     /// The cache directory cannot be prepared or replaced.
     #[error("TUF root {name}: cache {} cannot be written", dir.display())]
@@ -528,7 +528,7 @@ pub fn load_cached(source: &TufSource, cache_root: &Path) -> Result<TufState, Tu
         name: source.name.clone(),
         dir: dir.clone(),
         role: crate::sync::lock(&last).clone(),
-        source: source_err,
+        source: Box::new(source_err),
     };
     let now = jiff::Timestamp::now();
     let mut updater = Updater::new(repo, &source.bootstrap)
@@ -557,7 +557,7 @@ fn refresh_err(source: &TufSource, role: TufRole, e: sigstore_tuf::Error) -> Tuf
         name: source.name.clone(),
         mirror: source.mirror.to_string(),
         role,
-        source: e,
+        source: Box::new(e),
     }
 }
 

@@ -602,3 +602,123 @@ fn tuf_public_good_bootstrap_through_the_corpus_root() {
         "{r:?}"
     );
 }
+
+/// A plain-HTTP GET on loopback (the metrics listener).
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn serve_picks_up_a_new_trusted_root_without_restart_and_keeps_it_when_the_mirror_fails() {
+    let test =
+        "serve_picks_up_a_new_trusted_root_without_restart_and_keeps_it_when_the_mirror_fails";
+    let (Some(python), Some(corpus)) = (tuf_python_or_skip(test), corpus_or_skip(test)) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (full, without) = roots(&corpus, work.path());
+    let repo = Repo::new(python.clone(), &without);
+    let served = serve_dir(&python, &repo.repo());
+    let fx = Fixture::new(&corpus);
+    let reg = TestRegistry::start();
+    let image = fx.push(&reg, "dir-img-cosign-key-rekor-valid", "tuf/serve");
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\ntrustRoots:\n  - name: corp\n    tuf:\n      mirror: {}\n      root: {}\nkeys:\n  - name: k\n    path: {}\nrules:\n  - name: all\n    images: [\"**\"]\n    signedIdentity: {{exactRepository: \"192.168.64.2:5000/cosign-signed/key-1\"}}\n    authorities:\n      - key: {{name: k, trustRoot: corp}}\n        tlog: required\n",
+            served.url,
+            repo.bootstrap().display(),
+            corpus
+                .join("containers-image/signature/fixtures/cosign2.pub")
+                .display()
+        ),
+    )
+    .unwrap();
+    let cache = repo.cache();
+    let r = ocigate_exact(
+        &[
+            "trust-root",
+            "update",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--tuf-cache-dir",
+            &cache,
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let tls = make_tls(work.path());
+    let server = crate::webhook::start_serve(
+        &policy,
+        &tls,
+        &reg.host(),
+        &["--tuf-cache-dir", &cache, "--trust-root-refresh", "1s"],
+    );
+    let client = crate::webhook::tls_client(&tls);
+    let mut n = 0;
+    let mut allowed = || {
+        n += 1;
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("u{n}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": "p", "namespace": "apps", "operation": "CREATE",
+                "userInfo": {"username": "test"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+                           "spec": {"containers": [{"name": "a", "image": image}]}}
+            }
+        });
+        let v: serde_json::Value = client
+            .post(server.url("/validate"))
+            .json(&review)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["response"]["allowed"].as_bool().unwrap()
+    };
+    assert!(!allowed(), "the first root lacks the entry's log key");
+    let metrics = scrape(server.metrics);
+    assert!(
+        metrics.contains("ocigate_trust_root_expiry_timestamp_seconds{root=\"corp\"}"),
+        "{metrics}"
+    );
+
+    // The mirror publishes the new trusted root: the running server picks it up.
+    repo.step(&["set-target", full.to_str().unwrap()]);
+    let start = Instant::now();
+    while !allowed() {
+        assert!(start.elapsed() < Duration::from_secs(60), "never picked up");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The mirror goes away: refreshes fail, are counted, and the last good root stays.
+    drop(served);
+    let start = Instant::now();
+    loop {
+        let m = scrape(server.metrics);
+        let failures = m
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("ocigate_trust_root_refresh_failures_total{root=\"corp\"} ")
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if failures.is_some_and(|f| f >= 1) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no failure counted: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(allowed(), "the last good root stays in force");
+}
