@@ -606,7 +606,9 @@ fn copy_tree(from: &Path, to: &Path, depth: u8) -> std::io::Result<()> {
 /// Replace `final_dir` by `staging`: two renames (the old cache is moved aside first, then
 /// removed), so a reader sees the old cache, briefly none, or the new one, never a mixture.
 fn swap_in(staging: &Path, final_dir: &Path) -> std::io::Result<()> {
-    let old = staging.with_extension("old");
+    let mut old = staging.as_os_str().to_owned();
+    old.push(".old");
+    let old = PathBuf::from(old);
     let had_old = final_dir.is_dir();
     if had_old {
         std::fs::rename(final_dir, &old)?;

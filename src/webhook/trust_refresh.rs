@@ -16,14 +16,8 @@ const MIN_WAIT: Duration = Duration::from_secs(1);
 
 /// Refresh the policy's TUF roots every `every` (±10 %), until the process ends.
 pub(super) async fn refresh_trust_roots(engine: Engine, every: Duration, metrics: Arc<Metrics>) {
-    let client = match crate::trust::http_client(DEFAULT_UPDATE_TIMEOUT) {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = serde_json::json!({"msg": "trust root refresh disabled: no HTTP client", "error": crate::error_chain(&e)});
-            tell!("{msg}");
-            return;
-        }
-    };
+    // Built at the first refresh there is something to refresh for (not at start-up).
+    let mut client: Option<reqwest::Client> = None;
     loop {
         let policy = engine.policy();
         let statuses = policy.tuf_roots();
@@ -40,8 +34,22 @@ pub(super) async fn refresh_trust_roots(engine: Engine, every: Duration, metrics
         .await;
         let sources: Vec<TufSource> = statuses.iter().map(|s| s.source().clone()).collect();
         drop(policy);
+        if sources.is_empty() {
+            continue;
+        }
+        let c = match &client {
+            Some(c) => c.clone(),
+            None => match crate::trust::http_client(DEFAULT_UPDATE_TIMEOUT) {
+                Ok(c) => client.insert(c).clone(),
+                Err(e) => {
+                    let msg = serde_json::json!({"msg": "trust root refresh failed: no HTTP client", "error": crate::error_chain(&e)});
+                    tell!("{msg}");
+                    continue;
+                }
+            },
+        };
         for source in sources {
-            refresh_one(source, &client, &metrics).await;
+            refresh_one(source, &c, &metrics).await;
         }
     }
 }
