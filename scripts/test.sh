@@ -79,6 +79,12 @@ scripts/validate-deploy.sh
 export OCIGATE_TEST_KUBECTL=$tools/venv/bin/kubectl
 # ... and its python, with prometheus_client, parses a live /metrics scrape (tests/it/metrics.rs).
 export OCIGATE_TEST_PYTHON=$tools/venv/bin/python
+# python-tuf (the TUF reference implementation) writes the TUF repositories of tests/it/tuf.rs
+# (scripts/tuf-repo.py); installed beside the tools above, without rebuilding the venv.
+if ! "$OCIGATE_TEST_PYTHON" -c 'import tuf.api.metadata, cryptography' 2>/dev/null; then
+  echo "test.sh: installing python-tuf into $tools/venv" >&2
+  "$OCIGATE_TEST_PYTHON" -m pip install --quiet --disable-pip-version-check 'tuf==7.0.1' 'cryptography>=44'
+fi
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

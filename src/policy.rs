@@ -18,6 +18,7 @@ mod pattern;
 mod read;
 mod shown;
 mod tree;
+mod tuf_roots;
 mod validate;
 
 pub use attestation::{
@@ -38,6 +39,7 @@ pub use namespace::{
     LabelSelector, NamespaceContext, NamespaceGlob, NamespaceScope, Operator, Requirement,
     check_label_key, check_label_value,
 };
+pub use tuf_roots::TufRootStatus;
 
 /// The `apiVersion` a policy file must name.
 pub const API_VERSION: &str = "ocigate.dev/v1alpha1";

@@ -11,9 +11,15 @@ use sigstore_types::{DerPublicKey, SignatureBytes};
 use sigstore_verify::Verifier;
 
 mod pki;
+mod tuf;
 pub use pki::{
     CertificateAuthorities, CertificateError, LeafCertificate, MAX_CHAIN_INTERMEDIATES,
     MAX_PEM_BYTES, MAX_PEM_CERTIFICATES, PemCertificatesError, parse_pem_certificates,
+};
+pub use tuf::{
+    ArchiveError, BUILTIN_TUF_ROOTS, DEFAULT_UPDATE_TIMEOUT, MAX_ARCHIVE_BYTES,
+    MAX_ARCHIVE_ENTRIES, RoleState, TRUSTED_ROOT_TARGET, TufError, TufMirror, TufRole, TufSource,
+    TufState, cache_root, default_cache_root, http_client, load_cached, set_cache_root, update,
 };
 
 /// A public key that cannot be used; Display names where it came from.

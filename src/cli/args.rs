@@ -16,6 +16,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// Where verified TUF metadata is cached (default: $XDG_CACHE_HOME/ocigate/tuf, else
+    /// ~/.cache/ocigate/tuf). Without a writable one, TUF roots work from what is cached or
+    /// embedded, and `trust-root update` fails.
+    #[arg(long, global = true, value_name = "DIR", env = "OCIGATE_TUF_CACHE_DIR")]
+    pub(crate) tuf_cache_dir: Option<PathBuf>,
 }
 
 const LONG_HELP: &str = "\
@@ -73,6 +78,10 @@ pub(crate) enum Command {
     /// checks, each distinct artifact once with the current policy, reported per namespace and
     /// owning workload (exit 1 when one fails the policy, as `verify`).
     Audit(Box<AuditArgs>),
+    /// TUF-updated trusted roots (Sigstore public-good, GitHub, mirrors of one's own): update
+    /// the verified cache, show what is in force.
+    #[command(subcommand)]
+    TrustRoot(TrustRootCommand),
     /// Run the Kubernetes validating admission webhook (HTTPS /validate, /healthz, /readyz;
     /// Prometheus /metrics on a separate plain listener).
     Serve(Box<ServeArgs>),
@@ -109,6 +118,10 @@ pub(crate) struct ServeArgs {
     /// How long an allow is remembered.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub(crate) cache_ttl: Duration,
+    /// How often the policy's TUF trust roots are refreshed, e.g. 24h (jittered by 10 %; sooner
+    /// when cached metadata nears expiry). A failed refresh keeps the last good root.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub(crate) trust_root_refresh: Duration,
     /// How long a deny on the artifact itself is remembered.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) negative_cache_ttl: Duration,
@@ -308,6 +321,66 @@ pub(crate) enum PolicyCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TrustRootCommand {
+    /// Fetch, verify and cache trusted roots through TUF (default: public-good). The cache is
+    /// replaced only when everything verified; a failure keeps the last good root.
+    #[command(alias = "initialize")]
+    Update(TrustRootUpdateArgs),
+    /// The trusted root in force for each name: source, TUF metadata versions and expiry, the
+    /// validity windows of its CAs, logs and timestamp authorities (default: public-good and
+    /// github).
+    Show(TrustRootShowArgs),
+}
+
+/// Which TUF roots a `trust-root` command is about.
+#[derive(clap::Args, Debug)]
+pub(crate) struct TrustRootSelect {
+    /// A TUF repository of one's own: an http(s) URL, a directory or a .tar.gz (with --root).
+    #[arg(
+        long,
+        value_name = "URL|PATH",
+        requires = "root",
+        conflicts_with = "policy"
+    )]
+    pub(crate) mirror: Option<String>,
+    /// With --mirror: the bootstrap root.json trust begins with.
+    #[arg(long, value_name = "FILE", requires = "mirror")]
+    pub(crate) root: Option<PathBuf>,
+    /// With --mirror: the name it goes by (as a policy's trustRoots name it).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "custom",
+        requires = "mirror"
+    )]
+    pub(crate) name: String,
+    /// Every TUF trust root this policy names (the built-in ones its authorities name too).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) policy: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct TrustRootUpdateArgs {
+    #[command(flatten)]
+    pub(crate) select: TrustRootSelect,
+    /// How long one root's update may take, every fetch included, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// text, or json (the state of each root updated).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct TrustRootShowArgs {
+    #[command(flatten)]
+    pub(crate) select: TrustRootSelect,
+    /// text for people, or json for programs.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -534,6 +607,10 @@ pub(crate) struct VerifyArgs {
         value_parser = clap::value_parser!(u64).range(1..=3600),
     )]
     pub(crate) deadline: u64,
+    /// Update the TUF trusted roots used (the policy's, else public-good) before verifying.
+    /// Without it the verified cache (or the embedded root) is used and nothing is fetched.
+    #[arg(long)]
+    pub(crate) refresh_trust_root: bool,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }
@@ -576,6 +653,9 @@ pub(crate) struct VerifyBundleArgs {
     /// Use the embedded Sigstore staging root instead of public-good.
     #[arg(long, conflicts_with = "trusted_root")]
     pub(crate) staging: bool,
+    /// Update the public-good TUF root before verifying (without --trusted-root or --staging).
+    #[arg(long, conflicts_with_all = ["trusted_root", "staging"])]
+    pub(crate) refresh_trust_root: bool,
     /// With --key: accept a bundle without a transparency-log entry or timestamp (by default
     /// one is required, as cosign does).
     #[arg(long)]

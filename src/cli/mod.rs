@@ -13,6 +13,7 @@ mod output;
 mod plan;
 mod run;
 mod signatures;
+mod trust_root;
 
 use std::process::ExitCode;
 
@@ -70,7 +71,11 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    match run::run(args::Cli::parse().command) {
+    let cli = args::Cli::parse();
+    if let Some(dir) = cli.tuf_cache_dir {
+        crate::trust::set_cache_root(dir);
+    }
+    match run::run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             tell!("error: {}", error_chain(&e));

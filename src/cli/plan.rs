@@ -214,7 +214,10 @@ fn verify_policy(
 fn ad_hoc_policy(a: &VerifyArgs, signer: AdHocSigner) -> Result<Policy, CliError> {
     let (roots, trust_root) = match &a.trusted_root {
         Some(p) => (trusted_root_ref(p)?, Some("--trusted-root".into())),
-        None => (Vec::new(), None),
+        // The public-good root from its verified TUF cache, else the embedded one.
+        None => super::trust_root::cached_public_good_ref().map_or((Vec::new(), None), |r| {
+            (vec![r], Some("public-good".into()))
+        }),
     };
     let annotations = parse_annotations(&a.annotations)?;
     let signed_identity = match &a.signed_repository {
@@ -444,6 +447,7 @@ impl ServePlan {
                 request_timeout: a.request_timeout,
                 body_memory: (a.max_body_memory_mib as usize) << 20,
             },
+            trust_root_refresh: a.trust_root_refresh,
             audit: a
                 .audit_interval
                 .map(|interval| crate::webhook::AuditConfig {
@@ -606,7 +610,10 @@ impl BundlePlan {
                 "embedded staging",
             )
             .map_err(boxed)?,
-            (None, false) => TrustRoot::embedded().map_err(boxed)?,
+            (None, false) => match super::trust_root::cached_public_good() {
+                Some(root) => root,
+                None => TrustRoot::embedded().map_err(boxed)?,
+            },
         };
         let signer = match &a.key {
             Some(k) => BundleSigner::Key {

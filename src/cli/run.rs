@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use futures_util::StreamExt as _;
 
-use super::args::{Cli, Command, Output, PolicyCommand, SignFormat};
+use super::args::{Cli, Command, Output, PolicyCommand, SignFormat, TrustRootCommand};
 use super::namespace::NamespacedSource;
 use super::output::{self, Progress, Reported, say};
 use super::plan::{
@@ -25,10 +25,12 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, CliError> {
     match command {
         Command::Verify(a) => {
             let output = a.output;
-            let result = block_on(
-                false,
-                async move { verify(VerifyPlan::build(*a).await?).await },
-            );
+            let result = block_on(false, async move {
+                if a.refresh_trust_root {
+                    super::trust_root::refresh(a.policy.as_deref()).await?;
+                }
+                verify(VerifyPlan::build(*a).await?).await
+            });
             match result {
                 // A usage or configuration error is a JSON document too (and still exit 2).
                 Err(e) if output == Output::Json => output::json_error(&e),
@@ -38,6 +40,9 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::VerifyAttestation(a) => {
             let output = a.verify.output;
             let result = block_on(false, async move {
+                if a.verify.refresh_trust_root {
+                    super::trust_root::refresh(a.verify.policy.as_deref()).await?;
+                }
                 verify(VerifyPlan::build_attestation(*a).await?).await
             });
             match result {
@@ -65,7 +70,19 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, CliError> {
             }
         }
         Command::Serve(a) => block_on(true, async { serve(ServePlan::build(*a)?).await }),
-        Command::VerifyBundle(a) => verify_bundle(BundlePlan::build(a)?),
+        Command::VerifyBundle(a) => {
+            if a.refresh_trust_root {
+                block_on(false, async {
+                    super::trust_root::refresh(None).await?;
+                    Ok(ExitCode::SUCCESS)
+                })?;
+            }
+            verify_bundle(BundlePlan::build(a)?)
+        }
+        Command::TrustRoot(TrustRootCommand::Update(a)) => {
+            block_on(false, super::trust_root::update(a))
+        }
+        Command::TrustRoot(TrustRootCommand::Show(a)) => super::trust_root::show(a),
         Command::GenerateKeyPair(a) => generate(GeneratePlan::build(a)?),
         Command::Policy(PolicyCommand::Check { files }) => policy_check(&files),
         Command::Completion { shell } => {

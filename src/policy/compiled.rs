@@ -77,6 +77,8 @@ pub struct CompiledPolicy {
     fingerprint: Arc<str>,
     /// The files it was loaded from, as read (empty for a policy not loaded from files).
     sources: Arc<[PolicySource]>,
+    /// Its TUF trust roots as loaded.
+    tuf: Arc<[super::TufRootStatus]>,
 }
 
 impl CompiledPolicy {
@@ -89,6 +91,7 @@ impl CompiledPolicy {
             policy,
             fingerprint: fingerprint.into(),
             sources: Arc::new([]),
+            tuf: Arc::new([]),
         }
     }
 
@@ -140,8 +143,18 @@ impl CompiledPolicy {
             })
             .map_err(PolicyLoadError::Policy),
         };
-        let named = named.into_inner();
-        let fingerprint = fingerprint_of(&policy_digest, &named);
+        let mut named = named.into_inner();
+        let mut fingerprint = fingerprint_of(&policy_digest, &named);
+        let mut tuf = Vec::new();
+        let policy = policy.map(|mut policy| {
+            let (key, statuses) = super::tuf_roots::resolve(&mut policy, base, &mut named);
+            if let Some(key) = key {
+                fingerprint =
+                    Digest::sha256_of(format!("{fingerprint}\0{key}").as_bytes()).to_string();
+            }
+            tuf = statuses;
+            policy
+        });
         let mut sources = vec![PolicySource {
             path: path.to_path_buf(),
             digest: Some(policy_digest),
@@ -156,9 +169,16 @@ impl CompiledPolicy {
                 policy,
                 fingerprint: fingerprint.into(),
                 sources: sources.clone().into(),
+                tuf: tuf.into(),
             }),
             sources,
         }
+    }
+
+    /// What each TUF trust root of the policy trusts now: the verified cache, the embedded
+    /// snapshot, or nothing (and why).
+    pub fn tuf_roots(&self) -> &[super::TufRootStatus] {
+        &self.tuf
     }
 
     /// The files this policy was loaded from, with their digests as read.

@@ -209,6 +209,9 @@ pub struct Policy {
     pub no_match: NoMatch,
     /// The trust roots it names, parsed.
     pub trust_roots: Vec<TrustRootRef>,
+    /// Its TUF trust roots (and the built-in ones its authorities name): what they trust is
+    /// loaded from the verified cache by [`super::CompiledPolicy::load`] into `trust_roots`.
+    pub tuf_roots: Vec<crate::trust::TufSource>,
     /// Its rules, in file order (a [`RuleId`] is an index into them).
     pub rules: Vec<Rule>,
 }
@@ -286,6 +289,7 @@ impl Policy {
         Policy {
             no_match: NoMatch::Deny,
             trust_roots,
+            tuf_roots: Vec::new(),
             rules: vec![Rule {
                 name: rule.to_string(),
                 position: (0, 0),

@@ -38,6 +38,15 @@ pub(super) struct RawPolicy {
 pub(super) struct RawTrustRoot {
     pub name: Spanned<String>,
     pub trusted_root: Option<Spanned<String>>,
+    /// `tuf: {mirror, root}`: exactly one of `trustedRoot` and `tuf` is given.
+    pub tuf: Option<RawTuf>,
+}
+
+/// A trust root's `tuf:` form.
+pub(super) struct RawTuf {
+    pub mirror: Spanned<String>,
+    /// The bootstrap root.json, relative to the policy file.
+    pub root: Spanned<String>,
 }
 
 pub(super) struct RawKey {
@@ -107,7 +116,8 @@ const POLICY_FIELDS: &[&str] = &[
     "keys",
     "rules",
 ];
-const TRUST_ROOT_FIELDS: &[&str] = &["name", "trustedRoot"];
+const TRUST_ROOT_FIELDS: &[&str] = &["name", "trustedRoot", "tuf"];
+const TUF_FIELDS: &[&str] = &["mirror", "root"];
 const KEY_FIELDS: &[&str] = &["name", "path", "pem"];
 const RULE_FIELDS: &[&str] = &[
     "name",
@@ -430,11 +440,38 @@ impl<'s> Reader<'s> {
         let f = self.fields(n, WHAT, TRUST_ROOT_FIELDS)?;
         let name = self.required(&f, "name", WHAT);
         let name = name.and_then(|n| self.text(n, "name"));
-        let trusted_root = self.required(&f, "trustedRoot", WHAT);
-        let trusted_root = trusted_root.and_then(|n| self.text(n, "trustedRoot"));
+        let mut broken = false;
+        let trusted_root = self.opt_text(&f, "trustedRoot", &mut broken);
+        let tuf_node = f.get("tuf");
+        let tuf = tuf_node.and_then(|t| self.tuf(t));
+        match (f.get("trustedRoot"), tuf_node) {
+            (Some(_), Some(t)) => {
+                self.issue(
+                    &t.at,
+                    "a trust root has either trustedRoot or tuf, not both",
+                );
+            }
+            (None, None) => self.issue(&n.at, "a trust root needs trustedRoot or tuf"),
+            _ => {}
+        }
         Some(RawTrustRoot {
             name: name?,
             trusted_root,
+            tuf,
+        })
+    }
+
+    /// `tuf: {mirror: URL|DIR|FILE.tar.gz, root: FILE}`.
+    fn tuf(&mut self, n: &Node) -> Option<RawTuf> {
+        const WHAT: &str = "a trust root's tuf";
+        let f = self.fields(n, WHAT, TUF_FIELDS)?;
+        let mirror = self.required(&f, "mirror", WHAT);
+        let mirror = mirror.and_then(|n| self.text(n, "mirror"));
+        let root = self.required(&f, "root", WHAT);
+        let root = root.and_then(|n| self.text(n, "root"));
+        Some(RawTuf {
+            mirror: mirror?,
+            root: root?,
         })
     }
 

@@ -12,11 +12,13 @@ use super::pattern::{
     Pattern, Patterns, can_match_a_name, canonical_pattern, literal_prefix_len, segment_glob,
     witness_of,
 };
-use super::read::{RawAuthority, RawIdentity, RawKey, RawPolicy, RawRule, RawTrustRoot};
+use super::read::{RawAuthority, RawIdentity, RawKey, RawPolicy, RawRule, RawTrustRoot, RawTuf};
 use super::shown::{cut_escaped, shown, shown_names};
 use super::{API_VERSION, Issue, KIND};
 use crate::error_chain;
-use crate::trust::{Identity, Matcher, PublicKey, TrustRoot};
+use crate::trust::{
+    BUILTIN_TUF_ROOTS, Identity, Matcher, PublicKey, TrustRoot, TufMirror, TufSource,
+};
 
 mod attestation;
 mod certificates;
@@ -54,16 +56,25 @@ impl<'r> Validator<'r> {
 
     pub(super) fn policy(&mut self, raw: RawPolicy) -> Policy {
         self.header(&raw);
-        let (trust_roots, root_names) = self.trust_roots(&raw.trust_roots);
+        let (trust_roots, mut tuf_roots, root_names) = self.trust_roots(&raw.trust_roots);
         let keys = self.keys(&raw.keys);
+        // The built-in TUF roots can be named without being defined.
+        let mut known = root_names.clone();
+        known.extend(BUILTIN_TUF_ROOTS.iter().map(|n| n.to_string()));
         let rules = match raw.rules {
-            Some(raw_rules) => self.rules(raw_rules, &keys, &root_names),
+            Some(raw_rules) => self.rules(raw_rules, &keys, &known),
             None => Vec::new(),
         };
         self.check_overlaps(&rules);
+        for builtin in BUILTIN_TUF_ROOTS {
+            if !root_names.contains(builtin) && names_root(&rules, builtin) {
+                tuf_roots.extend(TufSource::builtin(builtin));
+            }
+        }
         Policy {
             no_match: raw.no_match,
             trust_roots,
+            tuf_roots,
             rules,
         }
     }
@@ -89,8 +100,12 @@ impl<'r> Validator<'r> {
 
     /// The trust roots, each parsed (with its verifier), and the names defined (also those of
     /// roots that could not be read, so that rules naming them are not reported again).
-    fn trust_roots(&mut self, raw: &[RawTrustRoot]) -> (Vec<TrustRootRef>, BTreeSet<String>) {
+    fn trust_roots(
+        &mut self,
+        raw: &[RawTrustRoot],
+    ) -> (Vec<TrustRootRef>, Vec<TufSource>, BTreeSet<String>) {
         let mut trust_roots = Vec::new();
+        let mut tuf_roots = Vec::new();
         let mut root_names = BTreeSet::new();
         for tr in raw {
             let name = tr.name.value.clone();
@@ -100,6 +115,9 @@ impl<'r> Validator<'r> {
                     format!("trust root {} is defined twice", shown(&name)),
                 );
             }
+            if let Some(tuf) = &tr.tuf {
+                tuf_roots.extend(self.tuf_root(tuf, &name));
+            }
             let Some(trusted_root) = &tr.trusted_root else {
                 continue;
             };
@@ -107,7 +125,30 @@ impl<'r> Validator<'r> {
                 trust_roots.push(TrustRootRef { name, root });
             }
         }
-        (trust_roots, root_names)
+        (trust_roots, tuf_roots, root_names)
+    }
+
+    /// A `tuf:` trust root: its mirror (a URL checked here; a local path relative to the
+    /// policy, joined by the loader) and its bootstrap root.json, read through the reader and
+    /// checked to be self-signed TUF root metadata. What it trusts is loaded by the caller.
+    fn tuf_root(&mut self, tuf: &RawTuf, name: &str) -> Option<TufSource> {
+        let mirror = TufMirror::parse(&tuf.mirror.value, Path::new(""))
+            .map_err(|e| self.at(&tuf.mirror, error_chain(&e)))
+            .ok();
+        let bootstrap = match (self.read)(Path::new(&tuf.root.value)) {
+            Ok(text) => text.into_bytes(),
+            Err(e) => {
+                let msg = format!("tuf root file {}: {e}", cut_escaped(&tuf.root.value));
+                self.at(&tuf.root, msg);
+                return None;
+            }
+        };
+        TufSource::new(name, mirror?, bootstrap)
+            .map_err(|e| {
+                let msg = error_chain(&e).replace(name, &cut_escaped(name));
+                self.at(&tuf.root, msg)
+            })
+            .ok()
     }
 
     /// One trust root: `embedded`, or a `trusted_root.json` read through the reader.
@@ -619,4 +660,16 @@ impl<'r> Validator<'r> {
             }
         }
     }
+}
+
+/// Whether an authority of `rules` names the trust root `name`.
+fn names_root(rules: &[Rule], name: &str) -> bool {
+    rules.iter().flat_map(|r| &r.authorities).any(|a| {
+        let root = match &a.kind {
+            AuthorityKind::Key { trust_root, .. }
+            | AuthorityKind::Keyless { trust_root, .. }
+            | AuthorityKind::Certificates { trust_root, .. } => trust_root,
+        };
+        root.as_deref() == Some(name)
+    })
 }

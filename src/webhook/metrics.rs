@@ -48,6 +48,12 @@ struct ReloadLabels {
     outcome: String,
 }
 
+/// A TUF trust root's name (from the policy: the operator's, bounded by the policy's size).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RootLabels {
+    root: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: String,
@@ -66,6 +72,10 @@ pub(super) struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     /// What the background audit counts (read at each scrape).
     pub(super) audit: Arc<crate::audit::AuditStats>,
+    /// TUF trust root refreshes that failed, by root.
+    trust_root_failures: Family<RootLabels, Counter>,
+    /// The earliest expiry of each TUF root's metadata in force.
+    trust_root_expiry: Family<RootLabels, prometheus_client::metrics::gauge::Gauge>,
     /// The counters of `requests` by label values, each looked up in its family once: a
     /// request then counts without building label strings or taking the family's lock.
     request_counters: [OnceLock<Counter>; OPERATIONS * 2],
@@ -228,6 +238,18 @@ impl Metrics {
             "TLS certificate reloads, by outcome (ok or failed)",
             reloads.clone(),
         );
+        let trust_root_failures = Family::<RootLabels, Counter>::default();
+        registry.register(
+            "ocigate_trust_root_refresh_failures",
+            "TUF trust root refreshes that failed (the last good root stayed), by root",
+            AlwaysShown(trust_root_failures.clone()),
+        );
+        let trust_root_expiry = Family::default();
+        registry.register(
+            "ocigate_trust_root_expiry_timestamp_seconds",
+            "When the earliest TUF metadata of each trust root in force expires, in seconds since the Unix epoch",
+            AlwaysShown(trust_root_expiry.clone()),
+        );
         registry.register_collector(Box::new(EngineCollector(engine.clone())));
         registry.register_collector(Box::new(info::InfoCollector { certificates }));
         registry.register_collector(Box::new(process::ProcessCollector));
@@ -242,6 +264,8 @@ impl Metrics {
             latency,
             stages,
             reloads,
+            trust_root_failures,
+            trust_root_expiry,
             request_counters: std::array::from_fn(|_| OnceLock::new()),
         };
         metrics.zero_series();
@@ -266,6 +290,24 @@ impl Metrics {
                 stage: stage.into(),
             }));
         }
+    }
+
+    /// Count a failed refresh of the TUF trust root `root`.
+    pub(super) fn trust_root_refresh_failed(&self, root: &str) {
+        let labels = RootLabels {
+            root: root.to_string(),
+        };
+        self.trust_root_failures.get_or_create(&labels).inc();
+    }
+
+    /// Record when the TUF trust root `root`'s metadata in force first expires (Unix seconds);
+    /// its failure counter is made at zero.
+    pub(super) fn trust_root_expiry(&self, root: &str, expires: i64) {
+        let labels = RootLabels {
+            root: root.to_string(),
+        };
+        drop(self.trust_root_failures.get_or_create(&labels));
+        self.trust_root_expiry.get_or_create(&labels).set(expires);
     }
 
     /// Count a decision with this verdict and failure class, under its rule (None: no rule

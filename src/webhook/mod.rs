@@ -32,6 +32,7 @@ mod metrics;
 mod reload;
 mod server;
 mod tls;
+mod trust_refresh;
 mod weight;
 mod workers;
 
@@ -71,6 +72,8 @@ pub struct ServeConfig {
     pub allow_cross_namespace_refs: bool,
     /// Connections, request time and body memory a client can hold (see [`Limits`]).
     pub limits: Limits,
+    /// How often the policy's TUF trust roots are refreshed (jittered; sooner near expiry).
+    pub trust_root_refresh: Duration,
     /// The background audit; None: off.
     pub audit: Option<AuditConfig>,
 }
@@ -235,5 +238,11 @@ async fn spawn_watchers(state: &Arc<State>, certs: Arc<tls::Certificates>, cfg: 
         state.engine.clone(),
         cfg.policy.clone(),
         cfg.reload_interval,
+    ));
+    // Never awaited before serving: readiness does not wait on a mirror.
+    tokio::spawn(trust_refresh::refresh_trust_roots(
+        state.engine.clone(),
+        cfg.trust_root_refresh,
+        state.metrics.clone(),
     ));
 }

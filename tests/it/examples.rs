@@ -511,6 +511,11 @@ fn every_policy_in_the_docs_passes_check() {
                 Some("embedded") | None => {}
                 Some(p) => write(p, sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT),
             }
+            // A TUF root's bootstrap root.json: the public-good one ocigate embeds.
+            if let Some(p) = r["tuf"]["root"].as_str() {
+                let root = sigstore_trust_root::SigstoreInstance::PublicGood.tuf_root();
+                write(p, std::str::from_utf8(root).unwrap());
+            }
         }
         // A certificates authority's PEM files: a fresh self-signed CA for each.
         for rule in doc["rules"].as_array().into_iter().flatten() {

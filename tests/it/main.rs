@@ -41,4 +41,5 @@ mod roundtrip;
 mod sigrepo;
 mod tls;
 mod token;
+mod tuf;
 mod webhook;

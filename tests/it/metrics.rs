@@ -410,6 +410,9 @@ fn prometheus_scrapes_serve_and_reads_every_family() {
                     name.as_str(),
                     "ocigate_registry_requests_total" // asked of no registry until later
                     | "ocigate_audit_results" // no background audit runs here (tests/it/audit.rs)
+                    // one series per TUF trust root; this policy has none
+                    | "ocigate_trust_root_refresh_failures_total"
+                        | "ocigate_trust_root_expiry_timestamp_seconds"
                 );
                 if needs_series {
                     assert_eq!(n, Some(1), "{name} not in Prometheus: {got:?}");

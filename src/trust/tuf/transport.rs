@@ -1,0 +1,256 @@
+//! How sigstore-tuf reaches a mirror that is not an HTTP server: a local directory or a .tar.gz
+//! (read into memory within bounds), and the recorder that names the TUF role a failure is about.
+//! Must not verify metadata (sigstore-tuf's `Updater` does) or write any cache.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sigstore_tuf::transport::FetchFuture;
+use sigstore_tuf::{MemoryStore, MetadataStore, Repository, StoreRepository};
+
+/// The most a `.tar.gz` mirror may hold once decompressed (real Sigstore repositories are well
+/// under 1 MiB; sigstore-tuf's own limit for one target is 50 MB).
+pub const MAX_ARCHIVE_BYTES: u64 = 64 << 20;
+
+/// The most entries a `.tar.gz` mirror may hold.
+pub const MAX_ARCHIVE_ENTRIES: usize = 4096;
+
+/// Which TUF role (or target) a fetch was for: the file name sigstore-tuf asked for, never an
+/// error's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TufRole {
+    /// `N.root.json`: the root chain.
+    Root,
+    /// `timestamp.json`.
+    Timestamp,
+    /// `snapshot.json` (or `N.snapshot.json`).
+    Snapshot,
+    /// `targets.json` (or a delegated targets role).
+    Targets,
+    /// A target file (`trusted_root.json`).
+    Target(String),
+}
+
+impl std::fmt::Display for TufRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TufRole::Root => f.write_str("root"),
+            TufRole::Timestamp => f.write_str("timestamp"),
+            TufRole::Snapshot => f.write_str("snapshot"),
+            TufRole::Targets => f.write_str("targets"),
+            TufRole::Target(t) => write!(f, "target {t}"),
+        }
+    }
+}
+
+impl TufRole {
+    fn of_metadata(name: &str) -> Self {
+        if name.ends_with("root.json") {
+            TufRole::Root
+        } else if name.ends_with("timestamp.json") {
+            TufRole::Timestamp
+        } else if name.ends_with("snapshot.json") {
+            TufRole::Snapshot
+        } else {
+            TufRole::Targets
+        }
+    }
+}
+
+/// A repository that remembers what was asked for last: when the update fails, that is the
+/// role it failed on (sigstore-tuf verifies each file right after fetching it).
+pub(super) struct Recording<R> {
+    inner: R,
+    last: Arc<Mutex<TufRole>>,
+}
+
+impl<R> Recording<R> {
+    pub(super) fn new(inner: R) -> (Self, Arc<Mutex<TufRole>>) {
+        let last = Arc::new(Mutex::new(TufRole::Root));
+        (
+            Recording {
+                inner,
+                last: Arc::clone(&last),
+            },
+            last,
+        )
+    }
+
+    fn note(&self, role: TufRole) {
+        *crate::sync::lock(&self.last) = role;
+    }
+}
+
+impl<R: Repository> Repository for Recording<R> {
+    fn fetch_metadata<'a>(&'a self, name: &'a str, max_length: u64) -> FetchFuture<'a> {
+        self.note(TufRole::of_metadata(name));
+        self.inner.fetch_metadata(name, max_length)
+    }
+
+    fn fetch_target<'a>(&'a self, path: &'a str, max_length: u64) -> FetchFuture<'a> {
+        self.note(TufRole::Target(super::TRUSTED_ROOT_TARGET.to_string()));
+        self.inner.fetch_target(path, max_length)
+    }
+}
+
+/// A TUF repository in a local directory: metadata at its top (as Sigstore's mirrors lay it
+/// out) or under `metadata/` (as python-tuf writes one), targets under `targets/`. Each file is
+/// read at most the length sigstore-tuf allows for it.
+pub(super) struct DirRepository {
+    metadata: PathBuf,
+    targets: PathBuf,
+}
+
+impl DirRepository {
+    pub(super) fn new(dir: &Path) -> Self {
+        let nested = dir.join("metadata");
+        DirRepository {
+            metadata: if nested.is_dir() {
+                nested
+            } else {
+                dir.to_path_buf()
+            },
+            targets: dir.join("targets"),
+        }
+    }
+}
+
+/// A file under `base`, at most `max` bytes; `None` when there is none.
+fn read_bounded(base: &Path, name: &str, max: u64) -> sigstore_tuf::Result<Option<Vec<u8>>> {
+    let rel = Path::new(name);
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(sigstore_tuf::Error::Malformed(format!(
+            "unsafe repository path {name:?}"
+        )));
+    }
+    let path = base.join(rel);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(sigstore_tuf::Error::io(
+                format!("opening {}", path.display()),
+                e,
+            ));
+        }
+    };
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| sigstore_tuf::Error::io(format!("reading {}", path.display()), e))?;
+    if bytes.len() as u64 > max {
+        return Err(sigstore_tuf::Error::transport(format!(
+            "{} exceeds max length {max}",
+            path.display()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+impl Repository for DirRepository {
+    fn fetch_metadata<'a>(&'a self, name: &'a str, max_length: u64) -> FetchFuture<'a> {
+        let res = read_bounded(&self.metadata, name, max_length);
+        Box::pin(async move { res })
+    }
+
+    fn fetch_target<'a>(&'a self, path: &'a str, max_length: u64) -> FetchFuture<'a> {
+        let res = read_bounded(&self.targets, path, max_length);
+        Box::pin(async move { res })
+    }
+}
+
+/// Why a `.tar.gz` mirror could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// Not readable, not gzip, not tar.
+    #[error("TUF mirror archive {}: cannot be read", path.display())]
+    Read {
+        /// The archive.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Over [`MAX_ARCHIVE_BYTES`] or [`MAX_ARCHIVE_ENTRIES`].
+    #[error(
+        "TUF mirror archive {}: larger than {MAX_ARCHIVE_BYTES} bytes or {MAX_ARCHIVE_ENTRIES} entries",
+        path.display()
+    )]
+    TooLarge {
+        /// The archive.
+        path: PathBuf,
+    },
+}
+
+/// A `.tar.gz` TUF repository read into memory (the same layouts as [`DirRepository`]), served
+/// through sigstore-tuf's own store-backed repository: metadata by name, targets under
+/// `targets/`. Blocking: call it off the async workers.
+pub(super) fn archive_repository(
+    path: &Path,
+) -> Result<StoreRepository<MemoryStore>, ArchiveError> {
+    let read_err = |source| ArchiveError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let gz = flate2::read::GzDecoder::new(file).take(MAX_ARCHIVE_BYTES + 1);
+    let mut archive = tar::Archive::new(gz);
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut total = 0u64;
+    for (n, entry) in archive.entries().map_err(read_err)?.enumerate() {
+        let mut entry = entry.map_err(read_err)?;
+        if n >= MAX_ARCHIVE_ENTRIES {
+            return Err(ArchiveError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().map_err(read_err)?.into_owned();
+        let parts: Vec<String> = name
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(read_err)?;
+        total += bytes.len() as u64;
+        if total > MAX_ARCHIVE_BYTES {
+            return Err(ArchiveError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        let key = match parts.first().map(String::as_str) {
+            Some("metadata") => parts[1..].join("/"),
+            _ => parts.join("/"),
+        };
+        files.insert(key, bytes);
+    }
+    let store = MemoryStore::new();
+    for (name, bytes) in files {
+        // MemoryStore's store never fails.
+        let _ = store.store(&name, &bytes);
+    }
+    Ok(StoreRepository::new(store))
+}
+
+/// A cache directory read without writing to it: `load_cached` re-verifies what is there and
+/// changes nothing (a read-only file system, or an update running at the same time).
+pub(super) struct ReadOnly(pub(super) sigstore_tuf::FileStore);
+
+impl MetadataStore for ReadOnly {
+    fn load(&self, name: &str) -> sigstore_tuf::Result<Option<Vec<u8>>> {
+        self.0.load(name)
+    }
+
+    fn store(&self, _name: &str, _bytes: &[u8]) -> sigstore_tuf::Result<()> {
+        Ok(())
+    }
+}
