@@ -75,6 +75,11 @@ impl VerifyPlan {
     }
 
     async fn build_with(a: VerifyArgs, policy: CompiledPolicy) -> Result<VerifyPlan, CliError> {
+        if a.manifests.is_empty() && a.pod_templates.given() {
+            return Err(CliError::Usage(
+                "--pod-template-kind and --pod-template-preset need --manifests".into(),
+            ));
+        }
         let mut references = Vec::new();
         let mut settled = Vec::new();
         for input in &a.references {
@@ -400,6 +405,7 @@ impl ServePlan {
     /// Policy, engine, then the listeners (needs the async runtime: the registry client and the
     /// engine are made on it).
     pub(crate) fn build(a: ServeArgs) -> Result<ServePlan, CliError> {
+        let pod_templates = a.pod_templates.kinds()?;
         let policy = CompiledPolicy::from_file(&a.policy).map_err(boxed)?;
         let config = EngineConfig {
             deadline: a.deadline,
@@ -429,6 +435,7 @@ impl ServePlan {
             pin_workloads: a.pin_workloads,
             kubeconfig: a.kubeconfig,
             allow_cross_namespace_refs: a.allow_cross_namespace_refs,
+            pod_templates,
             limits: crate::webhook::Limits {
                 max_connections: a.max_connections as usize,
                 request_timeout: a.request_timeout,

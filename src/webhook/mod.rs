@@ -72,6 +72,9 @@ pub struct ServeConfig {
     pub allow_cross_namespace_refs: bool,
     /// Connections, request time and body memory a client can hold (see [`Limits`]).
     pub limits: Limits,
+    /// The custom kinds whose pod templates are checked as a Deployment's
+    /// (`--pod-template-kind`, `--pod-template-preset`); empty: none.
+    pub pod_templates: Arc<crate::extract::PodTemplateKinds>,
 }
 
 /// A failure that stops the server from starting.
@@ -109,6 +112,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         pin_workloads: cfg.pin_workloads,
         kube,
         cross_namespace_refs: cfg.allow_cross_namespace_refs,
+        pod_templates: cfg.pod_templates.clone(),
     });
     if let Some(addr) = cfg.metrics_listen {
         let l = server::bind(addr).await?;
