@@ -760,3 +760,54 @@ mod tests {
         assert!(e.to_string().contains("has a spec: a pod template"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod deploy_tests {
+    use super::*;
+
+    /// deploy/overlays/custom-kinds gives `serve` every preset and the validating webhook a
+    /// rule for each kind a preset configures (group, version, plural resource).
+    #[test]
+    fn the_overlay_lists_every_preset_and_its_rules() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/overlays/custom-kinds/kustomization.yaml");
+        let text = std::fs::read_to_string(file).unwrap();
+        let k: Value = serde_saphyr::from_str(&text).unwrap();
+        let mut args = Vec::new();
+        let mut rules = Vec::new();
+        for patch in k["patches"].as_array().unwrap() {
+            let ops: Value = serde_saphyr::from_str(patch["patch"].as_str().unwrap()).unwrap();
+            for op in ops.as_array().unwrap() {
+                match op["path"].as_str().unwrap() {
+                    "/spec/template/spec/containers/0/args/-" => {
+                        args.push(op["value"].as_str().unwrap().to_string())
+                    }
+                    "/webhooks/0/rules/-" => rules.push(op["value"].clone()),
+                    other => panic!("unexpected patch path {other}"),
+                }
+            }
+        }
+        let given: Vec<&str> = args
+            .chunks(2)
+            .map(|pair| {
+                assert_eq!(pair[0], "--pod-template-preset");
+                pair[1].as_str()
+            })
+            .collect();
+        assert_eq!(given, Preset::ALL.map(Preset::name));
+        let covers = |k: &PodTemplateKind| {
+            rules.iter().any(|r| {
+                let has =
+                    |field: &str, v: &str| r[field].as_array().unwrap().iter().any(|x| x == v);
+                has("apiGroups", &k.group)
+                    && has("apiVersions", &k.version)
+                    && has("resources", k.resource.as_deref().unwrap())
+                    && has("operations", "CREATE")
+                    && has("operations", "UPDATE")
+            })
+        };
+        for k in Preset::ALL.iter().flat_map(|p| p.kinds()) {
+            assert!(covers(&k), "no webhook rule for {k}");
+        }
+    }
+}
