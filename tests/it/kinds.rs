@@ -85,6 +85,30 @@ fn custom_kinds_through_kubernetes_admission_code() {
     let ok = write(d, "ok-rollout.yaml", &rollout("ok", &c.signed));
     let run = send(&configured, &ok, "rollouts");
     assert_eq!(run.code, 0, "{run:?}");
+    // As for a Deployment, an UPDATE checks only what the old object did not run: scaling an
+    // old unsigned Rollout passes.
+    let scaled = write(
+        d,
+        "scaled-rollout.yaml",
+        &rollout("bad", &c.unsigned).replace("replicas: 2", "replicas: 1"),
+    );
+    let old = bad.to_str().unwrap();
+    let run = kwhclient(
+        &k,
+        &configured,
+        &c.tls,
+        &scaled,
+        &[
+            "-unstructured",
+            "-resource",
+            "rollouts",
+            "-operation",
+            "UPDATE",
+            "-old",
+            old,
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
     // Without the configuration, as before: a Rollout is a kind ocigate does not read.
     let run = send(&plain, &bad, "rollouts");
     assert!(run.code == 0 && run.stdout.contains("ADMITTED"), "{run:?}");
