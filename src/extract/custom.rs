@@ -259,7 +259,8 @@ pub struct PodTemplateKinds {
 
 impl PodTemplateKinds {
     /// The kinds given and those of the presets, each once (the same kind twice with the same
-    /// path is one; with two paths a [`PodTemplateKindError::Conflict`]).
+    /// path is one; with two paths a [`PodTemplateKindError::Conflict`]); each kind is checked
+    /// as [`PodTemplateKind::from_str`] checks it.
     pub fn new(
         kinds: impl IntoIterator<Item = PodTemplateKind>,
         presets: &[Preset],
@@ -267,6 +268,8 @@ impl PodTemplateKinds {
         let mut out: Vec<PodTemplateKind> = Vec::new();
         let all = presets.iter().flat_map(|p| p.kinds()).chain(kinds);
         for k in all {
+            // Built field by field, a kind is checked as the flag's value is.
+            k.to_string().parse::<PodTemplateKind>()?;
             let same = |o: &&PodTemplateKind| {
                 o.group == k.group && o.version == k.version && o.kind == k.kind
             };
@@ -632,6 +635,11 @@ mod tests {
         let other: PodTemplateKind = "argoproj.io/v1alpha1/Rollout=spec.other".parse().unwrap();
         let e = PodTemplateKinds::new([other], &[Preset::ArgoRollout]).unwrap_err();
         assert!(matches!(e, PodTemplateKindError::Conflict { .. }), "{e}");
+        let mut built_in = Preset::ArgoRollout.kinds().remove(0);
+        built_in.group = "apps".into();
+        built_in.kind = "Deployment".into();
+        let e = PodTemplateKinds::new([built_in], &[]).unwrap_err();
+        assert!(matches!(e, PodTemplateKindError::BuiltIn { .. }), "{e}");
         let many = (0..=MAX_POD_TEMPLATE_KINDS).map(|i| {
             format!("example.com/v1/K{i}=spec.template")
                 .parse()
