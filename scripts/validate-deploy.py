@@ -75,6 +75,26 @@ RBAC = {
     ("source.toolkit.fluxcd.io", "helmrepositories"): {"get"},
 }
 
+# What deploy/overlays/audit adds to the ClusterRole (serve --audit-interval).
+AUDIT_RBAC = {
+    ("", "pods"): {"list", "watch"},
+    ("source.toolkit.fluxcd.io", "ocirepositories"): {"get", "list", "watch"},
+    ("source.toolkit.fluxcd.io", "helmcharts"): {"get", "list", "watch"},
+    ("helm.toolkit.fluxcd.io", "helmreleases"): {"list", "watch"},
+    ("gitops.kluctl.io", "kluctldeployments"): {"list", "watch"},
+    ("apps", "replicasets"): {"get"},
+    ("batch", "jobs"): {"get"},
+    ("wgpolicyk8s.io", "policyreports"): {"get", "create", "update"},
+    ("wgpolicyk8s.io", "clusterpolicyreports"): {"get", "create", "update"},
+}
+
+# The audit's Role in ocigate-system: the Lease, by name except for create.
+AUDIT_LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["ocigate-audit"],
+     "verbs": ["get", "update"]},
+]
+
 SERVE_ARGS = [
     "serve",
     "--policy", "/etc/ocigate/policy/policy.yaml",
@@ -97,6 +117,8 @@ VARIANTS = {
     "overlays/monitoring": {"cert_manager": False, "mutating": True, "monitoring": True},
     # Every preset's custom kind checked (serve --pod-template-preset), and its webhook rule.
     "overlays/custom-kinds": {"cert_manager": False, "mutating": True, "presets": sorted(PRESET_RULES)},
+    # serve --audit-interval: PolicyReports written by the replica holding the Lease.
+    "overlays/audit": {"cert_manager": False, "mutating": True, "audit": True},
 }
 IMAGE = "ghcr.io/ocigate/ocigate"
 # Namespace labels the webhooks' namespaceSelector reads (deploy/README.md).
@@ -226,7 +248,7 @@ class Checker:
         for t in sorted(got - want):
             self.fail(where, f"rule not allowed: group={t[0]!r} version={t[1]} resource={t[2]} op={t[3]} scope={t[4]}")
 
-    def cluster_role(self, name, obj):
+    def cluster_role(self, name, obj, rbac):
         where = f"{name}: ClusterRole/{obj['metadata']['name']}"
         got = {}
         for r in obj.get("rules") or []:
@@ -235,8 +257,36 @@ class Checker:
             for g in r.get("apiGroups") or []:
                 for res in r.get("resources") or []:
                     got.setdefault((g, res), set()).update(r.get("verbs") or [])
-        self.check(where, got == RBAC,
-                   f"rules must grant exactly get on {sorted(RBAC)}; got {sorted((k, sorted(v)) for k, v in got.items())}")
+        self.check(where, got == rbac,
+                   f"rules must grant exactly {sorted((k, sorted(v)) for k, v in rbac.items())}; "
+                   f"got {sorted((k, sorted(v)) for k, v in got.items())}")
+
+    def audit_lease(self, name, by_kind):
+        """The audit's Role grants exactly the Lease; its RoleBinding binds it to ocigate only."""
+        roles, bindings = by_kind.get("Role", []), by_kind.get("RoleBinding", [])
+        where = f"{name}: audit Lease RBAC"
+        if not self.check(where, len(roles) == 1 and len(bindings) == 1,
+                          f"expected one Role and one RoleBinding, got {len(roles)} and {len(bindings)}"):
+            return
+        self.check(where, roles[0].get("rules") == AUDIT_LEASE_RULES,
+                   f"Role rules must be {AUDIT_LEASE_RULES}, got {roles[0].get('rules')}")
+        self.check(where, bindings[0].get("roleRef") == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                         "name": roles[0]["metadata"]["name"]}
+                   and bindings[0].get("subjects") == [{"kind": "ServiceAccount", "name": "ocigate",
+                                                        "namespace": NAMESPACE}],
+                   "RoleBinding must bind the Role to ServiceAccount ocigate-system/ocigate only")
+
+    def audit_args(self, name, dep, audit):
+        """--audit-interval (with POD_NAME from the downward API) exactly in the audit variant."""
+        c = ((dep["spec"]["template"]["spec"].get("containers") or [{}])[0])
+        args = c.get("args") or []
+        where = f"{name}: Deployment/{dep['metadata']['name']}"
+        self.check(where, ("--audit-interval" in args) == audit,
+                   f"--audit-interval {'expected' if audit else 'not expected'} in {args}")
+        if audit:
+            env = {e.get("name"): e for e in c.get("env") or []}
+            self.check(where, (env.get("POD_NAME") or {}).get("valueFrom") == {"fieldRef": {"fieldPath": "metadata.name"}},
+                       "POD_NAME must come from metadata.name (the Lease holder's identity)")
 
     def deployment(self, name, obj, policy_cm):
         where = f"{name}: Deployment/{obj['metadata']['name']}"
@@ -424,7 +474,10 @@ class Checker:
             self.check(name, cluster_scoped or md.get("namespace") == NAMESPACE,
                        f"{o['kind']}/{md.get('name')} must be in namespace {NAMESPACE}")
             self.check(name, o["kind"] != "Secret", f"no Secret may be shipped ({md.get('name')})")
-            self.check(name, o["kind"] not in ("Role", "RoleBinding"), f"unexpected {o['kind']} {md.get('name')}")
+            self.check(name, o["kind"] not in ("Role", "RoleBinding") or variant.get("audit"),
+                       f"unexpected {o['kind']} {md.get('name')}")
+        if variant.get("audit"):
+            self.audit_lease(name, by_kind)
         ns = one("Namespace")
         if ns is not None:
             self.check(name, ns["metadata"]["name"] == NAMESPACE, f"Namespace must be {NAMESPACE}")
@@ -443,7 +496,10 @@ class Checker:
             self.check(name, not mwcs, "no MutatingWebhookConfiguration expected")
         cr = one("ClusterRole")
         if cr is not None:
-            self.cluster_role(name, cr)
+            rbac = {k: set(v) for k, v in RBAC.items()}
+            for k, v in (AUDIT_RBAC if variant.get("audit") else {}).items():
+                rbac.setdefault(k, set()).update(v)
+            self.cluster_role(name, cr, rbac)
         crb = one("ClusterRoleBinding")
         if crb is not None:
             self.check(name, crb.get("roleRef") == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -452,6 +508,7 @@ class Checker:
                        "ClusterRoleBinding must bind the ClusterRole to ServiceAccount ocigate-system/ocigate only")
         if dep is not None:
             self.deployment(name, dep, cms.get("ocigate-policy"))
+            self.audit_args(name, dep, variant.get("audit", False))
             image = ((dep["spec"]["template"]["spec"].get("containers") or [{}])[0]).get("image", "")
             want = rf"{re.escape(IMAGE)}@sha256:[0-9a-f]{{64}}" if variant.get("pinned") else rf"{re.escape(IMAGE)}:v[0-9.]+"
             self.check(name, re.fullmatch(want, image) is not None, f"image must match {want}, got {image!r}")

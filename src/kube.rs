@@ -1,8 +1,8 @@
 //! Reading single objects from the Kubernetes API (a HelmRelease's HelmRepository, a Pod's pull
-//! secrets) for the webhook and `verify --manifests --kubeconfig`: `get` by name only, never
-//! `list` or `watch` (the RBAC in deploy/ grants exactly that), answers cached briefly (an object
-//! that was not there for at most [`NOT_FOUND_TTL`]). Must not follow a reference into another
-//! namespace unless the caller allows it, nor know what the objects mean.
+//! secrets) for the webhook and `verify --manifests --kubeconfig`: `get` by name, answers cached
+//! briefly (an object that was not there for at most [`NOT_FOUND_TTL`]); `list` only in `list`,
+//! for `audit`. Must not follow a reference into another namespace unless the caller allows it,
+//! nor know what the objects mean.
 //!
 //! Not the `kube` client crate: what is needed is one authenticated GET with the cluster's CA,
 //! which the reqwest stack the registry code already uses (rustls on aws-lc-rs) does; `kube`
@@ -16,6 +16,12 @@ use serde_json::Value;
 
 use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::extract::{Lookup, LookupError, ObjectRef};
+
+mod list;
+mod write;
+
+pub(crate) use list::{MAX_PAGES, Resource};
+pub(crate) use write::Written;
 
 /// How long an object read from the API is believed.
 pub(crate) const FOUND_TTL: Duration = Duration::from_secs(10);
@@ -317,8 +323,32 @@ impl KubeApi {
         if let Some(hit) = self.cache.get(path) {
             return Ok(hit);
         }
+        let found = self.fresh(path).await?;
+        self.cache.insert(path.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// One object by its API path, asked now (never from the cache: a Lease must be read as
+    /// it is); `None` when it does not exist.
+    pub(crate) async fn fresh(&self, path: &str) -> Result<Option<Value>, KubeApiError> {
         let url = format!("{}{path}", self.server);
-        let mut req = self.client.get(&url).header("Accept", "application/json");
+        let req = self
+            .authorized(self.client.get(&url).header("Accept", "application/json"))
+            .await;
+        let resp = req.send().await.map_err(|source| KubeApiError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200 => object_of(resp, url).await.map(Some),
+            status => Err(KubeApiError::Status { url, status }),
+        }
+    }
+
+    /// `req` with the bearer token, if there is one (a token file is read on the blocking
+    /// pool each time: the kubelet rotates it).
+    async fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let token = match &self.token {
             Token::Static(t) => Some(t.clone()),
             // Read on the blocking pool: a request must not hold an async worker on a file.
@@ -333,33 +363,24 @@ impl KubeApi {
             }
             Token::None => None,
         };
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
-        let resp = req.send().await.map_err(|source| KubeApiError::Transport {
-            url: url.clone(),
-            source,
-        })?;
-        let status = resp.status().as_u16();
-        let found = match status {
-            404 => None,
-            200 => {
-                let body = crate::registry::read_body_capped(resp, 4 << 20)
-                    .await
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
-                let v: Value = serde_json::from_slice(&body)
-                    .ok()
-                    .filter(Value::is_object)
-                    .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
-                Some(v)
-            }
-            _ => return Err(KubeApiError::Status { url, status }),
-        };
-        self.cache.insert(path.to_string(), found.clone());
-        Ok(found)
     }
+}
+
+/// An answer's body as a JSON object (at most 4 MiB).
+async fn object_of(resp: reqwest::Response, url: String) -> Result<Value, KubeApiError> {
+    let body = crate::registry::read_body_capped(resp, 4 << 20)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
+    serde_json::from_slice(&body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or(KubeApiError::Body { url })
 }
 
 /// The API path of a Flux source object.

@@ -21,6 +21,7 @@ macro_rules! tell_part {
     };
 }
 
+pub(crate) mod audit;
 pub mod bounded;
 pub mod bundle;
 pub mod candidate;

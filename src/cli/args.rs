@@ -70,9 +70,13 @@ pub(crate) enum Command {
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check what a cluster runs now: its Pods and the Flux and Kluctl sources the webhook
+    /// checks, each distinct artifact once with the current policy, reported per namespace and
+    /// owning workload (exit 1 when one fails the policy, as `verify`).
+    Audit(Box<AuditArgs>),
     /// Run the Kubernetes validating admission webhook (HTTPS /validate, /healthz, /readyz;
     /// Prometheus /metrics on a separate plain listener).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completion {
         /// The shell to complete for.
@@ -97,8 +101,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub(crate) listen: std::net::SocketAddr,
     /// Plain-HTTP listener for /metrics ("off" for none).
-    #[arg(long, default_value = "0.0.0.0:9090")]
-    pub(crate) metrics_listen: String,
+    #[arg(long, default_value = "0.0.0.0:9090", value_parser = metrics_listen)]
+    pub(crate) metrics_listen: MetricsListen,
     /// Deadline for each admission request, e.g. 8s or 500ms (keep it under the webhook's
     /// timeoutSeconds).
     #[arg(long, default_value = "8s", value_parser = parse_duration)]
@@ -155,8 +159,86 @@ pub(crate) struct ServeArgs {
     /// nothing is read from the other namespace, as Flux's `--no-cross-namespace-refs` does.
     #[arg(long)]
     pub(crate) allow_cross_namespace_refs: bool,
+    /// Audit what runs (as `ocigate audit`) every D, e.g. 10m, and write a PolicyReport per
+    /// namespace; one replica writes, elected with a coordination.k8s.io Lease. Off by default.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub(crate) audit_interval: Option<Duration>,
+    /// At most this many registry requests per second for the audit (admission requests are
+    /// never paced).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub(crate) audit_registry_qps: u32,
+    /// A namespace the audit skips (the webhook's namespaceSelector excludes it). Repeatable;
+    /// the names given replace the default; `''` skips none.
+    #[arg(
+        long,
+        value_name = "NS",
+        default_values_t = WEBHOOK_EXCLUDED_NAMESPACES.map(String::from),
+        value_parser = excluded_namespace,
+    )]
+    pub(crate) audit_exclude_namespace: Vec<String>,
+    /// The namespace of the audit's Lease (`ocigate-audit`). Default: the service account's
+    /// in a cluster, else the kubeconfig context's, else ocigate-system.
+    #[arg(long, value_name = "NS", value_parser = namespace)]
+    pub(crate) leader_election_namespace: Option<String>,
     #[command(flatten)]
     pub(crate) pod_templates: PodTemplateArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct AuditArgs {
+    /// The policy file the cluster is checked against (the webhook's).
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// The cluster of this kubeconfig's current context; default: the in-cluster service
+    /// account, else $KUBECONFIG, else ~/.kube/config.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// A namespace the webhook is not called for; its objects are skipped, each said.
+    /// Repeatable; the names given replace the default (deploy/'s list); `''` excludes none.
+    #[arg(
+        long,
+        value_name = "NS",
+        default_values_t = WEBHOOK_EXCLUDED_NAMESPACES.map(String::from),
+        value_parser = excluded_namespace,
+    )]
+    pub(crate) exclude_namespace: Vec<String>,
+    /// Follow a Flux reference into another namespace, as the webhook's flag of that name.
+    #[arg(long)]
+    pub(crate) allow_cross_namespace_refs: bool,
+    /// How many artifacts are checked at once.
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256),
+    )]
+    pub(crate) jobs: usize,
+    /// At most this many registry requests per second, all registries together.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub(crate) registry_qps: u32,
+    /// text for people (namespace, workload, then each failing artifact), or json.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+    /// Deadline for each artifact's whole check, in seconds (the registry pace included).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+    )]
+    pub(crate) deadline: u64,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }
@@ -191,11 +273,6 @@ pub(crate) struct PodTemplateArgs {
 }
 
 impl PodTemplateArgs {
-    /// Whether any kind or preset was given.
-    pub(crate) fn given(&self) -> bool {
-        !self.kinds.is_empty() || !self.presets.is_empty()
-    }
-
     /// The kinds given and the presets', each once: the check of the set (each value was
     /// checked when parsed). The same kind with two paths, or too many, is a usage error.
     pub(crate) fn kinds(
@@ -222,6 +299,20 @@ fn pod_template_kind(s: &str) -> Result<crate::extract::PodTemplateKind, String>
                 other => other.to_string(),
             }
         })
+}
+
+/// `--metrics-listen`: an address, or none (`off`, ``).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MetricsListen(pub(crate) Option<std::net::SocketAddr>);
+
+fn metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    match s {
+        "off" | "" => Ok(MetricsListen(None)),
+        addr => addr
+            .parse()
+            .map(|a| MetricsListen(Some(a)))
+            .map_err(|e| format!("{addr:?}: {e} (an address such as 0.0.0.0:9090, or off)")),
+    }
 }
 
 /// `8s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -399,6 +490,9 @@ pub(crate) struct KeylessArgs {
 }
 
 #[derive(clap::Args, Debug)]
+// The custom kinds are read from manifests only (`PodTemplateArgs` is shared with `serve`, so
+// the requirement is said here).
+#[command(group(clap::ArgGroup::new("pod_templates").args(["kinds", "presets"]).multiple(true).requires("manifests")))]
 pub(crate) struct VerifyArgs {
     /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
     /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or

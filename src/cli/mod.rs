@@ -5,6 +5,7 @@
 //! policy-file error. It must not verify, fetch or decide itself: the library does.
 
 mod args;
+mod audit;
 mod files;
 mod manifests;
 mod output;

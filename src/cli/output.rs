@@ -83,7 +83,7 @@ impl Progress {
 }
 
 /// The version of `verify -o json`'s document; fields may be added, never renamed.
-const JSON_SCHEMA_VERSION: u32 = 1;
+pub(super) const JSON_SCHEMA_VERSION: u32 = 1;
 
 /// A decision with every place `verify --manifests` found what it is about (none for a
 /// reference given on the command line).
@@ -193,7 +193,7 @@ fn text_skipped(s: &Skipped) -> String {
 /// One decision for a person: a headline (`ALLOW`/`DENY`/`WARN`, the reference with its
 /// digest, the rule, the failure class), then each reason on its own indented line, said once.
 /// Everything that came from a registry or a file is escaped.
-fn text_decision(d: &Decision) -> String {
+pub(super) fn text_decision(d: &Decision) -> String {
     let word = match d.verdict {
         Verdict::Allow => "ALLOW",
         Verdict::Deny => "DENY",

@@ -75,11 +75,6 @@ impl VerifyPlan {
     }
 
     async fn build_with(a: VerifyArgs, policy: CompiledPolicy) -> Result<VerifyPlan, CliError> {
-        if a.manifests.is_empty() && a.pod_templates.given() {
-            return Err(CliError::Usage(
-                "--pod-template-kind and --pod-template-preset need --manifests".into(),
-            ));
-        }
         let mut references = Vec::new();
         let mut settled = Vec::new();
         for input in &a.references {
@@ -405,7 +400,6 @@ impl ServePlan {
     /// Policy, engine, then the listeners (needs the async runtime: the registry client and the
     /// engine are made on it).
     pub(crate) fn build(a: ServeArgs) -> Result<ServePlan, CliError> {
-        let pod_templates = a.pod_templates.kinds()?;
         let policy = CompiledPolicy::from_file(&a.policy).map_err(boxed)?;
         let config = EngineConfig {
             deadline: a.deadline,
@@ -417,16 +411,9 @@ impl ServePlan {
             ..EngineConfig::default()
         };
         let engine = Engine::new(registry_with(&a.registry, true, &[])?, policy, config);
-        let metrics_listen = match a.metrics_listen.as_str() {
-            "off" | "" => None,
-            addr => Some(
-                addr.parse()
-                    .map_err(|e| CliError::Usage(format!("--metrics-listen {addr:?}: {e}")))?,
-            ),
-        };
         let config = crate::webhook::ServeConfig {
             listen: a.listen,
-            metrics_listen,
+            metrics_listen: a.metrics_listen.0,
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
             policy: a.policy,
@@ -435,12 +422,26 @@ impl ServePlan {
             pin_workloads: a.pin_workloads,
             kubeconfig: a.kubeconfig,
             allow_cross_namespace_refs: a.allow_cross_namespace_refs,
-            pod_templates,
+            pod_templates: a.pod_templates.kinds()?,
             limits: crate::webhook::Limits {
                 max_connections: a.max_connections as usize,
                 request_timeout: a.request_timeout,
                 body_memory: (a.max_body_memory_mib as usize) << 20,
             },
+            audit: a
+                .audit_interval
+                .map(|interval| crate::webhook::AuditConfig {
+                    interval,
+                    registry_qps: std::num::NonZeroU32::new(a.audit_registry_qps)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                    excluded_namespaces: a
+                        .audit_exclude_namespace
+                        .iter()
+                        .filter(|n| !n.is_empty())
+                        .cloned()
+                        .collect(),
+                    lease_namespace: a.leader_election_namespace.clone(),
+                }),
         };
         Ok(ServePlan { engine, config })
     }
@@ -676,7 +677,7 @@ fn registry_for(args: &RegistryArgs, refs: &[&ImageRef]) -> Result<Registry, Cli
 
 /// The registry client from flags, the environment and the user's credential files; `watch`
 /// (for `serve`) re-reads credential files when they change.
-fn registry_with(
+pub(super) fn registry_with(
     args: &RegistryArgs,
     watch: bool,
     ref_hosts: &[String],

@@ -53,7 +53,17 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, CliError> {
                 other => other,
             }
         }
-        Command::Serve(a) => block_on(true, async { serve(ServePlan::build(a)?).await }),
+        Command::Audit(a) => {
+            let output = a.output;
+            let result = block_on(false, async move {
+                super::audit::run(super::audit::AuditPlan::build(*a)?).await
+            });
+            match result {
+                Err(e) if output == Output::Json => output::json_error(&e),
+                other => other,
+            }
+        }
+        Command::Serve(a) => block_on(true, async { serve(ServePlan::build(*a)?).await }),
         Command::VerifyBundle(a) => verify_bundle(BundlePlan::build(a)?),
         Command::GenerateKeyPair(a) => generate(GeneratePlan::build(a)?),
         Command::Policy(PolicyCommand::Check { files }) => policy_check(&files),

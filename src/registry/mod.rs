@@ -38,7 +38,8 @@ pub use remote::read_body_capped;
 use remote::{Access, Remote, resolve_url};
 use request::Call;
 pub use request_scope::{
-    RequestCredentials, RequestScope, request_credentials, with_deadline, with_request_credentials,
+    Pace, RequestCredentials, RequestScope, request_credentials, with_deadline, with_pace,
+    with_request_credentials,
 };
 pub use settings::{CredentialOrHelper, RegistrySettings, SchemeChoice, SettingsError, TlsFile};
 

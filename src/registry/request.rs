@@ -14,7 +14,7 @@ use super::error::{Op, RegistryError, RegistryErrorKind as Kind, Sent, Store};
 use super::remote::{
     ACCEPT_MANIFESTS, Access, Cause, RepoAccess, parse_retry_after, read_body_capped, status_cause,
 };
-use super::request_scope::{remaining_deadline, request_credentials};
+use super::request_scope::{pace_turn, remaining_deadline, request_credentials};
 use super::settings::CredentialOrHelper;
 use super::{Registry, gate};
 
@@ -141,6 +141,15 @@ impl Registry {
         url: &str,
         build: &impl Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     ) -> Result<Result<reqwest::Response, Cause>, RegistryError> {
+        // Its turn under the pace in scope (`audit`'s) first, within what is left of the
+        // deadline; the request's own time starts after it.
+        if let Some(left) = remaining_deadline() {
+            if tokio::time::timeout(left, pace_turn()).await.is_err() {
+                return Err(call.error(Kind::DeadlineExceeded));
+            }
+        } else {
+            pace_turn().await;
+        }
         let until = tokio::time::Instant::now() + self.request_limit();
         let fut = async {
             let permit = self.gates.acquire(call.registry).await;

@@ -1,5 +1,5 @@
 //! What a registry request takes from the task it runs in instead of from its arguments: the
-//! deadline, the request's own credentials and its gate group, set together by
+//! deadline, the request's own credentials, its gate group and its pace, set together by
 //! [`RequestScope::run`]. Must not: decide anything with them (the readers below do).
 //!
 //! They are task-locals because they belong to one admission request or one verification,
@@ -15,6 +15,9 @@
 //!   the process's credentials are used.
 //! - the gate group: `Gates::acquire`, which serves the groups waiting for a host in turn.
 //!   Unset: group 0, the one party of the CLI's requests.
+//! - the pace: every request waits for its turn under the [`Pace`] (requests per second) before
+//!   it is sent; `audit` sets one, so that reading a whole cluster does not flood a registry.
+//!   Unset: no pace (admission requests are never slowed).
 //!
 //! A task spawned inside a scope does not inherit it: capture [`RequestScope::current`] and
 //! run the task in it (`RequestScope::current().run(task)`), as the engine does for each
@@ -38,6 +41,36 @@ tokio::task_local! {
     static DEADLINE: Option<Instant>;
     static REQUEST_CREDENTIALS: Option<RequestCredentials>;
     static GROUP: u64;
+    static PACE: Option<Pace>;
+}
+
+/// At most so many registry requests per second, shared by every task given the same pace
+/// (governor's GCRA limiter, bursts of one second's worth).
+#[derive(Clone)]
+pub struct Pace(Arc<governor::DefaultDirectRateLimiter>);
+
+impl Pace {
+    /// `per_second` requests per second.
+    pub fn per_second(per_second: std::num::NonZeroU32) -> Self {
+        Pace(Arc::new(governor::RateLimiter::direct(
+            governor::Quota::per_second(per_second),
+        )))
+    }
+
+    /// Waits until one more request fits (on tokio's timer, not governor's own thread).
+    async fn turn(&self) {
+        use governor::clock::Clock as _;
+        while let Err(later) = self.0.check() {
+            let clock = governor::clock::DefaultClock::default();
+            tokio::time::sleep(later.wait_time_from(clock.now())).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Pace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pace")
+    }
 }
 
 /// Everything a registry request takes from its task (see the module documentation).
@@ -49,6 +82,8 @@ pub struct RequestScope {
     pub credentials: Option<RequestCredentials>,
     /// The gate group (0: none, the CLI's one party).
     pub group: u64,
+    /// The pace of its registry requests, if they are paced.
+    pub pace: Option<Pace>,
 }
 
 impl RequestScope {
@@ -58,15 +93,19 @@ impl RequestScope {
             deadline: DEADLINE.try_with(|d| *d).ok().flatten(),
             credentials: request_credentials(),
             group: current_group(),
+            pace: PACE.try_with(Clone::clone).ok().flatten(),
         }
     }
 
     /// Run `f` with this scope for every registry request it makes: the one function that
-    /// sets all three.
+    /// sets all four.
     pub fn run<F: Future>(self, f: F) -> impl Future<Output = F::Output> {
         DEADLINE.scope(
             self.deadline,
-            REQUEST_CREDENTIALS.scope(self.credentials, GROUP.scope(self.group, f)),
+            REQUEST_CREDENTIALS.scope(
+                self.credentials,
+                GROUP.scope(self.group, PACE.scope(self.pace, f)),
+            ),
         )
     }
 }
@@ -92,6 +131,18 @@ pub fn with_request_credentials<F: Future>(
 /// Run `f` as gate group `group`: its registry requests queue for permits as one party.
 pub(super) fn with_group<F: Future>(group: u64, f: F) -> impl Future<Output = F::Output> {
     GROUP.scope(group, f)
+}
+
+/// Run `f` with every registry request it makes waiting for its turn under `pace`.
+pub fn with_pace<F: Future>(pace: Pace, f: F) -> impl Future<Output = F::Output> {
+    PACE.scope(Some(pace), f)
+}
+
+/// Waits for the turn of one request under the pace in scope (at once when none is).
+pub(super) async fn pace_turn() {
+    if let Some(pace) = PACE.try_with(Clone::clone).ok().flatten() {
+        pace.turn().await;
+    }
 }
 
 /// The request credentials in scope, if any.

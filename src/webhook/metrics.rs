@@ -29,6 +29,7 @@ use crate::engine::{Engine, Timings};
 use crate::failure::Failure;
 use crate::policy::Verdict;
 
+mod audit;
 mod info;
 mod labels;
 mod process;
@@ -63,6 +64,8 @@ pub(super) struct Metrics {
     pub(super) latency: Histogram,
     stages: Family<StageLabels, Histogram>,
     reloads: Family<ReloadLabels, Counter>,
+    /// What the background audit counts (read at each scrape).
+    pub(super) audit: Arc<crate::audit::AuditStats>,
     /// The counters of `requests` by label values, each looked up in its family once: a
     /// request then counts without building label strings or taking the family's lock.
     request_counters: [OnceLock<Counter>; OPERATIONS * 2],
@@ -228,7 +231,10 @@ impl Metrics {
         registry.register_collector(Box::new(EngineCollector(engine.clone())));
         registry.register_collector(Box::new(info::InfoCollector { certificates }));
         registry.register_collector(Box::new(process::ProcessCollector));
+        let audit = Arc::new(crate::audit::AuditStats::default());
+        registry.register_collector(Box::new(audit::AuditCollector(audit.clone())));
         let metrics = Metrics {
+            audit,
             registry,
             requests,
             decisions,

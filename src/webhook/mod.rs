@@ -75,6 +75,21 @@ pub struct ServeConfig {
     /// The custom kinds whose pod templates are checked as a Deployment's
     /// (`--pod-template-kind`, `--pod-template-preset`); empty: none.
     pub pod_templates: Arc<crate::extract::PodTemplateKinds>,
+    /// The background audit; None: off.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `serve --audit-interval`: what runs is audited in the background and reported.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Time between audits.
+    pub interval: Duration,
+    /// Registry requests per second.
+    pub registry_qps: std::num::NonZeroU32,
+    /// Namespaces skipped.
+    pub excluded_namespaces: std::collections::BTreeSet<String>,
+    /// The Lease's namespace; None: the API's own (service account or kubeconfig context).
+    pub lease_namespace: Option<String>,
 }
 
 /// A failure that stops the server from starting.
@@ -96,6 +111,9 @@ pub enum WebhookError {
         #[source]
         source: std::io::Error,
     },
+    /// `--audit-interval` without a Kubernetes API (not in a cluster, no `--kubeconfig`).
+    #[error("--audit-interval needs the Kubernetes API: run in a cluster or give --kubeconfig")]
+    AuditWithoutApi,
 }
 
 /// Run the webhook until SIGTERM (or SIGINT); then drain within `grace` and return.
@@ -119,6 +137,9 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         tokio::spawn(metrics::serve_metrics(l, state.metrics.clone(), cfg.limits));
     }
     spawn_watchers(&state, certs, &cfg).await;
+    if let Some(audit) = &cfg.audit {
+        spawn_audit(&state, audit, &cfg).await?;
+    }
     let local = listener.local_addr().unwrap_or(cfg.listen);
     tell!(
         "{}",
@@ -167,6 +188,39 @@ async fn kube_api(kubeconfig: Option<PathBuf>) -> Result<Option<KubeApi>, KubeAp
         None => KubeApi::in_cluster(),
     })
     .await
+}
+
+/// The background audit, on the webhook's engine with its own client of the API (the API is
+/// required: without one `serve` does not start).
+async fn spawn_audit(
+    state: &Arc<State>,
+    audit: &AuditConfig,
+    cfg: &ServeConfig,
+) -> Result<(), WebhookError> {
+    let api = kube_api(cfg.kubeconfig.clone())
+        .await?
+        .ok_or(WebhookError::AuditWithoutApi)?;
+    let namespace = audit
+        .lease_namespace
+        .clone()
+        .or_else(|| api.namespace().map(str::to_string))
+        .unwrap_or_else(|| "ocigate-system".into());
+    let periodic = crate::audit::Periodic {
+        engine: state.engine.clone(),
+        api,
+        options: crate::audit::AuditOptions {
+            excluded_namespaces: audit.excluded_namespaces.clone(),
+            cross_namespace_refs: cfg.allow_cross_namespace_refs,
+        },
+        interval: audit.interval,
+        pace: crate::registry::Pace::per_second(audit.registry_qps),
+        jobs: 8,
+        deadline: Duration::from_secs(60),
+        elector: crate::audit::Elector::new(namespace, "ocigate-audit".into()),
+        stats: state.metrics.audit.clone(),
+    };
+    tokio::spawn(periodic.run());
+    Ok(())
 }
 
 /// The tasks that run beside the listener until the process ends: the decision log's

@@ -212,7 +212,7 @@ fn verify_manifests_reads_the_same_configuration() {
             && found.contains("Runner apps/job spec.podSpec.containers[0].image"),
         "{found}"
     );
-    // A built-in kind cannot be configured; the flags need --manifests.
+    // A built-in kind cannot be configured; the flags need --manifests (both at parse time).
     let run = verify(&["--pod-template-kind", "apps/v1/Deployment=spec.template"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("read by ocigate itself"), "{run:?}");
@@ -228,7 +228,11 @@ fn verify_manifests_reads_the_same_configuration() {
         &[],
     );
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("need --manifests"), "{run:?}");
+    assert!(
+        run.stderr.contains("required arguments were not provided")
+            && run.stderr.contains("--manifests"),
+        "{run:?}"
+    );
 }
 
 /// A CustomResourceDefinition whose `spec` keeps whatever it is given (the projects' own

@@ -7,6 +7,7 @@ mod attest;
 mod attestation_discovery;
 mod attestation_policy;
 mod attestations;
+mod audit;
 mod auth;
 mod bounds;
 mod bundles;

@@ -375,7 +375,7 @@ fn pod_review(uid: &str, image: &str) -> serde_json::Value {
 }
 
 /// A plain-HTTP GET on loopback, for the metrics listener.
-fn http_get(port: u16, path: &str) -> String {
+pub(crate) fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -1,0 +1,212 @@
+//! `serve --audit-interval`: the audit in the background, on the webhook's engine (its caches,
+//! its single flight, the policy in force), by the one replica that holds the Lease, which
+//! writes the PolicyReports; every replica counts what it sees for the metrics. Must not answer
+//! admission requests nor decide anything itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::lease::{Elector, RETRY};
+use super::report::{Report, reports};
+use super::{AuditOptions, Finding, by_workload, check, inventory};
+use crate::engine::Engine;
+use crate::kube::{KubeApi, Written};
+use crate::registry::Pace;
+
+/// Namespaces named in the results metric; the others are counted as `other`.
+pub(crate) const MAX_NAMESPACE_LABELS: usize = 64;
+
+/// What the audit did, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct AuditStats {
+    /// Audits run to the end and reported.
+    pub(crate) runs_ok: AtomicU64,
+    /// Audits that could not read the cluster or write a report.
+    pub(crate) runs_failed: AtomicU64,
+    /// When the last audit ended well (Unix seconds; 0: never).
+    pub(crate) last_success: AtomicI64,
+    /// Whether this replica holds the Lease.
+    pub(crate) leader: AtomicBool,
+    /// The last audit's results: (namespace, result, failure class) → workloads' artifacts.
+    results: Mutex<BTreeMap<(String, &'static str, String), u64>>,
+}
+
+impl AuditStats {
+    /// The last audit's results by (namespace, result, failure class); namespaces past the
+    /// first [`MAX_NAMESPACE_LABELS`] (by name) are `other`.
+    pub(crate) fn results(&self) -> Vec<((String, &'static str, String), u64)> {
+        crate::sync::lock(&self.results)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    fn record(&self, findings: &[Finding]) {
+        let mut counts = BTreeMap::new();
+        for (i, (ns, workloads)) in by_workload(findings).into_iter().enumerate() {
+            let ns = match ns {
+                _ if i >= MAX_NAMESPACE_LABELS => "other".to_string(),
+                Some(ns) => ns,
+                None => String::new(),
+            };
+            for (d, _) in workloads.values().flatten() {
+                let failure = d
+                    .failure
+                    .filter(|_| d.verdict != crate::policy::Verdict::Allow)
+                    .map_or("none".to_string(), |f| f.to_string());
+                let key = (ns.clone(), super::report::result_of(d), failure);
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+        *crate::sync::lock(&self.results) = counts;
+    }
+}
+
+/// The background audit's settings and what it shares with the webhook.
+pub(crate) struct Periodic {
+    /// The webhook's engine.
+    pub(crate) engine: Engine,
+    /// The cluster's API (its own client and cache).
+    pub(crate) api: KubeApi,
+    /// What is read, as the webhook sees it.
+    pub(crate) options: AuditOptions,
+    /// Time between audits.
+    pub(crate) interval: Duration,
+    /// The pace of the audit's registry requests.
+    pub(crate) pace: Pace,
+    /// Artifacts checked at once.
+    pub(crate) jobs: usize,
+    /// Each artifact's deadline.
+    pub(crate) deadline: Duration,
+    /// The Lease this replica runs for.
+    pub(crate) elector: Elector,
+    /// Counted for `/metrics`.
+    pub(crate) stats: Arc<AuditStats>,
+}
+
+/// Until when this replica may act as the leader (its last renewal plus the renew deadline).
+type Leading = Arc<Mutex<Option<Instant>>>;
+
+/// How long after its last renewal a leader still acts (client-go's renew deadline: less than
+/// the Lease's duration, so it stops before another replica may take over).
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+
+fn leads(leading: &Leading) -> bool {
+    crate::sync::lock(leading).is_some_and(|until| Instant::now() < until)
+}
+
+impl Periodic {
+    /// Runs the election and the audits until the process ends.
+    pub(crate) async fn run(self) {
+        let leading: Leading = Arc::default();
+        let this = Arc::new(self);
+        let elect = tokio::spawn(this.clone().elect(leading.clone()));
+        this.audit_while_leading(leading).await;
+        elect.abort();
+    }
+
+    /// Every [`RETRY`]: acquire or renew the Lease.
+    async fn elect(self: Arc<Self>, leading: Leading) {
+        loop {
+            let started = Instant::now();
+            match self.elector.round(&self.api, chrono::Utc::now()).await {
+                Ok(true) => *crate::sync::lock(&leading) = Some(started + RENEW_DEADLINE),
+                Ok(false) => *crate::sync::lock(&leading) = None,
+                Err(e) => tell!(
+                    "{}",
+                    serde_json::json!({"msg": "audit lease", "error": crate::error_chain(&e)})
+                ),
+            }
+            self.stats.leader.store(leads(&leading), Ordering::Relaxed);
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// An audit every interval while this replica leads; the namespaces reported before are
+    /// remembered, so that one whose workloads are gone gets an empty report.
+    async fn audit_while_leading(&self, leading: Leading) {
+        let mut reported: BTreeSet<Option<String>> = BTreeSet::new();
+        loop {
+            while !leads(&leading) {
+                tokio::time::sleep(RETRY).await;
+            }
+            match self.once(&leading, &reported).await {
+                Ok(now) => {
+                    reported = now;
+                    self.stats.runs_ok.fetch_add(1, Ordering::Relaxed);
+                    let t = chrono::Utc::now().timestamp();
+                    self.stats.last_success.store(t, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.runs_failed.fetch_add(1, Ordering::Relaxed);
+                    tell!("{}", serde_json::json!({"msg": "audit failed", "error": e}));
+                }
+            }
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+
+    /// One audit and its reports; the namespaces reported.
+    async fn once(
+        &self,
+        leading: &Leading,
+        before: &BTreeSet<Option<String>>,
+    ) -> Result<BTreeSet<Option<String>>, String> {
+        let started = Instant::now();
+        let mut found = inventory(&self.api, &self.options)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let sources = std::mem::take(&mut found.sources);
+        let pace = Some(self.pace.clone());
+        let findings = check(&self.engine, sources, self.jobs, pace, self.deadline).await;
+        self.stats.record(&findings);
+        let reports = reports(&findings, chrono::Utc::now(), before);
+        let mut written = BTreeSet::new();
+        for report in &reports {
+            if !leads(leading) {
+                return Err("this replica lost the lease before every report was written".into());
+            }
+            self.write(report).await?;
+            written.insert(report.namespace.clone());
+        }
+        tell!(
+            "{}",
+            serde_json::json!({"msg": "audit", "artifacts": findings.len(),
+                "reports": written.len(), "ms": started.elapsed().as_millis() as u64})
+        );
+        Ok(written)
+    }
+
+    /// Replace the report (as of the `resourceVersion` read just before: the API refuses an
+    /// unconditional update of a custom resource), or create it when there is none.
+    async fn write(&self, report: &Report) -> Result<(), String> {
+        let (path, collection) = report.paths();
+        let failed = |e: crate::kube::KubeApiError| crate::error_chain(&e);
+        for _ in 0..3 {
+            let written = match self.api.fresh(&path).await.map_err(failed)? {
+                Some(current) => {
+                    let mut object = report.object.clone();
+                    object["metadata"]["resourceVersion"] =
+                        current["metadata"]["resourceVersion"].clone();
+                    self.api.replace(&path, &object).await
+                }
+                None => self.api.create(&collection, &report.object).await,
+            };
+            match written.map_err(failed)? {
+                Written::Done => return Ok(()),
+                // Changed or created meanwhile by another writer: read it again.
+                Written::Conflict => continue,
+                Written::NotFound => {
+                    return Err(format!(
+                        "{collection}: not served (is the PolicyReport CRD installed?)"
+                    ));
+                }
+            }
+        }
+        Err(format!(
+            "{path}: changed by another writer at each of three tries"
+        ))
+    }
+}

@@ -1,0 +1,162 @@
+//! Listing every object of one kind across the cluster, a page at a time (`limit` and
+//! `continue`, as kubectl does), for `audit`: each page bounded in bytes, the pages in number.
+//! Must not keep a page once the caller has read it, nor know what the objects mean.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{KubeApi, KubeApiError};
+
+/// Objects asked for per page.
+pub(crate) const PAGE_OBJECTS: usize = 500;
+
+/// The most bytes one page may hold (500 Pods of about 64 KiB each).
+pub(crate) const MAX_PAGE_BYTES: usize = 32 << 20;
+
+/// The most pages read of one kind (5 million objects): a server that keeps answering
+/// `continue` cannot hold the audit forever.
+pub(crate) const MAX_PAGES: usize = 10_000;
+
+/// How long one page may take (a page of 500 Pods from a busy API server takes seconds).
+const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A kind as the API serves it: where it is listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resource {
+    /// `v1` for the core group, else `group/version`.
+    pub(crate) api_version: String,
+    /// The kind each listed object is.
+    pub(crate) kind: String,
+    /// The resource's plural name in its URL, e.g. `pods`, `ocirepositories`.
+    pub(crate) plural: String,
+}
+
+impl Resource {
+    /// The path listing it in every namespace.
+    fn path(&self) -> String {
+        match self.api_version.contains('/') {
+            true => format!("/apis/{}/{}", self.api_version, self.plural),
+            false => format!("/api/{}/{}", self.api_version, self.plural),
+        }
+    }
+}
+
+/// One page of a list: its objects (each with `apiVersion` and `kind` set, which a list's items
+/// lack) and the token of the next page.
+pub(crate) struct Page {
+    /// The objects, in the server's order.
+    pub(crate) items: Vec<Value>,
+    /// Where the next page starts; `None`: this was the last.
+    pub(crate) next: Option<String>,
+}
+
+impl KubeApi {
+    /// One page of `resource` in every namespace, from `from` (a previous page's `next`);
+    /// `Ok(None)` when the API does not serve the resource (its CRD is not installed).
+    pub(crate) async fn list_page(
+        &self,
+        resource: &Resource,
+        from: Option<&str>,
+    ) -> Result<Option<Page>, KubeApiError> {
+        let url = format!("{}{}", self.server, resource.path());
+        let mut target =
+            reqwest::Url::parse(&url).map_err(|_| KubeApiError::Body { url: url.clone() })?;
+        target
+            .query_pairs_mut()
+            .append_pair("limit", &PAGE_OBJECTS.to_string())
+            .extend_pairs(from.map(|t| ("continue", t)));
+        let req = self
+            .client
+            .get(target)
+            .timeout(PAGE_TIMEOUT)
+            .header("Accept", "application/json");
+        let resp =
+            self.authorized(req)
+                .await
+                .send()
+                .await
+                .map_err(|source| KubeApiError::Transport {
+                    url: url.clone(),
+                    source,
+                })?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            status => return Err(KubeApiError::Status { url, status }),
+        }
+        let body = crate::registry::read_body_capped(resp, MAX_PAGE_BYTES)
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
+        page_of(resource, &body)
+            .ok_or(KubeApiError::Body { url })
+            .map(Some)
+    }
+}
+
+/// A list's body as a [`Page`]; `None` when it is not a list.
+fn page_of(resource: &Resource, body: &[u8]) -> Option<Page> {
+    let mut list: Value = serde_json::from_slice(body).ok()?;
+    let next = list
+        .pointer("/metadata/continue")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    let Value::Array(items) = list.get_mut("items")?.take() else {
+        return None;
+    };
+    let items = items
+        .into_iter()
+        .filter_map(|mut item| {
+            let map = item.as_object_mut()?;
+            map.insert("apiVersion".into(), resource.api_version.clone().into());
+            map.insert("kind".into(), resource.kind.clone().into());
+            Some(item)
+        })
+        .collect();
+    Some(Page { items, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> Resource {
+        Resource {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            plural: "pods".into(),
+        }
+    }
+
+    #[test]
+    fn paths_of_core_and_group_resources() {
+        assert_eq!(pods().path(), "/api/v1/pods");
+        let r = Resource {
+            api_version: "source.toolkit.fluxcd.io/v1".into(),
+            kind: "OCIRepository".into(),
+            plural: "ocirepositories".into(),
+        };
+        assert_eq!(
+            r.path(),
+            "/apis/source.toolkit.fluxcd.io/v1/ocirepositories"
+        );
+    }
+
+    #[test]
+    fn a_page_gives_its_items_their_kind_and_the_next_token() {
+        let body = br#"{"kind":"PodList","apiVersion":"v1","metadata":{"continue":"abc"},
+            "items":[{"metadata":{"name":"a","namespace":"x"}},"not an object"]}"#;
+        let page = page_of(&pods(), body).unwrap();
+        assert_eq!(page.next.as_deref(), Some("abc"));
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0]["kind"], "Pod");
+        assert_eq!(page.items[0]["apiVersion"], "v1");
+        let last = br#"{"metadata":{"continue":""},"items":[]}"#;
+        assert!(page_of(&pods(), last).unwrap().next.is_none());
+        assert!(page_of(&pods(), b"{}").is_none());
+        assert!(page_of(&pods(), b"[1]").is_none());
+    }
+}

@@ -1,0 +1,402 @@
+//! `ocigate audit` against mini-kube-apiserver: Pods (owned by a ReplicaSet of a Deployment,
+//! by a Job of a CronJob, or by nothing) whose images are signed, unsigned, or on a registry
+//! that is down, created through the API (no kubelet is needed to list them); the report per
+//! namespace and workload in JSON and text; a namespace the webhook excludes skipped; a re-run
+//! after the key is revoked reports the workloads that no longer pass.
+
+use std::path::Path;
+
+use crate::cluster::MiniCluster;
+use crate::harness::*;
+
+/// An object owned by `owner` (`KIND/NAME` of `api_version`), as its controller.
+fn owned(api_version: &str, owner: &str) -> String {
+    let (kind, name) = owner.split_once('/').unwrap();
+    format!(
+        "  ownerReferences: [{{apiVersion: {api_version}, kind: {kind}, name: {name}, \
+         uid: 00000000-0000-0000-0000-000000000001, controller: true}}]\n"
+    )
+}
+
+fn pod(ns: &str, name: &str, image: &str, owner: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n{owner}\
+         spec:\n  containers:\n  - {{name: app, image: \"{image}\"}}\n"
+    )
+}
+
+fn replica_set(ns: &str, name: &str, deployment: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: {name}\n  namespace: {ns}\n{}\
+         spec:\n  selector: {{matchLabels: {{app: x}}}}\n  template:\n    metadata: {{labels: {{app: x}}}}\n    \
+         spec:\n      containers:\n      - {{name: app, image: \"{image}\"}}\n",
+        owned("apps/v1", &format!("Deployment/{deployment}"))
+    )
+}
+
+fn audit(kube: &MiniCluster, policy: &Path, host: &str, output: &str) -> Run {
+    ocigate(
+        &[
+            "audit",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--kubeconfig",
+            kube.kubeconfig().to_str().unwrap(),
+            "--registry-plain-http",
+            host,
+            "--registry-timeout",
+            "2",
+            "-o",
+            output,
+        ],
+        &[],
+    )
+}
+
+/// The workload `kind name` of namespace `ns` in a JSON report.
+fn workload<'a>(
+    report: &'a serde_json::Value,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> &'a serde_json::Value {
+    report["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["namespace"] == ns)
+        .and_then(|n| {
+            n["workloads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["kind"] == kind && w["name"] == name)
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name} in {ns}: {report:#}"))
+}
+
+#[test]
+fn audit_reports_what_runs_per_namespace_and_workload() {
+    let Some(kube) =
+        MiniCluster::start_or_skip("audit_reports_what_runs_per_namespace_and_workload")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    let image = |repo: &str| ocigate::reference::ImageRef::parse(&format!("{h}/{repo}")).unwrap();
+    for repo in ["apps/web:v1", "apps/backup:v1", "apps/nosig:v1"] {
+        push_image(&client, &image(repo), repo);
+    }
+    for repo in ["apps/web:v1", "apps/backup:v1"] {
+        let s = sign(&reg, &key, &image(repo).to_string(), &[]);
+        assert_eq!(s.code, 0, "{s:?}");
+    }
+    let down = "127.0.0.1:1/apps/gone:v1";
+    let policy = d.join("policy.yaml");
+    let key_file = d.join("release.pub");
+    std::fs::copy(&public, &key_file).unwrap();
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+             keys: [{{name: release, path: {}}}]\n\
+             rules:\n  - name: apps\n    images: [\"{h}/**\", \"127.0.0.1:1/**\"]\n    \
+             authorities: [{{key: {{name: release}}, tlog: skip}}]\n",
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    for ns in ["team-a", "team-b"] {
+        kube.namespace(d, ns);
+    }
+    let web = image("apps/web:v1").to_string();
+    let backup = image("apps/backup:v1").to_string();
+    let nosig = image("apps/nosig:v1").to_string();
+    let rs = owned("apps/v1", "ReplicaSet/web-5d9");
+    let job = owned("batch/v1", "Job/backup-28001");
+    let objects = [
+        replica_set("team-a", "web-5d9", "web", &web),
+        pod("team-a", "web-5d9-aaaaa", &web, &rs),
+        pod("team-a", "web-5d9-bbbbb", &web, &rs),
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: backup-28001\n  namespace: team-a\n{}\
+             spec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      \
+             - {{name: app, image: \"{backup}\"}}\n",
+            owned("batch/v1", "CronJob/backup")
+        ),
+        pod("team-a", "backup-28001-x", &backup, &job),
+        pod("team-b", "adhoc", &nosig, ""),
+        pod("team-b", "gone", down, ""),
+        pod("kube-system", "sys", &nosig, ""),
+    ];
+    let run = kube.apply(d, "objects.yaml", &objects.join("---\n"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let run = audit(&kube, &policy, &h, "json");
+    assert_eq!(run.code, 1, "a denied artifact is exit 1: {run:?}");
+    let report = run.json();
+    let s = &report["summary"];
+    assert_eq!(s["artifacts"], 4, "{report:#}");
+    assert_eq!(
+        (s["allowed"].as_u64(), s["denied"].as_u64()),
+        (Some(2), Some(2)),
+        "{report:#}"
+    );
+    assert_eq!(s["failures"]["unsigned"], 1, "{report:#}");
+    assert_eq!(s["failures"]["registry"], 1, "{report:#}");
+    assert_eq!(s["skipped"], 1, "kube-system is excluded: {report:#}");
+    let w = workload(&report, "team-a", "Deployment", "web");
+    assert_eq!(w["verdict"], "allow");
+    let places = w["artifacts"][0]["places"].as_array().unwrap();
+    assert_eq!(places.len(), 2, "both Pods of the Deployment: {w:#}");
+    assert_eq!(places[0]["object"], "Pod web-5d9-aaaaa");
+    assert_eq!(places[0]["field"], "spec.containers[0].image");
+    assert_eq!(
+        workload(&report, "team-a", "CronJob", "backup")["verdict"],
+        "allow"
+    );
+    let adhoc = workload(&report, "team-b", "Pod", "adhoc");
+    assert_eq!(adhoc["verdict"], "deny");
+    assert_eq!(adhoc["artifacts"][0]["failure"], "unsigned");
+    let gone = workload(&report, "team-b", "Pod", "gone");
+    assert_eq!(
+        gone["artifacts"][0]["failure"], "registry",
+        "never unsigned: {gone:#}"
+    );
+    let listed = report["listed"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|l| l["kind"] == "Pod" && l["objects"] == 6),
+        "{report:#}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|l| l["kind"] == "OCIRepository" && l["apiVersion"].is_null()),
+        "no Flux CRDs in this cluster: {report:#}"
+    );
+
+    let run = audit(&kube, &policy, &h, "text");
+    assert_eq!(run.code, 1, "{run:?}");
+    if std::env::var_os("OCIGATE_SHOW_AUDIT").is_some() {
+        eprintln!("{}", run.stdout);
+    }
+    for line in [
+        "namespace team-a",
+        "  ALLOW Deployment web",
+        "  ALLOW CronJob backup",
+        "namespace team-b",
+        "  DENY Pod adhoc",
+        "runs in Pod web-5d9-aaaaa spec.containers[0].image, Pod web-5d9-bbbbb",
+        "SKIP Pod kube-system/sys",
+        "audit: 4 artifacts in 4 workloads of 2 namespaces: 2 allowed, 2 denied",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "{line:?} missing:\n{}",
+            run.stdout
+        );
+    }
+
+    // The key is revoked (its file now holds another key): the next audit says who no longer
+    // passes.
+    let (_, other) = generate_keys(d, "other");
+    std::fs::copy(&other, &key_file).unwrap();
+    let run = audit(&kube, &policy, &h, "json");
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    let w = workload(&report, "team-a", "Deployment", "web");
+    assert_eq!(w["verdict"], "deny", "{w:#}");
+    assert_eq!(w["artifacts"][0]["failure"], "untrusted", "{w:#}");
+    assert_eq!(report["summary"]["allowed"], 0, "{report:#}");
+}
+
+/// A stand-in for the built-in coordination.k8s.io/v1 Lease, which mini-kube-apiserver does not
+/// serve: a CRD of the same group, version and fields (a `*.k8s.io` group needs the
+/// api-approved annotation).
+const LEASE_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: leases.coordination.k8s.io
+  annotations: {api-approved.kubernetes.io: "unapproved, a stand-in for the built-in Lease in tests"}
+spec:
+  group: coordination.k8s.io
+  scope: Namespaced
+  names: {plural: leases, singular: lease, kind: Lease, listKind: LeaseList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              holderIdentity: {type: string}
+              leaseDurationSeconds: {type: integer, format: int32}
+              acquireTime: {type: string, format: date-time}
+              renewTime: {type: string, format: date-time}
+              leaseTransitions: {type: integer, format: int32}
+"#;
+
+/// `kubectl get KIND NAME -n NS -o json`, if it exists.
+fn get_json(kube: &MiniCluster, kind: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
+    let run = kube.kubectl(&["get", kind, name, "-n", ns, "-o", "json"]);
+    (run.code == 0).then(|| serde_json::from_str(&run.stdout).unwrap())
+}
+
+/// Polls `f` every 250 ms for at most `seconds`.
+fn within<T>(seconds: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < end {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    None
+}
+
+/// The value of the series of `/metrics` on `port` whose line starts with `series`.
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let text = crate::webhook::http_get(port, "/metrics");
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
+    let Some(kube) = MiniCluster::start_or_skip(
+        "serve_audits_in_the_background_and_one_replica_writes_policy_reports",
+    ) else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    let image = |repo: &str| format!("{h}/{repo}");
+    for repo in ["apps/web:v1", "apps/later:v1"] {
+        let r = ocigate::reference::ImageRef::parse(&image(repo)).unwrap();
+        push_image(&client, &r, repo);
+    }
+    let s = sign(&reg, &key, &image("apps/web:v1"), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "apps", &format!("{h}/**"));
+    let crds = repo_root().join("../shared/corpus/gitops/policyreport");
+    let run = kube.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.apply(d, "lease-crd.yaml", LEASE_CRD, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for ns in ["team-a", "team-b", "ocigate-system"] {
+        kube.namespace(d, ns);
+    }
+    let pods = [
+        pod("team-a", "web", &image("apps/web:v1"), ""),
+        pod("team-b", "later", &image("apps/later:v1"), ""),
+    ];
+    let run = kube.apply(d, "pods.yaml", &pods.join("---\n"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let tls = make_tls(d);
+    let args = [
+        "--kubeconfig",
+        kube.kubeconfig().to_str().unwrap(),
+        "--audit-interval",
+        "1s",
+        "--leader-election-namespace",
+        "ocigate-system",
+    ];
+    let mut replicas = vec![
+        crate::webhook::start_serve(&policy, &tls, &h, &args),
+        crate::webhook::start_serve(&policy, &tls, &h, &args),
+    ];
+    let report = |ns: &str| get_json(&kube, "policyreport", ns, "ocigate");
+    let b = within(40, || {
+        report("team-b").filter(|r| r["summary"]["fail"] == 1)
+    })
+    .unwrap_or_else(|| panic!("no failing report in team-b: {:?}", report("team-b")));
+    let result = &b["results"][0];
+    assert_eq!(result["result"], "fail", "{b:#}");
+    assert_eq!(result["properties"]["failure"], "unsigned", "{b:#}");
+    assert_eq!(result["resources"][0]["kind"], "Pod", "{b:#}");
+    assert_eq!(result["resources"][0]["name"], "later", "{b:#}");
+    let a = report("team-a").expect("a report in team-a");
+    assert_eq!(a["summary"]["pass"], 1, "{a:#}");
+    let run = kube.kubectl(&["get", "policyreports", "-A"]);
+    assert!(
+        run.stdout.contains("team-a") && run.stdout.contains("team-b"),
+        "{run:?}"
+    );
+
+    // Exactly one replica leads; it is the Lease's holder and counts the results.
+    let leading: Vec<bool> = replicas
+        .iter()
+        .map(|r| metric(r.metrics, "ocigate_audit_leader ") == Some(1.0))
+        .collect();
+    assert_eq!(leading.iter().filter(|l| **l).count(), 1, "{leading:?}");
+    let leader = leading.iter().position(|l| *l).unwrap();
+    let lease = get_json(&kube, "lease", "ocigate-system", "ocigate-audit").expect("the Lease");
+    let first_holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let series = r#"ocigate_audit_results{namespace="team-b",result="fail",failure="unsigned"}"#;
+    assert_eq!(metric(replicas[leader].metrics, series), Some(1.0));
+
+    // The leader stops; the other takes the Lease over once it expires and reports the image
+    // signed meanwhile as passing.
+    let s = sign(&reg, &key, &image("apps/later:v1"), &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    drop(replicas.remove(leader));
+    let b = within(45, || {
+        report("team-b").filter(|r| r["summary"]["pass"] == 1)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the other replica did not take over: {:?}",
+            report("team-b")
+        )
+    });
+    assert_eq!(b["summary"]["fail"], 0, "{b:#}");
+    let lease = get_json(&kube, "lease", "ocigate-system", "ocigate-audit").expect("the Lease");
+    assert_ne!(
+        lease["spec"]["holderIdentity"],
+        first_holder.as_str(),
+        "{lease:#}"
+    );
+    assert_eq!(
+        metric(replicas[0].metrics, "ocigate_audit_leader "),
+        Some(1.0)
+    );
+    let runs = |outcome: &str| {
+        metric(
+            replicas[0].metrics,
+            &format!("ocigate_audit_runs_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert!(runs("ok").is_some_and(|n| n >= 1.0), "{:?}", runs("ok"));
+    assert_eq!(runs("failed"), Some(0.0), "an audit failed");
+
+    // deploy/overlays/audit applies whole (its Role for the Lease, the ClusterRole's additions).
+    let overlay = repo_root().join("deploy/overlays/audit");
+    let run = kube.kubectl(&["apply", "-k", overlay.to_str().unwrap(), "--dry-run=server"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("role.rbac.authorization.k8s.io/ocigate-audit-lease"),
+        "{run:?}"
+    );
+}
