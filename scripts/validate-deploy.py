@@ -43,6 +43,29 @@ VALIDATING_RULES = [
 ]
 MUTATING_RULES = VALIDATING_RULES[:2]
 
+# `serve --pod-template-preset NAME` -> the (apiGroup, apiVersions, resources) the validating
+# webhook must add for it, as src/extract/custom.rs's `Preset` configures them (plural names
+# from each project's CRDs).
+PRESET_RULES = {
+    "argo-rollout": [("argoproj.io", ["v1alpha1"], ["rollouts"])],
+    "knative-service": [("serving.knative.dev", ["v1"], ["services"])],
+    "keda-scaledjob": [("keda.sh", ["v1alpha1"], ["scaledjobs"])],
+    "openkruise-cloneset": [("apps.kruise.io", ["v1alpha1"], ["clonesets"])],
+    "openkruise-statefulset": [("apps.kruise.io", ["v1beta1", "v1alpha1"], ["statefulsets"])],
+    "openkruise-daemonset": [("apps.kruise.io", ["v1alpha1"], ["daemonsets"])],
+}
+
+
+def preset_rules(args):
+    """The rules the `--pod-template-preset` values among `args` need (unknown names: None)."""
+    rules = []
+    for flag, value in zip(args, args[1:]):
+        if flag == "--pod-template-preset":
+            if value not in PRESET_RULES:
+                return None
+            rules += [(g, v, r, CU) for g, v, r in PRESET_RULES[value]]
+    return rules
+
 # (apiGroup, resource) -> verbs: the exact permissions of the ClusterRole.
 RBAC = {
     ("", "secrets"): {"get"},
@@ -93,6 +116,8 @@ VARIANTS = {
     "overlays/opt-in": {"cert_manager": False, "mutating": True, "opt_in": True},
     "overlays/pinned-image": {"cert_manager": False, "mutating": True, "pinned": True},
     "overlays/monitoring": {"cert_manager": False, "mutating": True, "monitoring": True},
+    # Every preset's custom kind checked (serve --pod-template-preset), and its webhook rule.
+    "overlays/custom-kinds": {"cert_manager": False, "mutating": True, "presets": sorted(PRESET_RULES)},
     # serve --audit-interval: PolicyReports written by the replica holding the Lease.
     "overlays/audit": {"cert_manager": False, "mutating": True, "audit": True},
 }
@@ -404,6 +429,22 @@ class Checker:
             for m in sorted(metrics_used(expr) - documented):
                 self.fail(where, f"{what} reads {m}, which docs/metrics.md does not list")
 
+    def custom_kinds(self, name, dep, presets):
+        """The presets `serve` is given must be `presets`, without --pod-template-kind (whose
+        resource this script cannot know); returns the validating rules they need."""
+        if dep is None:
+            return []
+        args = ((dep["spec"]["template"]["spec"].get("containers") or [{}])[0]).get("args") or []
+        where = f"{name}: Deployment/{dep['metadata']['name']}"
+        given = sorted(v for f, v in zip(args, args[1:]) if f == "--pod-template-preset")
+        self.check(where, given == presets, f"--pod-template-preset must be given {presets}, got {given}")
+        self.check(where, not any(a.startswith("--pod-template-kind") for a in args),
+                   "--pod-template-kind: its webhook rule cannot be checked here; use a preset or your own overlay")
+        rules = preset_rules(args)
+        if not self.check(where, rules is not None, "an unknown --pod-template-preset"):
+            return []
+        return rules
+
     def rendering(self, name, objs):
         variant = VARIANTS.get(name)
         if variant is None:
@@ -442,8 +483,10 @@ class Checker:
         if ns is not None:
             self.check(name, ns["metadata"]["name"] == NAMESPACE, f"Namespace must be {NAMESPACE}")
         vwc = one("ValidatingWebhookConfiguration")
+        dep = one("Deployment")
+        custom_rules = self.custom_kinds(name, dep, variant.get("presets", []))
         if vwc is not None:
-            self.webhook_config(name, vwc, VALIDATING_RULES, "/validate", variant["cert_manager"],
+            self.webhook_config(name, vwc, VALIDATING_RULES + custom_rules, "/validate", variant["cert_manager"],
                                 variant.get("failure_policy", "Fail"), variant.get("opt_in", False))
         mwcs = by_kind.get("MutatingWebhookConfiguration", [])
         if variant["mutating"]:
@@ -464,7 +507,6 @@ class Checker:
                                                     "name": cr["metadata"]["name"] if cr else None}
                        and crb.get("subjects") == [{"kind": "ServiceAccount", "name": "ocigate", "namespace": NAMESPACE}],
                        "ClusterRoleBinding must bind the ClusterRole to ServiceAccount ocigate-system/ocigate only")
-        dep = one("Deployment")
         if dep is not None:
             self.deployment(name, dep, cms.get("ocigate-policy"))
             self.audit_args(name, dep, variant.get("audit", False))

@@ -315,6 +315,8 @@ async fn read_page(
         cross_namespace_refs: options.cross_namespace_refs,
         namespace: None,
         excluded_namespaces: options.excluded_namespaces.clone(),
+        // The kinds listed (AUDITED) are none of the configured custom kinds.
+        pod_templates: Default::default(),
     };
     let cluster = ApiLookup {
         api: Some(api),

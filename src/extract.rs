@@ -13,6 +13,8 @@
 //!   (`spec.chart.spec` or `spec.chartRef`), with the verification Flux itself performs.
 //! - Kluctl `KluctlDeployment` (`spec.source.oci`) and project files (`deployment.yaml` OCI
 //!   includes, `helm-chart.yaml` OCI charts) through [`extract_kluctl_file`].
+//! - Custom resources configured in [`Hints::pod_templates`] ([`PodTemplateKinds`]: an Argo
+//!   Rollout's `spec.template`, …): their pod template exactly as a Deployment's.
 //!
 //! A source that cannot be checked (an unparsable image, a `HelmRepository` that does not exist)
 //! is an [`Artifact::Invalid`] so the caller denies with its reason; a malformed object (a URL
@@ -27,6 +29,7 @@ use serde_json::Value;
 use crate::reference::{Digest, ImageRef, LAYOUT_PREFIX};
 
 mod constraint;
+mod custom;
 mod documents;
 mod flux;
 mod kluctl;
@@ -35,6 +38,10 @@ pub mod names;
 mod workload;
 
 pub use constraint::{ConstraintError, SemverConstraint, count_versions, parse_tag, pick_highest};
+pub use custom::{
+    MAX_PATH_FIELDS, MAX_POD_TEMPLATE_KINDS, PodTemplateKind, PodTemplateKindError,
+    PodTemplateKinds, Preset,
+};
 pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
 pub use kluctl::extract_kluctl_file;
 pub use manifests::{
@@ -392,6 +399,9 @@ pub struct Hints {
     /// Used when `metadata.namespace` is absent (the AdmissionRequest's `namespace`); it is the
     /// default namespace of the object's references.
     pub namespace: Option<String>,
+    /// The custom kinds whose pod templates are read (`--pod-template-kind`,
+    /// `--pod-template-preset`); empty by default: such kinds are noted, not checked.
+    pub pod_templates: std::sync::Arc<PodTemplateKinds>,
 }
 
 /// The OCI sources of one Kubernetes object, which must carry `apiVersion` and `kind`.
@@ -435,6 +445,10 @@ pub async fn extract_with<L: Lookup + Sync>(
             kluctl::kluctl_deployment(&obj, &mut out)?;
         }
         (_, kind) => {
+            if let Some(read) = custom::extract(&obj, &hints.pod_templates, &mut out) {
+                read?;
+                return Ok(out);
+            }
             let api = obj.api_version.as_deref().unwrap_or("(no apiVersion)");
             out.notes.push(format!(
                 "kind {kind} ({api}) is not checked: it has no images or OCI sources ocigate reads"
@@ -780,6 +794,7 @@ mod tests {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
             namespace: Some("team".into()),
+            ..Hints::default()
         };
         let out = block_on(extract_with(&pod, &hints, &set)).unwrap();
         assert_eq!(

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -109,8 +110,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub(crate) listen: std::net::SocketAddr,
     /// Plain-HTTP listener for /metrics ("off" for none).
-    #[arg(long, default_value = "0.0.0.0:9090")]
-    pub(crate) metrics_listen: String,
+    #[arg(long, default_value = "0.0.0.0:9090", value_parser = metrics_listen)]
+    pub(crate) metrics_listen: MetricsListen,
     /// Deadline for each admission request, e.g. 8s or 500ms (keep it under the webhook's
     /// timeoutSeconds).
     #[arg(long, default_value = "8s", value_parser = parse_duration)]
@@ -198,6 +199,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "NS", value_parser = namespace)]
     pub(crate) leader_election_namespace: Option<String>,
     #[command(flatten)]
+    pub(crate) pod_templates: PodTemplateArgs,
+    #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }
 
@@ -251,6 +254,78 @@ pub(crate) struct AuditArgs {
     pub(crate) deadline: u64,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
+}
+
+// The custom kinds whose pod templates are checked, shared by `serve` and `verify --manifests`
+// (a plain comment, as for `GitHubArgs`). Each value is checked here; the set (the same kind
+// twice with two paths, too many) when the plan is built (`PodTemplateArgs::kinds`).
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct PodTemplateArgs {
+    /// A custom kind whose objects embed a pod template, checked as a Deployment's:
+    /// GROUP/VERSION/KIND=PATH (repeatable), e.g. argoproj.io/v1alpha1/Rollout=spec.template.
+    /// PATH is the dotted path of a PodTemplateSpec, or of a PodSpec when its last field is
+    /// `spec` or ends in `Spec` (spec.podSpec). An object without it is denied. Kinds ocigate
+    /// reads itself cannot be configured. The webhook's rules must list the kind too
+    /// (deploy/overlays/custom-kinds).
+    #[arg(long = "pod-template-kind", value_name = "GROUP/VERSION/KIND=PATH", value_parser = pod_template_kind)]
+    pub(crate) kinds: Vec<crate::extract::PodTemplateKind>,
+    /// A documented custom kind by name (repeatable): argo-rollout (argoproj.io/v1alpha1
+    /// Rollout, spec.template), knative-service (serving.knative.dev/v1 Service, spec.template),
+    /// keda-scaledjob (keda.sh/v1alpha1 ScaledJob, spec.jobTargetRef.template),
+    /// openkruise-cloneset (apps.kruise.io/v1alpha1 CloneSet), openkruise-statefulset
+    /// (apps.kruise.io v1beta1 and v1alpha1 StatefulSet), openkruise-daemonset
+    /// (apps.kruise.io/v1alpha1 DaemonSet), the last three at spec.template.
+    #[arg(
+        long = "pod-template-preset",
+        value_name = "NAME",
+        value_parser = clap::builder::PossibleValuesParser::new(
+            crate::extract::Preset::ALL.map(crate::extract::Preset::name)
+        ).try_map(|s| s.parse::<crate::extract::Preset>()),
+    )]
+    pub(crate) presets: Vec<crate::extract::Preset>,
+}
+
+impl PodTemplateArgs {
+    /// The kinds given and the presets', each once: the check of the set (each value was
+    /// checked when parsed). The same kind with two paths, or too many, is a usage error.
+    pub(crate) fn kinds(
+        &self,
+    ) -> Result<std::sync::Arc<crate::extract::PodTemplateKinds>, super::CliError> {
+        crate::extract::PodTemplateKinds::new(self.kinds.iter().cloned(), &self.presets)
+            .map(std::sync::Arc::new)
+            .map_err(|e| super::CliError::Usage(e.to_string()))
+    }
+}
+
+/// `GROUP/VERSION/KIND=PATH`, each part checked.
+fn pod_template_kind(s: &str) -> Result<crate::extract::PodTemplateKind, String> {
+    s.parse()
+        .map_err(|e: crate::extract::PodTemplateKindError| {
+            // The flag names the value; the error need not repeat it.
+            match e {
+                crate::extract::PodTemplateKindError::Part {
+                    part,
+                    value,
+                    problem,
+                    ..
+                } => format!("{part} {value:?} {problem}"),
+                other => other.to_string(),
+            }
+        })
+}
+
+/// `--metrics-listen`: an address, or none (`off`, ``).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MetricsListen(pub(crate) Option<std::net::SocketAddr>);
+
+fn metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    match s {
+        "off" | "" => Ok(MetricsListen(None)),
+        addr => addr
+            .parse()
+            .map(|a| MetricsListen(Some(a)))
+            .map_err(|e| format!("{addr:?}: {e} (an address such as 0.0.0.0:9090, or off)")),
+    }
 }
 
 /// `8s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -498,6 +573,9 @@ pub(crate) struct KeylessArgs {
 }
 
 #[derive(clap::Args, Debug)]
+// The custom kinds are read from manifests only (`PodTemplateArgs` is shared with `serve`, so
+// the requirement is said here).
+#[command(group(clap::ArgGroup::new("pod_templates").args(["kinds", "presets"]).multiple(true).requires("manifests")))]
 pub(crate) struct VerifyArgs {
     /// An image reference: `registry/repository[:tag][@digest]` (Docker Hub short forms such as
     /// `nginx` work), `oci://registry/repository[:tag]` as Flux and Helm write it, or
@@ -545,6 +623,8 @@ pub(crate) struct VerifyArgs {
     /// a namespace a rule's namespaceSelector needs (with REF: --namespace's).
     #[arg(long, value_name = "FILE")]
     pub(crate) kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) pod_templates: PodTemplateArgs,
     /// How many references are verified at once; results still come in input order.
     #[arg(
         long,

@@ -79,6 +79,7 @@ pub(crate) async fn read(
             .filter(|n| !n.is_empty())
             .cloned()
             .collect(),
+        pod_templates: a.pod_templates.kinds()?,
     };
     let found = match &api {
         Some(api) => {

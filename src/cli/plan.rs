@@ -424,16 +424,9 @@ impl ServePlan {
             ..EngineConfig::default()
         };
         let engine = Engine::new(registry_with(&a.registry, true, &[])?, policy, config);
-        let metrics_listen = match a.metrics_listen.as_str() {
-            "off" | "" => None,
-            addr => Some(
-                addr.parse()
-                    .map_err(|e| CliError::Usage(format!("--metrics-listen {addr:?}: {e}")))?,
-            ),
-        };
         let config = crate::webhook::ServeConfig {
             listen: a.listen,
-            metrics_listen,
+            metrics_listen: a.metrics_listen.0,
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
             policy: a.policy,
@@ -442,6 +435,7 @@ impl ServePlan {
             pin_workloads: a.pin_workloads,
             kubeconfig: a.kubeconfig,
             allow_cross_namespace_refs: a.allow_cross_namespace_refs,
+            pod_templates: a.pod_templates.kinds()?,
             limits: crate::webhook::Limits {
                 max_connections: a.max_connections as usize,
                 request_timeout: a.request_timeout,

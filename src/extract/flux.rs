@@ -144,6 +144,7 @@ fn found<'a>(value: &'a Value, target: &ObjectRef) -> Result<Obj<'a>, ExtractErr
         api_version: target.api_version.clone(),
         kind: Some(target.kind.clone()),
         namespace: target.namespace.clone(),
+        ..Hints::default()
     };
     let found = Obj::new(value, &hints)?;
     if found.kind != target.kind {

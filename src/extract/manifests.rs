@@ -176,6 +176,8 @@ pub struct ManifestOptions {
     /// Namespaces the webhook is not called for (its `namespaceSelector`): an object in one is
     /// [`Skipped`], never checked.
     pub excluded_namespaces: BTreeSet<String>,
+    /// The custom kinds whose pod templates are read, as the webhook's (`--pod-template-kind`).
+    pub pod_templates: std::sync::Arc<super::PodTemplateKinds>,
 }
 
 /// What a set of manifest files makes the cluster fetch.
@@ -301,6 +303,7 @@ async fn sources_with<L: Lookup + Sync>(
     };
     let hints = Hints {
         namespace: options.namespace.clone(),
+        pod_templates: options.pod_templates.clone(),
         ..Hints::default()
     };
     let mut out = Manifests::default();

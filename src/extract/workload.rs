@@ -59,9 +59,14 @@ pub struct PullIdentity {
 
 /// The pull identity of a Pod or a workload's pod template; None for other kinds. `api_version`
 /// and `kind` are the object's (or, when it lacks them, the request's).
+/// Configured kinds' templates: [`super::PodTemplateKinds::pull_identity`].
 pub fn pull_identity(object: &Value, api_version: &str, kind: &str) -> Option<PullIdentity> {
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    let path = pod_spec_path(Some(group), kind)?;
+    pull_identity_at(object, pod_spec_path(Some(group), kind)?)
+}
+
+/// The pull identity of the pod spec at the dotted `path` of `object`; `None` when absent.
+pub(crate) fn pull_identity_at(object: &Value, path: &str) -> Option<PullIdentity> {
     let spec = path.split('.').try_fold(object, |v, key| v.get(key))?;
     let secrets = spec
         .get("imagePullSecrets")
@@ -90,6 +95,16 @@ pub(crate) fn extract(obj: &Obj<'_>, out: &mut Extraction) -> Result<(), Extract
     let Some(spec_path) = pod_spec_path(obj.group().as_deref(), &obj.kind) else {
         return Ok(());
     };
+    extract_pod_spec(obj, spec_path, out)
+}
+
+/// The images of the pod spec at `spec_path` of `obj` (a built-in workload's or a configured
+/// kind's), each once, within the per-object limits.
+pub(crate) fn extract_pod_spec(
+    obj: &Obj<'_>,
+    spec_path: &str,
+    out: &mut Extraction,
+) -> Result<(), ExtractError> {
     if obj.opt_map(spec_path)?.is_none() {
         return Err(obj.field_error(spec_path, "missing: there is no pod spec to read"));
     }
@@ -217,6 +232,7 @@ mod tests {
             }),
             kind: k["kind"].as_str().map(str::to_string),
             namespace: request["namespace"].as_str().map(str::to_string),
+            ..Hints::default()
         };
         block_on(extract_with(
             &request["object"],

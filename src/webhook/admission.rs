@@ -122,6 +122,8 @@ pub(super) struct State {
     pub(super) kube: Option<KubeApi>,
     /// Whether references into other namespaces are followed.
     pub(super) cross_namespace_refs: bool,
+    /// The custom kinds whose pod templates are checked (`--pod-template-kind`).
+    pub(super) pod_templates: Arc<extract::PodTemplateKinds>,
 }
 
 /// One artifact's outcome for the response and the log line (fields in the log line's order).
@@ -171,7 +173,11 @@ struct Admitted<'a> {
 }
 
 impl<'a> Admitted<'a> {
-    fn new(req: &'a AdmissionRequest<DynamicObject>, work: Work) -> Result<Self, ObjectError> {
+    fn new(
+        req: &'a AdmissionRequest<DynamicObject>,
+        work: Work,
+        pod_templates: &Arc<extract::PodTemplateKinds>,
+    ) -> Result<Self, ObjectError> {
         let value = |o: &DynamicObject| serde_json::to_value(o).map_err(ObjectError::NotJson);
         let object = value(req.object.as_ref().ok_or(ObjectError::NoObject)?)?;
         let old_object = req.old_object.as_ref().map(value).transpose()?;
@@ -189,6 +195,7 @@ impl<'a> Admitted<'a> {
             ),
             kind: Some(req.kind.kind.clone()),
             namespace: req.namespace.clone(),
+            pod_templates: pod_templates.clone(),
         };
         Ok(Admitted {
             req,
@@ -211,7 +218,7 @@ async fn check_request(
     work: Work,
     deadline: Instant,
 ) -> Result<Checked, ObjectError> {
-    let admitted = off_the_workers(work, || Admitted::new(req, work))?;
+    let admitted = off_the_workers(work, || Admitted::new(req, work, &state.pod_templates))?;
     let result = check_with_pull_secrets(state, &admitted, deadline).await;
     // A large object's values are freed off the workers too.
     off_the_workers(work, || drop(admitted));
@@ -227,7 +234,8 @@ async fn check_with_pull_secrets(
 ) -> Result<Checked, ObjectError> {
     let identity = admitted.req.namespace.as_ref().and_then(|ns| {
         let api_version = admitted.hints.api_version.as_deref().unwrap_or_default();
-        extract::pull_identity(&admitted.object, api_version, &admitted.req.kind.kind)
+        (admitted.hints.pod_templates)
+            .pull_identity(&admitted.object, api_version, &admitted.req.kind.kind)
             .map(|p| (p, ns.clone()))
     });
     let (Some(api), Some((identity, ns))) = (&state.kube, identity) else {
@@ -477,7 +485,8 @@ async fn mutate(
         return resp;
     }
     let deadline = Instant::now() + state.engine.config().deadline;
-    let Ok(admitted) = off_the_workers(work, || Admitted::new(req, work)) else {
+    let Ok(admitted) = off_the_workers(work, || Admitted::new(req, work, &state.pod_templates))
+    else {
         return resp;
     };
     let Ok(checked) = check_with_pull_secrets(state, &admitted, deadline).await else {

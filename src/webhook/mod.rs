@@ -74,6 +74,9 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// How often the policy's TUF trust roots are refreshed (jittered; sooner near expiry).
     pub trust_root_refresh: Duration,
+    /// The custom kinds whose pod templates are checked as a Deployment's
+    /// (`--pod-template-kind`, `--pod-template-preset`); empty: none.
+    pub pod_templates: Arc<crate::extract::PodTemplateKinds>,
     /// The background audit; None: off.
     pub audit: Option<AuditConfig>,
 }
@@ -129,6 +132,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         pin_workloads: cfg.pin_workloads,
         kube,
         cross_namespace_refs: cfg.allow_cross_namespace_refs,
+        pod_templates: cfg.pod_templates.clone(),
     });
     if let Some(addr) = cfg.metrics_listen {
         let l = server::bind(addr).await?;

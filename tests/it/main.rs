@@ -25,6 +25,7 @@ mod harness;
 mod hostile_webhook;
 mod image;
 mod image_volumes;
+mod kinds;
 mod limits;
 mod manifests;
 mod manifests_parity;
