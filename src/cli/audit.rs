@@ -34,7 +34,7 @@ impl AuditPlan {
     /// The policy, the registry client and the cluster's API, in that order.
     pub(crate) fn build(a: AuditArgs) -> Result<Self, CliError> {
         let policy = CompiledPolicy::from_file(&a.policy).map_err(boxed)?;
-        let registry = super::plan::registry_with(&a.registry, false, &[])?;
+        let registry = super::registry::registry_with(&a.registry, false, &[])?;
         let deadline = Duration::from_secs(a.deadline);
         let config = EngineConfig {
             deadline,

@@ -11,6 +11,7 @@ mod manifests;
 mod namespace;
 mod output;
 mod plan;
+mod registry;
 mod run;
 mod signatures;
 mod trust_root;
