@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -13,7 +14,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::{Decision, Engine};
-use crate::extract::{Location, ManifestOptions, Skipped, Source, Unverified};
+use crate::extract::{
+    Location, ManifestOptions, PodTemplateKind, PodTemplateKinds, Skipped, Source, Unverified,
+};
 use crate::kube::{ApiLookup, KubeApi, KubeApiError, MAX_PAGES, Resource};
 use crate::policy::NamespaceContext;
 use crate::registry::{Pace, RequestCredentials, with_pace, with_request_credentials};
@@ -104,6 +107,9 @@ pub(crate) struct AuditOptions {
     pub(crate) by_namespace: bool,
     /// Read each namespace's labels (a rule has a `namespaceSelector`).
     pub(crate) namespace_labels: bool,
+    /// Custom kinds whose pod templates are read (`--pod-template-kind`, `--pod-template-preset`):
+    /// listed too, and read as the webhook reads them.
+    pub(crate) pod_templates: Arc<PodTemplateKinds>,
 }
 
 impl AuditOptions {
@@ -208,7 +214,61 @@ pub(crate) async fn inventory(
         }
         out.listed.push(listed);
     }
+    for kind in options.pod_templates.iter() {
+        let mut listed = Listed {
+            kind: kind.kind.clone(),
+            api_version: None,
+            objects: 0,
+        };
+        if let Some(resource) = custom_resource(api, kind).await? {
+            let read = list_kind(api, &resource, options, &mut pods, &mut out, &mut index);
+            if let Some(n) = read.await? {
+                listed.api_version = Some(resource.api_version);
+                listed.objects = n;
+            }
+        }
+        out.listed.push(listed);
+    }
     Ok(out)
+}
+
+/// Where a custom kind is listed: its preset's plural, else the one the API's discovery names
+/// for it; `None` when the API does not serve its group and version.
+async fn custom_resource(
+    api: &KubeApi,
+    kind: &PodTemplateKind,
+) -> Result<Option<Resource>, AuditError> {
+    let api_version = kind.api_version();
+    let plural = match &kind.resource {
+        Some(plural) => Some(plural.clone()),
+        None => {
+            let failed = |source| AuditError::List {
+                kind: kind.kind.clone(),
+                source,
+            };
+            let found = api
+                .fresh(&format!("/apis/{api_version}"))
+                .await
+                .map_err(failed)?;
+            found.as_ref().and_then(|list| plural_of(list, &kind.kind))
+        }
+    };
+    Ok(plural.map(|plural| Resource {
+        api_version,
+        kind: kind.kind.clone(),
+        plural,
+    }))
+}
+
+/// The resource of `kind` in a discovery document (an APIResourceList), not a subresource.
+fn plural_of(list: &Value, kind: &str) -> Option<String> {
+    list["resources"]
+        .as_array()?
+        .iter()
+        .filter(|r| r["kind"] == kind)
+        .filter_map(|r| r["name"].as_str())
+        .find(|name| !name.contains('/'))
+        .map(str::to_string)
 }
 
 /// Every page of `resource`, each read as manifests and merged into `out`; `None` when the
@@ -315,8 +375,7 @@ async fn read_page(
         cross_namespace_refs: options.cross_namespace_refs,
         namespace: None,
         excluded_namespaces: options.excluded_namespaces.clone(),
-        // The kinds listed (AUDITED) are none of the configured custom kinds.
-        pod_templates: Default::default(),
+        pod_templates: options.pod_templates.clone(),
     };
     let cluster = ApiLookup {
         api: Some(api),

@@ -53,6 +53,7 @@ impl AuditPlan {
                     .filter(|n| !n.is_empty())
                     .collect(),
                 cross_namespace_refs: a.allow_cross_namespace_refs,
+                pod_templates: a.pod_templates.kinds()?,
                 ..AuditOptions::default()
             }
             .for_policy(engine.policy().policy()),

@@ -213,6 +213,7 @@ async fn spawn_audit(
         options: crate::audit::AuditOptions {
             excluded_namespaces: audit.excluded_namespaces.clone(),
             cross_namespace_refs: cfg.allow_cross_namespace_refs,
+            pod_templates: cfg.pod_templates.clone(),
             ..crate::audit::AuditOptions::default()
         },
         interval: audit.interval,

@@ -35,22 +35,25 @@ fn replica_set(ns: &str, name: &str, deployment: &str, image: &str) -> String {
 }
 
 fn audit(kube: &MiniCluster, policy: &Path, host: &str, output: &str) -> Run {
-    ocigate(
-        &[
-            "audit",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--kubeconfig",
-            kube.kubeconfig().to_str().unwrap(),
-            "--registry-plain-http",
-            host,
-            "--registry-timeout",
-            "2",
-            "-o",
-            output,
-        ],
-        &[],
-    )
+    audit_with(kube, policy, host, output, &[])
+}
+
+fn audit_with(kube: &MiniCluster, policy: &Path, host: &str, output: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "audit",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--kubeconfig",
+        kube.kubeconfig().to_str().unwrap(),
+        "--registry-plain-http",
+        host,
+        "--registry-timeout",
+        "2",
+        "-o",
+        output,
+    ];
+    args.extend_from_slice(extra);
+    ocigate(&args, &[])
 }
 
 /// The workload `kind name` of namespace `ns` in a JSON report.
@@ -528,4 +531,91 @@ fn audit_checks_an_artifact_per_namespace_under_namespace_rules() {
     assert_eq!(b["verdict"], "deny", "{b:#}");
     assert_eq!(b["artifacts"][0]["rule"], "floor", "{b:#}");
     assert_eq!(b["artifacts"][0]["failure"], "untrusted", "{b:#}");
+}
+
+/// Custom kinds: a preset's (an Argo Rollout) and one given by flag whose plural comes from the
+/// API's discovery are listed and their templates checked; without the flags they are not read.
+#[test]
+fn audit_reads_the_configured_custom_kinds() {
+    let Some(kube) = MiniCluster::start_or_skip("audit_reads_the_configured_custom_kinds") else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, public) = generate_keys(d, "k");
+    let nosig = format!("{h}/apps/nosig:v1");
+    push_image(
+        &reg.client(),
+        &ocigate::reference::ImageRef::parse(&nosig).unwrap(),
+        "n",
+    );
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "apps", &format!("{h}/**"));
+    kube.namespace(d, "team-a");
+    for (group, version, kind, plural) in [
+        ("argoproj.io", "v1alpha1", "Rollout", "rollouts"),
+        ("example.com", "v1", "Runner", "runners"),
+    ] {
+        let run = kube.apply(
+            d,
+            &format!("{plural}.yaml"),
+            &crate::kinds::crd(group, version, kind, plural),
+            &[],
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let objects = format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {{name: web, namespace: team-a}}\n\
+         spec:\n  template:\n    spec:\n      containers:\n      - {{name: app, image: \"{nosig}\"}}\n\
+         ---\napiVersion: example.com/v1\nkind: Runner\nmetadata: {{name: job, namespace: team-a}}\n\
+         spec:\n  podSpec:\n    containers:\n    - {{name: app, image: \"{nosig}\"}}\n"
+    );
+    // The CRDs are served a moment after they are created.
+    let created = within(20, || {
+        let run = kube.apply(d, "objects.yaml", &objects, &[]);
+        (run.code == 0).then_some(run)
+    });
+    assert!(created.is_some(), "the custom objects were not created");
+
+    let flags = [
+        "--pod-template-preset",
+        "argo-rollout",
+        "--pod-template-kind",
+        "example.com/v1/Runner=spec.podSpec",
+    ];
+    let run = audit_with(&kube, &policy, &h, "json", &flags);
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    let rollout = workload(&report, "team-a", "Rollout", "web");
+    assert_eq!(rollout["verdict"], "deny", "{rollout:#}");
+    assert_eq!(
+        rollout["artifacts"][0]["failure"], "unsigned",
+        "{rollout:#}"
+    );
+    let places = &rollout["artifacts"][0]["places"][0];
+    assert_eq!(
+        places["field"], "spec.template.spec.containers[0].image",
+        "{rollout:#}"
+    );
+    let runner = workload(&report, "team-a", "Runner", "job");
+    assert_eq!(
+        runner["artifacts"][0]["places"][0]["field"],
+        "spec.podSpec.containers[0].image"
+    );
+    let listed = report["listed"].as_array().unwrap();
+    assert!(
+        listed.iter().any(|l| l["kind"] == "Runner"
+            && l["apiVersion"] == "example.com/v1"
+            && l["objects"] == 1),
+        "the Runner's plural comes from discovery: {report:#}"
+    );
+
+    let run = audit_with(&kube, &policy, &h, "json", &[]);
+    assert_eq!(
+        run.code, 0,
+        "without the flags the custom kinds are not read: {run:?}"
+    );
+    assert_eq!(run.json()["summary"]["artifacts"], 0);
 }

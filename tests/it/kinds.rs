@@ -237,7 +237,7 @@ fn verify_manifests_reads_the_same_configuration() {
 
 /// A CustomResourceDefinition whose `spec` keeps whatever it is given (the projects' own
 /// schemas are larger; the template's shape is what matters here).
-fn crd(group: &str, version: &str, kind: &str, plural: &str) -> String {
+pub(crate) fn crd(group: &str, version: &str, kind: &str, plural: &str) -> String {
     format!(
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
          metadata: {{name: {plural}.{group}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  \

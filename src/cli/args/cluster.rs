@@ -170,6 +170,8 @@ pub(crate) struct AuditArgs {
     )]
     pub(crate) deadline: u64,
     #[command(flatten)]
+    pub(crate) pod_templates: PodTemplateArgs,
+    #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }
 
