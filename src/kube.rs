@@ -361,18 +361,33 @@ impl KubeApi {
     /// it is); `None` when it does not exist.
     pub(crate) async fn fresh(&self, path: &str) -> Result<Option<Value>, KubeApiError> {
         let url = format!("{}{path}", self.server);
-        let req = self
-            .authorized(self.client.get(&url).header("Accept", "application/json"))
-            .await;
-        let resp = req.send().await.map_err(|source| KubeApiError::Transport {
-            url: url.clone(),
-            source,
-        })?;
+        let resp = self
+            .send(
+                self.client.get(&url).header("Accept", "application/json"),
+                &url,
+            )
+            .await?;
         match resp.status().as_u16() {
             404 => Ok(None),
             200 => object_of(resp, url).await.map(Some),
             status => Err(KubeApiError::Status { url, status }),
         }
+    }
+
+    /// `req` sent with the bearer token; a request that got no answer is `Transport` for `url`.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, KubeApiError> {
+        self.authorized(req)
+            .await
+            .send()
+            .await
+            .map_err(|source| KubeApiError::Transport {
+                url: url.to_string(),
+                source,
+            })
     }
 
     /// `req` with the bearer token, if there is one (a token file is read on the blocking

@@ -71,15 +71,7 @@ impl KubeApi {
             .get(target)
             .timeout(PAGE_TIMEOUT)
             .header("Accept", "application/json");
-        let resp =
-            self.authorized(req)
-                .await
-                .send()
-                .await
-                .map_err(|source| KubeApiError::Transport {
-                    url: url.clone(),
-                    source,
-                })?;
+        let resp = self.send(req, &url).await?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Ok(None),

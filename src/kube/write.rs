@@ -45,15 +45,7 @@ impl KubeApi {
             .header("Accept", "application/json")
             .header("Content-Type", "application/json")
             .body(bytes);
-        let resp =
-            self.authorized(req)
-                .await
-                .send()
-                .await
-                .map_err(|source| KubeApiError::Transport {
-                    url: url.clone(),
-                    source,
-                })?;
+        let resp = self.send(req, &url).await?;
         match resp.status().as_u16() {
             200 | 201 => Ok(Written::Done),
             404 => Ok(Written::NotFound),
