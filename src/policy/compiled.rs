@@ -146,14 +146,15 @@ impl CompiledPolicy {
         let mut named = named.into_inner();
         let mut fingerprint = fingerprint_of(&policy_digest, &named);
         let mut tuf = Vec::new();
-        let policy = policy.map(|mut policy| {
-            let (key, statuses) = super::tuf_roots::resolve(&mut policy, base, &mut named);
+        let policy = policy.and_then(|mut policy| {
+            let (key, statuses) = super::tuf_roots::resolve(&mut policy, path, base, &mut named)
+                .map_err(PolicyLoadError::Policy)?;
             if let Some(key) = key {
                 fingerprint =
                     Digest::sha256_of(format!("{fingerprint}\0{key}").as_bytes()).to_string();
             }
             tuf = statuses;
-            policy
+            Ok(policy)
         });
         let mut sources = vec![PolicySource {
             path: path.to_path_buf(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::compiled::PolicySource;
 use super::model::{Policy, TrustRootRef};
+use super::{Issue, PolicyError};
 use crate::reference::Digest;
 use crate::trust::{TrustRoot, TufError, TufSource, TufState};
 
@@ -52,14 +53,16 @@ impl TufRootStatus {
 /// Resolve `policy`'s TUF roots into its trust roots (relative local mirrors joined to `base`),
 /// record the cache files each depends on in `named` (so that `serve` reloads the policy when
 /// a refresh replaces them), and return what the fingerprint must add (each root's version)
-/// with each root's status. `None` when the policy has no TUF root.
+/// with each root's status. `None` when the policy has no TUF root. A bootstrap root.json
+/// that is not signed by its own keys makes the policy invalid (`file` names it).
 pub(super) fn resolve(
     policy: &mut Policy,
+    file: &Path,
     base: &Path,
     named: &mut Vec<(PathBuf, PolicySource)>,
-) -> (Option<String>, Vec<TufRootStatus>) {
+) -> Result<(Option<String>, Vec<TufRootStatus>), PolicyError> {
     if policy.tuf_roots.is_empty() {
-        return (None, Vec::new());
+        return Ok((None, Vec::new()));
     }
     let cache_root = crate::trust::cache_root();
     let mut key = String::from("tuf");
@@ -99,8 +102,38 @@ pub(super) fn resolve(
         }
         statuses.push(status);
     }
+    bootstrap_issues(file, &statuses)?;
     policy.tuf_roots = statuses.iter().map(|s| s.source().clone()).collect();
-    (Some(key), statuses)
+    Ok((Some(key), statuses))
+}
+
+/// The policy's error when a root's bootstrap is not self-signed TUF root metadata.
+fn bootstrap_issues(file: &Path, statuses: &[TufRootStatus]) -> Result<(), PolicyError> {
+    let issues: Vec<Issue> = statuses
+        .iter()
+        .filter_map(|s| match s {
+            TufRootStatus::Embedded { source, reason }
+            | TufRootStatus::Unavailable { source, reason }
+                if matches!(reason, TufError::Bootstrap { .. }) =>
+            {
+                let (line, column) = source.declaration().unwrap_or((1, 1));
+                let message = crate::error_chain(reason);
+                Some(Issue {
+                    line,
+                    column,
+                    message,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    if issues.is_empty() {
+        return Ok(());
+    }
+    Err(PolicyError::Invalid {
+        file: file.to_path_buf(),
+        issues,
+    })
 }
 
 fn no_root(name: &str) -> TufError {
@@ -114,6 +147,13 @@ fn status_of(source: TufSource, cache_root: Option<&Path>) -> TufRootStatus {
     let loaded = match cache_root {
         Some(root) => crate::trust::load_cached(&source, root),
         None => Err(no_root(source.name())),
+    };
+    // Without a cache, nothing has checked the bootstrap's signatures yet.
+    let loaded = match loaded {
+        Err(TufError::NoCache { .. } | TufError::NoCacheDir { .. }) => {
+            source.check_bootstrap().and(loaded)
+        }
+        other => other,
     };
     match loaded {
         Ok(state) => TufRootStatus::Cached { source, state },
@@ -142,7 +182,7 @@ mod tests {
         }
     }
 
-    fn parse(roots: &str, authority_root: &str) -> Result<Policy, crate::policy::PolicyError> {
+    fn parse(roots: &str, authority_root: &str) -> Result<Policy, PolicyError> {
         let text = format!(
             "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\ntrustRoots:\n{roots}rules:\n  - name: r\n    images: [\"**\"]\n    authorities:\n      - keyless:\n          trustRoot: {authority_root}\n          identities: [{{issuer: https://i, subject: s}}]\n"
         );

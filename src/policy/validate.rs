@@ -130,7 +130,8 @@ impl<'r> Validator<'r> {
 
     /// A `tuf:` trust root: its mirror (a URL checked here; a local path relative to the
     /// policy, joined by the loader) and its bootstrap root.json, read through the reader and
-    /// checked to be self-signed TUF root metadata. What it trusts is loaded by the caller.
+    /// checked to be TUF root metadata (its signatures are checked by the loader, which starts
+    /// trust from it). What it trusts is loaded by the caller.
     fn tuf_root(&mut self, tuf: &RawTuf, name: &str) -> Option<TufSource> {
         let mirror = TufMirror::parse(&tuf.mirror.value, Path::new(""))
             .map_err(|e| self.at(&tuf.mirror, error_chain(&e)))
@@ -143,7 +144,12 @@ impl<'r> Validator<'r> {
                 return None;
             }
         };
+        let at = (
+            tuf.root.referenced.line().max(1),
+            tuf.root.referenced.column().max(1),
+        );
         TufSource::new(name, mirror?, bootstrap)
+            .map(|s| s.declared_at(at.0, at.1))
             .map_err(|e| {
                 let msg = error_chain(&e).replace(name, &cut_escaped(name));
                 self.at(&tuf.root, msg)

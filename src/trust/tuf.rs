@@ -24,7 +24,7 @@ use crate::reference::Digest;
 
 mod transport;
 pub use transport::{ArchiveError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES, TufRole};
-use transport::{DirRepository, ReadOnly, Recording};
+use transport::{CacheRepository, DirRepository, Recording};
 
 /// The target a TUF trust root reads.
 pub const TRUSTED_ROOT_TARGET: &str = sigstore_trust_root::TRUSTED_ROOT_TARGET;
@@ -94,25 +94,47 @@ pub struct TufSource {
     mirror: TufMirror,
     bootstrap: Arc<[u8]>,
     embedded: Option<&'static str>,
+    /// Where a policy declared it: (line, column).
+    declared_at: Option<(u64, u64)>,
 }
 
 /// The built-in TUF trust roots: `public-good` and `github`.
 pub const BUILTIN_TUF_ROOTS: [&str; 2] = ["public-good", "github"];
 
 impl TufSource {
-    /// A TUF root of one's own; the bootstrap must be TUF root metadata signed by its own
-    /// threshold of keys (checked here, so a policy learns it at load time).
+    /// A TUF root of one's own. The bootstrap must be TUF root metadata (checked here); its
+    /// signatures are checked where trust begins from it, once per load: by the cache load
+    /// and the update (sigstore-tuf's `Updater` verifies it), or by
+    /// [`TufSource::check_bootstrap`] where neither runs.
     pub fn new(name: &str, mirror: TufMirror, bootstrap: Vec<u8>) -> Result<Self, TufError> {
-        TrustedMetadataSet::from_root(&bootstrap).map_err(|source| TufError::Bootstrap {
-            name: name.to_string(),
-            source: Box::new(source),
-        })?;
+        sigstore_tuf::Metadata::<sigstore_tuf::Root>::from_slice(&bootstrap)
+            .map_err(|e| bootstrap_err(name, e))?;
         Ok(TufSource {
             name: name.to_string(),
             mirror,
             bootstrap: bootstrap.into(),
             embedded: None,
+            declared_at: None,
         })
+    }
+
+    /// The same root, noted as declared at `line` and `column` of a policy (for its messages).
+    pub fn declared_at(mut self, line: u64, column: u64) -> Self {
+        self.declared_at = Some((line, column));
+        self
+    }
+
+    /// Where a policy declared it (line, column), when one did.
+    pub fn declaration(&self) -> Option<(u64, u64)> {
+        self.declared_at
+    }
+
+    /// Whether the bootstrap is signed by its own threshold of keys, for a load that reads no
+    /// cache (a cache load checks it itself).
+    pub fn check_bootstrap(&self) -> Result<(), TufError> {
+        TrustedMetadataSet::from_root(&self.bootstrap)
+            .map(|_| ())
+            .map_err(|e| bootstrap_err(&self.name, e))
     }
 
     /// `public-good` (Sigstore's mirror) or `github` (GitHub's instance), with the bootstrap
@@ -135,6 +157,7 @@ impl TufSource {
             mirror: TufMirror::Http(instance.tuf_url().to_string()),
             bootstrap: instance.tuf_root().into(),
             embedded: Some(snapshot),
+            declared_at: None,
         })
     }
 
@@ -497,7 +520,7 @@ async fn fetch(
     let role = || crate::sync::lock(last).clone();
     let now = jiff::Timestamp::now();
     let mut updater = Updater::new(repo, &source.bootstrap)
-        .map_err(|e| refresh_err(source, TufRole::Root, e))?
+        .map_err(|e| bootstrap_err(&source.name, e))?
         .with_store(FileStore::new(staging));
     updater
         .refresh(now)
@@ -522,8 +545,7 @@ pub fn load_cached(source: &TufSource, cache_root: &Path) -> Result<TufState, Tu
             dir,
         });
     }
-    let repo = sigstore_tuf::StoreRepository::new(FileStore::new(&dir));
-    let (repo, last) = Recording::new(repo);
+    let (repo, last) = Recording::new(CacheRepository::new(&dir));
     let cached = |source_err| TufError::Cached {
         name: source.name.clone(),
         dir: dir.clone(),
@@ -531,12 +553,12 @@ pub fn load_cached(source: &TufSource, cache_root: &Path) -> Result<TufState, Tu
         source: Box::new(source_err),
     };
     let now = jiff::Timestamp::now();
-    let mut updater = Updater::new(repo, &source.bootstrap)
-        .map_err(|e| refresh_err(source, TufRole::Root, e))?
-        .with_store(ReadOnly(FileStore::new(&dir)));
-    // Every fetch is from the file store and ready at once (sigstore-tuf's StoreRepository
-    // answers with a ready future), so this async workflow runs to completion on first poll;
-    // no runtime is needed, and the policy load that calls this stays synchronous.
+    // No store: the cache is the repository, and each file is verified once.
+    let mut updater =
+        Updater::new(repo, &source.bootstrap).map_err(|e| bootstrap_err(&source.name, e))?;
+    // Every fetch is from the cache directory and ready at once (CacheRepository answers
+    // with a ready future), so this async workflow runs to completion on first poll; no
+    // runtime is needed, and the policy load that calls this stays synchronous.
     let work = async {
         updater.refresh(now).await?;
         updater.get_target(TRUSTED_ROOT_TARGET, now).await
@@ -550,6 +572,13 @@ pub fn load_cached(source: &TufSource, cache_root: &Path) -> Result<TufState, Tu
         }
     };
     TufState::of(&updater, target, &source.name)
+}
+
+fn bootstrap_err(name: &str, e: sigstore_tuf::Error) -> TufError {
+    TufError::Bootstrap {
+        name: name.to_string(),
+        source: Box::new(e),
+    }
 }
 
 fn refresh_err(source: &TufSource, role: TufRole, e: sigstore_tuf::Error) -> TufError {
@@ -664,6 +693,77 @@ mod tests {
         assert!(TufSource::builtin("corp").is_none());
         let e = TufSource::new("corp", TufMirror::Http("https://x/".into()), b"{}".to_vec());
         assert!(matches!(e, Err(TufError::Bootstrap { .. })));
+    }
+
+    #[test]
+    fn a_cache_load_checks_the_bootstrap_signatures_first() {
+        let genuine = sigstore_trust_root::SigstoreInstance::GitHub
+            .tuf_root()
+            .to_vec();
+        let mut forged: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+        forged["signed"]["expires"] = "2099-01-01T00:00:00Z".into();
+        let forged = serde_json::to_vec(&forged).unwrap();
+        let mirror = || TufMirror::Http("https://tuf.example/".into());
+        let cache = tempfile::tempdir().unwrap();
+        for (bootstrap, forged) in [(genuine, false), (forged, true)] {
+            // Parsed as root metadata when made; signatures are checked where trust starts.
+            let s = TufSource::new("corp", mirror(), bootstrap).unwrap();
+            assert_eq!(
+                matches!(s.check_bootstrap(), Err(TufError::Bootstrap { .. })),
+                forged
+            );
+            let dir = s.cache_dir(cache.path());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("timestamp.json"), b"{}").unwrap();
+            match load_cached(&s, cache.path()) {
+                Err(TufError::Bootstrap { .. }) => assert!(forged),
+                Err(TufError::Cached { .. }) => assert!(!forged, "the timestamp is garbage"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_cache_is_read_back_under_the_names_sigstore_tuf_asks_for() {
+        assert_eq!(
+            transport::without_hash_prefix(&format!("{}.trusted_root.json", "a".repeat(64))),
+            "trusted_root.json"
+        );
+        assert_eq!(
+            transport::without_hash_prefix(&format!("d/{}.x.json", "0".repeat(128))),
+            "d/x.json"
+        );
+        assert_eq!(
+            transport::without_hash_prefix("abc.trusted_root.json"),
+            "abc.trusted_root.json"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("root_history")).unwrap();
+        for (name, body) in [
+            ("root_history/2.root.json", "root 2"),
+            ("2.root.json", "role 2.root"),
+            ("snapshot.json", "snapshot"),
+            ("3.targets.json", "targets 3"),
+        ] {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        let repo = CacheRepository::new(dir.path());
+        let get = |name: &str| {
+            repo.fetch_metadata(name, 100)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+                .map(|b| String::from_utf8(b).unwrap())
+        };
+        assert_eq!(get("2.root.json").as_deref(), Some("root 2"));
+        assert_eq!(get("3.root.json"), None);
+        assert_eq!(get("timestamp.json"), None);
+        // Past the root chain, `N.root.json` is a delegated role's file.
+        assert_eq!(get("2.root.json").as_deref(), Some("role 2.root"));
+        assert_eq!(get("7.snapshot.json").as_deref(), Some("snapshot"));
+        assert_eq!(get("3.targets.json").as_deref(), Some("targets 3"));
+        let unsafe_path = repo.fetch_metadata("../x.json", 100).now_or_never().unwrap();
+        assert!(unsafe_path.is_err());
     }
 
     #[test]

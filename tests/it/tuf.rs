@@ -471,6 +471,76 @@ fn tuf_mirror_as_a_directory_and_a_tar_gz_without_network() {
     assert!(r.stderr.contains("mirror archive"), "{r:?}");
 }
 
+#[test]
+fn tuf_bootstrap_not_signed_by_its_own_keys_is_refused() {
+    let test = "tuf_bootstrap_not_signed_by_its_own_keys_is_refused";
+    let (Some(python), Some(corpus)) = (tuf_python_or_skip(test), corpus_or_skip(test)) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (full, _) = roots(&corpus, work.path());
+    let repo = Repo::new(python, &full);
+    // The bootstrap with what it signs changed: still TUF root metadata, no longer signed by
+    // its own keys.
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.bootstrap()).unwrap()).unwrap();
+    forged["signed"]["expires"] = "2099-01-01T00:00:00Z".into();
+    let forged_path = work.path().join("forged-root.json");
+    std::fs::write(&forged_path, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let policy = work.path().join("policy.yaml");
+    let text = format!(
+        "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\ntrustRoots:\n  - name: corp\n    tuf:\n      mirror: {}\n      root: {}\nrules:\n  - name: r\n    images: [\"**\"]\n    authorities:\n      - keyless:\n          trustRoot: corp\n          identities: [{{issuer: https://i, subject: s}}]\n",
+        repo.repo().display(),
+        forged_path.display()
+    );
+    std::fs::write(&policy, text).unwrap();
+    let cache = repo.cache();
+    let p = policy.to_str().unwrap();
+    // No cache: the loader checks the bootstrap's signatures, and says where the policy names it.
+    let r = ocigate_exact(&["--tuf-cache-dir", &cache, "policy", "check", p], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("policy.yaml:7:13:") && r.stderr.contains("bootstrap root.json"),
+        "{r:?}"
+    );
+    // An update from it fails on the bootstrap, and caches nothing.
+    let r = ocigate_exact(
+        &[
+            "--tuf-cache-dir",
+            &cache,
+            "trust-root",
+            "update",
+            "--policy",
+            p,
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("bootstrap root.json"), "{r:?}");
+    let cached = std::fs::read_dir(&cache).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().join("timestamp.json").exists())
+            .count()
+    });
+    assert_eq!(cached, 0, "nothing cached from a forged bootstrap");
+    // The genuine bootstrap: updated, and the policy loads from the cache.
+    std::fs::copy(repo.bootstrap(), &forged_path).unwrap();
+    let r = ocigate_exact(
+        &[
+            "--tuf-cache-dir",
+            &cache,
+            "trust-root",
+            "update",
+            "--policy",
+            p,
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = ocigate_exact(&["--tuf-cache-dir", &cache, "policy", "check", p], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 /// A loopback server that answers every request with `answer` (or never, when `None`).
 fn hostile(answer: Option<&'static str>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

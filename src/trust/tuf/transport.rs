@@ -1,10 +1,11 @@
 //! How sigstore-tuf reaches a mirror that is not an HTTP server: a local directory or a .tar.gz
-//! (read into memory within bounds), and the recorder that names the TUF role a failure is about.
+//! (read into memory within bounds), a verified cache read back, and the recorder that names the TUF role a failure is about.
 //! Must not verify metadata (sigstore-tuf's `Updater` does) or write any cache.
 
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sigstore_tuf::transport::FetchFuture;
@@ -241,16 +242,74 @@ pub(super) fn archive_repository(
     Ok(StoreRepository::new(store))
 }
 
-/// A cache directory read without writing to it: `load_cached` re-verifies what is there and
-/// changes nothing (a read-only file system, or an update running at the same time).
-pub(super) struct ReadOnly(pub(super) sigstore_tuf::FileStore);
+/// A cache directory sigstore-tuf wrote (through its `FileStore`), read back as a repository,
+/// so that loading it verifies each file once: a cache-only load needs no store besides (a
+/// store would be seeded from the same files and verified a second time). Root versions come
+/// from `root_history/`; a version-prefixed name (`3.snapshot.json`) from that file, else from
+/// the unprefixed copy the cache keeps (`snapshot.json`: sigstore-tuf checks the version the
+/// timestamp or snapshot pins); a target (`<hash>.trusted_root.json`) from `targets/` by its
+/// name (sigstore-tuf checks its length and hashes). Nothing is written.
+pub(super) struct CacheRepository {
+    dir: PathBuf,
+    /// Set once sigstore-tuf asks for anything but `N.root.json`: the root chain is walked
+    /// first, so a later `N.root.json` is a delegated role's file, not a root version.
+    past_roots: AtomicBool,
+}
 
-impl MetadataStore for ReadOnly {
-    fn load(&self, name: &str) -> sigstore_tuf::Result<Option<Vec<u8>>> {
-        self.0.load(name)
+impl CacheRepository {
+    pub(super) fn new(dir: &Path) -> Self {
+        CacheRepository {
+            dir: dir.to_path_buf(),
+            past_roots: AtomicBool::new(false),
+        }
     }
 
-    fn store(&self, _name: &str, _bytes: &[u8]) -> sigstore_tuf::Result<()> {
-        Ok(())
+    fn metadata(&self, name: &str, max: u64) -> sigstore_tuf::Result<Option<Vec<u8>>> {
+        let unprefixed = name
+            .split_once('.')
+            .filter(|(v, _)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(_, rest)| rest);
+        if unprefixed == Some("root.json") && !self.past_roots.load(Ordering::Relaxed) {
+            return read_bounded(&self.dir.join("root_history"), name, max);
+        }
+        self.past_roots.store(true, Ordering::Relaxed);
+        match (read_bounded(&self.dir, name, max)?, unprefixed) {
+            (None, Some(rest)) => read_bounded(&self.dir, rest, max),
+            (found, _) => Ok(found),
+        }
+    }
+}
+
+/// `path` without the hash a consistent-snapshot repository prefixes to its file name.
+pub(super) fn without_hash_prefix(path: &str) -> String {
+    let (dir, file) = path.rsplit_once('/').map_or(("", path), |(d, f)| (d, f));
+    let file = match file.split_once('.') {
+        Some((h, rest))
+            if matches!(h.len(), 64 | 128) && h.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            rest
+        }
+        _ => file,
+    };
+    if dir.is_empty() {
+        file.to_string()
+    } else {
+        format!("{dir}/{file}")
+    }
+}
+
+impl Repository for CacheRepository {
+    fn fetch_metadata<'a>(&'a self, name: &'a str, max_length: u64) -> FetchFuture<'a> {
+        let res = self.metadata(name, max_length);
+        Box::pin(async move { res })
+    }
+
+    fn fetch_target<'a>(&'a self, path: &'a str, max_length: u64) -> FetchFuture<'a> {
+        let res = read_bounded(
+            &self.dir.join("targets"),
+            &without_hash_prefix(path),
+            max_length,
+        );
+        Box::pin(async move { res })
     }
 }
