@@ -17,14 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use sigstore_tuf::{FileStore, HttpRepository, Repository, TrustedMetadataSet, Updater};
+use sigstore_tuf::{FileStore, Repository, TrustedMetadataSet, Updater};
 
 use super::{TrustRoot, TrustRootError};
 use crate::reference::Digest;
 
 mod transport;
 pub use transport::{ArchiveError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES, TufRole};
-use transport::{CacheRepository, DirRepository, Recording};
+use transport::{CacheRepository, DirRepository, HttpMirror, Recording};
 
 /// The target a TUF trust root reads.
 pub const TRUSTED_ROOT_TARGET: &str = sigstore_trust_root::TRUSTED_ROOT_TARGET;
@@ -467,9 +467,8 @@ pub async fn update(
     let name = source.name.clone();
     let repo: Box<dyn Repository> = match &source.mirror {
         TufMirror::Http(url) => Box::new(
-            HttpRepository::new(url)
-                .map_err(|e| refresh_err(source, TufRole::Root, e))?
-                .with_http_client(client.clone()),
+            HttpMirror::new(url, client.clone())
+                .map_err(|e| refresh_err(source, TufRole::Root, e))?,
         ),
         TufMirror::Directory(dir) => Box::new(DirRepository::new(dir)),
         TufMirror::Archive(path) => {
@@ -762,7 +761,10 @@ mod tests {
         assert_eq!(get("2.root.json").as_deref(), Some("role 2.root"));
         assert_eq!(get("7.snapshot.json").as_deref(), Some("snapshot"));
         assert_eq!(get("3.targets.json").as_deref(), Some("targets 3"));
-        let unsafe_path = repo.fetch_metadata("../x.json", 100).now_or_never().unwrap();
+        let unsafe_path = repo
+            .fetch_metadata("../x.json", 100)
+            .now_or_never()
+            .unwrap();
         assert!(unsafe_path.is_err());
     }
 

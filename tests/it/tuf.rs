@@ -596,6 +596,14 @@ fn tuf_mirror_that_redirects_hangs_or_serves_garbage_fails_in_time() {
         "{r:?}"
     );
 
+    // An answer larger than sigstore-tuf allows for a root (512 KiB) is refused unread.
+    let huge = hostile(Some(
+        "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\nConnection: close\r\n\r\n{",
+    ));
+    let r = repo.trust_root("update", &huge, &["--timeout", "5s"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("larger than"), "{r:?}");
+
     // Garbage where timestamp.json should be.
     std::fs::write(repo.repo().join("timestamp.json"), b"\x00garbage").unwrap();
     let served = serve_dir(&python, &repo.repo());

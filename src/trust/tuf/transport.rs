@@ -1,4 +1,4 @@
-//! How sigstore-tuf reaches a mirror that is not an HTTP server: a local directory or a .tar.gz
+//! How sigstore-tuf reaches a mirror: over HTTP with our client, a local directory or a .tar.gz
 //! (read into memory within bounds), a verified cache read back, and the recorder that names the TUF role a failure is about.
 //! Must not verify metadata (sigstore-tuf's `Updater` does) or write any cache.
 
@@ -160,6 +160,78 @@ impl Repository for DirRepository {
     fn fetch_target<'a>(&'a self, path: &'a str, max_length: u64) -> FetchFuture<'a> {
         let res = read_bounded(&self.targets, path, max_length);
         Box::pin(async move { res })
+    }
+}
+
+/// A TUF repository over HTTP(S), fetched with the caller's client (its timeouts, no
+/// redirects): metadata at the mirror's top, targets under `targets/`. 404 and 403 are "no
+/// such file" (object stores answer 403), as sigstore-tuf's own `HttpRepository` does; that
+/// one builds a client of its own each time it is made, loading the system's certificates.
+pub(super) struct HttpMirror {
+    base: url::Url,
+    client: reqwest::Client,
+}
+
+impl HttpMirror {
+    pub(super) fn new(mirror: &str, client: reqwest::Client) -> sigstore_tuf::Result<Self> {
+        let with_slash = if mirror.ends_with('/') {
+            mirror.to_string()
+        } else {
+            format!("{mirror}/")
+        };
+        let base = url::Url::parse(&with_slash).map_err(|e| {
+            sigstore_tuf::Error::transport_with_source(format!("invalid mirror URL {mirror:?}"), e)
+        })?;
+        Ok(HttpMirror { base, client })
+    }
+
+    async fn get(&self, path: &str, max: u64) -> sigstore_tuf::Result<Option<Vec<u8>>> {
+        use sigstore_tuf::Error;
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| Error::transport_with_source(format!("invalid URL {path:?}"), e))?;
+        let mut resp = self
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| Error::transport_with_source(format!("GET {url} failed"), e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(Error::transport(format!(
+                "GET {url} returned status {status}"
+            )));
+        }
+        let too_large = || Error::transport(format!("{url}: larger than {max} bytes"));
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Error::transport_with_source(format!("reading {url} failed"), e))?
+        {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+}
+
+impl Repository for HttpMirror {
+    fn fetch_metadata<'a>(&'a self, name: &'a str, max_length: u64) -> FetchFuture<'a> {
+        Box::pin(self.get(name, max_length))
+    }
+
+    fn fetch_target<'a>(&'a self, path: &'a str, max_length: u64) -> FetchFuture<'a> {
+        Box::pin(async move { self.get(&format!("targets/{path}"), max_length).await })
     }
 }
 
