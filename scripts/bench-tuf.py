@@ -2,7 +2,7 @@
 """TUF trust roots (issue #19): a cold `trust-root update`, what a cached TUF root costs a
 process against the same root from a file and the embedded one, and refreshes under load.
 
-    scripts/bench-tuf.py [--runs N] [--duration SECONDS] [--write]
+    scripts/bench-tuf.py [--runs N] [--duration SECONDS] [--rounds R] [--write]
 
 Needs python-tuf (scripts/test.sh installs it into ~/.cache/ocigate-tools/venv; or set
 OCIGATE_TEST_PYTHON). Writes a TUF repository with scripts/tuf-repo.py whose target is the
@@ -100,6 +100,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     python = os.environ.get("OCIGATE_TEST_PYTHON") or os.path.expanduser(
@@ -157,7 +158,7 @@ def main():
         with open(body, "w") as f:
             f.write(bn.review(image, "bench"))
         warm = {}
-        for _ in range(3):
+        for _ in range(args.rounds):
             for every in ("24h", "1s"):
                 port = bv.free_port()
                 server = subprocess.Popen(
@@ -194,8 +195,8 @@ def main():
         m = statistics.median(xs)
         lines.append(f"| `policy check`, the key's trust root `{name}` | {m:.1f} | "
                      f"{pct(xs, 0.9):.1f} | {m - emb:+.1f} ms |")
-    lines += ["", f"`serve` with the `tuf:` policy under wrk (16 connections, {args.duration} s, 3 "
-              "alternating rounds; median of the rounds):", "",
+    lines += ["", f"`serve` with the `tuf:` policy under wrk (16 connections, {args.duration} s, "
+              f"{args.rounds} alternating rounds; median of the rounds):", "",
               "| --trust-root-refresh | requests/s | p99 ms |", "|---|---|---|"]
     for every, xs in warm.items():
         lines.append(f"| {every} | {statistics.median(r for r, _ in xs):.0f} | "
