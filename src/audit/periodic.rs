@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::lease::{Elector, RETRY};
-use super::report::{Report, reports};
+use super::report::{REPORT_NAME, Report, reports};
 use super::{AuditOptions, Finding, by_workload, check, inventory};
 use crate::engine::Engine;
-use crate::kube::{KubeApi, Written};
+use crate::kube::{KubeApi, KubeApiError, MAX_PAGES, Resource, Written};
 use crate::registry::Pace;
 
 /// Namespaces named in the results metric; the others are counted as `other`.
@@ -125,12 +125,34 @@ impl Periodic {
     }
 
     /// An audit every interval while this replica leads; the namespaces reported before are
-    /// remembered, so that one whose workloads are gone gets an empty report.
+    /// remembered, so that one whose workloads are gone gets an empty report. On taking the
+    /// lead, they are read from the cluster: another replica, or this one before a restart,
+    /// may have written reports this process never saw.
     async fn audit_while_leading(&self, leading: Leading) {
         let mut reported: BTreeSet<Option<String>> = BTreeSet::new();
+        let mut known = false;
         loop {
             while !leads(&leading) {
+                known = false;
                 tokio::time::sleep(RETRY).await;
+            }
+            if !known {
+                match existing_reports(&self.api).await {
+                    Ok(found) => {
+                        reported.extend(found);
+                        known = true;
+                    }
+                    Err(e) => {
+                        self.stats.runs_failed.fetch_add(1, Ordering::Relaxed);
+                        let e = crate::error_chain(&e);
+                        tell!(
+                            "{}",
+                            serde_json::json!({"msg": "audit failed: reading the reports written before", "error": e})
+                        );
+                        tokio::time::sleep(self.interval).await;
+                        continue;
+                    }
+                }
             }
             match self.once(&leading, &reported).await {
                 Ok(now) => {
@@ -148,7 +170,7 @@ impl Periodic {
         }
     }
 
-    /// One audit and its reports; the namespaces reported.
+    /// One audit and its reports; the namespaces whose report holds results.
     async fn once(
         &self,
         leading: &Leading,
@@ -168,27 +190,33 @@ impl Periodic {
         let findings = check(&self.engine, sources, self.jobs, pace, self.deadline).await;
         self.stats.record(&findings);
         let reports = reports(&findings, chrono::Utc::now(), before);
-        let mut written = BTreeSet::new();
+        // The namespaces with results: an emptied report needs no emptying again.
+        let mut holding = BTreeSet::new();
         for report in &reports {
             if !leads(leading) {
                 return Err("this replica lost the lease before every report was written".into());
             }
             self.write(report).await?;
-            written.insert(report.namespace.clone());
+            if report.object["results"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                holding.insert(report.namespace.clone());
+            }
         }
         tell!(
             "{}",
             serde_json::json!({"msg": "audit", "artifacts": findings.len(),
-                "reports": written.len(), "ms": started.elapsed().as_millis() as u64})
+                "reports": reports.len(), "ms": started.elapsed().as_millis() as u64})
         );
-        Ok(written)
+        Ok(holding)
     }
 
     /// Replace the report (as of the `resourceVersion` read just before: the API refuses an
     /// unconditional update of a custom resource), or create it when there is none.
     async fn write(&self, report: &Report) -> Result<(), String> {
         let (path, collection) = report.paths();
-        let failed = |e: crate::kube::KubeApiError| crate::error_chain(&e);
+        let failed = |e: KubeApiError| crate::error_chain(&e);
         for _ in 0..3 {
             let written = match self.api.fresh(&path).await.map_err(failed)? {
                 Some(current) => {
@@ -214,4 +242,40 @@ impl Periodic {
             "{path}: changed by another writer at each of three tries"
         ))
     }
+}
+
+/// The namespaces holding a report of ocigate's (`None`: the ClusterPolicyReport), as the
+/// cluster has them now; a page at a time, at most [`MAX_PAGES`] pages.
+async fn existing_reports(api: &KubeApi) -> Result<BTreeSet<Option<String>>, KubeApiError> {
+    let resource = Resource {
+        api_version: "wgpolicyk8s.io/v1alpha2".into(),
+        kind: "PolicyReport".into(),
+        plural: "policyreports".into(),
+    };
+    let mut found = BTreeSet::new();
+    let mut next: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let Some(page) = api.list_page(&resource, next.as_deref()).await? else {
+            // The CRD is not installed: nothing was reported (writing will say so).
+            return Ok(found);
+        };
+        for item in &page.items {
+            let meta = &item["metadata"];
+            if meta["name"] == REPORT_NAME {
+                found.extend(meta["namespace"].as_str().map(|ns| Some(ns.to_string())));
+            }
+        }
+        match page.next {
+            Some(n) => next = Some(n),
+            None => break,
+        }
+    }
+    let cluster = Report {
+        namespace: None,
+        object: serde_json::Value::Null,
+    };
+    if api.fresh(&cluster.paths().0).await?.is_some() {
+        found.insert(None);
+    }
+    Ok(found)
 }

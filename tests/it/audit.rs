@@ -303,7 +303,7 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
     assert_eq!(run.code, 0, "{run:?}");
     let run = kube.apply(d, "lease-crd.yaml", LEASE_CRD, &[]);
     assert_eq!(run.code, 0, "{run:?}");
-    for ns in ["team-a", "team-b", "ocigate-system"] {
+    for ns in ["team-a", "team-b", "team-gone", "ocigate-system"] {
         kube.namespace(d, ns);
     }
     let pods = [
@@ -311,6 +311,11 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
         pod("team-b", "later", &image("apps/later:v1"), ""),
     ];
     let run = kube.apply(d, "pods.yaml", &pods.join("---\n"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // A report written before any replica ran (an earlier deployment), in a namespace whose
+    // workloads are gone: the first leader reads it from the cluster and empties it.
+    let stale = "apiVersion: wgpolicyk8s.io/v1alpha2\nkind: PolicyReport\nmetadata: {name: ocigate, namespace: team-gone}\nsummary: {pass: 0, fail: 1, warn: 0, error: 0, skip: 0}\nresults:\n- {policy: earlier, result: fail, source: ocigate, message: gone}\n";
+    let run = kube.apply(d, "stale.yaml", stale, &[]);
     assert_eq!(run.code, 0, "{run:?}");
 
     let tls = make_tls(d);
@@ -343,6 +348,15 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
         run.stdout.contains("team-a") && run.stdout.contains("team-b"),
         "{run:?}"
     );
+    let gone = within(20, || {
+        report("team-gone").filter(|r| r["summary"]["fail"] == 0)
+    })
+    .unwrap_or_else(|| panic!("the stale report stayed: {:?}", report("team-gone")));
+    assert_eq!(
+        gone["results"].as_array().map(Vec::len),
+        Some(0),
+        "{gone:#}"
+    );
 
     // Exactly one replica leads; it is the Lease's holder and counts the results.
     let leading: Vec<bool> = replicas
@@ -364,6 +378,10 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
     let s = sign(&reg, &key, &image("apps/later:v1"), &[]);
     assert_eq!(s.code, 0, "{s:?}");
     drop(replicas.remove(leader));
+    // Deleted after the leader stopped: only the replica taking over can empty its report,
+    // which it learns of from the cluster, not from an audit of its own.
+    let run = kube.kubectl(&["delete", "pod", "web", "-n", "team-a", "--wait=false"]);
+    assert_eq!(run.code, 0, "{run:?}");
     let b = within(45, || {
         report("team-b").filter(|r| r["summary"]["pass"] == 1)
     })
@@ -374,6 +392,16 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
         )
     });
     assert_eq!(b["summary"]["fail"], 0, "{b:#}");
+    let a = within(20, || {
+        report("team-a").filter(|r| r["summary"]["pass"] == 0)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "team-a's report kept a Pod that is gone: {:?}",
+            report("team-a")
+        )
+    });
+    assert_eq!(a["results"].as_array().map(Vec::len), Some(0), "{a:#}");
     let lease = get_json(&kube, "lease", "ocigate-system", "ocigate-audit").expect("the Lease");
     assert_ne!(
         lease["spec"]["holderIdentity"],
