@@ -213,12 +213,18 @@ impl Periodic {
     }
 
     /// Replace the report (as of the `resourceVersion` read just before: the API refuses an
-    /// unconditional update of a custom resource), or create it when there is none.
+    /// unconditional update of a custom resource), or create it when there is none. An empty
+    /// report is never created: where there is none, there is nothing to empty (and its
+    /// namespace may be gone, or going: a create there would fail every audit after).
     async fn write(&self, report: &Report) -> Result<(), String> {
         let (path, collection) = report.paths();
         let failed = |e: KubeApiError| crate::error_chain(&e);
+        let emptying = report.object["results"]
+            .as_array()
+            .is_some_and(Vec::is_empty);
         for _ in 0..3 {
             let written = match self.api.fresh(&path).await.map_err(failed)? {
+                None if emptying => return Ok(()),
                 Some(current) => {
                     let mut object = report.object.clone();
                     object["metadata"]["resourceVersion"] =

@@ -303,12 +303,13 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
     assert_eq!(run.code, 0, "{run:?}");
     let run = kube.apply(d, "lease-crd.yaml", LEASE_CRD, &[]);
     assert_eq!(run.code, 0, "{run:?}");
-    for ns in ["team-a", "team-b", "team-gone", "ocigate-system"] {
+    for ns in ["team-a", "team-b", "team-c", "team-gone", "ocigate-system"] {
         kube.namespace(d, ns);
     }
     let pods = [
         pod("team-a", "web", &image("apps/web:v1"), ""),
         pod("team-b", "later", &image("apps/later:v1"), ""),
+        pod("team-c", "web", &image("apps/web:v1"), ""),
     ];
     let run = kube.apply(d, "pods.yaml", &pods.join("---\n"), &[]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -412,6 +413,18 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
         metric(replicas[0].metrics, "ocigate_audit_leader "),
         Some(1.0)
     );
+    // A namespace reported before whose workloads and report are then both gone (as when the
+    // namespace is deleted): no empty report is created for it, and no audit fails over it.
+    within(20, || {
+        report("team-c").filter(|r| r["summary"]["pass"] == 1)
+    })
+    .unwrap_or_else(|| panic!("no report in team-c: {:?}", report("team-c")));
+    let run = kube.kubectl(&["delete", "pod", "web", "-n", "team-c", "--wait=false"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.kubectl(&["delete", "policyreport", "ocigate", "-n", "team-c"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(report("team-c").is_none(), "{:?}", report("team-c"));
     let runs = |outcome: &str| {
         metric(
             replicas[0].metrics,
