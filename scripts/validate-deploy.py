@@ -85,7 +85,7 @@ AUDIT_RBAC = {
     ("gitops.kluctl.io", "kluctldeployments"): {"list", "watch"},
     ("apps", "replicasets"): {"get"},
     ("batch", "jobs"): {"get"},
-    ("wgpolicyk8s.io", "policyreports"): {"get", "create", "update"},
+    ("wgpolicyk8s.io", "policyreports"): {"get", "list", "create", "update"},
     ("wgpolicyk8s.io", "clusterpolicyreports"): {"get", "create", "update"},
 }
 
