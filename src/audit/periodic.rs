@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::lease::{Elector, RETRY};
-use super::report::{REPORT_NAME, Report, reports};
+use super::report::{REPORT_NAME, Report, paths_in, reports};
 use super::{AuditOptions, Finding, by_workload, check, inventory};
 use crate::engine::Engine;
 use crate::kube::{KubeApi, KubeApiError, MAX_PAGES, Resource, Written};
@@ -197,10 +197,7 @@ impl Periodic {
                 return Err("this replica lost the lease before every report was written".into());
             }
             self.write(report).await?;
-            if report.object["results"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-            {
+            if !report.is_empty() {
                 holding.insert(report.namespace.clone());
             }
         }
@@ -219,9 +216,7 @@ impl Periodic {
     async fn write(&self, report: &Report) -> Result<(), String> {
         let (path, collection) = report.paths();
         let failed = |e: KubeApiError| crate::error_chain(&e);
-        let emptying = report.object["results"]
-            .as_array()
-            .is_some_and(Vec::is_empty);
+        let emptying = report.is_empty();
         for _ in 0..3 {
             let written = match self.api.fresh(&path).await.map_err(failed)? {
                 None if emptying => return Ok(()),
@@ -276,11 +271,7 @@ async fn existing_reports(api: &KubeApi) -> Result<BTreeSet<Option<String>>, Kub
             None => break,
         }
     }
-    let cluster = Report {
-        namespace: None,
-        object: serde_json::Value::Null,
-    };
-    if api.fresh(&cluster.paths().0).await?.is_some() {
+    if api.fresh(&paths_in(None).0).await?.is_some() {
         found.insert(None);
     }
     Ok(found)

@@ -36,12 +36,23 @@ pub(crate) struct Report {
 impl Report {
     /// Where it is written (`PUT`), and its collection (`POST`).
     pub(crate) fn paths(&self) -> (String, String) {
-        let collection = match &self.namespace {
-            Some(ns) => format!("/apis/wgpolicyk8s.io/v1alpha2/namespaces/{ns}/policyreports"),
-            None => "/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports".to_string(),
-        };
-        (format!("{collection}/{REPORT_NAME}"), collection)
+        paths_in(self.namespace.as_deref())
     }
+
+    /// Whether it holds no result (a namespace's report emptied).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.object["results"].as_array().is_none_or(Vec::is_empty)
+    }
+}
+
+/// Where ocigate's report in `namespace` (`None`: the ClusterPolicyReport) is, and its
+/// collection.
+pub(crate) fn paths_in(namespace: Option<&str>) -> (String, String) {
+    let collection = match namespace {
+        Some(ns) => format!("/apis/wgpolicyk8s.io/v1alpha2/namespaces/{ns}/policyreports"),
+        None => "/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports".to_string(),
+    };
+    (format!("{collection}/{REPORT_NAME}"), collection)
 }
 
 /// A result's outcome: a registry that could not be asked is `error`, never `fail` or `pass`.

@@ -185,6 +185,31 @@ fn roots(corpus: &Path, dir: &Path) -> (PathBuf, PathBuf) {
     (full, without)
 }
 
+/// A policy whose one rule wants the corpus' cosign2 key with a Rekor entry (its
+/// `dir-img-cosign-key-rekor-valid` image) under the TUF root `corp` from `mirror`.
+fn key_rekor_policy(dir: &Path, mirror: &str, bootstrap: &Path, corpus: &Path) -> PathBuf {
+    let key = corpus.join("containers-image/signature/fixtures/cosign2.pub");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{}keys:\n  - name: k\n    path: {}\nrules:\n  - name: all\n    images: [\"**\"]\n    signedIdentity: {{exactRepository: \"192.168.64.2:5000/cosign-signed/key-1\"}}\n    authorities:\n      - key: {{name: k, trustRoot: corp}}\n        tlog: required\n",
+            corp_root(mirror, bootstrap),
+            key.display()
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// A policy's header defining the TUF trust root `corp`.
+fn corp_root(mirror: &str, bootstrap: &Path) -> String {
+    format!(
+        "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\ntrustRoots:\n  - name: corp\n    tuf:\n      mirror: {mirror}\n      root: {}\n",
+        bootstrap.display()
+    )
+}
+
 #[test]
 fn tuf_bootstrap_root_rotation_and_a_new_target_reach_verify() {
     let test = "tuf_bootstrap_root_rotation_and_a_new_target_reach_verify";
@@ -215,19 +240,7 @@ fn tuf_bootstrap_root_rotation_and_a_new_target_reach_verify() {
     let fx = Fixture::new(&corpus);
     let reg = TestRegistry::start();
     let image = fx.push(&reg, "dir-img-cosign-key-rekor-valid", "tuf/key-rekor");
-    let policy = work.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\ntrustRoots:\n  - name: corp\n    tuf:\n      mirror: {}\n      root: {}\nkeys:\n  - name: k\n    path: {}\nrules:\n  - name: all\n    images: [\"**\"]\n    signedIdentity: {{exactRepository: \"192.168.64.2:5000/cosign-signed/key-1\"}}\n    authorities:\n      - key: {{name: k, trustRoot: corp}}\n        tlog: required\n",
-            served.url,
-            repo.bootstrap().display(),
-            corpus
-                .join("containers-image/signature/fixtures/cosign2.pub")
-                .display()
-        ),
-    )
-    .unwrap();
+    let policy = key_rekor_policy(work.path(), &served.url, &repo.bootstrap(), &corpus);
     let cache = repo.cache();
     let host = reg.host();
     let verify = |extra: &[&str]| {
@@ -489,9 +502,8 @@ fn tuf_bootstrap_not_signed_by_its_own_keys_is_refused() {
     std::fs::write(&forged_path, serde_json::to_vec(&forged).unwrap()).unwrap();
     let policy = work.path().join("policy.yaml");
     let text = format!(
-        "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\ntrustRoots:\n  - name: corp\n    tuf:\n      mirror: {}\n      root: {}\nrules:\n  - name: r\n    images: [\"**\"]\n    authorities:\n      - keyless:\n          trustRoot: corp\n          identities: [{{issuer: https://i, subject: s}}]\n",
-        repo.repo().display(),
-        forged_path.display()
+        "{}rules:\n  - name: r\n    images: [\"**\"]\n    authorities:\n      - keyless:\n          trustRoot: corp\n          identities: [{{issuer: https://i, subject: s}}]\n",
+        corp_root(&repo.repo().display().to_string(), &forged_path)
     );
     std::fs::write(&policy, text).unwrap();
     let cache = repo.cache();
@@ -705,19 +717,7 @@ fn serve_picks_up_a_new_trusted_root_without_restart_and_keeps_it_when_the_mirro
     let fx = Fixture::new(&corpus);
     let reg = TestRegistry::start();
     let image = fx.push(&reg, "dir-img-cosign-key-rekor-valid", "tuf/serve");
-    let policy = work.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\ntrustRoots:\n  - name: corp\n    tuf:\n      mirror: {}\n      root: {}\nkeys:\n  - name: k\n    path: {}\nrules:\n  - name: all\n    images: [\"**\"]\n    signedIdentity: {{exactRepository: \"192.168.64.2:5000/cosign-signed/key-1\"}}\n    authorities:\n      - key: {{name: k, trustRoot: corp}}\n        tlog: required\n",
-            served.url,
-            repo.bootstrap().display(),
-            corpus
-                .join("containers-image/signature/fixtures/cosign2.pub")
-                .display()
-        ),
-    )
-    .unwrap();
+    let policy = key_rekor_policy(work.path(), &served.url, &repo.bootstrap(), &corpus);
     let cache = repo.cache();
     let r = ocigate_exact(
         &[

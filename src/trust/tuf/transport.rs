@@ -191,7 +191,7 @@ impl HttpMirror {
             .base
             .join(path)
             .map_err(|e| Error::transport_with_source(format!("invalid URL {path:?}"), e))?;
-        let mut resp = self
+        let resp = self
             .client
             .get(url.clone())
             .send()
@@ -206,22 +206,15 @@ impl HttpMirror {
                 "GET {url} returned status {status}"
             )));
         }
-        let too_large = || Error::transport(format!("{url}: larger than {max} bytes"));
-        if resp.content_length().is_some_and(|n| n > max) {
-            return Err(too_large());
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        match crate::registry::read_body_capped(resp, limit).await {
+            Ok(Some(body)) => Ok(Some(body)),
+            Ok(None) => Err(Error::transport(format!("{url}: larger than {max} bytes"))),
+            Err(e) => Err(Error::transport_with_source(
+                format!("reading {url} failed"),
+                e,
+            )),
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| Error::transport_with_source(format!("reading {url} failed"), e))?
-        {
-            if (body.len() + chunk.len()) as u64 > max {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Some(body))
     }
 }
 
