@@ -25,7 +25,6 @@ import argparse
 import importlib.util
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -60,21 +59,6 @@ def timed(cmd, env):
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))]
-
-
-def wrk_p99(port, body_file, duration):
-    lua = body_file + ".lua"
-    with open(lua, "w") as f:
-        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
-    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{duration}s", "--latency", "-s", lua,
-                          f"https://127.0.0.1:{port}/validate"],
-                         check=True, capture_output=True, text=True).stdout
-    assert "Non-2xx" not in out, out
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    v, unit = float(m.group(1)), m.group(2)
-    return rps, v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
 def policies(tmp, url, bootstrap):
@@ -149,11 +133,7 @@ def main():
         image = f"{host}/bench/app:v1"
         subprocess.run([binary, "sign", image, "--key", KEY, "--registry-plain-http", host],
                        env=env, check=True, capture_output=True)
-        cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days",
-                        "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                       check=True, capture_output=True)
+        cert, key = bn.tls_pair(tmp)
         body = os.path.join(tmp, "review.json")
         with open(body, "w") as f:
             f.write(bn.review(image, "bench"))
@@ -171,7 +151,7 @@ def main():
                     time.sleep(1.5)
                     with open(body) as f:
                         bn.warm(port, cert, f.read())
-                    warm.setdefault(every, []).append(wrk_p99(port, body, args.duration))
+                    warm.setdefault(every, []).append(bn.wrk(port, body, args.duration, latency=True))
                 finally:
                     server.terminate()
                     server.wait()
