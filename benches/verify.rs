@@ -157,8 +157,8 @@ fn policy_with(scoped: usize) -> ocigate::policy::Policy {
 
 fn matching(c: &mut Criterion) {
     use ocigate::policy::{NamespaceContext, RuleMatch};
-    let mut ns = NamespaceContext::named("team-48-web");
-    ns.labels.insert("team".into(), "t48".into());
+    let labels = [("team".to_string(), "t48".to_string())].into();
+    let ns = NamespaceContext::with_labels("team-48-web", labels);
     for scoped in [0, 50] {
         let policy = policy_with(scoped);
         let name = "ghcr.io/acme/payments/api";

@@ -348,7 +348,7 @@ impl Pods {
                     source,
                 };
                 let labels = api.namespace_labels(ns).await.map_err(failed)?;
-                context.labels = labels.unwrap_or_default();
+                context.labels = Some(labels.unwrap_or_default());
             }
             self.namespaces.insert(ns.to_string(), context);
         }

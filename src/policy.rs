@@ -36,7 +36,7 @@ pub use model::{
     Rule, RuleId, RuleMatch, Tlog, TrustRootRef, Verdict,
 };
 pub use namespace::{
-    LabelSelector, NamespaceContext, NamespaceGlob, NamespaceScope, Operator, Requirement,
+    LabelSelector, NamespaceContext, NamespaceGlob, NamespaceScope, Operator, Requirement, Scoped,
     check_label_key, check_label_value,
 };
 pub use tuf_roots::TufRootStatus;

@@ -53,11 +53,11 @@ impl NamespacedSource {
     }
 }
 
-/// A namespace known by name, with the label the API server gives every Namespace.
+/// A namespace known by name, with the label the API server gives every Namespace (the
+/// labels a command line states: more come from the flags, the documents or the cluster).
 fn named(name: &str) -> NamespaceContext {
-    let mut ns = NamespaceContext::named(name);
-    ns.labels.insert(NAME_LABEL.into(), name.into());
-    ns
+    let labels = BTreeMap::from([(NAME_LABEL.to_string(), name.to_string())]);
+    NamespaceContext::with_labels(name, labels)
 }
 
 /// `--namespace` for the references given: None without it (or without references); its
@@ -73,13 +73,15 @@ pub(crate) async fn for_references(
     };
     let mut ns = named(name);
     if !a.namespace_label.is_empty() {
-        ns.labels.extend(a.namespace_label.iter().cloned());
+        ns.labels
+            .get_or_insert_default()
+            .extend(a.namespace_label.iter().cloned());
         return Ok(Some(ns));
     }
     if let (Some(file), true) = (&a.kubeconfig, policy.needs_namespace_labels()) {
         let api = KubeApi::from_kubeconfig(file).map_err(boxed)?;
         match api.namespace_labels(name).await.map_err(boxed)? {
-            Some(labels) => ns.labels = labels,
+            Some(labels) => ns.labels = Some(labels),
             None => {
                 return Err(CliError::Usage(format!(
                     "--namespace {name}: the cluster of --kubeconfig has no such Namespace"
@@ -174,11 +176,15 @@ async fn context(
 ) -> Result<NamespaceContext, String> {
     let mut ns = named(name);
     if let Some(doc) = documents.get(name) {
-        ns.labels.extend(crate::kube::labels_of(doc));
+        ns.labels
+            .get_or_insert_default()
+            .extend(crate::kube::labels_of(doc));
         return Ok(ns);
     }
     if a.namespace.as_deref() == Some(name) && !a.namespace_label.is_empty() {
-        ns.labels.extend(a.namespace_label.iter().cloned());
+        ns.labels
+            .get_or_insert_default()
+            .extend(a.namespace_label.iter().cloned());
         return Ok(ns);
     }
     if !policy.needs_namespace_labels() {
@@ -193,7 +199,7 @@ async fn context(
     };
     match api.namespace_labels(name).await {
         Ok(Some(labels)) => {
-            ns.labels = labels;
+            ns.labels = Some(labels);
             Ok(ns)
         }
         Ok(None) => Err(format!(

@@ -322,6 +322,23 @@ impl Engine {
                 );
                 return Err(Box::new(d));
             }
+            RuleMatch::LabelsNotRead(rule) => {
+                let reason = format!(
+                    "the labels of the namespace were not read, and rule {:?} selects \
+                     namespaces by label: it may apply to {name}{}, so no rule can be chosen \
+                     (the policy changed while this check began); retry",
+                    rule.name,
+                    place()
+                );
+                let d = Decision::early(
+                    reference,
+                    Verdict::Deny,
+                    None,
+                    reason,
+                    Some(Failure::Policy),
+                );
+                return Err(Box::new(d));
+            }
         };
         Ok(Planned { policy, id })
     }

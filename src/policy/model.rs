@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::namespace::{NamespaceContext, NamespaceScope};
+use super::namespace::{NamespaceContext, NamespaceScope, Scoped};
 use super::pattern::{Pattern, Patterns, segment_glob};
 use super::read;
 use super::validate::Validator;
@@ -238,6 +238,9 @@ pub enum RuleMatch<'a> {
     NoMatch(NoMatch),
     /// Two rules are equally specific for this reference: a policy error.
     Ambiguous(&'a Rule, &'a Rule),
+    /// This rule would win if its `namespaceSelector` holds, and the namespace's labels were
+    /// not read ([`Scoped::LabelsNotRead`]): no rule can be chosen, and the check is a deny.
+    LabelsNotRead(&'a Rule),
 }
 
 impl Policy {
@@ -332,15 +335,24 @@ impl Policy {
         // (specificity, namespace-scoped): the greater wins.
         let mut best: Option<((usize, bool), RuleId, &Rule)> = None;
         let mut tie: Option<&Rule> = None;
+        // The highest ranked rule whose selector could not be decided (labels not read).
+        let mut undecided: Option<((usize, bool), &Rule)> = None;
         for (index, rule) in self.rules.iter().enumerate() {
             // The namespace first: cheap, and it leaves out most scoped rules.
-            if !rule.namespaces.admits(namespace) {
+            let scoped = rule.namespaces.admits(namespace);
+            if scoped == Scoped::Fails {
                 continue;
             }
             let Some(s) = rule.specificity(name) else {
                 continue;
             };
             let rank = (s, !rule.namespaces.is_cluster_wide());
+            if scoped == Scoped::LabelsNotRead {
+                if undecided.is_none_or(|(u, _)| rank > u) {
+                    undecided = Some((rank, rule));
+                }
+                continue;
+            }
             match best {
                 Some((b, _, _)) if rank < b => {}
                 Some((b, _, _)) if rank == b => tie = Some(rule),
@@ -350,10 +362,14 @@ impl Policy {
                 }
             }
         }
-        match (best, tie) {
-            (Some((_, _, a)), Some(b)) => RuleMatch::Ambiguous(a, b),
-            (Some((_, id, r)), None) => RuleMatch::Rule(id, r),
-            (None, _) => RuleMatch::NoMatch(self.no_match),
+        match (best, tie, undecided) {
+            // A rule that might apply, ranked as high as the winner or higher, decides nothing.
+            (b, _, Some((u, rule))) if b.is_none_or(|(b, _, _)| u >= b) => {
+                RuleMatch::LabelsNotRead(rule)
+            }
+            (Some((_, _, a)), Some(b), _) => RuleMatch::Ambiguous(a, b),
+            (Some((_, id, r)), None, _) => RuleMatch::Rule(id, r),
+            (None, _, _) => RuleMatch::NoMatch(self.no_match),
         }
     }
 

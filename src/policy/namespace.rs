@@ -4,25 +4,48 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The namespace an object is admitted (or checked) in: its name and its labels. A check
-/// without one (a cluster-scoped object, `verify REF` without `--namespace`) sees only rules
-/// that name no namespace.
+/// The namespace an object is admitted (or checked) in: its name and, when they were read,
+/// its labels. A check without one (a cluster-scoped object, `verify REF` without
+/// `--namespace`) sees only rules that name no namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NamespaceContext {
     /// The namespace's name (a DNS-1123 label).
     pub name: String,
-    /// Its labels (empty when no rule needs them, or the Namespace has none).
-    pub labels: BTreeMap<String, String>,
+    /// Its labels; None when they were not read (the policy that was in force when the check
+    /// began selected no namespace by label). A rule with a `namespaceSelector` cannot be
+    /// decided without them: see [`Scoped::LabelsNotRead`].
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 impl NamespaceContext {
-    /// A namespace known by name only (its labels empty).
+    /// A namespace known by name only: its labels not read.
     pub fn named(name: impl Into<String>) -> NamespaceContext {
         NamespaceContext {
             name: name.into(),
-            labels: BTreeMap::new(),
+            labels: None,
         }
     }
+
+    /// A namespace with the labels read for it (empty: it has none).
+    pub fn with_labels(name: impl Into<String>, labels: BTreeMap<String, String>) -> Self {
+        NamespaceContext {
+            name: name.into(),
+            labels: Some(labels),
+        }
+    }
+}
+
+/// Whether a rule's namespace conditions hold for a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoped {
+    /// They hold (a cluster-wide rule always does).
+    Holds,
+    /// They do not.
+    Fails,
+    /// Its `namespaces` hold, or it gives none, but its `namespaceSelector` needs the labels
+    /// of a namespace whose labels were not read: the check cannot say, and must not fall back
+    /// to the rules that remain (a policy reloaded with a selector while a check was under way).
+    LabelsNotRead,
 }
 
 /// A `matchExpressions` operator, as Kubernetes spells it.
@@ -264,17 +287,27 @@ impl NamespaceScope {
     }
 
     /// Whether a check in `namespace` (None: a cluster-scoped object) falls under the rule.
-    pub fn admits(&self, namespace: Option<&NamespaceContext>) -> bool {
+    pub fn admits(&self, namespace: Option<&NamespaceContext>) -> Scoped {
         if self.is_cluster_wide() {
-            return true;
+            return Scoped::Holds;
         }
         let Some(ns) = namespace else {
-            return false;
+            return Scoped::Fails;
         };
-        self.globs
+        let named = self
+            .globs
             .as_ref()
-            .is_none_or(|g| g.iter().any(|g| g.matches(&ns.name)))
-            && self.selector.as_ref().is_none_or(|s| s.matches(&ns.labels))
+            .is_none_or(|g| g.iter().any(|g| g.matches(&ns.name)));
+        let labelled = match (&self.selector, &ns.labels) {
+            (None, _) => Some(true),
+            (Some(s), Some(labels)) => Some(s.matches(labels)),
+            (Some(_), None) => None,
+        };
+        match (named, labelled) {
+            (false, _) | (true, Some(false)) => Scoped::Fails,
+            (true, Some(true)) => Scoped::Holds,
+            (true, None) => Scoped::LabelsNotRead,
+        }
     }
 
     /// Whether both scopes may admit the same namespace: globs that overlap (or a rule without
@@ -394,30 +427,39 @@ mod tests {
     fn scopes_and_cluster_scoped_objects() {
         let cluster = NamespaceScope::default();
         assert!(cluster.is_cluster_wide());
-        assert!(cluster.admits(None));
+        assert_eq!(cluster.admits(None), Scoped::Holds);
         let team_a = NamespaceScope {
             globs: Some(vec![NamespaceGlob::new("team-a-*").unwrap()]),
             selector: None,
         };
-        assert!(!team_a.admits(None));
-        assert!(team_a.admits(Some(&NamespaceContext::named("team-a-web"))));
-        assert!(!team_a.admits(Some(&NamespaceContext::named("team-b-web"))));
+        assert_eq!(team_a.admits(None), Scoped::Fails);
+        let web = NamespaceContext::named("team-a-web");
+        assert_eq!(team_a.admits(Some(&web)), Scoped::Holds);
+        let other = NamespaceContext::named("team-b-web");
+        assert_eq!(team_a.admits(Some(&other)), Scoped::Fails);
         let everywhere = NamespaceScope {
             globs: None,
             selector: Some(LabelSelector::default()),
         };
         assert!(!everywhere.is_cluster_wide());
-        assert!(!everywhere.admits(None));
-        assert!(everywhere.admits(Some(&NamespaceContext::named("x"))));
+        assert_eq!(everywhere.admits(None), Scoped::Fails);
+        let x = NamespaceContext::with_labels("x", BTreeMap::new());
+        assert_eq!(everywhere.admits(Some(&x)), Scoped::Holds);
+        // A selector over labels that were not read cannot be decided, not even `{}`.
+        let unread = NamespaceContext::named("x");
+        assert_eq!(everywhere.admits(Some(&unread)), Scoped::LabelsNotRead);
         // Both parts ANDed.
         let both = NamespaceScope {
             globs: Some(vec![NamespaceGlob::new("team-a-*").unwrap()]),
             selector: Some(sel(vec![req("env", Operator::In, &["prod"])])),
         };
-        let mut ns = NamespaceContext::named("team-a-web");
-        assert!(!both.admits(Some(&ns)));
-        ns.labels = labels(&[("env", "prod")]);
-        assert!(both.admits(Some(&ns)));
+        let mut ns = NamespaceContext::with_labels("team-a-web", BTreeMap::new());
+        assert_eq!(both.admits(Some(&ns)), Scoped::Fails);
+        ns.labels = Some(labels(&[("env", "prod")]));
+        assert_eq!(both.admits(Some(&ns)), Scoped::Holds);
+        // The names decide first: a namespace they exclude needs no labels.
+        assert_eq!(both.admits(Some(&web)), Scoped::LabelsNotRead);
+        assert_eq!(both.admits(Some(&other)), Scoped::Fails);
     }
 
     #[test]
@@ -526,6 +568,7 @@ wHDtyaXlq7Nhj8279+1u/l5pZhXJPW8PnGRRLdO5NbsuM6aT7pOcP100uw==
             crate::policy::RuleMatch::Rule(_, r) => r.name.clone(),
             crate::policy::RuleMatch::NoMatch(_) => "(none)".into(),
             crate::policy::RuleMatch::Ambiguous(a, b) => format!("{}|{}", a.name, b.name),
+            crate::policy::RuleMatch::LabelsNotRead(r) => format!("labels? {}", r.name),
         }
     }
 
@@ -563,12 +606,20 @@ wHDtyaXlq7Nhj8279+1u/l5pZhXJPW8PnGRRLdO5NbsuM6aT7pOcP100uw==
             rule_name(&p, img, Some(&NamespaceContext::named("team-c"))),
             "floor"
         );
-        let mut b = NamespaceContext::named("payments");
+        let mut b = NamespaceContext::with_labels("payments", BTreeMap::new());
         assert_eq!(rule_name(&p, img, Some(&b)), "floor");
-        b.labels.insert("team".into(), "b".into());
+        b.labels = Some(labels(&[("team", "b")]));
         assert_eq!(rule_name(&p, img, Some(&b)), "team-b");
         // A more specific image pattern still wins over a namespace-scoped rule.
         assert_eq!(rule_name(&p, "ghcr.io/acme/api", Some(&b)), "api");
+        // Labels not read: team-b might apply, so the floor must not decide alone; where a
+        // more specific rule wins anyway, or team-b's names exclude the namespace, no labels
+        // are needed.
+        let unread = NamespaceContext::named("payments");
+        assert_eq!(rule_name(&p, img, Some(&unread)), "labels? team-b");
+        assert_eq!(rule_name(&p, "ghcr.io/acme/api", Some(&unread)), "api");
+        let elsewhere = NamespaceContext::named("team-c");
+        assert_eq!(rule_name(&p, img, Some(&elsewhere)), "floor");
         assert!(p.needs_namespace_labels() && p.has_namespace_rules());
     }
 

@@ -322,7 +322,7 @@ async fn namespace_context(
         Ok(Err(e)) => Err(failed(NamespaceLabelsError::Api(e))),
         Ok(Ok(None)) => Err(failed(NamespaceLabelsError::NotFound)),
         Ok(Ok(Some(labels))) => {
-            ns.labels = labels;
+            ns.labels = Some(labels);
             Ok(Some(ns))
         }
     }

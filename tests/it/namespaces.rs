@@ -161,6 +161,74 @@ fn a_selector_without_a_kubernetes_api_denies_rather_than_falls_back() {
     );
 }
 
+/// The webhook reads a namespace's labels only when the policy in force selects by label. A
+/// policy that gains a selector between that read and the check (a reload) leaves the check
+/// without labels: a rule that selects by label may apply, so the check is denied (failure
+/// `policy`), never decided by the floor alone; with the labels read, the rules decide.
+#[test]
+fn a_selector_reloaded_during_a_check_denies_rather_than_falls_back() {
+    use std::collections::BTreeMap;
+
+    use ocigate::engine::{Engine, EngineConfig};
+    use ocigate::failure::Failure;
+    use ocigate::policy::{CompiledPolicy, NamespaceContext, Verdict};
+    use ocigate::reference::ImageRef;
+
+    let t = teams();
+    let d = t.dir.path();
+    let h = t.reg.host();
+    let floor = format!(
+        "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+         keys:\n  - {{name: platform, path: {}}}\n  - {{name: team-a, path: {}}}\n\
+         rules:\n  - name: floor\n    images: [\"{h}/apps/**\"]\n    \
+         authorities: [{{key: {{name: platform}}, tlog: skip}}]\n",
+        t.platform_pub.display(),
+        t.team_a_pub.display()
+    );
+    // Production namespaces (by label) accept team A's key only: stricter than the floor.
+    let prod = format!(
+        "{floor}  - name: prod\n    images: [\"{h}/apps/**\"]\n    \
+         namespaceSelector: {{matchLabels: {{tier: prod}}}}\n    \
+         authorities: [{{key: {{name: team-a}}, tlog: skip}}]\n"
+    );
+    let load = |name: &str, text: &str| CompiledPolicy::from_file(&write(d, name, text)).unwrap();
+    let engine = Engine::new(
+        t.reg.client(),
+        load("floor.yaml", &floor),
+        EngineConfig::default(),
+    );
+    let image = ImageRef::parse(&t.platform_signed).unwrap();
+    let check = |ns: &NamespaceContext| {
+        block_on(engine.check_in(&image, Some(ns), Duration::from_secs(20)))
+    };
+    // What the webhook reads under the floor alone: the name, no labels.
+    assert!(!engine.policy().policy().needs_namespace_labels());
+    let unread = NamespaceContext::named("payments");
+    let before = check(&unread);
+    assert_eq!(before.verdict, Verdict::Allow, "{before:?}");
+    engine.set_policy(load("prod.yaml", &prod));
+    let during = check(&unread);
+    assert_eq!(during.verdict, Verdict::Deny, "{during:?}");
+    assert_eq!(during.failure, Some(Failure::Policy), "{during:?}");
+    let reason = during.reasons.join("\n");
+    assert!(
+        reason.contains("labels of the namespace were not read")
+            && reason.contains("\"prod\"")
+            && reason.contains("namespace payments"),
+        "{reason}"
+    );
+    // With its labels read, the rules decide: prod's key in a prod namespace, else the floor.
+    let labelled = |tier: &str| {
+        let labels = BTreeMap::from([("tier".to_string(), tier.to_string())]);
+        NamespaceContext::with_labels("payments", labels)
+    };
+    let in_prod = check(&labelled("prod"));
+    assert_eq!(in_prod.verdict, Verdict::Deny, "{in_prod:?}");
+    assert_ne!(in_prod.failure, Some(Failure::Policy), "{in_prod:?}");
+    let in_dev = check(&labelled("dev"));
+    assert_eq!(in_dev.verdict, Verdict::Allow, "{in_dev:?}");
+}
+
 #[test]
 fn labelled_namespaces_in_a_cluster_and_a_label_change_after_the_cache() {
     let test = "labelled_namespaces_in_a_cluster_and_a_label_change_after_the_cache";
