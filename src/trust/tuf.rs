@@ -22,7 +22,9 @@ use sigstore_tuf::{FileStore, Repository, TrustedMetadataSet, Updater};
 use super::{TrustRoot, TrustRootError};
 use crate::reference::Digest;
 
+mod staging;
 mod transport;
+use staging::{staging_dir, swap_in};
 pub use transport::{ArchiveError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES, TufRole};
 use transport::{CacheRepository, DirRepository, HttpMirror, Recording};
 
@@ -595,62 +597,6 @@ fn cache_write(source: &TufSource, dir: &Path, e: std::io::Error) -> TufError {
         dir: dir.to_path_buf(),
         source: e,
     }
-}
-
-/// A fresh staging directory beside the cache, holding a copy of the current cache.
-fn staging_dir(cache_root: &Path, final_dir: &Path) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(cache_root)?;
-    let base = final_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let staging = cache_root.join(format!(".{base}.staging-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&staging)?;
-    if final_dir.is_dir() {
-        copy_tree(final_dir, &staging, 0)?;
-    }
-    Ok(staging)
-}
-
-/// Copy the cache's files (two levels: `root_history/`, `targets/`), no links followed.
-fn copy_tree(from: &Path, to: &Path, depth: u8) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let dest = to.join(entry.file_name());
-        if kind.is_file() {
-            std::fs::copy(entry.path(), &dest)?;
-        } else if kind.is_dir() && depth < 2 {
-            std::fs::create_dir_all(&dest)?;
-            copy_tree(&entry.path(), &dest, depth + 1)?;
-        }
-    }
-    Ok(())
-}
-
-/// Replace `final_dir` by `staging`: two renames (the old cache is moved aside first, then
-/// removed), so a reader sees the old cache, briefly none, or the new one, never a mixture.
-fn swap_in(staging: &Path, final_dir: &Path) -> std::io::Result<()> {
-    let mut old = staging.as_os_str().to_owned();
-    old.push(".old");
-    let old = PathBuf::from(old);
-    let had_old = final_dir.is_dir();
-    if had_old {
-        std::fs::rename(final_dir, &old)?;
-    }
-    if let Err(e) = std::fs::rename(staging, final_dir) {
-        if had_old {
-            let _ = std::fs::rename(&old, final_dir);
-        }
-        return Err(e);
-    }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
