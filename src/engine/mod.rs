@@ -313,14 +313,7 @@ impl Engine {
                     b.name,
                     place()
                 );
-                let d = Decision::early(
-                    reference,
-                    Verdict::Deny,
-                    None,
-                    reason,
-                    Some(Failure::Policy),
-                );
-                return Err(Box::new(d));
+                return Err(policy_error(reference, reason));
             }
             RuleMatch::LabelsNotRead(rule) => {
                 let reason = format!(
@@ -330,14 +323,7 @@ impl Engine {
                     rule.name,
                     place()
                 );
-                let d = Decision::early(
-                    reference,
-                    Verdict::Deny,
-                    None,
-                    reason,
-                    Some(Failure::Policy),
-                );
-                return Err(Box::new(d));
+                return Err(policy_error(reference, reason));
             }
         };
         Ok(Planned { policy, id })
@@ -523,6 +509,18 @@ impl Engine {
         }
         Ok(r)
     }
+}
+
+/// The deny of a check no rule can be chosen for because of the policy (failure `policy`).
+fn policy_error(reference: &ImageRef, reason: String) -> Box<Decision> {
+    let d = Decision::early(
+        reference,
+        Verdict::Deny,
+        None,
+        reason,
+        Some(Failure::Policy),
+    );
+    Box::new(d)
 }
 
 /// Registry requests `fut` within `deadline` (each request cut to what is left). A failure
