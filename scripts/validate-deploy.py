@@ -222,8 +222,9 @@ class Checker:
                    f"admissionReviewVersions must be [v1], got {w.get('admissionReviewVersions')!r}")
         self.check(where, "objectSelector" not in w, "objectSelector must not be set (Pods could opt out by label)")
         if kind == "MutatingWebhookConfiguration":
-            self.check(where, w.get("reinvocationPolicy") == "Never",
-                       f"reinvocationPolicy must be Never, got {w.get('reinvocationPolicy')!r}")
+            # IfNeeded: a mutating webhook after ocigate's that changes an image gets it pinned.
+            self.check(where, w.get("reinvocationPolicy") == "IfNeeded",
+                       f"reinvocationPolicy must be IfNeeded, got {w.get('reinvocationPolicy')!r}")
         svc = (w.get("clientConfig") or {}).get("service") or {}
         self.check(where, (svc.get("namespace"), svc.get("name"), svc.get("path"), svc.get("port", 443))
                    == (NAMESPACE, "ocigate", path, 443),

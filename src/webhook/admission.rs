@@ -449,34 +449,51 @@ async fn validate(
             ),
         },
     };
-    let Checked { outcomes, notes } = checked.unwrap_or(Checked {
+    let checked = checked.unwrap_or(Checked {
         outcomes: Vec::new(),
         notes: Vec::new(),
     });
+    record(state, req, &resp, &checked, fingerprint, started);
+    resp
+}
+
+/// Count a request's decisions and log its line: once per request, by the webhook that answers
+/// it last (`/validate`, or `/mutate` when it refuses: then `/validate` is never called).
+fn record(
+    state: &State,
+    req: &AdmissionRequest<DynamicObject>,
+    resp: &AdmissionResponse,
+    checked: &Checked,
+    fingerprint: &str,
+    started: Instant,
+) {
     let m = &state.metrics;
-    for o in &outcomes {
+    for o in &checked.outcomes {
         m.count_decision(o.verdict, o.failure, o.rule.as_deref(), &req.kind.kind);
     }
     m.count_request(&req.operation, resp.allowed);
     m.latency.observe(started.elapsed().as_secs_f64());
     let line = Logged {
-        outcomes: &outcomes,
-        notes: &notes,
+        outcomes: &checked.outcomes,
+        notes: &checked.notes,
         policy: fingerprint,
         took: started.elapsed(),
     };
-    log_decision(&state.log, req, &resp, &line);
-    resp
+    log_decision(&state.log, req, resp, &line);
 }
 
 /// `/mutate`: pin each verified image named by tag to its digest (`tag@sha256:…`), on Pods and,
-/// when configured, on workload templates. Never denies (the validating webhook decides) and
-/// never re-pins what is already pinned.
+/// when configured, on workload templates; never re-pins what is already pinned. What it cannot
+/// pin because it would not admit it (a deny, or an object it cannot check: a deadline run out,
+/// a failed lookup) it refuses, as `/validate` would: letting it through would let `/validate`
+/// admit it later, still named by tag, once a verification still running in the background
+/// has finished. Such a refusal is counted and logged here, since `/validate` never sees it.
 async fn mutate(
     state: &State,
     req: &AdmissionRequest<DynamicObject>,
     work: Work,
 ) -> AdmissionResponse {
+    let started = Instant::now();
     let resp = AdmissionResponse::from(req);
     let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
     if !matches!(req.operation, Operation::Create | Operation::Update)
@@ -484,14 +501,34 @@ async fn mutate(
     {
         return resp;
     }
-    let deadline = Instant::now() + state.engine.config().deadline;
-    let Ok(admitted) = off_the_workers(work, || Admitted::new(req, work, &state.pod_templates))
-    else {
-        return resp;
+    let deadline = started + state.engine.config().deadline;
+    let policy = state.engine.policy();
+    let fingerprint = policy.fingerprint();
+    let refuse = |problem: ObjectError| {
+        let resp = forbid(
+            resp.clone(),
+            format!("ocigate: {}", crate::error_chain(&problem)),
+        );
+        let checked = Checked {
+            outcomes: Vec::new(),
+            notes: Vec::new(),
+        };
+        record(state, req, &resp, &checked, fingerprint, started);
+        resp
     };
-    let Ok(checked) = check_with_pull_secrets(state, &admitted, deadline).await else {
-        return resp;
+    let admitted = match off_the_workers(work, || Admitted::new(req, work, &state.pod_templates)) {
+        Ok(admitted) => admitted,
+        Err(problem) => return refuse(problem),
     };
+    let checked = match check_with_pull_secrets(state, &admitted, deadline).await {
+        Ok(checked) => checked,
+        Err(problem) => return refuse(problem),
+    };
+    if checked.outcomes.iter().any(|o| o.verdict == Verdict::Deny) {
+        let resp = answer(resp, &checked.outcomes, fingerprint);
+        record(state, req, &resp, &checked, fingerprint, started);
+        return resp;
+    }
     let ops = digest_pins(&admitted.object, &checked.outcomes);
     let pinned = ops.len();
     let resp = if ops.is_empty() {

@@ -17,7 +17,7 @@ struct Setup {
     front: HttpServer,
     reference: String,
     public: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// A signed image behind a proxy whose answers `rewrite` may change once it is signed (signed
@@ -50,7 +50,7 @@ fn behind(rewrite: impl Fn(&Request, Response) -> Response + Send + Sync + 'stat
         front,
         reference,
         public,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -213,5 +213,71 @@ fn endless_slow_referrer_pages_cannot_stretch_a_verification_past_its_deadline()
         s.front.seen().len() < 20,
         "{} requests",
         s.front.seen().len()
+    );
+}
+
+/// A registry slower than the webhook's deadline: `/mutate` cannot verify the tag in time and
+/// refuses the Pod (failure `timeout`, counted), rather than let it through unpinned for
+/// `/validate` to admit once the verification, which runs on in the background, has filled the
+/// cache. A retry after that is answered from the cache and pinned.
+#[test]
+fn a_pod_mutate_cannot_verify_in_time_is_refused_not_admitted_unpinned() {
+    let test = "a_pod_mutate_cannot_verify_in_time_is_refused_not_admitted_unpinned";
+    let Some(k) = crate::webhook::kube_tools_or_skip(test) else {
+        return;
+    };
+    // The signature manifest is slow: the tag resolves at once, the verification started for it
+    // outlives the request's deadline.
+    let s = behind(|req, resp| {
+        if req.path.ends_with(".sig") {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        resp
+    });
+    let d = s.dir.path();
+    let policy = d.join("policy.yaml");
+    write_key_policy(
+        &policy,
+        &s.public,
+        "apps",
+        &format!("{}/acme/**", s.front.host()),
+    );
+    let tls = make_tls(d);
+    let server = crate::webhook::start_serve(&policy, &tls, &s.front.host(), &["--deadline", "1s"]);
+    let pod = crate::webhook::write(
+        d,
+        "pod.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: app, namespace: apps}}\n\
+             spec:\n  containers:\n  - {{name: app, image: \"{}\"}}\n",
+            s.reference
+        ),
+    );
+    let mutate =
+        || crate::webhook::kwhclient_at(&k, &server, "/mutate", &tls, &pod, &["-mode", "mutating"]);
+    let first = mutate();
+    assert_eq!(first.code, 1, "{first:?}");
+    assert!(first.stdout.contains("[timeout]"), "{first:?}");
+    assert!(!first.stdout.contains("@sha256:"), "{first:?}");
+    let metrics = crate::webhook::http_get(server.metrics, "/metrics");
+    assert!(
+        metrics.contains(
+            "ocigate_decisions_total{verdict=\"deny\",failure=\"timeout\",rule=\"apps\",kind=\"Pod\"} 1"
+        ),
+        "{metrics}"
+    );
+    // The verification finishes in the background; a retry is then answered and pinned.
+    let mut retry = mutate();
+    for _ in 0..40 {
+        if retry.code == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        retry = mutate();
+    }
+    assert_eq!(retry.code, 0, "{retry:?}");
+    assert!(
+        retry.stdout.contains(&format!("{}@sha256:", s.reference)),
+        "{retry:?}"
     );
 }
