@@ -22,6 +22,7 @@
 mod cost;
 mod facts;
 mod limits;
+mod strict_has;
 
 use std::sync::Arc;
 
@@ -90,6 +91,15 @@ impl Condition {
         cost::check_patterns(ast.expr())
             .map_err(|(at, kind)| CompileError::at(expression, at, kind))?;
         let projection = facts::Projection::of(ast.expr());
+        let strict = strict_has::rewrite(expression, ast.expr())
+            .map_err(|at| CompileError::at(expression, at, CompileErrorKind::NestedHas))?;
+        let ast = match strict {
+            // The rewritten text is checked again: it cannot fail where the original did not.
+            Some(text) => env.compile(&text).map_err(|e| {
+                CompileError::at(expression, 0, CompileErrorKind::Check(e.to_string()))
+            })?,
+            None => ast,
+        };
         let program = env
             .program(&ast)
             .map_err(|e| CompileError::from_cel(expression, &e))?;
@@ -195,6 +205,10 @@ pub enum CompileErrorKind {
     /// A `matches` pattern that is not a valid regular expression or compiles too large.
     #[error("invalid regular expression: {0}")]
     Pattern(String),
+    /// A `has()` inside another `has()`'s operand (`condition/strict_has.rs` cannot make it
+    /// strict).
+    #[error("has() inside the operand of another has() is not supported")]
+    NestedHas,
 }
 
 impl CompileError {
@@ -781,5 +795,58 @@ mod tests {
             "]".repeat(1_000)
         );
         assert!(Facts::new(deep.as_bytes(), &key_signer(), now()).is_err());
+    }
+
+    /// `has(e.f)` is an error when `e` is: a key missing on the way, or not a map (the CEL
+    /// specification, cel-go), never `false`, so `!has(...)` cannot hold for data that is not
+    /// there; for a map it is presence, as before.
+    #[test]
+    fn has_is_strict_about_what_it_selects_from() {
+        let t = "https://example.com/scan";
+        let never = "!has(predicate.scanner.result.critical)";
+        for missing in [
+            json!({}),
+            json!({"scanner": null}),
+            json!({"scanner": "failed"}),
+            json!({"scanner": {"result": [1]}}),
+        ] {
+            let r = eval(never, &statement(t, missing.clone()), &key_signer());
+            assert!(
+                matches!(r, Err(EvalError::Runtime { .. })),
+                "{missing}: {r:?}"
+            );
+        }
+        let clean = json!({"scanner": {"result": {"high": 2}}});
+        assert_eq!(eval(never, &statement(t, clean), &key_signer()), Ok(true));
+        let found = json!({"scanner": {"result": {"critical": 1}}});
+        assert_eq!(eval(never, &statement(t, found), &key_signer()), Ok(false));
+        // On the predicate itself, and the guard idiom, as before.
+        assert_eq!(
+            eval("has(predicate.x)", &statement(t, json!({})), &key_signer()),
+            Ok(false)
+        );
+        let guarded = "has(predicate.scanner) && has(predicate.scanner.result)";
+        assert_eq!(
+            eval(guarded, &statement(t, json!({})), &key_signer()),
+            Ok(false)
+        );
+        // In a comprehension, after text that is not ASCII (spans are byte offsets).
+        let all = "'é' != '' && predicate.packages.all(p, has(p.name))";
+        let some = json!({"packages": [{"name": "a"}, {}]});
+        assert_eq!(eval(all, &statement(t, some), &key_signer()), Ok(false));
+        let odd = json!({"packages": [{"name": "a"}, "b"]});
+        let r = eval(all, &statement(t, odd), &key_signer());
+        assert!(matches!(r, Err(EvalError::Runtime { .. })), "{r:?}");
+        let e = Condition::compile("has(predicate.l.filter(x, has(x.b))[0].c)", None);
+        assert!(
+            matches!(
+                e,
+                Err(CompileError {
+                    kind: CompileErrorKind::NestedHas,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
     }
 }
