@@ -155,6 +155,17 @@ impl SimpleSigning {
     }
 }
 
+/// A key as Go's encoding/json compares struct field names (`bytes.EqualFold`, Unicode simple
+/// folding): lower case, and the long s `ſ` (U+017F) as `s` (the Kelvin sign `K` lowercases to
+/// `k` already). Those are the two letters outside ASCII that fold to an ASCII one, and every
+/// field name that binds anything is ASCII.
+fn go_fold(key: &str) -> String {
+    key.chars()
+        .map(|c| if c == '\u{017F}' { 's' } else { c })
+        .collect::<String>()
+        .to_lowercase()
+}
+
 /// Refuse JSON that two parsers could read differently: a key repeated in one object (serde
 /// keeps one, another parser the other), or — outside the `free_form` members of the top-level
 /// object, which Go reads as maps — two keys equal but for case: Go's encoding/json, which
@@ -202,7 +213,7 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
             let folded = if self.exact {
                 key.clone()
             } else {
-                key.to_lowercase()
+                go_fold(&key)
             };
             if !seen.insert(folded) {
                 let how = if self.exact { "" } else { " (ignoring case)" };
@@ -325,5 +336,15 @@ mod tests {
         // An in-toto statement's subject digest map repeating a key.
         let st = br#"{"subject":[{"digest":{"sha256":"aa","sha256":"bb"}}],"predicateType":"x"}"#;
         assert!(check_unambiguous_keys(st, &["predicate"]).is_err());
+        // Go folds the long s (U+017F) to `s` and the Kelvin sign (U+212A) to `k`: a second
+        // subject or digest spelt with them is the same field to cosign.
+        for twice in [
+            "{\"subject\":[],\"\u{017F}ubject\":[],\"predicateType\":\"x\"}",
+            "{\"subject\":[{\"digest\":{},\"dige\u{017F}t\":{}}],\"predicateType\":\"x\"}",
+            "{\"predicateType\":\"x\",\"link\":1,\"lin\u{212A}\":2}",
+        ] {
+            let e = check_unambiguous_keys(twice.as_bytes(), &["predicate"]);
+            assert!(e.is_err(), "{twice}");
+        }
     }
 }

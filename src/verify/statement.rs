@@ -119,10 +119,26 @@ pub(crate) struct Statement {
 }
 
 /// One subject: its digests by algorithm (the name is not bound by anything and not kept).
+/// Read from a JSON object only: serde's derive would also fill it from an array, which Go's
+/// decoder (cosign's) refuses.
 #[derive(Debug, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub(crate) struct Subject {
-    #[serde(default)]
     digest: BTreeMap<String, String>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for Subject {
+    type Error = serde_json::Error;
+
+    fn try_from(
+        mut object: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, Self::Error> {
+        let digest = match object.remove("digest") {
+            None | Some(serde_json::Value::Null) => BTreeMap::new(),
+            Some(d) => serde_json::from_value(d)?,
+        };
+        Ok(Subject { digest })
+    }
 }
 
 #[derive(Deserialize)]
@@ -145,6 +161,13 @@ impl Statement {
     pub(crate) fn parse(bytes: &[u8]) -> Result<Self, StatementError> {
         crate::payload::check_unambiguous_keys(bytes, &["predicate"])
             .map_err(StatementError::Ambiguous)?;
+        // serde's derive fills a struct from an array too (`["<type>", [subjects], "<predicate
+        // type>"]`); Go's decoder, and the in-toto format, want an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            use serde::de::Error as _;
+            let e = serde_json::Error::custom("an in-toto statement is a JSON object");
+            return Err(StatementError::NotStatement(e));
+        }
         let raw: Raw = serde_json::from_slice(bytes).map_err(StatementError::NotStatement)?;
         if raw.snake_predicate_type.is_some() {
             let what = "both \"predicateType\" and \"predicate_type\"".to_string();
@@ -344,9 +367,22 @@ mod tests {
             .check_type()
             .unwrap_err();
         assert!(e.to_string().contains("Statement/v2"), "{e}");
-        // serde reads a struct from an array too: it has no type, so it is refused
-        let e = Statement::parse(b"[]").unwrap().check_type().unwrap_err();
-        assert!(matches!(e, StatementError::StatementType { .. }), "{e}");
+        // serde's derive would read the statement, or a subject, from an array: refused, as
+        // Go's decoder refuses them, even when the array holds what an object would.
+        let digest = "a".repeat(64);
+        let arrays = [
+            "[]".to_string(),
+            format!(
+                "[\"{STATEMENT_V1}\",[{{\"digest\":{{\"sha256\":\"{digest}\"}}}}],\"https://spdx.dev/Document\"]"
+            ),
+            format!(
+                "{{\"_type\":\"{STATEMENT_V1}\",\"subject\":[[{{\"sha256\":\"{digest}\"}}]],\"predicateType\":\"x\"}}"
+            ),
+        ];
+        for array in &arrays {
+            let e = Statement::parse(array.as_bytes()).unwrap_err();
+            assert!(matches!(e, StatementError::NotStatement(_)), "{array}: {e}");
+        }
         for garbage in ["{\"subject\":[null]}", "{\"subject\":{}}", "nope"] {
             let e = Statement::parse(garbage.as_bytes()).unwrap_err();
             assert!(
