@@ -698,6 +698,20 @@ rules:
         );
     }
 
+    /// Two authorities of a rule under one name: attestations' `authorities` and a condition's
+    /// `signer.authority` could not tell them apart.
+    #[test]
+    fn an_authority_name_is_given_once_in_a_rule() {
+        let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys: [{name: k, path: keys/release.pub}]\nrules:\n  - name: a\n    images: [\"r.io/**\"]\n    authorities:\n      - key: {name: k}\n        name: ci\n      - keyless:\n          identities: [{issuer: https://x, subject: y}]\n        name: ci\n";
+        let got = issue_lines(&issues(text));
+        assert_eq!(
+            got,
+            [
+                "10:9: rule \"a\": authority \"ci\" is given twice; give each authority of a rule its own name"
+            ]
+        );
+    }
+
     /// An unknown field is the one problem of its mapping: the checks across its fields
     /// (path or pem, key or keyless, subject or subjectRegExp) do not repeat it.
     #[test]

@@ -1,6 +1,7 @@
 //! Validation: raw shapes read from the file → a [`Policy`], every problem reported with its
 //! position (trust roots and keys loaded through the caller's reader). Must not do I/O itself.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -385,27 +386,39 @@ impl<'r> Validator<'r> {
                 format!("rule {label}: authorities is empty; a rule needs at least one"),
             );
         }
-        let mut authorities = Vec::new();
+        let mut authorities: Vec<Authority> = Vec::new();
         let mut key_authorities: BTreeMap<String, String> = BTreeMap::new();
         for (i, a) in raw.value.iter().enumerate() {
             let Some(auth) = self.authority(a, i, label, keys, roots) else {
                 continue;
             };
-            if let AuthorityKind::Key { key, .. } = &auth.kind {
-                match key_authorities.get(&key.fingerprint()) {
-                    Some(first) => {
-                        let msg = format!(
-                            "rule {label}: authority {} has the same key as authority {}; \
-                             each authority of a rule needs its own key",
-                            shown(&auth.name),
-                            shown(first)
-                        );
-                        self.at(a, msg);
+            // Attestations' `authorities` and a condition's `signer.authority` name them.
+            let named_twice = authorities.iter().any(|b| b.name == auth.name);
+            let same_key = match &auth.kind {
+                AuthorityKind::Key { key, .. } => match key_authorities.entry(key.fingerprint()) {
+                    Entry::Occupied(first) => Some(first.get().clone()),
+                    Entry::Vacant(slot) => {
+                        slot.insert(auth.name.clone());
+                        None
                     }
-                    None => {
-                        key_authorities.insert(key.fingerprint(), auth.name.clone());
-                    }
-                }
+                },
+                _ => None,
+            };
+            if let Some(first) = same_key {
+                let msg = format!(
+                    "rule {label}: authority {} has the same key as authority {}; \
+                     each authority of a rule needs its own key",
+                    shown(&auth.name),
+                    shown(&first)
+                );
+                self.at(a, msg);
+            } else if named_twice {
+                let msg = format!(
+                    "rule {label}: authority {} is given twice; give each authority of a rule \
+                     its own name",
+                    shown(&auth.name)
+                );
+                self.at(a, msg);
             }
             authorities.push(auth);
         }
