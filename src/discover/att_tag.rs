@@ -4,6 +4,7 @@
 //! in-toto referrer's too). Owns selecting and fetching envelope layers; must not verify
 //! anything or read `.sig` layers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
@@ -110,8 +111,23 @@ impl Envelopes<'_> {
             }
             Err(e) => return Err(s.failed_at(self.path)(e)),
         };
+        // Layers that repeat an earlier one (the same blob, the same annotations) would only be
+        // verified again: each distinct one is handed over once.
+        let mut handed: Vec<(usize, &BTreeMap<String, String>)> = Vec::new();
+        let none = BTreeMap::new();
         for &i in members {
-            let annotations = layers[i].annotations.clone().unwrap_or_default();
+            let same = layers[i].annotations.as_ref().unwrap_or(&none);
+            if let Some((first, _)) = handed.iter().find(|(_, a)| *a == same) {
+                tried.notes.push(format!(
+                    "{}layer {} repeats layer {} (the same envelope and annotations)",
+                    self.label,
+                    i + 1,
+                    first + 1
+                ));
+                continue;
+            }
+            handed.push((i, same));
+            let annotations = same.clone();
             let claimed_type = annotations.get(ATT_PREDICATE_TYPE_ANNOTATION).cloned();
             let candidate = AttestationCandidate {
                 location: format!("{} layer {}", self.location, i + 1),
@@ -152,10 +168,10 @@ impl Envelopes<'_> {
                 .as_ref()
                 .and_then(|a| a.get(ATT_PREDICATE_TYPE_ANNOTATION));
             if !s.wanted.fetches(claimed.map(String::as_str)) {
-                let t = claimed.map_or("no type", String::as_str);
-                tried.notes.push(format!(
-                    "{what} is an attestation of {t:?}, not one asked for"
-                ));
+                tried.notes.push(match claimed {
+                    Some(t) => format!("{what} is an attestation of {t:?}, not one asked for"),
+                    None => format!("{what} annotates no predicate type; not fetched"),
+                });
                 continue;
             }
             if layer.size > limit as u64 {

@@ -48,14 +48,15 @@ impl Wanted {
     }
 
     /// Whether an attestation whose manifest or layer annotates `claimed` as its predicate
-    /// type (`None`: no annotation) is fetched.
+    /// type (`None`: no annotation) is fetched. When types are asked for, only those annotated
+    /// with one of them: cosign, GitHub and `ocigate attest` annotate every attestation, and
+    /// what is not annotated would be fetched (up to the attestation limit) only to learn its
+    /// type. `discover` (every type) fetches them all.
     pub fn fetches(&self, claimed: Option<&str>) -> bool {
         match (self, claimed) {
             (Wanted::Signatures, _) => false,
             (Wanted::All, _) => true,
-            (Wanted::Attestations(types) | Wanted::OnlyAttestations(types), None) => {
-                !types.is_empty()
-            }
+            (Wanted::Attestations(_) | Wanted::OnlyAttestations(_), None) => false,
             (Wanted::Attestations(types) | Wanted::OnlyAttestations(types), Some(t)) => {
                 types.iter().any(|w| w.is(t))
             }
@@ -219,8 +220,8 @@ mod tests {
         assert!(wanted.fetches(Some(slsa.as_str())));
         assert!(!wanted.fetches(Some("https://spdx.dev/Document")));
         assert!(
-            wanted.fetches(None),
-            "an unannotated one is read for its type"
+            !wanted.fetches(None),
+            "an unannotated one is not fetched to learn its type"
         );
         let none = Wanted::Attestations(Vec::new());
         assert!(!none.attestations() && !none.fetches(None));

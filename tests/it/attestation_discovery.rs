@@ -531,6 +531,8 @@ fn planted_attestation_layers_are_bounded_and_large_ones_fetched_one_at_a_time()
             envelope_layer(&untyped_d, untyped.len(), None),
             envelope_layer(&big1_d, big1.len(), Some(SLSA1)),
             envelope_layer(&big2_d, big2.len(), Some(SLSA1)),
+            // Layer 1 again: verified once, not once per copy.
+            envelope_layer(&small_d, small.len(), Some(SLSA1)),
         ],
     );
     let slsa = Wanted::Attestations(vec![PredicateType::parse(SLSA1).unwrap()]);
@@ -541,8 +543,14 @@ fn planted_attestation_layers_are_bounded_and_large_ones_fetched_one_at_a_time()
         .iter()
         .map(|a| a.location.clone())
         .collect();
-    assert_eq!(locations, [at(1), at(5), at(6), at(7)], "{found:?}");
-    assert_eq!(found.attestations[1].claimed_type, None);
+    assert_eq!(locations, [at(1), at(6), at(7)], "{found:?}");
+    // Not annotated: not fetched to learn its type. A repeated layer: handed over once.
+    let notes = all_notes(&found);
+    assert!(
+        notes.contains("layer 5 annotates no predicate type; not fetched"),
+        "{notes}"
+    );
+    assert!(notes.contains("layer 8 repeats layer 1"), "{notes}");
     assert!(matches!(
         &found.attestations[0],
         AttestationCandidate { form: AttestationForm::Envelope { envelope, .. }, .. } if **envelope == small[..]
@@ -586,6 +594,16 @@ fn planted_attestation_layers_are_bounded_and_large_ones_fetched_one_at_a_time()
         blob_gets(&seen, sbom_d.as_str()),
         0,
         "the SBOM was requested"
+    );
+    assert_eq!(
+        blob_gets(&seen, untyped_d.as_str()),
+        0,
+        "the unannotated one was requested"
+    );
+    assert_eq!(
+        blob_gets(&seen, small_d.as_str()),
+        1,
+        "layers 1 and 8 share one fetch"
     );
     assert_eq!(
         most.load(Ordering::SeqCst),
