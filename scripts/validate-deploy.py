@@ -37,7 +37,8 @@ VALIDATING_RULES = [
     ("apps", ["v1"], ["deployments", "replicasets", "statefulsets", "daemonsets"], CU),
     ("batch", ["v1"], ["jobs", "cronjobs"], CU),
     ("", ["v1"], ["replicationcontrollers"], CU),
-    ("source.toolkit.fluxcd.io", ["v1", "v1beta2"], ["ocirepositories", "helmcharts"], CU),
+    ("source.toolkit.fluxcd.io", ["v1", "v1beta2"],
+     ["ocirepositories", "helmcharts", "helmrepositories"], CU),
     ("helm.toolkit.fluxcd.io", ["v2", "v2beta1", "v2beta2"], ["helmreleases"], CU),
     ("gitops.kluctl.io", ["v1beta1"], ["kluctldeployments"], CU),
 ]
@@ -72,7 +73,7 @@ RBAC = {
     ("", "serviceaccounts"): {"get"},
     ("", "namespaces"): {"get"},
     ("source.toolkit.fluxcd.io", "ocirepositories"): {"get"},
-    ("source.toolkit.fluxcd.io", "helmcharts"): {"get"},
+    ("source.toolkit.fluxcd.io", "helmcharts"): {"get", "list"},
     ("source.toolkit.fluxcd.io", "helmrepositories"): {"get"},
 }
 

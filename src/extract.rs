@@ -383,6 +383,20 @@ pub trait Lookup {
     fn missing(&self, target: &ObjectRef) -> String {
         format!("{target} not found")
     }
+
+    /// Every object of `of`'s kind in its namespace (`of.name` is not used), for the HelmCharts
+    /// that take their charts from an admitted HelmRepository. `Ok(None)`: this lookup does not
+    /// list (the default: rendered manifests hold those HelmCharts themselves, and each is
+    /// checked as it is found).
+    /// At most `max` objects and one more (the caller says what too many is).
+    fn list(
+        &self,
+        of: &ObjectRef,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Vec<Value>>, LookupError>> + Send {
+        let _ = (of, max);
+        std::future::ready(Ok(None))
+    }
 }
 
 /// What the caller knows about an object besides its content: an AdmissionRequest gives the
@@ -436,10 +450,7 @@ pub async fn extract_with<L: Lookup + Sync>(
             flux::helm_release(&obj, lookup, &mut out).await?;
         }
         (Some(flux::SOURCE_GROUP), "HelmRepository") => {
-            out.notes.push(format!(
-                "HelmRepository {}: checked through the HelmCharts and HelmReleases that use it",
-                obj.display_name()
-            ));
+            flux::helm_repository(&obj, lookup, &mut out).await?;
         }
         (Some(kluctl::GROUP), "KluctlDeployment") => {
             kluctl::kluctl_deployment(&obj, &mut out)?;

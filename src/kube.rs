@@ -428,23 +428,29 @@ async fn object_of(resp: reqwest::Response, url: String) -> Result<Value, KubeAp
 }
 
 /// The API path of a Flux source object.
+/// The URL name of a kind a lookup may read.
+fn plural_of(r: &ObjectRef) -> Result<&'static str, KubeApiError> {
+    match r.kind.as_str() {
+        "HelmRepository" => Ok("helmrepositories"),
+        "HelmChart" => Ok("helmcharts"),
+        "OCIRepository" => Ok("ocirepositories"),
+        "ExternalArtifact" => Ok("externalartifacts"),
+        _ => Err(KubeApiError::UnknownKind {
+            kind: r.kind.clone(),
+            api_version: r.api_version.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// The API version of Flux's sources when a reference does not say one.
+const FLUX_SOURCE_V1: &str = "source.toolkit.fluxcd.io/v1";
+
 fn object_path(r: &ObjectRef, namespace: &str) -> Result<String, KubeApiError> {
-    let plural = match r.kind.as_str() {
-        "HelmRepository" => "helmrepositories",
-        "HelmChart" => "helmcharts",
-        "OCIRepository" => "ocirepositories",
-        "ExternalArtifact" => "externalartifacts",
-        _ => {
-            return Err(KubeApiError::UnknownKind {
-                kind: r.kind.clone(),
-                api_version: r.api_version.clone().unwrap_or_default(),
-            });
-        }
-    };
+    let plural = plural_of(r)?;
     let api_version = r
         .api_version
         .clone()
-        .unwrap_or_else(|| "source.toolkit.fluxcd.io/v1".into());
+        .unwrap_or_else(|| FLUX_SOURCE_V1.into());
     // group/version: DNS labels and a version, nothing that could change the path.
     let ok = |s: &str| {
         !s.is_empty()
@@ -505,6 +511,41 @@ impl Lookup for ApiLookup<'_> {
 
     fn cross_namespace_refs(&self) -> bool {
         self.cross_namespace_refs
+    }
+
+    fn list(
+        &self,
+        of: &ObjectRef,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Vec<Value>>, LookupError>> + Send {
+        let of = of.clone();
+        let namespace = of.namespace.clone().or_else(|| self.namespace.clone());
+        let api = self.api;
+        async move {
+            let Some(api) = api else {
+                let why = "no Kubernetes API is configured (not in a cluster, no --kubeconfig)";
+                return Err(LookupError::failed(of, why));
+            };
+            let Some(ns) = namespace else {
+                return Err(LookupError::failed(of, "the object names no namespace"));
+            };
+            let resource = match plural_of(&of) {
+                Ok(plural) => Resource {
+                    api_version: of
+                        .api_version
+                        .clone()
+                        .unwrap_or_else(|| FLUX_SOURCE_V1.into()),
+                    kind: of.kind.clone(),
+                    plural: plural.into(),
+                },
+                Err(e) => return Err(LookupError::failed(of, e)),
+            };
+            // A kind whose CRD is not installed has no objects.
+            match api.list_in(&resource, &ns, max).await {
+                Ok(found) => Ok(Some(found.unwrap_or_default())),
+                Err(e) => Err(LookupError::failed(of, e)),
+            }
+        }
     }
 }
 

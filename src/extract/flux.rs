@@ -290,6 +290,83 @@ pub(crate) async fn helm_chart<L: Lookup + Sync>(
     Ok(())
 }
 
+/// The most HelmCharts of one namespace read for an admitted HelmRepository (more: denied).
+const MAX_LISTED_CHARTS: usize = 1_000;
+
+/// A HelmRepository: the chart each HelmChart of its namespace takes from it, at the URL and
+/// type being admitted. The HelmCharts were checked when they were admitted, against the
+/// repository as it was then; a URL (or type) changed afterwards would swap their charts with
+/// no check at all. Read with the lookup's `list` (the webhook: the Kubernetes API, `list` on
+/// helmcharts); a lookup that does not list leaves a note (rendered manifests: the HelmCharts
+/// among them are checked themselves). A HelmChart that does not parse is another object's
+/// problem, and is skipped.
+pub(crate) async fn helm_repository<L: Lookup + Sync>(
+    repo: &Obj<'_>,
+    lookup: &L,
+    out: &mut Extraction,
+) -> Result<(), ExtractError> {
+    let charts = ObjectRef {
+        api_version: Some(SOURCE_API_VERSION.to_string()),
+        kind: "HelmChart".to_string(),
+        namespace: repo.namespace.clone(),
+        name: String::new(),
+    };
+    let listed = lookup
+        .list(&charts, MAX_LISTED_CHARTS)
+        .await
+        .map_err(|source| ExtractError::Lookup {
+            kind: repo.kind.clone(),
+            name: repo.display_name(),
+            field: "metadata.namespace".to_string(),
+            source: Box::new(source),
+        })?;
+    let Some(listed) = listed else {
+        out.notes.push(format!(
+            "HelmRepository {}: checked through the HelmCharts and HelmReleases that use it",
+            repo.display_name()
+        ));
+        return Ok(());
+    };
+    if listed.len() > MAX_LISTED_CHARTS {
+        let problem = format!(
+            "its namespace has {} HelmCharts, more than the {MAX_LISTED_CHARTS} read for one \
+             HelmRepository",
+            listed.len()
+        );
+        return Err(repo.field_error("metadata.namespace", problem));
+    }
+    for value in &listed {
+        let Ok(chart) = found(value, &charts) else {
+            continue;
+        };
+        let uses_repo = object_ref(&chart, "spec.sourceRef", false)
+            .is_ok_and(|r| r.kind == "HelmRepository" && r.name == repo.name);
+        let Ok(Some(name)) = chart.opt_str("spec.chart") else {
+            continue;
+        };
+        if !uses_repo {
+            continue;
+        }
+        let version = chart.opt_str("spec.version").ok().flatten();
+        let via = ObjectRef {
+            name: chart.name.clone(),
+            ..charts.clone()
+        };
+        // The field, and the HelmChart whose chart it moves (for the deny).
+        let path = format!("spec.url, for HelmChart {}", chart.display_name());
+        if let Some(chart_ref) = chart_in_repository(repo, name, out, &chart, &path)? {
+            let verify_field = format!("spec.verify of HelmChart {}", chart.display_name());
+            out.sources.push(source(
+                &path,
+                chart_version(&chart_ref, version),
+                (verify(&chart, "spec.verify").ok().flatten(), verify_field),
+                vec![via],
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn helm_release<L: Lookup + Sync>(
     obj: &Obj<'_>,
     lookup: &L,

@@ -33,11 +33,15 @@ pub(crate) struct Resource {
 }
 
 impl Resource {
-    /// The path listing it in every namespace.
-    fn path(&self) -> String {
-        match self.api_version.contains('/') {
-            true => format!("/apis/{}/{}", self.api_version, self.plural),
-            false => format!("/api/{}/{}", self.api_version, self.plural),
+    /// The path listing it in every namespace, or in `namespace` (a name the caller checked).
+    fn path(&self, namespace: Option<&str>) -> String {
+        let base = match self.api_version.contains('/') {
+            true => format!("/apis/{}", self.api_version),
+            false => format!("/api/{}", self.api_version),
+        };
+        match namespace {
+            Some(ns) => format!("{base}/namespaces/{ns}/{}", self.plural),
+            None => format!("{base}/{}", self.plural),
         }
     }
 }
@@ -59,7 +63,45 @@ impl KubeApi {
         resource: &Resource,
         from: Option<&str>,
     ) -> Result<Option<Page>, KubeApiError> {
-        let url = format!("{}{}", self.server, resource.path());
+        self.page_at(resource, None, from).await
+    }
+
+    /// Every object of `resource` in `namespace`, a page at a time: at most `max` and one more
+    /// (the caller says what too many is), within [`MAX_PAGES`]; `Ok(None)` when the API does
+    /// not serve the resource.
+    pub(crate) async fn list_in(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        max: usize,
+    ) -> Result<Option<Vec<Value>>, KubeApiError> {
+        super::namespace_name(namespace)?;
+        let mut items = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let Some(page) = self
+                .page_at(resource, Some(namespace), next.as_deref())
+                .await?
+            else {
+                return Ok(None);
+            };
+            items.extend(page.items);
+            match page.next {
+                Some(n) if items.len() <= max => next = Some(n),
+                _ => break,
+            }
+        }
+        items.truncate(max.saturating_add(1));
+        Ok(Some(items))
+    }
+
+    async fn page_at(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<Option<Page>, KubeApiError> {
+        let url = format!("{}{}", self.server, resource.path(namespace));
         let mut target =
             reqwest::Url::parse(&url).map_err(|_| KubeApiError::Body { url: url.clone() })?;
         target
@@ -125,15 +167,20 @@ mod tests {
 
     #[test]
     fn paths_of_core_and_group_resources() {
-        assert_eq!(pods().path(), "/api/v1/pods");
+        assert_eq!(pods().path(None), "/api/v1/pods");
+        assert_eq!(pods().path(Some("apps")), "/api/v1/namespaces/apps/pods");
         let r = Resource {
             api_version: "source.toolkit.fluxcd.io/v1".into(),
             kind: "OCIRepository".into(),
             plural: "ocirepositories".into(),
         };
         assert_eq!(
-            r.path(),
+            r.path(None),
             "/apis/source.toolkit.fluxcd.io/v1/ocirepositories"
+        );
+        assert_eq!(
+            r.path(Some("flux")),
+            "/apis/source.toolkit.fluxcd.io/v1/namespaces/flux/ocirepositories"
         );
     }
 

@@ -216,6 +216,7 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
         ("apps/old:v1", false),
         ("charts/mychart:1.0.0", true),
         ("charts/other:1.0.0", false),
+        ("elsewhere/mychart:1.0.0", false),
     ] {
         let reference = reg.reference(r);
         push_image(&client, &reference, r);
@@ -238,6 +239,7 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
     let crds = corpus.join("gitops/fluxcd/crds");
     for crd in [
         "source.toolkit.fluxcd.io_helmrepositories.yaml",
+        "source.toolkit.fluxcd.io_helmcharts.yaml",
         "helm.toolkit.fluxcd.io_helmreleases.yaml",
     ] {
         let run = kube.kubectl(&["apply", "-f", crds.join(crd).to_str().unwrap()]);
@@ -248,6 +250,7 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
         "--for=condition=established",
         "--timeout=60s",
         "crd/helmrepositories.source.toolkit.fluxcd.io",
+        "crd/helmcharts.source.toolkit.fluxcd.io",
         "crd/helmreleases.helm.toolkit.fluxcd.io",
     ]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -399,6 +402,24 @@ fn kubectl_apply_reaches_the_webhook_through_the_admission_chain() {
     let run = kube.apply(d, "rel-orphan.yaml", &orphan, &[]);
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("not found"), "{run:?}");
+
+    // The repository's URL cannot be moved under an admitted HelmChart: its chart at the new
+    // URL is checked (the webhook lists the namespace's HelmCharts), unsigned there: refused.
+    let chart = "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {name: podinfo, namespace: flux}\n\
+         spec: {chart: mychart, version: 1.0.0, interval: 5m, sourceRef: {kind: HelmRepository, name: charts}}\n";
+    let run = kube.apply(d, "chart.yaml", chart, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let moved = repo.replace("/charts\"", "/elsewhere\"");
+    let run = kube.apply(d, "repo-moved.yaml", &moved, &[]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("elsewhere/mychart:1.0.0")
+            && run.stderr.contains("[unsigned]")
+            && run.stderr.contains("HelmChart flux/podinfo"),
+        "{run:?}"
+    );
+    let run = kube.apply(d, "repo-again.yaml", &repo, &[]);
+    assert_eq!(run.code, 0, "the same URL again: {run:?}");
 }
 
 /// A private registry (basic auth) that ocigate has no credentials for: a Pod is checked with its
