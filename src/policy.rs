@@ -204,6 +204,22 @@ rules:
         let bad = text.replace("GHCR.io:443", "ghcr.io:99999");
         let e = parse(&bad).unwrap_err().to_string();
         assert!(e.contains("not a port number"), "{e}");
+        // Hosts in an alternation are canonical too: Docker Hub's spellings match `docker.io`.
+        let alternation = text.replace(
+            "\"index.docker.io/library/nginx\"",
+            "\"{INDEX.docker.io,quay.io:443}/library/nginx\", \"reg.{a,B}.io/x/**\"",
+        );
+        let p = parse(&alternation).unwrap();
+        for input in ["nginx", "quay.io/library/nginx", "reg.b.io/x/y"] {
+            let r = crate::reference::ImageRef::parse(input).unwrap();
+            match p.match_rule(&r.name()) {
+                RuleMatch::Rule(_, rule) => assert_eq!(rule.name, "acme", "{input}"),
+                other => panic!("{input} dodged the rule: {other:?}"),
+            }
+        }
+        let nested = text.replace("GHCR.io:443", "{ghcr.io,{a,b}.io}");
+        let e = parse(&nested).unwrap_err().to_string();
+        assert!(e.contains("without nesting"), "{e}");
     }
 
     #[test]

@@ -69,15 +69,20 @@ pub(super) fn segment_glob(pattern: &str) -> Result<GlobMatcher, globset::Error>
 
 /// A pattern's registry host in the one spelling that references have (see
 /// [`crate::reference::canonical_host`]), so that `GHCR.IO/acme/**` and `ghcr.io:443/acme/**`
-/// mean what `ghcr.io/acme/**` means. A host with wildcards is only lowercased.
+/// mean what `ghcr.io/acme/**` means. An alternation of hosts is made of canonical hosts too
+/// (`{index.docker.io,quay.io}` is `{docker.io,quay.io}`: references name Docker Hub
+/// `docker.io`, so the first spelling would never match it). A host with other wildcards is only
+/// lowercased.
 pub(super) fn canonical_pattern(pattern: &str) -> Result<String, String> {
     if pattern.starts_with(crate::reference::LAYOUT_PREFIX) {
         return Ok(pattern.to_string());
     }
     match pattern.split_once('/') {
         Some((first, rest)) if crate::reference::is_host_component(first) => {
-            let host = if first.contains(['*', '?', '[', '{']) {
+            let host = if first.contains(['*', '?', '[']) {
                 first.to_ascii_lowercase()
+            } else if first.contains('{') {
+                canonical_alternation(first)?
             } else {
                 crate::reference::canonical_host(first)?
             };
@@ -85,6 +90,28 @@ pub(super) fn canonical_pattern(pattern: &str) -> Result<String, String> {
         }
         _ => Ok(pattern.to_string()),
     }
+}
+
+/// A host with one `{a,b,…}` alternation (and literal text around it) as an alternation of the
+/// whole hosts it spells, each canonical: `registry.{A,b}.io:443` is `{registry.a.io,registry.b.io}`.
+fn canonical_alternation(host: &str) -> Result<String, String> {
+    let nested = || format!("{host:?}: one alternation of hosts, without nesting, is supported");
+    let (before, rest) = host.split_once('{').ok_or_else(nested)?;
+    let (inside, after) = rest.split_once('}').ok_or_else(nested)?;
+    if inside.contains('{') || after.contains(['{', '}']) || before.contains('}') {
+        return Err(nested());
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    for alternative in inside.split(',') {
+        let whole = crate::reference::canonical_host(&format!("{before}{alternative}{after}"))?;
+        if !hosts.contains(&whole) {
+            hosts.push(whole);
+        }
+    }
+    Ok(match hosts.as_slice() {
+        [one] => one.clone(),
+        _ => format!("{{{}}}", hosts.join(",")),
+    })
 }
 
 /// Whether a pattern can match a repository name at all: names are `host/repository` (the
