@@ -40,6 +40,7 @@ pub(super) async fn legacy_att_tag(s: Search<'_>) -> Result<PathTried, DiscoverE
         location: path.clone(),
         label: String::new(),
         order: &att_layer,
+        unannotated: false,
     };
     at.hand_over(s, &manifest.layers, &mut tried).await?;
     Ok(tried)
@@ -57,6 +58,11 @@ pub(super) struct Envelopes<'p> {
     pub label: String,
     /// Where the layer at an index sits among all found.
     pub order: &'p (dyn Fn(usize) -> Order + Sync),
+    /// Whether a layer without a predicate type annotation is read to learn its type: yes for
+    /// an OCI 1.1 in-toto referrer (cosign's `--registry-referrers-mode=oci-1-1` writes its
+    /// layers bare; the manifest's artifact type already says it is an attestation), no for
+    /// the `.att` tag (cosign annotates every layer there).
+    pub unannotated: bool,
 }
 
 impl Envelopes<'_> {
@@ -167,7 +173,11 @@ impl Envelopes<'_> {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(ATT_PREDICATE_TYPE_ANNOTATION));
-            if !s.wanted.fetches(claimed.map(String::as_str)) {
+            let read = match claimed {
+                None if self.unannotated => s.wanted.attestations(),
+                claimed => s.wanted.fetches(claimed.map(String::as_str)),
+            };
+            if !read {
                 tried.notes.push(match claimed {
                     Some(t) => format!("{what} is an attestation of {t:?}, not one asked for"),
                     None => format!("{what} annotates no predicate type; not fetched"),

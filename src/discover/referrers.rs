@@ -146,6 +146,7 @@ async fn examine(
                 location: r.location(),
                 label: format!("{} ", r.label),
                 order: &order,
+                unannotated: true,
             };
             at.hand_over(s, &manifest.layers, tried).await?;
             continue;

@@ -49,9 +49,10 @@ impl Wanted {
 
     /// Whether an attestation whose manifest or layer annotates `claimed` as its predicate
     /// type (`None`: no annotation) is fetched. When types are asked for, only those annotated
-    /// with one of them: cosign, GitHub and `ocigate attest` annotate every attestation, and
-    /// what is not annotated would be fetched (up to the attestation limit) only to learn its
-    /// type. `discover` (every type) fetches them all.
+    /// with one of them: cosign's `.att` layers, bundle referrers and `ocigate attest` are
+    /// annotated, and what is not would be fetched (up to the attestation limit) only to learn
+    /// its type. `discover` (every type) fetches them all. (An in-toto referrer's bare layers
+    /// are the exception, decided where they are read.)
     pub fn fetches(&self, claimed: Option<&str>) -> bool {
         match (self, claimed) {
             (Wanted::Signatures, _) => false,

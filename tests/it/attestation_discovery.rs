@@ -332,9 +332,10 @@ fn cosign_attestations_on_the_tag_schema_are_listed_and_selected_by_type() {
 }
 
 /// On a registry with the referrers API: cosign's bundle attestation is found there, and an
-/// in-toto referrer (artifact type `application/vnd.in-toto+json`, DSSE envelope layers with
-/// cosign's layer annotations, as cosign's `WriteAttestationsReferrer` writes it) made from
-/// cosign's own `.att` layer is listed as one, layer by layer.
+/// in-toto referrer (artifact type `application/vnd.in-toto+json`, DSSE envelope layers) made
+/// from cosign's own `.att` layer is listed as one, layer by layer: with the layer annotations,
+/// and bare, as cosign's `WriteAttestationsReferrer` (`--registry-referrers-mode=oci-1-1`)
+/// writes them, which is then read to learn its type even when one type is asked for.
 #[test]
 fn bundle_and_in_toto_referrers_through_the_referrers_api() {
     let test = "bundle_and_in_toto_referrers_through_the_referrers_api";
@@ -355,7 +356,7 @@ fn bundle_and_in_toto_referrers_through_the_referrers_api() {
         .map(|m| ImageManifest::parse(&m, "att").unwrap().layers)
         .unwrap();
     assert_eq!(layers[0].media_type, DSSE, "{layers:?}");
-    let referrer = plant_in_toto_referrer(&client, &r, &digest, layers);
+    let referrer = plant_in_toto_referrer(&client, &r, &digest, layers.clone());
 
     let doc = discover_cli(&r.to_string(), &reg.host());
     let all = listed(&doc);
@@ -381,6 +382,22 @@ fn bundle_and_in_toto_referrers_through_the_referrers_api() {
     let api = &doc["paths"].as_array().unwrap()[2];
     assert_eq!(api["path"], "referrers API", "{doc:#}");
     assert_eq!(api["attestations"], 2, "{doc:#}");
+
+    let bare: Vec<Descriptor> = layers
+        .iter()
+        .map(|l| Descriptor {
+            annotations: None,
+            ..l.clone()
+        })
+        .collect();
+    let bare_referrer = plant_in_toto_referrer(&client, &r, &digest, bare);
+    let slsa = Wanted::Attestations(vec![PredicateType::parse(SLSA1).unwrap()]);
+    let found: Discovery = block_on(discover(&client, &r, &digest, &slsa)).unwrap();
+    let at = format!("referrers API {}… layer 1", &bare_referrer.as_str()[..19]);
+    assert!(
+        found.attestations.iter().any(|a| a.location == at),
+        "{at}: {found:?}"
+    );
 }
 
 /// Push an in-toto referrer of `digest` whose layers are `layers` (their blobs are in the
