@@ -207,10 +207,18 @@ rules:
         // Hosts in an alternation are canonical too: Docker Hub's spellings match `docker.io`.
         let alternation = text.replace(
             "\"index.docker.io/library/nginx\"",
-            "\"{INDEX.docker.io,quay.io:443}/library/nginx\", \"reg.{a,B}.io/x/**\"",
+            "\"{INDEX.docker.io,quay.io:443}/library/nginx\", \"reg.{a,B}.io/x/**\", \
+             \"{index.docker.io,*.pkg.dev}/acme/**\", \"{docker.io/library,quay.io/acme}/web\"",
         );
         let p = parse(&alternation).unwrap();
-        for input in ["nginx", "quay.io/library/nginx", "reg.b.io/x/y"] {
+        for input in [
+            "nginx",
+            "quay.io/library/nginx",
+            "reg.b.io/x/y",
+            "acme/app",
+            "eu.pkg.dev/acme/app",
+            "quay.io/acme/web",
+        ] {
             let r = crate::reference::ImageRef::parse(input).unwrap();
             match p.match_rule(&r.name()) {
                 RuleMatch::Rule(_, rule) => assert_eq!(rule.name, "acme", "{input}"),

@@ -79,10 +79,12 @@ pub(super) fn canonical_pattern(pattern: &str) -> Result<String, String> {
     }
     match pattern.split_once('/') {
         Some((first, rest)) if crate::reference::is_host_component(first) => {
-            let host = if first.contains(['*', '?', '[']) {
-                first.to_ascii_lowercase()
-            } else if first.contains('{') {
+            let balanced = first.matches('{').count() == first.matches('}').count();
+            let host = if first.contains('{') && balanced {
                 canonical_alternation(first)?
+            } else if first.contains(['*', '?', '[', '{']) {
+                // An alternation that spans a `/`, or wildcards: lowercased only.
+                first.to_ascii_lowercase()
             } else {
                 crate::reference::canonical_host(first)?
             };
@@ -93,7 +95,8 @@ pub(super) fn canonical_pattern(pattern: &str) -> Result<String, String> {
 }
 
 /// A host with one `{a,b,…}` alternation (and literal text around it) as an alternation of the
-/// whole hosts it spells, each canonical: `registry.{A,b}.io:443` is `{registry.a.io,registry.b.io}`.
+/// whole hosts it spells, each canonical: `registry.{A,b}.io:443` is `{registry.a.io,registry.b.io}`
+/// (one with `*`, `?` or `[` is only lowercased, as a host with wildcards is).
 fn canonical_alternation(host: &str) -> Result<String, String> {
     let nested = || format!("{host:?}: one alternation of hosts, without nesting, is supported");
     let (before, rest) = host.split_once('{').ok_or_else(nested)?;
@@ -103,7 +106,12 @@ fn canonical_alternation(host: &str) -> Result<String, String> {
     }
     let mut hosts: Vec<String> = Vec::new();
     for alternative in inside.split(',') {
-        let whole = crate::reference::canonical_host(&format!("{before}{alternative}{after}"))?;
+        let whole = format!("{before}{alternative}{after}");
+        let whole = if whole.contains(['*', '?', '[']) {
+            whole.to_ascii_lowercase()
+        } else {
+            crate::reference::canonical_host(&whole)?
+        };
         if !hosts.contains(&whole) {
             hosts.push(whole);
         }
