@@ -483,11 +483,14 @@ fn record(
 }
 
 /// `/mutate`: pin each verified image named by tag to its digest (`tag@sha256:…`), on Pods and,
-/// when configured, on workload templates; never re-pins what is already pinned. What it cannot
-/// pin because it would not admit it (a deny, or an object it cannot check: a deadline run out,
-/// a failed lookup) it refuses, as `/validate` would: letting it through would let `/validate`
-/// admit it later, still named by tag, once a verification still running in the background
-/// has finished. Such a refusal is counted and logged here, since `/validate` never sees it.
+/// when configured, on workload templates; never re-pins what is already pinned. A verdict on
+/// the image (unsigned, no rule, …) is left to `/validate`, which sees the object after every
+/// mutating webhook (one that rewrites images to a mirror may run after this one). What it could
+/// not decide in time (a deadline run out, a verification that failed, an object whose lookups
+/// failed) it refuses, as `/validate` would at that moment: letting it through would let
+/// `/validate` admit it later, still named by tag, once the verification running on in the
+/// background has filled the cache. A refusal is counted and logged here, since `/validate`
+/// never sees the request.
 async fn mutate(
     state: &State,
     req: &AdmissionRequest<DynamicObject>,
@@ -524,7 +527,11 @@ async fn mutate(
         Ok(checked) => checked,
         Err(problem) => return refuse(problem),
     };
-    if checked.outcomes.iter().any(|o| o.verdict == Verdict::Deny) {
+    let undecided = |o: &ArtifactOutcome| {
+        o.verdict == Verdict::Deny
+            && matches!(o.failure, Some(Failure::Timeout | Failure::Internal))
+    };
+    if checked.outcomes.iter().any(undecided) {
         let resp = answer(resp, &checked.outcomes, fingerprint);
         record(state, req, &resp, &checked, fingerprint, started);
         return resp;
