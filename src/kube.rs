@@ -444,6 +444,8 @@ fn plural_of(r: &ObjectRef) -> Result<&'static str, KubeApiError> {
 
 /// The API version of Flux's sources when a reference does not say one.
 const FLUX_SOURCE_V1: &str = "source.toolkit.fluxcd.io/v1";
+/// The version Flux served its sources as before 2.3.
+const FLUX_SOURCE_V1BETA2: &str = "source.toolkit.fluxcd.io/v1beta2";
 
 fn object_path(r: &ObjectRef, namespace: &str) -> Result<String, KubeApiError> {
     let plural = plural_of(r)?;
@@ -529,22 +531,30 @@ impl Lookup for ApiLookup<'_> {
             let Some(ns) = namespace else {
                 return Err(LookupError::failed(of, "the object names no namespace"));
             };
-            let resource = match plural_of(&of) {
-                Ok(plural) => Resource {
-                    api_version: of
-                        .api_version
-                        .clone()
-                        .unwrap_or_else(|| FLUX_SOURCE_V1.into()),
-                    kind: of.kind.clone(),
-                    plural: plural.into(),
-                },
+            let plural = match plural_of(&of) {
+                Ok(plural) => plural,
                 Err(e) => return Err(LookupError::failed(of, e)),
             };
-            // A kind whose CRD is not installed has no objects.
-            match api.list_in(&resource, &ns, max).await {
-                Ok(found) => Ok(Some(found.unwrap_or_default())),
-                Err(e) => Err(LookupError::failed(of, e)),
+            let first = of
+                .api_version
+                .clone()
+                .unwrap_or_else(|| FLUX_SOURCE_V1.into());
+            // Flux before 2.3 serves its sources as v1beta2 only: asked next when v1 is not.
+            let older = (first == FLUX_SOURCE_V1).then(|| FLUX_SOURCE_V1BETA2.to_string());
+            for api_version in std::iter::once(first).chain(older) {
+                let resource = Resource {
+                    api_version,
+                    kind: of.kind.clone(),
+                    plural: plural.into(),
+                };
+                match api.list_in(&resource, &ns, max).await {
+                    Ok(Some(found)) => return Ok(Some(found)),
+                    Ok(None) => {}
+                    Err(e) => return Err(LookupError::failed(of, e)),
+                }
             }
+            // A kind whose CRD is not installed has no objects.
+            Ok(Some(Vec::new()))
         }
     }
 }

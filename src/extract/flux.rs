@@ -309,7 +309,7 @@ pub(crate) async fn helm_repository<L: Lookup + Sync>(
         api_version: Some(SOURCE_API_VERSION.to_string()),
         kind: "HelmChart".to_string(),
         namespace: repo.namespace.clone(),
-        name: String::new(),
+        name: "*".to_string(),
     };
     let listed = lookup
         .list(&charts, MAX_LISTED_CHARTS)

@@ -173,6 +173,23 @@ struct Admitted<'a> {
 }
 
 impl<'a> Admitted<'a> {
+    /// An UPDATE of a HelmRepository that keeps its URL and type (Flux's own: its finalizer, a
+    /// reconcile request; labels) moves no HelmChart's chart: nothing to check, and the
+    /// namespace's HelmCharts are not listed for it.
+    fn moves_no_chart(&self) -> bool {
+        let kind = &self.req.kind;
+        let (true, true, Some(old)) = (
+            matches!(self.req.operation, Operation::Update),
+            kind.group == "source.toolkit.fluxcd.io" && kind.kind == "HelmRepository",
+            &self.old_object,
+        ) else {
+            return false;
+        };
+        ["/spec/url", "/spec/type"]
+            .iter()
+            .all(|f| self.object.pointer(f) == old.pointer(f))
+    }
+
     fn new(
         req: &'a AdmissionRequest<DynamicObject>,
         work: Work,
@@ -268,6 +285,12 @@ async fn check_sources(
     admitted: &Admitted<'_>,
     deadline: Instant,
 ) -> Result<Checked, ObjectError> {
+    if admitted.moves_no_chart() {
+        return Ok(Checked {
+            outcomes: Vec::new(),
+            notes: Vec::new(),
+        });
+    }
     let lookup = ApiLookup {
         api: state.kube.as_ref(),
         namespace: admitted.req.namespace.clone(),

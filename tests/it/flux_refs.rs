@@ -141,3 +141,52 @@ fn verify_manifests_warns_on_git_sources_and_refuses_cross_namespace_refs() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["results"][0]["verdict"], "allow", "{run:?}");
 }
+
+/// A HelmRepository is checked through the HelmCharts that use it, which needs the Kubernetes
+/// API (to list them): without one, moving its URL is refused (nothing could be checked), while
+/// an UPDATE that keeps its URL and type (Flux's own: a finalizer, a reconcile request) moves no
+/// chart and is admitted without listing anything.
+#[test]
+fn a_helm_repository_update_that_keeps_its_url_lists_nothing() {
+    let Some(k) = kube_tools_or_skip("a_helm_repository_update_that_keeps_its_url_lists_nothing")
+    else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, public) = generate_keys(d, "k");
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "all", &format!("{}/**", reg.host()));
+    let tls = make_tls(d);
+    // No --kubeconfig: no Kubernetes API to list HelmCharts with.
+    let server = start_serve(&policy, &tls, &reg.host(), &[]);
+    let repo = |url: &str, extra: &str| {
+        format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, \
+             namespace: flux{extra}}}\nspec: {{type: oci, url: \"oci://{}/{url}\", interval: 5m}}\n",
+            reg.host()
+        )
+    };
+    let old = d.join("old.yaml");
+    std::fs::write(&old, repo("charts", "")).unwrap();
+    let update = |name: &str, text: String| {
+        let f = d.join(name);
+        std::fs::write(&f, text).unwrap();
+        let args = ["-operation", "UPDATE", "-old", old.to_str().unwrap()];
+        let mut args = args.to_vec();
+        args.extend(["-unstructured", "-resource", "helmrepositories"]);
+        kwhclient(&k, &server, &tls, &f, &args)
+    };
+    let kept = update(
+        "kept.yaml",
+        repo("charts", ", finalizers: [finalizers.fluxcd.io]"),
+    );
+    assert_eq!(kept.code, 0, "{kept:?}");
+    let moved = update("moved.yaml", repo("elsewhere", ""));
+    assert_eq!(moved.code, 1, "{moved:?}");
+    assert!(
+        moved.stdout.contains("HelmChart") && moved.stdout.contains("no Kubernetes API"),
+        "{moved:?}"
+    );
+}
