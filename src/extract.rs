@@ -32,6 +32,7 @@ mod constraint;
 mod custom;
 mod documents;
 mod flux;
+pub(crate) use flux::SOURCE_API_VERSION;
 mod kluctl;
 mod manifests;
 pub mod names;
@@ -384,11 +385,10 @@ pub trait Lookup {
         format!("{target} not found")
     }
 
-    /// Every object of `of`'s kind in its namespace (`of.name` is not used), for the HelmCharts
-    /// that take their charts from an admitted HelmRepository. `Ok(None)`: this lookup does not
-    /// list (the default: rendered manifests hold those HelmCharts themselves, and each is
-    /// checked as it is found).
-    /// At most `max` objects and one more (the caller says what too many is).
+    /// Every object of `of`'s kind in its namespace (`of.name` is not used), at most `max` and
+    /// one more (the caller says what too many is): the HelmCharts that may take their charts
+    /// from an admitted HelmRepository. `Ok(None)`: this lookup does not list (the default:
+    /// rendered manifests hold those HelmCharts themselves, and each is checked as it is found).
     fn list(
         &self,
         of: &ObjectRef,
@@ -424,6 +424,21 @@ pub async fn extract<L: Lookup + Sync>(
     lookup: &L,
 ) -> Result<Extraction, ExtractError> {
     extract_with(object, &Hints::default(), lookup).await
+}
+
+/// Whether an UPDATE from `old` to `new` can change no source, so that neither needs to be
+/// extracted: a HelmRepository that keeps its URL and type (Flux's own updates: its finalizer,
+/// a reconcile request) moves no HelmChart's chart, and its namespace's HelmCharts are not
+/// listed for it. False for every other kind (the sources of both are compared instead).
+pub fn update_moves_nothing(old: &Value, new: &Value, hints: &Hints) -> bool {
+    let Ok(obj) = Obj::new(new, hints) else {
+        return false;
+    };
+    obj.group().as_deref() == Some(flux::SOURCE_GROUP)
+        && obj.kind == "HelmRepository"
+        && ["/spec/url", "/spec/type"]
+            .iter()
+            .all(|f| new.pointer(f) == old.pointer(f))
 }
 
 /// [`extract`] for objects whose type or namespace are known from elsewhere (AdmissionRequests).

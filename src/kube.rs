@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
-use crate::extract::{Lookup, LookupError, ObjectRef};
+use crate::extract::{Lookup, LookupError, ObjectRef, SOURCE_API_VERSION};
 
 mod list;
 mod pull;
@@ -427,7 +427,6 @@ async fn object_of(resp: reqwest::Response, url: String) -> Result<Value, KubeAp
         .ok_or(KubeApiError::Body { url })
 }
 
-/// The API path of a Flux source object.
 /// The URL name of a kind a lookup may read.
 fn plural_of(r: &ObjectRef) -> Result<&'static str, KubeApiError> {
     match r.kind.as_str() {
@@ -442,17 +441,16 @@ fn plural_of(r: &ObjectRef) -> Result<&'static str, KubeApiError> {
     }
 }
 
-/// The API version of Flux's sources when a reference does not say one.
-const FLUX_SOURCE_V1: &str = "source.toolkit.fluxcd.io/v1";
 /// The version Flux served its sources as before 2.3.
 const FLUX_SOURCE_V1BETA2: &str = "source.toolkit.fluxcd.io/v1beta2";
 
+/// The API path of a Flux source object.
 fn object_path(r: &ObjectRef, namespace: &str) -> Result<String, KubeApiError> {
     let plural = plural_of(r)?;
     let api_version = r
         .api_version
         .clone()
-        .unwrap_or_else(|| FLUX_SOURCE_V1.into());
+        .unwrap_or_else(|| SOURCE_API_VERSION.into());
     // group/version: DNS labels and a version, nothing that could change the path.
     let ok = |s: &str| {
         !s.is_empty()
@@ -538,9 +536,9 @@ impl Lookup for ApiLookup<'_> {
             let first = of
                 .api_version
                 .clone()
-                .unwrap_or_else(|| FLUX_SOURCE_V1.into());
+                .unwrap_or_else(|| SOURCE_API_VERSION.into());
             // Flux before 2.3 serves its sources as v1beta2 only: asked next when v1 is not.
-            let older = (first == FLUX_SOURCE_V1).then(|| FLUX_SOURCE_V1BETA2.to_string());
+            let older = (first == SOURCE_API_VERSION).then(|| FLUX_SOURCE_V1BETA2.to_string());
             for api_version in std::iter::once(first).chain(older) {
                 let resource = Resource {
                     api_version,

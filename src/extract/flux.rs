@@ -18,7 +18,7 @@ pub(crate) const SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
 pub(crate) const HELM_GROUP: &str = "helm.toolkit.fluxcd.io";
 /// The version lookups ask for: the one the current CRDs serve (older served versions are the
 /// same objects on the API server).
-const SOURCE_API_VERSION: &str = "source.toolkit.fluxcd.io/v1";
+pub(crate) const SOURCE_API_VERSION: &str = "source.toolkit.fluxcd.io/v1";
 
 /// A Flux source; `verify_field` is where Flux's own verification of it is set.
 fn source(
@@ -341,12 +341,9 @@ pub(crate) async fn helm_repository<L: Lookup + Sync>(
         };
         let uses_repo = object_ref(&chart, "spec.sourceRef", false)
             .is_ok_and(|r| r.kind == "HelmRepository" && r.name == repo.name);
-        let Ok(Some(name)) = chart.opt_str("spec.chart") else {
+        let (true, Ok(Some(name))) = (uses_repo, chart.opt_str("spec.chart")) else {
             continue;
         };
-        if !uses_repo {
-            continue;
-        }
         let version = chart.opt_str("spec.version").ok().flatten();
         let via = ObjectRef {
             name: chart.name.clone(),

@@ -156,6 +156,7 @@ pub(super) struct ArtifactOutcome {
 }
 
 /// The outcomes of an object's checks, and notes on what was not found or not checked.
+#[derive(Default)]
 struct Checked {
     outcomes: Vec<ArtifactOutcome>,
     notes: Vec<String>,
@@ -173,23 +174,6 @@ struct Admitted<'a> {
 }
 
 impl<'a> Admitted<'a> {
-    /// An UPDATE of a HelmRepository that keeps its URL and type (Flux's own: its finalizer, a
-    /// reconcile request; labels) moves no HelmChart's chart: nothing to check, and the
-    /// namespace's HelmCharts are not listed for it.
-    fn moves_no_chart(&self) -> bool {
-        let kind = &self.req.kind;
-        let (true, true, Some(old)) = (
-            matches!(self.req.operation, Operation::Update),
-            kind.group == "source.toolkit.fluxcd.io" && kind.kind == "HelmRepository",
-            &self.old_object,
-        ) else {
-            return false;
-        };
-        ["/spec/url", "/spec/type"]
-            .iter()
-            .all(|f| self.object.pointer(f) == old.pointer(f))
-    }
-
     fn new(
         req: &'a AdmissionRequest<DynamicObject>,
         work: Work,
@@ -285,11 +269,10 @@ async fn check_sources(
     admitted: &Admitted<'_>,
     deadline: Instant,
 ) -> Result<Checked, ObjectError> {
-    if admitted.moves_no_chart() {
-        return Ok(Checked {
-            outcomes: Vec::new(),
-            notes: Vec::new(),
-        });
+    if let (Operation::Update, Some(old)) = (&admitted.req.operation, &admitted.old_object)
+        && extract::update_moves_nothing(old, &admitted.object, &admitted.hints)
+    {
+        return Ok(Checked::default());
     }
     let lookup = ApiLookup {
         api: state.kube.as_ref(),
@@ -472,10 +455,7 @@ async fn validate(
             ),
         },
     };
-    let checked = checked.unwrap_or(Checked {
-        outcomes: Vec::new(),
-        notes: Vec::new(),
-    });
+    let checked = checked.unwrap_or_default();
     record(state, req, &resp, &checked, fingerprint, started);
     resp
 }
@@ -535,11 +515,7 @@ async fn mutate(
             resp.clone(),
             format!("ocigate: {}", crate::error_chain(&problem)),
         );
-        let checked = Checked {
-            outcomes: Vec::new(),
-            notes: Vec::new(),
-        };
-        record(state, req, &resp, &checked, fingerprint, started);
+        record(state, req, &resp, &Checked::default(), fingerprint, started);
         resp
     };
     let admitted = match off_the_workers(work, || Admitted::new(req, work, &state.pod_templates)) {

@@ -5,7 +5,9 @@
 //! cross-namespace reference denied unless `--allow-cross-namespace-refs`).
 
 use crate::harness::*;
-use crate::webhook::{kube_tools_or_skip, kwhclient, start_serve};
+use std::path::PathBuf;
+
+use crate::webhook::{Server, kube_tools_or_skip, kwhclient, start_serve};
 
 fn release(name: &str, namespace: &str, source_ref: &str) -> String {
     format!(
@@ -15,22 +17,48 @@ fn release(name: &str, namespace: &str, source_ref: &str) -> String {
     )
 }
 
-#[test]
-fn a_helm_release_from_a_git_repository_is_admitted_with_a_warning() {
-    let Some(k) =
-        kube_tools_or_skip("a_helm_release_from_a_git_repository_is_admitted_with_a_warning")
-    else {
-        return;
-    };
+/// kube's admission tools, a registry, and `serve` without a Kubernetes API whose policy has
+/// one rule for that registry (noMatch: deny).
+struct Served {
+    k: PathBuf,
+    reg: TestRegistry,
+    dir: tempfile::TempDir,
+    tls: Tls,
+    server: Server,
+}
+
+fn served(test: &str) -> Option<Served> {
+    let k = kube_tools_or_skip(test)?;
     let reg = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_, public) = generate_keys(d, "k");
     let policy = d.join("policy.yaml");
-    // noMatch: deny, and a rule for the registry only.
     write_key_policy(&policy, &public, "all", &format!("{}/**", reg.host()));
     let tls = make_tls(d);
     let server = start_serve(&policy, &tls, &reg.host(), &[]);
+    Some(Served {
+        k,
+        reg,
+        dir,
+        tls,
+        server,
+    })
+}
+
+#[test]
+fn a_helm_release_from_a_git_repository_is_admitted_with_a_warning() {
+    let Some(Served {
+        k,
+        dir,
+        tls,
+        server,
+        ..
+    }) = served("a_helm_release_from_a_git_repository_is_admitted_with_a_warning")
+    else {
+        return;
+    };
+    let d = dir.path();
     for (kind, chart_ref) in [
         ("GitRepository", false),
         ("Bucket", false),
@@ -148,19 +176,18 @@ fn verify_manifests_warns_on_git_sources_and_refuses_cross_namespace_refs() {
 /// chart and is admitted without listing anything.
 #[test]
 fn a_helm_repository_update_that_keeps_its_url_lists_nothing() {
-    let Some(k) = kube_tools_or_skip("a_helm_repository_update_that_keeps_its_url_lists_nothing")
+    // No --kubeconfig: no Kubernetes API to list HelmCharts with.
+    let Some(Served {
+        k,
+        reg,
+        dir,
+        tls,
+        server,
+    }) = served("a_helm_repository_update_that_keeps_its_url_lists_nothing")
     else {
         return;
     };
-    let reg = TestRegistry::start();
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_, public) = generate_keys(d, "k");
-    let policy = d.join("policy.yaml");
-    write_key_policy(&policy, &public, "all", &format!("{}/**", reg.host()));
-    let tls = make_tls(d);
-    // No --kubeconfig: no Kubernetes API to list HelmCharts with.
-    let server = start_serve(&policy, &tls, &reg.host(), &[]);
     let repo = |url: &str, extra: &str| {
         format!(
             "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, \
@@ -173,9 +200,16 @@ fn a_helm_repository_update_that_keeps_its_url_lists_nothing() {
     let update = |name: &str, text: String| {
         let f = d.join(name);
         std::fs::write(&f, text).unwrap();
-        let args = ["-operation", "UPDATE", "-old", old.to_str().unwrap()];
-        let mut args = args.to_vec();
-        args.extend(["-unstructured", "-resource", "helmrepositories"]);
+        let old = old.to_str().unwrap();
+        let args = [
+            "-operation",
+            "UPDATE",
+            "-old",
+            old,
+            "-unstructured",
+            "-resource",
+            "helmrepositories",
+        ];
         kwhclient(&k, &server, &tls, &f, &args)
     };
     let kept = update(
