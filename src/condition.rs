@@ -39,16 +39,21 @@ pub use limits::{MAX_EXPRESSION_BYTES, MAX_NESTING, MAX_OPERATORS};
 /// a unit), so an evaluation at the limit takes about 0.35 s; a refusal takes microseconds.
 pub const COST_LIMIT: u64 = 1_000_000;
 
-/// Variables an expression sees, with their declared types.
-fn environment() -> Env {
-    let dyn_map = CelType::map(CelType::String, CelType::Dyn);
-    Env::with_standard_library()
-        .with_variable("predicateType", CelType::String)
-        .with_variable("predicate", CelType::Dyn)
-        .with_variable("subject", CelType::list(CelType::Dyn))
-        .with_variable("statement", dyn_map.clone())
-        .with_variable("signer", dyn_map)
-        .with_variable("now", CelType::Timestamp)
+/// Variables an expression sees, with their declared types: the standard library and the six
+/// variables, built once per process (a copy of cel-core's whole function table) and shared by
+/// every condition a policy, or a reloaded policy, compiles.
+fn environment() -> &'static Env {
+    static ENV: std::sync::LazyLock<Env> = std::sync::LazyLock::new(|| {
+        let dyn_map = CelType::map(CelType::String, CelType::Dyn);
+        Env::with_standard_library()
+            .with_variable("predicateType", CelType::String)
+            .with_variable("predicate", CelType::Dyn)
+            .with_variable("subject", CelType::list(CelType::Dyn))
+            .with_variable("statement", dyn_map.clone())
+            .with_variable("signer", dyn_map)
+            .with_variable("now", CelType::Timestamp)
+    });
+    &ENV
 }
 
 /// A compiled, type-checked condition and the message a false outcome reports.
