@@ -119,7 +119,8 @@ pub struct AttestationOutcome {
 impl CompiledPolicy {
     /// Verify one attestation candidate for each of `rule`'s requirements it may satisfy (its
     /// annotated type, when it has one, is the requirement's), by the requirement's authorities
-    /// in turn until one verifies; then evaluate the conditions on the verified statement.
+    /// in turn until one verifies it with every condition true (the first that verifies it is
+    /// reported when none does).
     pub(crate) fn attestation_outcome(
         &self,
         rule: &Rule,
@@ -159,6 +160,9 @@ impl CompiledPolicy {
             predicate_type: &req.predicate_type,
         };
         let mut best: Option<Rejection> = None;
+        // Verified by an authority whose signer the conditions refused: another authority that
+        // also verifies it (the conditions see `signer.authority`) may still satisfy them.
+        let mut refused: Option<AttestationEvidence> = None;
         for a in req
             .authorities
             .iter()
@@ -169,10 +173,19 @@ impl CompiledPolicy {
                 .bundle_authority(a, prepared.has_tlog_entries(), location)
                 .and_then(|(who, root)| verify_attestation(prepared, &a.name, who, root, &expect));
             match verified {
-                Ok(v) => return Ok(attestation_evidence(req, &v, now)),
+                Ok(v) => {
+                    let evidence = attestation_evidence(req, &v, now);
+                    if evidence.holds() {
+                        return Ok(evidence);
+                    }
+                    refused.get_or_insert(evidence);
+                }
                 Err(r) if best.as_ref().is_none_or(|b| r.rank() > b.rank()) => best = Some(r),
                 Err(_) => {}
             }
+        }
+        if let Some(evidence) = refused {
+            return Ok(evidence);
         }
         Err(best.unwrap_or_else(|| {
             let kind = RejectionKind::NotSupported {

@@ -1,7 +1,8 @@
 //! Attestations as the policy and `verify-attestation` use them, with cosign 3.1.1 as the
 //! writer: `cosign attest` (legacy `.att` and `--new-bundle-format`) verified with CEL
 //! conditions true and false; an attestation copied under another image's tag; a planted
-//! oversized envelope beside a valid one; a runaway condition; the policy through Kubernetes'
+//! oversized envelope beside a valid one; a runaway condition; a DSSE envelope signed by the keys
+//! of two authorities (conditions tried with each); the policy through Kubernetes'
 //! admission client; and real npm / cosign provenance bundles from the corpus.
 
 use std::path::{Path, PathBuf};
@@ -487,4 +488,124 @@ fn verify_attestation_refuses_bad_types_and_conditions() {
     );
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("--condition 2 (1:"), "{run:?}");
+}
+
+/// `envelope` (a DSSE envelope's JSON) with a second signature, by `key`, over the same PAE.
+fn countersigned(envelope: &[u8], key: &Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut env: serde_json::Value = serde_json::from_slice(envelope).unwrap();
+    let payload_type = env["payloadType"].as_str().unwrap().to_string();
+    let payload = b64.decode(env["payload"].as_str().unwrap()).unwrap();
+    let mut pae = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
+    pae.extend_from_slice(&payload);
+    let pem = std::fs::read_to_string(key).unwrap();
+    let signer =
+        ocigate::sign::key::SigningKey::from_encrypted_pem(&pem, PASSWORD.as_bytes(), "k2")
+            .unwrap();
+    let sig = b64.encode(signer.sign(&pae).unwrap());
+    env["signatures"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"keyid": "", "sig": sig}));
+    serde_json::to_vec(&env).unwrap()
+}
+
+/// One DSSE envelope signed by two keys, each the key of one authority of the rule: both
+/// authorities verify it, and the conditions see `signer.authority`, so the one a condition
+/// names must be tried even when the other verified first (a false deny otherwise); a
+/// condition no authority satisfies still denies as `condition`.
+#[test]
+fn conditions_are_tried_with_every_authority_that_verifies() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key1, public1) = generate_keys(d, "k1");
+    let (key2, public2) = generate_keys(d, "k2");
+    let r = reg.reference("apps/two:v1");
+    push_image(&reg.client(), &r, "two authorities");
+    let reference = r.to_string();
+    let s = sign(&reg, &key1, &reference, &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let predicate = write(d, "provenance.json", PROVENANCE);
+    let run = crate::attest::ocigate_attest(
+        &reg,
+        &key1,
+        &reference,
+        SLSA1,
+        &predicate,
+        &["--format", "legacy"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    // The `.att` layer's envelope countersigned by k2, put back in its place.
+    let tag = format!("apps/two:{}", att_tag(&reg, &reference));
+    let (body, media_type) = raw_manifest(&reg, &tag);
+    let mut m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let layer = &mut m["layers"][0];
+    let old: Descriptor = serde_json::from_value(layer.clone()).unwrap();
+    let client = reg.client();
+    let envelope = block_on(client.get_blob(&r, &old)).unwrap();
+    let both = countersigned(&envelope, &key2);
+    let new = block_on(client.put_blob(&r, &both)).unwrap();
+    layer["digest"] = new.to_string().into();
+    layer["size"] = both.len().into();
+    put_manifest(&reg, &tag, &serde_json::to_vec(&m).unwrap(), &media_type);
+
+    let host = reg.host();
+    let policy = |wanted: &str| {
+        write(
+            d,
+            &format!("{wanted}.yaml"),
+            &format!(
+                "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nkeys:\n  \
+                 - {{name: k1, path: {}}}\n  - {{name: k2, path: {}}}\nrules:\n  \
+                 - name: apps\n    images: [\"{host}/apps/**\"]\n    authorities:\n      \
+                 - {{name: first, key: {{name: k1}}, tlog: skip}}\n      \
+                 - {{name: second, key: {{name: k2}}, tlog: skip}}\n    \
+                 attestations:\n      - name: provenance\n        predicateType: {SLSA1}\n        \
+                 conditions:\n          - expression: 'signer.authority == \"{wanted}\"'\n            \
+                 message: attested by {wanted}\n",
+                public1.display(),
+                public2.display()
+            ),
+        )
+    };
+    let verify = |p: &Path| {
+        let run = ocigate(
+            &[
+                "verify",
+                &reference,
+                "--policy",
+                p.to_str().unwrap(),
+                "--registry-plain-http",
+                &host,
+                "-o",
+                "json",
+            ],
+            &[],
+        );
+        let result = run.json()["results"][0].clone();
+        (run, result)
+    };
+    for wanted in ["first", "second"] {
+        let (run, result) = verify(&policy(wanted));
+        assert_eq!(run.code, 0, "{wanted}: {run:?}");
+        assert_eq!(result["verdict"], "allow", "{result}");
+        let att = &result["attestations"][0];
+        assert_eq!(att["authority"], wanted, "{result}");
+        assert_eq!(att["conditions"][0]["passed"], true, "{result}");
+    }
+    let (run, result) = verify(&policy("third"));
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(result["failure"], "condition", "{result}");
+    assert!(
+        result["reasons"].to_string().contains("attested by third"),
+        "{result}"
+    );
 }
