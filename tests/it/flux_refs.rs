@@ -2,7 +2,8 @@
 //! chart comes from a GitRepository (or Bucket, ExternalArtifact, HTTP HelmRepository) is
 //! admitted with a warning, never silently, through kube's own admission client; and
 //! `verify --manifests` applies the webhook's rules (a warn result for such a source, a
-//! cross-namespace reference denied unless `--allow-cross-namespace-refs`).
+//! cross-namespace reference denied unless `--allow-cross-namespace-refs`); a HelmRepository's
+//! HelmCharts listed from mini-kube-apiserver where only v1beta2 is served, and bounded.
 
 use crate::harness::*;
 use std::path::PathBuf;
@@ -222,5 +223,114 @@ fn a_helm_repository_update_that_keeps_its_url_lists_nothing() {
     assert!(
         moved.stdout.contains("HelmChart") && moved.stdout.contains("no Kubernetes API"),
         "{moved:?}"
+    );
+}
+
+/// HelmCharts served as v1beta2 only (Flux before 2.3): the webhook lists a HelmRepository's
+/// HelmCharts there when v1 is not served, and a URL moved under one of them is checked at the
+/// new URL; a namespace with more HelmCharts than are read for one HelmRepository (1,000, read
+/// 500 a page) is denied, not admitted on a partial reading.
+#[test]
+fn helm_charts_listed_as_v1beta2_and_bounded() {
+    let test = "helm_charts_listed_as_v1beta2_and_bounded";
+    let Some(kube) = crate::cluster::MiniCluster::start_or_skip(test) else {
+        return;
+    };
+    let Some(k) = kube_tools_or_skip(test) else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    for (r, signed) in [
+        ("charts/mychart:1.0.0", true),
+        ("elsewhere/mychart:1.0.0", false),
+    ] {
+        let reference = reg.reference(r);
+        push_image(&reg.client(), &reference, r);
+        if signed {
+            let s = sign(&reg, &key, &reference.to_string(), &[]);
+            assert_eq!(s.code, 0, "{s:?}");
+        }
+    }
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
+    let tls = make_tls(d);
+    let kubeconfig = kube.kubeconfig().to_str().unwrap().to_string();
+    let server = start_serve(&policy, &tls, &h, &["--kubeconfig", &kubeconfig]);
+
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+               metadata: {name: helmcharts.source.toolkit.fluxcd.io}\nspec:\n  \
+               group: source.toolkit.fluxcd.io\n  scope: Namespaced\n  \
+               names: {kind: HelmChart, listKind: HelmChartList, plural: helmcharts, singular: helmchart}\n  \
+               versions:\n  - name: v1beta2\n    served: true\n    storage: true\n    \
+               schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n";
+    let run = kube.apply(d, "crd.yaml", crd, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/helmcharts.source.toolkit.fluxcd.io",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let chart = |name: &str, ns: &str| {
+        serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1beta2", "kind": "HelmChart",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"chart": "mychart", "version": "1.0.0", "interval": "5m",
+                     "sourceRef": {"kind": "HelmRepository", "name": "charts"}},
+        })
+    };
+    let mut many: Vec<_> = (0..1_001)
+        .map(|i| chart(&format!("c{i}"), "many"))
+        .collect();
+    many.push(chart("podinfo", "flux"));
+    for ns in ["flux", "many"] {
+        kube.namespace(d, ns);
+    }
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": many});
+    let f = d.join("charts.json");
+    std::fs::write(&f, list.to_string()).unwrap();
+    let run = kube.kubectl(&["create", "-f", f.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let repo = |ns: &str, path: &str| {
+        format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, \
+             namespace: {ns}}}\nspec: {{type: oci, url: \"oci://{h}/{path}\", interval: 5m}}\n"
+        )
+    };
+    let moved = |ns: &str| {
+        let old = d.join(format!("old-{ns}.yaml"));
+        std::fs::write(&old, repo(ns, "charts")).unwrap();
+        let new = d.join(format!("new-{ns}.yaml"));
+        std::fs::write(&new, repo(ns, "elsewhere")).unwrap();
+        let args = [
+            "-operation",
+            "UPDATE",
+            "-old",
+            old.to_str().unwrap(),
+            "-unstructured",
+            "-resource",
+            "helmrepositories",
+        ];
+        kwhclient(&k, &server, &tls, &new, &args)
+    };
+    let run = moved("flux");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("HelmChart flux/podinfo")
+            && run.stdout.contains("elsewhere/mychart:1.0.0")
+            && run.stdout.contains("[unsigned]"),
+        "the v1beta2 HelmChart was listed and its chart checked at the new URL: {run:?}"
+    );
+    let run = moved("many");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("1001 HelmCharts, more than the 1000"),
+        "{run:?}"
     );
 }
