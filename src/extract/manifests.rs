@@ -252,6 +252,48 @@ impl<L: Lookup + Sync> Lookup for DocumentsThenCluster<'_, L> {
         self.documents.cross_namespace_refs()
     }
 
+    /// The cluster's objects of that kind in that namespace (the HelmCharts a HelmRepository
+    /// among the documents would give charts to), less those a document replaces: each of
+    /// those is checked as itself. More than `max`: all of them, for the caller to refuse.
+    /// Without a cluster: the documents' answer (they hold those HelmCharts themselves).
+    fn list(
+        &self,
+        of: &ObjectRef,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Vec<Value>>, LookupError>> + Send {
+        let (documents, cluster, of) = (self.documents, self.cluster, of.clone());
+        async move {
+            let Some(cluster) = cluster else {
+                return documents.list(&of, max).await;
+            };
+            let Some(listed) = cluster.list(&of, max).await? else {
+                return Ok(None);
+            };
+            if listed.len() > max {
+                return Ok(Some(listed));
+            }
+            let mut kept = Vec::with_capacity(listed.len());
+            for item in listed {
+                let name = item.pointer("/metadata/name").and_then(Value::as_str);
+                let replaced = match name {
+                    Some(name) => {
+                        let r = ObjectRef {
+                            api_version: None,
+                            name: name.to_string(),
+                            ..of.clone()
+                        };
+                        documents.get(&r).await?.is_some()
+                    }
+                    None => false,
+                };
+                if !replaced {
+                    kept.push(item);
+                }
+            }
+            Ok(Some(kept))
+        }
+    }
+
     fn missing(&self, target: &ObjectRef) -> String {
         match self.cluster {
             Some(_) => {

@@ -332,3 +332,99 @@ fn helm_repositories_in_the_cluster_and_short_lived_not_found() {
         "admitted only after {admitted:?}"
     );
 }
+
+/// A HelmRepository among the documents whose URL moves under a HelmChart of the cluster: with
+/// `--kubeconfig` the CLI lists the namespace's HelmCharts as the webhook does and checks each
+/// one's chart at the new URL (unsigned there: denied); a HelmChart among the documents with
+/// the same name replaces the cluster's and is checked as itself; without `--kubeconfig` only
+/// the documents' HelmCharts are checked (as the documented note says).
+#[test]
+fn a_moved_helm_repository_is_checked_through_the_clusters_helm_charts() {
+    const TEST: &str = "a_moved_helm_repository_is_checked_through_the_clusters_helm_charts";
+    let Some(kube) = MiniCluster::start_or_skip(TEST) else {
+        return;
+    };
+    let Some(corpus) = corpus_or_skip(TEST) else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    for (r, signed) in [
+        ("charts/mychart:1.0.0", true),
+        ("elsewhere/mychart:1.0.0", false),
+    ] {
+        let reference = reg.reference(r);
+        push_image(&reg.client(), &reference, r);
+        if signed {
+            let s = sign(&reg, &key, &reference.to_string(), &[]);
+            assert_eq!(s.code, 0, "{s:?}");
+        }
+    }
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
+    flux_crds(&kube, &corpus);
+    let crd = corpus.join("gitops/fluxcd/crds/source.toolkit.fluxcd.io_helmcharts.yaml");
+    let run = kube.kubectl(&["apply", "-f", crd.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/helmcharts.source.toolkit.fluxcd.io",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    kube.namespace(d, "flux");
+    let chart = |repository: &str| {
+        format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {{name: podinfo, namespace: flux}}\n\
+             spec: {{chart: mychart, version: 1.0.0, interval: 5m, sourceRef: {{kind: HelmRepository, name: {repository}}}}}\n"
+        )
+    };
+    let run = kube.apply(d, "repo.yaml", &helm_repository("charts", &h), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.apply(d, "chart.yaml", &chart("charts"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let moved = d.join("moved.yaml");
+    std::fs::write(
+        &moved,
+        helm_repository("charts", &h).replace("/charts\"", "/elsewhere\""),
+    )
+    .unwrap();
+    let kubeconfig = kube.kubeconfig.to_str().unwrap();
+    let run = verify_manifests(&reg, &policy, &moved, &["--kubeconfig", kubeconfig]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("elsewhere/mychart:1.0.0")
+            && run.stdout.contains("(unsigned)")
+            && run.stdout.contains("spec.url, for HelmChart flux/podinfo"),
+        "{run:?}"
+    );
+    // Without the cluster: nothing to list (the documents' HelmCharts are checked as
+    // themselves, and there are none).
+    let run = verify_manifests(&reg, &policy, &moved, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("elsewhere"), "{run:?}");
+    // The documents' own HelmChart of that name, from another repository, replaces the
+    // cluster's: it is checked as itself, and the moved URL gives it nothing.
+    let both = d.join("both.yaml");
+    let signed = helm_repository("signed", &h);
+    std::fs::write(
+        &both,
+        format!(
+            "{}---\n{signed}---\n{}",
+            std::fs::read_to_string(&moved).unwrap(),
+            chart("signed")
+        ),
+    )
+    .unwrap();
+    let run = verify_manifests(&reg, &policy, &both, &["--kubeconfig", kubeconfig]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("charts/mychart:1.0.0") && !run.stdout.contains("elsewhere"),
+        "{run:?}"
+    );
+}
