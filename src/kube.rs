@@ -79,6 +79,14 @@ pub enum KubeApiError {
         /// What was asked.
         url: String,
     },
+    /// A list that had more pages than are read ([`list::MAX_PAGES`]), or the same page again.
+    #[error("Kubernetes API {url}: the list did not end within {pages} pages")]
+    Unending {
+        /// What was listed.
+        url: String,
+        /// The pages read.
+        pages: usize,
+    },
     /// A referenced kind this webhook does not read.
     #[error("no Kubernetes API resource is known for kind {kind} ({api_version})")]
     UnknownKind {
@@ -115,6 +123,15 @@ pub enum KubeconfigError {
     /// Its context names a cluster it does not have.
     #[error("no cluster {0:?}")]
     NoCluster(String),
+    /// Its `current-context` names a context it does not have (kubectl refuses it too).
+    #[error("current-context {0:?} is not among its contexts")]
+    NoCurrentContext(String),
+    /// Its server is plain HTTP on another host than this one, and it has a token: the token
+    /// would cross the network (and any HTTP proxy) in clear text.
+    #[error(
+        "server {0:?} is plain HTTP and not on this host; a bearer token is sent only over HTTPS"
+    )]
+    TokenOverHttp(String),
     /// `certificate-authority-data` is not base64.
     #[error("certificate-authority-data is not base64")]
     CaDataNotBase64,
@@ -201,6 +218,50 @@ pub(crate) struct KubeApi {
 /// "no such object".
 struct ByAnswer;
 
+/// The most bytes (of JSON text, and the paths) the answers cached at once may weigh: a
+/// Secret may be 1 MiB and a Pod names up to 16 of them, so a count of entries bounds nothing.
+const CACHE_BYTES: u64 = 16 << 20;
+
+/// An answer's weight in the cache: its path and its JSON text's length.
+fn cache_weight(path: &str, found: &Option<Value>) -> u32 {
+    let body = found.as_ref().map_or(0, json_len);
+    u32::try_from(path.len().saturating_add(body)).unwrap_or(u32::MAX)
+}
+
+/// How many bytes `v` is as JSON text (counted, not kept).
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(b.len());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing to a counter cannot fail; a value that could not be written weighs the most.
+    match serde_json::to_writer(&mut n, v) {
+        Ok(()) => n.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Whether `server` is plain HTTP to a host other than this one (loopback).
+fn plain_http_elsewhere(server: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(server) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    url.scheme() == "http" && !loopback
+}
+
 impl ByAnswer {
     fn ttl(found: &Option<Value>) -> Duration {
         if found.is_some() {
@@ -271,12 +332,17 @@ impl KubeApi {
         let text = std::fs::read_to_string(file).map_err(|e| bad(KubeconfigError::Read(e)))?;
         let cfg: Kubeconfig = serde_saphyr::from_str(&text)
             .map_err(|e| bad(KubeconfigError::NotAKubeconfig(Box::new(e))))?;
-        let ctx = cfg
-            .contexts
-            .iter()
-            .find(|c| Some(&c.name) == cfg.current_context.as_ref())
-            .or(cfg.contexts.first())
-            .ok_or_else(|| bad(KubeconfigError::NoContext))?;
+        let ctx = match cfg.current_context.as_deref().filter(|c| !c.is_empty()) {
+            Some(current) => cfg
+                .contexts
+                .iter()
+                .find(|c| c.name == current)
+                .ok_or_else(|| bad(KubeconfigError::NoCurrentContext(current.to_string())))?,
+            None => cfg
+                .contexts
+                .first()
+                .ok_or_else(|| bad(KubeconfigError::NoContext))?,
+        };
         let cluster = cfg
             .clusters
             .iter()
@@ -310,7 +376,11 @@ impl KubeApi {
             }) => Token::File(base.join(f)),
             _ => Token::None,
         };
-        let api = Self::new(cluster.cluster.server.clone(), ca.as_deref(), token)?;
+        let server = &cluster.cluster.server;
+        if !matches!(token, Token::None) && plain_http_elsewhere(server) {
+            return Err(bad(KubeconfigError::TokenOverHttp(server.clone())));
+        }
+        let api = Self::new(server.clone(), ca.as_deref(), token)?;
         let namespace = ctx.context.namespace.clone().filter(|n| !n.is_empty());
         Ok(KubeApi { namespace, ..api })
     }
@@ -341,7 +411,8 @@ impl KubeApi {
             client,
             namespace: None,
             cache: moka::sync::Cache::builder()
-                .max_capacity(10_000)
+                .max_capacity(CACHE_BYTES)
+                .weigher(|path: &String, found| cache_weight(path, found))
                 .expire_after(ByAnswer)
                 .build(),
         })
@@ -610,101 +681,4 @@ struct Context {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn object_paths() {
-        let r = ObjectRef {
-            api_version: None,
-            kind: "HelmRepository".into(),
-            namespace: None,
-            name: "charts".into(),
-        };
-        assert_eq!(
-            object_path(&r, "flux").unwrap(),
-            "/apis/source.toolkit.fluxcd.io/v1/namespaces/flux/helmrepositories/charts"
-        );
-        let evil = ObjectRef {
-            name: "../../secrets/x".into(),
-            ..r.clone()
-        };
-        assert!(object_path(&evil, "flux").is_err());
-        let unknown = ObjectRef {
-            kind: "Secret".into(),
-            ..r.clone()
-        };
-        assert!(object_path(&unknown, "flux").is_err());
-        for name in [".", "..", "a/b", "A", "", "%2e%2e"] {
-            let bad = ObjectRef {
-                name: name.into(),
-                ..r.clone()
-            };
-            let e = object_path(&bad, "flux").unwrap_err();
-            assert!(
-                matches!(e, KubeApiError::InvalidName { .. }),
-                "{name:?}: {e}"
-            );
-            assert!(object_path(&r, name).is_err(), "namespace {name:?}");
-        }
-        assert!(object_path(&r, "flux.x").is_err(), "a namespace is a label");
-        let odd_version = ObjectRef {
-            api_version: Some("source.toolkit.fluxcd.io/../v1".into()),
-            ..r.clone()
-        };
-        assert!(object_path(&odd_version, "flux").is_err());
-    }
-
-    #[test]
-    fn kubeconfig_current_context() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("config");
-        std::fs::write(
-            &f,
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:6443\"}\n\
-             users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: x\n  context: {cluster: c, user: u, namespace: team}\ncurrent-context: x\n",
-        )
-        .unwrap();
-        let api = KubeApi::from_kubeconfig(&f).unwrap();
-        assert_eq!(api.server, "https://127.0.0.1:6443");
-        assert_eq!(api.namespace(), Some("team"));
-        assert!(matches!(api.token, Token::Static(ref t) if t == "abc"));
-        std::fs::write(&f, "clusters: [").unwrap();
-        let e = KubeApi::from_kubeconfig(&f).err().unwrap().to_string();
-        assert!(e.contains("config"), "{e}");
-        // The text the CLI prints: each layer's words, then its cause.
-        let e = crate::error_chain(&KubeApi::from_kubeconfig(&f).err().unwrap());
-        let start = format!("kubeconfig {}: not a kubeconfig: ", f.display());
-        assert!(e.starts_with(&start), "{e}");
-        let e = crate::error_chain(
-            &KubeApi::from_kubeconfig(&dir.path().join("none"))
-                .err()
-                .unwrap(),
-        );
-        assert!(e.contains("/none: cannot read: No such file"), "{e}");
-    }
-
-    /// "Not found" is believed briefly (it is created any moment), an object longer.
-    #[test]
-    fn not_found_is_kept_briefly() {
-        use moka::Expiry as _;
-        let now = Instant::now();
-        let key = String::from("/apis/x");
-        let found = Some(serde_json::json!({"kind": "HelmRepository"}));
-        assert_eq!(
-            ByAnswer.expire_after_create(&key, &None, now),
-            Some(NOT_FOUND_TTL)
-        );
-        assert_eq!(
-            ByAnswer.expire_after_create(&key, &found, now),
-            Some(FOUND_TTL)
-        );
-        // An answer that replaces another gets its own lifetime, not the old one's.
-        let long = Some(FOUND_TTL);
-        assert_eq!(
-            ByAnswer.expire_after_update(&key, &None, now, long),
-            Some(NOT_FOUND_TTL)
-        );
-        assert!(NOT_FOUND_TTL <= Duration::from_secs(2));
-    }
-}
+mod tests;

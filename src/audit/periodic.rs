@@ -155,11 +155,22 @@ impl Periodic {
                 }
             }
             match self.once(&leading, &reported).await {
-                Ok(now) => {
+                Ok((now, failed)) if failed.is_empty() => {
                     reported = now;
                     self.stats.runs_ok.fetch_add(1, Ordering::Relaxed);
                     let t = chrono::Utc::now().timestamp();
                     self.stats.last_success.store(t, Ordering::Relaxed);
+                }
+                Ok((now, failed)) => {
+                    // The other namespaces' reports were written: what is reported is known.
+                    reported = now;
+                    self.stats.runs_failed.fetch_add(1, Ordering::Relaxed);
+                    let shown: Vec<&String> = failed.iter().take(5).collect();
+                    tell!(
+                        "{}",
+                        serde_json::json!({"msg": "audit failed: reports not written",
+                            "count": failed.len(), "errors": shown})
+                    );
                 }
                 Err(e) => {
                     self.stats.runs_failed.fetch_add(1, Ordering::Relaxed);
@@ -170,12 +181,14 @@ impl Periodic {
         }
     }
 
-    /// One audit and its reports; the namespaces whose report holds results.
+    /// One audit and its reports: the namespaces whose report holds results (or may: one whose
+    /// write failed keeps what it held), and why each report that failed was not written. One
+    /// namespace's failure does not keep the others' reports from being written.
     async fn once(
         &self,
         leading: &Leading,
         before: &BTreeSet<Option<String>>,
-    ) -> Result<BTreeSet<Option<String>>, String> {
+    ) -> Result<(BTreeSet<Option<String>>, Vec<String>), String> {
         let started = Instant::now();
         // The policy in force now says whether checks depend on the namespace.
         let options = self
@@ -192,13 +205,17 @@ impl Periodic {
         let reports = reports(&findings, chrono::Utc::now(), before);
         // The namespaces with results: an emptied report needs no emptying again.
         let mut holding = BTreeSet::new();
+        let mut failed = Vec::new();
         for report in &reports {
-            if !leads(leading) {
-                return Err("this replica lost the lease before every report was written".into());
-            }
-            self.write(report).await?;
-            if !report.is_empty() {
-                holding.insert(report.namespace.clone());
+            match self.write(report, leading).await {
+                Ok(()) if report.is_empty() => {}
+                Ok(()) => {
+                    holding.insert(report.namespace.clone());
+                }
+                Err(e) => {
+                    holding.insert(report.namespace.clone());
+                    failed.push(e);
+                }
             }
         }
         tell!(
@@ -206,18 +223,24 @@ impl Periodic {
             serde_json::json!({"msg": "audit", "artifacts": findings.len(),
                 "reports": reports.len(), "ms": started.elapsed().as_millis() as u64})
         );
-        Ok(holding)
+        Ok((holding, failed))
     }
 
-    /// Replace the report (as of the `resourceVersion` read just before: the API refuses an
-    /// unconditional update of a custom resource), or create it when there is none. An empty
+    /// Replace the report while this replica leads (as of the `resourceVersion` read just
+    /// before: the API refuses an unconditional update of a custom resource), or create it
+    /// when there is none. An empty
     /// report is never created: where there is none, there is nothing to empty (and its
     /// namespace may be gone, or going: a create there would fail every audit after).
-    async fn write(&self, report: &Report) -> Result<(), String> {
+    async fn write(&self, report: &Report, leading: &Leading) -> Result<(), String> {
         let (path, collection) = report.paths();
-        let failed = |e: KubeApiError| crate::error_chain(&e);
+        let failed = |e: KubeApiError| format!("{path}: {}", crate::error_chain(&e));
         let emptying = report.is_empty();
         for _ in 0..3 {
+            // Asked before every write, not once per audit: a write takes seconds, and a
+            // replica that lost the Lease must not overwrite the new leader's reports.
+            if !leads(leading) {
+                return Err(format!("{path}: not written, this replica no longer leads"));
+            }
             let written = match self.api.fresh(&path).await.map_err(failed)? {
                 None if emptying => return Ok(()),
                 Some(current) => {
@@ -246,7 +269,9 @@ impl Periodic {
 }
 
 /// The namespaces holding a report of ocigate's (`None`: the ClusterPolicyReport), as the
-/// cluster has them now; a page at a time, at most [`MAX_PAGES`] pages.
+/// cluster has them now: only reports named as ocigate's are listed (not every tool's), a page
+/// at a time; a list that does not end within [`MAX_PAGES`] pages is an error, not a partial
+/// answer.
 async fn existing_reports(api: &KubeApi) -> Result<BTreeSet<Option<String>>, KubeApiError> {
     let resource = Resource {
         api_version: "wgpolicyk8s.io/v1alpha2".into(),
@@ -255,8 +280,12 @@ async fn existing_reports(api: &KubeApi) -> Result<BTreeSet<Option<String>>, Kub
     };
     let mut found = BTreeSet::new();
     let mut next: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let Some(page) = api.list_page(&resource, next.as_deref()).await? else {
+    let mut pages = 0;
+    loop {
+        let Some(page) = api
+            .list_page_named(&resource, REPORT_NAME, next.as_deref())
+            .await?
+        else {
             // The CRD is not installed: nothing was reported (writing will say so).
             return Ok(found);
         };
@@ -266,8 +295,13 @@ async fn existing_reports(api: &KubeApi) -> Result<BTreeSet<Option<String>>, Kub
                 found.extend(meta["namespace"].as_str().map(|ns| Some(ns.to_string())));
             }
         }
+        pages += 1;
         match page.next {
-            Some(n) => next = Some(n),
+            Some(n) if pages < MAX_PAGES && next.as_deref() != Some(n.as_str()) => next = Some(n),
+            Some(_) => {
+                let url = "/apis/wgpolicyk8s.io/v1alpha2/policyreports".to_string();
+                return Err(KubeApiError::Unending { url, pages });
+            }
             None => break,
         }
     }

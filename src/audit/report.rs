@@ -19,6 +19,11 @@ pub(crate) const REPORT_NAME: &str = "ocigate";
 /// summary still counts every result.
 pub(crate) const MAX_RESULTS: usize = 1_000;
 
+/// The most bytes the results of one report may take as JSON (etcd stores an object of at most
+/// 1.5 MiB; the rest of the report is small): past it, results are left out as past
+/// [`MAX_RESULTS`], failures kept first, and the summary still counts every one.
+pub(crate) const MAX_RESULTS_BYTES: usize = 1 << 20;
+
 /// The most bytes of a result's message (its reasons, joined).
 const MAX_MESSAGE: usize = 1_024;
 
@@ -133,8 +138,8 @@ fn result(d: &Decision, places: &[&Place], w: &super::Workload, now: DateTime<Ut
     })
 }
 
-/// The report object around `results` (the first [`MAX_RESULTS`], failures first), with the
-/// summary of them all.
+/// The report object around `results` (the first [`MAX_RESULTS`] within
+/// [`MAX_RESULTS_BYTES`], failures first), with the summary of them all.
 fn report(namespace: Option<&str>, mut results: Vec<Value>) -> Value {
     let mut summary = json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0});
     for r in &results {
@@ -143,7 +148,16 @@ fn report(namespace: Option<&str>, mut results: Vec<Value>) -> Value {
         }
     }
     results.sort_by_key(|r| r["result"] == "pass");
-    results.truncate(MAX_RESULTS);
+    let mut bytes = 0usize;
+    let kept = results
+        .iter()
+        .take(MAX_RESULTS)
+        .take_while(|r| {
+            bytes = bytes.saturating_add(r.to_string().len() + 1);
+            bytes <= MAX_RESULTS_BYTES
+        })
+        .count();
+    results.truncate(kept);
     let mut metadata = json!({
         "name": REPORT_NAME,
         "labels": {"app.kubernetes.io/managed-by": "ocigate"},
@@ -223,5 +237,38 @@ mod tests {
             "/apis/wgpolicyk8s.io/v1alpha2/namespaces/c/policyreports/ocigate"
         );
         assert!(put.starts_with(&post));
+    }
+
+    /// A namespace of a thousand failing results with long reasons and many places: the
+    /// report stays well within what etcd stores (1.5 MiB), failures first, every one counted.
+    #[test]
+    fn a_report_stays_within_what_the_api_stores() {
+        let mut findings = Vec::new();
+        for i in 0..1_000 {
+            let mut f = finding(Verdict::Deny, Some(Failure::Unsigned), "big", "p");
+            f.decision.reasons = vec!["r".repeat(2_000)];
+            let place = f.places[0].clone();
+            f.places = (0..20)
+                .map(|j| Place {
+                    object: format!("Pod {}-{i}-{j}", "n".repeat(240)),
+                    ..place.clone()
+                })
+                .collect();
+            findings.push(f);
+        }
+        findings.push(finding(Verdict::Allow, None, "big", "ok"));
+        let reports = reports(&findings, Utc::now(), []);
+        let object = &reports[0].object;
+        let size = object.to_string().len();
+        assert!(size < 1_200_000, "{size} bytes");
+        let results = object["results"].as_array().unwrap();
+        assert!(
+            !results.is_empty() && results.len() < 1_000,
+            "{}",
+            results.len()
+        );
+        assert!(results.iter().all(|r| r["result"] == "fail"));
+        assert_eq!(object["summary"]["fail"], 1_000);
+        assert_eq!(object["summary"]["pass"], 1);
     }
 }

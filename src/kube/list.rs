@@ -63,7 +63,19 @@ impl KubeApi {
         resource: &Resource,
         from: Option<&str>,
     ) -> Result<Option<Page>, KubeApiError> {
-        self.page_at(resource, None, from).await
+        self.page_at(resource, None, None, from).await
+    }
+
+    /// [`KubeApi::list_page`] of the objects named `name` only (`fieldSelector=metadata.name`):
+    /// ocigate's own reports among everyone's.
+    pub(crate) async fn list_page_named(
+        &self,
+        resource: &Resource,
+        name: &str,
+        from: Option<&str>,
+    ) -> Result<Option<Page>, KubeApiError> {
+        let selector = format!("metadata.name={name}");
+        self.page_at(resource, None, Some(&selector), from).await
     }
 
     /// Every object of `resource` in `namespace`, a page at a time: at most `max` and one more
@@ -80,25 +92,34 @@ impl KubeApi {
         let mut next: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let Some(page) = self
-                .page_at(resource, Some(namespace), next.as_deref())
+                .page_at(resource, Some(namespace), None, next.as_deref())
                 .await?
             else {
                 return Ok(None);
             };
             items.extend(page.items);
             match page.next {
+                // The same page again would be read until the bound: refused at once.
+                Some(n) if next.as_deref() == Some(n.as_str()) => break,
                 Some(n) if items.len() <= max => next = Some(n),
-                _ => break,
+                _ => {
+                    items.truncate(max.saturating_add(1));
+                    return Ok(Some(items));
+                }
             }
         }
-        items.truncate(max.saturating_add(1));
-        Ok(Some(items))
+        // A list read only in part is not the list: never taken for the whole of it.
+        Err(KubeApiError::Unending {
+            url: format!("{}{}", self.server, resource.path(Some(namespace))),
+            pages: MAX_PAGES,
+        })
     }
 
     async fn page_at(
         &self,
         resource: &Resource,
         namespace: Option<&str>,
+        field_selector: Option<&str>,
         from: Option<&str>,
     ) -> Result<Option<Page>, KubeApiError> {
         let url = format!("{}{}", self.server, resource.path(namespace));
@@ -107,6 +128,7 @@ impl KubeApi {
         target
             .query_pairs_mut()
             .append_pair("limit", &PAGE_OBJECTS.to_string())
+            .extend_pairs(field_selector.map(|f| ("fieldSelector", f)))
             .extend_pairs(from.map(|t| ("continue", t)));
         let req = self
             .client

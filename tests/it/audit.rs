@@ -660,3 +660,68 @@ fn audit_reads_the_configured_custom_kinds() {
     );
     assert_eq!(run.json()["summary"]["artifacts"], 0);
 }
+
+/// A namespace whose report cannot be written (it is being deleted: the API refuses new
+/// objects in it) does not keep the namespaces after it from being reported; the audit is
+/// counted as failed and says which report.
+#[test]
+fn a_report_that_cannot_be_written_does_not_hold_up_the_others() {
+    const TEST: &str = "a_report_that_cannot_be_written_does_not_hold_up_the_others";
+    let Some(kube) = MiniCluster::start_or_skip(TEST) else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    let web = format!("{h}/apps/web:v1");
+    push_image(
+        &reg.client(),
+        &ocigate::reference::ImageRef::parse(&web).unwrap(),
+        "web",
+    );
+    let s = sign(&reg, &key, &web, &[]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "apps", &format!("{h}/**"));
+    let crds = repo_root().join("../shared/corpus/gitops/policyreport");
+    let run = kube.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.apply(d, "lease-crd.yaml", LEASE_CRD, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // `aaa-going` comes first in the reports' order; deleted with its Pod in it, it stays
+    // Terminating (no namespace controller here), and the API refuses a report in it.
+    for ns in ["aaa-going", "zzz", "ocigate-system"] {
+        kube.namespace(d, ns);
+    }
+    let pods = [
+        pod("aaa-going", "web", &web, ""),
+        pod("zzz", "web", &web, ""),
+    ];
+    let run = kube.apply(d, "pods.yaml", &pods.join("---\n"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = kube.kubectl(&["delete", "namespace", "aaa-going", "--wait=false"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let tls = make_tls(d);
+    let args = [
+        "--kubeconfig",
+        kube.kubeconfig().to_str().unwrap(),
+        "--audit-interval",
+        "1s",
+        "--leader-election-namespace",
+        "ocigate-system",
+    ];
+    let server = crate::webhook::start_serve(&policy, &tls, &h, &args);
+    let z = within(40, || {
+        get_json(&kube, "policyreport", "zzz", "ocigate").filter(|r| r["summary"]["pass"] == 1)
+    });
+    assert!(z.is_some(), "zzz was never reported");
+    assert!(get_json(&kube, "policyreport", "aaa-going", "ocigate").is_none());
+    let failed = metric(
+        server.metrics,
+        r#"ocigate_audit_runs_total{outcome="failed"}"#,
+    );
+    assert!(failed.is_some_and(|n| n >= 1.0), "{failed:?}");
+}
