@@ -157,7 +157,13 @@ fn status_of(source: TufSource, cache_root: Option<&Path>) -> TufRootStatus {
     };
     match loaded {
         Ok(state) => TufRootStatus::Cached { source, state },
-        Err(reason) if source.embedded_snapshot().is_some() => {
+        // The build-time snapshot only where nothing newer was ever fetched: a cache that no
+        // longer verifies (its timestamp expired while the mirror was kept out of reach, a
+        // changed file) is not replaced by an older root, which may still trust what the
+        // updates since then closed (TUF's freeze attack).
+        Err(reason @ (TufError::NoCache { .. } | TufError::NoCacheDir { .. }))
+            if source.embedded_snapshot().is_some() =>
+        {
             TufRootStatus::Embedded { source, reason }
         }
         Err(reason) => TufRootStatus::Unavailable { source, reason },
@@ -240,5 +246,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.lines().join("\n").contains("not both"), "{e}");
+    }
+
+    /// A built-in root uses its compiled-in snapshot only where nothing was ever fetched: a
+    /// cache that exists and no longer verifies makes it unavailable (TUF's freeze rule).
+    #[test]
+    fn a_built_in_root_falls_back_only_where_nothing_was_fetched() {
+        let cache = tempfile::tempdir().unwrap();
+        let source = TufSource::builtin("github").unwrap();
+        let status = status_of(source.clone(), Some(cache.path()));
+        assert!(
+            matches!(status, TufRootStatus::Embedded { .. }),
+            "{status:?}"
+        );
+        assert!(matches!(
+            status_of(source.clone(), None),
+            TufRootStatus::Embedded { .. }
+        ));
+        let dir = source.cache_dir(cache.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("timestamp.json"), "{\"signed\": {}}").unwrap();
+        let status = status_of(source, Some(cache.path()));
+        let TufRootStatus::Unavailable { reason, .. } = &status else {
+            panic!("a cache that does not verify fell back: {status:?}");
+        };
+        assert!(matches!(reason, TufError::Cached { .. }), "{reason:?}");
     }
 }
