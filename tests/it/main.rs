@@ -43,4 +43,5 @@ mod sigrepo;
 mod tls;
 mod token;
 mod tuf;
+mod tuf_refresh;
 mod webhook;

@@ -12,7 +12,7 @@ use crate::corpus::Fixture;
 use crate::harness::*;
 
 /// The tools venv's python with python-tuf, or a loud skip (a failure in CI).
-fn tuf_python_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn tuf_python_or_skip(test: &str) -> Option<PathBuf> {
     let python = std::env::var_os("OCIGATE_TEST_PYTHON")
         .map(PathBuf::from)
         .or_else(|| {
@@ -39,13 +39,13 @@ fn tuf_python_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 /// A python-tuf repository under a temporary directory, and the cache ocigate uses.
-struct Repo {
+pub(crate) struct Repo {
     python: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl Repo {
-    fn new(python: PathBuf, target: &Path) -> Self {
+    pub(crate) fn new(python: PathBuf, target: &Path) -> Self {
         let r = Repo {
             python,
             dir: tempfile::tempdir().unwrap(),
@@ -54,7 +54,7 @@ impl Repo {
         r
     }
 
-    fn step(&self, args: &[&str]) {
+    pub(crate) fn step(&self, args: &[&str]) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tuf-repo.py");
         let out = Command::new(&self.python)
             .arg(script)
@@ -66,12 +66,12 @@ impl Repo {
     }
 
     /// The repository directory (Sigstore's layout).
-    fn repo(&self) -> PathBuf {
+    pub(crate) fn repo(&self) -> PathBuf {
         self.dir.path().join("r/repo")
     }
 
     /// The bootstrap root (version 1), copied out so that the repository may change under it.
-    fn bootstrap(&self) -> PathBuf {
+    pub(crate) fn bootstrap(&self) -> PathBuf {
         let p = self.dir.path().join("bootstrap-root.json");
         if !p.exists() {
             std::fs::copy(self.repo().join("1.root.json"), &p).unwrap();
@@ -79,7 +79,7 @@ impl Repo {
         p
     }
 
-    fn cache(&self) -> String {
+    pub(crate) fn cache(&self) -> String {
         self.dir.path().join("cache").to_str().unwrap().to_string()
     }
 
@@ -129,9 +129,9 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// python's http.server over a directory on a free loopback port; stopped on drop.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Served {
@@ -141,7 +141,7 @@ impl Drop for Served {
     }
 }
 
-fn serve_dir(python: &Path, dir: &Path) -> Served {
+pub(crate) fn serve_dir(python: &Path, dir: &Path) -> Served {
     let port = free_port();
     let child = Command::new(python)
         .args([
@@ -173,7 +173,7 @@ fn serve_dir(python: &Path, dir: &Path) -> Served {
 
 /// The corpus' public-good trusted_root.json, and the same without the Rekor v1 log's key
 /// (the log the corpus' key-rekor signature is in): the "old" root a mirror serves first.
-fn roots(corpus: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn roots(corpus: &Path, dir: &Path) -> (PathBuf, PathBuf) {
     let full = corpus.join("sigstore-root-signing/targets/trusted_root.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&full).unwrap()).unwrap();
     v["tlogs"]
@@ -187,7 +187,12 @@ fn roots(corpus: &Path, dir: &Path) -> (PathBuf, PathBuf) {
 
 /// A policy whose one rule wants the corpus' cosign2 key with a Rekor entry (its
 /// `dir-img-cosign-key-rekor-valid` image) under the TUF root `corp` from `mirror`.
-fn key_rekor_policy(dir: &Path, mirror: &str, bootstrap: &Path, corpus: &Path) -> PathBuf {
+pub(crate) fn key_rekor_policy(
+    dir: &Path,
+    mirror: &str,
+    bootstrap: &Path,
+    corpus: &Path,
+) -> PathBuf {
     let key = corpus.join("containers-image/signature/fixtures/cosign2.pub");
     let policy = dir.join("policy.yaml");
     std::fs::write(
@@ -694,7 +699,7 @@ fn tuf_public_good_bootstrap_through_the_corpus_root() {
 }
 
 /// A plain-HTTP GET on loopback (the metrics listener).
-fn scrape(port: u16) -> String {
+pub(crate) fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
