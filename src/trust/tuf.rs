@@ -46,18 +46,40 @@ pub enum TufMirror {
     Archive(PathBuf),
 }
 
+/// The mirror as said in messages, logs and `trust-root show`: a URL's password is left out
+/// (it is sent to the mirror as Basic auth, never printed).
 impl std::fmt::Display for TufMirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TufMirror::Http(u) => f.write_str(&crate::escape_text(u)),
-            TufMirror::Directory(p) | TufMirror::Archive(p) => {
-                f.write_str(&crate::escape_text(&p.display().to_string()))
-            }
+            TufMirror::Http(u) => f.write_str(&crate::escape_text(&without_password(u))),
+            TufMirror::Directory(_) | TufMirror::Archive(_) => f.write_str(&self.identity()),
         }
     }
 }
 
+/// `url` with its password, if it has one, replaced by `REDACTED`.
+pub(crate) fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            // Only a URL that cannot have a password fails this, and it has none.
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl TufMirror {
+    /// The mirror as written, password included: what tells one cache from another.
+    fn identity(&self) -> String {
+        match self {
+            TufMirror::Http(u) => crate::escape_text(u),
+            TufMirror::Directory(p) | TufMirror::Archive(p) => {
+                crate::escape_text(&p.display().to_string())
+            }
+        }
+    }
+
     /// Read a mirror as a policy or the command line writes it: an http(s) URL (checked), a
     /// path ending in `.tar.gz` or `.tgz`, or a directory; relative paths are joined to `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, TufError> {
@@ -193,7 +215,7 @@ impl TufSource {
     /// This root's cache directory under `cache_root`: its name and a digest of its mirror and
     /// bootstrap root, so that a changed mirror or bootstrap starts a new cache.
     pub fn cache_dir(&self, cache_root: &Path) -> PathBuf {
-        let mut id = self.mirror.to_string().into_bytes();
+        let mut id = self.mirror.identity().into_bytes();
         id.push(0);
         id.extend_from_slice(&self.bootstrap);
         let digest = Digest::sha256_of(&id);
@@ -626,6 +648,47 @@ mod tests {
             TufMirror::parse("ftp://x/y", base),
             Err(TufError::MirrorScheme { .. })
         ));
+    }
+
+    /// A mirror URL's password goes to the mirror, never into a message: not the mirror's
+    /// display, not a failed update's error chain (reqwest's errors name their URL).
+    #[test]
+    fn a_mirror_password_is_never_said() {
+        let text = "http://u:SECRET@127.0.0.1:1/tuf";
+        let mirror = TufMirror::parse(text, Path::new("/")).unwrap();
+        let shown = mirror.to_string();
+        assert!(
+            !shown.contains("SECRET") && shown.contains("u:REDACTED@"),
+            "{shown}"
+        );
+        let other = TufMirror::parse("http://u:other@127.0.0.1:1/tuf", Path::new("/")).unwrap();
+        let bootstrap = TufSource::builtin("github").unwrap().bootstrap.to_vec();
+        let source = TufSource::new("corp", mirror, bootstrap.clone()).unwrap();
+        let again = TufSource::new("corp", other, bootstrap).unwrap();
+        assert_ne!(
+            source.cache_dir(Path::new("")),
+            again.cache_dir(Path::new("")),
+            "the cache is told apart by the mirror as written"
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = http_client(Duration::from_secs(5)).unwrap();
+        let e = rt
+            .block_on(update(
+                &source,
+                cache.path(),
+                &client,
+                Duration::from_secs(5),
+            ))
+            .unwrap_err();
+        let said = crate::error_chain(&e);
+        assert!(
+            !said.contains("SECRET") && said.contains("REDACTED"),
+            "{said}"
+        );
     }
 
     #[test]

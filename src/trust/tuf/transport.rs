@@ -172,6 +172,11 @@ pub(super) struct HttpMirror {
     client: reqwest::Client,
 }
 
+/// `url` as an error says it: without its password.
+fn said(url: &url::Url) -> String {
+    super::without_password(url.as_str())
+}
+
 impl HttpMirror {
     pub(super) fn new(mirror: &str, client: reqwest::Client) -> sigstore_tuf::Result<Self> {
         let with_slash = if mirror.ends_with('/') {
@@ -180,6 +185,7 @@ impl HttpMirror {
             format!("{mirror}/")
         };
         let base = url::Url::parse(&with_slash).map_err(|e| {
+            let mirror = super::without_password(mirror);
             sigstore_tuf::Error::transport_with_source(format!("invalid mirror URL {mirror:?}"), e)
         })?;
         Ok(HttpMirror { base, client })
@@ -191,28 +197,35 @@ impl HttpMirror {
             .base
             .join(path)
             .map_err(|e| Error::transport_with_source(format!("invalid URL {path:?}"), e))?;
-        let resp = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| Error::transport_with_source(format!("GET {url} failed"), e))?;
+        let resp = self.client.get(url.clone()).send().await.map_err(|e| {
+            Error::transport_with_source(format!("GET {} failed", said(&url)), e.without_url())
+        })?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
             return Ok(None);
         }
         if !status.is_success() {
             return Err(Error::transport(format!(
-                "GET {url} returned status {status}"
+                "GET {} returned status {status}",
+                said(&url)
             )));
         }
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
         match crate::registry::read_body_capped(resp, limit).await {
             Ok(Some(body)) => Ok(Some(body)),
-            Ok(None) => Err(Error::transport(format!("{url}: larger than {max} bytes"))),
+            Ok(None) => Err(Error::transport(format!(
+                "{}: larger than {max} bytes",
+                said(&url)
+            ))),
             Err(e) => Err(Error::transport_with_source(
-                format!("reading {url} failed"),
-                e,
+                format!("reading {} failed", said(&url)),
+                match e {
+                    // reqwest's error names the URL, password and all.
+                    crate::registry::Cause::Transport(e) => {
+                        crate::registry::Cause::Transport(e.without_url())
+                    }
+                    other => other,
+                },
             )),
         }
     }
