@@ -560,8 +560,36 @@ async fn fetch(
 
 /// The trusted root cached for `source`, re-verified from the cache alone (no network), at
 /// the current time: expired metadata is refused (TUF's freeze protection). Writes nothing.
+/// An update that replaces the cache while it is read (this process's refresh, another
+/// replica's, a `trust-root update` beside `serve`) can show it old files and new: a load that
+/// fails while the cache directory was swapped is made again (at most three times in all).
 pub fn load_cached(source: &TufSource, cache_root: &Path) -> Result<TufState, TufError> {
     let dir = source.cache_dir(cache_root);
+    let mut tries = 0;
+    loop {
+        let before = dir_identity(&dir);
+        match load_cached_once(source, &dir) {
+            Err(_) if tries < 2 && dir_identity(&dir) != before => tries += 1,
+            done => return done,
+        }
+    }
+}
+
+/// Which directory `dir` is now (device and inode): a swap in makes it another.
+#[cfg(unix)]
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Which directory `dir` is now (its creation time where there are no inodes).
+#[cfg(not(unix))]
+fn dir_identity(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir).ok().and_then(|m| m.created().ok())
+}
+
+fn load_cached_once(source: &TufSource, dir: &Path) -> Result<TufState, TufError> {
+    let dir = dir.to_path_buf();
     if !dir.join("timestamp.json").is_file() {
         return Err(TufError::NoCache {
             name: source.name.clone(),

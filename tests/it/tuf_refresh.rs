@@ -1,6 +1,7 @@
 //! `serve`'s TUF refresh schedule against a python-tuf repository on loopback: a refresh that
 //! renews only the timestamp (which reloads no policy: its fingerprint is the same) schedules
-//! the next one by the new expiry, not by the policy's stale one.
+//! the next one by the new expiry, not by the policy's stale one; and a cache swapped in while
+//! it is read does not fail the load.
 
 use std::time::{Duration, Instant};
 
@@ -81,4 +82,72 @@ fn a_timestamp_only_refresh_schedules_by_its_own_expiry() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A cache swapped in while it is being read (a refresh beside a load: another replica's on a
+/// shared volume, `trust-root update` beside `serve`) can show a load the old timestamp and
+/// the new snapshot; such a load is made again, so none fails for it. Forty swaps of two
+/// verified caches (the second of newer targets, snapshot and timestamp), 100 ms apart, under loads one after
+/// another.
+#[test]
+fn a_load_beside_a_swap_of_the_cache_does_not_fail() {
+    let test = "a_load_beside_a_swap_of_the_cache_does_not_fail";
+    let (Some(python), Some(corpus)) = (tuf_python_or_skip(test), corpus_or_skip(test)) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (full, _) = roots(&corpus, work.path());
+    let repo = Repo::new(python.clone(), &full);
+    let served = serve_dir(&python, &repo.repo());
+    let boot = repo.bootstrap();
+    let (first, second) = (work.path().join("first"), work.path().join("second"));
+    for cache in [&first, &second] {
+        let r = ocigate_exact(
+            &[
+                "trust-root",
+                "update",
+                "--mirror",
+                &served.url,
+                "--root",
+                boot.to_str().unwrap(),
+                "--name",
+                "corp",
+                "--tuf-cache-dir",
+                cache.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        repo.step(&["set-target", full.to_str().unwrap()]);
+    }
+    let mirror = ocigate::trust::TufMirror::parse(&served.url, work.path()).unwrap();
+    let source =
+        ocigate::trust::TufSource::new("corp", mirror, std::fs::read(&boot).unwrap()).unwrap();
+    let (live, spare) = (source.cache_dir(&first), source.cache_dir(&second));
+    assert!(live.is_dir() && spare.is_dir());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(100));
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &live,
+                    rustix::fs::CWD,
+                    &spare,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut loads = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = ocigate::trust::load_cached(&source, &first) {
+                panic!("load {loads} failed: {}", ocigate::error_chain(&e));
+            }
+            loads += 1;
+        }
+        eprintln!("{loads} loads beside 40 swaps");
+    });
 }
