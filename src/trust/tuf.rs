@@ -57,6 +57,14 @@ impl std::fmt::Display for TufMirror {
     }
 }
 
+/// A local mirror's path in one spelling, whichever way it was written (relative to the working
+/// directory or to a policy file, `./`, a trailing `/`): the cache is named after it, so
+/// `trust-root update --mirror` and a policy naming the same directory share one cache.
+fn local_path(p: &Path) -> PathBuf {
+    let absolute = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    absolute.components().collect()
+}
+
 /// `url` with its password, if it has one, replaced by `REDACTED`.
 pub(crate) fn without_password(url: &str) -> String {
     match url::Url::parse(url) {
@@ -102,7 +110,7 @@ impl TufMirror {
                 mirror: crate::bounded::cut(text, 256).to_string(),
             });
         }
-        let path = base.join(text);
+        let path = local_path(&base.join(text));
         if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
             Ok(TufMirror::Archive(path))
         } else {
@@ -189,7 +197,7 @@ impl TufSource {
     pub fn with_base(mut self, base: &Path) -> Self {
         match &mut self.mirror {
             TufMirror::Directory(p) | TufMirror::Archive(p) if p.is_relative() => {
-                *p = base.join(&*p);
+                *p = local_path(&base.join(&*p));
             }
             _ => {}
         }
@@ -667,6 +675,19 @@ mod tests {
         assert_eq!(
             TufMirror::parse("/srv/tuf", base).unwrap(),
             TufMirror::Directory("/srv/tuf".into())
+        );
+        // One spelling of a local mirror, however it was written: one cache.
+        for same in ["/srv/tuf/", "/srv/./tuf", "tuf"] {
+            assert_eq!(
+                TufMirror::parse(same, Path::new("/srv")).unwrap(),
+                TufMirror::Directory("/srv/tuf".into()),
+                "{same}"
+            );
+        }
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            TufMirror::parse("mirror/", Path::new("")).unwrap(),
+            TufMirror::Directory(cwd.join("mirror"))
         );
         assert!(matches!(
             TufMirror::parse("https://", base),
