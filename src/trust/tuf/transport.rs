@@ -276,7 +276,16 @@ pub(super) fn archive_repository(
         source,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
-    let gz = flate2::read::GzDecoder::new(file).take(MAX_ARCHIVE_BYTES + 1);
+    // The compressed bytes are bounded too, not only what they expand to: a stream of empty
+    // deflate blocks expands to nothing and would be read without end.
+    let size = file.metadata().map_err(read_err)?.len();
+    if size > MAX_ARCHIVE_BYTES {
+        return Err(ArchiveError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    let gz =
+        flate2::read::GzDecoder::new(file.take(MAX_ARCHIVE_BYTES + 1)).take(MAX_ARCHIVE_BYTES + 1);
     let mut archive = tar::Archive::new(gz);
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();
     let mut total = 0u64;
