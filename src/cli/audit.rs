@@ -66,25 +66,24 @@ impl AuditPlan {
     }
 }
 
-/// `--kubeconfig`, else the in-cluster service account, else `$KUBECONFIG` (its first file),
-/// else `~/.kube/config`.
+/// As kubectl finds its cluster: `--kubeconfig`, else `$KUBECONFIG` (its first file), else
+/// `~/.kube/config` when there is one, else the in-cluster service account (a CI Pod that
+/// names another cluster in `$KUBECONFIG` audits that cluster, not its own).
 fn cluster_api(kubeconfig: Option<PathBuf>) -> Result<KubeApi, CliError> {
-    if let Some(f) = kubeconfig {
-        return KubeApi::from_kubeconfig(&f).map_err(boxed);
-    }
-    if let Some(api) = KubeApi::in_cluster().map_err(boxed)? {
-        return Ok(api);
-    }
     let from_env = std::env::var_os("KUBECONFIG")
         .and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()));
-    let file = from_env
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
-        .ok_or_else(|| {
-            CliError::Usage(
-                "audit: no cluster: give --kubeconfig, set KUBECONFIG, or run in a cluster".into(),
-            )
-        })?;
-    KubeApi::from_kubeconfig(&file).map_err(boxed)
+    if let Some(f) = kubeconfig.or(from_env) {
+        return KubeApi::from_kubeconfig(&f).map_err(boxed);
+    }
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
+    if let Some(f) = home.filter(|f| f.is_file()) {
+        return KubeApi::from_kubeconfig(&f).map_err(boxed);
+    }
+    KubeApi::in_cluster().map_err(boxed)?.ok_or_else(|| {
+        CliError::Usage(
+            "audit: no cluster: give --kubeconfig, set KUBECONFIG, or run in a cluster".into(),
+        )
+    })
 }
 
 /// Reads the cluster, checks each artifact once, reports; exit 1 when one is denied.
