@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::extract::{Lookup, LookupError, ObjectRef, SOURCE_API_VERSION};
 
+mod config;
 mod list;
 mod pull;
 mod write;
@@ -248,20 +248,6 @@ fn json_len(v: &Value) -> usize {
     }
 }
 
-/// Whether `server` is plain HTTP to a host other than this one (loopback).
-fn plain_http_elsewhere(server: &str) -> bool {
-    let Ok(url) = reqwest::Url::parse(server) else {
-        return false;
-    };
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    url.scheme() == "http" && !loopback
-}
-
 impl ByAnswer {
     fn ttl(found: &Option<Value>) -> Duration {
         if found.is_some() {
@@ -320,69 +306,6 @@ impl KubeApi {
             Token::File(sa.join("token")),
         )?;
         Ok(Some(KubeApi { namespace, ..api }))
-    }
-
-    /// The current context of a kubeconfig file (server, CA, bearer token). Reads files: call
-    /// it off the async workers.
-    pub(crate) fn from_kubeconfig(file: &Path) -> Result<Self, KubeApiError> {
-        let bad = |problem: KubeconfigError| KubeApiError::Kubeconfig {
-            file: file.to_path_buf(),
-            problem,
-        };
-        let text = std::fs::read_to_string(file).map_err(|e| bad(KubeconfigError::Read(e)))?;
-        let cfg: Kubeconfig = serde_saphyr::from_str(&text)
-            .map_err(|e| bad(KubeconfigError::NotAKubeconfig(Box::new(e))))?;
-        let ctx = match cfg.current_context.as_deref().filter(|c| !c.is_empty()) {
-            Some(current) => cfg
-                .contexts
-                .iter()
-                .find(|c| c.name == current)
-                .ok_or_else(|| bad(KubeconfigError::NoCurrentContext(current.to_string())))?,
-            None => cfg
-                .contexts
-                .first()
-                .ok_or_else(|| bad(KubeconfigError::NoContext))?,
-        };
-        let cluster = cfg
-            .clusters
-            .iter()
-            .find(|c| c.name == ctx.context.cluster)
-            .ok_or_else(|| bad(KubeconfigError::NoCluster(ctx.context.cluster.clone())))?;
-        let user = cfg
-            .users
-            .iter()
-            .find(|u| Some(&u.name) == ctx.context.user.as_ref());
-        let base = file.parent().unwrap_or(Path::new("."));
-        let ca = match (
-            &cluster.cluster.certificate_authority_data,
-            &cluster.cluster.certificate_authority,
-        ) {
-            (Some(data), _) => Some(
-                crate::decode_base64(data).map_err(|_| bad(KubeconfigError::CaDataNotBase64))?,
-            ),
-            (None, Some(path)) => Some(std::fs::read(base.join(path)).map_err(|source| {
-                bad(KubeconfigError::CaFile {
-                    path: path.clone(),
-                    source,
-                })
-            })?),
-            (None, None) => None,
-        };
-        let token = match user.map(|u| &u.user) {
-            Some(UserEntry { token: Some(t), .. }) => Token::Static(t.clone()),
-            Some(UserEntry {
-                token_file: Some(f),
-                ..
-            }) => Token::File(base.join(f)),
-            _ => Token::None,
-        };
-        let server = &cluster.cluster.server;
-        if !matches!(token, Token::None) && plain_http_elsewhere(server) {
-            return Err(bad(KubeconfigError::TokenOverHttp(server.clone())));
-        }
-        let api = Self::new(server.clone(), ca.as_deref(), token)?;
-        let namespace = ctx.context.namespace.clone().filter(|n| !n.is_empty());
-        Ok(KubeApi { namespace, ..api })
     }
 
     /// The namespace of the kubeconfig's context (in a cluster: the service account's), where
@@ -628,57 +551,166 @@ impl Lookup for ApiLookup<'_> {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct Kubeconfig {
-    #[serde(default)]
-    clusters: Vec<ClusterEntry>,
-    #[serde(default)]
-    users: Vec<UserNamed>,
-    #[serde(default)]
-    contexts: Vec<ContextEntry>,
-    current_context: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ClusterEntry {
-    name: String,
-    cluster: Cluster,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct Cluster {
-    server: String,
-    certificate_authority: Option<String>,
-    certificate_authority_data: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct UserNamed {
-    name: String,
-    user: UserEntry,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UserEntry {
-    token: Option<String>,
-    token_file: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ContextEntry {
-    name: String,
-    context: Context,
-}
-
-#[derive(Deserialize)]
-struct Context {
-    cluster: String,
-    user: Option<String>,
-    namespace: Option<String>,
-}
-
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths() {
+        let r = ObjectRef {
+            api_version: None,
+            kind: "HelmRepository".into(),
+            namespace: None,
+            name: "charts".into(),
+        };
+        assert_eq!(
+            object_path(&r, "flux").unwrap(),
+            "/apis/source.toolkit.fluxcd.io/v1/namespaces/flux/helmrepositories/charts"
+        );
+        let evil = ObjectRef {
+            name: "../../secrets/x".into(),
+            ..r.clone()
+        };
+        assert!(object_path(&evil, "flux").is_err());
+        let unknown = ObjectRef {
+            kind: "Secret".into(),
+            ..r.clone()
+        };
+        assert!(object_path(&unknown, "flux").is_err());
+        for name in [".", "..", "a/b", "A", "", "%2e%2e"] {
+            let bad = ObjectRef {
+                name: name.into(),
+                ..r.clone()
+            };
+            let e = object_path(&bad, "flux").unwrap_err();
+            assert!(
+                matches!(e, KubeApiError::InvalidName { .. }),
+                "{name:?}: {e}"
+            );
+            assert!(object_path(&r, name).is_err(), "namespace {name:?}");
+        }
+        assert!(object_path(&r, "flux.x").is_err(), "a namespace is a label");
+        let odd_version = ObjectRef {
+            api_version: Some("source.toolkit.fluxcd.io/../v1".into()),
+            ..r.clone()
+        };
+        assert!(object_path(&odd_version, "flux").is_err());
+    }
+
+    #[test]
+    fn kubeconfig_current_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config");
+        std::fs::write(
+            &f,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:6443\"}\n\
+             users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: x\n  context: {cluster: c, user: u, namespace: team}\ncurrent-context: x\n",
+        )
+        .unwrap();
+        let api = KubeApi::from_kubeconfig(&f).unwrap();
+        assert_eq!(api.server, "https://127.0.0.1:6443");
+        assert_eq!(api.namespace(), Some("team"));
+        assert!(matches!(api.token, Token::Static(ref t) if t == "abc"));
+        std::fs::write(&f, "clusters: [").unwrap();
+        let e = KubeApi::from_kubeconfig(&f).err().unwrap().to_string();
+        assert!(e.contains("config"), "{e}");
+        // The text the CLI prints: each layer's words, then its cause.
+        let e = crate::error_chain(&KubeApi::from_kubeconfig(&f).err().unwrap());
+        let start = format!("kubeconfig {}: not a kubeconfig: ", f.display());
+        assert!(e.starts_with(&start), "{e}");
+        let e = crate::error_chain(
+            &KubeApi::from_kubeconfig(&dir.path().join("none"))
+                .err()
+                .unwrap(),
+        );
+        assert!(e.contains("/none: cannot read: No such file"), "{e}");
+    }
+
+    /// "Not found" is believed briefly (it is created any moment), an object longer.
+    #[test]
+    fn not_found_is_kept_briefly() {
+        use moka::Expiry as _;
+        let now = Instant::now();
+        let key = String::from("/apis/x");
+        let found = Some(serde_json::json!({"kind": "HelmRepository"}));
+        assert_eq!(
+            ByAnswer.expire_after_create(&key, &None, now),
+            Some(NOT_FOUND_TTL)
+        );
+        assert_eq!(
+            ByAnswer.expire_after_create(&key, &found, now),
+            Some(FOUND_TTL)
+        );
+        // An answer that replaces another gets its own lifetime, not the old one's.
+        let long = Some(FOUND_TTL);
+        assert_eq!(
+            ByAnswer.expire_after_update(&key, &None, now, long),
+            Some(NOT_FOUND_TTL)
+        );
+        assert!(NOT_FOUND_TTL <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_current_context_that_is_not_there_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config");
+        std::fs::write(
+            &f,
+            "clusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:6443\"}\n\
+             contexts:\n- name: x\n  context: {cluster: c}\ncurrent-context: gone\n",
+        )
+        .unwrap();
+        let e = crate::error_chain(&KubeApi::from_kubeconfig(&f).err().unwrap());
+        assert!(e.contains("current-context \"gone\" is not among"), "{e}");
+    }
+
+    #[test]
+    fn a_token_goes_over_plain_http_only_to_this_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config");
+        let config = |server: &str, user: &str| {
+            format!(
+                "clusters:\n- name: c\n  cluster: {{server: \"{server}\"}}\n\
+                 users:\n- name: u\n  user: {user}\n\
+                 contexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+            )
+        };
+        for (server, user, refused) in [
+            ("http://api.example:8080", "{token: abc}", true),
+            ("http://10.0.0.1:8080", "{tokenFile: /t}", true),
+            ("http://api.example:8080", "{}", false),
+            ("http://127.0.0.1:8080", "{token: abc}", false),
+            ("http://[::1]:8080", "{token: abc}", false),
+            ("http://localhost:8080", "{token: abc}", false),
+            ("https://api.example:6443", "{token: abc}", false),
+        ] {
+            std::fs::write(&f, config(server, user)).unwrap();
+            let got = KubeApi::from_kubeconfig(&f);
+            assert_eq!(got.is_err(), refused, "{server} {user}");
+            if let Err(e) = got {
+                assert!(crate::error_chain(&e).contains("plain HTTP"), "{e}");
+            }
+        }
+    }
+
+    /// The answers cached at once weigh at most [`CACHE_BYTES`], however large each is.
+    #[test]
+    fn the_answer_cache_is_bounded_in_bytes() {
+        let api = KubeApi::new("https://127.0.0.1:6443".into(), None, Token::None).unwrap();
+        let big = serde_json::json!({"data": "x".repeat(1 << 20)});
+        assert!(cache_weight("/p", &Some(big.clone())) > 1 << 20);
+        for i in 0..64 {
+            api.cache.insert(
+                format!("/api/v1/namespaces/a/secrets/s{i}"),
+                Some(big.clone()),
+            );
+        }
+        api.cache.run_pending_tasks();
+        assert!(
+            api.cache.weighted_size() <= CACHE_BYTES,
+            "{} > {CACHE_BYTES}",
+            api.cache.weighted_size()
+        );
+        assert!(api.cache.entry_count() < 64);
+    }
+}
