@@ -489,14 +489,32 @@ fn load(path: &Path, label: &str) -> Loaded {
 }
 
 /// Runs credential helpers, at most once per (helper, server) per TTL (failures are kept for
-/// a shorter time), one at a time, as child processes awaited on the runtime (never blocking
-/// an async thread), each within a time limit.
-#[derive(Debug, Default)]
+/// a shorter time), at most [`HELPERS_AT_ONCE`] at a time, as child processes awaited on the
+/// runtime (never blocking an async thread), each within a time limit. A lookup waits only
+/// for a run of its own (helper, server): a helper that hangs holds up nothing else, cached
+/// answers least of all.
+#[derive(Debug)]
 pub(crate) struct Helpers {
-    cache: tokio::sync::Mutex<HashMap<(String, String), (Instant, HelperAnswer)>>,
+    /// Each (helper, server)'s last answer and when it came, behind a lock of its own.
+    slots: Mutex<HashMap<(String, String), Arc<HelperSlot>>>,
+    /// Helper processes running at once.
+    running: tokio::sync::Semaphore,
 }
 
 type HelperAnswer = Result<Option<Secret>, CredentialError>;
+type HelperSlot = tokio::sync::Mutex<Option<(Instant, HelperAnswer)>>;
+
+/// Helper processes run at once at most.
+const HELPERS_AT_ONCE: usize = 4;
+
+impl Default for Helpers {
+    fn default() -> Self {
+        Helpers {
+            slots: Mutex::default(),
+            running: tokio::sync::Semaphore::new(HELPERS_AT_ONCE),
+        }
+    }
+}
 
 /// How long a helper may take.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -517,8 +535,15 @@ impl Helpers {
         ttl: Duration,
     ) -> Result<Option<Secret>, CredentialError> {
         let key = (helper.to_string(), server.to_string());
-        let mut cache = self.cache.lock().await;
-        if let Some((at, answer)) = cache.get(&key) {
+        let slot = {
+            let mut slots = crate::sync::lock(&self.slots);
+            if slots.len() >= HELPER_CACHE_ENTRIES && !slots.contains_key(&key) {
+                slots.clear();
+            }
+            slots.entry(key).or_default().clone()
+        };
+        let mut entry = slot.lock().await;
+        if let Some((at, answer)) = entry.as_ref() {
             let life = if answer.is_ok() {
                 ttl
             } else {
@@ -528,14 +553,12 @@ impl Helpers {
                 return answer.clone();
             }
         }
-        let answer = run_helper(helper, server, file).await;
-        if cache.len() >= HELPER_CACHE_ENTRIES {
-            cache.retain(|_, (at, _)| at.elapsed() < ttl);
-            if cache.len() >= HELPER_CACHE_ENTRIES {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (Instant::now(), answer.clone()));
+        let answer = {
+            // The semaphore is never closed; were it, the helper would run all the same.
+            let _turn = self.running.acquire().await.ok();
+            run_helper(helper, server, file).await
+        };
+        *entry = Some((Instant::now(), answer.clone()));
         answer
     }
 }

@@ -1,6 +1,7 @@
 //! Registry authentication against a real registry that requires HTTP basic auth (htpasswd):
 //! credentials from flags, environment sets, Docker's config.json and a credential helper.
-//! Missing or wrong credentials are "access denied", never "unsigned".
+//! Missing or wrong credentials are "access denied", never "unsigned"; a hanging helper holds up
+//! only its own lookups.
 
 use std::path::Path;
 
@@ -351,4 +352,110 @@ exec yes '{\"Secret\":\"x\"}'
             && r.contains("answer is longer than 65536 bytes"),
         "{r}"
     );
+}
+
+/// A credential helper that hangs holds up only the lookups of its own (helper, server): the
+/// webhook answers a review whose registry has another helper while the hanging one still
+/// runs (before, every lookup waited behind one lock for it). The same registry under two
+/// names (`127.0.0.1` and `localhost`), each with its own helper.
+#[test]
+fn a_hanging_credential_helper_holds_up_only_its_own_lookups() {
+    let s = signed_image();
+    let host = s.reg.host();
+    let alt = host.replace("127.0.0.1", "localhost");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let (started, finished) = (d.join("started"), d.join("finished"));
+    let answer = format!(
+        "printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{SECRET}\"}}' \"$server\""
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    for (name, body) in [
+        ("ocigatefast", format!("#!/bin/sh\nread server\n{answer}\n")),
+        (
+            "ocigatehang",
+            format!(
+                "#!/bin/sh\nread server\ntouch {}\nsleep 6\ntouch {}\n{answer}\n",
+                started.display(),
+                finished.display()
+            ),
+        ),
+    ] {
+        let f = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&f, body).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = d.join("docker");
+    write_docker_config(
+        &config,
+        &serde_json::json!({"credHelpers": {host.clone(): "ocigatefast", alt.clone(): "ocigatehang"}}),
+    );
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &s.public, "all", "**");
+    let tls = make_tls(d);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let config_file = config.join("config.json");
+    let server = crate::webhook::start_serve_env(
+        &policy,
+        &tls,
+        &host,
+        &[
+            "--registry-plain-http",
+            &alt,
+            "--registry-config",
+            config_file.to_str().unwrap(),
+        ],
+        &[("PATH", &path)],
+    );
+    let review = |uid: &str, image: &str| {
+        let client = crate::webhook::tls_client(&tls);
+        let body = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": "p", "namespace": "apps", "operation": "CREATE",
+                "userInfo": {"username": "test"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+                           "spec": {"containers": [{"name": "a", "image": image}]}}
+            }
+        });
+        let v: serde_json::Value = client
+            .post(server.url("/validate"))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["response"]["allowed"].as_bool()
+    };
+    let slow = s.reference.replace(&host, &alt);
+    std::thread::scope(|scope| {
+        let hanging = scope.spawn(|| review("slow", &slow));
+        let start = std::time::Instant::now();
+        while !started.exists() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "the hanging helper never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let allowed = review("fast", &s.reference);
+        assert!(
+            !finished.exists(),
+            "the review waited for the other registry's helper"
+        );
+        assert_eq!(
+            allowed,
+            Some(true),
+            "the fast helper's credentials were used"
+        );
+        assert!(hanging.join().unwrap().is_some());
+    });
 }

@@ -65,6 +65,17 @@ impl Server {
 }
 
 pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: &[&str]) -> Server {
+    start_serve_env(policy, tls, registry_host, extra, &[])
+}
+
+/// [`start_serve`] with `env` set for the server (after its own `DOCKER_CONFIG`).
+pub(crate) fn start_serve_env(
+    policy: &Path,
+    tls: &Tls,
+    registry_host: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     let port = free_port();
     let metrics = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocigate"));
@@ -87,6 +98,7 @@ pub(crate) fn start_serve(policy: &Path, tls: &Tls, registry_host: &str, extra: 
     ])
     .args(extra)
     .env("DOCKER_CONFIG", "/nonexistent-ocigate-test")
+    .envs(env.iter().copied())
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
