@@ -1,5 +1,6 @@
 //! Listing every object of one kind across the cluster, a page at a time (`limit` and
-//! `continue`, as kubectl does), for `audit`: each page bounded in bytes, the pages in number.
+//! `continue`, as kubectl does), for `audit` and a HelmRepository's HelmCharts: each page
+//! bounded in bytes (a page too large is asked again smaller), the pages in number.
 //! Must not keep a page once the caller has read it, nor know what the objects mean.
 
 use std::time::Duration;
@@ -17,6 +18,11 @@ pub(crate) const MAX_PAGE_BYTES: usize = 32 << 20;
 /// The most pages read of one kind (5 million objects): a server that keeps answering
 /// `continue` cannot hold the audit forever.
 pub(crate) const MAX_PAGES: usize = 10_000;
+
+/// The page sizes asked for, largest first: a page over [`MAX_PAGE_BYTES`] (objects of 64 KiB
+/// and more, such as HelmReleases with large inline values) is asked again smaller, from the
+/// same place; five objects always fit (etcd stores an object of at most 1.5 MiB).
+const PAGE_SIZES: [usize; 3] = [PAGE_OBJECTS, 50, 5];
 
 /// How long one page may take (a page of 500 Pods from a busy API server takes seconds).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -123,32 +129,37 @@ impl KubeApi {
         from: Option<&str>,
     ) -> Result<Option<Page>, KubeApiError> {
         let url = format!("{}{}", self.server, resource.path(namespace));
-        let mut target =
-            reqwest::Url::parse(&url).map_err(|_| KubeApiError::Body { url: url.clone() })?;
-        target
-            .query_pairs_mut()
-            .append_pair("limit", &PAGE_OBJECTS.to_string())
-            .extend_pairs(field_selector.map(|f| ("fieldSelector", f)))
-            .extend_pairs(from.map(|t| ("continue", t)));
-        let req = self
-            .client
-            .get(target)
-            .timeout(PAGE_TIMEOUT)
-            .header("Accept", "application/json");
-        let resp = self.send(req, &url).await?;
-        match resp.status().as_u16() {
-            200 => {}
-            404 => return Ok(None),
-            status => return Err(KubeApiError::Status { url, status }),
+        for limit in PAGE_SIZES {
+            let mut target =
+                reqwest::Url::parse(&url).map_err(|_| KubeApiError::Body { url: url.clone() })?;
+            target
+                .query_pairs_mut()
+                .append_pair("limit", &limit.to_string())
+                .extend_pairs(field_selector.map(|f| ("fieldSelector", f)))
+                .extend_pairs(from.map(|t| ("continue", t)));
+            let req = self
+                .client
+                .get(target)
+                .timeout(PAGE_TIMEOUT)
+                .header("Accept", "application/json");
+            let resp = self.send(req, &url).await?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 => return Ok(None),
+                status => return Err(KubeApiError::Status { url, status }),
+            }
+            match crate::registry::read_body_capped(resp, MAX_PAGE_BYTES).await {
+                Ok(Some(body)) => {
+                    return page_of(resource, &body)
+                        .ok_or(KubeApiError::Body { url })
+                        .map(Some);
+                }
+                // Too large at this size: the same page, smaller.
+                Ok(None) => {}
+                Err(_) => return Err(KubeApiError::Body { url }),
+            }
         }
-        let body = crate::registry::read_body_capped(resp, MAX_PAGE_BYTES)
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| KubeApiError::Body { url: url.clone() })?;
-        page_of(resource, &body)
-            .ok_or(KubeApiError::Body { url })
-            .map(Some)
+        Err(KubeApiError::Body { url })
     }
 }
 

@@ -427,4 +427,48 @@ fn a_moved_helm_repository_is_checked_through_the_clusters_helm_charts() {
         run.stdout.contains("charts/mychart:1.0.0") && !run.stdout.contains("elsewhere"),
         "{run:?}"
     );
+
+    // 500 HelmCharts of 70 KiB each: a page of 500 is over the 32 MiB a page may hold, so it
+    // is asked again smaller, and every chart is checked (before: the list failed).
+    kube.namespace(d, "big");
+    let pad = "x".repeat(70 << 10);
+    let items: Vec<serde_json::Value> = (0..500)
+        .map(|i| {
+            serde_json::json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmChart",
+                "metadata": {"name": format!("c{i}"), "namespace": "big",
+                             "annotations": {"example.com/pad": pad}},
+                "spec": {"chart": "mychart", "version": "1.0.0", "interval": "5m",
+                         "sourceRef": {"kind": "HelmRepository", "name": "charts"}},
+            })
+        })
+        .collect();
+    let list = d.join("big.json");
+    std::fs::write(
+        &list,
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string(),
+    )
+    .unwrap();
+    let run = kube.kubectl(&["create", "-f", list.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let big = d.join("big.yaml");
+    std::fs::write(
+        &big,
+        std::fs::read_to_string(&moved)
+            .unwrap()
+            .replace("namespace: flux", "namespace: big"),
+    )
+    .unwrap();
+    let run = verify_manifests(
+        &reg,
+        &policy,
+        &big,
+        &["--kubeconfig", kubeconfig, "-o", "json"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let v = run.json();
+    let result = &v["results"][0];
+    assert_eq!(result["failure"], "unsigned", "{result}");
+    let found = result["locations"].as_array().map_or(0, Vec::len);
+    assert_eq!(found, 500, "every HelmChart was read: {result}");
 }
