@@ -125,15 +125,16 @@ pub async fn attest(
     })
 }
 
-/// One attestation being written.
-struct Job<'a> {
-    registry: &'a Registry,
-    key: &'a SigningKey,
+/// One attestation being written (or a `sign --format bundle` signature, whose statement is
+/// cosign's sign predicate: the same search for the same key's equal statement).
+pub(super) struct Job<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) key: &'a SigningKey,
     /// Where the attestation is written: the image's repository, or the signatures repository.
-    store: &'a ImageRef,
-    predicate: &'a Predicate,
-    statement: &'a [u8],
-    reference: &'a str,
+    pub(super) store: &'a ImageRef,
+    pub(super) predicate: &'a Predicate,
+    pub(super) statement: &'a [u8],
+    pub(super) reference: &'a str,
 }
 
 impl Job<'_> {
@@ -226,7 +227,7 @@ impl Job<'_> {
 
     /// A referrer of `digest` whose bundle is this key's signature of the same statement:
     /// where it is listed and how many referrers are listed there.
-    async fn find_bundle(
+    pub(super) async fn find_bundle(
         &self,
         digest: &Digest,
         limit: usize,
@@ -367,7 +368,7 @@ enum Shape {
 
 /// The size past which an existing blob cannot state what a new one of `ours` bytes states:
 /// the same statement written by cosign differs only in whitespace and number spelling.
-fn compared_limit(ours: usize) -> usize {
+pub(super) fn compared_limit(ours: usize) -> usize {
     ours.saturating_mul(2)
         .saturating_add(64 << 10)
         .min(MAX_COMPARED_BYTES)

@@ -425,6 +425,7 @@ const EMPTY_CONFIG: &[u8] = b"{}";
 /// `https://sigstore.dev/cosign/sign/v1`) as an OCI 1.1 referrer, as cosign 3 does: found through
 /// the referrers API, and where the registry has none, listed in the referrers tag
 /// `sha256-<hex>`. The signature has no Rekor entry (`cosign verify --insecure-ignore-tlog`).
+/// A bundle of this key over the same statement already there is not written again.
 pub async fn sign_bundle(
     registry: &Registry,
     key: &SigningKey,
@@ -438,6 +439,28 @@ pub async fn sign_bundle(
     let image = resolve(registry, target).await?;
     let payload = sign_statement(&image.digest, annotations, &reference)?;
     let bundle = dsse_bundle(key, &payload, &reference)?;
+    // The same key's signature of the same statement already there: nothing is added (a
+    // signature is randomised, so the bundle's digest says nothing; its statement and key do).
+    if let Ok(predicate) = Predicate::parse(COSIGN_SIGN_PREDICATE, b"{}") {
+        let job = attest::Job {
+            registry,
+            key,
+            store,
+            predicate: &predicate,
+            statement: &payload,
+            reference: &reference,
+        };
+        let limit = attest::compared_limit(bundle.len());
+        if let Some((stored_at, count)) = job.find_bundle(&image.digest, limit).await? {
+            return Ok(Signed {
+                reference,
+                digest: image.digest,
+                stored_at: stored_in(stored_at, signatures),
+                signatures: count,
+                added: false,
+            });
+        }
+    }
     let referrer = put_referrer(
         registry,
         store,

@@ -619,6 +619,44 @@ fn signing_twice_adds_no_duplicate_layer() {
     assert_eq!(v.code, 0, "{v:?}");
 }
 
+/// The bundle format too: a signature is randomised, so the same key's bundle of the same
+/// statement has another digest each time; signing again still adds no referrer.
+#[test]
+fn signing_twice_as_bundles_adds_no_duplicate_referrer() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = generate_keys(dir.path(), "k");
+    let r = reg.reference("peer/twice-bundle:v1");
+    let digest = push_image(&reg.client(), &r, "twice bundle");
+    let referrers = || {
+        let tag = r.with_tag(&digest.tag_prefix());
+        block_on(reg.client().get_manifest(&tag))
+            .unwrap()
+            .map(|m| {
+                ocigate::registry::ImageManifest::parse(&m, "index")
+                    .unwrap()
+                    .manifests
+                    .len()
+            })
+            .unwrap_or(0)
+    };
+    let bundle = |key: &std::path::Path, env: &str| {
+        let a = format!("env={env}");
+        sign(&reg, key, &r.to_string(), &["--format", "bundle", "-a", &a])
+    };
+    assert_eq!(bundle(&key, "prod").code, 0);
+    assert_eq!(referrers(), 1);
+    let again = bundle(&key, "prod");
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("already signed"), "{again:?}");
+    assert_eq!(referrers(), 1);
+    assert_eq!(bundle(&key, "dev").code, 0);
+    assert_eq!(referrers(), 2);
+    let (other, _) = generate_keys(dir.path(), "other");
+    assert_eq!(bundle(&other, "prod").code, 0);
+    assert_eq!(referrers(), 3);
+}
+
 #[test]
 fn recursive_signatures_agree_with_cosign_both_ways() {
     let Some(bin) = cosign_or_skip("recursive_signatures_agree_with_cosign_both_ways") else {
