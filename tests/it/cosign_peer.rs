@@ -640,7 +640,7 @@ fn signing_twice_as_bundles_adds_no_duplicate_referrer() {
             })
             .unwrap_or(0)
     };
-    let bundle = |key: &std::path::Path, env: &str| {
+    let bundle = |key: &Path, env: &str| {
         let a = format!("env={env}");
         sign(&reg, key, &r.to_string(), &["--format", "bundle", "-a", &a])
     };
