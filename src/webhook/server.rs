@@ -10,8 +10,9 @@
 //!   is ready for a request, so an idle keep-alive connection is closed after it too); the
 //!   body's counts from the request's first byte ([`RequestClock`]): a body not complete by
 //!   then is answered `408` and the connection closed.
-//! - **Memory**: bodies are read into memory reserved from one process-wide [`BodyBudget`]
-//!   (by `Content-Length` when given, else as the buffer grows); a body that cannot get its
+//! - **Memory**: bodies are read into memory reserved from one process-wide [`BodyBudget`] as
+//!   their bytes arrive (64 KiB first, doubling, never past the declared `Content-Length`: a
+//!   connection that declares 6 MiB and sends nothing holds 64 KiB); a body that cannot get its
 //!   reservation is answered `503` with `Retry-After` and its connection closed. The budget is
 //!   given back when the body has been decoded. hyper's own buffer is capped per connection
 //!   ([`CONN_BUFFER_BYTES`]).
@@ -310,10 +311,17 @@ impl Conn {
         if length.is_some_and(|n| n > max) {
             return Err(BodyError::TooLarge { max });
         }
-        let initial = length.unwrap_or(0);
+        // Reserved as the bytes arrive, not as declared: a connection that sends headers only
+        // holds no more than the first reservation, however large its Content-Length.
+        let initial = length.unwrap_or(0).min(FIRST_RESERVATION);
         let reservation = self.budget.reserve(initial).ok_or(BodyError::NoBudget)?;
         let deadline = self.clock.started() + self.timeout;
-        let read = collect(req.into_body(), max, initial, reservation);
+        let read = collect(
+            req.into_body(),
+            max.min(length.unwrap_or(max)),
+            initial,
+            reservation,
+        );
         match tokio::time::timeout_at(deadline.into(), read).await {
             Ok(r) => r,
             Err(_) => Err(BodyError::Timeout {
@@ -322,6 +330,9 @@ impl Conn {
         }
     }
 }
+
+/// What a body's reservation starts at (it grows, doubling, as bytes arrive).
+const FIRST_RESERVATION: usize = 64 << 10;
 
 async fn collect(
     mut body: Incoming,

@@ -151,6 +151,26 @@ fn start_body(s: &mut impl std::io::Write, length: usize, sent: usize) {
     s.flush().unwrap();
 }
 
+/// [`start_body`], stopping without a panic when the server closes the connection first.
+fn start_body_until_refused(s: &mut impl std::io::Write, length: usize, sent: usize) {
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n"
+    );
+    if s.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let chunk = vec![b' '; 64 << 10];
+    let mut left = sent;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        if s.write_all(&chunk[..n]).and_then(|()| s.flush()).is_err() {
+            return;
+        }
+        left -= n;
+    }
+}
+
 /// What the server answers before closing, read until EOF or `within` (None: still open).
 fn answer_within(s: &mut impl std::io::Read, within: Duration) -> Option<String> {
     let until = Instant::now() + within;
@@ -258,13 +278,48 @@ fn the_body_budget_answers_503_while_other_requests_are_served() {
         None,
         &["--max-body-memory-mib", "8", "--request-timeout", "20s"],
     );
-    // One stalled body holds 6 MiB of the 8.
-    let mut first = tls_connect(&tls, server.port).unwrap();
-    start_body(&mut first, STALLED_LENGTH, 64 << 10);
+    // Declared sizes hold nothing: two connections that declare 4 MiB each (the whole budget)
+    // and send no byte do not keep a small review out (the budget is charged as bytes arrive).
+    let mut idle: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = tls_connect(&tls, server.port).unwrap();
+            start_body(&mut s, 4 << 20, 0);
+            s
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
-    // The next cannot have its 6 MiB.
+    let small = |uid: &str| {
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": "p", "namespace": "apps", "operation": "DELETE",
+                "userInfo": {"username": "test"},
+                "oldObject": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}
+            }
+        });
+        crate::webhook::tls_client(&tls)
+            .post(format!("https://127.0.0.1:{}/validate", server.port))
+            .json(&review)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(small("u-idle"), 200);
+    for s in &mut idle {
+        assert!(answer_within(s, Duration::from_millis(50)).is_none());
+    }
+    drop(idle);
+    // One stalled body that sent 4 MiB of its 6 holds them (its reservation grows to its
+    // declared length): 6 MiB of the 8.
+    let mut first = tls_connect(&tls, server.port).unwrap();
+    start_body(&mut first, STALLED_LENGTH, (4 << 20) + (64 << 10));
+    std::thread::sleep(Duration::from_millis(300));
+    // The next cannot grow past the 2 MiB left.
     let mut second = tls_connect(&tls, server.port).unwrap();
-    start_body(&mut second, STALLED_LENGTH, 64 << 10);
+    start_body_until_refused(&mut second, STALLED_LENGTH, 3 << 20);
     let answer = answer_within(&mut second, Duration::from_secs(5)).expect("answered");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
