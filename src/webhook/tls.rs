@@ -84,6 +84,9 @@ pub enum TlsError {
 #[derive(Debug)]
 pub(super) struct Certificates {
     current: RwLock<Arc<CertifiedKey>>,
+    /// The files' bytes the first load parsed: the reload watcher's baseline (read again
+    /// later, a rotation between the load and the watcher's start would never be served).
+    first: PemFiles,
 }
 
 impl ResolvesServerCert for Certificates {
@@ -93,10 +96,20 @@ impl ResolvesServerCert for Certificates {
 }
 
 /// The certificate and key files, as read once.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct PemFiles {
     cert: Vec<u8>,
     key: Vec<u8>,
+}
+
+/// The key's bytes are never printed.
+impl std::fmt::Debug for PemFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemFiles")
+            .field("cert_bytes", &self.cert.len())
+            .field("key_bytes", &self.key.len())
+            .finish()
+    }
 }
 
 impl PemFiles {
@@ -109,17 +122,26 @@ impl PemFiles {
     }
 }
 
-/// Read and pair the certificate chain and key. Blocking: call it off the async workers.
-fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = std::fs::read(cert).map_err(|source| TlsError::Read {
-        path: cert.to_path_buf(),
-        source,
-    })?;
-    let key_pem = std::fs::read(key).map_err(|source| TlsError::Read {
-        path: key.to_path_buf(),
-        source,
-    })?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+/// Read and pair the certificate chain and key: the pair and the bytes it was made from.
+/// Blocking: call it off the async workers.
+fn load_certified_key(cert: &Path, key: &Path) -> Result<(CertifiedKey, PemFiles), TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let pem = PemFiles {
+        cert: read(cert)?,
+        key: read(key)?,
+    };
+    Ok((certified_from(&pem, cert, key)?, pem))
+}
+
+/// The certificate chain and key of `pem` paired (`cert` and `key` name them in errors).
+fn certified_from(pem: &PemFiles, cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let (cert_pem, key_pem) = (&pem.cert, &pem.key);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|source| TlsError::NotCertificates {
             path: cert.to_path_buf(),
@@ -130,7 +152,7 @@ fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError>
             path: cert.to_path_buf(),
         });
     }
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::NotAKey {
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::NotAKey {
         path: key.to_path_buf(),
         source,
     })?;
@@ -161,9 +183,10 @@ impl Certificates {
     /// The certificate and key of these files, read off the async workers.
     pub(super) async fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
         let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
-        let certified = blocking(move || load_certified_key(&cert, &key)).await?;
+        let (certified, first) = blocking(move || load_certified_key(&cert, &key)).await?;
         Ok(Arc::new(Certificates {
             current: RwLock::new(Arc::new(certified)),
+            first,
         }))
     }
 }
@@ -197,16 +220,15 @@ pub(super) struct CertificateFiles {
 }
 
 /// Re-read the certificate and the key when their bytes change (a mount's `..data` symlink
-/// swap included): the files are read now, as the baseline, and the returned task compares
-/// them every interval, forever. Every read happens on the blocking pool. A pair that fails
+/// swap included): the bytes the first load parsed are the baseline, and the returned task
+/// compares the files with them every interval, forever. Every read happens on the blocking pool. A pair that fails
 /// to load is logged and counted, and the last good one stays.
 pub(super) async fn watch_certificates(
     certs: Arc<Certificates>,
     files: CertificateFiles,
 ) -> impl Future<Output = ()> + Send + 'static {
     let files = Arc::new(files);
-    let f = files.clone();
-    let mut last = blocking(move || PemFiles::read_now(&f.cert, &f.key)).await;
+    let mut last = certs.first.clone();
     async move {
         let mut tick = tokio::time::interval(files.interval);
         loop {
@@ -223,7 +245,9 @@ fn reload_if_changed(certs: &Certificates, files: &CertificateFiles, last: PemFi
     if now == last || now.cert.is_empty() || now.key.is_empty() {
         return last;
     }
-    match load_certified_key(&files.cert, &files.key) {
+    // The bytes compared are the bytes loaded: a file replaced between the two reads is not
+    // taken for the one already served.
+    match certified_from(&now, &files.cert, &files.key) {
         Ok(k) => {
             *crate::sync::write(&certs.current) = Arc::new(k);
             tell!(r#"{{"msg":"certificate reloaded"}}"#);
