@@ -19,9 +19,9 @@ fn sources(select: &TrustRootSelect, builtins: &[&str]) -> Result<Vec<TufSource>
             what: format!("TUF root {}: cannot read", root.display()),
             source,
         })?;
-        return Ok(vec![
-            TufSource::new(&select.name, mirror, bootstrap).map_err(boxed)?,
-        ]);
+        // A relative mirror is the working directory's.
+        let source = TufSource::new(&select.name, mirror, bootstrap).map_err(boxed)?;
+        return Ok(vec![source.with_base(Path::new(""))]);
     }
     if let Some(p) = &select.policy {
         let policy = CompiledPolicy::from_file(p).map_err(boxed)?;

@@ -111,7 +111,8 @@ impl TufSource {
         })
     }
 
-    /// The same root with a relative local mirror joined to `base` (the policy's directory).
+    /// The same root with a relative local mirror joined to `base` (the policy's directory;
+    /// `""`: the working directory), made absolute: the spelling its cache is named after.
     pub fn with_base(mut self, base: &Path) -> Self {
         match &mut self.mirror {
             TufMirror::Directory(p) | TufMirror::Archive(p) if p.is_relative() => {
@@ -602,10 +603,22 @@ mod tests {
                 "{same}"
             );
         }
+        let bootstrap = TufSource::builtin("github").unwrap().bootstrap.to_vec();
+        let local = |text: &str, base: &str| {
+            let mirror = TufMirror::parse(text, Path::new("")).unwrap();
+            let source = TufSource::new("corp", mirror, bootstrap.clone()).unwrap();
+            source.with_base(Path::new(base)).mirror().clone()
+        };
+        // The command line's relative path is the working directory's…
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(
-            TufMirror::parse("mirror/", Path::new("")).unwrap(),
+            local("mirror/", ""),
             TufMirror::Directory(cwd.join("mirror"))
+        );
+        // …and a policy's is the policy's directory's.
+        assert_eq!(
+            local("./mirror/", "/etc/ocigate"),
+            TufMirror::Directory("/etc/ocigate/mirror".into())
         );
         assert!(matches!(
             TufMirror::parse("https://", base),

@@ -31,6 +31,7 @@ impl std::fmt::Display for TufMirror {
 /// A local mirror's path in one spelling, whichever way it was written (relative to the working
 /// directory or to a policy file, `./`, a trailing `/`): the cache is named after it, so
 /// `trust-root update --mirror` and a policy naming the same directory share one cache.
+/// [`TufSource::with_base`](super::TufSource::with_base) makes it so, once the base is known.
 pub(super) fn local_path(p: &Path) -> PathBuf {
     let absolute = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     absolute.components().collect()
@@ -81,7 +82,9 @@ impl TufMirror {
                 mirror: crate::bounded::cut(text, 256).to_string(),
             });
         }
-        let path = local_path(&base.join(text));
+        // Without `./` or a trailing `/`; a relative path stays relative until its base is
+        // known (a policy's directory: `TufSource::with_base`).
+        let path: PathBuf = base.join(text).components().collect();
         if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
             Ok(TufMirror::Archive(path))
         } else {
