@@ -59,7 +59,8 @@ pub(super) async fn refresh_trust_roots(engine: Engine, every: Duration, metrics
         }
         let sources: Vec<TufSource> = statuses.iter().map(|s| s.source().clone()).collect();
         drop(policy);
-        refreshed.retain(|k, _| sources.iter().any(|s| key(s) == *k));
+        let keys: Vec<String> = sources.iter().map(key).collect();
+        refreshed.retain(|k, _| keys.contains(k));
         (planned, since) = (jittered(every), Instant::now());
         if sources.is_empty() {
             continue;
@@ -212,10 +213,11 @@ mod tests {
         assert_eq!(due_in(day, s(0), &[Scheduled::Embedded], now), s(3600));
     }
 
-    /// A refresh that only renewed the timestamp reloads no policy: its expiry, not the
-    /// policy's stale one, schedules the next (else a refresh every second, forever).
+    /// The refreshed expiries are kept by root (name and mirror), and one only matters for a
+    /// root with a verified cache: an unavailable root stays scheduled as such. (That a
+    /// refreshed expiry outlives the policy's stale one is `tuf_refresh`'s integration test.)
     #[test]
-    fn a_refreshed_expiry_outlives_the_policy_s() {
+    fn refreshed_expiries_are_kept_by_root_and_only_for_cached_ones() {
         let source = TufSource::builtin("github").unwrap();
         let mut refreshed = HashMap::new();
         refreshed.insert(key(&source), 2_000_000);
