@@ -415,17 +415,7 @@ fn a_hanging_credential_helper_holds_up_only_its_own_lookups() {
     );
     let review = |uid: &str, image: &str| {
         let client = crate::webhook::tls_client(&tls);
-        let body = serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "name": "p", "namespace": "apps", "operation": "CREATE",
-                "userInfo": {"username": "test"},
-                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
-                           "spec": {"containers": [{"name": "a", "image": image}]}}
-            }
-        });
+        let body = crate::webhook::pod_review(uid, image);
         let v: serde_json::Value = client
             .post(server.url("/validate"))
             .json(&body)

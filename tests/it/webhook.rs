@@ -373,7 +373,7 @@ fn admission_through_kubernetes_admission_code() {
 }
 
 /// An AdmissionReview v1 for creating a Pod `p` in namespace `apps` that runs `image`.
-fn pod_review(uid: &str, image: &str) -> serde_json::Value {
+pub(crate) fn pod_review(uid: &str, image: &str) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
