@@ -913,6 +913,7 @@ rules:
                 tlog: Tlog::Skip,
                 trust_root: None,
             },
+            files: Vec::new(),
         };
         Rule {
             name: "r".into(),

@@ -709,6 +709,7 @@ fn trusted_root_ref(p: &Path) -> Result<Vec<TrustRootRef>, CliError> {
     Ok(vec![TrustRootRef {
         name: name.into(),
         root: std::sync::Arc::new(root),
+        file: None,
     }])
 }
 

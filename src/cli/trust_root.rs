@@ -124,6 +124,7 @@ pub(crate) fn cached_public_good_ref() -> Option<crate::policy::TrustRootRef> {
     cached_public_good().map(|root| crate::policy::TrustRootRef {
         name: "public-good".into(),
         root: std::sync::Arc::new(root),
+        file: None,
     })
 }
 

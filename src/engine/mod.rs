@@ -221,8 +221,8 @@ impl Engine {
 
     /// Swap in a new policy; checks already running finish under the old one. Cached decisions
     /// of the old policy are not used again (the fingerprint is part of their key).
-    pub fn set_policy(&self, policy: CompiledPolicy) {
-        let policy = Arc::new(policy);
+    pub fn set_policy(&self, policy: impl Into<Arc<CompiledPolicy>>) {
+        let policy = policy.into();
         *crate::sync::write(&self.inner.policy) = policy;
         self.inner
             .stats

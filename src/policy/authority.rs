@@ -90,6 +90,7 @@ impl CompiledPolicy {
                 };
                 return Err(Rejection::new(location, kind));
             }
+            AuthorityKind::Withdrawn { files, .. } => return Err(withdrawn(a, files, location)),
         };
         Ok((who, self.root_for(trust_root, location, &a.name)?))
     }
@@ -138,6 +139,9 @@ impl CompiledPolicy {
         expect: &Expectation,
     ) -> Result<VerifiedSignature, Rejection> {
         let location = &c.candidate().location;
+        if let AuthorityKind::Withdrawn { files, .. } = &a.kind {
+            return Err(withdrawn(a, files, location));
+        }
         if let AuthorityKind::Certificates { .. } = &a.kind {
             let authority = self.certificates_authority(a, c.has_tlog_entries(), location)?;
             return verify_attached_certificate_bundle(c, authority, expect, SystemTime::now());
@@ -189,6 +193,7 @@ impl CompiledPolicy {
                 let authority = self.certificates_authority(a, logged, &c.location)?;
                 verify_certificate_signature(p, authority, expect, SystemTime::now())
             }
+            AuthorityKind::Withdrawn { files, .. } => Err(withdrawn(a, files, &c.location)),
         }
     }
 
@@ -254,6 +259,17 @@ impl CompiledPolicy {
             }
         }
     }
+}
+
+/// Why a withdrawn authority accepts nothing at `location`.
+fn withdrawn(a: &Authority, files: &[std::path::PathBuf], location: &str) -> Rejection {
+    let files = files
+        .iter()
+        .map(|f| crate::policy::shown::cut_escaped(&f.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let authority = a.name.clone();
+    Rejection::new(location, RejectionKind::Withdrawn { authority, files })
 }
 
 /// Keyless verification needs the log: without it nothing proves when the short-lived

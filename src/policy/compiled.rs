@@ -176,6 +176,59 @@ impl CompiledPolicy {
         }
     }
 
+    /// This policy without what it read from `changed` files (paths as opened, as in
+    /// [`PolicySource`]): each authority whose key or certificates came from one is
+    /// [`Withdrawn`](super::AuthorityKind::Withdrawn), each `trusted_root.json` read from one is
+    /// dropped (authorities naming it then say the root is unavailable). `serve` uses it when a
+    /// file a policy trusts changed and the policy could not be loaded again: keeping the last
+    /// good policy whole would keep trusting a key that was deleted or replaced. None when no
+    /// authority or root came from those files (the policy file alone changed).
+    pub fn withdrawing(&self, changed: &[std::path::PathBuf]) -> Option<CompiledPolicy> {
+        let base = self.sources.first()?.path.parent()?;
+        let hit = |f: &std::path::Path| changed.iter().any(|c| *c == base.join(f));
+        let mut policy = self.policy.clone();
+        let mut gone = Vec::new();
+        for a in policy
+            .rules
+            .iter_mut()
+            .flat_map(|r| r.authorities.iter_mut())
+        {
+            let was = match a.kind {
+                super::AuthorityKind::Key { .. } => "key",
+                super::AuthorityKind::Certificates { .. } => "certificates",
+                _ => continue,
+            };
+            let files: Vec<_> = a.files.iter().filter(|f| hit(f)).cloned().collect();
+            if !files.is_empty() {
+                gone.extend(files.iter().cloned());
+                a.kind = super::AuthorityKind::Withdrawn { was, files };
+            }
+        }
+        policy.trust_roots.retain(|tr| match &tr.file {
+            Some(f) if hit(f) => {
+                gone.push(f.clone());
+                false
+            }
+            _ => true,
+        });
+        if gone.is_empty() {
+            return None;
+        }
+        gone.sort();
+        gone.dedup();
+        let mut log = format!("{}\0withdrawn", self.fingerprint);
+        for f in &gone {
+            log.push('\0');
+            log.push_str(&f.to_string_lossy());
+        }
+        Some(CompiledPolicy {
+            policy,
+            fingerprint: Digest::sha256_of(log.as_bytes()).to_string().into(),
+            sources: self.sources.clone(),
+            tuf: self.tuf.clone(),
+        })
+    }
+
     /// What each TUF trust root of the policy trusts now: the verified cache, the embedded
     /// snapshot, or nothing (and why).
     pub fn tuf_roots(&self) -> &[super::TufRootStatus] {
@@ -221,5 +274,84 @@ impl PolicyLoadError {
             PolicyLoadError::Policy(e) => e.lines(),
             PolicyLoadError::NotUtf8 { .. } => vec![crate::error_chain(self)],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::AuthorityKind;
+
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn withdrawing_takes_out_only_what_came_from_the_changed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let pem = |name: &str| {
+            let key = crate::sign::key::SigningKey::generate().unwrap();
+            std::fs::write(d.join(name), key.public_key().to_pem()).unwrap();
+            key.public_key().to_pem()
+        };
+        pem("file.pub");
+        let inline = pem("unused.pub").replace('\n', "\\n");
+        std::fs::write(d.join("ca.pem"), ca_pem()).unwrap();
+        std::fs::write(
+            d.join("root.json"),
+            sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+        )
+        .unwrap();
+        let policy = d.join("policy.yaml");
+        std::fs::write(
+            &policy,
+            format!(
+                "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\n\
+                 trustRoots: [{{name: corp, trustedRoot: root.json}}]\n\
+                 keys: [{{name: f, path: file.pub}}, {{name: i, pem: \"{inline}\"}}]\n\
+                 rules:\n  - name: all\n    images: [\"**\"]\n    threshold: 1\n    authorities:\n\
+                 \x20   - {{key: {{name: f, trustRoot: corp}}}}\n\
+                 \x20   - {{key: {{name: i}}, tlog: skip}}\n\
+                 \x20   - name: ca\n      certificates: {{roots: ca.pem, identities: [{{subject: a@example.com}}]}}\n      tlog: skip\n"
+            ),
+        )
+        .unwrap();
+        let p = CompiledPolicy::from_file(&policy).unwrap();
+        let kinds = |p: &CompiledPolicy| -> Vec<String> {
+            p.policy().rules[0]
+                .authorities
+                .iter()
+                .map(|a| match &a.kind {
+                    AuthorityKind::Withdrawn { was, files } => format!("{was} {files:?}"),
+                    _ => "trusted".into(),
+                })
+                .collect()
+        };
+        // The policy file alone, or a file it does not name: nothing to withdraw.
+        assert!(p.withdrawing(std::slice::from_ref(&policy)).is_none());
+        assert!(p.withdrawing(&[d.join("unused.pub")]).is_none());
+        // The key file: its authority only; the inline key and the CA stay.
+        let w = p.withdrawing(&[d.join("file.pub")]).unwrap();
+        assert_eq!(kinds(&w), ["key [\"file.pub\"]", "trusted", "trusted"]);
+        assert_ne!(w.fingerprint(), p.fingerprint());
+        assert_eq!(w.policy().trust_roots.len(), 1);
+        // The CA file and the trusted root: the CA's authority, and the root dropped.
+        let w = p
+            .withdrawing(&[d.join("ca.pem"), d.join("root.json")])
+            .unwrap();
+        assert_eq!(
+            kinds(&w),
+            ["trusted", "trusted", "certificates [\"ca.pem\"]"]
+        );
+        assert!(w.policy().trust_roots.iter().all(|tr| tr.name != "corp"));
+        // The same files give the same policy; withdrawing is from the last good one.
+        let again = p
+            .withdrawing(&[d.join("root.json"), d.join("ca.pem")])
+            .unwrap();
+        assert_eq!(again.fingerprint(), w.fingerprint());
     }
 }

@@ -120,6 +120,16 @@ pub enum AuthorityKind {
         /// `certificates.trustRoot`: whose Rekor keys prove the signing time.
         trust_root: Option<String>,
     },
+    /// An authority `serve` no longer trusts: a file its key or certificates were read from
+    /// changed (or went away) and the policy could not be loaded again, so what the file held
+    /// when the policy last loaded is not what the operator keeps there any more (see
+    /// [`super::CompiledPolicy::withdrawing`]). It accepts nothing.
+    Withdrawn {
+        /// What it was (`key`, `certificates`), for reasons.
+        was: &'static str,
+        /// The files that changed, as the policy names them.
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 /// One signer a rule accepts: a key or keyless identities, by name.
@@ -129,6 +139,9 @@ pub struct Authority {
     pub name: String,
     /// How it is tied to signatures.
     pub kind: AuthorityKind,
+    /// The files its key or certificates were read from, as the policy names them (none for
+    /// an inline PEM, a keyless authority, or one not read from a policy file).
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// A rule: the images it applies to, its authorities and threshold, its mode and requirements.
@@ -200,6 +213,9 @@ pub struct TrustRootRef {
     pub name: String,
     /// The root, with its verifier.
     pub root: Arc<TrustRoot>,
+    /// The `trusted_root.json` it was read from, as the policy names it (None: the embedded
+    /// root, a TUF root's cache, or a root not read from a policy file).
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// A validated policy.
@@ -304,6 +320,7 @@ impl Policy {
                 authorities: vec![Authority {
                     name: authority.to_string(),
                     kind,
+                    files: Vec::new(),
                 }],
                 signed_identity,
                 signatures_repository: None,

@@ -78,6 +78,7 @@ fn describe_authority(a: &super::model::Authority) -> String {
             let or = if shown.len() > 1 { "one of: " } else { "" };
             format!("certificates {:?} ({or}{})", a.name, listed(&shown))
         }
+        AuthorityKind::Withdrawn { was, .. } => format!("{was} {:?} (withdrawn)", a.name),
     }
 }
 

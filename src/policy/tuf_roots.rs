@@ -98,6 +98,7 @@ pub(super) fn resolve(
             policy.trust_roots.push(TrustRootRef {
                 name,
                 root: Arc::new(root),
+                file: None,
             });
         }
         statuses.push(status);

@@ -30,7 +30,8 @@ mod place;
 /// read is reported once, not again by each rule naming it).
 #[derive(Default)]
 struct Keys {
-    parsed: BTreeMap<String, PublicKey>,
+    /// Each key, with the file it was read from (None: inline PEM).
+    parsed: BTreeMap<String, (PublicKey, Option<PathBuf>)>,
     names: BTreeSet<String>,
 }
 
@@ -123,7 +124,9 @@ impl<'r> Validator<'r> {
                 continue;
             };
             if let Some(root) = self.trust_root(trusted_root, &name) {
-                trust_roots.push(TrustRootRef { name, root });
+                let file =
+                    (trusted_root.value != "embedded").then(|| PathBuf::from(&trusted_root.value));
+                trust_roots.push(TrustRootRef { name, root, file });
             }
         }
         (trust_roots, tuf_roots, root_names)
@@ -196,7 +199,7 @@ impl<'r> Validator<'r> {
             let (text, origin, at) = match (&k.path, &k.pem) {
                 _ if k.broken => continue,
                 (Some(p), None) => match (self.read)(Path::new(&p.value)) {
-                    Ok(t) => (t, cut_escaped(&p.value), p),
+                    Ok(t) => (t, Some(p), p),
                     Err(e) => {
                         let msg = format!(
                             "key {}: cannot read {}: {e}",
@@ -207,20 +210,21 @@ impl<'r> Validator<'r> {
                         continue;
                     }
                 },
-                (None, Some(pem)) => (
-                    pem.value.clone(),
-                    format!("{} (inline pem)", shown(&name)),
-                    pem,
-                ),
+                (None, Some(pem)) => (pem.value.clone(), None, pem),
                 _ => {
                     let msg = format!("key {}: give exactly one of path or pem", shown(&name));
                     self.at(&k.name, msg);
                     continue;
                 }
             };
-            match PublicKey::from_pem(&text, &origin) {
+            let shown_as = match origin {
+                Some(p) => cut_escaped(&p.value),
+                None => format!("{} (inline pem)", shown(&name)),
+            };
+            match PublicKey::from_pem(&text, &shown_as) {
                 Ok(pk) => {
-                    keys.parsed.insert(name, pk);
+                    let file = origin.map(|p| PathBuf::from(&p.value));
+                    keys.parsed.insert(name, (pk, file));
                 }
                 Err(e) => self.at(at, error_chain(&e)),
             }
@@ -461,13 +465,14 @@ impl<'r> Validator<'r> {
                 let name = a.value.name.clone().unwrap_or_else(|| kname.clone());
                 let trust_root = self.root_ref(&k.trust_root, rule, roots);
                 match keys.parsed.get(kname) {
-                    Some(key) => Some(Authority {
+                    Some((key, file)) => Some(Authority {
                         name,
                         kind: AuthorityKind::Key {
                             key: key.clone(),
                             tlog: a.value.tlog.unwrap_or(Tlog::Required),
                             trust_root,
                         },
+                        files: file.iter().cloned().collect(),
                     }),
                     None => {
                         if !keys.names.contains(kname) {
@@ -509,6 +514,7 @@ impl<'r> Validator<'r> {
                         identities,
                         tlog: a.value.tlog.unwrap_or(Tlog::Required),
                     },
+                    files: Vec::new(),
                 })
             }
             // Its key or keyless part was malformed, and said so.
@@ -688,6 +694,7 @@ fn names_root(rules: &[Rule], name: &str) -> bool {
             AuthorityKind::Key { trust_root, .. }
             | AuthorityKind::Keyless { trust_root, .. }
             | AuthorityKind::Certificates { trust_root, .. } => trust_root,
+            AuthorityKind::Withdrawn { .. } => &None,
         };
         root.as_deref() == Some(name)
     })

@@ -90,6 +90,18 @@ pub enum RejectionKind {
         /// The trust root's name (`embedded` for the built-in one).
         root: String,
     },
+    /// The authority's key or certificates came from files that changed, and the policy could
+    /// not be loaded again (`serve`): it is no longer trusted. A policy problem, not a verdict
+    /// on the signature.
+    #[error(
+        "authority {authority:?} is withdrawn: {files} changed and the policy could not be loaded again"
+    )]
+    Withdrawn {
+        /// The authority's name in the policy.
+        authority: String,
+        /// The files that changed, as the policy names them (shown escaped).
+        files: String,
+    },
     /// A keyless authority, and the signature carries no Fulcio certificate.
     #[error(
         "carries no Fulcio certificate, so it is not a keyless signature for authority {authority:?}"
@@ -250,7 +262,9 @@ impl Rejection {
             // Verified, but of another type: no statement of the type asked for.
             RejectionKind::PredicateTypeMismatch { .. } => Failure::Unattested,
             RejectionKind::AnnotationMismatch { .. } => Failure::Annotation,
-            RejectionKind::TrustRootUnavailable { .. } => Failure::Policy,
+            RejectionKind::TrustRootUnavailable { .. } | RejectionKind::Withdrawn { .. } => {
+                Failure::Policy
+            }
             RejectionKind::NotKeyless { .. }
             | RejectionKind::NoCertificate { .. }
             | RejectionKind::Certificate { .. }
@@ -274,6 +288,7 @@ impl Rejection {
             // An unavailable trust root ranks as the bundle rejection it used to be reported as.
             RejectionKind::Bundle { .. }
             | RejectionKind::TrustRootUnavailable { .. }
+            | RejectionKind::Withdrawn { .. }
             | RejectionKind::Statement { .. }
             | RejectionKind::NoTlogEntry { .. }
             | RejectionKind::Certificate { .. }

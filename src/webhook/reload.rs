@@ -5,9 +5,12 @@
 //! [`MAX_POLICY_FILE_BYTES`](crate::policy::MAX_POLICY_FILE_BYTES)); paths are opened as named,
 //! so a mount's `..data` symlink swap is a change of content. The baseline is what the load
 //! itself read, never a second read. A load that fails leaves the last good policy in force and
-//! is counted; it is tried again when any file it read (or could not read) changes.
+//! is counted; it is tried again when any file it read (or could not read) changes. What that
+//! policy read from a key, certificate or trusted-root file that has changed since is withdrawn
+//! meanwhile, so deleting a key revokes it even while the policy cannot load.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::Engine;
@@ -44,33 +47,100 @@ fn empty_now(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
 }
 
-/// One tick: load the policy again if any file it was loaded from changed; returns the new
-/// baseline (the files of this load as it read them, when it ran).
-pub(crate) fn reload_if_changed(engine: &Engine, policy: &Path, baseline: Baseline) -> Baseline {
-    if baseline.changed().is_none() || empty_now(policy) {
-        return baseline;
+/// What the watcher keeps from one tick to the next: the files of the last load as it read
+/// them, and the last policy that loaded.
+#[derive(Clone)]
+pub(crate) struct Watch {
+    baseline: Baseline,
+    last_good: Arc<CompiledPolicy>,
+}
+
+impl Watch {
+    /// Watching `policy`, the engine's policy, loaded from `path`.
+    pub(crate) fn of(policy: Arc<CompiledPolicy>, path: &Path) -> Self {
+        Watch {
+            baseline: Baseline::of(&policy, path),
+            last_good: policy,
+        }
+    }
+}
+
+/// One tick: load the policy again if any file it was loaded from changed. A load that fails
+/// leaves the last good policy in force, less what it read from files that have changed
+/// since (see [`withdraw_changed`]).
+pub(crate) fn reload_if_changed(engine: &Engine, policy: &Path, watch: Watch) -> Watch {
+    if watch.baseline.changed().is_none() || empty_now(policy) {
+        return watch;
     }
     let load = CompiledPolicy::load(policy);
-    let next = Baseline(load.sources);
+    let baseline = Baseline(load.sources);
     match load.policy {
-        Ok(p) if p.fingerprint() == engine.policy().fingerprint() => {}
         Ok(p) => {
-            let files: Vec<String> = next
-                .0
-                .iter()
-                .map(|s| s.path.display().to_string())
-                .collect();
-            let msg = serde_json::json!({"msg": "policy reloaded", "fingerprint": p.fingerprint(), "files": files});
-            tell!("{msg}");
-            engine.set_policy(p);
+            let p = Arc::new(p);
+            if p.fingerprint() != engine.policy().fingerprint() {
+                let files: Vec<String> = baseline
+                    .0
+                    .iter()
+                    .map(|s| s.path.display().to_string())
+                    .collect();
+                let msg = serde_json::json!({"msg": "policy reloaded", "fingerprint": p.fingerprint(), "files": files});
+                tell!("{msg}");
+                engine.set_policy(Arc::clone(&p));
+            }
+            Watch {
+                baseline,
+                last_good: p,
+            }
         }
         Err(e) => {
             let msg = serde_json::json!({"msg": "policy reload failed; the last good policy stays", "error": crate::error_chain(&e)});
             tell!("{msg}");
             engine.policy_reload_failed();
+            let mut baseline = baseline;
+            // A policy file that fails to parse names no file: watch the last good one's too.
+            for now in withdraw_changed(engine, &watch.last_good) {
+                if !baseline.0.iter().any(|s| s.path == now.path) {
+                    baseline.0.push(now);
+                }
+            }
+            Watch {
+                baseline,
+                last_good: watch.last_good,
+            }
         }
     }
-    next
+}
+
+/// After a load that failed: the last good policy goes on, but not what it read from a key,
+/// certificate or `trusted_root.json` file that has changed since (deleted, emptied, replaced):
+/// a key deleted to revoke it must stop being trusted even while the policy cannot load. Put
+/// back whole when those files are as they were. Returns those files as hashed now.
+fn withdraw_changed(engine: &Engine, last_good: &Arc<CompiledPolicy>) -> Vec<PolicySource> {
+    // Not the policy file: its last good text is what stays.
+    let named = last_good.sources().iter().skip(1);
+    let now: Vec<PolicySource> = named.map(|s| PolicySource::hash_now(&s.path)).collect();
+    let changed: Vec<PathBuf> = now
+        .iter()
+        .zip(last_good.sources().iter().skip(1))
+        .filter(|(now, then)| now != then)
+        .map(|(now, _)| now.path.clone())
+        .collect();
+    let next = match last_good.withdrawing(&changed) {
+        Some(p) => Arc::new(p),
+        None => Arc::clone(last_good),
+    };
+    if next.fingerprint() == engine.policy().fingerprint() {
+        return now;
+    }
+    let files: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+    let msg = if Arc::ptr_eq(&next, last_good) {
+        serde_json::json!({"msg": "the last good policy is whole again: the files it read are as they were"})
+    } else {
+        serde_json::json!({"msg": "authorities withdrawn: files the last good policy read keys, certificates or trust roots from have changed", "files": files, "fingerprint": next.fingerprint()})
+    };
+    tell!("{msg}");
+    engine.set_policy(next);
+    now
 }
 
 /// Watch the files the engine's policy was loaded from, every `interval`, until the process
@@ -78,8 +148,7 @@ pub(crate) fn reload_if_changed(engine: &Engine, policy: &Path, baseline: Baseli
 pub(crate) async fn watch_policy(engine: Engine, policy: PathBuf, interval: Duration) {
     // Hashing files blocks (a policy not loaded from files is hashed here): off the workers.
     let (e, p) = (engine.clone(), policy.clone());
-    let Ok(mut baseline) = tokio::task::spawn_blocking(move || Baseline::of(&e.policy(), &p)).await
-    else {
+    let Ok(mut watch) = tokio::task::spawn_blocking(move || Watch::of(e.policy(), &p)).await else {
         return;
     };
     let mut tick = tokio::time::interval(interval);
@@ -87,10 +156,10 @@ pub(crate) async fn watch_policy(engine: Engine, policy: PathBuf, interval: Dura
     loop {
         tick.tick().await;
         // Reading files blocks: off the async workers.
-        let (e, p, b) = (engine.clone(), policy.clone(), baseline.clone());
-        baseline = match tokio::task::spawn_blocking(move || reload_if_changed(&e, &p, b)).await {
-            Ok(b) => b,
-            Err(_) => baseline,
+        let (e, p, w) = (engine.clone(), policy.clone(), watch.clone());
+        watch = match tokio::task::spawn_blocking(move || reload_if_changed(&e, &p, w)).await {
+            Ok(w) => w,
+            Err(_) => watch,
         };
     }
 }
@@ -99,6 +168,7 @@ pub(crate) async fn watch_policy(engine: Engine, policy: PathBuf, interval: Dura
 mod tests {
     use super::*;
     use crate::engine::EngineConfig;
+    use crate::policy::AuthorityKind;
 
     fn public_pem() -> String {
         crate::sign::key::SigningKey::generate()
@@ -107,55 +177,109 @@ mod tests {
             .to_pem()
     }
 
-    #[test]
-    fn a_changed_key_file_is_a_new_policy() {
+    const POLICY: &str = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+        keys: [{name: k, path: cosign.pub}]\n\
+        rules:\n  - name: all\n    images: [\"**\"]\n    \
+        authorities: [{key: {name: k}, tlog: skip}]\n";
+
+    /// A directory with `POLICY` and the key `pem`, an engine on it, and its watch.
+    fn watched(pem: &str) -> (tempfile::TempDir, PathBuf, Engine, Watch) {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let (a, b) = (public_pem(), public_pem());
-        std::fs::write(d.join("cosign.pub"), &a).unwrap();
-        let policy = d.join("policy.yaml");
-        std::fs::write(
-            &policy,
-            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
-             keys: [{name: k, path: cosign.pub}]\n\
-             rules:\n  - name: all\n    images: [\"**\"]\n    \
-             authorities: [{key: {name: k}, tlog: skip}]\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("cosign.pub"), pem).unwrap();
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, POLICY).unwrap();
         let first = CompiledPolicy::from_file(&policy).unwrap();
-        let paths: Vec<_> = first.sources().iter().map(|s| s.path.clone()).collect();
-        assert_eq!(paths, [policy.clone(), d.join("cosign.pub")]);
         let engine = Engine::new(
             crate::registry::Registry::new(Default::default()),
             first,
             EngineConfig::default(),
         );
-        let baseline = Baseline::of(&engine.policy(), &policy);
+        let watch = Watch::of(engine.policy(), &policy);
+        (dir, policy, engine, watch)
+    }
+
+    fn withdrawn(engine: &Engine) -> bool {
+        let p = engine.policy();
+        let a = &p.policy().rules[0].authorities[0];
+        matches!(&a.kind, AuthorityKind::Withdrawn { was: "key", files } if files == &[PathBuf::from("cosign.pub")])
+    }
+
+    fn replace(path: &Path, text: &str) {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn a_changed_key_file_is_a_new_policy() {
+        let (a, b) = (public_pem(), public_pem());
+        let (dir, policy, engine, watch) = watched(&a);
+        let d = dir.path();
+        let first = CompiledPolicy::from_file(&policy).unwrap();
+        let paths: Vec<_> = first.sources().iter().map(|s| s.path.clone()).collect();
+        assert_eq!(paths, [policy.clone(), d.join("cosign.pub")]);
         let old = engine.policy().fingerprint().to_string();
         // Nothing changed: no load.
-        let same = reload_if_changed(&engine, &policy, baseline.clone());
-        assert_eq!(same, baseline);
+        let same = reload_if_changed(&engine, &policy, watch.clone());
+        assert_eq!(same.baseline, watch.baseline);
         assert_eq!(engine.policy().fingerprint(), old);
         // Only the key file changes: a new fingerprint, loaded.
-        std::fs::write(d.join("cosign.pub.new"), &b).unwrap();
-        std::fs::rename(d.join("cosign.pub.new"), d.join("cosign.pub")).unwrap();
-        let next = reload_if_changed(&engine, &policy, baseline);
+        replace(&d.join("cosign.pub"), &b);
+        let next = reload_if_changed(&engine, &policy, watch);
         assert_ne!(engine.policy().fingerprint(), old);
         assert_eq!(
             engine.policy().fingerprint(),
             CompiledPolicy::from_file(&policy).unwrap().fingerprint()
         );
-        assert_eq!(next, Baseline::of(&engine.policy(), &policy));
-        // A key file that goes away: the load fails, the last good policy stays, and the
-        // missing file is what the next tick watches.
+        assert_eq!(next.baseline, Baseline::of(&engine.policy(), &policy));
+        // A key file that goes away: the load fails, and the last good policy stays without
+        // that key (withdrawn: its fingerprint is new, so no cached allow is used); the missing
+        // file is what the next tick watches.
         let kept = engine.policy().fingerprint().to_string();
         std::fs::remove_file(d.join("cosign.pub")).unwrap();
         let failed = reload_if_changed(&engine, &policy, next);
-        assert_eq!(engine.policy().fingerprint(), kept);
-        assert!(failed.0.iter().any(|s| s.digest.is_none()), "{failed:?}");
+        assert_ne!(engine.policy().fingerprint(), kept);
+        assert!(withdrawn(&engine));
+        assert!(
+            failed.baseline.0.iter().any(|s| s.digest.is_none()),
+            "{:?}",
+            failed.baseline
+        );
+        // The same failure again changes nothing.
+        let withdrawn_print = engine.policy().fingerprint().to_string();
+        let again = reload_if_changed(&engine, &policy, failed.clone());
+        assert_eq!(engine.policy().fingerprint(), withdrawn_print);
+        assert_eq!(again.baseline, failed.baseline);
         std::fs::write(d.join("cosign.pub"), &a).unwrap();
         reload_if_changed(&engine, &policy, failed);
         assert_eq!(engine.policy().fingerprint(), old);
+        assert!(!withdrawn(&engine));
+    }
+
+    #[test]
+    fn a_broken_policy_file_keeps_the_last_good_policy_whole_until_a_key_changes() {
+        let (a, b) = (public_pem(), public_pem());
+        let (dir, policy, engine, watch) = watched(&a);
+        let d = dir.path();
+        let good = engine.policy().fingerprint().to_string();
+        // The policy file alone breaks: the last good policy stays as it was.
+        std::fs::write(&policy, "rules: [").unwrap();
+        let w = reload_if_changed(&engine, &policy, watch);
+        assert_eq!(engine.policy().fingerprint(), good);
+        // Meanwhile its key is replaced by another (valid) key: the old one is withdrawn and
+        // the new one is not trusted either (the policy that would name it does not load).
+        replace(&d.join("cosign.pub"), &b);
+        let w = reload_if_changed(&engine, &policy, w);
+        assert!(withdrawn(&engine));
+        // The key is put back as it was: the last good policy is whole again.
+        replace(&d.join("cosign.pub"), &a);
+        let w = reload_if_changed(&engine, &policy, w);
+        assert_eq!(engine.policy().fingerprint(), good);
+        // A policy file that cannot be read at all is no different.
+        std::fs::remove_file(&policy).unwrap();
+        std::fs::remove_file(d.join("cosign.pub")).unwrap();
+        reload_if_changed(&engine, &policy, w);
+        assert!(withdrawn(&engine));
     }
 
     #[test]

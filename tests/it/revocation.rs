@@ -2,7 +2,10 @@
 //! ConfigMap or Secret update that changes `cosign.pub`, by a rename over it or by the
 //! `..data` symlink swap of a Kubernetes volume mount) reloads the policy, and an image signed
 //! with the old key is denied within a few reload intervals, though the policy file's bytes
-//! never changed. Called through kube's own admission client (`kwhclient`).
+//! never changed. A key file deleted, or replaced by something that is not a key, makes the
+//! policy fail to load again: the last good policy stays, but the authority that key file
+//! fed is withdrawn, so the image is denied as well (`[policy]`, the authority named).
+//! Called through kube's own admission client (`kwhclient`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -50,8 +53,15 @@ fn setup() -> Setup {
 
 /// Admit a Pod running `s.image` through `serve` with the policy at `policy`, then `revoke` (it
 /// must replace the key file only); within 10 s (50 reload intervals of 200 ms) the same Pod
-/// is denied as untrusted.
-fn revoked_after(s: &Setup, k: &Path, policy: &Path, revoke: impl FnOnce()) {
+/// is denied with failure class `class` (`untrusted`: another key; `policy`: no key), the
+/// deny saying `says`.
+fn revoked_after(
+    s: &Setup,
+    k: &Path,
+    policy: &Path,
+    (class, says): (&str, &str),
+    revoke: impl FnOnce(),
+) {
     let tls = make_tls(s.dir.path());
     let server = start_serve(policy, &tls, &s.reg.host(), &[]);
     let pod = s.dir.path().join("pod.yaml");
@@ -89,7 +99,18 @@ fn revoked_after(s: &Setup, k: &Path, policy: &Path, revoke: impl FnOnce()) {
         "still admitted after the key was replaced: {run:?}"
     );
     assert!(run.stdout.contains("DENIED"), "{run:?}");
-    assert!(run.stdout.contains("[untrusted]"), "{run:?}");
+    assert!(run.stdout.contains(&format!("[{class}]")), "{run:?}");
+    assert!(run.stdout.contains(says), "{run:?}");
+}
+
+/// A policy and its key in a `mount` directory of `s.dir`, the key the image is signed with.
+fn mounted(s: &Setup) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mount = s.dir.path().join("mount");
+    std::fs::create_dir(&mount).unwrap();
+    std::fs::copy(&s.key_a, mount.join("cosign.pub")).unwrap();
+    let policy = mount.join("policy.yaml");
+    std::fs::write(&policy, policy_text(&format!("{}/apps/**", s.reg.host()))).unwrap();
+    (mount, policy)
 }
 
 #[test]
@@ -98,15 +119,38 @@ fn a_key_file_replaced_by_rename_revokes_the_old_key() {
         return;
     };
     let s = setup();
-    let mount = s.dir.path().join("mount");
-    std::fs::create_dir(&mount).unwrap();
-    std::fs::copy(&s.key_a, mount.join("cosign.pub")).unwrap();
-    let policy = mount.join("policy.yaml");
-    std::fs::write(&policy, policy_text(&format!("{}/apps/**", s.reg.host()))).unwrap();
-    revoked_after(&s, &k, &policy, || {
+    let (mount, policy) = mounted(&s);
+    revoked_after(&s, &k, &policy, ("untrusted", "DENIED"), || {
         // As a Secret or ConfigMap projected without symlinks is rewritten: a new file, renamed
         // over the old one.
         std::fs::copy(&s.key_b, mount.join(".cosign.pub.new")).unwrap();
+        std::fs::rename(mount.join(".cosign.pub.new"), mount.join("cosign.pub")).unwrap();
+    });
+}
+
+#[test]
+fn a_key_file_deleted_revokes_the_key_while_the_policy_cannot_load() {
+    let Some(k) = kube_tools_or_skip("a_key_file_deleted_revokes_the_key") else {
+        return;
+    };
+    let s = setup();
+    let (mount, policy) = mounted(&s);
+    let says = "authority \"release\" is withdrawn: cosign.pub changed";
+    revoked_after(&s, &k, &policy, ("policy", says), || {
+        std::fs::remove_file(mount.join("cosign.pub")).unwrap();
+    });
+}
+
+#[test]
+fn a_key_file_replaced_by_one_that_is_no_key_revokes_the_key() {
+    let Some(k) = kube_tools_or_skip("a_key_file_replaced_by_one_that_is_no_key") else {
+        return;
+    };
+    let s = setup();
+    let (mount, policy) = mounted(&s);
+    let says = "authority \"release\" is withdrawn";
+    revoked_after(&s, &k, &policy, ("policy", says), || {
+        std::fs::write(mount.join(".cosign.pub.new"), "revoked\n").unwrap();
         std::fs::rename(mount.join(".cosign.pub.new"), mount.join("cosign.pub")).unwrap();
     });
 }
@@ -135,7 +179,7 @@ fn a_configmap_data_symlink_swap_of_the_key_revokes_the_old_key() {
         std::os::unix::fs::symlink(format!("..data/{f}"), mount.join(f)).unwrap();
     }
     let policy = mount.join("policy.yaml");
-    revoked_after(&s, &k, &policy, || {
+    revoked_after(&s, &k, &policy, ("untrusted", "DENIED"), || {
         // The kubelet's atomic update: a new timestamped directory, a new `..data_tmp` link to
         // it renamed over `..data`; `policy.yaml` and `cosign.pub` stay the same symlinks.
         version("..2025_01_01_00_01_00.2", &s.key_b);

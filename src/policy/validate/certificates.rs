@@ -29,7 +29,12 @@ impl Validator<'_> {
         let kind = self.certificates_kind(c, v.tlog, trust_root, rule)?;
         let name = v.name.clone();
         let name = name.unwrap_or_else(|| format!("certificates[{index}]"));
-        Some(Authority { name, kind })
+        let files = [&c.roots, &c.intermediates]
+            .into_iter()
+            .flatten()
+            .map(|f| std::path::PathBuf::from(&f.value))
+            .collect();
+        Some(Authority { name, kind, files })
     }
 
     /// A `certificates` authority's kind: roots (and intermediates) read and parsed, identities
