@@ -121,6 +121,8 @@ VARIANTS = {
     "overlays/custom-kinds": {"cert_manager": False, "mutating": True, "presets": sorted(PRESET_RULES)},
     # serve --audit-interval: PolicyReports written by the replica holding the Lease.
     "overlays/audit": {"cert_manager": False, "mutating": True, "audit": True},
+    # serve --client-ca: reviews only from the API server's client certificate.
+    "overlays/client-auth": {"cert_manager": False, "mutating": True, "client_auth": True},
 }
 IMAGE = "ghcr.io/ocigate/ocigate"
 # Namespace labels the webhooks' namespaceSelector reads (deploy/README.md).
@@ -290,6 +292,22 @@ class Checker:
             env = {e.get("name"): e for e in c.get("env") or []}
             self.check(where, (env.get("POD_NAME") or {}).get("valueFrom") == {"fieldRef": {"fieldPath": "metadata.name"}},
                        "POD_NAME must come from metadata.name (the Lease holder's identity)")
+
+    def client_auth_args(self, name, dep, client_auth):
+        """--client-ca (a file of a mounted Secret) exactly in the client-auth variant."""
+        pod = dep["spec"]["template"]["spec"]
+        c = (pod.get("containers") or [{}])[0]
+        args = c.get("args") or []
+        where = f"{name}: Deployment/{dep['metadata']['name']}"
+        if not self.check(where, ("--client-ca" in args) == client_auth,
+                          f"--client-ca {'expected' if client_auth else 'not expected'} in {args}"):
+            return
+        if client_auth:
+            ca = args[args.index("--client-ca") + 1] if args.index("--client-ca") + 1 < len(args) else ""
+            mounts = {m.get("name"): m.get("mountPath", "") for m in c.get("volumeMounts") or []}
+            secrets = {v.get("name") for v in pod.get("volumes") or [] if v.get("secret")}
+            self.check(where, any(ca.startswith(p.rstrip("/") + "/") and n in secrets for n, p in mounts.items()),
+                       f"--client-ca {ca} must be a file of a mounted Secret")
 
     def deployment(self, name, obj, policy_cm):
         where = f"{name}: Deployment/{obj['metadata']['name']}"
@@ -512,6 +530,7 @@ class Checker:
         if dep is not None:
             self.deployment(name, dep, cms.get("ocigate-policy"))
             self.audit_args(name, dep, variant.get("audit", False))
+            self.client_auth_args(name, dep, variant.get("client_auth", False))
             image = ((dep["spec"]["template"]["spec"].get("containers") or [{}])[0]).get("image", "")
             want = rf"{re.escape(IMAGE)}@sha256:[0-9a-f]{{64}}" if variant.get("pinned") else rf"{re.escape(IMAGE)}:v[0-9.]+"
             self.check(name, re.fullmatch(want, image) is not None, f"image must match {want}, got {image!r}")

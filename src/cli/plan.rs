@@ -430,6 +430,8 @@ impl ServePlan {
             metrics_listen: a.metrics_listen.0,
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
+            client_ca: a.client_ca,
+            client_names: a.client_name,
             policy: a.policy,
             reload_interval: a.reload_interval,
             grace: a.grace,

@@ -124,6 +124,8 @@ pub(super) struct State {
     pub(super) cross_namespace_refs: bool,
     /// The custom kinds whose pod templates are checked (`--pod-template-kind`).
     pub(super) pod_templates: Arc<extract::PodTemplateKinds>,
+    /// Who may ask for reviews (`--client-ca`); None: anyone who reaches the listener.
+    pub(super) client_auth: Option<Arc<super::client_auth::ClientAuth>>,
 }
 
 /// One artifact's outcome for the response and the log line (fields in the log line's order).
@@ -631,6 +633,12 @@ pub(super) async fn handle(
             }
         }
         (&Method::POST, path @ ("/validate" | "/mutate")) => {
+            if let Some(Err((status, why))) =
+                state.client_auth.as_ref().map(|a| a.admits(conn.peer()))
+            {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                return text(status, why);
+            }
             let mutating = path == "/mutate";
             review(&state, req, &conn, mutating).await
         }

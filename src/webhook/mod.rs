@@ -27,6 +27,7 @@ use crate::engine::Engine;
 
 mod admission;
 mod answer;
+mod client_auth;
 mod decision_log;
 mod metrics;
 mod reload;
@@ -58,6 +59,11 @@ pub struct ServeConfig {
     pub tls_cert: PathBuf,
     /// The certificate's private key (PEM).
     pub tls_key: PathBuf,
+    /// CA certificates (PEM) a client certificate must chain to for reviews (None: any
+    /// client may ask).
+    pub client_ca: Option<PathBuf>,
+    /// Names (subject CN or DNS SAN) one of which that certificate must carry; empty: any.
+    pub client_names: Vec<String>,
     /// The policy file.
     pub policy: PathBuf,
     /// How often mounted files (certificate, key, policy and the files it names) are looked at.
@@ -121,7 +127,15 @@ pub enum WebhookError {
 /// Run the webhook until SIGTERM (or SIGINT); then drain within `grace` and return.
 pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError> {
     let certs = tls::Certificates::load(&cfg.tls_cert, &cfg.tls_key).await?;
-    let acceptor = tls::acceptor(certs.clone(), &cfg.tls_cert)?;
+    let client_auth = match cfg.client_ca.clone() {
+        Some(ca) => {
+            let names = cfg.client_names.clone();
+            let auth = workers::blocking(move || client_auth::ClientAuth::load(&ca, names));
+            Some(Arc::new(auth.await?))
+        }
+        None => None,
+    };
+    let acceptor = tls::acceptor(certs.clone(), client_auth.clone(), &cfg.tls_cert)?;
     let kube = kube_api(cfg.kubeconfig.clone()).await?;
     let listener = server::bind(cfg.listen).await?;
     let state = Arc::new(State {
@@ -133,6 +147,7 @@ pub async fn serve(engine: Engine, cfg: ServeConfig) -> Result<(), WebhookError>
         kube,
         cross_namespace_refs: cfg.allow_cross_namespace_refs,
         pod_templates: cfg.pod_templates.clone(),
+        client_auth,
     });
     if let Some(addr) = cfg.metrics_listen {
         let l = server::bind(addr).await?;
@@ -239,6 +254,10 @@ async fn spawn_watchers(state: &Arc<State>, certs: Arc<tls::Certificates>, cfg: 
         metrics: state.metrics.clone(),
     };
     tokio::spawn(tls::watch_certificates(certs, files).await);
+    if let Some(auth) = &state.client_auth {
+        let (a, m) = (auth.clone(), state.metrics.clone());
+        tokio::spawn(client_auth::watch(a, cfg.reload_interval, m));
+    }
     tokio::spawn(reload::watch_policy(
         state.engine.clone(),
         cfg.policy.clone(),

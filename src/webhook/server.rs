@@ -267,6 +267,16 @@ pub(crate) struct Conn {
     clock: Arc<RequestClock>,
     budget: Arc<BodyBudget>,
     timeout: Duration,
+    /// The names of the client certificate the handshake verified (None: none was given).
+    peer: Option<Arc<[String]>>,
+}
+
+impl Conn {
+    /// The names (subject CN, DNS SANs) of the client certificate the handshake verified;
+    /// None when the client gave none.
+    pub(crate) fn peer(&self) -> Option<&[String]> {
+        self.peer.as_deref()
+    }
 }
 
 /// Why a request body was not read.
@@ -575,10 +585,14 @@ pub(crate) async fn serve_tls<H, F>(
         _ => return,
     };
     let clock = RequestClock::new();
+    // Only a certificate the verifier accepted gets this far (rustls ends the handshake on
+    // any other).
+    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
     let conn = Conn {
         clock: clock.clone(),
         budget: config.budget.clone(),
         timeout,
+        peer: peer.map(|leaf| super::client_auth::names_of(leaf).into()),
     };
     let service = hyper::service::service_fn(move |req| {
         let handle = handle.clone();

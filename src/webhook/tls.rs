@@ -192,17 +192,25 @@ impl Certificates {
 }
 
 /// The acceptor of the webhook's listener: TLS 1.2 and 1.3 (aws-lc-rs), HTTP/1.1, the
-/// certificate from `certs` at each handshake.
-pub(super) fn acceptor(certs: Arc<Certificates>, cert: &Path) -> Result<TlsAcceptor, TlsError> {
+/// certificate from `certs` at each handshake; a client certificate asked for and checked
+/// against `clients`' CAs when given.
+pub(super) fn acceptor(
+    certs: Arc<Certificates>,
+    clients: Option<Arc<super::client_auth::ClientAuth>>,
+    cert: &Path,
+) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|source| TlsError::Config {
             path: cert.to_path_buf(),
             source,
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+        })?;
+    let tls = match clients {
+        Some(c) => tls.with_client_cert_verifier(c),
+        None => tls.with_no_client_auth(),
+    };
+    let mut tls = tls.with_cert_resolver(certs);
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }

@@ -677,11 +677,16 @@ pub(crate) fn issue_server_cert(tls: &Tls, cn: &str) {
 
 /// A client certificate signed by the test CA, written to `dir` as client.crt and client.key.
 pub(crate) fn issue_client_cert(tls: &Tls, dir: &Path) -> (PathBuf, PathBuf) {
+    issue_client_cert_named(tls, dir, "ocigate test client")
+}
+
+/// [`issue_client_cert`] with subject CN `cn`.
+pub(crate) fn issue_client_cert_named(tls: &Tls, dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "ocigate test client");
+        .push(rcgen::DnType::CommonName, cn);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let issuer = rcgen::Issuer::from_params(&tls.ca_params, &tls.ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();

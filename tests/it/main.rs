@@ -12,6 +12,7 @@ mod auth;
 mod bounds;
 mod bundles;
 mod cli_output;
+mod client_auth;
 mod cluster;
 mod corpus;
 mod cosign_peer;

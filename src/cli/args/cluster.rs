@@ -23,6 +23,15 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long)]
     pub(crate) tls_key: PathBuf,
+    /// CA certificates (PEM): /validate and /mutate answer only clients with a certificate
+    /// they issued (the API server's, from its AdmissionConfiguration); re-read when it
+    /// changes. The probes stay open.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) client_ca: Option<PathBuf>,
+    /// With --client-ca: the client certificate must name this as its subject CN or a DNS SAN
+    /// (repeatable; any one).
+    #[arg(long, value_name = "NAME", requires = "client_ca")]
+    pub(crate) client_name: Vec<String>,
     /// Address of the HTTPS listener (/validate, /mutate, /healthz, /readyz).
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub(crate) listen: std::net::SocketAddr,
