@@ -213,8 +213,9 @@ pub struct TrustRootRef {
     pub name: String,
     /// The root, with its verifier.
     pub root: Arc<TrustRoot>,
-    /// The `trusted_root.json` it was read from, as the policy names it (None: the embedded
-    /// root, a TUF root's cache, or a root not read from a policy file).
+    /// The file it was read from, as the policy names it: a `trusted_root.json`, or a TUF
+    /// root's bootstrap root.json (None: the embedded root, a built-in TUF root, or a root not
+    /// read from a policy file).
     pub file: Option<std::path::PathBuf>,
 }
 

@@ -77,6 +77,7 @@ pub(super) fn resolve(
                 named.push((p.clone(), PolicySource::hash_now(&p)));
             }
         }
+        let bootstrap = source.bootstrap_file().map(Path::to_path_buf);
         let status = status_of(source, cache_root.as_deref());
         let (version, root) = match &status {
             TufRootStatus::Cached { state, .. } => (state.version_key(), state.trust_root(&name)),
@@ -95,10 +96,11 @@ pub(super) fn resolve(
         };
         key.push_str(&format!("\0{name}\0{version}"));
         if let Ok(root) = root {
+            // Withdrawn (serve) when its bootstrap changes and the policy cannot load.
             policy.trust_roots.push(TrustRootRef {
                 name,
                 root: Arc::new(root),
-                file: None,
+                file: bootstrap,
             });
         }
         statuses.push(status);

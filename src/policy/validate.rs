@@ -153,7 +153,10 @@ impl<'r> Validator<'r> {
             tuf.root.referenced.column().max(1),
         );
         TufSource::new(name, mirror?, bootstrap)
-            .map(|s| s.declared_at(at.0, at.1))
+            .map(|s| {
+                s.declared_at(at.0, at.1)
+                    .read_from(PathBuf::from(&tuf.root.value))
+            })
             .map_err(|e| {
                 let msg = error_chain(&e).replace(name, &cut_escaped(name));
                 self.at(&tuf.root, msg)

@@ -46,6 +46,8 @@ pub struct TufSource {
     embedded: Option<&'static str>,
     /// Where a policy declared it: (line, column).
     declared_at: Option<(u64, u64)>,
+    /// The bootstrap root.json's file, as the policy names it (None: built in).
+    bootstrap_file: Option<PathBuf>,
 }
 
 /// The built-in TUF trust roots: `public-good` and `github`.
@@ -65,6 +67,7 @@ impl TufSource {
             bootstrap: bootstrap.into(),
             embedded: None,
             declared_at: None,
+            bootstrap_file: None,
         })
     }
 
@@ -72,6 +75,17 @@ impl TufSource {
     pub fn declared_at(mut self, line: u64, column: u64) -> Self {
         self.declared_at = Some((line, column));
         self
+    }
+
+    /// The same root, its bootstrap read from `file` (as the policy names it).
+    pub fn read_from(mut self, file: PathBuf) -> Self {
+        self.bootstrap_file = Some(file);
+        self
+    }
+
+    /// The file its bootstrap was read from, as the policy names it; None for a built-in root.
+    pub fn bootstrap_file(&self) -> Option<&Path> {
+        self.bootstrap_file.as_deref()
     }
 
     /// Where a policy declared it (line, column), when one did.
@@ -108,6 +122,7 @@ impl TufSource {
             bootstrap: instance.tuf_root().into(),
             embedded: Some(snapshot),
             declared_at: None,
+            bootstrap_file: None,
         })
     }
 

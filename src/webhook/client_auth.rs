@@ -7,13 +7,17 @@
 //! pull secrets. The probes (`/healthz`, `/readyz`) stay open: the kubelet has no client
 //! certificate, so the certificate is asked for at the handshake but not required there.
 //! FILE is re-read when it changes, as the serving certificate is; unlike a serving
-//! certificate it is a trust decision, so a changed file that does not load trusts no client
-//! until it does (a CA removed from it must not stay trusted). Owns the TLS client verifier;
-//! must not know about admission.
+//! certificate it is a trust decision, so a changed file that does not load (or is gone, or
+//! stays empty) trusts no client until it does: a CA removed from it must not stay trusted.
+//! For the same reason a connection's certificate is checked again against the CAs in force
+//! before each review (once per connection and CA change, and again when it expires), not
+//! only at the handshake: a kept-alive connection outlives a rotation. Owns the TLS client
+//! verifier; must not know about admission.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
@@ -38,6 +42,9 @@ pub(super) struct ClientAuth {
     path: PathBuf,
     /// The CAs' verifier; None: the file changed and did not load, no client is trusted.
     current: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
+    /// Bumped whenever `current` is replaced: a connection's certificate verified under an
+    /// older one is verified again.
+    generation: AtomicU64,
     /// The handshake signatures a client certificate's key may make.
     algorithms: WebPkiSupportedAlgorithms,
     /// The bytes the first load parsed: the reload watcher's baseline.
@@ -82,6 +89,7 @@ impl ClientAuth {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         Ok(ClientAuth {
             current: RwLock::new(Some(verifier_from(&first, path)?)),
+            generation: AtomicU64::new(0),
             algorithms: provider.signature_verification_algorithms,
             path: path.to_path_buf(),
             first,
@@ -89,35 +97,76 @@ impl ClientAuth {
         })
     }
 
-    /// One tick of [`watch`]: the file as read now, loaded in place of the CAs in force when
-    /// it differs from `last` (a file that does not load trusts no client until one does).
-    fn reload_if_changed(&self, last: Vec<u8>, metrics: &Metrics) -> Vec<u8> {
-        let now = std::fs::read(&self.path).unwrap_or_default();
-        if now == last || now.is_empty() {
-            return last;
+    /// One tick of [`watch`]: the file as it is now against `last`. Changed bytes are loaded
+    /// in place of the CAs in force; bytes that do not load, a file that is gone or cannot be
+    /// read, or one empty on two ticks running (not a rewrite caught half way) trust no client.
+    fn reload_if_changed(&self, last: Seen, metrics: &Metrics) -> Seen {
+        let now = match std::fs::read(&self.path) {
+            Ok(b) if b.is_empty() => Seen::Empty,
+            Ok(b) => Seen::Bytes(b),
+            Err(_) => Seen::Gone,
+        };
+        match (&now, &last) {
+            (Seen::Empty, Seen::EmptyOnce) => {
+                return self.install(Err("the file is empty".into()), metrics, Seen::Empty);
+            }
+            (Seen::Empty, Seen::Empty) => return last,
+            // Emptied just now (perhaps a rewrite caught half way): looked at again next tick.
+            (Seen::Empty, _) => return Seen::EmptyOnce,
+            _ if now == last => return last,
+            _ => {}
         }
-        let loaded = verifier_from(&now, &self.path);
-        let ok = loaded.is_ok();
+        let loaded = match &now {
+            Seen::Bytes(b) => verifier_from(b, &self.path).map_err(|e| crate::error_chain(&e)),
+            _ => Err("the file cannot be read".into()),
+        };
+        self.install(loaded, metrics, now)
+    }
+
+    /// Put `loaded` in force (an error: no client is trusted), say so, count it.
+    fn install(
+        &self,
+        loaded: Result<Arc<dyn ClientCertVerifier>, String>,
+        metrics: &Metrics,
+        seen: Seen,
+    ) -> Seen {
         let msg = match &loaded {
             Ok(_) => serde_json::json!({"msg": "client CA reloaded"}),
             Err(e) => {
-                serde_json::json!({"msg": "client CA reload failed; no client is trusted until it loads", "error": crate::error_chain(e)})
+                serde_json::json!({"msg": "client CA reload failed; no client is trusted until it loads", "error": e})
             }
         };
+        metrics.count_certificate_reload(loaded.is_ok());
         *crate::sync::write(&self.current) = loaded.ok();
+        self.generation.fetch_add(1, Ordering::AcqRel);
         tell!("{msg}");
-        metrics.count_certificate_reload(ok);
-        now
+        seen
     }
 
     /// Whether a connection whose handshake verified `peer` (None: no certificate) may ask
-    /// for reviews; if not, the status and the reason to answer with.
-    pub(super) fn admits(&self, peer: Option<&[String]>) -> Result<(), (u16, String)> {
-        let Some(names) = peer else {
+    /// for reviews; if not, the status and the reason to answer with. The certificate is
+    /// verified again against the CAs in force when they changed since it last was, or when
+    /// it has expired since.
+    pub(super) fn admits(&self, peer: Option<&Peer>) -> Result<(), (u16, String)> {
+        let Some(peer) = peer else {
             let why = "reviews need a client certificate issued by a CA of --client-ca\n";
             return Err((401, why.into()));
         };
-        if self.names.is_empty() || names.iter().any(|n| self.names.contains(n)) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let now = SystemTime::now();
+        let expired = peer.not_after.is_none_or(|t| now >= t);
+        if expired || peer.verified_under.load(Ordering::Acquire) != generation {
+            let (leaf, rest) = peer.chain.split_first().ok_or((401, String::new()))?;
+            let verified = self
+                .verifier()
+                .map(|v| v.verify_client_cert(leaf, rest, UnixTime::now()));
+            if !matches!(verified, Some(Ok(_))) {
+                let why = "the client certificate is not issued by a CA of --client-ca now\n";
+                return Err((401, why.into()));
+            }
+            peer.verified_under.store(generation, Ordering::Release);
+        }
+        if self.names.is_empty() || peer.names.iter().any(|n| self.names.contains(n)) {
             return Ok(());
         }
         Err((
@@ -134,7 +183,7 @@ impl ClientAuth {
 /// Re-read `auth`'s CA file every `interval`, forever, on the blocking pool; reloads are
 /// counted with the certificate's.
 pub(super) async fn watch(auth: Arc<ClientAuth>, interval: Duration, metrics: Arc<Metrics>) {
-    let mut last = auth.first.clone();
+    let mut last = Seen::Bytes(auth.first.clone());
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
@@ -143,15 +192,52 @@ pub(super) async fn watch(auth: Arc<ClientAuth>, interval: Duration, metrics: Ar
     }
 }
 
-/// The subject CN and DNS SANs of a verified client certificate (at most [`MAX_NAMES`]); an
-/// empty list when it does not parse as X.509 (rustls accepted it as DER).
-pub(super) fn names_of(leaf: &CertificateDer<'_>) -> Vec<String> {
-    use x509_cert::der::Decode as _;
+/// What the CA file held at the last tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// These bytes.
+    Bytes(Vec<u8>),
+    /// Nothing, first seen at that tick.
+    EmptyOnce,
+    /// Nothing, on two ticks running or more.
+    Empty,
+    /// No file, or one that cannot be read.
+    Gone,
+}
+
+/// A client certificate a connection's handshake verified, kept to be verified again.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    chain: Vec<CertificateDer<'static>>,
+    names: Vec<String>,
+    not_after: Option<SystemTime>,
+    /// The CAs' generation it last verified under (`u64::MAX`: not yet, after the handshake).
+    verified_under: AtomicU64,
+}
+
+impl Peer {
+    /// The chain a handshake verified (leaf first); None for an empty one.
+    pub(super) fn of(chain: &[CertificateDer<'_>]) -> Option<Peer> {
+        use x509_cert::der::Decode as _;
+        let leaf = chain.first()?;
+        let cert = x509_cert::Certificate::from_der(leaf.as_ref()).ok();
+        let not_after = cert.as_ref().map(|c| {
+            let t = c.tbs_certificate.validity.not_after.to_unix_duration();
+            SystemTime::UNIX_EPOCH + t
+        });
+        Some(Peer {
+            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            names: cert.as_ref().map(names_of).unwrap_or_default(),
+            not_after,
+            verified_under: AtomicU64::new(u64::MAX),
+        })
+    }
+}
+
+/// The subject CN and DNS SANs of a certificate (at most [`MAX_NAMES`]).
+fn names_of(cert: &x509_cert::Certificate) -> Vec<String> {
     use x509_cert::ext::pkix::SubjectAltName;
     use x509_cert::ext::pkix::name::GeneralName;
-    let Ok(cert) = x509_cert::Certificate::from_der(leaf.as_ref()) else {
-        return Vec::new();
-    };
     let tbs = &cert.tbs_certificate;
     let cn = tbs
         .subject

@@ -69,7 +69,13 @@ impl Watch {
 /// leaves the last good policy in force, less what it read from files that have changed
 /// since (see [`withdraw_changed`]).
 pub(crate) fn reload_if_changed(engine: &Engine, policy: &Path, watch: Watch) -> Watch {
-    if watch.baseline.changed().is_none() || empty_now(policy) {
+    if watch.baseline.changed().is_none() {
+        return watch;
+    }
+    if empty_now(policy) {
+        // Perhaps caught half way through a rewrite: not loaded, but what the last good
+        // policy read from files that have changed since is not trusted meanwhile.
+        withdraw_changed(engine, &watch.last_good);
         return watch;
     }
     let load = CompiledPolicy::load(policy);
@@ -272,6 +278,15 @@ mod tests {
         let w = reload_if_changed(&engine, &policy, w);
         assert!(withdrawn(&engine));
         // The key is put back as it was: the last good policy is whole again.
+        replace(&d.join("cosign.pub"), &a);
+        let w = reload_if_changed(&engine, &policy, w);
+        assert_eq!(engine.policy().fingerprint(), good);
+        // An empty policy file (a rewrite caught half way, or a ConfigMap value set to "") is
+        // not loaded, and withdraws just the same.
+        std::fs::write(&policy, "").unwrap();
+        std::fs::remove_file(d.join("cosign.pub")).unwrap();
+        let w = reload_if_changed(&engine, &policy, w);
+        assert!(withdrawn(&engine));
         replace(&d.join("cosign.pub"), &a);
         let w = reload_if_changed(&engine, &policy, w);
         assert_eq!(engine.policy().fingerprint(), good);

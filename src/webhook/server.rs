@@ -267,14 +267,13 @@ pub(crate) struct Conn {
     clock: Arc<RequestClock>,
     budget: Arc<BodyBudget>,
     timeout: Duration,
-    /// The names of the client certificate the handshake verified (None: none was given).
-    peer: Option<Arc<[String]>>,
+    /// The client certificate the handshake verified (None: none was given).
+    peer: Option<Arc<super::client_auth::Peer>>,
 }
 
 impl Conn {
-    /// The names (subject CN, DNS SANs) of the client certificate the handshake verified;
-    /// None when the client gave none.
-    pub(crate) fn peer(&self) -> Option<&[String]> {
+    /// The client certificate the handshake verified; None when the client gave none.
+    pub(crate) fn peer(&self) -> Option<&super::client_auth::Peer> {
         self.peer.as_deref()
     }
 }
@@ -587,12 +586,12 @@ pub(crate) async fn serve_tls<H, F>(
     let clock = RequestClock::new();
     // Only a certificate the verifier accepted gets this far (rustls ends the handshake on
     // any other).
-    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let peer = tls.get_ref().1.peer_certificates();
     let conn = Conn {
         clock: clock.clone(),
         budget: config.budget.clone(),
         timeout,
-        peer: peer.map(|leaf| super::client_auth::names_of(leaf).into()),
+        peer: peer.and_then(super::client_auth::Peer::of).map(Arc::new),
     };
     let service = hyper::service::service_fn(move |req| {
         let handle = handle.clone();

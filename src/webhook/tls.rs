@@ -206,11 +206,18 @@ pub(super) fn acceptor(
             path: cert.to_path_buf(),
             source,
         })?;
+    let resumable = clients.is_none();
     let tls = match clients {
         Some(c) => tls.with_client_cert_verifier(c),
         None => tls.with_no_client_auth(),
     };
     let mut tls = tls.with_cert_resolver(certs);
+    if !resumable {
+        // A resumed session carries the certificate its first handshake verified, unchecked
+        // (reviews check it again, but a full handshake is what a CA change should meet).
+        tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        tls.send_tls13_tickets = 0;
+    }
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }

@@ -28,13 +28,18 @@ fn client(tls: &Tls, identity: Option<&(PathBuf, PathBuf)>) -> reqwest::blocking
     b.build().unwrap()
 }
 
-/// POST a Pod review to /validate: the status, or the connection error.
+/// POST a Pod review to /validate with a new client: the status, or the connection error.
 fn review(
     server: &Server,
     tls: &Tls,
     identity: Option<&(PathBuf, PathBuf)>,
 ) -> Result<u16, String> {
-    client(tls, identity)
+    review_with(server, &client(tls, identity))
+}
+
+/// [`review`] with `client` (its connection kept alive, its TLS sessions kept).
+fn review_with(server: &Server, client: &reqwest::blocking::Client) -> Result<u16, String> {
+    client
         .post(server.url("/validate"))
         .json(&pod_review("u1", "docker.io/library/busybox:1"))
         .send()
@@ -145,6 +150,21 @@ fn a_client_ca_taken_out_of_its_file_is_no_longer_trusted() {
         &["--client-ca", ca_file.to_str().unwrap()],
     );
     assert_eq!(review(&server, &tls, Some(&old_client)), Ok(200));
+    // A client that keeps its connection alive, and one that keeps only its TLS sessions.
+    let kept_alive = client(&tls, Some(&old_client));
+    let resuming = {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap();
+        let mut pem = std::fs::read(&old_client.0).unwrap();
+        pem.extend(std::fs::read(&old_client.1).unwrap());
+        reqwest::blocking::Client::builder()
+            .tls_certs_only([ca])
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(review_with(&server, &kept_alive), Ok(200));
+    assert_eq!(review_with(&server, &resuming), Ok(200));
     // The CA is rotated: the old client is refused, the new one answered.
     let replace = |bytes: &[u8]| {
         std::fs::write(d.join("client-ca.tmp"), bytes).unwrap();
@@ -153,9 +173,22 @@ fn a_client_ca_taken_out_of_its_file_is_no_longer_trusted() {
     replace(&std::fs::read(&new.ca).unwrap());
     assert!(until(&server, &tls, &old_client, false).is_err());
     assert_eq!(until(&server, &tls, &new_client, true), Ok(200));
-    // A file that no longer loads trusts no client (not the last CAs that did).
+    // Neither the kept connection nor a resumed session carries the old identity over.
+    assert_ne!(review_with(&server, &kept_alive), Ok(200));
+    assert_ne!(review_with(&server, &resuming), Ok(200));
+    // A file that no longer loads trusts no client (not the last CAs that did)...
+    let kept_alive = client(&tls, Some(&new_client));
+    assert_eq!(review_with(&server, &kept_alive), Ok(200));
     replace(b"not a certificate\n");
+    assert!(until(&server, &tls, &new_client, false).is_err());
+    assert_ne!(review_with(&server, &kept_alive), Ok(200));
+    replace(&std::fs::read(&new.ca).unwrap());
+    assert_eq!(until(&server, &tls, &new_client, true), Ok(200));
+    // ...nor does one deleted, or one left empty (beyond a rewrite caught half way).
+    std::fs::remove_file(&ca_file).unwrap();
     assert!(until(&server, &tls, &new_client, false).is_err());
     replace(&std::fs::read(&new.ca).unwrap());
     assert_eq!(until(&server, &tls, &new_client, true), Ok(200));
+    replace(b"");
+    assert!(until(&server, &tls, &new_client, false).is_err());
 }

@@ -804,4 +804,27 @@ fn serve_picks_up_a_new_trusted_root_without_restart_and_keeps_it_when_the_mirro
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(allowed(), "the last good root stays in force");
+
+    // Its bootstrap root.json is deleted: the policy no longer loads, and the root it feeds
+    // is withdrawn from the last good policy meanwhile (denied); put back, it is trusted again.
+    let bootstrap = repo.bootstrap();
+    let kept = std::fs::read(&bootstrap).unwrap();
+    std::fs::remove_file(&bootstrap).unwrap();
+    let start = Instant::now();
+    while allowed() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a deleted bootstrap kept its root"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::fs::write(&bootstrap, kept).unwrap();
+    let start = Instant::now();
+    while !allowed() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never trusted again"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
