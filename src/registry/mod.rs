@@ -18,6 +18,7 @@ pub mod gate;
 mod layout;
 mod listing;
 mod manifest;
+mod pem_file;
 mod remote;
 mod request;
 mod request_scope;
@@ -58,6 +59,15 @@ pub struct Registry {
     max_attestation_bytes: usize,
 }
 
+/// What [`Registry::reload_tls_files`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TlsReload {
+    /// Files whose new content is used from now on.
+    pub changed: Vec<std::path::PathBuf>,
+    /// Files that cannot be read or used now (their content before stays), with why.
+    pub failed: Vec<(std::path::PathBuf, String)>,
+}
+
 /// Largest attestation blob fetched by default (a DSSE envelope layer or a Sigstore bundle
 /// carrying one): SBOMs of large images run to tens of MiB. Its own limit, not the blob limit
 /// of the settings; see [`Registry::with_max_attestation_bytes`].
@@ -93,6 +103,28 @@ impl Registry {
     /// The largest attestation blob this client fetches.
     pub fn max_attestation_bytes(&self) -> usize {
         self.max_attestation_bytes
+    }
+
+    /// Read the CA, client certificate and key files of the settings again (blocking; `serve`
+    /// does every reload interval): each whose content changed and still holds what it must
+    /// is used for the connections made from now on, so a rotated registry CA or client
+    /// certificate (a renewed cert-manager Secret) takes effect without a restart. One that
+    /// cannot be read or used is reported, and the content before it stays.
+    pub fn reload_tls_files(&self) -> TlsReload {
+        let mut out = TlsReload::default();
+        let mut changed = Vec::new();
+        for (file, which) in self.settings.tls_files() {
+            match pem_file::reread_pem(&file.path, which) {
+                Ok(pem) if pem == self.remote.tls_content(&file) => {}
+                Ok(pem) => {
+                    out.changed.push(file.path.clone());
+                    changed.push((file.path, pem));
+                }
+                Err(e) => out.failed.push((file.path, crate::error_chain(&e))),
+            }
+        }
+        self.remote.reload_tls(changed);
+        out
     }
 
     /// The settings it was built with.

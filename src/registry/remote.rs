@@ -83,6 +83,9 @@ pub(crate) struct Remote {
     requests: Mutex<FoldedCounts>,
     /// Token responses received, by realm and scope (both folded likewise).
     token_fetch_counts: Mutex<FoldedCounts>,
+    /// CA, client certificate and key files read again since the settings were made (by
+    /// path): their content is used for clients built from then on.
+    reloaded: Mutex<HashMap<PathBuf, Arc<[u8]>>>,
 }
 
 /// What distinguishes one HTTP client from another.
@@ -98,6 +101,61 @@ struct Transport {
     key: Option<PathBuf>,
 }
 
+/// The TLS settings of a host as a client is built from them: the files' current content.
+#[derive(Default)]
+struct TlsParts {
+    insecure: bool,
+    ca: Option<(PathBuf, Arc<[u8]>)>,
+    cert: Option<(PathBuf, Arc<[u8]>)>,
+    key: Option<(PathBuf, Arc<[u8]>)>,
+}
+
+/// A client with `settings`' timeouts and pool, no redirects, and `tls` (None: plain HTTP, or
+/// a TLS probe: no TLS server is trusted).
+fn build_client(
+    settings: &RegistrySettings,
+    tls: Option<&TlsParts>,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("ocigate/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+        .read_timeout(settings.timeout)
+        // No more idle connections kept per host than may be busy with it at once.
+        .pool_max_idle_per_host(settings.max_connections_per_host)
+        .redirect(reqwest::redirect::Policy::none());
+    let Some(t) = tls else {
+        // This client speaks plain HTTP, or probes TLS: it trusts no TLS server.
+        return b
+            .tls_certs_only(Vec::<reqwest::Certificate>::new())
+            .build()
+            .map_err(|e| crate::error_chain(&e));
+    };
+    if t.insecure {
+        // Nothing is verified: no CA store to load.
+        b = b
+            .tls_certs_only(Vec::<reqwest::Certificate>::new())
+            .tls_danger_accept_invalid_certs(true);
+    } else if let Some((ca, ca_pem)) = &t.ca {
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|e| format!("CA file {}: {}", ca.display(), crate::error_chain(&e)))?;
+        b = b.tls_certs_merge(certs);
+    }
+    if let (Some((cert, cert_pem)), Some((key, key_pem))) = (&t.cert, &t.key) {
+        let mut pem = cert_pem.to_vec();
+        pem.push(b'\n');
+        pem.extend_from_slice(key_pem);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            let (c, k) = (cert.display(), key.display());
+            format!(
+                "client certificate {c} with key {k}: {}",
+                crate::error_chain(&e)
+            )
+        })?;
+        b = b.identity(id);
+    }
+    b.build().map_err(|e| crate::error_chain(&e))
+}
+
 /// Hosts whose working scheme is remembered at most (all are forgotten when it is full).
 const MAX_SCHEMES: usize = 1024;
 
@@ -111,7 +169,26 @@ impl Remote {
             schemes: Mutex::new(HashMap::new()),
             requests: Mutex::new(FoldedCounts::new(MAX_NAMED_HOSTS, 8)),
             token_fetch_counts: Mutex::new(FoldedCounts::new(MAX_NAMED_HOSTS, MAX_NAMED_SCOPES)),
+            reloaded: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The content of a TLS file now: as read again, or as the settings read it.
+    pub(crate) fn tls_content(&self, file: &super::settings::PemFile) -> Arc<[u8]> {
+        crate::sync::lock(&self.reloaded)
+            .get(&file.path)
+            .cloned()
+            .unwrap_or_else(|| file.pem.clone())
+    }
+
+    /// Use `changed` (path, content) for the clients built from now on: those built before
+    /// are dropped (requests under way keep theirs).
+    pub(crate) fn reload_tls(&self, changed: Vec<(PathBuf, Arc<[u8]>)>) {
+        if changed.is_empty() {
+            return;
+        }
+        crate::sync::lock(&self.reloaded).extend(changed);
+        crate::sync::lock(&self.clients).clear();
     }
 
     /// The scheme that worked for a host reached HTTPS-then-HTTP, if one has.
@@ -220,49 +297,28 @@ impl Remote {
                 .filter(|_| !plain)
                 .and_then(|h| h.key.as_ref().map(|f| f.path.clone())),
         };
+        // The files' content is read before the clients' lock (never both held).
+        let tls = match h {
+            _ if plain || probe => None,
+            Some(h) => Some(TlsParts {
+                insecure: h.insecure_skip_tls_verify || h.allow_insecure,
+                ca: h.ca.as_ref().map(|f| (f.path.clone(), self.tls_content(f))),
+                cert: h
+                    .cert
+                    .as_ref()
+                    .map(|f| (f.path.clone(), self.tls_content(f))),
+                key: h
+                    .key
+                    .as_ref()
+                    .map(|f| (f.path.clone(), self.tls_content(f))),
+            }),
+            // No settings for the host: the platform's CA store.
+            None => Some(TlsParts::default()),
+        };
         let mut clients = crate::sync::lock(&self.clients);
-        let built = clients.entry(transport.clone()).or_insert_with(|| {
-            let mut b = reqwest::Client::builder()
-                .user_agent(concat!("ocigate/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-                .read_timeout(settings.timeout)
-                // No more idle connections kept per host than may be busy with it at once.
-                .pool_max_idle_per_host(settings.max_connections_per_host)
-                .redirect(reqwest::redirect::Policy::none());
-            if plain || probe {
-                // This client speaks plain HTTP, or probes TLS: it trusts no TLS server.
-                b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
-            } else if let Some(h) = h {
-                let insecure = h.insecure_skip_tls_verify || h.allow_insecure;
-                if insecure {
-                    // Nothing is verified: no CA store to load.
-                    b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
-                } else if let Some(ca) = &h.ca {
-                    let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
-                        format!("CA file {}: {}", ca.path.display(), crate::error_chain(&e))
-                    })?;
-                    b = b.tls_certs_merge(certs);
-                }
-                if let (Some(cert), Some(key)) = (&h.cert, &h.key) {
-                    let mut pem = cert.pem.to_vec();
-                    pem.push(b'\n');
-                    pem.extend_from_slice(&key.pem);
-                    let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                        format!(
-                            "client certificate {} with key {}: {}",
-                            cert.path.display(),
-                            key.path.display(),
-                            crate::error_chain(&e)
-                        )
-                    })?;
-                    b = b.identity(id);
-                }
-                if insecure {
-                    b = b.tls_danger_accept_invalid_certs(true);
-                }
-            }
-            b.build().map_err(|e| crate::error_chain(&e))
-        });
+        let built = clients
+            .entry(transport.clone())
+            .or_insert_with(|| build_client(settings, tls.as_ref()));
         built.clone().map_err(Cause::Client)
     }
 

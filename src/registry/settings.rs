@@ -24,6 +24,9 @@ use std::time::Duration;
 use super::credentials::{
     AuthFile, ConfigAnswer, Credential, CredentialError, CredentialId, Secret,
 };
+pub(super) use super::pem_file::PemFile;
+pub use super::pem_file::TlsFile;
+use super::pem_file::read_pem;
 use super::request_scope::RequestCredentials;
 
 /// How to reach registries: the same settings for the CLI, the webhook and the library.
@@ -73,22 +76,6 @@ pub enum Scheme {
     Http,
     /// HTTPS only: an `https://` host prefix (never falls back to plain HTTP).
     Https,
-}
-
-/// A PEM file named in the settings, read when it was named. Debug shows the path only.
-#[derive(Clone)]
-pub struct PemFile {
-    /// The path as given in the flag or variable (not resolved), for messages.
-    pub path: PathBuf,
-    /// The whole file as read when it was named, checked to hold only the expected PEM
-    /// blocks; a later change on disk is not seen.
-    pub pem: Arc<[u8]>,
-}
-
-impl std::fmt::Debug for PemFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PemFile({})", self.path.display())
-    }
 }
 
 /// How a host is first reached.
@@ -166,7 +153,7 @@ pub enum SettingsError {
     },
 }
 
-fn invalid(name: &str, problem: impl Into<String>) -> SettingsError {
+pub(super) fn invalid(name: &str, problem: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
         name: name.to_string(),
         problem: problem.into(),
@@ -333,6 +320,27 @@ impl EnvSet {
 }
 
 impl RegistrySettings {
+    /// Every CA, client certificate and key file the settings name, each once, with what it
+    /// must hold.
+    pub(crate) fn tls_files(&self) -> Vec<(PemFile, TlsFile)> {
+        let mut out: Vec<(PemFile, TlsFile)> = Vec::new();
+        for h in self.hosts.values() {
+            let named = [
+                (&h.ca, TlsFile::Ca),
+                (&h.cert, TlsFile::Cert),
+                (&h.key, TlsFile::Key),
+            ];
+            for (file, which) in named {
+                if let Some(f) = file
+                    && !out.iter().any(|(p, _)| p.path == f.path)
+                {
+                    out.push((f.clone(), which));
+                }
+            }
+        }
+        out
+    }
+
     /// The transport settings for `host` (canonical).
     pub fn host(&self, host: &str) -> Option<&HostSettings> {
         self.hosts.get(host)
@@ -711,50 +719,6 @@ impl RegistrySettings {
             Err(e) => CredentialId::of_unusable(&e.to_string()),
         }
     }
-}
-
-/// Which TLS file a flag or setting names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsFile {
-    /// `--registry-ca-file` or `CA_FILE`: CA certificates added to the platform's roots.
-    Ca,
-    /// `--registry-cert-file` or `CERT_FILE`: the client certificate (chain) for mTLS.
-    Cert,
-    /// `--registry-key-file` or `KEY_FILE`: the client certificate's private key.
-    Key,
-}
-
-impl TlsFile {
-    fn flag(self) -> &'static str {
-        match self {
-            TlsFile::Ca => "--registry-ca-file",
-            TlsFile::Cert => "--registry-cert-file",
-            TlsFile::Key => "--registry-key-file",
-        }
-    }
-}
-
-fn read_pem(file: &Path, which: TlsFile, name: &str) -> Result<PemFile, SettingsError> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| invalid(name, format!("{}: cannot be read: {e}", file.display())))?;
-    let want = match which {
-        TlsFile::Ca | TlsFile::Cert => "a PEM certificate",
-        TlsFile::Key => "a PEM private key",
-    };
-    let ok = pem::parse_many(&bytes).is_ok_and(|blocks| {
-        !blocks.is_empty()
-            && blocks.iter().all(|b| match which {
-                TlsFile::Ca | TlsFile::Cert => b.tag() == "CERTIFICATE",
-                TlsFile::Key => b.tag().ends_with("PRIVATE KEY"),
-            })
-    });
-    if !ok {
-        return Err(invalid(name, format!("{} is not {want}", file.display())));
-    }
-    Ok(PemFile {
-        path: file.to_path_buf(),
-        pem: bytes.into(),
-    })
 }
 
 /// `localhost`, `127.0.0.0/8` and `[::1]`, with or without a port.

@@ -263,6 +263,10 @@ async fn spawn_watchers(state: &Arc<State>, certs: Arc<tls::Certificates>, cfg: 
         cfg.policy.clone(),
         cfg.reload_interval,
     ));
+    tokio::spawn(reload::watch_registry_tls(
+        state.engine.clone(),
+        cfg.reload_interval,
+    ));
     // Never awaited before serving: readiness does not wait on a mirror.
     tokio::spawn(trust_refresh::refresh_trust_roots(
         state.engine.clone(),

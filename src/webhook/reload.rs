@@ -170,6 +170,40 @@ pub(crate) async fn watch_policy(engine: Engine, policy: PathBuf, interval: Dura
     }
 }
 
+/// Read the registry CA, client certificate and key files (`--registry-ca-file` and the like)
+/// again every `interval`, until the process ends: a rotated one is used for new connections.
+/// A file that cannot be used is said once (until what is wrong with it changes).
+pub(crate) async fn watch_registry_tls(engine: Engine, interval: Duration) {
+    if engine.registry().settings().tls_files().is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed_before = Vec::new();
+    loop {
+        tick.tick().await;
+        let e = engine.clone();
+        let Ok(r) = tokio::task::spawn_blocking(move || e.registry().reload_tls_files()).await
+        else {
+            continue;
+        };
+        let shown = |files: Vec<&Path>| -> Vec<String> {
+            files.iter().map(|p| p.display().to_string()).collect()
+        };
+        if !r.changed.is_empty() {
+            let files = shown(r.changed.iter().map(PathBuf::as_path).collect());
+            let msg = serde_json::json!({"msg": "registry TLS files reloaded", "files": files});
+            tell!("{msg}");
+        }
+        if r.failed != failed_before && !r.failed.is_empty() {
+            let errors: Vec<&str> = r.failed.iter().map(|(_, e)| e.as_str()).collect();
+            let msg = serde_json::json!({"msg": "registry TLS files cannot be used; what they held before stays", "errors": errors});
+            tell!("{msg}");
+        }
+        failed_before = r.failed;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

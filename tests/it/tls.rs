@@ -467,3 +467,89 @@ fn an_http_proxy_from_the_environment_is_used() {
             .collect::<Vec<_>>()
     );
 }
+
+/// `serve` reads `--registry-cert-file` and `--registry-key-file` again when they change: a
+/// client certificate the mTLS registry refuses (issued by another CA) fails the check as a
+/// registry failure; the files rotated to one it accepts (renamed over, as a Secret update
+/// does), the same Pod is admitted without a restart.
+#[test]
+fn serve_picks_up_a_rotated_registry_client_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, tls) = signed_tls(tmp.path(), true, false);
+    let host = s.reg.host();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("stranger")).unwrap();
+    let stranger = make_tls(&d.path().join("stranger"));
+    let (bad_cert, bad_key) = issue_client_cert(&stranger, &d.path().join("stranger"));
+    let (cert, key) = (d.path().join("registry.crt"), d.path().join("registry.key"));
+    std::fs::copy(&bad_cert, &cert).unwrap();
+    std::fs::copy(&bad_key, &key).unwrap();
+    let policy = d.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nnoMatch: deny\n\
+             keys: [{{name: k, path: {}}}]\n\
+             rules:\n  - name: all\n    images: [\"{host}/**\"]\n    \
+             authorities: [{{key: {{name: k}}, tlog: skip}}]\n",
+            s.public.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.path().join("webhook")).unwrap();
+    let server_tls = make_tls(&d.path().join("webhook"));
+    let (ca, cert_arg, key_arg) = (
+        format!("{host}={}", s.ca.display()),
+        format!("{host}={}", cert.display()),
+        format!("{host}={}", key.display()),
+    );
+    let server = crate::webhook::start_serve(
+        &policy,
+        &server_tls,
+        "127.0.0.1:1",
+        &[
+            "--registry-ca-file",
+            &ca,
+            "--registry-cert-file",
+            &cert_arg,
+            "--registry-key-file",
+            &key_arg,
+        ],
+    );
+    let client = crate::webhook::tls_client(&server_tls);
+    let mut n = 0;
+    let mut answer = || {
+        n += 1;
+        let review = crate::webhook::pod_review(&format!("u{n}"), &s.reference);
+        let v: serde_json::Value = client
+            .post(server.url("/validate"))
+            .json(&review)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["response"].clone()
+    };
+    let first = answer();
+    assert_eq!(first["allowed"], false, "{first}");
+    assert!(first.to_string().contains("registry"), "{first}");
+    // The Secret is renewed with a certificate the registry's CA issued.
+    let (good_cert, good_key) = issue_client_cert(&tls, d.path());
+    for (from, to) in [(&good_key, &key), (&good_cert, &cert)] {
+        let tmp = to.with_extension("new");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let a = answer();
+        if a["allowed"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the rotated certificate was never used: {a}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
