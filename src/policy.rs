@@ -17,6 +17,7 @@ mod needs;
 mod pattern;
 mod read;
 mod shown;
+mod signers;
 mod tree;
 mod tuf_roots;
 mod validate;

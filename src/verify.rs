@@ -153,6 +153,10 @@ pub struct VerifiedSignature {
     docker_reference: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     annotations: BTreeMap<String, String>,
+    /// Who made it beyond what the evidence says: a `certificates` leaf's key and every SAN
+    /// (see [`VerifiedSignature::signer`]).
+    #[serde(skip)]
+    signer: Vec<String>,
 }
 
 /// How a signature was tied to its authority.
@@ -240,6 +244,22 @@ impl VerifiedSignature {
     /// The signed annotations.
     pub fn annotations(&self) -> &BTreeMap<String, String> {
         &self.annotations
+    }
+
+    /// Who made the signature, as principals: `key:<fingerprint>` for a key (a `certificates`
+    /// leaf's key included), `san:<SAN>` for a certificate's identities. Two signatures
+    /// sharing a principal are one signer, which a threshold counts once.
+    pub fn signer(&self) -> Vec<String> {
+        let mut out = match &self.evidence {
+            Evidence::Key {
+                key_fingerprint, ..
+            } => vec![format!("key:{key_fingerprint}")],
+            Evidence::Keyless { identity, .. } | Evidence::Certificate { identity, .. } => {
+                vec![format!("san:{identity}")]
+            }
+        };
+        out.extend(self.signer.iter().cloned());
+        out
     }
 
     /// Cut what the signed content and the registry control (the location, the claimed
@@ -354,6 +374,7 @@ pub fn verify_key_signature(
         location,
         docker_reference: Some(docker_reference),
         annotations,
+        signer: Vec::new(),
     })
 }
 
@@ -428,6 +449,7 @@ pub fn verify_keyless_signature(
         location: candidate.location.clone(),
         docker_reference: Some(docker_reference),
         annotations,
+        signer: Vec::new(),
     })
 }
 
@@ -460,6 +482,7 @@ pub fn verify_attached_bundle(
         location,
         docker_reference: None,
         annotations,
+        signer: Vec::new(),
     })
 }
 

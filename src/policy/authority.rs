@@ -349,4 +349,82 @@ mod tests {
         let e = evaluate(rule, vec![outcome], "t");
         assert_eq!(e.failure, Some(Failure::Policy), "{:?}", e.reasons);
     }
+
+    /// One signature by a certificate with two SANs is one signer: it satisfies one of two
+    /// `certificates` authorities that each want one of the SANs, not both (a helper's review:
+    /// it allowed `threshold: 2`). Two signatures by that certificate's key do no better.
+    #[test]
+    fn one_certificate_with_two_sans_is_one_signer() {
+        use base64::Engine as _;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, &ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![
+            rcgen::SanType::Rfc822Name("build@corp.example".try_into().unwrap()),
+            rcgen::SanType::Rfc822Name("security@corp.example".try_into().unwrap()),
+        ];
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let signer =
+            crate::sign::key::SigningKey::from_pkcs8(&leaf_key.serialize_der(), "leaf").unwrap();
+        let roots = ca_cert.pem();
+        let text = "apiVersion: ocigate.dev/v1alpha1\nkind: Policy\nrules:\n  - name: production\n    \
+            images: [\"registry.example/prod/**\"]\n    threshold: 2\n    authorities:\n      \
+            - name: build\n        certificates: {roots: ca.pem, identities: [{subject: build@corp.example}]}\n        tlog: skip\n      \
+            - name: security\n        certificates: {roots: ca.pem, identities: [{subject: security@corp.example}]}\n        tlog: skip\n";
+        let parsed = Policy::parse(text, std::path::Path::new("p.yaml"), &|_| Ok(roots.clone()));
+        let policy = CompiledPolicy::new(parsed.unwrap(), "t".into());
+        let rule = &policy.policy().rules[0];
+        let digest = Digest::sha256_of(b"image");
+        let payload = crate::payload::SimpleSigning::new(
+            "registry.example/prod/app",
+            &digest,
+            &BTreeMap::new(),
+        )
+        .to_bytes()
+        .unwrap();
+        let cert = (
+            crate::bundle::CERTIFICATE_ANNOTATION.to_string(),
+            leaf_cert.pem(),
+        );
+        let expect = Expectation {
+            digest: digest.clone(),
+            repository: "registry.example/prod/app".into(),
+            signed_identity: SignedIdentity::MatchRepository,
+            annotations: BTreeMap::new(),
+        };
+        let signature = |i: usize| {
+            let found = Discovered::Signature(SignatureCandidate {
+                location: format!("l{i}"),
+                signature: base64::engine::general_purpose::STANDARD
+                    .encode(signer.sign(&payload).unwrap()),
+                payload: payload.clone(),
+                annotations: BTreeMap::from([cert.clone()]),
+            });
+            policy.outcome(rule, &expect, &found)
+        };
+        let one = evaluate(rule, vec![signature(0)], "t");
+        assert_eq!(
+            one.verdict,
+            crate::policy::Verdict::Deny,
+            "{:?}",
+            one.reasons
+        );
+        assert_eq!(one.failure, Some(Failure::Untrusted));
+        assert!(
+            one.reasons[1].contains("one signer counts once"),
+            "{:?}",
+            one.reasons
+        );
+        let two = evaluate(rule, vec![signature(0), signature(1)], "t");
+        assert_eq!(
+            two.verdict,
+            crate::policy::Verdict::Deny,
+            "{:?}",
+            two.reasons
+        );
+    }
 }

@@ -76,8 +76,11 @@ pub fn evaluate(rule: &Rule, outcomes: Vec<CandidateOutcome>, looked: &str) -> E
 struct Tally {
     candidates: usize,
     evidence: Vec<VerifiedSignature>,
-    /// Indexes into `Rule::authorities`.
+    /// The authorities counted: each satisfied by a signer of its own (indexes into
+    /// `Rule::authorities`; see [`super::signers`]).
     satisfied: BTreeSet<usize>,
+    /// The authorities some signature satisfied, counted or not.
+    verified: BTreeSet<usize>,
     /// (rank, text), the most telling first, each text once.
     failures: Vec<(u8, String)>,
     /// The rank and class of the most telling rejection of all.
@@ -90,16 +93,24 @@ impl Tally {
             candidates: outcomes.len(),
             evidence: Vec::new(),
             satisfied: BTreeSet::new(),
+            verified: BTreeSet::new(),
             failures: Vec::new(),
             most_telling: None,
         };
+        let mut signers = Vec::new();
         for c in outcomes {
             let mut best: Option<Rejection> = None;
             let mut any_ok = false;
+            let mut one = super::signers::Verified {
+                authorities: Vec::new(),
+                signer: Vec::new(),
+            };
             for (i, r) in c.results.into_iter().enumerate() {
                 match r {
                     Ok(v) => {
-                        tally.satisfied.insert(i);
+                        tally.verified.insert(i);
+                        one.authorities.push(i);
+                        one.signer.extend(v.signer());
                         tally.evidence.push(v);
                         any_ok = true;
                     }
@@ -110,6 +121,9 @@ impl Tally {
                         }
                     }
                 }
+            }
+            if any_ok {
+                signers.push(one);
             }
             if !any_ok && let Some(b) = best {
                 if tally.most_telling.is_none_or(|(rank, _)| b.rank() > rank) {
@@ -123,6 +137,7 @@ impl Tally {
         tally.failures.sort_by_key(|f| std::cmp::Reverse(f.0));
         let mut said = BTreeSet::new();
         tally.failures.retain(|(_, text)| said.insert(text.clone()));
+        tally.satisfied = super::signers::counted(&signers);
         tally
     }
 
@@ -157,12 +172,28 @@ impl Tally {
                 .filter(|(i, _)| !satisfied.contains(i))
                 .map(|(_, a)| a.name.as_str())
                 .collect();
-            self.with_rejections(format!(
+            let mut reasons = self.with_rejections(format!(
                 "{} of {} required authorities verified; missing: {}",
                 satisfied.len(),
                 rule.threshold,
                 missing.join(", ")
-            ))
+            ));
+            let shared: Vec<&str> = self
+                .verified
+                .difference(satisfied)
+                .map(|i| rule.authorities[*i].name.as_str())
+                .collect();
+            if !shared.is_empty() {
+                reasons.insert(
+                    1,
+                    format!(
+                        "{} verified only signatures by a signer already counted for another \
+                     authority (one signer counts once)",
+                        shared.join(", ")
+                    ),
+                );
+            }
+            reasons
         }
     }
 

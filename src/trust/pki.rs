@@ -133,6 +133,13 @@ pub enum CertificateError {
         #[source]
         source: webpki::Error,
     },
+    /// The leaf chains only to a root that is not valid at the time checked (expired, or not
+    /// yet valid): a retired root's key must not issue certificates that verify.
+    #[error("the certificate chains only to a root that is not valid at {at}")]
+    RootNotValid {
+        /// The time the chain was checked at (RFC 3339).
+        at: String,
+    },
     /// The chain holds, but no SAN matches an identity.
     #[error("certificate SANs {found:?} match none of: {expected}")]
     Identity {
@@ -146,8 +153,36 @@ pub enum CertificateError {
 /// The roots and intermediates of a `certificates` authority, parsed once.
 #[derive(Debug, Clone)]
 pub struct CertificateAuthorities {
-    roots: Vec<TrustAnchor<'static>>,
+    roots: Vec<Root>,
     intermediates: Vec<CertificateDer<'static>>,
+}
+
+/// A root as a trust anchor, with the validity its certificate states (a webpki trust
+/// anchor keeps none).
+#[derive(Debug, Clone)]
+struct Root {
+    anchor: TrustAnchor<'static>,
+    /// notBefore and notAfter, since the Unix epoch.
+    valid: (Duration, Duration),
+}
+
+impl Root {
+    fn of(der: &CertificateDer<'_>) -> Result<Self, webpki::Error> {
+        use x509_cert::der::Decode as _;
+        let anchor = webpki::anchor_from_trusted_cert(der)?.to_owned();
+        let cert =
+            x509_cert::Certificate::from_der(der.as_ref()).map_err(|_| webpki::Error::BadDer)?;
+        let v = &cert.tbs_certificate.validity;
+        let valid = (
+            v.not_before.to_unix_duration(),
+            v.not_after.to_unix_duration(),
+        );
+        Ok(Root { anchor, valid })
+    }
+
+    fn valid_at(&self, since: Duration) -> bool {
+        self.valid.0 <= since && since <= self.valid.1
+    }
 }
 
 impl CertificateAuthorities {
@@ -161,13 +196,11 @@ impl CertificateAuthorities {
             .iter()
             .enumerate()
             .map(|(i, der)| {
-                webpki::anchor_from_trusted_cert(der)
-                    .map(|a| a.to_owned())
-                    .map_err(|source| PemCertificatesError::NotAnchor {
-                        origin: origin.to_string(),
-                        index: i + 1,
-                        source,
-                    })
+                Root::of(der).map_err(|source| PemCertificatesError::NotAnchor {
+                    origin: origin.to_string(),
+                    index: i + 1,
+                    source,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let intermediates = match intermediates {
@@ -187,13 +220,11 @@ impl CertificateAuthorities {
         let root = all.pop().ok_or_else(|| PemCertificatesError::Empty {
             origin: origin.to_string(),
         })?;
-        let anchor = webpki::anchor_from_trusted_cert(&root)
-            .map(|a| a.to_owned())
-            .map_err(|source| PemCertificatesError::NotAnchor {
-                origin: origin.to_string(),
-                index: all.len() + 1,
-                source,
-            })?;
+        let anchor = Root::of(&root).map_err(|source| PemCertificatesError::NotAnchor {
+            origin: origin.to_string(),
+            index: all.len() + 1,
+            source,
+        })?;
         Ok(CertificateAuthorities {
             roots: vec![anchor],
             intermediates: all,
@@ -221,17 +252,31 @@ impl CertificateAuthorities {
         let end = webpki::EndEntityCert::try_from(leaf).map_err(untrusted)?;
         let mut intermediates = self.intermediates.clone();
         intermediates.extend(chain.iter().cloned());
-        end.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &self.roots,
-            &intermediates,
-            UnixTime::since_unix_epoch(since),
-            webpki::KeyUsage::required_if_present(CODE_SIGNING),
-            None,
-            None,
-        )
-        .map(|_| ())
-        .map_err(untrusted)
+        let verify = |roots: &[TrustAnchor<'static>]| {
+            end.verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                roots,
+                &intermediates,
+                UnixTime::since_unix_epoch(since),
+                webpki::KeyUsage::required_if_present(CODE_SIGNING),
+                None,
+                None,
+            )
+            .map(|_| ())
+        };
+        let anchors = |all: bool| -> Vec<TrustAnchor<'static>> {
+            let roots = self.roots.iter().filter(|r| all || r.valid_at(since));
+            roots.map(|r| r.anchor.clone()).collect()
+        };
+        let refused = match verify(&anchors(false)) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // Said as such when only a root outside its validity would have anchored it.
+        if self.roots.iter().any(|r| !r.valid_at(since)) && verify(&anchors(true)).is_ok() {
+            return Err(CertificateError::RootNotValid { at: rfc3339(since) });
+        }
+        Err(untrusted(refused))
     }
 }
 
@@ -431,6 +476,38 @@ mod tests {
         assert!(matches!(
             LeafCertificate::from_pem(&two, "cert"),
             Err(CertificateError::NotOne { count: 2 })
+        ));
+    }
+
+    /// A root past its notAfter anchors nothing (a helper's review: webpki's trust anchors
+    /// keep no validity, so a retired root's key could issue a leaf that verified today).
+    #[test]
+    fn a_root_outside_its_validity_anchors_nothing() {
+        let issue = |root_from: i32, root_to: i32| {
+            let ca_key = rcgen::KeyPair::generate().unwrap();
+            let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            ca.not_before = rcgen::date_time_ymd(root_from, 1, 1);
+            ca.not_after = rcgen::date_time_ymd(root_to, 1, 1);
+            let ca_cert = ca.self_signed(&ca_key).unwrap();
+            let issuer = rcgen::Issuer::new(ca, &ca_key);
+            let leaf_key = rcgen::KeyPair::generate().unwrap();
+            let mut leaf = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+            leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            leaf.not_after = rcgen::date_time_ymd(2090, 1, 1);
+            let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+            let cas =
+                CertificateAuthorities::from_pem((&ca_cert.pem(), "roots.pem"), None).unwrap();
+            cas.verify_chain(leaf_cert.der(), &[], SystemTime::now())
+        };
+        assert!(issue(2000, 2090).is_ok());
+        assert!(matches!(
+            issue(2000, 2001),
+            Err(CertificateError::RootNotValid { .. })
+        ));
+        assert!(matches!(
+            issue(2080, 2090),
+            Err(CertificateError::RootNotValid { .. })
         ));
     }
 }

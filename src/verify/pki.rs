@@ -99,6 +99,7 @@ pub fn verify_certificate_signature(
         location: candidate.location.clone(),
         docker_reference: Some(docker_reference),
         annotations,
+        signer: leaf_signer(&leaf),
     })
 }
 
@@ -178,7 +179,16 @@ pub fn verify_attached_certificate_bundle(
         location: location.to_string(),
         docker_reference: None,
         annotations,
+        signer: leaf_signer(&leaf),
     })
+}
+
+/// The principals of a `certificates` leaf: its key, and every SAN it carries (a certificate
+/// with two SANs is one signer, whichever an authority matched).
+fn leaf_signer(leaf: &LeafCertificate) -> Vec<String> {
+    let key = std::iter::once(format!("key:{}", leaf.key.fingerprint()));
+    key.chain(leaf.sans.iter().map(|s| format!("san:{s}")))
+        .collect()
 }
 
 /// The first SAN matching one of `identities`.
