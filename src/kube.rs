@@ -1,6 +1,8 @@
 //! Reading single objects from the Kubernetes API (a HelmRelease's HelmRepository, a Pod's pull
 //! secrets) for the webhook and `verify --manifests --kubeconfig`: `get` by name, answers cached
-//! briefly (an object that was not there for at most [`NOT_FOUND_TTL`]); `list` only in `list`,
+//! briefly (an object that was not there for at most [`NOT_FOUND_TTL`]) except the objects a
+//! reference names ([`ApiLookup`]: a source's URL decides what is checked, so it is read
+//! now); `list` only in `list`,
 //! for `audit`. Must not follow a reference into another namespace unless the caller allows it,
 //! nor know what the objects mean.
 //!
@@ -497,7 +499,10 @@ impl Lookup for ApiLookup<'_> {
                 return Err(LookupError::failed(r, "the reference names no namespace"));
             };
             let path = object_path(&r, &ns).map_err(|e| LookupError::failed(r.clone(), e))?;
-            api.get(&path)
+            // Read now, never from the answer cache: what a source says (a HelmRepository's
+            // URL) decides what is checked, and it may have changed since the last review
+            // read it, on this replica or another (a cache could not be told of that).
+            api.fresh(&path)
                 .await
                 .map_err(|e| LookupError::failed(r.clone(), e))
         }

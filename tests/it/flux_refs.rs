@@ -334,3 +334,91 @@ fn helm_charts_listed_as_v1beta2_and_bounded() {
         "{run:?}"
     );
 }
+
+/// A HelmRepository read to resolve a HelmRelease is not believed later: its URL moved (an
+/// UPDATE the webhook admitted, with no HelmChart yet to re-check), the HelmChart that
+/// helm-controller then creates is checked at the new URL, not at the one read moments before
+/// (a helper's review: a 10 s answer cache admitted it against the old one).
+#[test]
+fn a_helm_repository_read_earlier_is_read_again_for_its_helm_chart() {
+    let test = "a_helm_repository_read_earlier_is_read_again_for_its_helm_chart";
+    let Some(kube) = crate::cluster::MiniCluster::start_or_skip(test) else {
+        return;
+    };
+    let Some(k) = kube_tools_or_skip(test) else {
+        return;
+    };
+    let reg = TestRegistry::start();
+    let h = reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = generate_keys(d, "k");
+    for (r, signed) in [
+        ("charts/mychart:1.0.0", true),
+        ("elsewhere/mychart:1.0.0", false),
+    ] {
+        let reference = reg.reference(r);
+        push_image(&reg.client(), &reference, r);
+        if signed {
+            let s = sign(&reg, &key, &reference.to_string(), &[]);
+            assert_eq!(s.code, 0, "{s:?}");
+        }
+    }
+    let policy = d.join("policy.yaml");
+    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
+    let tls = make_tls(d);
+    let kubeconfig = kube.kubeconfig().to_str().unwrap().to_string();
+    let server = start_serve(&policy, &tls, &h, &["--kubeconfig", &kubeconfig]);
+    for (plural, kind) in [
+        ("helmcharts", "HelmChart"),
+        ("helmrepositories", "HelmRepository"),
+    ] {
+        let crd = format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+             metadata: {{name: {plural}.source.toolkit.fluxcd.io}}\nspec:\n  \
+             group: source.toolkit.fluxcd.io\n  scope: Namespaced\n  \
+             names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {}}}\n  \
+             versions:\n  - name: v1\n    served: true\n    storage: true\n    \
+             schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n",
+            kind.to_lowercase()
+        );
+        let run = kube.apply(d, &format!("{plural}.yaml"), &crd, &[]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let crd = format!("crd/{plural}.source.toolkit.fluxcd.io");
+        let run = kube.kubectl(&["wait", "--for=condition=established", "--timeout=60s", &crd]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    kube.namespace(d, "flux");
+    let repo = |path: &str| {
+        format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\n\
+             metadata: {{name: charts, namespace: flux}}\n\
+             spec: {{type: oci, url: \"oci://{h}/{path}\", interval: 5m}}\n"
+        )
+    };
+    let run = kube.apply(d, "repo.yaml", &repo("charts"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let unstructured = |resource: &'static str| ["-unstructured", "-resource", resource];
+    // A HelmRelease naming it: the HelmRepository is read (URL .../charts), admitted.
+    let rel = d.join("rel.yaml");
+    let text = release("app", "flux", "{kind: HelmRepository, name: charts}");
+    std::fs::write(&rel, text).unwrap();
+    let run = kwhclient(&k, &server, &tls, &rel, &unstructured("helmreleases"));
+    assert_eq!(run.code, 0, "{run:?}");
+    // The HelmRepository moves to .../elsewhere (no HelmChart yet to re-check).
+    let run = kube.apply(d, "repo2.yaml", &repo("elsewhere"), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // helm-controller creates the HelmChart: checked at the new URL, where nothing is signed.
+    let chart = d.join("chart.yaml");
+    std::fs::write(
+        &chart,
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\n\
+         metadata: {name: flux-app, namespace: flux}\n\
+         spec: {chart: mychart, version: 1.0.0, interval: 5m, \
+         sourceRef: {kind: HelmRepository, name: charts}}\n",
+    )
+    .unwrap();
+    let run = kwhclient(&k, &server, &tls, &chart, &unstructured("helmcharts"));
+    assert_eq!(run.code, 1, "checked at the URL read before: {run:?}");
+    assert!(run.stdout.contains("elsewhere/mychart"), "{run:?}");
+}
