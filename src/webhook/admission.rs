@@ -670,14 +670,17 @@ async fn review(
     let work = Work::of_body(bytes.len());
     let values = off_the_workers(work, || weight::json_values(&bytes));
     if values > weight::MAX_JSON_VALUES {
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the AdmissionReview holds {values} JSON values, more than the {} \
-                 one review may hold\n",
-                weight::MAX_JSON_VALUES
-            ),
+        let why = format!(
+            "the AdmissionReview holds {values} JSON values, more than the {} one review may \
+             hold: not checked",
+            weight::MAX_JSON_VALUES
         );
+        // A deny, not an HTTP error: under failurePolicy: Ignore an error would admit an
+        // object anyone can make this large, unchecked.
+        return match off_the_workers(work, || uid_of(&bytes)) {
+            Some(uid) => json_response(&too_large(uid, why)),
+            None => text(StatusCode::PAYLOAD_TOO_LARGE, format!("{why}\n")),
+        };
     }
     if !reservation.grow_to(weight::decoded_bytes(bytes.len(), values)) {
         return server::BodyError::NoBudget.response();
@@ -698,7 +701,36 @@ async fn review(
         validate(state, &request, work).await.into_review()
     };
     off_the_workers(work, || drop(request));
-    match serde_json::to_vec(&review) {
+    json_response(&review)
+}
+
+/// The uid of an AdmissionReview v1's request, read without building its values (serde skips
+/// them); None when it is not one.
+fn uid_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Review {
+        #[serde(rename = "apiVersion")]
+        api_version: String,
+        request: Request,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        uid: String,
+    }
+    let r: Review = serde_json::from_slice(body).ok()?;
+    (r.api_version == "admission.k8s.io/v1").then_some(r.request.uid)
+}
+
+/// The denial of a review ocigate will not check (`why`), for the request `uid`.
+fn too_large(uid: String, why: String) -> AdmissionReview<DynamicObject> {
+    let mut resp = forbid(AdmissionResponse::invalid(""), format!("ocigate: {why}"));
+    resp.uid = uid;
+    resp.into_review()
+}
+
+/// `review` as the JSON answer.
+fn json_response<T: serde::Serialize>(review: &T) -> Response<Body> {
+    match serde_json::to_vec(review) {
         Ok(json) => {
             let mut r = Response::new(Body::new(Bytes::from(json)));
             r.headers_mut().insert(

@@ -507,8 +507,10 @@ fn pod_review_of(containers: usize) -> serde_json::Value {
 }
 
 /// A review is charged what it decodes to, not its length: its JSON values are counted before
-/// it is decoded (more than 100,000: 413), and a review whose decoded form does not fit the
-/// budget is answered 503 though its bytes would, while a small one is served.
+/// it is decoded (more than 100,000: denied, with the request's uid, Forbidden: an HTTP error
+/// would admit it unchecked under failurePolicy: Ignore, and anyone can make a Pod that large),
+/// and a review whose decoded form does not fit the budget is answered 503 though its bytes
+/// would, while a small one is served.
 #[test]
 fn a_review_is_charged_what_it_decodes_to() {
     let dir = tempfile::tempdir().unwrap();
@@ -523,11 +525,16 @@ fn a_review_is_charged_what_it_decodes_to() {
     };
     // 40,000 containers: 120,000 values.
     let resp = post(&pod_review_of(40_000));
-    assert_eq!(resp.status().as_u16(), 413);
-    let text = resp.text().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().unwrap();
+    let r = &body["response"];
+    assert_eq!(r["uid"], "u-many", "{r}");
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(r["status"]["code"], 403, "{r}");
+    let message = r["status"]["message"].as_str().unwrap();
     assert!(
-        text.contains("JSON values, more than the 100000 one review may hold"),
-        "{text}"
+        message.contains("JSON values, more than the 100000 one review may hold"),
+        "{message}"
     );
     // 20,000 containers: 1.3 MB of bytes (fits 8 MiB), about 60,000 values (does not).
     let many = pod_review_of(20_000);
@@ -539,4 +546,37 @@ fn a_review_is_charged_what_it_decodes_to() {
     assert_eq!(resp.status().as_u16(), 200);
     let body: serde_json::Value = resp.json().unwrap();
     assert_eq!(body["response"]["allowed"], false, "{body}");
+}
+
+/// A Pod anyone may create, made to hold more JSON values than one review may (100,001 empty
+/// `args`): denied under `failurePolicy: Ignore` too, through kube's own admission client (a
+/// helper's review: the webhook answered 413, which Ignore turned into an admission, unchecked).
+#[test]
+fn a_review_too_large_to_check_is_denied_under_failure_policy_ignore() {
+    let Some(k) = crate::webhook::kube_tools_or_skip("a_review_too_large_to_check") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, tls) = setup(dir.path());
+    let port = free_port();
+    let server = crate::webhook::start_serve(&policy, &tls, &format!("127.0.0.1:{port}"), &[]);
+    let args = vec![""; 100_001];
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+        "spec": {"containers": [{"name": "a", "image": "docker.io/library/busybox:1", "args": args}]}
+    });
+    let f = dir.path().join("pod.json");
+    std::fs::write(&f, pod.to_string()).unwrap();
+    for path in ["/validate", "/mutate"] {
+        let run = crate::webhook::kwhclient_at(
+            &k,
+            &server,
+            path,
+            &tls,
+            &f,
+            &["-failure-policy", "Ignore"],
+        );
+        assert_eq!(run.code, 1, "{path}: {run:?}");
+        assert!(run.stdout.contains("JSON values"), "{path}: {run:?}");
+    }
 }
