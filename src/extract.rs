@@ -38,7 +38,9 @@ mod manifests;
 pub mod names;
 mod workload;
 
-pub use constraint::{ConstraintError, SemverConstraint, count_versions, parse_tag, pick_highest};
+pub use constraint::{
+    ConstraintError, SemverConstraint, count_versions, highest_tags, parse_tag, pick_highest,
+};
 pub use custom::{
     MAX_PATH_FIELDS, MAX_POD_TEMPLATE_KINDS, PodTemplateKind, PodTemplateKindError,
     PodTemplateKinds, Preset,
@@ -172,6 +174,10 @@ pub enum Artifact {
         constraint_text: String,
         /// Flux's `spec.ref.semverFilter`, already checked to compile; `None`: every tag.
         filter: Option<String>,
+        /// A tag spelled exactly as `constraint_text` is taken before any version, as Flux
+        /// does for a Helm chart's `version` (not for one starting with `^` or `~`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        exact_first: bool,
     },
     /// Something that names an artifact but cannot be checked; the caller denies with `problem`.
     Invalid {
@@ -716,20 +722,38 @@ pub(crate) fn semver_request(repository: &str, constraint: &str, filter: Option<
         constraint: parsed,
         constraint_text: constraint.to_string(),
         filter: filter.map(str::to_string),
+        exact_first: false,
     }
 }
 
-/// A Helm chart version: an exact SemVer version is a tag (Helm writes `+` as `_` in OCI tags),
-/// anything else a constraint; empty means `*`, as in Flux.
+/// A Helm chart version as Flux's source-controller reads it: an exact SemVer version, with or
+/// without a leading `v` (`version.ParseVersion`), is the tag spelled so (Helm writes `+` as
+/// `_` in OCI tags); anything else a constraint, before which a tag spelled exactly as it is
+/// taken; empty means `*`.
 pub(crate) fn chart_version(chart: &str, version: Option<&str>) -> Artifact {
     let version = version
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .unwrap_or("*");
-    if semver::Version::parse(version).is_ok() {
+    if parse_tag(version).is_some() {
         return pinned(chart, Some(&version.replace('+', "_")), None);
     }
-    semver_request(chart, version, None)
+    match semver_request(chart, version, None) {
+        Artifact::Semver {
+            repository,
+            constraint,
+            constraint_text,
+            filter,
+            ..
+        } => Artifact::Semver {
+            repository,
+            constraint,
+            constraint_text,
+            filter,
+            exact_first: !version.starts_with(['^', '~']),
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -870,6 +894,18 @@ mod tests {
             chart_version("ghcr.io/c/podinfo", Some("latest")),
             Artifact::Invalid { .. }
         ));
+        // As Flux's version.ParseVersion: one leading `v` and it is a version, the tag as spelled.
+        assert_eq!(
+            reference(&chart_version("ghcr.io/c/podinfo", Some("v6.2.1"))),
+            "ghcr.io/c/podinfo:v6.2.1"
+        );
+        // A constraint is looked up as a tag first, unless it starts with ^ or ~.
+        for (v, first) in [("1.x", true), ("1.2", true), ("^1.2", false), ("~1.2", false)] {
+            match chart_version("ghcr.io/c/podinfo", Some(v)) {
+                Artifact::Semver { exact_first, .. } => assert_eq!(exact_first, first, "{v}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::decision::Decision;
 use super::{Engine, Failure, Planned, registry_step};
 use crate::extract::{Artifact, Source};
-use crate::policy::{NamespaceContext, flux_requirement};
+use crate::policy::{NamespaceContext, Verdict, flux_requirement};
 use crate::reference::ImageRef;
 use crate::registry::RegistryError;
 
@@ -18,6 +18,7 @@ struct Semver<'a> {
     constraint: &'a crate::extract::SemverConstraint,
     constraint_text: &'a str,
     filter: Option<&'a str>,
+    exact_first: bool,
 }
 
 impl Engine {
@@ -84,11 +85,13 @@ impl Engine {
                 constraint,
                 constraint_text,
                 filter,
+                exact_first,
             } => Semver {
                 repository,
                 constraint,
                 constraint_text,
                 filter: filter.as_deref(),
+                exact_first: *exact_first,
             },
         };
         match self.plan(semver.repository, namespace) {
@@ -129,27 +132,66 @@ impl Engine {
             Err((reason, failure)) => return fail(reason, failure),
             Ok(tags) => tags,
         };
-        let picked = crate::extract::pick_highest(&tags, semver.constraint, filter.as_ref());
         let versions = crate::extract::count_versions(&tags, filter.as_ref());
-        let Some(tag) = picked else {
-            let reason = format!(
-                "no tag of {repository} matches semver {constraint_text:?} ({versions} \
-                 version tags among {} tags)",
-                tags.len()
-            );
-            return fail(reason, Failure::NotFound);
+        // Helm: a tag spelled as the version is taken first (Helm lists `+` as `_`).
+        let spelled = constraint_text.replace('_', "+");
+        let exact = semver
+            .exact_first
+            .then(|| tags.iter().find(|t| t.replace('_', "+") == spelled))
+            .flatten()
+            .cloned();
+        let picked = match &exact {
+            Some(t) => vec![t.clone()],
+            None => crate::extract::highest_tags(&tags, semver.constraint, filter.as_ref()),
         };
-        let chosen = repository.with_tag(&tag);
-        let remaining = deadline.saturating_sub(started.elapsed());
-        let mut d = self.check_planned(planned, &chosen, remaining).await;
-        d.reasons.insert(
-            0,
-            format!(
+        let why = match (exact.is_some(), picked.as_slice()) {
+            (_, []) => {
+                let reason = format!(
+                    "no tag of {repository} matches semver {constraint_text:?} ({versions} \
+                     version tags among {} tags)",
+                    tags.len()
+                );
+                return fail(reason, Failure::NotFound);
+            }
+            (true, [tag]) => format!("version {constraint_text:?} is the tag {tag}"),
+            (false, [tag]) => format!(
                 "semver {constraint_text:?} picks tag {tag} (the highest match among \
                  {versions} version tags)"
             ),
-        );
+            (_, tied) => format!(
+                "semver {constraint_text:?} picks one of the equally high tags {} (Flux \
+                 may pull either: each is checked)",
+                tied.join(", ")
+            ),
+        };
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let mut d = self
+            .check_tags(planned, repository, &picked, remaining)
+            .await;
+        d.reasons.insert(0, why);
         d
+    }
+
+    /// Each of `tags` (at least one) checked; the first decision that is not an allow, or the
+    /// first allow when all are.
+    async fn check_tags(
+        &self,
+        planned: &Planned,
+        repository: &ImageRef,
+        tags: &[String],
+        deadline: Duration,
+    ) -> Decision {
+        let refs: Vec<ImageRef> = tags.iter().map(|t| repository.with_tag(t)).collect();
+        let checks = refs
+            .iter()
+            .map(|r| self.check_planned(planned, r, deadline));
+        let mut decisions = futures_util::future::join_all(checks).await;
+        let refused = decisions.iter().position(|d| d.verdict != Verdict::Allow);
+        let at = refused.unwrap_or(0);
+        if at < decisions.len() {
+            return decisions.swap_remove(at);
+        }
+        Decision::invalid(repository.to_string(), "no tag to check".into())
     }
 
     /// The tags of a repository, cached for `resolve_ttl` per credential identity.

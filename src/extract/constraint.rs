@@ -337,13 +337,25 @@ pub fn parse_tag(tag: &str) -> Option<Version> {
 
 /// The tag Flux would pick: the highest version satisfying `constraint` among `tags` that match
 /// `filter` (Flux's `semverFilter`, applied to the tag string first). Returns the tag as listed.
-/// Equal versions (`1.0.0` and `v1.0.0`) keep the first listed.
+/// Equal versions (`1.0.0` and `v1.0.0`) keep the first listed; [`highest_tags`] gives them all.
 pub fn pick_highest(
     tags: &[String],
     constraint: &SemverConstraint,
     filter: Option<&Regex>,
 ) -> Option<String> {
-    let mut best: Option<(Version, &String)> = None;
+    highest_tags(tags, constraint, filter).into_iter().next()
+}
+
+/// Every tag of the highest version satisfying `constraint` (after `filter`), as listed: more
+/// than one when versions of equal precedence tie (`1.0.0` and `v1.0.0`). Flux sorts them with
+/// an unstable sort, so which of them it pulls cannot be told: each must be checked.
+pub fn highest_tags(
+    tags: &[String],
+    constraint: &SemverConstraint,
+    filter: Option<&Regex>,
+) -> Vec<String> {
+    let mut best: Option<Version> = None;
+    let mut tied: Vec<&String> = Vec::new();
     for tag in tags {
         if filter.is_some_and(|f| !f.is_match(tag)) {
             continue;
@@ -352,14 +364,16 @@ pub fn pick_highest(
         if !constraint.matches(&v) {
             continue;
         }
-        if best
-            .as_ref()
-            .is_none_or(|(b, _)| precedence(&v, b) == Ordering::Greater)
-        {
-            best = Some((v, tag));
+        match best.as_ref().map(|b| precedence(&v, b)) {
+            None | Some(Ordering::Greater) => {
+                best = Some(v);
+                tied = vec![tag];
+            }
+            Some(Ordering::Equal) if !tied.contains(&tag) => tied.push(tag),
+            _ => {}
         }
     }
-    best.map(|(_, t)| t.clone())
+    tied.into_iter().cloned().collect()
 }
 
 /// How many of `tags` (those that match `filter`) are versions at all, as [`pick_highest`]
@@ -565,6 +579,13 @@ mod tests {
         let twins: Vec<String> = ["v1.0.0", "1.0.0"].map(String::from).to_vec();
         let c = SemverConstraint::parse("1.0.0").unwrap();
         assert_eq!(pick_highest(&twins, &c, None).as_deref(), Some("v1.0.0"));
+        // ...and all of them are the highest: Flux's unstable sort may pull either.
+        let c = SemverConstraint::parse("*").unwrap();
+        let tags: Vec<String> = ["0.9.0", "v1.0.0", "1.0.0", "1.0.0-rc.1", "1.0.0"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(highest_tags(&tags, &c, None), ["v1.0.0", "1.0.0"]);
+        assert!(highest_tags(&tags, &SemverConstraint::parse("^2").unwrap(), None).is_empty());
         let with_signatures: Vec<String> = [
             "1.0.0",
             "latest",

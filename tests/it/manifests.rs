@@ -2,6 +2,8 @@
 //! extraction and engine as the webhook, against the real registry; Flux semver references
 //! resolved the way Flux picks a tag (the highest match), also through the webhook.
 
+use std::path::Path;
+
 use crate::harness::*;
 
 struct Repo {
@@ -343,4 +345,98 @@ fn a_garbage_tag_list_is_a_registry_failure() {
     let res = &v.json()["results"][0];
     assert_eq!(res["failure"], "registry", "{v:?}");
     assert!(res["reasons"].to_string().contains("tag list"), "{v:?}");
+}
+
+/// The tags of `charts/app` on a new registry, those marked signed signed with a new key, and
+/// a policy wanting that key for the registry: (registry, dir, policy).
+fn tagged(tags: &[(&str, bool)]) -> (TestRegistry, tempfile::TempDir, std::path::PathBuf) {
+    let reg = TestRegistry::start();
+    let client = reg.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate_keys(dir.path(), "k");
+    for (t, signed) in tags {
+        let reference = reg.reference(&format!("charts/app:{t}"));
+        push_image(&client, &reference, t);
+        if *signed {
+            let s = sign(&reg, &key, &reference.to_string(), &[]);
+            assert_eq!(s.code, 0, "{s:?}");
+        }
+    }
+    let policy = dir.path().join("policy.yaml");
+    write_key_policy(&policy, &public, "all", &format!("{}/**", reg.host()));
+    (reg, dir, policy)
+}
+
+/// `verify --manifests` of `text`: its first result's (verdict, reference, first reason).
+fn first_result(
+    reg: &TestRegistry,
+    dir: &Path,
+    policy: &Path,
+    text: &str,
+) -> (String, String, String) {
+    let f = dir.join("manifests.yaml");
+    std::fs::write(&f, text).unwrap();
+    let h = reg.host();
+    let v = ocigate(
+        &[
+            "verify",
+            "--manifests",
+            f.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--registry-plain-http",
+            &h,
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    let r = &v.json()["results"][0];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    (s(&r["verdict"]), s(&r["reference"]), s(&r["reasons"][0]))
+}
+
+/// A Helm chart `version` is read as Flux's source-controller reads it (a helper's review: both
+/// were admitted at the signed `1.0.0` while Flux pulls the unsigned tag): `v1.0.0` is a
+/// version, the tag spelled so; `1.x` is taken as a tag first when one is spelled so.
+#[test]
+fn a_helm_chart_version_names_the_tag_flux_pulls() {
+    let (reg, dir, policy) = tagged(&[("1.0.0", true), ("v1.0.0", false), ("1.x", false)]);
+    let h = reg.host();
+    for (version, tag) in [("v1.0.0", "v1.0.0"), ("1.x", "1.x"), ("1.0.0", "1.0.0")] {
+        let text = format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\n\
+             metadata: {{name: charts, namespace: flux}}\n\
+             spec: {{type: oci, url: \"oci://{h}/charts\", interval: 5m}}\n---\n\
+             apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\n\
+             metadata: {{name: app, namespace: flux}}\n\
+             spec:\n  interval: 5m\n  chart: app\n  version: \"{version}\"\n  \
+             sourceRef: {{kind: HelmRepository, name: charts}}\n"
+        );
+        let (verdict, reference, reason) = first_result(&reg, dir.path(), &policy, &text);
+        assert!(
+            reference.ends_with(&format!("charts/app:{tag}")),
+            "{version}: {reference}"
+        );
+        let want = if tag == "1.0.0" { "allow" } else { "deny" };
+        assert_eq!(verdict, want, "{version}: {reason}");
+    }
+}
+
+/// Tags of equal precedence at the top of a semver match (`2.0.0` and `v2.0.0`): Flux's
+/// unstable sort may pull either, so each is checked (a helper's review: only the first listed
+/// was, and Flux's sort, run on 14 tags, picked the other).
+#[test]
+fn equally_high_semver_tags_are_each_checked() {
+    let mut tags: Vec<(String, bool)> = (0..=11).map(|i| (format!("1.0.{i}"), false)).collect();
+    tags.push(("2.0.0".into(), true));
+    tags.push(("v2.0.0".into(), false));
+    let tags: Vec<(&str, bool)> = tags.iter().map(|(t, s)| (t.as_str(), *s)).collect();
+    let (reg, dir, policy) = tagged(&tags);
+    let h = reg.host();
+    let (verdict, reference, reason) =
+        first_result(&reg, dir.path(), &policy, &oci_repository(&h, ">=1.0.0"));
+    assert_eq!(verdict, "deny", "{reference}: {reason}");
+    assert!(reference.ends_with("charts/app:v2.0.0"), "{reference}");
+    assert!(reason.contains("equally high tags"), "{reason}");
 }
