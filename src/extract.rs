@@ -900,7 +900,12 @@ mod tests {
             "ghcr.io/c/podinfo:v6.2.1"
         );
         // A constraint is looked up as a tag first, unless it starts with ^ or ~.
-        for (v, first) in [("1.x", true), ("1.2", true), ("^1.2", false), ("~1.2", false)] {
+        for (v, first) in [
+            ("1.x", true),
+            ("1.2", true),
+            ("^1.2", false),
+            ("~1.2", false),
+        ] {
             match chart_version("ghcr.io/c/podinfo", Some(v)) {
                 Artifact::Semver { exact_first, .. } => assert_eq!(exact_first, first, "{v}"),
                 other => panic!("{other:?}"),

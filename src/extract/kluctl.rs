@@ -93,6 +93,36 @@ pub(crate) fn kluctl_deployment(obj: &Obj<'_>, out: &mut Extraction) -> Result<(
     } else {
         return Err(obj.field_error("spec.source", "none of oci, git or url is set"));
     }
+    source_overrides(obj, &who, out)
+}
+
+/// `spec.sourceOverrides`: kluctl-controller serves a repository key's content (the verified
+/// `spec.source.oci` itself, or an include) from another URL. An `oci://` one is an artifact
+/// ocigate cannot tell the version of (denied); any other (Git, a source-override proxy) is
+/// unverified content, said like a Git source.
+fn source_overrides(obj: &Obj<'_>, who: &str, out: &mut Extraction) -> Result<(), ExtractError> {
+    for (i, o) in obj.list("spec.sourceOverrides")?.iter().enumerate() {
+        let at = format!("spec.sourceOverrides[{i}]");
+        let text = |field: &str| o.get(field).and_then(Value::as_str).unwrap_or("?");
+        let (key, url) = (text("repoKey"), text("url"));
+        if url.starts_with(OCI_SCHEME) {
+            let problem = format!(
+                "{at} serves repository {key:?} from {url}, whose tag or digest is not named: \
+                 ocigate cannot tell which artifact Kluctl pulls"
+            );
+            out.sources
+                .push(source(format!("{at}.url"), invalid(url, problem)));
+        } else {
+            out.unverified.push(Unverified {
+                path: at.clone(),
+                what: format!("source override {url:?}"),
+                reason: format!(
+                    "{who}: {at} serves repository {key:?} from {url:?}, not a verified OCI \
+                     artifact: ocigate does not verify it"
+                ),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -415,5 +445,28 @@ mod tests {
             e.to_string(),
             "KluctlDeployment ns/k: field spec.source: none of oci, git or url is set"
         );
+    }
+
+    /// `spec.sourceOverrides` is never silently ignored (a helper's review: an override of the
+    /// verified source's repository key was admitted without a word): an `oci://` one is
+    /// denied, any other said unverified.
+    #[test]
+    fn source_overrides_are_denied_or_said() {
+        let kd = json!({"apiVersion": "gitops.kluctl.io/v1beta1", "kind": "KluctlDeployment",
+            "metadata": {"name": "k", "namespace": "ns"},
+            "spec": {"source": {"oci": {"url": "oci://r.io/p", "ref": {"tag": "v1"}}},
+                     "sourceOverrides": [
+                        {"repoKey": "r.io/p", "url": "oci://evil.io/p"},
+                        {"repoKey": "r.io/p", "url": "https://git.example/p.git"}]}});
+        let out = block_on(extract(&kd, &DocumentSet::default())).unwrap();
+        assert_eq!(reference(&out.sources[0].artifact), "r.io/p:v1");
+        assert_eq!(out.sources[1].path, "spec.sourceOverrides[0].url");
+        assert!(
+            matches!(&out.sources[1].artifact, Artifact::Invalid { problem, .. } if problem.contains("cannot tell")),
+            "{:?}",
+            out.sources[1]
+        );
+        assert_eq!(out.unverified.len(), 1, "{:?}", out.unverified);
+        assert!(out.unverified[0].reason.contains("sourceOverrides[1]"));
     }
 }
