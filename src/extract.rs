@@ -39,7 +39,8 @@ pub mod names;
 mod workload;
 
 pub use constraint::{
-    ConstraintError, SemverConstraint, count_versions, highest_tags, parse_tag, pick_highest,
+    ConstraintError, SemverConstraint, count_versions, highest_helm_tags, highest_tags,
+    parse_helm_tag, parse_tag, pick_highest,
 };
 pub use custom::{
     MAX_PATH_FIELDS, MAX_POD_TEMPLATE_KINDS, PodTemplateKind, PodTemplateKindError,
@@ -174,10 +175,11 @@ pub enum Artifact {
         constraint_text: String,
         /// Flux's `spec.ref.semverFilter`, already checked to compile; `None`: every tag.
         filter: Option<String>,
-        /// A tag spelled exactly as `constraint_text` is taken before any version, as Flux
-        /// does for a Helm chart's `version` (not for one starting with `^` or `~`).
+        /// The tags are read as Helm's registry client lists a chart's (Flux's source-controller
+        /// picks among those): `_` as `+`, strict SemVer only (no leading `v`), rather than as
+        /// Flux reads an OCIRepository's.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
-        exact_first: bool,
+        helm_tags: bool,
     },
     /// Something that names an artifact but cannot be checked; the caller denies with `problem`.
     Invalid {
@@ -722,14 +724,15 @@ pub(crate) fn semver_request(repository: &str, constraint: &str, filter: Option<
         constraint: parsed,
         constraint_text: constraint.to_string(),
         filter: filter.map(str::to_string),
-        exact_first: false,
+        helm_tags: false,
     }
 }
 
 /// A Helm chart version as Flux's source-controller reads it: an exact SemVer version, with or
 /// without a leading `v` (`version.ParseVersion`), is the tag spelled so (Helm writes `+` as
-/// `_` in OCI tags); anything else a constraint, before which a tag spelled exactly as it is
-/// taken; empty means `*`.
+/// `_` in OCI tags); anything else a constraint over the tags as Helm lists them (see
+/// [`Artifact::Semver`]'s `helm_tags`; no tag spelled as a constraint is among them, so
+/// source-controller's exact-match step never applies); empty means `*`.
 pub(crate) fn chart_version(chart: &str, version: Option<&str>) -> Artifact {
     let version = version
         .map(str::trim)
@@ -750,7 +753,7 @@ pub(crate) fn chart_version(chart: &str, version: Option<&str>) -> Artifact {
             constraint,
             constraint_text,
             filter,
-            exact_first: !version.starts_with(['^', '~']),
+            helm_tags: true,
         },
         other => other,
     }
@@ -899,15 +902,10 @@ mod tests {
             reference(&chart_version("ghcr.io/c/podinfo", Some("v6.2.1"))),
             "ghcr.io/c/podinfo:v6.2.1"
         );
-        // A constraint is looked up as a tag first, unless it starts with ^ or ~.
-        for (v, first) in [
-            ("1.x", true),
-            ("1.2", true),
-            ("^1.2", false),
-            ("~1.2", false),
-        ] {
+        // A constraint picks among the tags as Helm lists them.
+        for v in ["1.x", "1.2", "^1.2", "~1.2"] {
             match chart_version("ghcr.io/c/podinfo", Some(v)) {
-                Artifact::Semver { exact_first, .. } => assert_eq!(exact_first, first, "{v}"),
+                Artifact::Semver { helm_tags, .. } => assert!(helm_tags, "{v}"),
                 other => panic!("{other:?}"),
             }
         }

@@ -247,16 +247,18 @@ impl VerifiedSignature {
     }
 
     /// Who made the signature, as principals: `key:<fingerprint>` for a key (a `certificates`
-    /// leaf's key included), `san:<SAN>` for a certificate's identities. Two signatures
-    /// sharing a principal are one signer, which a threshold counts once.
+    /// leaf's key included), `san:<SAN>` for the SAN a `certificates` authority matched,
+    /// `id:<issuer> <SAN>` for a keyless identity. Two signatures sharing a principal are one
+    /// signer, which a threshold counts once.
     pub fn signer(&self) -> Vec<String> {
         let mut out = match &self.evidence {
             Evidence::Key {
                 key_fingerprint, ..
             } => vec![format!("key:{key_fingerprint}")],
-            Evidence::Keyless { identity, .. } | Evidence::Certificate { identity, .. } => {
-                vec![format!("san:{identity}")]
-            }
+            Evidence::Keyless {
+                identity, issuer, ..
+            } => vec![format!("id:{issuer}\0{identity}")],
+            Evidence::Certificate { identity, .. } => vec![format!("san:{identity}")],
         };
         out.extend(self.signer.iter().cloned());
         out

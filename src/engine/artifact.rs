@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::decision::Decision;
 use super::{Engine, Failure, Planned, registry_step};
-use crate::extract::{Artifact, Source};
+use crate::extract::{
+    Artifact, Source, count_versions, highest_helm_tags, highest_tags, parse_helm_tag,
+};
 use crate::policy::{NamespaceContext, Verdict, flux_requirement};
 use crate::reference::ImageRef;
 use crate::registry::RegistryError;
@@ -18,7 +20,7 @@ struct Semver<'a> {
     constraint: &'a crate::extract::SemverConstraint,
     constraint_text: &'a str,
     filter: Option<&'a str>,
-    exact_first: bool,
+    helm_tags: bool,
 }
 
 impl Engine {
@@ -85,13 +87,13 @@ impl Engine {
                 constraint,
                 constraint_text,
                 filter,
-                exact_first,
+                helm_tags,
             } => Semver {
                 repository,
                 constraint,
                 constraint_text,
                 filter: filter.as_deref(),
-                exact_first: *exact_first,
+                helm_tags: *helm_tags,
             },
         };
         match self.plan(semver.repository, namespace) {
@@ -132,20 +134,18 @@ impl Engine {
             Err((reason, failure)) => return fail(reason, failure),
             Ok(tags) => tags,
         };
-        let versions = crate::extract::count_versions(&tags, filter.as_ref());
-        // Helm: a tag spelled as the version is taken first (Helm lists `+` as `_`).
-        let spelled = constraint_text.replace('_', "+");
-        let exact = semver
-            .exact_first
-            .then(|| tags.iter().find(|t| t.replace('_', "+") == spelled))
-            .flatten()
-            .cloned();
-        let picked = match &exact {
-            Some(t) => vec![t.clone()],
-            None => crate::extract::highest_tags(&tags, semver.constraint, filter.as_ref()),
+        let (picked, versions) = if semver.helm_tags {
+            let versions = tags.iter().filter(|t| parse_helm_tag(t).is_some()).count();
+            (highest_helm_tags(&tags, semver.constraint), versions)
+        } else {
+            let versions = count_versions(&tags, filter.as_ref());
+            (
+                highest_tags(&tags, semver.constraint, filter.as_ref()),
+                versions,
+            )
         };
-        let why = match (exact.is_some(), picked.as_slice()) {
-            (_, []) => {
+        let why = match picked.as_slice() {
+            [] => {
                 let reason = format!(
                     "no tag of {repository} matches semver {constraint_text:?} ({versions} \
                      version tags among {} tags)",
@@ -153,12 +153,11 @@ impl Engine {
                 );
                 return fail(reason, Failure::NotFound);
             }
-            (true, [tag]) => format!("version {constraint_text:?} is the tag {tag}"),
-            (false, [tag]) => format!(
+            [tag] => format!(
                 "semver {constraint_text:?} picks tag {tag} (the highest match among \
                  {versions} version tags)"
             ),
-            (_, tied) => format!(
+            tied => format!(
                 "semver {constraint_text:?} picks one of the equally high tags {} (Flux \
                  may pull either: each is checked)",
                 tied.join(", ")

@@ -354,13 +354,34 @@ pub fn highest_tags(
     constraint: &SemverConstraint,
     filter: Option<&Regex>,
 ) -> Vec<String> {
+    highest_by(tags, constraint, filter, parse_tag)
+}
+
+/// [`highest_tags`] over a chart's tags as Helm's registry client lists them (Flux's
+/// source-controller picks among those): `_` read as `+`, strict SemVer only, so neither
+/// `v1.0.0` nor `1.x` is a version there. Returns the tags as the registry spells them.
+pub fn highest_helm_tags(tags: &[String], constraint: &SemverConstraint) -> Vec<String> {
+    highest_by(tags, constraint, None, parse_helm_tag)
+}
+
+/// A chart's tag as Helm lists it: `_` as `+`, then strict SemVer.
+pub fn parse_helm_tag(tag: &str) -> Option<Version> {
+    Version::parse(&tag.replace('_', "+")).ok()
+}
+
+fn highest_by(
+    tags: &[String],
+    constraint: &SemverConstraint,
+    filter: Option<&Regex>,
+    parse: fn(&str) -> Option<Version>,
+) -> Vec<String> {
     let mut best: Option<Version> = None;
     let mut tied: Vec<&String> = Vec::new();
     for tag in tags {
         if filter.is_some_and(|f| !f.is_match(tag)) {
             continue;
         }
-        let Some(v) = parse_tag(tag) else { continue };
+        let Some(v) = parse(tag) else { continue };
         if !constraint.matches(&v) {
             continue;
         }
@@ -586,6 +607,11 @@ mod tests {
             .to_vec();
         assert_eq!(highest_tags(&tags, &c, None), ["v1.0.0", "1.0.0"]);
         assert!(highest_tags(&tags, &SemverConstraint::parse("^2").unwrap(), None).is_empty());
+        // A chart's tags as Helm lists them: no `v`, `_` as `+` (build metadata ties).
+        let chart: Vec<String> = ["v2.0.0", "1.0.0", "1.0.1_b", "1.0.1_a", "1.x"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(highest_helm_tags(&chart, &c), ["1.0.1_b", "1.0.1_a"]);
         let with_signatures: Vec<String> = [
             "1.0.0",
             "latest",

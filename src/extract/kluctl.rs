@@ -105,7 +105,8 @@ fn source_overrides(obj: &Obj<'_>, who: &str, out: &mut Extraction) -> Result<()
         let at = format!("spec.sourceOverrides[{i}]");
         let text = |field: &str| o.get(field).and_then(Value::as_str).unwrap_or("?");
         let (key, url) = (text("repoKey"), text("url"));
-        if url.starts_with(OCI_SCHEME) {
+        let scheme = url.get(..OCI_SCHEME.len());
+        if scheme.is_some_and(|s| s.eq_ignore_ascii_case(OCI_SCHEME)) {
             let problem = format!(
                 "{at} serves repository {key:?} from {url}, whose tag or digest is not named: \
                  ocigate cannot tell which artifact Kluctl pulls"
@@ -456,7 +457,7 @@ mod tests {
             "metadata": {"name": "k", "namespace": "ns"},
             "spec": {"source": {"oci": {"url": "oci://r.io/p", "ref": {"tag": "v1"}}},
                      "sourceOverrides": [
-                        {"repoKey": "r.io/p", "url": "oci://evil.io/p"},
+                        {"repoKey": "r.io/p", "url": "OCI://evil.io/p"},
                         {"repoKey": "r.io/p", "url": "https://git.example/p.git"}]}});
         let out = block_on(extract(&kd, &DocumentSet::default())).unwrap();
         assert_eq!(reference(&out.sources[0].artifact), "r.io/p:v1");

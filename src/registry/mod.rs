@@ -123,6 +123,31 @@ impl Registry {
                 Err(e) => out.failed.push((file.path, crate::error_chain(&e))),
             }
         }
+        // A host's files are put in force together, and only if they can be used together (a
+        // certificate renewed without its key, or one read half way through a swap, waits).
+        for files in self.settings.tls_hosts() {
+            let content = |f: Option<&settings::PemFile>| {
+                f.map(|f| match changed.iter().find(|(p, _)| *p == f.path) {
+                    Some((_, pem)) => pem.clone(),
+                    None => self.remote.tls_content(f),
+                })
+            };
+            let [ca, cert, key] = files.map(content);
+            let touched = files
+                .iter()
+                .flatten()
+                .any(|f| changed.iter().any(|(p, _)| *p == f.path));
+            if !touched {
+                continue;
+            }
+            if let Err(why) = remote::tls_usable(ca.as_deref(), cert.as_deref(), key.as_deref()) {
+                for f in files.iter().flatten() {
+                    changed.retain(|(p, _)| *p != f.path);
+                    out.changed.retain(|p| *p != f.path);
+                    out.failed.push((f.path.clone(), why.clone()));
+                }
+            }
+        }
         self.remote.reload_tls(changed);
         out
     }

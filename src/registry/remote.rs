@@ -110,6 +110,32 @@ struct TlsParts {
     key: Option<(PathBuf, Arc<[u8]>)>,
 }
 
+/// Whether CA, client certificate and key contents can be used together: the CAs parse, and
+/// the certificate and key parse and form a pair. A renewed file that fails this is not put in
+/// force (see [`super::Registry::reload_tls_files`]).
+pub(crate) fn tls_usable(
+    ca: Option<&[u8]>,
+    cert: Option<&[u8]>,
+    key: Option<&[u8]>,
+) -> Result<(), String> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if let Some(ca) = ca {
+        reqwest::Certificate::from_pem_bundle(ca).map_err(|e| crate::error_chain(&e))?;
+    }
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(());
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("client certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
+    let provider = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider();
+    tokio_rustls::rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map(|_| ())
+        .map_err(|e| format!("the client certificate and key do not form a pair: {e}"))
+}
+
 /// A client with `settings`' timeouts and pool, no redirects, and `tls` (None: plain HTTP, or
 /// a TLS probe: no TLS server is trusted).
 fn build_client(
@@ -187,8 +213,10 @@ impl Remote {
         if changed.is_empty() {
             return;
         }
+        // Lock order: clients, then reloaded (as `client` takes them).
+        let mut clients = crate::sync::lock(&self.clients);
         crate::sync::lock(&self.reloaded).extend(changed);
-        crate::sync::lock(&self.clients).clear();
+        clients.clear();
     }
 
     /// The scheme that worked for a host reached HTTPS-then-HTTP, if one has.
@@ -297,7 +325,10 @@ impl Remote {
                 .filter(|_| !plain)
                 .and_then(|h| h.key.as_ref().map(|f| f.path.clone())),
         };
-        // The files' content is read before the clients' lock (never both held).
+        // The files' content is read under the clients' lock: a reload that swaps it in then
+        // clears the clients after this one is built, never before (a client built from the
+        // old content would otherwise be kept).
+        let mut clients = crate::sync::lock(&self.clients);
         let tls = match h {
             _ if plain || probe => None,
             Some(h) => Some(TlsParts {
@@ -315,7 +346,6 @@ impl Remote {
             // No settings for the host: the platform's CA store.
             None => Some(TlsParts::default()),
         };
-        let mut clients = crate::sync::lock(&self.clients);
         let built = clients
             .entry(transport.clone())
             .or_insert_with(|| build_client(settings, tls.as_ref()));
@@ -566,6 +596,26 @@ pub(crate) const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A renewed certificate is put in force only with its own key (a helper's review: a
+    /// certificate read with the old key, or one whose blocks do not parse, replaced the working
+    /// pair).
+    #[test]
+    fn tls_contents_must_be_usable_together() {
+        let pair = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec!["client".into()]).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+        };
+        let ((cert, key), (other_cert, _)) = (pair(), pair());
+        assert_eq!(tls_usable(None, Some(&cert), Some(&key)), Ok(()));
+        assert_eq!(tls_usable(Some(&cert), None, None), Ok(()));
+        let mismatched = tls_usable(None, Some(&other_cert), Some(&key)).unwrap_err();
+        assert!(mismatched.contains("do not form a pair"), "{mismatched}");
+        let garbled = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(tls_usable(None, Some(garbled), Some(&key)).is_err());
+    }
 
     #[test]
     fn origins_and_downgrades() {

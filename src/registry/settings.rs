@@ -341,6 +341,15 @@ impl RegistrySettings {
         out
     }
 
+    /// The CA, client certificate and key file of each host that names any.
+    pub(crate) fn tls_hosts(&self) -> Vec<[Option<&PemFile>; 3]> {
+        self.hosts
+            .values()
+            .map(|h| [h.ca.as_ref(), h.cert.as_ref(), h.key.as_ref()])
+            .filter(|files| files.iter().any(Option::is_some))
+            .collect()
+    }
+
     /// The transport settings for `host` (canonical).
     pub fn host(&self, host: &str) -> Option<&HostSettings> {
         self.hosts.get(host)

@@ -183,12 +183,11 @@ pub fn verify_attached_certificate_bundle(
     })
 }
 
-/// The principals of a `certificates` leaf: its key, and every SAN it carries (a certificate
-/// with two SANs is one signer, whichever an authority matched).
+/// The principal of a `certificates` leaf beyond the SAN matched: its key (a certificate with
+/// two SANs is one signer, whichever an authority matched; every SAN is not taken, or a SAN a
+/// CA puts on all its leaves would make all its signers one).
 fn leaf_signer(leaf: &LeafCertificate) -> Vec<String> {
-    let key = std::iter::once(format!("key:{}", leaf.key.fingerprint()));
-    key.chain(leaf.sans.iter().map(|s| format!("san:{s}")))
-        .collect()
+    vec![format!("key:{}", leaf.key.fingerprint())]
 }
 
 /// The first SAN matching one of `identities`.

@@ -70,6 +70,11 @@ impl Watch {
 /// since (see [`withdraw_changed`]).
 pub(crate) fn reload_if_changed(engine: &Engine, policy: &Path, watch: Watch) -> Watch {
     if watch.baseline.changed().is_none() {
+        // Files put back as the baseline has them within one tick: a withdrawn policy is made
+        // whole again all the same.
+        if engine.policy().fingerprint() != watch.last_good.fingerprint() {
+            withdraw_changed(engine, &watch.last_good);
+        }
         return watch;
     }
     if empty_now(policy) {
@@ -321,6 +326,16 @@ mod tests {
         std::fs::remove_file(d.join("cosign.pub")).unwrap();
         let w = reload_if_changed(&engine, &policy, w);
         assert!(withdrawn(&engine));
+        replace(&d.join("cosign.pub"), &a);
+        let w = reload_if_changed(&engine, &policy, w);
+        assert_eq!(engine.policy().fingerprint(), good);
+        // Emptied, then put back within one tick (the baseline of the empty policy's tick
+        // is what comes back): whole again.
+        std::fs::write(&policy, "").unwrap();
+        std::fs::remove_file(d.join("cosign.pub")).unwrap();
+        let w = reload_if_changed(&engine, &policy, w);
+        assert!(withdrawn(&engine));
+        std::fs::write(&policy, "rules: [").unwrap();
         replace(&d.join("cosign.pub"), &a);
         let w = reload_if_changed(&engine, &policy, w);
         assert_eq!(engine.policy().fingerprint(), good);

@@ -396,14 +396,39 @@ fn first_result(
     (s(&r["verdict"]), s(&r["reference"]), s(&r["reasons"][0]))
 }
 
-/// A Helm chart `version` is read as Flux's source-controller reads it (a helper's review: both
-/// were admitted at the signed `1.0.0` while Flux pulls the unsigned tag): `v1.0.0` is a
-/// version, the tag spelled so; `1.x` is taken as a tag first when one is spelled so.
+/// A Helm chart `version` is read as Flux's source-controller reads it, over the tags as Helm's
+/// registry client lists them (`_` as `+`, strict SemVer only): `v1.0.0` is the tag spelled so;
+/// a constraint never picks a `v`-tag or `1.x`, and does pick `1.0.1_evil` (a helper's review:
+/// each of these was decided on another tag than the one Flux pulls).
 #[test]
 fn a_helm_chart_version_names_the_tag_flux_pulls() {
-    let (reg, dir, policy) = tagged(&[("1.0.0", true), ("v1.0.0", false), ("1.x", false)]);
-    let h = reg.host();
-    for (version, tag) in [("v1.0.0", "v1.0.0"), ("1.x", "1.x"), ("1.0.0", "1.0.0")] {
+    // (tags, signed or not; the chart's version; the tag Flux pulls; the verdict)
+    type Case<'a> = (&'a [(&'a str, bool)], &'a str, &'a str, &'a str);
+    let cases: [Case; 5] = [
+        (
+            &[("1.0.0", true), ("v1.0.0", false)],
+            "v1.0.0",
+            "v1.0.0",
+            "deny",
+        ),
+        (&[("1.0.0", true), ("1.x", false)], "1.x", "1.0.0", "allow"),
+        (
+            &[("1.0.0", true), ("v1.0.0", false)],
+            "1.0.0",
+            "1.0.0",
+            "allow",
+        ),
+        (&[("1.9.0", false), ("v2.0.0", true)], "*", "1.9.0", "deny"),
+        (
+            &[("1.0.0", true), ("1.0.1_evil", false)],
+            "*",
+            "1.0.1_evil",
+            "deny",
+        ),
+    ];
+    for (tags, version, tag, want) in cases {
+        let (reg, dir, policy) = tagged(tags);
+        let h = reg.host();
         let text = format!(
             "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\n\
              metadata: {{name: charts, namespace: flux}}\n\
@@ -415,11 +440,11 @@ fn a_helm_chart_version_names_the_tag_flux_pulls() {
         );
         let (verdict, reference, reason) = first_result(&reg, dir.path(), &policy, &text);
         assert!(
-            reference.ends_with(&format!("charts/app:{tag}")),
-            "{version}: {reference}"
+            reference.ends_with(&format!("charts/app:{tag}"))
+                || reason.contains(&format!("tag {tag} ")),
+            "{version} over {tags:?}: {reference}: {reason}"
         );
-        let want = if tag == "1.0.0" { "allow" } else { "deny" };
-        assert_eq!(verdict, want, "{version}: {reason}");
+        assert_eq!(verdict, want, "{version} over {tags:?}: {reason}");
     }
 }
 
