@@ -734,10 +734,9 @@ pub(crate) fn semver_request(repository: &str, constraint: &str, filter: Option<
 /// [`Artifact::Semver`]'s `helm_tags`; no tag spelled as a constraint is among them, so
 /// source-controller's exact-match step never applies); empty means `*`.
 pub(crate) fn chart_version(chart: &str, version: Option<&str>) -> Artifact {
-    let version = version
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .unwrap_or("*");
+    // Not trimmed: source-controller does not trim either, so ` 1.0.1` is no version to it but a
+    // constraint (which `1.0.1+anything` also meets), and must be one here.
+    let version = version.filter(|v| !v.trim().is_empty()).unwrap_or("*");
     if parse_tag(version).is_some() {
         return pinned(chart, Some(&version.replace('+', "_")), None);
     }
@@ -902,6 +901,14 @@ mod tests {
             reference(&chart_version("ghcr.io/c/podinfo", Some("v6.2.1"))),
             "ghcr.io/c/podinfo:v6.2.1"
         );
+        // Whitespace around a version makes it a constraint, as in source-controller.
+        assert!(matches!(
+            chart_version("ghcr.io/c/podinfo", Some(" 1.0.1\n")),
+            Artifact::Semver {
+                helm_tags: true,
+                ..
+            }
+        ));
         // A constraint picks among the tags as Helm lists them.
         for v in ["1.x", "1.2", "^1.2", "~1.2"] {
             match chart_version("ghcr.io/c/podinfo", Some(v)) {

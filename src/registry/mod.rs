@@ -124,8 +124,25 @@ impl Registry {
             }
         }
         // A host's files are put in force together, and only if they can be used together (a
-        // certificate renewed without its key, or one read half way through a swap, waits).
+        // certificate renewed without its key, or one read half way through a swap, waits);
+        // again until no host holds back a file (a file two hosts share waits for both).
+        while self.hold_back_unusable(&mut changed, &mut out) {}
+        self.remote.reload_tls(changed);
+        out
+    }
+
+    /// Take out of `changed` the files of the first host whose files, with those changes,
+    /// cannot be used together; whether one was.
+    fn hold_back_unusable(
+        &self,
+        changed: &mut Vec<(std::path::PathBuf, std::sync::Arc<[u8]>)>,
+        out: &mut TlsReload,
+    ) -> bool {
         for files in self.settings.tls_hosts() {
+            let changed_now = |f: &&settings::PemFile| changed.iter().any(|(p, _)| *p == f.path);
+            if !files.iter().flatten().any(changed_now) {
+                continue;
+            }
             let content = |f: Option<&settings::PemFile>| {
                 f.map(|f| match changed.iter().find(|(p, _)| *p == f.path) {
                     Some((_, pem)) => pem.clone(),
@@ -133,23 +150,18 @@ impl Registry {
                 })
             };
             let [ca, cert, key] = files.map(content);
-            let touched = files
-                .iter()
-                .flatten()
-                .any(|f| changed.iter().any(|(p, _)| *p == f.path));
-            if !touched {
-                continue;
-            }
             if let Err(why) = remote::tls_usable(ca.as_deref(), cert.as_deref(), key.as_deref()) {
                 for f in files.iter().flatten() {
                     changed.retain(|(p, _)| *p != f.path);
                     out.changed.retain(|p| *p != f.path);
-                    out.failed.push((f.path.clone(), why.clone()));
+                    if !out.failed.iter().any(|(p, _)| *p == f.path) {
+                        out.failed.push((f.path.clone(), why.clone()));
+                    }
                 }
+                return true;
             }
         }
-        self.remote.reload_tls(changed);
-        out
+        false
     }
 
     /// The settings it was built with.

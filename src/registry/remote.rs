@@ -121,7 +121,13 @@ pub(crate) fn tls_usable(
     use tokio_rustls::rustls::pki_types::pem::PemObject as _;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     if let Some(ca) = ca {
-        reqwest::Certificate::from_pem_bundle(ca).map_err(|e| crate::error_chain(&e))?;
+        // Each certificate parsed as a trust anchor (reqwest only decodes the PEM here).
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("CA file: {e}"))?;
+        for c in &certs {
+            webpki::anchor_from_trusted_cert(c).map_err(|e| format!("CA file: {e}"))?;
+        }
     }
     let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(());
@@ -615,6 +621,7 @@ mod tests {
         assert!(mismatched.contains("do not form a pair"), "{mismatched}");
         let garbled = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(tls_usable(None, Some(garbled), Some(&key)).is_err());
+        assert!(tls_usable(Some(garbled), None, None).is_err());
     }
 
     #[test]

@@ -404,7 +404,7 @@ fn first_result(
 fn a_helm_chart_version_names_the_tag_flux_pulls() {
     // (tags, signed or not; the chart's version; the tag Flux pulls; the verdict)
     type Case<'a> = (&'a [(&'a str, bool)], &'a str, &'a str, &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             &[("1.0.0", true), ("v1.0.0", false)],
             "v1.0.0",
@@ -422,6 +422,13 @@ fn a_helm_chart_version_names_the_tag_flux_pulls() {
         (
             &[("1.0.0", true), ("1.0.1_evil", false)],
             "*",
+            "1.0.1_evil",
+            "deny",
+        ),
+        // Spaces make it a constraint to source-controller, which 1.0.1+evil meets too.
+        (
+            &[("1.0.1", true), ("1.0.1_evil", false)],
+            " 1.0.1",
             "1.0.1_evil",
             "deny",
         ),
