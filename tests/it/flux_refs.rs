@@ -226,19 +226,21 @@ fn a_helm_repository_update_that_keeps_its_url_lists_nothing() {
     );
 }
 
-/// HelmCharts served as v1beta2 only (Flux before 2.3): the webhook lists a HelmRepository's
-/// HelmCharts there when v1 is not served, and a URL moved under one of them is checked at the
-/// new URL; a namespace with more HelmCharts than are read for one HelmRepository (1,000, read
-/// 500 a page) is denied, not admitted on a partial reading.
-#[test]
-fn helm_charts_listed_as_v1beta2_and_bounded() {
-    let test = "helm_charts_listed_as_v1beta2_and_bounded";
-    let Some(kube) = crate::cluster::MiniCluster::start_or_skip(test) else {
-        return;
-    };
-    let Some(k) = kube_tools_or_skip(test) else {
-        return;
-    };
+/// mini-kube-apiserver, kube's admission tools, a registry holding `charts/mychart:1.0.0`
+/// (signed) and `elsewhere/mychart:1.0.0` (not), and `serve` reading that cluster with a policy
+/// wanting the signing key for the registry.
+struct Charts {
+    kube: crate::cluster::MiniCluster,
+    k: PathBuf,
+    reg: TestRegistry,
+    dir: tempfile::TempDir,
+    tls: Tls,
+    server: Server,
+}
+
+fn charts_in_a_cluster(test: &str) -> Option<Charts> {
+    let kube = crate::cluster::MiniCluster::start_or_skip(test)?;
+    let k = kube_tools_or_skip(test)?;
     let reg = TestRegistry::start();
     let h = reg.host();
     let dir = tempfile::tempdir().unwrap();
@@ -260,6 +262,34 @@ fn helm_charts_listed_as_v1beta2_and_bounded() {
     let tls = make_tls(d);
     let kubeconfig = kube.kubeconfig().to_str().unwrap().to_string();
     let server = start_serve(&policy, &tls, &h, &["--kubeconfig", &kubeconfig]);
+    Some(Charts {
+        kube,
+        k,
+        reg,
+        dir,
+        tls,
+        server,
+    })
+}
+
+/// HelmCharts served as v1beta2 only (Flux before 2.3): the webhook lists a HelmRepository's
+/// HelmCharts there when v1 is not served, and a URL moved under one of them is checked at the
+/// new URL; a namespace with more HelmCharts than are read for one HelmRepository (1,000, read
+/// 500 a page) is denied, not admitted on a partial reading.
+#[test]
+fn helm_charts_listed_as_v1beta2_and_bounded() {
+    let Some(Charts {
+        kube,
+        k,
+        reg,
+        dir,
+        tls,
+        server,
+    }) = charts_in_a_cluster("helm_charts_listed_as_v1beta2_and_bounded")
+    else {
+        return;
+    };
+    let (h, d) = (reg.host(), dir.path());
 
     let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
                metadata: {name: helmcharts.source.toolkit.fluxcd.io}\nspec:\n  \
@@ -341,34 +371,18 @@ fn helm_charts_listed_as_v1beta2_and_bounded() {
 /// (a helper's review: a 10 s answer cache admitted it against the old one).
 #[test]
 fn a_helm_repository_read_earlier_is_read_again_for_its_helm_chart() {
-    let test = "a_helm_repository_read_earlier_is_read_again_for_its_helm_chart";
-    let Some(kube) = crate::cluster::MiniCluster::start_or_skip(test) else {
+    let Some(Charts {
+        kube,
+        k,
+        reg,
+        dir,
+        tls,
+        server,
+    }) = charts_in_a_cluster("a_helm_repository_read_earlier_is_read_again_for_its_helm_chart")
+    else {
         return;
     };
-    let Some(k) = kube_tools_or_skip(test) else {
-        return;
-    };
-    let reg = TestRegistry::start();
-    let h = reg.host();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (key, public) = generate_keys(d, "k");
-    for (r, signed) in [
-        ("charts/mychart:1.0.0", true),
-        ("elsewhere/mychart:1.0.0", false),
-    ] {
-        let reference = reg.reference(r);
-        push_image(&reg.client(), &reference, r);
-        if signed {
-            let s = sign(&reg, &key, &reference.to_string(), &[]);
-            assert_eq!(s.code, 0, "{s:?}");
-        }
-    }
-    let policy = d.join("policy.yaml");
-    write_key_policy(&policy, &public, "all", &format!("{h}/**"));
-    let tls = make_tls(d);
-    let kubeconfig = kube.kubeconfig().to_str().unwrap().to_string();
-    let server = start_serve(&policy, &tls, &h, &["--kubeconfig", &kubeconfig]);
+    let (h, d) = (reg.host(), dir.path());
     for (plural, kind) in [
         ("helmcharts", "HelmChart"),
         ("helmrepositories", "HelmRepository"),
