@@ -740,22 +740,11 @@ pub(crate) fn chart_version(chart: &str, version: Option<&str>) -> Artifact {
     if parse_tag(version).is_some() {
         return pinned(chart, Some(&version.replace('+', "_")), None);
     }
-    match semver_request(chart, version, None) {
-        Artifact::Semver {
-            repository,
-            constraint,
-            constraint_text,
-            filter,
-            ..
-        } => Artifact::Semver {
-            repository,
-            constraint,
-            constraint_text,
-            filter,
-            helm_tags: true,
-        },
-        other => other,
+    let mut artifact = semver_request(chart, version, None);
+    if let Artifact::Semver { helm_tags, .. } = &mut artifact {
+        *helm_tags = true;
     }
+    artifact
 }
 
 #[cfg(test)]

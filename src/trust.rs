@@ -14,7 +14,7 @@ mod pki;
 mod tuf;
 pub use pki::{
     CertificateAuthorities, CertificateError, LeafCertificate, MAX_CHAIN_INTERMEDIATES,
-    MAX_PEM_BYTES, MAX_PEM_CERTIFICATES, PemCertificatesError, parse_pem_certificates,
+    MAX_PEM_BYTES, MAX_PEM_CERTIFICATES, PemCertificatesError, parse_pem_certificates, validity,
 };
 pub use tuf::{
     ArchiveError, BUILTIN_TUF_ROOTS, DEFAULT_UPDATE_TIMEOUT, MAX_ARCHIVE_BYTES,

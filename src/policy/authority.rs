@@ -139,9 +139,6 @@ impl CompiledPolicy {
         expect: &Expectation,
     ) -> Result<VerifiedSignature, Rejection> {
         let location = &c.candidate().location;
-        if let AuthorityKind::Withdrawn { files, .. } = &a.kind {
-            return Err(withdrawn(a, files, location));
-        }
         if let AuthorityKind::Certificates { .. } = &a.kind {
             let authority = self.certificates_authority(a, c.has_tlog_entries(), location)?;
             return verify_attached_certificate_bundle(c, authority, expect, SystemTime::now());

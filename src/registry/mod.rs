@@ -33,6 +33,7 @@ pub use listing::{
 pub use manifest::{
     DOCKER_LIST, DOCKER_MANIFEST, Descriptor, ImageManifest, Manifest, OCI_INDEX, OCI_MANIFEST,
 };
+pub use pem_file::{PairError, certified_key};
 pub use remote::Cause;
 /// A response body, refused past a size (`Ok(None)`); for other API clients of this crate.
 pub use remote::read_body_capped;

@@ -1,9 +1,15 @@
 //! The PEM files registry settings name (`--registry-ca-file`, `--registry-cert-file`,
 //! `--registry-key-file` and their variables): read and checked to hold only the expected PEM
-//! blocks when named, and again when `serve` reloads them. Must not build TLS clients.
+//! blocks when named, and again when `serve` reloads them; a certificate chain paired with its
+//! key (also the webhook's serving certificate). Must not build TLS clients.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::sign::CertifiedKey;
 
 use super::settings::{SettingsError, invalid};
 
@@ -71,4 +77,35 @@ pub(super) fn read_pem(file: &Path, which: TlsFile, name: &str) -> Result<PemFil
         path: file.to_path_buf(),
         pem: bytes.into(),
     })
+}
+
+/// Why a certificate chain and a private key (both PEM) cannot be paired.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PairError {
+    /// The certificate text is not PEM certificates.
+    #[error("not PEM certificates")]
+    NotCertificates(#[source] rustls::pki_types::pem::Error),
+    /// The certificate text holds no certificate.
+    #[error("holds no certificate")]
+    NoCertificate,
+    /// The key text is not a PEM private key.
+    #[error("not a PEM private key")]
+    NotAKey(#[source] rustls::pki_types::pem::Error),
+    /// The certificate and the key are not a pair (or the key is of no supported kind).
+    #[error("certificate and key do not form a pair")]
+    NotAPair(#[source] rustls::Error),
+}
+
+/// The certificate chain of `cert_pem` paired with the key of `key_pem` (checked to match).
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, PairError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(PairError::NotCertificates)?;
+    if chain.is_empty() {
+        return Err(PairError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(PairError::NotAKey)?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map_err(PairError::NotAPair)
 }

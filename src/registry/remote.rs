@@ -118,8 +118,8 @@ pub(crate) fn tls_usable(
     cert: Option<&[u8]>,
     key: Option<&[u8]>,
 ) -> Result<(), String> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
     use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     if let Some(ca) = ca {
         // Each certificate parsed as a trust anchor (reqwest only decodes the PEM here).
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca)
@@ -132,14 +132,9 @@ pub(crate) fn tls_usable(
     let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(());
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("client certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
-    let provider = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider();
-    tokio_rustls::rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+    super::certified_key(cert, key)
         .map(|_| ())
-        .map_err(|e| format!("the client certificate and key do not form a pair: {e}"))
+        .map_err(|e| format!("client certificate: {}", crate::error_chain(&e)))
 }
 
 /// A client with `settings`' timeouts and pool, no redirects, and `tls` (None: plain HTTP, or

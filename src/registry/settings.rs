@@ -324,16 +324,12 @@ impl RegistrySettings {
     /// must hold.
     pub(crate) fn tls_files(&self) -> Vec<(PemFile, TlsFile)> {
         let mut out: Vec<(PemFile, TlsFile)> = Vec::new();
-        for h in self.hosts.values() {
-            let named = [
-                (&h.ca, TlsFile::Ca),
-                (&h.cert, TlsFile::Cert),
-                (&h.key, TlsFile::Key),
-            ];
-            for (file, which) in named {
-                if let Some(f) = file
-                    && !out.iter().any(|(p, _)| p.path == f.path)
-                {
+        for files in self.tls_hosts() {
+            let named = files
+                .into_iter()
+                .zip([TlsFile::Ca, TlsFile::Cert, TlsFile::Key]);
+            for (f, which) in named.filter_map(|(f, w)| Some((f?, w))) {
+                if !out.iter().any(|(p, _)| p.path == f.path) {
                     out.push((f.clone(), which));
                 }
             }

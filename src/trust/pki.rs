@@ -166,17 +166,22 @@ struct Root {
     valid: (Duration, Duration),
 }
 
+/// A certificate's validity, `notBefore` and `notAfter` since the Unix epoch; None when its
+/// DER does not parse as X.509.
+pub fn validity(der: &[u8]) -> Option<(Duration, Duration)> {
+    use x509_cert::der::Decode as _;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let v = &cert.tbs_certificate.validity;
+    Some((
+        v.not_before.to_unix_duration(),
+        v.not_after.to_unix_duration(),
+    ))
+}
+
 impl Root {
     fn of(der: &CertificateDer<'_>) -> Result<Self, webpki::Error> {
-        use x509_cert::der::Decode as _;
         let anchor = webpki::anchor_from_trusted_cert(der)?.to_owned();
-        let cert =
-            x509_cert::Certificate::from_der(der.as_ref()).map_err(|_| webpki::Error::BadDer)?;
-        let v = &cert.tbs_certificate.validity;
-        let valid = (
-            v.not_before.to_unix_duration(),
-            v.not_after.to_unix_duration(),
-        );
+        let valid = validity(der.as_ref()).ok_or(webpki::Error::BadDer)?;
         Ok(Root { anchor, valid })
     }
 

@@ -636,7 +636,6 @@ pub(super) async fn handle(
             if let Some(Err((status, why))) =
                 state.client_auth.as_ref().map(|a| a.admits(conn.peer()))
             {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
                 return text(status, why);
             }
             let mutating = path == "/mutate";

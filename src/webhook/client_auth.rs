@@ -28,6 +28,8 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use hyper::StatusCode;
+
 use super::metrics::Metrics;
 use super::tls::TlsError;
 use super::workers::blocking;
@@ -147,32 +149,31 @@ impl ClientAuth {
     /// for reviews; if not, the status and the reason to answer with. The certificate is
     /// verified again against the CAs in force when they changed since it last was, or when
     /// it has expired since.
-    pub(super) fn admits(&self, peer: Option<&Peer>) -> Result<(), (u16, String)> {
+    pub(super) fn admits(&self, peer: Option<&Peer>) -> Result<(), (StatusCode, &'static str)> {
+        const NOT_NOW: &str = "the client certificate is not issued by a CA of --client-ca now\n";
         let Some(peer) = peer else {
             let why = "reviews need a client certificate issued by a CA of --client-ca\n";
-            return Err((401, why.into()));
+            return Err((StatusCode::UNAUTHORIZED, why));
         };
         let generation = self.generation.load(Ordering::Acquire);
         let now = SystemTime::now();
         let expired = peer.not_after.is_none_or(|t| now >= t);
         if expired || peer.verified_under.load(Ordering::Acquire) != generation {
-            let (leaf, rest) = peer.chain.split_first().ok_or((401, String::new()))?;
+            let unauthorized = (StatusCode::UNAUTHORIZED, NOT_NOW);
+            let (leaf, rest) = peer.chain.split_first().ok_or(unauthorized)?;
             let verified = self
                 .verifier()
                 .map(|v| v.verify_client_cert(leaf, rest, UnixTime::now()));
             if !matches!(verified, Some(Ok(_))) {
-                let why = "the client certificate is not issued by a CA of --client-ca now\n";
-                return Err((401, why.into()));
+                return Err(unauthorized);
             }
             peer.verified_under.store(generation, Ordering::Release);
         }
         if self.names.is_empty() || peer.names.iter().any(|n| self.names.contains(n)) {
             return Ok(());
         }
-        Err((
-            403,
-            "the client certificate names none of --client-name\n".into(),
-        ))
+        let why = "the client certificate names none of --client-name\n";
+        Err((StatusCode::FORBIDDEN, why))
     }
 
     fn verifier(&self) -> Option<Arc<dyn ClientCertVerifier>> {
@@ -221,10 +222,8 @@ impl Peer {
         use x509_cert::der::Decode as _;
         let leaf = chain.first()?;
         let cert = x509_cert::Certificate::from_der(leaf.as_ref()).ok();
-        let not_after = cert.as_ref().map(|c| {
-            let t = c.tbs_certificate.validity.not_after.to_unix_duration();
-            SystemTime::UNIX_EPOCH + t
-        });
+        let not_after = crate::trust::validity(leaf.as_ref())
+            .map(|(_, not_after)| SystemTime::UNIX_EPOCH + not_after);
         Some(Peer {
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
             names: cert.as_ref().map(names_of).unwrap_or_default(),

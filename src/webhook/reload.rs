@@ -192,16 +192,15 @@ pub(crate) async fn watch_registry_tls(engine: Engine, interval: Duration) {
         else {
             continue;
         };
-        let shown = |files: Vec<&Path>| -> Vec<String> {
-            files.iter().map(|p| p.display().to_string()).collect()
-        };
         if !r.changed.is_empty() {
-            let files = shown(r.changed.iter().map(PathBuf::as_path).collect());
+            let files: Vec<String> = r.changed.iter().map(|p| p.display().to_string()).collect();
             let msg = serde_json::json!({"msg": "registry TLS files reloaded", "files": files});
             tell!("{msg}");
         }
         if r.failed != failed_before && !r.failed.is_empty() {
-            let errors: Vec<&str> = r.failed.iter().map(|(_, e)| e.as_str()).collect();
+            let errors: Vec<String> = (r.failed.iter())
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+                .collect();
             let msg = serde_json::json!({"msg": "registry TLS files cannot be used; what they held before stays", "errors": errors});
             tell!("{msg}");
         }

@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
@@ -140,26 +138,13 @@ fn load_certified_key(cert: &Path, key: &Path) -> Result<(CertifiedKey, PemFiles
 
 /// The certificate chain and key of `pem` paired (`cert` and `key` name them in errors).
 fn certified_from(pem: &PemFiles, cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let (cert_pem, key_pem) = (&pem.cert, &pem.key);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::NotCertificates {
-            path: cert.to_path_buf(),
-            source,
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert.to_path_buf(),
-        });
-    }
-    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::NotAKey {
-        path: key.to_path_buf(),
-        source,
-    })?;
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    CertifiedKey::from_der(chain, key_der, &provider).map_err(|source| TlsError::NotAPair {
-        path: cert.to_path_buf(),
-        source,
+    use crate::registry::PairError;
+    let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+    crate::registry::certified_key(&pem.cert, &pem.key).map_err(|e| match e {
+        PairError::NotCertificates(source) => TlsError::NotCertificates { path: cert, source },
+        PairError::NoCertificate => TlsError::NoCertificate { path: cert },
+        PairError::NotAKey(source) => TlsError::NotAKey { path: key, source },
+        PairError::NotAPair(source) => TlsError::NotAPair { path: cert, source },
     })
 }
 
@@ -167,17 +152,9 @@ impl Certificates {
     /// When the certificate being served expires (its leaf's `notAfter`), in seconds since the
     /// Unix epoch; None if the leaf does not parse as X.509 (rustls accepted it as DER only).
     pub(super) fn not_after(&self) -> Option<u64> {
-        use x509_cert::der::Decode as _;
         let current = crate::sync::read(&self.current).clone();
         let leaf = current.cert.first()?;
-        let cert = x509_cert::Certificate::from_der(leaf.as_ref()).ok()?;
-        Some(
-            cert.tbs_certificate
-                .validity
-                .not_after
-                .to_unix_duration()
-                .as_secs(),
-        )
+        crate::trust::validity(leaf.as_ref()).map(|(_, not_after)| not_after.as_secs())
     }
 
     /// The certificate and key of these files, read off the async workers.
