@@ -13,7 +13,8 @@ the delay on:
 1. `ocigate verify REF --key cosign.pub` as a fresh process for each image (so, cold), and the
    same without delay; (wall with delay - wall without) / delay is the number of round trips
    the verification waited for one after another (its sequential depth); once more for an
-   image signed twice (two layers in its `.sig` manifest);
+   image signed twice (two layers in its `.sig` manifest), and for one signed with
+   `--format bundle` (a Sigstore bundle, found through the referrers tag);
 2. `ocigate serve`: one AdmissionReview per image, each the first of its image (a cold
    verification in a server that has answered others: what the registry client remembers
    between images, e.g. that the registry has no referrers API, is remembered), by tag and by
@@ -186,6 +187,10 @@ def main():
             for extra in ([], ["-a", "second=yes"]):
                 subprocess.run([BIN, "sign", f"{host}/{two}:v1", "--key", KEY, "--registry-plain-http", host,
                                 *extra], env=env, check=True, capture_output=True)
+            bundled = "bench/rt-bundle"
+            bv.push_example(upstream, bundled)
+            subprocess.run([BIN, "sign", f"{host}/{bundled}:v1", "--key", KEY, "--registry-plain-http", host,
+                            "--format", "bundle"], env=env, check=True, capture_output=True)
             proxy.take_log()
 
             # 1. cold CLI processes
@@ -205,12 +210,16 @@ def main():
                 proxy.delay = delay
                 wall = verify(repo)
                 cli.append((base, wall, chain(proxy.take_log(), delay)))
-            proxy.delay = 0
-            base = verify(two)
-            proxy.take_log()
-            proxy.delay = delay
-            wall = verify(two)
-            cli_two = (base, wall, chain(proxy.take_log(), delay))
+            def one_run(repo):
+                proxy.delay = 0
+                base = verify(repo)
+                proxy.take_log()
+                proxy.delay = delay
+                wall = verify(repo)
+                return (base, wall, chain(proxy.take_log(), delay))
+
+            cli_two = one_run(two)
+            cli_bundle = one_run(bundled)
 
             # 2. cold reviews in one server
             proxy.delay = 0
@@ -265,6 +274,9 @@ def main():
         f"| the same, an image with two legacy signatures (one run) | {cli_two[0] * 1000:.0f} | "
         f"{cli_two[1] * 1000:.0f} | **{(cli_two[1] - cli_two[0]) / delay:.2f}** | {max(n for n, _ in cli_two[2])} | "
         f"{sum(len(r) for _, r in cli_two[2])} |",
+        f"| the same, an image signed with `--format bundle` (a Sigstore bundle in the referrers tag; one run) | "
+        f"{cli_bundle[0] * 1000:.0f} | {cli_bundle[1] * 1000:.0f} | **{(cli_bundle[1] - cli_bundle[0]) / delay:.2f}** | "
+        f"{max(n for n, _ in cli_bundle[2])} | {sum(len(r) for _, r in cli_bundle[2])} |",
     ]
     for by, label in (("tag", "by tag"), ("digest", "pinned by digest")):
         walls = [t for t, _ in served[by]]
@@ -279,6 +291,7 @@ def main():
         "",
         f"- `verify` by tag: {describe(cli[0][2])}",
         f"- `verify` by tag, two signatures: {describe(cli_two[2])}",
+        f"- `verify` by tag, a bundle: {describe(cli_bundle[2])}",
     ]
     for by in ("tag", "digest"):
         lines.append(f"- webhook, by {by}: {describe(served[by][0][1])}")

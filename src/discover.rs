@@ -31,7 +31,9 @@ use crate::candidate::{AttestationCandidate, BundleCandidate, SignatureCandidate
 use crate::error_chain;
 use crate::reference::{Digest, ImageRef};
 pub use crate::registry::MAX_ATTESTATION_BYTES;
-use crate::registry::{FetchBudget, ImageManifest, ReferrersCut, Registry, RegistryError};
+use crate::registry::{
+    FetchBudget, ImageManifest, Manifest, ReferrersCut, Registry, RegistryError,
+};
 
 mod att_tag;
 mod referrers;
@@ -586,17 +588,35 @@ impl Search<'_> {
         holds: Tagged,
         tried: &mut PathTried,
     ) -> Result<Option<ImageManifest>, DiscoverError> {
+        let fetched = self.fetch_tagged(tag).await;
+        self.read_tagged(tag, fetched, path, holds, tried)
+    }
+
+    /// What the registry answers for the tag `tag`, not yet looked at: nothing is recorded
+    /// until [`Search::read_tagged`] reads it (an answer fetched ahead may go unread).
+    async fn fetch_tagged(&self, tag: &str) -> Result<Option<Manifest>, RegistryError> {
+        let tagged = self.subject.with_tag(tag);
+        self.registry
+            .get_manifest_capped(&tagged, usize::MAX, self.budget)
+            .await
+    }
+
+    /// [`Search::tagged_manifest`] of an answer already fetched.
+    fn read_tagged(
+        &self,
+        tag: &str,
+        fetched: Result<Option<Manifest>, RegistryError>,
+        path: &str,
+        holds: Tagged,
+        tried: &mut PathTried,
+    ) -> Result<Option<ImageManifest>, DiscoverError> {
         let place = Place {
             order: holds.order(),
             what: holds.what(),
             sought: holds.sought(),
         };
         let tagged = self.subject.with_tag(tag);
-        let manifest = match self
-            .registry
-            .get_manifest_capped(&tagged, usize::MAX, self.budget)
-            .await
-        {
+        let manifest = match fetched {
             Ok(Some(m)) => m,
             Ok(None) => {
                 tried.notes.push("not found".into());

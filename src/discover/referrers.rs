@@ -17,18 +17,28 @@ use crate::candidate::{
     IN_TOTO_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION,
 };
 use crate::reference::Digest;
-use crate::registry::{Descriptor, ImageManifest, MAX_REFERRERS, ReferrersCut};
+use crate::registry::{
+    Descriptor, ImageManifest, MAX_REFERRERS, Manifest, ReferrersCut, RegistryError,
+};
 
 /// Sigstore bundles attached as OCI 1.1 referrers: through the referrers API, or where the
-/// registry has none, the referrers tag `sha256-<hex>`.
+/// registry has none, the referrers tag `sha256-<hex>`. While it is not known whether the
+/// registry has the API, the tag is fetched alongside it (one round trip instead of two on a
+/// registry without it); that answer is read only if the API turns out to be missing.
 pub(super) async fn referrers(s: Search<'_>) -> Result<Vec<PathTried>, DiscoverError> {
     let api = "referrers API";
-    let listed = s
+    let tag = s.digest.tag_prefix();
+    let asked = s
         .registry
-        .get_referrers_budgeted(s.subject, s.digest, s.budget)
-        .await
-        .map_err(s.failed_at(api))?;
-    if let Some(list) = listed {
+        .get_referrers_budgeted(s.subject, s.digest, s.budget);
+    let (listed, ahead) = match s.registry.has_referrers_api(s.subject) {
+        None => {
+            let (listed, ahead) = tokio::join!(asked, s.fetch_tagged(&tag));
+            (listed, Some(ahead))
+        }
+        Some(_) => (asked.await, None),
+    };
+    if let Some(list) = listed.map_err(s.failed_at(api))? {
         let mut tried = PathTried::new(api);
         if let Some(cut) = list.cut {
             let reason = WhyNotExamined::Cut { source: cut };
@@ -51,18 +61,24 @@ pub(super) async fn referrers(s: Search<'_>) -> Result<Vec<PathTried>, DiscoverE
             .push("the registry has no referrers API; using the referrers tag".into());
         paths.push(tried);
     }
-    paths.push(referrers_tag(s).await?);
+    let fetched = match ahead {
+        Some(fetched) => fetched,
+        None => s.fetch_tagged(&tag).await,
+    };
+    paths.push(referrers_tag(s, &tag, fetched).await?);
     Ok(paths)
 }
 
-/// The referrers tag schema: an index under the tag `sha256-<hex>` listing the referrers.
-async fn referrers_tag(s: Search<'_>) -> Result<PathTried, DiscoverError> {
-    let tag = s.digest.tag_prefix();
+/// The referrers tag schema: an index under the tag `sha256-<hex>` listing the referrers,
+/// as the registry answered for that tag.
+async fn referrers_tag(
+    s: Search<'_>,
+    tag: &str,
+    fetched: Result<Option<Manifest>, RegistryError>,
+) -> Result<PathTried, DiscoverError> {
     let path = format!("referrers tag {tag}");
     let mut tried = PathTried::new(&path);
-    let index = s
-        .tagged_manifest(&tag, &path, Tagged::ReferrersIndex, &mut tried)
-        .await?;
+    let index = s.read_tagged(tag, fetched, &path, Tagged::ReferrersIndex, &mut tried)?;
     let Some(index) = index else {
         return Ok(tried);
     };

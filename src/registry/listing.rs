@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::budget::FetchBudget;
 use super::error::{Op, RegistryError, RegistryErrorKind as Kind};
-use super::fold;
 use super::manifest::{Descriptor, ImageManifest, OCI_INDEX};
 use super::remote::{Access, Cause};
 use super::request::{Call, content_type};
@@ -25,8 +24,8 @@ pub const MAX_REFERRER_PAGES: usize = 16;
 /// Most referrers accepted for one digest (see [`MAX_REFERRER_PAGES`]).
 pub const MAX_REFERRERS: usize = 1024;
 
-/// Registries remembered as having no referrers API, at most.
-const MAX_NO_REFERRERS_API: usize = 1024;
+/// Registries remembered as having a referrers API or none, at most.
+const MAX_REFERRERS_API_HOSTS: usize = 1024;
 
 /// The referrers a registry lists for a digest, as far as the limits allowed reading them.
 #[derive(Debug)]
@@ -166,8 +165,29 @@ impl Registry {
         self.referrers(r, digest, Some(budget)).await
     }
 
-    fn knows_no_referrers_api(&self, registry: &str) -> bool {
-        crate::sync::lock(&self.no_referrers_api).contains(registry)
+    /// Whether `r`'s registry is known to have a referrers API (`Some(true)`), known to
+    /// have none (`Some(false)`), or not known yet: it is known once it answered the first
+    /// page of a referrers request. An OCI layout has none.
+    pub fn has_referrers_api(&self, r: &ImageRef) -> Option<bool> {
+        match r.location() {
+            Location::Layout { .. } => Some(false),
+            Location::Registry { registry, .. } => self.referrers_api_of(registry),
+        }
+    }
+
+    fn referrers_api_of(&self, registry: &str) -> Option<bool> {
+        crate::sync::lock(&self.referrers_api)
+            .get(registry)
+            .copied()
+    }
+
+    /// Remembers what `registry` answered the first page of a referrers request.
+    fn remember_referrers_api(&self, registry: &str, has: bool) {
+        let mut hosts = crate::sync::lock(&self.referrers_api);
+        if !hosts.contains_key(registry) && hosts.len() >= MAX_REFERRERS_API_HOSTS {
+            hosts.clear();
+        }
+        hosts.insert(registry.to_string(), has);
     }
 
     async fn referrers(
@@ -183,7 +203,7 @@ impl Registry {
                 repository,
             } => (registry, repository),
         };
-        if self.knows_no_referrers_api(registry) {
+        if self.referrers_api_of(registry) == Some(false) {
             return Ok(None);
         }
         let target = format!("referrers of {}@{digest}", r.name());
@@ -256,12 +276,13 @@ impl Registry {
             StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
         );
         if unsupported && first {
-            let mut hosts = crate::sync::lock(&self.no_referrers_api);
-            fold::bound(&mut hosts, MAX_NO_REFERRERS_API);
-            hosts.insert(call.registry.to_string());
+            self.remember_referrers_api(call.registry, false);
             return Ok(None);
         }
         let resp = self.success(call, resp).await?;
+        if first {
+            self.remember_referrers_api(call.registry, true);
+        }
         let next = next_link_of(&resp);
         let content_type = content_type(&resp);
         let limit = self.settings.max_manifest_bytes;

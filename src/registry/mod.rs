@@ -54,8 +54,9 @@ pub struct Registry {
     settings: RegistrySettings,
     /// Requests in flight per host, bounded process-wide and shared fairly.
     gates: gate::Gates,
-    /// Hosts that answered "no referrers API": not asked again by this process.
-    no_referrers_api: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// What hosts answered the first page of a referrers request: `false` for "no referrers
+    /// API" (not asked again by this process), `true` for a list.
+    referrers_api: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     /// Largest attestation blob fetched (see [`MAX_ATTESTATION_BYTES`]).
     max_attestation_bytes: usize,
 }
@@ -90,7 +91,7 @@ impl Registry {
             helpers: credentials::Helpers::default(),
             gates: gate::Gates::new(settings.max_connections_per_host),
             settings,
-            no_referrers_api: std::sync::Mutex::new(std::collections::HashSet::new()),
+            referrers_api: std::sync::Mutex::new(std::collections::HashMap::new()),
             max_attestation_bytes: MAX_ATTESTATION_BYTES,
         }
     }
