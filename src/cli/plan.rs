@@ -526,7 +526,7 @@ pub(crate) struct AttestPlan {
 impl AttestPlan {
     /// Reference, predicate, key (the password asked for if need be), registry client.
     pub(crate) fn build(a: AttestArgs) -> Result<AttestPlan, CliError> {
-        use crate::sign::{AttestFormat, MAX_COMPARED_BYTES, MAX_PREDICATE_BYTES, Predicate};
+        use crate::sign::{AttestFormat, MAX_PREDICATE_BYTES, Predicate};
         let reference = ImageRef::parse(&a.reference).map_err(boxed)?;
         let file = files::read_bounded(&a.predicate, "predicate", MAX_PREDICATE_BYTES)?;
         let predicate = Predicate::parse(&a.predicate_type, &file).map_err(boxed)?;
@@ -537,9 +537,7 @@ impl AttestPlan {
             .map_err(boxed)?;
         let signatures = cosign_repository()?;
         let hosts = super::signatures::hosts(&with_signatures(&reference, &signatures));
-        let mut settings = registry_settings(&a.registry, false, &hosts)?;
-        // An equal attestation already there is read back to be compared, whatever its size.
-        settings.max_blob_bytes = settings.max_blob_bytes.max(MAX_COMPARED_BYTES);
+        let settings = registry_settings(&a.registry, false, &hosts)?;
         Ok(AttestPlan {
             reference,
             predicate,

@@ -31,6 +31,7 @@
 //! one whose statement equals this one as JSON (but for a `custom` predicate's timestamp)
 //! with a signature this key made over it means nothing is written.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -44,17 +45,45 @@ use crate::candidate::{
     ATT_PREDICATE_TYPE_ANNOTATION, DSSE_ENVELOPE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE,
     PREDICATE_TYPE_ANNOTATION,
 };
+use crate::discover::MAX_REFERRER_MANIFEST_BYTES;
 use crate::payload::SIGNATURE_ANNOTATION;
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{Descriptor, ImageManifest, Manifest, Registry};
+use crate::registry::{Descriptor, FetchBudget, ImageManifest, Manifest, Registry};
 use crate::sign::key::SigningKey;
 use crate::signature_place::SignaturesRepository;
 
 /// Most referrers looked at for an equal attestation before a bundle is written.
 pub const MAX_COMPARED_REFERRERS: usize = 256;
-/// Largest envelope or bundle read back to compare with the new one (the one a
-/// [`super::statement::MAX_PREDICATE_BYTES`] predicate makes, twice over).
+/// Most bytes read back, in all, to compare the attestations already there with the new one
+/// (manifests and blobs; the envelope a [`super::statement::MAX_PREDICATE_BYTES`] predicate
+/// makes, twice over). Each blob is read to no more than its descriptor declares and than
+/// [`compared_limit`]; what lies past this budget is not compared (at worst an equal
+/// attestation is written again).
 pub const MAX_COMPARED_BYTES: usize = 96 << 20;
+/// Most blobs read back to compare with the new attestation, in either format.
+pub const MAX_COMPARED_BLOBS: usize = 64;
+
+/// What comparing with the attestations already there may still read: one budget of bytes
+/// and of blobs for the whole command, whatever a registry lists.
+pub(super) struct Compared {
+    budget: FetchBudget,
+    blobs: AtomicUsize,
+}
+
+impl Compared {
+    /// A fresh budget: [`MAX_COMPARED_BYTES`], [`MAX_COMPARED_BLOBS`].
+    pub(super) fn new() -> Self {
+        Compared {
+            budget: FetchBudget::new(MAX_COMPARED_BYTES),
+            blobs: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes one blob from the budget; false when none is left.
+    fn take_blob(&self) -> bool {
+        self.blobs.fetch_add(1, Ordering::Relaxed) < MAX_COMPARED_BLOBS
+    }
+}
 
 /// Where `attest` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,6 +138,7 @@ pub async fn attest(
         predicate,
         statement: &statement,
         reference: &reference,
+        compared: Compared::new(),
     };
     let (stored_at, entries, added) = match format {
         AttestFormat::Legacy => job.legacy(&image.digest).await?,
@@ -135,6 +165,8 @@ pub(super) struct Job<'a> {
     pub(super) predicate: &'a Predicate,
     pub(super) statement: &'a [u8],
     pub(super) reference: &'a str,
+    /// What comparing with attestations already there may read.
+    pub(super) compared: Compared,
 }
 
 impl Job<'_> {
@@ -233,17 +265,22 @@ impl Job<'_> {
         limit: usize,
     ) -> Result<Option<(String, usize)>, SignError> {
         let reg_err = registry_error(self.reference);
+        let budget = &self.compared.budget;
         let (listed, tag) = match self
             .registry
-            .get_referrers(self.store, digest)
+            .get_referrers_budgeted(self.store, digest, budget)
             .await
             .map_err(&reg_err)?
         {
-            Some(listed) => (listed, None),
+            Some(listed) => (listed.descriptors, None),
             None => {
                 let tag = digest.tag_prefix();
                 let tag_ref = self.store.with_tag(&tag);
-                let listed = match self.registry.get_manifest(&tag_ref).await {
+                let listed = match self
+                    .registry
+                    .get_manifest_capped(&tag_ref, usize::MAX, budget)
+                    .await
+                {
                     Ok(Some(m)) => ImageManifest::parse(&m, &tag_ref.to_string())
                         .map(|index| index.manifests)
                         .unwrap_or_default(),
@@ -287,7 +324,15 @@ impl Job<'_> {
             return false;
         };
         let manifest_ref = self.store.with_digest(d);
-        let Ok(Some(m)) = self.registry.get_manifest(&manifest_ref).await else {
+        let Ok(Some(m)) = self
+            .registry
+            .get_manifest_capped(
+                &manifest_ref,
+                MAX_REFERRER_MANIFEST_BYTES,
+                &self.compared.budget,
+            )
+            .await
+        else {
             return false;
         };
         let Ok(manifest) = ImageManifest::parse(&m, &manifest_ref.to_string()) else {
@@ -320,13 +365,19 @@ impl Job<'_> {
     }
 
     /// Whether the blob `layer` (an envelope or a bundle, at most `limit` bytes) is this key's
-    /// signature of a statement equal to ours. A blob that cannot be read does not count: at
-    /// worst an equal attestation is written again.
+    /// signature of a statement equal to ours. A blob that cannot be read (more than its
+    /// descriptor declares, past the budget of [`Compared`]) does not count: at worst an equal
+    /// attestation is written again.
     async fn blob_states_ours(&self, layer: &Descriptor, limit: usize, shape: Shape) -> bool {
-        if layer.size > limit as u64 {
+        if layer.size > limit as u64 || !self.compared.take_blob() {
             return false;
         }
-        let Ok(blob) = self.registry.get_blob(self.store, layer).await else {
+        let budget = &self.compared.budget;
+        let Ok(blob) = self
+            .registry
+            .get_attestation_blob(self.store, layer, budget)
+            .await
+        else {
             return false;
         };
         let envelope = match shape {

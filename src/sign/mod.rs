@@ -12,7 +12,9 @@ mod slsa;
 mod statement;
 mod vuln;
 
-pub use attest::{AttestFormat, Attested, MAX_COMPARED_BYTES, MAX_COMPARED_REFERRERS, attest};
+pub use attest::{
+    AttestFormat, Attested, MAX_COMPARED_BLOBS, MAX_COMPARED_BYTES, MAX_COMPARED_REFERRERS, attest,
+};
 pub use statement::{
     COSIGN_CUSTOM_PREDICATE, MAX_PREDICATE_BYTES, Predicate, PredicateError, STATEMENT_V01,
 };
@@ -22,7 +24,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::payload::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SimpleSigning};
+use crate::payload::{
+    MAX_PAYLOAD_BYTES, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SimpleSigning,
+};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST, Registry, RegistryError};
 use crate::signature_place::SignaturesRepository;
@@ -50,9 +54,9 @@ pub enum SignError {
         #[source]
         source: Box<RegistryError>,
     },
-    /// The `.sig` (or `.att`) tag holds a manifest with other layers than cosign signatures
-    /// (or attestations).
-    #[error("sign {reference}: the existing manifest {tag} has a layer that is not {expected}")]
+    /// The `.sig` (or `.att`) tag holds something else than cosign's signature (or
+    /// attestation) manifest: an index, a manifest without a config, or one with other layers.
+    #[error("sign {reference}: the existing manifest {tag} is not a manifest of {expected} layers")]
     ForeignManifest {
         /// The reference being signed, as given.
         reference: String,
@@ -60,6 +64,22 @@ pub enum SignError {
         tag: String,
         /// The media type every layer there must have: simple signing, or a DSSE envelope.
         expected: &'static str,
+    },
+    /// The signature (its annotations) would be larger than a verifier reads: it would be
+    /// pushed and never examined.
+    #[error(
+        "sign {reference}: the {what} is {bytes} bytes, more than the {limit} a verifier reads"
+    )]
+    TooLarge {
+        /// The reference being signed, as given.
+        reference: String,
+        /// `simple-signing payload` ([`crate::payload::MAX_PAYLOAD_BYTES`]) or `bundle`
+        /// ([`crate::discover::MAX_BUNDLE_BYTES`]).
+        what: &'static str,
+        /// Its size.
+        bytes: usize,
+        /// What a verifier reads of it.
+        limit: usize,
     },
     /// A payload, bundle or manifest could not be encoded. Blobs (and, for the referrers index,
     /// the referrer manifest) may have been pushed already; no tag was moved.
@@ -248,6 +268,12 @@ pub async fn sign(
     let payload = SimpleSigning::new(&target.name(), &digest, annotations)
         .to_bytes()
         .map_err(encoding(&reference, "simple-signing payload"))?;
+    readable(
+        &reference,
+        "simple-signing payload",
+        &payload,
+        MAX_PAYLOAD_BYTES,
+    )?;
     let signature_b64 =
         base64::engine::general_purpose::STANDARD.encode(signature(key, &payload, &reference)?);
     let tag = format!("{}.sig", digest.tag_prefix());
@@ -315,7 +341,14 @@ pub(crate) async fn existing_layers(
         return Ok(Vec::new());
     };
     let parsed = ImageManifest::parse(&existing, &sig_ref.to_string()).map_err(&reg_err)?;
-    if parsed.layers.iter().any(|l| l.media_type != media_type) {
+    // An index, or a manifest without a config, is not a signature manifest to replace.
+    let not_a_manifest = !parsed.manifests.is_empty()
+        || parsed.config.is_none()
+        || parsed
+            .media_type
+            .as_deref()
+            .is_some_and(|t| t.contains("index") || t.contains("list"));
+    if not_a_manifest || parsed.layers.iter().any(|l| l.media_type != media_type) {
         return Err(SignError::ForeignManifest {
             reference: reference.to_string(),
             tag: tag.to_string(),
@@ -323,6 +356,25 @@ pub(crate) async fn existing_layers(
         });
     }
     Ok(parsed.layers)
+}
+
+/// `Ok` when `bytes` (the `what` of a signature of `reference`) is no larger than a verifier
+/// reads of it, `limit`.
+fn readable(
+    reference: &str,
+    what: &'static str,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<(), SignError> {
+    if bytes.len() <= limit {
+        return Ok(());
+    }
+    Err(SignError::TooLarge {
+        reference: reference.to_string(),
+        what,
+        bytes: bytes.len(),
+        limit,
+    })
 }
 
 /// Whether one of `layers` is `payload` with a signature by `key`.
@@ -439,6 +491,12 @@ pub async fn sign_bundle(
     let image = resolve(registry, target).await?;
     let payload = sign_statement(&image.digest, annotations, &reference)?;
     let bundle = dsse_bundle(key, &payload, &reference)?;
+    readable(
+        &reference,
+        "bundle",
+        &bundle,
+        crate::discover::MAX_BUNDLE_BYTES,
+    )?;
     // The same key's signature of the same statement already there: nothing is added (a
     // signature is randomised, so the bundle's digest says nothing; its statement and key do).
     if let Ok(predicate) = Predicate::parse(COSIGN_SIGN_PREDICATE, b"{}") {
@@ -449,6 +507,7 @@ pub async fn sign_bundle(
             predicate: &predicate,
             statement: &payload,
             reference: &reference,
+            compared: attest::Compared::new(),
         };
         let limit = attest::compared_limit(bundle.len());
         if let Some((stored_at, count)) = job.find_bundle(&image.digest, limit).await? {

@@ -512,7 +512,7 @@ fn attest_refuses_what_cosign_would_not_write() {
     assert_eq!(a.code, 2, "{a:?}");
     assert!(
         a.stderr
-            .contains("has a layer that is not application/vnd.dsse.envelope.v1+json"),
+            .contains("is not a manifest of application/vnd.dsse.envelope.v1+json layers"),
         "{a:?}"
     );
     // a missing image
@@ -680,4 +680,89 @@ fn attest_through_the_referrers_api() {
     );
     assert!(a.stdout.starts_with("attested "), "{a:?}");
     assert_eq!(listed(), 3);
+}
+
+/// Comparing with the attestations already there reads what a registry lists within bounds:
+/// a layer whose descriptor understates its blob is read no further than it declares (so it
+/// is not taken as the same statement, and a well-formed one is written), and at most
+/// `MAX_COMPARED_BLOBS` blobs are read, however many layers of the type are planted before an
+/// equal one. Before the change, both were read whole: 100 planted layers were all fetched and
+/// the understated layer counted as "already attested".
+#[test]
+fn comparing_with_attestations_already_there_is_bounded() {
+    use crate::attestation_discovery::{envelope, envelope_layer, plant_att};
+    use crate::proxy::{HttpServer, forward};
+    let reg = TestRegistry::start();
+    let upstream = reg.host();
+    let front = HttpServer::start(move |req| forward(&upstream, req));
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = generate_keys(dir.path(), "release");
+    let slsa = slsa_v1_predicate(dir.path(), "prov.json", "https://github.com/acme/app");
+    let direct = reg.client();
+    let r = reg.reference("compared/app:v1");
+    let digest = push_image(&direct, &r, "compared");
+    let attest = || {
+        let legacy = ["--format", "legacy"];
+        let a = ocigate_attest(
+            &reg,
+            &key,
+            &r.to_string(),
+            "slsaprovenance1",
+            &slsa,
+            &legacy,
+        );
+        assert_eq!(a.code, 0, "{a:?}");
+        a.stdout
+    };
+    assert!(attest().starts_with("attested "));
+    let ours = att_layers(&reg, &r, &digest).remove(0);
+
+    let mut understated = ours.clone();
+    understated.size -= 1;
+    plant_att(&direct, &r, &digest, vec![understated]);
+    assert!(
+        attest().starts_with("attested "),
+        "the understated layer was read whole"
+    );
+    assert_eq!(att_layers(&reg, &r, &digest).len(), 2);
+
+    let slsa1 = "https://slsa.dev/provenance/v1";
+    let mut planted: Vec<_> = (0..100)
+        .map(|i| {
+            let e = envelope(600, &format!("planted {i}"));
+            let d = block_on(direct.put_blob(&r, &e)).unwrap();
+            envelope_layer(&d, e.len(), Some(slsa1))
+        })
+        .collect();
+    planted.push(ours);
+    plant_att(&direct, &r, &digest, planted);
+    let host = front.host();
+    let through = format!("{host}/compared/app:v1");
+    let args = [
+        "attest",
+        &through,
+        "--key",
+        key.to_str().unwrap(),
+        "--type",
+        "slsaprovenance1",
+    ];
+    let mut args = args.to_vec();
+    args.extend([
+        "--predicate",
+        slsa.to_str().unwrap(),
+        "--registry-plain-http",
+        &host,
+    ]);
+    let a = ocigate(&args, &[("OCIGATE_PASSWORD", PASSWORD)]);
+    assert_eq!(a.code, 0, "{a:?}");
+    let blobs = front
+        .seen()
+        .iter()
+        .filter(|q| q.method == "GET" && q.path.contains("/blobs/"))
+        .count();
+    assert!(
+        blobs <= ocigate::sign::MAX_COMPARED_BLOBS,
+        "{blobs} blobs read"
+    );
+    assert!(a.stdout.starts_with("attested "), "{a:?}");
 }

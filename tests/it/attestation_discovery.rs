@@ -431,7 +431,7 @@ fn plant_in_toto_referrer(
 }
 
 /// A DSSE envelope of `bytes` bytes or more (its payload padded), as layers carry them.
-fn envelope(bytes: usize, seed: &str) -> Vec<u8> {
+pub(crate) fn envelope(bytes: usize, seed: &str) -> Vec<u8> {
     let payload = format!("{{\"_type\":\"https://in-toto.io/Statement/v1\",\"seed\":\"{seed}\"}}");
     let mut e = format!(
         "{{\"payloadType\":\"{IN_TOTO}\",\"payload\":\"{}\",\"signatures\":[],\"pad\":\"",
@@ -449,7 +449,11 @@ fn ocigate_base64(b: &[u8]) -> String {
 }
 
 /// An envelope layer naming `blob` (declared `size` bytes), of `predicate_type` if any.
-fn envelope_layer(blob: &Digest, size: usize, predicate_type: Option<&str>) -> Descriptor {
+pub(crate) fn envelope_layer(
+    blob: &Digest,
+    size: usize,
+    predicate_type: Option<&str>,
+) -> Descriptor {
     let mut d = desc(DSSE, blob, size);
     d.annotations = Some(
         predicate_type
@@ -465,7 +469,7 @@ fn envelope_layer(blob: &Digest, size: usize, predicate_type: Option<&str>) -> D
 }
 
 /// Push a `.att` manifest for `digest` with `layers` (their blobs pushed already).
-fn plant_att(client: &Registry, r: &ImageRef, digest: &Digest, layers: Vec<Descriptor>) {
+pub(crate) fn plant_att(client: &Registry, r: &ImageRef, digest: &Digest, layers: Vec<Descriptor>) {
     let config = block_on(client.put_blob(r, b"{}")).unwrap();
     let body = serde_json::to_vec(&ImageManifest {
         schema_version: 2,

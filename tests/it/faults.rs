@@ -281,3 +281,41 @@ fn a_pod_mutate_cannot_verify_in_time_is_refused_not_admitted_unpinned() {
         "{retry:?}"
     );
 }
+
+/// An error answer whose body trickles (headers on time, then nothing for a minute) does not
+/// hold a command for as long as the registry keeps the connection alive: its body is waited
+/// for a short while, and the status is the error. `sign` has no overall deadline, so before
+/// the change it waited the whole minute.
+#[test]
+fn a_trickling_error_body_does_not_hold_a_push() {
+    let s = behind(|req, resp| {
+        if req.method == "POST" {
+            Response::new(403)
+                .header("Content-Type", "application/json")
+                .body(format!(
+                    r#"{{"errors":[{{"code":"DENIED","message":"{}"}}]}}"#,
+                    "x".repeat(8000)
+                ))
+                .header(STALL_BODY_MS, "60000")
+        } else {
+            resp
+        }
+    });
+    let key = s.dir.path().join("k.key");
+    let t = Instant::now();
+    let run = ocigate(
+        &[
+            "sign",
+            &s.reference,
+            "--key",
+            key.to_str().unwrap(),
+            "-a",
+            "again=yes",
+        ],
+        &[("OCIGATE_PASSWORD", PASSWORD)],
+    );
+    let took = t.elapsed();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("HTTP 403"), "{run:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}

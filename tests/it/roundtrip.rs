@@ -790,3 +790,40 @@ fn key_verification_requires_a_log_entry_by_default() {
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("(tlog)"), "{v:?}");
 }
+
+/// `sign` refuses what it would write past what a verifier reads (annotations making the
+/// payload larger than 64 KiB, or a bundle larger than 128 KiB: pushed, then never examined),
+/// and does not replace a `.sig` tag holding an index (no layers of another type to object to,
+/// but not a signature manifest either). Before the change all three were written.
+#[test]
+fn sign_refuses_what_no_verifier_reads_and_what_is_not_its_own() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = generate_keys(dir.path(), "k");
+    let r = reg.reference("refused/sign:v1");
+    let digest = push_image(&reg.client(), &r, "refused sign");
+    let note = format!("note={}", "n".repeat(120_000));
+    for extra in [vec!["-a", &note], vec!["-a", &note, "--format", "bundle"]] {
+        let s = sign(&reg, &key, &r.to_string(), &extra);
+        assert_eq!(s.code, 2, "{s:?}");
+        assert!(s.stderr.contains("a verifier reads"), "{s:?}");
+    }
+    let sig = r.with_tag(&format!("{}.sig", digest.tag_prefix()));
+    assert!(block_on(reg.client().get_manifest(&sig)).unwrap().is_none());
+
+    let image = block_on(reg.client().get_manifest(&r)).unwrap().unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": image.digest.to_string(),
+                       "size": image.bytes.len()}]
+    });
+    let index = serde_json::to_vec(&index).unwrap();
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    block_on(reg.client().put_manifest(&sig, &index, index_type)).unwrap();
+    let s = sign(&reg, &key, &r.to_string(), &[]);
+    assert_eq!(s.code, 2, "{s:?}");
+    assert!(s.stderr.contains("is not a manifest of"), "{s:?}");
+    let kept = block_on(reg.client().get_manifest(&sig)).unwrap().unwrap();
+    assert_eq!(kept.bytes, index);
+}

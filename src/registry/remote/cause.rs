@@ -230,6 +230,9 @@ fn certificate_problem(e: &reqwest::Error) -> Option<String> {
     None
 }
 
+/// How long the body of an error answer is waited for (its OCI error codes), past its headers.
+pub(crate) const ERROR_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Read a body, refusing more than `limit` bytes: `Ok(None)` when it is larger.
 pub async fn read_body_capped(
     mut resp: reqwest::Response,
@@ -253,7 +256,8 @@ pub async fn read_body_capped(
     Ok(Some(out))
 }
 
-/// The OCI error codes and messages of an error response, for the cause's Display.
+/// The OCI error codes and messages of an error response, for the cause's Display (its
+/// body waited for at most [`ERROR_BODY_WAIT`]).
 pub(crate) async fn status_cause(resp: reqwest::Response) -> Cause {
     let status = resp.status().as_u16();
     let retry_after = resp
@@ -274,7 +278,10 @@ pub(crate) async fn status_cause(resp: reqwest::Response) -> Cause {
         #[serde(default)]
         message: String,
     }
-    let codes = match read_body_capped(resp, 16 << 10).await {
+    // The body only adds the registry's words to the status: it is read for a short while,
+    // not for as long as a registry trickling bytes keeps the connection alive.
+    let body = tokio::time::timeout(ERROR_BODY_WAIT, read_body_capped(resp, 16 << 10)).await;
+    let codes = match body.unwrap_or(Ok(None)) {
         Ok(Some(body)) => serde_json::from_slice::<Envelope>(&body)
             .map(|e| {
                 e.errors
