@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::engine::{Decision, Engine};
 use crate::extract::{
-    Location, ManifestOptions, PodTemplateKind, PodTemplateKinds, Skipped, Source, Unverified,
+    IGNORE_LABEL, Location, ManifestOptions, PodTemplateKind, PodTemplateKinds, Skipped, Source,
+    Unverified,
 };
 use crate::kube::{ApiLookup, KubeApi, KubeApiError, MAX_PAGES, Resource};
 use crate::policy::NamespaceContext;
@@ -57,6 +58,7 @@ const AUDITED: [(&str, &str, &[&str]); 5] = [
         &[
             "helm.toolkit.fluxcd.io/v2",
             "helm.toolkit.fluxcd.io/v2beta2",
+            "helm.toolkit.fluxcd.io/v2beta1",
         ],
     ),
     (
@@ -88,8 +90,8 @@ pub(crate) enum AuditError {
         #[source]
         source: KubeApiError,
     },
-    /// A kind had more pages than [`MAX_PAGES`].
-    #[error("audit: {kind} has more than {MAX_PAGES} pages; not read to the end")]
+    /// A kind had more pages than [`MAX_PAGES`], or the API answered the same page again.
+    #[error("audit: {kind} did not end within {MAX_PAGES} pages; not read to the end")]
     TooManyPages {
         /// The kind.
         kind: String,
@@ -303,9 +305,11 @@ async fn list_kind(
         pods.learn_namespaces(api, &page.items, options).await?;
         let at = (resource.api_version.as_str(), page.items);
         read_page(api, at, options, pods, out, index).await;
-        next = page.next;
-        if next.is_none() {
-            return Ok(Some(objects));
+        match page.next {
+            None => return Ok(Some(objects)),
+            // The same page again would be read until the bound: refused at once.
+            Some(n) if next.as_deref() == Some(n.as_str()) => break,
+            Some(n) => next = Some(n),
         }
     }
     Err(AuditError::TooManyPages {
@@ -320,37 +324,47 @@ struct Pods {
     owners: owner::Owners,
     pulls: pull::Pulls,
     namespaces: HashMap<String, NamespaceContext>,
+    /// Namespaces whose labels were read (or could not be, where no rule needs them).
+    looked_at: BTreeSet<String>,
+    /// Namespaces labelled `ocigate.dev/ignore: "true"`: the webhook's namespaceSelector
+    /// leaves them out, so the audit does too.
+    ignored: BTreeSet<String>,
 }
 
 impl Pods {
     /// The namespaces of `items` as checks see them (with their labels when a rule needs
-    /// them), each read once.
+    /// them), each read once; those labelled [`IGNORE_LABEL`] are left out as the webhook's
+    /// namespaceSelector leaves them out. Labels that cannot be read are an error only when a
+    /// rule needs them (else the namespace counts as not ignored).
     async fn learn_namespaces(
         &mut self,
         api: &KubeApi,
         items: &[Value],
         options: &AuditOptions,
     ) -> Result<(), AuditError> {
-        if !options.by_namespace {
-            return Ok(());
-        }
         for ns in items
             .iter()
             .filter_map(|o| o["metadata"]["namespace"].as_str())
         {
-            if self.namespaces.contains_key(ns) {
+            if !self.looked_at.insert(ns.to_string()) {
                 continue;
             }
-            let mut context = NamespaceContext::named(ns);
-            if options.namespace_labels {
-                let failed = |source| AuditError::Labels {
-                    namespace: ns.to_string(),
-                    source,
-                };
-                let labels = api.namespace_labels(ns).await.map_err(failed)?;
-                context.labels = Some(labels.unwrap_or_default());
+            let labels = match api.namespace_labels(ns).await {
+                Ok(labels) => labels.unwrap_or_default(),
+                Err(source) if options.namespace_labels => {
+                    let namespace = ns.to_string();
+                    return Err(AuditError::Labels { namespace, source });
+                }
+                Err(_) => BTreeMap::new(),
+            };
+            if labels.get(IGNORE_LABEL).is_some_and(|v| v == "true") {
+                self.ignored.insert(ns.to_string());
             }
-            self.namespaces.insert(ns.to_string(), context);
+            if options.by_namespace {
+                let mut context = NamespaceContext::named(ns);
+                context.labels = options.namespace_labels.then_some(labels);
+                self.namespaces.insert(ns.to_string(), context);
+            }
         }
         Ok(())
     }
@@ -374,7 +388,11 @@ async fn read_page(
     let manifest_options = ManifestOptions {
         cross_namespace_refs: options.cross_namespace_refs,
         namespace: None,
-        excluded_namespaces: options.excluded_namespaces.clone(),
+        excluded_namespaces: options
+            .excluded_namespaces
+            .union(&pods.ignored)
+            .cloned()
+            .collect(),
         pod_templates: options.pod_templates.clone(),
     };
     let cluster = ApiLookup {

@@ -48,6 +48,7 @@ pub use custom::{
 };
 pub use documents::{DocumentSet, MAX_DOCUMENTS, parse_documents};
 pub use kluctl::extract_kluctl_file;
+pub(crate) use manifests::IGNORE_LABEL;
 pub use manifests::{
     FoundSource, Location, ManifestOptions, Manifests, Skipped, TooManyArtifacts, distinct_sources,
     manifest_sources, manifest_sources_with,

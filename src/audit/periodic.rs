@@ -119,7 +119,12 @@ impl Periodic {
                     serde_json::json!({"msg": "audit lease", "error": crate::error_chain(&e)})
                 ),
             }
-            self.stats.leader.store(leads(&leading), Ordering::Relaxed);
+            let leader = leads(&leading);
+            if !leader && self.stats.leader.load(Ordering::Relaxed) {
+                // A former leader's results are the new leader's to export: not summed twice.
+                crate::sync::lock(&self.stats.results).clear();
+            }
+            self.stats.leader.store(leader, Ordering::Relaxed);
             tokio::time::sleep(RETRY).await;
         }
     }
@@ -244,9 +249,21 @@ impl Periodic {
             let written = match self.api.fresh(&path).await.map_err(failed)? {
                 None if emptying => return Ok(()),
                 Some(current) => {
+                    if !managed(&current) {
+                        return Err(format!(
+                            "{path}: not written, a report of that name that ocigate does not \
+                             manage is there (no label {MANAGED_BY}: ocigate)"
+                        ));
+                    }
+                    // Its metadata as it is (other tools' labels, annotations, owners and
+                    // finalizers, the resourceVersion the update is conditional on).
                     let mut object = report.object.clone();
-                    object["metadata"]["resourceVersion"] =
-                        current["metadata"]["resourceVersion"].clone();
+                    object["metadata"] = current["metadata"].clone();
+                    object["metadata"]["labels"][MANAGED_BY] = "ocigate".into();
+                    // Asked again just before the write: the read above may have taken seconds.
+                    if !leads(leading) {
+                        return Err(format!("{path}: not written, this replica no longer leads"));
+                    }
                     self.api.replace(&path, &object).await
                 }
                 None => self.api.create(&collection, &report.object).await,
@@ -266,6 +283,15 @@ impl Periodic {
             "{path}: changed by another writer at each of three tries"
         ))
     }
+}
+
+/// The label on every report ocigate writes; a report of the same name without it is another
+/// tool's, never emptied or replaced.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// Whether `report` carries [`MANAGED_BY`]`: ocigate`.
+fn managed(report: &serde_json::Value) -> bool {
+    report["metadata"]["labels"][MANAGED_BY] == "ocigate"
 }
 
 /// The namespaces holding a report of ocigate's (`None`: the ClusterPolicyReport), as the
@@ -289,7 +315,7 @@ async fn existing_reports(api: &KubeApi) -> Result<BTreeSet<Option<String>>, Kub
             // The CRD is not installed: nothing was reported (writing will say so).
             return Ok(found);
         };
-        for item in &page.items {
+        for item in page.items.iter().filter(|i| managed(i)) {
             let meta = &item["metadata"];
             if meta["name"] == REPORT_NAME {
                 found.extend(meta["namespace"].as_str().map(|ns| Some(ns.to_string())));
@@ -305,7 +331,11 @@ async fn existing_reports(api: &KubeApi) -> Result<BTreeSet<Option<String>>, Kub
             None => break,
         }
     }
-    if api.fresh(&paths_in(None).0).await?.is_some() {
+    if api
+        .fresh(&paths_in(None).0)
+        .await?
+        .is_some_and(|r| managed(&r))
+    {
         found.insert(None);
     }
     Ok(found)

@@ -113,7 +113,11 @@ fn result(d: &Decision, places: &[&Place], w: &super::Workload, now: DateTime<Ut
     if places.len() > MAX_PLACES {
         fields.push(format!("and {} more", places.len() - MAX_PLACES));
     }
-    let mut properties = json!({"artifact": d.reference, "fields": fields.join(", ")});
+    let mut artifact = d.reference.clone();
+    crate::bounded::cut_in_place(&mut artifact, MAX_MESSAGE);
+    let mut fields = fields.join(", ");
+    crate::bounded::cut_in_place(&mut fields, MAX_MESSAGE);
+    let mut properties = json!({"artifact": artifact, "fields": fields});
     if let Some(digest) = &d.digest {
         properties["digest"] = digest.clone().into();
     }
@@ -148,6 +152,8 @@ fn report(namespace: Option<&str>, mut results: Vec<Value>) -> Value {
         }
     }
     results.sort_by_key(|r| r["result"] == "pass");
+    // Every result is cut to a few KiB (see `result`), so no one result can fill the budget
+    // and hide the rest: the first that no longer fits ends the report (failures come first).
     let mut bytes = 0usize;
     let kept = results
         .iter()
@@ -270,5 +276,20 @@ mod tests {
         assert!(results.iter().all(|r| r["result"] == "fail"));
         assert_eq!(object["summary"]["fail"], 1_000);
         assert_eq!(object["summary"]["pass"], 1);
+    }
+
+    /// An object naming a 1.2 MB image reference neither blanks its namespace's report (the
+    /// results after it were dropped with it) nor makes a result past the limits: the artifact
+    /// is cut like the message.
+    #[test]
+    fn one_huge_result_does_not_hide_the_others() {
+        let mut huge = finding(Verdict::Deny, Some(Failure::Invalid), "ns", "huge");
+        huge.decision.reference = "x ".repeat(600_000);
+        let normal = finding(Verdict::Deny, Some(Failure::Unsigned), "ns", "normal");
+        let reports = reports(&[huge, normal], Utc::now(), []);
+        let results = reports[0].object["results"].as_array().unwrap().clone();
+        assert_eq!(results.len(), 2, "{results:?}");
+        assert!(results.iter().all(|r| r.to_string().len() < 8_000));
+        assert_eq!(reports[0].object["summary"]["fail"], 2);
     }
 }

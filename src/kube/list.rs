@@ -10,19 +10,21 @@ use serde_json::Value;
 use super::{KubeApi, KubeApiError};
 
 /// Objects asked for per page.
-pub(crate) const PAGE_OBJECTS: usize = 500;
+pub(crate) const PAGE_OBJECTS: usize = 100;
 
-/// The most bytes one page may hold (500 Pods of about 64 KiB each).
-pub(crate) const MAX_PAGE_BYTES: usize = 32 << 20;
+/// The most bytes one page may hold (100 Pods of about 40 KiB each). A page is parsed into
+/// JSON values, about ten times its size for Pods with sidecars (an 11 MiB page of 500 such
+/// Pods took 147 MiB), in a webhook replica whose memory limit is 256 MiB: pages stay small.
+pub(crate) const MAX_PAGE_BYTES: usize = 4 << 20;
 
-/// The most pages read of one kind (5 million objects): a server that keeps answering
+/// The most pages read of one kind (a million objects): a server that keeps answering
 /// `continue` cannot hold the audit forever.
 pub(crate) const MAX_PAGES: usize = 10_000;
 
-/// The page sizes asked for, largest first: a page over [`MAX_PAGE_BYTES`] (objects of 64 KiB
+/// The page sizes asked for, largest first: a page over [`MAX_PAGE_BYTES`] (objects of 40 KiB
 /// and more, such as HelmReleases with large inline values) is asked again smaller, from the
-/// same place; five objects always fit (etcd stores an object of at most 1.5 MiB).
-const PAGE_SIZES: [usize; 3] = [PAGE_OBJECTS, 50, 5];
+/// same place; two objects always fit (etcd stores an object of at most 1.5 MiB).
+const PAGE_SIZES: [usize; 3] = [PAGE_OBJECTS, 20, 2];
 
 /// How long one page may take (a page of 500 Pods from a busy API server takes seconds).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -145,7 +147,9 @@ impl KubeApi {
             let resp = self.send(req, &url).await?;
             match resp.status().as_u16() {
                 200 => {}
-                404 => return Ok(None),
+                // Not served from the first page on; gone in the middle of a list, the list
+                // read so far is not the list (a version removed while it was read).
+                404 if from.is_none() => return Ok(None),
                 status => return Err(KubeApiError::Status { url, status }),
             }
             match crate::registry::read_body_capped(resp, MAX_PAGE_BYTES).await {
@@ -178,6 +182,10 @@ fn page_of(resource: &Resource, body: &[u8]) -> Option<Page> {
         .into_iter()
         .filter_map(|mut item| {
             let map = item.as_object_mut()?;
+            // The server's field bookkeeping, often larger than the object: nothing reads it.
+            if let Some(metadata) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata.remove("managedFields");
+            }
             map.insert("apiVersion".into(), resource.api_version.clone().into());
             map.insert("kind".into(), resource.kind.clone().into());
             Some(item)
@@ -230,5 +238,60 @@ mod tests {
         assert!(page_of(&pods(), last).unwrap().next.is_none());
         assert!(page_of(&pods(), b"{}").is_none());
         assert!(page_of(&pods(), b"[1]").is_none());
+    }
+
+    #[test]
+    fn managed_fields_are_dropped_from_each_object() {
+        let body = br#"{"items":[{"metadata":{"name":"a","managedFields":[{"manager":"m"}]}}]}"#;
+        let page = page_of(&pods(), body).unwrap();
+        assert_eq!(page.items[0]["metadata"], serde_json::json!({"name": "a"}));
+    }
+
+    /// An API server (a thread on loopback) that answers 404 to everything.
+    fn nothing_served() -> u16 {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(4) {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = r#"{"kind":"Status"}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        port
+    }
+
+    /// A 404 for the first page says the kind is not served; for a later page (a version
+    /// removed while it was listed), the pages read so far are not the list: an error, never
+    /// the end of it (the reports of namespaces not reached were emptied).
+    #[test]
+    fn a_404_after_the_first_page_is_an_error_not_the_end() {
+        let port = nothing_served();
+        let api = KubeApi::new(
+            format!("http://127.0.0.1:{port}"),
+            None,
+            super::super::Token::None,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(api.list_page(&pods(), None)).unwrap().is_none());
+        let later = rt.block_on(api.list_page(&pods(), Some("token")));
+        assert!(matches!(
+            later,
+            Err(KubeApiError::Status { status: 404, .. })
+        ));
     }
 }

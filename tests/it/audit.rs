@@ -122,7 +122,13 @@ fn audit_reports_what_runs_per_namespace_and_workload() {
     let nosig = image("apps/nosig:v1").to_string();
     let rs = owned("apps/v1", "ReplicaSet/web-5d9");
     let job = owned("batch/v1", "Job/backup-28001");
+    // A namespace labelled ocigate.dev/ignore, which the webhook's namespaceSelector leaves
+    // out: its unsigned Pod is skipped, not a denial (the audit never read the label before).
+    let sandbox = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sandbox\n  \
+                   labels: {ocigate.dev/ignore: \"true\"}\n";
     let objects = [
+        sandbox.to_string(),
+        pod("sandbox", "play", &nosig, ""),
         replica_set("team-a", "web-5d9", "web", &web),
         pod("team-a", "web-5d9-aaaaa", &web, &rs),
         pod("team-a", "web-5d9-bbbbb", &web, &rs),
@@ -152,7 +158,7 @@ fn audit_reports_what_runs_per_namespace_and_workload() {
     );
     assert_eq!(s["failures"]["unsigned"], 1, "{report:#}");
     assert_eq!(s["failures"]["registry"], 1, "{report:#}");
-    assert_eq!(s["skipped"], 1, "kube-system is excluded: {report:#}");
+    assert_eq!(s["skipped"], 2, "kube-system and sandbox: {report:#}");
     let w = workload(&report, "team-a", "Deployment", "web");
     assert_eq!(w["verdict"], "allow");
     let places = w["artifacts"][0]["places"].as_array().unwrap();
@@ -175,7 +181,7 @@ fn audit_reports_what_runs_per_namespace_and_workload() {
     assert!(
         listed
             .iter()
-            .any(|l| l["kind"] == "Pod" && l["objects"] == 6),
+            .any(|l| l["kind"] == "Pod" && l["objects"] == 7),
         "{report:#}"
     );
     assert!(
@@ -198,6 +204,7 @@ fn audit_reports_what_runs_per_namespace_and_workload() {
         "  DENY Pod adhoc",
         "runs in Pod web-5d9-aaaaa spec.containers[0].image, Pod web-5d9-bbbbb",
         "SKIP Pod kube-system/sys",
+        "SKIP Pod sandbox/play",
         "audit: 4 artifacts in 4 workloads of 2 namespaces: 2 allowed, 2 denied",
     ] {
         assert!(
@@ -303,7 +310,14 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
     assert_eq!(run.code, 0, "{run:?}");
     let run = kube.apply(d, "lease-crd.yaml", LEASE_CRD, &[]);
     assert_eq!(run.code, 0, "{run:?}");
-    for ns in ["team-a", "team-b", "team-c", "team-gone", "ocigate-system"] {
+    for ns in [
+        "team-a",
+        "team-b",
+        "team-c",
+        "team-gone",
+        "team-other",
+        "ocigate-system",
+    ] {
         kube.namespace(d, ns);
     }
     let pods = [
@@ -315,8 +329,14 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
     assert_eq!(run.code, 0, "{run:?}");
     // A report written before any replica ran (an earlier deployment), in a namespace whose
     // workloads are gone: the first leader reads it from the cluster and empties it.
-    let stale = "apiVersion: wgpolicyk8s.io/v1alpha2\nkind: PolicyReport\nmetadata: {name: ocigate, namespace: team-gone}\nsummary: {pass: 0, fail: 1, warn: 0, error: 0, skip: 0}\nresults:\n- {policy: earlier, result: fail, source: ocigate, message: gone}\n";
+    let stale = "apiVersion: wgpolicyk8s.io/v1alpha2\nkind: PolicyReport\nmetadata: {name: ocigate, namespace: team-gone, labels: {app.kubernetes.io/managed-by: ocigate}}\nsummary: {pass: 0, fail: 1, warn: 0, error: 0, skip: 0}\nresults:\n- {policy: earlier, result: fail, source: ocigate, message: gone}\n";
     let run = kube.apply(d, "stale.yaml", stale, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // Another tool's report of the same name (without ocigate's label): never emptied.
+    let foreign = stale
+        .replace("team-gone", "team-other")
+        .replace(", labels: {app.kubernetes.io/managed-by: ocigate}", "");
+    let run = kube.apply(d, "foreign.yaml", &foreign, &[]);
     assert_eq!(run.code, 0, "{run:?}");
 
     let tls = make_tls(d);
@@ -358,6 +378,8 @@ fn serve_audits_in_the_background_and_one_replica_writes_policy_reports() {
         Some(0),
         "{gone:#}"
     );
+    let other = report("team-other").expect("the other tool's report");
+    assert_eq!(other["summary"]["fail"], 1, "emptied: {other:#}");
 
     // Exactly one replica leads; it is the Lease's holder and counts the results.
     let leading: Vec<bool> = replicas
