@@ -66,6 +66,40 @@ pub struct BundleEvidence {
     pub github_workflow: GitHubWorkflow,
 }
 
+/// Most JSON values a bundle may hold. A Sigstore bundle, even one carrying a large SBOM (its
+/// statement is one base64 string), has a few hundred; a 32 MiB document of small values would
+/// take about a gigabyte as the tree it is read into, before any signature is checked.
+pub const MAX_BUNDLE_VALUES: usize = 100_000;
+
+/// Whether `json` holds at most `max` values, counted from its text without building anything
+/// (each `[`, `{` and `,` outside strings starts one, roughly; invalid JSON is left to the
+/// parser).
+fn within_values(json: &[u8], max: usize) -> bool {
+    let (mut count, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => {
+                count += 1;
+                if count > max {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Why a bundle did not verify: Display says which check failed, the library's error stays in
 /// `source()`; [`BundleError::is_tlog_failure`] tells a log problem from a signer problem.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +108,13 @@ pub enum BundleError {
     /// Not JSON.
     #[error("bundle is not valid JSON")]
     Json(#[source] serde_json::Error),
+    /// More JSON values than a bundle has ([`MAX_BUNDLE_VALUES`]): refused before it is built
+    /// into a tree, whose size is many times the text's for many small values.
+    #[error("bundle has more than {max} JSON values; a Sigstore bundle has a few hundred")]
+    TooManyValues {
+        /// [`MAX_BUNDLE_VALUES`].
+        max: usize,
+    },
     /// JSON, but not a Sigstore bundle sigstore-types reads.
     #[error("bundle is not a Sigstore bundle this verifier reads")]
     Parse(#[source] sigstore_types::Error),
@@ -198,6 +239,11 @@ impl ParsedBundle {
     }
 
     fn parse_with(json: &str, drop_root: bool) -> Result<Self, BundleError> {
+        if !within_values(json.as_bytes(), MAX_BUNDLE_VALUES) {
+            return Err(BundleError::TooManyValues {
+                max: MAX_BUNDLE_VALUES,
+            });
+        }
         let mut value: serde_json::Value = serde_json::from_str(json).map_err(BundleError::Json)?;
         normalise_base64(&mut value, None);
         if drop_root {
@@ -806,5 +852,17 @@ mod tests {
             .unwrap_err();
             assert!(matches!(e, BundleError::Verify { .. }), "{e}");
         }
+    }
+
+    /// A bundle of many small values is refused from its text, before it is built into a tree
+    /// (a 32 MiB one took about 1 GB); a bundle's strings, however long, are one value each.
+    #[test]
+    fn a_bundle_of_many_small_values_is_refused_unbuilt() {
+        let many = format!("{{\"x\":[{}0]}}", "0,".repeat(MAX_BUNDLE_VALUES));
+        let e = ParsedBundle::parse_attestation(&many).unwrap_err();
+        assert!(matches!(e, BundleError::TooManyValues { .. }), "{e}");
+        let long_string = format!("{{\"x\":\"{}\\\",[{{\"}}", ",[{".repeat(MAX_BUNDLE_VALUES));
+        assert!(within_values(long_string.as_bytes(), 10));
+        assert!(!within_values(b"[1,2,3]", 2));
     }
 }

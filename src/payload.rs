@@ -125,8 +125,12 @@ impl SimpleSigning {
         if bytes.len() > MAX_PAYLOAD_BYTES {
             return Err(PayloadError::TooLarge { size: bytes.len() });
         }
-        check_unambiguous_keys(bytes, &["optional"])
-            .map_err(|detail| PayloadError::Ambiguous { detail })?;
+        check_unambiguous_keys(bytes, &["optional"]).map_err(|refused| match refused {
+            KeysRefused::Ambiguous(detail) => PayloadError::Ambiguous { detail },
+            KeysRefused::NotJson(e) => PayloadError::Malformed {
+                detail: e.to_string(),
+            },
+        })?;
         let p: SimpleSigning =
             serde_json::from_slice(bytes).map_err(|e| PayloadError::Malformed {
                 detail: e.to_string(),
@@ -170,18 +174,33 @@ fn go_fold(key: &str) -> String {
 /// keeps one, another parser the other), or — outside the `free_form` members of the top-level
 /// object, which Go reads as maps — two keys equal but for case: Go's encoding/json, which
 /// cosign uses, matches struct fields case-insensitively, so `critical` and `Critical` would be
-/// one field there and two here. Not valid JSON is left to the caller's parser to report.
-pub fn check_unambiguous_keys(bytes: &[u8], free_form: &[&str]) -> Result<(), String> {
+/// one field there and two here. JSON this walk cannot read is refused too, as not JSON (a
+/// string that is not UTF-8, a lone surrogate, a number out of range, nesting past
+/// serde_json's limit): the typed parsers that read the same bytes next skip unknown members
+/// without checking any of that, so such a member ahead of an ambiguous key would otherwise
+/// hide it from this check.
+pub fn check_unambiguous_keys(bytes: &[u8], free_form: &[&str]) -> Result<(), KeysRefused> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let walk = Walk {
         free_form,
         top: true,
         exact: false,
     };
-    match serde::de::DeserializeSeed::deserialize(walk, &mut de) {
-        Err(e) if e.is_data() => Err(e.to_string()),
-        _ => Ok(()),
+    match serde::de::DeserializeSeed::deserialize(walk, &mut de).and_then(|()| de.end()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_data() => Err(KeysRefused::Ambiguous(e.to_string())),
+        Err(e) => Err(KeysRefused::NotJson(e)),
     }
+}
+
+/// Why [`check_unambiguous_keys`] refused a document.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KeysRefused {
+    /// A key repeated, or two equal but for case where they bind a field: what and where.
+    Ambiguous(String),
+    /// Not JSON that can be read whole (see [`check_unambiguous_keys`]).
+    NotJson(serde_json::Error),
 }
 
 #[derive(Clone, Copy)]

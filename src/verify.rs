@@ -573,12 +573,18 @@ fn sha256_bytes(digest: &Digest) -> Result<[u8; 32], StatementError> {
     Ok(bytes)
 }
 
-/// The in-toto statement inside a bundle's DSSE envelope (read after the envelope verified).
+/// The in-toto statement inside a bundle's DSSE envelope (read after the envelope verified):
+/// the envelope's payload type in-toto's, the statement read as attestations are (an object of
+/// `_type` v0.1 or v1, subjects objects, no ambiguous key: a subject's digest twice could bind
+/// to another image for cosign), then its subjects' annotations.
 fn dsse_statement(parsed: &ParsedBundle) -> Result<Statement, StatementError> {
     let bytes = parsed.dsse_payload().ok_or(StatementError::NoEnvelope)?;
-    // A repeated key (a subject's digest twice) could bind to another image for cosign.
-    crate::payload::check_unambiguous_keys(bytes, &["predicate"])
-        .map_err(StatementError::Ambiguous)?;
+    let payload_type = parsed.dsse_payload_type().unwrap_or_default();
+    if payload_type != crate::candidate::IN_TOTO_MEDIA_TYPE {
+        let found = crate::bounded::cut(payload_type, 256).into_owned();
+        return Err(StatementError::PayloadType { found });
+    }
+    statement::Statement::parse(bytes)?.check_type()?;
     serde_json::from_slice(bytes).map_err(StatementError::NotStatement)
 }
 
@@ -884,5 +890,80 @@ mod tests {
             repository_of("index.docker.io/a/b@sha256:00"),
             "docker.io/a/b"
         );
+    }
+
+    /// An attached bundle signs with what cosign and sigstore-go accept only: an in-toto payload
+    /// type, an object of `_type` v0.1 or v1, no ambiguity hidden behind an unreadable member.
+    /// Each of these was accepted before (only the predicate type and the subject were read).
+    #[test]
+    fn attached_bundles_are_in_toto_statements() {
+        const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+        let (key, d, expect) = setup();
+        let hex = d.hex();
+        let subject = format!(r#""subject":[{{"digest":{{"sha256":"{hex}"}}}}]"#);
+        let sign_type = format!(r#""predicateType":"{COSIGN_SIGN_PREDICATE}""#);
+        let v1 = r#""_type":"https://in-toto.io/Statement/v1""#;
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let other = format!(
+            r#""Subject":[{{"digest":{{"sha256":"{}"}}}}]"#,
+            "0".repeat(64)
+        );
+        let in_toto = crate::candidate::IN_TOTO_MEDIA_TYPE;
+        let cases = [
+            (
+                "text/plain",
+                format!("{{{v1},{subject},{sign_type}}}"),
+                false,
+            ),
+            (
+                in_toto,
+                format!(r#"[[{{"digest":{{"sha256":"{hex}"}}}}],"{COSIGN_SIGN_PREDICATE}"]"#),
+                false,
+            ),
+            (
+                in_toto,
+                format!(r#"{{"_type":"https://example.com/x",{subject},{sign_type}}}"#),
+                false,
+            ),
+            (
+                in_toto,
+                format!(r#"{{"x":{deep},{v1},{subject},{other},{sign_type}}}"#),
+                false,
+            ),
+            (in_toto, format!("{{{v1},{subject},{sign_type}}}"), true),
+        ];
+        let root = TrustRoot::embedded_shared().unwrap();
+        for (payload_type, payload, good) in cases {
+            let mut message = format!(
+                "DSSEv1 {} {payload_type} {} ",
+                payload_type.len(),
+                payload.len()
+            )
+            .into_bytes();
+            message.extend_from_slice(payload.as_bytes());
+            let sig = key.sign(&message).unwrap();
+            let hint =
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().der());
+            let json = serde_json::json!({
+                "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                "verificationMaterial": {"publicKey": {"hint": B64.encode(hint.as_ref())}},
+                "dsseEnvelope": {"payload": B64.encode(&payload), "payloadType": payload_type,
+                    "signatures": [{"sig": B64.encode(sig)}]},
+            })
+            .to_string();
+            let c = BundleCandidate {
+                location: "referrer".into(),
+                json,
+            };
+            let p = PreparedBundle::new(&c);
+            let authority = BundleAuthority::KeyWithoutTlog(key.public_key());
+            let r = verify_attached_bundle(&p, "a", authority, root, &expect);
+            assert_eq!(
+                r.is_ok(),
+                good,
+                "{payload_type} {payload}: {:?}",
+                r.err().map(|e| e.reason())
+            );
+        }
     }
 }

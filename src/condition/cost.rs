@@ -382,7 +382,7 @@ impl<'f> Walker<'f> {
         self.scope.truncate(pushed);
         let final_accu = if growing {
             Size {
-                len: accu.len,
+                len: accu.len.max(step.len),
                 chars: accu.chars.max(step.chars),
                 weight: init.weight.saturating_add(n.saturating_mul(step.weight)),
             }

@@ -367,7 +367,10 @@ fn parse_envelope<'c>(
     annotations: &'c BTreeMap<String, String>,
 ) -> Result<Envelope<'c>, StatementError> {
     // `payload` twice, or `Payload` beside it (one field to Go's decoder), is refused.
-    crate::payload::check_unambiguous_keys(bytes, &[]).map_err(StatementError::Ambiguous)?;
+    crate::payload::check_unambiguous_keys(bytes, &[]).map_err(|refused| match refused {
+        crate::payload::KeysRefused::NotJson(e) => StatementError::Envelope(e),
+        other => StatementError::of_keys(other),
+    })?;
     let raw: RawEnvelope<'c> = serde_json::from_slice(bytes).map_err(StatementError::Envelope)?;
     match raw.signatures.len() {
         0 => return Err(StatementError::NoSignature),

@@ -227,6 +227,17 @@ pub enum StatementError {
     },
 }
 
+impl StatementError {
+    /// The refusal of [`crate::payload::check_unambiguous_keys`] as a statement error: an
+    /// ambiguous key, or not a statement (not JSON that reads whole).
+    pub(crate) fn of_keys(refused: crate::payload::KeysRefused) -> Self {
+        match refused {
+            crate::payload::KeysRefused::NotJson(e) => StatementError::NotStatement(e),
+            crate::payload::KeysRefused::Ambiguous(detail) => StatementError::Ambiguous(detail),
+        }
+    }
+}
+
 impl Rejection {
     /// A rejection of the signature at `location`.
     pub fn new(location: impl Into<String>, kind: RejectionKind) -> Self {
