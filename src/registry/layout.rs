@@ -2,7 +2,6 @@
 //! <https://github.com/opencontainers/image-spec/blob/main/image-layout.md>): manifests, blobs
 //! and tags on disk. Must not: speak HTTP or interpret signatures.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{Op, RegistryError, RegistryErrorKind as Kind, Store};
@@ -196,6 +195,9 @@ pub(super) fn put_manifest(
     Ok(digest)
 }
 
+/// Point `tag` at `digest` in `index.json`: the entry that had the tag is dropped and the
+/// new one appended; every other entry, and every field ocigate does not model (a `platform`,
+/// `urls`, the index's own annotations), is written back as it was read.
 fn set_tag(
     path: &Path,
     tag: &str,
@@ -203,17 +205,31 @@ fn set_tag(
     size: u64,
     media_type: &str,
 ) -> Result<(), Kind> {
-    let mut index = index(path)?;
-    index
-        .manifests
-        .retain(|m| tag_of(m).is_none_or(|n| n != tag));
-    index.manifests.push(Descriptor {
-        media_type: media_type.to_string(),
-        digest: digest.to_string(),
-        size,
-        annotations: Some(BTreeMap::from([(REF_NAME.to_string(), tag.to_string())])),
-        artifact_type: None,
+    index(path)?;
+    let bytes = std::fs::read(path.join("index.json")).map_err(io("read index.json"))?;
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|source| Kind::LayoutIndex { source })?;
+    let entry = serde_json::json!({
+        "mediaType": media_type,
+        "digest": digest.to_string(),
+        "size": size,
+        "annotations": {REF_NAME: tag},
     });
+    let Some(object) = index.as_object_mut() else {
+        use serde::de::Error as _;
+        let source = serde_json::Error::custom("index.json is not a JSON object");
+        return Err(Kind::LayoutIndex { source });
+    };
+    let manifests = object
+        .entry("manifests")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    match manifests.as_array_mut() {
+        Some(manifests) => {
+            manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
+            manifests.push(entry);
+        }
+        None => *manifests = serde_json::Value::Array(vec![entry]),
+    }
     let bytes = serde_json::to_vec_pretty(&index)
         .map_err(|e| io("encode index.json")(std::io::Error::other(e)))?;
     write_atomic(&path.join("index.json"), &bytes).map_err(io("write index.json"))
@@ -270,5 +286,35 @@ mod tests {
         std::fs::write(blob_path(&p, &d), b"{}").unwrap();
         let e = rt.block_on(reg.get_manifest(&r)).unwrap_err();
         assert!(matches!(*e.kind, Kind::DigestMismatch), "{e}");
+    }
+
+    /// Tagging writes back what it does not model: an entry's `platform` and `urls`, the
+    /// index's own annotations (they were dropped, the index re-encoded from ocigate's types).
+    #[test]
+    fn tagging_keeps_what_the_index_says_besides() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lay");
+        init_layout(&p).unwrap();
+        let d = Digest::sha256_of(b"x");
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "annotations": {"org.example/owner": "team"},
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": 1,
+                 "platform": {"architecture": "arm64", "os": "linux"},
+                 "urls": ["https://example.com/x"],
+                 "annotations": {REF_NAME: "arm"}},
+                {"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": 1,
+                 "annotations": {REF_NAME: "v1"}}
+            ]
+        });
+        std::fs::write(p.join("index.json"), index.to_string()).unwrap();
+        set_tag(&p, "v1", &d, 1, OCI_MANIFEST).unwrap();
+        let bytes = std::fs::read(p.join("index.json")).unwrap();
+        let after: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(after["annotations"], index["annotations"]);
+        assert_eq!(after["manifests"][0], index["manifests"][0]);
+        assert_eq!(after["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(after["manifests"][1]["annotations"][REF_NAME], "v1");
     }
 }
