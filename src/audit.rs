@@ -207,7 +207,7 @@ pub(crate) async fn inventory(
                 kind: kind.into(),
                 plural: plural.into(),
             };
-            let read = list_kind(api, &resource, options, &mut pods, &mut out, &mut index);
+            let read = list_kind_anew(api, &resource, options, &mut pods, &mut out, &mut index);
             if let Some(n) = read.await? {
                 listed.api_version = Some((*version).into());
                 listed.objects = n;
@@ -223,7 +223,7 @@ pub(crate) async fn inventory(
             objects: 0,
         };
         if let Some(resource) = custom_resource(api, kind).await? {
-            let read = list_kind(api, &resource, options, &mut pods, &mut out, &mut index);
+            let read = list_kind_anew(api, &resource, options, &mut pods, &mut out, &mut index);
             if let Some(n) = read.await? {
                 listed.api_version = Some(resource.api_version);
                 listed.objects = n;
@@ -271,6 +271,67 @@ fn plural_of(list: &Value, kind: &str) -> Option<String> {
         .filter_map(|r| r["name"].as_str())
         .find(|name| !name.contains('/'))
         .map(str::to_string)
+}
+
+/// Times a kind's list is started again after its continue token expired.
+const MAX_LIST_RESTARTS: usize = 2;
+
+/// [`list_kind`], started again from its first page (what it had merged into `out` taken
+/// back) when the API says its continue token expired (HTTP 410, as client-go's pager does:
+/// etcd compacted the revision the list was reading), at most [`MAX_LIST_RESTARTS`] times.
+async fn list_kind_anew(
+    api: &KubeApi,
+    resource: &Resource,
+    options: &AuditOptions,
+    pods: &mut Pods,
+    out: &mut Inventory,
+    index: &mut HashMap<(String, String, String), usize>,
+) -> Result<Option<usize>, AuditError> {
+    let mut restarts = 0;
+    loop {
+        let mark = out.mark();
+        match list_kind(api, resource, options, pods, out, index).await {
+            Err(AuditError::List {
+                source: KubeApiError::Status { status: 410, .. },
+                ..
+            }) if restarts < MAX_LIST_RESTARTS => {
+                out.roll_back(mark, index);
+                restarts += 1;
+            }
+            read => return read,
+        }
+    }
+}
+
+/// How far an [`Inventory`] had grown: what [`Inventory::roll_back`] returns it to.
+struct Mark {
+    sources: usize,
+    places: Vec<usize>,
+    unverified: usize,
+    skipped: usize,
+}
+
+impl Inventory {
+    fn mark(&self) -> Mark {
+        Mark {
+            sources: self.sources.len(),
+            places: self.sources.iter().map(|s| s.places.len()).collect(),
+            unverified: self.unverified.len(),
+            skipped: self.skipped.len(),
+        }
+    }
+
+    /// Back to `mark`: the sources, places and notes added since taken out of `self` and of
+    /// `index`.
+    fn roll_back(&mut self, mark: Mark, index: &mut HashMap<(String, String, String), usize>) {
+        self.sources.truncate(mark.sources);
+        for (source, places) in self.sources.iter_mut().zip(mark.places) {
+            source.places.truncate(places);
+        }
+        self.unverified.truncate(mark.unverified);
+        self.skipped.truncate(mark.skipped);
+        index.retain(|_, i| *i < mark.sources);
+    }
 }
 
 /// Every page of `resource`, each read as manifests and merged into `out`; `None` when the
@@ -502,4 +563,84 @@ fn object_of(l: &Location) -> String {
         l.kind.as_deref().unwrap_or("?"),
         l.name.as_deref().unwrap_or("?")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead as _, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An API server (a thread on loopback) serving two pages of Pods whose second page
+    /// answers 410 Gone the first time it is asked; everything else is not served.
+    fn expiring_pages() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let second_asked = Arc::new(AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(64) {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let pod = |name: &str| {
+                    format!(
+                        r#"{{"metadata":{{"name":"{name}","namespace":"a"}},"spec":{{"containers":[{{"name":"c","image":"reg.example/{name}:1"}}]}}}}"#
+                    )
+                };
+                let (status, body) = if !request.starts_with("GET /api/v1/pods?") {
+                    ("404 Not Found", r#"{"kind":"Status"}"#.to_string())
+                } else if !request.contains("continue=") {
+                    let items = pod("one");
+                    (
+                        "200 OK",
+                        format!(r#"{{"metadata":{{"continue":"tok"}},"items":[{items}]}}"#),
+                    )
+                } else if second_asked.fetch_add(1, Ordering::SeqCst) == 0 {
+                    (
+                        "410 Gone",
+                        r#"{"kind":"Status","reason":"Expired"}"#.to_string(),
+                    )
+                } else {
+                    (
+                        "200 OK",
+                        format!(r#"{{"metadata":{{}},"items":[{}]}}"#, pod("two")),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        port
+    }
+
+    /// A continue token that expired (410) starts the kind's list again, and what its first
+    /// pages had added is taken back first: each Pod is found once. Before, the run failed.
+    #[test]
+    fn an_expired_continue_token_starts_the_list_again() {
+        let port = expiring_pages();
+        let api = KubeApi::new(
+            format!("http://127.0.0.1:{port}"),
+            None,
+            crate::kube::Token::None,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let inventory = rt
+            .block_on(inventory(&api, &AuditOptions::default()))
+            .unwrap();
+        assert_eq!(inventory.sources.len(), 2, "{:?}", inventory.sources);
+        assert!(inventory.sources.iter().all(|s| s.places.len() == 1));
+        assert_eq!(inventory.listed[0].objects, 2);
+    }
 }
