@@ -568,70 +568,45 @@ fn object_of(l: &Location) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead as _, Write as _};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// An API server (a thread on loopback) serving two pages of Pods whose second page
-    /// answers 410 Gone the first time it is asked; everything else is not served.
-    fn expiring_pages() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let second_asked = Arc::new(AtomicUsize::new(0));
-        std::thread::spawn(move || {
-            for stream in listener.incoming().take(64) {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                let _ = reader.read_line(&mut request);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let pod = |name: &str| {
-                    format!(
-                        r#"{{"metadata":{{"name":"{name}","namespace":"a"}},"spec":{{"containers":[{{"name":"c","image":"reg.example/{name}:1"}}]}}}}"#
-                    )
-                };
-                let (status, body) = if !request.starts_with("GET /api/v1/pods?") {
-                    ("404 Not Found", r#"{"kind":"Status"}"#.to_string())
-                } else if !request.contains("continue=") {
-                    let items = pod("one");
-                    (
-                        "200 OK",
-                        format!(r#"{{"metadata":{{"continue":"tok"}},"items":[{items}]}}"#),
-                    )
-                } else if second_asked.fetch_add(1, Ordering::SeqCst) == 0 {
-                    (
-                        "410 Gone",
-                        r#"{"kind":"Status","reason":"Expired"}"#.to_string(),
-                    )
-                } else {
-                    (
-                        "200 OK",
-                        format!(r#"{{"metadata":{{}},"items":[{}]}}"#, pod("two")),
-                    )
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+    /// An API server serving two pages of Pods whose second page answers 410 Gone the first
+    /// time it is asked; everything else is not served.
+    fn expiring_pages() -> Result<KubeApi, Box<dyn std::error::Error>> {
+        let second_asked = AtomicUsize::new(0);
+        let pod = |name: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"{name}","namespace":"a"}},"spec":{{"containers":[{{"name":"c","image":"reg.example/{name}:1"}}]}}}}"#
+            )
+        };
+        crate::kube::fake::api(64, move |request| {
+            if !request.starts_with("GET /api/v1/pods?") {
+                ("404 Not Found", r#"{"kind":"Status"}"#.to_string())
+            } else if !request.contains("continue=") {
+                let items = pod("one");
+                (
+                    "200 OK",
+                    format!(r#"{{"metadata":{{"continue":"tok"}},"items":[{items}]}}"#),
+                )
+            } else if second_asked.fetch_add(1, Ordering::SeqCst) == 0 {
+                (
+                    "410 Gone",
+                    r#"{"kind":"Status","reason":"Expired"}"#.to_string(),
+                )
+            } else {
+                (
+                    "200 OK",
+                    format!(r#"{{"metadata":{{}},"items":[{}]}}"#, pod("two")),
+                )
             }
-        });
-        port
+        })
     }
 
     /// A continue token that expired (410) starts the kind's list again, and what its first
     /// pages had added is taken back first: each Pod is found once. Before, the run failed.
     #[test]
     fn an_expired_continue_token_starts_the_list_again() {
-        let port = expiring_pages();
-        let api = KubeApi::new(
-            format!("http://127.0.0.1:{port}"),
-            None,
-            crate::kube::Token::None,
-        )
-        .unwrap();
+        let api = expiring_pages().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -71,35 +71,6 @@ pub struct BundleEvidence {
 /// take about a gigabyte as the tree it is read into, before any signature is checked.
 pub const MAX_BUNDLE_VALUES: usize = 100_000;
 
-/// Whether `json` holds at most `max` values, counted from its text without building anything
-/// (each `[`, `{` and `,` outside strings starts one, roughly; invalid JSON is left to the
-/// parser).
-fn within_values(json: &[u8], max: usize) -> bool {
-    let (mut count, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' | b',' => {
-                count += 1;
-                if count > max {
-                    return false;
-                }
-            }
-            _ => {}
-        }
-    }
-    true
-}
-
 /// Why a bundle did not verify: Display says which check failed, the library's error stays in
 /// `source()`; [`BundleError::is_tlog_failure`] tells a log problem from a signer problem.
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +210,7 @@ impl ParsedBundle {
     }
 
     fn parse_with(json: &str, drop_root: bool) -> Result<Self, BundleError> {
-        if !within_values(json.as_bytes(), MAX_BUNDLE_VALUES) {
+        if crate::bounded::json_values(json.as_bytes()) > MAX_BUNDLE_VALUES {
             return Err(BundleError::TooManyValues {
                 max: MAX_BUNDLE_VALUES,
             });
@@ -862,7 +833,7 @@ mod tests {
         let e = ParsedBundle::parse_attestation(&many).unwrap_err();
         assert!(matches!(e, BundleError::TooManyValues { .. }), "{e}");
         let long_string = format!("{{\"x\":\"{}\\\",[{{\"}}", ",[{".repeat(MAX_BUNDLE_VALUES));
-        assert!(within_values(long_string.as_bytes(), 10));
-        assert!(!within_values(b"[1,2,3]", 2));
+        assert!(crate::bounded::json_values(long_string.as_bytes()) <= 10);
+        assert!(crate::bounded::json_values(b"[1,2,3]") > 2);
     }
 }

@@ -20,6 +20,8 @@ use crate::extract::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::extract::{Lookup, LookupError, ObjectRef, SOURCE_API_VERSION};
 
 mod config;
+#[cfg(test)]
+pub(crate) mod fake;
 mod list;
 mod pull;
 mod write;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::lease::{Elector, RETRY};
-use super::report::{REPORT_NAME, Report, paths_in, reports};
+use super::report::{MANAGED_BY, REPORT_NAME, Report, paths_in, reports};
 use super::{AuditOptions, Finding, by_workload, check, inventory};
 use crate::engine::Engine;
 use crate::kube::{KubeApi, KubeApiError, MAX_PAGES, Resource, Written};
@@ -284,10 +284,6 @@ impl Periodic {
         ))
     }
 }
-
-/// The label on every report ocigate writes; a report of the same name without it is another
-/// tool's, never emptied or replaced.
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// Whether `report` carries [`MANAGED_BY`]`: ocigate`.
 fn managed(report: &serde_json::Value) -> bool {

@@ -25,6 +25,10 @@ pub(crate) const MAX_RESULTS: usize = 1_000;
 pub(crate) const MAX_RESULTS_BYTES: usize = 1 << 20;
 
 /// The most bytes of a result's message (its reasons, joined).
+/// The label on every report ocigate writes; a report of the same name without it is another
+/// tool's, never emptied or replaced.
+pub(crate) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
 const MAX_MESSAGE: usize = 1_024;
 
 /// The most places named in a result's `fields` property.
@@ -166,7 +170,7 @@ fn report(namespace: Option<&str>, mut results: Vec<Value>) -> Value {
     results.truncate(kept);
     let mut metadata = json!({
         "name": REPORT_NAME,
-        "labels": {"app.kubernetes.io/managed-by": "ocigate"},
+        "labels": {MANAGED_BY: "ocigate"},
     });
     let kind = match namespace {
         Some(ns) => {
@@ -223,6 +227,10 @@ mod tests {
         let b = &reports[1].object;
         assert_eq!(b["kind"], "PolicyReport");
         assert_eq!(b["metadata"]["namespace"], "b");
+        assert_eq!(
+            b["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "ocigate"
+        );
         assert_eq!(b["summary"]["fail"], 1);
         assert_eq!(
             b["summary"]["error"], 1,

@@ -26,7 +26,7 @@ pub(crate) const MAX_PAGES: usize = 10_000;
 /// same place; two objects always fit (etcd stores an object of at most 1.5 MiB).
 const PAGE_SIZES: [usize; 3] = [PAGE_OBJECTS, 20, 2];
 
-/// How long one page may take (a page of 500 Pods from a busy API server takes seconds).
+/// How long one page may take (a page of Pods from a busy API server can take seconds).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A kind as the API serves it: where it is listed.
@@ -247,42 +247,14 @@ mod tests {
         assert_eq!(page.items[0]["metadata"], serde_json::json!({"name": "a"}));
     }
 
-    /// An API server (a thread on loopback) that answers 404 to everything.
-    fn nothing_served() -> u16 {
-        use std::io::{BufRead as _, Write as _};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().take(4) {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let body = r#"{"kind":"Status"}"#;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        port
-    }
-
     /// A 404 for the first page says the kind is not served; for a later page (a version
     /// removed while it was listed), the pages read so far are not the list: an error, never
     /// the end of it (the reports of namespaces not reached were emptied).
     #[test]
     fn a_404_after_the_first_page_is_an_error_not_the_end() {
-        let port = nothing_served();
-        let api = KubeApi::new(
-            format!("http://127.0.0.1:{port}"),
-            None,
-            super::super::Token::None,
-        )
-        .unwrap();
+        // Nothing is served: every request is answered 404.
+        let api = super::super::fake::api(4, |_| ("404 Not Found", r#"{"kind":"Status"}"#.into()))
+            .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

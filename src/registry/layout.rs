@@ -23,11 +23,16 @@ fn io(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> Kind {
 }
 
 fn index(path: &Path) -> Result<ImageManifest, Kind> {
+    let bytes = index_bytes(path)?;
+    serde_json::from_slice(&bytes).map_err(|source| Kind::LayoutIndex { source })
+}
+
+/// The bytes of the layout's `index.json`.
+fn index_bytes(path: &Path) -> Result<Vec<u8>, Kind> {
     if !path.join("oci-layout").is_file() {
         return Err(Kind::NotALayout);
     }
-    let bytes = std::fs::read(path.join("index.json")).map_err(io("read index.json"))?;
-    serde_json::from_slice(&bytes).map_err(|source| Kind::LayoutIndex { source })
+    std::fs::read(path.join("index.json")).map_err(io("read index.json"))
 }
 
 pub(super) fn blob_path(path: &Path, digest: &Digest) -> PathBuf {
@@ -205,8 +210,10 @@ fn set_tag(
     size: u64,
     media_type: &str,
 ) -> Result<(), Kind> {
-    index(path)?;
-    let bytes = std::fs::read(path.join("index.json")).map_err(io("read index.json"))?;
+    let bytes = index_bytes(path)?;
+    // Read as the index it must be (the errors of every other reading), then edited as JSON.
+    serde_json::from_slice::<ImageManifest>(&bytes)
+        .map_err(|source| Kind::LayoutIndex { source })?;
     let mut index: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|source| Kind::LayoutIndex { source })?;
     let entry = serde_json::json!({

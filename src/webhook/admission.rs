@@ -667,7 +667,7 @@ async fn review(
         mut reservation,
     } = body;
     let work = Work::of_body(bytes.len());
-    let values = off_the_workers(work, || weight::json_values(&bytes));
+    let values = off_the_workers(work, || crate::bounded::json_values(&bytes));
     if values > weight::MAX_JSON_VALUES {
         let why = format!(
             "the AdmissionReview holds {values} JSON values, more than the {} one review may \

@@ -3,7 +3,7 @@
 //! A body of 6 MiB can decode to far more than 6 MiB: each JSON value becomes a
 //! `serde_json::Value` (32 bytes, a map's entry and its index more), and the object is held
 //! twice while it is checked (kube's `DynamicObject` and the JSON the extraction reads). So the
-//! body's values are counted by one pass over its bytes; a body with more than
+//! body's values are counted by one pass over its bytes ([`crate::bounded::json_values`]); a body with more than
 //! [`MAX_JSON_VALUES`] is refused, and the budget of in-flight reviews is charged
 //! [`decoded_bytes`], not the body's length.
 
@@ -15,30 +15,6 @@ pub(crate) const MAX_JSON_VALUES: usize = 100_000;
 /// (measured: a review of 40,000 containers, 120,000 values, held about 62 MB decoded).
 const BYTES_PER_VALUE: usize = 512;
 
-/// The JSON values of `body` (array elements and object members, counted by the commas,
-/// brackets and braces outside strings): one pass, no allocation. Not a validation: a body that
-/// is not JSON is refused by the decoder after this.
-pub(crate) fn json_values(body: &[u8]) -> usize {
-    let (mut n, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b',' | b'[' | b'{' => n += 1,
-                _ => {}
-            }
-        }
-    }
-    n + 1
-}
-
 /// What a body of `len` bytes holding `values` JSON values is charged while its review is
 /// decoded and checked.
 pub(crate) fn decoded_bytes(len: usize, values: usize) -> usize {
@@ -49,6 +25,7 @@ pub(crate) fn decoded_bytes(len: usize, values: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bounded::json_values;
 
     #[test]
     fn values_are_counted_outside_strings_only() {

@@ -275,7 +275,7 @@ fn charts_in_a_cluster(test: &str) -> Option<Charts> {
 /// HelmCharts served as v1beta2 only (Flux before 2.3): the webhook lists a HelmRepository's
 /// HelmCharts there when v1 is not served, and a URL moved under one of them is checked at the
 /// new URL; a namespace with more HelmCharts than are read for one HelmRepository (1,000, read
-/// 500 a page) is denied, not admitted on a partial reading.
+/// 100 a page) is denied, not admitted on a partial reading.
 #[test]
 fn helm_charts_listed_as_v1beta2_and_bounded() {
     let Some(Charts {

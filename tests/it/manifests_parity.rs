@@ -428,7 +428,7 @@ fn a_moved_helm_repository_is_checked_through_the_clusters_helm_charts() {
         "{run:?}"
     );
 
-    // 500 HelmCharts of 70 KiB each: a page of 500 is over the 32 MiB a page may hold, so it
+    // 500 HelmCharts of 70 KiB each: a page of 100 is over the 4 MiB a page may hold, so it
     // is asked again smaller, and every chart is checked (before: the list failed).
     kube.namespace(d, "big");
     let pad = "x".repeat(70 << 10);
