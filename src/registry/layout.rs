@@ -323,5 +323,12 @@ mod tests {
         assert_eq!(after["manifests"][0], index["manifests"][0]);
         assert_eq!(after["manifests"].as_array().unwrap().len(), 2);
         assert_eq!(after["manifests"][1]["annotations"][REF_NAME], "v1");
+        // An index.json that is not an index object is an error, never rewritten.
+        for bad in ["[]", "[2, [], null]", "\"index\""] {
+            std::fs::write(p.join("index.json"), bad).unwrap();
+            let e = set_tag(&p, "v1", &d, 1, OCI_MANIFEST).unwrap_err();
+            assert!(matches!(e, Kind::LayoutIndex { .. }), "{bad}: {e:?}");
+            assert_eq!(std::fs::read_to_string(p.join("index.json")).unwrap(), bad);
+        }
     }
 }
